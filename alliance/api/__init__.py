@@ -1,0 +1,1 @@
+"""The hub's HTTP edge: blueprints, schemas and the one error handler."""

@@ -1,0 +1,81 @@
+"""Settings of the hub, read from ``ALLIANCE_*`` environment variables.
+
+Nothing here opens a database or builds an app; ``create_app`` does that with the
+``Settings`` it is given, so tests and tools can make as many hubs as they like.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from alliance.domain.errors import ConfigurationError
+
+ENV_PREFIX = "ALLIANCE_"
+ISO_4217_LENGTH = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the hub; each maps to ``ALLIANCE_<NAME>`` in the environment."""
+
+    database_url: str | None = None
+    instance_path: str | None = None
+    environment: str = "development"
+    secret_key: str | None = None
+    alliance_currency: str = "EUR"
+    alliance_time_zone: str = "UTC"
+    points_expiry_months: int = 24
+    hold_ttl_s: int = 900
+    max_body_bytes: int = 1_048_576
+    sqlite_busy_timeout_ms: int = 10_000
+    database_pool_size: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``ALLIANCE_*`` variables; unknown ones are an error."""
+        environ = os.environ if environ is None else environ
+        known = {settings_field.name: settings_field for settings_field in fields(cls) }
+        values: dict[str, object] = {}
+        for variable, raw in environ.items():
+            if not variable.startswith(ENV_PREFIX):
+                continue
+            name = variable[len(ENV_PREFIX):].lower()
+            if name not in known:
+                raise ConfigurationError(f"unknown setting {variable}; see the configuration table in README.md")
+            values[name] = _convert(variable, raw, known[name].type)
+        return cls(**values).validated()
+
+    def with_overrides(self, **overrides: object) -> "Settings":
+        """A copy with some settings replaced, validated again."""
+        return replace(self, **overrides).validated()
+
+    def validated(self) -> "Settings":
+        """Return self if every setting makes sense, else raise ``ConfigurationError``."""
+        if self.environment not in {"development", "production", "test"}:
+            raise ConfigurationError("ALLIANCE_ENVIRONMENT must be development, production or test")
+        if len(self.alliance_currency) != ISO_4217_LENGTH or not self.alliance_currency.isalpha() or not self.alliance_currency.isupper():
+            raise ConfigurationError("ALLIANCE_ALLIANCE_CURRENCY must be a three-letter ISO 4217 code such as EUR")
+        try:
+            ZoneInfo(self.alliance_time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(f"ALLIANCE_ALLIANCE_TIME_ZONE {self.alliance_time_zone!r} is not an IANA time zone") from None
+        if self.environment == "production" and not self.secret_key:
+            raise ConfigurationError("ALLIANCE_SECRET_KEY is required in production")
+        if self.environment == "production" and not self.database_url:
+            raise ConfigurationError("ALLIANCE_DATABASE_URL is required in production")
+        for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"ALLIANCE_{name.upper()} must be a positive whole number")
+        return self
+
+
+def _convert(variable: str, raw: str, annotation: object) -> object:
+    if annotation in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{variable} must be a whole number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,71 @@
+"""Engines and sessions for PostgreSQL and the embedded SQLite default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from alliance.config import Settings
+
+SQLITE_FILE_NAME = "alliance.sqlite3"
+
+
+def database_url(settings: Settings, instance_path: str | Path) -> str:
+    """The configured URL, or a SQLite file in the instance folder."""
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    return f"sqlite:///{Path(instance_path) / SQLITE_FILE_NAME}"
+
+
+def normalise_url(url: str) -> str:
+    """Send plain ``postgresql://`` URLs to the psycopg 3 driver we install."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, settings: Settings) -> Engine:
+    """Create an engine with the per-database settings the ledger relies on."""
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
+        _configure_sqlite(engine, settings)
+        return engine
+    return create_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _configure_sqlite(engine: Engine, settings: Settings) -> None:
+    """WAL, foreign keys, and ``BEGIN IMMEDIATE`` so writers queue instead of failing.
+
+    pysqlite's own transaction handling would start transactions lazily and upgrade a
+    read lock to a write lock mid-way, which fails under concurrency; taking the write
+    lock at BEGIN makes every unit of work serialisable on SQLite.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,1 @@
+"""The domain core: rules of the books, free of Flask and SQLAlchemy."""

@@ -1,0 +1,62 @@
+"""Schema migrations through Alembic, on the hub's own engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from alliance.domain.errors import ConfigurationError
+from alliance.models import Base
+
+MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _config(engine: Engine) -> Config:
+    if not (MIGRATIONS_DIRECTORY / "env.py").exists():
+        raise ConfigurationError(
+            f"migrations not found at {MIGRATIONS_DIRECTORY}; install the hub from a checkout (pip install -e .)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIRECTORY))
+    return config
+
+
+def _run(engine: Engine, action, *arguments) -> None:  # type: ignore[no-untyped-def]
+    config = _config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        action(config, *arguments)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    _run(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to ``revision`` (``base`` for an empty database)."""
+    _run(engine, command.downgrade, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it has none."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision(engine: Engine) -> str | None:
+    """The newest revision in ``migrations/``."""
+    return ScriptDirectory.from_config(_config(engine)).get_current_head()
+
+
+def pending_model_changes(engine: Engine) -> list[object]:
+    """Differences between the models and the migrated database (empty when they agree)."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, Base.metadata)

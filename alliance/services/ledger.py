@@ -1,0 +1,541 @@
+"""Posting to the points ledger: earn, activate, hold, capture, void, refund, claw back, expire.
+
+Every function here works inside the caller's unit of work and never commits. Each one
+first locks the member's accounts (``SELECT … FOR UPDATE`` in id order), so reads of
+lots and holds that follow see the latest committed state, and two postings for one
+member cannot interleave. The stored balances are changed only by database triggers
+on inserted entries, and CHECK constraints refuse a negative balance inside that very
+write, so the overdraft guard never depends on a value read earlier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alliance.domain.errors import InsufficientPoints, InvalidState, NotFound, ValidationFailed
+from alliance.domain.ledger import (
+    AccountKind,
+    HoldStatus,
+    LotSlice,
+    LotState,
+    TransactionKind,
+    account_code,
+    allocate_soonest_expiry_first,
+    balanced_entries,
+    require_positive_points,
+    restore_latest_expiry_first,
+)
+from alliance.models import (
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    LotConsumption,
+    Member,
+    Partner,
+    PartnerPrice,
+    PointLot,
+    RedemptionHold,
+)
+from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
+from alliance.services.accounts import account_ids
+
+MAX_HOLD_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAccounts:
+    """A member's three account ids and the balances read under the row lock."""
+
+    member_id: int
+    available_id: int
+    pending_id: int
+    held_id: int
+    available_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class EarnResult:
+    """What an earn posted."""
+
+    transaction_id: int
+    lot_id: int
+    points: int
+    state: LotState
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """An authorization: the hold and the journal transaction that set the points aside."""
+
+    hold_id: int
+    transaction_id: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClawbackResult:
+    """Points taken back for a refunded purchase, and those the member had already spent."""
+
+    transaction_id: int | None
+    points_recovered: int
+    points_unrecovered: int
+
+
+def post_transaction(
+    session: Session,
+    *,
+    kind: TransactionKind,
+    lines: list[tuple[int, int]],
+    posted_at: datetime,
+    member_id: int | None = None,
+    partner_id: int | None = None,
+    price_per_point: Decimal | None = None,
+    currency: str | None = None,
+    hold_id: int | None = None,
+    reverses_transaction_id: int | None = None,
+    memo: str | None = None,
+) -> int:
+    """Write one balanced journal transaction and return its id."""
+    entries = balanced_entries(lines)
+    transaction_id = session.execute(
+        insert(JournalTransaction)
+        .values(
+            kind=kind.value, member_id=member_id, partner_id=partner_id, posted_at=posted_at,
+            price_per_point=price_per_point, currency=currency, hold_id=hold_id,
+            reverses_transaction_id=reverses_transaction_id, memo=memo,
+        )
+        .returning(JournalTransaction.id)
+    ).scalar_one()
+    rows = [
+        {"transaction_id": transaction_id, "account_id": entry.account_id, "amount_points": entry.amount_points}
+        for entry in entries
+    ]
+    try:
+        session.execute(insert(JournalEntry), rows)
+    except IntegrityError as error:
+        raise _translated(error) from error
+    return transaction_id
+
+
+def lock_member(session: Session, member_id: int, *, require_active: bool = True) -> MemberAccounts:
+    """Lock a member's accounts in id order and return their ids and available balance."""
+    rows = session.execute(
+        select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points, Member.status)
+        .join(Member, Member.id == LedgerAccount.member_id)
+        .where(LedgerAccount.member_id == member_id)
+        .order_by(LedgerAccount.id)
+        .with_for_update(of=LedgerAccount)
+    ).all()
+    if not rows:
+        raise NotFound(f"no member {member_id}")
+    if require_active and rows[0].status != "active":
+        raise InvalidState(f"member {member_id} is {rows[0].status}")
+    by_kind = {row.kind: row for row in rows}
+    return MemberAccounts(
+        member_id=member_id,
+        available_id=by_kind[AccountKind.MEMBER_AVAILABLE].id,
+        pending_id=by_kind[AccountKind.MEMBER_PENDING].id,
+        held_id=by_kind[AccountKind.MEMBER_HELD].id,
+        available_points=by_kind[AccountKind.MEMBER_AVAILABLE].balance_points,
+    )
+
+
+def earn(
+    session: Session,
+    *,
+    member_id: int,
+    partner_id: int | None,
+    points: int,
+    now: datetime,
+    expires_at: datetime,
+    pending_until: datetime | None = None,
+    memo: str | None = None,
+) -> EarnResult:
+    """Credit a member with points funded by a partner (or, with no partner, the hub)."""
+    require_positive_points(points)
+    if expires_at <= now:
+        raise ValidationFailed("points must expire after they are earned", fields={"expires_at": ["in the past"]})
+    member = lock_member(session, member_id)
+    if partner_id is None:
+        funding_account_id = account_ids(session, [account_code(AccountKind.HUB_MARKETING)])["hub:marketing"]
+        price_per_point, currency = None, None
+    else:
+        partner = _active_partner(session, partner_id)
+        price_per_point = _price_in_force(session, partner_id, now).issue_price_per_point
+        currency = partner.currency
+        funding_account_id = _partner_account_id(session, AccountKind.PARTNER_ISSUED, partner_id)
+    pending = pending_until is not None and pending_until > now
+    target_account_id = member.pending_id if pending else member.available_id
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.EARN, lines=[(funding_account_id, -points), (target_account_id, points)],
+        posted_at=now, member_id=member_id, partner_id=partner_id, price_per_point=price_per_point,
+        currency=currency, memo=memo,
+    )
+    state = LotState.PENDING if pending else LotState.ACTIVE
+    lot_id = session.execute(
+        insert(PointLot)
+        .values(
+            member_id=member_id, partner_id=partner_id, funding_account_id=funding_account_id,
+            earn_transaction_id=transaction_id, state=state.value, points_earned=points,
+            points_remaining=points, earned_at=now, activates_at=pending_until if pending else None,
+            expires_at=expires_at,
+        )
+        .returning(PointLot.id)
+    ).scalar_one()
+    return EarnResult(transaction_id=transaction_id, lot_id=lot_id, points=points, state=state)
+
+
+def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
+    """Make pending lots whose return window has passed spendable; returns how many."""
+    due = session.execute(
+        select(PointLot.id, PointLot.member_id)
+        .where(PointLot.state == LotState.PENDING.value, PointLot.activates_at <= now)
+        .order_by(PointLot.activates_at, PointLot.id)
+        .limit(limit)
+    ).all()
+    activated = 0
+    for lot_id, member_id in due:
+        member = lock_member(session, member_id, require_active=False)
+        switched = session.execute(
+            update(PointLot)
+            .where(PointLot.id == lot_id, PointLot.state == LotState.PENDING.value)
+            .values(state=LotState.ACTIVE.value)
+            .returning(PointLot.points_remaining, PointLot.partner_id)
+        ).first()
+        if switched is None:
+            continue
+        if switched.points_remaining:
+            post_transaction(
+                session, kind=TransactionKind.ACTIVATION,
+                lines=[(member.pending_id, -switched.points_remaining), (member.available_id, switched.points_remaining)],
+                posted_at=now, member_id=member_id, partner_id=switched.partner_id,
+            )
+        activated += 1
+    return activated
+
+
+def authorize_hold(
+    session: Session, *, member_id: int, partner_id: int, points: int, now: datetime, ttl_s: int
+) -> HoldResult:
+    """Set points aside for a redemption at a partner until capture, void or expiry."""
+    require_positive_points(points)
+    if not 0 < ttl_s <= MAX_HOLD_TTL_S:
+        raise ValidationFailed(f"a hold lives between 1 and {MAX_HOLD_TTL_S} seconds", fields={"ttl_s": ["out of range"]})
+    member = lock_member(session, member_id)
+    _active_partner(session, partner_id)
+    if member.available_points < points:
+        raise InsufficientPoints(f"member {member_id} has {member.available_points} points available, {points} asked for")
+    expires_at = now + timedelta(seconds=ttl_s)
+    hold_id = session.execute(
+        insert(RedemptionHold)
+        .values(
+            member_id=member_id, partner_id=partner_id, status=HoldStatus.OPEN.value, points_held=points,
+            points_captured=0, points_refunded=0, created_at=now, expires_at=expires_at,
+        )
+        .returning(RedemptionHold.id)
+    ).scalar_one()
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.HOLD, lines=[(member.available_id, -points), (member.held_id, points)],
+        posted_at=now, member_id=member_id, partner_id=partner_id, hold_id=hold_id,
+    )
+    lots = session.execute(
+        select(PointLot.id, PointLot.expires_at, PointLot.points_remaining).where(
+            PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value, PointLot.points_remaining > 0
+        )
+    ).all()
+    allocation = allocate_soonest_expiry_first([LotSlice(*lot) for lot in lots], points)
+    _consume(session, allocation, transaction_id=transaction_id, member_id=member_id, hold_id=hold_id)
+    return HoldResult(hold_id=hold_id, transaction_id=transaction_id, expires_at=expires_at)
+
+
+def capture_hold(session: Session, *, hold_id: int, points: int, now: datetime) -> int:
+    """Spend ``points`` of an open hold at its partner, once; the rest goes back."""
+    require_positive_points(points)
+    member, hold = _lock_hold(session, hold_id)
+    _require_open(hold, now)
+    if points > hold.points_held:
+        raise ValidationFailed(
+            f"capture of {points} points exceeds the hold of {hold.points_held}", fields={"points": ["exceeds the hold"]}
+        )
+    partner = session.get_one(Partner, hold.partner_id)
+    price = _price_in_force(session, hold.partner_id, now).redemption_price_per_point
+    released = hold.points_held - points
+    redeemed_account_id = _partner_account_id(session, AccountKind.PARTNER_REDEEMED, hold.partner_id)
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.CAPTURE,
+        lines=[(member.held_id, -hold.points_held), (redeemed_account_id, points), (member.available_id, released)],
+        posted_at=now, member_id=member.member_id, partner_id=hold.partner_id, price_per_point=price,
+        currency=partner.currency, hold_id=hold_id,
+    )
+    if released:
+        _restore_to_lots(session, hold, released, transaction_id)
+    _close_hold(session, hold_id, HoldStatus.CAPTURED, now, points_captured=points)
+    return transaction_id
+
+
+def void_hold(session: Session, *, hold_id: int, now: datetime) -> int:
+    """Release an open hold in full; returns the releasing transaction."""
+    member, hold = _lock_hold(session, hold_id)
+    _require_open(hold, now)
+    return _release(session, member, hold, now, HoldStatus.VOIDED)
+
+
+def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
+    """Release open holds whose time to live has passed; returns how many."""
+    due = session.scalars(
+        select(RedemptionHold.id)
+        .where(RedemptionHold.status == HoldStatus.OPEN.value, RedemptionHold.expires_at <= now)
+        .order_by(RedemptionHold.expires_at, RedemptionHold.id)
+        .limit(limit)
+    ).all()
+    expired = 0
+    for hold_id in due:
+        member, hold = _lock_hold(session, hold_id)
+        if hold.status == HoldStatus.OPEN.value:
+            _release(session, member, hold, now, HoldStatus.EXPIRED)
+            expired += 1
+    return expired
+
+
+def refund_redemption(session: Session, *, hold_id: int, points: int, now: datetime) -> int:
+    """Give back points of a captured redemption, at the price it was captured at."""
+    require_positive_points(points)
+    member, hold = _lock_hold(session, hold_id)
+    if hold.status != HoldStatus.CAPTURED.value:
+        raise InvalidState(f"hold {hold_id} is {hold.status}; only a captured redemption can be refunded")
+    refundable = hold.points_captured - hold.points_refunded
+    if points > refundable:
+        raise ValidationFailed(
+            f"refund of {points} points exceeds the {refundable} still refundable", fields={"points": ["too many"]}
+        )
+    capture = session.execute(
+        select(JournalTransaction.id, JournalTransaction.price_per_point, JournalTransaction.currency).where(
+            JournalTransaction.hold_id == hold_id, JournalTransaction.kind == TransactionKind.CAPTURE.value
+        )
+    ).one()
+    redeemed_account_id = _partner_account_id(session, AccountKind.PARTNER_REDEEMED, hold.partner_id)
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.REDEMPTION_REFUND,
+        lines=[(redeemed_account_id, -points), (member.available_id, points)],
+        posted_at=now, member_id=member.member_id, partner_id=hold.partner_id,
+        price_per_point=capture.price_per_point, currency=capture.currency, hold_id=hold_id,
+        reverses_transaction_id=capture.id,
+    )
+    _restore_to_lots(session, hold, points, transaction_id)
+    session.execute(
+        update(RedemptionHold)
+        .where(RedemptionHold.id == hold_id)
+        .values(points_refunded=RedemptionHold.points_refunded + points)
+    )
+    return transaction_id
+
+
+def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, now: datetime) -> ClawbackResult:
+    """Take back points of a refunded purchase: its own lot first, then other spendable lots.
+
+    Never more than the earn gave in total. Points the member has already spent stay
+    with the member and are reported as unrecovered; a balance never goes negative.
+    """
+    require_positive_points(points)
+    lot = session.execute(select(PointLot).where(PointLot.earn_transaction_id == earn_transaction_id)).scalar_one_or_none()
+    if lot is None:
+        raise NotFound(f"no earn transaction {earn_transaction_id}")
+    member = lock_member(session, lot.member_id, require_active=False)
+    earned_transaction = session.get_one(JournalTransaction, earn_transaction_id)
+    already_recovered = session.scalar(
+        select(func.coalesce(func.sum(JournalEntry.amount_points), 0))
+        .join(JournalTransaction, JournalTransaction.id == JournalEntry.transaction_id)
+        .where(
+            JournalTransaction.reverses_transaction_id == earn_transaction_id,
+            JournalTransaction.kind == TransactionKind.CLAWBACK.value,
+            JournalEntry.account_id == lot.funding_account_id,
+        )
+    )
+    if points > lot.points_earned - already_recovered:
+        raise ValidationFailed(
+            f"claw back of {points} points exceeds the {lot.points_earned - already_recovered} not yet taken back",
+            fields={"points": ["more than was earned"]},
+        )
+    allocation, member_account_id = _clawback_allocation(session, lot, points, member)
+    recovered = sum(taken for _, taken in allocation)
+    if recovered == 0:
+        return ClawbackResult(transaction_id=None, points_recovered=0, points_unrecovered=points)
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.CLAWBACK,
+        lines=[(member_account_id, -recovered), (lot.funding_account_id, recovered)],
+        posted_at=now, member_id=lot.member_id, partner_id=lot.partner_id,
+        price_per_point=earned_transaction.price_per_point, currency=earned_transaction.currency,
+        reverses_transaction_id=earn_transaction_id,
+    )
+    _consume(session, allocation, transaction_id=transaction_id, member_id=lot.member_id, hold_id=None)
+    return ClawbackResult(transaction_id=transaction_id, points_recovered=recovered, points_unrecovered=points - recovered)
+
+
+def expire_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
+    """Expire spendable points past their expiry into the hub's breakage; returns points."""
+    members = session.scalars(
+        select(PointLot.member_id)
+        .where(PointLot.state == LotState.ACTIVE.value, PointLot.expires_at <= now, PointLot.points_remaining > 0)
+        .group_by(PointLot.member_id)
+        .order_by(PointLot.member_id)
+        .limit(limit)
+    ).all()
+    breakage_account_id = account_ids(session, [account_code(AccountKind.HUB_BREAKAGE)])["hub:breakage"]
+    expired_points = 0
+    for member_id in members:
+        member = lock_member(session, member_id, require_active=False)
+        lots = session.execute(
+            select(PointLot.id, PointLot.points_remaining).where(
+                PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value,
+                PointLot.expires_at <= now, PointLot.points_remaining > 0,
+            ).order_by(PointLot.expires_at, PointLot.id)
+        ).all()
+        total = sum(lot.points_remaining for lot in lots)
+        if not total:
+            continue
+        transaction_id = post_transaction(
+            session, kind=TransactionKind.EXPIRY, lines=[(member.available_id, -total), (breakage_account_id, total)],
+            posted_at=now, member_id=member_id,
+        )
+        _consume(session, [(lot.id, lot.points_remaining) for lot in lots],
+                 transaction_id=transaction_id, member_id=member_id, hold_id=None)
+        expired_points += total
+    return expired_points
+
+
+def _clawback_allocation(
+    session: Session, lot: PointLot, points: int, member: MemberAccounts
+) -> tuple[list[tuple[int, int]], int]:
+    """Which lots a claw back takes from, and the member account it debits."""
+    current = session.execute(
+        select(PointLot.state, PointLot.points_remaining).where(PointLot.id == lot.id)
+    ).one()
+    if current.state == LotState.PENDING.value:
+        taken = min(points, current.points_remaining)
+        return ([(lot.id, taken)] if taken else []), member.pending_id
+    allocation = [(lot.id, min(points, current.points_remaining))] if current.points_remaining else []
+    still_needed = points - sum(taken for _, taken in allocation)
+    if still_needed:
+        others = session.execute(
+            select(PointLot.id, PointLot.expires_at, PointLot.points_remaining).where(
+                PointLot.member_id == lot.member_id, PointLot.state == LotState.ACTIVE.value,
+                PointLot.points_remaining > 0, PointLot.id != lot.id,
+            )
+        ).all()
+        spendable = sum(other.points_remaining for other in others)
+        if spendable:
+            allocation += allocate_soonest_expiry_first(
+                [LotSlice(*other) for other in others], min(still_needed, spendable)
+            )
+    return allocation, member.available_id
+
+
+def _lock_hold(session: Session, hold_id: int) -> tuple[MemberAccounts, RedemptionHold]:
+    """Lock the hold's member first, then the hold row: the fixed order for every hold change."""
+    member_id = session.scalar(select(RedemptionHold.member_id).where(RedemptionHold.id == hold_id))
+    if member_id is None:
+        raise NotFound(f"no hold {hold_id}")
+    member = lock_member(session, member_id, require_active=False)
+    hold = session.execute(
+        select(RedemptionHold).where(RedemptionHold.id == hold_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return member, hold
+
+
+def _require_open(hold: RedemptionHold, now: datetime) -> None:
+    if hold.status != HoldStatus.OPEN.value:
+        raise InvalidState(f"hold {hold.id} is already {hold.status}")
+    if hold.expires_at <= now:
+        raise InvalidState(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
+
+
+def _release(session: Session, member: MemberAccounts, hold: RedemptionHold, now: datetime, status: HoldStatus) -> int:
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.RELEASE,
+        lines=[(member.held_id, -hold.points_held), (member.available_id, hold.points_held)],
+        posted_at=now, member_id=member.member_id, partner_id=hold.partner_id, hold_id=hold.id,
+    )
+    _restore_to_lots(session, hold, hold.points_held, transaction_id)
+    _close_hold(session, hold.id, status, now, points_captured=0)
+    return transaction_id
+
+
+def _close_hold(session: Session, hold_id: int, status: HoldStatus, now: datetime, *, points_captured: int) -> None:
+    closed = session.execute(
+        update(RedemptionHold)
+        .where(RedemptionHold.id == hold_id, RedemptionHold.status == HoldStatus.OPEN.value)
+        .values(status=status.value, points_captured=points_captured, closed_at=now)
+    )
+    assert closed.rowcount == 1, "a hold is closed exactly once, under its row lock"
+
+
+def _restore_to_lots(session: Session, hold: RedemptionHold, points: int, transaction_id: int) -> None:
+    consumed = session.execute(
+        select(LotConsumption.lot_id, PointLot.expires_at, func.sum(LotConsumption.points))
+        .join(PointLot, PointLot.id == LotConsumption.lot_id)
+        .where(LotConsumption.hold_id == hold.id)
+        .group_by(LotConsumption.lot_id, PointLot.expires_at)
+    ).all()
+    restoration = restore_latest_expiry_first([LotSlice(*row) for row in consumed], points)
+    _consume(
+        session, [(lot_id, -given) for lot_id, given in restoration],
+        transaction_id=transaction_id, member_id=hold.member_id, hold_id=hold.id,
+    )
+
+
+def _consume(
+    session: Session, allocation: list[tuple[int, int]], *, transaction_id: int, member_id: int, hold_id: int | None
+) -> None:
+    """Record lot consumptions (negative gives back); a trigger keeps lot remainders."""
+    if not allocation:
+        return
+    rows = [
+        {"lot_id": lot_id, "transaction_id": transaction_id, "member_id": member_id, "hold_id": hold_id, "points": points}
+        for lot_id, points in sorted(allocation)
+    ]
+    try:
+        session.execute(insert(LotConsumption), rows)
+    except IntegrityError as error:
+        raise _translated(error) from error
+
+
+def _active_partner(session: Session, partner_id: int) -> Partner:
+    partner = session.get(Partner, partner_id)
+    if partner is None:
+        raise NotFound(f"no partner {partner_id}")
+    if partner.status != "active":
+        raise InvalidState(f"partner {partner.code} is {partner.status}")
+    return partner
+
+
+def _partner_account_id(session: Session, kind: AccountKind, partner_id: int) -> int:
+    code = account_code(kind, partner_id=partner_id)
+    return account_ids(session, [code])[code]
+
+
+def _price_in_force(session: Session, partner_id: int, at: datetime) -> PartnerPrice:
+    price = session.scalars(
+        select(PartnerPrice)
+        .where(and_(PartnerPrice.partner_id == partner_id, PartnerPrice.effective_from <= at))
+        .order_by(PartnerPrice.effective_from.desc())
+        .limit(1)
+    ).first()
+    if price is None:
+        raise InvalidState(f"partner {partner_id} has no price in force at {at.isoformat()}")
+    return price
+
+
+def _translated(error: IntegrityError) -> Exception:
+    message = str(error.orig)
+    if BALANCE_NOT_NEGATIVE in message:
+        return InsufficientPoints("the posting would take a member balance below zero")
+    if LOT_REMAINING_IN_RANGE in message:
+        return InsufficientPoints("the posting would take a lot below zero or above what it earned")
+    return error
