@@ -1,0 +1,180 @@
+"""The ``alliance`` command: database, development server, demo data, audit and jobs."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Callable
+
+import click
+from flask import Flask, current_app, has_app_context
+
+from alliance.domain.errors import AllianceError
+from alliance.extensions import hub_state
+
+
+def _with_app(command: Callable) -> Callable:  # type: ignore[type-arg]
+    """Run ``command(app, ...)`` inside an app context, turning expected errors into CLI errors."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            if has_app_context():
+                return command(current_app._get_current_object(), *args, **kwargs)
+            from alliance.app import create_app
+
+            app = create_app()
+            with app.app_context():
+                return command(app, *args, **kwargs)
+        except AllianceError as error:
+            raise click.ClickException(error.detail) from None
+
+    return wrapper
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use an ISO 8601 timestamp with offset, e.g. 2026-11-24T00:00:00+00:00") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter("the timestamp needs a UTC offset, e.g. +00:00")
+    return moment
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Points-alliance clearing house: run and operate the hub."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@_with_app
+def db_upgrade(app: Flask, revision: str) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from alliance import migrate
+
+    engine = hub_state(app).engine
+    migrate.upgrade(engine, revision)
+    click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at revision {migrate.current_revision(engine)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@_with_app
+def db_downgrade(app: Flask, revision: str) -> None:
+    """Undo migrations down to REVISION ('base' empties the database)."""
+    from alliance import migrate
+
+    migrate.downgrade(hub_state(app).engine, revision)
+    click.echo(f"database is at revision {migrate.current_revision(hub_state(app).engine) or 'base'}")
+
+
+@db.command("current")
+@_with_app
+def db_current(app: Flask) -> None:
+    """Show the database's revision and the newest one available."""
+    from alliance import migrate
+
+    engine = hub_state(app).engine
+    click.echo(f"current: {migrate.current_revision(engine) or 'base'}; newest: {migrate.head_revision(engine)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--debug/--no-debug", default=False, help="Flask debug mode (never in production).")
+@_with_app
+def serve(app: Flask, host: str, port: int, debug: bool) -> None:
+    """Run the development server (use gunicorn 'alliance.wsgi:app' in production)."""
+    engine = hub_state(app).engine
+    click.echo(f"Alliance hub on {engine.dialect.name} database {engine.url.render_as_string(hide_password=True)}")
+    click.echo(f"Listening on http://{host}:{port}  (health: http://{host}:{port}/healthz)  Ctrl+C stops it")
+    app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+
+
+@main.command("seed-demo")
+@_with_app
+def seed_demo(app: Flask) -> None:
+    """Create a small demo alliance: partners with keys and terminals, members with cards."""
+    from alliance.services.demo import seed_demo_alliance
+
+    state = hub_state(app)
+    with state.unit_of_work() as uow:
+        summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=datetime.now(timezone.utc),
+                                     expiry_months=state.settings.points_expiry_months)
+        uow.commit()
+    click.echo(summary)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_with_app
+def audit(app: Flask, as_json: bool) -> None:
+    """Recompute the books and check every invariant; exit 1 naming the first problem."""
+    from alliance.services.audit import run_audit
+
+    with hub_state(app).unit_of_work() as uow:
+        report = run_audit(uow.session)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok,
+            "checks": [check.__dict__ for check in report.checks],
+            "totals": report.totals,
+        }, indent=2))
+    else:
+        for check in report.checks:
+            mark = "ok  " if not check.problems else "FAIL"
+            click.echo(f"{mark} {check.name}: {check.description}" + (f" ({check.problems} problems)" if check.problems else ""))
+        click.echo("totals: " + ", ".join(f"{name}={value}" for name, value in report.totals.items()))
+    failure = report.first_failure
+    if failure is not None:
+        click.echo(f"audit FAILED at {failure.name}: {failure.first_problem}", err=True)
+        sys.exit(1)
+    click.echo("audit passed")
+
+
+@main.group()
+def jobs() -> None:
+    """Ledger housekeeping jobs, the same ones the scheduler runs."""
+
+
+def _job(name: str, help_text: str, run: Callable, unit: str) -> None:  # type: ignore[type-arg]
+    @jobs.command(name, help=help_text)
+    @click.option("--now", "now_text", default=None, help="Pretend it is this moment (ISO 8601 with offset).")
+    @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most items per run.")
+    @_with_app
+    def job(app: Flask, now_text: str | None, limit: int) -> None:
+        now = _parse_now(now_text)
+        with hub_state(app).unit_of_work() as uow:
+            done = run(uow.session, now=now, limit=limit)
+            uow.commit()
+        click.echo(f"{name}: {done} {unit}")
+
+
+def _register_jobs() -> None:
+    from alliance.services import ledger
+
+    _job("expire-holds", "Release redemption holds whose time to live has passed.", ledger.expire_holds, "holds released")
+    _job("activate-pending", "Make pending points spendable once their return window has passed.",
+         ledger.activate_due_lots, "lots activated")
+    _job("expire-points", "Move points past their expiry to the hub's breakage account.",
+         ledger.expire_due_lots, "points expired")
+
+
+_register_jobs()
+
+
+def init_app(app: Flask) -> None:
+    """Make the same commands available as ``flask --app alliance.wsgi ...``."""
+    for command in main.commands.values():
+        app.cli.add_command(command)

@@ -1,0 +1,213 @@
+"""``alliance audit``: recompute the books from their entries and check every invariant.
+
+Each check is one set-based query that returns the offending rows; the report counts
+them and names the first, so an operator knows where to look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sqlalchemy import Select, case, func, literal, select, text
+from sqlalchemy.orm import Session
+
+from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind
+from alliance.models import JournalEntry, JournalTransaction, LedgerAccount, LotConsumption, PointLot, RedemptionHold
+
+EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
+    "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_guard",
+    "trg_ledger_accounts_no_delete", "trg_point_lots_guard", "trg_point_lots_no_delete",
+    "trg_journal_entries_balanced", "trg_journal_transactions_balanced",
+    "trg_journal_transactions_append_only", "trg_journal_entries_append_only", "trg_lot_consumptions_append_only",
+    "trg_journal_transactions_no_truncate", "trg_journal_entries_no_truncate", "trg_lot_consumptions_no_truncate",
+})
+EXPECTED_SQLITE_TRIGGERS = frozenset({
+    "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
+    "trg_point_lots_no_delete",
+    "trg_journal_transactions_no_update", "trg_journal_transactions_no_delete",
+    "trg_journal_entries_no_update", "trg_journal_entries_no_delete",
+    "trg_lot_consumptions_no_update", "trg_lot_consumptions_no_delete",
+})
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One invariant: how many rows break it, and the first of them described."""
+
+    name: str
+    description: str
+    problems: int
+    first_problem: str | None
+
+
+@dataclass
+class AuditReport:
+    """Every check and the ledger's totals."""
+
+    checks: list[CheckResult] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no check found a problem."""
+        return all(check.problems == 0 for check in self.checks)
+
+    @property
+    def first_failure(self) -> CheckResult | None:
+        """The first check that found a problem, if any."""
+        return next((check for check in self.checks if check.problems), None)
+
+
+def run_audit(session: Session) -> AuditReport:
+    """Run every check and gather the totals."""
+    report = AuditReport()
+    for name, description, query, describe in _checks():
+        count = session.scalar(select(func.count()).select_from(query.subquery()))
+        first = session.execute(query.limit(1)).first() if count else None
+        report.checks.append(CheckResult(name, description, count or 0, describe(first) if first else None))
+    report.checks.append(_guards_check(session))
+    report.totals = _totals(session)
+    return report
+
+
+def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-arg]
+    entry_sum = func.coalesce(func.sum(JournalEntry.amount_points), 0)
+    transactions = (
+        select(JournalTransaction.id, entry_sum.label("total"), func.count(JournalEntry.id).label("entries"))
+        .outerjoin(JournalEntry, JournalEntry.transaction_id == JournalTransaction.id)
+        .group_by(JournalTransaction.id)
+        .having((entry_sum != 0) | (func.count(JournalEntry.id) < 2))
+        .order_by(JournalTransaction.id)
+    )
+    zero_entries = select(JournalEntry.id, JournalEntry.transaction_id).where(JournalEntry.amount_points == 0).order_by(JournalEntry.id)
+    member_sums = (
+        select(JournalEntry.account_id, func.sum(JournalEntry.amount_points).label("total"))
+        .group_by(JournalEntry.account_id).subquery()
+    )
+    balances = (
+        select(LedgerAccount.code, LedgerAccount.balance_points, func.coalesce(member_sums.c.total, 0).label("total"))
+        .outerjoin(member_sums, member_sums.c.account_id == LedgerAccount.id)
+        .where(LedgerAccount.kind.in_([kind.value for kind in MEMBER_ACCOUNT_KINDS]))
+        .where((LedgerAccount.balance_points != func.coalesce(member_sums.c.total, 0)) | (LedgerAccount.balance_points < 0))
+        .order_by(LedgerAccount.id)
+    )
+    consumed_sum = func.coalesce(func.sum(LotConsumption.points), 0)
+    lots = (
+        select(PointLot.id, PointLot.points_earned, PointLot.points_remaining, consumed_sum.label("consumed"))
+        .outerjoin(LotConsumption, LotConsumption.lot_id == PointLot.id)
+        .group_by(PointLot.id, PointLot.points_earned, PointLot.points_remaining)
+        .having((PointLot.points_remaining != PointLot.points_earned - consumed_sum)
+                | (PointLot.points_remaining < 0) | (PointLot.points_remaining > PointLot.points_earned))
+        .order_by(PointLot.id)
+    )
+    return [
+        ("transactions_balanced", "every journal transaction has two or more entries summing to zero",
+         transactions, lambda row: f"transaction {row.id} has {row.entries} entries summing to {row.total}"),
+        ("no_zero_entries", "no entry moves zero points",
+         zero_entries, lambda row: f"entry {row.id} of transaction {row.transaction_id} is zero"),
+        ("balances_match_entries", "each member balance equals the sum of its entries and is not negative",
+         balances, lambda row: f"account {row.code} stores {row.balance_points}, its entries sum to {row.total}"),
+        ("lots_match_consumptions", "each lot's remainder equals what it earned less what was consumed",
+         lots, lambda row: f"lot {row.id} earned {row.points_earned}, consumed {row.consumed}, stores {row.points_remaining}"),
+        ("available_matches_lots", "a member's available points equal the remainders of their active lots",
+         _lots_against(AccountKind.MEMBER_AVAILABLE, LotState.ACTIVE), _describe_lot_mismatch),
+        ("pending_matches_lots", "a member's pending points equal the remainders of their pending lots",
+         _lots_against(AccountKind.MEMBER_PENDING, LotState.PENDING), _describe_lot_mismatch),
+        ("held_matches_holds", "a member's held points equal their open holds",
+         _held_against_holds(), lambda row: f"account {row.code} holds {row.balance_points}, open holds total {row.expected}"),
+        ("holds_trace_to_lots", "each hold's lot consumptions equal what it still holds or spent",
+         _hold_consumptions(), lambda row: f"hold {row.id} ({row.status}) consumed {row.consumed} from lots, expected {row.expected}"),
+        ("lots_match_earns", "each lot was credited by its own earn transaction from its funding account",
+         _lots_against_earns(), lambda row: f"lot {row.id} earned {row.points_earned}, its funding entry is {row.funded}"),
+    ]
+
+
+def _lots_against(kind: AccountKind, state: LotState) -> Select:  # type: ignore[type-arg]
+    lot_sums = (
+        select(PointLot.member_id, func.sum(PointLot.points_remaining).label("total"))
+        .where(PointLot.state == state.value).group_by(PointLot.member_id).subquery()
+    )
+    expected = func.coalesce(lot_sums.c.total, 0)
+    return (
+        select(LedgerAccount.code, LedgerAccount.balance_points, expected.label("expected"))
+        .outerjoin(lot_sums, lot_sums.c.member_id == LedgerAccount.member_id)
+        .where(LedgerAccount.kind == kind.value, LedgerAccount.balance_points != expected)
+        .order_by(LedgerAccount.id)
+    )
+
+
+def _describe_lot_mismatch(row) -> str:  # type: ignore[no-untyped-def]
+    return f"account {row.code} stores {row.balance_points}, its lots hold {row.expected}"
+
+
+def _held_against_holds() -> Select:  # type: ignore[type-arg]
+    open_holds = (
+        select(RedemptionHold.member_id, func.sum(RedemptionHold.points_held).label("total"))
+        .where(RedemptionHold.status == HoldStatus.OPEN.value).group_by(RedemptionHold.member_id).subquery()
+    )
+    expected = func.coalesce(open_holds.c.total, 0)
+    return (
+        select(LedgerAccount.code, LedgerAccount.balance_points, expected.label("expected"))
+        .outerjoin(open_holds, open_holds.c.member_id == LedgerAccount.member_id)
+        .where(LedgerAccount.kind == AccountKind.MEMBER_HELD.value, LedgerAccount.balance_points != expected)
+        .order_by(LedgerAccount.id)
+    )
+
+
+def _hold_consumptions() -> Select:  # type: ignore[type-arg]
+    consumed = func.coalesce(func.sum(LotConsumption.points), 0)
+    expected = case(
+        (RedemptionHold.status == HoldStatus.OPEN.value, RedemptionHold.points_held),
+        (RedemptionHold.status == HoldStatus.CAPTURED.value, RedemptionHold.points_captured - RedemptionHold.points_refunded),
+        else_=literal(0),
+    )
+    return (
+        select(RedemptionHold.id, RedemptionHold.status, consumed.label("consumed"), expected.label("expected"))
+        .outerjoin(LotConsumption, LotConsumption.hold_id == RedemptionHold.id)
+        .group_by(RedemptionHold.id, RedemptionHold.status, RedemptionHold.points_held,
+                  RedemptionHold.points_captured, RedemptionHold.points_refunded)
+        .having(consumed != expected)
+        .order_by(RedemptionHold.id)
+    )
+
+
+def _lots_against_earns() -> Select:  # type: ignore[type-arg]
+    funded = func.coalesce(func.sum(-JournalEntry.amount_points), 0)
+    return (
+        select(PointLot.id, PointLot.points_earned, funded.label("funded"))
+        .outerjoin(JournalEntry, (JournalEntry.transaction_id == PointLot.earn_transaction_id)
+                   & (JournalEntry.account_id == PointLot.funding_account_id))
+        .group_by(PointLot.id, PointLot.points_earned)
+        .having(funded != PointLot.points_earned)
+        .order_by(PointLot.id)
+    )
+
+
+def _guards_check(session: Session) -> CheckResult:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        rows = session.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'"))
+        expected = EXPECTED_POSTGRESQL_TRIGGERS
+    else:
+        rows = session.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        expected = EXPECTED_SQLITE_TRIGGERS
+    missing = sorted(expected - {name for (name,) in rows})
+    return CheckResult(
+        "database_guards", "the triggers that keep the ledger append-only and balances derived are installed and enabled",
+        len(missing), f"trigger {missing[0]} is missing or disabled" if missing else None,
+    )
+
+
+def _totals(session: Session) -> dict[str, int]:
+    totals = dict(session.execute(
+        select(LedgerAccount.kind, func.coalesce(func.sum(JournalEntry.amount_points), 0))
+        .outerjoin(JournalEntry, JournalEntry.account_id == LedgerAccount.id)
+        .group_by(LedgerAccount.kind)
+    ).all())
+    return {
+        "transactions": session.scalar(select(func.count()).select_from(JournalTransaction)) or 0,
+        "entries": session.scalar(select(func.count()).select_from(JournalEntry)) or 0,
+        "sum_of_all_entries": int(sum(totals.values())),
+        **{f"points_{kind}": int(totals.get(kind.value, 0)) for kind in AccountKind},
+    }
