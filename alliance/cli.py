@@ -10,6 +10,7 @@ from typing import Callable
 
 import click
 from flask import Flask, current_app, has_app_context
+from sqlalchemy.exc import OperationalError
 
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
@@ -30,6 +31,8 @@ def _with_app(command: Callable) -> Callable:  # type: ignore[type-arg]
                 return command(app, *args, **kwargs)
         except AllianceError as error:
             raise click.ClickException(error.detail) from None
+        except OperationalError as error:
+            raise click.ClickException(f"cannot use the database: {error.orig}") from None
 
     return wrapper
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
+from alembic.util import CommandError
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from alliance.domain.errors import ConfigurationError
+from alliance.domain.errors import AllianceError, ConfigurationError
 from alliance.models import Base
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "migrations"
@@ -27,11 +28,22 @@ def _config(engine: Engine) -> Config:
     return config
 
 
+class MigrationFailed(AllianceError):
+    """A migration command that Alembic refused, such as an unknown revision."""
+
+    code = "migration_failed"
+    http_status = 500
+    title = "Migration failed"
+
+
 def _run(engine: Engine, action, *arguments) -> None:  # type: ignore[no-untyped-def]
     config = _config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        action(config, *arguments)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            action(config, *arguments)
+    except CommandError as error:
+        raise MigrationFailed(str(error)) from error
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
