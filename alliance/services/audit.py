@@ -24,6 +24,7 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
+    "trg_ledger_accounts_guard", "trg_point_lots_guard",
     "trg_point_lots_no_delete",
     "trg_journal_transactions_no_update", "trg_journal_transactions_no_delete",
     "trg_journal_entries_no_update", "trg_journal_entries_no_delete",

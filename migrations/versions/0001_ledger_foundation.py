@@ -368,9 +368,31 @@ POSTGRESQL_FUNCTIONS = (
     "alliance_guard_account", "alliance_guard_lot", "alliance_check_balanced",
 )
 
-# SQLite has no deferred triggers nor trigger depth: it gets the append-only guard
-# and the counter maintenance, and the services check balance before writing.
+# SQLite has neither deferred triggers nor a trigger depth. It gets the append-only
+# guards and the counter maintenance, and refuses any change of a stored counter that
+# would make it disagree with its rows (the maintenance triggers run after the new row
+# is in, so their updates always agree).
 SQLITE_GUARDS = [
+    """CREATE TRIGGER trg_ledger_accounts_guard BEFORE UPDATE ON ledger_accounts
+    WHEN NEW.balance_points IS NOT (SELECT CASE WHEN NEW.balance_points IS NULL THEN NULL
+                                   ELSE coalesce(sum(amount_points), 0) END
+                                   FROM journal_entries WHERE account_id = NEW.id)
+      OR NEW.kind IS NOT OLD.kind OR NEW.code IS NOT OLD.code
+      OR NEW.member_id IS NOT OLD.member_id OR NEW.partner_id IS NOT OLD.partner_id
+    BEGIN
+        SELECT RAISE(ABORT, 'ledger account changes only through journal entries');
+    END""",
+    """CREATE TRIGGER trg_point_lots_guard BEFORE UPDATE ON point_lots
+    WHEN NEW.points_remaining IS NOT NEW.points_earned - (SELECT coalesce(sum(points), 0)
+                                                        FROM lot_consumptions WHERE lot_id = NEW.id)
+      OR NEW.points_earned IS NOT OLD.points_earned OR NEW.member_id IS NOT OLD.member_id
+      OR NEW.partner_id IS NOT OLD.partner_id OR NEW.funding_account_id IS NOT OLD.funding_account_id
+      OR NEW.earn_transaction_id IS NOT OLD.earn_transaction_id OR NEW.expires_at IS NOT OLD.expires_at
+      OR NEW.earned_at IS NOT OLD.earned_at
+      OR (NEW.state IS NOT OLD.state AND NOT (OLD.state = 'pending' AND NEW.state = 'active'))
+    BEGIN
+        SELECT RAISE(ABORT, 'lot changes only through lot consumptions and activation');
+    END""",
     """CREATE TRIGGER trg_journal_entries_apply AFTER INSERT ON journal_entries BEGIN
         UPDATE ledger_accounts SET balance_points = balance_points + NEW.amount_points
          WHERE id = NEW.account_id AND balance_points IS NOT NULL;

@@ -1,0 +1,80 @@
+"""The installed ``alliance`` command on the embedded SQLite default, as the quick start runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ALLIANCE = shutil.which("alliance", path=str(Path(sys.executable).parent)) or "alliance"
+
+
+def hub_environment(instance: Path) -> dict[str, str]:
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("ALLIANCE_")}
+    environment["ALLIANCE_INSTANCE_PATH"] = str(instance)
+    return environment
+
+
+def run_alliance(instance: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ALLIANCE, *arguments], env=hub_environment(instance), capture_output=True, text=True,
+                          timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_fresh_instance_upgrades_seeds_and_audits_green(tmp_path):
+    instance = tmp_path / "instance"
+    upgraded = run_alliance(instance, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (instance / "alliance.sqlite3").exists()
+    seeded = run_alliance(instance, "seed-demo")
+    assert seeded.returncode == 0, seeded.stderr
+    assert len(list((instance / "demo-keys").glob("*.pem"))) == 6
+    audited = run_alliance(instance, "audit")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert "audit passed" in audited.stdout
+
+
+def test_serve_says_where_it_listens_and_answers_health(tmp_path):
+    instance = tmp_path / "instance"
+    assert run_alliance(instance, "db", "upgrade").returncode == 0
+    port = free_port()
+    server = subprocess.Popen([ALLIANCE, "serve", "--port", str(port)], env=hub_environment(instance),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        announced = server.stdout.readline() + server.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in announced
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    assert json.load(response) == {"status": "ok", "database": "sqlite"}
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the hub did not answer within 20 s")
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path):
+    environment = hub_environment(tmp_path / "instance")
+    environment["ALLIANCE_ALLIANCE_TIME_ZONE"] = "Nowhere/Atlantis"
+    result = subprocess.run([ALLIANCE, "audit"], env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "is not an IANA time zone" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,58 @@
+"""The architecture, enforced by reading imports.
+
+partners_sdk ships to merchants' tills and must not drag the hub along; the domain
+core holds the rules and must stay free of the web framework and the ORM; settlement
+may use the hub's core but never its web layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """Map each file of ``package`` to the top-level-qualified modules it imports."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        modules: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module)
+        found[str(path.relative_to(ROOT))] = modules
+    return found
+
+
+def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path} imports {module}"
+        for path, modules in imported_modules(package).items()
+        for module in sorted(modules)
+        if any(module == name or module.startswith(name + ".") for name in forbidden)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("partners_sdk", ("alliance", "settlement", "flask", "sqlalchemy", "alembic", "migrations")),
+        ("alliance/domain", ("flask", "sqlalchemy", "alembic", "werkzeug", "marshmallow", "alliance.models",
+                             "alliance.services", "alliance.api")),
+        ("settlement", ("alliance.api", "flask")),
+        ("alliance/services", ("flask", "alliance.api", "marshmallow")),
+    ],
+)
+def test_package_does_not_import_forbidden_layers(package, forbidden):
+    assert (ROOT / package).is_dir()
+    assert offenders(package, forbidden) == []
+
+
+def test_the_layering_check_sees_imports():
+    # Guard against a check that passes because it reads nothing.
+    assert any("sqlalchemy" in modules for modules in imported_modules("alliance/models").values())
