@@ -1,0 +1,33 @@
+# Two entry points for people: `make demo` runs the hub on SQLite with demo data,
+# `make test` runs the whole suite against a PostgreSQL server it starts itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: install demo test postgres-server clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/alliance db upgrade
+	$(BIN)/alliance seed-demo
+	$(BIN)/alliance serve --host $(HOST) --port $(PORT)
+
+postgres-server:
+	@bash scripts/ensure-postgres.sh
+
+test: install postgres-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
