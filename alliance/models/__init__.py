@@ -10,10 +10,26 @@ from alliance.models.ledger import (
     RedemptionHold,
 )
 from alliance.models.members import Card, Member
+from alliance.models.partner_api import (
+    Campaign,
+    IdempotencyRecord,
+    Purchase,
+    PurchaseRefund,
+    RedemptionCode,
+    RedemptionRefund,
+    SeenNonce,
+)
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 
 __all__ = [
     "Base",
+    "Campaign",
+    "IdempotencyRecord",
+    "Purchase",
+    "PurchaseRefund",
+    "RedemptionCode",
+    "RedemptionRefund",
+    "SeenNonce",
     "Card",
     "JournalEntry",
     "JournalTransaction",

@@ -131,6 +131,8 @@ class RedemptionHold(Base):
 
     __tablename__ = "redemption_holds"
     __table_args__ = (
+        # A unique index rather than a constraint: SQLite can add one without a table rebuild.
+        Index("uq_redemption_holds_partner_id_reference", "partner_id", "reference", unique=True),
         CheckConstraint("status IN ('open', 'captured', 'voided', 'expired')", name="status"),
         CheckConstraint(
             "points_held > 0 AND points_captured >= 0 AND points_captured <= points_held"
@@ -150,3 +152,7 @@ class RedemptionHold(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The partner's own reference for the redemption; unique per partner.
+    reference: Mapped[str | None] = mapped_column(String(64))
+    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("terminals.id"))
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
