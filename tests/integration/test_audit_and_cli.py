@@ -96,7 +96,7 @@ def test_jobs_run_by_hand_and_refuse_a_bad_clock(runner):
 
 def test_db_commands_report_and_refuse_unknown_revisions(runner):
     current = invoke(runner, "db", "current")
-    assert current.exit_code == 0 and "current: 0001" in current.output
+    assert current.exit_code == 0 and "current: 0002; newest: 0002" in current.output
     bad = invoke(runner, "db", "upgrade", "no-such-revision")
     assert bad.exit_code == 1 and "Can't locate revision" in bad.output
 
