@@ -1,0 +1,393 @@
+"""How many points a purchase earns, and how many a refund takes back, as pure functions.
+
+Earning follows these rules, in this order:
+
+1. ``amount_minor`` is a positive whole number of minor units; ``minor_units_per_unit``
+   says how many minor units make one currency unit (100 for EUR, 1 for JPY, 1000 for
+   KWD). The caller knows the currency and decides.
+2. Ladder: the whole amount gets the multiplier of the step with the highest
+   ``from_minor`` at or below the amount. With no such step (an empty ladder, or a first
+   step above the amount) the multiplier is 1.
+3. Rule points are ``floor(amount_minor × base_points_per_unit × ladder multiplier ×
+   tier multiplier / minor_units_per_unit)``, computed exactly. Members never get a
+   fraction of a point, and rounding never gives more than the rule promises.
+4. A campaign applies when ``amount_minor ≥ min_amount_minor``. It gives
+   ``floor(rule points × (multiplier − 1)) + bonus_points``, always computed on the rule
+   points so that two campaigns never compound, and is charged to whoever funds it.
+   Campaign lines worth 0 points are left out; the lines are ordered by campaign id.
+5. Caps limit the points the partner funds (rule points plus partner-funded campaign
+   points): first the per-purchase cap, then the per-member-day cap, which leaves room
+   for ``max(0, per_member_day_cap_points − partner_points_earned_today)``. Points from
+   hub-funded campaigns are not capped: the hub pays them from its marketing budget.
+6. A purchase may earn 0 points; that is a valid result, not an error.
+
+A refund claws back points in proportion to the money returned; see
+``clawback_target``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from alliance.domain.errors import ValidationFailed
+
+LADDER_STEP_KEYS = frozenset({"from_minor", "multiplier"})
+
+
+class Tier(StrEnum):
+    """A member's tier, from qualifying spend over a rolling twelve months."""
+
+    STANDARD = "standard"
+    SILVER = "silver"
+    GOLD = "gold"
+    DIAMOND = "diamond"
+
+
+# The default multiplier of each tier. compute_earn takes the multiplier from its
+# caller rather than reading this table, so the hub can change or configure them later
+# without touching the earning rules.
+TIER_MULTIPLIERS: Mapping[Tier, Decimal] = MappingProxyType(
+    {
+        Tier.STANDARD: Decimal("1"),
+        Tier.SILVER: Decimal("1.25"),
+        Tier.GOLD: Decimal("1.5"),
+        Tier.DIAMOND: Decimal("2"),
+    }
+)
+
+
+class Funder(StrEnum):
+    """Who pays for a campaign's points: the partner, or the hub's marketing budget."""
+
+    PARTNER = "partner"
+    HUB = "hub"
+
+
+class Cap(StrEnum):
+    """A limit on the points a partner funds, named in the breakdown when it bites."""
+
+    PER_PURCHASE = "per_purchase_cap"
+    PER_MEMBER_DAY = "per_member_day_cap"
+
+
+def _require_whole(value: object, field: str, *, minimum: int) -> int:
+    # bool is a subclass of int, and True points or minor units are always a bug.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValidationFailed(
+            f"{field} must be a whole number of at least {minimum}", fields={field: [f"must be >= {minimum}"]}
+        )
+    return value
+
+
+def _require_decimal(value: object, field: str, *, minimum: Decimal, inclusive: bool = True) -> Decimal:
+    # Only Decimal is accepted: a float would carry binary rounding error into points.
+    in_range = isinstance(value, Decimal) and value.is_finite() and (
+        value >= minimum if inclusive else value > minimum
+    )
+    if not in_range:
+        bound = f">= {minimum}" if inclusive else f"> {minimum}"
+        raise ValidationFailed(f"{field} must be a finite Decimal {bound}", fields={field: [f"must be {bound}"]})
+    return value
+
+
+def _require_optional_cap(value: object, field: str) -> int | None:
+    # A missing cap means no limit; a present one must allow at least one point, as the
+    # database's check constraint on the earn rule also demands.
+    return None if value is None else _require_whole(value, field, minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class LadderStep:
+    """From ``from_minor`` upwards, the whole purchase amount gets ``multiplier``."""
+
+    from_minor: int
+    multiplier: Decimal
+
+    def __post_init__(self) -> None:
+        _require_whole(self.from_minor, "from_minor", minimum=0)
+        _require_decimal(self.multiplier, "multiplier", minimum=Decimal(0), inclusive=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EarnRule:
+    """A partner's earn rule: base rate per currency unit, amount ladder and caps."""
+
+    base_points_per_unit: Decimal
+    ladder: tuple[LadderStep, ...]
+    per_purchase_cap_points: int | None
+    per_member_day_cap_points: int | None
+
+    def __post_init__(self) -> None:
+        _require_decimal(self.base_points_per_unit, "base_points_per_unit", minimum=Decimal(0))
+        # A tuple keeps the rule immutable and hashable even when a list was passed in.
+        object.__setattr__(self, "ladder", tuple(self.ladder))
+        for step in self.ladder:
+            if not isinstance(step, LadderStep):
+                raise ValidationFailed(
+                    "ladder steps must be LadderStep values", fields={"amount_ladder": ["bad step"]}
+                )
+        # Strictly ascending steps make "the highest step at or below the amount" unique.
+        starts = [step.from_minor for step in self.ladder]
+        if any(later <= earlier for earlier, later in zip(starts, starts[1:])):
+            raise ValidationFailed(
+                "ladder steps must have strictly ascending from_minor",
+                fields={"amount_ladder": ["from_minor must be strictly ascending"]},
+            )
+        _require_optional_cap(self.per_purchase_cap_points, "per_purchase_cap_points")
+        _require_optional_cap(self.per_member_day_cap_points, "per_member_day_cap_points")
+
+    @classmethod
+    def from_stored(
+        cls,
+        base_points_per_unit: Decimal,
+        amount_ladder: list[dict[str, Any]],
+        per_purchase_cap_points: int | None,
+        per_member_day_cap_points: int | None,
+    ) -> EarnRule:
+        """Build a rule from its stored form, where ladder multipliers are decimal strings."""
+        if not isinstance(amount_ladder, list):
+            raise ValidationFailed("amount_ladder must be a list", fields={"amount_ladder": ["must be a list"]})
+        ladder = tuple(_ladder_step_from_stored(step) for step in amount_ladder)
+        return cls(base_points_per_unit, ladder, per_purchase_cap_points, per_member_day_cap_points)
+
+
+def _ladder_step_from_stored(step: object) -> LadderStep:
+    if not isinstance(step, dict) or set(step) != LADDER_STEP_KEYS:
+        raise ValidationFailed(
+            "each ladder step has exactly from_minor and multiplier",
+            fields={"amount_ladder": ["each step has exactly from_minor and multiplier"]},
+        )
+    multiplier_text = step["multiplier"]
+    # The stored multiplier is a string on purpose: a JSON number would reach us as a
+    # float, already rounded in binary.
+    if not isinstance(multiplier_text, str):
+        raise ValidationFailed(
+            "a ladder multiplier must be a decimal string such as \"1.5\"",
+            fields={"amount_ladder": ["multiplier must be a decimal string"]},
+        )
+    try:
+        multiplier = Decimal(multiplier_text)
+    except InvalidOperation as error:
+        raise ValidationFailed(
+            f"ladder multiplier {multiplier_text!r} is not a decimal number",
+            fields={"amount_ladder": ["multiplier must be a decimal string"]},
+        ) from error
+    return LadderStep(step["from_minor"], multiplier)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """An active campaign: a multiplier on the rule points and a flat bonus, with its funder."""
+
+    campaign_id: int
+    name: str
+    funded_by: Funder
+    multiplier: Decimal
+    bonus_points: int
+    min_amount_minor: int
+
+    def __post_init__(self) -> None:
+        _require_whole(self.campaign_id, "campaign_id", minimum=1)
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationFailed("a campaign needs a name", fields={"name": ["must not be empty"]})
+        try:
+            # Normalise a plain "partner" or "hub" to the enum so comparisons are exact.
+            object.__setattr__(self, "funded_by", Funder(self.funded_by))
+        except ValueError as error:
+            raise ValidationFailed(
+                "a campaign is funded by the partner or the hub", fields={"funded_by": ["partner or hub"]}
+            ) from error
+        _require_decimal(self.multiplier, "multiplier", minimum=Decimal(1))
+        _require_whole(self.bonus_points, "bonus_points", minimum=0)
+        _require_whole(self.min_amount_minor, "min_amount_minor", minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignPoints:
+    """What one campaign added to a purchase, and who pays for it."""
+
+    campaign_id: int
+    name: str
+    funded_by: Funder
+    points: int
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict of this campaign line."""
+        return {"campaign_id": self.campaign_id, "name": self.name, "funded_by": str(self.funded_by),
+                "points": self.points}
+
+
+@dataclass(frozen=True, slots=True)
+class EarnBreakdown:
+    """How a purchase's points came about, step by step, as shown to the merchant.
+
+    ``points_before_caps`` is every point the rule and campaigns gave, before any cap;
+    ``partner_points`` is what the partner funds after its caps; ``hub_points`` is what
+    hub-funded campaigns give; the member earns ``points_total``, their sum.
+    """
+
+    amount_minor: int
+    minor_units_per_unit: int
+    base_points_per_unit: Decimal
+    ladder_multiplier: Decimal
+    tier: str
+    tier_multiplier: Decimal
+    rule_points: int
+    campaigns: tuple[CampaignPoints, ...]
+    points_before_caps: int
+    capped_by: tuple[Cap, ...]
+    partner_points: int
+    hub_points: int
+    points_total: int
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict, Decimals as plain decimal strings so no precision is lost."""
+        return {
+            "amount_minor": self.amount_minor,
+            "minor_units_per_unit": self.minor_units_per_unit,
+            "base_points_per_unit": _decimal_text(self.base_points_per_unit),
+            "ladder_multiplier": _decimal_text(self.ladder_multiplier),
+            "tier": str(self.tier),
+            "tier_multiplier": _decimal_text(self.tier_multiplier),
+            "rule_points": self.rule_points,
+            "campaigns": [line.to_dict() for line in self.campaigns],
+            "points_before_caps": self.points_before_caps,
+            "capped_by": [str(cap) for cap in self.capped_by],
+            "partner_points": self.partner_points,
+            "hub_points": self.hub_points,
+            "points_total": self.points_total,
+        }
+
+
+def _decimal_text(value: Decimal) -> str:
+    # Fixed-point notation, because str() may give "1E+1", which some clients misread.
+    return format(value, "f")
+
+
+def ladder_multiplier_for(ladder: Sequence[LadderStep], amount_minor: int) -> Decimal:
+    """The multiplier of the highest ladder step at or below ``amount_minor``, else 1."""
+    reached = [step for step in ladder if step.from_minor <= amount_minor]
+    if not reached:
+        return Decimal(1)
+    return max(reached, key=lambda step: step.from_minor).multiplier
+
+
+def compute_earn(
+    *,
+    amount_minor: int,
+    minor_units_per_unit: int,
+    rule: EarnRule,
+    tier: str,
+    tier_multiplier: Decimal,
+    campaigns: Sequence[Campaign],
+    partner_points_earned_today: int,
+) -> EarnBreakdown:
+    """The points a purchase earns under ``rule``, with the breakdown the merchant sees."""
+    _require_whole(amount_minor, "amount_minor", minimum=1)
+    _require_whole(minor_units_per_unit, "minor_units_per_unit", minimum=1)
+    _require_whole(partner_points_earned_today, "partner_points_earned_today", minimum=0)
+    _require_decimal(tier_multiplier, "tier_multiplier", minimum=Decimal(0), inclusive=False)
+    if not isinstance(rule, EarnRule):
+        raise ValidationFailed("rule must be an EarnRule", fields={"rule": ["must be an EarnRule"]})
+    try:
+        tier = Tier(tier)
+    except ValueError as error:
+        raise ValidationFailed(f"unknown tier {tier!r}", fields={"tier": [f"one of {', '.join(Tier)}"]}) from error
+
+    ladder_multiplier = ladder_multiplier_for(rule.ladder, amount_minor)
+    # Fractions keep every step exact; a Decimal division by 3, say, would round first.
+    exact_points = (
+        Fraction(amount_minor) * Fraction(rule.base_points_per_unit) * Fraction(ladder_multiplier)
+        * Fraction(tier_multiplier) / minor_units_per_unit
+    )
+    rule_points = math.floor(exact_points)
+    campaign_lines = _campaign_lines(campaigns, amount_minor=amount_minor, rule_points=rule_points)
+
+    partner_points_before_caps = rule_points + sum(
+        line.points for line in campaign_lines if line.funded_by is Funder.PARTNER
+    )
+    hub_points = sum(line.points for line in campaign_lines if line.funded_by is Funder.HUB)
+    partner_points, capped_by = _apply_caps(
+        partner_points_before_caps, rule=rule, partner_points_earned_today=partner_points_earned_today
+    )
+    return EarnBreakdown(
+        amount_minor=amount_minor,
+        minor_units_per_unit=minor_units_per_unit,
+        base_points_per_unit=rule.base_points_per_unit,
+        ladder_multiplier=ladder_multiplier,
+        tier=tier,
+        tier_multiplier=tier_multiplier,
+        rule_points=rule_points,
+        campaigns=campaign_lines,
+        points_before_caps=partner_points_before_caps + hub_points,
+        capped_by=capped_by,
+        partner_points=partner_points,
+        hub_points=hub_points,
+        points_total=partner_points + hub_points,
+    )
+
+
+def _campaign_lines(
+    campaigns: Sequence[Campaign], *, amount_minor: int, rule_points: int
+) -> tuple[CampaignPoints, ...]:
+    for campaign in campaigns:
+        if not isinstance(campaign, Campaign):
+            raise ValidationFailed("campaigns must be Campaign values", fields={"campaigns": ["bad campaign"]})
+    campaign_ids = [campaign.campaign_id for campaign in campaigns]
+    # The same campaign twice would pay its bonus twice; that is a caller's bug.
+    if len(set(campaign_ids)) != len(campaign_ids):
+        raise ValidationFailed("a campaign may apply only once", fields={"campaigns": ["duplicate campaign_id"]})
+    lines = []
+    for campaign in sorted(campaigns, key=lambda campaign: campaign.campaign_id):
+        if amount_minor < campaign.min_amount_minor:
+            continue
+        extra_points = math.floor(rule_points * (Fraction(campaign.multiplier) - 1))
+        points = extra_points + campaign.bonus_points
+        if points:
+            lines.append(CampaignPoints(campaign.campaign_id, campaign.name, campaign.funded_by, points))
+    return tuple(lines)
+
+
+def _apply_caps(
+    partner_points: int, *, rule: EarnRule, partner_points_earned_today: int
+) -> tuple[int, tuple[Cap, ...]]:
+    capped_by: list[Cap] = []
+    purchase_cap = rule.per_purchase_cap_points
+    if purchase_cap is not None and partner_points > purchase_cap:
+        partner_points = purchase_cap
+        capped_by.append(Cap.PER_PURCHASE)
+    day_cap = rule.per_member_day_cap_points
+    if day_cap is not None:
+        # Earlier purchases may already have used the whole day's allowance, or more if
+        # the cap was lowered during the day; the room left never goes below zero.
+        room_today = max(0, day_cap - partner_points_earned_today)
+        if partner_points > room_today:
+            partner_points = room_today
+            capped_by.append(Cap.PER_MEMBER_DAY)
+    return partner_points, tuple(capped_by)
+
+
+def clawback_target(*, points_earned: int, amount_minor: int, refunded_amount_minor_total: int) -> int:
+    """The total points to have clawed back once ``refunded_amount_minor_total`` is refunded.
+
+    This is ``floor(points_earned × refunded total / amount_minor)``: cumulative, not
+    this refund's share. The caller subtracts what earlier refunds already clawed back;
+    because the target only grows with the refunded total and reaches ``points_earned``
+    exactly at a full refund, the shares are never negative and never add up to more
+    than was earned. To split a clawback by funder, call it once per funder's points.
+    """
+    _require_whole(points_earned, "points_earned", minimum=0)
+    _require_whole(amount_minor, "amount_minor", minimum=1)
+    _require_whole(refunded_amount_minor_total, "refunded_amount_minor_total", minimum=0)
+    if refunded_amount_minor_total > amount_minor:
+        raise ValidationFailed(
+            "more money refunded than the purchase amount",
+            fields={"refunded_amount_minor_total": [f"must be <= {amount_minor}"]},
+        )
+    return points_earned * refunded_amount_minor_total // amount_minor

@@ -1,0 +1,287 @@
+"""Verifying RFC 9421 HTTP Message Signatures on partner requests, fail-closed.
+
+The checks run in the order DESIGN.md fixes, and the first failure ends the request
+with a 401 naming it: exactly one signature labelled ``pos`` covering every required
+component; ``alg`` present and ``ed25519`` (the request never chooses the algorithm);
+the key known, active, unexpired; ``created`` at most 300 s old and 60 s ahead,
+``expires`` at most 300 s after it and not passed; a well-formed nonce never seen
+before; the RFC 9530 ``Content-Digest`` recomputed over the raw body; and only then
+the signature itself, whose base the ``http-message-signatures`` library builds. The
+body is parsed only after all of this. Recording the nonce is left to the caller, after
+success, so unauthenticated requests never write to the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Protocol
+
+import http_sf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from http_message_signatures import HTTPMessageSignaturesException, HTTPMessageVerifier, algorithms
+
+from alliance.domain.errors import AllianceError
+
+SIGNATURE_LABEL = "pos"
+SIGNATURE_ALGORITHM = "ed25519"
+REQUIRED_COMPONENTS = ("@method", "@path", "@query")
+BODY_COMPONENTS = ("content-type", "content-digest", "idempotency-key")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_SIGNATURE_AGE_S = 300
+MAX_CLOCK_AHEAD_S = 60
+MAX_SIGNATURE_VALIDITY_S = 300
+# 128 random bits are 22 characters of base64 or 32 of hex; the ceiling bounds storage.
+NONCE_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{22,128}$")
+DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+
+
+class SignatureRejected(AllianceError):
+    """A partner request whose signature, key or digest does not pass; always a 401."""
+
+    http_status = 401
+    title = "Signature rejected"
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerKeyRecord:
+    """What the verifier needs to know about a registered key."""
+
+    key_id: str
+    partner_id: int
+    public_key: bytes
+    status: str
+    expires_at: datetime | None
+    terminal_id: int | None
+
+
+class KeyStore(Protocol):
+    """Where the verifier looks up keys and asks about nonces."""
+
+    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
+        """The key registered under ``key_id``, if any."""
+
+    def nonce_seen(self, nonce: str) -> bool:
+        """Whether a request with this nonce has already been accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """The parts of an HTTP request a signature covers, exactly as received."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """All field lines of ``name`` joined as RFC 9110 combines them, or None."""
+        values = [value for field, value in self.headers if field.lower() == name.lower()]
+        return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSignature:
+    """A request that passed every check, and who signed it."""
+
+    key: PartnerKeyRecord
+    nonce: str
+    created: datetime
+    expires: datetime
+
+
+def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyStore) -> VerifiedSignature:
+    """Run every check in order; return the signer or raise ``SignatureRejected``."""
+    label, components, parameters = _the_one_signature(request)
+    _require_components(request, components)
+    key_id, created, expires, nonce = _parameters(parameters)
+    key = _usable_key(keys, key_id, now)
+    _require_fresh(created, expires, now)
+    if keys.nonce_seen(nonce):
+        raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+    _require_matching_digest(request)
+    _require_valid_signature(request, key, label)
+    return VerifiedSignature(key=key, nonce=nonce, created=created, expires=expires)
+
+
+def _parse_dictionary(request: IncomingRequest, name: str) -> dict:  # type: ignore[type-arg]
+    value = request.header(name)
+    if value is None:
+        raise SignatureRejected("signature_missing", f"the request has no {name} header; partner requests must be signed")
+
+    def refuse_duplicate(key: str, context: str) -> None:
+        raise SignatureRejected("signature_malformed", f"{name} repeats the member {key!r}")
+
+    try:
+        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary", on_duplicate_key=refuse_duplicate)
+    except SignatureRejected:
+        raise
+    except Exception:
+        raise SignatureRejected("signature_malformed", f"{name} is not a structured-field dictionary") from None
+    return parsed
+
+
+def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], dict]:  # type: ignore[type-arg]
+    inputs = _parse_dictionary(request, "Signature-Input")
+    signatures = _parse_dictionary(request, "Signature")
+    if len(inputs) != 1 or len(signatures) != 1:
+        raise SignatureRejected("signature_multiple", "exactly one signature is accepted per request")
+    (label, signature_input), = inputs.items()
+    if label != SIGNATURE_LABEL or set(signatures) != {label}:
+        raise SignatureRejected("signature_label", f"the signature must be labelled {SIGNATURE_LABEL!r} in both headers")
+    members, parameters = signature_input if isinstance(signature_input, tuple) else (None, None)
+    signature_value = signatures[label][0] if isinstance(signatures[label], tuple) else None
+    if not isinstance(members, list) or not isinstance(signature_value, bytes):
+        raise SignatureRejected("signature_malformed", "Signature-Input must be an inner list and Signature a byte sequence")
+    components = [member[0] for member in members if isinstance(member, tuple)]
+    if len(components) != len(members) or not all(isinstance(name, str) for name in components):
+        raise SignatureRejected("signature_malformed", "covered components must be strings")
+    return label, components, parameters
+
+
+def _require_components(request: IncomingRequest, components: list[str]) -> None:
+    required = list(REQUIRED_COMPONENTS)
+    if request.method.upper() in BODY_METHODS or request.body:
+        required += BODY_COMPONENTS
+    missing = [name for name in required if name not in components]
+    if missing:
+        raise SignatureRejected("signature_components", f"the signature must cover {', '.join(missing)}")
+    if len(set(components)) != len(components):
+        raise SignatureRejected("signature_malformed", "a component is covered twice")
+
+
+def _parameters(parameters: dict) -> tuple[str, datetime, datetime, str]:  # type: ignore[type-arg]
+    algorithm = parameters.get("alg")
+    if algorithm != SIGNATURE_ALGORITHM:
+        raise SignatureRejected("signature_algorithm", f'the signature must carry alg="{SIGNATURE_ALGORITHM}"')
+    key_id, created, expires, nonce = (parameters.get(name) for name in ("keyid", "created", "expires", "nonce"))
+    if not isinstance(key_id, str) or not key_id:
+        raise SignatureRejected("signature_parameters", "the signature must carry keyid")
+    for name, value in (("created", created), ("expires", expires)):
+        if type(value) is not int:
+            raise SignatureRejected("signature_parameters", f"the signature must carry {name} as an integer")
+    if not isinstance(nonce, str) or not NONCE_PATTERN.match(nonce):
+        raise SignatureRejected("signature_nonce", "the signature must carry a nonce of at least 128 random bits")
+    try:
+        return (key_id, datetime.fromtimestamp(created, timezone.utc), datetime.fromtimestamp(expires, timezone.utc),
+                nonce)
+    except (OverflowError, OSError, ValueError):
+        raise SignatureRejected("signature_parameters", "created or expires is not a valid time") from None
+
+
+def _usable_key(keys: KeyStore, key_id: str, now: datetime) -> PartnerKeyRecord:
+    key = keys.find_key(key_id)
+    if key is None:
+        raise SignatureRejected("key_unknown", f"no key {key_id!r} is registered")
+    if key.status != "active":
+        raise SignatureRejected("key_revoked", f"key {key_id!r} is {key.status}")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise SignatureRejected("key_expired", f"key {key_id!r} expired at {key.expires_at.isoformat()}")
+    return key
+
+
+def _require_fresh(created: datetime, expires: datetime, now: datetime) -> None:
+    if now - created > timedelta(seconds=MAX_SIGNATURE_AGE_S):
+        raise SignatureRejected("signature_expired", f"the signature was created more than {MAX_SIGNATURE_AGE_S} s ago")
+    if created - now > timedelta(seconds=MAX_CLOCK_AHEAD_S):
+        raise SignatureRejected(
+            "signature_from_future",
+            f"the signature was created {int((created - now).total_seconds())} s in the future; check the terminal's clock",
+        )
+    if not timedelta(0) < expires - created <= timedelta(seconds=MAX_SIGNATURE_VALIDITY_S):
+        raise SignatureRejected(
+            "signature_lifetime", f"expires must be after created and at most {MAX_SIGNATURE_VALIDITY_S} s later"
+        )
+    if expires <= now:
+        raise SignatureRejected("signature_expired", "the signature has expired")
+
+
+def _require_matching_digest(request: IncomingRequest) -> None:
+    header = request.header("Content-Digest")
+    if header is None:
+        if request.body or request.method.upper() in BODY_METHODS:
+            raise SignatureRejected("content_digest_missing", "a request with a body needs a Content-Digest header")
+        return
+    try:
+        digests = http_sf.parse(header.encode("latin-1"), tltype="dictionary")
+    except Exception:
+        raise SignatureRejected("content_digest_malformed", "Content-Digest is not a structured-field dictionary") from None
+    known = {name: value for name, value in digests.items() if name in DIGEST_ALGORITHMS}
+    if not known:
+        raise SignatureRejected("content_digest_malformed", "Content-Digest needs a sha-256 or sha-512 member")
+    for name, (value, _) in known.items():
+        expected = DIGEST_ALGORITHMS[name](request.body).digest()
+        if not isinstance(value, bytes) or not hmac.compare_digest(value, expected):
+            raise SignatureRejected("content_digest_mismatch", f"the {name} digest does not match the body received")
+
+
+class _Message:
+    """The shape ``http-message-signatures`` reads a request through."""
+
+    def __init__(self, request: IncomingRequest) -> None:
+        self.method = request.method.upper()
+        self.url = request.url
+        self.headers = _HeaderLines(request.headers)
+
+
+class _HeaderLines:
+    """Header field lines in order, repeated names kept, read-only."""
+
+    def __init__(self, lines: Iterable[tuple[str, str]]) -> None:
+        self._lines = list(lines)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._lines)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(dict.fromkeys(name for name, _ in self._lines))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(field.lower() == name.lower() for field, _ in self._lines)
+
+
+class _CryptographicVerifier(HTTPMessageVerifier):
+    """The library's verifier, minus its wall-clock checks.
+
+    ``verify_signed_request`` has already checked created and expires against the
+    hub's clock and limits; a second check against a different clock would make the
+    outcome depend on which one ran.
+    """
+
+    def validate_created_and_expires(self, sig_input, max_age=None):  # type: ignore[no-untyped-def]
+        return None
+
+
+class _SingleKeyResolver:
+    def __init__(self, key_id: str, public_key: Ed25519PublicKey) -> None:
+        self._key_id = key_id
+        self._public_key = public_key
+
+    def resolve_public_key(self, key_id: str) -> Ed25519PublicKey | None:
+        return self._public_key if key_id == self._key_id else None
+
+
+def _require_valid_signature(request: IncomingRequest, key: PartnerKeyRecord, label: str) -> None:
+    try:
+        public_key = Ed25519PublicKey.from_public_bytes(key.public_key)
+    except ValueError:
+        raise SignatureRejected("key_unusable", f"key {key.key_id!r} is not an Ed25519 public key") from None
+    check_signature(request, key_id=key.key_id, public_key=public_key)
+
+
+def check_signature(request: IncomingRequest, *, key_id: str, public_key: Ed25519PublicKey) -> None:
+    """Verify the request's one Ed25519 signature cryptographically, and nothing else."""
+    verifier = _CryptographicVerifier(
+        signature_algorithm=algorithms.ED25519, key_resolver=_SingleKeyResolver(key_id, public_key)
+    )
+    try:
+        verifier.verify(_Message(request), max_age=None)
+    except HTTPMessageSignaturesException as error:
+        raise SignatureRejected("signature_invalid", "the signature does not verify with the registered key") from error

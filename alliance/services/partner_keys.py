@@ -1,0 +1,62 @@
+"""Looking up partner keys, recording signature nonces, rotating and revoking keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alliance.domain.signatures import PartnerKeyRecord
+from alliance.domain.errors import InvalidState, NotFound
+from alliance.models import PartnerKey, SeenNonce
+
+
+class DatabaseKeyStore:
+    """The verifier's view of registered keys and seen nonces, through one session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
+        """The key registered under ``key_id``, if any."""
+        row = self._session.execute(
+            select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status,
+                   PartnerKey.expires_at, PartnerKey.terminal_id).where(PartnerKey.key_id == key_id)
+        ).first()
+        return PartnerKeyRecord(*row) if row else None
+
+    def nonce_seen(self, nonce: str) -> bool:
+        """Whether a request with this nonce was already accepted."""
+        return bool(self._session.scalar(select(exists().where(SeenNonce.nonce == nonce))))
+
+
+def record_nonce(
+    session: Session, *, nonce: str, partner_id: int, key_id: str, seen_at: datetime, prune_after: datetime
+) -> bool:
+    """Remember a nonce; False when another request recorded it first (a replay)."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(SeenNonce).values(
+                nonce=nonce, partner_id=partner_id, key_id=key_id, seen_at=seen_at, prune_after=prune_after
+            ))
+    except IntegrityError:
+        return False
+    return True
+
+
+def prune_nonces(session: Session, *, now: datetime, limit: int = 10_000) -> int:
+    """Forget nonces whose signatures can no longer be valid; returns how many."""
+    expired = select(SeenNonce.id).where(SeenNonce.prune_after < now).limit(limit).scalar_subquery()
+    return session.execute(delete(SeenNonce).where(SeenNonce.id.in_(expired))).rowcount
+
+
+def revoke_key(session: Session, *, key_id: str, now: datetime) -> None:
+    """Revoke a key at once; requests signed with it fail from the next one on."""
+    status = session.scalar(select(PartnerKey.status).where(PartnerKey.key_id == key_id))
+    if status is None:
+        raise NotFound(f"no key {key_id!r}")
+    if status == "revoked":
+        raise InvalidState(f"key {key_id!r} is already revoked")
+    session.execute(update(PartnerKey).where(PartnerKey.key_id == key_id).values(status="revoked", revoked_at=now))
