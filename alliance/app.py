@@ -23,18 +23,30 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings.secret_key or _development_secret_key(Path(app.instance_path)),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
+        API_TITLE="Points-alliance clearing house",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
     )
     engine = make_engine(database_url(settings, app.instance_path), settings)
     app.extensions[EXTENSION_KEY] = HubState(
         settings=settings, engine=engine, session_factory=make_session_factory(engine)
     )
 
-    from alliance.api import errors, health
-    from alliance import cli
+    from flask_smorest import Api
 
-    errors.init_app(app)
+    from alliance import cli
+    from alliance.api import docs, errors, health
+    from alliance.api.partner import routes as partner_routes
+
+    api = Api(app)
+    app.extensions["alliance.api"] = api
+    partner_routes.init_app(app, api)
     health.init_app(app)
+    docs.init_app(app)
+    # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.
+    errors.init_app(app)
     cli.init_app(app)
     return app
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from alliance.extensions import HubState
+from alliance.services.member_verification import set_pin
 from alliance.services.members import Enrolment, enrol_member
-from alliance.services.partners import PartnerTerms, create_partner
+from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
 
 
 def default_terms(**overrides: object) -> PartnerTerms:
@@ -34,5 +39,40 @@ def make_member(hub: HubState, *, now: datetime) -> Enrolment:
     """Enrol and commit a member."""
     with hub.unit_of_work() as uow:
         enrolment = enrol_member(uow.session, now=now)
+        uow.commit()
+    return enrolment
+
+
+@dataclass(frozen=True)
+class SigningPartner:
+    """A partner with a registered key, ready to sign requests."""
+
+    partner_id: int
+    code: str
+    key_id: str
+    private_key: Ed25519PrivateKey
+    terminal_id: int
+
+
+def make_signing_partner(hub: HubState, *, now: datetime, code: str = "shop", bind_key_to_terminal: bool = False,
+                         **terms: object) -> SigningPartner:
+    """A partner with one terminal ``till-1`` and one Ed25519 key (optionally bound to it)."""
+    private_key = Ed25519PrivateKey.generate()
+    public_key = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = f"{code}-key"
+    with hub.unit_of_work() as uow:
+        partner_id = create_partner(uow.session, code=code, name=code.title(), terms=default_terms(**terms), now=now)
+        terminal_id = add_terminal(uow.session, partner_id=partner_id, code="till-1", now=now)
+        register_key(uow.session, partner_id=partner_id, key_id=key_id, public_key=public_key, now=now,
+                     terminal_id=terminal_id if bind_key_to_terminal else None)
+        uow.commit()
+    return SigningPartner(partner_id, code, key_id, private_key, terminal_id)
+
+
+def make_member_with_pin(hub: HubState, *, now: datetime, pin: str = "2468") -> Enrolment:
+    """Enrol a member and set the PIN of their card."""
+    enrolment = make_member(hub, now=now)
+    with hub.unit_of_work() as uow:
+        set_pin(uow.session, card_number=enrolment.card_number, pin=pin)
         uow.commit()
     return enrolment

@@ -1,8 +1,9 @@
 """One handler turning every failure into RFC 9457 problem+json.
 
 Expected failures are ``AllianceError``s and carry their own code and status; HTTP
-errors raised by Flask itself (404, 405, 413) keep their status; anything else is a
-500 whose body names only the request id, never the exception.
+errors raised by Flask itself (404, 405, 413) and by request parsing (422 with per-field
+messages) keep their status; anything else is a 500 whose body names only the request
+id, never the exception.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ PROBLEM_TYPE_BASE = "https://alliance.invalid/problems/"
 logger = logging.getLogger(__name__)
 
 
-def problem_response(
+def problem_document(
     *, status: int, code: str, title: str, detail: str, fields: dict[str, list[str]] | None = None
-) -> Response:
-    """A problem+json response carrying the request id."""
-    body = {
+) -> dict[str, object]:
+    """The problem+json body, with the stable code and this request's id."""
+    body: dict[str, object] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
         "status": status,
@@ -35,7 +36,17 @@ def problem_response(
     }
     if fields:
         body["errors"] = fields
-    return Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    return body
+
+
+def problem_body(error: AllianceError) -> dict[str, object]:
+    """The problem document of an expected failure."""
+    return problem_document(status=error.http_status, code=error.code, title=error.title, detail=error.detail,
+                            fields=error.fields)
+
+
+def _problem_response(body: dict[str, object]) -> Response:
+    return Response(json.dumps(body), status=int(body["status"]), content_type=PROBLEM_CONTENT_TYPE)
 
 
 def _assign_request_id() -> None:
@@ -49,28 +60,56 @@ def _echo_request_id(response: Response) -> Response:
 
 
 def _alliance_error(error: AllianceError) -> Response:
-    return problem_response(
-        status=error.http_status, code=error.code, title=error.title, detail=error.detail, fields=error.fields
-    )
+    response = _problem_response(problem_body(error))
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+def _field_messages(error: HTTPException) -> dict[str, list[str]]:
+    """Per-field messages of a request-parsing failure, by field name."""
+    messages = (getattr(error, "data", None) or {}).get("messages") or {}
+    fields: dict[str, list[str]] = {}
+    for location_messages in messages.values():
+        if isinstance(location_messages, dict):
+            for field, field_messages in location_messages.items():
+                fields[str(field)] = _flatten(field_messages)
+    return fields
+
+
+def _flatten(messages: object) -> list[str]:
+    if isinstance(messages, str):
+        return [messages]
+    if isinstance(messages, list):
+        return [text for item in messages for text in _flatten(item)]
+    if isinstance(messages, dict):
+        return [f"{key}: {text}" for key, value in messages.items() for text in _flatten(value)]
+    return [str(messages)]
 
 
 def _http_error(error: HTTPException) -> Response:
-    code = (error.name or "http_error").lower().replace(" ", "_")
-    return problem_response(
-        status=error.code or 500, code=code, title=error.name, detail=error.description or error.name
-    )
+    status = error.code or 500
+    fields = _field_messages(error) if status == 422 else {}
+    code = "validation_failed" if fields else (error.name or "http_error").lower().replace(" ", "_")
+    detail = "the request body does not have the expected form" if fields else (error.description or error.name)
+    response = _problem_response(problem_document(status=status, code=code, title=error.name, detail=detail,
+                                                  fields=fields))
+    if status == 405 and error.get_response().headers.get("Allow"):
+        response.headers["Allow"] = error.get_response().headers["Allow"]
+    return response
 
 
 def _unexpected_error(error: Exception) -> Response:
     logger.exception("unexpected error in %s %s (request %s)", request.method, request.path, g.get("request_id"))
-    return problem_response(
+    return _problem_response(problem_document(
         status=500, code="internal_error", title="Internal Server Error",
         detail="The hub could not complete the request; quote the request id to the operator.",
-    )
+    ))
 
 
 def init_app(app: Flask) -> None:
-    """Register the request id hooks and the error handlers."""
+    """Register the request id hooks and the error handlers (after any extension's own)."""
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.register_error_handler(AllianceError, _alliance_error)

@@ -1,0 +1,1 @@
+"""The signed partner API that merchants' tills call, under ``/partner/v1``."""

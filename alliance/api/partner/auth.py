@@ -1,0 +1,89 @@
+"""Every partner request is signed: verify it before anything else, then remember its nonce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+from flask import g, request
+from sqlalchemy import select
+
+from alliance.domain.errors import AllianceError, NotFound
+from alliance.domain.signatures import MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, verify_signed_request
+from alliance.extensions import hub_state
+from alliance.models import Terminal
+from alliance.services.partner_keys import DatabaseKeyStore, record_nonce
+
+
+class TerminalMismatch(AllianceError):
+    """A key bound to one terminal used for another."""
+
+    code = "terminal_mismatch"
+    http_status = 403
+    title = "Terminal mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The partner (and the terminal its key is bound to, if any) behind a verified request."""
+
+    partner_id: int
+    key_id: str
+    bound_terminal_id: int | None
+
+
+def utc_now() -> datetime:
+    """The hub's clock, in one place so every request uses the same notion of now."""
+    return datetime.now(timezone.utc)
+
+
+def incoming_request() -> IncomingRequest:
+    """The request as the signer saw it: method, the target exactly as sent, headers, raw body."""
+    environ = request.environ
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target or not target.startswith("/"):
+        target = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    return IncomingRequest(
+        method=request.method,
+        url=f"{request.scheme}://{request.host}{target}",
+        headers=tuple(request.headers.items()),
+        body=request.get_data(cache=True),
+    )
+
+
+def authenticate_partner() -> None:
+    """``before_request`` of the partner blueprints: verify, record the nonce, set ``g.caller``."""
+    message = incoming_request()
+    now = utc_now()
+    with hub_state().unit_of_work() as uow:
+        verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(uow.session))
+        prune_after = verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)
+        if not record_nonce(uow.session, nonce=verified.nonce, partner_id=verified.key.partner_id,
+                            key_id=verified.key.key_id, seen_at=now, prune_after=prune_after):
+            raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+        uow.commit()
+    g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
+                      bound_terminal_id=verified.key.terminal_id)
+
+
+def current_caller() -> Caller:
+    """The verified caller of this request."""
+    return g.caller
+
+
+def resolve_terminal(session, caller: Caller, terminal_code: str | None) -> int | None:  # type: ignore[no-untyped-def]
+    """The terminal a request acts for: the key's own if bound, else the one named, if any."""
+    named_id = None
+    if terminal_code is not None:
+        named_id = session.scalar(select(Terminal.id).where(Terminal.partner_id == caller.partner_id,
+                                                             Terminal.code == terminal_code))
+        if named_id is None:
+            raise NotFound(f"this partner has no terminal {terminal_code!r}")
+    if caller.bound_terminal_id is not None:
+        if named_id is not None and named_id != caller.bound_terminal_id:
+            raise TerminalMismatch(f"key {caller.key_id!r} is bound to another terminal")
+        return caller.bound_terminal_id
+    return named_id

@@ -1,0 +1,66 @@
+"""Running a mutating partner call under its ``Idempotency-Key``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable
+
+from flask import Response, request
+
+from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
+from alliance.api.partner.auth import current_caller, utc_now
+from alliance.domain.errors import AllianceError, ValidationFailed
+from alliance.extensions import hub_state
+from alliance.services import idempotency
+from alliance.services.unit_of_work import UnitOfWork
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+Operation = Callable[[UnitOfWork], tuple[int, dict]]  # type: ignore[type-arg]
+
+
+def idempotency_key() -> str:
+    """The request's key, which every mutating partner call must carry."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        raise ValidationFailed("mutating partner calls need an Idempotency-Key header",
+                               fields={IDEMPOTENCY_HEADER: ["missing"]})
+    if not KEY_PATTERN.match(key):
+        raise ValidationFailed("an Idempotency-Key is 1-255 visible ASCII characters",
+                               fields={IDEMPOTENCY_HEADER: ["bad format"]})
+    return key
+
+
+def run_idempotent(operation: Operation) -> Response:
+    """Run ``operation`` once per key; later calls with the key get the stored reply."""
+    caller = current_caller()
+    key = idempotency_key()
+    target = request.full_path if request.query_string else request.path
+    fingerprint = idempotency.request_fingerprint(request.method, target, request.get_data(cache=True))
+    state = hub_state()
+    with state.unit_of_work() as uow:
+        idempotency.claim(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint, now=utc_now())
+        uow.commit()
+    with state.unit_of_work() as uow:
+        record = idempotency.lock(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint)
+        if record.status == "completed":
+            return _reply(record.response_status, record.response_body, replayed=True)
+        try:
+            with uow.session.begin_nested():
+                status, body = operation(uow)
+        except AllianceError as error:
+            status, body = error.http_status, problem_body(error)
+        body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        idempotency.complete(uow.session, record_id=record.id, status=status, body=body_text, now=utc_now())
+        uow.commit()
+    return _reply(status, body_text, replayed=False)
+
+
+def _reply(status: int, body_text: str, *, replayed: bool) -> Response:
+    content_type = "application/json" if status < 400 else PROBLEM_CONTENT_TYPE
+    response = Response(body_text, status=status, content_type=content_type)
+    response.headers[REPLAY_HEADER] = "true" if replayed else "false"
+    return response

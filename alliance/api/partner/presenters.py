@@ -1,0 +1,65 @@
+"""Turning stored rows into the plain dicts the output schemas dump."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alliance.models import Card, Purchase, RedemptionHold, Terminal
+
+HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "voided", "expired": "expired"}
+
+
+def masked_card(session: Session, card_id: int | None) -> str | None:
+    """The card number with all but the last four digits hidden."""
+    if card_id is None:
+        return None
+    number = session.scalar(select(Card.card_number).where(Card.id == card_id))
+    return "•" * 12 + number[-4:] if number else None
+
+
+def terminal_code(session: Session, terminal_id: int | None) -> str | None:
+    """The code of a terminal, for replies."""
+    if terminal_id is None:
+        return None
+    return session.scalar(select(Terminal.code).where(Terminal.id == terminal_id))
+
+
+def purchase(session: Session, row: Purchase, now: datetime) -> dict[str, object]:
+    """A purchase as the partner sees it."""
+    pending = row.pending_until is not None and row.pending_until > now
+    return {
+        "receipt_id": row.receipt_id,
+        "card_number": masked_card(session, row.card_id),
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "purchased_at": row.purchased_at,
+        "reported_at": row.reported_at,
+        "terminal": terminal_code(session, row.terminal_id),
+        "points": {
+            "total": row.points_partner + row.points_hub,
+            "partner_funded": row.points_partner,
+            "hub_funded": row.points_hub,
+            "state": "pending" if pending else "active",
+            "pending_until": row.pending_until,
+        },
+        "breakdown": row.breakdown,
+        "refunded_amount_minor": row.refunded_amount_minor,
+    }
+
+
+def redemption(session: Session, hold: RedemptionHold) -> dict[str, object]:
+    """A redemption as the partner sees it."""
+    return {
+        "reference": hold.reference,
+        "status": HOLD_STATUS_NAMES[hold.status],
+        "points_held": hold.points_held,
+        "points_captured": hold.points_captured,
+        "points_refunded": hold.points_refunded,
+        "created_at": hold.created_at,
+        "expires_at": hold.expires_at,
+        "closed_at": hold.closed_at,
+        "terminal": terminal_code(session, hold.terminal_id),
+    }

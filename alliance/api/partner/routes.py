@@ -1,0 +1,265 @@
+"""Partner API routes: purchases, redemptions and balance inquiries.
+
+Flow of every route: signature verified (``before_request``) → schema ``load`` →
+service under a unit of work (idempotent for writes) → schema ``dump``. Views hold no
+SQL and no business rules.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+
+from alliance.api.partner import presenters
+from alliance.api.partner.auth import authenticate_partner, current_caller, resolve_terminal, utc_now
+from alliance.api.partner.idempotent import run_idempotent
+from alliance.api.partner.schemas import (
+    AuthorizeInput, BalanceInput, BalanceOutput, BatchInput, BatchOutput, CaptureInput, PurchaseInput,
+    PurchaseOutput, PurchaseRefundInput, PurchaseRefundOutput, RedemptionOutput, RedemptionRefundInput, VoidInput,
+)
+from alliance.api.errors import problem_body
+from alliance.domain.errors import AllianceError
+from alliance.extensions import hub_state
+from alliance.services import member_verification, purchases, redemptions
+from alliance.services.accounts import member_balances
+from alliance.services.unit_of_work import UnitOfWork
+
+PREFIX = "/partner/v1"
+SIGNED = [{"rfc9421": []}]
+SIGNED_WRITE_DOC = {"security": SIGNED, "parameters": [{
+    "in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string", "maxLength": 255},
+    "description": "One key per logical operation, reused on every retry; kept at least 72 hours.",
+}]}
+ERRORS = {401: "Signature rejected", 404: "Not this partner's, or unknown", 409: "Conflict or key in flight",
+          413: "Body too large", 422: "Invalid input"}
+
+purchases_blueprint = Blueprint("purchases", __name__, url_prefix=f"{PREFIX}/purchases",
+                                description="Report purchases (members earn points) and refund them.")
+redemptions_blueprint = Blueprint("redemptions", __name__, url_prefix=f"{PREFIX}/redemptions",
+                                  description="Spend points at any partner: authorize, capture, void, refund.")
+balances_blueprint = Blueprint("balances", __name__, url_prefix=f"{PREFIX}/balance-inquiries",
+                               description="A verified member's balance.")
+BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint)
+
+
+def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
+    def decorate(function):  # type: ignore[no-untyped-def]
+        for status in statuses:
+            function = blueprint.alt_response(status, description=ERRORS[status], content_type="application/problem+json")(function)
+        return function
+    return decorate
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    return hub_state().settings
+
+
+def _purchase_report(session, data: dict) -> purchases.PurchaseReport:  # type: ignore[no-untyped-def, type-arg]
+    return purchases.PurchaseReport(
+        receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
+        currency=data["currency"], purchased_at=data["purchased_at"],
+        terminal_id=resolve_terminal(session, current_caller(), data.get("terminal")),
+    )
+
+
+@purchases_blueprint.route("")
+class Purchases(MethodView):
+    @purchases_blueprint.arguments(PurchaseInput)
+    @purchases_blueprint.response(201, PurchaseOutput)
+    @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(purchases_blueprint, 401, 409, 413, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Report a purchase; the member earns points by the partner's rule."""
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            now = utc_now()
+            row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
+                                            report=_purchase_report(uow.session, data), now=now,
+                                            expiry_months=_settings().points_expiry_months)
+            return 201, PurchaseOutput().dump(presenters.purchase(uow.session, row, now))
+        return run_idempotent(operation)
+
+
+@purchases_blueprint.route("/batch")
+class PurchaseBatch(MethodView):
+    @purchases_blueprint.arguments(BatchInput)
+    @purchases_blueprint.response(200, BatchOutput)
+    @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(purchases_blueprint, 401, 409, 413, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Report up to 1,000 purchases; each item is applied or rejected on its own."""
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            results = [_batch_item(uow, index, item) for index, item in enumerate(data["purchases"])]
+            applied = sum(result["status"] == "applied" for result in results)
+            return 200, BatchOutput().dump({"applied": applied, "rejected": len(results) - applied, "results": results})
+        return run_idempotent(operation)
+
+
+def _batch_item(uow: UnitOfWork, index: int, item: dict) -> dict:  # type: ignore[type-arg]
+    now = utc_now()
+    try:
+        with uow.session.begin_nested():
+            row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
+                                            report=_purchase_report(uow.session, item), now=now,
+                                            expiry_months=_settings().points_expiry_months)
+            purchase = presenters.purchase(uow.session, row, now)
+    except AllianceError as error:
+        return {"index": index, "receipt_id": item["receipt_id"], "status": "rejected", "purchase": None,
+                "problem": problem_body(error)}
+    return {"index": index, "receipt_id": item["receipt_id"], "status": "applied", "purchase": purchase, "problem": None}
+
+
+@purchases_blueprint.route("/<receipt_id>")
+class PurchaseByReceipt(MethodView):
+    @purchases_blueprint.response(200, PurchaseOutput)
+    @purchases_blueprint.doc(security=SIGNED)
+    @_document_errors(purchases_blueprint, 401, 404)
+    def get(self, receipt_id: str):  # type: ignore[no-untyped-def]
+        """One of this partner's purchases, by receipt id."""
+        with hub_state().unit_of_work() as uow:
+            row = purchases.find_purchase(uow.session, partner_id=current_caller().partner_id, receipt_id=receipt_id)
+            return presenters.purchase(uow.session, row, utc_now())
+
+
+@purchases_blueprint.route("/<receipt_id>/refunds")
+class PurchaseRefunds(MethodView):
+    @purchases_blueprint.arguments(PurchaseRefundInput)
+    @purchases_blueprint.response(201, PurchaseRefundOutput)
+    @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(purchases_blueprint, 401, 404, 409, 422)
+    def post(self, data: dict, receipt_id: str):  # type: ignore[no-untyped-def, type-arg]
+        """Refund part or all of a purchase; points come back off in proportion, pending first."""
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            now = utc_now()
+            outcome = purchases.refund_purchase(
+                uow.session, partner_id=current_caller().partner_id, receipt_id=receipt_id,
+                refund_id=data["refund_id"], amount_minor=data["amount_minor"], now=now)
+            refund = outcome.refund
+            return 201, PurchaseRefundOutput().dump({
+                "refund_id": refund.refund_id, "amount_minor": refund.amount_minor,
+                "points_recovered": refund.points_recovered, "points_unrecovered": refund.points_unrecovered,
+                "created_at": refund.created_at, "purchase": presenters.purchase(uow.session, outcome.purchase, now),
+            })
+        return run_idempotent(operation)
+
+
+def _verified_holder(data: dict, uow: UnitOfWork | None = None):  # type: ignore[no-untyped-def, type-arg]
+    """Card + PIN is checked (and its failure counted) in its own committed transaction."""
+    if "pin" not in data:
+        return None
+    with hub_state().unit_of_work() as pin_uow:
+        check = member_verification.check_pin(pin_uow.session, card_number=data["card_number"], pin=data["pin"])
+        pin_uow.commit()
+    return member_verification.require_verified(check)
+
+
+@redemptions_blueprint.route("")
+class Redemptions(MethodView):
+    @redemptions_blueprint.arguments(AuthorizeInput)
+    @redemptions_blueprint.response(201, RedemptionOutput)
+    @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(redemptions_blueprint, 401, 409, 413, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Authorize: verify the member and hold points for a redemption here."""
+        holder = _verified_holder(data)
+
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            now = utc_now()
+            caller = current_caller()
+            verified = holder or member_verification.consume_redemption_code(
+                uow.session, code=data["redemption_code"], partner_id=caller.partner_id, now=now)
+            hold = redemptions.authorize(
+                uow.session, partner_id=caller.partner_id, holder=verified, reference=data["reference"],
+                points=data["points"], ttl_s=data.get("ttl_s", _settings().hold_ttl_s),
+                terminal_id=resolve_terminal(uow.session, caller, data.get("terminal")), now=now)
+            return 201, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
+        return run_idempotent(operation)
+
+
+@redemptions_blueprint.route("/<reference>")
+class RedemptionByReference(MethodView):
+    @redemptions_blueprint.response(200, RedemptionOutput)
+    @redemptions_blueprint.doc(security=SIGNED)
+    @_document_errors(redemptions_blueprint, 401, 404)
+    def get(self, reference: str):  # type: ignore[no-untyped-def]
+        """One of this partner's redemptions, by reference."""
+        with hub_state().unit_of_work() as uow:
+            hold = redemptions.find_redemption(uow.session, partner_id=current_caller().partner_id, reference=reference)
+            return presenters.redemption(uow.session, hold)
+
+
+def _redemption_action(action):  # type: ignore[no-untyped-def]
+    def operation_for(reference: str, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            hold = action(uow.session, partner_id=current_caller().partner_id, reference=reference, now=utc_now(), **data)
+            if isinstance(hold, tuple):
+                hold = hold[0]
+            return 200, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
+        return run_idempotent(operation)
+    return operation_for
+
+
+@redemptions_blueprint.route("/<reference>/capture")
+class RedemptionCapture(MethodView):
+    @redemptions_blueprint.arguments(CaptureInput)
+    @redemptions_blueprint.response(200, RedemptionOutput)
+    @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+        """Capture: spend some or all of the held points, once; the rest go back."""
+        return _redemption_action(redemptions.capture)(reference, data)
+
+
+@redemptions_blueprint.route("/<reference>/void")
+class RedemptionVoid(MethodView):
+    @redemptions_blueprint.arguments(VoidInput)
+    @redemptions_blueprint.response(200, RedemptionOutput)
+    @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+        """Void: release every held point of an authorized redemption."""
+        return _redemption_action(redemptions.void)(reference, data)
+
+
+@redemptions_blueprint.route("/<reference>/refunds")
+class RedemptionRefunds(MethodView):
+    @redemptions_blueprint.arguments(RedemptionRefundInput)
+    @redemptions_blueprint.response(200, RedemptionOutput)
+    @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+        """Refund a captured redemption: points go back to the member."""
+        return _redemption_action(redemptions.refund)(reference, data)
+
+
+@balances_blueprint.route("")
+class BalanceInquiries(MethodView):
+    @balances_blueprint.arguments(BalanceInput)
+    @balances_blueprint.response(200, BalanceOutput)
+    @balances_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(balances_blueprint, 401, 413, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Balance of a member verified by card and PIN."""
+        holder = _verified_holder(data)
+
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            balances = member_balances(uow.session, holder.member_id)
+            return 200, BalanceOutput().dump({
+                "card_number": presenters.masked_card(uow.session, holder.card_id), "tier": holder.tier,
+                "points_available": balances["available"], "points_pending": balances["pending"],
+                "points_held": balances["held"],
+            })
+        return run_idempotent(operation)
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the partner blueprints, each verifying signatures before anything else."""
+    api.spec.components.security_scheme("rfc9421", {
+        "type": "apiKey", "in": "header", "name": "Signature",
+        "description": "RFC 9421 HTTP Message Signature, label pos, alg ed25519, covering @method @path @query "
+                       "and, with a body, content-type content-digest idempotency-key; created, expires "
+                       "(≤ 300 s later), nonce (≥ 128 bits), keyid. Content-Digest per RFC 9530.",
+    })
+    for blueprint in BLUEPRINTS:
+        blueprint.before_request(authenticate_partner)
+        api.register_blueprint(blueprint)

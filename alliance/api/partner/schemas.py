@@ -1,0 +1,156 @@
+"""Marshmallow schemas of the partner API: the edge only; unknown fields are refused."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from alliance.services.ledger import MAX_HOLD_TTL_S
+
+REFERENCE = validate.Regexp(r"^[A-Za-z0-9._:-]{1,64}$", error="1-64 letters, digits or . _ : -")
+CARD_NUMBER = validate.Regexp(r"^[0-9]{16}$", error="16 digits")
+CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="a three-letter ISO 4217 code")
+TERMINAL = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,39}$", error="a terminal code")
+MAX_AMOUNT_MINOR = 10**12
+MAX_POINTS = 10**12
+MAX_BATCH_ITEMS = 1000
+MIN_HOLD_TTL_S = 30
+
+
+class StrictSchema(Schema):
+    """Refuse fields the API does not know (mass assignment, typos)."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class PurchaseInput(StrictSchema):
+    """One purchase as a till reports it."""
+
+    receipt_id = fields.String(required=True, validate=REFERENCE, metadata={"description": "The partner's receipt id, unique per partner."})
+    card_number = fields.String(required=True, validate=CARD_NUMBER)
+    amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_AMOUNT_MINOR),
+                                  metadata={"description": "Amount paid, in minor units of the currency."})
+    currency = fields.String(required=True, validate=CURRENCY)
+    purchased_at = fields.AwareDateTime(required=True, metadata={"description": "When the purchase happened, with offset."})
+    terminal = fields.String(validate=TERMINAL, metadata={"description": "Terminal code; a terminal-bound key implies it."})
+
+
+class BatchInput(StrictSchema):
+    """Up to 1,000 purchases; each is applied or rejected on its own."""
+
+    purchases = fields.List(fields.Nested(PurchaseInput), required=True,
+                            validate=validate.Length(1, MAX_BATCH_ITEMS))
+
+
+class PointsOutput(Schema):
+    total = fields.Integer()
+    partner_funded = fields.Integer()
+    hub_funded = fields.Integer()
+    state = fields.String(metadata={"description": "pending (inside the return window) or active"})
+    pending_until = fields.AwareDateTime(allow_none=True)
+
+
+class PurchaseOutput(Schema):
+    """A reported purchase and what it earned."""
+
+    receipt_id = fields.String()
+    card_number = fields.String(metadata={"description": "Masked card number."})
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    purchased_at = fields.AwareDateTime()
+    reported_at = fields.AwareDateTime()
+    terminal = fields.String(allow_none=True)
+    points = fields.Nested(PointsOutput)
+    breakdown = fields.Dict(metadata={"description": "How the points were computed: rate, ladder, tier, campaigns, caps."})
+    refunded_amount_minor = fields.Integer()
+
+
+class BatchItemOutput(Schema):
+    index = fields.Integer()
+    receipt_id = fields.String()
+    status = fields.String(metadata={"description": "applied or rejected"})
+    purchase = fields.Nested(PurchaseOutput, allow_none=True)
+    problem = fields.Dict(allow_none=True, metadata={"description": "problem+json of a rejected item"})
+
+
+class BatchOutput(Schema):
+    applied = fields.Integer()
+    rejected = fields.Integer()
+    results = fields.List(fields.Nested(BatchItemOutput))
+
+
+class PurchaseRefundInput(StrictSchema):
+    refund_id = fields.String(required=True, validate=REFERENCE)
+    amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_AMOUNT_MINOR))
+
+
+class PurchaseRefundOutput(Schema):
+    refund_id = fields.String()
+    amount_minor = fields.Integer()
+    points_recovered = fields.Integer()
+    points_unrecovered = fields.Integer(metadata={"description": "Points the member had already spent."})
+    created_at = fields.AwareDateTime()
+    purchase = fields.Nested(PurchaseOutput)
+
+
+class MemberProofInput(StrictSchema):
+    """The member proves presence with card and PIN, or with a one-time redemption code."""
+
+    card_number = fields.String(validate=CARD_NUMBER)
+    pin = fields.String(validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"), load_only=True)
+    redemption_code = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9]{6,32}$", error="a redemption code"),
+                                    load_only=True)
+
+    @validates_schema
+    def _one_proof(self, data: dict, **_: object) -> None:  # type: ignore[type-arg]
+        by_pin = "card_number" in data and "pin" in data
+        by_code = "redemption_code" in data and "pin" not in data
+        if by_pin == by_code:
+            raise ValidationError("give card_number with pin, or redemption_code alone", field_name="pin")
+
+
+class AuthorizeInput(MemberProofInput):
+    reference = fields.String(required=True, validate=REFERENCE,
+                              metadata={"description": "The partner's redemption reference, unique per partner."})
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_POINTS))
+    ttl_s = fields.Integer(strict=True, validate=validate.Range(MIN_HOLD_TTL_S, MAX_HOLD_TTL_S),
+                           metadata={"description": "How long the hold lives; the hub default if absent."})
+    terminal = fields.String(validate=TERMINAL)
+
+
+class CaptureInput(StrictSchema):
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_POINTS))
+
+
+class VoidInput(StrictSchema):
+    """A void carries no fields; the body is an empty object."""
+
+
+class RedemptionRefundInput(StrictSchema):
+    refund_id = fields.String(required=True, validate=REFERENCE)
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_POINTS))
+
+
+class RedemptionOutput(Schema):
+    reference = fields.String()
+    status = fields.String(metadata={"description": "authorized, captured, voided or expired"})
+    points_held = fields.Integer()
+    points_captured = fields.Integer()
+    points_refunded = fields.Integer()
+    created_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+    closed_at = fields.AwareDateTime(allow_none=True)
+    terminal = fields.String(allow_none=True)
+
+
+class BalanceInput(StrictSchema):
+    card_number = fields.String(required=True, validate=CARD_NUMBER)
+    pin = fields.String(required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"))
+
+
+class BalanceOutput(Schema):
+    card_number = fields.String()
+    tier = fields.String()
+    points_available = fields.Integer()
+    points_pending = fields.Integer()
+    points_held = fields.Integer()

@@ -1,0 +1,83 @@
+"""Redemptions at any partner: authorize (a hold), capture, void, refund, look up."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alliance.domain.errors import Conflict, NotFound
+from alliance.models import RedemptionHold, RedemptionRefund
+from alliance.services import ledger
+from alliance.services.member_verification import CardHolder
+
+
+class ReferenceAlreadyUsed(Conflict):
+    """A redemption reference this partner has already used."""
+
+    code = "reference_already_used"
+
+
+def authorize(
+    session: Session, *, partner_id: int, holder: CardHolder, reference: str, points: int, ttl_s: int,
+    terminal_id: int | None, now: datetime,
+) -> RedemptionHold:
+    """Hold points of a verified member for a redemption at this partner."""
+    if _find(session, partner_id, reference) is not None:
+        raise ReferenceAlreadyUsed(f"redemption reference {reference!r} was already used")
+    result = ledger.authorize_hold(session, member_id=holder.member_id, partner_id=partner_id, points=points,
+                                   now=now, ttl_s=ttl_s)
+    try:
+        with session.begin_nested():
+            session.execute(update(RedemptionHold).where(RedemptionHold.id == result.hold_id).values(
+                reference=reference, terminal_id=terminal_id, card_id=holder.card_id))
+    except IntegrityError as error:
+        raise ReferenceAlreadyUsed(f"redemption reference {reference!r} was already used") from error
+    return session.get_one(RedemptionHold, result.hold_id, populate_existing=True)
+
+
+def find_redemption(session: Session, *, partner_id: int, reference: str) -> RedemptionHold:
+    """This partner's redemption with this reference; another partner's is not found."""
+    hold = _find(session, partner_id, reference)
+    if hold is None:
+        raise NotFound(f"no redemption with reference {reference!r}")
+    return hold
+
+
+def capture(session: Session, *, partner_id: int, reference: str, points: int, now: datetime) -> RedemptionHold:
+    """Spend some or all of the held points, once; the rest go back to the member."""
+    hold = find_redemption(session, partner_id=partner_id, reference=reference)
+    ledger.capture_hold(session, hold_id=hold.id, points=points, now=now)
+    return session.get_one(RedemptionHold, hold.id, populate_existing=True)
+
+
+def void(session: Session, *, partner_id: int, reference: str, now: datetime) -> RedemptionHold:
+    """Release every held point of an open redemption."""
+    hold = find_redemption(session, partner_id=partner_id, reference=reference)
+    ledger.void_hold(session, hold_id=hold.id, now=now)
+    return session.get_one(RedemptionHold, hold.id, populate_existing=True)
+
+
+def refund(
+    session: Session, *, partner_id: int, reference: str, refund_id: str, points: int, now: datetime
+) -> tuple[RedemptionHold, RedemptionRefund]:
+    """Give back points of a captured redemption under the partner's own refund id."""
+    hold = find_redemption(session, partner_id=partner_id, reference=reference)
+    if session.scalar(select(RedemptionRefund.id).where(RedemptionRefund.partner_id == partner_id,
+                                                         RedemptionRefund.refund_id == refund_id)) is not None:
+        raise Conflict(f"refund {refund_id!r} was already recorded")
+    transaction_id = ledger.refund_redemption(session, hold_id=hold.id, points=points, now=now)
+    refund_row_id = session.execute(insert(RedemptionRefund).values(
+        hold_id=hold.id, partner_id=partner_id, refund_id=refund_id, points=points, transaction_id=transaction_id,
+        created_at=now,
+    ).returning(RedemptionRefund.id)).scalar_one()
+    return (session.get_one(RedemptionHold, hold.id, populate_existing=True),
+            session.get_one(RedemptionRefund, refund_row_id))
+
+
+def _find(session: Session, partner_id: int, reference: str) -> RedemptionHold | None:
+    return session.scalar(
+        select(RedemptionHold).where(RedemptionHold.partner_id == partner_id, RedemptionHold.reference == reference)
+    )
