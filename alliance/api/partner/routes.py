@@ -41,6 +41,8 @@ redemptions_blueprint = Blueprint("redemptions", __name__, url_prefix=f"{PREFIX}
 balances_blueprint = Blueprint("balances", __name__, url_prefix=f"{PREFIX}/balance-inquiries",
                                description="A verified member's balance.")
 BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint)
+for _blueprint in BLUEPRINTS:
+    _blueprint.before_request(authenticate_partner)
 
 
 def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
@@ -261,5 +263,4 @@ def init_app(app: Flask, api: Api) -> None:
                        "(≤ 300 s later), nonce (≥ 128 bits), keyid. Content-Digest per RFC 9530.",
     })
     for blueprint in BLUEPRINTS:
-        blueprint.before_request(authenticate_partner)
         api.register_blueprint(blueprint)
