@@ -177,6 +177,26 @@ def _register_jobs() -> None:
 _register_jobs()
 
 
+def _register_maintenance_jobs() -> None:
+    from alliance.services import idempotency, partner_keys
+
+    _job("prune-idempotency-keys", "Forget idempotency keys older than 72 hours.", idempotency.prune, "keys pruned")
+    _job("prune-nonces", "Forget signature nonces whose signatures can no longer be valid.",
+         partner_keys.prune_nonces, "nonces pruned")
+
+
+_register_maintenance_jobs()
+
+
+def _register_admin_commands() -> None:
+    from alliance import cli_admin
+
+    cli_admin.register(main, _with_app)
+
+
+_register_admin_commands()
+
+
 def init_app(app: Flask) -> None:
     """Make the same commands available as ``flask --app alliance.wsgi ...``."""
     for command in main.commands.values():

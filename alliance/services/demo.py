@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.clock import add_months
 from alliance.models import Partner
 from alliance.services import ledger
+from alliance.services.member_verification import set_pin
 from alliance.services.members import enrol_member
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
 
@@ -30,6 +31,8 @@ DEMO_PARTNERS = (
     ("fuel-stop", "FuelStop Stations", "Europe/Madrid", "daily", Decimal("0.0080"), Decimal("0.0070"), 0),
 )
 DEMO_MEMBER_COUNT = 5
+# Demo PINs are public by design: the demo alliance exists to be tried from a shell.
+DEMO_PIN = "1234"
 
 
 def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, expiry_months: int) -> str:
@@ -56,8 +59,10 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
         partner_ids.append(partner_id)
         lines.append(f"  partner {code} ({name}), keys {code}-key-1 and {code}-till-1 (bound to till-1)")
     members = [enrol_member(session, now=now) for _ in range(DEMO_MEMBER_COUNT)]
+    for member in members:
+        set_pin(session, card_number=member.card_number, pin=DEMO_PIN)
     _demo_activity(session, partner_ids, [member.member_id for member in members], now, expiry_months)
-    lines += [f"  member {member.member_number}, card {member.card_number}" for member in members]
+    lines += [f"  member {member.member_number}, card {member.card_number}, PIN {DEMO_PIN}" for member in members]
     lines.append(f"  private keys for trying the partner API: {keys_folder}")
     return "\n".join(lines)
 

@@ -1,0 +1,258 @@
+"""Operator commands: partners and their keys and terminals, members, campaigns."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from flask import Flask
+
+from alliance.extensions import hub_state
+
+
+class DecimalType(click.ParamType):
+    """An exact decimal from its text; floats never enter."""
+
+    name = "decimal"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, Decimal):
+            return value
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            self.fail(f"{value!r} is not a decimal number", param, ctx)
+        if not number.is_finite() or number < 0:
+            self.fail(f"{value!r} must be a non-negative number", param, ctx)
+        return number
+
+
+class MomentType(click.ParamType):
+    """An ISO 8601 moment with a UTC offset."""
+
+    name = "moment"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 timestamp", param, ctx)
+        if moment.tzinfo is None:
+            self.fail("the timestamp needs a UTC offset, e.g. +00:00", param, ctx)
+        return moment
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def load_public_key(path: Path) -> bytes:
+    """Raw Ed25519 public key bytes from a PEM file or a file holding base64 of the 32 bytes."""
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError:
+            raise click.BadParameter(f"{path} is not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise click.BadParameter(f"{path} holds a {type(key).__name__}; only Ed25519 keys are accepted")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except ValueError:
+        raise click.BadParameter(f"{path} is neither PEM nor base64") from None
+    if len(raw) != 32:
+        raise click.BadParameter(f"{path} does not hold a 32-byte Ed25519 public key")
+    return raw
+
+
+def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+    """Add the ``partners``, ``members`` and ``campaigns`` groups to the CLI."""
+
+    @main.group()
+    def partners() -> None:
+        """Onboard partners; register, rotate and revoke their signing keys."""
+
+    @partners.command("create")
+    @click.option("--code", required=True, help="Short lowercase code, e.g. cafe-aurora.")
+    @click.option("--name", required=True)
+    @click.option("--currency", default="EUR", show_default=True)
+    @click.option("--time-zone", default="UTC", show_default=True, help="IANA zone of the settlement cut-off.")
+    @click.option("--cycle", type=click.Choice(["daily", "weekly", "monthly"]), default="monthly", show_default=True)
+    @click.option("--issue-price", type=DecimalType(), required=True, help="Money per point the partner pays to issue.")
+    @click.option("--redemption-price", type=DecimalType(), required=True, help="Money per point the hub pays on redemption.")
+    @click.option("--points-per-unit", type=DecimalType(), default=Decimal("1"), show_default=True)
+    @click.option("--ladder", default="[]", help='JSON, e.g. [{"from_minor": 10000, "multiplier": "1.5"}].')
+    @click.option("--per-purchase-cap", type=click.IntRange(1), default=None)
+    @click.option("--per-member-day-cap", type=click.IntRange(1), default=None)
+    @click.option("--return-window-days", type=click.IntRange(0, 365), default=0, show_default=True)
+    @click.option("--status", type=click.Choice(["pending", "active", "suspended"]), default="active", show_default=True)
+    @with_app
+    def partners_create(app: Flask, code, name, currency, time_zone, cycle, issue_price, redemption_price,  # type: ignore[no-untyped-def]
+                        points_per_unit, ladder, per_purchase_cap, per_member_day_cap, return_window_days, status) -> None:
+        """Create a partner with its accounts, first prices and earn rule."""
+        from alliance.services.partners import PartnerTerms, create_partner
+
+        try:
+            amount_ladder = json.loads(ladder)
+        except json.JSONDecodeError:
+            raise click.BadParameter("--ladder must be JSON") from None
+        terms = PartnerTerms(
+            currency=currency, time_zone=time_zone, settlement_cycle=cycle, issue_price_per_point=issue_price,
+            redemption_price_per_point=redemption_price, base_points_per_unit=points_per_unit,
+            amount_ladder=amount_ladder if isinstance(amount_ladder, list) else [amount_ladder],
+            per_purchase_cap_points=per_purchase_cap, per_member_day_cap_points=per_member_day_cap,
+            return_window_days=return_window_days,
+        )
+        with hub_state(app).unit_of_work() as uow:
+            partner_id = create_partner(uow.session, code=code, name=name, terms=terms, now=_now(), status=status)
+            uow.commit()
+        click.echo(f"partner {code} created (id {partner_id}, {status})")
+
+    @partners.command("add-terminal")
+    @click.option("--partner", "partner_code", required=True)
+    @click.option("--code", required=True, help="Terminal code, e.g. till-2.")
+    @with_app
+    def partners_add_terminal(app: Flask, partner_code: str, code: str) -> None:
+        """Register a point-of-sale terminal."""
+        from alliance.services.partners import add_terminal, partner_id_by_code
+
+        with hub_state(app).unit_of_work() as uow:
+            add_terminal(uow.session, partner_id=partner_id_by_code(uow.session, partner_code), code=code, now=_now())
+            uow.commit()
+        click.echo(f"terminal {code} added to {partner_code}")
+
+    @partners.command("add-key")
+    @click.option("--partner", "partner_code", required=True)
+    @click.option("--key-id", required=True, help="The keyid the till will sign with.")
+    @click.option("--public-key", "public_key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="Ed25519 public key: PEM, or base64 of the 32 raw bytes.")
+    @click.option("--terminal", "terminal_code", default=None, help="Bind the key to this terminal only.")
+    @click.option("--expires-at", type=MomentType(), default=None)
+    @with_app
+    def partners_add_key(app: Flask, partner_code: str, key_id: str, public_key_file: Path,  # type: ignore[no-untyped-def]
+                         terminal_code: str | None, expires_at: datetime | None) -> None:
+        """Register a signing key; several may be active at once, for rotation."""
+        from sqlalchemy import select
+
+        from alliance.domain.errors import NotFound
+        from alliance.models import Terminal
+        from alliance.services.partners import partner_id_by_code, register_key
+
+        public_key = load_public_key(public_key_file)
+        with hub_state(app).unit_of_work() as uow:
+            partner_id = partner_id_by_code(uow.session, partner_code)
+            terminal_id = None
+            if terminal_code is not None:
+                terminal_id = uow.session.scalar(select(Terminal.id).where(Terminal.partner_id == partner_id,
+                                                                           Terminal.code == terminal_code))
+                if terminal_id is None:
+                    raise NotFound(f"partner {partner_code} has no terminal {terminal_code!r}")
+            register_key(uow.session, partner_id=partner_id, key_id=key_id, public_key=public_key, now=_now(),
+                         terminal_id=terminal_id, expires_at=expires_at)
+            uow.commit()
+        click.echo(f"key {key_id} registered for {partner_code}" + (f" (terminal {terminal_code})" if terminal_code else ""))
+
+    @partners.command("revoke-key")
+    @click.argument("key_id")
+    @with_app
+    def partners_revoke_key(app: Flask, key_id: str) -> None:
+        """Revoke a key; requests signed with it fail from now on."""
+        from alliance.services.partner_keys import revoke_key
+
+        with hub_state(app).unit_of_work() as uow:
+            revoke_key(uow.session, key_id=key_id, now=_now())
+            uow.commit()
+        click.echo(f"key {key_id} revoked")
+
+    @partners.command("list")
+    @with_app
+    def partners_list(app: Flask) -> None:
+        """Partners with their status and keys."""
+        from sqlalchemy import select
+
+        from alliance.models import Partner, PartnerKey
+
+        with hub_state(app).unit_of_work() as uow:
+            for partner in uow.session.scalars(select(Partner).order_by(Partner.code)):
+                keys = uow.session.execute(select(PartnerKey.key_id, PartnerKey.status)
+                                           .where(PartnerKey.partner_id == partner.id).order_by(PartnerKey.key_id)).all()
+                key_text = ", ".join(f"{key_id} ({status})" for key_id, status in keys) or "no keys"
+                click.echo(f"{partner.code}\t{partner.status}\t{partner.currency}\t{partner.settlement_cycle}\t{key_text}")
+
+    @main.group()
+    def members() -> None:
+        """Enrol members, set PINs, issue one-time redemption codes."""
+
+    @members.command("enrol")
+    @with_app
+    def members_enrol(app: Flask) -> None:
+        """Enrol a member with a first card."""
+        from alliance.services.members import enrol_member
+
+        with hub_state(app).unit_of_work() as uow:
+            enrolment = enrol_member(uow.session, now=_now())
+            uow.commit()
+        click.echo(f"member {enrolment.member_number}, card {enrolment.card_number}")
+
+    @members.command("set-pin")
+    @click.option("--card", "card_number", required=True)
+    @click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True, help="4-12 digits; prompted if absent.")
+    @with_app
+    def members_set_pin(app: Flask, card_number: str, pin: str) -> None:
+        """Set a card's PIN (this also unlocks a card locked by wrong PINs)."""
+        from alliance.services.member_verification import set_pin
+
+        with hub_state(app).unit_of_work() as uow:
+            set_pin(uow.session, card_number=card_number, pin=pin)
+            uow.commit()
+        click.echo(f"PIN set for card ending {card_number[-4:]}")
+
+    @members.command("issue-code")
+    @click.option("--card", "card_number", required=True)
+    @with_app
+    def members_issue_code(app: Flask, card_number: str) -> None:
+        """Issue a one-time redemption code for the card's member."""
+        from alliance.services.member_verification import active_card_holder, issue_redemption_code
+
+        with hub_state(app).unit_of_work() as uow:
+            holder = active_card_holder(uow.session, card_number)
+            code, expires_at = issue_redemption_code(uow.session, member_id=holder.member_id, now=_now())
+            uow.commit()
+        click.echo(f"redemption code {code} (valid until {expires_at.isoformat(timespec='seconds')})")
+
+    @main.group()
+    def campaigns() -> None:
+        """Campaigns that give extra points, funded by a partner or by the hub."""
+
+    @campaigns.command("create")
+    @click.option("--name", required=True)
+    @click.option("--funded-by", type=click.Choice(["partner", "hub"]), required=True)
+    @click.option("--partner", "partner_code", default=None, help="Only at this partner (required when a partner funds it).")
+    @click.option("--multiplier", type=DecimalType(), default=Decimal("1"), show_default=True)
+    @click.option("--bonus-points", type=click.IntRange(0), default=0, show_default=True)
+    @click.option("--min-amount-minor", type=click.IntRange(0), default=0, show_default=True)
+    @click.option("--starts-at", type=MomentType(), required=True)
+    @click.option("--ends-at", type=MomentType(), required=True)
+    @with_app
+    def campaigns_create(app: Flask, name, funded_by, partner_code, multiplier, bonus_points, min_amount_minor,  # type: ignore[no-untyped-def]
+                         starts_at, ends_at) -> None:
+        """Create a campaign; it applies to purchases made between its start and end."""
+        from alliance.services.campaigns import create_campaign
+        from alliance.services.partners import partner_id_by_code
+
+        with hub_state(app).unit_of_work() as uow:
+            partner_id = partner_id_by_code(uow.session, partner_code) if partner_code else None
+            campaign_id = create_campaign(uow.session, name=name, funded_by=funded_by, partner_id=partner_id,
+                                          multiplier=multiplier, bonus_points=bonus_points,
+                                          min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at)
+            uow.commit()
+        click.echo(f"campaign {campaign_id} {name!r} created, funded by the {funded_by}")
