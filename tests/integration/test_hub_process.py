@@ -78,3 +78,41 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert "is not an IANA time zone" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def wait_for_health(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("the hub did not answer within 20 s")
+            time.sleep(0.2)
+
+
+def test_readme_checkout_demo_earns_at_one_partner_and_redeems_at_another(tmp_path):
+    instance = tmp_path / "instance"
+    assert run_alliance(instance, "db", "upgrade").returncode == 0
+    seeded = run_alliance(instance, "seed-demo")
+    card_number = seeded.stdout.split("card ")[1].split(",")[0]
+    port = free_port()
+    server = subprocess.Popen([ALLIANCE, "serve", "--port", str(port)], env=hub_environment(instance),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(port)
+        script = Path(__file__).resolve().parents[2] / "scripts" / "demo_checkout.py"
+        checkout = subprocess.run(
+            [sys.executable, str(script), "--hub", f"http://127.0.0.1:{port}", "--keys", str(instance / "demo-keys"),
+             "--card", card_number],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert checkout.returncode == 0, checkout.stderr
+    assert '"status": "captured"' in checkout.stdout
+    assert '"points_captured": 200' in checkout.stdout
+    assert '"problem' not in checkout.stdout and '"code"' not in checkout.stdout
+    assert run_alliance(instance, "audit").returncode == 0
