@@ -34,13 +34,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings, engine=engine, session_factory=make_session_factory(engine)
     )
 
-    from flask_smorest import Api
-
     from alliance import cli
     from alliance.api import docs, errors, health
+    from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
 
-    api = Api(app)
+    api = HubApi(app)
     app.extensions["alliance.api"] = api
     partner_routes.init_app(app, api)
     health.init_app(app)

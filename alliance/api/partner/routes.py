@@ -16,7 +16,8 @@ from alliance.api.partner.auth import authenticate_partner, current_caller, reso
 from alliance.api.partner.idempotent import run_idempotent
 from alliance.api.partner.schemas import (
     AuthorizeInput, BalanceInput, BalanceOutput, BatchInput, BatchOutput, CaptureInput, PurchaseInput,
-    PurchaseOutput, PurchaseRefundInput, PurchaseRefundOutput, RedemptionOutput, RedemptionRefundInput, VoidInput,
+    ProblemOutput, PurchaseOutput, PurchaseRefundInput, PurchaseRefundOutput, RedemptionOutput, RedemptionRefundInput,
+    VoidInput,
 )
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
@@ -31,8 +32,18 @@ SIGNED_WRITE_DOC = {"security": SIGNED, "parameters": [{
     "in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string", "maxLength": 255},
     "description": "One key per logical operation, reused on every retry; kept at least 72 hours.",
 }]}
-ERRORS = {401: "Signature rejected", 404: "Not this partner's, or unknown", 409: "Conflict or key in flight",
-          413: "Body too large", 422: "Invalid input"}
+ERRORS = {
+    401: "Signature rejected: signature_missing, signature_multiple, signature_label, signature_malformed, "
+         "signature_components, signature_algorithm, signature_parameters, key_unknown, key_revoked, key_expired, "
+         "signature_expired, signature_from_future, signature_lifetime, signature_nonce, signature_replayed, "
+         "content_digest_missing, content_digest_malformed, content_digest_mismatch, signature_invalid.",
+    403: "member_not_verified, pin_locked, terminal_mismatch.",
+    404: "not_found: unknown, or another partner's.",
+    409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported, reference_already_used, "
+         "conflict, invalid_state, card_not_usable.",
+    413: "request_entity_too_large: the body is over the limit.",
+    422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points.",
+}
 
 purchases_blueprint = Blueprint("purchases", __name__, url_prefix=f"{PREFIX}/purchases",
                                 description="Report purchases (members earn points) and refund them.")
@@ -48,7 +59,8 @@ for _blueprint in BLUEPRINTS:
 def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
     def decorate(function):  # type: ignore[no-untyped-def]
         for status in statuses:
-            function = blueprint.alt_response(status, description=ERRORS[status], content_type="application/problem+json")(function)
+            function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
+                                              content_type="application/problem+json")(function)
         return function
     return decorate
 
@@ -160,7 +172,7 @@ class Redemptions(MethodView):
     @redemptions_blueprint.arguments(AuthorizeInput)
     @redemptions_blueprint.response(201, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 409, 413, 422)
+    @_document_errors(redemptions_blueprint, 401, 403, 409, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Authorize: verify the member and hold points for a redemption here."""
         holder = _verified_holder(data)
@@ -239,7 +251,7 @@ class BalanceInquiries(MethodView):
     @balances_blueprint.arguments(BalanceInput)
     @balances_blueprint.response(200, BalanceOutput)
     @balances_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(balances_blueprint, 401, 413, 422)
+    @_document_errors(balances_blueprint, 401, 403, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Balance of a member verified by card and PIN."""
         holder = _verified_holder(data)

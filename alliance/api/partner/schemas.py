@@ -154,3 +154,16 @@ class BalanceOutput(Schema):
     points_available = fields.Integer()
     points_pending = fields.Integer()
     points_held = fields.Integer()
+
+
+class ProblemOutput(Schema):
+    """RFC 9457 problem details, as every error of the hub is reported."""
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    code = fields.String(metadata={"description": "Stable machine-readable code; see the operation's responses."})
+    request_id = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+                         metadata={"description": "Per-field messages, for invalid input."})
