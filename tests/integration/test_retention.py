@@ -1,0 +1,69 @@
+"""Idempotency keys are kept at least 72 hours; nonces until their signatures are dead."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from alliance.models import IdempotencyRecord, SeenNonce
+from alliance.services import idempotency, partner_keys
+from tests.factories import make_partner
+
+
+def count(hub, model) -> int:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return uow.session.scalar(select(func.count()).select_from(model))
+
+
+def test_idempotency_keys_survive_72_hours_then_are_pruned(hub, now):
+    partner_id = make_partner(hub, now=now)
+    with hub.unit_of_work() as uow:
+        for hours_ago, key in ((73, "old"), (71, "recent")):
+            idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint="f" * 64,
+                              now=now - timedelta(hours=hours_ago))
+        uow.commit()
+    with hub.unit_of_work() as uow:
+        # Asking for a shorter retention cannot go below the 72-hour floor.
+        assert idempotency.prune(uow.session, now=now, retention=timedelta(hours=1)) == 1
+        uow.commit()
+    with hub.unit_of_work() as uow:
+        keys = uow.session.scalars(select(IdempotencyRecord.idempotency_key)).all()
+    assert keys == ["recent"]
+
+
+def test_a_claim_is_decided_by_the_unique_constraint(hub, now):
+    partner_id = make_partner(hub, now=now)
+    with hub.unit_of_work() as uow:
+        idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+        idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="b" * 64, now=now)
+        uow.commit()
+    assert count(hub, IdempotencyRecord) == 1
+    with hub.unit_of_work() as uow:
+        record = uow.session.scalars(select(IdempotencyRecord)).one()
+        assert record.request_fingerprint == "a" * 64
+
+
+def test_nonces_are_unique_and_pruned_once_their_signatures_expire(hub, now):
+    partner_id = make_partner(hub, now=now)
+    with hub.unit_of_work() as uow:
+        assert partner_keys.record_nonce(uow.session, nonce="n" * 22, partner_id=partner_id, key_id="k",
+                                         seen_at=now, prune_after=now + timedelta(seconds=360))
+        assert not partner_keys.record_nonce(uow.session, nonce="n" * 22, partner_id=partner_id, key_id="k",
+                                             seen_at=now, prune_after=now + timedelta(seconds=360))
+        uow.commit()
+    with hub.unit_of_work() as uow:
+        assert partner_keys.prune_nonces(uow.session, now=now + timedelta(seconds=359)) == 0
+        assert partner_keys.prune_nonces(uow.session, now=now + timedelta(seconds=361)) == 1
+        uow.commit()
+    assert count(hub, SeenNonce) == 0
+
+
+def test_request_fingerprints_separate_method_target_and_body():
+    base = idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{}")
+    assert base == idempotency.request_fingerprint("post", "/partner/v1/purchases", b"{}")
+    assert base != idempotency.request_fingerprint("POST", "/partner/v1/purchases?x=1", b"{}")
+    assert base != idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }")
+    # Length prefixes keep a moved boundary from producing the same digest.
+    assert (idempotency.request_fingerprint("POST", "/a", b"b/c")
+            != idempotency.request_fingerprint("POST", "/ab", b"/c"))
