@@ -55,6 +55,7 @@ class TransactionKind(StrEnum):
     RELEASE = "release"
     REDEMPTION_REFUND = "redemption_refund"
     EXPIRY = "expiry"
+    TRANSFER = "transfer"
 
 
 class LotState(StrEnum):

@@ -1,5 +1,13 @@
 """SQLAlchemy models of the hub; importing this package registers every table."""
 
+from alliance.models.back_office import (
+    AuditLogEntry,
+    Complaint,
+    MemberProfile,
+    MemberTransfer,
+    OAuthClient,
+    OAuthToken,
+)
 from alliance.models.base import Base
 from alliance.models.ledger import (
     JournalEntry,
@@ -22,6 +30,12 @@ from alliance.models.partner_api import (
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 
 __all__ = [
+    "AuditLogEntry",
+    "Complaint",
+    "MemberProfile",
+    "MemberTransfer",
+    "OAuthClient",
+    "OAuthToken",
     "Base",
     "Campaign",
     "IdempotencyRecord",

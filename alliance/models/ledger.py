@@ -71,6 +71,7 @@ class JournalTransaction(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("redemption_holds.id"))
     reverses_transaction_id: Mapped[int | None] = mapped_column(ForeignKey("journal_transactions.id"))
+    transfer_id: Mapped[int | None] = mapped_column(ForeignKey("member_transfers.id"))
     memo: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -103,6 +104,9 @@ class PointLot(Base):
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
     funding_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     earn_transaction_id: Mapped[int] = mapped_column(ForeignKey("journal_transactions.id"), unique=True)
+    # For points received in a transfer: the sender's lot they came from (issuer and
+    # expiry are carried over, so tracing and expiry stay exact).
+    origin_lot_id: Mapped[int | None] = mapped_column(ForeignKey("point_lots.id"))
     state: Mapped[str] = mapped_column(String(10))
     points_earned: Mapped[int] = mapped_column(BigInteger)
     points_remaining: Mapped[int] = mapped_column(BigInteger)

@@ -65,3 +65,13 @@ def test_upgrade_twice_is_harmless(empty_engine):
     migrate.upgrade(empty_engine)
     migrate.upgrade(empty_engine)
     assert migrate.current_revision(empty_engine) == migrate.head_revision(empty_engine)
+
+
+def test_each_revision_downgrades_one_step_and_upgrades_again(empty_engine):
+    migrate.upgrade(empty_engine)
+    head = migrate.current_revision(empty_engine)
+    migrate.downgrade(empty_engine, "-1")
+    assert migrate.current_revision(empty_engine) != head
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == head
+    assert migrate.pending_model_changes(empty_engine) == []
