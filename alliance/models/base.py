@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -88,3 +89,12 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(str(value)) if not isinstance(value, Decimal) else value
+
+
+def integer_sum(expression: ColumnElement[int]) -> ColumnElement[int]:
+    """SUM of integers as an integer, zero when there are no rows.
+
+    PostgreSQL widens SUM(bigint) to numeric, which would reach Python as Decimal;
+    casting back keeps points and minor units plain integers everywhere.
+    """
+    return cast(func.coalesce(func.sum(expression), 0), BigInteger)

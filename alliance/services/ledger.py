@@ -42,6 +42,7 @@ from alliance.models import (
     PointLot,
     RedemptionHold,
 )
+from alliance.models.base import integer_sum
 from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
 from alliance.services.accounts import account_ids
 
@@ -99,6 +100,7 @@ def post_transaction(
     currency: str | None = None,
     hold_id: int | None = None,
     reverses_transaction_id: int | None = None,
+    transfer_id: int | None = None,
     memo: str | None = None,
 ) -> int:
     """Write one balanced journal transaction and return its id."""
@@ -108,7 +110,7 @@ def post_transaction(
         .values(
             kind=kind.value, member_id=member_id, partner_id=partner_id, posted_at=posted_at,
             price_per_point=price_per_point, currency=currency, hold_id=hold_id,
-            reverses_transaction_id=reverses_transaction_id, memo=memo,
+            reverses_transaction_id=reverses_transaction_id, transfer_id=transfer_id, memo=memo,
         )
         .returning(JournalTransaction.id)
     ).scalar_one()
@@ -349,7 +351,7 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
     member = lock_member(session, lot.member_id, require_active=False)
     earned_transaction = session.get_one(JournalTransaction, earn_transaction_id)
     already_recovered = session.scalar(
-        select(func.coalesce(func.sum(JournalEntry.amount_points), 0))
+        select(integer_sum(JournalEntry.amount_points))
         .join(JournalTransaction, JournalTransaction.id == JournalEntry.transaction_id)
         .where(
             JournalTransaction.reverses_transaction_id == earn_transaction_id,
@@ -478,7 +480,7 @@ def _close_hold(session: Session, hold_id: int, status: HoldStatus, now: datetim
 
 def _restore_to_lots(session: Session, hold: RedemptionHold, points: int, transaction_id: int) -> None:
     consumed = session.execute(
-        select(LotConsumption.lot_id, PointLot.expires_at, func.sum(LotConsumption.points))
+        select(LotConsumption.lot_id, PointLot.expires_at, integer_sum(LotConsumption.points))
         .join(PointLot, PointLot.id == LotConsumption.lot_id)
         .where(LotConsumption.hold_id == hold.id)
         .group_by(LotConsumption.lot_id, PointLot.expires_at)
@@ -539,3 +541,47 @@ def _translated(error: IntegrityError) -> Exception:
     if LOT_REMAINING_IN_RANGE in message:
         return InsufficientPoints("the posting would take a lot below zero or above what it earned")
     return error
+
+
+def transfer(
+    session: Session, *, from_member_id: int, to_member_id: int, points: int, transfer_id: int, now: datetime
+) -> list[int]:
+    """Move spendable points between members, lot by lot, keeping each lot's issuer and expiry.
+
+    Both members are locked in member-id order, the one global order for two-member
+    postings. Each source lot used becomes one journal transaction and one new lot for
+    the receiver, which names the sender's lot as its origin; returns the transactions.
+    """
+    require_positive_points(points)
+    if from_member_id == to_member_id:
+        raise ValidationFailed("a member cannot transfer points to themselves", fields={"to": ["same member"]})
+    first, second = sorted((from_member_id, to_member_id))
+    locked = {first: lock_member(session, first), second: lock_member(session, second)}
+    sender, receiver = locked[from_member_id], locked[to_member_id]
+    if sender.available_points < points:
+        raise InsufficientPoints(f"member {from_member_id} has {sender.available_points} points available")
+    lots = session.execute(
+        select(PointLot.id, PointLot.expires_at, PointLot.points_remaining, PointLot.partner_id).where(
+            PointLot.member_id == from_member_id, PointLot.state == LotState.ACTIVE.value,
+            PointLot.points_remaining > 0, PointLot.expires_at > now,
+        )
+    ).all()
+    by_id = {lot.id: lot for lot in lots}
+    allocation = allocate_soonest_expiry_first([LotSlice(lot.id, lot.expires_at, lot.points_remaining) for lot in lots],
+                                               points)
+    transaction_ids = []
+    for lot_id, taken in allocation:
+        source = by_id[lot_id]
+        transaction_id = post_transaction(
+            session, kind=TransactionKind.TRANSFER, lines=[(sender.available_id, -taken), (receiver.available_id, taken)],
+            posted_at=now, member_id=from_member_id, partner_id=source.partner_id, transfer_id=transfer_id,
+        )
+        _consume(session, [(lot_id, taken)], transaction_id=transaction_id, member_id=from_member_id, hold_id=None)
+        session.execute(insert(PointLot).values(
+            member_id=to_member_id, partner_id=source.partner_id, funding_account_id=sender.available_id,
+            earn_transaction_id=transaction_id, state=LotState.ACTIVE.value, points_earned=taken,
+            points_remaining=taken, earned_at=now, activates_at=None, expires_at=source.expires_at,
+            origin_lot_id=lot_id,
+        ))
+        transaction_ids.append(transaction_id)
+    return transaction_ids

@@ -16,6 +16,7 @@ from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationF
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import Campaign as CampaignRow
 from alliance.models import Partner, PartnerEarnRule, Purchase, PurchaseRefund
+from alliance.models.base import integer_sum
 from alliance.services import ledger
 from alliance.services.member_verification import CardHolder, active_card_holder
 
@@ -194,7 +195,7 @@ def _partner_points_on_day(session: Session, partner: Partner, member_id: int, m
     day_start = datetime.combine(local_day, time(0), zone)
     day_end = datetime.combine(local_day + timedelta(days=1), time(0), zone)
     return session.scalar(
-        select(func.coalesce(func.sum(Purchase.points_partner), 0)).where(
+        select(integer_sum(Purchase.points_partner)).where(
             Purchase.partner_id == partner.id, Purchase.member_id == member_id,
             Purchase.purchased_at >= day_start, Purchase.purchased_at < day_end,
         )

@@ -25,7 +25,8 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.session.rollback()
+        # close() rolls back whatever was not committed and detaches loaded objects
+        # without expiring them, so values read inside the unit stay readable after it.
         self.session.close()
 
     def commit(self) -> None:

@@ -19,7 +19,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-Operation = Callable[[UnitOfWork], tuple[int, dict]]  # type: ignore[type-arg]
+Operation = Callable[..., tuple[int, dict]]  # type: ignore[type-arg]
+Preparation = Callable[[UnitOfWork], object]
 
 
 def idempotency_key() -> str:
@@ -34,8 +35,14 @@ def idempotency_key() -> str:
     return key
 
 
-def run_idempotent(operation: Operation) -> Response:
-    """Run ``operation`` once per key; later calls with the key get the stored reply."""
+def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) -> Response:
+    """Run ``operation`` once per key; later calls with the key get the stored reply.
+
+    ``prepare`` (a member's PIN check, say) runs after the key is known to be new and
+    outside the operation's savepoint, so what it records (a failed PIN attempt) is kept
+    even when it refuses the request; its result is passed to ``operation``. A retry of
+    a completed request gets the stored reply without preparing again.
+    """
     caller = current_caller()
     key = idempotency_key()
     target = request.full_path if request.query_string else request.path
@@ -49,8 +56,9 @@ def run_idempotent(operation: Operation) -> Response:
         if record.status == "completed":
             return _reply(record.response_status, record.response_body, replayed=True)
         try:
+            prepared = prepare(uow) if prepare is not None else None
             with uow.session.begin_nested():
-                status, body = operation(uow)
+                status, body = operation(uow, prepared) if prepare is not None else operation(uow)
         except AllianceError as error:
             status, body = error.http_status, problem_body(error)
         body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)

@@ -157,14 +157,14 @@ class PurchaseRefunds(MethodView):
         return run_idempotent(operation)
 
 
-def _verified_holder(data: dict, uow: UnitOfWork | None = None):  # type: ignore[no-untyped-def, type-arg]
-    """Card + PIN is checked (and its failure counted) in its own committed transaction."""
-    if "pin" not in data:
-        return None
-    with hub_state().unit_of_work() as pin_uow:
-        check = member_verification.check_pin(pin_uow.session, card_number=data["card_number"], pin=data["pin"])
-        pin_uow.commit()
-    return member_verification.require_verified(check)
+def _pin_verified(card_number: str, pin: str):  # type: ignore[no-untyped-def]
+    """A preparation checking card + PIN in the request's transaction; failures are counted."""
+    def prepare(uow: UnitOfWork):  # type: ignore[no-untyped-def]
+        check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin)
+        # Flush now: if the PIN is wrong, the counted failure must survive the refusal.
+        uow.session.flush()
+        return member_verification.require_verified(check)
+    return prepare
 
 
 @redemptions_blueprint.route("")
@@ -175,9 +175,9 @@ class Redemptions(MethodView):
     @_document_errors(redemptions_blueprint, 401, 403, 409, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Authorize: verify the member and hold points for a redemption here."""
-        holder = _verified_holder(data)
+        by_pin = "pin" in data
 
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def operation(uow: UnitOfWork, holder=None) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
             now = utc_now()
             caller = current_caller()
             verified = holder or member_verification.consume_redemption_code(
@@ -187,6 +187,8 @@ class Redemptions(MethodView):
                 points=data["points"], ttl_s=data.get("ttl_s", _settings().hold_ttl_s),
                 terminal_id=resolve_terminal(uow.session, caller, data.get("terminal")), now=now)
             return 201, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
+        if by_pin:
+            return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]))
         return run_idempotent(operation)
 
 
@@ -254,16 +256,14 @@ class BalanceInquiries(MethodView):
     @_document_errors(balances_blueprint, 401, 403, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Balance of a member verified by card and PIN."""
-        holder = _verified_holder(data)
-
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def operation(uow: UnitOfWork, holder) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
             balances = member_balances(uow.session, holder.member_id)
             return 200, BalanceOutput().dump({
                 "card_number": presenters.masked_card(uow.session, holder.card_id), "tier": holder.tier,
                 "points_available": balances["available"], "points_pending": balances["pending"],
                 "points_held": balances["held"],
             })
-        return run_idempotent(operation)
+        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]))
 
 
 def init_app(app: Flask, api: Api) -> None:

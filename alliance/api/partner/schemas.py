@@ -103,9 +103,11 @@ class MemberProofInput(StrictSchema):
 
     @validates_schema
     def _one_proof(self, data: dict, **_: object) -> None:  # type: ignore[type-arg]
-        by_pin = "card_number" in data and "pin" in data
-        by_code = "redemption_code" in data and "pin" not in data
-        if by_pin == by_code:
+        # Exactly one proof: two proofs could name two members, and which one pays must
+        # never be guessed.
+        by_pin = "card_number" in data and "pin" in data and "redemption_code" not in data
+        by_code = "redemption_code" in data and "card_number" not in data and "pin" not in data
+        if not (by_pin or by_code):
             raise ValidationError("give card_number with pin, or redemption_code alone", field_name="pin")
 
 
