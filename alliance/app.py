@@ -9,10 +9,12 @@ from pathlib import Path
 from flask import Flask
 
 from alliance.config import Settings
+from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.db import database_url, make_engine, make_session_factory
 from alliance.extensions import EXTENSION_KEY, HubState
 
 SECRET_KEY_FILE = "secret_key"
+PII_KEYS_FILE = "pii_keys"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -33,15 +35,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = HubState(
         settings=settings, engine=engine, session_factory=make_session_factory(engine)
     )
+    app.extensions[EXTENSION_KEY].extras["key_ring"] = KeyRing.from_config(
+        settings.pii_keys or _development_pii_keys(Path(app.instance_path))
+    )
 
     from alliance import cli
     from alliance.api import docs, errors, health
+    from alliance.api.back_office import auth as back_office_auth
+    from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
 
     api = HubApi(app)
     app.extensions["alliance.api"] = api
     partner_routes.init_app(app, api)
+    back_office_auth.init_app(app)
+    back_office_routes.init_app(app, api)
     health.init_app(app)
     docs.init_app(app)
     # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.
@@ -50,15 +59,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def _development_pii_keys(instance_path: Path) -> str:
+    """A PII key ring kept in the instance folder for development; production sets ALLIANCE_PII_KEYS."""
+    return _instance_secret(instance_path / PII_KEYS_FILE, generate_key_ring_config)
+
+
 def _development_secret_key(instance_path: Path) -> str:
     """A random key kept in the instance folder, so development sessions survive restarts.
 
     Production refuses to start without ``ALLIANCE_SECRET_KEY`` (see ``Settings``).
     """
-    key_file = instance_path / SECRET_KEY_FILE
+    return _instance_secret(instance_path / SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48))
+
+
+def _instance_secret(key_file: Path, generate) -> str:  # type: ignore[no-untyped-def]
+    """Read a secret from the instance folder, creating it (mode 0600) the first time."""
     if key_file.exists():
         return key_file.read_text().strip()
-    key = secrets.token_urlsafe(48)
+    key = generate()
     try:
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -183,6 +183,16 @@ def _register_maintenance_jobs() -> None:
     _job("prune-idempotency-keys", "Forget idempotency keys older than 72 hours.", idempotency.prune, "keys pruned")
     _job("prune-nonces", "Forget signature nonces whose signatures can no longer be valid.",
          partner_keys.prune_nonces, "nonces pruned")
+    _job("recompute-tiers", "Set member tiers from qualifying spend over the last 12 months.", _recompute_tiers,
+         "members changed tier")
+
+
+def _recompute_tiers(session, *, now, limit):  # type: ignore[no-untyped-def]
+    from alliance.domain.money import minor_units_per_unit
+    from alliance.services.member_admin import recompute_tiers
+
+    currency = hub_state().settings.alliance_currency
+    return recompute_tiers(session, now=now, currency=currency, minor_units_per_unit=minor_units_per_unit(currency))
 
 
 _register_maintenance_jobs()
@@ -192,6 +202,7 @@ def _register_admin_commands() -> None:
     from alliance import cli_admin
 
     cli_admin.register(main, _with_app)
+    cli_admin.register_back_office(main, _with_app)
 
 
 _register_admin_commands()

@@ -256,3 +256,78 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
                                           min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at)
             uow.commit()
         click.echo(f"campaign {campaign_id} {name!r} created, funded by the {funded_by}")
+
+
+def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+    """Add ``staff`` (back-office clients) and ``pii`` (key ring) groups, and the tier job."""
+
+    @main.group()
+    def staff() -> None:
+        """Back-office clients: OAuth 2 client credentials with roles."""
+
+    @staff.command("create-client")
+    @click.option("--name", required=True)
+    @click.option("--role", "roles", multiple=True, required=True,
+                  type=click.Choice(["admin", "finance", "partner_manager", "customer_service"]))
+    @with_app
+    def staff_create_client(app: Flask, name: str, roles: tuple[str, ...]) -> None:
+        """Create a client; its secret is printed once and only a digest is kept."""
+        from alliance.services import audit_log, oauth
+
+        with hub_state(app).unit_of_work() as uow:
+            created = oauth.create_client(uow.session, name=name, roles=list(roles), now=_now())
+            audit_log.append(uow.session, actor="cli", action="client.create", subject=f"client:{created.client_id}",
+                             now=_now(), after={"name": name, "roles": list(created.roles)})
+            uow.commit()
+        click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}")
+
+    @staff.command("revoke-client")
+    @click.argument("client_id")
+    @with_app
+    def staff_revoke_client(app: Flask, client_id: str) -> None:
+        """Revoke a client and every token it holds."""
+        from alliance.services import audit_log, oauth
+
+        with hub_state(app).unit_of_work() as uow:
+            oauth.revoke_client(uow.session, client_id=client_id, now=_now())
+            audit_log.append(uow.session, actor="cli", action="client.revoke", subject=f"client:{client_id}", now=_now())
+            uow.commit()
+        click.echo(f"client {client_id} revoked")
+
+    @main.group()
+    def pii() -> None:
+        """The key ring personal data is encrypted under."""
+
+    @pii.command("new-key-ring")
+    def pii_new_key_ring() -> None:
+        """Print a fresh key ring for ALLIANCE_PII_KEYS."""
+        from alliance.domain.pii import generate_key_ring_config
+
+        click.echo(generate_key_ring_config())
+
+    @pii.command("add-key")
+    @click.option("--key-id", required=True, help="Id of the new active key, e.g. k2.")
+    @with_app
+    def pii_add_key(app: Flask, key_id: str) -> None:
+        """Print the current key ring with a new active key; old keys stay for reading."""
+        from alliance.domain.pii import with_new_active_key
+
+        click.echo(with_new_active_key(hub_state(app).key_ring.to_config(), key_id))
+
+    @pii.command("reencrypt")
+    @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+    @with_app
+    def pii_reencrypt(app: Flask, batch_size: int) -> None:
+        """Re-encrypt personal data still under an older key, in small committed batches."""
+        from alliance.services.pii_rotation import reencrypt_stale_profiles
+
+        state = hub_state(app)
+        total = 0
+        while True:
+            with state.unit_of_work() as uow:
+                done = reencrypt_stale_profiles(uow.session, key_ring=state.key_ring, limit=batch_size)
+                uow.commit()
+            total += done
+            if done < batch_size:
+                break
+        click.echo(f"re-encrypted {total} member profiles under key {state.key_ring.active_key_id}")

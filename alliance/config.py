@@ -32,6 +32,10 @@ class Settings:
     max_body_bytes: int = 1_048_576
     sqlite_busy_timeout_ms: int = 10_000
     database_pool_size: int = 5
+    pii_keys: str | None = None
+    transfer_max_points: int = 5_000
+    transfer_daily_max_points: int = 10_000
+    transfer_min_membership_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -66,9 +70,14 @@ class Settings:
             raise ConfigurationError("ALLIANCE_SECRET_KEY is required in production")
         if self.environment == "production" and not self.database_url:
             raise ConfigurationError("ALLIANCE_DATABASE_URL is required in production")
-        for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size"):
+        if self.environment == "production" and not self.pii_keys:
+            raise ConfigurationError("ALLIANCE_PII_KEYS is required in production (see 'alliance pii new-key-ring')")
+        for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size",
+                     "transfer_max_points", "transfer_daily_max_points"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must be a positive whole number")
+        if self.transfer_min_membership_days < 0:
+            raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         return self
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
+from alliance.domain.pii import KeyRing
 from alliance.services.unit_of_work import UnitOfWork
 
 EXTENSION_KEY = "alliance"
@@ -21,6 +22,13 @@ class HubState:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    # Per-app objects of other extensions (the OAuth 2 authorization server, say).
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def key_ring(self) -> KeyRing:
+        """The key ring personal data is encrypted under."""
+        return self.extras["key_ring"]  # type: ignore[return-value]
 
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work on this hub's database."""

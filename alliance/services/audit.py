@@ -13,6 +13,7 @@ from sqlalchemy import Select, case, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind
+from alliance.models.base import integer_sum
 from alliance.models import JournalEntry, JournalTransaction, LedgerAccount, LotConsumption, PointLot, RedemptionHold
 
 EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
@@ -70,6 +71,7 @@ def run_audit(session: Session) -> AuditReport:
         first = session.execute(query.limit(1)).first() if count else None
         report.checks.append(CheckResult(name, description, count or 0, describe(first) if first else None))
     report.checks.append(_guards_check(session))
+    report.checks.append(_audit_log_check(session))
     report.totals = _totals(session)
     return report
 
@@ -202,9 +204,21 @@ def _guards_check(session: Session) -> CheckResult:
     )
 
 
+def _audit_log_check(session: Session) -> CheckResult:
+    from alliance.services.audit_log import verify
+
+    chain = verify(session)
+    broken = chain.first_break
+    return CheckResult(
+        "audit_log_chain", "the back-office audit log is an unbroken hash chain",
+        1 if broken else 0,
+        f"entry {broken.sequence}: {broken.reason} ({broken.detail})" if broken else None,
+    )
+
+
 def _totals(session: Session) -> dict[str, int]:
     totals = dict(session.execute(
-        select(LedgerAccount.kind, func.coalesce(func.sum(JournalEntry.amount_points), 0))
+        select(LedgerAccount.kind, integer_sum(JournalEntry.amount_points))
         .outerjoin(JournalEntry, JournalEntry.account_id == LedgerAccount.id)
         .group_by(LedgerAccount.kind)
     ).all())

@@ -1,0 +1,1 @@
+"""The back-office API for staff tools and systems, under ``/back-office/v1``."""

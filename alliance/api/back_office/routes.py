@@ -1,0 +1,496 @@
+"""Back-office routes, each behind an OAuth 2 bearer token with the right role.
+
+customer_service: members, cards, PINs, codes, history, transfers, export, erasure,
+complaints. partner_manager: partners, prices, earn rules, campaigns, terminals, keys,
+complaints. admin: back-office clients and the audit log. finance: settlement (later).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timezone
+
+from flask import Flask
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+from sqlalchemy import select
+
+from alliance.api.back_office import schemas as s
+from alliance.api.back_office.auth import actor, require_role
+from alliance.api.partner.schemas import ProblemOutput
+from alliance.domain.errors import ValidationFailed
+from alliance.extensions import hub_state
+from alliance.models import AuditLogEntry, Card, Partner
+from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin
+from alliance.services.accounts import member_balances
+from alliance.services.partners import PartnerTerms
+
+PREFIX = "/back-office/v1"
+BEARER = [{"bearer": []}]
+ERRORS = {401: "not_authenticated: no valid bearer token.", 403: "role_refused: the token lacks the role.",
+          404: "not_found", 409: "conflict, invalid_state", 422: "validation_failed (per-field errors)"}
+
+members_blueprint = Blueprint("back_office_members", __name__, url_prefix=PREFIX,
+                              description="Customer service: members, cards, PINs, transfers, privacy.")
+partners_blueprint = Blueprint("back_office_partners", __name__, url_prefix=PREFIX,
+                               description="Partner managers: onboarding, status, prices, rules, campaigns, keys.")
+complaints_blueprint = Blueprint("back_office_complaints", __name__, url_prefix=PREFIX,
+                                 description="Complaints against partners and their lifecycle.")
+admin_blueprint = Blueprint("back_office_admin", __name__, url_prefix=PREFIX,
+                            description="Administrators: back-office clients and the audit log.")
+BLUEPRINTS = (members_blueprint, partners_blueprint, complaints_blueprint, admin_blueprint)
+
+
+def documented(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
+    """Document bearer security and the problem+json error responses of a view."""
+    def decorate(function):  # type: ignore[no-untyped-def]
+        for status in sorted({401, 403, 422, *statuses}):
+            function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
+                                              content_type="application/problem+json")(function)
+        return blueprint.doc(security=BEARER)(function)
+    return decorate
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _state():  # type: ignore[no-untyped-def]
+    return hub_state()
+
+
+def _member_view(session, member) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    cards = session.execute(select(Card.card_number, Card.status).where(Card.member_id == member.id)
+                            .order_by(Card.id)).all()
+    return {
+        "member_number": member.member_number, "status": member.status, "tier": member.tier,
+        "enrolled_at": member.enrolled_at,
+        "profile": member_admin.read_profile(session, key_ring=_state().key_ring, member_id=member.id),
+        "balances": member_balances(session, member.id),
+        "cards": [{"card_number": number, "status": status} for number, status in cards],
+    }
+
+
+@members_blueprint.route("/members")
+class Members(MethodView):
+    @members_blueprint.arguments(s.ProfileInput)
+    @members_blueprint.response(201, s.EnrolmentOutput)
+    @documented(members_blueprint, 422)
+    @require_role("customer_service")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Enrol a member with a first card; personal data is encrypted at rest."""
+        with _state().unit_of_work() as uow:
+            enrolment = member_admin.enrol_with_profile(uow.session, key_ring=_state().key_ring,
+                                                        profile={k: v for k, v in data.items() if v}, now=_now(),
+                                                        actor=actor())
+            uow.commit()
+        return {"member_number": enrolment.member_number, "card_number": enrolment.card_number}
+
+    @members_blueprint.arguments(s.MemberLookupQuery, location="query")
+    @members_blueprint.response(200, s.MemberListOutput)
+    @documented(members_blueprint, 422)
+    @require_role("customer_service")
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Find members by phone or e-mail (through a keyed hash, not by decrypting)."""
+        with _state().unit_of_work() as uow:
+            found = member_admin.find_by_contact(uow.session, key_ring=_state().key_ring, phone=query.get("phone"),
+                                                 email=query.get("email"))
+            return {"members": [_member_view(uow.session, member) for member in found]}
+
+
+@members_blueprint.route("/members/<member_number>")
+class MemberByNumber(MethodView):
+    @members_blueprint.response(200, s.MemberOutput)
+    @documented(members_blueprint, 404)
+    @require_role("customer_service")
+    def get(self, member_number: str):  # type: ignore[no-untyped-def]
+        """A member with profile, balances and cards."""
+        with _state().unit_of_work() as uow:
+            return _member_view(uow.session, member_admin.member_by_number(uow.session, member_number))
+
+
+@members_blueprint.route("/members/<member_number>/profile")
+class MemberProfileRoute(MethodView):
+    @members_blueprint.arguments(s.ProfileInput)
+    @members_blueprint.response(200, s.MemberOutput)
+    @documented(members_blueprint, 404, 409, 422)
+    @require_role("customer_service")
+    def patch(self, data: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """Change name, phone or e-mail (null clears a field)."""
+        with _state().unit_of_work() as uow:
+            member_admin.update_profile(uow.session, key_ring=_state().key_ring, member_number=member_number,
+                                        changes=data, now=_now(), actor=actor())
+            uow.commit()
+            return _member_view(uow.session, member_admin.member_by_number(uow.session, member_number))
+
+
+@members_blueprint.route("/members/<member_number>/history")
+class MemberHistory(MethodView):
+    @members_blueprint.arguments(s.HistoryQuery, location="query")
+    @members_blueprint.response(200, s.HistoryOutput)
+    @documented(members_blueprint, 404, 422)
+    @require_role("customer_service")
+    def get(self, query: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """The member's journal transactions, newest first; page with ``before``."""
+        with _state().unit_of_work() as uow:
+            items = member_admin.history(uow.session, member_number=member_number, limit=query["limit"],
+                                         before_transaction_id=query.get("before"))
+        for item in items:
+            item["posted_at"] = item["posted_at"].isoformat()
+        next_before = items[-1]["transaction_id"] if len(items) == query["limit"] else None
+        return {"transactions": items, "next_before": next_before}
+
+
+@members_blueprint.route("/members/<member_number>/export")
+class MemberExport(MethodView):
+    @members_blueprint.response(200)
+    @documented(members_blueprint, 404)
+    @require_role("customer_service")
+    def get(self, member_number: str):  # type: ignore[no-untyped-def]
+        """Everything held on the member, as JSON (a data subject access request)."""
+        with _state().unit_of_work() as uow:
+            exported = member_admin.export(uow.session, key_ring=_state().key_ring, member_number=member_number)
+            audit_log.append(uow.session, actor=actor(), action="member.export", subject=f"member:{member_number}",
+                             now=_now())
+            uow.commit()
+        return exported
+
+
+@members_blueprint.route("/members/<member_number>/erasure")
+class MemberErasure(MethodView):
+    @members_blueprint.arguments(s.EmptyInput)
+    @members_blueprint.response(204)
+    @documented(members_blueprint, 404, 409)
+    @require_role("customer_service")
+    def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """Erase the member's personal data; the ledger and settlements stay intact."""
+        with _state().unit_of_work() as uow:
+            member_admin.erase(uow.session, member_number=member_number, now=_now(), actor=actor())
+            uow.commit()
+
+
+@members_blueprint.route("/members/<member_number>/redemption-codes")
+class MemberCodes(MethodView):
+    @members_blueprint.arguments(s.EmptyInput)
+    @members_blueprint.response(201, s.CodeOutput)
+    @documented(members_blueprint, 404)
+    @require_role("customer_service")
+    def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """Issue a one-time redemption code (15 minutes)."""
+        with _state().unit_of_work() as uow:
+            code, expires_at = member_admin.new_redemption_code(uow.session, member_number=member_number, now=_now(),
+                                                               actor=actor())
+            uow.commit()
+        return {"redemption_code": code, "expires_at": expires_at}
+
+
+@members_blueprint.route("/cards/<card_number>/replacement")
+class CardReplacement(MethodView):
+    @members_blueprint.arguments(s.EmptyInput)
+    @members_blueprint.response(201, s.CardOutput)
+    @documented(members_blueprint, 404, 409)
+    @require_role("customer_service")
+    def post(self, _: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """Block a lost card and issue a new one; balance, lots and holds carry over."""
+        with _state().unit_of_work() as uow:
+            _, new_number = member_admin.replace_card(uow.session, card_number=card_number, now=_now(), actor=actor())
+            uow.commit()
+        return {"card_number": new_number}
+
+
+@members_blueprint.route("/cards/<card_number>/pin")
+class CardPin(MethodView):
+    @members_blueprint.arguments(s.PinInput)
+    @members_blueprint.response(204)
+    @documented(members_blueprint, 404, 409, 422)
+    @require_role("customer_service")
+    def post(self, data: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
+        """Set or reset a card's PIN; this also unlocks a card locked by wrong PINs."""
+        with _state().unit_of_work() as uow:
+            member_admin.reset_pin(uow.session, card_number=card_number, pin=data["pin"], now=_now(), actor=actor())
+            uow.commit()
+
+
+@members_blueprint.route("/transfers")
+class Transfers(MethodView):
+    @members_blueprint.arguments(s.TransferInput)
+    @members_blueprint.response(201, s.TransferOutput)
+    @documented(members_blueprint, 404, 409, 422)
+    @require_role("customer_service")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Move points between members, within per-transfer, daily and membership-age limits."""
+        settings = _state().settings
+        limits = member_admin.TransferLimits(settings.transfer_max_points, settings.transfer_daily_max_points,
+                                             settings.transfer_min_membership_days)
+        with _state().unit_of_work() as uow:
+            moved = member_admin.transfer_points(uow.session, from_member_number=data["from_member"],
+                                                 to_member_number=data["to_member"], points=data["points"],
+                                                 limits=limits, now=_now(), actor=actor())
+            uow.commit()
+            return {"transfer_id": moved.id, "from_member": data["from_member"], "to_member": data["to_member"],
+                    "points": moved.points, "created_at": moved.created_at}
+
+
+def _partner_view(partner: Partner) -> dict:  # type: ignore[type-arg]
+    return {name: getattr(partner, name) for name in ("code", "name", "status", "currency", "time_zone",
+                                                      "settlement_cycle", "return_window_days", "created_at")}
+
+
+@partners_blueprint.route("/partners")
+class Partners(MethodView):
+    @partners_blueprint.arguments(s.PartnerInput)
+    @partners_blueprint.response(201, s.PartnerOutput)
+    @documented(partners_blueprint, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Onboard a partner (status pending until activated)."""
+        terms = PartnerTerms(
+            currency=data["currency"], time_zone=data["time_zone"], settlement_cycle=data["settlement_cycle"],
+            issue_price_per_point=data["issue_price_per_point"],
+            redemption_price_per_point=data["redemption_price_per_point"],
+            base_points_per_unit=data["base_points_per_unit"], amount_ladder=data["amount_ladder"],
+            per_purchase_cap_points=data.get("per_purchase_cap_points"),
+            per_member_day_cap_points=data.get("per_member_day_cap_points"),
+            return_window_days=data["return_window_days"],
+        )
+        with _state().unit_of_work() as uow:
+            partner = partner_admin.onboard(uow.session, code=data["code"], name=data["name"], terms=terms,
+                                            now=_now(), actor=actor())
+            uow.commit()
+            return _partner_view(partner)
+
+    @partners_blueprint.response(200, s.PartnerListOutput)
+    @documented(partners_blueprint)
+    @require_role("partner_manager")
+    def get(self):  # type: ignore[no-untyped-def]
+        """Every partner with its status."""
+        with _state().unit_of_work() as uow:
+            return {"partners": [_partner_view(partner)
+                                 for partner in uow.session.scalars(select(Partner).order_by(Partner.code))]}
+
+
+@partners_blueprint.route("/partners/<code>")
+class PartnerByCode(MethodView):
+    @partners_blueprint.response(200, s.PartnerOutput)
+    @documented(partners_blueprint, 404)
+    @require_role("partner_manager")
+    def get(self, code: str):  # type: ignore[no-untyped-def]
+        """One partner."""
+        with _state().unit_of_work() as uow:
+            return _partner_view(partner_admin.partner_by_code(uow.session, code))
+
+
+@partners_blueprint.route("/partners/<code>/status")
+class PartnerStatus(MethodView):
+    @partners_blueprint.arguments(s.StatusInput)
+    @partners_blueprint.response(200, s.PartnerOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+        """Activate, suspend or terminate a partner."""
+        with _state().unit_of_work() as uow:
+            partner = partner_admin.change_status(uow.session, code=code, status=data["status"], now=_now(),
+                                                  actor=actor())
+            uow.commit()
+            return _partner_view(partner)
+
+
+def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
+    """Run a partner-management service in one unit of work, then answer 201."""
+    with _state().unit_of_work() as uow:
+        result = action(uow.session, now=_now(), actor=actor(), **fixed)
+        uow.commit()
+    return {"id": result if isinstance(result, int) else 0}
+
+
+@partners_blueprint.route("/partners/<code>/prices")
+class PartnerPrices(MethodView):
+    @partners_blueprint.arguments(s.PriceInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+        """Schedule new issue and redemption prices from a moment on."""
+        return _partner_write(partner_admin.add_price, code=code, **data)
+
+
+@partners_blueprint.route("/partners/<code>/earn-rules")
+class PartnerEarnRules(MethodView):
+    @partners_blueprint.arguments(s.EarnRuleInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+        """Schedule a new earn rule from a moment on."""
+        return _partner_write(partner_admin.add_earn_rule, code=code, effective_from=data["effective_from"],
+                              base_points_per_unit=data["base_points_per_unit"], amount_ladder=data["amount_ladder"],
+                              per_purchase_cap_points=data.get("per_purchase_cap_points"),
+                              per_member_day_cap_points=data.get("per_member_day_cap_points"))
+
+
+@partners_blueprint.route("/partners/<code>/terminals")
+class PartnerTerminals(MethodView):
+    @partners_blueprint.arguments(s.TerminalInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+        """Register a terminal."""
+        return _partner_write(partner_admin.new_terminal, code=code, terminal_code=data["code"])
+
+
+@partners_blueprint.route("/partners/<code>/keys")
+class PartnerKeys(MethodView):
+    @partners_blueprint.arguments(s.KeyInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+        """Register an Ed25519 public key (rotation: several may be active)."""
+        try:
+            public_key = base64.b64decode(data["public_key"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationFailed("public_key must be base64", fields={"public_key": ["not base64"]}) from None
+        return _partner_write(partner_admin.new_key, code=code, key_id=data["key_id"], public_key=public_key,
+                              terminal_code=data.get("terminal"), expires_at=data.get("expires_at"))
+
+
+@partners_blueprint.route("/partners/<code>/keys/<key_id>/revocation")
+class PartnerKeyRevocation(MethodView):
+    @partners_blueprint.arguments(s.EmptyInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 409)
+    @require_role("partner_manager")
+    def post(self, _: dict, code: str, key_id: str):  # type: ignore[no-untyped-def, type-arg]
+        """Revoke a key at once."""
+        return _partner_write(partner_admin.revoke, code=code, key_id=key_id)
+
+
+@partners_blueprint.route("/campaigns")
+class Campaigns(MethodView):
+    @partners_blueprint.arguments(s.CampaignInput)
+    @partners_blueprint.response(201, s.CreatedOutput)
+    @documented(partners_blueprint, 404, 422)
+    @require_role("partner_manager")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Create a campaign, funded by its partner or by the hub."""
+        return _partner_write(partner_admin.add_campaign, code=data.get("partner"), name=data["name"],
+                              funded_by=data["funded_by"], multiplier=data["multiplier"],
+                              bonus_points=data["bonus_points"], min_amount_minor=data["min_amount_minor"],
+                              starts_at=data["starts_at"], ends_at=data["ends_at"])
+
+
+def _complaint_view(session, complaint) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    view = {name: getattr(complaint, name) for name in ("id", "category", "description", "status", "opened_by",
+                                                         "opened_at", "investigating_at", "closed_at",
+                                                         "resolution_note")}
+    view["partner"] = session.scalar(select(Partner.code).where(Partner.id == complaint.partner_id))
+    return view
+
+
+@complaints_blueprint.route("/complaints")
+class Complaints(MethodView):
+    @complaints_blueprint.arguments(s.ComplaintInput)
+    @complaints_blueprint.response(201, s.ComplaintOutput)
+    @documented(complaints_blueprint, 404, 422)
+    @require_role("customer_service")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """File a complaint against a partner, optionally tied to a purchase or redemption."""
+        with _state().unit_of_work() as uow:
+            complaint = complaints.file_complaint(
+                uow.session, partner_code=data["partner"], category=data["category"], description=data["description"],
+                member_number=data.get("member"), receipt_id=data.get("receipt_id"),
+                redemption_reference=data.get("redemption_reference"), now=_now(), actor=actor())
+            uow.commit()
+            return _complaint_view(uow.session, complaint)
+
+    @complaints_blueprint.arguments(s.ComplaintQuery, location="query")
+    @complaints_blueprint.response(200, s.ComplaintListOutput)
+    @documented(complaints_blueprint, 404, 422)
+    @require_role("customer_service", "partner_manager")
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Complaints, newest first, filtered by status and partner, a page at a time."""
+        with _state().unit_of_work() as uow:
+            rows, total = complaints.list_complaints(uow.session, status=query.get("status"),
+                                                     partner_code=query.get("partner"), page=query["page"],
+                                                     page_size=query["page_size"])
+            return {"complaints": [_complaint_view(uow.session, row) for row in rows], "total": total,
+                    "page": query["page"], "page_size": query["page_size"]}
+
+
+@complaints_blueprint.route("/complaints/<int:complaint_id>/transitions")
+class ComplaintTransitions(MethodView):
+    @complaints_blueprint.arguments(s.ComplaintTransitionInput)
+    @complaints_blueprint.response(200, s.ComplaintOutput)
+    @documented(complaints_blueprint, 404, 409, 422)
+    @require_role("customer_service", "partner_manager")
+    def post(self, data: dict, complaint_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Move a complaint to investigating, then to resolved or rejected with a note."""
+        with _state().unit_of_work() as uow:
+            complaint = complaints.transition(uow.session, complaint_id=complaint_id, status=data["status"],
+                                              note=data.get("note"), now=_now(), actor=actor())
+            uow.commit()
+            return _complaint_view(uow.session, complaint)
+
+
+@admin_blueprint.route("/clients")
+class Clients(MethodView):
+    @admin_blueprint.arguments(s.ClientInput)
+    @admin_blueprint.response(201, s.ClientOutput)
+    @documented(admin_blueprint, 422)
+    @require_role("admin")
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Register a back-office client for some roles; the secret is shown once."""
+        with _state().unit_of_work() as uow:
+            created = oauth.create_client(uow.session, name=data["name"], roles=data["roles"], now=_now())
+            audit_log.append(uow.session, actor=actor(), action="client.create", subject=f"client:{created.client_id}",
+                             now=_now(), after={"name": data["name"], "roles": list(created.roles)})
+            uow.commit()
+        return {"client_id": created.client_id, "client_secret": created.client_secret, "roles": list(created.roles)}
+
+
+@admin_blueprint.route("/clients/<client_id>/revocation")
+class ClientRevocation(MethodView):
+    @admin_blueprint.arguments(s.EmptyInput)
+    @admin_blueprint.response(204)
+    @documented(admin_blueprint, 404)
+    @require_role("admin")
+    def post(self, _: dict, client_id: str):  # type: ignore[no-untyped-def, type-arg]
+        """Revoke a client and its tokens."""
+        with _state().unit_of_work() as uow:
+            oauth.revoke_client(uow.session, client_id=client_id, now=_now())
+            audit_log.append(uow.session, actor=actor(), action="client.revoke", subject=f"client:{client_id}",
+                             now=_now())
+            uow.commit()
+
+
+@admin_blueprint.route("/audit-log")
+class AuditLog(MethodView):
+    @admin_blueprint.arguments(s.AuditQuery, location="query")
+    @admin_blueprint.response(200, s.AuditOutput)
+    @documented(admin_blueprint, 422)
+    @require_role("admin")
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Audit entries after a sequence number, with the whole chain's verification."""
+        with _state().unit_of_work() as uow:
+            rows = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.sequence > query["after_sequence"])
+                                       .order_by(AuditLogEntry.sequence).limit(query["limit"])).all()
+            report = audit_log.verify(uow.session)
+            entries = [{"sequence": row.sequence, "occurred_at": row.occurred_at.isoformat(), "actor": row.actor,
+                        "action": row.action, "subject": row.subject, "before": row.before, "after": row.after,
+                        "entry_hash": row.entry_hash} for row in rows]
+        broken = report.first_break
+        return {"entries": entries, "chain_ok": broken is None,
+                "first_break": f"sequence {broken.sequence}: {broken.reason}" if broken else None}
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the back-office blueprints and document bearer tokens."""
+    api.spec.components.security_scheme("bearer", {
+        "type": "oauth2", "description": "OAuth 2 client credentials; roles are scopes.",
+        "flows": {"clientCredentials": {"tokenUrl": "/oauth/token",
+                                        "scopes": {role: f"the {role} role" for role in oauth.ROLES}}},
+    })
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)

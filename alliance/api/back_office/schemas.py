@@ -1,0 +1,249 @@
+"""Schemas of the back-office API; money and prices travel as decimal strings, never floats."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from alliance.api.partner.schemas import CARD_NUMBER, CURRENCY, TERMINAL, StrictSchema
+from alliance.services.complaints import CATEGORIES
+from alliance.services.oauth import ROLES
+
+PARTNER_CODE = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,39}$", error="2-40 lowercase letters, digits or dashes")
+MEMBER_NUMBER = validate.Regexp(r"^[0-9a-f]{16}$", error="a member number")
+
+
+class DecimalString(fields.Field):
+    """An exact decimal written as a JSON string such as "0.0125"; JSON numbers are refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[no-untyped-def]
+        if not isinstance(value, str):
+            raise ValidationError('write decimals as strings, e.g. "0.0125"')
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValidationError("not a decimal number") from None
+        if not number.is_finite() or number < 0:
+            raise ValidationError("must be a non-negative decimal")
+        return number
+
+    def _serialize(self, value, attr, obj, **kwargs):  # type: ignore[no-untyped-def]
+        return None if value is None else str(value)
+
+
+class ProfileInput(StrictSchema):
+    name = fields.String(allow_none=True, validate=validate.Length(max=200))
+    phone = fields.String(allow_none=True, validate=validate.Length(max=40))
+    email = fields.String(allow_none=True, validate=validate.Length(max=254))
+
+
+class EnrolmentOutput(Schema):
+    member_number = fields.String()
+    card_number = fields.String()
+
+
+class MemberOutput(Schema):
+    member_number = fields.String()
+    status = fields.String()
+    tier = fields.String()
+    enrolled_at = fields.AwareDateTime()
+    profile = fields.Dict()
+    balances = fields.Dict(keys=fields.String(), values=fields.Integer())
+    cards = fields.List(fields.Dict())
+
+
+class MemberLookupQuery(StrictSchema):
+    phone = fields.String(validate=validate.Length(max=40))
+    email = fields.String(validate=validate.Length(max=254))
+
+
+class MemberListOutput(Schema):
+    members = fields.List(fields.Nested(MemberOutput))
+
+
+class HistoryQuery(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    before = fields.Integer(validate=validate.Range(1))
+
+
+class HistoryOutput(Schema):
+    transactions = fields.List(fields.Dict())
+    next_before = fields.Integer(allow_none=True)
+
+
+class EmptyInput(StrictSchema):
+    """No fields."""
+
+
+class PinInput(StrictSchema):
+    pin = fields.String(required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"))
+
+
+class CardOutput(Schema):
+    card_number = fields.String()
+
+
+class CodeOutput(Schema):
+    redemption_code = fields.String()
+    expires_at = fields.AwareDateTime()
+
+
+class TransferInput(StrictSchema):
+    from_member = fields.String(required=True, validate=MEMBER_NUMBER)
+    to_member = fields.String(required=True, validate=MEMBER_NUMBER)
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(1, 10**9))
+
+
+class TransferOutput(Schema):
+    transfer_id = fields.Integer()
+    from_member = fields.String()
+    to_member = fields.String()
+    points = fields.Integer()
+    created_at = fields.AwareDateTime()
+
+
+class LadderStepInput(StrictSchema):
+    from_minor = fields.Integer(required=True, strict=True, validate=validate.Range(0))
+    multiplier = fields.String(required=True, validate=validate.Regexp(r"^[0-9]+(\.[0-9]+)?$"))
+
+
+class PartnerInput(StrictSchema):
+    code = fields.String(required=True, validate=PARTNER_CODE)
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    currency = fields.String(required=True, validate=CURRENCY)
+    time_zone = fields.String(required=True, validate=validate.Length(1, 64))
+    settlement_cycle = fields.String(required=True, validate=validate.OneOf(["daily", "weekly", "monthly"]))
+    issue_price_per_point = DecimalString(required=True)
+    redemption_price_per_point = DecimalString(required=True)
+    base_points_per_unit = DecimalString(required=True)
+    amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
+    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+    return_window_days = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 365))
+
+
+class PartnerOutput(Schema):
+    code = fields.String()
+    name = fields.String()
+    status = fields.String()
+    currency = fields.String()
+    time_zone = fields.String()
+    settlement_cycle = fields.String()
+    return_window_days = fields.Integer()
+    created_at = fields.AwareDateTime()
+
+
+class PartnerListOutput(Schema):
+    partners = fields.List(fields.Nested(PartnerOutput))
+
+
+class StatusInput(StrictSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "active", "suspended", "terminated"]))
+
+
+class PriceInput(StrictSchema):
+    effective_from = fields.AwareDateTime(required=True)
+    issue_price_per_point = DecimalString(required=True)
+    redemption_price_per_point = DecimalString(required=True)
+
+
+class EarnRuleInput(StrictSchema):
+    effective_from = fields.AwareDateTime(required=True)
+    base_points_per_unit = DecimalString(required=True)
+    amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
+    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+
+
+class TerminalInput(StrictSchema):
+    code = fields.String(required=True, validate=TERMINAL)
+
+
+class KeyInput(StrictSchema):
+    key_id = fields.String(required=True, validate=validate.Regexp(r"^[\x21-\x7e]{1,100}$"))
+    public_key = fields.String(required=True, metadata={"description": "Base64 of the 32-byte Ed25519 public key."})
+    terminal = fields.String(validate=TERMINAL)
+    expires_at = fields.AwareDateTime()
+
+
+class CampaignInput(StrictSchema):
+    partner = fields.String(validate=PARTNER_CODE)
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    funded_by = fields.String(required=True, validate=validate.OneOf(["partner", "hub"]))
+    multiplier = DecimalString(load_default=Decimal("1"))
+    bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
+    min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0))
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+
+
+class CreatedOutput(Schema):
+    id = fields.Integer()
+
+
+class ComplaintInput(StrictSchema):
+    partner = fields.String(required=True, validate=PARTNER_CODE)
+    category = fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    description = fields.String(required=True, validate=validate.Length(1, 4000))
+    member = fields.String(validate=MEMBER_NUMBER)
+    receipt_id = fields.String(validate=validate.Length(1, 64))
+    redemption_reference = fields.String(validate=validate.Length(1, 64))
+
+
+class ComplaintTransitionInput(StrictSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["investigating", "resolved", "rejected"]))
+    note = fields.String(validate=validate.Length(1, 4000))
+
+
+class ComplaintQuery(StrictSchema):
+    status = fields.String(validate=validate.OneOf(["open", "investigating", "resolved", "rejected"]))
+    partner = fields.String(validate=PARTNER_CODE)
+    page = fields.Integer(load_default=1, validate=validate.Range(1))
+    page_size = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class ComplaintOutput(Schema):
+    id = fields.Integer()
+    partner = fields.String()
+    category = fields.String()
+    description = fields.String()
+    status = fields.String()
+    opened_by = fields.String()
+    opened_at = fields.AwareDateTime()
+    investigating_at = fields.AwareDateTime(allow_none=True)
+    closed_at = fields.AwareDateTime(allow_none=True)
+    resolution_note = fields.String(allow_none=True)
+
+
+class ComplaintListOutput(Schema):
+    complaints = fields.List(fields.Nested(ComplaintOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class AuditQuery(StrictSchema):
+    after_sequence = fields.Integer(load_default=0, validate=validate.Range(0))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+
+
+class AuditOutput(Schema):
+    entries = fields.List(fields.Dict())
+    chain_ok = fields.Boolean()
+    first_break = fields.String(allow_none=True)
+
+
+class ClientInput(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    roles = fields.List(fields.String(validate=validate.OneOf(ROLES)), required=True, validate=validate.Length(1, 4))
+
+
+class ClientOutput(Schema):
+    client_id = fields.String()
+    client_secret = fields.String(metadata={"description": "Shown once; only a digest is kept."})
+    roles = fields.List(fields.String())
+
+
+class CardNumberPath(Schema):
+    card_number = fields.String(validate=CARD_NUMBER)

@@ -1,0 +1,155 @@
+"""Partner management for partner managers: onboarding, status, prices, earn rules,
+campaigns, terminals and keys. Every change goes to the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alliance.domain.earning import EarnRule
+from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from alliance.models import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
+from alliance.services import audit_log, partner_keys
+from alliance.services.campaigns import create_campaign
+from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
+
+# Which status may follow which: terminated is final, and a pending partner is either
+# activated or never was.
+STATUS_TRANSITIONS = {
+    "pending": {"active", "terminated"},
+    "active": {"suspended", "terminated"},
+    "suspended": {"active", "terminated"},
+    "terminated": set(),
+}
+
+
+def partner_by_code(session: Session, code: str) -> Partner:
+    """The partner with this code."""
+    partner = session.scalar(select(Partner).where(Partner.code == code))
+    if partner is None:
+        raise NotFound(f"no partner {code!r}")
+    return partner
+
+
+def onboard(session: Session, *, code: str, name: str, terms: PartnerTerms, now: datetime, actor: str) -> Partner:
+    """Create a partner in status pending, with its accounts, first price and earn rule."""
+    partner_id = create_partner(session, code=code, name=name, terms=terms, now=now, status="pending")
+    audit_log.append(session, actor=actor, action="partner.onboard", subject=f"partner:{code}", now=now,
+                     after={"name": name, "currency": terms.currency, "time_zone": terms.time_zone,
+                            "settlement_cycle": terms.settlement_cycle,
+                            "issue_price_per_point": str(terms.issue_price_per_point),
+                            "redemption_price_per_point": str(terms.redemption_price_per_point)})
+    return session.get_one(Partner, partner_id)
+
+
+def change_status(session: Session, *, code: str, status: str, now: datetime, actor: str) -> Partner:
+    """Move a partner along its lifecycle; suspended partners can neither earn nor redeem."""
+    partner = partner_by_code(session, code)
+    if status not in STATUS_TRANSITIONS.get(partner.status, set()):
+        raise InvalidState(f"a {partner.status} partner cannot become {status}")
+    before = partner.status
+    session.execute(update(Partner).where(Partner.id == partner.id).values(status=status))
+    audit_log.append(session, actor=actor, action="partner.status", subject=f"partner:{code}", now=now,
+                     before={"status": before}, after={"status": status})
+    session.refresh(partner)
+    return partner
+
+
+def add_price(session: Session, *, code: str, effective_from: datetime, issue_price_per_point: Decimal,
+              redemption_price_per_point: Decimal, now: datetime, actor: str) -> None:
+    """Schedule new prices; they apply to postings from ``effective_from`` on, never to the past."""
+    partner = partner_by_code(session, code)
+    if effective_from < now:
+        raise ValidationFailed("prices cannot take effect in the past", fields={"effective_from": ["in the past"]})
+    for value in (issue_price_per_point, redemption_price_per_point):
+        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+            raise ValidationFailed("prices are non-negative decimals", fields={"price": ["invalid"]})
+    try:
+        with session.begin_nested():
+            session.execute(insert(PartnerPrice).values(
+                partner_id=partner.id, effective_from=effective_from, issue_price_per_point=issue_price_per_point,
+                redemption_price_per_point=redemption_price_per_point))
+    except IntegrityError as error:
+        raise Conflict("a price already takes effect at that moment") from error
+    audit_log.append(session, actor=actor, action="partner.price.add", subject=f"partner:{code}", now=now,
+                     after={"effective_from": effective_from.isoformat(),
+                            "issue_price_per_point": str(issue_price_per_point),
+                            "redemption_price_per_point": str(redemption_price_per_point)})
+
+
+def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base_points_per_unit: Decimal,
+                  amount_ladder: list[dict], per_purchase_cap_points: int | None,  # type: ignore[type-arg]
+                  per_member_day_cap_points: int | None, now: datetime, actor: str) -> None:
+    """Schedule a new earn rule, checked by the same rules earning applies."""
+    partner = partner_by_code(session, code)
+    if effective_from < now:
+        raise ValidationFailed("rules cannot take effect in the past", fields={"effective_from": ["in the past"]})
+    EarnRule.from_stored(base_points_per_unit, amount_ladder, per_purchase_cap_points, per_member_day_cap_points)
+    try:
+        with session.begin_nested():
+            session.execute(insert(PartnerEarnRule).values(
+                partner_id=partner.id, effective_from=effective_from, base_points_per_unit=base_points_per_unit,
+                amount_ladder=amount_ladder, per_purchase_cap_points=per_purchase_cap_points,
+                per_member_day_cap_points=per_member_day_cap_points))
+    except IntegrityError as error:
+        raise Conflict("a rule already takes effect at that moment") from error
+    audit_log.append(session, actor=actor, action="partner.earn_rule.add", subject=f"partner:{code}", now=now,
+                     after={"effective_from": effective_from.isoformat(), "base_points_per_unit": str(base_points_per_unit),
+                            "amount_ladder": amount_ladder, "per_purchase_cap_points": per_purchase_cap_points,
+                            "per_member_day_cap_points": per_member_day_cap_points})
+
+
+def add_campaign(session: Session, *, code: str | None, name: str, funded_by: str, multiplier: Decimal,
+                 bonus_points: int, min_amount_minor: int, starts_at: datetime, ends_at: datetime, now: datetime,
+                 actor: str) -> int:
+    """Create a campaign at one partner (or, hub-funded, at all of them)."""
+    partner_id = partner_by_code(session, code).id if code else None
+    campaign_id = create_campaign(session, name=name, funded_by=funded_by, partner_id=partner_id,
+                                  multiplier=multiplier, bonus_points=bonus_points, min_amount_minor=min_amount_minor,
+                                  starts_at=starts_at, ends_at=ends_at)
+    audit_log.append(session, actor=actor, action="campaign.create", subject=f"campaign:{campaign_id}", now=now,
+                     after={"partner": code, "name": name, "funded_by": funded_by, "multiplier": str(multiplier),
+                            "bonus_points": bonus_points, "starts_at": starts_at.isoformat(),
+                            "ends_at": ends_at.isoformat()})
+    return campaign_id
+
+
+def new_terminal(session: Session, *, code: str, terminal_code: str, now: datetime, actor: str) -> int:
+    """Register a terminal for a partner."""
+    partner = partner_by_code(session, code)
+    terminal_id = add_terminal(session, partner_id=partner.id, code=terminal_code, now=now)
+    audit_log.append(session, actor=actor, action="partner.terminal.add", subject=f"partner:{code}", now=now,
+                     after={"terminal": terminal_code})
+    return terminal_id
+
+
+def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, terminal_code: str | None,
+            expires_at: datetime | None, now: datetime, actor: str) -> None:
+    """Register a signing key (rotation: several may be active at once)."""
+    partner = partner_by_code(session, code)
+    terminal_id = None
+    if terminal_code is not None:
+        terminal_id = session.scalar(select(Terminal.id).where(Terminal.partner_id == partner.id,
+                                                               Terminal.code == terminal_code))
+        if terminal_id is None:
+            raise NotFound(f"partner {code} has no terminal {terminal_code!r}")
+    register_key(session, partner_id=partner.id, key_id=key_id, public_key=public_key, now=now,
+                 terminal_id=terminal_id, expires_at=expires_at)
+    audit_log.append(session, actor=actor, action="partner.key.register", subject=f"partner:{code}", now=now,
+                     after={"key_id": key_id, "terminal": terminal_code,
+                            "expires_at": expires_at.isoformat() if expires_at else None})
+
+
+def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: str) -> None:
+    """Revoke one of this partner's keys."""
+    partner = partner_by_code(session, code)
+    owner = session.scalar(select(PartnerKey.partner_id).where(PartnerKey.key_id == key_id))
+    if owner != partner.id:
+        raise NotFound(f"partner {code} has no key {key_id!r}")
+    partner_keys.revoke_key(session, key_id=key_id, now=now)
+    audit_log.append(session, actor=actor, action="partner.key.revoke", subject=f"partner:{code}", now=now,
+                     before={"key_id": key_id, "status": "active"}, after={"key_id": key_id, "status": "revoked"})
