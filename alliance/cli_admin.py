@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import json
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -54,6 +55,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def cli_actor() -> str:
+    """Who runs an operator command, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
 def load_public_key(path: Path) -> bytes:
     """Raw Ed25519 public key bytes from a PEM file or a file holding base64 of the 32 bytes."""
     data = path.read_bytes()
@@ -99,7 +108,8 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     def partners_create(app: Flask, code, name, currency, time_zone, cycle, issue_price, redemption_price,  # type: ignore[no-untyped-def]
                         points_per_unit, ladder, per_purchase_cap, per_member_day_cap, return_window_days, status) -> None:
         """Create a partner with its accounts, first prices and earn rule."""
-        from alliance.services.partners import PartnerTerms, create_partner
+        from alliance.services import partner_admin
+        from alliance.services.partners import PartnerTerms
 
         try:
             amount_ladder = json.loads(ladder)
@@ -113,7 +123,10 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
             return_window_days=return_window_days,
         )
         with hub_state(app).unit_of_work() as uow:
-            partner_id = create_partner(uow.session, code=code, name=name, terms=terms, now=_now(), status=status)
+            partner = partner_admin.onboard(uow.session, code=code, name=name, terms=terms, now=_now(), actor=cli_actor())
+            partner_id = partner.id
+            if status != "pending":
+                partner_admin.change_status(uow.session, code=code, status=status, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"partner {code} created (id {partner_id}, {status})")
 
@@ -123,10 +136,10 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     @with_app
     def partners_add_terminal(app: Flask, partner_code: str, code: str) -> None:
         """Register a point-of-sale terminal."""
-        from alliance.services.partners import add_terminal, partner_id_by_code
+        from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            add_terminal(uow.session, partner_id=partner_id_by_code(uow.session, partner_code), code=code, now=_now())
+            partner_admin.new_terminal(uow.session, code=partner_code, terminal_code=code, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"terminal {code} added to {partner_code}")
 
@@ -141,23 +154,12 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     def partners_add_key(app: Flask, partner_code: str, key_id: str, public_key_file: Path,  # type: ignore[no-untyped-def]
                          terminal_code: str | None, expires_at: datetime | None) -> None:
         """Register a signing key; several may be active at once, for rotation."""
-        from sqlalchemy import select
-
-        from alliance.domain.errors import NotFound
-        from alliance.models import Terminal
-        from alliance.services.partners import partner_id_by_code, register_key
+        from alliance.services import partner_admin
 
         public_key = load_public_key(public_key_file)
         with hub_state(app).unit_of_work() as uow:
-            partner_id = partner_id_by_code(uow.session, partner_code)
-            terminal_id = None
-            if terminal_code is not None:
-                terminal_id = uow.session.scalar(select(Terminal.id).where(Terminal.partner_id == partner_id,
-                                                                           Terminal.code == terminal_code))
-                if terminal_id is None:
-                    raise NotFound(f"partner {partner_code} has no terminal {terminal_code!r}")
-            register_key(uow.session, partner_id=partner_id, key_id=key_id, public_key=public_key, now=_now(),
-                         terminal_id=terminal_id, expires_at=expires_at)
+            partner_admin.new_key(uow.session, code=partner_code, key_id=key_id, public_key=public_key,
+                                  terminal_code=terminal_code, expires_at=expires_at, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"key {key_id} registered for {partner_code}" + (f" (terminal {terminal_code})" if terminal_code else ""))
 
@@ -166,10 +168,18 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     @with_app
     def partners_revoke_key(app: Flask, key_id: str) -> None:
         """Revoke a key; requests signed with it fail from now on."""
-        from alliance.services.partner_keys import revoke_key
+        from sqlalchemy import select
+
+        from alliance.domain.errors import NotFound
+        from alliance.models import Partner, PartnerKey
+        from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            revoke_key(uow.session, key_id=key_id, now=_now())
+            owner = uow.session.scalar(select(Partner.code).join(PartnerKey, PartnerKey.partner_id == Partner.id)
+                                       .where(PartnerKey.key_id == key_id))
+            if owner is None:
+                raise NotFound(f"no key {key_id!r}")
+            partner_admin.revoke(uow.session, code=owner, key_id=key_id, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"key {key_id} revoked")
 
@@ -193,13 +203,19 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
         """Enrol members, set PINs, issue one-time redemption codes."""
 
     @members.command("enrol")
+    @click.option("--name", default=None)
+    @click.option("--phone", default=None)
+    @click.option("--email", default=None)
     @with_app
-    def members_enrol(app: Flask) -> None:
-        """Enrol a member with a first card."""
-        from alliance.services.members import enrol_member
+    def members_enrol(app: Flask, name: str | None, phone: str | None, email: str | None) -> None:
+        """Enrol a member with a first card (personal data optional, encrypted at rest)."""
+        from alliance.services import member_admin
 
-        with hub_state(app).unit_of_work() as uow:
-            enrolment = enrol_member(uow.session, now=_now())
+        profile = {key: value for key, value in (("name", name), ("phone", phone), ("email", email)) if value}
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            enrolment = member_admin.enrol_with_profile(uow.session, key_ring=state.key_ring, profile=profile,
+                                                        now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"member {enrolment.member_number}, card {enrolment.card_number}")
 
@@ -209,10 +225,10 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     @with_app
     def members_set_pin(app: Flask, card_number: str, pin: str) -> None:
         """Set a card's PIN (this also unlocks a card locked by wrong PINs)."""
-        from alliance.services.member_verification import set_pin
+        from alliance.services import member_admin
 
         with hub_state(app).unit_of_work() as uow:
-            set_pin(uow.session, card_number=card_number, pin=pin)
+            member_admin.reset_pin(uow.session, card_number=card_number, pin=pin, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"PIN set for card ending {card_number[-4:]}")
 
@@ -221,11 +237,17 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     @with_app
     def members_issue_code(app: Flask, card_number: str) -> None:
         """Issue a one-time redemption code for the card's member."""
-        from alliance.services.member_verification import active_card_holder, issue_redemption_code
+        from sqlalchemy import select
+
+        from alliance.models import Member
+        from alliance.services import member_admin
+        from alliance.services.member_verification import active_card_holder
 
         with hub_state(app).unit_of_work() as uow:
             holder = active_card_holder(uow.session, card_number)
-            code, expires_at = issue_redemption_code(uow.session, member_id=holder.member_id, now=_now())
+            member_number = uow.session.scalar(select(Member.member_number).where(Member.id == holder.member_id))
+            code, expires_at = member_admin.new_redemption_code(uow.session, member_number=member_number, now=_now(),
+                                                               actor=cli_actor())
             uow.commit()
         click.echo(f"redemption code {code} (valid until {expires_at.isoformat(timespec='seconds')})")
 
@@ -246,14 +268,13 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     def campaigns_create(app: Flask, name, funded_by, partner_code, multiplier, bonus_points, min_amount_minor,  # type: ignore[no-untyped-def]
                          starts_at, ends_at) -> None:
         """Create a campaign; it applies to purchases made between its start and end."""
-        from alliance.services.campaigns import create_campaign
-        from alliance.services.partners import partner_id_by_code
+        from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            partner_id = partner_id_by_code(uow.session, partner_code) if partner_code else None
-            campaign_id = create_campaign(uow.session, name=name, funded_by=funded_by, partner_id=partner_id,
-                                          multiplier=multiplier, bonus_points=bonus_points,
-                                          min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at)
+            campaign_id = partner_admin.add_campaign(
+                uow.session, code=partner_code, name=name, funded_by=funded_by, multiplier=multiplier,
+                bonus_points=bonus_points, min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,
+                now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"campaign {campaign_id} {name!r} created, funded by the {funded_by}")
 
@@ -276,7 +297,7 @@ def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[n
 
         with hub_state(app).unit_of_work() as uow:
             created = oauth.create_client(uow.session, name=name, roles=list(roles), now=_now())
-            audit_log.append(uow.session, actor="cli", action="client.create", subject=f"client:{created.client_id}",
+            audit_log.append(uow.session, actor=cli_actor(), action="client.create", subject=f"client:{created.client_id}",
                              now=_now(), after={"name": name, "roles": list(created.roles)})
             uow.commit()
         click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}")
@@ -290,7 +311,7 @@ def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[n
 
         with hub_state(app).unit_of_work() as uow:
             oauth.revoke_client(uow.session, client_id=client_id, now=_now())
-            audit_log.append(uow.session, actor="cli", action="client.revoke", subject=f"client:{client_id}", now=_now())
+            audit_log.append(uow.session, actor=cli_actor(), action="client.revoke", subject=f"client:{client_id}", now=_now())
             uow.commit()
         click.echo(f"client {client_id} revoked")
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.clock import add_months
 from alliance.models import Partner
-from alliance.services import ledger
+from alliance.services import audit_log, ledger
 from alliance.services.member_verification import set_pin
 from alliance.services.members import enrol_member
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
@@ -64,6 +64,8 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
     _demo_activity(session, partner_ids, [member.member_id for member in members], now, expiry_months)
     lines += [f"  member {member.member_number}, card {member.card_number}, PIN {DEMO_PIN}" for member in members]
     lines.append(f"  private keys for trying the partner API: {keys_folder}")
+    audit_log.append(session, actor="cli:seed-demo", action="demo.seed", subject="alliance", now=now,
+                     after={"partners": [code for code, *_ in DEMO_PARTNERS], "members": len(members)})
     return "\n".join(lines)
 
 

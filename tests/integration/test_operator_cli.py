@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from sqlalchemy import select
 
 from alliance.cli import main
-from alliance.models import Campaign, Partner, PartnerKey
+from alliance.models import AuditLogEntry, Campaign, Partner, PartnerKey
 
 
 @pytest.fixture
@@ -54,6 +54,13 @@ def test_onboard_a_partner_with_a_terminal_bound_key_then_rotate_and_revoke(run,
     assert zone_and_cycle == ("Europe/Paris", "weekly")
     listed = run("partners", "list")
     assert "bakery-till-1 (revoked)" in listed.output and "bakery-till-1-2026 (active)" in listed.output
+    with hub.unit_of_work() as uow:
+        actions = uow.session.scalars(select(AuditLogEntry.action).order_by(AuditLogEntry.sequence)).all()
+        actors = set(uow.session.scalars(select(AuditLogEntry.actor)))
+    # Operator commands are back-office changes too: each one is in the audit trail.
+    assert actions == ["partner.onboard", "partner.status", "partner.terminal.add", "partner.key.register",
+                       "partner.key.register", "partner.key.revoke"]
+    assert all(actor.startswith("cli:") for actor in actors)
 
 
 def test_operator_mistakes_are_clear_errors(run, tmp_path):
