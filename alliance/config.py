@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from alliance.domain.errors import ConfigurationError
 
 ENV_PREFIX = "ALLIANCE_"
+# The POS client's own settings share the prefix; the hub leaves them to it.
+FOREIGN_PREFIXES = ("ALLIANCE_POS_",)
 ISO_4217_LENGTH = 3
 
 
@@ -44,7 +46,7 @@ class Settings:
         known = {settings_field.name: settings_field for settings_field in fields(cls) }
         values: dict[str, object] = {}
         for variable, raw in environ.items():
-            if not variable.startswith(ENV_PREFIX):
+            if not variable.startswith(ENV_PREFIX) or variable.startswith(FOREIGN_PREFIXES):
                 continue
             name = variable[len(ENV_PREFIX):].lower()
             if name not in known:

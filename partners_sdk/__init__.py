@@ -1,1 +1,56 @@
-"""The point-of-sale client merchants embed; it imports nothing from the hub's packages."""
+"""The point-of-sale client merchants embed; it imports nothing from the hub's packages.
+
+    client = AllianceClient(base_url, key_id, load_private_key("till.pem"), queue="pos-queue.sqlite3")
+    purchase = client.report_purchase(receipt_id=..., card_number=..., amount_minor=..., currency="EUR")
+"""
+
+from partners_sdk.client import AllianceClient
+from partners_sdk.drainer import Drainer
+from partners_sdk.errors import (
+    AllianceError,
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    ForbiddenError,
+    HubUnreachable,
+    InsufficientPointsError,
+    InvalidRequestError,
+    MemberVerificationError,
+    NotFoundError,
+    QueueFullError,
+    RateLimitedError,
+    ServerError,
+    UnexpectedReplyError,
+)
+from partners_sdk.keys import generate_key_pair, load_private_key, public_key_pem, write_private_key
+from partners_sdk.offline_queue import DeadLetter, OfflineQueue, PendingOperation
+from partners_sdk.payloads import PurchaseReport
+from partners_sdk.results import (
+    Balance,
+    BatchItemResult,
+    BatchResult,
+    Breakdown,
+    CampaignPoints,
+    FlushReport,
+    Points,
+    Problem,
+    Purchase,
+    PurchaseRefund,
+    Queued,
+    Redemption,
+)
+from partners_sdk.retry import RetryPolicy
+from partners_sdk.signing import RequestSigner
+from partners_sdk.transport import HttpClientTransport, Transport, TransportError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllianceClient", "AllianceError", "AuthenticationError", "Balance", "BatchItemResult", "BatchResult",
+    "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "Drainer", "FlushReport",
+    "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
+    "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
+    "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "Redemption",
+    "RequestSigner", "RetryPolicy", "ServerError", "Transport", "TransportError", "UnexpectedReplyError",
+    "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",
+]

@@ -25,6 +25,12 @@ MAX_REPORT_DELAY = timedelta(days=90)
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
 
+class RefundAlreadyRecorded(Conflict):
+    """A refund id this partner has already used."""
+
+    code = "refund_already_recorded"
+
+
 class ReceiptAlreadyReported(Conflict):
     """A receipt id this partner has already reported."""
 
@@ -115,7 +121,7 @@ def refund_purchase(
         raise NotFound(f"no purchase with receipt {receipt_id!r}")
     if session.scalar(select(PurchaseRefund.id).where(PurchaseRefund.partner_id == partner_id,
                                                        PurchaseRefund.refund_id == refund_id)) is not None:
-        raise Conflict(f"refund {refund_id!r} was already recorded")
+        raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded")
     refunded_before = purchase.refunded_amount_minor
     refunded_after = refunded_before + amount_minor
     if refunded_after > purchase.amount_minor:

@@ -12,6 +12,7 @@ from alliance.domain.errors import Conflict, NotFound
 from alliance.models import RedemptionHold, RedemptionRefund
 from alliance.services import ledger
 from alliance.services.member_verification import CardHolder
+from alliance.services.purchases import RefundAlreadyRecorded
 
 
 class ReferenceAlreadyUsed(Conflict):
@@ -67,7 +68,7 @@ def refund(
     hold = find_redemption(session, partner_id=partner_id, reference=reference)
     if session.scalar(select(RedemptionRefund.id).where(RedemptionRefund.partner_id == partner_id,
                                                          RedemptionRefund.refund_id == refund_id)) is not None:
-        raise Conflict(f"refund {refund_id!r} was already recorded")
+        raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded")
     transaction_id = ledger.refund_redemption(session, hold_id=hold.id, points=points, now=now)
     refund_row_id = session.execute(insert(RedemptionRefund).values(
         hold_id=hold.id, partner_id=partner_id, refund_id=refund_id, points=points, transaction_id=transaction_id,

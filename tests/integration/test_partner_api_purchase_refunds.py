@@ -135,6 +135,6 @@ def test_a_refund_id_is_used_once_per_partner(app):
     same_purchase = _refund(client, "r-1", "rf-1", 1_000)
     other_purchase = _refund(client, "r-2", "rf-1", 1_000)
 
-    assert (same_purchase.status, same_purchase.body["code"]) == (409, "conflict")
-    assert (other_purchase.status, other_purchase.body["code"]) == (409, "conflict")
+    assert (same_purchase.status, same_purchase.body["code"]) == (409, "refund_already_recorded")
+    assert (other_purchase.status, other_purchase.body["code"]) == (409, "refund_already_recorded")
     assert_books_unchanged(hub, before)

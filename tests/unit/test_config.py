@@ -13,6 +13,7 @@ def test_settings_read_prefixed_variables_and_ignore_others():
         "ALLIANCE_ALLIANCE_TIME_ZONE": "Europe/Zurich",
         "ALLIANCE_HOLD_TTL_S": "600",
         "HOME": "/root",
+        "ALLIANCE_POS_HUB": "http://127.0.0.1:5000",
     })
     assert settings.database_url == "postgresql://hub@db/alliance"
     assert settings.alliance_currency == "CHF"

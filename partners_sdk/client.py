@@ -1,0 +1,380 @@
+"""``AllianceClient``: every partner operation of the hub, signed, retried, and queued when offline.
+
+Each logical operation gets one idempotency key, made before the first attempt and
+sent again on every retry; each attempt is signed afresh (new nonce, new ``created``).
+Purchase reports and refunds, when the client has an offline queue, are written to it
+before the first attempt and leave it only on a definitive reply, so a hub that cannot
+be reached, or a till that dies mid-send, never loses or doubles one. Redemptions and
+balance inquiries need the member at the till and so are never queued: they fail fast
+with ``HubUnreachable``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import quote, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from partners_sdk import payloads
+from partners_sdk.drainer import Drainer
+from partners_sdk.errors import (
+    AllianceError, ConfigurationError, HubUnreachable, UnexpectedReplyError, error_from_reply,
+)
+from partners_sdk.offline_queue import OfflineQueue, PendingOperation, Refusal
+from partners_sdk.payloads import PurchaseReport
+from partners_sdk.results import (
+    Balance, BatchResult, FlushReport, Purchase, PurchaseRefund, Queued, Redemption,
+)
+from partners_sdk.retry import Pacing, RetryPolicy, is_retryable_reply, send_with_retries
+from partners_sdk.signing import Clock, RequestSigner, utc_now
+from partners_sdk.transport import HttpClientTransport, Reply, Transport
+
+PREFIX = "/partner/v1"
+DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 120.0
+# A checkout that finds older operations waiting sends at most this many first; a longer
+# backlog is left to flush() or the drainer, so the member is not kept waiting.
+MAX_INLINE_FLUSH_OPERATIONS = 50
+MAX_FLUSH_OPERATIONS = 10_000
+MEMBER_PRESENT_HINT = "; redemptions and balance inquiries need the hub online and are never queued"
+ALREADY_DELIVERED_CODES = {
+    "purchase": frozenset({"receipt_already_reported"}),
+    "purchase_refund": frozenset({"refund_already_recorded"}),
+}
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One logical request: what is sent on every attempt, byte for byte."""
+
+    method: str
+    path: str
+    body: bytes | None
+    idempotency_key: str | None
+
+
+class AllianceClient:
+    """The point-of-sale client of the alliance hub's partner API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str,
+        private_key: Ed25519PrivateKey,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        transport: Transport | None = None,
+        queue: OfflineQueue | str | os.PathLike[str] | None = None,
+        clock: Clock = utc_now,
+        sleep: Callable[[float], None] | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError(f"base_url must be an http(s) URL without query, got {base_url!r}")
+        if not 0 < timeout_s <= MAX_TIMEOUT_S:
+            raise ConfigurationError(f"timeout_s must be above 0 and at most {MAX_TIMEOUT_S}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._signer = RequestSigner(key_id, private_key, clock=clock)
+        self._clock = clock
+        self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self._pacing = Pacing()
+        if sleep is not None:
+            self._pacing.sleep = sleep
+        if random is not None:
+            self._pacing.random = random
+        self._transport: Transport = transport or HttpClientTransport()
+        self._owns_queue = queue is not None and not isinstance(queue, OfflineQueue)
+        self.queue = OfflineQueue(queue) if self._owns_queue else queue  # type: ignore[arg-type]
+        # Queued operations go out one at a time and in order, whichever thread sends them.
+        self._delivery_lock = threading.RLock()
+
+    # Purchases: reported live, or queued when the hub cannot be reached.
+
+    def report_purchase(self, *, receipt_id: str, card_number: str, amount_minor: int, currency: str,
+                        purchased_at: datetime | None = None, terminal: str | None = None,
+                        idempotency_key: str | None = None) -> Purchase | Queued:
+        """Report a purchase so the member earns points; ``Queued`` if the hub is out of reach."""
+        report = PurchaseReport(receipt_id=receipt_id, card_number=card_number, amount_minor=amount_minor,
+                                currency=currency, purchased_at=purchased_at or self._clock(), terminal=terminal)
+        body = payloads.encode(payloads.purchase(report))
+        return self._queueable("purchase", f"{PREFIX}/purchases", body, receipt_id, idempotency_key,
+                               Purchase.from_json)
+
+    def report_purchases(self, purchases: Sequence[PurchaseReport], *,
+                         idempotency_key: str | None = None) -> BatchResult | Queued:
+        """Report up to 1,000 purchases at once; each is applied or rejected on its own."""
+        body = payloads.encode(payloads.batch(list(purchases)))
+        first, last = purchases[0].receipt_id, purchases[-1].receipt_id
+        return self._queueable("purchase_batch", f"{PREFIX}/purchases/batch", body, f"{first}..{last}",
+                               idempotency_key, BatchResult.from_json)
+
+    def refund_purchase(self, receipt_id: str, *, refund_id: str, amount_minor: int,
+                        idempotency_key: str | None = None) -> PurchaseRefund | Queued:
+        """Refund part or all of a purchase; points come back off in proportion."""
+        path = f"{PREFIX}/purchases/{_segment(payloads.reference(receipt_id, 'receipt_id'))}/refunds"
+        body = payloads.encode({
+            "refund_id": payloads.reference(refund_id, "refund_id"),
+            "amount_minor": payloads.whole(amount_minor, "amount_minor", minimum=1,
+                                           maximum=payloads.MAX_AMOUNT_MINOR),
+        })
+        return self._queueable("purchase_refund", path, body, refund_id, idempotency_key, PurchaseRefund.from_json)
+
+    def get_purchase(self, receipt_id: str) -> Purchase:
+        """One of this partner's purchases, by receipt id."""
+        path = f"{PREFIX}/purchases/{_segment(payloads.reference(receipt_id, 'receipt_id'))}"
+        return self._live(_Operation("GET", path, None, None), Purchase.from_json)
+
+    # Redemptions and balances: the member is at the till, so never queued.
+
+    def authorize_redemption(self, *, reference: str, points: int, card_number: str | None = None,
+                             pin: str | None = None, redemption_code: str | None = None,
+                             ttl_s: int | None = None, terminal: str | None = None,
+                             idempotency_key: str | None = None) -> Redemption:
+        """Verify the member (card + PIN, or a redemption code) and hold points for a redemption."""
+        payload: dict[str, Any] = {
+            "reference": payloads.reference(reference, "reference"),
+            "points": payloads.whole(points, "points", minimum=1, maximum=payloads.MAX_POINTS),
+            **payloads.member_proof(card_number, pin, redemption_code),
+        }
+        if ttl_s is not None:
+            payload["ttl_s"] = payloads.whole(ttl_s, "ttl_s", minimum=payloads.MIN_HOLD_TTL_S,
+                                              maximum=payloads.MAX_HOLD_TTL_S)
+        if terminal is not None:
+            payload["terminal"] = payloads.text(terminal, "terminal", payloads.TERMINAL_PATTERN, "a terminal code")
+        return self._member_present(f"{PREFIX}/redemptions", payload, idempotency_key, Redemption.from_json)
+
+    def capture_redemption(self, reference: str, *, points: int, idempotency_key: str | None = None) -> Redemption:
+        """Spend some or all of the held points, once; the rest go back to the member."""
+        payload = {"points": payloads.whole(points, "points", minimum=1, maximum=payloads.MAX_POINTS)}
+        return self._member_present(self._redemption_path(reference, "capture"), payload, idempotency_key,
+                                    Redemption.from_json)
+
+    def void_redemption(self, reference: str, *, idempotency_key: str | None = None) -> Redemption:
+        """Release every held point of an authorized redemption."""
+        return self._member_present(self._redemption_path(reference, "void"), {}, idempotency_key,
+                                    Redemption.from_json)
+
+    def refund_redemption(self, reference: str, *, refund_id: str, points: int,
+                          idempotency_key: str | None = None) -> Redemption:
+        """Give back some points of a captured redemption."""
+        payload = {"refund_id": payloads.reference(refund_id, "refund_id"),
+                   "points": payloads.whole(points, "points", minimum=1, maximum=payloads.MAX_POINTS)}
+        return self._member_present(self._redemption_path(reference, "refunds"), payload, idempotency_key,
+                                    Redemption.from_json)
+
+    def get_redemption(self, reference: str) -> Redemption:
+        """One of this partner's redemptions, by reference."""
+        return self._live(_Operation("GET", self._redemption_path(reference), None, None), Redemption.from_json)
+
+    def get_balance(self, *, card_number: str, pin: str, idempotency_key: str | None = None) -> Balance:
+        """The balance of a member verified by card and PIN."""
+        payload = payloads.member_proof(card_number, pin, None)
+        return self._member_present(f"{PREFIX}/balance-inquiries", payload, idempotency_key, Balance.from_json)
+
+    # The offline queue.
+
+    def flush(self, *, limit: int = MAX_FLUSH_OPERATIONS) -> FlushReport:
+        """Send queued operations in order until the queue is empty or the hub stops answering."""
+        return self._flush(limit=min(limit, MAX_FLUSH_OPERATIONS), before_id=None)
+
+    def start_drainer(self, *, interval_s: float = 5.0, max_interval_s: float = 300.0) -> Drainer:
+        """Start a background thread that flushes the queue every ``interval_s`` (backing off while offline)."""
+        drainer = Drainer(self, interval_s=interval_s, max_interval_s=max_interval_s)
+        drainer.start()
+        return drainer
+
+    def close(self) -> None:
+        """Close the offline queue if this client opened it."""
+        if self._owns_queue and self.queue is not None:
+            self.queue.close()
+
+    def __enter__(self) -> "AllianceClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Sending.
+
+    def _redemption_path(self, reference: str, action: str | None = None) -> str:
+        path = f"{PREFIX}/redemptions/{_segment(payloads.reference(reference, 'reference'))}"
+        return f"{path}/{action}" if action else path
+
+    def _send(self, operation: _Operation) -> Reply:
+        url = self.base_url + operation.path
+
+        def attempt() -> Reply:
+            # Signed inside the loop: every attempt carries a new nonce and created time.
+            signed = self._signer.sign(operation.method, url, body=operation.body,
+                                       idempotency_key=operation.idempotency_key)
+            return self._transport.send(operation.method, url, signed.headers, operation.body, self.timeout_s)
+
+        return send_with_retries(attempt, policy=self._policy, pacing=self._pacing)
+
+    def _live(self, operation: _Operation, parse: Callable[[Any], Result]) -> Result:
+        return _parse_reply(self._send(operation), parse)
+
+    def _member_present(self, path: str, payload: dict[str, Any], idempotency_key: str | None,
+                        parse: Callable[[Any], Result]) -> Result:
+        operation = _Operation("POST", path, payloads.encode(payload), _new_key(idempotency_key))
+        try:
+            return self._live(operation, parse)
+        except HubUnreachable as error:
+            raise HubUnreachable(error.detail + MEMBER_PRESENT_HINT, retry_safe=True) from error
+
+    def _queueable(self, kind: str, path: str, body: bytes, reference: str, idempotency_key: str | None,
+                   parse: Callable[[Any], Result]) -> Result | Queued:
+        key = _new_key(idempotency_key)
+        operation = _Operation("POST", path, body, key)
+        if self.queue is None:
+            return self._live(operation, parse)
+        with self._delivery_lock:
+            # Written, and committed to disk, before the first attempt to send it.
+            operation_id = self.queue.append(kind=kind, method="POST", path=path, body=body, idempotency_key=key,
+                                             reference=reference)
+            queued = Queued(operation_id=operation_id, kind=kind, reference=reference, idempotency_key=key,
+                            reason="")
+            if self.queue.has_pending_before(operation_id):
+                self._flush(limit=MAX_INLINE_FLUSH_OPERATIONS, before_id=operation_id)
+                if self.queue.has_pending_before(operation_id):
+                    return _with_reason(queued, "older operations are still waiting for the hub")
+            try:
+                reply = self._send(operation)
+            except HubUnreachable as error:
+                self.queue.record_failed_attempt(operation_id, error.detail)
+                return _with_reason(queued, error.detail)
+            status, headers, reply_body = reply
+            if not _is_definitive(status, reply_body):
+                error = error_from_reply(status, headers, _problem(reply_body))
+                self.queue.record_failed_attempt(operation_id, str(error))
+                return _with_reason(queued, str(error))
+            # A definitive reply, success or refusal, is the caller's to see; the queue is done with it.
+            self.queue.remove(operation_id)
+        return _parse_reply(reply, parse)
+
+    def _flush(self, *, limit: int, before_id: int | None) -> FlushReport:
+        if self.queue is None:
+            raise ConfigurationError("this client has no offline queue")
+        delivered = dead_lettered = 0
+        stopped_by = None
+        for _ in range(limit):
+            with self._delivery_lock:
+                pending = self.queue.next_pending()
+                if pending is None or (before_id is not None and pending.id >= before_id):
+                    break
+                outcome = self._deliver_pending(pending)
+            if outcome == "delivered":
+                delivered += 1
+            elif outcome == "dead_lettered":
+                dead_lettered += 1
+            else:
+                stopped_by = outcome
+                break
+        return FlushReport(delivered=delivered, dead_lettered=dead_lettered,
+                           remaining=self.queue.pending_count(), stopped_by=stopped_by)
+
+    def _deliver_pending(self, pending: PendingOperation) -> str:
+        """Send one queued operation; returns "delivered", "dead_lettered" or why the flush must stop."""
+        assert self.queue is not None
+        operation = _Operation(pending.method, pending.path, pending.body, pending.idempotency_key)
+        try:
+            status, headers, body = self._send(operation)
+        except HubUnreachable as error:
+            self.queue.record_failed_attempt(pending.id, error.detail)
+            return error.detail
+        if 200 <= status < 300:
+            if pending.kind == "purchase_batch":
+                self.queue.settle_batch(pending, _rejected_batch_items(pending, body))
+            else:
+                self.queue.remove(pending.id)
+            return "delivered"
+        error = error_from_reply(status, headers, _problem(body))
+        if status == 409 and error.code in ALREADY_DELIVERED_CODES.get(pending.kind, ()):
+            # A lost reply, and the idempotency key since forgotten by the hub: the natural
+            # key (receipt id, refund id) shows the operation did take effect.
+            self.queue.remove(pending.id)
+            return "delivered"
+        if not _is_definitive(status, body) or status == 401:
+            # A 401 is about this terminal (its clock, its key), not the operation: keep it.
+            self.queue.record_failed_attempt(pending.id, str(error))
+            return str(error)
+        self.queue.move_to_dead_letters(pending.id, Refusal(error.http_status, error.code, error.detail,
+                                                            error.request_id))
+        return "dead_lettered"
+
+
+def _is_definitive(status: int, body: bytes) -> bool:
+    """Whether a reply settles an operation: a success, or a refusal that sending again cannot change.
+
+    Anything else (a 5xx, 429, a key still in flight, or a redirect from a misconfigured
+    proxy) leaves a queued operation where it is.
+    """
+    return 200 <= status < 300 or (400 <= status < 500 and not is_retryable_reply(status, body))
+
+
+def _new_key(idempotency_key: str | None) -> str:
+    return payloads.idempotency_key(idempotency_key) if idempotency_key is not None else str(uuid.uuid4())
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _with_reason(queued: Queued, reason: str) -> Queued:
+    return Queued(operation_id=queued.operation_id, kind=queued.kind, reference=queued.reference,
+                  idempotency_key=queued.idempotency_key, reason=reason)
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _problem(body: bytes) -> dict[str, Any] | None:
+    document = _json_or_none(body)
+    return document if isinstance(document, dict) else None
+
+
+def _parse_reply(reply: Reply, parse: Callable[[Any], Result]) -> Result:
+    status, headers, body = reply
+    document = _json_or_none(body)
+    if not 200 <= status < 300:
+        raise error_from_reply(status, headers, _problem(body))
+    if not isinstance(document, dict):
+        raise UnexpectedReplyError(f"the hub answered {status} without a JSON object", http_status=status,
+                                   request_id=headers.get("x-request-id"))
+    return parse(document)
+
+
+def _rejected_batch_items(pending: PendingOperation, reply_body: bytes) -> list[tuple[str, bytes, Refusal]]:
+    """Items of a delivered batch the hub refused for good (a receipt already reported counts as delivered)."""
+    try:
+        result = BatchResult.from_json(json.loads(reply_body))
+        items = json.loads(pending.body)["purchases"]
+    except (AllianceError, ValueError, KeyError, TypeError):
+        # The batch was accepted; an unreadable reply must not keep it queued forever.
+        return []
+    rejected = []
+    for item in result.results:
+        problem = item.problem
+        if item.applied or problem is None or problem.code == "receipt_already_reported":
+            continue
+        body = payloads.encode(items[item.index]) if 0 <= item.index < len(items) else b"{}"
+        rejected.append((item.receipt_id, body, Refusal(problem.status, problem.code, problem.detail,
+                                                        problem.request_id)))
+    return rejected

@@ -1,0 +1,118 @@
+"""Request bodies, checked against the wire contract before anything is queued or sent.
+
+The checks mirror the limits the hub publishes (README "Partner API", the OpenAPI
+document): an operation the hub would refuse for its form is refused here at once,
+rather than waiting in the offline queue only to end as a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from partners_sdk.errors import InvalidRequestError
+
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CARD_NUMBER_PATTERN = re.compile(r"^[0-9]{16}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+TERMINAL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+PIN_PATTERN = re.compile(r"^[0-9]{4,12}$")
+REDEMPTION_CODE_PATTERN = re.compile(r"^[A-Za-z0-9]{6,32}$")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_AMOUNT_MINOR = 10**12
+MAX_POINTS = 10**12
+MAX_BATCH_ITEMS = 1000
+MIN_HOLD_TTL_S = 30
+MAX_HOLD_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class PurchaseReport:
+    """One purchase as the till reports it (for a batch)."""
+
+    receipt_id: str
+    card_number: str
+    amount_minor: int
+    currency: str
+    purchased_at: datetime
+    terminal: str | None = None
+
+
+def refuse(field: str, message: str) -> InvalidRequestError:
+    """A local validation error for one field, shaped like the hub's own."""
+    return InvalidRequestError(f"{field}: {message}", code="validation_failed", field_errors={field: [message]})
+
+
+def text(value: Any, field: str, pattern: re.Pattern[str], description: str) -> str:
+    """``value`` if it is text matching ``pattern``."""
+    if not isinstance(value, str) or not pattern.match(value):
+        raise refuse(field, f"must be {description}")
+    return value
+
+
+def whole(value: Any, field: str, *, minimum: int, maximum: int) -> int:
+    """``value`` if it is an int (never a float or bool) within the limits."""
+    if type(value) is not int:
+        raise refuse(field, "must be a whole number (an int; points and money are never floats)")
+    if not minimum <= value <= maximum:
+        raise refuse(field, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def aware_time(value: Any, field: str) -> str:
+    """ISO 8601 text of a timezone-aware datetime."""
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise refuse(field, "must be a timezone-aware datetime")
+    return value.isoformat()
+
+
+def reference(value: Any, field: str) -> str:
+    """A receipt id, refund id or redemption reference."""
+    return text(value, field, REFERENCE_PATTERN, "1-64 letters, digits or . _ : -")
+
+
+def idempotency_key(value: Any) -> str:
+    """A caller-chosen idempotency key."""
+    return text(value, "idempotency_key", IDEMPOTENCY_KEY_PATTERN, "1-255 visible ASCII characters")
+
+
+def purchase(report: PurchaseReport) -> dict[str, Any]:
+    """The body of one purchase report."""
+    payload: dict[str, Any] = {
+        "receipt_id": reference(report.receipt_id, "receipt_id"),
+        "card_number": text(report.card_number, "card_number", CARD_NUMBER_PATTERN, "16 digits"),
+        "amount_minor": whole(report.amount_minor, "amount_minor", minimum=1, maximum=MAX_AMOUNT_MINOR),
+        "currency": text(report.currency, "currency", CURRENCY_PATTERN, "a three-letter ISO 4217 code"),
+        "purchased_at": aware_time(report.purchased_at, "purchased_at"),
+    }
+    if report.terminal is not None:
+        payload["terminal"] = text(report.terminal, "terminal", TERMINAL_PATTERN, "a terminal code")
+    return payload
+
+
+def batch(reports: list[PurchaseReport]) -> dict[str, Any]:
+    """The body of a batch of purchase reports."""
+    if not 1 <= len(reports) <= MAX_BATCH_ITEMS:
+        raise refuse("purchases", f"a batch holds 1 to {MAX_BATCH_ITEMS} purchases")
+    if not all(isinstance(report, PurchaseReport) for report in reports):
+        raise refuse("purchases", "items must be PurchaseReport values")
+    return {"purchases": [purchase(report) for report in reports]}
+
+
+def member_proof(card_number: str | None, pin: str | None, redemption_code: str | None) -> dict[str, str]:
+    """Card + PIN, or a redemption code alone: how the member proves presence."""
+    if redemption_code is not None and card_number is None and pin is None:
+        return {"redemption_code": text(redemption_code, "redemption_code", REDEMPTION_CODE_PATTERN,
+                                        "a redemption code")}
+    if redemption_code is None and card_number is not None and pin is not None:
+        return {"card_number": text(card_number, "card_number", CARD_NUMBER_PATTERN, "16 digits"),
+                "pin": text(pin, "pin", PIN_PATTERN, "4-12 digits")}
+    raise refuse("pin", "give card_number with pin, or redemption_code alone")
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The exact bytes sent (and stored in the queue): compact, keys sorted, UTF-8."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")

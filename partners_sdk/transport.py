@@ -1,0 +1,72 @@
+"""How requests reach the hub: a small protocol, and a default built on ``http.client``.
+
+Tests and unusual deployments inject their own transport (a fake that records
+attempts, a proxy, a connection that drops). A transport either returns the hub's
+reply, whatever its status, or raises ``TransportError`` (or an ``OSError``) when no
+reply came: connection refused or reset, a timeout, a reply cut short.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from typing import Mapping, Protocol
+from urllib.parse import urlsplit
+
+# A batch reply of 1,000 purchases with their breakdowns stays well under this.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+USER_AGENT = "alliance-partners-sdk/0.1"
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class TransportError(Exception):
+    """The request got no complete HTTP reply; the hub may or may not have acted on it."""
+
+
+class Transport(Protocol):
+    """Sends one HTTP request and returns (status, headers with lower-case names, body)."""
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+             timeout_s: float) -> Reply:
+        """Send the request; raise ``TransportError`` or ``OSError`` if no reply arrives."""
+        ...
+
+
+class HttpClientTransport:
+    """The default transport: one ``http.client`` connection per request, standard library only."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self._ssl_context = ssl_context
+        self._max_response_bytes = max_response_bytes
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+             timeout_s: float) -> Reply:
+        """Send one request over a fresh connection and read the whole reply."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"cannot send to {url!r}: only http and https URLs are supported")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection = self._connection(parts.scheme, parts.hostname, parts.port, timeout_s)
+        try:
+            connection.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
+            response = connection.getresponse()
+            data = response.read(self._max_response_bytes + 1)
+            if len(data) > self._max_response_bytes:
+                raise TransportError(f"the reply is larger than {self._max_response_bytes} bytes")
+            reply_headers: dict[str, str] = {}
+            for name, value in response.getheaders():
+                key = name.lower()
+                reply_headers[key] = f"{reply_headers[key]}, {value}" if key in reply_headers else value
+            return response.status, reply_headers, data
+        except (OSError, http.client.HTTPException) as error:
+            raise TransportError(f"{type(error).__name__}: {error}") from error
+        finally:
+            connection.close()
+
+    def _connection(self, scheme: str, host: str, port: int | None, timeout_s: float) -> http.client.HTTPConnection:
+        if scheme == "https":
+            context = self._ssl_context or ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
+        return http.client.HTTPConnection(host, port, timeout=timeout_s)
