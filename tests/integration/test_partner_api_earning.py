@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import func, select, update
 
 from alliance.domain.cards import card_number_from_sequence
@@ -26,6 +25,7 @@ from tests.partner_client import SignedTestClient
 
 PURCHASES = "/partner/v1/purchases"
 BATCH = "/partner/v1/purchases/batch"
+
 
 def _setup(app, **terms):  # type: ignore[no-untyped-def]
     hub = hub_state(app)
@@ -229,7 +229,6 @@ def test_a_receipt_id_reported_twice_is_a_409_and_earns_once(app):
 
 def test_a_batch_applies_good_items_and_rejects_bad_ones_each_with_its_problem(app):
     hub, partner, client = _setup(app)
-    # Distinct members per good item, so the PostgreSQL day-sum bug cannot interfere.
     first, second, already = _new_member(hub), _new_member(hub), _new_member(hub)
     assert client.post(PURCHASES, purchase_payload("r-earlier", already.card_number)).status == 201
     bad_check_digit = first.card_number[:-1] + str((int(first.card_number[-1]) + 1) % 10)
@@ -242,7 +241,9 @@ def test_a_batch_applies_good_items_and_rejects_bad_ones_each_with_its_problem(a
         purchase_payload("b-good-1", second.card_number),  # repeats the receipt of item 0
         dict(purchase_payload("b-dollars", first.card_number), currency="USD"),
         purchase_payload("r-earlier", first.card_number),  # reported before the batch
-        purchase_payload("b-good-2", second.card_number, amount_minor=5_000),
+        # The first member again: the day's earlier points are read inside the batch's own
+        # transaction (on PostgreSQL this once came back as a Decimal and was refused).
+        purchase_payload("b-good-2", first.card_number, amount_minor=5_000),
         dict(purchase_payload("b-future", first.card_number), purchased_at=future),
     ]
     before_batch = books(hub)
@@ -271,8 +272,8 @@ def test_a_batch_applies_good_items_and_rejects_bad_ones_each_with_its_problem(a
     assert results[0]["purchase"]["points"]["total"] == 123 and results[6]["purchase"]["points"]["total"] == 50
     # Exactly the good items reached the books.
     assert _purchase_count(hub) == 3
-    assert balances(hub, first.member_id)["available"] == 123
-    assert balances(hub, second.member_id)["available"] == 50
+    assert balances(hub, first.member_id)["available"] == 173
+    assert balances(hub, second.member_id)["available"] == 0
     audit_totals(hub)
 
     # The whole batch is one idempotent call: a retry replays it and applies nothing again.
@@ -284,18 +285,18 @@ def test_a_batch_applies_good_items_and_rejects_bad_ones_each_with_its_problem(a
     assert_books_unchanged(hub, after_batch)
 
 
-@pytest.mark.parametrize(("count", "message"), [(1001, "over 1,000 items"), (0, "no items")])
-def test_a_batch_outside_1_to_1000_items_is_refused_whole(app, count, message):
+def test_a_batch_outside_1_to_1000_items_is_refused_whole(app):
     hub, partner, client = _setup(app)
     member = _new_member(hub)
-    items = [purchase_payload(f"b-{index}", member.card_number) for index in range(count)]
     before = books(hub)
+    for count in (1001, 0):
+        items = [purchase_payload(f"b-{index}", member.card_number) for index in range(count)]
 
-    reply = client.post(BATCH, {"purchases": items})
+        reply = client.post(BATCH, {"purchases": items})
 
-    assert (reply.status, reply.body["code"]) == (422, "validation_failed"), message
-    assert "purchases" in reply.body["errors"]
+        assert (reply.status, reply.body["code"]) == (422, "validation_failed"), count
+        assert "purchases" in reply.body["errors"]
     assert_books_unchanged(hub, before)
-    # Refused before the idempotent operation ran: not even its key was claimed.
+    # Refused before the idempotent operation ran: not even their keys were claimed.
     with hub.unit_of_work() as uow:
         assert uow.session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from alliance.extensions import hub_state
-from alliance.models import IdempotencyRecord, Purchase, RedemptionHold
+from alliance.models import Card, IdempotencyRecord, Purchase, RedemptionHold
 from alliance.services.member_verification import MAX_PIN_FAILURES
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.http_server import (
@@ -156,3 +156,19 @@ def test_a_retry_of_a_completed_pin_authorization_gets_its_stored_reply_even_aft
     assert retry.status_code == 201, retry.get_json()
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.get_data() == first.get_data()
+
+
+def test_a_retried_wrong_pin_request_replays_its_refusal_without_counting_another_failure(shop):
+    # A till retrying after a timeout must not burn the member's PIN attempts.
+    request = {"reference": "red-1", "points": 10, "card_number": shop.member.card_number, "pin": "0000"}
+    before = books(shop.hub)
+
+    first = _post_raw(shop, REDEMPTIONS, request, "key-1")
+    retry = _post_raw(shop, REDEMPTIONS, request, "key-1")
+
+    assert (first.status_code, first.get_json()["code"]) == (403, "member_not_verified")
+    assert (retry.status_code, retry.headers["Idempotent-Replayed"]) == (403, "true")
+    assert retry.get_data() == first.get_data()
+    with shop.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(Card.failed_pin_attempts).where(Card.id == shop.member.card_id)) == 1
+    assert_books_unchanged(shop.hub, before)
