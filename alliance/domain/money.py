@@ -14,3 +14,28 @@ DEFAULT_EXPONENT = 2
 def minor_units_per_unit(currency: str) -> int:
     """100 for EUR, 1 for JPY, 1000 for KWD."""
     return 10 ** NON_CENT_EXPONENTS.get(currency, DEFAULT_EXPONENT)
+
+
+PRICE_SCALE, PRICE_PRECISION = 8, 20
+RATE_SCALE, RATE_PRECISION = 4, 12
+MULTIPLIER_SCALE, MULTIPLIER_PRECISION = 4, 8
+
+
+def exact_decimal_problem(value: object, *, scale: int, precision: int) -> str | None:
+    """Why ``value`` cannot be stored exactly as NUMERIC(precision, scale), or None if it can.
+
+    Rounding a price to fit its column would silently change what a partner is charged,
+    so anything finer than the column's scale, or too large for it, is refused instead.
+    """
+    from decimal import Decimal
+
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return "must be a finite decimal number"
+    if value < 0:
+        return "must not be negative"
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -scale:
+        return f"has more than {scale} decimal places"
+    if value >= Decimal(10) ** (precision - scale):
+        return f"must be below {10 ** (precision - scale)}"
+    return None

@@ -82,7 +82,11 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         if not isinstance(value, Decimal):
             raise TypeError("prices must be Decimal, never float")
-        quantized = value.quantize(Decimal(1).scaleb(-self.scale))
+        # Decimal("-0") is zero; storing it signed would compare as text below zero on SQLite.
+        quantized = (value if value != 0 else Decimal(0)).quantize(Decimal(1).scaleb(-self.scale))
+        if quantized != value:
+            # The services refuse such values first; reaching here is a bug, never a rounding.
+            raise ValueError(f"{value} does not fit {self.scale} decimal places exactly")
         return str(quantized) if dialect.name == "sqlite" else quantized
 
     def process_result_value(self, value: object, dialect: Dialect) -> Decimal | None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.earning import Campaign as CampaignRule
 from alliance.domain.errors import ValidationFailed
+from alliance.domain.money import MULTIPLIER_PRECISION, MULTIPLIER_SCALE, exact_decimal_problem
 from alliance.models import Campaign
 
 
@@ -22,6 +23,9 @@ def create_campaign(
         raise ValidationFailed("a partner-funded campaign must name its partner", fields={"partner": ["required"]})
     if ends_at <= starts_at:
         raise ValidationFailed("a campaign must end after it starts", fields={"ends_at": ["before starts_at"]})
+    problem = exact_decimal_problem(multiplier, scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
+    if problem:
+        raise ValidationFailed(f"multiplier {problem}", fields={"multiplier": [problem]})
     # The domain type validates multiplier, bonus and minimum the same way earning will.
     CampaignRule(campaign_id=1, name=name, funded_by=funded_by, multiplier=multiplier, bonus_points=bonus_points,
                  min_amount_minor=min_amount_minor)

@@ -33,6 +33,11 @@ def file_complaint(
     member_id = member_by_number(session, member_number).id if member_number else None
     purchase_id = _linked(session, Purchase, Purchase.receipt_id, receipt_id, partner.id, "purchase")
     hold_id = _linked(session, RedemptionHold, RedemptionHold.reference, redemption_reference, partner.id, "redemption")
+    for model, row_id, what in ((Purchase, purchase_id, "purchase"), (RedemptionHold, hold_id, "redemption")):
+        if member_id is not None and row_id is not None:
+            owner = session.scalar(select(model.member_id).where(model.id == row_id))
+            if owner != member_id:
+                raise ValidationFailed(f"the {what} belongs to another member", fields={"member": [f"not the {what}'s member"]})
     complaint_id = session.execute(insert(Complaint).values(
         partner_id=partner.id, member_id=member_id, purchase_id=purchase_id, hold_id=hold_id, category=category,
         description=description.strip(), status="open", opened_by=actor, opened_at=now,

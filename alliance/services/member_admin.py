@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
@@ -159,6 +159,8 @@ def transfer_points(
     """Move points between members within the limits."""
     sender = member_by_number(session, from_member_number)
     receiver = member_by_number(session, to_member_number)
+    if sender.id == receiver.id:
+        raise ValidationFailed("a member cannot transfer points to themselves", fields={"to_member": ["same member"]})
     if points > limits.max_points_per_transfer:
         raise ValidationFailed(f"at most {limits.max_points_per_transfer} points per transfer",
                                fields={"points": ["over the per-transfer limit"]})
@@ -220,17 +222,24 @@ def export(session: Session, *, key_ring: KeyRing, member_number: str) -> dict: 
 def erase(session: Session, *, member_number: str, now: datetime, actor: str) -> None:
     """Remove a member's personal data; the ledger, lots and settlements stay as they are."""
     member = member_by_number(session, member_number)
+    status_before = member.status
     _require_not_erased(session, member.id)
+    if session.get(MemberProfile, member.id) is None:
+        # Members enrolled without personal data have no profile row; the erasure is
+        # still recorded on one, so it happens once and shows in the export.
+        session.execute(insert(MemberProfile).values(member_id=member.id, updated_at=now))
     session.execute(update(MemberProfile).where(MemberProfile.member_id == member.id).values(
         name_encrypted=None, phone_encrypted=None, email_encrypted=None, phone_lookup=None, email_lookup=None,
         erased_at=now, updated_at=now))
+    redacted = "[erased at the member's request]"
     session.execute(update(Complaint).where(Complaint.member_id == member.id)
-                    .values(description="[erased at the member's request]"))
+                    .values(description=redacted,
+                            resolution_note=case((Complaint.resolution_note.is_(None), None), else_=redacted)))
     session.execute(update(Card).where(Card.member_id == member.id, Card.status == "active")
                     .values(status="blocked", blocked_at=now))
     session.execute(update(Member).where(Member.id == member.id).values(status="closed"))
     audit_log.append(session, actor=actor, action="member.erase", subject=f"member:{member_number}", now=now,
-                     before={"status": member.status}, after={"status": "closed", "profile": "erased"})
+                     before={"status": status_before}, after={"status": "closed", "profile": "erased"})
 
 
 TIER_THRESHOLDS_UNITS = (("diamond", 3_000), ("gold", 1_500), ("silver", 500))

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.earning import EarnRule
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from alliance.domain.money import PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE, exact_decimal_problem
 from alliance.models import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.services import audit_log, partner_keys
 from alliance.services.campaigns import create_campaign
@@ -65,9 +66,11 @@ def add_price(session: Session, *, code: str, effective_from: datetime, issue_pr
     partner = partner_by_code(session, code)
     if effective_from < now:
         raise ValidationFailed("prices cannot take effect in the past", fields={"effective_from": ["in the past"]})
-    for value in (issue_price_per_point, redemption_price_per_point):
-        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-            raise ValidationFailed("prices are non-negative decimals", fields={"price": ["invalid"]})
+    for name, value in (("issue_price_per_point", issue_price_per_point),
+                        ("redemption_price_per_point", redemption_price_per_point)):
+        problem = exact_decimal_problem(value, scale=PRICE_SCALE, precision=PRICE_PRECISION)
+        if problem:
+            raise ValidationFailed(f"{name} {problem}", fields={name: [problem]})
     try:
         with session.begin_nested():
             session.execute(insert(PartnerPrice).values(
@@ -88,6 +91,9 @@ def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base
     partner = partner_by_code(session, code)
     if effective_from < now:
         raise ValidationFailed("rules cannot take effect in the past", fields={"effective_from": ["in the past"]})
+    problem = exact_decimal_problem(base_points_per_unit, scale=RATE_SCALE, precision=RATE_PRECISION)
+    if problem:
+        raise ValidationFailed(f"base_points_per_unit {problem}", fields={"base_points_per_unit": [problem]})
     EarnRule.from_stored(base_points_per_unit, amount_ladder, per_purchase_cap_points, per_member_day_cap_points)
     try:
         with session.begin_nested():

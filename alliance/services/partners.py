@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
+from alliance.domain.money import PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE, exact_decimal_problem
 from alliance.models import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.services.accounts import open_partner_accounts
 
@@ -141,10 +142,12 @@ def _validate(code: str, name: str, terms: PartnerTerms, status: str) -> None:
         problems["time_zone"] = ["an IANA time zone such as Europe/Paris"]
     if terms.settlement_cycle not in SETTLEMENT_CYCLES:
         problems["settlement_cycle"] = [f"one of {', '.join(SETTLEMENT_CYCLES)}"]
-    for name_of_price in ("issue_price_per_point", "redemption_price_per_point", "base_points_per_unit"):
-        value = getattr(terms, name_of_price)
-        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-            problems[name_of_price] = ["a non-negative Decimal"]
+    for name_of_price, scale, precision in (("issue_price_per_point", PRICE_SCALE, PRICE_PRECISION),
+                                            ("redemption_price_per_point", PRICE_SCALE, PRICE_PRECISION),
+                                            ("base_points_per_unit", RATE_SCALE, RATE_PRECISION)):
+        problem = exact_decimal_problem(getattr(terms, name_of_price), scale=scale, precision=precision)
+        if problem:
+            problems[name_of_price] = [problem]
     if not 0 <= terms.return_window_days <= 365:
         problems["return_window_days"] = ["between 0 and 365"]
     ladder_problem = _ladder_problem(terms.amount_ladder)

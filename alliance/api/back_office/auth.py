@@ -75,6 +75,12 @@ class _Client(ClientMixin):
         return grant_type == "client_credentials"
 
 
+class _ClientCredentialsGrant(ClientCredentialsGrant):
+    """The client-credentials grant, with the secret in HTTP Basic or in the form body."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -148,6 +154,6 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"client_credentials": int(oauth.TOKEN_LIFETIME.total_seconds())})
     app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(oauth.ROLES))
     server = AuthorizationServer(app, query_client=_query_client, save_token=_save_token)
-    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(_ClientCredentialsGrant)
     hub_state(app).extras["authorization_server"] = server
     app.register_blueprint(token_blueprint)

@@ -42,6 +42,10 @@ admin_blueprint = Blueprint("back_office_admin", __name__, url_prefix=PREFIX,
 BLUEPRINTS = (members_blueprint, partners_blueprint, complaints_blueprint, admin_blueprint)
 
 
+# In every view, require_role is the outermost decorator: the token is checked before the
+# body is parsed, so an unauthenticated caller learns nothing about valid input.
+
+
 def documented(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
     """Document bearer security and the problem+json error responses of a view."""
     def decorate(function):  # type: ignore[no-untyped-def]
@@ -74,10 +78,10 @@ def _member_view(session, member) -> dict:  # type: ignore[no-untyped-def, type-
 
 @members_blueprint.route("/members")
 class Members(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.ProfileInput)
     @members_blueprint.response(201, s.EnrolmentOutput)
     @documented(members_blueprint, 422)
-    @require_role("customer_service")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Enrol a member with a first card; personal data is encrypted at rest."""
         with _state().unit_of_work() as uow:
@@ -87,10 +91,10 @@ class Members(MethodView):
             uow.commit()
         return {"member_number": enrolment.member_number, "card_number": enrolment.card_number}
 
+    @require_role("customer_service")
     @members_blueprint.arguments(s.MemberLookupQuery, location="query")
     @members_blueprint.response(200, s.MemberListOutput)
     @documented(members_blueprint, 422)
-    @require_role("customer_service")
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Find members by phone or e-mail (through a keyed hash, not by decrypting)."""
         with _state().unit_of_work() as uow:
@@ -101,9 +105,9 @@ class Members(MethodView):
 
 @members_blueprint.route("/members/<member_number>")
 class MemberByNumber(MethodView):
+    @require_role("customer_service")
     @members_blueprint.response(200, s.MemberOutput)
     @documented(members_blueprint, 404)
-    @require_role("customer_service")
     def get(self, member_number: str):  # type: ignore[no-untyped-def]
         """A member with profile, balances and cards."""
         with _state().unit_of_work() as uow:
@@ -112,10 +116,10 @@ class MemberByNumber(MethodView):
 
 @members_blueprint.route("/members/<member_number>/profile")
 class MemberProfileRoute(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.ProfileInput)
     @members_blueprint.response(200, s.MemberOutput)
     @documented(members_blueprint, 404, 409, 422)
-    @require_role("customer_service")
     def patch(self, data: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
         """Change name, phone or e-mail (null clears a field)."""
         with _state().unit_of_work() as uow:
@@ -127,10 +131,10 @@ class MemberProfileRoute(MethodView):
 
 @members_blueprint.route("/members/<member_number>/history")
 class MemberHistory(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.HistoryQuery, location="query")
     @members_blueprint.response(200, s.HistoryOutput)
     @documented(members_blueprint, 404, 422)
-    @require_role("customer_service")
     def get(self, query: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
         """The member's journal transactions, newest first; page with ``before``."""
         with _state().unit_of_work() as uow:
@@ -144,9 +148,9 @@ class MemberHistory(MethodView):
 
 @members_blueprint.route("/members/<member_number>/export")
 class MemberExport(MethodView):
+    @require_role("customer_service")
     @members_blueprint.response(200)
     @documented(members_blueprint, 404)
-    @require_role("customer_service")
     def get(self, member_number: str):  # type: ignore[no-untyped-def]
         """Everything held on the member, as JSON (a data subject access request)."""
         with _state().unit_of_work() as uow:
@@ -159,10 +163,10 @@ class MemberExport(MethodView):
 
 @members_blueprint.route("/members/<member_number>/erasure")
 class MemberErasure(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.EmptyInput)
     @members_blueprint.response(204)
     @documented(members_blueprint, 404, 409)
-    @require_role("customer_service")
     def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
         """Erase the member's personal data; the ledger and settlements stay intact."""
         with _state().unit_of_work() as uow:
@@ -172,10 +176,10 @@ class MemberErasure(MethodView):
 
 @members_blueprint.route("/members/<member_number>/redemption-codes")
 class MemberCodes(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.EmptyInput)
     @members_blueprint.response(201, s.CodeOutput)
     @documented(members_blueprint, 404)
-    @require_role("customer_service")
     def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
         """Issue a one-time redemption code (15 minutes)."""
         with _state().unit_of_work() as uow:
@@ -187,10 +191,10 @@ class MemberCodes(MethodView):
 
 @members_blueprint.route("/cards/<card_number>/replacement")
 class CardReplacement(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.EmptyInput)
     @members_blueprint.response(201, s.CardOutput)
     @documented(members_blueprint, 404, 409)
-    @require_role("customer_service")
     def post(self, _: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
         """Block a lost card and issue a new one; balance, lots and holds carry over."""
         with _state().unit_of_work() as uow:
@@ -201,10 +205,10 @@ class CardReplacement(MethodView):
 
 @members_blueprint.route("/cards/<card_number>/pin")
 class CardPin(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.PinInput)
     @members_blueprint.response(204)
     @documented(members_blueprint, 404, 409, 422)
-    @require_role("customer_service")
     def post(self, data: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
         """Set or reset a card's PIN; this also unlocks a card locked by wrong PINs."""
         with _state().unit_of_work() as uow:
@@ -214,10 +218,10 @@ class CardPin(MethodView):
 
 @members_blueprint.route("/transfers")
 class Transfers(MethodView):
+    @require_role("customer_service")
     @members_blueprint.arguments(s.TransferInput)
     @members_blueprint.response(201, s.TransferOutput)
     @documented(members_blueprint, 404, 409, 422)
-    @require_role("customer_service")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Move points between members, within per-transfer, daily and membership-age limits."""
         settings = _state().settings
@@ -239,10 +243,10 @@ def _partner_view(partner: Partner) -> dict:  # type: ignore[type-arg]
 
 @partners_blueprint.route("/partners")
 class Partners(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.PartnerInput)
     @partners_blueprint.response(201, s.PartnerOutput)
     @documented(partners_blueprint, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Onboard a partner (status pending until activated)."""
         terms = PartnerTerms(
@@ -260,9 +264,9 @@ class Partners(MethodView):
             uow.commit()
             return _partner_view(partner)
 
+    @require_role("partner_manager")
     @partners_blueprint.response(200, s.PartnerListOutput)
     @documented(partners_blueprint)
-    @require_role("partner_manager")
     def get(self):  # type: ignore[no-untyped-def]
         """Every partner with its status."""
         with _state().unit_of_work() as uow:
@@ -272,9 +276,9 @@ class Partners(MethodView):
 
 @partners_blueprint.route("/partners/<code>")
 class PartnerByCode(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.response(200, s.PartnerOutput)
     @documented(partners_blueprint, 404)
-    @require_role("partner_manager")
     def get(self, code: str):  # type: ignore[no-untyped-def]
         """One partner."""
         with _state().unit_of_work() as uow:
@@ -283,10 +287,10 @@ class PartnerByCode(MethodView):
 
 @partners_blueprint.route("/partners/<code>/status")
 class PartnerStatus(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.StatusInput)
     @partners_blueprint.response(200, s.PartnerOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
         """Activate, suspend or terminate a partner."""
         with _state().unit_of_work() as uow:
@@ -306,10 +310,10 @@ def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
 
 @partners_blueprint.route("/partners/<code>/prices")
 class PartnerPrices(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.PriceInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
         """Schedule new issue and redemption prices from a moment on."""
         return _partner_write(partner_admin.add_price, code=code, **data)
@@ -317,10 +321,10 @@ class PartnerPrices(MethodView):
 
 @partners_blueprint.route("/partners/<code>/earn-rules")
 class PartnerEarnRules(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.EarnRuleInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
         """Schedule a new earn rule from a moment on."""
         return _partner_write(partner_admin.add_earn_rule, code=code, effective_from=data["effective_from"],
@@ -331,10 +335,10 @@ class PartnerEarnRules(MethodView):
 
 @partners_blueprint.route("/partners/<code>/terminals")
 class PartnerTerminals(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.TerminalInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
         """Register a terminal."""
         return _partner_write(partner_admin.new_terminal, code=code, terminal_code=data["code"])
@@ -342,10 +346,10 @@ class PartnerTerminals(MethodView):
 
 @partners_blueprint.route("/partners/<code>/keys")
 class PartnerKeys(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.KeyInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    @require_role("partner_manager")
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
         """Register an Ed25519 public key (rotation: several may be active)."""
         try:
@@ -358,10 +362,10 @@ class PartnerKeys(MethodView):
 
 @partners_blueprint.route("/partners/<code>/keys/<key_id>/revocation")
 class PartnerKeyRevocation(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.EmptyInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409)
-    @require_role("partner_manager")
     def post(self, _: dict, code: str, key_id: str):  # type: ignore[no-untyped-def, type-arg]
         """Revoke a key at once."""
         return _partner_write(partner_admin.revoke, code=code, key_id=key_id)
@@ -369,10 +373,10 @@ class PartnerKeyRevocation(MethodView):
 
 @partners_blueprint.route("/campaigns")
 class Campaigns(MethodView):
+    @require_role("partner_manager")
     @partners_blueprint.arguments(s.CampaignInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 422)
-    @require_role("partner_manager")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Create a campaign, funded by its partner or by the hub."""
         return _partner_write(partner_admin.add_campaign, code=data.get("partner"), name=data["name"],
@@ -391,10 +395,10 @@ def _complaint_view(session, complaint) -> dict:  # type: ignore[no-untyped-def,
 
 @complaints_blueprint.route("/complaints")
 class Complaints(MethodView):
+    @require_role("customer_service")
     @complaints_blueprint.arguments(s.ComplaintInput)
     @complaints_blueprint.response(201, s.ComplaintOutput)
     @documented(complaints_blueprint, 404, 422)
-    @require_role("customer_service")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """File a complaint against a partner, optionally tied to a purchase or redemption."""
         with _state().unit_of_work() as uow:
@@ -405,10 +409,10 @@ class Complaints(MethodView):
             uow.commit()
             return _complaint_view(uow.session, complaint)
 
+    @require_role("customer_service", "partner_manager")
     @complaints_blueprint.arguments(s.ComplaintQuery, location="query")
     @complaints_blueprint.response(200, s.ComplaintListOutput)
     @documented(complaints_blueprint, 404, 422)
-    @require_role("customer_service", "partner_manager")
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Complaints, newest first, filtered by status and partner, a page at a time."""
         with _state().unit_of_work() as uow:
@@ -421,10 +425,10 @@ class Complaints(MethodView):
 
 @complaints_blueprint.route("/complaints/<int:complaint_id>/transitions")
 class ComplaintTransitions(MethodView):
+    @require_role("customer_service", "partner_manager")
     @complaints_blueprint.arguments(s.ComplaintTransitionInput)
     @complaints_blueprint.response(200, s.ComplaintOutput)
     @documented(complaints_blueprint, 404, 409, 422)
-    @require_role("customer_service", "partner_manager")
     def post(self, data: dict, complaint_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Move a complaint to investigating, then to resolved or rejected with a note."""
         with _state().unit_of_work() as uow:
@@ -436,10 +440,10 @@ class ComplaintTransitions(MethodView):
 
 @admin_blueprint.route("/clients")
 class Clients(MethodView):
+    @require_role("admin")
     @admin_blueprint.arguments(s.ClientInput)
     @admin_blueprint.response(201, s.ClientOutput)
     @documented(admin_blueprint, 422)
-    @require_role("admin")
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Register a back-office client for some roles; the secret is shown once."""
         with _state().unit_of_work() as uow:
@@ -452,10 +456,10 @@ class Clients(MethodView):
 
 @admin_blueprint.route("/clients/<client_id>/revocation")
 class ClientRevocation(MethodView):
+    @require_role("admin")
     @admin_blueprint.arguments(s.EmptyInput)
     @admin_blueprint.response(204)
     @documented(admin_blueprint, 404)
-    @require_role("admin")
     def post(self, _: dict, client_id: str):  # type: ignore[no-untyped-def, type-arg]
         """Revoke a client and its tokens."""
         with _state().unit_of_work() as uow:
@@ -467,10 +471,10 @@ class ClientRevocation(MethodView):
 
 @admin_blueprint.route("/audit-log")
 class AuditLog(MethodView):
+    @require_role("admin")
     @admin_blueprint.arguments(s.AuditQuery, location="query")
     @admin_blueprint.response(200, s.AuditOutput)
     @documented(admin_blueprint, 422)
-    @require_role("admin")
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Audit entries after a sequence number, with the whole chain's verification."""
         with _state().unit_of_work() as uow:

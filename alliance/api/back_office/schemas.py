@@ -7,6 +7,10 @@ from decimal import Decimal, InvalidOperation
 from marshmallow import Schema, ValidationError, fields, validate
 
 from alliance.api.partner.schemas import CARD_NUMBER, CURRENCY, TERMINAL, StrictSchema
+from alliance.domain.money import (
+    MULTIPLIER_PRECISION, MULTIPLIER_SCALE, PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE,
+    exact_decimal_problem,
+)
 from alliance.services.complaints import CATEGORIES
 from alliance.services.oauth import ROLES
 
@@ -17,15 +21,21 @@ MEMBER_NUMBER = validate.Regexp(r"^[0-9a-f]{16}$", error="a member number")
 class DecimalString(fields.Field):
     """An exact decimal written as a JSON string such as "0.0125"; JSON numbers are refused."""
 
+    def __init__(self, *, scale: int = PRICE_SCALE, precision: int = PRICE_PRECISION, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.precision = precision
+
     def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[no-untyped-def]
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > 40:
             raise ValidationError('write decimals as strings, e.g. "0.0125"')
         try:
             number = Decimal(value)
         except InvalidOperation:
             raise ValidationError("not a decimal number") from None
-        if not number.is_finite() or number < 0:
-            raise ValidationError("must be a non-negative decimal")
+        problem = exact_decimal_problem(number, scale=self.scale, precision=self.precision)
+        if problem:
+            raise ValidationError(problem)
         return number
 
     def _serialize(self, value, attr, obj, **kwargs):  # type: ignore[no-untyped-def]
@@ -116,7 +126,7 @@ class PartnerInput(StrictSchema):
     settlement_cycle = fields.String(required=True, validate=validate.OneOf(["daily", "weekly", "monthly"]))
     issue_price_per_point = DecimalString(required=True)
     redemption_price_per_point = DecimalString(required=True)
-    base_points_per_unit = DecimalString(required=True)
+    base_points_per_unit = DecimalString(required=True, scale=RATE_SCALE, precision=RATE_PRECISION)
     amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
     per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
     per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
@@ -150,7 +160,7 @@ class PriceInput(StrictSchema):
 
 class EarnRuleInput(StrictSchema):
     effective_from = fields.AwareDateTime(required=True)
-    base_points_per_unit = DecimalString(required=True)
+    base_points_per_unit = DecimalString(required=True, scale=RATE_SCALE, precision=RATE_PRECISION)
     amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
     per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
     per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
@@ -171,7 +181,7 @@ class CampaignInput(StrictSchema):
     partner = fields.String(validate=PARTNER_CODE)
     name = fields.String(required=True, validate=validate.Length(1, 200))
     funded_by = fields.String(required=True, validate=validate.OneOf(["partner", "hub"]))
-    multiplier = DecimalString(load_default=Decimal("1"))
+    multiplier = DecimalString(load_default=Decimal("1"), scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
     bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
     min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0))
     starts_at = fields.AwareDateTime(required=True)

@@ -1,0 +1,366 @@
+"""Back-office authentication: the OAuth 2 token endpoint, bearer tokens, and the role
+check on every back-office route, enumerated from the app's URL map so that a route
+added without a role check (or without a sample request here) fails this file."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from alliance.models import Member, OAuthClient, OAuthToken, Partner
+from alliance.services import oauth
+from tests.back_office_support import BASE, ROLES, BackOffice, audit_count, new_public_key, raw_table_text
+from tests.factories import SigningPartner, make_member, make_signing_partner
+from tests.http_server import fund_member, purchase_payload, wall_clock_partner_time
+from tests.partner_client import SignedTestClient
+from tests.signing import sign_request
+
+PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# Routes whose effect would spoil later samples run last (they still run once per allowed role).
+RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2}
+
+
+@dataclass
+class Sample:
+    """A request to a route that passes its schema, so only authentication can refuse it."""
+
+    json: Any = None
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class World:
+    """Objects the sample requests name: members, a card, a partner, a complaint, a key, a client."""
+
+    partner: SigningPartner
+    member_number: str
+    phone: str
+    card_number: str
+    sender: str
+    receiver: str
+    complaint_id: int
+    spare_key_id: str
+    spare_client_id: str
+
+
+def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
+    """(method, rule, Rule) of every back-office route, from the URL map."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(BASE):
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                routes.append((method, rule.rule, rule))
+    return routes
+
+
+def required_roles(app: Flask, rule, method: str) -> set[str] | None:  # type: ignore[no-untyped-def]
+    """The roles ``require_role`` attached to the view method, looking through decorators."""
+    view = app.view_functions[rule.endpoint]
+    function = getattr(getattr(view, "view_class", None), method.lower(), None) or view
+    while function is not None:
+        roles = getattr(function, "required_roles", None)
+        if roles:
+            return set(roles)
+        function = getattr(function, "__wrapped__", None)
+    return None
+
+
+def _world(bo: BackOffice) -> World:
+    hub = bo.hub
+    partner = make_signing_partner(hub, now=wall_clock_partner_time(), code="shop")
+    phone = "+33611111111"
+    member_number, card_number = bo.enrol(name="Role Matrix", phone=phone)
+    old = datetime.now(timezone.utc) - timedelta(days=90)
+    sender, receiver = make_member(hub, now=old), make_member(hub, now=old)
+    fund_member(hub, member_id=sender.member_id, partner_id=partner.partner_id, points=50)
+    complaint = bo.post("/complaints", {"partner": "shop", "category": "other", "description": "slow till"},
+                        role="customer_service")
+    assert complaint.status == 201, complaint.body
+    _, public_key = new_public_key()
+    spare_key = bo.post("/partners/shop/keys", {"key_id": "spare-key", "public_key": public_key},
+                        role="partner_manager")
+    assert spare_key.status == 201, spare_key.body
+    spare_client = bo.register_client("finance", name="spare")
+    return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
+                 _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id)
+
+
+def _number(hub, member_id: int) -> str:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return uow.session.scalar(select(Member.member_number).where(Member.id == member_id))
+
+
+def _samples(world: World) -> dict[tuple[str, str], Sample]:
+    soon = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+    later = (datetime.now(timezone.utc) + timedelta(days=60)).isoformat()
+    _, public_key = new_public_key()
+    b = BASE
+    return {
+        ("GET", f"{b}/members"): Sample(query={"phone": world.phone}),
+        ("POST", f"{b}/members"): Sample(json={"name": "Another Member"}),
+        ("GET", f"{b}/members/<member_number>"): Sample(),
+        ("PATCH", f"{b}/members/<member_number>/profile"): Sample(json={"email": "role.matrix@example.org"}),
+        ("GET", f"{b}/members/<member_number>/history"): Sample(query={"limit": "10"}),
+        ("GET", f"{b}/members/<member_number>/export"): Sample(),
+        ("POST", f"{b}/members/<member_number>/erasure"): Sample(json={}),
+        ("POST", f"{b}/members/<member_number>/redemption-codes"): Sample(json={}),
+        ("POST", f"{b}/cards/<card_number>/replacement"): Sample(json={}),
+        ("POST", f"{b}/cards/<card_number>/pin"): Sample(json={"pin": "4321"}),
+        ("POST", f"{b}/transfers"): Sample(json={"from_member": world.sender, "to_member": world.receiver,
+                                                 "points": 1}),
+        ("GET", f"{b}/partners"): Sample(),
+        ("POST", f"{b}/partners"): Sample(json={
+            "code": "role-new", "name": "Role New", "currency": "EUR", "time_zone": "Europe/Paris",
+            "settlement_cycle": "monthly", "issue_price_per_point": "0.01", "redemption_price_per_point": "0.008",
+            "base_points_per_unit": "1"}),
+        ("GET", f"{b}/partners/<code>"): Sample(),
+        ("POST", f"{b}/partners/<code>/status"): Sample(json={"status": "suspended"}),
+        ("POST", f"{b}/partners/<code>/prices"): Sample(json={
+            "effective_from": soon, "issue_price_per_point": "0.02", "redemption_price_per_point": "0.015"}),
+        ("POST", f"{b}/partners/<code>/earn-rules"): Sample(json={"effective_from": soon,
+                                                                  "base_points_per_unit": "2"}),
+        ("POST", f"{b}/partners/<code>/terminals"): Sample(json={"code": "till-9"}),
+        ("POST", f"{b}/partners/<code>/keys"): Sample(json={"key_id": "role-key", "public_key": public_key}),
+        ("POST", f"{b}/partners/<code>/keys/<key_id>/revocation"): Sample(json={}),
+        ("POST", f"{b}/campaigns"): Sample(json={"name": "Spring", "funded_by": "hub", "bonus_points": 5,
+                                                 "starts_at": soon, "ends_at": later}),
+        ("GET", f"{b}/complaints"): Sample(query={"status": "open"}),
+        ("POST", f"{b}/complaints"): Sample(json={"partner": "shop", "category": "other", "description": "rude"}),
+        ("POST", f"{b}/complaints/<int:complaint_id>/transitions"): Sample(json={"status": "investigating"}),
+        ("POST", f"{b}/clients"): Sample(json={"name": "new system", "roles": ["finance"]}),
+        ("POST", f"{b}/clients/<client_id>/revocation"): Sample(json={}),
+        ("GET", f"{b}/audit-log"): Sample(query={"limit": "5"}),
+    }
+
+
+def _concrete(rule: str, world: World) -> str:
+    values = {"member_number": world.member_number, "card_number": world.card_number, "code": "shop",
+              "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
+              "client_id": world.spare_client_id}
+    return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
+
+
+def _send(bo: BackOffice, method: str, path: str, sample: Sample, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    response = bo.client.open(path, method=method, json=sample.json, query_string=sample.query, headers=headers)
+    return response.status_code, response.get_json(silent=True) or {}
+
+
+def _partner_signed_headers(partner: SigningPartner, method: str, path: str, sample: Sample) -> dict[str, str]:
+    body = b"" if sample.json is None else json.dumps(sample.json).encode()
+    query = "&".join(f"{key}={value}" for key, value in sample.query.items())
+    url = "http://localhost" + path + (f"?{query}" if query else "")
+    return sign_request(method=method, url=url, body=body, key_id=partner.key_id, private_key=partner.private_key,
+                        idempotency_key=str(uuid.uuid4()) if method != "GET" else None)
+
+
+def _revoked_token(bo: BackOffice) -> str:
+    created = bo.register_client(*ROLES, name="to revoke")
+    token = bo.request_token(created.client_id, created.client_secret).body["access_token"]
+    with bo.hub.unit_of_work() as uow:
+        oauth.revoke_client(uow.session, client_id=created.client_id, now=datetime.now(timezone.utc))
+        uow.commit()
+    return token
+
+
+def _expired_token(bo: BackOffice) -> str:
+    """A token of an active all-roles client, issued two hours ago for one hour."""
+    created = bo.register_client(*ROLES, name="expired")
+    token = "expired-" + uuid.uuid4().hex
+    with bo.hub.unit_of_work() as uow:
+        row = uow.session.scalar(select(OAuthClient).where(OAuthClient.client_id == created.client_id))
+        oauth.store_token(uow.session, client=row, access_token=token, scope=" ".join(ROLES),
+                          now=datetime.now(timezone.utc) - timedelta(hours=2), expires_in_s=3600)
+        uow.commit()
+    return token
+
+
+def test_every_back_office_route_refuses_missing_foreign_and_insufficient_credentials_and_admits_its_roles(app):
+    bo = BackOffice(app)
+    world = _world(bo)
+    samples = _samples(world)
+    routes = back_office_routes(app)
+    enumerated = {(method, rule) for method, rule, _ in routes}
+    assert len(routes) >= 27
+    assert enumerated == set(samples), "every route needs a sample request here (and every sample a route)"
+
+    roles_by_route = {(method, rule): required_roles(app, rule_object, method) for method, rule, rule_object in routes}
+    unguarded = sorted(route for route, roles in roles_by_route.items() if not roles)
+    assert not unguarded, f"back-office routes without require_role: {unguarded}"
+    assert all(roles <= set(ROLES) for roles in roles_by_route.values())
+
+    revoked, expired = _revoked_token(bo), _expired_token(bo)
+    role_tokens = {role: bo.token(role) for role in ROLES}
+    unauthenticated_headers = {
+        "no Authorization": {},
+        "unknown bearer token": {"Authorization": "Bearer " + uuid.uuid4().hex},
+        "Basic scheme": {"Authorization": "Basic Zm9vOmJhcg=="},
+        "empty bearer": {"Authorization": "Bearer "},
+        "revoked client's token": {"Authorization": f"Bearer {revoked}"},
+        "expired token": {"Authorization": f"Bearer {expired}"},
+    }
+    entries_before = audit_count(bo.hub)
+    failures: list[str] = []
+    for method, rule, _ in routes:
+        path, sample = _concrete(rule, world), samples[(method, rule)]
+        for label, headers in unauthenticated_headers.items():
+            status, body = _send(bo, method, path, sample, headers)
+            if (status, body.get("code")) != (401, "not_authenticated"):
+                failures.append(f"{method} {rule} with {label}: {status} {body.get('code')}")
+        status, body = _send(bo, method, path, sample,
+                             _partner_signed_headers(world.partner, method, path, sample))
+        if (status, body.get("code")) != (401, "not_authenticated"):
+            failures.append(f"{method} {rule} with a partner signature: {status} {body.get('code')}")
+        for role in sorted(set(ROLES) - roles_by_route[(method, rule)]):
+            status, body = _send(bo, method, path, sample, {"Authorization": f"Bearer {role_tokens[role]}"})
+            if (status, body.get("code")) != (403, "role_refused"):
+                failures.append(f"{method} {rule} as {role}: {status} {body.get('code')}")
+    assert not failures, "\n".join(failures)
+    # Nothing refused left a trace: every change writes an audit entry in its own transaction.
+    assert audit_count(bo.hub) == entries_before
+
+    ordered = sorted(routes, key=lambda route: max([rank for suffix, rank in RUN_LATE.items()
+                                                    if route[1].endswith(suffix)] or [0]))
+    for method, rule, _ in ordered:
+        path, sample = _concrete(rule, world), samples[(method, rule)]
+        for position, role in enumerate(sorted(roles_by_route[(method, rule)])):
+            status, body = _send(bo, method, path, sample, {"Authorization": f"Bearer {role_tokens[role]}"})
+            # The first allowed role performs the sample; a second one may find it already done.
+            admitted = status < 300 if position == 0 else status not in (401, 403) and status < 500
+            if not admitted:
+                failures.append(f"{method} {rule} as allowed {role}: {status} {body}")
+    assert not failures, "\n".join(failures)
+    with bo.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(Partner.status).where(Partner.code == "shop")) == "suspended"
+        assert uow.session.scalar(select(Member.status).where(Member.member_number == world.member_number)) == "closed"
+
+
+def test_an_unauthenticated_request_with_a_valid_body_is_refused_without_reaching_the_service(app):
+    bo = BackOffice(app)
+    reply = bo.call("POST", "/members", json={"name": "Nobody"})
+    assert (reply.status, reply.code) == (401, "not_authenticated")
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    with bo.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Member)) == 0
+
+
+def test_an_unauthenticated_request_with_an_invalid_body_is_refused_as_unauthenticated(app):
+    bo = BackOffice(app)
+    body_reply = bo.call("POST", "/members", json={"bogus": 1})
+    query_reply = bo.call("GET", "/members", query={"nonsense": "1"})
+    assert (body_reply.status, body_reply.code) == (401, "not_authenticated")
+    assert (query_reply.status, query_reply.code) == (401, "not_authenticated")
+
+
+def test_token_endpoint_issues_bearer_tokens_for_the_clients_roles_and_stores_only_digests(app):
+    bo = BackOffice(app)
+    created = bo.register_client("customer_service", "partner_manager")
+    reply = bo.request_token(created.client_id, created.client_secret)
+    assert reply.status == 200, reply.body
+    assert reply.body["token_type"] == "Bearer"
+    assert reply.body["expires_in"] == 3600
+    assert set(reply.body["scope"].split()) == {"customer_service", "partner_manager"}
+    token = reply.body["access_token"]
+    assert bo.call("GET", "/partners", token=token).status == 200
+    assert bo.call("GET", "/members", token=token, query={"phone": "+33600000000"}).status == 200
+    admin_only = bo.call("GET", "/audit-log", token=token)
+    assert (admin_only.status, admin_only.code) == (403, "role_refused")
+    stored = raw_table_text(bo.hub, "oauth_tokens") + raw_table_text(bo.hub, "oauth_clients")
+    assert token not in stored and created.client_secret not in stored
+
+
+def test_token_endpoint_refuses_a_wrong_secret_an_unknown_client_and_other_grant_types(app):
+    bo = BackOffice(app)
+    created = bo.register_client("admin")
+    wrong_secret = bo.request_token(created.client_id, created.client_secret + "x")
+    unknown_client = bo.request_token("bo_0000000000000000", created.client_secret)
+    password_grant = bo.request_token(created.client_id, created.client_secret, grant_type="password")
+    made_up_grant = bo.request_token(created.client_id, created.client_secret, grant_type="urn:example:magic")
+    assert (wrong_secret.status, wrong_secret.body["error"]) == (401, "invalid_client")
+    assert (unknown_client.status, unknown_client.body["error"]) == (401, "invalid_client")
+    assert (password_grant.status, password_grant.body["error"]) == (400, "unsupported_grant_type")
+    assert (made_up_grant.status, made_up_grant.body["error"]) == (400, "unsupported_grant_type")
+    with bo.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(OAuthToken)) == 0
+
+
+def test_asking_for_a_role_the_client_lacks_gives_a_token_without_it(app):
+    bo = BackOffice(app)
+    created = bo.register_client("customer_service", "partner_manager")
+    narrowed = bo.request_token(created.client_id, created.client_secret, scope="partner_manager admin")
+    assert narrowed.status == 200, narrowed.body
+    assert narrowed.body["scope"] == "partner_manager"
+    token = narrowed.body["access_token"]
+    assert bo.call("GET", "/partners", token=token).status == 200
+    for path, query in (("/audit-log", None), ("/members", {"phone": "+33600000000"})):
+        refused = bo.call("GET", path, token=token, query=query)
+        assert (refused.status, refused.code) == (403, "role_refused")
+    nothing_held = bo.request_token(created.client_id, created.client_secret, scope="finance")
+    assert nothing_held.status == 200
+    assert not nothing_held.body.get("scope")
+    refused = bo.call("GET", "/partners", token=nothing_held.body["access_token"])
+    assert (refused.status, refused.code) == (403, "role_refused")
+    unknown_scope = bo.request_token(created.client_id, created.client_secret, scope="superuser")
+    assert (unknown_scope.status, unknown_scope.body["error"]) == (400, "invalid_scope")
+
+
+def test_token_endpoint_accepts_client_secret_post(app):
+    bo = BackOffice(app)
+    created = bo.register_client("admin")
+    reply = bo.request_token(created.client_id, created.client_secret, auth="post")
+    assert reply.status == 200, reply.body
+    assert bo.call("GET", "/audit-log", token=reply.body["access_token"]).status == 200
+
+
+def test_a_revoked_client_loses_its_tokens_and_cannot_get_new_ones(app):
+    bo = BackOffice(app)
+    victim = bo.register_client("partner_manager")
+    token = bo.request_token(victim.client_id, victim.client_secret).body["access_token"]
+    assert bo.call("GET", "/partners", token=token).status == 200
+    revoked = bo.post(f"/clients/{victim.client_id}/revocation", role="admin")
+    assert revoked.status == 204
+    after = bo.call("GET", "/partners", token=token)
+    assert (after.status, after.code) == (401, "not_authenticated")
+    again = bo.request_token(victim.client_id, victim.client_secret)
+    assert (again.status, again.body["error"]) == (401, "invalid_client")
+    unknown = bo.post("/clients/bo_ffffffffffffffff/revocation", role="admin")
+    assert (unknown.status, unknown.code) == (404, "not_found")
+
+
+def test_admin_creates_a_client_whose_secret_is_shown_once_and_works(app):
+    bo = BackOffice(app)
+    reply = bo.post("/clients", {"name": "crm sync", "roles": ["customer_service", "customer_service"]}, role="admin")
+    assert reply.status == 201, reply.body
+    assert reply.body["roles"] == ["customer_service"]
+    token = bo.request_token(reply.body["client_id"], reply.body["client_secret"])
+    assert token.status == 200 and token.body["scope"] == "customer_service"
+    bad_role = bo.post("/clients", {"name": "x", "roles": ["superuser"]}, role="admin")
+    no_roles = bo.post("/clients", {"name": "x", "roles": []}, role="admin")
+    assert (bad_role.status, bad_role.code) == (422, "validation_failed")
+    assert (no_roles.status, no_roles.code) == (422, "validation_failed")
+    assert reply.body["client_secret"] not in raw_table_text(bo.hub, "oauth_clients")
+
+
+def test_partner_routes_refuse_a_bearer_token_without_a_signature(app):
+    bo = BackOffice(app)
+    partner = make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="shop")
+    member_number, card_number = bo.enrol(name="Bearer Only")
+    token = bo.token(*ROLES)
+    for method, path, payload in (
+        ("POST", "/partner/v1/purchases", purchase_payload("r-1", card_number)),
+        ("GET", "/partner/v1/purchases/r-1", None),
+        ("POST", "/partner/v1/balance-inquiries", {"card_number": card_number, "pin": "1234"}),
+    ):
+        response = bo.client.open(path, method=method, json=payload, headers={
+            "Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())})
+        body = response.get_json()
+        assert (response.status_code, body["code"]) == (401, "signature_missing"), (path, body)
+    # The same purchase, signed, goes through: the refusal was about the credential alone.
+    assert SignedTestClient(app, partner).post("/partner/v1/purchases", purchase_payload("r-1", card_number)).status == 201
