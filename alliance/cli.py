@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 import sys
 from datetime import datetime, timezone
 from typing import Callable
@@ -151,51 +153,49 @@ def jobs() -> None:
     """Ledger housekeeping jobs, the same ones the scheduler runs."""
 
 
-def _job(name: str, help_text: str, run: Callable, unit: str) -> None:  # type: ignore[type-arg]
-    @jobs.command(name, help=help_text)
+JOB_HELP = {
+    "expire-holds": "Release redemption holds whose time to live has passed.",
+    "activate-pending": "Make pending points spendable once their return window has passed.",
+    "expire-points": "Move points past their expiry to the hub's breakage account.",
+    "prune-idempotency-keys": "Forget idempotency keys older than 72 hours.",
+    "prune-nonces": "Forget signature nonces whose signatures can no longer be valid.",
+    "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",
+}
+
+
+def _process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _job_command(name: str) -> None:
+    @jobs.command(name, help=JOB_HELP[name] + " Exclusive: skipped while another process runs it.")
     @click.option("--now", "now_text", default=None, help="Pretend it is this moment (ISO 8601 with offset).")
-    @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most items per run.")
     @_with_app
-    def job(app: Flask, now_text: str | None, limit: int) -> None:
-        now = _parse_now(now_text)
-        with hub_state(app).unit_of_work() as uow:
-            done = run(uow.session, now=now, limit=limit)
-            uow.commit()
-        click.echo(f"{name}: {done} {unit}")
+    def job(app: Flask, now_text: str | None) -> None:
+        from alliance.services.jobs import run_exclusively, standard_jobs
+
+        state = hub_state(app)
+        chosen = {job.name: job for job in standard_jobs(state.settings.alliance_currency)}[name]
+        done = run_exclusively(state.session_factory, chosen, holder=_process_name(), now=_parse_now(now_text))
+        if done is None:
+            raise click.ClickException(f"{name} is running in another process; nothing done")
+        click.echo(f"{name}: {done} {chosen.unit}")
 
 
-def _register_jobs() -> None:
-    from alliance.services import ledger
-
-    _job("expire-holds", "Release redemption holds whose time to live has passed.", ledger.expire_holds, "holds released")
-    _job("activate-pending", "Make pending points spendable once their return window has passed.",
-         ledger.activate_due_lots, "lots activated")
-    _job("expire-points", "Move points past their expiry to the hub's breakage account.",
-         ledger.expire_due_lots, "points expired")
+for _name in JOB_HELP:
+    _job_command(_name)
 
 
-_register_jobs()
+@main.command()
+@click.option("--once", is_flag=True, help="Run every job once, now, and exit.")
+@click.option("--run-for-s", type=click.IntRange(1, 86_400), default=None,
+              help="Stop after this many seconds (for tests and drills); default: until stopped.")
+@_with_app
+def scheduler(app: Flask, once: bool, run_for_s: int | None) -> None:
+    """Run the scheduled jobs in this process (never inside web workers)."""
+    from alliance.scheduler import run_scheduler
 
-
-def _register_maintenance_jobs() -> None:
-    from alliance.services import idempotency, partner_keys
-
-    _job("prune-idempotency-keys", "Forget idempotency keys older than 72 hours.", idempotency.prune, "keys pruned")
-    _job("prune-nonces", "Forget signature nonces whose signatures can no longer be valid.",
-         partner_keys.prune_nonces, "nonces pruned")
-    _job("recompute-tiers", "Set member tiers from qualifying spend over the last 12 months.", _recompute_tiers,
-         "members changed tier")
-
-
-def _recompute_tiers(session, *, now, limit):  # type: ignore[no-untyped-def]
-    from alliance.domain.money import minor_units_per_unit
-    from alliance.services.member_admin import recompute_tiers
-
-    currency = hub_state().settings.alliance_currency
-    return recompute_tiers(session, now=now, currency=currency, minor_units_per_unit=minor_units_per_unit(currency))
-
-
-_register_maintenance_jobs()
+    run_scheduler(hub_state(app), holder=_process_name(), once=once, run_for_s=run_for_s, echo=click.echo)
 
 
 def _register_admin_commands() -> None:

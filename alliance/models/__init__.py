@@ -3,6 +3,7 @@
 from alliance.models.back_office import (
     AuditLogEntry,
     Complaint,
+    JobLease,
     MemberProfile,
     MemberTransfer,
     OAuthClient,
@@ -32,6 +33,7 @@ from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, Partn
 __all__ = [
     "AuditLogEntry",
     "Complaint",
+    "JobLease",
     "MemberProfile",
     "MemberTransfer",
     "OAuthClient",

@@ -1,0 +1,98 @@
+"""Scheduled jobs: what each does, and a database lease that makes each one exclusive.
+
+Every job is idempotent (running it twice does nothing the second time) and exclusive
+(a lease row, taken with a conditional update, lets one process run it at a time), so
+two scheduler processes, or a scheduler and an operator at the CLI, never double an
+effect. The same functions back ``alliance jobs …``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import insert, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from alliance.domain.money import minor_units_per_unit
+from alliance.models import JobLease
+from alliance.services import idempotency, ledger, member_admin, partner_keys
+
+# A lease outlives any healthy run by far; a crashed holder's lease lapses after it.
+LEASE_DURATION = timedelta(minutes=15)
+BATCH_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A named, idempotent unit of scheduled work and how often it runs."""
+
+    name: str
+    interval_s: int
+    run: Callable[..., int]
+    unit: str
+
+
+def _recompute_tiers(session: Session, *, now: datetime, limit: int, currency: str) -> int:
+    return member_admin.recompute_tiers(session, now=now, currency=currency,
+                                        minor_units_per_unit=minor_units_per_unit(currency))
+
+
+def standard_jobs(alliance_currency: str) -> list[Job]:
+    """The hub's housekeeping jobs with their intervals."""
+    def tiers(session: Session, *, now: datetime, limit: int) -> int:
+        return _recompute_tiers(session, now=now, limit=limit, currency=alliance_currency)
+
+    return [
+        Job("expire-holds", 60, ledger.expire_holds, "holds released"),
+        Job("activate-pending", 300, ledger.activate_due_lots, "lots activated"),
+        Job("expire-points", 3600, ledger.expire_due_lots, "points expired"),
+        Job("prune-idempotency-keys", 3600, idempotency.prune, "keys pruned"),
+        Job("prune-nonces", 600, partner_keys.prune_nonces, "nonces pruned"),
+        Job("recompute-tiers", 86_400, tiers, "members changed tier"),
+    ]
+
+
+def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime) -> bool:
+    """Take the job's lease if it is free or lapsed (or already ours); True when taken."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(JobLease).values(job_name=job_name))
+    except IntegrityError:
+        pass
+    taken = session.execute(
+        update(JobLease)
+        .where(JobLease.job_name == job_name,
+               or_(JobLease.lease_until.is_(None), JobLease.lease_until < now, JobLease.holder == holder))
+        .values(holder=holder, lease_until=now + LEASE_DURATION, last_started_at=now)
+    )
+    return taken.rowcount == 1
+
+
+def release_lease(session: Session, *, job_name: str, holder: str, now: datetime, outcome: str) -> None:
+    """Give the lease back and record how the run ended."""
+    session.execute(
+        update(JobLease).where(JobLease.job_name == job_name, JobLease.holder == holder)
+        .values(holder=None, lease_until=None, last_finished_at=now, last_outcome=outcome[:200])
+    )
+
+
+def run_exclusively(session_factory: sessionmaker[Session], job: Job, *, holder: str, now: datetime) -> int | None:
+    """Run one job under its lease; None when another process holds it."""
+    with session_factory() as session:
+        if not acquire_lease(session, job_name=job.name, holder=holder, now=now):
+            return None
+        session.commit()
+    outcome = "failed"
+    try:
+        with session_factory() as session:
+            done = job.run(session, now=now, limit=BATCH_LIMIT)
+            session.commit()
+        outcome = f"{done} {job.unit}"
+        return done
+    finally:
+        with session_factory() as session:
+            release_lease(session, job_name=job.name, holder=holder, now=now, outcome=outcome)
+            session.commit()
