@@ -85,11 +85,22 @@ def load_public_key(path: Path) -> bytes:
 
 def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     """Add the ``partners``, ``members`` and ``campaigns`` groups to the CLI."""
+    _register_partner_commands(main, with_app)
+    _register_member_commands(main, with_app)
+    _register_campaign_commands(main, with_app)
+
+
+def _register_partner_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
 
     @main.group()
     def partners() -> None:
         """Onboard partners; register, rotate and revoke their signing keys."""
 
+    _add_partner_create(partners, with_app)
+    _add_partner_keys_and_terminals(partners, with_app)
+
+
+def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @partners.command("create")
     @click.option("--code", required=True, help="Short lowercase code, e.g. cafe-aurora.")
     @click.option("--name", required=True)
@@ -130,6 +141,9 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
             uow.commit()
         click.echo(f"partner {code} created (id {partner_id}, {status})")
 
+
+
+def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @partners.command("add-terminal")
     @click.option("--partner", "partner_code", required=True)
     @click.option("--code", required=True, help="Terminal code, e.g. till-2.")
@@ -198,6 +212,9 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
                 key_text = ", ".join(f"{key_id} ({status})" for key_id, status in keys) or "no keys"
                 click.echo(f"{partner.code}\t{partner.status}\t{partner.currency}\t{partner.settlement_cycle}\t{key_text}")
 
+
+
+def _register_member_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @main.group()
     def members() -> None:
         """Enrol members, set PINs, issue one-time redemption codes."""
@@ -251,6 +268,9 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
             uow.commit()
         click.echo(f"redemption code {code} (valid until {expires_at.isoformat(timespec='seconds')})")
 
+
+
+def _register_campaign_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @main.group()
     def campaigns() -> None:
         """Campaigns that give extra points, funded by a partner or by the hub."""
@@ -280,7 +300,12 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
 
 
 def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
-    """Add ``staff`` (back-office clients) and ``pii`` (key ring) groups, and the tier job."""
+    """Add ``staff`` (back-office clients) and ``pii`` (key ring) groups."""
+    _register_staff_commands(main, with_app)
+    _register_pii_commands(main, with_app)
+
+
+def _register_staff_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
 
     @main.group()
     def staff() -> None:
@@ -315,6 +340,9 @@ def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[n
             uow.commit()
         click.echo(f"client {client_id} revoked")
 
+
+
+def _register_pii_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @main.group()
     def pii() -> None:
         """The key ring personal data is encrypted under."""
