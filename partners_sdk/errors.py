@@ -187,7 +187,7 @@ def parse_retry_after_s(value: str | None) -> float | None:
         return None
     text = value.strip()
     if text.isdigit():
-        return float(int(text))
+        return int(text)
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError):
