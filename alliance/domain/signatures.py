@@ -36,6 +36,7 @@ MAX_CLOCK_AHEAD_S = 60
 MAX_SIGNATURE_VALIDITY_S = 300
 # 128 random bits are 22 characters of base64 or 32 of hex; the ceiling bounds storage.
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{22,128}$")
+INACTIVE_PARTNER_STATUSES = frozenset({"pending", "terminated"})
 DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
 
@@ -60,6 +61,9 @@ class PartnerKeyRecord:
     status: str
     expires_at: datetime | None
     terminal_id: int | None
+    # Pending and terminated partners have no business on the partner API at all;
+    # a suspended one may still look up, void and refund (the services refuse the rest).
+    partner_status: str = "active"
 
 
 class KeyStore(Protocol):
@@ -184,6 +188,8 @@ def _usable_key(keys: KeyStore, key_id: str, now: datetime) -> PartnerKeyRecord:
         raise SignatureRejected("key_revoked", f"key {key_id!r} is {key.status}")
     if key.expires_at is not None and key.expires_at <= now:
         raise SignatureRejected("key_expired", f"key {key_id!r} expired at {key.expires_at.isoformat()}")
+    if key.partner_status in INACTIVE_PARTNER_STATUSES:
+        raise SignatureRejected("partner_inactive", f"the partner of key {key_id!r} is {key.partner_status}")
     return key
 
 

@@ -88,6 +88,11 @@ def complete(session: Session, *, record_id: int, status: int, body: str, now: d
     )
 
 
+def forget(session: Session, *, record_id: int) -> None:
+    """Drop a key whose request never reached anything to act on, so a retry can act."""
+    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+
 def prune(session: Session, *, now: datetime, retention: timedelta = MINIMUM_RETENTION, limit: int = 10_000) -> int:
     """Forget keys older than the retention (never less than 72 hours); returns how many."""
     retention = max(retention, MINIMUM_RETENTION)

@@ -9,7 +9,7 @@ effect. The same functions back ``alliance jobs …``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import insert, or_, update
@@ -80,9 +80,14 @@ def release_lease(session: Session, *, job_name: str, holder: str, now: datetime
 
 
 def run_exclusively(session_factory: sessionmaker[Session], job: Job, *, holder: str, now: datetime) -> int | None:
-    """Run one job under its lease; None when another process holds it."""
+    """Run one job under its lease; None when another process holds it.
+
+    ``now`` is the moment the job acts for (an operator may pretend); the lease always
+    runs on the real clock, so a pretended future cannot take over a live lease.
+    """
+    lease_now = datetime.now(timezone.utc)
     with session_factory() as session:
-        if not acquire_lease(session, job_name=job.name, holder=holder, now=now):
+        if not acquire_lease(session, job_name=job.name, holder=holder, now=lease_now):
             return None
         session.commit()
     outcome = "failed"
@@ -94,5 +99,5 @@ def run_exclusively(session_factory: sessionmaker[Session], job: Job, *, holder:
         return done
     finally:
         with session_factory() as session:
-            release_lease(session, job_name=job.name, holder=holder, now=now, outcome=outcome)
+            release_lease(session, job_name=job.name, holder=holder, now=datetime.now(timezone.utc), outcome=outcome)
             session.commit()

@@ -198,7 +198,8 @@ def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> 
     due = session.execute(
         select(PointLot.id, PointLot.member_id)
         .where(PointLot.state == LotState.PENDING.value, PointLot.activates_at <= now)
-        .order_by(PointLot.activates_at, PointLot.id)
+        # Member order is the lock order of every multi-member transaction.
+        .order_by(PointLot.member_id, PointLot.id)
         .limit(limit)
     ).all()
     activated = 0
@@ -231,8 +232,11 @@ def authorize_hold(
         raise ValidationFailed(f"a hold lives between 1 and {MAX_HOLD_TTL_S} seconds", fields={"ttl_s": ["out of range"]})
     member = lock_member(session, member_id)
     _active_partner(session, partner_id)
-    if member.available_points < points:
-        raise InsufficientPoints(f"member {member_id} has {member.available_points} points available, {points} asked for")
+    # Points past their expiry are breakage, not spendable, even before the hourly job
+    # has swept them; sweep this member's now, under the lock.
+    available_points = member.available_points - _expire_member_lots(session, member, now)
+    if available_points < points:
+        raise InsufficientPoints(f"member {member_id} has {available_points} points available, {points} asked for")
     expires_at = now + timedelta(seconds=ttl_s)
     hold_id = session.execute(
         insert(RedemptionHold)
@@ -265,7 +269,8 @@ def capture_hold(session: Session, *, hold_id: int, points: int, now: datetime) 
         raise ValidationFailed(
             f"capture of {points} points exceeds the hold of {hold.points_held}", fields={"points": ["exceeds the hold"]}
         )
-    partner = session.get_one(Partner, hold.partner_id)
+    # A suspended or terminated partner can still void or refund, but not redeem.
+    partner = _active_partner(session, hold.partner_id)
     price = _price_in_force(session, hold.partner_id, now).redemption_price_per_point
     released = hold.points_held - points
     redeemed_account_id = _partner_account_id(session, AccountKind.PARTNER_REDEEMED, hold.partner_id)
@@ -293,7 +298,8 @@ def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
     due = session.scalars(
         select(RedemptionHold.id)
         .where(RedemptionHold.status == HoldStatus.OPEN.value, RedemptionHold.expires_at <= now)
-        .order_by(RedemptionHold.expires_at, RedemptionHold.id)
+        # Member order is the lock order of every multi-member transaction.
+        .order_by(RedemptionHold.member_id, RedemptionHold.id)
         .limit(limit)
     ).all()
     expired = 0
@@ -339,10 +345,10 @@ def refund_redemption(session: Session, *, hold_id: int, points: int, now: datet
 
 
 def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, now: datetime) -> ClawbackResult:
-    """Take back points of a refunded purchase: its own lot first, then other spendable lots.
+    """Take back points of a refunded purchase from its own lot (pending or spendable).
 
-    Never more than the earn gave in total. Points the member has already spent stay
-    with the member and are reported as unrecovered; a balance never goes negative.
+    Never more than the earn gave in total. Points the member has already spent or that
+    expired stay where they went and are reported as unrecovered; no balance goes negative.
     """
     require_positive_points(points)
     lot = session.execute(select(PointLot).where(PointLot.earn_transaction_id == earn_transaction_id)).scalar_one_or_none()
@@ -364,6 +370,7 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
             f"claw back of {points} points exceeds the {lot.points_earned - already_recovered} not yet taken back",
             fields={"points": ["more than was earned"]},
         )
+    _expire_member_lots(session, member, now)
     allocation, member_account_id = _clawback_allocation(session, lot, points, member)
     recovered = sum(taken for _, taken in allocation)
     if recovered == 0:
@@ -388,54 +395,47 @@ def expire_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> in
         .order_by(PointLot.member_id)
         .limit(limit)
     ).all()
-    breakage_account_id = account_ids(session, [account_code(AccountKind.HUB_BREAKAGE)])["hub:breakage"]
     expired_points = 0
     for member_id in members:
-        member = lock_member(session, member_id, require_active=False)
-        lots = session.execute(
-            select(PointLot.id, PointLot.points_remaining).where(
-                PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value,
-                PointLot.expires_at <= now, PointLot.points_remaining > 0,
-            ).order_by(PointLot.expires_at, PointLot.id)
-        ).all()
-        total = sum(lot.points_remaining for lot in lots)
-        if not total:
-            continue
-        transaction_id = post_transaction(
-            session, kind=TransactionKind.EXPIRY, lines=[(member.available_id, -total), (breakage_account_id, total)],
-            posted_at=now, member_id=member_id,
-        )
-        _consume(session, [(lot.id, lot.points_remaining) for lot in lots],
-                 transaction_id=transaction_id, member_id=member_id, hold_id=None)
-        expired_points += total
+        expired_points += _expire_member_lots(session, lock_member(session, member_id, require_active=False), now)
     return expired_points
+
+
+def _expire_member_lots(session: Session, member: MemberAccounts, now: datetime) -> int:
+    """Move a locked member's points past their expiry to breakage; returns how many."""
+    lots = session.execute(
+        select(PointLot.id, PointLot.points_remaining).where(
+            PointLot.member_id == member.member_id, PointLot.state == LotState.ACTIVE.value,
+            PointLot.expires_at <= now, PointLot.points_remaining > 0,
+        ).order_by(PointLot.expires_at, PointLot.id)
+    ).all()
+    total = sum(lot.points_remaining for lot in lots)
+    if not total:
+        return 0
+    breakage_account_id = account_ids(session, [account_code(AccountKind.HUB_BREAKAGE)])["hub:breakage"]
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.EXPIRY, lines=[(member.available_id, -total), (breakage_account_id, total)],
+        posted_at=now, member_id=member.member_id,
+    )
+    _consume(session, [(lot.id, lot.points_remaining) for lot in lots],
+             transaction_id=transaction_id, member_id=member.member_id, hold_id=None)
+    return total
 
 
 def _clawback_allocation(
     session: Session, lot: PointLot, points: int, member: MemberAccounts
 ) -> tuple[list[tuple[int, int]], int]:
-    """Which lots a claw back takes from, and the member account it debits."""
+    """What a claw back takes: only the purchase's own lot, and the member account it debits.
+
+    Taking from the member's other lots would destroy points another partner issued and
+    is billed for; points already spent stay spent and are reported as unrecovered.
+    """
     current = session.execute(
         select(PointLot.state, PointLot.points_remaining).where(PointLot.id == lot.id)
     ).one()
-    if current.state == LotState.PENDING.value:
-        taken = min(points, current.points_remaining)
-        return ([(lot.id, taken)] if taken else []), member.pending_id
-    allocation = [(lot.id, min(points, current.points_remaining))] if current.points_remaining else []
-    still_needed = points - sum(taken for _, taken in allocation)
-    if still_needed:
-        others = session.execute(
-            select(PointLot.id, PointLot.expires_at, PointLot.points_remaining).where(
-                PointLot.member_id == lot.member_id, PointLot.state == LotState.ACTIVE.value,
-                PointLot.points_remaining > 0, PointLot.id != lot.id,
-            )
-        ).all()
-        spendable = sum(other.points_remaining for other in others)
-        if spendable:
-            allocation += allocate_soonest_expiry_first(
-                [LotSlice(*other) for other in others], min(still_needed, spendable)
-            )
-    return allocation, member.available_id
+    taken = min(points, current.points_remaining)
+    account_id = member.pending_id if current.state == LotState.PENDING.value else member.available_id
+    return ([(lot.id, taken)] if taken else []), account_id
 
 
 def _lock_hold(session: Session, hold_id: int) -> tuple[MemberAccounts, RedemptionHold]:
@@ -558,8 +558,9 @@ def transfer(
     first, second = sorted((from_member_id, to_member_id))
     locked = {first: lock_member(session, first), second: lock_member(session, second)}
     sender, receiver = locked[from_member_id], locked[to_member_id]
-    if sender.available_points < points:
-        raise InsufficientPoints(f"member {from_member_id} has {sender.available_points} points available")
+    available_points = sender.available_points - _expire_member_lots(session, sender, now)
+    if available_points < points:
+        raise InsufficientPoints(f"member {from_member_id} has {available_points} points available")
     lots = session.execute(
         select(PointLot.id, PointLot.expires_at, PointLot.points_remaining, PointLot.partner_id).where(
             PointLot.member_id == from_member_id, PointLot.state == LotState.ACTIVE.value,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.signatures import PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
-from alliance.models import PartnerKey, SeenNonce
+from alliance.models import Partner, PartnerKey, SeenNonce
 
 
 class DatabaseKeyStore:
@@ -23,7 +23,8 @@ class DatabaseKeyStore:
         """The key registered under ``key_id``, if any."""
         row = self._session.execute(
             select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status,
-                   PartnerKey.expires_at, PartnerKey.terminal_id).where(PartnerKey.key_id == key_id)
+                   PartnerKey.expires_at, PartnerKey.terminal_id, Partner.status)
+            .join(Partner, Partner.id == PartnerKey.partner_id).where(PartnerKey.key_id == key_id)
         ).first()
         return PartnerKeyRecord(*row) if row else None
 

@@ -15,11 +15,12 @@ from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, E
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import Campaign as CampaignRow
-from alliance.models import Partner, PartnerEarnRule, Purchase, PurchaseRefund
+from alliance.models import Card, Partner, PartnerEarnRule, Purchase, PurchaseRefund
 from alliance.models.base import integer_sum
 from alliance.services import ledger
 from alliance.services.member_verification import CardHolder, active_card_holder
 
+RECEIPT_UNIQUE = "uq_purchases_partner_id_receipt_id"
 # A till that was offline may report late, but not from another season.
 MAX_REPORT_DELAY = timedelta(days=90)
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -89,9 +90,22 @@ def report_purchase(
                 pending_until=pending_until, breakdown=breakdown.to_dict(), refunded_amount_minor=0,
             ).returning(Purchase.id)).scalar_one()
     except IntegrityError as error:
+        if RECEIPT_UNIQUE not in str(error.orig):
+            raise
         # Another request reported the same receipt between our check and this insert.
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported") from error
     return session.get_one(Purchase, purchase_id)
+
+
+def lock_card_holders(session: Session, card_numbers: list[str]) -> None:
+    """Lock the members behind these cards in ascending member id, before a batch posts.
+
+    A batch touches many members in one transaction; taking their locks in the one
+    global order first means two batches (or a batch and a transfer) cannot deadlock.
+    """
+    member_ids = session.scalars(select(Card.member_id).where(Card.card_number.in_(set(card_numbers)))).all()
+    for member_id in sorted(set(member_ids)):
+        ledger.lock_member(session, member_id, require_active=False)
 
 
 def find_purchase(session: Session, *, partner_id: int, receipt_id: str) -> Purchase:
@@ -141,10 +155,15 @@ def refund_purchase(
             recovered += result.points_recovered
             unrecovered += result.points_unrecovered
     session.execute(update(Purchase).where(Purchase.id == purchase.id).values(refunded_amount_minor=refunded_after))
-    refund_row_id = session.execute(insert(PurchaseRefund).values(
-        purchase_id=purchase.id, partner_id=partner_id, refund_id=refund_id, amount_minor=amount_minor,
-        points_recovered=recovered, points_unrecovered=unrecovered, created_at=now,
-    ).returning(PurchaseRefund.id)).scalar_one()
+    try:
+        with session.begin_nested():
+            refund_row_id = session.execute(insert(PurchaseRefund).values(
+                purchase_id=purchase.id, partner_id=partner_id, refund_id=refund_id, amount_minor=amount_minor,
+                points_recovered=recovered, points_unrecovered=unrecovered, created_at=now,
+            ).returning(PurchaseRefund.id)).scalar_one()
+    except IntegrityError as error:
+        # The same refund id, used at the same moment for another purchase.
+        raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded") from error
     session.refresh(purchase)
     return RefundOutcome(refund=session.get_one(PurchaseRefund, refund_row_id), purchase=purchase)
 

@@ -70,10 +70,15 @@ def refund(
                                                          RedemptionRefund.refund_id == refund_id)) is not None:
         raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded")
     transaction_id = ledger.refund_redemption(session, hold_id=hold.id, points=points, now=now)
-    refund_row_id = session.execute(insert(RedemptionRefund).values(
-        hold_id=hold.id, partner_id=partner_id, refund_id=refund_id, points=points, transaction_id=transaction_id,
-        created_at=now,
-    ).returning(RedemptionRefund.id)).scalar_one()
+    try:
+        with session.begin_nested():
+            refund_row_id = session.execute(insert(RedemptionRefund).values(
+                hold_id=hold.id, partner_id=partner_id, refund_id=refund_id, points=points,
+                transaction_id=transaction_id, created_at=now,
+            ).returning(RedemptionRefund.id)).scalar_one()
+    except IntegrityError as error:
+        # The same refund id, used at the same moment for another redemption.
+        raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded") from error
     return (session.get_one(RedemptionHold, hold.id, populate_existing=True),
             session.get_one(RedemptionRefund, refund_row_id))
 

@@ -155,18 +155,37 @@ def test_clawback_takes_pending_points_of_the_purchase(hub, now, alliance_setup)
     assert_books_clean(hub)
 
 
-def test_clawback_of_spent_points_takes_other_points_then_reports_the_rest(hub, now, alliance_setup):
+def test_clawback_takes_only_the_purchase_lot_and_reports_spent_points(hub, now, alliance_setup):
     issuer, redeemer, member_id = alliance_setup
     earned = run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=100, now=now,
                  expires_at=now + timedelta(days=10))
-    run(hub, ledger.earn, member_id=member_id, partner_id=None, points=20, now=now, expires_at=now + EXPIRY)
+    other = make_partner(hub, now=now, code="other-issuer")
+    bonus = run(hub, ledger.earn, member_id=member_id, partner_id=other, points=20, now=now, expires_at=now + EXPIRY)
     hold = run(hub, ledger.authorize_hold, member_id=member_id, partner_id=redeemer, points=90, now=now, ttl_s=600)
     run(hub, ledger.capture_hold, hold_id=hold.hold_id, points=90, now=now)
-    # 10 left in the purchase's own lot, 20 in the bonus lot: 30 of the 50 can come back.
+    # 10 left in the purchase's own lot. The other issuer's 20 points are not its to take:
+    # they stay with the member, and the other 40 are reported as spent.
     result = run(hub, ledger.clawback_earn, earn_transaction_id=earned.transaction_id, points=50, now=now)
-    assert (result.points_recovered, result.points_unrecovered) == (30, 20)
-    assert balances(hub, member_id) == {"available": 0, "pending": 0, "held": 0}
+    assert (result.points_recovered, result.points_unrecovered) == (10, 40)
+    assert balances(hub, member_id) == {"available": 20, "pending": 0, "held": 0}
+    with hub.unit_of_work() as uow:
+        assert uow.session.get(PointLot, bonus.lot_id).points_remaining == 20
     assert_books_clean(hub)
+
+
+def test_points_past_their_expiry_cannot_be_spent_before_the_sweep(hub, now, alliance_setup):
+    issuer, redeemer, member_id = alliance_setup
+    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=100, now=now, expires_at=now + timedelta(days=1))
+    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=30, now=now, expires_at=now + EXPIRY)
+    later = now + timedelta(days=2)
+    with pytest.raises(InsufficientPoints):
+        run(hub, ledger.authorize_hold, member_id=member_id, partner_id=redeemer, points=31, now=later, ttl_s=60)
+    run(hub, ledger.authorize_hold, member_id=member_id, partner_id=redeemer, points=30, now=later, ttl_s=60)
+    # The expired 100 went to breakage when the member spent, not to the redeemer.
+    with hub.unit_of_work() as uow:
+        report = run_audit(uow.session)
+    assert report.ok and report.totals["points_hub_breakage"] == 100
+    assert balances(hub, member_id) == {"available": 0, "pending": 0, "held": 30}
 
 
 def test_expiry_moves_only_expired_points_to_breakage(hub, now, alliance_setup):

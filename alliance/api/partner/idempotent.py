@@ -10,7 +10,7 @@ from flask import Response, request
 
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
 from alliance.api.partner.auth import current_caller, utc_now
-from alliance.domain.errors import AllianceError, ValidationFailed
+from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.services import idempotency
 from alliance.services.unit_of_work import UnitOfWork
@@ -59,6 +59,13 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) 
             prepared = prepare(uow) if prepare is not None else None
             with uow.session.begin_nested():
                 status, body = operation(uow, prepared) if prepare is not None else operation(uow)
+        except NotFound as error:
+            # The request named something that does not exist (yet): nothing was done, so
+            # the key is not spent; a retry once the object exists must be able to act.
+            idempotency.forget(uow.session, record_id=record.id)
+            uow.commit()
+            return _reply(error.http_status, json.dumps(problem_body(error), separators=(",", ":"), sort_keys=True),
+                          replayed=False)
         except AllianceError as error:
             status, body = error.http_status, problem_body(error)
         body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)

@@ -103,6 +103,7 @@ class PurchaseBatch(MethodView):
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Report up to 1,000 purchases; each item is applied or rejected on its own."""
         def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            purchases.lock_card_holders(uow.session, [item["card_number"] for item in data["purchases"]])
             results = [_batch_item(uow, index, item) for index, item in enumerate(data["purchases"])]
             applied = sum(result["status"] == "applied" for result in results)
             return 200, BatchOutput().dump({"applied": applied, "rejected": len(results) - applied, "results": results})
