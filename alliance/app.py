@@ -12,9 +12,12 @@ from alliance.config import Settings
 from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.db import database_url, make_engine, make_session_factory
 from alliance.extensions import EXTENSION_KEY, HubState
+from alliance.services.settlement_closing import StatementSigner
+from settlement.keys import load_statement_private_key, private_key_pem, statement_key_id
 
 SECRET_KEY_FILE = "secret_key"
 PII_KEYS_FILE = "pii_keys"
+STATEMENT_KEY_FILE = "statement_key.pem"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -37,6 +40,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions[EXTENSION_KEY].extras["key_ring"] = KeyRing.from_config(
         settings.pii_keys or _development_pii_keys(Path(app.instance_path))
+    )
+    statement_key = load_statement_private_key(
+        settings.statement_key or _development_statement_key(Path(app.instance_path))
+    )
+    app.extensions[EXTENSION_KEY].extras["statement_signer"] = StatementSigner(
+        signing_key=statement_key, key_id=statement_key_id(statement_key.public_key()),
+        payment_terms_days=settings.statement_payment_terms_days,
     )
 
     from alliance import cli
@@ -62,6 +72,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _development_pii_keys(instance_path: Path) -> str:
     """A PII key ring kept in the instance folder for development; production sets ALLIANCE_PII_KEYS."""
     return _instance_secret(instance_path / PII_KEYS_FILE, generate_key_ring_config)
+
+
+def _development_statement_key(instance_path: Path) -> str:
+    """An Ed25519 statement key kept in the instance folder for development; production sets ALLIANCE_STATEMENT_KEY."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return _instance_secret(instance_path / STATEMENT_KEY_FILE, lambda: private_key_pem(Ed25519PrivateKey.generate()))
 
 
 def _development_secret_key(instance_path: Path) -> str:

@@ -160,6 +160,7 @@ JOB_HELP = {
     "prune-idempotency-keys": "Forget idempotency keys older than 72 hours.",
     "prune-nonces": "Forget signature nonces whose signatures can no longer be valid.",
     "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",
+    "close-due-cycles": "Close every overdue settlement cycle into a signed statement, oldest first.",
 }
 
 
@@ -173,9 +174,12 @@ def _job_command(name: str) -> None:
     @_with_app
     def job(app: Flask, now_text: str | None) -> None:
         from alliance.services.jobs import run_exclusively, standard_jobs
+        from alliance.services.settlement_closing import closing_job
 
         state = hub_state(app)
-        chosen = {job.name: job for job in standard_jobs(state.settings.alliance_currency)}[name]
+        every_job = standard_jobs(state.settings.alliance_currency) + [closing_job(state.session_factory,
+                                                                                   state.statement_signer)]
+        chosen = {job.name: job for job in every_job}[name]
         done = run_exclusively(state.session_factory, chosen, holder=_process_name(), now=_parse_now(now_text))
         if done is None:
             raise click.ClickException(f"{name} is running in another process; nothing done")
@@ -203,6 +207,7 @@ def _register_admin_commands() -> None:
 
     cli_admin.register(main, _with_app)
     cli_admin.register_back_office(main, _with_app)
+    cli_admin.register_settlement(main, _with_app)
 
 
 _register_admin_commands()

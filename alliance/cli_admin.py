@@ -380,3 +380,97 @@ def _register_pii_commands(main: click.Group, with_app) -> None:  # type: ignore
             if done < batch_size:
                 break
         click.echo(f"re-encrypted {total} member profiles under key {state.key_ring.active_key_id}")
+
+
+def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+    """Add the ``settlement`` and ``statements`` groups to the CLI."""
+
+    @main.group()
+    def settlement() -> None:
+        """Close settlement cycles into signed statements."""
+
+    @settlement.command("close")
+    @click.option("--partner", "partner_code", default=None, help="Only this partner's cycles (its code).")
+    @click.option("--now", "now", type=MomentType(), default=None,
+                  help="Pretend it is this moment (ISO 8601 with offset); default: now.")
+    @with_app
+    def settlement_close(app: Flask, partner_code: str | None, now: datetime | None) -> None:
+        """Close every overdue cycle, oldest first; cycles already closed are left as they are."""
+        from alliance.services.settlement_closing import close_due_cycles
+
+        state = hub_state(app)
+        closed = close_due_cycles(state.session_factory, now=now or datetime.now(timezone.utc),
+                                  signer=state.statement_signer, partner_code=partner_code)
+        for item in closed:
+            click.echo(f"partner {item.partner_id} {item.cycle_starts_at.isoformat()} to "
+                       f"{item.cycle_ends_at.isoformat()}: net {item.net_minor}, closing {item.closing_balance_minor}")
+        click.echo(f"{len(closed)} cycles closed")
+
+    @main.group()
+    def statements() -> None:
+        """Signed settlement statements: export, verify, and the hub's public statement key."""
+
+    @statements.command("export")
+    @click.option("--partner", "partner_code", required=True)
+    @click.option("--out", "out_directory", required=True,
+                  type=click.Path(file_okay=False, path_type=Path))
+    @with_app
+    def statements_export(app: Flask, partner_code: str, out_directory: Path) -> None:
+        """Write a partner's statements as JSON and CSV, each with its .sig.json beside it."""
+        from alliance.services.partners import partner_id_by_code
+        from alliance.services.settlement_closing import partner_statements
+
+        with hub_state(app).unit_of_work() as uow:
+            closed = partner_statements(uow.session, partner_id=partner_id_by_code(uow.session, partner_code))
+        out_directory.mkdir(parents=True, exist_ok=True)
+        for item in closed:
+            stem = f"{partner_code}-{item.cycle_starts_at:%Y%m%dT%H%M%SZ}"
+            for suffix, document, signature in (("json", item.document_json, item.signature_json),
+                                                ("csv", item.document_csv, item.signature_csv)):
+                (out_directory / f"{stem}.{suffix}").write_bytes(document)
+                (out_directory / f"{stem}.{suffix}.sig.json").write_bytes(signature)
+        click.echo(f"{len(closed)} statements written to {out_directory}")
+
+    @statements.command("verify")
+    @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--signature", "signature_path", default=None,
+                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="The detached signature; default: DOCUMENT.sig.json.")
+    @click.option("--public-key", "public_key_path", default=None,
+                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="A published statement key (PEM); default: this hub's own key.")
+    @with_app
+    def statements_verify(app: Flask, document: Path, signature_path: Path | None,
+                          public_key_path: Path | None) -> None:
+        """Check a statement file against its detached Ed25519 signature, offline."""
+        from settlement.keys import load_public_key, statement_key_id
+        from settlement.statements import parse_signature, verify_statement
+
+        if public_key_path is not None:
+            public_key = load_public_key(public_key_path.read_text())
+        else:
+            public_key = hub_state(app).statement_signer.signing_key.public_key()
+        signature = parse_signature((signature_path or Path(f"{document}.sig.json")).read_bytes())
+        verify_statement(document.read_bytes(), signature, {statement_key_id(public_key): public_key})
+        click.echo(f"{document}: verified, signed by {signature.key_id}")
+
+    @statements.command("public-key")
+    @with_app
+    def statements_public_key(app: Flask) -> None:
+        """Print the hub's statement key id and public key (PEM), to publish to partners."""
+        from settlement.keys import public_key_pem
+
+        signer = hub_state(app).statement_signer
+        click.echo(f"key id: {signer.key_id}")
+        click.echo(public_key_pem(signer.signing_key.public_key()), nl=False)
+
+    @statements.command("new-key")
+    def statements_new_key() -> None:
+        """Print a fresh Ed25519 statement key (PEM) for ALLIANCE_STATEMENT_KEY, and its key id."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from settlement.keys import private_key_pem, statement_key_id
+
+        key = Ed25519PrivateKey.generate()
+        click.echo(f"key id: {statement_key_id(key.public_key())}", err=True)
+        click.echo(private_key_pem(key), nl=False)

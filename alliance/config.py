@@ -38,6 +38,8 @@ class Settings:
     transfer_max_points: int = 5_000
     transfer_daily_max_points: int = 10_000
     transfer_min_membership_days: int = 30
+    statement_key: str | None = None
+    statement_payment_terms_days: int = 14
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -78,6 +80,10 @@ class Settings:
                      "transfer_max_points", "transfer_daily_max_points"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must be a positive whole number")
+        if self.environment == "production" and not self.statement_key:
+            raise ConfigurationError("ALLIANCE_STATEMENT_KEY is required in production (see 'alliance statements new-key')")
+        if not 0 <= self.statement_payment_terms_days <= 366:
+            raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -11,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from alliance.config import Settings
 from alliance.domain.pii import KeyRing
 from alliance.services.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from alliance.services.settlement_closing import StatementSigner
 
 EXTENSION_KEY = "alliance"
 
@@ -29,6 +33,11 @@ class HubState:
     def key_ring(self) -> KeyRing:
         """The key ring personal data is encrypted under."""
         return self.extras["key_ring"]  # type: ignore[return-value]
+
+    @property
+    def statement_signer(self) -> "StatementSigner":
+        """The hub's statement key, its id and the payment terms statements carry."""
+        return self.extras["statement_signer"]  # type: ignore[return-value]
 
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work on this hub's database."""

@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from alliance.extensions import HubState
 from alliance.services.jobs import Job, run_exclusively, standard_jobs
+from alliance.services.settlement_closing import closing_job
 
 # Coalesce missed runs into one and never overlap a job with itself; a run missed by up
 # to an hour (a pause, a deploy) still happens rather than being dropped.
@@ -25,7 +26,7 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 def run_scheduler(state: HubState, *, holder: str, once: bool, run_for_s: int | None,
                   echo: Callable[[str], None]) -> None:
     """Run every job once (``once``) or on its interval until stopped or ``run_for_s`` passes."""
-    jobs = standard_jobs(state.settings.alliance_currency)
+    jobs = standard_jobs(state.settings.alliance_currency) + [closing_job(state.session_factory, state.statement_signer)]
     if once:
         for job in jobs:
             _run(state, job, holder, echo)

@@ -29,6 +29,7 @@ from alliance.models.partner_api import (
     SeenNonce,
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
+from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 
 __all__ = [
     "AuditLogEntry",
@@ -58,5 +59,8 @@ __all__ = [
     "PartnerPrice",
     "PointLot",
     "RedemptionHold",
+    "SettlementRun",
+    "SettlementStatement",
+    "SettlementStatementLine",
     "Terminal",
 ]

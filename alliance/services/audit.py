@@ -23,6 +23,9 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_journal_transactions_append_only", "trg_journal_entries_append_only", "trg_lot_consumptions_append_only",
     "trg_journal_transactions_no_truncate", "trg_journal_entries_no_truncate", "trg_lot_consumptions_no_truncate",
     "trg_audit_log_append_only", "trg_audit_log_no_truncate",
+    "trg_settlement_runs_append_only", "trg_settlement_runs_no_truncate",
+    "trg_statements_append_only", "trg_statements_no_truncate",
+    "trg_statement_lines_append_only", "trg_statement_lines_no_truncate",
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
@@ -32,6 +35,9 @@ EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_entries_no_update", "trg_journal_entries_no_delete",
     "trg_lot_consumptions_no_update", "trg_lot_consumptions_no_delete",
     "trg_audit_log_no_update", "trg_audit_log_no_delete",
+    "trg_settlement_runs_no_update", "trg_settlement_runs_no_delete",
+    "trg_statements_no_update", "trg_statements_no_delete",
+    "trg_statement_lines_no_update", "trg_statement_lines_no_delete",
 })
 
 

@@ -1,0 +1,418 @@
+"""Closing settlement cycles in the database: aggregate, lock, sign and store, exactly once.
+
+The pure core in ``settlement`` decides what a statement says; this module feeds it
+rows aggregated by SQL and keeps what it returns. Closing one (partner, cycle) happens
+under an exclusive lock (``pg_advisory_xact_lock`` on PostgreSQL; on SQLite the write
+lock that ``BEGIN IMMEDIATE`` takes is already exclusive), and the unique constraint
+on ``settlement_runs`` is the backstop. A cycle already closed is answered with the
+stored bytes, never rendered again, so a re-run is byte-identical by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from alliance.domain.ledger import AccountKind, TransactionKind, account_code
+from alliance.models import (
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    LotConsumption,
+    Partner,
+    PointLot,
+    RedemptionHold,
+    SettlementRun,
+    SettlementStatement,
+    SettlementStatementLine,
+)
+from alliance.models.base import integer_sum
+from alliance.services.jobs import Job
+from settlement.cycles import Cycle, due_cycles
+from settlement.netting import (
+    EXACT,
+    LINE_KIND_BY_TRANSACTION_KIND,
+    CycleSummary,
+    LineKind,
+    LotTrace,
+    PostingAggregate,
+    StatementLine,
+    build_lines,
+    exact_sum,
+    summarize_cycle,
+)
+from settlement.statements import (
+    Statement,
+    build_statement,
+    due_date_for,
+    render_csv,
+    render_json,
+    render_signature,
+    sign_statement,
+)
+
+# Advisory locks share one 64-bit key space across the database; settlement takes the
+# keys namespace * 2**32 + partner id, far from the migration lock's 7_150_001.
+SETTLEMENT_LOCK_NAMESPACE = 7_150_002
+PARTNER_ID_LIMIT = 2**32
+# Partners whose cycles are closed: a suspended partner's earlier activity still settles;
+# a pending partner never posted anything.
+SETTLING_STATUSES = ("active", "suspended")
+# A posting commits a moment after its posted_at; closing waits this long after a cut-off
+# so no transaction that posted before it can still be in flight.
+DEFAULT_CLOSING_GRACE = timedelta(minutes=5)
+DEFAULT_PAYMENT_TERMS_DAYS = 14
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedStatement:
+    """A closed cycle's stored documents; ``newly_closed`` is False for a re-run."""
+
+    run_id: int
+    statement_id: int
+    partner_id: int
+    cycle_starts_at: datetime
+    cycle_ends_at: datetime
+    net_minor: int
+    closing_balance_minor: int
+    key_id: str
+    document_json: bytes
+    document_csv: bytes
+    signature_json: bytes
+    signature_csv: bytes
+    newly_closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSigner:
+    """The hub's statement key and its id, as ``close_cycle`` needs them."""
+
+    signing_key: Ed25519PrivateKey
+    key_id: str
+    payment_terms_days: int = DEFAULT_PAYMENT_TERMS_DAYS
+
+
+def close_cycle(
+    session: Session,
+    *,
+    partner_id: int,
+    cycle: Cycle,
+    now: datetime,
+    signing_key: Ed25519PrivateKey,
+    key_id: str,
+    payment_terms_days: int,
+) -> ClosedStatement:
+    """Close one partner's cycle once; a closed cycle returns its stored statement unchanged."""
+    lock_partner_settlement(session, partner_id)
+    partner = session.get(Partner, partner_id)
+    if partner is None:
+        raise NotFound(f"no partner {partner_id}")
+    if cycle.partner_code != partner.code:
+        raise ValidationFailed("the cycle belongs to another partner", fields={"cycle": ["other partner"]})
+    existing = _stored(session, partner_id, cycle.starts_at)
+    if existing is not None:
+        if existing.cycle_ends_at != cycle.ends_at:
+            raise Conflict(
+                f"the cycle of {partner.code} starting {cycle.starts_at.isoformat()} closed with another end"
+            )
+        return existing
+    if cycle.ends_at > now:
+        raise InvalidState(f"the cycle of {partner.code} ends at {cycle.ends_at.isoformat()}; it cannot close before")
+    previous = _previous_statement(session, partner_id)
+    if previous is not None and previous.cycle_ends_at != cycle.starts_at:
+        raise InvalidState(
+            f"the last closed cycle of {partner.code} ended at {previous.cycle_ends_at.isoformat()}, "
+            f"not where this one starts ({cycle.starts_at.isoformat()}); close cycles in order"
+        )
+    lines = build_lines(aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle))
+    statement = build_statement(
+        cycle=cycle, currency=partner.currency,
+        opening_balance_minor=previous.closing_balance_minor if previous is not None else 0,
+        lines=lines, due_date=due_date_for(cycle, time_zone=partner.time_zone, payment_terms_days=payment_terms_days),
+    )
+    _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
+    stored = _stored(session, partner_id, cycle.starts_at, newly_closed=True)
+    assert stored is not None, "a statement just stored must be readable in the same transaction"
+    return stored
+
+
+def lock_partner_settlement(session: Session, partner_id: int) -> None:
+    """Take the exclusive settlement lock of one partner until the transaction ends."""
+    if not 0 < partner_id < PARTNER_ID_LIMIT:
+        raise ValidationFailed("partner id out of range for the settlement lock", fields={"partner_id": ["range"]})
+    if session.get_bind().dialect.name == "postgresql":
+        lock_key = SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+    else:
+        # SQLite: BEGIN IMMEDIATE already holds the database's one write lock; any
+        # statement makes sure the transaction (and so the lock) has begun.
+        session.execute(text("SELECT 1"))
+
+
+def aggregate_postings(session: Session, *, partner_id: int, partner_code: str, cycle: Cycle) -> list[PostingAggregate]:
+    """The partner's settling postings in the cycle, summed by SQL per (kind, price, currency)."""
+    partner_accounts = [
+        account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id),
+        account_code(AccountKind.PARTNER_REDEEMED, partner_id=partner_id),
+    ]
+    kinds = [kind.value for kind in LINE_KIND_BY_TRANSACTION_KIND]
+    # Each settling transaction has exactly one entry on one of the partner's two
+    # accounts, so the entry sum is the signed points and the row count the postings.
+    rows = session.execute(
+        select(
+            JournalTransaction.kind, JournalTransaction.price_per_point, JournalTransaction.currency,
+            integer_sum(JournalEntry.amount_points).label("signed_points"),
+            func.count(JournalEntry.id).label("postings"),
+        )
+        .join(JournalEntry, JournalEntry.transaction_id == JournalTransaction.id)
+        .join(LedgerAccount, LedgerAccount.id == JournalEntry.account_id)
+        .where(
+            JournalTransaction.partner_id == partner_id,
+            JournalTransaction.kind.in_(kinds),
+            JournalTransaction.posted_at >= cycle.starts_at,
+            JournalTransaction.posted_at < cycle.ends_at,
+            LedgerAccount.code.in_(partner_accounts),
+        )
+        .group_by(JournalTransaction.kind, JournalTransaction.price_per_point, JournalTransaction.currency)
+    ).all()
+    return [_aggregate(row, partner_code) for row in rows if row.signed_points != 0]
+
+
+def _aggregate(row, partner_code: str) -> PostingAggregate:  # type: ignore[no-untyped-def]
+    """One SQL row as a netting aggregate, with the points made positive."""
+    line_kind = LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)]
+    # Earns debit the issued account and redemption refunds debit the redeemed account,
+    # so their entries are negative; claw backs and captures credit, so theirs are positive.
+    entry_sign = -1 if line_kind in (LineKind.POINTS_ISSUED, LineKind.REDEMPTIONS_REFUNDED) else 1
+    points = entry_sign * row.signed_points
+    assert points > 0, f"{row.kind} postings must move points in their own direction"
+    return PostingAggregate(
+        partner_code=partner_code, line_kind=line_kind, currency=row.currency,
+        price_per_point=row.price_per_point, points=points, count=row.postings,
+    )
+
+
+def _previous_statement(session: Session, partner_id: int):  # type: ignore[no-untyped-def]
+    """The partner's latest closed cycle's end and closing balance, or None."""
+    return session.execute(
+        select(SettlementRun.cycle_ends_at, SettlementStatement.closing_balance_minor)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .where(SettlementRun.partner_id == partner_id)
+        .order_by(SettlementRun.cycle_ends_at.desc())
+        .limit(1)
+    ).first()
+
+
+def _store(
+    session: Session, partner_id: int, statement: Statement, *, now: datetime, signing_key: Ed25519PrivateKey,
+    key_id: str,
+) -> None:
+    """Insert the run, the statement with its signed documents, and its lines."""
+    document_json, document_csv = render_json(statement), render_csv(statement)
+    run_id = session.execute(
+        insert(SettlementRun).values(
+            partner_id=partner_id, cycle_frequency=str(statement.cycle.frequency),
+            cycle_starts_at=statement.cycle.starts_at, cycle_ends_at=statement.cycle.ends_at, closed_at=now,
+        ).returning(SettlementRun.id)
+    ).scalar_one()
+    statement_id = session.execute(
+        insert(SettlementStatement).values(
+            run_id=run_id, partner_id=partner_id, currency=statement.currency,
+            opening_balance_minor=statement.opening_balance_minor, net_minor=statement.net_minor,
+            closing_balance_minor=statement.closing_balance_minor, due_date=statement.due_date,
+            rounding_residue_minor=statement.rounding_residue_minor,
+            document_json=document_json.decode("utf-8"), document_csv=document_csv.decode("utf-8"),
+            signature_json=render_signature(sign_statement(document_json, signing_key, key_id)).decode("utf-8"),
+            signature_csv=render_signature(sign_statement(document_csv, signing_key, key_id)).decode("utf-8"),
+            key_id=key_id,
+        ).returning(SettlementStatement.id)
+    ).scalar_one()
+    if statement.lines:
+        session.execute(insert(SettlementStatementLine), [
+            {
+                "statement_id": statement_id, "line_number": number, "line_kind": str(line.line_kind),
+                "price_per_point": line.price_per_point, "points": line.points, "count": line.count,
+                "reference": line.reference, "amount_minor": line.amount_minor,
+                "rounding_residue_minor": line.rounding_residue_minor,
+            }
+            for number, line in enumerate(statement.lines, start=1)
+        ])
+
+
+def _stored(
+    session: Session, partner_id: int, cycle_starts_at: datetime, *, newly_closed: bool = False
+) -> ClosedStatement | None:
+    """The stored run and statement of (partner, cycle start), or None."""
+    found = _closed_statements(session, partner_id, cycle_starts_at=cycle_starts_at, newly_closed=newly_closed)
+    return found[0] if found else None
+
+
+def partner_statements(session: Session, *, partner_id: int) -> list[ClosedStatement]:
+    """Every stored statement of a partner, oldest cycle first, as the bytes that were signed."""
+    return _closed_statements(session, partner_id)
+
+
+def _closed_statements(
+    session: Session, partner_id: int, *, cycle_starts_at: datetime | None = None, newly_closed: bool = False
+) -> list[ClosedStatement]:
+    """Stored runs and statements of a partner, optionally of one cycle, oldest first."""
+    query = (
+        select(SettlementRun, SettlementStatement)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .where(SettlementRun.partner_id == partner_id)
+        .order_by(SettlementRun.cycle_starts_at)
+    )
+    if cycle_starts_at is not None:
+        query = query.where(SettlementRun.cycle_starts_at == cycle_starts_at)
+    return [
+        ClosedStatement(
+            run_id=run.id, statement_id=statement.id, partner_id=partner_id, cycle_starts_at=run.cycle_starts_at,
+            cycle_ends_at=run.cycle_ends_at, net_minor=statement.net_minor,
+            closing_balance_minor=statement.closing_balance_minor, key_id=statement.key_id,
+            document_json=statement.document_json.encode("utf-8"),
+            document_csv=statement.document_csv.encode("utf-8"),
+            signature_json=statement.signature_json.encode("utf-8"),
+            signature_csv=statement.signature_csv.encode("utf-8"), newly_closed=newly_closed,
+        )
+        for run, statement in session.execute(query).all()
+    ]
+
+
+def close_due_cycles(
+    session_factory: sessionmaker[Session],
+    *,
+    now: datetime,
+    signer: StatementSigner,
+    partner_code: str | None = None,
+    grace: timedelta = DEFAULT_CLOSING_GRACE,
+    limit: int = 1000,
+) -> list[ClosedStatement]:
+    """Close every overdue cycle of every settling partner, oldest first, each in its own transaction.
+
+    Returns the statements this call closed; cycles another process closed meanwhile
+    are skipped, because ``close_cycle`` answers them from storage.
+    """
+    closed: list[ClosedStatement] = []
+    for partner_id, cycle in _due(session_factory, now=now - grace, partner_code=partner_code, limit=limit):
+        if len(closed) == limit:
+            break
+        with session_factory() as session:
+            result = close_cycle(
+                session, partner_id=partner_id, cycle=cycle, now=now, signing_key=signer.signing_key,
+                key_id=signer.key_id, payment_terms_days=signer.payment_terms_days,
+            )
+            session.commit()
+        if result.newly_closed:
+            closed.append(result)
+    return closed
+
+
+def _due(
+    session_factory: sessionmaker[Session], *, now: datetime, partner_code: str | None, limit: int
+) -> list[tuple[int, Cycle]]:
+    """Every (partner id, cycle) that has ended by ``now`` and is not closed, per partner oldest first."""
+    last_closed_end = (
+        select(SettlementRun.partner_id, func.max(SettlementRun.cycle_ends_at).label("ends_at"))
+        .group_by(SettlementRun.partner_id).subquery()
+    )
+    query = (
+        select(Partner, last_closed_end.c.ends_at)
+        .outerjoin(last_closed_end, last_closed_end.c.partner_id == Partner.id)
+        .where(Partner.status.in_(SETTLING_STATUSES))
+        .order_by(Partner.code)
+    )
+    if partner_code is not None:
+        query = query.where(Partner.code == partner_code)
+    with session_factory() as session:
+        partners = session.execute(query).all()
+        if partner_code is not None and not partners:
+            raise NotFound(f"no settling partner {partner_code!r}")
+    due: list[tuple[int, Cycle]] = []
+    for partner, ends_at in partners:
+        cycles = due_cycles(
+            ends_at, now, partner.created_at, partner_code=partner.code, frequency=partner.settlement_cycle,
+            time_zone=partner.time_zone, cutoff_local=partner.settlement_cutoff_local, limit=limit,
+        )
+        due.extend((partner.id, cycle) for cycle in cycles)
+    return due
+
+
+def closing_job(session_factory: sessionmaker[Session], signer: StatementSigner) -> Job:
+    """The scheduler job that closes due cycles; each cycle commits on its own."""
+
+    def run(session: Session, *, now: datetime, limit: int) -> int:
+        # The lease session stays unused: each cycle needs its own transaction, so that
+        # one partner's failure does not undo the others' closings.
+        return len(close_due_cycles(session_factory, now=now, signer=signer, limit=limit))
+
+    return Job("close-due-cycles", 300, run, "cycles closed")
+
+
+def cycle_summary(session: Session, *, cycle_ends_at: datetime, currency: str) -> CycleSummary:
+    """Nets, gross, efficiency, hub margin and the issuer → redeemer matrix of cycles ending then."""
+    rows = session.execute(
+        select(SettlementStatementLine, Partner.code)
+        .join(SettlementStatement, SettlementStatement.id == SettlementStatementLine.statement_id)
+        .join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
+        .join(Partner, Partner.id == SettlementStatement.partner_id)
+        .where(SettlementRun.cycle_ends_at == cycle_ends_at, SettlementStatement.currency == currency)
+        .order_by(SettlementStatementLine.statement_id, SettlementStatementLine.line_number)
+    ).all()
+    lines = [_statement_line(line, code, currency) for line, code in rows]
+    return summarize_cycle(lines, currency=currency, lot_traces=lot_traces(session, cycle_ends_at=cycle_ends_at,
+                                                                            currency=currency))
+
+
+def _statement_line(line: SettlementStatementLine, partner_code: str, currency: str) -> StatementLine:
+    """A stored line back as the netting value it was made from."""
+    return StatementLine(
+        partner_code=partner_code, line_kind=LineKind(line.line_kind), currency=currency,
+        price_per_point=line.price_per_point, points=line.points, count=line.count, reference=line.reference,
+        exact_amount_minor=EXACT.add(Decimal(line.amount_minor), line.rounding_residue_minor),
+        amount_minor=line.amount_minor, rounding_residue_minor=line.rounding_residue_minor,
+    )
+
+
+def lot_traces(session: Session, *, cycle_ends_at: datetime, currency: str) -> list[LotTrace]:
+    """Points captured in closed cycles ending then, traced by SQL to the partners that issued them."""
+    capture = aliased(JournalTransaction)
+    consuming = aliased(JournalTransaction)
+    issuer = aliased(Partner)
+    redeemer = aliased(Partner)
+    # A hold's authorisation takes points from lots and its capture gives the unspent
+    # rest back; what is left of the two is what the capture spent, lot by lot.
+    rows = session.execute(
+        select(issuer.code.label("issuer_code"), redeemer.code.label("redeemer_code"),
+               integer_sum(LotConsumption.points).label("points"))
+        .select_from(SettlementRun)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .join(redeemer, redeemer.id == SettlementRun.partner_id)
+        .join(RedemptionHold, RedemptionHold.partner_id == SettlementRun.partner_id)
+        .join(capture, (capture.hold_id == RedemptionHold.id) & (capture.kind == TransactionKind.CAPTURE.value)
+              & (capture.posted_at >= SettlementRun.cycle_starts_at)
+              & (capture.posted_at < SettlementRun.cycle_ends_at))
+        .join(LotConsumption, LotConsumption.hold_id == RedemptionHold.id)
+        .join(consuming, (consuming.id == LotConsumption.transaction_id)
+              & consuming.kind.in_([TransactionKind.HOLD.value, TransactionKind.CAPTURE.value]))
+        .join(PointLot, PointLot.id == LotConsumption.lot_id)
+        .outerjoin(issuer, issuer.id == PointLot.partner_id)
+        .where(SettlementRun.cycle_ends_at == cycle_ends_at, SettlementStatement.currency == currency)
+        .group_by(issuer.code, redeemer.code)
+    ).all()
+    return [LotTrace(row.issuer_code, row.redeemer_code, row.points) for row in rows if row.points]
+
+
+def rounding_account_minor(session: Session, *, currency: str) -> Decimal:
+    """The hub's money rounding account in one currency: every statement's residue, summed exactly."""
+    # Summed here, not by SQL: SQLite keeps exact decimals as text, and its SUM would be a float.
+    residues = session.scalars(
+        select(SettlementStatement.rounding_residue_minor).where(SettlementStatement.currency == currency)
+    ).all()
+    return exact_sum(residues)
+
