@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from alliance.api import docs, errors, health
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import routes as back_office_routes
+    from alliance.api.back_office import settlement_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     partner_routes.init_app(app, api)
     back_office_auth.init_app(app)
     back_office_routes.init_app(app, api)
+    settlement_routes.init_app(app, api)
     health.init_app(app)
     docs.init_app(app)
     # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.

@@ -416,3 +416,11 @@ def rounding_account_minor(session: Session, *, currency: str) -> Decimal:
     ).all()
     return exact_sum(residues)
 
+
+
+def statement_by_id(session: Session, *, statement_id: int, partner_id: int | None = None) -> ClosedStatement:
+    """One stored statement; with ``partner_id``, only that partner's (another's is not found)."""
+    owner = session.scalar(select(SettlementStatement.partner_id).where(SettlementStatement.id == statement_id))
+    if owner is None or (partner_id is not None and owner != partner_id):
+        raise NotFound(f"no statement {statement_id}")
+    return next(item for item in _closed_statements(session, owner) if item.statement_id == statement_id)

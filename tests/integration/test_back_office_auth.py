@@ -17,6 +17,9 @@ from sqlalchemy import func, select
 
 from alliance.models import Member, OAuthClient, OAuthToken, Partner
 from alliance.services import oauth
+from alliance.extensions import hub_state
+from alliance.services import settlement_closing
+from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BASE, ROLES, BackOffice, audit_count, new_public_key, raw_table_text
 from tests.factories import SigningPartner, make_member, make_signing_partner
 from tests.http_server import fund_member, purchase_payload, wall_clock_partner_time
@@ -49,6 +52,8 @@ class World:
     complaint_id: int
     spare_key_id: str
     spare_client_id: str
+    statement_id: int
+    cycle_ends_at: str
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -89,8 +94,23 @@ def _world(bo: BackOffice) -> World:
                         role="partner_manager")
     assert spare_key.status == 201, spare_key.body
     spare_client = bo.register_client("finance", name="spare")
+    closed = _close_a_past_cycle(bo, partner)
     return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
-                 _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id)
+                 _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
+                 closed.statement_id, closed.cycle_ends_at.isoformat())
+
+
+def _close_a_past_cycle(bo: BackOffice, partner: SigningPartner):  # type: ignore[no-untyped-def]
+    """One closed statement, so the finance routes have something to show."""
+    signer = hub_state(bo.app).statement_signer
+    cycle = Cycle(partner.code, Frequency.DAILY, datetime(2026, 1, 1, tzinfo=timezone.utc),
+                  datetime(2026, 1, 2, tzinfo=timezone.utc))
+    with bo.hub.unit_of_work() as uow:
+        closed = settlement_closing.close_cycle(
+            uow.session, partner_id=partner.partner_id, cycle=cycle, now=datetime.now(timezone.utc),
+            signing_key=signer.signing_key, key_id=signer.key_id, payment_terms_days=signer.payment_terms_days)
+        uow.commit()
+    return closed
 
 
 def _number(hub, member_id: int) -> str:  # type: ignore[no-untyped-def]
@@ -138,13 +158,17 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/clients"): Sample(json={"name": "new system", "roles": ["finance"]}),
         ("POST", f"{b}/clients/<client_id>/revocation"): Sample(json={}),
         ("GET", f"{b}/audit-log"): Sample(query={"limit": "5"}),
+        ("POST", f"{b}/settlement/closings"): Sample(json={"partner": "shop"}),
+        ("GET", f"{b}/settlement/statements"): Sample(query={"partner": "shop"}),
+        ("GET", f"{b}/settlement/statements/<int:statement_id>"): Sample(query={"format": "csv"}),
+        ("GET", f"{b}/settlement/summary"): Sample(query={"cycle_ends_at": world.cycle_ends_at, "currency": "EUR"}),
     }
 
 
 def _concrete(rule: str, world: World) -> str:
     values = {"member_number": world.member_number, "card_number": world.card_number, "code": "shop",
               "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
-              "client_id": world.spare_client_id}
+              "client_id": world.spare_client_id, "statement_id": str(world.statement_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 

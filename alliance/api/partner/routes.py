@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
+from sqlalchemy import select
 
 from alliance.api.partner import presenters
 from alliance.api.partner.auth import authenticate_partner, current_caller, resolve_terminal, utc_now
@@ -19,10 +20,15 @@ from alliance.api.partner.schemas import (
     ProblemOutput, PurchaseOutput, PurchaseRefundInput, PurchaseRefundOutput, RedemptionOutput, RedemptionRefundInput,
     VoidInput,
 )
+from alliance.api.back_office.settlement_routes import (
+    DocumentQuery, StatementListOutput, statement_document, statement_view,
+)
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
+from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
+from alliance.services import settlement_closing
 from alliance.services.accounts import member_balances
 from alliance.services.unit_of_work import UnitOfWork
 
@@ -51,7 +57,9 @@ redemptions_blueprint = Blueprint("redemptions", __name__, url_prefix=f"{PREFIX}
                                   description="Spend points at any partner: authorize, capture, void, refund.")
 balances_blueprint = Blueprint("balances", __name__, url_prefix=f"{PREFIX}/balance-inquiries",
                                description="A verified member's balance.")
-BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint)
+statements_blueprint = Blueprint("partner_statements", __name__, url_prefix=f"{PREFIX}/statements",
+                                 description="This partner's signed settlement statements.")
+BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint)
 for _blueprint in BLUEPRINTS:
     _blueprint.before_request(authenticate_partner)
 
@@ -265,6 +273,34 @@ class BalanceInquiries(MethodView):
                 "points_held": balances["held"],
             })
         return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]))
+
+
+@statements_blueprint.route("")
+class PartnerStatements(MethodView):
+    @statements_blueprint.response(200, StatementListOutput)
+    @statements_blueprint.doc(security=SIGNED)
+    @_document_errors(statements_blueprint, 401)
+    def get(self):  # type: ignore[no-untyped-def]
+        """This partner's statements, oldest cycle first."""
+        with hub_state().unit_of_work() as uow:
+            partner_id = current_caller().partner_id
+            code = uow.session.scalar(select(Partner.code).where(Partner.id == partner_id))
+            items = settlement_closing.partner_statements(uow.session, partner_id=partner_id)
+            return {"statements": [statement_view(item, code) for item in items]}
+
+
+@statements_blueprint.route("/<int:statement_id>")
+class PartnerStatementDocument(MethodView):
+    @statements_blueprint.arguments(DocumentQuery, location="query")
+    @statements_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
+    @statements_blueprint.doc(security=SIGNED)
+    @_document_errors(statements_blueprint, 401, 404, 422)
+    def get(self, query: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """One of this partner's statements as signed; another partner's is not found."""
+        with hub_state().unit_of_work() as uow:
+            item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id,
+                                                      partner_id=current_caller().partner_id)
+        return statement_document(item, query["format"])
 
 
 def init_app(app: Flask, api: Api) -> None:

@@ -1,0 +1,170 @@
+"""Settlement for the finance role, and the hub's public statement keys.
+
+Finance closes due cycles, lists and fetches signed statements (the exact signed bytes,
+JSON or CSV, with their detached signatures) and reads the cycle summary across
+partners. The statement keys are public so partners can verify statements offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives import serialization
+from flask import Blueprint as FlaskBlueprint
+from flask import Flask, Response, jsonify
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+
+from alliance.api.back_office.auth import actor, require_role
+from alliance.api.back_office.routes import PREFIX, documented
+from alliance.api.back_office.schemas import PARTNER_CODE
+from alliance.api.partner.schemas import CURRENCY, StrictSchema
+from alliance.extensions import hub_state
+from alliance.models import Partner
+from alliance.services import audit_log, partner_admin, settlement_closing
+
+settlement_blueprint = Blueprint("back_office_settlement", __name__, url_prefix=f"{PREFIX}/settlement",
+                                 description="Finance: close cycles, signed statements, the cycle summary.")
+public_keys_blueprint = FlaskBlueprint("statement_keys", __name__)
+DOCUMENT_FORMATS = ("json", "csv", "json-signature", "csv-signature")
+
+
+class ClosingInput(StrictSchema):
+    partner = fields.String(validate=PARTNER_CODE)
+
+
+class StatementQuery(StrictSchema):
+    partner = fields.String(required=True, validate=PARTNER_CODE)
+
+
+class DocumentQuery(StrictSchema):
+    format = fields.String(load_default="json", validate=validate.OneOf(DOCUMENT_FORMATS))
+
+
+class SummaryQuery(StrictSchema):
+    cycle_ends_at = fields.AwareDateTime(required=True)
+    currency = fields.String(required=True, validate=CURRENCY)
+
+
+class StatementOutput(Schema):
+    statement_id = fields.Integer()
+    partner = fields.String()
+    cycle_starts_at = fields.AwareDateTime()
+    cycle_ends_at = fields.AwareDateTime()
+    net_minor = fields.Integer()
+    closing_balance_minor = fields.Integer()
+    key_id = fields.String()
+
+
+class StatementListOutput(Schema):
+    statements = fields.List(fields.Nested(StatementOutput))
+
+
+def statement_view(item: settlement_closing.ClosedStatement, partner_code: str) -> dict:  # type: ignore[type-arg]
+    return {"statement_id": item.statement_id, "partner": partner_code, "cycle_starts_at": item.cycle_starts_at,
+            "cycle_ends_at": item.cycle_ends_at, "net_minor": item.net_minor,
+            "closing_balance_minor": item.closing_balance_minor, "key_id": item.key_id}
+
+
+def statement_document(item: settlement_closing.ClosedStatement, document_format: str) -> Response:
+    """The exact stored bytes of one rendering or signature of a statement."""
+    body, content_type = {
+        "json": (item.document_json, "application/json"),
+        "csv": (item.document_csv, "text/csv; charset=utf-8"),
+        "json-signature": (item.signature_json, "application/json"),
+        "csv-signature": (item.signature_csv, "application/json"),
+    }[document_format]
+    return Response(body, status=200, content_type=content_type)
+
+
+@settlement_blueprint.route("/closings")
+class Closings(MethodView):
+    @require_role("finance")
+    @settlement_blueprint.arguments(ClosingInput)
+    @settlement_blueprint.response(200, StatementListOutput)
+    @documented(settlement_blueprint, 404)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Close every overdue cycle (of one partner, or all), oldest first."""
+        state = hub_state()
+        now = datetime.now(timezone.utc)
+        if data.get("partner"):
+            with state.unit_of_work() as uow:
+                partner_admin.partner_by_code(uow.session, data["partner"])
+        closed = settlement_closing.close_due_cycles(state.session_factory, now=now, signer=state.statement_signer,
+                                                     partner_code=data.get("partner"))
+        with state.unit_of_work() as uow:
+            codes = dict(uow.session.execute(select(Partner.id, Partner.code)).all())
+            audit_log.append(uow.session, actor=actor(), action="settlement.close", subject="settlement", now=now,
+                             after={"partner": data.get("partner"), "cycles_closed": len(closed)})
+            uow.commit()
+        return {"statements": [statement_view(item, codes[item.partner_id]) for item in closed]}
+
+
+@settlement_blueprint.route("/statements")
+class Statements(MethodView):
+    @require_role("finance")
+    @settlement_blueprint.arguments(StatementQuery, location="query")
+    @settlement_blueprint.response(200, StatementListOutput)
+    @documented(settlement_blueprint, 404)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """A partner's statements, oldest cycle first."""
+        with hub_state().unit_of_work() as uow:
+            partner = partner_admin.partner_by_code(uow.session, query["partner"])
+            items = settlement_closing.partner_statements(uow.session, partner_id=partner.id)
+            return {"statements": [statement_view(item, partner.code) for item in items]}
+
+
+@settlement_blueprint.route("/statements/<int:statement_id>")
+class StatementDocument(MethodView):
+    @require_role("finance")
+    @settlement_blueprint.arguments(DocumentQuery, location="query")
+    @settlement_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
+    @documented(settlement_blueprint, 404)
+    def get(self, query: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """One statement as signed: JSON, CSV, or either's detached Ed25519 signature."""
+        with hub_state().unit_of_work() as uow:
+            item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+        return statement_document(item, query["format"])
+
+
+@settlement_blueprint.route("/summary")
+class Summary(MethodView):
+    @require_role("finance")
+    @settlement_blueprint.arguments(SummaryQuery, location="query")
+    @settlement_blueprint.response(200)
+    @documented(settlement_blueprint)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Across partners for cycles ending at one instant: nets, gross vs net, netting efficiency, the
+        issuer → redeemer matrix."""
+        with hub_state().unit_of_work() as uow:
+            summary = settlement_closing.cycle_summary(uow.session, cycle_ends_at=query["cycle_ends_at"],
+                                                       currency=query["currency"])
+        return json.loads(json.dumps(summary, default=_plain))
+
+
+def _plain(value):  # type: ignore[no-untyped-def]
+    """JSON for the summary's dataclasses and Decimals (as strings, never floats)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: getattr(value, name) for name in value.__dataclass_fields__}
+    return str(value)
+
+
+@public_keys_blueprint.get("/settlement/v1/statement-keys")
+def statement_keys():  # type: ignore[no-untyped-def]
+    """The hub's public statement keys, for verifying statements offline."""
+    signer = hub_state().statement_signer
+    public_key = signer.signing_key.public_key()
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return jsonify(keys=[{"key_id": signer.key_id, "algorithm": "ed25519",
+                          "public_key_b64": base64.b64encode(raw).decode(), "public_key_pem": pem.decode()}])
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the finance routes and the public statement keys."""
+    api.register_blueprint(settlement_blueprint)
+    app.register_blueprint(public_keys_blueprint)
