@@ -158,11 +158,11 @@ class LedgerModel:
                 activated += 1
         return activated
 
-    def _spendable(self, member_id: int, *, except_lot: int | None = None) -> list[int]:
+    def _spendable(self, member_id: int) -> list[int]:
         # Active lots with points left, soonest expiry first, ties by lowest lot id. Lots
         # past their expiry are swept (``_expire_member``) before anything spends.
         ids = [lot_id for lot_id, lot in self.lots.items()
-               if lot.member_id == member_id and lot.state == ACTIVE and lot.remaining > 0 and lot_id != except_lot]
+               if lot.member_id == member_id and lot.state == ACTIVE and lot.remaining > 0]
         return sorted(ids, key=lambda lot_id: (self.lots[lot_id].expires_at, lot_id))
 
     def _take(self, lot_ids: list[int], points: int) -> dict[int, int]:
