@@ -26,6 +26,7 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_settlement_runs_append_only", "trg_settlement_runs_no_truncate",
     "trg_statements_append_only", "trg_statements_no_truncate",
     "trg_statement_lines_append_only", "trg_statement_lines_no_truncate",
+    "trg_ledger_accounts_open_at_zero", "trg_point_lots_open_full",
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
@@ -38,6 +39,7 @@ EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_settlement_runs_no_update", "trg_settlement_runs_no_delete",
     "trg_statements_no_update", "trg_statements_no_delete",
     "trg_statement_lines_no_update", "trg_statement_lines_no_delete",
+    "trg_ledger_accounts_open_at_zero", "trg_point_lots_open_full",
 })
 
 

@@ -104,3 +104,16 @@ def test_postgresql_refuses_truncating_the_journal(pg_hub):
     for table in ("journal_entries", "journal_transactions", "lot_consumptions"):
         with pytest.raises(DBAPIError, match="append-only"):
             execute_raw(pg_hub, f"TRUNCATE {table} CASCADE")
+
+
+def test_raw_inserts_cannot_open_a_balance_or_an_overfull_lot(hub, posted):
+    member_id, transaction_id, lot_id = posted
+    with pytest.raises(DBAPIError, match="must open at zero"):
+        execute_raw(hub, "INSERT INTO ledger_accounts (code, kind, member_id, balance_points, created_at) "
+                         "VALUES ('member:999:forged', 'member_available', :member, 1000, CURRENT_TIMESTAMP)",
+                    member=member_id)
+    with pytest.raises(DBAPIError, match="must open with all it earned"):
+        execute_raw(hub, "INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, "
+                         "state, points_earned, points_remaining, earned_at, expires_at) "
+                         "SELECT member_id, partner_id, funding_account_id, :txn, state, 10, 1000, earned_at, "
+                         "expires_at FROM point_lots WHERE id = :lot", txn=transaction_id, lot=lot_id)
