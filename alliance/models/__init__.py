@@ -10,6 +10,7 @@ from alliance.models.back_office import (
     OAuthToken,
 )
 from alliance.models.base import Base
+from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.ledger import (
     JournalEntry,
     JournalTransaction,
@@ -32,6 +33,10 @@ from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, Partn
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 
 __all__ = [
+    "Adjustment",
+    "AdjustmentApplication",
+    "StatementEvent",
+    "StatementLineDispute",
     "AuditLogEntry",
     "Complaint",
     "JobLease",

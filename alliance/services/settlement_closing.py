@@ -130,7 +130,13 @@ def close_cycle(
             f"the last closed cycle of {partner.code} ended at {previous.cycle_ends_at.isoformat()}, "
             f"not where this one starts ({cycle.starts_at.isoformat()}); close cycles in order"
         )
-    lines = build_lines(aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle))
+    from alliance.services import finance  # finance takes this module's settlement lock
+
+    # Approved adjustments not yet applied land in this, the first cycle closed after their approval.
+    adjustment_ids, adjustments = finance.approved_for_cycle(
+        session, partner_id=partner_id, partner_code=partner.code, cycle_ends_at=cycle.ends_at)
+    lines = build_lines(aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle),
+                        adjustments)
     statement = build_statement(
         cycle=cycle, currency=partner.currency,
         opening_balance_minor=previous.closing_balance_minor if previous is not None else 0,
@@ -139,6 +145,7 @@ def close_cycle(
     _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
     stored = _stored(session, partner_id, cycle.starts_at, newly_closed=True)
     assert stored is not None, "a statement just stored must be readable in the same transaction"
+    finance.record_applications(session, adjustment_ids=adjustment_ids, run_id=stored.run_id)
     return stored
 
 

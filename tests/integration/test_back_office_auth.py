@@ -54,6 +54,8 @@ class World:
     spare_client_id: str
     statement_id: int
     cycle_ends_at: str
+    adjustment_id: int = 0
+    dispute_id: int = 0
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -94,10 +96,35 @@ def _world(bo: BackOffice) -> World:
                         role="partner_manager")
     assert spare_key.status == 201, spare_key.body
     spare_client = bo.register_client("finance", name="spare")
+    adjustment_id = _finance_adjustments(bo)
     closed = _close_a_past_cycle(bo, partner)
+    with bo.hub.unit_of_work() as uow:
+        from alliance.services import finance
+
+        dispute = finance.open_dispute(uow.session, statement_id=closed.statement_id, line_number=1,
+                                       reason="sample", actor="client:someone", now=datetime.now(timezone.utc))
+        uow.commit()
     return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
                  _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
-                 closed.statement_id, closed.cycle_ends_at.isoformat())
+                 closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
+                 dispute.id)
+
+
+def _finance_adjustments(bo: BackOffice) -> int:
+    """An adjustment approved before the closed cycle (so its statement owes money) and a pending one that
+    another client requested, so the finance role's token may decide it."""
+    from alliance.services import finance
+
+    before = datetime(2025, 12, 31, tzinfo=timezone.utc)
+    with bo.hub.unit_of_work() as uow:
+        owed = finance.request_adjustment(uow.session, partner_code="shop", amount_minor=1000, reason="sample",
+                                          reference="ADJ-OWED", actor="client:someone", now=before)
+        finance.decide_adjustment(uow.session, adjustment_id=owed.id, decision="approve", actor="client:other",
+                                  now=before)
+        pending = finance.request_adjustment(uow.session, partner_code="shop", amount_minor=-50, reason="sample",
+                                             reference="ADJ-PENDING", actor="client:someone", now=before)
+        uow.commit()
+    return pending.id
 
 
 def _close_a_past_cycle(bo: BackOffice, partner: SigningPartner):  # type: ignore[no-untyped-def]
@@ -162,13 +189,26 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("GET", f"{b}/settlement/statements"): Sample(query={"partner": "shop"}),
         ("GET", f"{b}/settlement/statements/<int:statement_id>"): Sample(query={"format": "csv"}),
         ("GET", f"{b}/settlement/summary"): Sample(query={"cycle_ends_at": world.cycle_ends_at, "currency": "EUR"}),
+        ("POST", f"{b}/settlement/adjustments"): Sample(json={"partner": "shop", "amount_minor": 100,
+                                                              "reason": "sample", "reference": "ADJ-ROLE"}),
+        ("GET", f"{b}/settlement/adjustments"): Sample(query={"status": "pending"}),
+        ("POST", f"{b}/settlement/adjustments/<int:adjustment_id>/decision"): Sample(json={"decision": "approve"}),
+        ("POST", f"{b}/settlement/statements/<int:statement_id>/invoiced"): Sample(json={"reference": "INV-ROLE"}),
+        ("POST", f"{b}/settlement/statements/<int:statement_id>/payments"): Sample(json={
+            "amount_minor": 10, "paid_on": "2026-01-10", "reference": "PAY-ROLE"}),
+        ("GET", f"{b}/settlement/overdue"): Sample(query={"as_of": "2026-03-01"}),
+        ("POST", f"{b}/settlement/statements/<int:statement_id>/lines/<int:line_number>/disputes"): Sample(
+            json={"reason": "sample"}),
+        ("GET", f"{b}/settlement/disputes"): Sample(query={"status": "open"}),
+        ("POST", f"{b}/settlement/disputes/<int:dispute_id>/resolution"): Sample(json={"outcome": "rejected"}),
     }
 
 
 def _concrete(rule: str, world: World) -> str:
     values = {"member_number": world.member_number, "card_number": world.card_number, "code": "shop",
               "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
-              "client_id": world.spare_client_id, "statement_id": str(world.statement_id)}
+              "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
+              "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1"}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 

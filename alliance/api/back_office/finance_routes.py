@@ -1,0 +1,266 @@
+"""The finance workflow for the finance role: adjustments with a second approver, invoices, payments, overdue.
+
+Adjustments: POST one (a signed amount, + the partner owes, − a credit), then another
+staff client approves or rejects it; an approved adjustment lands in the partner's next
+cycle closed after the approval. Statements: mark invoiced (once), record payments
+(partial allowed, never more than the absolute net), list overdue statements.
+Disputes: open one on a statement line; resolve it with an approved adjustment, or reject it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from flask import Flask
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+from marshmallow import Schema, fields, validate
+
+from alliance.api.back_office.auth import actor, require_role
+from alliance.api.back_office.routes import PREFIX, documented
+from alliance.api.back_office.schemas import PARTNER_CODE
+from alliance.api.partner.schemas import StrictSchema
+from alliance.extensions import hub_state
+from alliance.services import finance
+
+finance_blueprint = Blueprint("back_office_finance", __name__, url_prefix=f"{PREFIX}/settlement",
+                              description="Finance: adjustments approved by a second client, invoices, payments, "
+                                          "overdue statements.")
+REFERENCE = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
+                            error="1-64 letters, digits or . _ : / -, starting with a letter or digit")
+MAX_MINOR = 10**18
+
+
+class AdjustmentInput(StrictSchema):
+    partner = fields.String(required=True, validate=PARTNER_CODE)
+    amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(min=-MAX_MINOR, max=MAX_MINOR))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=finance.MAX_REASON_LENGTH))
+    reference = fields.String(required=True, validate=REFERENCE)
+
+
+class AdjustmentQuery(StrictSchema):
+    partner = fields.String(validate=PARTNER_CODE)
+    status = fields.String(validate=validate.OneOf(("pending", "approved", "rejected")))
+
+
+class DecisionInput(StrictSchema):
+    decision = fields.String(required=True, validate=validate.OneOf(tuple(finance.DECISIONS)))
+
+
+class AdjustmentOutput(Schema):
+    id = fields.Integer()
+    partner = fields.String()
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    reason = fields.String()
+    reference = fields.String()
+    status = fields.String()
+    requested_by = fields.String()
+    requested_at = fields.AwareDateTime()
+    decided_by = fields.String(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    applied_run_id = fields.Integer(allow_none=True)
+
+
+class AdjustmentListOutput(Schema):
+    adjustments = fields.List(fields.Nested(AdjustmentOutput))
+
+
+class InvoicedInput(StrictSchema):
+    reference = fields.String(required=True, validate=REFERENCE)
+
+
+class PaymentInput(StrictSchema):
+    amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_MINOR))
+    paid_on = fields.Date(required=True)
+    reference = fields.String(required=True, validate=REFERENCE)
+
+
+class OverdueQuery(StrictSchema):
+    as_of = fields.Date()
+
+
+class StatementStatusOutput(Schema):
+    statement_id = fields.Integer()
+    partner = fields.String()
+    currency = fields.String()
+    net_minor = fields.Integer()
+    due_date = fields.Date()
+    invoiced = fields.Boolean()
+    paid_minor = fields.Integer()
+    outstanding_minor = fields.Integer()
+    paid = fields.Boolean()
+
+
+class OverdueOutput(Schema):
+    as_of = fields.Date()
+    statements = fields.List(fields.Nested(StatementStatusOutput))
+
+
+class DisputeInput(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=finance.MAX_REASON_LENGTH))
+
+
+class DisputeQuery(StrictSchema):
+    partner = fields.String(validate=PARTNER_CODE)
+    status = fields.String(validate=validate.OneOf(("open", *finance.RESOLUTIONS)))
+
+
+class ResolutionInput(StrictSchema):
+    outcome = fields.String(required=True, validate=validate.OneOf(finance.RESOLUTIONS))
+    adjustment_id = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+
+class DisputeOutput(Schema):
+    id = fields.Integer()
+    statement_id = fields.Integer()
+    line_number = fields.Integer()
+    partner = fields.String()
+    reason = fields.String()
+    status = fields.String()
+    opened_by = fields.String()
+    opened_at = fields.AwareDateTime()
+    resolved_by = fields.String(allow_none=True)
+    resolved_at = fields.AwareDateTime(allow_none=True)
+    adjustment_id = fields.Integer(allow_none=True)
+
+
+class DisputeListOutput(Schema):
+    disputes = fields.List(fields.Nested(DisputeOutput))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@finance_blueprint.route("/adjustments")
+class Adjustments(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(AdjustmentInput)
+    @finance_blueprint.response(201, AdjustmentOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Request a credit (< 0) or debit (> 0) for a partner; another staff client must approve it."""
+        with hub_state().unit_of_work() as uow:
+            view = finance.request_adjustment(uow.session, partner_code=data["partner"],
+                                              amount_minor=data["amount_minor"], reason=data["reason"],
+                                              reference=data["reference"], actor=actor(), now=_now())
+            uow.commit()
+        return view
+
+    @require_role("finance")
+    @finance_blueprint.arguments(AdjustmentQuery, location="query")
+    @finance_blueprint.response(200, AdjustmentListOutput)
+    @documented(finance_blueprint)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Adjustments, optionally of one partner or in one status, oldest first."""
+        with hub_state().unit_of_work() as uow:
+            return {"adjustments": finance.list_adjustments(uow.session, partner_code=query.get("partner"),
+                                                            status=query.get("status"))}
+
+
+@finance_blueprint.route("/adjustments/<int:adjustment_id>/decision")
+class AdjustmentDecision(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(DecisionInput)
+    @finance_blueprint.response(200, AdjustmentOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, data: dict, adjustment_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Approve or reject a pending adjustment; the client that requested it cannot (409 same_approver)."""
+        with hub_state().unit_of_work() as uow:
+            view = finance.decide_adjustment(uow.session, adjustment_id=adjustment_id, decision=data["decision"],
+                                             actor=actor(), now=_now())
+            uow.commit()
+        return view
+
+
+@finance_blueprint.route("/statements/<int:statement_id>/invoiced")
+class StatementInvoiced(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(InvoicedInput)
+    @finance_blueprint.response(201, StatementStatusOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Mark a statement invoiced (once)."""
+        with hub_state().unit_of_work() as uow:
+            status = finance.mark_invoiced(uow.session, statement_id=statement_id, reference=data["reference"],
+                                           actor=actor(), now=_now())
+            uow.commit()
+        return status
+
+
+@finance_blueprint.route("/statements/<int:statement_id>/payments")
+class StatementPayments(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(PaymentInput)
+    @finance_blueprint.response(201, StatementStatusOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Record a payment of an invoiced statement; partial payments add up to at most the absolute net."""
+        with hub_state().unit_of_work() as uow:
+            status = finance.record_payment(uow.session, statement_id=statement_id, amount_minor=data["amount_minor"],
+                                            paid_on=data["paid_on"], reference=data["reference"], actor=actor(),
+                                            now=_now())
+            uow.commit()
+        return status
+
+
+@finance_blueprint.route("/overdue")
+class Overdue(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(OverdueQuery, location="query")
+    @finance_blueprint.response(200, OverdueOutput)
+    @documented(finance_blueprint)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Statements owed to the hub, past their due date and not fully paid by ``as_of`` (default: today, UTC)."""
+        as_of: date = query.get("as_of") or _now().date()
+        with hub_state().unit_of_work() as uow:
+            return {"as_of": as_of, "statements": finance.overdue(uow.session, as_of=as_of)}
+
+
+@finance_blueprint.route("/statements/<int:statement_id>/lines/<int:line_number>/disputes")
+class LineDisputes(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(DisputeInput)
+    @finance_blueprint.response(201, DisputeOutput)
+    @documented(finance_blueprint, 404)
+    def post(self, data: dict, statement_id: int, line_number: int):  # type: ignore[no-untyped-def, type-arg]
+        """Open a dispute on one line of a closed statement."""
+        with hub_state().unit_of_work() as uow:
+            view = finance.open_dispute(uow.session, statement_id=statement_id, line_number=line_number,
+                                        reason=data["reason"], actor=actor(), now=_now())
+            uow.commit()
+        return view
+
+
+@finance_blueprint.route("/disputes")
+class Disputes(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(DisputeQuery, location="query")
+    @finance_blueprint.response(200, DisputeListOutput)
+    @documented(finance_blueprint)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Disputes, optionally of one partner or in one status, oldest first."""
+        with hub_state().unit_of_work() as uow:
+            return {"disputes": finance.list_disputes(uow.session, partner_code=query.get("partner"),
+                                                      status=query.get("status"))}
+
+
+@finance_blueprint.route("/disputes/<int:dispute_id>/resolution")
+class DisputeResolution(MethodView):
+    @require_role("finance")
+    @finance_blueprint.arguments(ResolutionInput)
+    @finance_blueprint.response(200, DisputeOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, data: dict, dispute_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Resolve an open dispute: ``adjusted`` with an approved adjustment of the same partner, or ``rejected``."""
+        with hub_state().unit_of_work() as uow:
+            view = finance.resolve_dispute(uow.session, dispute_id=dispute_id, outcome=data["outcome"],
+                                           adjustment_id=data.get("adjustment_id"), actor=actor(), now=_now())
+            uow.commit()
+        return view
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the finance workflow routes."""
+    api.register_blueprint(finance_blueprint)
