@@ -20,6 +20,7 @@ from alliance.models.ledger import (
     RedemptionHold,
 )
 from alliance.models.members import Card, Member
+from alliance.models.reconciliation import ReconciliationReport
 from alliance.models.partner_api import (
     Campaign,
     IdempotencyRecord,
@@ -49,6 +50,7 @@ __all__ = [
     "IdempotencyRecord",
     "Purchase",
     "PurchaseRefund",
+    "ReconciliationReport",
     "RedemptionCode",
     "RedemptionRefund",
     "SeenNonce",

@@ -188,6 +188,8 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/settlement/closings"): Sample(json={"partner": "shop"}),
         ("GET", f"{b}/settlement/statements"): Sample(query={"partner": "shop"}),
         ("GET", f"{b}/settlement/statements/<int:statement_id>"): Sample(query={"format": "csv"}),
+        ("POST", f"{b}/settlement/statements/<int:statement_id>/reconciliations"): Sample(
+            json={"document": "receipt_id,amount_minor,currency,occurred_on\n"}),
         ("GET", f"{b}/settlement/summary"): Sample(query={"cycle_ends_at": world.cycle_ends_at, "currency": "EUR"}),
         ("POST", f"{b}/settlement/adjustments"): Sample(json={"partner": "shop", "amount_minor": 100,
                                                               "reason": "sample", "reference": "ADJ-ROLE"}),

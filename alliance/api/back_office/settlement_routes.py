@@ -146,6 +146,42 @@ class Summary(MethodView):
         return json.loads(json.dumps(summary, default=_plain))
 
 
+class ReconciliationInput(StrictSchema):
+    document = fields.String(required=True, validate=validate.Length(max=16 * 1024 * 1024),
+                             metadata={"description": "The partner's CSV: receipt_id,amount_minor,currency,occurred_on"})
+
+
+class ReconciliationOutput(Schema):
+    report_id = fields.Integer()
+    statement_id = fields.Integer()
+    discrepancies = fields.Integer()
+    report = fields.Dict(metadata={"description": "matched, missing_at_hub, missing_at_partner, mismatched"})
+    report_csv = fields.String()
+
+
+def reconciliation_view(row) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """A stored reconciliation report as the API shows it."""
+    return {"report_id": row.id, "statement_id": row.statement_id, "discrepancies": row.discrepancies,
+            "report": json.loads(row.report_json), "report_csv": row.report_csv}
+
+
+@settlement_blueprint.route("/statements/<int:statement_id>/reconciliations")
+class StatementReconciliations(MethodView):
+    @require_role("finance")
+    @settlement_blueprint.arguments(ReconciliationInput)
+    @settlement_blueprint.response(201, ReconciliationOutput)
+    @documented(settlement_blueprint, 404)
+    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+        """Reconcile a statement against a partner's CSV sent to finance; the report is stored."""
+        from alliance.services.reconciliation import reconcile_statement
+
+        with hub_state().unit_of_work() as uow:
+            row = reconcile_statement(uow.session, statement_id=statement_id, document=data["document"].encode("utf-8"),
+                                      source="back_office", actor=actor(), now=datetime.now(timezone.utc))
+            uow.commit()
+            return reconciliation_view(row)
+
+
 def _plain(value):  # type: ignore[no-untyped-def]
     """JSON for the summary's dataclasses and Decimals (as strings, never floats)."""
     if hasattr(value, "__dataclass_fields__"):

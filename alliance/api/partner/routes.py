@@ -7,7 +7,7 @@ SQL and no business rules.
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from alliance.api.partner.schemas import (
     VoidInput,
 )
 from alliance.api.back_office.settlement_routes import (
-    DocumentQuery, StatementListOutput, statement_document, statement_view,
+    DocumentQuery, ReconciliationOutput, StatementListOutput, reconciliation_view, statement_document, statement_view,
 )
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
@@ -29,6 +29,7 @@ from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
 from alliance.services import settlement_closing
+from alliance.services.reconciliation import reconcile_statement
 from alliance.services.accounts import member_balances
 from alliance.services.unit_of_work import UnitOfWork
 
@@ -301,6 +302,23 @@ class PartnerStatementDocument(MethodView):
             item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id,
                                                       partner_id=current_caller().partner_id)
         return statement_document(item, query["format"])
+
+
+@statements_blueprint.route("/<int:statement_id>/reconciliations")
+class PartnerStatementReconciliations(MethodView):
+    @statements_blueprint.response(201, ReconciliationOutput)
+    @statements_blueprint.doc(**SIGNED_WRITE_DOC, requestBody={"required": True, "content": {"text/csv": {
+        "schema": {"type": "string"},
+        "example": "receipt_id,amount_minor,currency,occurred_on\r\nr-1,12345,EUR,2026-11-23\r\n"}}})
+    @_document_errors(statements_blueprint, 401, 404, 409, 413, 422)
+    def post(self, statement_id: int):  # type: ignore[no-untyped-def]
+        """Upload this partner's own CSV of a statement's cycle; the hub reports every difference."""
+        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+            row = reconcile_statement(uow.session, statement_id=statement_id, document=request.get_data(cache=True),
+                                      source="partner", actor=f"partner-key:{current_caller().key_id}",
+                                      now=utc_now(), partner_id=current_caller().partner_id)
+            return 201, ReconciliationOutput().dump(reconciliation_view(row))
+        return run_idempotent(operation)
 
 
 def init_app(app: Flask, api: Api) -> None:
