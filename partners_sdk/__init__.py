@@ -4,7 +4,7 @@
     purchase = client.report_purchase(receipt_id=..., card_number=..., amount_minor=..., currency="EUR")
 """
 
-from partners_sdk.client import AllianceClient
+from partners_sdk.client import AllianceClient, StatementSummary
 from partners_sdk.drainer import Drainer
 from partners_sdk.errors import (
     AllianceError,
@@ -41,6 +41,7 @@ from partners_sdk.results import (
 )
 from partners_sdk.retry import RetryPolicy
 from partners_sdk.signing import RequestSigner
+from partners_sdk.statements import StatementNotAuthentic, public_key_from_raw, verify_statement
 from partners_sdk.transport import HttpClientTransport, Transport, TransportError
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
     "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "Redemption",
-    "RequestSigner", "RetryPolicy", "ServerError", "Transport", "TransportError", "UnexpectedReplyError",
+    "RequestSigner", "RetryPolicy", "ServerError", "StatementNotAuthentic", "StatementSummary", "Transport",
+    "TransportError", "UnexpectedReplyError", "public_key_from_raw", "verify_statement",
     "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",
 ]

@@ -52,6 +52,27 @@ ALREADY_DELIVERED_CODES = {
 Result = TypeVar("Result")
 
 
+STATEMENT_FORMATS = ("json", "csv", "json-signature", "csv-signature")
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSummary:
+    """One signed statement as listed: its cycle, net and closing balance, and the signing key."""
+
+    statement_id: int
+    partner: str
+    cycle_starts_at: str
+    cycle_ends_at: str
+    net_minor: int
+    closing_balance_minor: int
+    key_id: str
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> "StatementSummary":
+        """Read one item of the hub's statement list."""
+        return cls(**{name: item[name] for name in cls.__dataclass_fields__})
+
+
 @dataclass(frozen=True)
 class _Operation:
     """One logical request: what is sent on every attempt, byte for byte."""
@@ -60,6 +81,7 @@ class _Operation:
     path: str
     body: bytes | None
     idempotency_key: str | None
+    content_type: str = "application/json"
 
 
 class AllianceClient:
@@ -184,6 +206,30 @@ class AllianceClient:
         payload = payloads.member_proof(card_number, pin, None)
         return self._member_present(f"{PREFIX}/balance-inquiries", payload, idempotency_key, Balance.from_json)
 
+    # Statements and reconciliation (settlement).
+
+    def list_statements(self) -> list[StatementSummary]:
+        """This partner's signed statements, oldest cycle first."""
+        return self._live(_Operation("GET", f"{PREFIX}/statements", None, None),
+                          lambda document: [StatementSummary.from_json(item) for item in document["statements"]])
+
+    def get_statement(self, statement_id: int, *, format: str = "json") -> bytes:
+        """The exact signed bytes of a statement: format json, csv, json-signature or csv-signature."""
+        if format not in STATEMENT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(STATEMENT_FORMATS)}")
+        path = f"{PREFIX}/statements/{payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)}?format={format}"
+        status, headers, body = self._send(_Operation("GET", path, None, None))
+        if not 200 <= status < 300:
+            raise error_from_reply(status, headers, _problem(body))
+        return body
+
+    def upload_reconciliation(self, statement_id: int, document: bytes, *,
+                              idempotency_key: str | None = None) -> dict[str, Any]:
+        """Send this partner's own CSV of a statement's cycle; returns the hub's reconciliation report."""
+        path = f"{PREFIX}/statements/{payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)}/reconciliations"
+        operation = _Operation("POST", path, bytes(document), _new_key(idempotency_key), content_type="text/csv")
+        return self._live(operation, lambda report: report)
+
     # The offline queue.
 
     def flush(self, *, limit: int = MAX_FLUSH_OPERATIONS) -> FlushReport:
@@ -219,7 +265,8 @@ class AllianceClient:
         def attempt() -> Reply:
             # Signed inside the loop: every attempt carries a new nonce and created time.
             signed = self._signer.sign(operation.method, url, body=operation.body,
-                                       idempotency_key=operation.idempotency_key)
+                                       idempotency_key=operation.idempotency_key,
+                                       content_type=operation.content_type)
             return self._transport.send(operation.method, url, signed.headers, operation.body, self.timeout_s)
 
         return send_with_retries(attempt, policy=self._policy, pacing=self._pacing)

@@ -104,8 +104,8 @@ class RequestSigner:
         self._nonce_factory = nonce_factory
 
     def sign(self, method: str, url: str, *, body: bytes | None = None,
-             idempotency_key: str | None = None) -> SignedMessage:
-        """Sign a GET (no body) or a JSON write (body and idempotency key) for the hub."""
+             idempotency_key: str | None = None, content_type: str = JSON_CONTENT_TYPE) -> SignedMessage:
+        """Sign a GET (no body) or a write (body, content type and idempotency key) for the hub."""
         created = self._clock()
         if created.tzinfo is None:
             raise ValueError("the signing clock must return timezone-aware datetimes")
@@ -115,7 +115,7 @@ class RequestSigner:
         if body is not None:
             if not idempotency_key:
                 raise ValueError("a request with a body needs an idempotency key")
-            headers = {"Content-Type": JSON_CONTENT_TYPE, "Idempotency-Key": idempotency_key}
+            headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key}
             components += BODY_COMPONENTS
         return sign_message(
             method=method, url=url, headers=headers, key_id=self.key_id, private_key=self._private_key,

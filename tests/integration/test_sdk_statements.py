@@ -1,0 +1,35 @@
+"""The SDK lists and fetches signed statements, verifies them offline, and uploads reconciliations."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from partners_sdk import AllianceClient, public_key_from_raw, verify_statement
+from tests.integration.test_reconciliation import HEADER, close_current_window
+from tests.sdk_support import make_shop, serve_in_thread
+
+
+def test_a_till_reconciles_and_verifies_its_statement_over_real_http(pg_app, pg_hub):
+    shop = make_shop(pg_hub)
+    with serve_in_thread(pg_app) as base_url:
+        client = AllianceClient(base_url, shop.partner.key_id, shop.partner.private_key)
+        for receipt_id, amount in (("r-1", 1_000), ("r-2", 2_000)):
+            client.report_purchase(receipt_id=receipt_id, card_number=shop.card_number, amount_minor=amount,
+                                   currency="EUR")
+        statement_id = close_current_window(pg_app, shop.partner)
+        listed = client.list_statements()
+        assert [item.statement_id for item in listed] == [statement_id]
+        document = client.get_statement(statement_id)
+        signature = client.get_statement(statement_id, format="json-signature")
+        with urllib.request.urlopen(f"{base_url}/settlement/v1/statement-keys", timeout=10) as response:
+            published = json.load(response)["keys"]
+        keys = {key["key_id"]: public_key_from_raw(base64.b64decode(key["public_key_b64"])) for key in published}
+        assert verify_statement(document, signature, keys) == listed[0].key_id
+        local_day = datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Paris")).date().isoformat()
+        report = client.upload_reconciliation(statement_id, (HEADER + f"r-1,1000,EUR,{local_day}\r\n").encode())
+    assert report["report"]["counts"] == {"matched": 1, "missing_at_hub": 0, "missing_at_partner": 1,
+                                          "mismatched": 0}
