@@ -111,14 +111,43 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
 @_with_app
 def seed_demo(app: Flask) -> None:
     """Create a small demo alliance: partners with keys and terminals, members with cards."""
-    from alliance.services.demo import seed_demo_alliance
+    from alliance.services.demo import DEMO_HISTORY, seed_demo_alliance
 
     state = hub_state(app)
+    now = datetime.now(timezone.utc)
+    # The demo's activity happened a few weeks ago, so its settlement cycles have ended
+    # and can be closed now, as they would have been on a live hub.
     with state.unit_of_work() as uow:
-        summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=datetime.now(timezone.utc),
+        summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=now - DEMO_HISTORY,
                                      expiry_months=state.settings.points_expiry_months)
         uow.commit()
     click.echo(summary)
+    if summary.startswith("demo alliance created"):
+        _close_demo_cycles(state, now)
+
+
+def _close_demo_cycles(state, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    """Close the demo's ended cycles and print each partner's net position and the netting."""
+    from decimal import Decimal
+
+    from alliance.domain.money import minor_units_per_unit
+    from alliance.services.settlement_closing import close_due_cycles, period_position
+
+    closed = close_due_cycles(state.session_factory, now=now, signer=state.statement_signer)
+    currency = state.settings.alliance_currency
+    with state.unit_of_work() as uow:
+        position = period_position(uow.session, currency=currency)
+    unit = minor_units_per_unit(currency)
+
+    def money(amount_minor: int) -> str:
+        return f"{Decimal(amount_minor) / unit:.{len(str(unit)) - 1}f} {currency}"
+
+    click.echo(f"settlement: {len(closed)} cycles closed into signed statements")
+    for code, net_minor in position.partner_nets_minor.items():
+        side = "owes the hub" if net_minor > 0 else "is owed by the hub" if net_minor < 0 else "is square"
+        click.echo(f"  {code} {side} {money(abs(net_minor))}")
+    click.echo(f"  gross obligations {money(position.gross_obligations_minor)}, net payments "
+               f"{money(position.net_payments_minor)}, netting efficiency {position.netting_efficiency * 100:.2f}%")
 
 
 @main.command()

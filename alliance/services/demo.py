@@ -31,6 +31,9 @@ DEMO_PARTNERS = (
     ("fuel-stop", "FuelStop Stations", "Europe/Madrid", "daily", Decimal("0.0080"), Decimal("0.0070"), 0),
 )
 DEMO_MEMBER_COUNT = 5
+# How long ago the demo alliance's activity happened, so that its settlement cycles
+# (daily, weekly and monthly) have ended and can be closed.
+DEMO_HISTORY = timedelta(days=40)
 # Demo PINs are public by design: the demo alliance exists to be tried from a shell.
 DEMO_PIN = "1234"
 

@@ -45,6 +45,7 @@ from settlement.netting import (
     StatementLine,
     build_lines,
     exact_sum,
+    netting_efficiency,
     summarize_cycle,
 )
 from settlement.statements import (
@@ -431,3 +432,32 @@ def statement_by_id(session: Session, *, statement_id: int, partner_id: int | No
     if owner is None or (partner_id is not None and owner != partner_id):
         raise NotFound(f"no statement {statement_id}")
     return next(item for item in _closed_statements(session, owner) if item.statement_id == statement_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodPosition:
+    """Settlement over every statement closed so far, in one currency: who owes what, overall."""
+
+    currency: str
+    partner_nets_minor: dict[str, int]
+    gross_obligations_minor: int
+    net_payments_minor: int
+    netting_efficiency: Decimal
+
+
+def period_position(session: Session, *, currency: str) -> PeriodPosition:
+    """Each partner's net over all its closed statements, gross vs net, and netting efficiency."""
+    nets = dict(session.execute(
+        select(Partner.code, integer_sum(SettlementStatement.net_minor))
+        .join(Partner, Partner.id == SettlementStatement.partner_id)
+        .where(SettlementStatement.currency == currency).group_by(Partner.code).order_by(Partner.code)
+    ).all())
+    gross = session.scalar(
+        select(integer_sum(func.abs(SettlementStatementLine.amount_minor)))
+        .join(SettlementStatement, SettlementStatement.id == SettlementStatementLine.statement_id)
+        .where(SettlementStatement.currency == currency)
+    ) or 0
+    net_payments = sum(abs(net) for net in nets.values())
+    return PeriodPosition(currency=currency, partner_nets_minor=nets, gross_obligations_minor=gross,
+                          net_payments_minor=net_payments,
+                          netting_efficiency=netting_efficiency(gross, min(net_payments, gross)))

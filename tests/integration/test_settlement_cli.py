@@ -35,3 +35,13 @@ def test_close_export_and_verify_statements_offline(run, tmp_path: Path):
     tampered = run("statements", "verify", str(statement))
     assert tampered.exit_code == 1 and "not what key" in tampered.output
     assert run("audit").exit_code == 0
+
+
+def test_the_demo_ends_by_closing_its_cycles_and_showing_the_netting(run):
+    seeded = run("seed-demo")
+    assert seeded.exit_code == 0, seeded.output
+    assert "cycles closed into signed statements" in seeded.output
+    for code in ("book-nook", "cafe-aurora", "fuel-stop"):
+        assert f"  {code} " in seeded.output
+    assert "gross obligations" in seeded.output and "netting efficiency" in seeded.output
+    assert run("audit").exit_code == 0
