@@ -237,6 +237,7 @@ def _register_admin_commands() -> None:
     cli_admin.register(main, _with_app)
     cli_admin.register_back_office(main, _with_app)
     cli_admin.register_settlement(main, _with_app)
+    cli_admin.register_finance(main, _with_app)
 
 
 _register_admin_commands()

@@ -474,3 +474,71 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
         key = Ed25519PrivateKey.generate()
         click.echo(f"key id: {statement_key_id(key.public_key())}", err=True)
         click.echo(private_key_pem(key), nl=False)
+
+
+def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+    """Add the ``finance`` group: reconcile, invoice and record payments of statements."""
+
+    @main.group()
+    def finance() -> None:
+        """Finance on closed statements: reconciliation, invoicing, payments, overdue."""
+
+    @finance.command("reconcile")
+    @click.argument("statement_id", type=click.IntRange(1))
+    @click.argument("partner_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--csv", "as_csv", is_flag=True, help="Print the report as CSV instead of JSON.")
+    @with_app
+    def finance_reconcile(app: Flask, statement_id: int, partner_file: Path, as_csv: bool) -> None:
+        """Match a partner's CSV of a statement's cycle against the hub's records; print the report."""
+        from alliance.services.reconciliation import reconcile_statement
+
+        with hub_state(app).unit_of_work() as uow:
+            report = reconcile_statement(uow.session, statement_id=statement_id, document=partner_file.read_bytes(),
+                                         source="back_office", actor=cli_actor(), now=_now())
+            uow.commit()
+        click.echo(report.report_csv if as_csv else report.report_json)
+        click.echo(f"{report.discrepancies} discrepancies", err=True)
+
+    @finance.command("invoiced")
+    @click.argument("statement_id", type=click.IntRange(1))
+    @click.option("--reference", required=True, help="The invoice's reference.")
+    @with_app
+    def finance_invoiced(app: Flask, statement_id: int, reference: str) -> None:
+        """Mark a statement invoiced (once)."""
+        from alliance.services.finance import mark_invoiced
+
+        with hub_state(app).unit_of_work() as uow:
+            status = mark_invoiced(uow.session, statement_id=statement_id, reference=reference, actor=cli_actor(),
+                                   now=_now())
+            uow.commit()
+        click.echo(f"statement {statement_id} invoiced; outstanding {status.outstanding_minor} minor units")
+
+    @finance.command("paid")
+    @click.argument("statement_id", type=click.IntRange(1))
+    @click.option("--amount-minor", type=click.IntRange(1), required=True)
+    @click.option("--paid-on", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+    @click.option("--reference", required=True, help="The payment's reference.")
+    @with_app
+    def finance_paid(app: Flask, statement_id: int, amount_minor: int, paid_on: datetime, reference: str) -> None:
+        """Record a payment of an invoiced statement (payments may be partial, never above the net)."""
+        from alliance.services.finance import record_payment
+
+        with hub_state(app).unit_of_work() as uow:
+            status = record_payment(uow.session, statement_id=statement_id, amount_minor=amount_minor,
+                                    paid_on=paid_on.date(), reference=reference, actor=cli_actor(), now=_now())
+            uow.commit()
+        click.echo(f"statement {statement_id}: paid {status.paid_minor}, outstanding {status.outstanding_minor}"
+                   + (" — fully paid" if status.paid else ""))
+
+    @finance.command("overdue")
+    @with_app
+    def finance_overdue(app: Flask) -> None:
+        """Statements owed to the hub, past their due date, not fully paid."""
+        from alliance.services.finance import overdue
+
+        with hub_state(app).unit_of_work() as uow:
+            late = overdue(uow.session, as_of=_now().date())
+        for status in late:
+            click.echo(f"statement {status.statement_id}\t{status.partner}\tdue {status.due_date}\t"
+                       f"outstanding {status.outstanding_minor} {status.currency}")
+        click.echo(f"{len(late)} overdue")
