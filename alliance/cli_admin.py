@@ -114,10 +114,13 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
     @click.option("--per-purchase-cap", type=click.IntRange(1), default=None)
     @click.option("--per-member-day-cap", type=click.IntRange(1), default=None)
     @click.option("--return-window-days", type=click.IntRange(0, 365), default=0, show_default=True)
+    @click.option("--cycle-fee-minor", type=click.IntRange(0, 10**12), default=0, show_default=True,
+                  help="Fixed fee per settlement cycle, in minor units.")
     @click.option("--status", type=click.Choice(["pending", "active", "suspended"]), default="active", show_default=True)
     @with_app
     def partners_create(app: Flask, code, name, currency, time_zone, cycle, issue_price, redemption_price,  # type: ignore[no-untyped-def]
-                        points_per_unit, ladder, per_purchase_cap, per_member_day_cap, return_window_days, status) -> None:
+                        points_per_unit, ladder, per_purchase_cap, per_member_day_cap, return_window_days,
+                        cycle_fee_minor, status) -> None:
         """Create a partner with its accounts, first prices and earn rule."""
         from alliance.services import partner_admin
         from alliance.services.partners import PartnerTerms
@@ -131,7 +134,7 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
             redemption_price_per_point=redemption_price, base_points_per_unit=points_per_unit,
             amount_ladder=amount_ladder if isinstance(amount_ladder, list) else [amount_ladder],
             per_purchase_cap_points=per_purchase_cap, per_member_day_cap_points=per_member_day_cap,
-            return_window_days=return_window_days,
+            return_window_days=return_window_days, cycle_fee_minor=cycle_fee_minor,
         )
         with hub_state(app).unit_of_work() as uow:
             partner = partner_admin.onboard(uow.session, code=code, name=name, terms=terms, now=_now(), actor=cli_actor())

@@ -6,6 +6,7 @@ from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     ForeignKey,
     Integer,
@@ -29,6 +30,7 @@ class Partner(Base):
         CheckConstraint("settlement_cycle IN ('daily', 'weekly', 'monthly')", name="settlement_cycle"),
         CheckConstraint("length(currency) = 3", name="currency"),
         CheckConstraint("return_window_days >= 0 AND return_window_days <= 365", name="return_window"),
+        CheckConstraint("cycle_fee_minor >= 0", name="cycle_fee"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -41,6 +43,8 @@ class Partner(Base):
     settlement_cutoff_local: Mapped[time] = mapped_column(Time, default=time(0, 0))
     return_window_days: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A fixed fee the partner pays per settlement cycle, in minor units of its currency.
+    cycle_fee_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class PartnerPrice(Base):

@@ -38,6 +38,7 @@ class PartnerTerms:
     per_member_day_cap_points: int | None = None
     return_window_days: int = 0
     settlement_cutoff_local: time = time(0, 0)
+    cycle_fee_minor: int = 0
 
 
 def create_partner(
@@ -51,7 +52,7 @@ def create_partner(
             .values(
                 code=code, name=name, status=status, currency=terms.currency, time_zone=terms.time_zone,
                 settlement_cycle=terms.settlement_cycle, settlement_cutoff_local=terms.settlement_cutoff_local,
-                return_window_days=terms.return_window_days, created_at=now,
+                return_window_days=terms.return_window_days, cycle_fee_minor=terms.cycle_fee_minor, created_at=now,
             )
             .returning(Partner.id)
         ).scalar_one()
@@ -150,6 +151,9 @@ def _validate(code: str, name: str, terms: PartnerTerms, status: str) -> None:
             problems[name_of_price] = [problem]
     if not 0 <= terms.return_window_days <= 365:
         problems["return_window_days"] = ["between 0 and 365"]
+    if isinstance(terms.cycle_fee_minor, bool) or not isinstance(terms.cycle_fee_minor, int) \
+            or not 0 <= terms.cycle_fee_minor <= 10**12:
+        problems["cycle_fee_minor"] = ["a whole number of minor units, 0 or more"]
     ladder_problem = _ladder_problem(terms.amount_ladder)
     if ladder_problem:
         problems["amount_ladder"] = [ladder_problem]

@@ -37,6 +37,7 @@ from alliance.services.jobs import Job
 from settlement.cycles import Cycle, due_cycles
 from settlement.netting import (
     EXACT,
+    AdjustmentAmount,
     LINE_KIND_BY_TRANSACTION_KIND,
     CycleSummary,
     LineKind,
@@ -136,6 +137,9 @@ def close_cycle(
     # Approved adjustments not yet applied land in this, the first cycle closed after their approval.
     adjustment_ids, adjustments = finance.approved_for_cycle(
         session, partner_id=partner_id, partner_code=partner.code, cycle_ends_at=cycle.ends_at)
+    if partner.cycle_fee_minor:
+        adjustments = [*adjustments, AdjustmentAmount(partner.code, LineKind.FEE, partner.cycle_fee_minor,
+                                                      partner.currency, "cycle-fee")]
     lines = build_lines(aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle),
                         adjustments)
     statement = build_statement(

@@ -238,7 +238,8 @@ class Transfers(MethodView):
 
 def _partner_view(partner: Partner) -> dict:  # type: ignore[type-arg]
     return {name: getattr(partner, name) for name in ("code", "name", "status", "currency", "time_zone",
-                                                      "settlement_cycle", "return_window_days", "created_at")}
+                                                      "settlement_cycle", "return_window_days", "cycle_fee_minor",
+                                                      "created_at")}
 
 
 @partners_blueprint.route("/partners")
@@ -256,7 +257,7 @@ class Partners(MethodView):
             base_points_per_unit=data["base_points_per_unit"], amount_ladder=data["amount_ladder"],
             per_purchase_cap_points=data.get("per_purchase_cap_points"),
             per_member_day_cap_points=data.get("per_member_day_cap_points"),
-            return_window_days=data["return_window_days"],
+            return_window_days=data["return_window_days"], cycle_fee_minor=data["cycle_fee_minor"],
         )
         with _state().unit_of_work() as uow:
             partner = partner_admin.onboard(uow.session, code=data["code"], name=data["name"], terms=terms,

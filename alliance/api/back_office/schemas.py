@@ -131,6 +131,8 @@ class PartnerInput(StrictSchema):
     per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
     per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
     return_window_days = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 365))
+    cycle_fee_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12),
+                                     metadata={"description": "Fixed fee per settlement cycle, in minor units."})
 
 
 class PartnerOutput(Schema):
@@ -141,6 +143,7 @@ class PartnerOutput(Schema):
     time_zone = fields.String()
     settlement_cycle = fields.String()
     return_window_days = fields.Integer()
+    cycle_fee_minor = fields.Integer()
     created_at = fields.AwareDateTime()
 
 
