@@ -186,6 +186,7 @@ JOB_HELP = {
     "expire-holds": "Release redemption holds whose time to live has passed.",
     "activate-pending": "Make pending points spendable once their return window has passed.",
     "expire-points": "Move points past their expiry to the hub's breakage account.",
+    "remind-expiring-points": "Write an expiry reminder for each lot expiring within 30 days (once per lot).",
     "prune-idempotency-keys": "Forget idempotency keys older than 72 hours.",
     "prune-nonces": "Forget signature nonces whose signatures can no longer be valid.",
     "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, JSON, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, JSON, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.models.base import Base, IdType, UTCDateTime
@@ -132,3 +132,21 @@ class JobLease(Base):
     last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_outcome: Mapped[str | None] = mapped_column(String(200))
+
+
+class MemberNotification(Base):
+    """A message owed to a member (an expiry reminder), in an outbox the member app delivers from."""
+
+    __tablename__ = "member_notifications"
+    __table_args__ = (
+        UniqueConstraint("kind", "lot_id"),
+        CheckConstraint("kind IN ('expiry_reminder')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    lot_id: Mapped[int] = mapped_column(ForeignKey("point_lots.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import JobLease
-from alliance.services import idempotency, ledger, member_admin, partner_keys
+from alliance.services import idempotency, ledger, member_admin, partner_keys, reminders
 
 # A lease outlives any healthy run by far; a crashed holder's lease lapses after it.
 LEASE_DURATION = timedelta(minutes=15)
@@ -49,6 +49,7 @@ def standard_jobs(alliance_currency: str) -> list[Job]:
         Job("expire-holds", 60, ledger.expire_holds, "holds released"),
         Job("activate-pending", 300, ledger.activate_due_lots, "lots activated"),
         Job("expire-points", 3600, ledger.expire_due_lots, "points expired"),
+        Job("remind-expiring-points", 3600, reminders.remind_expiring_points, "expiry reminders written"),
         Job("prune-idempotency-keys", 3600, idempotency.prune, "keys pruned"),
         Job("prune-nonces", 600, partner_keys.prune_nonces, "nonces pruned"),
         Job("recompute-tiers", 86_400, tiers, "members changed tier"),
