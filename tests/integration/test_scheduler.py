@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from alliance.cli import main
-from alliance.models import JournalTransaction, RedemptionHold
+from alliance.models import JournalTransaction, RedemptionHold, SettlementRun
 from alliance.services import ledger
 from alliance.services.audit import run_audit
 from alliance.services.jobs import LEASE_DURATION, acquire_lease, release_lease, run_exclusively, standard_jobs
@@ -22,7 +22,8 @@ ALLIANCE = str(Path(sys.executable).parent / "alliance")
 
 
 def plant_lapsed_holds(hub, now, count: int) -> None:  # type: ignore[no-untyped-def]
-    partner_id = make_partner(hub, now=now - timedelta(days=1))
+    # A daily partner onboarded three days ago: its past cycles are due for closing too.
+    partner_id = make_partner(hub, now=now - timedelta(days=3), settlement_cycle="daily")
     member_id = make_member(hub, now=now - timedelta(days=1)).member_id
     with hub.unit_of_work() as uow:
         ledger.earn(uow.session, member_id=member_id, partner_id=partner_id, points=10 * count,
@@ -96,3 +97,8 @@ def test_two_scheduler_processes_release_every_lapsed_hold_exactly_once(pg_hub, 
     assert statuses == {"expired"}
     assert report.ok, report.first_failure
     assert sum("expire-holds: 40 holds released" in output for output in outputs) == 1
+    # Each due settlement cycle was closed exactly once, by one of the two processes.
+    with pg_hub.unit_of_work() as uow:
+        runs = uow.session.execute(select(SettlementRun.cycle_starts_at)).scalars().all()
+    assert len(runs) >= 2 and len(runs) == len(set(runs))
+    assert sum(output.count("close-due-cycles: ") for output in outputs) >= 1
