@@ -16,8 +16,8 @@ from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
 
-from alliance.api.back_office.auth import actor, require_role
-from alliance.api.back_office.routes import PREFIX, documented
+from alliance.api.back_office.auth import require_role
+from alliance.api.back_office.routes import PREFIX, committed_change, documented
 from alliance.api.back_office.schemas import PARTNER_CODE
 from alliance.api.partner.schemas import StrictSchema
 from alliance.extensions import hub_state
@@ -129,10 +129,6 @@ class DisputeListOutput(Schema):
     disputes = fields.List(fields.Nested(DisputeOutput))
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @finance_blueprint.route("/adjustments")
 class Adjustments(MethodView):
     @require_role("finance")
@@ -141,12 +137,8 @@ class Adjustments(MethodView):
     @documented(finance_blueprint, 404, 409)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Request a credit (< 0) or debit (> 0) for a partner; another staff client must approve it."""
-        with hub_state().unit_of_work() as uow:
-            view = finance.request_adjustment(uow.session, partner_code=data["partner"],
-                                              amount_minor=data["amount_minor"], reason=data["reason"],
-                                              reference=data["reference"], actor=actor(), now=_now())
-            uow.commit()
-        return view
+        return committed_change(finance.request_adjustment, partner_code=data["partner"],
+                                amount_minor=data["amount_minor"], reason=data["reason"], reference=data["reference"])
 
     @require_role("finance")
     @finance_blueprint.arguments(AdjustmentQuery, location="query")
@@ -167,11 +159,7 @@ class AdjustmentDecision(MethodView):
     @documented(finance_blueprint, 404, 409)
     def post(self, data: dict, adjustment_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Approve or reject a pending adjustment; the client that requested it cannot (409 same_approver)."""
-        with hub_state().unit_of_work() as uow:
-            view = finance.decide_adjustment(uow.session, adjustment_id=adjustment_id, decision=data["decision"],
-                                             actor=actor(), now=_now())
-            uow.commit()
-        return view
+        return committed_change(finance.decide_adjustment, adjustment_id=adjustment_id, decision=data["decision"])
 
 
 @finance_blueprint.route("/statements/<int:statement_id>/invoiced")
@@ -182,11 +170,7 @@ class StatementInvoiced(MethodView):
     @documented(finance_blueprint, 404, 409)
     def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Mark a statement invoiced (once)."""
-        with hub_state().unit_of_work() as uow:
-            status = finance.mark_invoiced(uow.session, statement_id=statement_id, reference=data["reference"],
-                                           actor=actor(), now=_now())
-            uow.commit()
-        return status
+        return committed_change(finance.mark_invoiced, statement_id=statement_id, reference=data["reference"])
 
 
 @finance_blueprint.route("/statements/<int:statement_id>/payments")
@@ -197,12 +181,8 @@ class StatementPayments(MethodView):
     @documented(finance_blueprint, 404, 409)
     def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Record a payment of an invoiced statement; partial payments add up to at most the absolute net."""
-        with hub_state().unit_of_work() as uow:
-            status = finance.record_payment(uow.session, statement_id=statement_id, amount_minor=data["amount_minor"],
-                                            paid_on=data["paid_on"], reference=data["reference"], actor=actor(),
-                                            now=_now())
-            uow.commit()
-        return status
+        return committed_change(finance.record_payment, statement_id=statement_id, amount_minor=data["amount_minor"],
+                                paid_on=data["paid_on"], reference=data["reference"])
 
 
 @finance_blueprint.route("/overdue")
@@ -213,7 +193,7 @@ class Overdue(MethodView):
     @documented(finance_blueprint)
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Statements owed to the hub, past their due date and not fully paid by ``as_of`` (default: today, UTC)."""
-        as_of: date = query.get("as_of") or _now().date()
+        as_of: date = query.get("as_of") or datetime.now(timezone.utc).date()
         with hub_state().unit_of_work() as uow:
             return {"as_of": as_of, "statements": finance.overdue(uow.session, as_of=as_of)}
 
@@ -226,11 +206,8 @@ class LineDisputes(MethodView):
     @documented(finance_blueprint, 404)
     def post(self, data: dict, statement_id: int, line_number: int):  # type: ignore[no-untyped-def, type-arg]
         """Open a dispute on one line of a closed statement."""
-        with hub_state().unit_of_work() as uow:
-            view = finance.open_dispute(uow.session, statement_id=statement_id, line_number=line_number,
-                                        reason=data["reason"], actor=actor(), now=_now())
-            uow.commit()
-        return view
+        return committed_change(finance.open_dispute, statement_id=statement_id, line_number=line_number,
+                                reason=data["reason"])
 
 
 @finance_blueprint.route("/disputes")
@@ -254,11 +231,8 @@ class DisputeResolution(MethodView):
     @documented(finance_blueprint, 404, 409)
     def post(self, data: dict, dispute_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Resolve an open dispute: ``adjusted`` with an approved adjustment of the same partner, or ``rejected``."""
-        with hub_state().unit_of_work() as uow:
-            view = finance.resolve_dispute(uow.session, dispute_id=dispute_id, outcome=data["outcome"],
-                                           adjustment_id=data.get("adjustment_id"), actor=actor(), now=_now())
-            uow.commit()
-        return view
+        return committed_change(finance.resolve_dispute, dispute_id=dispute_id, outcome=data["outcome"],
+                                adjustment_id=data.get("adjustment_id"))
 
 
 def init_app(app: Flask, api: Api) -> None:

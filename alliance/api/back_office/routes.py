@@ -301,11 +301,17 @@ class PartnerStatus(MethodView):
             return _partner_view(partner)
 
 
-def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
-    """Run a partner-management service in one unit of work, then answer 201."""
+def committed_change(action, **arguments):  # type: ignore[no-untyped-def]
+    """Run a back-office change (a service taking now and actor) in one committed unit of work."""
     with _state().unit_of_work() as uow:
-        result = action(uow.session, now=_now(), actor=actor(), **fixed)
+        result = action(uow.session, now=_now(), actor=actor(), **arguments)
         uow.commit()
+    return result
+
+
+def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
+    """Run a partner-management service, then answer 201 with the new row's id."""
+    result = committed_change(action, **fixed)
     return {"id": result if isinstance(result, int) else 0}
 
 
