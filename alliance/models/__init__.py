@@ -11,6 +11,7 @@ from alliance.models.back_office import (
     OAuthToken,
 )
 from alliance.models.base import Base
+from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.ledger import (
     JournalEntry,
@@ -33,8 +34,13 @@ from alliance.models.partner_api import (
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
+from alliance.models.staff import StaffSession, StaffUser
 
 __all__ = [
+    "GradeAlert",
+    "GradeOverride",
+    "GradePeriod",
+    "PartnerGrade",
     "Adjustment",
     "AdjustmentApplication",
     "StatementEvent",
@@ -71,5 +77,7 @@ __all__ = [
     "SettlementRun",
     "SettlementStatement",
     "SettlementStatementLine",
+    "StaffSession",
+    "StaffUser",
     "Terminal",
 ]

@@ -30,6 +30,7 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_adjustment_applications_append_only", "trg_adjustment_applications_no_truncate",
     "trg_statement_events_append_only", "trg_statement_events_no_truncate",
     "trg_reconciliation_reports_append_only",
+    "trg_grade_overrides_append_only", "trg_grade_overrides_no_truncate",
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
@@ -46,6 +47,7 @@ EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_adjustment_applications_no_update", "trg_adjustment_applications_no_delete",
     "trg_statement_events_no_update", "trg_statement_events_no_delete",
     "trg_reconciliation_reports_no_update", "trg_reconciliation_reports_no_delete",
+    "trg_grade_overrides_no_update", "trg_grade_overrides_no_delete",
 })
 
 
