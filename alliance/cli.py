@@ -191,6 +191,7 @@ JOB_HELP = {
     "prune-nonces": "Forget signature nonces whose signatures can no longer be valid.",
     "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",
     "close-due-cycles": "Close every overdue settlement cycle into a signed statement, oldest first.",
+    "grade-partners": "Grade every partner for the last whole month, once (later runs find it done).",
 }
 
 
@@ -203,13 +204,11 @@ def _job_command(name: str) -> None:
     @click.option("--now", "now_text", default=None, help="Pretend it is this moment (ISO 8601 with offset).")
     @_with_app
     def job(app: Flask, now_text: str | None) -> None:
-        from alliance.services.jobs import run_exclusively, standard_jobs
-        from alliance.services.settlement_closing import closing_job
+        from alliance.scheduler import hub_jobs
+        from alliance.services.jobs import run_exclusively
 
         state = hub_state(app)
-        every_job = standard_jobs(state.settings.alliance_currency) + [closing_job(state.session_factory,
-                                                                                   state.statement_signer)]
-        chosen = {job.name: job for job in every_job}[name]
+        chosen = {job.name: job for job in hub_jobs(state)}[name]
         done = run_exclusively(state.session_factory, chosen, holder=_process_name(), now=_parse_now(now_text))
         if done is None:
             raise click.ClickException(f"{name} is running in another process; nothing done")
@@ -239,6 +238,9 @@ def _register_admin_commands() -> None:
     cli_admin.register_back_office(main, _with_app)
     cli_admin.register_settlement(main, _with_app)
     cli_admin.register_finance(main, _with_app)
+    from alliance import cli_grades
+
+    cli_grades.register(main, _with_app)
 
 
 _register_admin_commands()

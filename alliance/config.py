@@ -12,6 +12,7 @@ from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alliance.domain.errors import ConfigurationError
+from alliance.domain.grading import GradingConfig
 
 ENV_PREFIX = "ALLIANCE_"
 # The POS client's own settings share the prefix; the hub leaves them to it.
@@ -40,6 +41,12 @@ class Settings:
     transfer_min_membership_days: int = 30
     statement_key: str | None = None
     statement_payment_terms_days: int = 14
+    grading_weights: str = ("purchase_volume_minor=25,active_members=15,redemption_count=10,"
+                            "complaint_rate_per_1000=20,median_resolution_hours=5,refund_rate=10,days_late=15")
+    grading_bands: str = "A=75,B=50,C=25"
+    grading_min_transactions: int = 10
+    grading_min_active_members: int = 3
+    grading_complaint_rate_alert: str = "5"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -84,9 +91,18 @@ class Settings:
             raise ConfigurationError("ALLIANCE_STATEMENT_KEY is required in production (see 'alliance statements new-key')")
         if not 0 <= self.statement_payment_terms_days <= 366:
             raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
+        self.grading_config()
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         return self
+
+    def grading_config(self) -> GradingConfig:
+        """The partner-grading configuration these settings describe (``ConfigurationError`` if invalid)."""
+        return GradingConfig.from_settings(
+            weights=self.grading_weights, bands=self.grading_bands, min_transactions=self.grading_min_transactions,
+            min_active_members=self.grading_min_active_members,
+            complaint_rate_alert_per_1000=self.grading_complaint_rate_alert,
+        )
 
 
 def _convert(variable: str, raw: str, annotation: object) -> object:

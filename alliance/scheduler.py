@@ -15,6 +15,7 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alliance.extensions import HubState
+from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, run_exclusively, standard_jobs
 from alliance.services.settlement_closing import closing_job
 
@@ -23,10 +24,19 @@ from alliance.services.settlement_closing import closing_job
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
 
 
+def hub_jobs(state: HubState) -> list[Job]:
+    """Every job of the hub: housekeeping, closing due settlement cycles, grading partners monthly."""
+    settings = state.settings
+    return standard_jobs(settings.alliance_currency) + [
+        closing_job(state.session_factory, state.statement_signer),
+        grading_job(settings.grading_config(), settings.alliance_time_zone),
+    ]
+
+
 def run_scheduler(state: HubState, *, holder: str, once: bool, run_for_s: int | None,
                   echo: Callable[[str], None]) -> None:
     """Run every job once (``once``) or on its interval until stopped or ``run_for_s`` passes."""
-    jobs = standard_jobs(state.settings.alliance_currency) + [closing_job(state.session_factory, state.statement_signer)]
+    jobs = hub_jobs(state)
     if once:
         for job in jobs:
             _run(state, job, holder, echo)
