@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from alliance.api import docs, errors, health
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import routes as back_office_routes
-    from alliance.api.back_office import finance_routes, settlement_routes
+    from alliance.api.back_office import finance_routes, grading_routes, settlement_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     back_office_routes.init_app(app, api)
     settlement_routes.init_app(app, api)
     finance_routes.init_app(app, api)
+    grading_routes.init_app(app, api)
     health.init_app(app)
     docs.init_app(app)
     # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.

@@ -56,6 +56,8 @@ class World:
     cycle_ends_at: str
     adjustment_id: int = 0
     dispute_id: int = 0
+    period: str = ""
+    grade_alert_id: int = 0
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -104,10 +106,31 @@ def _world(bo: BackOffice) -> World:
         dispute = finance.open_dispute(uow.session, statement_id=closed.statement_id, line_number=1,
                                        reason="sample", actor="client:someone", now=datetime.now(timezone.utc))
         uow.commit()
+    period, grade_alert_id = _graded_period(bo)
     return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
                  _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
                  closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
-                 dispute.id)
+                 dispute.id, period, grade_alert_id)
+
+
+def _graded_period(bo: BackOffice) -> tuple[str, int]:
+    """This month graded as if it were over (the partner exists only since today), and one alert to acknowledge."""
+    from alliance.domain.grading import GradingConfig, Period
+    from alliance.models import GradeAlert, PartnerGrade
+    from alliance.services import grading
+
+    today = datetime.now(timezone.utc)
+    period = Period(today.year, today.month, 1)
+    with bo.hub.unit_of_work() as uow:
+        grading.compute(uow.session, period=period, config=GradingConfig(), time_zone="UTC",
+                        now=period.bounds("UTC")[1] + timedelta(days=1), actor="client:someone")
+        grade_id = uow.session.scalar(select(PartnerGrade.id))
+        # The sample data has no purchases, so no alert arises from it; plant one to acknowledge.
+        alert_id = uow.session.execute(GradeAlert.__table__.insert().values(
+            partner_grade_id=grade_id, kind="complaint_rate", detail="sample", raised_at=today
+        ).returning(GradeAlert.id)).scalar_one()
+        uow.commit()
+    return period.label, alert_id
 
 
 def _finance_adjustments(bo: BackOffice) -> int:
@@ -203,6 +226,14 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
             json={"reason": "sample"}),
         ("GET", f"{b}/settlement/disputes"): Sample(query={"status": "open"}),
         ("POST", f"{b}/settlement/disputes/<int:dispute_id>/resolution"): Sample(json={"outcome": "rejected"}),
+        ("POST", f"{b}/grades/computations"): Sample(json={"period": "2026-01"}),
+        ("GET", f"{b}/grades/<period>"): Sample(query={"limit": "10"}),
+        ("GET", f"{b}/grades/<period>/export"): Sample(),
+        ("GET", f"{b}/partners/<code>/grades"): Sample(),
+        ("GET", f"{b}/partners/<code>/grades/<period>"): Sample(),
+        ("POST", f"{b}/partners/<code>/grades/<period>/override"): Sample(json={"grade": "B", "reason": "sample"}),
+        ("GET", f"{b}/grade-alerts"): Sample(query={"acknowledged": "all"}),
+        ("POST", f"{b}/grade-alerts/<int:alert_id>/acknowledgement"): Sample(json={}),
     }
 
 
@@ -210,7 +241,8 @@ def _concrete(rule: str, world: World) -> str:
     values = {"member_number": world.member_number, "card_number": world.card_number, "code": "shop",
               "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
               "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
-              "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1"}
+              "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
+              "period": world.period, "alert_id": str(world.grade_alert_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 
