@@ -488,3 +488,27 @@ def grading_job(config: GradingConfig, time_zone: str) -> Job:
         return computed.graded + computed.not_graded
 
     return Job("grade-partners", 3600, run, "partners graded")
+
+
+def latest_grades(session: Session) -> dict[str, dict[str, object]]:
+    """Per partner code, the grade of the newest computed period and its trend against the period before.
+
+    ``trend`` is ``up``, ``down``, ``same``, or None when either period has no grade.
+    """
+    periods = session.scalars(select(GradePeriod).order_by(GradePeriod.starts_at.desc()).limit(1)).all()
+    if not periods:
+        return {}
+    latest = Period.parse(periods[0].period)
+    current = _effective_by_partner(session, latest.label)
+    previous = _effective_by_partner(session, latest.previous().label)
+    codes = dict(session.execute(select(Partner.id, Partner.code)).all())
+    view: dict[str, dict[str, object]] = {}
+    for partner_id, grade in current.items():
+        before = previous.get(partner_id)
+        moved = bands_dropped(before.grade if before else None, grade.grade)
+        trend = None
+        if before is not None and before.grade is not None and grade.grade is not None:
+            trend = "down" if moved > 0 else "up" if moved < 0 else "same"
+        view[codes[partner_id]] = {"period": latest.label, "grade": grade.grade, "computed_grade": grade.computed_grade,
+                                   "previous_grade": before.grade if before else None, "trend": trend}
+    return view

@@ -397,3 +397,18 @@ def test_alert_acknowledgement_is_once_and_unknown_alerts_are_404(graded: HubSta
                                          actor="second")["acknowledged_by"] == "first"
         with pytest.raises(NotFound):
             grading.acknowledge_alert(uow.session, alert_id=999_999, now=at(11, 4), actor="second")
+
+
+def test_latest_grades_give_each_partner_its_newest_grade_and_trend(graded: HubState) -> None:
+    with graded.unit_of_work() as uow:
+        grading.override(uow.session, code="delta", period="2026-09", grade="A", reason="launch month",
+                         now=at(11, 3), actor="test:manager")
+        uow.commit()
+    with graded.unit_of_work() as uow:
+        latest = grading.latest_grades(uow.session)
+    assert {code: (view["period"], view["grade"], view["previous_grade"], view["trend"])
+            for code, view in latest.items()} == {
+        "alpha": ("2026-10", "A", "D", "up"), "bravo": ("2026-10", "C", None, None),
+        "charlie": ("2026-10", "C", "A", "down"), "delta": ("2026-10", "B", "A", "down"),
+        "echo": ("2026-10", None, None, None), "foxtrot": ("2026-10", None, None, None),
+    }
