@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test postgres-server clean
+.PHONY: install demo test postgres-server chromium clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,16 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/alliance db upgrade
-	$(BIN)/alliance seed-demo
+	$(BIN)/alliance seed-demo --host $(HOST) --port $(PORT)
 	$(BIN)/alliance serve --host $(HOST) --port $(PORT)
 
 postgres-server:
 	@bash scripts/ensure-postgres.sh
 
-test: install postgres-server
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+test: install postgres-server chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -67,6 +67,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     grading_routes.init_app(app, api)
     health.init_app(app)
     docs.init_app(app)
+    from alliance import console
+
+    console.init_app(app)
     # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.
     errors.init_app(app)
     cli.init_app(app)

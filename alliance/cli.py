@@ -104,16 +104,20 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
     engine = hub_state(app).engine
     click.echo(f"Alliance hub on {engine.dialect.name} database {engine.url.render_as_string(hide_password=True)}")
     click.echo(f"Listening on http://{host}:{port}  (health: http://{host}:{port}/healthz)  Ctrl+C stops it")
+    click.echo(f"Web console: http://{host}:{port}/console/  (logins: alliance staff add, or the demo's)")
     app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
 
 
 @main.command("seed-demo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where 'alliance serve' will listen, for the console address.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @_with_app
-def seed_demo(app: Flask) -> None:
-    """Create a small demo alliance: partners with keys and terminals, members with cards."""
-    from alliance.services.demo import DEMO_HISTORY, seed_demo_alliance
+def seed_demo(app: Flask, host: str, port: int) -> None:
+    """Create a small demo alliance: partners with keys and terminals, members with cards, console logins."""
+    from alliance.services.demo import DEMO_HISTORY, refuse_in_production, seed_demo_alliance, seed_demo_staff
 
     state = hub_state(app)
+    refuse_in_production(state.settings.environment)
     now = datetime.now(timezone.utc)
     # The demo's activity happened a few weeks ago, so its settlement cycles have ended
     # and can be closed now, as they would have been on a live hub.
@@ -124,6 +128,11 @@ def seed_demo(app: Flask) -> None:
     click.echo(summary)
     if summary.startswith("demo alliance created"):
         _close_demo_cycles(state, now)
+    with state.unit_of_work() as uow:
+        logins = seed_demo_staff(uow.session, now=now, environment=state.settings.environment)
+        uow.commit()
+    click.echo(f"web console: http://{host}:{port}/console/ (once 'alliance serve' runs), demo logins:")
+    click.echo("\n".join(logins))
 
 
 def _close_demo_cycles(state, now: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -241,6 +250,9 @@ def _register_admin_commands() -> None:
     from alliance import cli_grades
 
     cli_grades.register(main, _with_app)
+    from alliance import cli_staff
+
+    cli_staff.register(main, _with_app)
 
 
 _register_admin_commands()

@@ -34,6 +34,7 @@ from alliance.models.partner_api import (
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
+from alliance.models.staff import StaffSession, StaffUser
 
 __all__ = [
     "GradeAlert",
@@ -76,5 +77,7 @@ __all__ = [
     "SettlementRun",
     "SettlementStatement",
     "SettlementStatementLine",
+    "StaffSession",
+    "StaffUser",
     "Terminal",
 ]

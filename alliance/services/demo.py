@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alliance.domain.clock import add_months
+from alliance.domain.errors import ConfigurationError
 from alliance.models import Partner
 from alliance.services import audit_log, ledger
 from alliance.services.member_verification import set_pin
@@ -104,3 +105,36 @@ def _new_key_pair(private_key_path: Path) -> bytes:
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
     return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# One console login per back-office role. Like the demo PINs, the password is public by
+# design, which is why seeding refuses to run on a production hub.
+DEMO_STAFF = (
+    ("demo-admin", "Ada Admin", "admin"),
+    ("demo-finance", "Fiona Finance", "finance"),
+    ("demo-manager", "Paco Partner-Manager", "partner_manager"),
+    ("demo-service", "Cass Customer-Service", "customer_service"),
+)
+DEMO_STAFF_PASSWORD = "alliance-demo-2026"
+
+
+def refuse_in_production(environment: str) -> None:
+    """The demo's public PINs and passwords never go onto a production hub."""
+    if environment == "production":
+        raise ConfigurationError("seed-demo creates public demo logins and PINs; it refuses to run when "
+                                 "ALLIANCE_ENVIRONMENT=production")
+
+
+def seed_demo_staff(session: Session, *, now: datetime, environment: str) -> list[str]:
+    """Create the demo console logins that are missing; returns one line per login, for printing."""
+    from alliance.services import staff_users
+
+    refuse_in_production(environment)
+    existing = {user.username for user in staff_users.list_users(session)}
+    lines = []
+    for username, display_name, role in DEMO_STAFF:
+        if username not in existing:
+            staff_users.add_user(session, username=username, display_name=display_name, roles=[role],
+                                 password=DEMO_STAFF_PASSWORD, actor="cli:seed-demo", now=now)
+        lines.append(f"  {role:<17} username {username:<13} password {DEMO_STAFF_PASSWORD}")
+    return lines

@@ -1,0 +1,332 @@
+"""Finance pages: cycles, statements, the net position, reconciliation, approvals; CSV downloads.
+
+Reads go through ``console_reports`` and the settlement services; every change goes
+through ``alliance.services.finance`` (or the closing the CLI and the API run), with the
+signed-in user as the actor, so the four-eyes rule and every other refusal is the
+service's own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from flask import Response, flash, redirect, render_template, request, url_for
+from werkzeug.exceptions import BadRequest
+
+from alliance.console import console, security
+from alliance.console.helpers import (
+    change, csv_reply, form_text, form_whole_number, now, pager_args, query_page, query_text,
+)
+from alliance.extensions import hub_state
+from alliance.services import audit_log, console_reports, finance, settlement_closing
+from alliance.services.reconciliation import reconcile_statement
+from settlement.statements import StatementSignatureRejected, parse_signature, verify_statement
+
+FINANCE = security.FINANCE_ROLES
+CSV_BATCH = 200
+DOCUMENT_FORMATS = {
+    "json": ("document_json", "application/json", "json"),
+    "csv": ("document_csv", "text/csv; charset=utf-8", "csv"),
+    "json-signature": ("signature_json", "application/json", "json.sig.json"),
+    "csv-signature": ("signature_csv", "application/json", "csv.sig.json"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """Whether a stored document verifies against the hub's statement key."""
+
+    document: str
+    verified: bool
+    key_id: str
+    detail: str
+
+
+def _statement_filters() -> tuple[str | None, str | None]:
+    with hub_state().unit_of_work() as uow:
+        codes = console_reports.partner_codes(uow.session)
+    return (query_text("partner", allowed=codes),
+            query_text("state", allowed=console_reports.STATEMENT_STATES))
+
+
+@console.route("/finance/cycles")
+@security.requires(*FINANCE)
+def finance_cycles():  # type: ignore[no-untyped-def]
+    """Cycles running now and due to close, and closed cycles with their statements."""
+    partner, state = _statement_filters()
+    page, page_size = query_page()
+    with hub_state().unit_of_work() as uow:
+        running = console_reports.open_cycles(uow.session, now=now(), partner_code=partner)
+        closed = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
+                                                    page_size=page_size)
+        codes = console_reports.partner_codes(uow.session)
+    return render_template("console/finance/cycles.html", running=running, closed=closed, codes=codes,
+                           partner=partner, state=state, states=console_reports.STATEMENT_STATES,
+                           pager=pager_args(), due_total=sum(row.due_to_close for row in running))
+
+
+@console.route("/finance/cycles.csv")
+@security.requires(*FINANCE)
+def finance_cycles_csv():  # type: ignore[no-untyped-def]
+    """Every closed cycle matching the filters, as CSV."""
+    partner, state = _statement_filters()
+    rows = []
+    with hub_state().unit_of_work() as uow:
+        page = 1
+        while True:
+            batch = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
+                                                       page_size=CSV_BATCH)
+            rows.extend(batch.items)
+            if page >= batch.pages:
+                break
+            page += 1
+    return csv_reply("closed-cycles.csv",
+                     ["statement_id", "partner", "cycle_starts_at", "cycle_ends_at", "currency", "net_minor",
+                      "due_date", "invoiced", "paid_minor", "outstanding_minor", "state"],
+                     [[row.statement_id, row.partner, row.cycle_starts_at.isoformat(), row.cycle_ends_at.isoformat(),
+                       row.currency, row.net_minor, row.due_date.isoformat(), str(row.invoiced).lower(),
+                       row.paid_minor, row.outstanding_minor, row.state] for row in rows])
+
+
+@console.route("/finance/closings", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_close_due_cycles():  # type: ignore[no-untyped-def]
+    """Close every overdue cycle, oldest first: the same closing as ``alliance settlement close``."""
+    state = hub_state()
+    moment = now()
+    closed = settlement_closing.close_due_cycles(state.session_factory, now=moment, signer=state.statement_signer)
+    with state.unit_of_work() as uow:
+        audit_log.append(uow.session, actor=security.actor(), action="settlement.close", subject="settlement",
+                         now=moment, after={"partner": None, "cycles_closed": len(closed)})
+        uow.commit()
+    flash(f"{len(closed)} cycles closed into signed statements." if closed else
+          "No cycle was due: every ended cycle is already closed.", "success")
+    return redirect(url_for("console.finance_cycles"), code=303)
+
+
+def _signature_checks(item: settlement_closing.ClosedStatement) -> list[SignatureCheck]:
+    public_key = hub_state().statement_signer.signing_key.public_key()
+    checks = []
+    for name, document, signature in (("JSON", item.document_json, item.signature_json),
+                                      ("CSV", item.document_csv, item.signature_csv)):
+        try:
+            parsed = parse_signature(signature)
+            verify_statement(document, parsed, {hub_state().statement_signer.key_id: public_key})
+            checks.append(SignatureCheck(name, True, parsed.key_id, "verified with the hub's statement key"))
+        except StatementSignatureRejected as rejected:
+            checks.append(SignatureCheck(name, False, item.key_id, f"{rejected.code}: {rejected.detail}"))
+    return checks
+
+
+@console.route("/finance/statements/<int:statement_id>")
+@security.requires(*FINANCE)
+def finance_statement(statement_id: int):  # type: ignore[no-untyped-def]
+    """A statement with its lines, signature status, invoice and payments, reconciliations and disputes."""
+    with hub_state().unit_of_work() as uow:
+        detail = console_reports.statement_detail(uow.session, statement_id=statement_id)
+        status = finance.statement_status(uow.session, statement_id)
+        item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+    return render_template("console/finance/statement.html", detail=detail, status=status,
+                           checks=_signature_checks(item), today=now().date())
+
+
+@console.route("/finance/statements/<int:statement_id>/document")
+@security.requires(*FINANCE)
+def finance_statement_document(statement_id: int):  # type: ignore[no-untyped-def]
+    """The exact signed bytes of a statement (JSON or CSV) or a detached signature, as a download."""
+    document_format = query_text("format", allowed=tuple(DOCUMENT_FORMATS)) or "csv"
+    attribute, content_type, suffix = DOCUMENT_FORMATS[document_format]
+    with hub_state().unit_of_work() as uow:
+        item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+    return Response(getattr(item, attribute), content_type=content_type,
+                    headers={"Content-Disposition": f'attachment; filename="statement-{statement_id}.{suffix}"'})
+
+
+def _back_to_statement(statement_id: int) -> str:
+    return url_for("console.finance_statement", statement_id=statement_id)
+
+
+@console.route("/finance/statements/<int:statement_id>/invoiced", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_mark_invoiced(statement_id: int):  # type: ignore[no-untyped-def]
+    """Mark a statement invoiced, once."""
+    return change(finance.mark_invoiced, statement_id=statement_id, reference=form_text("reference", max_length=64),
+                  success="Statement {result.statement_id} marked invoiced.", back=_back_to_statement(statement_id))
+
+
+@console.route("/finance/statements/<int:statement_id>/payments", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_record_payment(statement_id: int):  # type: ignore[no-untyped-def]
+    """Record a (partial) payment of an invoiced statement."""
+    try:
+        paid_on = date.fromisoformat(form_text("paid_on") or "")
+    except ValueError:
+        raise BadRequest("paid on must be a date such as 2026-11-30") from None
+    return change(finance.record_payment, statement_id=statement_id, amount_minor=form_whole_number("amount_minor"),
+                  paid_on=paid_on, reference=form_text("reference", max_length=64),
+                  success="Payment recorded: {result.paid_minor} paid, {result.outstanding_minor} outstanding.",
+                  back=_back_to_statement(statement_id))
+
+
+@console.route("/finance/statements/<int:statement_id>/reconciliations", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_reconcile(statement_id: int):  # type: ignore[no-untyped-def]
+    """Reconcile the statement against a partner's CSV pasted or uploaded into the form."""
+    upload = request.files.get("document_file")
+    document = upload.read() if upload is not None and upload.filename else \
+        (form_text("document", max_length=16 * 1024 * 1024) or "").encode("utf-8")
+
+    def reconcile(session, *, now: datetime, actor: str):  # type: ignore[no-untyped-def]
+        return reconcile_statement(session, statement_id=statement_id, document=document, source="back_office",
+                                   actor=actor, now=now)
+
+    return change(reconcile, success="Reconciliation report {result.id} stored: {result.discrepancies} discrepancies.",
+                  back=_back_to_statement(statement_id))
+
+
+@console.route("/finance/statements/<int:statement_id>/disputes", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
+    """Dispute one line of the statement."""
+    return change(finance.open_dispute, statement_id=statement_id, line_number=form_whole_number("line_number"),
+                  reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
+                  success="Dispute {result.id} opened on line {result.line_number}.",
+                  back=_back_to_statement(statement_id))
+
+
+@console.route("/finance/position")
+@security.requires(*FINANCE)
+def finance_position():  # type: ignore[no-untyped-def]
+    """Net positions over every closed statement, and one cycle's summary with the issuer → redeemer matrix."""
+    currency = hub_state().settings.alliance_currency
+    with hub_state().unit_of_work() as uow:
+        position = settlement_closing.period_position(uow.session, currency=currency)
+        ends = console_reports.cycle_ends(uow.session, currency=currency)
+        chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
+        chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0] if ends else None)
+        summary = settlement_closing.cycle_summary(uow.session, cycle_ends_at=chosen, currency=currency) \
+            if chosen else None
+    matrix_partners = sorted({flow.redeemer_partner_code for flow in summary.issuer_redeemer_matrix}
+                             | {flow.issuer_partner_code or "hub" for flow in summary.issuer_redeemer_matrix}) \
+        if summary else []
+    matrix = {(flow.issuer_partner_code or "hub", flow.redeemer_partner_code): flow.points
+              for flow in summary.issuer_redeemer_matrix} if summary else {}
+    return render_template("console/finance/position.html", currency=currency, position=position, ends=ends,
+                           chosen=chosen, summary=summary, matrix_partners=matrix_partners, matrix=matrix)
+
+
+@console.route("/finance/reconciliations")
+@security.requires(*FINANCE)
+def finance_reconciliations():  # type: ignore[no-untyped-def]
+    """Stored reconciliation reports, newest first."""
+    page, page_size = query_page()
+    with hub_state().unit_of_work() as uow:
+        codes = console_reports.partner_codes(uow.session)
+        partner = query_text("partner", allowed=codes)
+        only_discrepancies = query_text("discrepancies", allowed=("only",)) is not None
+        reports = console_reports.reconciliations_page(uow.session, partner_code=partner,
+                                                       with_discrepancies=only_discrepancies, page=page,
+                                                       page_size=page_size)
+    return render_template("console/finance/reconciliations.html", reports=reports, codes=codes, partner=partner,
+                           only_discrepancies=only_discrepancies, pager=pager_args())
+
+
+@console.route("/finance/reconciliations/<int:report_id>")
+@security.requires(*FINANCE)
+def finance_reconciliation(report_id: int):  # type: ignore[no-untyped-def]
+    """One reconciliation report: matched, missing on either side, mismatched."""
+    with hub_state().unit_of_work() as uow:
+        report, partner = console_reports.reconciliation_report(uow.session, report_id=report_id)
+    return render_template("console/finance/reconciliation.html", report=report, partner=partner,
+                           content=json.loads(report.report_json))
+
+
+@console.route("/finance/reconciliations/<int:report_id>.csv")
+@security.requires(*FINANCE)
+def finance_reconciliation_csv(report_id: int):  # type: ignore[no-untyped-def]
+    """A reconciliation report as the CSV the hub stored."""
+    with hub_state().unit_of_work() as uow:
+        report, _ = console_reports.reconciliation_report(uow.session, report_id=report_id)
+    return Response(report.report_csv, content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="reconciliation-{report_id}.csv"'})
+
+
+ADJUSTMENT_STATUSES = ("pending", "approved", "rejected")
+DISPUTE_STATUSES = ("open", *finance.RESOLUTIONS)
+
+
+def _approval_lists():  # type: ignore[no-untyped-def]
+    with hub_state().unit_of_work() as uow:
+        codes = console_reports.partner_codes(uow.session)
+        partner = query_text("partner", allowed=codes)
+        status = query_text("status", allowed=ADJUSTMENT_STATUSES)
+        adjustments = finance.list_adjustments(uow.session, partner_code=partner, status=status)
+        disputes = finance.list_disputes(uow.session, partner_code=partner, status="open")
+    return codes, partner, status, adjustments, disputes
+
+
+@console.route("/finance/approvals")
+@security.requires(*FINANCE)
+def finance_approvals():  # type: ignore[no-untyped-def]
+    """Adjustments (pending ones to approve or reject, by someone other than the requester) and open disputes."""
+    page, page_size = query_page()
+    codes, partner, status, adjustments, disputes = _approval_lists()
+    newest_first = adjustments[::-1]
+    shown = console_reports.Page(newest_first[(page - 1) * page_size:page * page_size], len(newest_first), page,
+                                 page_size)
+    return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
+                           partner=partner, status=status, statuses=ADJUSTMENT_STATUSES, pager=pager_args(),
+                           me=security.actor())
+
+
+@console.route("/finance/adjustments.csv")
+@security.requires(*FINANCE)
+def finance_adjustments_csv():  # type: ignore[no-untyped-def]
+    """Adjustments matching the filters, as CSV."""
+    _, _, _, adjustments, _ = _approval_lists()
+    return csv_reply("adjustments.csv",
+                     ["id", "partner", "amount_minor", "currency", "reason", "reference", "status", "requested_by",
+                      "requested_at", "decided_by", "decided_at", "applied_run_id"],
+                     [[item.id, item.partner, item.amount_minor, item.currency, item.reason, item.reference,
+                       item.status, item.requested_by, item.requested_at.isoformat(), item.decided_by or "",
+                       item.decided_at.isoformat() if item.decided_at else "", item.applied_run_id or ""]
+                      for item in adjustments])
+
+
+@console.route("/finance/adjustments", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_request_adjustment():  # type: ignore[no-untyped-def]
+    """Request an adjustment; someone else approves it."""
+    return change(finance.request_adjustment, partner_code=form_text("partner", max_length=40),
+                  amount_minor=form_whole_number("amount_minor"),
+                  reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
+                  reference=form_text("reference", max_length=64),
+                  success="Adjustment {result.id} requested; another person must approve it.",
+                  back=url_for("console.finance_approvals"))
+
+
+@console.route("/finance/adjustments/<int:adjustment_id>/decision", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_decide_adjustment(adjustment_id: int):  # type: ignore[no-untyped-def]
+    """Approve or reject a pending adjustment (the service refuses the requester)."""
+    decision = form_text("decision", max_length=10)
+    if decision not in finance.DECISIONS:
+        raise BadRequest("decision is approve or reject")
+    return change(finance.decide_adjustment, adjustment_id=adjustment_id, decision=decision,
+                  success="Adjustment {result.id} is now {result.status}.", back=url_for("console.finance_approvals"))
+
+
+@console.route("/finance/disputes/<int:dispute_id>/resolution", methods=["POST"])
+@security.requires(*FINANCE)
+def finance_resolve_dispute(dispute_id: int):  # type: ignore[no-untyped-def]
+    """Resolve an open dispute with an approved adjustment, or reject it."""
+    outcome = form_text("outcome", max_length=10)
+    adjustment_text = form_text("adjustment_id", required=False, max_length=20)
+    try:
+        adjustment_id = int(adjustment_text) if adjustment_text else None
+    except ValueError:
+        raise BadRequest("adjustment id must be a whole number") from None
+    return change(finance.resolve_dispute, dispute_id=dispute_id, outcome=outcome, adjustment_id=adjustment_id,
+                  success="Dispute {result.id} is now {result.status}.", back=url_for("console.finance_approvals"))

@@ -1,0 +1,107 @@
+"""What every console page needs: query arguments, one committed change, CSV replies, going back."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from flask import Response, flash, redirect, request
+from werkzeug.exceptions import BadRequest
+
+from alliance.console import security
+from alliance.domain.errors import AllianceError
+from alliance.extensions import hub_state
+
+DEFAULT_PAGE_SIZE = 25
+PAGE_SIZES = (10, 25, 50, 100)
+
+
+def query_text(name: str, *, allowed: Sequence[str] | None = None) -> str | None:
+    """A text filter from the query string; empty means absent; outside ``allowed`` is a 400."""
+    value = (request.args.get(name) or "").strip()
+    if not value:
+        return None
+    if len(value) > 100 or (allowed is not None and value not in allowed):
+        raise BadRequest(f"The filter {name}={value!r} is not one of the choices offered.")
+    return value
+
+
+def query_page() -> tuple[int, int]:
+    """The page number and page size from the query string (a 400 for nonsense)."""
+    try:
+        page = int(request.args.get("page", "1"))
+        page_size = int(request.args.get("page_size", str(DEFAULT_PAGE_SIZE)))
+    except ValueError:
+        raise BadRequest("page and page_size are whole numbers") from None
+    if page < 1 or page > 1_000_000 or page_size not in PAGE_SIZES:
+        raise BadRequest(f"page starts at 1 and page_size is one of {', '.join(map(str, PAGE_SIZES))}")
+    return page, page_size
+
+
+def form_text(name: str, *, required: bool = True, max_length: int = 4000) -> str | None:
+    """A form field, stripped; a missing required one is a 400."""
+    value = (request.form.get(name) or "").strip()
+    if not value:
+        if required:
+            raise BadRequest(f"The form needs {name.replace('_', ' ')}.")
+        return None
+    if len(value) > max_length:
+        raise BadRequest(f"{name.replace('_', ' ')} is longer than {max_length} characters.")
+    return value
+
+
+def form_whole_number(name: str) -> int:
+    """A whole number from a form field (a 400 otherwise)."""
+    text = form_text(name) or ""
+    try:
+        return int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise BadRequest(f"{name.replace('_', ' ')} must be a whole number, got {text!r}.") from None
+
+
+def now() -> datetime:
+    """The console's clock."""
+    return security.utc_now()
+
+
+def change(action, *, success: str, back: str, **arguments) -> Response:  # type: ignore[no-untyped-def]
+    """Run a service change as the signed-in user in one committed unit of work, then go back.
+
+    A refusal by the service (``AllianceError``: the four-eyes rule, a state that does not
+    allow it, bad input) commits nothing and is shown on the page it came from.
+    """
+    try:
+        with hub_state().unit_of_work() as uow:
+            result = action(uow.session, now=now(), actor=security.actor(), **arguments)
+            uow.commit()
+    except AllianceError as error:
+        flash(f"{error.title}: {error.detail}", "error")
+        return redirect(back, code=303)
+    flash(success.format(result=result), "success")
+    return redirect(back, code=303)
+
+
+def csv_reply(filename: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Response:
+    """A CSV download."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_cell(value) for value in row] for row in rows)
+    return Response(buffer.getvalue(), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula is quoted; numbers stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def pager_args(**fixed: object) -> dict[str, object]:
+    """The current filters, for links to other pages of the same list."""
+    arguments = {key: value for key, value in request.args.items() if key != "page" and value}
+    arguments.update({key: value for key, value in fixed.items() if value is not None})
+    return arguments

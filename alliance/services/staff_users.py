@@ -1,0 +1,224 @@
+"""Staff logins for the web console: accounts, passwords, lockout and server-side sessions.
+
+Passwords are kept only as scrypt hashes (werkzeug's ``generate_password_hash``: a
+random salt per password, a memory-hard key derivation), compared in constant time.
+Five wrong passwords in a row lock an account for fifteen minutes; while locked even the
+right password is refused, and an unknown username costs the same hash computation as a
+known one, so timing tells nothing. A session is a row found by the SHA-256 of a random
+nonce carried in the signed cookie: logout, disabling the user, the idle timeout and the
+absolute lifetime all end it here, whatever the browser still holds.
+
+Every change to an account (created, disabled, password set, locked out) and every
+login and logout goes to the audit log in the same transaction, without the password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
+from alliance.models import StaffSession, StaffUser
+from alliance.services import audit_log
+from alliance.services.oauth import validate_roles
+
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+MIN_PASSWORD_CHARACTERS = 12
+MAX_PASSWORD_CHARACTERS = 256
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+IDLE_TIMEOUT = timedelta(minutes=30)
+SESSION_LIFETIME = timedelta(hours=12)
+# Writing last_seen_at on every page would make each view a write; a minute's slack in
+# the idle timeout is worth one write per minute instead.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+PASSWORD_METHOD = "scrypt"
+GENERATED_PASSWORD_BYTES = 18
+# A hash of a password nobody has, checked for unknown usernames so they take as long.
+_UNKNOWN_USER_HASH = generate_password_hash(secrets.token_urlsafe(32), method=PASSWORD_METHOD)
+
+
+class LoginRefused(AllianceError):
+    """Wrong username or password, a disabled account, or a locked one."""
+
+    code = "login_refused"
+    http_status = 401
+    title = "Login refused"
+
+
+@dataclass(frozen=True, slots=True)
+class StaffIdentity:
+    """Who a live console session belongs to, as read afresh on every request."""
+
+    user_id: int
+    username: str
+    display_name: str
+    roles: frozenset[str]
+    session_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    """A session just started: the nonce goes into the cookie and is stored only as a digest."""
+
+    nonce: str
+    identity: StaffIdentity
+
+
+def generate_password() -> str:
+    """A random password of about 144 bits, for ``--generate-password`` and the demo."""
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
+def _nonce_digest(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def _checked_password(password: str) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD_CHARACTERS <= len(password) <= MAX_PASSWORD_CHARACTERS:
+        raise ValidationFailed(f"a password has {MIN_PASSWORD_CHARACTERS}-{MAX_PASSWORD_CHARACTERS} characters",
+                               fields={"password": ["length"]})
+    return password
+
+
+def _user(session: Session, username: str, *, lock: bool = False) -> StaffUser:
+    query = select(StaffUser).where(StaffUser.username == username)
+    user = session.scalar(query.with_for_update() if lock else query)
+    if user is None:
+        raise NotFound(f"no staff user {username!r}")
+    return user
+
+
+def add_user(session: Session, *, username: str, display_name: str, roles: list[str] | tuple[str, ...],
+             password: str, actor: str, now: datetime) -> StaffUser:
+    """Create an active staff user with some back-office roles."""
+    if not USERNAME_PATTERN.match(username or ""):
+        raise ValidationFailed("a username is 2-64 lowercase letters, digits, '.', '_' or '-'",
+                               fields={"username": ["malformed"]})
+    display_name = (display_name or "").strip()
+    if not display_name or len(display_name) > 200:
+        raise ValidationFailed("a display name has 1-200 characters", fields={"display_name": ["length"]})
+    checked_roles = validate_roles(list(roles))
+    if session.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
+        raise Conflict(f"staff user {username!r} already exists")
+    user_id = session.execute(insert(StaffUser).values(
+        username=username, display_name=display_name, roles=" ".join(checked_roles),
+        password_hash=generate_password_hash(_checked_password(password), method=PASSWORD_METHOD),
+        status="active", failed_logins=0, password_changed_at=now, created_at=now,
+    ).returning(StaffUser.id)).scalar_one()
+    audit_log.append(session, actor=actor, action="staff.add", subject=f"staff:{username}", now=now,
+                     after={"display_name": display_name, "roles": list(checked_roles), "status": "active"})
+    return session.get_one(StaffUser, user_id)
+
+
+def list_users(session: Session) -> list[StaffUser]:
+    """Every staff user, by username."""
+    return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+
+
+def disable_user(session: Session, *, username: str, actor: str, now: datetime) -> None:
+    """Disable a user and end every session of theirs at once."""
+    user = _user(session, username, lock=True)
+    if user.status == "disabled":
+        raise InvalidState(f"staff user {username!r} is already disabled")
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(status="disabled"))
+    ended = _end_sessions(session, user_id=user.id, now=now)
+    audit_log.append(session, actor=actor, action="staff.disable", subject=f"staff:{username}", now=now,
+                     before={"status": "active"}, after={"status": "disabled", "sessions_ended": ended})
+
+
+def set_password(session: Session, *, username: str, password: str, actor: str, now: datetime) -> None:
+    """Set a new password, clear a lockout, and end the user's sessions (they sign in again)."""
+    user = _user(session, username, lock=True)
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
+        password_hash=generate_password_hash(_checked_password(password), method=PASSWORD_METHOD),
+        password_changed_at=now, failed_logins=0, locked_until=None))
+    ended = _end_sessions(session, user_id=user.id, now=now)
+    audit_log.append(session, actor=actor, action="staff.set_password", subject=f"staff:{username}", now=now,
+                     after={"sessions_ended": ended})
+
+
+def _end_sessions(session: Session, *, user_id: int, now: datetime) -> int:
+    return session.execute(update(StaffSession).where(StaffSession.user_id == user_id,
+                                                      StaffSession.ended_at.is_(None))
+                           .values(ended_at=now)).rowcount
+
+
+def log_in(session: Session, *, username: str, password: str, now: datetime) -> StartedSession:
+    """Check a username and password and start a session; the caller commits either way.
+
+    A refusal still changes the books of the account (the failure count, a lockout), so
+    the caller commits before re-raising the ``LoginRefused``.
+    """
+    user = session.scalar(select(StaffUser).where(StaffUser.username == (username or "")).with_for_update())
+    if user is None:
+        check_password_hash(_UNKNOWN_USER_HASH, password or "")
+        raise LoginRefused("unknown username or wrong password")
+    if user.locked_until is not None and user.locked_until > now:
+        raise LoginRefused(f"too many wrong passwords: this account is locked until "
+                           f"{user.locked_until:%H:%M} UTC")
+    password_matches = check_password_hash(user.password_hash, password or "")
+    if user.status != "active":
+        # Only someone who knows the password learns that the account exists but is disabled.
+        raise LoginRefused("this account is disabled" if password_matches else "unknown username or wrong password")
+    if not password_matches:
+        _count_failure(session, user, now)
+        raise LoginRefused("unknown username or wrong password")
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
+        failed_logins=0, locked_until=None, last_login_at=now))
+    nonce = secrets.token_urlsafe(32)
+    session_id = session.execute(insert(StaffSession).values(
+        user_id=user.id, nonce_hash=_nonce_digest(nonce), created_at=now, last_seen_at=now,
+    ).returning(StaffSession.id)).scalar_one()
+    audit_log.append(session, actor=f"console:{user.username}", action="staff.login",
+                     subject=f"staff:{user.username}", now=now)
+    return StartedSession(nonce, StaffIdentity(user.id, user.username, user.display_name,
+                                               frozenset(user.roles.split()), session_id))
+
+
+def _count_failure(session: Session, user: StaffUser, now: datetime) -> None:
+    failures = user.failed_logins + 1
+    locked_until = now + LOCKOUT if failures >= MAX_FAILED_LOGINS else None
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
+        failed_logins=0 if locked_until else failures, locked_until=locked_until))
+    if locked_until is not None:
+        audit_log.append(session, actor="console:login", action="staff.lockout", subject=f"staff:{user.username}",
+                         now=now, after={"locked_until": locked_until.isoformat(), "failed_logins": failures})
+
+
+def identity_for(session: Session, *, nonce: str, now: datetime) -> StaffIdentity | None:
+    """The live session's user with their current roles, or None (ending a session that has timed out)."""
+    row = session.execute(
+        select(StaffSession, StaffUser).join(StaffUser, StaffUser.id == StaffSession.user_id)
+        .where(StaffSession.nonce_hash == _nonce_digest(nonce), StaffSession.ended_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    staff_session, user = row
+    if user.status != "active" or now - staff_session.last_seen_at > IDLE_TIMEOUT \
+            or now - staff_session.created_at > SESSION_LIFETIME:
+        session.execute(update(StaffSession).where(StaffSession.id == staff_session.id).values(ended_at=now))
+        return None
+    if now - staff_session.last_seen_at >= LAST_SEEN_RESOLUTION:
+        session.execute(update(StaffSession).where(StaffSession.id == staff_session.id).values(last_seen_at=now))
+    return StaffIdentity(user.id, user.username, user.display_name, frozenset(user.roles.split()), staff_session.id)
+
+
+def log_out(session: Session, *, nonce: str, now: datetime) -> None:
+    """End the session this nonce names, if it is live."""
+    row = session.execute(
+        select(StaffSession.id, StaffUser.username).join(StaffUser, StaffUser.id == StaffSession.user_id)
+        .where(StaffSession.nonce_hash == _nonce_digest(nonce), StaffSession.ended_at.is_(None))
+    ).first()
+    if row is None:
+        return
+    session.execute(update(StaffSession).where(StaffSession.id == row.id).values(ended_at=now))
+    audit_log.append(session, actor=f"console:{row.username}", action="staff.logout", subject=f"staff:{row.username}",
+                     now=now)

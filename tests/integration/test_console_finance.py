@@ -1,0 +1,223 @@
+"""Finance pages: closing cycles, a statement and its signature, invoicing and payment, the net position,
+reconciliation, four-eyes approvals, CSV downloads and forged forms."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from sqlalchemy import select, text, update
+
+from alliance.extensions import hub_state
+from alliance.models import Partner, SettlementStatement
+from alliance.services import settlement_closing
+from tests.console_support import audit_actions, build_alliance, settlement_counts, signed_in, text_of
+
+CYCLES = "/console/finance/cycles"
+
+
+@pytest.fixture
+def finance(app):  # type: ignore[no-untyped-def]
+    """A finance user signed in on a hub with three months of activity and nothing closed yet."""
+    build_alliance(hub_state(app))
+    return signed_in(app, "fiona", "finance")
+
+
+def close_due(browser) -> None:  # type: ignore[no-untyped-def]
+    response = browser.post("/console/finance/closings")
+    assert response.status_code == 303 and response.headers["Location"].endswith(CYCLES)
+
+
+def statement_ids(hub, code: str) -> list[int]:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return list(uow.session.scalars(select(SettlementStatement.id).join(Partner, Partner.id == SettlementStatement.partner_id)
+                                        .where(Partner.code == code).order_by(SettlementStatement.id)))
+
+
+def test_cycles_page_offers_closing_then_lists_the_closed_cycles(app, finance):
+    hub = hub_state(app)
+    before = text_of(finance.get(CYCLES))
+    assert "No closed cycles yet" in before
+    assert re.search(r"[1-9]\d* ended cycles? waiting to be closed", before)
+    close_due(finance)
+    page = finance.get(CYCLES)
+    shown = text_of(page)
+    assert "cycles closed into signed statements" in shown
+    assert "0 ended cycles waiting to be closed" in shown
+    aurora = statement_ids(hub, "aurora")
+    assert aurora and all(f"#{statement_id}" in shown for statement_id in aurora)
+    assert ("console:fiona", "settlement.close", "settlement") in audit_actions(hub)
+    # Closing again finds nothing due and says so.
+    close_due(finance)
+    assert "No cycle was due" in text_of(finance.get(CYCLES))
+
+
+def test_statement_page_shows_lines_a_valid_signature_and_the_payment_workflow(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    with hub.unit_of_work() as uow:
+        statement = uow.session.scalars(select(SettlementStatement).where(SettlementStatement.net_minor > 0)
+                                        .order_by(SettlementStatement.id)).first()
+        statement_id, net_minor = statement.id, statement.net_minor
+    path = f"/console/finance/statements/{statement_id}"
+    page = text_of(finance.get(path))
+    assert "JSON: valid" in page and "CSV: valid" in page
+    assert "points issued" in page and "not invoiced" in page
+    invoiced = finance.post(f"{path}/invoiced", {"reference": "INV-2026-001"})
+    assert invoiced.status_code == 303
+    assert "invoiced" in text_of(finance.get(path))
+    partial = net_minor // 2 or net_minor
+    finance.post(f"{path}/payments", {"amount_minor": partial, "paid_on": "2026-11-30", "reference": "PAY-1"})
+    rest = net_minor - partial
+    if rest:
+        finance.post(f"{path}/payments", {"amount_minor": rest, "paid_on": "2026-11-30", "reference": "PAY-2"})
+    paid_page = text_of(finance.get(path))
+    assert "paid" in paid_page and "outstanding 0.00 EUR" in paid_page
+    overpaid = finance.post(f"{path}/payments", {"amount_minor": 1, "paid_on": "2026-11-30", "reference": "PAY-3"})
+    assert overpaid.status_code == 303
+    assert "has 0 minor units outstanding" in text_of(finance.get(path))
+    actions = [action for actor, action, subject in audit_actions(hub) if subject == f"statement:{statement_id}"]
+    assert actions[0] == "statement.invoiced" and set(actions[1:]) == {"statement.paid"}
+    assert f"#{statement_id}" in text_of(finance.get(CYCLES, state="paid"))
+    assert f"#{statement_id}" not in text_of(finance.get(CYCLES, state="uninvoiced"))
+
+
+def test_a_tampered_statement_shows_an_invalid_signature(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    statement_id = statement_ids(hub, "aurora")[-1]
+    with hub.engine.begin() as connection:
+        # Only a database superuser could do this: the append-only triggers refuse it otherwise.
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+        else:
+            connection.execute(text("DROP TRIGGER trg_statements_no_update"))
+        connection.execute(update(SettlementStatement).where(SettlementStatement.id == statement_id)
+                           .values(document_csv=SettlementStatement.document_csv + "tampered\n"))
+    page = text_of(finance.get(f"/console/finance/statements/{statement_id}"))
+    assert "JSON: valid" in page and "CSV: INVALID" in page and "signature_mismatch" in page
+
+
+def test_statement_downloads_are_the_exact_signed_bytes(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    statement_id = statement_ids(hub, "aurora")[0]
+    with hub.unit_of_work() as uow:
+        stored = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+    for document_format, expected in (("csv", stored.document_csv), ("json", stored.document_json),
+                                      ("csv-signature", stored.signature_csv)):
+        response = finance.get(f"/console/finance/statements/{statement_id}/document", format=document_format)
+        assert response.status_code == 200 and response.data == expected
+        assert "attachment" in response.headers["Content-Disposition"]
+
+
+def test_closed_cycles_download_as_csv_with_the_filters(app, finance):
+    close_due(finance)
+    response = finance.get("/console/finance/cycles.csv", partner="fuel")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert rows and {row["partner"] for row in rows} == {"fuel"}
+    assert statement_ids(hub_state(app), "fuel") == sorted(int(row["statement_id"]) for row in rows)
+
+
+def test_net_position_shows_nets_gross_vs_net_and_the_issuer_redeemer_matrix(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    with hub.unit_of_work() as uow:
+        position = settlement_closing.period_position(uow.session, currency="EUR")
+    page = finance.get("/console/finance/position")
+    shown = text_of(page)
+    assert position.partner_nets_minor["aurora"] > 0 > position.partner_nets_minor["fuel"]
+    assert f"{position.netting_efficiency * 100:.2f}%" in shown
+    # Pick the cycle in which fuel redeemed aurora's points: the matrix shows them.
+    ends = re.findall(r'<option value="([^"]+)"', page.get_data(as_text=True))
+    matrices = [text_of(finance.get("/console/finance/position", cycle_ends_at=end)) for end in ends]
+    assert any("issued by ↓ / redeemed at → aurora fuel aurora 0 50" in matrix for matrix in matrices)
+
+
+def test_reconciliation_from_the_statement_page_is_stored_listed_and_downloadable(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    statement_id = statement_ids(hub, "aurora")[-1]
+    document = "receipt_id,amount_minor,currency,occurred_on\nR-unknown,100,EUR,2026-01-01\n"
+    response = finance.post(f"/console/finance/statements/{statement_id}/reconciliations", {"document": document})
+    assert response.status_code == 303
+    assert "discrepancies" in text_of(finance.get(f"/console/finance/statements/{statement_id}"))
+    listing = finance.get("/console/finance/reconciliations", discrepancies="only")
+    report_id = int(re.search(r"/console/finance/reconciliations/(\d+)", listing.get_data(as_text=True)).group(1))
+    detail = text_of(finance.get(f"/console/finance/reconciliations/{report_id}"))
+    assert "R-unknown" in detail
+    assert finance.get(f"/console/finance/reconciliations/{report_id}.csv").mimetype == "text/csv"
+    assert ("console:fiona", "statement.reconcile", f"statement:{statement_id}") in audit_actions(hub)
+
+
+def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
+    hub = hub_state(app)
+    requested = finance.post("/console/finance/adjustments", {"partner": "aurora", "amount_minor": "-1500",
+                                                             "reason": "goodwill credit", "reference": "ADJ-7"})
+    assert requested.status_code == 303
+    page = finance.get("/console/finance/approvals", status="pending")
+    adjustment_id = int(re.search(r"/console/finance/adjustments/(\d+)/decision", page.get_data(as_text=True)).group(1))
+    own = finance.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
+    assert own.status_code == 303
+    assert "must be decided by another staff client" in text_of(finance.get("/console/finance/approvals"))
+    colleague = signed_in(app, "ada", "admin")
+    colleague.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
+    approved = text_of(colleague.get("/console/finance/approvals", status="approved"))
+    assert "ADJ-7" in approved and "-15.00 EUR" in approved
+    assert ("console:fiona", "adjustment.request", f"adjustment:{adjustment_id}") in audit_actions(hub)
+    assert ("console:ada", "adjustment.approve", f"adjustment:{adjustment_id}") in audit_actions(hub)
+    exported = list(csv.DictReader(io.StringIO(colleague.get("/console/finance/adjustments.csv").get_data(as_text=True))))
+    assert [(row["reference"], row["status"], row["decided_by"]) for row in exported] == [("ADJ-7", "approved", "console:ada")]
+
+
+def test_disputes_open_on_a_line_and_are_resolved_from_the_approvals_page(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    statement_id = next(sid for sid in statement_ids(hub, "aurora")
+                        if "points issued" in text_of(finance.get(f"/console/finance/statements/{sid}")))
+    finance.post(f"/console/finance/statements/{statement_id}/disputes", {"line_number": "1", "reason": "count is off"})
+    page = finance.get("/console/finance/approvals")
+    dispute_id = int(re.search(r"/console/finance/disputes/(\d+)/resolution", page.get_data(as_text=True)).group(1))
+    finance.post(f"/console/finance/disputes/{dispute_id}/resolution", {"outcome": "rejected"})
+    assert "No open disputes" in text_of(finance.get("/console/finance/approvals"))
+    assert [action for _, action, subject in audit_actions(hub) if subject == f"dispute:{dispute_id}"] == \
+        ["dispute.open", "dispute.rejected"]
+
+
+@pytest.mark.parametrize("token", [None, "forged-token"])
+def test_a_form_without_the_right_csrf_token_is_refused_and_changes_nothing(app, finance, token):
+    hub = hub_state(app)
+    before = settlement_counts(hub)
+    refused = finance.post("/console/finance/closings", csrf=token)
+    assert refused.status_code == 400 and "text/html" in refused.content_type
+    assert "did not come from the console" in text_of(refused)
+    assert settlement_counts(hub) == before
+
+
+def test_a_get_never_changes_anything(app, finance):
+    hub = hub_state(app)
+    before = settlement_counts(hub)
+    response = finance.get("/console/finance/closings")
+    assert response.status_code == 404
+    assert settlement_counts(hub) == before
+
+
+def test_finance_pages_with_nothing_yet_say_what_to_do(app):
+    browser = signed_in(app, "fiona", "finance")
+    assert "No closed cycles yet" in text_of(browser.get(CYCLES))
+    assert "No settling partner" in text_of(browser.get(CYCLES))
+    assert "No closed statements in EUR yet" in text_of(browser.get("/console/finance/position"))
+    assert "No reconciliation yet" in text_of(browser.get("/console/finance/reconciliations"))
+    approvals = text_of(browser.get("/console/finance/approvals"))
+    assert "No adjustments yet" in approvals and "No open disputes" in approvals
+    missing = browser.get("/console/finance/statements/999")
+    assert missing.status_code == 404 and "no statement 999" in text_of(missing)
+
+
+def test_a_bad_filter_is_a_clear_400_page(app, finance):
+    response = finance.get(CYCLES, state="bogus")
+    assert response.status_code == 400 and "not one of the choices" in text_of(response)
+    assert finance.get(CYCLES, page="0").status_code == 400
