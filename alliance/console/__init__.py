@@ -92,7 +92,7 @@ console.register_error_handler(AllianceError, _alliance_error)
 console.register_error_handler(Exception, _unexpected_error)
 
 # The pages register their routes on ``console`` when imported.
-from alliance.console import finance_views, partner_views, views  # noqa: E402,F401
+from alliance.console import finance_views, grade_views, partner_views, views  # noqa: E402,F401
 
 
 def init_app(app: Flask) -> None:

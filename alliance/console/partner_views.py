@@ -18,7 +18,7 @@ from alliance.console import console, security
 from alliance.console.charts import Series, bar_chart, line_chart
 from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
 from alliance.extensions import hub_state
-from alliance.services import complaints, console_reports, partner_admin
+from alliance.services import complaints, console_reports, grading, partner_admin
 
 MANAGERS = security.PARTNER_MANAGER_ROLES
 CHART_MONTHS = (6, 12, 24)
@@ -36,8 +36,9 @@ def partners():  # type: ignore[no-untyped-def]
     with hub_state().unit_of_work() as uow:
         found = console_reports.partners_page(uow.session, status=status, search=search, page=page,
                                               page_size=page_size)
+        latest = grading.latest_grades(uow.session)
     return render_template("console/partners/list.html", partners=found, status=status, search=search,
-                           statuses=console_reports.PARTNER_STATUSES, pager=pager_args())
+                           statuses=console_reports.PARTNER_STATUSES, pager=pager_args(), latest_grades=latest)
 
 
 @console.route("/partners.csv")
@@ -95,9 +96,10 @@ def partner(code: str):  # type: ignore[no-untyped-def]
         terminals = console_reports.partner_terminals(uow.session, partner_id=found.id)
         open_complaints, _ = complaints.list_complaints(uow.session, status="open", partner_code=code, page=1,
                                                         page_size=5)
+        grade_history = grading.partner_history(uow.session, code=code, limit=12)
     return render_template("console/partners/detail.html", partner=found, activity=activity,
                            charts=activity_charts(activity), keys=keys, terminals=terminals, months=months,
-                           month_choices=CHART_MONTHS, open_complaints=open_complaints)
+                           month_choices=CHART_MONTHS, open_complaints=open_complaints, grade_history=grade_history)
 
 
 def _back_to_partner(code: str) -> str:
