@@ -1,5 +1,5 @@
 """The console in a real browser: sign in and out, a finance flow to a paid statement, a manager resolving a
-complaint, and a role refused the finance pages."""
+complaint, a manager grading a month and overriding a grade with a reason, and a role refused the finance pages."""
 
 from __future__ import annotations
 
@@ -121,3 +121,32 @@ def test_customer_service_is_refused_the_finance_pages(page, shots, console_hub)
     expect(page.get_by_role("heading", name="403 — Forbidden")).to_be_visible()
     expect(page.get_by_text("This page needs the role finance or admin")).to_be_visible()
     shots.take("finance-refused")
+
+
+def test_a_partner_manager_grades_a_month_and_overrides_a_grade_with_a_reason(page, shots, console_hub):
+    base_url, _ = console_hub
+    sign_in(page, base_url, "paco")
+    menu(page, "Grades").click()
+    expect(page.get_by_text("No period has been graded yet")).to_be_visible()
+    period = page.get_by_label("Compute period").input_value()
+    page.get_by_role("button", name="Compute grades").click()
+    # Both partners have too few transactions to be graded; complaint-rate alerts depend on the dates.
+    expect(page.get_by_role("status")).to_contain_text(re.compile(rf"{period}: 0 graded, 2 not graded, \d alerts raised"))
+    shots.take("computed")
+    menu(page, "Partners").click()
+    page.get_by_role("link", name="aurora").click()
+    grade_card = page.get_by_role("region", name="Grade")
+    expect(grade_card).to_contain_text("not graded")
+    grade_card.get_by_text(f"Override the {period} grade").click()
+    grade_card.get_by_label("New grade").select_option("B")
+    grade_card.get_by_label("Reason (required, kept in the audit log)").fill(
+        "Launch quarter: too few transactions to grade, but a flagship partner.")
+    shots.take("override-form")
+    grade_card.get_by_role("button", name="Override grade").click()
+    expect(page.get_by_role("status")).to_contain_text(f"aurora's grade for {period} is now B")
+    expect(page.get_by_role("region", name="Grade")).to_contain_text("override (computed not graded)")
+    shots.take("overridden")
+    page.get_by_role("link", name=period).first.click()
+    expect(page.get_by_test_id("effective-grade")).to_have_text("B")
+    expect(page.get_by_text("Launch quarter: too few transactions")).to_be_visible()
+    shots.take("grade-explained")
