@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test postgres-server chromium clean
+.PHONY: install demo test chaos postgres-server chromium clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ chromium:
 
 test: install postgres-server chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The full chaos scenarios (crash safety, settlement crash, scheduler duplication), at
+# most 10 minutes; the summary is printed and written to test-artifacts/chaos-report.txt.
+chaos: install postgres-server
+	CHAOS_SCALE=full timeout 600 $(BIN)/python -m pytest tests/chaos -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -44,6 +44,7 @@ class PostgresServer:
     port: int
     user: str
     run_as: list[str]
+    options: str = ""
 
     def url(self, database: str) -> str:
         """A psycopg URL for ``database`` on this server."""
@@ -51,15 +52,31 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server immediately and delete its files."""
-        subprocess.run(
-            [*self.run_as, _binary("pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"],
-            check=False, capture_output=True,
-        )
+        self.stop_immediately(check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def stop_immediately(self, *, check: bool = True) -> None:
+        """``pg_ctl stop -m immediate``: abort every backend without a checkpoint, as a crash would."""
+        subprocess.run(
+            [*self.run_as, _binary("pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop"],
+            check=check, capture_output=True,
+        )
 
-def start_postgres() -> PostgresServer:
-    """initdb, start on a free loopback port, and wait until it accepts connections."""
+    def start(self) -> None:
+        """Start the (stopped) cluster again with its options; returns once it accepts connections."""
+        subprocess.run(
+            [*self.run_as, _binary("pg_ctl"), "-D", str(self.directory / "data"), "-o", self.options,
+             "-l", str(self.directory / "server.log"), "-w", "start"],
+            check=True, capture_output=True,
+        )
+
+
+def start_postgres(*, durable: bool = False) -> PostgresServer:
+    """initdb, start on a free loopback port, and wait until it accepts connections.
+
+    ``durable`` keeps fsync and synchronous commit on, so a commit PostgreSQL has
+    acknowledged survives a crash or an immediate-mode stop (the chaos tests rely on it).
+    """
     directory = Path(tempfile.mkdtemp(prefix="alliance-pg-"))
     run_as: list[str] = []
     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -70,14 +87,16 @@ def start_postgres() -> PostgresServer:
     data = directory / "data"
     port = _free_port()
     subprocess.run(
-        [*run_as, _binary("initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
+        [*run_as, _binary("initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8",
+         *([] if durable else ["--no-sync"])],
         check=True, capture_output=True,
     )
-    # Durability is pointless for a throwaway test cluster; speed is not.
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off -c synchronous_commit=off " \
-              "-c full_page_writes=off -c max_connections=200"
-    subprocess.run(
-        [*run_as, _binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "server.log"), "-w", "start"],
-        check=True, capture_output=True,
-    )
-    return PostgresServer(directory=directory, port=port, user=user, run_as=run_as)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c max_connections=200"
+    if not durable:
+        # Durability is pointless for a throwaway test cluster; speed is not.
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    else:
+        options += " -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+    server = PostgresServer(directory=directory, port=port, user=user, run_as=run_as, options=options)
+    server.start()
+    return server
