@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test chaos postgres-server chromium clean
+.PHONY: install demo test chaos fuzz postgres-server chromium clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: install postgres-server chromium
 # most 10 minutes; the summary is printed and written to test-artifacts/chaos-report.txt.
 chaos: install postgres-server
 	CHAOS_SCALE=full timeout 600 $(BIN)/python -m pytest tests/chaos -q $(PYTEST_ARGS)
+
+# Schemathesis over every operation and hypothesis over the partner payloads, with 100
+# examples each instead of the regular suite's few; prints how many requests each sent.
+fuzz: install postgres-server
+	FUZZ_EXAMPLES=100 $(BIN)/python -m pytest tests/integration/test_schemathesis.py \
+		tests/integration/test_payload_fuzzing.py -q -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

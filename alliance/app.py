@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from alliance.api.converters import DatabaseIdConverter
 from alliance.config import Settings
 from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.db import database_url, make_engine, make_session_factory
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build a hub from ``settings`` (default: ``Settings.from_env()``)."""
     settings = settings or Settings.from_env()
     app = Flask("alliance", instance_path=settings.instance_path, instance_relative_config=True)
+    app.url_map.converters["int"] = DatabaseIdConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(
         SECRET_KEY=settings.secret_key or _development_secret_key(Path(app.instance_path)),
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     from alliance import cli
-    from alliance.api import docs, errors, health
+    from alliance.api import docs, errors, hardening, health
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.back_office import finance_routes, grading_routes, settlement_routes
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     console.init_app(app)
     # Last, so the hub's problem+json handlers replace the ones flask-smorest installs.
     errors.init_app(app)
+    # After the request id is assigned, so that its refusal names the request like any other.
+    hardening.init_app(app)
     cli.init_app(app)
     return app
 

@@ -47,6 +47,9 @@ class Settings:
     grading_min_transactions: int = 10
     grading_min_active_members: int = 3
     grading_complaint_rate_alert: str = "5"
+    partner_rate_per_s: int = 100
+    partner_burst: int = 200
+    partner_max_in_flight: int = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -94,6 +97,9 @@ class Settings:
         self.grading_config()
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
+        for name in ("partner_rate_per_s", "partner_burst", "partner_max_in_flight"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"ALLIANCE_{name.upper()} must not be negative (0 switches the limit off)")
         return self
 
     def grading_config(self) -> GradingConfig:

@@ -142,6 +142,8 @@ def _pairs(variable: str, text: str) -> dict[str, int]:
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+# Years a period may fall in: the calendar arithmetic needs a year before and after.
+MIN_YEAR, MAX_YEAR = 1970, 9998
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -154,11 +156,11 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> "Period":
-        if match := _MONTH.match(text):
+        if (match := _MONTH.match(text)) and MIN_YEAR <= int(match[1]) <= MAX_YEAR:
             return cls(int(match[1]), int(match[2]), 1)
-        if match := _QUARTER.match(text):
+        if (match := _QUARTER.match(text)) and MIN_YEAR <= int(match[1]) <= MAX_YEAR:
             return cls(int(match[1]), 3 * int(match[2]) - 2, 3)
-        raise ValidationFailed("a period is a month such as 2026-10 or a quarter such as 2026-Q4",
+        raise ValidationFailed("a period is a month such as 2026-10 or a quarter such as 2026-Q4, from 1970 on",
                                fields={"period": ["expected YYYY-MM or YYYY-Qn"]})
 
     @classmethod

@@ -17,9 +17,11 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
 
 from alliance.api.back_office.auth import require_role
+from alliance.api.converters import MAX_DATABASE_ID
 from alliance.api.back_office.routes import PREFIX, committed_change, documented
 from alliance.api.back_office.schemas import PARTNER_CODE
 from alliance.api.partner.schemas import StrictSchema
+from alliance.domain.errors import NotFound
 from alliance.extensions import hub_state
 from alliance.services import finance
 
@@ -29,6 +31,7 @@ finance_blueprint = Blueprint("back_office_finance", __name__, url_prefix=f"{PRE
 REFERENCE = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
                             error="1-64 letters, digits or . _ : / -, starting with a letter or digit")
 MAX_MINOR = 10**18
+MAX_LINE_NUMBER = 2**31 - 1
 
 
 class AdjustmentInput(StrictSchema):
@@ -108,7 +111,7 @@ class DisputeQuery(StrictSchema):
 
 class ResolutionInput(StrictSchema):
     outcome = fields.String(required=True, validate=validate.OneOf(finance.RESOLUTIONS))
-    adjustment_id = fields.Integer(strict=True, validate=validate.Range(min=1))
+    adjustment_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_DATABASE_ID))
 
 
 class DisputeOutput(Schema):
@@ -206,6 +209,9 @@ class LineDisputes(MethodView):
     @documented(finance_blueprint, 404)
     def post(self, data: dict, statement_id: int, line_number: int):  # type: ignore[no-untyped-def, type-arg]
         """Open a dispute on one line of a closed statement."""
+        if line_number > MAX_LINE_NUMBER:
+            # A 32-bit INTEGER column: a larger number names no line (404, not a database error).
+            raise NotFound(f"statement {statement_id} has no line {line_number}")
         return committed_change(finance.open_dispute, statement_id=statement_id, line_number=line_number,
                                 reason=data["reason"])
 

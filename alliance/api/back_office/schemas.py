@@ -6,7 +6,8 @@ from decimal import Decimal, InvalidOperation
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from alliance.api.partner.schemas import CARD_NUMBER, CURRENCY, TERMINAL, StrictSchema
+from alliance.api.converters import MAX_DATABASE_ID
+from alliance.api.partner.schemas import CARD_NUMBER, CURRENCY, MAX_AMOUNT_MINOR, MAX_POINTS, TERMINAL, StrictSchema
 from alliance.domain.money import (
     MULTIPLIER_PRECISION, MULTIPLIER_SCALE, PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE,
     exact_decimal_problem,
@@ -74,7 +75,7 @@ class MemberListOutput(Schema):
 
 class HistoryQuery(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
-    before = fields.Integer(validate=validate.Range(1))
+    before = fields.Integer(validate=validate.Range(1, MAX_DATABASE_ID))
 
 
 class HistoryOutput(Schema):
@@ -114,7 +115,7 @@ class TransferOutput(Schema):
 
 
 class LadderStepInput(StrictSchema):
-    from_minor = fields.Integer(required=True, strict=True, validate=validate.Range(0))
+    from_minor = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_AMOUNT_MINOR))
     multiplier = fields.String(required=True, validate=validate.Regexp(r"^[0-9]+(\.[0-9]+)?$"))
 
 
@@ -128,8 +129,8 @@ class PartnerInput(StrictSchema):
     redemption_price_per_point = DecimalString(required=True)
     base_points_per_unit = DecimalString(required=True, scale=RATE_SCALE, precision=RATE_PRECISION)
     amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
-    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
-    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_POINTS))
+    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_POINTS))
     return_window_days = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 365))
     cycle_fee_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12),
                                      metadata={"description": "Fixed fee per settlement cycle, in minor units."})
@@ -165,8 +166,8 @@ class EarnRuleInput(StrictSchema):
     effective_from = fields.AwareDateTime(required=True)
     base_points_per_unit = DecimalString(required=True, scale=RATE_SCALE, precision=RATE_PRECISION)
     amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
-    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
-    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1))
+    per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_POINTS))
+    per_member_day_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_POINTS))
 
 
 class TerminalInput(StrictSchema):
@@ -186,7 +187,7 @@ class CampaignInput(StrictSchema):
     funded_by = fields.String(required=True, validate=validate.OneOf(["partner", "hub"]))
     multiplier = DecimalString(load_default=Decimal("1"), scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
     bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
-    min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0))
+    min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, MAX_AMOUNT_MINOR))
     starts_at = fields.AwareDateTime(required=True)
     ends_at = fields.AwareDateTime(required=True)
 
@@ -212,7 +213,7 @@ class ComplaintTransitionInput(StrictSchema):
 class ComplaintQuery(StrictSchema):
     status = fields.String(validate=validate.OneOf(["open", "investigating", "resolved", "rejected"]))
     partner = fields.String(validate=PARTNER_CODE)
-    page = fields.Integer(load_default=1, validate=validate.Range(1))
+    page = fields.Integer(load_default=1, validate=validate.Range(1, 10**6))
     page_size = fields.Integer(load_default=50, validate=validate.Range(1, 200))
 
 
@@ -237,7 +238,7 @@ class ComplaintListOutput(Schema):
 
 
 class AuditQuery(StrictSchema):
-    after_sequence = fields.Integer(load_default=0, validate=validate.Range(0))
+    after_sequence = fields.Integer(load_default=0, validate=validate.Range(0, MAX_DATABASE_ID))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
 
 

@@ -10,10 +10,13 @@ from flask import g, request
 from sqlalchemy import select
 
 from alliance.domain.errors import AllianceError, NotFound
+from alliance.domain.rate_limits import PartnerLimiter
 from alliance.domain.signatures import MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, verify_signed_request
 from alliance.extensions import hub_state
 from alliance.models import Terminal
 from alliance.services.partner_keys import DatabaseKeyStore, record_nonce
+
+LIMITER_KEY = "partner_limiter"
 
 
 class TerminalMismatch(AllianceError):
@@ -60,6 +63,10 @@ def authenticate_partner() -> None:
     now = utc_now()
     with hub_state().unit_of_work() as uow:
         verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(uow.session))
+        # Admission comes after the signature, so an unauthenticated flood cannot spend a
+        # partner's budget, and before the nonce is written, so a refused request leaves
+        # no trace at all: no nonce, no idempotency record, nothing in the books.
+        _admit(verified.key.partner_id)
         prune_after = verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)
         if not record_nonce(uow.session, nonce=verified.nonce, partner_id=verified.key.partner_id,
                             key_id=verified.key.key_id, seen_at=now, prune_after=prune_after):
@@ -67,6 +74,19 @@ def authenticate_partner() -> None:
         uow.commit()
     g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
                       bound_terminal_id=verified.key.terminal_id)
+
+
+def _admit(partner_id: int) -> None:
+    """Take a token and an in-flight slot of the partner's limits, or raise ``RateLimited``."""
+    limiter: PartnerLimiter = hub_state().extras[LIMITER_KEY]  # type: ignore[assignment]
+    g.partner_admission = limiter.admit(partner_id)
+
+
+def release_partner_admission(_: BaseException | None = None) -> None:
+    """``teardown_request`` of the partner blueprints: give the in-flight slot back, however the request ended."""
+    admission = g.pop("partner_admission", None)
+    if admission is not None:
+        admission.release()
 
 
 def current_caller() -> Caller:

@@ -7,13 +7,17 @@ SQL and no business rules.
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from sqlalchemy import select
 
 from alliance.api.partner import presenters
-from alliance.api.partner.auth import authenticate_partner, current_caller, resolve_terminal, utc_now
+from alliance.api.partner.auth import (
+    LIMITER_KEY, authenticate_partner, current_caller, release_partner_admission, resolve_terminal, utc_now,
+)
 from alliance.api.partner.idempotent import run_idempotent
 from alliance.api.partner.schemas import (
     AuthorizeInput, BalanceInput, BalanceOutput, BatchInput, BatchOutput, CaptureInput, PurchaseInput,
@@ -25,6 +29,7 @@ from alliance.api.back_office.settlement_routes import (
 )
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
+from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits
 from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
@@ -45,12 +50,17 @@ ERRORS = {
          "signature_expired, signature_from_future, signature_lifetime, signature_nonce, signature_replayed, "
          "content_digest_missing, content_digest_malformed, content_digest_mismatch, signature_invalid.",
     403: "member_not_verified, pin_locked, terminal_mismatch.",
-    404: "not_found: unknown, or another partner's.",
+    404: "not_found: unknown, or another partner's (a purchase, redemption, statement or named terminal).",
     409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported, reference_already_used, "
          "conflict, invalid_state, card_not_usable.",
     413: "request_entity_too_large: the body is over the limit.",
     422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points.",
+    429: "rate_limited (with Retry-After): this partner is over its request rate or has too many requests in "
+         "progress; nothing of the request was stored.",
 }
+
+RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
+                               "schema": {"type": "integer", "minimum": 1}}}
 
 purchases_blueprint = Blueprint("purchases", __name__, url_prefix=f"{PREFIX}/purchases",
                                 description="Report purchases (members earn points) and refund them.")
@@ -63,13 +73,16 @@ statements_blueprint = Blueprint("partner_statements", __name__, url_prefix=f"{P
 BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint)
 for _blueprint in BLUEPRINTS:
     _blueprint.before_request(authenticate_partner)
+    _blueprint.teardown_request(release_partner_admission)
 
 
 def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
+    """Document the problem+json errors of a view; every partner operation may be rate limited (429)."""
     def decorate(function):  # type: ignore[no-untyped-def]
-        for status in statuses:
+        for status in sorted({*statuses, 429}):
             function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
-                                              content_type="application/problem+json")(function)
+                                              content_type="application/problem+json",
+                                              headers=RETRY_AFTER if status == 429 else None)(function)
         return function
     return decorate
 
@@ -91,7 +104,7 @@ class Purchases(MethodView):
     @purchases_blueprint.arguments(PurchaseInput)
     @purchases_blueprint.response(201, PurchaseOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(purchases_blueprint, 401, 409, 413, 422)
+    @_document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Report a purchase; the member earns points by the partner's rule."""
         def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -182,7 +195,7 @@ class Redemptions(MethodView):
     @redemptions_blueprint.arguments(AuthorizeInput)
     @redemptions_blueprint.response(201, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 403, 409, 413, 422)
+    @_document_errors(redemptions_blueprint, 401, 403, 404, 409, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Authorize: verify the member and hold points for a redemption here."""
         by_pin = "pin" in data
@@ -263,7 +276,7 @@ class BalanceInquiries(MethodView):
     @balances_blueprint.arguments(BalanceInput)
     @balances_blueprint.response(200, BalanceOutput)
     @balances_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(balances_blueprint, 401, 403, 413, 422)
+    @_document_errors(balances_blueprint, 401, 403, 404, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Balance of a member verified by card and PIN."""
         def operation(uow: UnitOfWork, holder) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
@@ -329,5 +342,9 @@ def init_app(app: Flask, api: Api) -> None:
                        "and, with a body, content-type content-digest idempotency-key; created, expires "
                        "(≤ 300 s later), nonce (≥ 128 bits), keyid. Content-Digest per RFC 9530.",
     })
+    settings = hub_state(app).settings
+    hub_state(app).extras[LIMITER_KEY] = PartnerLimiter(
+        PartnerLimits(rate_per_s=settings.partner_rate_per_s, burst=settings.partner_burst,
+                      max_in_flight=settings.partner_max_in_flight), clock=time.monotonic)
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
