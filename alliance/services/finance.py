@@ -47,6 +47,8 @@ from alliance.services.settlement_closing import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
 
 MAX_REASON_LENGTH = 500
+# Most rows one page of a list may hold.
+MAX_PAGE_SIZE = 200
 DECISIONS = {"approve": "approved", "reject": "rejected"}
 
 
@@ -206,21 +208,37 @@ def adjustment_by_id(session: Session, adjustment_id: int) -> AdjustmentView:
 
 
 def list_adjustments(session: Session, *, partner_code: str | None = None, status: str | None = None) -> list[AdjustmentView]:
+    """Every matching adjustment, oldest first (operator tools; the API pages with ``adjustments_page``)."""
+    return _adjustment_views(session, select_where=_adjustment_conditions(partner_code, status))
+
+
+def adjustments_page(session: Session, *, partner_code: str | None, status: str | None, page: int,
+                     page_size: int) -> tuple[list[AdjustmentView], int]:
+    """One page of matching adjustments, oldest first, and how many match in all."""
+    conditions = _adjustment_conditions(partner_code, status)
+    total = session.scalar(select(func.count()).select_from(Adjustment)
+                           .join(Partner, Partner.id == Adjustment.partner_id).where(*conditions)) or 0
+    return _adjustment_views(session, select_where=conditions, page=page, page_size=page_size), total
+
+
+def _adjustment_conditions(partner_code: str | None, status: str | None) -> list:  # type: ignore[type-arg]
     conditions = []
     if partner_code is not None:
         conditions.append(Partner.code == partner_code)
     if status is not None:
         conditions.append(Adjustment.status == status)
-    return _adjustment_views(session, select_where=conditions)
+    return conditions
 
 
-def _adjustment_views(session: Session, *, select_where: list) -> list[AdjustmentView]:  # type: ignore[type-arg]
-    rows = session.execute(
+def _adjustment_views(session: Session, *, select_where: list, page: int | None = None,  # type: ignore[type-arg]
+                      page_size: int = MAX_PAGE_SIZE) -> list[AdjustmentView]:
+    statement = (
         select(Adjustment, Partner.code, AdjustmentApplication.run_id)
         .join(Partner, Partner.id == Adjustment.partner_id)
         .outerjoin(AdjustmentApplication, AdjustmentApplication.adjustment_id == Adjustment.id)
         .where(*select_where).order_by(Adjustment.id)
-    ).all()
+    )
+    rows = session.execute(_paged(statement, page, page_size)).all()
     return [
         AdjustmentView(a.id, code, a.amount_minor, a.currency, a.reason, a.reference, a.status, a.requested_by,
                        a.requested_at, a.decided_by, a.decided_at, run_id)
@@ -337,8 +355,25 @@ def statement_status(session: Session, statement_id: int) -> StatementStatus:
                            owed > 0 and paid == owed)
 
 
-def overdue(session: Session, *, as_of: date) -> list[StatementStatus]:
-    """Statements owed to the hub (net > 0), past their due date and not fully paid by ``as_of``, oldest first."""
+def overdue(session: Session, *, as_of: date, page: int | None = None,
+            page_size: int = MAX_PAGE_SIZE) -> list[StatementStatus]:
+    """Statements owed to the hub (net > 0), past their due date and not fully paid by ``as_of``, oldest first.
+
+    All of them, or one page when ``page`` is given (``overdue_total`` counts them).
+    """
+    return [
+        StatementStatus(s.id, code, s.currency, s.net_minor, s.due_date, bool(is_invoiced), int(paid_sum),
+                        s.net_minor - int(paid_sum), False)
+        for s, code, paid_sum, is_invoiced in session.execute(_paged(_overdue_statement(as_of), page, page_size))
+    ]
+
+
+def overdue_total(session: Session, *, as_of: date) -> int:
+    """How many statements ``overdue`` lists in all."""
+    return session.scalar(select(func.count()).select_from(_overdue_statement(as_of).order_by(None).subquery())) or 0
+
+
+def _overdue_statement(as_of: date):  # type: ignore[no-untyped-def]
     paid = (
         select(StatementEvent.statement_id, func.sum(StatementEvent.amount_minor).label("paid"))
         .where(StatementEvent.kind == "paid", StatementEvent.paid_on <= as_of)
@@ -346,7 +381,7 @@ def overdue(session: Session, *, as_of: date) -> list[StatementStatus]:
     )
     invoiced = select(StatementEvent.statement_id).where(StatementEvent.kind == "invoiced").scalar_subquery()
     paid_minor = func.coalesce(paid.c.paid, 0)
-    rows = session.execute(
+    return (
         select(SettlementStatement, Partner.code, paid_minor.label("paid"),
                SettlementStatement.id.in_(invoiced).label("invoiced"))
         .join(Partner, Partner.id == SettlementStatement.partner_id)
@@ -355,12 +390,7 @@ def overdue(session: Session, *, as_of: date) -> list[StatementStatus]:
         .where(SettlementStatement.net_minor > 0, SettlementStatement.due_date < as_of,
                paid_minor < SettlementStatement.net_minor)
         .order_by(SettlementStatement.due_date, SettlementStatement.id)
-    ).all()
-    return [
-        StatementStatus(s.id, code, s.currency, s.net_minor, s.due_date, bool(is_invoiced), int(paid_sum),
-                        s.net_minor - int(paid_sum), False)
-        for s, code, paid_sum, is_invoiced in rows
-    ]
+    )
 
 
 # Disputes.
@@ -454,25 +484,51 @@ def dispute_by_id(session: Session, dispute_id: int) -> DisputeView:
 
 
 def list_disputes(session: Session, *, partner_code: str | None = None, status: str | None = None) -> list[DisputeView]:
+    """Every matching dispute, oldest first (operator tools; the API pages with ``disputes_page``)."""
+    return _dispute_views(session, _dispute_conditions(partner_code, status))
+
+
+def disputes_page(session: Session, *, partner_code: str | None, status: str | None, page: int,
+                  page_size: int) -> tuple[list[DisputeView], int]:
+    """One page of matching disputes, oldest first, and how many match in all."""
+    conditions = _dispute_conditions(partner_code, status)
+    total = session.scalar(select(func.count()).select_from(_dispute_statement(conditions).order_by(None).subquery()))
+    return _dispute_views(session, conditions, page=page, page_size=page_size), total or 0
+
+
+def _dispute_conditions(partner_code: str | None, status: str | None) -> list:  # type: ignore[type-arg]
     conditions = []
     if partner_code is not None:
         conditions.append(Partner.code == partner_code)
     if status is not None:
         conditions.append(StatementLineDispute.status == status)
-    return _dispute_views(session, conditions)
+    return conditions
 
 
-def _dispute_views(session: Session, conditions: list) -> list[DisputeView]:  # type: ignore[type-arg]
-    rows = session.execute(
+def _dispute_statement(conditions: list):  # type: ignore[no-untyped-def, type-arg]
+    return (
         select(StatementLineDispute, SettlementStatementLine.statement_id, SettlementStatementLine.line_number,
                Partner.code)
         .join(SettlementStatementLine, SettlementStatementLine.id == StatementLineDispute.statement_line_id)
         .join(SettlementStatement, SettlementStatement.id == SettlementStatementLine.statement_id)
         .join(Partner, Partner.id == SettlementStatement.partner_id)
         .where(*conditions).order_by(StatementLineDispute.id)
-    ).all()
+    )
+
+
+def _dispute_views(session: Session, conditions: list, *, page: int | None = None,  # type: ignore[type-arg]
+                   page_size: int = MAX_PAGE_SIZE) -> list[DisputeView]:
+    rows = session.execute(_paged(_dispute_statement(conditions), page, page_size)).all()
     return [
         DisputeView(d.id, statement_id, line_number, code, d.reason, d.status, d.opened_by, d.opened_at,
                     d.resolved_by, d.resolved_at, d.adjustment_id)
         for d, statement_id, line_number, code in rows
     ]
+
+
+def _paged(statement, page: int | None, page_size: int):  # type: ignore[no-untyped-def]
+    """``statement`` limited to one page (pages count from 1), or whole when ``page`` is None."""
+    if page is None:
+        return statement
+    page_size = min(max(page_size, 1), MAX_PAGE_SIZE)
+    return statement.offset((max(page, 1) - 1) * page_size).limit(page_size)

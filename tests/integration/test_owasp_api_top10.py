@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -188,11 +189,40 @@ def test_api4_every_paged_listing_caps_its_page_size(app):
         (f"/members/{member_number}/history", {"limit": "201"}, "customer_service", "limit"),
         ("/complaints", {"page_size": "201"}, "customer_service", "page_size"),
         ("/audit-log", {"limit": "501"}, "admin", "limit"),
+        ("/partners", {"page_size": "201"}, "partner_manager", "page_size"),
+        ("/settlement/adjustments", {"page_size": "201"}, "finance", "page_size"),
+        ("/settlement/disputes", {"page_size": "201"}, "finance", "page_size"),
+        ("/settlement/overdue", {"page_size": "201"}, "finance", "page_size"),
+        ("/grades/2026-10", {"limit": "201"}, "partner_manager", "limit"),
+        ("/grade-alerts", {"limit": "201"}, "partner_manager", "limit"),
     ]
     for path, query, role, field in capped:
         reply = bo.get(path, role=role, query=query)
         assert (reply.status, reply.code) == (422, "validation_failed"), (path, reply.body)
         assert field in reply.body["errors"], reply.body
+
+
+def test_api4_unfiltered_lists_come_a_page_at_a_time(app):
+    """API4 unrestricted resource consumption: a list without a page size still answers one bounded page."""
+    from alliance.services import finance
+    from tests.factories import make_partner
+
+    bo = BackOffice(app)
+    hub = bo.hub
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for number in range(205):
+        make_partner(hub, now=moment, code=f"p{number:03d}")
+    first = bo.get("/partners", role="partner_manager")
+    assert (first.status, len(first.body["partners"]), first.body["total"]) == (200, 100, 205)
+    last = bo.get("/partners", role="partner_manager", query={"page": "3", "page_size": "100"})
+    assert [partner["code"] for partner in last.body["partners"]] == ["p200", "p201", "p202", "p203", "p204"]
+    with hub.unit_of_work() as uow:
+        for number in range(3):
+            finance.request_adjustment(uow.session, partner_code="p000", amount_minor=100 + number, reason="r",
+                                       reference=f"ADJ-{number}", actor="client:a", now=moment)
+        uow.commit()
+    second = bo.get("/settlement/adjustments", role="finance", query={"page": "2", "page_size": "2"})
+    assert (second.body["total"], [item["reference"] for item in second.body["adjustments"]]) == (3, ["ADJ-2"])
 
 
 # API5:2023 Broken Function Level Authorization

@@ -41,7 +41,14 @@ class AdjustmentInput(StrictSchema):
     reference = fields.String(required=True, validate=REFERENCE)
 
 
-class AdjustmentQuery(StrictSchema):
+class PageQuery(StrictSchema):
+    """A page of a list: pages count from 1; at most 200 rows a page."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(1, 10**6))
+    page_size = fields.Integer(load_default=100, validate=validate.Range(1, finance.MAX_PAGE_SIZE))
+
+
+class AdjustmentQuery(PageQuery):
     partner = fields.String(validate=PARTNER_CODE)
     status = fields.String(validate=validate.OneOf(("pending", "approved", "rejected")))
 
@@ -67,6 +74,9 @@ class AdjustmentOutput(Schema):
 
 class AdjustmentListOutput(Schema):
     adjustments = fields.List(fields.Nested(AdjustmentOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
 
 
 class InvoicedInput(StrictSchema):
@@ -79,7 +89,7 @@ class PaymentInput(StrictSchema):
     reference = fields.String(required=True, validate=REFERENCE)
 
 
-class OverdueQuery(StrictSchema):
+class OverdueQuery(PageQuery):
     as_of = fields.Date()
 
 
@@ -98,13 +108,16 @@ class StatementStatusOutput(Schema):
 class OverdueOutput(Schema):
     as_of = fields.Date()
     statements = fields.List(fields.Nested(StatementStatusOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
 
 
 class DisputeInput(StrictSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=finance.MAX_REASON_LENGTH))
 
 
-class DisputeQuery(StrictSchema):
+class DisputeQuery(PageQuery):
     partner = fields.String(validate=PARTNER_CODE)
     status = fields.String(validate=validate.OneOf(("open", *finance.RESOLUTIONS)))
 
@@ -130,6 +143,9 @@ class DisputeOutput(Schema):
 
 class DisputeListOutput(Schema):
     disputes = fields.List(fields.Nested(DisputeOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
 
 
 @finance_blueprint.route("/adjustments")
@@ -148,10 +164,12 @@ class Adjustments(MethodView):
     @finance_blueprint.response(200, AdjustmentListOutput)
     @documented(finance_blueprint)
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
-        """Adjustments, optionally of one partner or in one status, oldest first."""
+        """Adjustments, optionally of one partner or in one status, oldest first, a page at a time."""
         with hub_state().unit_of_work() as uow:
-            return {"adjustments": finance.list_adjustments(uow.session, partner_code=query.get("partner"),
-                                                            status=query.get("status"))}
+            adjustments, total = finance.adjustments_page(uow.session, partner_code=query.get("partner"),
+                                                          status=query.get("status"), page=query["page"],
+                                                          page_size=query["page_size"])
+        return {"adjustments": adjustments, "total": total, "page": query["page"], "page_size": query["page_size"]}
 
 
 @finance_blueprint.route("/adjustments/<int:adjustment_id>/decision")
@@ -198,7 +216,10 @@ class Overdue(MethodView):
         """Statements owed to the hub, past their due date and not fully paid by ``as_of`` (default: today, UTC)."""
         as_of: date = query.get("as_of") or datetime.now(timezone.utc).date()
         with hub_state().unit_of_work() as uow:
-            return {"as_of": as_of, "statements": finance.overdue(uow.session, as_of=as_of)}
+            return {"as_of": as_of, "statements": finance.overdue(uow.session, as_of=as_of, page=query["page"],
+                                                                  page_size=query["page_size"]),
+                    "total": finance.overdue_total(uow.session, as_of=as_of), "page": query["page"],
+                    "page_size": query["page_size"]}
 
 
 @finance_blueprint.route("/statements/<int:statement_id>/lines/<int:line_number>/disputes")
@@ -223,10 +244,12 @@ class Disputes(MethodView):
     @finance_blueprint.response(200, DisputeListOutput)
     @documented(finance_blueprint)
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
-        """Disputes, optionally of one partner or in one status, oldest first."""
+        """Disputes, optionally of one partner or in one status, oldest first, a page at a time."""
         with hub_state().unit_of_work() as uow:
-            return {"disputes": finance.list_disputes(uow.session, partner_code=query.get("partner"),
-                                                      status=query.get("status"))}
+            disputes, total = finance.disputes_page(uow.session, partner_code=query.get("partner"),
+                                                    status=query.get("status"), page=query["page"],
+                                                    page_size=query["page_size"])
+        return {"disputes": disputes, "total": total, "page": query["page"], "page_size": query["page_size"]}
 
 
 @finance_blueprint.route("/disputes/<int:dispute_id>/resolution")

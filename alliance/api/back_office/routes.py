@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from flask import Flask
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from alliance.api.back_office import schemas as s
 from alliance.api.back_office.auth import actor, require_role
@@ -266,13 +266,18 @@ class Partners(MethodView):
             return _partner_view(partner)
 
     @require_role("partner_manager")
+    @partners_blueprint.arguments(s.PartnerListQuery, location="query")
     @partners_blueprint.response(200, s.PartnerListOutput)
     @documented(partners_blueprint)
-    def get(self):  # type: ignore[no-untyped-def]
-        """Every partner with its status."""
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Partners by code with their status, a page at a time."""
+        page, page_size = query["page"], query["page_size"]
         with _state().unit_of_work() as uow:
-            return {"partners": [_partner_view(partner)
-                                 for partner in uow.session.scalars(select(Partner).order_by(Partner.code))]}
+            total = uow.session.scalar(select(func.count()).select_from(Partner))
+            rows = uow.session.scalars(select(Partner).order_by(Partner.code).offset((page - 1) * page_size)
+                                       .limit(page_size))
+            return {"partners": [_partner_view(partner) for partner in rows], "total": total, "page": page,
+                    "page_size": page_size}
 
 
 @partners_blueprint.route("/partners/<code>")

@@ -150,6 +150,14 @@ class PartnerOutput(Schema):
 
 class PartnerListOutput(Schema):
     partners = fields.List(fields.Nested(PartnerOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class PartnerListQuery(StrictSchema):
+    page = fields.Integer(load_default=1, validate=validate.Range(1, 10**6))
+    page_size = fields.Integer(load_default=100, validate=validate.Range(1, 200))
 
 
 class StatusInput(StrictSchema):
