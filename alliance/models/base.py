@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # Named constraints, so migrations can drop them and errors can be matched by name.
@@ -102,3 +103,24 @@ def integer_sum(expression: ColumnElement[int]) -> ColumnElement[int]:
     casting back keeps points and minor units plain integers everywhere.
     """
     return cast(func.coalesce(func.sum(expression), 0), BigInteger)
+
+
+def insert_unless_conflicting(session: Session, model: type[Base], *conflict_columns: str):  # type: ignore[no-untyped-def]
+    """An INSERT that does nothing when a row with the same ``conflict_columns`` exists.
+
+    One statement where a savepoint, an insert and a caught IntegrityError would take
+    three round trips; ``RETURNING`` then yields no row for the conflicting insert.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+def defer_commit_flush(session: Session) -> None:
+    """Let this transaction's commit return before PostgreSQL flushes it to disk.
+
+    Only for a transaction whose loss in a crash is harmless because everything that
+    depends on it commits later, synchronously: PostgreSQL's log is written in order,
+    so that later commit's flush makes this one durable too. See the callers.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))

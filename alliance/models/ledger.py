@@ -46,7 +46,9 @@ class LedgerAccount(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     code: Mapped[str] = mapped_column(String(60), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
-    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    # Every posting locks a member's accounts by member id, and every balance inquiry
+    # reads them so: without this index each would scan all accounts.
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
     balance_points: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
+from alliance.models.base import defer_commit_flush, insert_unless_conflicting
 
 MINIMUM_RETENTION = timedelta(hours=72)
 IN_FLIGHT_RETRY_AFTER_S = 1
@@ -52,15 +53,18 @@ def request_fingerprint(method: str, target: str, body: bytes) -> str:
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime) -> None:
-    """Create the key's record unless it exists; the unique constraint decides races."""
-    try:
-        with session.begin_nested():
-            session.execute(insert(IdempotencyRecord).values(
-                partner_id=partner_id, idempotency_key=key, request_fingerprint=fingerprint, status="in_flight",
-                created_at=now,
-            ))
-    except IntegrityError:
-        pass
+    """Create the key's record unless it exists; the unique constraint decides races.
+
+    The claim commits on its own, before the operation, without waiting for the disk:
+    the operation's transaction locks the claimed row and commits after it, synchronously,
+    and that flush makes the claim durable too. A crash can only lose a claim whose
+    operation had not committed, which is a key never used.
+    """
+    defer_commit_flush(session)
+    session.execute(insert_unless_conflicting(session, IdempotencyRecord, "partner_id", "idempotency_key").values(
+        partner_id=partner_id, idempotency_key=key, request_fingerprint=fingerprint, status="in_flight",
+        created_at=now,
+    ))
 
 
 def lock(session: Session, *, partner_id: int, key: str, fingerprint: str) -> IdempotencyRecord:

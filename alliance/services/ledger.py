@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, insert, literal, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,56 @@ from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
 from alliance.services.accounts import account_ids
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600
+
+# The statements of the hottest path, built once: earn runs on every purchase.
+INSERT_TRANSACTION = insert(JournalTransaction.__table__).returning(JournalTransaction.__table__.c.id)
+INSERT_ENTRIES = insert(JournalEntry.__table__)
+INSERT_LOT = insert(PointLot.__table__).returning(PointLot.__table__.c.id)
+LOCK_MEMBER_ACCOUNTS = (
+    select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points, Member.status)
+    .join(Member, Member.id == LedgerAccount.member_id)
+    .where(LedgerAccount.member_id == bindparam("member_id"))
+    .order_by(LedgerAccount.id)
+    .with_for_update(of=LedgerAccount)
+)
+EARN_IN_ONE_STATEMENT = text("""
+WITH new_transaction AS (
+    INSERT INTO journal_transactions (kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
+    VALUES ('earn', :member_id, :partner_id, :posted_at, :price_per_point, :currency, :memo)
+    RETURNING id
+), new_entries AS (
+    INSERT INTO journal_entries (transaction_id, account_id, amount_points)
+    SELECT new_transaction.id, lines.account_id, lines.amount_points
+      FROM new_transaction,
+           (VALUES (1, CAST(:first_account_id AS bigint), CAST(:first_points AS bigint)),
+                   (2, CAST(:second_account_id AS bigint), CAST(:second_points AS bigint)))
+           AS lines (line, account_id, amount_points)
+     ORDER BY lines.line
+)
+INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, origin_lot_id, state,
+                        points_earned, points_remaining, earned_at, activates_at, expires_at)
+SELECT :member_id, :partner_id, :funding_account_id, new_transaction.id, :origin_lot_id, :state,
+       :points_earned, :points_remaining, :earned_at, :activates_at, :expires_at
+  FROM new_transaction
+RETURNING earn_transaction_id, id
+""")
+EARNING_PARTNER = select(
+    Partner.code.label("partner_code"), Partner.status.label("partner_status"),
+    Partner.currency.label("partner_currency"),
+    select(PartnerPrice.issue_price_per_point)
+    .where(PartnerPrice.partner_id == Partner.id, PartnerPrice.effective_from <= bindparam("at"))
+    .order_by(PartnerPrice.effective_from.desc()).limit(1)
+    .scalar_subquery().label("issue_price_per_point"),
+    select(LedgerAccount.id).where(LedgerAccount.code == bindparam("account_code"))
+    .scalar_subquery().label("account_id"),
+    literal(True).label("partner_found"),
+).where(Partner.id == bindparam("partner_id"))
+_EARNING_PARTNER_ROW = EARNING_PARTNER.subquery("earning_partner")
+# The member's lock and the partner's terms together: the partner's row is only read.
+LOCK_MEMBER_FOR_EARNING = (
+    LOCK_MEMBER_ACCOUNTS.add_columns(*_EARNING_PARTNER_ROW.c)
+    .outerjoin(_EARNING_PARTNER_ROW, true())
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +155,20 @@ def post_transaction(
 ) -> int:
     """Write one balanced journal transaction and return its id."""
     entries = balanced_entries(lines)
-    transaction_id = session.execute(
-        insert(JournalTransaction)
-        .values(
-            kind=kind.value, member_id=member_id, partner_id=partner_id, posted_at=posted_at,
-            price_per_point=price_per_point, currency=currency, hold_id=hold_id,
-            reverses_transaction_id=reverses_transaction_id, transfer_id=transfer_id, memo=memo,
-        )
-        .returning(JournalTransaction.id)
-    ).scalar_one()
+    # Core on the session's connection: the ORM's bulk-insert machinery costs more than
+    # the two inserts themselves on the hottest path of the hub.
+    connection = session.connection()
+    transaction_id = connection.execute(INSERT_TRANSACTION, {
+        "kind": kind.value, "member_id": member_id, "partner_id": partner_id, "posted_at": posted_at,
+        "price_per_point": price_per_point, "currency": currency, "hold_id": hold_id,
+        "reverses_transaction_id": reverses_transaction_id, "transfer_id": transfer_id, "memo": memo,
+    }).scalar_one()
     rows = [
         {"transaction_id": transaction_id, "account_id": entry.account_id, "amount_points": entry.amount_points}
         for entry in entries
     ]
     try:
-        session.execute(insert(JournalEntry), rows)
+        connection.execute(INSERT_ENTRIES, rows)
     except IntegrityError as error:
         raise _translated(error) from error
     return transaction_id
@@ -127,13 +176,12 @@ def post_transaction(
 
 def lock_member(session: Session, member_id: int, *, require_active: bool = True) -> MemberAccounts:
     """Lock a member's accounts in id order and return their ids and available balance."""
-    rows = session.execute(
-        select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points, Member.status)
-        .join(Member, Member.id == LedgerAccount.member_id)
-        .where(LedgerAccount.member_id == member_id)
-        .order_by(LedgerAccount.id)
-        .with_for_update(of=LedgerAccount)
-    ).all()
+    rows = session.connection().execute(LOCK_MEMBER_ACCOUNTS, {"member_id": member_id}).all()
+    return _member_accounts(rows, member_id, require_active=require_active)
+
+
+def _member_accounts(rows, member_id: int, *, require_active: bool) -> MemberAccounts:  # type: ignore[no-untyped-def]
+    """A member's locked account rows as ids and available balance; a missing or closed member is refused."""
     if not rows:
         raise NotFound(f"no member {member_id}")
     if require_active and rows[0].status != "active":
@@ -158,39 +206,68 @@ def earn(
     expires_at: datetime,
     pending_until: datetime | None = None,
     memo: str | None = None,
+    locked: MemberAccounts | None = None,
 ) -> EarnResult:
-    """Credit a member with points funded by a partner (or, with no partner, the hub)."""
+    """Credit a member with points funded by a partner (or, with no partner, the hub).
+
+    ``locked`` is the member's ``lock_member`` result when the caller already holds the
+    lock in this transaction (it is not taken twice).
+    """
     require_positive_points(points)
     if expires_at <= now:
         raise ValidationFailed("points must expire after they are earned", fields={"expires_at": ["in the past"]})
-    member = lock_member(session, member_id)
+    if locked is not None and locked.member_id != member_id:
+        raise ValueError("the locked accounts belong to another member")
+    # One connection for the whole posting: asking the session for it costs as much as a short query.
+    connection = session.connection()
     if partner_id is None:
+        member = locked or lock_member(session, member_id)
         funding_account_id = account_ids(session, [account_code(AccountKind.HUB_MARKETING)])["hub:marketing"]
         price_per_point, currency = None, None
     else:
-        partner = _active_partner(session, partner_id)
-        price_per_point = _price_in_force(session, partner_id, now).issue_price_per_point
-        currency = partner.currency
-        funding_account_id = _partner_account_id(session, AccountKind.PARTNER_ISSUED, partner_id)
+        member, (funding_account_id, price_per_point, currency) = _lock_for_earning(
+            connection, member_id, partner_id, now, locked)
     pending = pending_until is not None and pending_until > now
     target_account_id = member.pending_id if pending else member.available_id
-    transaction_id = post_transaction(
-        session, kind=TransactionKind.EARN, lines=[(funding_account_id, -points), (target_account_id, points)],
-        posted_at=now, member_id=member_id, partner_id=partner_id, price_per_point=price_per_point,
-        currency=currency, memo=memo,
-    )
     state = LotState.PENDING if pending else LotState.ACTIVE
-    lot_id = session.execute(
-        insert(PointLot)
-        .values(
-            member_id=member_id, partner_id=partner_id, funding_account_id=funding_account_id,
-            earn_transaction_id=transaction_id, state=state.value, points_earned=points,
-            points_remaining=points, earned_at=now, activates_at=pending_until if pending else None,
-            expires_at=expires_at,
+    lines = [(funding_account_id, -points), (target_account_id, points)]
+    lot = {
+        "member_id": member_id, "partner_id": partner_id, "funding_account_id": funding_account_id,
+        "origin_lot_id": None, "state": state.value, "points_earned": points, "points_remaining": points,
+        "earned_at": now, "activates_at": pending_until if pending else None, "expires_at": expires_at,
+    }
+    if connection.dialect.name == "postgresql":
+        transaction_id, lot_id = _post_earn_in_one_statement(connection, lines, lot, price_per_point, currency, memo)
+    else:
+        transaction_id = post_transaction(
+            session, kind=TransactionKind.EARN, lines=lines, posted_at=now, member_id=member_id,
+            partner_id=partner_id, price_per_point=price_per_point, currency=currency, memo=memo,
         )
-        .returning(PointLot.id)
-    ).scalar_one()
+        lot_id = connection.execute(INSERT_LOT, {**lot, "earn_transaction_id": transaction_id}).scalar_one()
     return EarnResult(transaction_id=transaction_id, lot_id=lot_id, points=points, state=state)
+
+
+def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
+    connection, lines: list[tuple[int, int]], lot: dict[str, object], price_per_point: Decimal | None,
+    currency: str | None, memo: str | None,
+) -> tuple[int, int]:
+    """PostgreSQL: the earn's transaction, both entries and the lot in one round trip.
+
+    The same rows ``post_transaction`` and the lot insert would write, and the same
+    triggers and constraints check them (row triggers fire at the end of the statement,
+    the sum check at commit); it only saves two of the posting's round trips.
+    """
+    # An earn has exactly two entries, in account id order: the lock order of every posting.
+    first, second = balanced_entries(lines)
+    try:
+        row = connection.execute(EARN_IN_ONE_STATEMENT, {
+            **lot, "posted_at": lot["earned_at"], "price_per_point": price_per_point, "currency": currency,
+            "memo": memo, "first_account_id": first.account_id, "first_points": first.amount_points,
+            "second_account_id": second.account_id, "second_points": second.amount_points,
+        }).one()
+    except IntegrityError as error:
+        raise _translated(error) from error
+    return row.earn_transaction_id, row.id
 
 
 def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
@@ -506,6 +583,35 @@ def _consume(
         session.execute(insert(LotConsumption), rows)
     except IntegrityError as error:
         raise _translated(error) from error
+
+
+def _lock_for_earning(  # type: ignore[no-untyped-def]
+    connection, member_id: int, partner_id: int, now: datetime, locked: MemberAccounts | None
+) -> tuple[MemberAccounts, tuple[int, Decimal, str]]:
+    """Lock the member (unless ``locked``) and read the partner's earning terms, in one round trip.
+
+    The member's checks come first, as with ``lock_member`` followed by the partner's.
+    """
+    parameters = {"member_id": member_id, "partner_id": partner_id, "at": now,
+                  "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}
+    if locked is not None:
+        return locked, _earning_terms(connection.execute(EARNING_PARTNER, parameters).first(), partner_id, now)
+    rows = connection.execute(LOCK_MEMBER_FOR_EARNING, parameters).all()
+    member = _member_accounts(rows, member_id, require_active=True)
+    return member, _earning_terms(rows[0] if rows[0].partner_found else None, partner_id, now)
+
+
+def _earning_terms(row, partner_id: int, now: datetime) -> tuple[int, Decimal, str]:  # type: ignore[no-untyped-def]
+    """An active partner's issued account, issue price in force and currency; anything missing is refused."""
+    if row is None:
+        raise NotFound(f"no partner {partner_id}")
+    if row.partner_status != "active":
+        raise InvalidState(f"partner {row.partner_code} is {row.partner_status}")
+    if row.issue_price_per_point is None:
+        raise InvalidState(f"partner {partner_id} has no price in force at {now.isoformat()}")
+    if row.account_id is None:
+        raise NotFound(f"no ledger account {account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}")
+    return row.account_id, row.issue_price_per_point, row.partner_currency
 
 
 def _active_partner(session: Session, partner_id: int) -> Partner:

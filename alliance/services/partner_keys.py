@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.signatures import PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.models import Partner, PartnerKey, SeenNonce
+from alliance.models.base import defer_commit_flush, insert_unless_conflicting
 
 
 class DatabaseKeyStore:
@@ -36,15 +36,18 @@ class DatabaseKeyStore:
 def record_nonce(
     session: Session, *, nonce: str, partner_id: int, key_id: str, seen_at: datetime, prune_after: datetime
 ) -> bool:
-    """Remember a nonce; False when another request recorded it first (a replay)."""
-    try:
-        with session.begin_nested():
-            session.execute(insert(SeenNonce).values(
-                nonce=nonce, partner_id=partner_id, key_id=key_id, seen_at=seen_at, prune_after=prune_after
-            ))
-    except IntegrityError:
-        return False
-    return True
+    """Remember a nonce; False when another request recorded it first (a replay).
+
+    The caller commits this at once, without waiting for the disk (``defer_commit_flush``):
+    every write the request goes on to make commits later and synchronously, which makes
+    the nonce durable with it. Only a crash within a fraction of a second of a read-only
+    request can forget its nonce, and replaying a read changes nothing.
+    """
+    defer_commit_flush(session)
+    recorded = session.execute(insert_unless_conflicting(session, SeenNonce, "nonce").values(
+        nonce=nonce, partner_id=partner_id, key_id=key_id, seen_at=seen_at, prune_after=prune_after
+    ).returning(SeenNonce.id)).first()
+    return recorded is not None
 
 
 def prune_nonces(session: Session, *, now: datetime, limit: int = 10_000) -> int:

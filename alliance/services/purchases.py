@@ -16,11 +16,10 @@ from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationF
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import Campaign as CampaignRow
 from alliance.models import Card, Partner, PartnerEarnRule, Purchase, PurchaseRefund
-from alliance.models.base import integer_sum
+from alliance.models.base import insert_unless_conflicting, integer_sum
 from alliance.services import ledger
 from alliance.services.member_verification import CardHolder, active_card_holder
 
-RECEIPT_UNIQUE = "uq_purchases_partner_id_receipt_id"
 # A till that was offline may report late, but not from another season.
 MAX_REPORT_DELAY = timedelta(days=90)
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -62,7 +61,7 @@ def report_purchase(
     holder = active_card_holder(session, report.card_number)
     # Lock the member before reading today's points, so two tills cannot both fit under
     # the per-member-day cap with what together exceeds it.
-    ledger.lock_member(session, holder.member_id)
+    member = ledger.lock_member(session, holder.member_id)
     breakdown = _points_for(session, partner, holder, report)
     pending_until = None
     if partner.return_window_days:
@@ -72,29 +71,29 @@ def report_purchase(
     if breakdown.partner_points:
         earn_transaction_id = ledger.earn(
             session, member_id=holder.member_id, partner_id=partner_id, points=breakdown.partner_points, now=now,
-            expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}",
+            expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}", locked=member,
         ).transaction_id
     if breakdown.hub_points:
         bonus_transaction_id = ledger.earn(
             session, member_id=holder.member_id, partner_id=None, points=breakdown.hub_points, now=now,
             expires_at=expires_at, pending_until=pending_until, memo=f"campaign bonus, receipt {report.receipt_id}",
+            locked=member,
         ).transaction_id
-    try:
-        with session.begin_nested():
-            purchase_id = session.execute(insert(Purchase).values(
-                partner_id=partner_id, receipt_id=report.receipt_id, member_id=holder.member_id,
-                card_id=holder.card_id, terminal_id=report.terminal_id, amount_minor=report.amount_minor,
-                currency=report.currency, purchased_at=report.purchased_at, reported_at=now,
-                points_partner=breakdown.partner_points, points_hub=breakdown.hub_points,
-                earn_transaction_id=earn_transaction_id, bonus_transaction_id=bonus_transaction_id,
-                pending_until=pending_until, breakdown=breakdown.to_dict(), refunded_amount_minor=0,
-            ).returning(Purchase.id)).scalar_one()
-    except IntegrityError as error:
-        if RECEIPT_UNIQUE not in str(error.orig):
-            raise
-        # Another request reported the same receipt between our check and this insert.
-        raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported") from error
-    return session.get_one(Purchase, purchase_id)
+    purchase = session.scalars(
+        insert_unless_conflicting(session, Purchase, "partner_id", "receipt_id").values(
+            partner_id=partner_id, receipt_id=report.receipt_id, member_id=holder.member_id,
+            card_id=holder.card_id, terminal_id=report.terminal_id, amount_minor=report.amount_minor,
+            currency=report.currency, purchased_at=report.purchased_at, reported_at=now,
+            points_partner=breakdown.partner_points, points_hub=breakdown.hub_points,
+            earn_transaction_id=earn_transaction_id, bonus_transaction_id=bonus_transaction_id,
+            pending_until=pending_until, breakdown=breakdown.to_dict(), refunded_amount_minor=0,
+        ).returning(Purchase)
+    ).first()
+    if purchase is None:
+        # Another request reported the same receipt between our check and this insert;
+        # the caller's savepoint takes back the points posted above.
+        raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
+    return purchase
 
 
 def lock_card_holders(session: Session, card_numbers: list[str]) -> None:
@@ -206,10 +205,14 @@ def _points_for(session: Session, partner: Partner, holder: CardHolder, report: 
             CampaignRow.starts_at <= report.purchased_at, CampaignRow.ends_at > report.purchased_at,
         ))
     ]
+    # The day's points only matter under a per-member-day cap; without one, skip the query.
+    earned_today = 0
+    if rule.per_member_day_cap_points is not None:
+        earned_today = _partner_points_on_day(session, partner, holder.member_id, report.purchased_at)
     return compute_earn(
         amount_minor=report.amount_minor, minor_units_per_unit=minor_units_per_unit(partner.currency), rule=rule,
         tier=holder.tier, tier_multiplier=TIER_MULTIPLIERS[holder.tier], campaigns=campaigns,
-        partner_points_earned_today=_partner_points_on_day(session, partner, holder.member_id, report.purchased_at),
+        partner_points_earned_today=earned_today,
     )
 
 
