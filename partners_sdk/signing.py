@@ -5,13 +5,18 @@ One signature labelled ``pos``, ``alg="ed25519"``, covering ``"@method" "@path"
 "idempotency-key"``; parameters ``created``, ``expires`` (300 s later), a fresh
 ``nonce`` of 192 random bits and ``keyid``. The body is covered by an RFC 9530
 ``Content-Digest: sha-256=:…:``. The signature base is built by the
-``http-message-signatures`` library (``prepare``), signed with the library's Ed25519
-algorithm and written back with ``apply``: the same path reproduces the RFC's own test
-vector byte for byte, which the SDK's tests check.
+``http-message-signatures`` library (``prepare``) and signed with the library's Ed25519
+algorithm; the two headers are then written as RFC 8941 dictionaries of the one label.
+The same path reproduces the RFC's own test vector byte for byte, which the SDK's tests
+check. (The library's ``apply`` would build and compare the whole base a second time to
+guard against a message changed while an external signer works; here nothing can change
+it between the two calls, and skipping it halves the cost of signing.)
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -52,6 +57,33 @@ class SignedMessage:
     signature_input: str
 
 
+class _Signer(HTTPMessageSigner):
+    """The library's signer, parsing each list of covered component ids once per process.
+
+    Parsing the same few component lists again for every request was a quarter of the
+    cost of signing. The library mutates the nodes it is given (it may add parameters
+    or a content-digest node), so every call gets fresh copies of the parsed ones.
+    """
+
+    _parsed: dict[tuple[str, ...], list] = {}  # type: ignore[type-arg]
+    _MAX_CACHED_LISTS = 32
+
+    def _parse_covered_component_ids(self, covered_component_ids):  # type: ignore[no-untyped-def]
+        key = tuple(covered_component_ids)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = super()._parse_covered_component_ids(covered_component_ids)
+            if len(self._parsed) < self._MAX_CACHED_LISTS:
+                self._parsed[key] = parsed
+        return [_copied(node) for node in parsed]
+
+
+def _copied(node):  # type: ignore[no-untyped-def]
+    duplicate = copy.copy(node)
+    duplicate.params = type(node.params)(node.params)
+    return duplicate
+
+
 class _Message:
     """The request shape ``http-message-signatures`` reads and writes headers through."""
 
@@ -78,13 +110,16 @@ def sign_message(
 ) -> SignedMessage:
     """Sign one request with Ed25519; ``digest_body`` adds and covers a Content-Digest of it."""
     message = _Message(method.upper(), url, dict(headers))
-    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519)
+    signer = _Signer(signature_algorithm=algorithms.ED25519)
     prepared = signer.prepare(
         message, key_id=key_id, created=created, expires=expires, nonce=nonce, label=label,
         include_alg=include_alg, covered_component_ids=list(covered_components), body=digest_body,
     )
     signature = algorithms.ED25519(private_key=private_key).sign(prepared.signature_base)
-    signer.apply(message, prepared, signature)
+    # A label is an RFC 8941 key and the prepared parameters an inner list, so each header
+    # is a one-member dictionary: `label=(...);params` and `label=:base64:`.
+    message.headers["Signature-Input"] = f"{prepared.label}={prepared.signature_params}"
+    message.headers["Signature"] = f"{prepared.label}=:{base64.b64encode(signature).decode('ascii')}:"
     return SignedMessage(headers=dict(message.headers), signature_base=prepared.signature_base,
                          signature_input=prepared.signature_params)
 
