@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test chaos fuzz postgres-server chromium clean
+.PHONY: install demo test chaos fuzz bench postgres-server chromium clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ chaos: install postgres-server
 fuzz: install postgres-server
 	FUZZ_EXAMPLES=100 $(BIN)/python -m pytest tests/integration/test_schemathesis.py \
 		tests/integration/test_payload_fuzzing.py -q -s $(PYTEST_ARGS)
+
+# Every benchmark against this machine's floors, on its own durable PostgreSQL (about
+# 20 minutes on 2 cores); BENCH_SCALE=quick is a smoke test of under two minutes. The
+# table is printed and written to test-artifacts/bench/results.md and results.json.
+BENCH_SCALE ?= full
+bench: install postgres-server
+	@bash scripts/ensure-bench-tools.sh $(BIN)/python
+	$(BIN)/python -m benchmarks --scale $(BENCH_SCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

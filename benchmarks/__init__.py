@@ -1,0 +1,1 @@
+"""Benchmarks of the hub against this machine's floors (``make bench``; see benchmarks/README.md)."""

@@ -1,0 +1,78 @@
+"""Profile the signed earn path in process: pyinstrument over N purchase reports, and the SQL they send.
+
+``python -m benchmarks.http_profile [N]`` starts its own durable PostgreSQL, sends N
+signed purchase reports through the hub's WSGI app (Flask's test client: the whole
+request path, without the socket), prints pyinstrument's call tree, and counts the
+SQL statements and commits per request. Not part of ``make bench``; a tool for the
+work of reaching the targets.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from datetime import timedelta
+
+from sqlalchemy import event
+
+from benchmarks import common
+from benchmarks.http_earn import _purchases
+
+
+def main(count: int) -> None:
+    """Profile ``count`` signed earns and print where the time goes."""
+    from pyinstrument import Profiler
+
+    from tests.postgres_server import start_postgres
+
+    artifacts = common.ARTIFACTS / "profile"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    server = start_postgres(durable=True)
+    try:
+        app, _ = common.migrated_hub(server, "bench_profile", artifacts)
+        hub = app.extensions["alliance"]
+        seeded_at = common.utc_now() - timedelta(hours=1)
+        partners = common.seed_partners(hub, 2, seeded_at)
+        members = common.seed_members(hub, 200, seeded_at)
+        requests = _purchases(partners, members, count + 20, "profile")
+        client = app.test_client()
+        statements: collections.Counter[str] = collections.Counter()
+
+        @event.listens_for(hub.engine, "before_cursor_execute")
+        def _count(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            statements[" ".join(statement.split())[:110]] += 1
+
+        for item in requests[:20]:
+            client.post(item.path, data=item.body, headers=item.headers)
+        half = count // 2
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        for item in requests[20:20 + half]:
+            client.post(item.path, data=item.body, headers=item.headers)
+        cpu_ms = (time.process_time() - cpu_started) / half * 1000
+        wall_ms = (time.perf_counter() - wall_started) / half * 1000
+        requests = requests[half:]
+        statements.clear()
+        profiler = Profiler(interval=0.0005)
+        started = time.perf_counter()
+        profiler.start()
+        for item in requests[20:]:
+            reply = client.post(item.path, data=item.body, headers=item.headers)
+            if reply.status_code != 201:
+                raise RuntimeError(f"{reply.status_code} {reply.get_data(as_text=True)[:300]}")
+        profiler.stop()
+        elapsed = time.perf_counter() - started
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+        count = len(requests) - 20
+        print(f"{count} earns in {elapsed:.2f} s: {elapsed / count * 1000:.2f} ms each, sequential, in process")
+        print(f"without the profiler: {wall_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU of this process per earn")
+        print(f"SQL statements per earn: {sum(statements.values()) / count:.1f}")
+        for statement, seen in statements.most_common(40):
+            print(f"{seen / count:5.2f}  {statement}")
+        hub.engine.dispose()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
