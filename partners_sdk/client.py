@@ -53,6 +53,8 @@ Result = TypeVar("Result")
 
 
 STATEMENT_FORMATS = ("json", "csv", "json-signature", "csv-signature")
+# The hub lists statements a page at a time; the client asks for the largest page.
+STATEMENT_PAGE_SIZE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +211,18 @@ class AllianceClient:
     # Statements and reconciliation (settlement).
 
     def list_statements(self) -> list[StatementSummary]:
-        """This partner's signed statements, oldest cycle first."""
-        return self._live(_Operation("GET", f"{PREFIX}/statements", None, None),
-                          lambda document: [StatementSummary.from_json(item) for item in document["statements"]])
+        """All of this partner's signed statements, oldest cycle first (fetched a page of 200 at a time)."""
+        statements: list[StatementSummary] = []
+        page = 1
+        while True:
+            document = self._live(
+                _Operation("GET", f"{PREFIX}/statements?page={page}&page_size={STATEMENT_PAGE_SIZE}", None, None),
+                lambda reply: reply)
+            statements += [StatementSummary.from_json(item) for item in document["statements"]]
+            # A hub that does not page answers everything at once, without a total.
+            if not document["statements"] or len(statements) >= document.get("total", len(statements)):
+                return statements
+            page += 1
 
     def get_statement(self, statement_id: int, *, format: str = "json") -> bytes:
         """The exact signed bytes of a statement: format json, csv, json-signature or csv-signature."""

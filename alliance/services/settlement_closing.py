@@ -69,6 +69,8 @@ SETTLING_STATUSES = ("active", "suspended")
 # A posting commits a moment after its posted_at; closing waits this long after a cut-off
 # so no transaction that posted before it can still be in flight.
 DEFAULT_CLOSING_GRACE = timedelta(minutes=5)
+# Most statements one page of a list may hold.
+MAX_STATEMENT_PAGE_SIZE = 200
 DEFAULT_PAYMENT_TERMS_DAYS = 14
 # Closing many cycles aggregates up to this many in one pass over the ledger (the
 # default closing limit), when they span at least BATCH_MIN_PARTNERS partners.
@@ -282,13 +284,22 @@ def _stored(session: Session, partner_id: int, cycle_starts_at: datetime) -> Clo
     return found[0] if found else None
 
 
-def partner_statements(session: Session, *, partner_id: int) -> list[ClosedStatement]:
-    """Every stored statement of a partner, oldest cycle first, as the bytes that were signed."""
-    return _closed_statements(session, partner_id)
+def partner_statements(session: Session, *, partner_id: int, page: int | None = None,
+                       page_size: int = MAX_STATEMENT_PAGE_SIZE) -> list[ClosedStatement]:
+    """A partner's stored statements, oldest cycle first, as the bytes that were signed: all, or one page."""
+    return _closed_statements(session, partner_id, page=page, page_size=page_size)
+
+
+def partner_statement_count(session: Session, *, partner_id: int) -> int:
+    """How many statements ``partner_statements`` lists in all."""
+    return session.scalar(select(func.count()).select_from(SettlementRun).join(
+        SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .where(SettlementRun.partner_id == partner_id)) or 0
 
 
 def _closed_statements(
-    session: Session, partner_id: int, *, cycle_starts_at: datetime | None = None
+    session: Session, partner_id: int, *, cycle_starts_at: datetime | None = None, page: int | None = None,
+    page_size: int = MAX_STATEMENT_PAGE_SIZE,
 ) -> list[ClosedStatement]:
     """Stored runs and statements of a partner, optionally of one cycle, oldest first."""
     query = (
@@ -299,6 +310,9 @@ def _closed_statements(
     )
     if cycle_starts_at is not None:
         query = query.where(SettlementRun.cycle_starts_at == cycle_starts_at)
+    if page is not None:
+        page_size = min(max(page_size, 1), MAX_STATEMENT_PAGE_SIZE)
+        query = query.order_by(SettlementRun.id).offset((max(page, 1) - 1) * page_size).limit(page_size)
     return [
         ClosedStatement(
             run_id=run.id, statement_id=statement.id, partner_id=partner_id, cycle_starts_at=run.cycle_starts_at,

@@ -60,7 +60,7 @@ def test_api1_another_partners_statement_cannot_be_read_listed_or_reconciled(app
     missing = intruder_till.get(f"{STATEMENTS}/{statement_id + 1000}")
     assert (foreign.status, foreign.body["code"]) == (missing.status, missing.body["code"]) == (404, "not_found")
     assert intruder_till.get(f"{STATEMENTS}/{statement_id}?format=csv-signature").status == 404
-    assert intruder_till.get(STATEMENTS).body == {"statements": []}
+    assert intruder_till.get(STATEMENTS).body == {"statements": [], "total": 0, "page": 1, "page_size": 100}
     assert [item["statement_id"] for item in owner_till.get(STATEMENTS).body["statements"]] == [statement_id]
     upload = intruder_till.post(f"{STATEMENTS}/{statement_id}/reconciliations", CSV_HEADER.encode(),
                                 headers={"Content-Type": "text/csv"})

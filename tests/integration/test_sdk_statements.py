@@ -33,3 +33,29 @@ def test_a_till_reconciles_and_verifies_its_statement_over_real_http(pg_app, pg_
         report = client.upload_reconciliation(statement_id, (HEADER + f"r-1,1000,EUR,{local_day}\r\n").encode())
     assert report["report"]["counts"] == {"matched": 1, "missing_at_hub": 0, "missing_at_partner": 1,
                                           "mismatched": 0}
+
+
+def test_statements_come_a_page_at_a_time_and_the_sdk_fetches_every_page(pg_app, pg_hub, monkeypatch):
+    from datetime import timedelta
+
+    import partners_sdk.client
+    from alliance.services.settlement_closing import close_due_cycles
+    from tests.back_office_support import BackOffice
+    from tests.factories import make_signing_partner
+
+    now = datetime.now(timezone.utc)
+    partner = make_signing_partner(pg_hub, now=now - timedelta(days=6), code="daily", settlement_cycle="daily",
+                                   time_zone="UTC")
+    closed = close_due_cycles(pg_hub.session_factory, now=now, signer=pg_hub.statement_signer)
+    assert len(closed) >= 5
+    bo = BackOffice(pg_app)
+    first = bo.get("/settlement/statements", role="finance", query={"partner": "daily", "page_size": "2"})
+    assert (first.body["total"], len(first.body["statements"])) == (len(closed), 2)
+    assert bo.get("/settlement/statements", role="finance",
+                  query={"partner": "daily", "page_size": "201"}).status == 422
+    monkeypatch.setattr(partners_sdk.client, "STATEMENT_PAGE_SIZE", 2)
+    with serve_in_thread(pg_app) as base_url:
+        client = AllianceClient(base_url, partner.key_id, partner.private_key)
+        listed = client.list_statements()
+    assert [item.statement_id for item in listed] == [item.statement_id for item in
+                                                       sorted(closed, key=lambda item: item.cycle_starts_at)]

@@ -37,7 +37,15 @@ class ClosingInput(StrictSchema):
     partner = fields.String(validate=PARTNER_CODE)
 
 
-class StatementQuery(StrictSchema):
+class StatementPageQuery(StrictSchema):
+    """A page of a partner's statements: pages count from 1, at most 200 statements a page."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(1, 10**6))
+    page_size = fields.Integer(load_default=100,
+                               validate=validate.Range(1, settlement_closing.MAX_STATEMENT_PAGE_SIZE))
+
+
+class StatementQuery(StatementPageQuery):
     partner = fields.String(required=True, validate=PARTNER_CODE)
 
 
@@ -62,6 +70,22 @@ class StatementOutput(Schema):
 
 class StatementListOutput(Schema):
     statements = fields.List(fields.Nested(StatementOutput))
+
+
+class StatementPageOutput(Schema):
+    statements = fields.List(fields.Nested(StatementOutput))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+def statement_page(session, *, partner_id: int, partner_code: str, query: dict) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """One page of a partner's statements, oldest cycle first, with how many there are in all."""
+    items = settlement_closing.partner_statements(session, partner_id=partner_id, page=query["page"],
+                                                  page_size=query["page_size"])
+    return {"statements": [statement_view(item, partner_code) for item in items],
+            "total": settlement_closing.partner_statement_count(session, partner_id=partner_id),
+            "page": query["page"], "page_size": query["page_size"]}
 
 
 def statement_view(item: settlement_closing.ClosedStatement, partner_code: str) -> dict:  # type: ignore[type-arg]
@@ -108,14 +132,13 @@ class Closings(MethodView):
 class Statements(MethodView):
     @require_role("finance")
     @settlement_blueprint.arguments(StatementQuery, location="query")
-    @settlement_blueprint.response(200, StatementListOutput)
+    @settlement_blueprint.response(200, StatementPageOutput)
     @documented(settlement_blueprint, 404)
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
-        """A partner's statements, oldest cycle first."""
+        """A partner's statements, oldest cycle first, a page at a time."""
         with hub_state().unit_of_work() as uow:
             partner = partner_admin.partner_by_code(uow.session, query["partner"])
-            items = settlement_closing.partner_statements(uow.session, partner_id=partner.id)
-            return {"statements": [statement_view(item, partner.code) for item in items]}
+            return statement_page(uow.session, partner_id=partner.id, partner_code=partner.code, query=query)
 
 
 @settlement_blueprint.route("/statements/<int:statement_id>")

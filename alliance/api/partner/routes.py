@@ -25,7 +25,8 @@ from alliance.api.partner.schemas import (
     VoidInput,
 )
 from alliance.api.back_office.settlement_routes import (
-    DocumentQuery, ReconciliationOutput, StatementListOutput, reconciliation_view, statement_document, statement_view,
+    DocumentQuery, ReconciliationOutput, StatementPageOutput, StatementPageQuery, reconciliation_view,
+    statement_document, statement_page,
 )
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
@@ -291,16 +292,16 @@ class BalanceInquiries(MethodView):
 
 @statements_blueprint.route("")
 class PartnerStatements(MethodView):
-    @statements_blueprint.response(200, StatementListOutput)
+    @statements_blueprint.arguments(StatementPageQuery, location="query")
+    @statements_blueprint.response(200, StatementPageOutput)
     @statements_blueprint.doc(security=SIGNED)
-    @_document_errors(statements_blueprint, 401)
-    def get(self):  # type: ignore[no-untyped-def]
-        """This partner's statements, oldest cycle first."""
+    @_document_errors(statements_blueprint, 401, 422)
+    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+        """This partner's statements, oldest cycle first, a page at a time (``page``, ``page_size`` up to 200)."""
         with hub_state().unit_of_work() as uow:
             partner_id = current_caller().partner_id
             code = uow.session.scalar(select(Partner.code).where(Partner.id == partner_id))
-            items = settlement_closing.partner_statements(uow.session, partner_id=partner_id)
-            return {"statements": [statement_view(item, code) for item in items]}
+            return statement_page(uow.session, partner_id=partner_id, partner_code=code, query=query)
 
 
 @statements_blueprint.route("/<int:statement_id>")
