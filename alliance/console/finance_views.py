@@ -44,26 +44,28 @@ class SignatureCheck:
     detail: str
 
 
-def _statement_filters() -> tuple[str | None, str | None]:
+def _statement_filters() -> tuple[str | None, str | None, str | None]:
     with hub_state().unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
     return (query_text("partner", allowed=codes),
-            query_text("state", allowed=console_reports.STATEMENT_STATES))
+            query_text("state", allowed=console_reports.STATEMENT_STATES),
+            query_text("net", allowed=list(console_reports.NET_DIRECTIONS)))
 
 
 @console.route("/finance/cycles")
 @security.requires(*FINANCE)
 def finance_cycles():  # type: ignore[no-untyped-def]
     """Cycles running now and due to close, and closed cycles with their statements."""
-    partner, state = _statement_filters()
+    partner, state, net = _statement_filters()
     page, page_size = query_page()
     with hub_state().unit_of_work() as uow:
         running = console_reports.open_cycles(uow.session, now=now(), partner_code=partner)
         closed = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                                    page_size=page_size)
+                                                    page_size=page_size, net=net)
         codes = console_reports.partner_codes(uow.session)
     return render_template("console/finance/cycles.html", running=running, closed=closed, codes=codes,
                            partner=partner, state=state, states=console_reports.STATEMENT_STATES,
+                           net=net, nets=console_reports.NET_DIRECTIONS,
                            pager=pager_args(), due_total=sum(row.due_to_close for row in running))
 
 
@@ -71,13 +73,13 @@ def finance_cycles():  # type: ignore[no-untyped-def]
 @security.requires(*FINANCE)
 def finance_cycles_csv():  # type: ignore[no-untyped-def]
     """Every closed cycle matching the filters, as CSV."""
-    partner, state = _statement_filters()
+    partner, state, net = _statement_filters()
     rows = []
     with hub_state().unit_of_work() as uow:
         page = 1
         while True:
             batch = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                                       page_size=CSV_BATCH)
+                                                       page_size=CSV_BATCH, net=net)
             rows.extend(batch.items)
             if page >= batch.pages:
                 break

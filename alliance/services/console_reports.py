@@ -39,6 +39,8 @@ MAX_PAGE_SIZE = 200
 MAX_CHART_MONTHS = 36
 PARTNER_STATUSES = ("pending", "active", "suspended", "terminated")
 STATEMENT_STATES = ("uninvoiced", "invoiced", "paid")
+# Which way a statement's net goes: the partner owes the hub, the hub owes the partner, or nothing.
+NET_DIRECTIONS = {"owed_to_hub": "owed to the hub", "owed_to_partner": "owed to the partner", "zero": "nothing owed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +270,8 @@ def _statement_money():  # type: ignore[no-untyped-def]
 
 
 def closed_cycles_page(session: Session, *, partner_code: str | None, state: str | None, page: int,
-                       page_size: int) -> Page[ClosedCycleRow]:
-    """Closed cycles with their statements, newest first, by partner and by invoice/payment state."""
+                       page_size: int, net: str | None = None) -> Page[ClosedCycleRow]:
+    """Closed cycles with their statements, newest first, by partner, invoice/payment state and net direction."""
     if state is not None and state not in STATEMENT_STATES:
         raise ValidationFailed(f"state must be one of {', '.join(STATEMENT_STATES)}", fields={"state": ["unknown"]})
     paid, invoiced = _statement_money()
@@ -294,6 +296,12 @@ def closed_cycles_page(session: Session, *, partner_code: str | None, state: str
         query = query.where(is_invoiced, ~fully_paid)
     elif state == "uninvoiced":
         query = query.where(~is_invoiced)
+    if net == "owed_to_hub":
+        query = query.where(SettlementStatement.net_minor > 0)
+    elif net == "owed_to_partner":
+        query = query.where(SettlementStatement.net_minor < 0)
+    elif net == "zero":
+        query = query.where(SettlementStatement.net_minor == 0)
     rows, total = _paged(session, query, page, page_size, SettlementRun.cycle_ends_at.desc(), Partner.code)
     return Page([ClosedCycleRow(*row[:9], bool(row[9]), int(row[10])) for row in rows], total, page, page_size)
 

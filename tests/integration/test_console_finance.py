@@ -221,3 +221,19 @@ def test_a_bad_filter_is_a_clear_400_page(app, finance):
     response = finance.get(CYCLES, state="bogus")
     assert response.status_code == 400 and "not one of the choices" in text_of(response)
     assert finance.get(CYCLES, page="0").status_code == 400
+
+
+def test_closed_cycles_filter_by_which_way_the_net_goes(app, finance):
+    close_due(finance)
+    with hub_state(app).unit_of_work() as uow:
+        nets = dict(uow.session.execute(select(SettlementStatement.id, SettlementStatement.net_minor)).all())
+    assert any(net > 0 for net in nets.values()) and any(net == 0 for net in nets.values())
+    for direction, keep in (("owed_to_hub", lambda net: net > 0), ("owed_to_partner", lambda net: net < 0),
+                            ("zero", lambda net: net == 0)):
+        rows = list(csv.DictReader(io.StringIO(finance.get("/console/finance/cycles.csv", net=direction)
+                                               .get_data(as_text=True))))
+        assert sorted(int(row["statement_id"]) for row in rows) == sorted(
+            statement_id for statement_id, net in nets.items() if keep(net)), direction
+    owed = text_of(finance.get(CYCLES, net="owed_to_hub", page_size=100))
+    assert all(f"#{statement_id} " in owed for statement_id, net in nets.items() if net > 0)
+    assert finance.get(CYCLES, net="sideways").status_code == 400
