@@ -15,18 +15,24 @@ process: with N gunicorn workers a partner may reach N times the rate in total, 
 settings should be the partner-wide budget divided by the worker count.
 
 Pure Python, no Flask and no database: the clock is injected, so tests never sleep.
+Tokens and times are exact fractions (the production clock counts whole nanoseconds), so
+no rounding can let a request through that the rate forbids.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable
+from fractions import Fraction
+from typing import Callable, Union
 
 from alliance.domain.errors import AllianceError
 
-Clock = Callable[[], float]
+Seconds = Union[int, Fraction]
+# Seconds on a monotonic clock; a float from a test clock is taken at its exact value.
+Clock = Callable[[], Union[Seconds, float]]
 # A refusal for too many requests in flight clears as soon as one of them finishes;
 # one second is the smallest whole Retry-After.
 IN_FLIGHT_RETRY_AFTER_S = 1
@@ -61,29 +67,34 @@ class PartnerLimits:
         return max(self.burst, self.rate_per_s)
 
 
+def monotonic_seconds() -> Fraction:
+    """The process's monotonic clock in exact seconds."""
+    return Fraction(time.monotonic_ns(), 1_000_000_000)
+
+
 class TokenBucket:
     """``capacity`` tokens, refilled at ``rate_per_s``; one request takes one token."""
 
-    def __init__(self, *, rate_per_s: int, capacity: int, now_s: float) -> None:
+    def __init__(self, *, rate_per_s: int, capacity: int, now_s: Seconds | float) -> None:
         assert rate_per_s > 0 and capacity > 0, (rate_per_s, capacity)
         self.rate_per_s = rate_per_s
         self.capacity = capacity
-        self.tokens = float(capacity)
-        self.updated_s = now_s
+        self.tokens = Fraction(capacity)
+        self.updated_s = Fraction(now_s)
 
-    def _refill(self, now_s: float) -> None:
+    def _refill(self, now_s: Fraction) -> None:
         # A clock that steps backwards (it should not, being monotonic) refills nothing.
-        elapsed_s = max(0.0, now_s - self.updated_s)
-        self.tokens = min(float(self.capacity), self.tokens + elapsed_s * self.rate_per_s)
+        elapsed_s = max(Fraction(0), now_s - self.updated_s)
+        self.tokens = min(Fraction(self.capacity), self.tokens + elapsed_s * self.rate_per_s)
         self.updated_s = max(self.updated_s, now_s)
 
-    def take(self, now_s: float) -> float:
-        """Take one token and return 0.0, or take nothing and return the seconds until one is there."""
-        self._refill(now_s)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
+    def take(self, now_s: Seconds | float) -> Fraction:
+        """Take one token and return 0, or take nothing and return the seconds until one is there."""
+        self._refill(Fraction(now_s))
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return Fraction(0)
+        return (1 - self.tokens) / self.rate_per_s
 
 
 class Admission:

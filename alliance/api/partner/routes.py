@@ -7,7 +7,6 @@ SQL and no business rules.
 
 from __future__ import annotations
 
-import time
 
 from flask import Flask, request
 from flask.views import MethodView
@@ -30,7 +29,7 @@ from alliance.api.back_office.settlement_routes import (
 )
 from alliance.api.errors import problem_body
 from alliance.domain.errors import AllianceError
-from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits
+from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
@@ -346,6 +345,6 @@ def init_app(app: Flask, api: Api) -> None:
     settings = hub_state(app).settings
     hub_state(app).extras[LIMITER_KEY] = PartnerLimiter(
         PartnerLimits(rate_per_s=settings.partner_rate_per_s, burst=settings.partner_burst,
-                      max_in_flight=settings.partner_max_in_flight), clock=time.monotonic)
+                      max_in_flight=settings.partner_max_in_flight), clock=monotonic_seconds)
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
