@@ -15,7 +15,7 @@ from werkzeug.exceptions import BadRequest
 from alliance.console import console, security
 from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
 from alliance.domain.errors import ValidationFailed
-from alliance.domain.grading import GRADES, METRICS, Period
+from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
 from alliance.models import GradePeriod
 from alliance.services import console_reports, grading
@@ -67,16 +67,8 @@ def grades_csv(period: str):  # type: ignore[no-untyped-def]
     """The period's grades and metrics as CSV (the same columns as the API's export)."""
     label = _period_argument(period)
     with hub_state().unit_of_work() as uow:
-        _, first, total = grading.period_grades(uow.session, period=label, limit=grading.MAX_PAGE_SIZE)  # type: ignore[arg-type]
-        views = list(first)
-        while len(views) < total:
-            views += grading.period_grades(uow.session, period=label, limit=grading.MAX_PAGE_SIZE,  # type: ignore[arg-type]
-                                           offset=len(views))[1]
-    return csv_reply(f"grades-{label}.csv", grading.CSV_COLUMNS, [
-        [view["partner"], view["period"], view["status"], view["grade"] or "", view["computed_grade"] or "",
-         "yes" if view["overridden"] else "no", view["score"] or "", view["not_graded_reason"] or "",
-         *("" if view["metrics"].get(metric.name) is None else view["metrics"][metric.name]  # type: ignore[union-attr]
-           for metric in METRICS)] for view in views])
+        rows = list(grading.export_rows(uow.session, period=label))  # type: ignore[arg-type]
+    return csv_reply(f"grades-{label}.csv", grading.CSV_COLUMNS, rows)
 
 
 def _compute(session, *, now: datetime, actor: str, period: str):  # type: ignore[no-untyped-def]

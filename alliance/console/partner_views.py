@@ -36,7 +36,7 @@ def partners():  # type: ignore[no-untyped-def]
     with hub_state().unit_of_work() as uow:
         found = console_reports.partners_page(uow.session, status=status, search=search, page=page,
                                               page_size=page_size)
-        latest = grading.latest_grades(uow.session)
+        latest = grading.latest_grades(uow.session, codes=[row.code for row in found.items])
     return render_template("console/partners/list.html", partners=found, status=status, search=search,
                            statuses=console_reports.PARTNER_STATUSES, pager=pager_args(), latest_grades=latest)
 

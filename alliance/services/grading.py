@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from sqlalchemy import and_, bindparam, func, insert, select, text, union, update
 from sqlalchemy.orm import Session, aliased
@@ -459,21 +459,26 @@ CSV_COLUMNS = ("partner", "period", "status", "grade", "computed_grade", "overri
                *(metric.name for metric in METRICS))
 
 
-def export_csv(session: Session, *, period: str) -> str:
-    """The period's grades as CSV, one row per partner, metrics as exact decimals."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+def export_rows(session: Session, *, period: str) -> Iterator[list[object]]:
+    """The period's grades as CSV rows in ``CSV_COLUMNS`` order, a page of the database at a time."""
     offset, total = 0, 1
     while offset < total:
         _, views, total = period_grades(session, period=period, limit=MAX_PAGE_SIZE, offset=offset)
         offset += MAX_PAGE_SIZE
         for view in views:
             metrics: dict[str, object] = view["metrics"]  # type: ignore[assignment]
-            writer.writerow([view["partner"], view["period"], view["status"], view["grade"] or "",
-                             view["computed_grade"] or "", "yes" if view["overridden"] else "no", view["score"] or "",
-                             view["not_graded_reason"] or "",
-                             *("" if metrics.get(metric.name) is None else metrics[metric.name] for metric in METRICS)])
+            yield [view["partner"], view["period"], view["status"], view["grade"] or "",
+                   view["computed_grade"] or "", "yes" if view["overridden"] else "no", view["score"] or "",
+                   view["not_graded_reason"] or "",
+                   *("" if metrics.get(metric.name) is None else metrics[metric.name] for metric in METRICS)]
+
+
+def export_csv(session: Session, *, period: str) -> str:
+    """The period's grades as CSV, one row per partner, metrics as exact decimals."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(export_rows(session, period=period))
     return buffer.getvalue()
 
 
@@ -490,25 +495,36 @@ def grading_job(config: GradingConfig, time_zone: str) -> Job:
     return Job("grade-partners", 3600, run, "partners graded")
 
 
-def latest_grades(session: Session) -> dict[str, dict[str, object]]:
-    """Per partner code, the grade of the newest computed period and its trend against the period before.
+def latest_grades(session: Session, *, codes: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
+    """Per partner code (all, or ``codes``), the grade of the newest computed period and its trend.
 
-    ``trend`` is ``up``, ``down``, ``same``, or None when either period has no grade.
+    ``trend`` is ``up``, ``down``, ``same`` against the period before, or None when either
+    period has no grade. Reads only the grade letters, never the stored explanations.
     """
-    periods = session.scalars(select(GradePeriod).order_by(GradePeriod.starts_at.desc()).limit(1)).all()
-    if not periods:
+    newest = session.scalar(select(GradePeriod.period).order_by(GradePeriod.starts_at.desc()).limit(1))
+    if newest is None:
         return {}
-    latest = Period.parse(periods[0].period)
-    current = _effective_by_partner(session, latest.label)
-    previous = _effective_by_partner(session, latest.previous().label)
-    codes = dict(session.execute(select(Partner.id, Partner.code)).all())
+    latest = Period.parse(newest)
+    current = _effective_grades(session, latest.label, codes)
+    previous = _effective_grades(session, latest.previous().label, codes)
     view: dict[str, dict[str, object]] = {}
-    for partner_id, grade in current.items():
-        before = previous.get(partner_id)
-        moved = bands_dropped(before.grade if before else None, grade.grade)
+    for code, (grade, computed) in current.items():
+        before = previous.get(code, (None, None))[0]
         trend = None
-        if before is not None and before.grade is not None and grade.grade is not None:
+        if before is not None and grade is not None:
+            moved = bands_dropped(before, grade)
             trend = "down" if moved > 0 else "up" if moved < 0 else "same"
-        view[codes[partner_id]] = {"period": latest.label, "grade": grade.grade, "computed_grade": grade.computed_grade,
-                                   "previous_grade": before.grade if before else None, "trend": trend}
+        view[code] = {"period": latest.label, "grade": grade, "computed_grade": computed, "previous_grade": before,
+                      "trend": trend}
     return view
+
+
+def _effective_grades(session: Session, period_label: str,
+                      codes: Sequence[str] | None) -> dict[str, tuple[str | None, str | None]]:
+    """Per partner code, (effective grade, computed grade) in one period."""
+    statement, effective = _effective_rows()
+    statement = (statement.with_only_columns(Partner.code, effective, PartnerGrade.grade)
+                 .where(GradePeriod.period == period_label))
+    if codes is not None:
+        statement = statement.where(Partner.code.in_(list(codes)))
+    return {code: (grade, computed) for code, grade, computed in session.execute(statement)}
