@@ -284,10 +284,36 @@ def _stored(session: Session, partner_id: int, cycle_starts_at: datetime) -> Clo
     return found[0] if found else None
 
 
-def partner_statements(session: Session, *, partner_id: int, page: int | None = None,
-                       page_size: int = MAX_STATEMENT_PAGE_SIZE) -> list[ClosedStatement]:
-    """A partner's stored statements, oldest cycle first, as the bytes that were signed: all, or one page."""
-    return _closed_statements(session, partner_id, page=page, page_size=page_size)
+def partner_statements(session: Session, *, partner_id: int) -> list[ClosedStatement]:
+    """Every stored statement of a partner, oldest cycle first, as the bytes that were signed."""
+    return _closed_statements(session, partner_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSummary:
+    """What a list of statements shows: the figures, not the signed documents."""
+
+    statement_id: int
+    cycle_starts_at: datetime
+    cycle_ends_at: datetime
+    net_minor: int
+    closing_balance_minor: int
+    key_id: str
+
+
+def partner_statement_page(session: Session, *, partner_id: int, page: int,
+                           page_size: int) -> list[StatementSummary]:
+    """One page of a partner's statements, oldest cycle first, without reading their documents."""
+    page_size = min(max(page_size, 1), MAX_STATEMENT_PAGE_SIZE)
+    rows = session.execute(
+        select(SettlementStatement.id, SettlementRun.cycle_starts_at, SettlementRun.cycle_ends_at,
+               SettlementStatement.net_minor, SettlementStatement.closing_balance_minor, SettlementStatement.key_id)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .where(SettlementRun.partner_id == partner_id)
+        .order_by(SettlementRun.cycle_starts_at, SettlementRun.id)
+        .offset((max(page, 1) - 1) * page_size).limit(page_size)
+    )
+    return [StatementSummary(*row) for row in rows]
 
 
 def partner_statement_count(session: Session, *, partner_id: int) -> int:
@@ -298,10 +324,9 @@ def partner_statement_count(session: Session, *, partner_id: int) -> int:
 
 
 def _closed_statements(
-    session: Session, partner_id: int, *, cycle_starts_at: datetime | None = None, page: int | None = None,
-    page_size: int = MAX_STATEMENT_PAGE_SIZE,
+    session: Session, partner_id: int, *, cycle_starts_at: datetime | None = None, statement_id: int | None = None,
 ) -> list[ClosedStatement]:
-    """Stored runs and statements of a partner, optionally of one cycle, oldest first."""
+    """Stored runs and statements of a partner, optionally of one cycle or one statement, oldest first."""
     query = (
         select(SettlementRun, SettlementStatement)
         .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
@@ -310,9 +335,8 @@ def _closed_statements(
     )
     if cycle_starts_at is not None:
         query = query.where(SettlementRun.cycle_starts_at == cycle_starts_at)
-    if page is not None:
-        page_size = min(max(page_size, 1), MAX_STATEMENT_PAGE_SIZE)
-        query = query.order_by(SettlementRun.id).offset((max(page, 1) - 1) * page_size).limit(page_size)
+    if statement_id is not None:
+        query = query.where(SettlementStatement.id == statement_id)
     return [
         ClosedStatement(
             run_id=run.id, statement_id=statement.id, partner_id=partner_id, cycle_starts_at=run.cycle_starts_at,
@@ -529,7 +553,7 @@ def statement_by_id(session: Session, *, statement_id: int, partner_id: int | No
     owner = session.scalar(select(SettlementStatement.partner_id).where(SettlementStatement.id == statement_id))
     if owner is None or (partner_id is not None and owner != partner_id):
         raise NotFound(f"no statement {statement_id}")
-    return next(item for item in _closed_statements(session, owner) if item.statement_id == statement_id)
+    return _closed_statements(session, owner, statement_id=statement_id)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,14 +81,15 @@ class StatementPageOutput(Schema):
 
 def statement_page(session, *, partner_id: int, partner_code: str, query: dict) -> dict:  # type: ignore[no-untyped-def, type-arg]
     """One page of a partner's statements, oldest cycle first, with how many there are in all."""
-    items = settlement_closing.partner_statements(session, partner_id=partner_id, page=query["page"],
-                                                  page_size=query["page_size"])
+    items = settlement_closing.partner_statement_page(session, partner_id=partner_id, page=query["page"],
+                                                      page_size=query["page_size"])
     return {"statements": [statement_view(item, partner_code) for item in items],
             "total": settlement_closing.partner_statement_count(session, partner_id=partner_id),
             "page": query["page"], "page_size": query["page_size"]}
 
 
-def statement_view(item: settlement_closing.ClosedStatement, partner_code: str) -> dict:  # type: ignore[type-arg]
+def statement_view(item: settlement_closing.ClosedStatement | settlement_closing.StatementSummary,
+                   partner_code: str) -> dict:  # type: ignore[type-arg]
     return {"statement_id": item.statement_id, "partner": partner_code, "cycle_starts_at": item.cycle_starts_at,
             "cycle_ends_at": item.cycle_ends_at, "net_minor": item.net_minor,
             "closing_balance_minor": item.closing_balance_minor, "key_id": item.key_id}
