@@ -66,14 +66,19 @@ class PartnerKeyRecord:
     partner_status: str = "active"
 
 
+@dataclass(frozen=True, slots=True)
+class KeyLookup:
+    """The key registered under a key id (None if none is) and whether a nonce was already used."""
+
+    key: PartnerKeyRecord | None
+    nonce_seen: bool
+
+
 class KeyStore(Protocol):
-    """Where the verifier looks up keys and asks about nonces."""
+    """Where the verifier looks up keys and asks about nonces, both in one question."""
 
-    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
-        """The key registered under ``key_id``, if any."""
-
-    def nonce_seen(self, nonce: str) -> bool:
-        """Whether a request with this nonce has already been accepted."""
+    def look_up(self, key_id: str, nonce: str) -> KeyLookup:
+        """The key registered under ``key_id``, and whether a request with ``nonce`` was already accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +111,10 @@ def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyS
     label, components, parameters = _the_one_signature(request)
     _require_components(request, components)
     key_id, created, expires, nonce = _parameters(parameters)
-    key = _usable_key(keys, key_id, now)
+    lookup = keys.look_up(key_id, nonce)
+    key = _usable_key(lookup.key, key_id, now)
     _require_fresh(created, expires, now)
-    if keys.nonce_seen(nonce):
+    if lookup.nonce_seen:
         raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
     _require_matching_digest(request)
     _require_valid_signature(request, key, label)
@@ -180,8 +186,7 @@ def _parameters(parameters: dict) -> tuple[str, datetime, datetime, str]:  # typ
         raise SignatureRejected("signature_parameters", "created or expires is not a valid time") from None
 
 
-def _usable_key(keys: KeyStore, key_id: str, now: datetime) -> PartnerKeyRecord:
-    key = keys.find_key(key_id)
+def _usable_key(key: PartnerKeyRecord | None, key_id: str, now: datetime) -> PartnerKeyRecord:
     if key is None:
         raise SignatureRejected("key_unknown", f"no key {key_id!r} is registered")
     if key.status != "active":

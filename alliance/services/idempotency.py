@@ -1,28 +1,34 @@
 """Idempotency keys: one effect per (partner, key), the stored reply for every retry.
 
-A key is claimed with an insert that the unique constraint arbitrates. The request
-that then holds the key's row lock runs the operation and stores its reply in the same
-transaction as the operation's effects, so an effect without a stored reply (or the
-reverse) cannot exist. A request that finds the row locked is told to retry; if the
-process holding it dies, the database releases the lock and a retry proceeds.
+A key is claimed with an insert that the unique constraint arbitrates, in the same
+transaction as the operation's effects and its stored reply, so an effect without a
+stored reply (or the reverse) cannot exist. A request that finds the key held by a
+request still running is told to retry; if the process holding it dies, the database
+rolls its transaction back, claim included, and a retry proceeds.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
-from alliance.models.base import defer_commit_flush, insert_unless_conflicting
+from alliance.models.base import insert_unless_conflicting
 
 MINIMUM_RETENTION = timedelta(hours=72)
 IN_FLIGHT_RETRY_AFTER_S = 1
-POSTGRESQL_LOCK_NOT_AVAILABLE = "55P03"
+# The insert happens only if the advisory lock was free; then the unique constraint decides.
+CLAIM_UNDER_ADVISORY_LOCK = text("""
+    INSERT INTO idempotency_keys (partner_id, idempotency_key, request_fingerprint, status, created_at)
+    SELECT :partner_id, :key, :fingerprint, 'in_flight', :now WHERE pg_try_advisory_xact_lock(:lock_key)
+    ON CONFLICT (partner_id, idempotency_key) DO NOTHING
+    RETURNING id
+""")
 
 
 class KeyInFlight(Conflict):
@@ -52,36 +58,59 @@ def request_fingerprint(method: str, target: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime) -> None:
-    """Create the key's record unless it exists; the unique constraint decides races.
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The key's record as this request holds it: new (``in_flight``) or ``completed`` earlier."""
 
-    The claim commits on its own, before the operation, without waiting for the disk:
-    the operation's transaction locks the claimed row and commits after it, synchronously,
-    and that flush makes the claim durable too. A crash can only lose a claim whose
-    operation had not committed, which is a key never used.
+    record_id: int
+    status: str
+    response_status: int | None = None
+    response_body: str | None = None
+
+
+def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime) -> Claim:
+    """Take the key for this request, or find its earlier completion; refuse a key in use.
+
+    On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
+    the (partner, key) without waiting, so a second request under a key whose first is
+    still running is told at once to retry (409 with Retry-After) instead of queueing
+    behind it. The claim then lives and commits in the request's transaction: the key
+    is spent exactly when the effects and the stored reply are (see ``complete``).
     """
-    defer_commit_flush(session)
-    session.execute(insert_unless_conflicting(session, IdempotencyRecord, "partner_id", "idempotency_key").values(
-        partner_id=partner_id, idempotency_key=key, request_fingerprint=fingerprint, status="in_flight",
-        created_at=now,
-    ))
-
-
-def lock(session: Session, *, partner_id: int, key: str, fingerprint: str) -> IdempotencyRecord:
-    """Take the key's row lock without waiting; refuse a different request under the key."""
-    try:
-        record = session.scalars(
-            select(IdempotencyRecord)
-            .where(IdempotencyRecord.partner_id == partner_id, IdempotencyRecord.idempotency_key == key)
-            .with_for_update(nowait=True)
-        ).one()
-    except OperationalError as error:
-        if getattr(error.orig, "sqlstate", None) == POSTGRESQL_LOCK_NOT_AVAILABLE:
-            raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly") from None
-        raise
-    if record.request_fingerprint != fingerprint:
+    if session.get_bind().dialect.name == "postgresql":
+        record_id = session.execute(CLAIM_UNDER_ADVISORY_LOCK, {
+            "partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
+            "lock_key": _advisory_lock_key(partner_id, key),
+        }).scalar()
+    else:
+        # SQLite: BEGIN IMMEDIATE already serialises every writing transaction.
+        record_id = session.execute(insert_unless_conflicting(session, IdempotencyRecord, "partner_id", "idempotency_key")
+                                    .values(partner_id=partner_id, idempotency_key=key, request_fingerprint=fingerprint,
+                                            status="in_flight", created_at=now)
+                                    .returning(IdempotencyRecord.id)).scalar()
+    if record_id is not None:
+        return Claim(record_id=record_id, status="in_flight")
+    # Nothing inserted: the key is taken, or another request holds its lock right now.
+    # A record claimed but never completed (left by an earlier version, which committed
+    # claims on their own) is locked and run again, as its request never took effect.
+    row = session.execute(
+        select(IdempotencyRecord.id, IdempotencyRecord.status, IdempotencyRecord.request_fingerprint,
+               IdempotencyRecord.response_status, IdempotencyRecord.response_body)
+        .where(IdempotencyRecord.partner_id == partner_id, IdempotencyRecord.idempotency_key == key)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if row is None:
+        raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly")
+    if row.request_fingerprint != fingerprint:
         raise KeyReused("this idempotency key was used for a different request; use a new key for a new request")
-    return record
+    return Claim(record_id=row.id, status=row.status, response_status=row.response_status,
+                 response_body=row.response_body)
+
+
+def _advisory_lock_key(partner_id: int, key: str) -> int:
+    """A signed 64-bit name for the (partner, key) pair; a collision only delays a retry."""
+    digest = hashlib.sha256(b"idempotency\0" + str(partner_id).encode() + b"\0" + key.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime) -> None:

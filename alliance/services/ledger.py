@@ -111,6 +111,15 @@ class MemberAccounts:
 
 
 @dataclass(frozen=True, slots=True)
+class EarningTerms:
+    """What a partner's earn posts with: its issued account, the issue price in force, its currency."""
+
+    account_id: int
+    price_per_point: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class EarnResult:
     """What an earn posted."""
 
@@ -177,11 +186,15 @@ def post_transaction(
 def lock_member(session: Session, member_id: int, *, require_active: bool = True) -> MemberAccounts:
     """Lock a member's accounts in id order and return their ids and available balance."""
     rows = session.connection().execute(LOCK_MEMBER_ACCOUNTS, {"member_id": member_id}).all()
-    return _member_accounts(rows, member_id, require_active=require_active)
+    return member_accounts_from_rows(rows, member_id, require_active=require_active)
 
 
-def _member_accounts(rows, member_id: int, *, require_active: bool) -> MemberAccounts:  # type: ignore[no-untyped-def]
-    """A member's locked account rows as ids and available balance; a missing or closed member is refused."""
+def member_accounts_from_rows(rows, member_id: int, *, require_active: bool) -> MemberAccounts:  # type: ignore[no-untyped-def]
+    """A member's locked account rows as ids and available balance; a missing or closed member is refused.
+
+    ``rows`` are the member's three accounts in id order, locked, each with ``id``,
+    ``kind``, ``balance_points`` and the member's ``status`` (``LOCK_MEMBER_ACCOUNTS``).
+    """
     if not rows:
         raise NotFound(f"no member {member_id}")
     if require_active and rows[0].status != "active":
@@ -207,11 +220,13 @@ def earn(
     pending_until: datetime | None = None,
     memo: str | None = None,
     locked: MemberAccounts | None = None,
+    terms: EarningTerms | None = None,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
 
     ``locked`` is the member's ``lock_member`` result when the caller already holds the
-    lock in this transaction (it is not taken twice).
+    lock in this transaction (it is not taken twice); ``terms`` are the partner's
+    ``earning_terms`` at ``now`` when the caller has already read them in this transaction.
     """
     require_positive_points(points)
     if expires_at <= now:
@@ -225,8 +240,11 @@ def earn(
         funding_account_id = account_ids(session, [account_code(AccountKind.HUB_MARKETING)])["hub:marketing"]
         price_per_point, currency = None, None
     else:
-        member, (funding_account_id, price_per_point, currency) = _lock_for_earning(
-            connection, member_id, partner_id, now, locked)
+        if terms is None or locked is None:
+            member, terms = _lock_for_earning(connection, member_id, partner_id, now, locked)
+        else:
+            member = locked
+        funding_account_id, price_per_point, currency = terms.account_id, terms.price_per_point, terms.currency
     pending = pending_until is not None and pending_until > now
     target_account_id = member.pending_id if pending else member.available_id
     state = LotState.PENDING if pending else LotState.ACTIVE
@@ -587,7 +605,7 @@ def _consume(
 
 def _lock_for_earning(  # type: ignore[no-untyped-def]
     connection, member_id: int, partner_id: int, now: datetime, locked: MemberAccounts | None
-) -> tuple[MemberAccounts, tuple[int, Decimal, str]]:
+) -> tuple[MemberAccounts, EarningTerms]:
     """Lock the member (unless ``locked``) and read the partner's earning terms, in one round trip.
 
     The member's checks come first, as with ``lock_member`` followed by the partner's.
@@ -595,14 +613,17 @@ def _lock_for_earning(  # type: ignore[no-untyped-def]
     parameters = {"member_id": member_id, "partner_id": partner_id, "at": now,
                   "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}
     if locked is not None:
-        return locked, _earning_terms(connection.execute(EARNING_PARTNER, parameters).first(), partner_id, now)
+        return locked, earning_terms(connection.execute(EARNING_PARTNER, parameters).first(), partner_id, now)
     rows = connection.execute(LOCK_MEMBER_FOR_EARNING, parameters).all()
-    member = _member_accounts(rows, member_id, require_active=True)
-    return member, _earning_terms(rows[0] if rows[0].partner_found else None, partner_id, now)
+    member = member_accounts_from_rows(rows, member_id, require_active=True)
+    return member, earning_terms(rows[0] if rows[0].partner_found else None, partner_id, now)
 
 
-def _earning_terms(row, partner_id: int, now: datetime) -> tuple[int, Decimal, str]:  # type: ignore[no-untyped-def]
-    """An active partner's issued account, issue price in force and currency; anything missing is refused."""
+def earning_terms(row, partner_id: int, now: datetime) -> EarningTerms:  # type: ignore[no-untyped-def]
+    """An active partner's issued account, issue price in force and currency; anything missing is refused.
+
+    ``row`` has the columns of ``EARNING_PARTNER`` (None when there is no such partner).
+    """
     if row is None:
         raise NotFound(f"no partner {partner_id}")
     if row.partner_status != "active":
@@ -611,7 +632,8 @@ def _earning_terms(row, partner_id: int, now: datetime) -> tuple[int, Decimal, s
         raise InvalidState(f"partner {partner_id} has no price in force at {now.isoformat()}")
     if row.account_id is None:
         raise NotFound(f"no ledger account {account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}")
-    return row.account_id, row.issue_price_per_point, row.partner_currency
+    return EarningTerms(account_id=row.account_id, price_per_point=row.issue_price_per_point,
+                        currency=row.partner_currency)
 
 
 def _active_partner(session: Session, partner_id: int) -> Partner:

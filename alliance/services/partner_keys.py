@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from alliance.domain.signatures import PartnerKeyRecord
+from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.models import Partner, PartnerKey, SeenNonce
-from alliance.models.base import defer_commit_flush, insert_unless_conflicting
+from alliance.models.base import insert_unless_conflicting
 
 
 class DatabaseKeyStore:
@@ -19,18 +19,18 @@ class DatabaseKeyStore:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
-        """The key registered under ``key_id``, if any."""
+    def look_up(self, key_id: str, nonce: str) -> KeyLookup:
+        """The key registered under ``key_id`` and whether ``nonce`` was seen, in one round trip."""
+        seen = select(SeenNonce.id).where(SeenNonce.nonce == nonce).exists()
         row = self._session.execute(
             select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status,
-                   PartnerKey.expires_at, PartnerKey.terminal_id, Partner.status)
-            .join(Partner, Partner.id == PartnerKey.partner_id).where(PartnerKey.key_id == key_id)
+                   PartnerKey.expires_at, PartnerKey.terminal_id, Partner.status, seen.label("nonce_seen"))
+            .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
+            .where(PartnerKey.key_id == key_id)
         ).first()
-        return PartnerKeyRecord(*row) if row else None
-
-    def nonce_seen(self, nonce: str) -> bool:
-        """Whether a request with this nonce was already accepted."""
-        return bool(self._session.scalar(select(exists().where(SeenNonce.nonce == nonce))))
+        if row is None:
+            return KeyLookup(key=None, nonce_seen=False)
+        return KeyLookup(key=PartnerKeyRecord(*row[:7]), nonce_seen=bool(row.nonce_seen))
 
 
 def record_nonce(
@@ -38,12 +38,10 @@ def record_nonce(
 ) -> bool:
     """Remember a nonce; False when another request recorded it first (a replay).
 
-    The caller commits this at once, without waiting for the disk (``defer_commit_flush``):
-    every write the request goes on to make commits later and synchronously, which makes
-    the nonce durable with it. Only a crash within a fraction of a second of a read-only
-    request can forget its nonce, and replaying a read changes nothing.
+    The unique index decides: a second request with the same nonce waits for the first
+    one's transaction and then finds the nonce taken. The caller commits it with the
+    request's work (see ``alliance.api.partner.auth.RequestUnitOfWork``).
     """
-    defer_commit_flush(session)
     recorded = session.execute(insert_unless_conflicting(session, SeenNonce, "nonce").values(
         nonce=nonce, partner_id=partner_id, key_id=key_id, seen_at=seen_at, prune_after=prune_after
     ).returning(SeenNonce.id)).first()

@@ -6,23 +6,82 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from typing import NamedTuple
 
+from sqlalchemy import Row, bindparam, exists, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
 from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, clawback_target, compute_earn
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import Campaign as CampaignRow
-from alliance.models import Card, Partner, PartnerEarnRule, Purchase, PurchaseRefund
-from alliance.models.base import insert_unless_conflicting, integer_sum
+from alliance.domain.ledger import AccountKind, account_code
+from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund
+from alliance.models.base import integer_sum
 from alliance.services import ledger
-from alliance.services.member_verification import CardHolder, active_card_holder
+from alliance.services.member_verification import CardHolder, CardNotUsable
 
 # A till that was offline may report late, but not from another season.
 MAX_REPORT_DELAY = timedelta(days=90)
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
+
+_RULE = aliased(PartnerEarnRule)
+# The partner's earning terms at the posting time (``ledger.EARNING_PARTNER``), its earn
+# rule in force at the purchase time, and whether the receipt was already reported.
+PURCHASE_CONTEXT = (
+    ledger.EARNING_PARTNER.add_columns(
+        Partner.time_zone, Partner.return_window_days,
+        exists().where(Purchase.partner_id == Partner.id, Purchase.receipt_id == bindparam("receipt_id"))
+        .label("already_reported"),
+        PartnerEarnRule.id.label("rule_id"), PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
+        PartnerEarnRule.per_purchase_cap_points, PartnerEarnRule.per_member_day_cap_points,
+    )
+    .outerjoin(PartnerEarnRule, PartnerEarnRule.id == (
+        select(_RULE.id).where(_RULE.partner_id == Partner.id, _RULE.effective_from <= bindparam("purchased_at"))
+        .order_by(_RULE.effective_from.desc()).limit(1).correlate(Partner).scalar_subquery()))
+)
+# The card, its member and the member's accounts, locked in id order (as ``ledger.lock_member``).
+LOCK_CARD_HOLDER = (
+    select(Card.id.label("card_id"), Card.status.label("card_status"), Member.id.label("member_id"), Member.status,
+           Member.tier, LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points)
+    .select_from(Card).join(Member, Member.id == Card.member_id)
+    .join(LedgerAccount, LedgerAccount.member_id == Member.id)
+    .where(Card.card_number == bindparam("card_number"))
+    .order_by(LedgerAccount.id)
+    .with_for_update(of=LedgerAccount)
+)
+CAMPAIGNS_RUNNING = select(
+    CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
+    CampaignRow.min_amount_minor,
+).where(
+    or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
+    CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"),
+)
+_PURCHASE_COLUMNS = Purchase.__table__.c
+_INSERT_PURCHASE = {
+    name: dialect.insert(Purchase.__table__).on_conflict_do_nothing(index_elements=["partner_id", "receipt_id"])
+    .returning(*_PURCHASE_COLUMNS)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def _insert_purchase(dialect_name: str):  # type: ignore[no-untyped-def]
+    """The purchase insert that yields no row when the receipt is already stored."""
+    return _INSERT_PURCHASE[dialect_name]
+
+
+class _Partner(NamedTuple):
+    """What reporting a purchase needs of the partner."""
+
+    id: int
+    code: str
+    currency: str
+    time_zone: str
+    return_window_days: int | None
 
 
 class RefundAlreadyRecorded(Conflict):
@@ -51,18 +110,28 @@ class PurchaseReport:
 
 def report_purchase(
     session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int
-) -> Purchase:
-    """Record a purchase and post the points it earns; returns the stored purchase."""
-    partner = _reporting_partner(session, partner_id)
+) -> Row:
+    """Record a purchase and post the points it earns; returns the stored purchase's columns.
+
+    Four round trips before the writes: the partner with its earn rule in force, issue
+    price and whether the receipt is known (one row); the card, its member and the
+    member's locked accounts; the campaigns running; the day's points under a
+    per-member-day cap, only when the rule has one. The checks run in the order a
+    partner would fix them: partner, report, receipt, card, rule.
+    """
+    connection = session.connection()
+    context = connection.execute(PURCHASE_CONTEXT, {
+        "partner_id": partner_id, "receipt_id": report.receipt_id, "purchased_at": report.purchased_at, "at": now,
+        "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id),
+    }).first()
+    partner = _reporting_partner(context, partner_id)
     _check_report(report, partner, now)
-    if session.scalar(select(Purchase.id).where(Purchase.partner_id == partner_id,
-                                                 Purchase.receipt_id == report.receipt_id)) is not None:
+    if context.already_reported:
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
-    holder = active_card_holder(session, report.card_number)
     # Lock the member before reading today's points, so two tills cannot both fit under
     # the per-member-day cap with what together exceeds it.
-    member = ledger.lock_member(session, holder.member_id)
-    breakdown = _points_for(session, partner, holder, report)
+    holder, member = _lock_card_holder(connection, report.card_number)
+    breakdown = _points_for(session, partner, context, holder, report)
     pending_until = None
     if partner.return_window_days:
         pending_until = report.purchased_at + timedelta(days=partner.return_window_days)
@@ -72,6 +141,7 @@ def report_purchase(
         earn_transaction_id = ledger.earn(
             session, member_id=holder.member_id, partner_id=partner_id, points=breakdown.partner_points, now=now,
             expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}", locked=member,
+            terms=ledger.earning_terms(context, partner_id, now),
         ).transaction_id
     if breakdown.hub_points:
         bonus_transaction_id = ledger.earn(
@@ -79,16 +149,14 @@ def report_purchase(
             expires_at=expires_at, pending_until=pending_until, memo=f"campaign bonus, receipt {report.receipt_id}",
             locked=member,
         ).transaction_id
-    purchase = session.scalars(
-        insert_unless_conflicting(session, Purchase, "partner_id", "receipt_id").values(
-            partner_id=partner_id, receipt_id=report.receipt_id, member_id=holder.member_id,
-            card_id=holder.card_id, terminal_id=report.terminal_id, amount_minor=report.amount_minor,
-            currency=report.currency, purchased_at=report.purchased_at, reported_at=now,
-            points_partner=breakdown.partner_points, points_hub=breakdown.hub_points,
-            earn_transaction_id=earn_transaction_id, bonus_transaction_id=bonus_transaction_id,
-            pending_until=pending_until, breakdown=breakdown.to_dict(), refunded_amount_minor=0,
-        ).returning(Purchase)
-    ).first()
+    purchase = connection.execute(_insert_purchase(connection.dialect.name), {
+        "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
+        "card_id": holder.card_id, "terminal_id": report.terminal_id, "amount_minor": report.amount_minor,
+        "currency": report.currency, "purchased_at": report.purchased_at, "reported_at": now,
+        "points_partner": breakdown.partner_points, "points_hub": breakdown.hub_points,
+        "earn_transaction_id": earn_transaction_id, "bonus_transaction_id": bonus_transaction_id,
+        "pending_until": pending_until, "breakdown": breakdown.to_dict(), "refunded_amount_minor": 0,
+    }).first()
     if purchase is None:
         # Another request reported the same receipt between our check and this insert;
         # the caller's savepoint takes back the points posted above.
@@ -167,13 +235,27 @@ def refund_purchase(
     return RefundOutcome(refund=session.get_one(PurchaseRefund, refund_row_id), purchase=purchase)
 
 
-def _reporting_partner(session: Session, partner_id: int) -> Partner:
-    partner = session.get(Partner, partner_id)
-    if partner is None:
+def _reporting_partner(context, partner_id: int):  # type: ignore[no-untyped-def]
+    if context is None:
         raise NotFound(f"no partner {partner_id}")
-    if partner.status != "active":
-        raise InvalidState(f"partner {partner.code} is {partner.status} and cannot issue points")
-    return partner
+    if context.partner_status != "active":
+        raise InvalidState(f"partner {context.partner_code} is {context.partner_status} and cannot issue points")
+    return _Partner(id=partner_id, code=context.partner_code, currency=context.partner_currency,
+                    time_zone=context.time_zone, return_window_days=context.return_window_days)
+
+
+def _lock_card_holder(connection, card_number: str) -> tuple[CardHolder, ledger.MemberAccounts]:  # type: ignore[no-untyped-def]
+    """The card's active holder, with the member's accounts locked, in one round trip (``active_card_holder``'s checks)."""
+    if not is_valid_card_number(card_number):
+        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    rows = connection.execute(LOCK_CARD_HOLDER, {"card_number": card_number}).all()
+    if not rows:
+        raise NotFound("no card with this number")
+    first = rows[0]
+    if first.card_status != "active" or first.status != "active":
+        raise CardNotUsable(f"the card is {first.card_status} and its membership {first.status}")
+    holder = CardHolder(card_id=first.card_id, member_id=first.member_id, tier=first.tier)
+    return holder, ledger.member_accounts_from_rows(rows, first.member_id, require_active=True)
 
 
 def _check_report(report: PurchaseReport, partner: Partner, now: datetime) -> None:
@@ -187,23 +269,17 @@ def _check_report(report: PurchaseReport, partner: Partner, now: datetime) -> No
                                fields={"purchased_at": ["too old"]})
 
 
-def _points_for(session: Session, partner: Partner, holder: CardHolder, report: PurchaseReport) -> EarnBreakdown:
-    rule_row = session.scalars(
-        select(PartnerEarnRule)
-        .where(PartnerEarnRule.partner_id == partner.id, PartnerEarnRule.effective_from <= report.purchased_at)
-        .order_by(PartnerEarnRule.effective_from.desc()).limit(1)
-    ).first()
-    if rule_row is None:
+def _points_for(session: Session, partner: "_Partner", context, holder: CardHolder,  # type: ignore[no-untyped-def]
+                report: PurchaseReport) -> EarnBreakdown:
+    if context.rule_id is None:
         raise InvalidState(f"partner {partner.code} has no earn rule in force at {report.purchased_at.isoformat()}")
-    rule = EarnRule.from_stored(rule_row.base_points_per_unit, rule_row.amount_ladder,
-                                rule_row.per_purchase_cap_points, rule_row.per_member_day_cap_points)
+    rule = EarnRule.from_stored(context.base_points_per_unit, context.amount_ladder,
+                                context.per_purchase_cap_points, context.per_member_day_cap_points)
     campaigns = [
         Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by, multiplier=row.multiplier,
                  bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
-        for row in session.scalars(select(CampaignRow).where(
-            or_(CampaignRow.partner_id == partner.id, CampaignRow.partner_id.is_(None)),
-            CampaignRow.starts_at <= report.purchased_at, CampaignRow.ends_at > report.purchased_at,
-        ))
+        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner.id,
+                                                                    "purchased_at": report.purchased_at})
     ]
     # The day's points only matter under a per-member-day cap; without one, skip the query.
     earned_today = 0
@@ -216,7 +292,7 @@ def _points_for(session: Session, partner: Partner, holder: CardHolder, report: 
     )
 
 
-def _partner_points_on_day(session: Session, partner: Partner, member_id: int, moment: datetime) -> int:
+def _partner_points_on_day(session: Session, partner: "_Partner", member_id: int, moment: datetime) -> int:
     """Points this partner gave this member on the purchase's local calendar day."""
     zone = ZoneInfo(partner.time_zone)
     local_day = moment.astimezone(zone).date()

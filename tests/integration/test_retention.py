@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from alliance.models import IdempotencyRecord, SeenNonce
@@ -35,8 +36,12 @@ def test_idempotency_keys_survive_72_hours_then_are_pruned(hub, now):
 def test_a_claim_is_decided_by_the_unique_constraint(hub, now):
     partner_id = make_partner(hub, now=now)
     with hub.unit_of_work() as uow:
-        idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="b" * 64, now=now)
+        first = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+        assert first.status == "in_flight"
+        with pytest.raises(idempotency.KeyReused):
+            idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="b" * 64, now=now)
+        again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+        assert again.record_id == first.record_id
         uow.commit()
     assert count(hub, IdempotencyRecord) == 1
     with hub.unit_of_work() as uow:

@@ -16,7 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from alliance.domain.signatures import IncomingRequest, PartnerKeyRecord, SignatureRejected, verify_signed_request
+from alliance.domain.signatures import (
+    IncomingRequest, KeyLookup, PartnerKeyRecord, SignatureRejected, verify_signed_request,
+)
 from partners_sdk.signing import SIGNATURE_LIFETIME_S, RequestSigner, sign_message
 
 VECTOR = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "rfc9421-b26-ed25519.json").read_text())
@@ -59,11 +61,8 @@ class OneKey:
     def __init__(self, record: PartnerKeyRecord) -> None:
         self.record = record
 
-    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
-        return self.record if key_id == self.record.key_id else None
-
-    def nonce_seen(self, nonce: str) -> bool:
-        return False
+    def look_up(self, key_id: str, nonce: str) -> KeyLookup:
+        return KeyLookup(key=self.record if key_id == self.record.key_id else None, nonce_seen=False)
 
 
 @pytest.fixture

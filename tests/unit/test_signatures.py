@@ -14,6 +14,7 @@ from http_message_signatures import HTTPMessageSigner, algorithms
 
 from alliance.domain.signatures import (
     IncomingRequest,
+    KeyLookup,
     PartnerKeyRecord,
     SignatureRejected,
     check_signature,
@@ -97,11 +98,8 @@ class FakeKeys:
         self.records = {record.key_id: record for record in records}
         self.seen = seen or set()
 
-    def find_key(self, key_id: str) -> PartnerKeyRecord | None:
-        return self.records.get(key_id)
-
-    def nonce_seen(self, nonce: str) -> bool:
-        return nonce in self.seen
+    def look_up(self, key_id: str, nonce: str) -> KeyLookup:
+        return KeyLookup(key=self.records.get(key_id), nonce_seen=nonce in self.seen)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
-from flask import g, request
+from flask import Response, g, request
 from sqlalchemy import select
 
 from alliance.domain.errors import AllianceError, NotFound
@@ -14,7 +14,9 @@ from alliance.domain.rate_limits import PartnerLimiter
 from alliance.domain.signatures import MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, verify_signed_request
 from alliance.extensions import hub_state
 from alliance.models import Terminal
+from alliance.models.base import defer_commit_flush
 from alliance.services.partner_keys import DatabaseKeyStore, record_nonce
+from alliance.services.unit_of_work import UnitOfWork
 
 LIMITER_KEY = "partner_limiter"
 
@@ -57,23 +59,68 @@ def incoming_request() -> IncomingRequest:
     )
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class RequestUnitOfWork:
+    """The one database transaction of a partner request: its nonce, then (for a write) its work.
+
+    A write's nonce, idempotency claim, effects and stored reply commit together, with a
+    single synchronous commit: a crash before it loses all of them (the till retries the
+    same request under the same key), never some. A read commits its nonce at once, without
+    waiting for the disk (``defer_commit_flush``): replaying a read changes nothing.
+    """
+
+    def __init__(self, unit_of_work: UnitOfWork) -> None:
+        self.unit_of_work = unit_of_work
+        self.pending = False
+
+    def commit(self) -> None:
+        """Commit what the request has written so far (a no-op once committed)."""
+        if self.pending:
+            self.unit_of_work.commit()
+            self.pending = False
+
+
 def authenticate_partner() -> None:
     """``before_request`` of the partner blueprints: verify, record the nonce, set ``g.caller``."""
     message = incoming_request()
     now = utc_now()
-    with hub_state().unit_of_work() as uow:
-        verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(uow.session))
-        # Admission comes after the signature, so an unauthenticated flood cannot spend a
-        # partner's budget, and before the nonce is written, so a refused request leaves
-        # no trace at all: no nonce, no idempotency record, nothing in the books.
-        _admit(verified.key.partner_id)
-        prune_after = verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)
-        if not record_nonce(uow.session, nonce=verified.nonce, partner_id=verified.key.partner_id,
-                            key_id=verified.key.key_id, seen_at=now, prune_after=prune_after):
-            raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
-        uow.commit()
+    unit = RequestUnitOfWork(hub_state().unit_of_work().__enter__())
+    g.partner_unit_of_work = unit
+    session = unit.unit_of_work.session
+    verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
+    # Admission comes after the signature, so an unauthenticated flood cannot spend a
+    # partner's budget, and before the nonce is written, so a refused request leaves
+    # no trace at all: no nonce, no idempotency record, nothing in the books.
+    _admit(verified.key.partner_id)
+    reading = request.method in READ_METHODS
+    if reading:
+        defer_commit_flush(session)
+    prune_after = verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)
+    if not record_nonce(session, nonce=verified.nonce, partner_id=verified.key.partner_id,
+                        key_id=verified.key.key_id, seen_at=now, prune_after=prune_after):
+        raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+    unit.pending = True
+    if reading:
+        unit.commit()
     g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
                       bound_terminal_id=verified.key.terminal_id)
+
+
+def request_unit_of_work() -> UnitOfWork:
+    """The request's transaction, holding its nonce; the caller commits its work with it."""
+    unit: RequestUnitOfWork = g.partner_unit_of_work
+    unit.pending = False
+    return unit.unit_of_work
+
+
+def commit_unclaimed_nonce(response: Response) -> Response:
+    """``after_request``: keep the nonce of a write refused before its work began (a 422, say)."""
+    unit: RequestUnitOfWork | None = g.get("partner_unit_of_work")
+    if unit is not None and response.status_code < 500:
+        unit.commit()
+    return response
 
 
 def _admit(partner_id: int) -> None:
@@ -82,11 +129,17 @@ def _admit(partner_id: int) -> None:
     g.partner_admission = limiter.admit(partner_id)
 
 
-def release_partner_admission(_: BaseException | None = None) -> None:
-    """``teardown_request`` of the partner blueprints: give the in-flight slot back, however the request ended."""
-    admission = g.pop("partner_admission", None)
-    if admission is not None:
-        admission.release()
+def finish_partner_request(_: BaseException | None = None) -> None:
+    """``teardown_request`` of the partner blueprints: end the transaction, give the in-flight slot back."""
+    unit: RequestUnitOfWork | None = g.pop("partner_unit_of_work", None)
+    try:
+        if unit is not None:
+            # Rolls back whatever was not committed (an unexpected error's half-done work).
+            unit.unit_of_work.__exit__(None, None, None)
+    finally:
+        admission = g.pop("partner_admission", None)
+        if admission is not None:
+            admission.release()
 
 
 def current_caller() -> Caller:

@@ -9,9 +9,8 @@ from typing import Callable
 from flask import Response, request
 
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
-from alliance.api.partner.auth import current_caller, utc_now
+from alliance.api.partner.auth import current_caller, request_unit_of_work, utc_now
 from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
-from alliance.extensions import hub_state
 from alliance.services import idempotency
 from alliance.services.unit_of_work import UnitOfWork
 
@@ -38,39 +37,43 @@ def idempotency_key() -> str:
 def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) -> Response:
     """Run ``operation`` once per key; later calls with the key get the stored reply.
 
-    ``prepare`` (a member's PIN check, say) runs after the key is known to be new and
-    outside the operation's savepoint, so what it records (a failed PIN attempt) is kept
-    even when it refuses the request; its result is passed to ``operation``. A retry of
-    a completed request gets the stored reply without preparing again.
+    Everything happens in the request's one transaction, after its nonce: the claim,
+    the operation in a savepoint, the stored reply, one commit. ``prepare`` (a member's
+    PIN check, say) runs after the key is known to be new and outside the operation's
+    savepoint, so what it records (a failed PIN attempt) is kept even when it refuses
+    the request; its result is passed to ``operation``. A retry of a completed request
+    gets the stored reply without preparing again.
     """
     caller = current_caller()
     key = idempotency_key()
     target = request.full_path if request.query_string else request.path
     fingerprint = idempotency.request_fingerprint(request.method, target, request.get_data(cache=True))
-    state = hub_state()
-    with state.unit_of_work() as uow:
-        idempotency.claim(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint, now=utc_now())
+    uow = request_unit_of_work()
+    try:
+        claim = idempotency.claim(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint,
+                                  now=utc_now())
+    except (idempotency.KeyInFlight, idempotency.KeyReused):
+        uow.commit()  # the nonce is spent all the same
+        raise
+    if claim.status == "completed":
         uow.commit()
-    with state.unit_of_work() as uow:
-        record = idempotency.lock(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint)
-        if record.status == "completed":
-            return _reply(record.response_status, record.response_body, replayed=True)
-        try:
-            prepared = prepare(uow) if prepare is not None else None
-            with uow.session.begin_nested():
-                status, body = operation(uow, prepared) if prepare is not None else operation(uow)
-        except NotFound as error:
-            # The request named something that does not exist (yet): nothing was done, so
-            # the key is not spent; a retry once the object exists must be able to act.
-            idempotency.forget(uow.session, record_id=record.id)
-            uow.commit()
-            return _reply(error.http_status, json.dumps(problem_body(error), separators=(",", ":"), sort_keys=True),
-                          replayed=False)
-        except AllianceError as error:
-            status, body = error.http_status, problem_body(error)
-        body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-        idempotency.complete(uow.session, record_id=record.id, status=status, body=body_text, now=utc_now())
+        return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
+    try:
+        prepared = prepare(uow) if prepare is not None else None
+        with uow.session.begin_nested():
+            status, body = operation(uow, prepared) if prepare is not None else operation(uow)
+    except NotFound as error:
+        # The request named something that does not exist (yet): nothing was done, so
+        # the key is not spent; a retry once the object exists must be able to act.
+        idempotency.forget(uow.session, record_id=claim.record_id)
         uow.commit()
+        return _reply(error.http_status, json.dumps(problem_body(error), separators=(",", ":"), sort_keys=True),
+                      replayed=False)
+    except AllianceError as error:
+        status, body = error.http_status, problem_body(error)
+    body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    idempotency.complete(uow.session, record_id=claim.record_id, status=status, body=body_text, now=utc_now())
+    uow.commit()
     return _reply(status, body_text, replayed=False)
 
 

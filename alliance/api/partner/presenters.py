@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from alliance.models import Card, Purchase, RedemptionHold, Terminal
@@ -16,7 +16,11 @@ def masked_card(session: Session, card_id: int | None) -> str | None:
     """The card number with all but the last four digits hidden."""
     if card_id is None:
         return None
-    number = session.scalar(select(Card.card_number).where(Card.id == card_id))
+    return mask_card_number(session.scalar(select(Card.card_number).where(Card.id == card_id)))
+
+
+def mask_card_number(number: str | None) -> str | None:
+    """A known card number with all but the last four digits hidden."""
     return "•" * 12 + number[-4:] if number else None
 
 
@@ -27,12 +31,12 @@ def terminal_code(session: Session, terminal_id: int | None) -> str | None:
     return session.scalar(select(Terminal.code).where(Terminal.id == terminal_id))
 
 
-def purchase(session: Session, row: Purchase, now: datetime) -> dict[str, object]:
-    """A purchase as the partner sees it."""
+def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_number: str | None = None) -> dict[str, object]:
+    """A purchase as the partner sees it; ``card_number`` is its card's number when the caller knows it."""
     pending = row.pending_until is not None and row.pending_until > now
     return {
         "receipt_id": row.receipt_id,
-        "card_number": masked_card(session, row.card_id),
+        "card_number": mask_card_number(card_number) if card_number else masked_card(session, row.card_id),
         "amount_minor": row.amount_minor,
         "currency": row.currency,
         "purchased_at": row.purchased_at,

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from alliance.api.partner import presenters
 from alliance.api.partner.auth import (
-    LIMITER_KEY, authenticate_partner, current_caller, release_partner_admission, resolve_terminal, utc_now,
+    LIMITER_KEY, authenticate_partner, commit_unclaimed_nonce, current_caller, finish_partner_request, resolve_terminal,
+    utc_now,
 )
 from alliance.api.partner.idempotent import run_idempotent
 from alliance.api.partner.schemas import (
@@ -59,6 +60,9 @@ ERRORS = {
          "progress; nothing of the request was stored.",
 }
 
+# Schemas hold no per-call state; building one per request costs a deep copy of its fields.
+PURCHASE_OUTPUT = PurchaseOutput()
+
 RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
                                "schema": {"type": "integer", "minimum": 1}}}
 
@@ -73,7 +77,8 @@ statements_blueprint = Blueprint("partner_statements", __name__, url_prefix=f"{P
 BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint)
 for _blueprint in BLUEPRINTS:
     _blueprint.before_request(authenticate_partner)
-    _blueprint.teardown_request(release_partner_admission)
+    _blueprint.after_request(commit_unclaimed_nonce)
+    _blueprint.teardown_request(finish_partner_request)
 
 
 def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
@@ -112,7 +117,7 @@ class Purchases(MethodView):
             row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
                                             report=_purchase_report(uow.session, data), now=now,
                                             expiry_months=_settings().points_expiry_months)
-            return 201, PurchaseOutput().dump(presenters.purchase(uow.session, row, now))
+            return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, row, now, card_number=data["card_number"]))
         return run_idempotent(operation)
 
 
