@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import AllianceError, Conflict
@@ -29,6 +29,12 @@ CLAIM_UNDER_ADVISORY_LOCK = text("""
     ON CONFLICT (partner_id, idempotency_key) DO NOTHING
     RETURNING id
 """)
+
+COMPLETE = (
+    update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
+    .values(status="completed", response_status=bindparam("reply_status"), response_body=bindparam("reply_body"),
+            completed_at=bindparam("completed_at_"))
+)
 
 
 class KeyInFlight(Conflict):
@@ -78,7 +84,7 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     is spent exactly when the effects and the stored reply are (see ``complete``).
     """
     if session.get_bind().dialect.name == "postgresql":
-        record_id = session.execute(CLAIM_UNDER_ADVISORY_LOCK, {
+        record_id = session.connection().execute(CLAIM_UNDER_ADVISORY_LOCK, {
             "partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
             "lock_key": _advisory_lock_key(partner_id, key),
         }).scalar()
@@ -115,10 +121,8 @@ def _advisory_lock_key(partner_id: int, key: str) -> int:
 
 def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime) -> None:
     """Store the reply that every retry with this key will get."""
-    session.execute(
-        update(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
-        .values(status="completed", response_status=status, response_body=body, completed_at=now)
-    )
+    session.connection().execute(COMPLETE, {"record_id": record_id, "reply_status": status, "reply_body": body,
+                                            "completed_at_": now})
 
 
 def forget(session: Session, *, record_id: int) -> None:

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.models import Partner, PartnerKey, SeenNonce
-from alliance.models.base import insert_unless_conflicting
+
+# Built once: every signed request runs both.
+KEY_AND_NONCE = (
+    select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status, PartnerKey.expires_at,
+           PartnerKey.terminal_id, Partner.status,
+           select(SeenNonce.id).where(SeenNonce.nonce == bindparam("nonce")).exists().label("nonce_seen"))
+    .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
+    .where(PartnerKey.key_id == bindparam("key_id"))
+)
+INSERT_NONCE = {
+    name: dialect.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
+    .returning(SeenNonce.__table__.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 class DatabaseKeyStore:
@@ -21,13 +35,7 @@ class DatabaseKeyStore:
 
     def look_up(self, key_id: str, nonce: str) -> KeyLookup:
         """The key registered under ``key_id`` and whether ``nonce`` was seen, in one round trip."""
-        seen = select(SeenNonce.id).where(SeenNonce.nonce == nonce).exists()
-        row = self._session.execute(
-            select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status,
-                   PartnerKey.expires_at, PartnerKey.terminal_id, Partner.status, seen.label("nonce_seen"))
-            .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
-            .where(PartnerKey.key_id == key_id)
-        ).first()
+        row = self._session.connection().execute(KEY_AND_NONCE, {"key_id": key_id, "nonce": nonce}).first()
         if row is None:
             return KeyLookup(key=None, nonce_seen=False)
         return KeyLookup(key=PartnerKeyRecord(*row[:7]), nonce_seen=bool(row.nonce_seen))
@@ -42,9 +50,10 @@ def record_nonce(
     one's transaction and then finds the nonce taken. The caller commits it with the
     request's work (see ``alliance.api.partner.auth.RequestUnitOfWork``).
     """
-    recorded = session.execute(insert_unless_conflicting(session, SeenNonce, "nonce").values(
-        nonce=nonce, partner_id=partner_id, key_id=key_id, seen_at=seen_at, prune_after=prune_after
-    ).returning(SeenNonce.id)).first()
+    connection = session.connection()
+    recorded = connection.execute(INSERT_NONCE[connection.dialect.name], {
+        "nonce": nonce, "partner_id": partner_id, "key_id": key_id, "seen_at": seen_at, "prune_after": prune_after,
+    }).first()
     return recorded is not None
 
 

@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from alliance.domain.errors import AllianceError, NotFound
 from alliance.domain.rate_limits import PartnerLimiter
-from alliance.domain.signatures import MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, verify_signed_request
+from alliance.domain.signatures import (
+    MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, VerifiedSignature, verify_signed_request,
+)
 from alliance.extensions import hub_state
 from alliance.models import Terminal
 from alliance.models.base import defer_commit_flush
@@ -74,6 +76,23 @@ class RequestUnitOfWork:
     def __init__(self, unit_of_work: UnitOfWork) -> None:
         self.unit_of_work = unit_of_work
         self.pending = False
+        self._nonce: dict[str, object] | None = None
+
+    def record_nonce(self, verified: VerifiedSignature, now: datetime) -> None:
+        """Spend the request's nonce in this transaction, or raise ``signature_replayed``."""
+        self._nonce = {"nonce": verified.nonce, "partner_id": verified.key.partner_id, "key_id": verified.key.key_id,
+                       "seen_at": now, "prune_after": verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)}
+        self._write_nonce()
+
+    def start_over(self) -> None:
+        """Take back everything of this transaction except the nonce, which is spent again."""
+        self.unit_of_work.session.rollback()
+        self._write_nonce()
+
+    def _write_nonce(self) -> None:
+        if not record_nonce(self.unit_of_work.session, **self._nonce):  # type: ignore[arg-type]
+            raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+        self.pending = True
 
     def commit(self) -> None:
         """Commit what the request has written so far (a no-op once committed)."""
@@ -97,22 +116,18 @@ def authenticate_partner() -> None:
     reading = request.method in READ_METHODS
     if reading:
         defer_commit_flush(session)
-    prune_after = verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)
-    if not record_nonce(session, nonce=verified.nonce, partner_id=verified.key.partner_id,
-                        key_id=verified.key.key_id, seen_at=now, prune_after=prune_after):
-        raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
-    unit.pending = True
+    unit.record_nonce(verified, now)
     if reading:
         unit.commit()
     g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
                       bound_terminal_id=verified.key.terminal_id)
 
 
-def request_unit_of_work() -> UnitOfWork:
+def request_unit_of_work() -> RequestUnitOfWork:
     """The request's transaction, holding its nonce; the caller commits its work with it."""
     unit: RequestUnitOfWork = g.partner_unit_of_work
     unit.pending = False
-    return unit.unit_of_work
+    return unit
 
 
 def commit_unclaimed_nonce(response: Response) -> Response:

@@ -37,44 +37,65 @@ def idempotency_key() -> str:
 def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) -> Response:
     """Run ``operation`` once per key; later calls with the key get the stored reply.
 
-    Everything happens in the request's one transaction, after its nonce: the claim,
-    the operation in a savepoint, the stored reply, one commit. ``prepare`` (a member's
-    PIN check, say) runs after the key is known to be new and outside the operation's
-    savepoint, so what it records (a failed PIN attempt) is kept even when it refuses
-    the request; its result is passed to ``operation``. A retry of a completed request
-    gets the stored reply without preparing again.
+    Everything happens in the request's one transaction, after its nonce: the claim, the
+    operation, the stored reply, one commit. An operation that refuses (an
+    ``AllianceError``) may already have written part of its work, so the transaction is
+    taken back whole and the nonce, the claim and the refusal are written again; that
+    costs a few statements on a refusal instead of a savepoint's two on every success.
+
+    ``prepare`` (a member's PIN check, say) runs after the key is known to be new, and
+    what it records (a failed PIN attempt) is kept even when the request is refused: with
+    a preparation, the operation runs in a savepoint instead. Its result is passed to
+    ``operation``. A retry of a completed request gets the stored reply without preparing again.
     """
     caller = current_caller()
     key = idempotency_key()
     target = request.full_path if request.query_string else request.path
     fingerprint = idempotency.request_fingerprint(request.method, target, request.get_data(cache=True))
-    uow = request_unit_of_work()
-    try:
-        claim = idempotency.claim(uow.session, partner_id=caller.partner_id, key=key, fingerprint=fingerprint,
-                                  now=utc_now())
-    except (idempotency.KeyInFlight, idempotency.KeyReused):
-        uow.commit()  # the nonce is spent all the same
-        raise
+    unit = request_unit_of_work()
+    uow = unit.unit_of_work
+    claim = _claim(uow, caller.partner_id, key, fingerprint)
     if claim.status == "completed":
         uow.commit()
         return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
     try:
-        prepared = prepare(uow) if prepare is not None else None
-        with uow.session.begin_nested():
-            status, body = operation(uow, prepared) if prepare is not None else operation(uow)
-    except NotFound as error:
-        # The request named something that does not exist (yet): nothing was done, so
-        # the key is not spent; a retry once the object exists must be able to act.
-        idempotency.forget(uow.session, record_id=claim.record_id)
-        uow.commit()
-        return _reply(error.http_status, json.dumps(problem_body(error), separators=(",", ":"), sort_keys=True),
-                      replayed=False)
+        if prepare is None:
+            status, body = operation(uow)
+        else:
+            prepared = prepare(uow)
+            with uow.session.begin_nested():
+                status, body = operation(uow, prepared)
     except AllianceError as error:
+        if prepare is None:
+            unit.start_over()
+            if not isinstance(error, NotFound):
+                claim = _claim(uow, caller.partner_id, key, fingerprint)
+                if claim.status == "completed":
+                    # Another request under the key completed while this one started over.
+                    uow.commit()
+                    return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
+        if isinstance(error, NotFound):
+            # The request named something that does not exist (yet): nothing was done, so
+            # the key is not spent; a retry once the object exists must be able to act.
+            if prepare is not None:
+                idempotency.forget(uow.session, record_id=claim.record_id)
+            uow.commit()
+            return _reply(error.http_status, json.dumps(problem_body(error), separators=(",", ":"), sort_keys=True),
+                          replayed=False)
         status, body = error.http_status, problem_body(error)
     body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
     idempotency.complete(uow.session, record_id=claim.record_id, status=status, body=body_text, now=utc_now())
     uow.commit()
     return _reply(status, body_text, replayed=False)
+
+
+def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str) -> idempotency.Claim:
+    """Claim the key; a refusal (in flight, reused) still spends the nonce."""
+    try:
+        return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now())
+    except (idempotency.KeyInFlight, idempotency.KeyReused):
+        uow.commit()
+        raise
 
 
 def _reply(status: int, body_text: str, *, replayed: bool) -> Response:
