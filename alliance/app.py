@@ -11,13 +11,16 @@ from flask import Flask
 from alliance.api.converters import DatabaseIdConverter
 from alliance.config import Settings
 from alliance.domain.pii import KeyRing, generate_key_ring_config
+from alliance.domain.pin_hashing import PinKeyRing, generate_pin_key_ring_config
 from alliance.db import database_url, make_engine, make_session_factory
 from alliance.extensions import EXTENSION_KEY, HubState
+from alliance.services.member_verification import carry_pin_key_ring
 from alliance.services.settlement_closing import StatementSigner
 from settlement.keys import load_statement_private_key, private_key_pem, statement_key_id
 
 SECRET_KEY_FILE = "secret_key"
 PII_KEYS_FILE = "pii_keys"
+PIN_KEYS_FILE = "pin_keys"
 STATEMENT_KEY_FILE = "statement_key.pem"
 
 
@@ -37,9 +40,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
     )
     engine = make_engine(database_url(settings, app.instance_path), settings)
-    app.extensions[EXTENSION_KEY] = HubState(
-        settings=settings, engine=engine, session_factory=make_session_factory(engine)
-    )
+    session_factory = make_session_factory(engine)
+    pin_key_ring = PinKeyRing.from_config(settings.pin_keys or _development_pin_keys(Path(app.instance_path)))
+    # The PIN services find the keys on their session, whichever entry point opened it.
+    carry_pin_key_ring(session_factory, pin_key_ring)
+    app.extensions[EXTENSION_KEY] = HubState(settings=settings, engine=engine, session_factory=session_factory)
+    app.extensions[EXTENSION_KEY].extras["pin_key_ring"] = pin_key_ring
     app.extensions[EXTENSION_KEY].extras["key_ring"] = KeyRing.from_config(
         settings.pii_keys or _development_pii_keys(Path(app.instance_path))
     )
@@ -83,6 +89,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _development_pii_keys(instance_path: Path) -> str:
     """A PII key ring kept in the instance folder for development; production sets ALLIANCE_PII_KEYS."""
     return _instance_secret(instance_path / PII_KEYS_FILE, generate_key_ring_config)
+
+
+def _development_pin_keys(instance_path: Path) -> str:
+    """A PIN key ring kept in the instance folder for development; production sets ALLIANCE_PIN_KEYS."""
+    return _instance_secret(instance_path / PIN_KEYS_FILE, generate_pin_key_ring_config)
 
 
 def _development_statement_key(instance_path: Path) -> str:

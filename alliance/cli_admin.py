@@ -303,9 +303,10 @@ def _register_campaign_commands(main: click.Group, with_app) -> None:  # type: i
 
 
 def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
-    """Add ``staff`` (back-office clients) and ``pii`` (key ring) groups."""
+    """Add ``staff`` (back-office clients), ``pii`` (key ring) and ``pins`` (PIN key ring) groups."""
     _register_staff_commands(main, with_app)
     _register_pii_commands(main, with_app)
+    _register_pin_commands(main, with_app)
 
 
 def _register_staff_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
@@ -383,6 +384,51 @@ def _register_pii_commands(main: click.Group, with_app) -> None:  # type: ignore
             if done < batch_size:
                 break
         click.echo(f"re-encrypted {total} member profiles under key {state.key_ring.active_key_id}")
+
+
+def _register_pin_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+    @main.group()
+    def pins() -> None:
+        """The key ring PINs are hashed under (HMAC-SHA256, keys outside the database)."""
+
+    key_id_help = ("Id of the new key (default: pin- and 12 hex digits derived from the key, so that keys made "
+                   "independently never share an id).")
+
+    @pins.command("new-key-ring")
+    @click.option("--key-id", default=None, help=key_id_help)
+    def pins_new_key_ring(key_id: str | None) -> None:
+        """Print a fresh PIN key ring (one random 256-bit key) for ALLIANCE_PIN_KEYS."""
+        from alliance.domain.errors import AllianceError
+        from alliance.domain.pin_hashing import generate_pin_key_ring_config
+
+        try:
+            click.echo(generate_pin_key_ring_config(key_id))
+        except AllianceError as error:
+            raise click.ClickException(error.detail) from None
+
+    @pins.command("add-key")
+    @click.option("--key-id", default=None, help=key_id_help)
+    @with_app
+    def pins_add_key(app: Flask, key_id: str | None) -> None:
+        """Print the current PIN key ring with a new active key; old keys stay so their PINs still verify."""
+        from alliance.domain.pin_hashing import with_new_active_pin_key
+
+        click.echo(with_new_active_pin_key(hub_state(app).pin_key_ring.to_config(), key_id))
+
+    @pins.command("key-usage")
+    @with_app
+    def pins_key_usage(app: Flask) -> None:
+        """Count active cards' PINs per key, so an old key is dropped only once nothing is under it."""
+        from alliance.services.member_verification import pin_hash_census
+
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            census = pin_hash_census(uow.session, state.pin_key_ring)
+        for key_id, cards in census.by_key_id.items():
+            active = " (active)" if key_id == state.pin_key_ring.active_key_id else ""
+            click.echo(f"key {key_id}{active}: {cards} cards")
+        click.echo(f"scrypt, from before keyed hashing (rehashed when next used): {census.legacy_scrypt} cards")
+        click.echo(f"under a key not in the ring, or damaged (need a PIN reset): {census.unverifiable} cards")
 
 
 def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]

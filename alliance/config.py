@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alliance.domain.errors import ConfigurationError
 from alliance.domain.grading import GradingConfig
+from alliance.domain.pin_hashing import PinKeyRing
 
 ENV_PREFIX = "ALLIANCE_"
 # The POS client's own settings share the prefix; the hub leaves them to it.
@@ -36,6 +37,7 @@ class Settings:
     sqlite_busy_timeout_ms: int = 10_000
     database_pool_size: int = 5
     pii_keys: str | None = None
+    pin_keys: str | None = None
     transfer_max_points: int = 5_000
     transfer_daily_max_points: int = 10_000
     transfer_min_membership_days: int = 30
@@ -86,6 +88,7 @@ class Settings:
             raise ConfigurationError("ALLIANCE_DATABASE_URL is required in production")
         if self.environment == "production" and not self.pii_keys:
             raise ConfigurationError("ALLIANCE_PII_KEYS is required in production (see 'alliance pii new-key-ring')")
+        self._check_pin_keys()
         for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size",
                      "transfer_max_points", "transfer_daily_max_points"):
             if getattr(self, name) <= 0:
@@ -101,6 +104,16 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must not be negative (0 switches the limit off)")
         return self
+
+    def _check_pin_keys(self) -> None:
+        if not self.pin_keys:
+            if self.environment == "production":
+                raise ConfigurationError("ALLIANCE_PIN_KEYS is required in production (see 'alliance pins new-key-ring')")
+            return
+        try:
+            PinKeyRing.from_config(self.pin_keys)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"ALLIANCE_PIN_KEYS: {error.detail}") from None
 
     def grading_config(self) -> GradingConfig:
         """The partner-grading configuration these settings describe (``ConfigurationError`` if invalid)."""

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
 from alliance.domain.pii import KeyRing
+from alliance.domain.pin_hashing import PinKeyRing
 from alliance.services.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class HubState:
     def key_ring(self) -> KeyRing:
         """The key ring personal data is encrypted under."""
         return self.extras["key_ring"]  # type: ignore[return-value]
+
+    @property
+    def pin_key_ring(self) -> PinKeyRing:
+        """The keys PINs are hashed under (sessions of this hub carry them too)."""
+        return self.extras["pin_key_ring"]  # type: ignore[return-value]
 
     @property
     def statement_signer(self) -> "StatementSigner":

@@ -2,7 +2,7 @@
 
 Several client threads spend the points of a handful of members at once through the
 hub under gunicorn: each authorizes a hold (member proven by a one-time redemption code,
-so the PIN's deliberately slow scrypt does not hide the ledger) and captures it. The
+so what is measured is the ledger, not member verification) and captures it. The
 demand is larger than the members' balances, so the last authorizations must be refused
 (422 insufficient_points), never overdrawn. Afterwards: every member balance >= 0,
 every member's captured points within what it had, and ``alliance audit`` green.

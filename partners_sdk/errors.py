@@ -16,7 +16,7 @@ from typing import Any, Mapping
 IN_FLIGHT_CODE = "idempotency_key_in_flight"
 # Signatures refused for their time usually mean a wrong terminal clock; the SDK says so.
 CLOCK_CODES = frozenset({"signature_from_future", "signature_expired"})
-MEMBER_CODES = frozenset({"member_not_verified", "pin_locked", "card_not_usable"})
+MEMBER_CODES = frozenset({"member_not_verified", "pin_locked", "pin_reset_required", "card_not_usable"})
 
 
 class AllianceError(Exception):
@@ -71,7 +71,7 @@ class ForbiddenError(AllianceError):
 
 
 class MemberVerificationError(ForbiddenError):
-    """The member is not verified: a wrong PIN or code, a PIN locked (403), or a card that cannot be used (409)."""
+    """The member is not verified: a wrong PIN or code, a PIN locked or to be reset (403), or a card that cannot be used (409)."""
 
     default_code = "member_not_verified"
 

@@ -171,9 +171,11 @@ def production_app(database_url: str, instance_path: Path) -> Flask:
     from alliance import create_app
     from alliance.config import Settings
     from alliance.domain.pii import generate_key_ring_config
+    from alliance.domain.pin_hashing import generate_pin_key_ring_config
     from settlement.keys import private_key_pem
 
     settings = Settings(database_url=database_url, instance_path=str(instance_path), environment="production",
                         secret_key="production-secret-key", pii_keys=generate_key_ring_config(),
+                        pin_keys=generate_pin_key_ring_config(),
                         statement_key=private_key_pem(Ed25519PrivateKey.generate()))
     return create_app(settings)

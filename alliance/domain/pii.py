@@ -15,8 +15,6 @@ reveals nothing to someone who does not hold the secret.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -28,6 +26,7 @@ from typing import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from alliance.domain.base64url import decode_base64url, encode_base64url
 from alliance.domain.errors import AllianceError, ConfigurationError, ValidationFailed
 
 TOKEN_VERSION = "v1"
@@ -48,7 +47,6 @@ MAX_KEYS = 64
 MAX_TOKEN_CHARACTERS = len(TOKEN_VERSION) + 2 + 32 + 4 * (
     (NONCE_LENGTH_BYTES + TAG_LENGTH_BYTES + MAX_PLAINTEXT_BYTES + 2) // 3
 )
-BASE64URL_PATTERN = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 MAX_PHONE_INPUT_CHARACTERS = 64
 MAX_EMAIL_CHARACTERS = 254
 PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
@@ -161,8 +159,8 @@ class KeyRing:
 
     def to_config(self) -> str:
         """The configuration text ``from_config`` reads back into this ring."""
-        key_segments = [f"{key.key_id}={_encode_base64url(key.secret)}" for key in self.keys]
-        lookup_segment = f"lookup={_encode_base64url(self.lookup_secret)}"
+        key_segments = [f"{key.key_id}={encode_base64url(key.secret)}" for key in self.keys]
+        lookup_segment = f"lookup={encode_base64url(self.lookup_secret)}"
         return ";".join([f"active={self.active_key_id}", *key_segments, lookup_segment])
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
@@ -175,7 +173,7 @@ class KeyRing:
         ciphertext = AESGCM(self._secrets_by_key_id[self.active_key_id]).encrypt(
             nonce, plaintext_bytes, context.encode("utf-8")
         )
-        return f"{TOKEN_VERSION}.{self.active_key_id}.{_encode_base64url(nonce + ciphertext)}"
+        return f"{TOKEN_VERSION}.{self.active_key_id}.{encode_base64url(nonce + ciphertext)}"
 
     def decrypt(self, token: str, *, context: str) -> str:
         """The plaintext of ``token``, which must have been encrypted for ``context``."""
@@ -296,7 +294,7 @@ def _check_context(context: str) -> None:
 
 
 def _decode_config_secret(value: str, what: str) -> bytes:
-    secret = _decode_base64url(value)
+    secret = decode_base64url(value)
     if secret is None:
         raise ConfigurationError(f"PII key ring configuration: {what} is not valid base64url")
     return secret
@@ -310,28 +308,7 @@ def _parse_token(token: str) -> tuple[str, bytes]:
     if len(parts) != 3 or parts[0] != TOKEN_VERSION or not KEY_ID_PATTERN.match(parts[1]):
         raise PiiDecryptionFailed("personal data token is not a v1 token of this hub")
     # Tokens are written without padding, so a token with padding has been altered.
-    sealed = None if "=" in parts[2] else _decode_base64url(parts[2])
+    sealed = None if "=" in parts[2] else decode_base64url(parts[2])
     if sealed is None or len(sealed) < NONCE_LENGTH_BYTES + TAG_LENGTH_BYTES:
         raise PiiDecryptionFailed("personal data token is garbled")
     return parts[1], sealed
-
-
-def _encode_base64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode_base64url(text: str) -> bytes | None:
-    """Strict base64url: only the URL alphabet, and only the one canonical encoding.
-
-    Python's decoder ignores stray characters and the unused low bits of the last
-    character; accepting those would let a token change without failing to decrypt.
-    """
-    if not BASE64URL_PATTERN.match(text):
-        return None
-    unpadded = text.rstrip("=")
-    try:
-        data = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    canonical_forms = (_encode_base64url(data), base64.urlsafe_b64encode(data).decode("ascii"))
-    return data if text in canonical_forms else None

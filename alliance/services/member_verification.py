@@ -1,30 +1,40 @@
-"""Proving the member is present: card + PIN (locked after repeated failures) or a one-time code."""
+"""Proving the member is present: card + PIN (locked after repeated failures) or a one-time code.
+
+PINs are stored as keyed hashes (``alliance.domain.pin_hashing``). The key ring comes
+with the session: ``create_app`` has the hub's session factory put it in every
+session's ``info`` (``carry_pin_key_ring``), so the PIN services keep their signatures
+and every hub in a process uses its own keys. A successful check rewrites a hash that is
+under an older key, or still scrypt, under the active key, in the same transaction.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
-from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain.cards import is_valid_card_number
-from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
+from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
+from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
 from alliance.models import Card, Member, RedemptionCode
 
 MAX_PIN_FAILURES = 5
 PIN_LENGTHS = range(4, 13)
-# scrypt with these costs takes tens of milliseconds and 16 MiB per guess: slow for an
-# attacker with a stolen table, quick enough for a till.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SCRYPT_SALT_BYTES = 16
+PIN_KEY_RING_INFO = "alliance.pin_key_ring"
 REDEMPTION_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 REDEMPTION_CODE_LENGTH = 10
 REDEMPTION_CODE_TTL = timedelta(minutes=15)
+CARD_FOR_PIN_CHECK = (
+    select(Card.id.label("card_id"), Card.status.label("card_status"), Member.id.label("member_id"),
+           Member.status.label("member_status"), Member.tier, Card.pin_hash, Card.failed_pin_attempts)
+    .join(Member, Member.id == Card.member_id)
+    .where(Card.card_number == bindparam("card_number"))
+    .with_for_update(of=Card)
+)
 
 
 class MemberNotVerified(AllianceError):
@@ -69,21 +79,39 @@ class PinCheck:
     locked: bool
 
 
-def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of a PIN, self-describing so costs can change later."""
+@dataclass(frozen=True, slots=True)
+class PinHashCensus:
+    """How the PINs of active cards are stored: per key of the ring, still scrypt, or uncheckable."""
+
+    by_key_id: dict[str, int]
+    legacy_scrypt: int
+    unverifiable: int
+
+
+def carry_pin_key_ring(session_factory: sessionmaker[Session], pin_keys: PinKeyRing) -> None:
+    """Have every session ``session_factory`` makes carry ``pin_keys`` in its ``info``."""
+    info = dict(session_factory.kw.get("info") or {})
+    info[PIN_KEY_RING_INFO] = pin_keys
+    session_factory.configure(info=info)
+
+
+def pin_key_ring(session: Session) -> PinKeyRing:
+    """The PIN key ring ``session`` carries (see ``carry_pin_key_ring``)."""
+    pin_keys = session.info.get(PIN_KEY_RING_INFO)
+    if not isinstance(pin_keys, PinKeyRing):
+        raise ConfigurationError("this database session carries no PIN key ring; open it through the hub's unit of work")
+    return pin_keys
+
+
+def hash_pin(pin: str, pin_keys: PinKeyRing) -> str:
+    """A keyed hash of a PIN under the active key; refuses anything but 4 to 12 digits."""
     _require_pin_format(pin)
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64encode(salt).decode()}${b64encode(digest).decode()}"
+    return pin_keys.hash(pin)
 
 
-def pin_matches(pin: str, stored: str) -> bool:
-    """Whether ``pin`` hashes to ``stored``, compared in constant time."""
-    scheme, n, r, p, salt, digest = stored.split("$")
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(pin.encode(), salt=b64decode(salt), n=int(n), r=int(r), p=int(p))
-    return hmac.compare_digest(candidate, b64decode(digest))
+def pin_matches(pin: str, stored: str, pin_keys: PinKeyRing) -> bool:
+    """Whether ``pin`` is a well-formed PIN that ``stored`` was made from (``PinResetRequired`` if uncheckable)."""
+    return _well_formed_pin(pin) and pin_keys.verify(pin, stored)
 
 
 def active_card_holder(session: Session, card_number: str) -> CardHolder:
@@ -104,25 +132,62 @@ def active_card_holder(session: Session, card_number: str) -> CardHolder:
 
 def set_pin(session: Session, *, card_number: str, pin: str) -> None:
     """Set a card's PIN and clear its failure count (unlocks a locked card)."""
+    pin_keys = pin_key_ring(session)
     holder = active_card_holder(session, card_number)
-    session.execute(update(Card).where(Card.id == holder.card_id).values(pin_hash=hash_pin(pin), failed_pin_attempts=0))
+    session.execute(update(Card).where(Card.id == holder.card_id)
+                    .values(pin_hash=hash_pin(pin, pin_keys), failed_pin_attempts=0))
 
 
 def check_pin(session: Session, *, card_number: str, pin: str) -> PinCheck:
-    """Try a PIN under the card's row lock; the caller commits, then acts on the outcome."""
-    holder = active_card_holder(session, card_number)
-    pin_hash, failures = session.execute(
-        select(Card.pin_hash, Card.failed_pin_attempts).where(Card.id == holder.card_id).with_for_update()
-    ).one()
+    """Try a PIN under the card's row lock; the caller commits, then acts on the outcome.
+
+    A PIN that cannot be checked (its key has left the ring) raises ``PinResetRequired``
+    and counts no failure: the member did nothing wrong.
+    """
+    pin_keys = pin_key_ring(session)
+    # The card holder (``active_card_holder``'s checks) and the card's row lock in one round trip.
+    if not is_valid_card_number(card_number):
+        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    row = session.connection().execute(CARD_FOR_PIN_CHECK, {"card_number": card_number}).first()
+    if row is None:
+        raise NotFound("no card with this number")
+    if row.card_status != "active" or row.member_status != "active":
+        raise CardNotUsable(f"the card is {row.card_status} and its membership {row.member_status}")
+    holder = CardHolder(card_id=row.card_id, member_id=row.member_id, tier=row.tier)
+    pin_hash, failures = row.pin_hash, row.failed_pin_attempts
     if failures >= MAX_PIN_FAILURES:
         return PinCheck(holder=None, failures=failures, locked=True)
-    if pin_hash is not None and _well_formed_pin(pin) and pin_matches(pin, pin_hash):
-        if failures:
-            session.execute(update(Card).where(Card.id == holder.card_id).values(failed_pin_attempts=0))
+    if pin_hash is not None and pin_matches(pin, pin_hash, pin_keys):
+        changes: dict[str, object] = {"failed_pin_attempts": 0} if failures else {}
+        if pin_keys.needs_rehash(pin_hash):
+            changes["pin_hash"] = pin_keys.hash(pin)
+        if changes:
+            session.execute(update(Card).where(Card.id == holder.card_id).values(**changes))
         return PinCheck(holder=holder, failures=0, locked=False)
     failures += 1
     session.execute(update(Card).where(Card.id == holder.card_id).values(failed_pin_attempts=failures))
     return PinCheck(holder=None, failures=failures, locked=failures >= MAX_PIN_FAILURES)
+
+
+def pin_hash_census(session: Session, pin_keys: PinKeyRing) -> PinHashCensus:
+    """Active cards' PIN hashes counted by the key each names, so an operator knows when an old key can go.
+
+    A key may leave the ring once no hash is under it; hashes under a key no longer in
+    the ring, or in no form the hub writes, are counted as unverifiable: they need a PIN reset.
+    """
+    def under(prefix: str):  # type: ignore[no-untyped-def]
+        return func.count(case((Card.pin_hash.startswith(prefix, autoescape=True), 1)))
+
+    key_ids = [key.key_id for key in pin_keys.keys]
+    row = session.execute(
+        select(func.count(Card.pin_hash), under(f"{LEGACY_SCHEME}$"),
+               *(under(f"{KEYED_SCHEME}${key_id}$") for key_id in key_ids))
+        .where(Card.status == "active")
+    ).one()
+    total, legacy_scrypt, *keyed = row
+    by_key_id = dict(zip(key_ids, keyed))
+    return PinHashCensus(by_key_id=by_key_id, legacy_scrypt=legacy_scrypt,
+                         unverifiable=total - legacy_scrypt - sum(keyed))
 
 
 def require_verified(check: PinCheck) -> CardHolder:
@@ -169,7 +234,8 @@ def _code_hash(code: str) -> str:
 
 
 def _well_formed_pin(pin: str) -> bool:
-    return pin.isdigit() and len(pin) in PIN_LENGTHS
+    # ASCII only: str.isdigit() also accepts digits of other scripts and superscripts.
+    return pin.isascii() and pin.isdigit() and len(pin) in PIN_LENGTHS
 
 
 def _require_pin_format(pin: str) -> None:

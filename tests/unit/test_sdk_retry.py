@@ -91,6 +91,7 @@ def test_a_server_error_that_persists_ends_as_a_retry_safe_server_error():
 @pytest.mark.parametrize(("status", "code", "error_class"), [
     (401, "signature_invalid", AuthenticationError),
     (403, "member_not_verified", MemberVerificationError),
+    (403, "pin_reset_required", MemberVerificationError),
     (404, "not_found", NotFoundError),
     (409, "receipt_already_reported", ConflictError),
     (422, "validation_failed", InvalidRequestError),

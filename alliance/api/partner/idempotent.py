@@ -34,7 +34,7 @@ def idempotency_key() -> str:
     return key
 
 
-def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) -> Response:
+def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, operation_writes: bool = True) -> Response:
     """Run ``operation`` once per key; later calls with the key get the stored reply.
 
     Everything happens in the request's one transaction, after its nonce: the claim, the
@@ -45,7 +45,8 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) 
 
     ``prepare`` (a member's PIN check, say) runs after the key is known to be new, and
     what it records (a failed PIN attempt) is kept even when the request is refused: with
-    a preparation, the operation runs in a savepoint instead. Its result is passed to
+    a preparation, the operation runs in a savepoint instead, unless it only reads
+    (``operation_writes=False``: nothing of it to take back). Its result is passed to
     ``operation``. A retry of a completed request gets the stored reply without preparing again.
     """
     caller = current_caller()
@@ -63,7 +64,10 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None) 
             status, body = operation(uow)
         else:
             prepared = prepare(uow)
-            with uow.session.begin_nested():
+            if operation_writes:
+                with uow.session.begin_nested():
+                    status, body = operation(uow, prepared)
+            else:
                 status, body = operation(uow, prepared)
     except AllianceError as error:
         if prepare is None:

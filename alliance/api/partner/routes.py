@@ -50,7 +50,7 @@ ERRORS = {
          "signature_components, signature_algorithm, signature_parameters, key_unknown, key_revoked, key_expired, "
          "signature_expired, signature_from_future, signature_lifetime, signature_nonce, signature_replayed, "
          "content_digest_missing, content_digest_malformed, content_digest_mismatch, signature_invalid.",
-    403: "member_not_verified, pin_locked, terminal_mismatch.",
+    403: "member_not_verified, pin_locked, pin_reset_required, terminal_mismatch.",
     404: "not_found: unknown, or another partner's (a purchase, redemption, statement or named terminal).",
     409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported, reference_already_used, "
          "conflict, invalid_state, card_not_usable.",
@@ -62,6 +62,7 @@ ERRORS = {
 
 # Schemas hold no per-call state; building one per request costs a deep copy of its fields.
 PURCHASE_OUTPUT = PurchaseOutput()
+BALANCE_OUTPUT = BalanceOutput()
 
 RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
                                "schema": {"type": "integer", "minimum": 1}}}
@@ -286,12 +287,12 @@ class BalanceInquiries(MethodView):
         """Balance of a member verified by card and PIN."""
         def operation(uow: UnitOfWork, holder) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
             balances = member_balances(uow.session, holder.member_id)
-            return 200, BalanceOutput().dump({
-                "card_number": presenters.masked_card(uow.session, holder.card_id), "tier": holder.tier,
+            return 200, BALANCE_OUTPUT.dump({
+                "card_number": presenters.mask_card_number(data["card_number"]), "tier": holder.tier,
                 "points_available": balances["available"], "points_pending": balances["pending"],
                 "points_held": balances["held"],
             })
-        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]))
+        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]), operation_writes=False)
 
 
 @statements_blueprint.route("")
