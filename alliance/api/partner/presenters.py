@@ -31,8 +31,16 @@ def terminal_code(session: Session, terminal_id: int | None) -> str | None:
     return session.scalar(select(Terminal.code).where(Terminal.id == terminal_id))
 
 
-def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_number: str | None = None) -> dict[str, object]:
-    """A purchase as the partner sees it; ``card_number`` is its card's number when the caller knows it."""
+LOOK_UP = object()
+
+
+def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_number: str | None = None,
+             terminal: str | None | object = LOOK_UP) -> dict[str, object]:
+    """A purchase as the partner sees it.
+
+    ``card_number`` (its card's number) and ``terminal`` (its terminal's code, or None)
+    are given when the caller already knows them, so they are not read again.
+    """
     pending = row.pending_until is not None and row.pending_until > now
     return {
         "receipt_id": row.receipt_id,
@@ -41,7 +49,7 @@ def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_numbe
         "currency": row.currency,
         "purchased_at": row.purchased_at,
         "reported_at": row.reported_at,
-        "terminal": terminal_code(session, row.terminal_id),
+        "terminal": terminal_code(session, row.terminal_id) if terminal is LOOK_UP else terminal,
         "points": {
             "total": row.points_partner + row.points_hub,
             "partner_funded": row.points_partner,

@@ -29,12 +29,12 @@ from alliance.api.back_office.settlement_routes import (
     statement_document, statement_page,
 )
 from alliance.api.errors import problem_body
-from alliance.domain.errors import AllianceError
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
 from alliance.services import settlement_closing
+from alliance.services import purchase_batch
 from alliance.services.reconciliation import reconcile_statement
 from alliance.services.accounts import member_balances
 from alliance.services.unit_of_work import UnitOfWork
@@ -63,6 +63,7 @@ ERRORS = {
 # Schemas hold no per-call state; building one per request costs a deep copy of its fields.
 PURCHASE_OUTPUT = PurchaseOutput()
 BALANCE_OUTPUT = BalanceOutput()
+BATCH_OUTPUT = BatchOutput()
 
 RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
                                "schema": {"type": "integer", "minimum": 1}}}
@@ -131,25 +132,34 @@ class PurchaseBatch(MethodView):
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Report up to 1,000 purchases; each item is applied or rejected on its own."""
         def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
-            purchases.lock_card_holders(uow.session, [item["card_number"] for item in data["purchases"]])
-            results = [_batch_item(uow, index, item) for index, item in enumerate(data["purchases"])]
+            caller = current_caller()
+            outcomes = purchase_batch.report_purchases(
+                uow.session, partner_id=caller.partner_id,
+                items=[purchase_batch.BatchItem(
+                    receipt_id=item["receipt_id"], card_number=item["card_number"], amount_minor=item["amount_minor"],
+                    currency=item["currency"], purchased_at=item["purchased_at"], terminal=item.get("terminal"),
+                ) for item in data["purchases"]],
+                resolve_terminal=lambda code: resolve_terminal(uow.session, caller, code),
+                now=utc_now(), expiry_months=_settings().points_expiry_months)
+            results = [_batch_item(uow, index, item["receipt_id"], outcome)
+                       for index, (item, outcome) in enumerate(zip(data["purchases"], outcomes))]
             applied = sum(result["status"] == "applied" for result in results)
-            return 200, BatchOutput().dump({"applied": applied, "rejected": len(results) - applied, "results": results})
+            return 200, BATCH_OUTPUT.dump({"applied": applied, "rejected": len(results) - applied, "results": results})
         return run_idempotent(operation)
 
 
-def _batch_item(uow: UnitOfWork, index: int, item: dict) -> dict:  # type: ignore[type-arg]
-    now = utc_now()
-    try:
-        with uow.session.begin_nested():
-            row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
-                                            report=_purchase_report(uow.session, item), now=now,
-                                            expiry_months=_settings().points_expiry_months)
-            purchase = presenters.purchase(uow.session, row, now)
-    except AllianceError as error:
-        return {"index": index, "receipt_id": item["receipt_id"], "status": "rejected", "purchase": None,
-                "problem": problem_body(error)}
-    return {"index": index, "receipt_id": item["receipt_id"], "status": "applied", "purchase": purchase, "problem": None}
+def _batch_item(uow: UnitOfWork, index: int, receipt_id: str,  # type: ignore[type-arg]
+                outcome: purchase_batch.BatchOutcome) -> dict:
+    """One item of the batch's reply: its purchase as a single report presents it, or its problem."""
+    if outcome.error is not None:
+        return {"index": index, "receipt_id": receipt_id, "status": "rejected", "purchase": None,
+                "problem": problem_body(outcome.error)}
+    stored = outcome.purchase
+    # The card number and the terminal's code are at hand (no query per item); the reply's
+    # "now" is the batch's, which every stored purchase carries as its reported_at.
+    purchase = presenters.purchase(uow.session, stored, stored.reported_at, card_number=stored.card_number,
+                                   terminal=stored.terminal_code)
+    return {"index": index, "receipt_id": receipt_id, "status": "applied", "purchase": purchase, "problem": None}
 
 
 @purchases_blueprint.route("/<receipt_id>")
