@@ -27,7 +27,7 @@ import psycopg
 from benchmarks import common
 
 BENCHMARK = "balance inquiry"
-SIZES = {"full": {"members": 1_000_000, "entries": 10_000_000, "pinned": 3000, "requests": 6000, "duration_s": 20},
+SIZES = {"full": {"members": 1_000_000, "entries": 10_000_000, "pinned": 3000, "requests": 15_000, "duration_s": 20},
          "quick": {"members": 10_000, "entries": 100_000, "pinned": 300, "requests": 600, "duration_s": 6}}
 PIN = "2468"
 CARD_PREFIX = "6390"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import NotFound
@@ -61,11 +61,13 @@ def account_ids(session: Session, codes: list[str]) -> dict[str, int]:
     return found
 
 
+MEMBER_BALANCES = select(LedgerAccount.kind, LedgerAccount.balance_points).where(
+    LedgerAccount.member_id == bindparam("member_id"))
+
+
 def member_balances(session: Session, member_id: int) -> dict[str, int]:
     """The stored available, pending and held balances of a member."""
-    rows = session.execute(
-        select(LedgerAccount.kind, LedgerAccount.balance_points).where(LedgerAccount.member_id == member_id)
-    ).all()
+    rows = session.connection().execute(MEMBER_BALANCES, {"member_id": member_id}).all()
     if not rows:
         raise NotFound(f"no member {member_id}")
     return {kind.removeprefix("member_"): balance for kind, balance in rows}
