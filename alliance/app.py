@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -46,6 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     carry_pin_key_ring(session_factory, pin_key_ring)
     app.extensions[EXTENSION_KEY] = HubState(settings=settings, engine=engine, session_factory=session_factory)
     app.extensions[EXTENSION_KEY].extras["pin_key_ring"] = pin_key_ring
+    # Idempotency fingerprints may cover a PIN, so they are keyed (see idempotency.request_fingerprint).
+    app.extensions[EXTENSION_KEY].extras["fingerprint_key"] = hmac.new(
+        app.config["SECRET_KEY"].encode(), b"alliance idempotency request fingerprint", hashlib.sha256).digest()
     app.extensions[EXTENSION_KEY].extras["key_ring"] = KeyRing.from_config(
         settings.pii_keys or _development_pii_keys(Path(app.instance_path))
     )

@@ -45,6 +45,11 @@ class HubState:
         """The hub's statement key, its id and the payment terms statements carry."""
         return self.extras["statement_signer"]  # type: ignore[return-value]
 
+    @property
+    def fingerprint_key(self) -> bytes:
+        """The key idempotency fingerprints are made under (derived from the hub's secret key)."""
+        return self.extras["fingerprint_key"]  # type: ignore[return-value]
+
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work on this hub's database."""
         return UnitOfWork(self.session_factory)

@@ -10,6 +10,7 @@ rolls its transaction back, claim included, and a retry proceeds.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,9 +56,22 @@ class KeyReused(AllianceError):
     title = "Idempotency key reused"
 
 
-def request_fingerprint(method: str, target: str, body: bytes) -> str:
-    """A digest of what makes two requests the same request."""
-    digest = hashlib.sha256()
+def request_fingerprint(method: str, target: str, body: bytes, *, key: bytes) -> str:
+    """A keyed digest (HMAC-SHA256 under ``key``) of what makes two requests the same request.
+
+    Keyed because a body may carry a member's PIN (balance inquiries, PIN redemptions):
+    a plain digest, kept 72 hours, would let anyone holding the table try all 10^4 PINs
+    of a known card against it. Under a key the database never holds it reveals nothing.
+    """
+    return _fingerprint(hmac.new(key, digestmod=hashlib.sha256), method, target, body)
+
+
+def legacy_request_fingerprint(method: str, target: str, body: bytes) -> str:
+    """The unkeyed digest earlier versions stored; recognised until their records are pruned."""
+    return _fingerprint(hashlib.sha256(), method, target, body)
+
+
+def _fingerprint(digest, method: str, target: str, body: bytes) -> str:  # type: ignore[no-untyped-def]
     for part in (method.upper().encode(), target.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
@@ -74,7 +88,8 @@ class Claim:
     response_body: str | None = None
 
 
-def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime) -> Claim:
+def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
+          legacy_fingerprint: str | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
 
     On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
@@ -107,7 +122,8 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     ).first()
     if row is None:
         raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly")
-    if row.request_fingerprint != fingerprint:
+    if row.request_fingerprint != fingerprint and (legacy_fingerprint is None
+                                                   or row.request_fingerprint != legacy_fingerprint):
         raise KeyReused("this idempotency key was used for a different request; use a new key for a new request")
     return Claim(record_id=row.id, status=row.status, response_status=row.response_status,
                  response_body=row.response_body)

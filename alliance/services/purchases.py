@@ -159,7 +159,7 @@ def report_purchase(
     }).first()
     if purchase is None:
         # Another request reported the same receipt between our check and this insert;
-        # the caller's savepoint takes back the points posted above.
+        # the caller rolls back the points posted above with the refusal.
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
     return purchase
 

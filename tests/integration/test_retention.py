@@ -65,10 +65,43 @@ def test_nonces_are_unique_and_pruned_once_their_signatures_expire(hub, now):
 
 
 def test_request_fingerprints_separate_method_target_and_body():
-    base = idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{}")
-    assert base == idempotency.request_fingerprint("post", "/partner/v1/purchases", b"{}")
-    assert base != idempotency.request_fingerprint("POST", "/partner/v1/purchases?x=1", b"{}")
-    assert base != idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }")
+    def fingerprint(method: str, target: str, body: bytes, key: bytes = b"k" * 32) -> str:
+        return idempotency.request_fingerprint(method, target, body, key=key)
+
+    base = fingerprint("POST", "/partner/v1/purchases", b"{}")
+    assert base == fingerprint("post", "/partner/v1/purchases", b"{}")
+    assert base != fingerprint("POST", "/partner/v1/purchases?x=1", b"{}")
+    assert base != fingerprint("POST", "/partner/v1/purchases", b"{ }")
     # Length prefixes keep a moved boundary from producing the same digest.
-    assert (idempotency.request_fingerprint("POST", "/a", b"b/c")
-            != idempotency.request_fingerprint("POST", "/ab", b"/c"))
+    assert fingerprint("POST", "/a", b"b/c") != fingerprint("POST", "/ab", b"/c")
+
+
+def test_a_fingerprint_is_keyed_so_a_pin_in_the_body_cannot_be_recovered_from_the_table():
+    body = b'{"card_number":"6390000000000001","pin":"2468"}'
+    stored = idempotency.request_fingerprint("POST", "/partner/v1/balance-inquiries", body, key=b"k" * 32)
+    # Without the key, trying every PIN against the stored digest finds nothing.
+    candidates = {idempotency.legacy_request_fingerprint(
+        "POST", "/partner/v1/balance-inquiries", b'{"card_number":"6390000000000001","pin":"%04d"}' % pin)
+        for pin in range(10_000)}
+    assert stored not in candidates
+    assert stored != idempotency.request_fingerprint("POST", "/partner/v1/balance-inquiries", body, key=b"j" * 32)
+
+
+def test_a_record_stored_with_an_unkeyed_fingerprint_still_answers_its_retry(hub, now):
+    partner_id = make_partner(hub, now=now)
+    legacy = idempotency.legacy_request_fingerprint("POST", "/partner/v1/purchases", b"{}")
+    keyed = idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{}", key=b"k" * 32)
+    with hub.unit_of_work() as uow:
+        first = idempotency.claim(uow.session, partner_id=partner_id, key="old", fingerprint=legacy, now=now)
+        idempotency.complete(uow.session, record_id=first.record_id, status=201, body="{}", now=now)
+        uow.commit()
+    with hub.unit_of_work() as uow:
+        again = idempotency.claim(uow.session, partner_id=partner_id, key="old", fingerprint=keyed, now=now,
+                                  legacy_fingerprint=legacy)
+        assert (again.record_id, again.status) == (first.record_id, "completed")
+        other = idempotency.legacy_request_fingerprint("POST", "/partner/v1/purchases", b"{ }")
+        with pytest.raises(idempotency.KeyReused):
+            idempotency.claim(uow.session, partner_id=partner_id, key="old",
+                              fingerprint=idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }",
+                                                                          key=b"k" * 32),
+                              now=now, legacy_fingerprint=other)

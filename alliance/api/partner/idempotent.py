@@ -11,6 +11,7 @@ from flask import Response, request
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
 from alliance.api.partner.auth import current_caller, request_unit_of_work, utc_now
 from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
+from alliance.extensions import hub_state
 from alliance.services import idempotency
 from alliance.services.unit_of_work import UnitOfWork
 
@@ -52,10 +53,12 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     caller = current_caller()
     key = idempotency_key()
     target = request.full_path if request.query_string else request.path
-    fingerprint = idempotency.request_fingerprint(request.method, target, request.get_data(cache=True))
+    body = request.get_data(cache=True)
+    fingerprint = idempotency.request_fingerprint(request.method, target, body, key=hub_state().fingerprint_key)
+    legacy = idempotency.legacy_request_fingerprint(request.method, target, body)
     unit = request_unit_of_work()
     uow = unit.unit_of_work
-    claim = _claim(uow, caller.partner_id, key, fingerprint)
+    claim = _claim(uow, caller.partner_id, key, fingerprint, legacy)
     if claim.status == "completed":
         uow.commit()
         return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
@@ -73,7 +76,7 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
         if prepare is None:
             unit.start_over()
             if not isinstance(error, NotFound):
-                claim = _claim(uow, caller.partner_id, key, fingerprint)
+                claim = _claim(uow, caller.partner_id, key, fingerprint, legacy)
                 if claim.status == "completed":
                     # Another request under the key completed while this one started over.
                     uow.commit()
@@ -93,10 +96,11 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     return _reply(status, body_text, replayed=False)
 
 
-def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str) -> idempotency.Claim:
+def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str, legacy: str) -> idempotency.Claim:
     """Claim the key; a refusal (in flight, reused) still spends the nonce."""
     try:
-        return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now())
+        return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now(),
+                                 legacy_fingerprint=legacy)
     except (idempotency.KeyInFlight, idempotency.KeyReused):
         uow.commit()
         raise
