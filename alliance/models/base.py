@@ -115,6 +115,18 @@ def insert_unless_conflicting(session: Session, model: type[Base], *conflict_col
     return dialect.insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
 
 
+def prebuilt_inserts_unless_conflicting(model: type[Base], conflict_columns: list[str], *returning):  # type: ignore[no-untyped-def]
+    """``insert_unless_conflicting`` built once per dialect, for statements on a hot path.
+
+    Index the result by ``connection.dialect.name``; values are passed as parameters.
+    """
+    return {
+        name: dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
+        .returning(*returning)
+        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    }
+
+
 def defer_commit_flush(session: Session) -> None:
     """Let this transaction's commit return before PostgreSQL flushes it to disk.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -89,7 +90,7 @@ class Claim:
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
-          legacy_fingerprint: str | None = None) -> Claim:
+          legacy_fingerprint: Callable[[], str] | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
 
     On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
@@ -122,8 +123,10 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     ).first()
     if row is None:
         raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly")
+    # A record from before fingerprints were keyed matches the request's unkeyed digest
+    # (computed only then; such records are gone once pruned).
     if row.request_fingerprint != fingerprint and (legacy_fingerprint is None
-                                                   or row.request_fingerprint != legacy_fingerprint):
+                                                   or row.request_fingerprint != legacy_fingerprint()):
         raise KeyReused("this idempotency key was used for a different request; use a new key for a new request")
     return Claim(record_id=row.id, status=row.status, response_status=row.response_status,
                  response_body=row.response_body)

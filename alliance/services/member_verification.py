@@ -116,8 +116,7 @@ def pin_matches(pin: str, stored: str, pin_keys: PinKeyRing) -> bool:
 
 def active_card_holder(session: Session, card_number: str) -> CardHolder:
     """The active card with this number and its active member."""
-    if not is_valid_card_number(card_number):
-        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    require_valid_card_number(card_number)
     row = session.execute(
         select(Card.id, Card.status, Member.id, Member.status, Member.tier)
         .join(Member, Member.id == Card.member_id).where(Card.card_number == card_number)
@@ -125,9 +124,20 @@ def active_card_holder(session: Session, card_number: str) -> CardHolder:
     if row is None:
         raise NotFound("no card with this number")
     card_id, card_status, member_id, member_status, tier = row
+    require_usable_card(card_status, member_status)
+    return CardHolder(card_id=card_id, member_id=member_id, tier=tier)
+
+
+def require_valid_card_number(card_number: str) -> None:
+    """Refuse a card number whose check digit is wrong, before looking it up."""
+    if not is_valid_card_number(card_number):
+        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+
+
+def require_usable_card(card_status: str, member_status: str) -> None:
+    """Refuse a blocked or replaced card, or one whose membership is closed."""
     if card_status != "active" or member_status != "active":
         raise CardNotUsable(f"the card is {card_status} and its membership {member_status}")
-    return CardHolder(card_id=card_id, member_id=member_id, tier=tier)
 
 
 def set_pin(session: Session, *, card_number: str, pin: str) -> None:
@@ -146,13 +156,11 @@ def check_pin(session: Session, *, card_number: str, pin: str) -> PinCheck:
     """
     pin_keys = pin_key_ring(session)
     # The card holder (``active_card_holder``'s checks) and the card's row lock in one round trip.
-    if not is_valid_card_number(card_number):
-        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    require_valid_card_number(card_number)
     row = session.connection().execute(CARD_FOR_PIN_CHECK, {"card_number": card_number}).first()
     if row is None:
         raise NotFound("no card with this number")
-    if row.card_status != "active" or row.member_status != "active":
-        raise CardNotUsable(f"the card is {row.card_status} and its membership {row.member_status}")
+    require_usable_card(row.card_status, row.member_status)
     holder = CardHolder(card_id=row.card_id, member_id=row.member_id, tier=row.tier)
     pin_hash, failures = row.pin_hash, row.failed_pin_attempts
     if failures >= MAX_PIN_FAILURES:

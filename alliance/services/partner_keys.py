@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.models import Partner, PartnerKey, SeenNonce
+from alliance.models.base import prebuilt_inserts_unless_conflicting
 
 # Built once: every signed request runs both.
 KEY_AND_NONCE = (
@@ -20,11 +20,7 @@ KEY_AND_NONCE = (
     .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"))
 )
-INSERT_NONCE = {
-    name: dialect.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
-    .returning(SeenNonce.__table__.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+INSERT_NONCE = prebuilt_inserts_unless_conflicting(SeenNonce, ["nonce"], SeenNonce.__table__.c.id)
 
 
 class DatabaseKeyStore:

@@ -39,8 +39,8 @@ from alliance.models import (
     Card, JournalEntry, JournalTransaction, LedgerAccount, Member, Partner, PartnerEarnRule, PartnerPrice, PointLot,
     Purchase, Terminal,
 )
-from alliance.services.member_verification import CardNotUsable
-from alliance.services.purchases import MAX_CLOCK_AHEAD, MAX_REPORT_DELAY, ReceiptAlreadyReported
+from alliance.services.member_verification import require_usable_card, require_valid_card_number
+from alliance.services.purchases import MAX_CLOCK_AHEAD, MAX_REPORT_DELAY, ReceiptAlreadyReported, check_report
 
 # The partner API's limit; the service keeps its own so no caller can hand it more.
 MAX_BATCH_PURCHASES = 1000
@@ -392,7 +392,7 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
             points_on_days: dict[tuple[int, date], int], now: datetime, expires_at: datetime) -> _Planned:
     """One item, checked in the very order ``report_purchase`` checks it; raises its first failure."""
     partner = _reporting_partner(facts)
-    _check_item(item, partner, now)
+    check_report(item, partner, now)
     if item.receipt_id in receipts_taken:
         raise ReceiptAlreadyReported(f"receipt {item.receipt_id!r} was already reported")
     holder = _active_holder(facts.holders, item.card_number)
@@ -423,27 +423,13 @@ def _reporting_partner(facts: _Facts) -> _Partner:
     return partner
 
 
-def _check_item(item: BatchItem, partner: _Partner, now: datetime) -> None:
-    if item.currency != partner.currency:
-        raise ValidationFailed(f"this partner reports in {partner.currency}",
-                               fields={"currency": [f"must be {partner.currency}"]})
-    if item.purchased_at > now + MAX_CLOCK_AHEAD:
-        raise ValidationFailed("the purchase is in the future; check the till's clock",
-                               fields={"purchased_at": ["in the future"]})
-    if item.purchased_at < now - MAX_REPORT_DELAY:
-        raise ValidationFailed(f"purchases older than {MAX_REPORT_DELAY.days} days cannot be reported",
-                               fields={"purchased_at": ["too old"]})
-
-
 def _active_holder(holders: dict[str, _Holder], card_number: str) -> _Holder:
     """The card's holder, refused as ``active_card_holder`` and ``ledger.lock_member`` refuse it."""
-    if not is_valid_card_number(card_number):
-        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    require_valid_card_number(card_number)
     holder = holders.get(card_number)
     if holder is None:
         raise NotFound("no card with this number")
-    if holder.card_status != "active" or holder.member_status != "active":
-        raise CardNotUsable(f"the card is {holder.card_status} and its membership {holder.member_status}")
+    require_usable_card(holder.card_status, holder.member_status)
     if holder.available_id is None or holder.pending_id is None:
         raise NotFound(f"no member {holder.member_id}")
     return holder

@@ -9,11 +9,9 @@ from zoneinfo import ZoneInfo
 from typing import NamedTuple
 
 from sqlalchemy import Row, bindparam, exists, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
 from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, clawback_target, compute_earn
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -21,9 +19,9 @@ from alliance.domain.money import minor_units_per_unit
 from alliance.models import Campaign as CampaignRow
 from alliance.domain.ledger import AccountKind, account_code
 from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund
-from alliance.models.base import integer_sum
+from alliance.models.base import integer_sum, prebuilt_inserts_unless_conflicting
 from alliance.services import ledger
-from alliance.services.member_verification import CardHolder, CardNotUsable
+from alliance.services.member_verification import CardHolder, require_usable_card, require_valid_card_number
 
 # A till that was offline may report late, but not from another season.
 MAX_REPORT_DELAY = timedelta(days=90)
@@ -61,17 +59,8 @@ CAMPAIGNS_RUNNING = select(
     or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
     CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"),
 )
-_PURCHASE_COLUMNS = Purchase.__table__.c
-_INSERT_PURCHASE = {
-    name: dialect.insert(Purchase.__table__).on_conflict_do_nothing(index_elements=["partner_id", "receipt_id"])
-    .returning(*_PURCHASE_COLUMNS)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-
-
-def _insert_purchase(dialect_name: str):  # type: ignore[no-untyped-def]
-    """The purchase insert that yields no row when the receipt is already stored."""
-    return _INSERT_PURCHASE[dialect_name]
+# Yields no row when the receipt is already stored.
+INSERT_PURCHASE = prebuilt_inserts_unless_conflicting(Purchase, ["partner_id", "receipt_id"], *Purchase.__table__.c)
 
 
 class _Partner(NamedTuple):
@@ -125,7 +114,7 @@ def report_purchase(
         "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id),
     }).first()
     partner = _reporting_partner(context, partner_id)
-    _check_report(report, partner, now)
+    check_report(report, partner, now)
     if context.already_reported:
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
     # Lock the member before reading today's points, so two tills cannot both fit under
@@ -149,7 +138,7 @@ def report_purchase(
             expires_at=expires_at, pending_until=pending_until, memo=f"campaign bonus, receipt {report.receipt_id}",
             locked=member,
         ).transaction_id
-    purchase = connection.execute(_insert_purchase(connection.dialect.name), {
+    purchase = connection.execute(INSERT_PURCHASE[connection.dialect.name], {
         "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
         "card_id": holder.card_id, "terminal_id": report.terminal_id, "amount_minor": report.amount_minor,
         "currency": report.currency, "purchased_at": report.purchased_at, "reported_at": now,
@@ -246,19 +235,22 @@ def _reporting_partner(context, partner_id: int):  # type: ignore[no-untyped-def
 
 def _lock_card_holder(connection, card_number: str) -> tuple[CardHolder, ledger.MemberAccounts]:  # type: ignore[no-untyped-def]
     """The card's active holder, with the member's accounts locked, in one round trip (``active_card_holder``'s checks)."""
-    if not is_valid_card_number(card_number):
-        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+    require_valid_card_number(card_number)
     rows = connection.execute(LOCK_CARD_HOLDER, {"card_number": card_number}).all()
     if not rows:
         raise NotFound("no card with this number")
     first = rows[0]
-    if first.card_status != "active" or first.status != "active":
-        raise CardNotUsable(f"the card is {first.card_status} and its membership {first.status}")
+    require_usable_card(first.card_status, first.status)
     holder = CardHolder(card_id=first.card_id, member_id=first.member_id, tier=first.tier)
     return holder, ledger.member_accounts_from_rows(rows, first.member_id, require_active=True)
 
 
-def _check_report(report: PurchaseReport, partner: Partner, now: datetime) -> None:
+def check_report(report: PurchaseReport | object, partner: Partner | object, now: datetime) -> None:
+    """Refuse a report in another currency than the partner's, from the future, or too old.
+
+    ``report`` needs ``currency`` and ``purchased_at``, ``partner`` a ``currency``: the
+    batch service checks its items with this same function.
+    """
     if report.currency != partner.currency:
         raise ValidationFailed(f"this partner reports in {partner.currency}", fields={"currency": [f"must be {partner.currency}"]})
     if report.purchased_at > now + MAX_CLOCK_AHEAD:

@@ -97,11 +97,11 @@ def test_a_record_stored_with_an_unkeyed_fingerprint_still_answers_its_retry(hub
         uow.commit()
     with hub.unit_of_work() as uow:
         again = idempotency.claim(uow.session, partner_id=partner_id, key="old", fingerprint=keyed, now=now,
-                                  legacy_fingerprint=legacy)
+                                  legacy_fingerprint=lambda: legacy)
         assert (again.record_id, again.status) == (first.record_id, "completed")
         other = idempotency.legacy_request_fingerprint("POST", "/partner/v1/purchases", b"{ }")
         with pytest.raises(idempotency.KeyReused):
             idempotency.claim(uow.session, partner_id=partner_id, key="old",
                               fingerprint=idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }",
                                                                           key=b"k" * 32),
-                              now=now, legacy_fingerprint=other)
+                              now=now, legacy_fingerprint=lambda: other)

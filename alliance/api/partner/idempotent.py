@@ -55,7 +55,10 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     target = request.full_path if request.query_string else request.path
     body = request.get_data(cache=True)
     fingerprint = idempotency.request_fingerprint(request.method, target, body, key=hub_state().fingerprint_key)
-    legacy = idempotency.legacy_request_fingerprint(request.method, target, body)
+
+    def legacy() -> str:
+        return idempotency.legacy_request_fingerprint(request.method, target, body)
+
     unit = request_unit_of_work()
     uow = unit.unit_of_work
     claim = _claim(uow, caller.partner_id, key, fingerprint, legacy)
@@ -96,7 +99,8 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     return _reply(status, body_text, replayed=False)
 
 
-def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str, legacy: str) -> idempotency.Claim:
+def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str,
+           legacy: Callable[[], str]) -> idempotency.Claim:
     """Claim the key; a refusal (in flight, reused) still spends the nonce."""
     try:
         return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now(),
