@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
 from alliance.models.base import insert_unless_conflicting
+from alliance.services.partner_keys import record_nonce
 
 MINIMUM_RETENTION = timedelta(hours=72)
 IN_FLIGHT_RETRY_AFTER_S = 1
@@ -30,6 +31,23 @@ CLAIM_UNDER_ADVISORY_LOCK = text("""
     SELECT :partner_id, :key, :fingerprint, 'in_flight', :now WHERE pg_try_advisory_xact_lock(:lock_key)
     ON CONFLICT (partner_id, idempotency_key) DO NOTHING
     RETURNING id
+""")
+# The same claim, after spending the request's signature nonce in the same statement:
+# no claim (and no lock) unless the nonce was new.
+CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK = text("""
+    WITH spent AS (
+        INSERT INTO signature_nonces (nonce, partner_id, key_id, seen_at, prune_after)
+        VALUES (:nonce, :nonce_partner_id, :key_id, :seen_at, :prune_after)
+        ON CONFLICT (nonce) DO NOTHING
+        RETURNING id
+    ), claimed AS (
+        INSERT INTO idempotency_keys (partner_id, idempotency_key, request_fingerprint, status, created_at)
+        SELECT :partner_id, :key, :fingerprint, 'in_flight', :now
+        WHERE EXISTS (SELECT FROM spent) AND pg_try_advisory_xact_lock(:lock_key)
+        ON CONFLICT (partner_id, idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT EXISTS (SELECT FROM spent) AS nonce_spent, (SELECT id FROM claimed) AS record_id
 """)
 
 COMPLETE = (
@@ -47,6 +65,10 @@ class KeyInFlight(Conflict):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.retry_after_s = IN_FLIGHT_RETRY_AFTER_S
+
+
+class NonceAlreadySpent(Exception):
+    """The nonce handed to ``claim`` was spent by another request (the same request, sent twice at once)."""
 
 
 class KeyReused(AllianceError):
@@ -90,7 +112,7 @@ class Claim:
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
-          legacy_fingerprint: Callable[[], str] | None = None) -> Claim:
+          legacy_fingerprint: Callable[[], str] | None = None, nonce: Mapping[str, object] | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
 
     On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
@@ -98,13 +120,28 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     still running is told at once to retry (409 with Retry-After) instead of queueing
     behind it. The claim then lives and commits in the request's transaction: the key
     is spent exactly when the effects and the stored reply are (see ``complete``).
+
+    ``nonce`` (``partner_keys.record_nonce``'s arguments) is the request's signature
+    nonce, spent first, in the claim's own statement on PostgreSQL: one round trip for
+    both. ``NonceAlreadySpent`` when another request spent it, and nothing is claimed.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        record_id = session.connection().execute(CLAIM_UNDER_ADVISORY_LOCK, {
-            "partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
-            "lock_key": _advisory_lock_key(partner_id, key),
-        }).scalar()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        parameters = {"partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
+                      "lock_key": _advisory_lock_key(partner_id, key)}
+        if nonce is None:
+            record_id = connection.execute(CLAIM_UNDER_ADVISORY_LOCK, parameters).scalar()
+        else:
+            spent = connection.execute(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK, {
+                **parameters, "nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
+                "key_id": nonce["key_id"], "seen_at": nonce["seen_at"], "prune_after": nonce["prune_after"],
+            }).one()
+            if not spent.nonce_spent:
+                raise NonceAlreadySpent()
+            record_id = spent.record_id
     else:
+        if nonce is not None and not record_nonce(session, **nonce):  # type: ignore[arg-type]
+            raise NonceAlreadySpent()
         # SQLite: BEGIN IMMEDIATE already serialises every writing transaction.
         record_id = session.execute(insert_unless_conflicting(session, IdempotencyRecord, "partner_id", "idempotency_key")
                                     .values(partner_id=partner_id, idempotency_key=key, request_fingerprint=fingerprint,

@@ -8,8 +8,11 @@ network call has a timeout, so a deadlock fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +20,7 @@ from sqlalchemy import func, select
 from alliance.extensions import hub_state
 from alliance.models import JournalTransaction, LedgerAccount, Purchase, RedemptionHold
 from tests.factories import make_member_with_pin, make_signing_partner
+from tests.signing import sign_request
 from tests.http_server import (
     HttpReply, audit_totals, balances, fund_member, purchase_payload, send_signed, serve, wall_clock_partner_time,
 )
@@ -83,6 +87,39 @@ def test_twenty_simultaneous_retries_under_one_key_have_exactly_one_effect(pg_ap
     else:
         assert _count(hub, select(func.count()).select_from(RedemptionHold)) == 1
         assert balances(hub, member.member_id) == {"available": 200, "pending": 0, "held": 100}
+    audit_totals(hub)
+
+
+def test_one_signed_request_sent_twenty_times_at_once_takes_effect_once_and_the_copies_are_replays(pg_app):
+    # Byte-identical copies, nonce included: the verifier may pass several of them while
+    # none has committed yet; the nonce's unique index, spent with the idempotency claim,
+    # lets exactly one through.
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member_with_pin(hub, now=created, pin=PIN)
+    body = json.dumps(purchase_payload("r-copies", member.card_number)).encode()
+
+    with serve(pg_app) as base_url:
+        headers = sign_request(method="POST", url=base_url + "/partner/v1/purchases", body=body,
+                               key_id=partner.key_id, private_key=partner.private_key, idempotency_key="copies")
+        parts = urlsplit(base_url)
+
+        def send(_: int) -> tuple[int, str]:
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+            try:
+                connection.request("POST", "/partner/v1/purchases", body=body, headers=headers)
+                response = connection.getresponse()
+                return response.status, json.loads(response.read()).get("code", "")
+            finally:
+                connection.close()
+
+        replies = _concurrently(send)
+
+    assert set(replies) == {(201, ""), (401, "signature_replayed")}, replies
+    assert replies.count((201, "")) == 1, replies
+    assert _count(hub, select(func.count()).select_from(Purchase)) == 1
+    assert balances(hub, member.member_id) == {"available": 123, "pending": 0, "held": 0}
     audit_totals(hub)
 
 

@@ -71,18 +71,37 @@ class RequestUnitOfWork:
     single synchronous commit: a crash before it loses all of them (the till retries the
     same request under the same key), never some. A read commits its nonce at once, without
     waiting for the disk (``defer_commit_flush``): replaying a read changes nothing.
+
+    A write's nonce is written with its idempotency claim, in the claim's statement
+    (``take_unwritten_nonce``), or, for a write refused before its claim, at ``commit``.
+    A replay was already refused by the verifier, which saw the nonce; the unique index
+    still decides between two copies of one request arriving at the same moment.
     """
 
     def __init__(self, unit_of_work: UnitOfWork) -> None:
         self.unit_of_work = unit_of_work
         self.pending = False
         self._nonce: dict[str, object] | None = None
+        self._nonce_written = False
 
-    def record_nonce(self, verified: VerifiedSignature, now: datetime) -> None:
-        """Spend the request's nonce in this transaction, or raise ``signature_replayed``."""
+    def record_nonce(self, verified: VerifiedSignature, now: datetime, *, at_once: bool = True) -> None:
+        """Spend the request's nonce in this transaction, or raise ``signature_replayed``.
+
+        ``at_once=False`` (a write) leaves the insert to the idempotency claim or ``commit``.
+        """
         self._nonce = {"nonce": verified.nonce, "partner_id": verified.key.partner_id, "key_id": verified.key.key_id,
                        "seen_at": now, "prune_after": verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)}
-        self._write_nonce()
+        self._nonce_written = False
+        self.pending = True
+        if at_once:
+            self._write_nonce()
+
+    def take_unwritten_nonce(self) -> dict[str, object] | None:
+        """The nonce's row for the caller to insert now, if not written yet; it counts as written from here."""
+        if self._nonce is None or self._nonce_written:
+            return None
+        self._nonce_written = True
+        return self._nonce
 
     def start_over(self) -> None:
         """Take back everything of this transaction except the nonce, which is spent again."""
@@ -91,14 +110,22 @@ class RequestUnitOfWork:
 
     def _write_nonce(self) -> None:
         if not record_nonce(self.unit_of_work.session, **self._nonce):  # type: ignore[arg-type]
-            raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+            raise replayed()
+        self._nonce_written = True
         self.pending = True
 
     def commit(self) -> None:
-        """Commit what the request has written so far (a no-op once committed)."""
+        """Commit what the request has written so far, its nonce included (a no-op once committed)."""
         if self.pending:
+            if not self._nonce_written:
+                self._write_nonce()
             self.unit_of_work.commit()
             self.pending = False
+
+
+def replayed() -> SignatureRejected:
+    """The refusal of a nonce another request has spent."""
+    return SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
 
 
 def authenticate_partner() -> None:
@@ -116,7 +143,7 @@ def authenticate_partner() -> None:
     reading = request.method in READ_METHODS
     if reading:
         defer_commit_flush(session)
-    unit.record_nonce(verified, now)
+    unit.record_nonce(verified, now, at_once=reading)
     if reading:
         unit.commit()
     g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
@@ -134,7 +161,12 @@ def commit_unclaimed_nonce(response: Response) -> Response:
     """``after_request``: keep the nonce of a write refused before its work began (a 422, say)."""
     unit: RequestUnitOfWork | None = g.get("partner_unit_of_work")
     if unit is not None and response.status_code < 500:
-        unit.commit()
+        try:
+            unit.commit()
+        except SignatureRejected:
+            # The same request, arriving twice at once, and the other copy spent the
+            # nonce first: this copy's refusal stands, and nothing of it is kept.
+            pass
     return response
 
 

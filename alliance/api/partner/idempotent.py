@@ -9,7 +9,7 @@ from typing import Callable
 from flask import Response, request
 
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
-from alliance.api.partner.auth import current_caller, request_unit_of_work, utc_now
+from alliance.api.partner.auth import RequestUnitOfWork, current_caller, replayed, request_unit_of_work, utc_now
 from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.services import idempotency
@@ -61,7 +61,7 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
 
     unit = request_unit_of_work()
     uow = unit.unit_of_work
-    claim = _claim(uow, caller.partner_id, key, fingerprint, legacy)
+    claim = _claim(unit, caller.partner_id, key, fingerprint, legacy)
     if claim.status == "completed":
         uow.commit()
         return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
@@ -79,7 +79,7 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
         if prepare is None:
             unit.start_over()
             if not isinstance(error, NotFound):
-                claim = _claim(uow, caller.partner_id, key, fingerprint, legacy)
+                claim = _claim(unit, caller.partner_id, key, fingerprint, legacy)
                 if claim.status == "completed":
                     # Another request under the key completed while this one started over.
                     uow.commit()
@@ -99,12 +99,15 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     return _reply(status, body_text, replayed=False)
 
 
-def _claim(uow: UnitOfWork, partner_id: int, key: str, fingerprint: str,
+def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
            legacy: Callable[[], str]) -> idempotency.Claim:
-    """Claim the key; a refusal (in flight, reused) still spends the nonce."""
+    """Spend the nonce (if not yet) and claim the key; a refusal (in flight, reused) still spends the nonce."""
+    uow = unit.unit_of_work
     try:
         return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now(),
-                                 legacy_fingerprint=legacy)
+                                 legacy_fingerprint=legacy, nonce=unit.take_unwritten_nonce())
+    except idempotency.NonceAlreadySpent:
+        raise replayed() from None
     except (idempotency.KeyInFlight, idempotency.KeyReused):
         uow.commit()
         raise
