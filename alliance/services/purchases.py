@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from typing import NamedTuple
 
-from sqlalchemy import Row, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Row, bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -28,8 +28,11 @@ MAX_REPORT_DELAY = timedelta(days=90)
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
 _RULE = aliased(PartnerEarnRule)
+_RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
+            CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"))
 # The partner's earning terms at the posting time (``ledger.EARNING_PARTNER``), its earn
-# rule in force at the purchase time, and whether the receipt was already reported.
+# rule in force at the purchase time, whether the receipt was already reported, and
+# whether any campaign runs at the purchase time (its rows are read only then).
 PURCHASE_CONTEXT = (
     ledger.EARNING_PARTNER.add_columns(
         Partner.time_zone, Partner.return_window_days,
@@ -37,6 +40,7 @@ PURCHASE_CONTEXT = (
         .label("already_reported"),
         PartnerEarnRule.id.label("rule_id"), PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
         PartnerEarnRule.per_purchase_cap_points, PartnerEarnRule.per_member_day_cap_points,
+        exists().where(*_RUNNING).label("campaigns_running"),
     )
     .outerjoin(PartnerEarnRule, PartnerEarnRule.id == (
         select(_RULE.id).where(_RULE.partner_id == Partner.id, _RULE.effective_from <= bindparam("purchased_at"))
@@ -52,13 +56,15 @@ LOCK_CARD_HOLDER = (
     .order_by(LedgerAccount.id)
     .with_for_update(of=LedgerAccount)
 )
+_CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
+# Both in one round trip: the holder's locked account rows, each carrying the context
+# (read, not locked). No row when the card is unknown; then the context alone is read,
+# so the refusals still come in the order a partner would fix them.
+CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
     CampaignRow.min_amount_minor,
-).where(
-    or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
-    CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"),
-)
+).where(*_RUNNING)
 # Yields no row when the receipt is already stored.
 INSERT_PURCHASE = prebuilt_inserts_unless_conflicting(Purchase, ["partner_id", "receipt_id"], *Purchase.__table__.c)
 
@@ -102,24 +108,27 @@ def report_purchase(
 ) -> Row:
     """Record a purchase and post the points it earns; returns the stored purchase's columns.
 
-    Four round trips before the writes: the partner with its earn rule in force, issue
-    price and whether the receipt is known (one row); the card, its member and the
-    member's locked accounts; the campaigns running; the day's points under a
-    per-member-day cap, only when the rule has one. The checks run in the order a
-    partner would fix them: partner, report, receipt, card, rule.
+    One round trip before the writes in the usual case (``CARD_HOLDER_IN_CONTEXT``): the
+    card's member with its accounts locked, and the partner with its earn rule in force,
+    issue price and whether the receipt is known. More only when needed: the campaigns'
+    rows when one runs; the day's points under a per-member-day cap. The checks run in
+    the order a partner would fix them: partner, report, receipt, card, rule.
     """
     connection = session.connection()
-    context = connection.execute(PURCHASE_CONTEXT, {
+    parameters = {
         "partner_id": partner_id, "receipt_id": report.receipt_id, "purchased_at": report.purchased_at, "at": now,
         "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id),
-    }).first()
+        "card_number": report.card_number,
+    }
+    # The member is locked before today's points are read, so two tills cannot both fit
+    # under the per-member-day cap with what together exceeds it.
+    rows = connection.execute(CARD_HOLDER_IN_CONTEXT, parameters).all()
+    context = rows[0] if rows else connection.execute(PURCHASE_CONTEXT, parameters).first()
     partner = _reporting_partner(context, partner_id)
     check_report(report, partner, now)
     if context.already_reported:
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
-    # Lock the member before reading today's points, so two tills cannot both fit under
-    # the per-member-day cap with what together exceeds it.
-    holder, member = _lock_card_holder(connection, report.card_number)
+    holder, member = _card_holder(rows, report.card_number)
     breakdown = _points_for(session, partner, context, holder, report)
     pending_until = None
     if partner.return_window_days:
@@ -225,7 +234,7 @@ def refund_purchase(
 
 
 def _reporting_partner(context, partner_id: int):  # type: ignore[no-untyped-def]
-    if context is None:
+    if context is None or context.partner_found is None:
         raise NotFound(f"no partner {partner_id}")
     if context.partner_status != "active":
         raise InvalidState(f"partner {context.partner_code} is {context.partner_status} and cannot issue points")
@@ -233,10 +242,9 @@ def _reporting_partner(context, partner_id: int):  # type: ignore[no-untyped-def
                     time_zone=context.time_zone, return_window_days=context.return_window_days)
 
 
-def _lock_card_holder(connection, card_number: str) -> tuple[CardHolder, ledger.MemberAccounts]:  # type: ignore[no-untyped-def]
-    """The card's active holder, with the member's accounts locked, in one round trip (``active_card_holder``'s checks)."""
+def _card_holder(rows, card_number: str) -> tuple[CardHolder, ledger.MemberAccounts]:  # type: ignore[no-untyped-def]
+    """The card's active holder and the member's locked accounts, from ``LOCK_CARD_HOLDER``'s rows (``active_card_holder``'s checks)."""
     require_valid_card_number(card_number)
-    rows = connection.execute(LOCK_CARD_HOLDER, {"card_number": card_number}).all()
     if not rows:
         raise NotFound("no card with this number")
     first = rows[0]
@@ -272,7 +280,7 @@ def _points_for(session: Session, partner: "_Partner", context, holder: CardHold
                  bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
         for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner.id,
                                                                     "purchased_at": report.purchased_at})
-    ]
+    ] if context.campaigns_running else []
     # The day's points only matter under a per-member-day cap; without one, skip the query.
     earned_today = 0
     if rule.per_member_day_cap_points is not None:
