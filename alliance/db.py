@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import select
+from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,3 +89,26 @@ def _configure_sqlite(engine: Engine, settings: Settings) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def execute_and_commit(session: Session, statement: Executable, parameters: Mapping[str, object]) -> None:
+    """Run a last write whose result is not needed, then commit: on PostgreSQL, in one round trip.
+
+    psycopg's pipeline mode sends the statement and the ``COMMIT`` together and waits
+    once; SQLAlchemy still runs the statement as usual (bind processing, events). Any
+    error (the write's, or a deferred ledger check's at commit) is raised as without the
+    pipeline, after the connection is discarded: a pipeline that failed part-way can
+    leave it in a state the pool's reset does not clear.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(statement, parameters)
+        session.commit()
+        return
+    try:
+        with connection.connection.driver_connection.pipeline():
+            connection.execute(statement, parameters)
+            session.commit()
+    except BaseException:
+        connection.invalidate()
+        raise

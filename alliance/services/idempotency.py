@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
+from alliance.db import execute_and_commit
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
 from alliance.models.base import insert_unless_conflicting
@@ -175,10 +176,14 @@ def _advisory_lock_key(partner_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime) -> None:
-    """Store the reply that every retry with this key will get."""
-    session.connection().execute(COMPLETE, {"record_id": record_id, "reply_status": status, "reply_body": body,
-                                            "completed_at_": now})
+def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime,
+             and_commit: bool = False) -> None:
+    """Store the reply that every retry with this key will get; ``and_commit`` commits with it, in one round trip."""
+    parameters = {"record_id": record_id, "reply_status": status, "reply_body": body, "completed_at_": now}
+    if and_commit:
+        execute_and_commit(session, COMPLETE, parameters)
+    else:
+        session.connection().execute(COMPLETE, parameters)
 
 
 def forget(session: Session, *, record_id: int) -> None:

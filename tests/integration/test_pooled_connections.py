@@ -1,11 +1,14 @@
-"""A pooled PostgreSQL connection the server has closed is replaced before use, without a ping per checkout."""
+"""Pooled connections: one the server closed is replaced before use without a ping; a last write commits with it."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from alliance.config import Settings
-from alliance.db import make_engine
+from alliance.db import execute_and_commit, make_engine
 
 
 def _engine(postgres_url: str):  # type: ignore[no-untyped-def]
@@ -48,5 +51,31 @@ def test_a_live_pooled_connection_is_kept(postgres_url):
         # The same session, and the checkout sent nothing through the engine.
         assert statements == ["SELECT pg_backend_pid()"]
         assert not engine.pool._pre_ping
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_last_write_and_its_commit_in_one_round_trip_keep_the_write_or_nothing(backend, postgres_url, sqlite_url):
+    engine = make_engine(postgres_url if backend == "postgresql" else sqlite_url, Settings(database_pool_size=1))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE pipelined (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
+            connection.execute(text("INSERT INTO pipelined (id, v) VALUES (1, 1)"))
+        raise_to = text("UPDATE pipelined SET v = :v WHERE id = 1")
+
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO pipelined (id, v) VALUES (2, 2)"))
+            execute_and_commit(session, raise_to, {"v": 5})
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id, v FROM pipelined ORDER BY id")).all() == [(1, 5), (2, 2)]
+
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO pipelined (id, v) VALUES (3, 3)"))
+            with pytest.raises(IntegrityError):
+                execute_and_commit(session, raise_to, {"v": -1})
+        # Nothing of the failed transaction is kept, and the pool's connection is usable.
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id, v FROM pipelined ORDER BY id")).all() == [(1, 5), (2, 2)]
     finally:
         engine.dispose()

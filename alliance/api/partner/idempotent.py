@@ -94,8 +94,8 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
                           replayed=False)
         status, body = error.http_status, problem_body(error)
     body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-    idempotency.complete(uow.session, record_id=claim.record_id, status=status, body=body_text, now=utc_now())
-    uow.commit()
+    idempotency.complete(uow.session, record_id=claim.record_id, status=status, body=body_text, now=utc_now(),
+                         and_commit=True)
     return _reply(status, body_text, replayed=False)
 
 
