@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
@@ -95,9 +95,10 @@ def execute_and_commit(session: Session, statement: Executable, parameters: Mapp
     """Run a last write whose result is not needed, then commit: on PostgreSQL, in one round trip.
 
     psycopg's pipeline mode sends the statement and the ``COMMIT`` together and waits
-    once; SQLAlchemy still runs the statement as usual (bind processing, events). Any
-    error (the write's, or a deferred ledger check's at commit) is raised as without the
-    pipeline, after the connection is discarded: a pipeline that failed part-way can
+    once; SQLAlchemy still runs the statement as usual (bind processing, events), and the
+    session's own commit then finds the transaction already committed. Any error (the
+    write's, or a deferred ledger check's at commit) is raised as SQLAlchemy's usual
+    exception, after the connection is discarded: a pipeline that failed part-way can
     leave it in a state the pool's reset does not clear.
     """
     connection = session.connection()
@@ -105,10 +106,14 @@ def execute_and_commit(session: Session, statement: Executable, parameters: Mapp
         connection.execute(statement, parameters)
         session.commit()
         return
+    driver = connection.connection.driver_connection
     try:
-        with connection.connection.driver_connection.pipeline():
+        with driver.pipeline():
             connection.execute(statement, parameters)
-            session.commit()
-    except BaseException:
+            driver.commit()
+    except BaseException as error:
         connection.invalidate()
+        if isinstance(error, driver.Error):
+            raise DBAPIError.instance(None, None, error, driver.Error) from error
         raise
+    session.commit()
