@@ -107,7 +107,7 @@ def _purchase_report(session, data: dict) -> purchases.PurchaseReport:  # type: 
 
 @purchases_blueprint.route("")
 class Purchases(MethodView):
-    @purchases_blueprint.arguments(PurchaseInput)
+    @purchases_blueprint.arguments(PurchaseInput())
     @purchases_blueprint.response(201, PurchaseOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
@@ -124,7 +124,7 @@ class Purchases(MethodView):
 
 @purchases_blueprint.route("/batch")
 class PurchaseBatch(MethodView):
-    @purchases_blueprint.arguments(BatchInput)
+    @purchases_blueprint.arguments(BatchInput())
     @purchases_blueprint.response(200, BatchOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 409, 413, 422)
@@ -175,7 +175,7 @@ class PurchaseByReceipt(MethodView):
 
 @purchases_blueprint.route("/<receipt_id>/refunds")
 class PurchaseRefunds(MethodView):
-    @purchases_blueprint.arguments(PurchaseRefundInput)
+    @purchases_blueprint.arguments(PurchaseRefundInput())
     @purchases_blueprint.response(201, PurchaseRefundOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 404, 409, 422)
@@ -213,7 +213,7 @@ def _pin_verified(card_number: str, pin: str, *, with_balances: bool = False):  
 
 @redemptions_blueprint.route("")
 class Redemptions(MethodView):
-    @redemptions_blueprint.arguments(AuthorizeInput)
+    @redemptions_blueprint.arguments(AuthorizeInput())
     @redemptions_blueprint.response(201, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 403, 404, 409, 413, 422)
@@ -261,7 +261,7 @@ def _redemption_action(action):  # type: ignore[no-untyped-def]
 
 @redemptions_blueprint.route("/<reference>/capture")
 class RedemptionCapture(MethodView):
-    @redemptions_blueprint.arguments(CaptureInput)
+    @redemptions_blueprint.arguments(CaptureInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
@@ -272,7 +272,7 @@ class RedemptionCapture(MethodView):
 
 @redemptions_blueprint.route("/<reference>/void")
 class RedemptionVoid(MethodView):
-    @redemptions_blueprint.arguments(VoidInput)
+    @redemptions_blueprint.arguments(VoidInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
@@ -283,7 +283,7 @@ class RedemptionVoid(MethodView):
 
 @redemptions_blueprint.route("/<reference>/refunds")
 class RedemptionRefunds(MethodView):
-    @redemptions_blueprint.arguments(RedemptionRefundInput)
+    @redemptions_blueprint.arguments(RedemptionRefundInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
@@ -294,7 +294,7 @@ class RedemptionRefunds(MethodView):
 
 @balances_blueprint.route("")
 class BalanceInquiries(MethodView):
-    @balances_blueprint.arguments(BalanceInput)
+    @balances_blueprint.arguments(BalanceInput())
     @balances_blueprint.response(200, BalanceOutput)
     @balances_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(balances_blueprint, 401, 403, 404, 413, 422)
@@ -313,7 +313,7 @@ class BalanceInquiries(MethodView):
 
 @statements_blueprint.route("")
 class PartnerStatements(MethodView):
-    @statements_blueprint.arguments(StatementPageQuery, location="query")
+    @statements_blueprint.arguments(StatementPageQuery(), location="query")
     @statements_blueprint.response(200, StatementPageOutput)
     @statements_blueprint.doc(security=SIGNED)
     @_document_errors(statements_blueprint, 401, 422)
@@ -327,7 +327,7 @@ class PartnerStatements(MethodView):
 
 @statements_blueprint.route("/<int:statement_id>")
 class PartnerStatementDocument(MethodView):
-    @statements_blueprint.arguments(DocumentQuery, location="query")
+    @statements_blueprint.arguments(DocumentQuery(), location="query")
     @statements_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
     @statements_blueprint.doc(security=SIGNED)
     @_document_errors(statements_blueprint, 401, 404, 422)
