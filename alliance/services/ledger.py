@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, insert, literal, select, text, true, update
+from sqlalchemy import Row, TextClause, and_, bindparam, insert, literal, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,7 +59,7 @@ LOCK_MEMBER_ACCOUNTS = (
     .order_by(LedgerAccount.id)
     .with_for_update(of=LedgerAccount)
 )
-EARN_IN_ONE_STATEMENT = text("""
+_EARN_POSTING = """
 WITH new_transaction AS (
     INSERT INTO journal_transactions (kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
     VALUES ('earn', :member_id, :partner_id, :posted_at, :price_per_point, :currency, :memo)
@@ -72,14 +72,28 @@ WITH new_transaction AS (
                    (2, CAST(:second_account_id AS bigint), CAST(:second_points AS bigint)))
            AS lines (line, account_id, amount_points)
      ORDER BY lines.line
+), new_lot AS (
+    INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, origin_lot_id, state,
+                            points_earned, points_remaining, earned_at, activates_at, expires_at)
+    SELECT :member_id, :partner_id, :funding_account_id, new_transaction.id, :origin_lot_id, :state,
+           :points_earned, :points_remaining, :earned_at, :activates_at, :expires_at
+      FROM new_transaction
+    RETURNING earn_transaction_id, id
 )
-INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, origin_lot_id, state,
-                        points_earned, points_remaining, earned_at, activates_at, expires_at)
-SELECT :member_id, :partner_id, :funding_account_id, new_transaction.id, :origin_lot_id, :state,
-       :points_earned, :points_remaining, :earned_at, :activates_at, :expires_at
-  FROM new_transaction
-RETURNING earn_transaction_id, id
-""")
+"""
+EARN_IN_ONE_STATEMENT = text(_EARN_POSTING + "SELECT earn_transaction_id, id FROM new_lot")
+
+
+def earn_posting_then(final_statement: str) -> TextClause:
+    """PostgreSQL: an earn's posting (``EARN_IN_ONE_STATEMENT``) and then ``final_statement``, in one statement.
+
+    ``final_statement`` may read ``new_transaction.id`` (the earn's transaction) and
+    ``new_lot.id``; it must return ``earn_transaction_id`` and ``earn_lot_id`` in its row,
+    if any. ``earn(then=...)`` runs it: the caller's own write, dependent on the posting,
+    without a round trip of its own.
+    """
+    return text(_EARN_POSTING + final_statement)
+
 EARNING_PARTNER = select(
     Partner.code.label("partner_code"), Partner.status.label("partner_status"),
     Partner.currency.label("partner_currency"),
@@ -127,6 +141,8 @@ class EarnResult:
     lot_id: int
     points: int
     state: LotState
+    # The row of ``earn(then=...)``'s final statement (None when it returned none).
+    then_row: Row | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +237,16 @@ def earn(
     memo: str | None = None,
     locked: MemberAccounts | None = None,
     terms: EarningTerms | None = None,
+    then: tuple[TextClause, dict[str, object]] | None = None,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
 
     ``locked`` is the member's ``lock_member`` result when the caller already holds the
     lock in this transaction (it is not taken twice); ``terms`` are the partner's
     ``earning_terms`` at ``now`` when the caller has already read them in this transaction.
+    ``then`` (PostgreSQL only) is an ``earn_posting_then`` statement and its own
+    parameters, run as part of the posting's statement; its row is ``then_row``, and
+    when it returns none, ``transaction_id`` and ``lot_id`` are 0: the caller refuses.
     """
     require_positive_points(points)
     if expires_at <= now:
@@ -254,8 +274,14 @@ def earn(
         "origin_lot_id": None, "state": state.value, "points_earned": points, "points_remaining": points,
         "earned_at": now, "activates_at": pending_until if pending else None, "expires_at": expires_at,
     }
+    if then is not None and connection.dialect.name != "postgresql":
+        raise ValueError("a statement run with the earn's posting needs PostgreSQL")
     if connection.dialect.name == "postgresql":
-        transaction_id, lot_id = _post_earn_in_one_statement(connection, lines, lot, price_per_point, currency, memo)
+        row = _post_earn_in_one_statement(connection, lines, lot, price_per_point, currency, memo, then)
+        if then is not None:
+            return EarnResult(transaction_id=row.earn_transaction_id if row else 0, lot_id=row.earn_lot_id if row else 0,
+                              points=points, state=state, then_row=row)
+        transaction_id, lot_id = row.earn_transaction_id, row.id
     else:
         transaction_id = post_transaction(
             session, kind=TransactionKind.EARN, lines=lines, posted_at=now, member_id=member_id,
@@ -267,8 +293,8 @@ def earn(
 
 def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
     connection, lines: list[tuple[int, int]], lot: dict[str, object], price_per_point: Decimal | None,
-    currency: str | None, memo: str | None,
-) -> tuple[int, int]:
+    currency: str | None, memo: str | None, then: tuple[TextClause, dict[str, object]] | None,
+) -> Row | None:
     """PostgreSQL: the earn's transaction, both entries and the lot in one round trip.
 
     The same rows ``post_transaction`` and the lot insert would write, and the same
@@ -277,15 +303,15 @@ def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
     """
     # An earn has exactly two entries, in account id order: the lock order of every posting.
     first, second = balanced_entries(lines)
+    statement, extra = then if then is not None else (EARN_IN_ONE_STATEMENT, {})
     try:
-        row = connection.execute(EARN_IN_ONE_STATEMENT, {
+        return connection.execute(statement, {
             **lot, "posted_at": lot["earned_at"], "price_per_point": price_per_point, "currency": currency,
             "memo": memo, "first_account_id": first.account_id, "first_points": first.amount_points,
-            "second_account_id": second.account_id, "second_points": second.amount_points,
-        }).one()
+            "second_account_id": second.account_id, "second_points": second.amount_points, **extra,
+        }).first()
     except IntegrityError as error:
         raise _translated(error) from error
-    return row.earn_transaction_id, row.id
 
 
 def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:

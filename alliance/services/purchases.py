@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from typing import NamedTuple
 
-from sqlalchemy import Row, bindparam, exists, insert, or_, select, true, update
+from sqlalchemy import BigInteger, Row, bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -67,6 +67,20 @@ CAMPAIGNS_RUNNING = select(
 ).where(*_RUNNING)
 # Yields no row when the receipt is already stored.
 INSERT_PURCHASE = prebuilt_inserts_unless_conflicting(Purchase, ["partner_id", "receipt_id"], *Purchase.__table__.c)
+_PURCHASE_COLUMNS = [column.name for column in Purchase.__table__.c if column.name != "id"]
+# PostgreSQL, for a purchase earning partner points only (the usual case): the earn's
+# posting and the purchase row in one statement (``ledger.earn_posting_then``). The same
+# row ``INSERT_PURCHASE`` writes, and none when the receipt is already stored.
+EARN_AND_INSERT_PURCHASE = ledger.earn_posting_then(f"""
+INSERT INTO purchases ({", ".join(_PURCHASE_COLUMNS)})
+SELECT {", ".join("new_transaction.id" if name == "earn_transaction_id" else f":purchase_{name}"
+                  for name in _PURCHASE_COLUMNS)}
+  FROM new_transaction
+ON CONFLICT (partner_id, receipt_id) DO NOTHING
+RETURNING {", ".join(column.name for column in Purchase.__table__.c)}, (SELECT id FROM new_lot) AS earn_lot_id
+""").bindparams(*(bindparam(f"purchase_{column.name}", type_=column.type)
+                  for column in Purchase.__table__.c if column.name not in {"id", "earn_transaction_id"})
+                ).columns(*Purchase.__table__.c, earn_lot_id=BigInteger)
 
 
 class _Partner(NamedTuple):
@@ -134,27 +148,39 @@ def report_purchase(
     if partner.return_window_days:
         pending_until = report.purchased_at + timedelta(days=partner.return_window_days)
     expires_at = add_months(now, expiry_months)
+    purchase_row = {
+        "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
+        "card_id": holder.card_id, "terminal_id": report.terminal_id, "amount_minor": report.amount_minor,
+        "currency": report.currency, "purchased_at": report.purchased_at, "reported_at": now,
+        "points_partner": breakdown.partner_points, "points_hub": breakdown.hub_points,
+        "bonus_transaction_id": None, "pending_until": pending_until, "breakdown": breakdown.to_dict(),
+        "refunded_amount_minor": 0,
+    }
     earn_transaction_id = bonus_transaction_id = None
+    in_one_statement = connection.dialect.name == "postgresql" and breakdown.partner_points and not breakdown.hub_points
     if breakdown.partner_points:
-        earn_transaction_id = ledger.earn(
+        earned = ledger.earn(
             session, member_id=holder.member_id, partner_id=partner_id, points=breakdown.partner_points, now=now,
             expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}", locked=member,
             terms=ledger.earning_terms(context, partner_id, now),
-        ).transaction_id
+            then=(EARN_AND_INSERT_PURCHASE, {f"purchase_{name}": value for name, value in purchase_row.items()})
+            if in_one_statement else None,
+        )
+        if in_one_statement:
+            return _stored(earned.then_row, report)
+        earn_transaction_id = earned.transaction_id
     if breakdown.hub_points:
         bonus_transaction_id = ledger.earn(
             session, member_id=holder.member_id, partner_id=None, points=breakdown.hub_points, now=now,
             expires_at=expires_at, pending_until=pending_until, memo=f"campaign bonus, receipt {report.receipt_id}",
             locked=member,
         ).transaction_id
-    purchase = connection.execute(INSERT_PURCHASE[connection.dialect.name], {
-        "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
-        "card_id": holder.card_id, "terminal_id": report.terminal_id, "amount_minor": report.amount_minor,
-        "currency": report.currency, "purchased_at": report.purchased_at, "reported_at": now,
-        "points_partner": breakdown.partner_points, "points_hub": breakdown.hub_points,
-        "earn_transaction_id": earn_transaction_id, "bonus_transaction_id": bonus_transaction_id,
-        "pending_until": pending_until, "breakdown": breakdown.to_dict(), "refunded_amount_minor": 0,
-    }).first()
+    return _stored(connection.execute(INSERT_PURCHASE[connection.dialect.name], {
+        **purchase_row, "earn_transaction_id": earn_transaction_id, "bonus_transaction_id": bonus_transaction_id,
+    }).first(), report)
+
+
+def _stored(purchase: Row | None, report: PurchaseReport) -> Row:
     if purchase is None:
         # Another request reported the same receipt between our check and this insert;
         # the caller rolls back the points posted above with the refusal.
