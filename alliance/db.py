@@ -6,8 +6,9 @@ import select
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import Engine, Executable, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
+from psycopg.rows import namedtuple_row
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,7 +92,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def execute_and_commit(session: Session, statement: Executable, parameters: Mapping[str, object]) -> None:
+def execute_and_commit(session: Session, statement: Executable | DriverStatement,
+                       parameters: Mapping[str, object]) -> None:
     """Run a last write whose result is not needed, then commit: on PostgreSQL, in one round trip.
 
     psycopg's pipeline mode sends the statement and the ``COMMIT`` together and waits
@@ -103,13 +105,16 @@ def execute_and_commit(session: Session, statement: Executable, parameters: Mapp
     """
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        connection.execute(statement, parameters)
+        connection.execute(statement.statement if isinstance(statement, DriverStatement) else statement, parameters)
         session.commit()
         return
     driver = connection.connection.driver_connection
     try:
         with driver.pipeline():
-            connection.execute(statement, parameters)
+            if isinstance(statement, DriverStatement):
+                statement.rows(connection, parameters)
+            else:
+                connection.execute(statement, parameters)
             driver.commit()
     except BaseException as error:
         connection.invalidate()
@@ -117,3 +122,53 @@ def execute_and_commit(session: Session, statement: Executable, parameters: Mapp
             raise DBAPIError.instance(None, None, error, driver.Error) from error
         raise
     session.commit()
+
+
+class DriverStatement:
+    """A hot statement that skips SQLAlchemy's execution layer on PostgreSQL.
+
+    Compiled once per dialect to psycopg's own SQL and parameter style, bind values run
+    through the statement's types, then sent by psycopg directly on the session's
+    connection, in its transaction: about 0.06 ms of Python less per statement (measured
+    in process: a signed earn's CPU 2.99 -> 2.81 ms with three of its statements sent
+    this way). Rows come back as named tuples of psycopg's values (``timestamptz`` as
+    aware datetimes, ``numeric`` as ``Decimal``, ``json`` parsed), so it is for statements
+    whose columns need no result processing of ours; any other database runs the
+    statement through SQLAlchemy as usual. SQLAlchemy's execution events do not see it.
+    """
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[int, tuple[object, str, object, list[tuple[str, object]]]] = {}
+
+    def rows(self, connection: Connection, parameters: Mapping[str, object]) -> list:  # type: ignore[type-arg]
+        """Execute and return every row (attribute access by column name); inside a pipeline, nothing."""
+        if connection.dialect.name != "postgresql":
+            return connection.execute(self.statement, parameters).all()
+        _, sql, compiled, processors = self._compile(connection)
+        values = compiled.construct_params(parameters)  # type: ignore[attr-defined]
+        for name, process in processors:
+            values[name] = process(values[name])  # type: ignore[operator]
+        driver = connection.connection.driver_connection
+        cursor = driver.cursor(row_factory=namedtuple_row)
+        try:
+            cursor.execute(sql, values)
+            # Inside a caller's pipeline (``execute_and_commit``) the result is not waited for.
+            return cursor.fetchall() if cursor.description else []
+        except driver.Error as error:
+            raise DBAPIError.instance(sql, values, error, driver.Error) from error
+        finally:
+            cursor.close()
+
+    def _compile(self, connection: Connection):  # type: ignore[no-untyped-def]
+        dialect = connection.dialect
+        found = self._compiled.get(id(dialect))
+        if found is None or found[0] is not dialect:
+            compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            processors = {}
+            for bind, name in compiled.bind_names.items():
+                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    processors[name] = process
+            found = self._compiled[id(dialect)] = (dialect, str(compiled), compiled, list(processors.items()))
+        return found

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from alliance.db import execute_and_commit
+from alliance.db import DriverStatement, execute_and_commit
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
 from alliance.models.base import insert_unless_conflicting
@@ -56,6 +56,10 @@ COMPLETE = (
     .values(status="completed", response_status=bindparam("reply_status"), response_body=bindparam("reply_body"),
             completed_at=bindparam("completed_at_"))
 )
+# Every partner write runs these; straight through psycopg on PostgreSQL.
+_CLAIM_ON_DRIVER = DriverStatement(CLAIM_UNDER_ADVISORY_LOCK)
+_CLAIM_WITH_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK)
+_COMPLETE_ON_DRIVER = DriverStatement(COMPLETE)
 
 
 class KeyInFlight(Conflict):
@@ -131,12 +135,13 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
         parameters = {"partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
                       "lock_key": _advisory_lock_key(partner_id, key)}
         if nonce is None:
-            record_id = connection.execute(CLAIM_UNDER_ADVISORY_LOCK, parameters).scalar()
+            claimed = _CLAIM_ON_DRIVER.rows(connection, parameters)
+            record_id = claimed[0].id if claimed else None
         else:
-            spent = connection.execute(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK, {
+            spent, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, {
                 **parameters, "nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
                 "key_id": nonce["key_id"], "seen_at": nonce["seen_at"], "prune_after": nonce["prune_after"],
-            }).one()
+            })
             if not spent.nonce_spent:
                 raise NonceAlreadySpent()
             record_id = spent.record_id
@@ -181,7 +186,7 @@ def complete(session: Session, *, record_id: int, status: int, body: str, now: d
     """Store the reply that every retry with this key will get; ``and_commit`` commits with it, in one round trip."""
     parameters = {"record_id": record_id, "reply_status": status, "reply_body": body, "completed_at_": now}
     if and_commit:
-        execute_and_commit(session, COMPLETE, parameters)
+        execute_and_commit(session, _COMPLETE_ON_DRIVER, parameters)
     else:
         session.connection().execute(COMPLETE, parameters)
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from alliance.db import DriverStatement
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.models import Partner, PartnerKey, SeenNonce
@@ -15,12 +16,14 @@ from alliance.models.base import prebuilt_inserts_unless_conflicting
 # Built once: every signed request runs both.
 KEY_AND_NONCE = (
     select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status, PartnerKey.expires_at,
-           PartnerKey.terminal_id, Partner.status,
+           PartnerKey.terminal_id, Partner.status.label("partner_status"),
            select(SeenNonce.id).where(SeenNonce.nonce == bindparam("nonce")).exists().label("nonce_seen"))
     .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"))
 )
 INSERT_NONCE = prebuilt_inserts_unless_conflicting(SeenNonce, ["nonce"], SeenNonce.__table__.c.id)
+# Every partner request's first statement: straight through psycopg on PostgreSQL.
+_KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
 
 
 class DatabaseKeyStore:
@@ -31,9 +34,10 @@ class DatabaseKeyStore:
 
     def look_up(self, key_id: str, nonce: str) -> KeyLookup:
         """The key registered under ``key_id`` and whether ``nonce`` was seen, in one round trip."""
-        row = self._session.connection().execute(KEY_AND_NONCE, {"key_id": key_id, "nonce": nonce}).first()
-        if row is None:
+        rows = _KEY_AND_NONCE_ON_DRIVER.rows(self._session.connection(), {"key_id": key_id, "nonce": nonce})
+        if not rows:
             return KeyLookup(key=None, nonce_seen=False)
+        row = rows[0]
         return KeyLookup(key=PartnerKeyRecord(*row[:7]), nonce_seen=bool(row.nonce_seen))
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, Row, bindparam, exists, insert, or_, select, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from alliance.db import DriverStatement
 from alliance.domain.clock import add_months
 from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, clawback_target, compute_earn
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -61,6 +62,7 @@ _CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
 # (read, not locked). No row when the card is unknown; then the context alone is read,
 # so the refusals still come in the order a partner would fix them.
 CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
+_CARD_HOLDER_IN_CONTEXT_ON_DRIVER = DriverStatement(CARD_HOLDER_IN_CONTEXT)
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
     CampaignRow.min_amount_minor,
@@ -136,7 +138,7 @@ def report_purchase(
     }
     # The member is locked before today's points are read, so two tills cannot both fit
     # under the per-member-day cap with what together exceeds it.
-    rows = connection.execute(CARD_HOLDER_IN_CONTEXT, parameters).all()
+    rows = _CARD_HOLDER_IN_CONTEXT_ON_DRIVER.rows(connection, parameters)
     context = rows[0] if rows else connection.execute(PURCHASE_CONTEXT, parameters).first()
     partner = _reporting_partner(context, partner_id)
     check_report(report, partner, now)

@@ -1,0 +1,73 @@
+"""Hot statements sent straight through psycopg (``alliance.db.DriverStatement``) behave as through SQLAlchemy."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, bindparam, insert, literal, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alliance.config import Settings
+from alliance.db import DriverStatement, make_engine
+from alliance.models.base import IdType, UTCDateTime
+
+metadata = MetaData()
+things = Table("driver_things", metadata, Column("id", IdType, primary_key=True),
+               Column("name", String(20), unique=True, nullable=False), Column("seen_at", UTCDateTime, nullable=False))
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+INSERT_THING = insert(things).values(name=bindparam("name"), seen_at=bindparam("seen_at")).returning(things.c.id)
+# Typed binds (a UTC timestamp), literal binds (True, a LIMIT), a subquery, labels.
+THINGS_SEEN_SINCE = (
+    select(things.c.id, things.c.name, literal(True).label("found"),
+           select(things.c.name).order_by(things.c.id).limit(1).scalar_subquery().label("first_name"))
+    .where(things.c.seen_at >= bindparam("since", type_=UTCDateTime))
+    .order_by(things.c.id)
+)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request, postgres_url, sqlite_url):  # type: ignore[no-untyped-def]
+    engine = make_engine(postgres_url if request.param == "postgresql" else sqlite_url, Settings(database_pool_size=1))
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_rows_match_what_sqlalchemy_returns(engine):
+    with Session(engine) as session:
+        for name, hours in (("a", 3), ("b", 1), ("c", 0)):
+            DriverStatement(INSERT_THING).rows(session.connection(), {"name": name, "seen_at": NOW - timedelta(hours=hours)})
+        session.commit()
+        through_driver = DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(), {"since": NOW - timedelta(hours=2)})
+        through_sqlalchemy = session.execute(THINGS_SEEN_SINCE, {"since": NOW - timedelta(hours=2)}).all()
+    assert [tuple(row) for row in through_driver] == [tuple(row) for row in through_sqlalchemy]
+    assert [(row.name, row.found, row.first_name) for row in through_driver] == [("b", True, "a"), ("c", True, "a")]
+
+
+def test_bind_values_go_through_the_column_types(engine):
+    # UTCDateTime refuses a naive timestamp before anything is sent.
+    with Session(engine) as session, pytest.raises(Exception, match="timezone-aware"):
+        DriverStatement(INSERT_THING).rows(session.connection(), {"name": "naive", "seen_at": datetime(2026, 11, 30)})
+
+
+def test_it_runs_in_the_sessions_transaction(engine):
+    with Session(engine) as session:
+        DriverStatement(INSERT_THING).rows(session.connection(), {"name": "kept?", "seen_at": NOW})
+        session.rollback()
+    with Session(engine) as session:
+        assert session.execute(text("SELECT count(*) FROM driver_things")).scalar_one() == 0
+
+
+def test_a_database_error_is_sqlalchemys_and_the_session_rolls_back(engine):
+    with Session(engine) as session:
+        DriverStatement(INSERT_THING).rows(session.connection(), {"name": "twice", "seen_at": NOW})
+        with pytest.raises(IntegrityError):
+            DriverStatement(INSERT_THING).rows(session.connection(), {"name": "twice", "seen_at": NOW})
+        session.rollback()
+        DriverStatement(INSERT_THING).rows(session.connection(), {"name": "after", "seen_at": NOW})
+        session.commit()
+    with Session(engine) as session:
+        assert session.execute(select(things.c.name)).scalars().all() == ["after"]
