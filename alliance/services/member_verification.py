@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from alliance.db import DriverStatement
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
 from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
@@ -45,6 +46,8 @@ CARD_FOR_PIN_CHECK_WITH_BALANCES = CARD_FOR_PIN_CHECK.add_columns(*(
     .correlate(Member).scalar_subquery().label(f"{name}_points")
     for name, kind in BALANCE_KINDS.items()
 ))
+# Every PIN check runs one of these; straight through psycopg on PostgreSQL.
+_PIN_CHECK_ON_DRIVER = {False: DriverStatement(CARD_FOR_PIN_CHECK), True: DriverStatement(CARD_FOR_PIN_CHECK_WITH_BALANCES)}
 
 
 class MemberNotVerified(AllianceError):
@@ -171,8 +174,8 @@ def check_pin(session: Session, *, card_number: str, pin: str, read_balances: bo
     pin_keys = pin_key_ring(session)
     # The card holder (``active_card_holder``'s checks) and the card's row lock in one round trip.
     require_valid_card_number(card_number)
-    statement = CARD_FOR_PIN_CHECK_WITH_BALANCES if read_balances else CARD_FOR_PIN_CHECK
-    row = session.connection().execute(statement, {"card_number": card_number}).first()
+    rows = _PIN_CHECK_ON_DRIVER[read_balances].rows(session.connection(), {"card_number": card_number})
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound("no card with this number")
     require_usable_card(row.card_status, row.member_status)
