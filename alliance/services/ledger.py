@@ -18,6 +18,7 @@ from sqlalchemy import Row, TextClause, and_, bindparam, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from alliance.db import DriverStatement
 from alliance.domain.errors import InsufficientPoints, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import (
     AccountKind,
@@ -82,6 +83,7 @@ WITH new_transaction AS (
 )
 """
 EARN_IN_ONE_STATEMENT = text(_EARN_POSTING + "SELECT earn_transaction_id, id FROM new_lot")
+_EARN_ON_DRIVER = DriverStatement(EARN_IN_ONE_STATEMENT)
 
 
 def earn_posting_then(final_statement: str) -> TextClause:
@@ -237,15 +239,15 @@ def earn(
     memo: str | None = None,
     locked: MemberAccounts | None = None,
     terms: EarningTerms | None = None,
-    then: tuple[TextClause, dict[str, object]] | None = None,
+    then: tuple[DriverStatement, dict[str, object]] | None = None,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
 
     ``locked`` is the member's ``lock_member`` result when the caller already holds the
     lock in this transaction (it is not taken twice); ``terms`` are the partner's
     ``earning_terms`` at ``now`` when the caller has already read them in this transaction.
-    ``then`` (PostgreSQL only) is an ``earn_posting_then`` statement and its own
-    parameters, run as part of the posting's statement; its row is ``then_row``, and
+    ``then`` (PostgreSQL only) is an ``earn_posting_then`` statement (as a
+    ``DriverStatement``) and its own parameters, run as part of the posting's statement; its row is ``then_row``, and
     when it returns none, ``transaction_id`` and ``lot_id`` are 0: the caller refuses.
     """
     require_positive_points(points)
@@ -293,7 +295,7 @@ def earn(
 
 def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
     connection, lines: list[tuple[int, int]], lot: dict[str, object], price_per_point: Decimal | None,
-    currency: str | None, memo: str | None, then: tuple[TextClause, dict[str, object]] | None,
+    currency: str | None, memo: str | None, then: tuple[DriverStatement, dict[str, object]] | None,
 ) -> Row | None:
     """PostgreSQL: the earn's transaction, both entries and the lot in one round trip.
 
@@ -303,15 +305,16 @@ def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
     """
     # An earn has exactly two entries, in account id order: the lock order of every posting.
     first, second = balanced_entries(lines)
-    statement, extra = then if then is not None else (EARN_IN_ONE_STATEMENT, {})
+    statement, extra = then if then is not None else (_EARN_ON_DRIVER, {})
     try:
-        return connection.execute(statement, {
+        rows = statement.rows(connection, {
             **lot, "posted_at": lot["earned_at"], "price_per_point": price_per_point, "currency": currency,
             "memo": memo, "first_account_id": first.account_id, "first_points": first.amount_points,
             "second_account_id": second.account_id, "second_points": second.amount_points, **extra,
-        }).first()
+        })
     except IntegrityError as error:
         raise _translated(error) from error
+    return rows[0] if rows else None
 
 
 def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:

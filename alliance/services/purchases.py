@@ -83,6 +83,7 @@ RETURNING {", ".join(column.name for column in Purchase.__table__.c)}, (SELECT i
 """).bindparams(*(bindparam(f"purchase_{column.name}", type_=column.type)
                   for column in Purchase.__table__.c if column.name not in {"id", "earn_transaction_id"})
                 ).columns(*Purchase.__table__.c, earn_lot_id=BigInteger)
+_EARN_AND_INSERT_PURCHASE_ON_DRIVER = DriverStatement(EARN_AND_INSERT_PURCHASE)
 
 
 class _Partner(NamedTuple):
@@ -165,7 +166,7 @@ def report_purchase(
             session, member_id=holder.member_id, partner_id=partner_id, points=breakdown.partner_points, now=now,
             expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}", locked=member,
             terms=ledger.earning_terms(context, partner_id, now),
-            then=(EARN_AND_INSERT_PURCHASE, {f"purchase_{name}": value for name, value in purchase_row.items()})
+            then=(_EARN_AND_INSERT_PURCHASE_ON_DRIVER, {f"purchase_{name}": value for name, value in purchase_row.items()})
             if in_one_statement else None,
         )
         if in_one_statement:

@@ -21,7 +21,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 INSERT_THING = insert(things).values(name=bindparam("name"), seen_at=bindparam("seen_at")).returning(things.c.id)
 # Typed binds (a UTC timestamp), literal binds (True, a LIMIT), a subquery, labels.
 THINGS_SEEN_SINCE = (
-    select(things.c.id, things.c.name, literal(True).label("found"),
+    select(things.c.id, things.c.name, things.c.seen_at, literal(True).label("found"),
            select(things.c.name).order_by(things.c.id).limit(1).scalar_subquery().label("first_name"))
     .where(things.c.seen_at >= bindparam("since", type_=UTCDateTime))
     .order_by(things.c.id)
@@ -41,10 +41,14 @@ def test_rows_match_what_sqlalchemy_returns(engine):
         for name, hours in (("a", 3), ("b", 1), ("c", 0)):
             DriverStatement(INSERT_THING).rows(session.connection(), {"name": name, "seen_at": NOW - timedelta(hours=hours)})
         session.commit()
+        if engine.dialect.name == "postgresql":
+            # psycopg hands timestamps back in the session's zone; UTCDateTime makes them UTC.
+            session.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
         through_driver = DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(), {"since": NOW - timedelta(hours=2)})
         through_sqlalchemy = session.execute(THINGS_SEEN_SINCE, {"since": NOW - timedelta(hours=2)}).all()
     assert [tuple(row) for row in through_driver] == [tuple(row) for row in through_sqlalchemy]
     assert [(row.name, row.found, row.first_name) for row in through_driver] == [("b", True, "a"), ("c", True, "a")]
+    assert [row.seen_at.isoformat() for row in through_driver] == ["2026-11-30T11:00:00+00:00", "2026-11-30T12:00:00+00:00"]
 
 
 def test_bind_values_go_through_the_column_types(engine):
