@@ -55,6 +55,11 @@ class HttpClientTransport:
             data = response.read(self._max_response_bytes + 1)
             if len(data) > self._max_response_bytes:
                 raise TransportError(f"the reply is larger than {self._max_response_bytes} bytes")
+            if response.length:
+                # http.client returns what came when the connection closes before the
+                # Content-Length was read; a reply cut short is no reply (the hub may
+                # have acted: the caller retries under the same idempotency key).
+                raise TransportError(f"the reply was cut short: {len(data)} bytes of {len(data) + response.length}")
             reply_headers: dict[str, str] = {}
             for name, value in response.getheaders():
                 key = name.lower()

@@ -1,0 +1,49 @@
+"""The SDK's default transport: a reply cut short is no reply, never a truncated success."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from partners_sdk.transport import HttpClientTransport, TransportError
+
+BODY = b'{"receipt_id":"r-1","points":{"total":123}}'
+
+
+def _serve_once(reply: bytes) -> tuple[str, threading.Thread]:
+    """A one-shot loopback server: reads the request, writes ``reply``, closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def run() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{port}/partner/v1/purchases", thread
+
+
+def _head(length: int) -> bytes:
+    return (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode())
+
+
+def test_a_complete_reply_is_returned():
+    url, thread = _serve_once(_head(len(BODY)) + BODY)
+    status, headers, body = HttpClientTransport().send("POST", url, {}, b"{}", timeout_s=5)
+    thread.join(timeout=5)
+    assert (status, headers["content-length"], body) == (201, str(len(BODY)), BODY)
+
+
+def test_a_reply_cut_short_by_a_dying_server_is_a_transport_error():
+    # A worker killed while writing its 201: the headers and part of the body arrived.
+    url, thread = _serve_once(_head(len(BODY)) + BODY[:10])
+    with pytest.raises(TransportError, match="cut short: 10 bytes of 43"):
+        HttpClientTransport().send("POST", url, {}, b"{}", timeout_s=5)
+    thread.join(timeout=5)
