@@ -1,0 +1,118 @@
+"""Where a saturated signed earn's CPU goes: hub workers, PostgreSQL backends, wrk.
+
+``python -m benchmarks.cpu_split [probe] [hub]`` starts its own durable PostgreSQL, seeds
+the earn benchmark's partners and members, and for the probe (b) and the hub runs wrk
+at 12 connections for 15 s (after a warm-up), reading the CPU time every process used
+from ``/proc``: per request, the gunicorn workers', the PostgreSQL processes' (split by
+kind: backends, walwriter, checkpointer...) and wrk's. On 2 cores a saturated run is
+CPU-bound, so throughput is about 2 cores ÷ the sum; the probe's sum is the floor's.
+Not part of ``make bench``; a tool for the work of reaching the earn target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from benchmarks import common
+from benchmarks.http_earn import _purchases
+from benchmarks.probe_app import prepare_database
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+WARM_UP_REQUESTS = 60
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def _postgres_processes() -> dict[int, str]:
+    """Every PostgreSQL process on the machine (run this on an otherwise idle one), by pid, with its kind."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            command = (entry / "cmdline").read_text().replace("\0", " ").strip()
+        except OSError:
+            continue
+        if "127.0.0.1(" in command or "[local]" in command:
+            found[int(entry.name)] = "backend"
+        else:
+            found[int(entry.name)] = command.removeprefix("postgres: ").split()[0] if command.startswith("postgres: ") \
+                else "postmaster"
+    return found
+
+
+def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedRequest], artifacts: Path) -> str:
+    warm_up = artifacts / f"{name}-warm-up.requests"
+    measured = artifacts / f"{name}.requests"
+    common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
+    common.write_request_file(measured, requests[WARM_UP_REQUESTS:])
+    common.run_wrk(server.base_url, warm_up, artifacts, duration_s=5, connections=4)
+    workers = server.worker_pids()
+    postgres_before = {pid: _cpu_s(pid) for pid in _postgres_processes()}
+    workers_before = sum(_cpu_s(pid) for pid in workers)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = common.run_wrk(server.base_url, measured, artifacts, duration_s=15)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    per_request_ms = 1000 / max(load.ok, 1)
+    hub_ms = (sum(_cpu_s(pid) for pid in workers) - workers_before) * per_request_ms
+    wrk_ms = ((children_after.ru_utime + children_after.ru_stime)
+              - (children_before.ru_utime + children_before.ru_stime)) * per_request_ms
+    by_kind: dict[str, float] = {}
+    for pid, kind in _postgres_processes().items():
+        by_kind[kind] = by_kind.get(kind, 0.0) + (_cpu_s(pid) - postgres_before.get(pid, 0.0)) * per_request_ms
+    postgres_ms = sum(by_kind.values())
+    kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(by_kind.items()) if value >= 0.0005)
+    return (f"{name}: {load.ok_per_s:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms ({load.errors_note()})\n"
+            f"  CPU ms per request: gunicorn workers {hub_ms:.2f}, PostgreSQL {postgres_ms:.2f} ({kinds}), "
+            f"wrk {wrk_ms:.2f}; sum {hub_ms + postgres_ms + wrk_ms:.2f}")
+
+
+def main(which: list[str]) -> None:
+    """Measure the probe and/or the hub, print the CPU split of each."""
+    from tests.postgres_server import start_postgres
+
+    artifacts = common.ARTIFACTS / "cpu-split"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    server = start_postgres(durable=True)
+    context = {"postgres": server, "venv_python": sys.executable, "scale": "full", "artifacts": artifacts}
+    try:
+        app, environment = common.migrated_hub(server, "bench_earn", artifacts)
+        hub = app.extensions["alliance"]
+        seeded_at = common.utc_now() - timedelta(hours=1)
+        partners = common.seed_partners(hub, 4, seeded_at)
+        members = common.seed_members(hub, 2000, seeded_at)
+        if "probe" in which:
+            probe_url = common.create_database(server, "bench_probe")
+            prepare_database(create_engine(probe_url), [card for _, card in members])
+            keys_file = artifacts / "probe-keys.json"
+            keys_file.write_text(json.dumps({partner.key_id: partner.public_key_raw.hex() for partner in partners}))
+            with common.Gunicorn(context, "benchmarks.probe_app:create_app()",
+                                 {"BENCH_PROBE_DATABASE_URL": probe_url, "BENCH_PROBE_KEYS": str(keys_file)},
+                                 ready_path="/bare", name="probe") as probe:
+                print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, "probe"), artifacts))
+        if "hub" in which:
+            with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:
+                print(_measure(hub_server, "hub earn", _purchases(partners, members, 10_000, "hub"), artifacts))
+        hub.engine.dispose()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["probe", "hub"])
