@@ -21,8 +21,20 @@ def _serve_once(reply: bytes) -> tuple[str, threading.Thread]:
         with listener:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(65536)
+                # Read the whole request first: closing with unread bytes would send a
+                # reset, and the client would see that instead of the reply cut short.
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += connection.recv(65536)
                 connection.sendall(reply)
+                connection.shutdown(socket.SHUT_WR)
+                while connection.recv(65536):
+                    pass
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
