@@ -110,6 +110,9 @@ def execute_and_commit(session: Session, statement: Executable | DriverStatement
         connection.execute(statement.statement if isinstance(statement, DriverStatement) else statement, parameters)
         session.commit()
         return
+    # Whatever the ORM holds is written first: after the pipeline's COMMIT nothing more
+    # may join this transaction.
+    session.flush()
     driver = connection.connection.driver_connection
     try:
         with driver.pipeline():
@@ -162,7 +165,11 @@ class DriverStatement:
                         for row in rows]
             return rows
         except driver.Error as error:
-            raise DBAPIError.instance(sql, values, error, driver.Error) from error
+            # As SQLAlchemy would: a connection the error broke is not given back to the pool.
+            broken = driver.broken or driver.closed
+            if broken:
+                connection.invalidate()
+            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=broken) from error
         finally:
             cursor.close()
 

@@ -21,8 +21,7 @@ from alliance.db import DriverStatement
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
 from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
-from alliance.domain.ledger import AccountKind
-from alliance.models import Card, LedgerAccount, Member, RedemptionCode
+from alliance.models import Card, Member, RedemptionCode
 
 MAX_PIN_FAILURES = 5
 PIN_LENGTHS = range(4, 13)
@@ -37,17 +36,7 @@ CARD_FOR_PIN_CHECK = (
     .where(Card.card_number == bindparam("card_number"))
     .with_for_update(of=Card)
 )
-BALANCE_KINDS = {"available": AccountKind.MEMBER_AVAILABLE, "pending": AccountKind.MEMBER_PENDING,
-                 "held": AccountKind.MEMBER_HELD}
-# The same, with the member's stored balances (``accounts.member_balances``): a balance
-# inquiry reads them with the PIN check and answers them only if the PIN is right.
-CARD_FOR_PIN_CHECK_WITH_BALANCES = CARD_FOR_PIN_CHECK.add_columns(*(
-    select(LedgerAccount.balance_points).where(LedgerAccount.member_id == Member.id, LedgerAccount.kind == kind.value)
-    .correlate(Member).scalar_subquery().label(f"{name}_points")
-    for name, kind in BALANCE_KINDS.items()
-))
-# Every PIN check runs one of these; straight through psycopg on PostgreSQL.
-_PIN_CHECK_ON_DRIVER = {False: DriverStatement(CARD_FOR_PIN_CHECK), True: DriverStatement(CARD_FOR_PIN_CHECK_WITH_BALANCES)}
+_PIN_CHECK_ON_DRIVER = DriverStatement(CARD_FOR_PIN_CHECK)
 
 
 class MemberNotVerified(AllianceError):
@@ -90,9 +79,6 @@ class PinCheck:
     holder: CardHolder | None
     failures: int
     locked: bool
-    # The member's stored balances by kind (available, pending, held), when asked for
-    # and the PIN was right; read under the same statement as the card's row lock.
-    balances: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,17 +150,16 @@ def set_pin(session: Session, *, card_number: str, pin: str) -> None:
                     .values(pin_hash=hash_pin(pin, pin_keys), failed_pin_attempts=0))
 
 
-def check_pin(session: Session, *, card_number: str, pin: str, read_balances: bool = False) -> PinCheck:
+def check_pin(session: Session, *, card_number: str, pin: str) -> PinCheck:
     """Try a PIN under the card's row lock; the caller commits, then acts on the outcome.
 
     A PIN that cannot be checked (its key has left the ring) raises ``PinResetRequired``
-    and counts no failure: the member did nothing wrong. ``read_balances`` also reads the
-    member's balances in the same round trip; they are returned only with a right PIN.
+    and counts no failure: the member did nothing wrong.
     """
     pin_keys = pin_key_ring(session)
     # The card holder (``active_card_holder``'s checks) and the card's row lock in one round trip.
     require_valid_card_number(card_number)
-    rows = _PIN_CHECK_ON_DRIVER[read_balances].rows(session.connection(), {"card_number": card_number})
+    rows = _PIN_CHECK_ON_DRIVER.rows(session.connection(), {"card_number": card_number})
     row = rows[0] if rows else None
     if row is None:
         raise NotFound("no card with this number")
@@ -189,12 +174,7 @@ def check_pin(session: Session, *, card_number: str, pin: str, read_balances: bo
             changes["pin_hash"] = pin_keys.hash(pin)
         if changes:
             session.execute(update(Card).where(Card.id == holder.card_id).values(**changes))
-        balances = None
-        if read_balances:
-            balances = {name: getattr(row, f"{name}_points") for name in BALANCE_KINDS}
-            if None in balances.values():
-                raise NotFound(f"no member {holder.member_id}")
-        return PinCheck(holder=holder, failures=0, locked=False, balances=balances)
+        return PinCheck(holder=holder, failures=0, locked=False)
     failures += 1
     session.execute(update(Card).where(Card.id == holder.card_id).values(failed_pin_attempts=failures))
     return PinCheck(holder=None, failures=failures, locked=failures >= MAX_PIN_FAILURES)

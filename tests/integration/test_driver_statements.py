@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, bindparam, insert, literal, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from alliance.config import Settings
@@ -75,3 +75,23 @@ def test_a_database_error_is_sqlalchemys_and_the_session_rolls_back(engine):
         session.commit()
     with Session(engine) as session:
         assert session.execute(select(things.c.name)).scalars().all() == ["after"]
+
+
+def test_a_connection_the_error_broke_is_invalidated_like_sqlalchemy_does(postgres_url):
+    engine = make_engine(postgres_url, Settings(database_pool_size=1))
+    metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            killer = make_engine(postgres_url, Settings(database_pool_size=1))
+            with killer.connect() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            killer.dispose()
+            with pytest.raises(OperationalError) as raised:
+                DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(), {"since": NOW})
+            assert raised.value.connection_invalidated
+            session.rollback()
+        with Session(engine) as session:
+            assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    finally:
+        engine.dispose()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +21,7 @@ from sqlalchemy import func, select
 
 from alliance.extensions import hub_state
 from alliance.models import JournalTransaction, LedgerAccount, Purchase, RedemptionHold
+from alliance.services import ledger, member_verification
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.signing import sign_request
 from tests.http_server import (
@@ -121,6 +124,31 @@ def test_one_signed_request_sent_twenty_times_at_once_takes_effect_once_and_the_
     assert _count(hub, select(func.count()).select_from(Purchase)) == 1
     assert balances(hub, member.member_id) == {"available": 123, "pending": 0, "held": 0}
     audit_totals(hub)
+
+
+def test_a_balance_inquiry_waiting_on_a_redemption_at_the_same_card_answers_after_it(pg_app):
+    # The redemption holds the card's row lock (its PIN check) while it sets points
+    # aside; an inquiry for the card waits for that lock, and must then answer the
+    # balances as the redemption left them, not as they were when the inquiry began.
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member_with_pin(hub, now=created, pin=PIN)
+    fund_member(hub, member_id=member.member_id, partner_id=partner.partner_id, points=300)
+    with serve(pg_app) as base_url, hub.unit_of_work() as redemption:
+        holder = member_verification.require_verified(
+            member_verification.check_pin(redemption.session, card_number=member.card_number, pin=PIN))
+        ledger.authorize_hold(redemption.session, member_id=holder.member_id, partner_id=partner.partner_id,
+                              points=100, now=datetime.now(timezone.utc), ttl_s=600)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            inquiry = pool.submit(send_signed, base_url, partner, "POST", "/partner/v1/balance-inquiries",
+                                  {"card_number": member.card_number, "pin": PIN})
+            time.sleep(0.5)
+            assert not inquiry.done(), "the inquiry waits for the card's lock"
+            redemption.commit()
+            reply = inquiry.result(timeout=BARRIER_TIMEOUT_S)
+    assert reply.status == 200, reply.raw
+    assert (reply.body["points_available"], reply.body["points_held"]) == (200, 100)
 
 
 def test_two_partners_tills_spending_one_balance_at_once_never_overdraw_it(pg_app):

@@ -35,6 +35,7 @@ from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
 from alliance.services import settlement_closing
 from alliance.services import purchase_batch
+from alliance.services.accounts import member_balances
 from alliance.services.reconciliation import reconcile_statement
 from alliance.services.unit_of_work import UnitOfWork
 
@@ -195,19 +196,13 @@ class PurchaseRefunds(MethodView):
         return run_idempotent(operation)
 
 
-def _pin_verified(card_number: str, pin: str, *, with_balances: bool = False):  # type: ignore[no-untyped-def]
-    """A preparation checking card + PIN in the request's transaction; failures are counted.
-
-    It gives the operation the card holder, or with ``with_balances`` the holder and the
-    member's balances, read in the PIN check's own statement.
-    """
+def _pin_verified(card_number: str, pin: str):  # type: ignore[no-untyped-def]
+    """A preparation checking card + PIN in the request's transaction; failures are counted."""
     def prepare(uow: UnitOfWork):  # type: ignore[no-untyped-def]
-        check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin,
-                                              read_balances=with_balances)
+        check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin)
         # Flush now: if the PIN is wrong, the counted failure must survive the refusal.
         uow.session.flush()
-        holder = member_verification.require_verified(check)
-        return (holder, check.balances) if with_balances else holder
+        return member_verification.require_verified(check)
     return prepare
 
 
@@ -300,15 +295,16 @@ class BalanceInquiries(MethodView):
     @_document_errors(balances_blueprint, 401, 403, 404, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Balance of a member verified by card and PIN."""
-        def operation(uow: UnitOfWork, verified) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
-            holder, balances = verified
+        def operation(uow: UnitOfWork, holder) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
+            # Read after the PIN check's card lock, in a statement of its own: a redemption
+            # on this card that held the lock has committed by now, and its hold shows.
+            balances = member_balances(uow.session, holder.member_id)
             return 200, BALANCE_OUTPUT.dump({
                 "card_number": presenters.mask_card_number(data["card_number"]), "tier": holder.tier,
                 "points_available": balances["available"], "points_pending": balances["pending"],
                 "points_held": balances["held"],
             })
-        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"], with_balances=True),
-                              operation_writes=False)
+        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]), operation_writes=False)
 
 
 @statements_blueprint.route("")
