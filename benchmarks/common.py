@@ -157,6 +157,18 @@ def migrated_hub(server, database: str, artifacts: Path):  # type: ignore[no-unt
     return app, environment
 
 
+def earning_hub(server, database: str, artifacts: Path, *, partners: int, members: int):  # type: ignore[no-untyped-def]
+    """The earn benchmarks' world: a migrated hub with partners and members seeded an hour ago.
+
+    Returns (app, environment, hub, partners, members); the partners have prices and
+    earn rules in force, so purchases signed now earn at once.
+    """
+    app, environment = migrated_hub(server, database, artifacts)
+    hub = app.extensions["alliance"]
+    seeded_at = utc_now() - timedelta(hours=1)
+    return (app, environment, hub, seed_partners(hub, partners, seeded_at), seed_members(hub, members, seeded_at))
+
+
 @dataclass(frozen=True)
 class BenchPartner:
     """A partner of the benchmark alliance with one Ed25519 key."""

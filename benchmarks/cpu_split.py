@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine
@@ -92,11 +91,8 @@ def main(which: list[str]) -> None:
     server = start_postgres(durable=True)
     context = {"postgres": server, "venv_python": sys.executable, "scale": "full", "artifacts": artifacts}
     try:
-        app, environment = common.migrated_hub(server, "bench_earn", artifacts)
-        hub = app.extensions["alliance"]
-        seeded_at = common.utc_now() - timedelta(hours=1)
-        partners = common.seed_partners(hub, 4, seeded_at)
-        members = common.seed_members(hub, 2000, seeded_at)
+        _, environment, hub, partners, members = common.earning_hub(server, "bench_earn", artifacts, partners=4,
+                                                                    members=2000)
         if "probe" in which:
             probe_url = common.create_database(server, "bench_probe")
             prepare_database(create_engine(probe_url), [card for _, card in members])

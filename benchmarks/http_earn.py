@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine
@@ -68,11 +67,8 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     sizes = SIZES[context["scale"]]
     artifacts: Path = context["artifacts"]
     server = context["postgres"]
-    app, environment = common.migrated_hub(server, "bench_earn", artifacts)
-    hub = app.extensions["alliance"]
-    seeded_at = common.utc_now() - timedelta(hours=1)
-    partners = common.seed_partners(hub, sizes["partners"], seeded_at)
-    members = common.seed_members(hub, sizes["members"], seeded_at)
+    app, environment, hub, partners, members = common.earning_hub(
+        server, "bench_earn", artifacts, partners=sizes["partners"], members=sizes["members"])
 
     probe_url = common.create_database(server, "bench_probe")
     prepare_database(create_engine(probe_url), [card for _, card in members])

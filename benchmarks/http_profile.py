@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from datetime import timedelta
 
 import psycopg
 
@@ -30,11 +29,7 @@ def main(count: int) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     server = start_postgres(durable=True)
     try:
-        app, _ = common.migrated_hub(server, "bench_profile", artifacts)
-        hub = app.extensions["alliance"]
-        seeded_at = common.utc_now() - timedelta(hours=1)
-        partners = common.seed_partners(hub, 2, seeded_at)
-        members = common.seed_members(hub, 200, seeded_at)
+        app, _, hub, partners, members = common.earning_hub(server, "bench_profile", artifacts, partners=2, members=200)
         requests = _purchases(partners, members, count + 20, "profile")
         client = app.test_client()
         statements: collections.Counter[str] = collections.Counter()
