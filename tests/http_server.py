@@ -71,6 +71,12 @@ def send_signed(base_url: str, partner: SigningPartner, method: str, path: str, 
         idempotency_key = str(uuid.uuid4())
     headers = sign_request(method=method, url=base_url + path, body=body, key_id=partner.key_id,
                            private_key=partner.private_key, idempotency_key=idempotency_key)
+    return send_prepared(base_url, method, path, body, headers, timeout_s=timeout_s)
+
+
+def send_prepared(base_url: str, method: str, path: str, body: bytes, headers: dict[str, str], *,
+                  timeout_s: float = REQUEST_TIMEOUT_S) -> HttpReply:
+    """Send a request exactly as given (already signed, say: the same bytes may be sent twice)."""
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:

@@ -8,13 +8,11 @@ network call has a timeout, so a deadlock fails the test instead of hanging it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -25,7 +23,8 @@ from alliance.services import ledger, member_verification
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.signing import sign_request
 from tests.http_server import (
-    HttpReply, audit_totals, balances, fund_member, purchase_payload, send_signed, serve, wall_clock_partner_time,
+    HttpReply, audit_totals, balances, fund_member, purchase_payload, send_prepared, send_signed, serve,
+    wall_clock_partner_time,
 )
 
 THREADS = 20
@@ -106,16 +105,10 @@ def test_one_signed_request_sent_twenty_times_at_once_takes_effect_once_and_the_
     with serve(pg_app) as base_url:
         headers = sign_request(method="POST", url=base_url + "/partner/v1/purchases", body=body,
                                key_id=partner.key_id, private_key=partner.private_key, idempotency_key="copies")
-        parts = urlsplit(base_url)
 
         def send(_: int) -> tuple[int, str]:
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
-            try:
-                connection.request("POST", "/partner/v1/purchases", body=body, headers=headers)
-                response = connection.getresponse()
-                return response.status, json.loads(response.read()).get("code", "")
-            finally:
-                connection.close()
+            reply = send_prepared(base_url, "POST", "/partner/v1/purchases", body, headers)
+            return reply.status, reply.body.get("code", "")
 
         replies = _concurrently(send)
 
