@@ -79,3 +79,36 @@ def test_a_last_write_and_its_commit_in_one_round_trip_keep_the_write_or_nothing
             assert connection.execute(text("SELECT id, v FROM pipelined ORDER BY id")).all() == [(1, 5), (2, 2)]
     finally:
         engine.dispose()
+
+
+def test_the_commit_sent_with_the_last_write_refuses_a_deferred_check_and_keeps_nothing(postgres_url):
+    engine = make_engine(postgres_url, Settings(database_pool_size=1))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "CREATE TABLE parents (id INTEGER PRIMARY KEY);"
+                "CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
+                " REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED, note TEXT NOT NULL);"
+                "INSERT INTO parents (id) VALUES (1);"
+                "INSERT INTO children (id, parent_id, note) VALUES (1, 1, 'first')"))
+        repoint = text("UPDATE children SET parent_id = :parent, note = :note WHERE id = 1")
+
+        # The UPDATE itself passes; the deferred foreign key fails at the COMMIT sent with it.
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO parents (id) VALUES (2)"))
+            with pytest.raises(IntegrityError):
+                execute_and_commit(session, repoint, {"parent": 99, "note": "orphan"})
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id FROM parents ORDER BY id")).scalars().all() == [1]
+            assert connection.execute(text("SELECT parent_id, note FROM children")).one() == (1, "first")
+
+        # Values are bound as literals by psycopg: quotes, backslashes, semicolons and
+        # non-ASCII text come back as they went in, and run nothing.
+        hostile = "it's \\ a \"reply\"; DROP TABLE parents; -- \u00e9\u20ac\U0001f600 $$ %s %(note)s"
+        with Session(engine) as session:
+            execute_and_commit(session, repoint, {"parent": 1, "note": hostile})
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT note FROM children WHERE id = 1")).scalar_one() == hostile
+            assert connection.execute(text("SELECT count(*) FROM parents")).scalar_one() == 1
+    finally:
+        engine.dispose()
