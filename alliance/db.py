@@ -160,12 +160,12 @@ class DriverStatement:
         """Execute and return every row (attribute access by column name); none for a statement returning none."""
         if connection.dialect.name != "postgresql":
             return connection.execute(self.statement, parameters).all()
-        sql, values = self.bound(connection, parameters)
-        results = self._compile(connection)[4]
+        _, sql, compiled, processors, results, encoded, row_factory = self._compile(connection)
+        values = self._values(compiled, processors, parameters)
         driver = connection.connection.driver_connection
-        cursor = driver.cursor(row_factory=namedtuple_row)
+        cursor = driver.cursor(row_factory=row_factory)
         try:
-            cursor.execute(sql, values)
+            cursor.execute(encoded, values)
             # The result's status, not ``cursor.description``: that builds a column object
             # per column on every call.
             result = cursor.pgresult
@@ -185,11 +185,15 @@ class DriverStatement:
 
     def bound(self, connection: Connection, parameters: Mapping[str, object]) -> tuple[str, dict]:  # type: ignore[type-arg]
         """PostgreSQL: the statement in psycopg's SQL and its values, run through the statement's types."""
-        _, sql, compiled, processors, _ = self._compile(connection)
+        _, sql, compiled, processors, *_ = self._compile(connection)
+        return sql, self._values(compiled, processors, parameters)
+
+    @staticmethod
+    def _values(compiled, processors, parameters: Mapping[str, object]) -> dict:  # type: ignore[no-untyped-def, type-arg]
         values = compiled.construct_params(parameters)
         for name, process in processors:
             values[name] = process(values[name])
-        return sql, values
+        return values
 
     def _compile(self, connection: Connection):  # type: ignore[no-untyped-def]
         dialect = connection.dialect
@@ -206,5 +210,33 @@ class DriverStatement:
             results = [(index, functools.partial(column.type.process_result_value, dialect=dialect))
                        for index, column in enumerate(getattr(self.statement, "selected_columns", ()))
                        if isinstance(column.type, TypeDecorator)]
-            found = self._compiled[id(dialect)] = (dialect, str(compiled), compiled, list(processors.items()), results)
+            sql = str(compiled)
+            # Given as bytes, psycopg need not encode it on every call (our SQL is ASCII;
+            # anything else is left for psycopg to encode in the connection's encoding).
+            encoded = sql.encode("ascii") if sql.isascii() else sql
+            found = self._compiled[id(dialect)] = (dialect, sql, compiled, list(processors.items()), results, encoded,
+                                                   _NamedTupleRowsKept())
         return found
+
+
+class _NamedTupleRowsKept:
+    """psycopg row factory: rows as named tuples of the class made for one statement's first result.
+
+    psycopg's ``namedtuple_row`` reads every column's name from the result, on every
+    call, to look the class up again; a ``DriverStatement``'s SQL is fixed, so is its
+    result's shape.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self) -> None:
+        self._make = None
+
+    def __call__(self, cursor):  # type: ignore[no-untyped-def]
+        make = self._make
+        if make is None:
+            make = namedtuple_row(cursor)
+            result = cursor.pgresult
+            if result is not None and result.status == TUPLES_OK:
+                self._make = make
+        return make
