@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the benchmarks' tools are installed: wrk (Debian package, the HTTP load
-# generator) and pyinstrument (into the virtualenv given as $1, for profiling the hub).
+# generator), pyinstrument and py-spy (into the virtualenv given as $1, for profiling the
+# hub in process and its gunicorn workers under load).
 # Nothing is started here.
 set -euo pipefail
 
@@ -19,4 +20,8 @@ fi
 
 if ! "$venv_python" -c "import pyinstrument" 2>/dev/null; then
   "$venv_python" -m pip install --quiet "pyinstrument>=5,<6"
+fi
+
+if [ ! -x "$(dirname "$venv_python")/py-spy" ]; then
+  "$venv_python" -m pip install --quiet "py-spy>=0.4,<0.5"
 fi
