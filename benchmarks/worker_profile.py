@@ -92,21 +92,27 @@ def main(which: str, top: int) -> None:
         else:
             served = common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub")
         with served as gunicorn:
-            requests = _purchases(partners, members, 12_000, which)
+            requests = _purchases(partners, members, 15_000, which)
             warm_up, measured = artifacts / f"{which}-warm-up.requests", artifacts / f"{which}.requests"
             common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
             common.write_request_file(measured, requests[WARM_UP_REQUESTS:])
             common.run_wrk(gunicorn.base_url, warm_up, artifacts, duration_s=5, connections=4)
             stack_files = [artifacts / f"{which}-{pid}.stacks" for pid in gunicorn.worker_pids()]
-            samplers = [subprocess.Popen([str(py_spy), "record", "--gil", "--rate", str(SAMPLES_PER_S),
-                                          "--duration", str(SAMPLED_S), "--format", "raw", "--output", str(path),
-                                          "--pid", path.stem.rsplit("-", 1)[1]],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log = (artifacts / f"{which}-py-spy.log").open("w")
+            # --nonblocking: read the workers' stacks without pausing them, so the load is
+            # served as in the benchmark (a sample may now and then be torn).
+            samplers = [subprocess.Popen([str(py_spy), "record", "--gil", "--nonblocking", "--rate",
+                                          str(SAMPLES_PER_S), "--duration", str(SAMPLED_S), "--format", "raw",
+                                          "--output", str(path), "--pid", path.stem.rsplit("-", 1)[1]],
+                                         stdout=log, stderr=log)
                         for path in stack_files]
             load = common.run_wrk(gunicorn.base_url, measured, artifacts, duration_s=LOAD_S)
-            for sampler in samplers:
-                sampler.wait(timeout=SAMPLED_S + 30)
+            failed = [path.stem for path, sampler in zip(stack_files, samplers)
+                      if sampler.wait(timeout=SAMPLED_S + 30) != 0]
+            log.close()
         print(f"{which}: {load.ok_per_s:.1f} req/s, p99 {load.p99_ms:.2f} ms ({load.errors_note()})")
+        if failed:
+            print(f"py-spy failed on {', '.join(failed)} (see {log.name}); the summary covers the other workers")
         print(summarise([path for path in stack_files if path.exists()], top))
         hub.engine.dispose()
     finally:

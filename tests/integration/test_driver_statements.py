@@ -95,3 +95,19 @@ def test_a_connection_the_error_broke_is_invalidated_like_sqlalchemy_does(postgr
             assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
     finally:
         engine.dispose()
+
+
+def test_one_statement_reused_keeps_its_rows_shape_from_an_empty_result_on(engine):
+    seen_since, insert_thing = DriverStatement(THINGS_SEEN_SINCE), DriverStatement(INSERT_THING)
+    rename = DriverStatement(text("UPDATE driver_things SET name = :new WHERE name = :old"))
+    with Session(engine) as session:
+        assert seen_since.rows(session.connection(), {"since": NOW}) == []
+        for name in ("a", "b"):
+            insert_thing.rows(session.connection(), {"name": name, "seen_at": NOW})
+        # A statement that returns no rows gives none, every time.
+        assert rename.rows(session.connection(), {"new": "c", "old": "b"}) == []
+        assert rename.rows(session.connection(), {"new": "d", "old": "c"}) == []
+        rows = seen_since.rows(session.connection(), {"since": NOW})
+        again = seen_since.rows(session.connection(), {"since": NOW})
+    assert [(row.name, row.found, row.first_name) for row in rows] == [("a", True, "a"), ("d", True, "a")]
+    assert again == rows and type(again[0]) is type(rows[0])

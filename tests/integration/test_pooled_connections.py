@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+from psycopg.pq import Trace
 from sqlalchemy import event, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from alliance.config import Settings
-from alliance.db import execute_and_commit, make_engine
+from alliance.db import DriverStatement, execute_and_commit, make_engine
 
 
 def _engine(postgres_url: str):  # type: ignore[no-untyped-def]
@@ -60,55 +64,112 @@ def test_a_last_write_and_its_commit_in_one_round_trip_keep_the_write_or_nothing
     engine = make_engine(postgres_url if backend == "postgresql" else sqlite_url, Settings(database_pool_size=1))
     try:
         with engine.begin() as connection:
-            connection.execute(text("CREATE TABLE pipelined (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
-            connection.execute(text("INSERT INTO pipelined (id, v) VALUES (1, 1)"))
-        raise_to = text("UPDATE pipelined SET v = :v WHERE id = 1")
+            connection.execute(text("CREATE TABLE last_writes (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
+            connection.execute(text("INSERT INTO last_writes (id, v) VALUES (1, 1)"))
+        raise_to = DriverStatement(text("UPDATE last_writes SET v = :v WHERE id = 1"))
 
         with Session(engine) as session:
-            session.execute(text("INSERT INTO pipelined (id, v) VALUES (2, 2)"))
+            session.execute(text("INSERT INTO last_writes (id, v) VALUES (2, 2)"))
             execute_and_commit(session, raise_to, {"v": 5})
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT id, v FROM pipelined ORDER BY id")).all() == [(1, 5), (2, 2)]
+            assert connection.execute(text("SELECT id, v FROM last_writes ORDER BY id")).all() == [(1, 5), (2, 2)]
 
         with Session(engine) as session:
-            session.execute(text("INSERT INTO pipelined (id, v) VALUES (3, 3)"))
+            session.execute(text("INSERT INTO last_writes (id, v) VALUES (3, 3)"))
             with pytest.raises(IntegrityError):
                 execute_and_commit(session, raise_to, {"v": -1})
         # Nothing of the failed transaction is kept, and the pool's connection is usable.
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT id, v FROM pipelined ORDER BY id")).all() == [(1, 5), (2, 2)]
+            assert connection.execute(text("SELECT id, v FROM last_writes ORDER BY id")).all() == [(1, 5), (2, 2)]
     finally:
         engine.dispose()
 
 
-def test_the_commit_sent_with_the_last_write_refuses_a_deferred_check_and_keeps_nothing(postgres_url):
+def _frontend_messages(trace: Path) -> list[str]:
+    """The messages libpq sent (``F`` records of its protocol trace; a query's newlines continue a record)."""
+    records = re.split(r"^(?=[FB]\t)", trace.read_text(), flags=re.MULTILINE)
+    return [" ".join(record.split("\t")[2:]).strip() for record in records if record.startswith("F\t")]
+
+
+@pytest.fixture
+def parents_and_children(postgres_url):  # type: ignore[no-untyped-def]
     engine = make_engine(postgres_url, Settings(database_pool_size=1))
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(
-                "CREATE TABLE parents (id INTEGER PRIMARY KEY);"
-                "CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
-                " REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED, note TEXT NOT NULL);"
-                "INSERT INTO parents (id) VALUES (1);"
-                "INSERT INTO children (id, parent_id, note) VALUES (1, 1, 'first')"))
-        repoint = text("UPDATE children SET parent_id = :parent, note = :note WHERE id = 1")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE TABLE parents (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
+            " REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED, note TEXT NOT NULL);"
+            "INSERT INTO parents (id) VALUES (1);"
+            "INSERT INTO children (id, parent_id, note) VALUES (1, 1, 'first')"))
+    yield engine
+    engine.dispose()
 
-        # The UPDATE itself passes; the deferred foreign key fails at the COMMIT sent with it.
-        with Session(engine) as session:
-            session.execute(text("INSERT INTO parents (id) VALUES (2)"))
-            with pytest.raises(IntegrityError):
-                execute_and_commit(session, repoint, {"parent": 99, "note": "orphan"})
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT id FROM parents ORDER BY id")).scalars().all() == [1]
-            assert connection.execute(text("SELECT parent_id, note FROM children")).one() == (1, "first")
 
-        # Values are bound as literals by psycopg: quotes, backslashes, semicolons and
-        # non-ASCII text come back as they went in, and run nothing.
-        hostile = "it's \\ a \"reply\"; DROP TABLE parents; -- \u00e9\u20ac\U0001f600 $$ %s %(note)s"
-        with Session(engine) as session:
-            execute_and_commit(session, repoint, {"parent": 1, "note": hostile})
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT note FROM children WHERE id = 1")).scalar_one() == hostile
-            assert connection.execute(text("SELECT count(*) FROM parents")).scalar_one() == 1
-    finally:
-        engine.dispose()
+REPOINT = DriverStatement(text("UPDATE children SET parent_id = :parent, note = :note WHERE id = 1"))
+
+
+def test_the_commit_goes_with_the_last_write_and_refuses_a_deferred_check_keeping_nothing(parents_and_children):
+    engine = parents_and_children
+    with Session(engine) as session:
+        session.execute(text("INSERT INTO parents (id) VALUES (2)"))
+        # The UPDATE itself passes; the deferred foreign key fails at the COMMIT sent with it
+        # (sent alone, the UPDATE would pass and the session's commit raise instead).
+        with pytest.raises(IntegrityError) as raised:
+            execute_and_commit(session, REPOINT, {"parent": 99, "note": "orphan"})
+    assert raised.value.orig.sqlstate == "23503"
+    assert raised.value.statement.startswith("UPDATE children") and raised.value.statement.endswith("COMMIT")
+    assert raised.value.connection_invalidated
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id FROM parents ORDER BY id")).scalars().all() == [1]
+        assert connection.execute(text("SELECT parent_id, note FROM children")).one() == (1, "first")
+
+
+def test_a_committed_last_write_sends_nothing_more_and_binds_hostile_text_as_a_literal(parents_and_children, tmp_path):
+    engine = parents_and_children
+    # Quotes, backslashes, semicolons, placeholders and non-ASCII text come back as they
+    # went in, and run nothing.
+    hostile = "it's \\ a \"reply\"; DROP TABLE parents; -- \u00e9\u20ac\U0001f600 $$ %s %(note)s"
+    trace = tmp_path / "libpq.trace"
+    with Session(engine) as session:
+        driver = session.connection().connection.driver_connection
+        with trace.open("w") as traced:
+            driver.pgconn.trace(traced.fileno())
+            driver.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+            execute_and_commit(session, REPOINT, {"parent": 1, "note": hostile})
+            driver.pgconn.untrace()
+    sent = _frontend_messages(trace)
+    # psycopg's BEGIN, then the write with its COMMIT; the session's commit sent nothing.
+    assert [message.split(" ", 1)[0] for message in sent] == ["Query", "Query"], sent
+    assert sent[0].rstrip().endswith('"BEGIN"') and sent[1].rstrip().endswith('COMMIT"')
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT note FROM children WHERE id = 1")).scalar_one() == hostile
+        assert connection.execute(text("SELECT count(*) FROM parents")).scalar_one() == 1
+
+
+def test_a_connection_lost_before_the_last_write_is_replaced_and_nothing_is_kept(parents_and_children, postgres_url):
+    engine = parents_and_children
+    with Session(engine) as session:
+        session.execute(text("INSERT INTO parents (id) VALUES (3)"))
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        killer = make_engine(postgres_url, Settings(database_pool_size=1))
+        with killer.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.dispose()
+        with pytest.raises(OperationalError) as raised:
+            execute_and_commit(session, REPOINT, {"parent": 3, "note": "lost"})
+        assert raised.value.connection_invalidated
+        session.rollback()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+        assert connection.execute(text("SELECT id FROM parents ORDER BY id")).scalars().all() == [1]
+        assert connection.execute(text("SELECT parent_id, note FROM children")).one() == (1, "first")
+
+
+def test_it_refuses_to_commit_from_inside_a_savepoint(parents_and_children):
+    with Session(parents_and_children) as session:
+        session.execute(text("INSERT INTO parents (id) VALUES (4)"))
+        with session.begin_nested(), pytest.raises(RuntimeError, match="savepoint"):
+            execute_and_commit(session, REPOINT, {"parent": 4, "note": "nested"})
+        session.rollback()
+    with parents_and_children.connect() as connection:
+        assert connection.execute(text("SELECT note FROM children")).scalar_one() == "first"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -105,3 +107,21 @@ def test_a_record_stored_with_an_unkeyed_fingerprint_still_answers_its_retry(hub
                               fingerprint=idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }",
                                                                           key=b"k" * 32),
                               now=now, legacy_fingerprint=lambda: other)
+
+
+def test_a_reply_stored_with_the_commit_reads_back_exactly(hub, now):
+    # The hub's own path: the reply's UPDATE and the COMMIT in one round trip on
+    # PostgreSQL (values bound as literals), plain on SQLite.
+    partner_id = make_partner(hub, now=now)
+    body = json.dumps({"note": "it's \\ a \"reply\"; é €", "points": 12}, separators=(",", ":"), ensure_ascii=False)
+    in_kolkata = now.astimezone(ZoneInfo("Asia/Kolkata"))
+    with hub.unit_of_work() as uow:
+        claimed = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+        idempotency.complete(uow.session, record_id=claimed.record_id, status=201, body=body, now=in_kolkata,
+                             and_commit=True)
+    with hub.unit_of_work() as uow:
+        record = uow.session.get(IdempotencyRecord, claimed.record_id)
+        again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+    assert (record.status, record.response_status, record.response_body) == ("completed", 201, body)
+    assert record.completed_at == now and record.completed_at.utcoffset().total_seconds() == 0
+    assert (again.status, again.response_status, again.response_body) == ("completed", 201, body)
