@@ -15,13 +15,13 @@ from typing import Any
 
 from partners_sdk.errors import InvalidRequestError
 
-REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-CARD_NUMBER_PATTERN = re.compile(r"^[0-9]{16}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-TERMINAL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
-PIN_PATTERN = re.compile(r"^[0-9]{4,12}$")
-REDEMPTION_CODE_PATTERN = re.compile(r"^[A-Za-z0-9]{6,32}$")
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+CARD_NUMBER_PATTERN = re.compile(r"^[0-9]{16}\Z")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}\Z")
+TERMINAL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}\Z")
+PIN_PATTERN = re.compile(r"^[0-9]{4,12}\Z")
+REDEMPTION_CODE_PATTERN = re.compile(r"^[A-Za-z0-9]{6,32}\Z")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 MAX_AMOUNT_MINOR = 10**12
 MAX_POINTS = 10**12
 MAX_BATCH_ITEMS = 1000

@@ -176,7 +176,7 @@ class RequestSigner:
 
 # Printable ASCII without a backslash or quote needs no escaping in an RFC 8941 string or
 # in a field value; anything else goes the library's general way.
-_PLAIN_TEXT = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$")
+_PLAIN_TEXT = re.compile(r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*\Z")
 
 
 def _sign_fixed_components(*, method: str, url: str, headers: Mapping[str, str], key_id: str,

@@ -56,10 +56,10 @@ EXACT = Context(prec=80, traps=[InvalidOperation, Inexact, Rounded, Overflow, Di
 HALF_MINOR_UNIT = Decimal("0.5")
 # The same shape the hub enforces on partner codes; repeated here because settlement
 # may not import the hub's services.
-PARTNER_CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+PARTNER_CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}\Z")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}\Z")
 # Starts with a letter or digit so that no spreadsheet reads a reference as a formula.
-REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\Z")
 # Prices are stored as NUMERIC(20, 8): at most 8 decimal places and 12 integer digits.
 MAX_PRICE_DECIMAL_PLACES = 8
 MAX_PRICE_PER_POINT = Decimal(10) ** 12

@@ -43,9 +43,9 @@ MAX_PARTNER_ROWS = 100_000
 MAX_PARTNER_FILE_BYTES = 16 * 1024 * 1024
 # Enough to fix a file in one go without drowning the reader.
 MAX_REPORTED_PROBLEMS = 20
-RECEIPT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-AMOUNT_PATTERN = re.compile(r"^-?[0-9]{1,18}$")
-DATE_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+RECEIPT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+AMOUNT_PATTERN = re.compile(r"^-?[0-9]{1,18}\Z")
+DATE_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 COMPARED_FIELDS = ("amount_minor", "currency", "occurred_on")
 REPORT_FORMAT = "points-alliance-reconciliation/1"
 REPORT_CSV_COLUMNS = (

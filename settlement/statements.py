@@ -55,7 +55,7 @@ from settlement.netting import (
 STATEMENT_FORMAT = "points-alliance-statement/1"
 SIGNATURE_ALGORITHM = "ed25519"
 ED25519_SIGNATURE_BYTES = 64
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 # Payment terms beyond a year are a typo, not a contract.
 MAX_PAYMENT_TERMS_DAYS = 366
 STATEMENT_CSV_COLUMNS = (

@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 
-BASE64URL_PATTERN = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+BASE64URL_PATTERN = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 
 
 def encode_base64url(data: bytes) -> str:

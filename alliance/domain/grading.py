@@ -140,8 +140,8 @@ def _pairs(variable: str, text: str) -> dict[str, int]:
 
 # -- periods -------------------------------------------------------------------------
 
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])\Z")
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])\Z")
 # Years a period may fall in: the calendar arithmetic needs a year before and after.
 MIN_YEAR, MAX_YEAR = 1970, 9998
 

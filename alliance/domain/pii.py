@@ -41,7 +41,7 @@ TAG_LENGTH_BYTES = 16
 MAX_PLAINTEXT_BYTES = 16 * 1024
 # Key ids are at most 32 characters while a 32-byte secret is 43 characters of base64url,
 # so a configuration error that names a key id can never be echoing a whole secret.
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 RESERVED_CONFIG_NAMES = frozenset({"active", "lookup"})
 MAX_KEYS = 64
 MAX_TOKEN_CHARACTERS = len(TOKEN_VERSION) + 2 + 32 + 4 * (
@@ -50,7 +50,7 @@ MAX_TOKEN_CHARACTERS = len(TOKEN_VERSION) + 2 + 32 + 4 * (
 MAX_PHONE_INPUT_CHARACTERS = 64
 MAX_EMAIL_CHARACTERS = 254
 PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
-PHONE_DIGITS = re.compile(r"^\+?[0-9]{7,15}$")
+PHONE_DIGITS = re.compile(r"^\+?[0-9]{7,15}\Z")
 
 
 class PiiKeyMissing(AllianceError):

@@ -35,7 +35,7 @@ MAX_SIGNATURE_AGE_S = 300
 MAX_CLOCK_AHEAD_S = 60
 MAX_SIGNATURE_VALIDITY_S = 300
 # 128 random bits are 22 characters of base64 or 32 of hex; the ceiling bounds storage.
-NONCE_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{22,128}$")
+NONCE_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{22,128}\Z")
 INACTIVE_PARTNER_STATUSES = frozenset({"pending", "terminated"})
 DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 

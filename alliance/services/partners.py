@@ -17,7 +17,7 @@ from alliance.domain.money import PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, 
 from alliance.models import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.services.accounts import open_partner_accounts
 
-CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}\Z")
 SETTLEMENT_CYCLES = ("daily", "weekly", "monthly")
 PARTNER_STATUSES = ("pending", "active", "suspended", "terminated")
 ED25519_PUBLIC_KEY_BYTES = 32

@@ -29,7 +29,7 @@ from alliance.models import StaffSession, StaffUser
 from alliance.services import audit_log
 from alliance.services.oauth import validate_roles
 
-USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 MIN_PASSWORD_CHARACTERS = 12
 MAX_PASSWORD_CHARACTERS = 256
 MAX_FAILED_LOGINS = 5

@@ -186,6 +186,7 @@ def test_partner_input_refuses_floats_bad_zones_and_unknown_fields(app):
                              ({"time_zone": "Mars/Olympus"}, "time_zone"),
                              ({"currency": "eur"}, "currency"),
                              ({"code": "Bad Code"}, "code"),
+                             ({"code": "good-code\n"}, "code"),
                              ({"discount": "10"}, "discount")):
         reply = bo.post("/partners", _partner_input("good-code", **overrides), role="partner_manager")
         assert (reply.status, reply.code) == (422, "validation_failed"), overrides

@@ -43,6 +43,12 @@ def _cases(card_number: str) -> list[tuple[str, str, dict, str]]:  # type: ignor
         ("purchased_at_tomorrow", PURCHASES,
          dict(purchase, purchased_at=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat()), "purchased_at"),
         ("receipt_id_with_a_slash", PURCHASES, dict(purchase, receipt_id="r/1"), "receipt_id"),
+        # Python's $ also matches before a final newline; the patterns must not.
+        ("card_with_a_final_newline", PURCHASES, dict(purchase, card_number=card_number + "\n"), "card_number"),
+        ("receipt_id_with_a_final_newline", PURCHASES, dict(purchase, receipt_id="r-1\n"), "receipt_id"),
+        ("currency_with_a_final_newline", PURCHASES, dict(purchase, currency=purchase["currency"] + "\n"), "currency"),
+        ("pin_with_a_final_newline", REDEMPTIONS, dict(authorize, pin=PIN + "\n"), "pin"),
+        ("reference_with_a_final_newline", REDEMPTIONS, dict(authorize, reference="red-1\n"), "reference"),
         ("negative_points", REDEMPTIONS, dict(authorize, points=-10), "points"),
         ("ttl_below_30_s", REDEMPTIONS, dict(authorize, ttl_s=5), "ttl_s"),
         ("pin_without_card", REDEMPTIONS, {k: v for k, v in authorize.items() if k != "card_number"}, "pin"),

@@ -17,10 +17,11 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
 
 from alliance.api.back_office.auth import require_role
-from alliance.api.converters import MAX_DATABASE_ID
 from alliance.api.back_office.routes import PREFIX, committed_change, documented
 from alliance.api.back_office.schemas import PARTNER_CODE
+from alliance.api.converters import MAX_DATABASE_ID
 from alliance.api.partner.schemas import StrictSchema
+from alliance.api.patterns import WholeValue
 from alliance.domain.errors import NotFound
 from alliance.extensions import hub_state
 from alliance.services import finance
@@ -28,8 +29,8 @@ from alliance.services import finance
 finance_blueprint = Blueprint("back_office_finance", __name__, url_prefix=f"{PREFIX}/settlement",
                               description="Finance: adjustments approved by a second client, invoices, payments, "
                                           "overdue statements.")
-REFERENCE = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
-                            error="1-64 letters, digits or . _ : / -, starting with a letter or digit")
+REFERENCE = WholeValue(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
+                       error="1-64 letters, digits or . _ : / -, starting with a letter or digit")
 MAX_MINOR = 10**18
 MAX_LINE_NUMBER = 2**31 - 1
 

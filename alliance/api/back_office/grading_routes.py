@@ -17,6 +17,7 @@ from marshmallow import Schema, fields, validate
 from alliance.api.back_office.auth import actor, require_role
 from alliance.api.back_office.routes import PREFIX, committed_change, documented
 from alliance.api.partner.schemas import StrictSchema
+from alliance.api.patterns import WholeValue
 from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
 from alliance.services import grading
@@ -24,7 +25,7 @@ from alliance.services import grading
 grades_blueprint = Blueprint("back_office_grades", __name__, url_prefix=PREFIX,
                              description="Partner managers: partner grades by volume, complaints and settlement "
                                          "behaviour, with explanations, overrides and alerts.")
-PERIOD = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$", error="a month such as 2026-10 or a quarter such as 2026-Q4")
+PERIOD = WholeValue(r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$", error="a month such as 2026-10 or a quarter such as 2026-Q4")
 
 
 class GradeComputeInput(StrictSchema):

@@ -7,16 +7,29 @@ from decimal import Decimal, InvalidOperation
 from marshmallow import Schema, ValidationError, fields, validate
 
 from alliance.api.converters import MAX_DATABASE_ID
-from alliance.api.partner.schemas import CARD_NUMBER, CURRENCY, MAX_AMOUNT_MINOR, MAX_POINTS, TERMINAL, StrictSchema
+from alliance.api.partner.schemas import (
+    CARD_NUMBER,
+    CURRENCY,
+    MAX_AMOUNT_MINOR,
+    MAX_POINTS,
+    TERMINAL,
+    StrictSchema,
+)
+from alliance.api.patterns import WholeValue
 from alliance.domain.money import (
-    MULTIPLIER_PRECISION, MULTIPLIER_SCALE, PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE,
+    MULTIPLIER_PRECISION,
+    MULTIPLIER_SCALE,
+    PRICE_PRECISION,
+    PRICE_SCALE,
+    RATE_PRECISION,
+    RATE_SCALE,
     exact_decimal_problem,
 )
 from alliance.services.complaints import CATEGORIES
 from alliance.services.oauth import ROLES
 
-PARTNER_CODE = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,39}$", error="2-40 lowercase letters, digits or dashes")
-MEMBER_NUMBER = validate.Regexp(r"^[0-9a-f]{16}$", error="a member number")
+PARTNER_CODE = WholeValue(r"^[a-z0-9][a-z0-9-]{1,39}$", error="2-40 lowercase letters, digits or dashes")
+MEMBER_NUMBER = WholeValue(r"^[0-9a-f]{16}$", error="a member number")
 
 
 class DecimalString(fields.Field):
@@ -88,7 +101,7 @@ class EmptyInput(StrictSchema):
 
 
 class PinInput(StrictSchema):
-    pin = fields.String(required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"))
+    pin = fields.String(required=True, load_only=True, validate=WholeValue(r"^[0-9]{4,12}$", error="4-12 digits"))
 
 
 class CardOutput(Schema):
@@ -116,7 +129,7 @@ class TransferOutput(Schema):
 
 class LadderStepInput(StrictSchema):
     from_minor = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_AMOUNT_MINOR))
-    multiplier = fields.String(required=True, validate=validate.Regexp(r"^[0-9]+(\.[0-9]+)?$"))
+    multiplier = fields.String(required=True, validate=WholeValue(r"^[0-9]+(\.[0-9]+)?$"))
 
 
 class PartnerInput(StrictSchema):
@@ -183,7 +196,7 @@ class TerminalInput(StrictSchema):
 
 
 class KeyInput(StrictSchema):
-    key_id = fields.String(required=True, validate=validate.Regexp(r"^[\x21-\x7e]{1,100}$"))
+    key_id = fields.String(required=True, validate=WholeValue(r"^[\x21-\x7e]{1,100}$"))
     public_key = fields.String(required=True, metadata={"description": "Base64 of the 32-byte Ed25519 public key."})
     terminal = fields.String(validate=TERMINAL)
     expires_at = fields.AwareDateTime()

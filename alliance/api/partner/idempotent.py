@@ -17,7 +17,7 @@ from alliance.services.unit_of_work import UnitOfWork
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
-KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 Operation = Callable[..., tuple[int, dict]]  # type: ignore[type-arg]
 Preparation = Callable[[UnitOfWork], object]

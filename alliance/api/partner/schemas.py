@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
+from alliance.api.patterns import WholeValue
 from alliance.services.ledger import MAX_HOLD_TTL_S
 
-REFERENCE = validate.Regexp(r"^[A-Za-z0-9._:-]{1,64}$", error="1-64 letters, digits or . _ : -")
-CARD_NUMBER = validate.Regexp(r"^[0-9]{16}$", error="16 digits")
-CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="a three-letter ISO 4217 code")
-TERMINAL = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,39}$", error="a terminal code")
+REFERENCE = WholeValue(r"^[A-Za-z0-9._:-]{1,64}$", error="1-64 letters, digits or . _ : -")
+CARD_NUMBER = WholeValue(r"^[0-9]{16}$", error="16 digits")
+CURRENCY = WholeValue(r"^[A-Z]{3}$", error="a three-letter ISO 4217 code")
+TERMINAL = WholeValue(r"^[a-z0-9][a-z0-9-]{1,39}$", error="a terminal code")
 MAX_AMOUNT_MINOR = 10**12
 MAX_POINTS = 10**12
 MAX_BATCH_ITEMS = 1000
@@ -97,8 +105,8 @@ class MemberProofInput(StrictSchema):
     """The member proves presence with card and PIN, or with a one-time redemption code."""
 
     card_number = fields.String(validate=CARD_NUMBER)
-    pin = fields.String(validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"), load_only=True)
-    redemption_code = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9]{6,32}$", error="a redemption code"),
+    pin = fields.String(validate=WholeValue(r"^[0-9]{4,12}$", error="4-12 digits"), load_only=True)
+    redemption_code = fields.String(validate=WholeValue(r"^[A-Za-z0-9]{6,32}$", error="a redemption code"),
                                     load_only=True)
 
     @validates_schema
@@ -147,7 +155,7 @@ class RedemptionOutput(Schema):
 
 class BalanceInput(StrictSchema):
     card_number = fields.String(required=True, validate=CARD_NUMBER)
-    pin = fields.String(required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{4,12}$", error="4-12 digits"))
+    pin = fields.String(required=True, load_only=True, validate=WholeValue(r"^[0-9]{4,12}$", error="4-12 digits"))
 
 
 class BalanceOutput(Schema):
