@@ -100,3 +100,11 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
     server = PostgresServer(directory=directory, port=port, user=user, run_as=run_as, options=options)
     server.start()
     return server
+
+
+def terminate_backend(url: str, pid: int) -> bool:
+    """End one server session from another, as a restart or an administrator would; waits until it has ended."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as admin:
+        return bool(admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0])  # type: ignore[index]

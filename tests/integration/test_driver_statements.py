@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from alliance.config import Settings
 from alliance.db import DriverStatement, make_engine
 from alliance.models.base import IdType, UTCDateTime
+from tests.postgres_server import terminate_backend
 
 metadata = MetaData()
 things = Table("driver_things", metadata, Column("id", IdType, primary_key=True),
@@ -83,10 +84,7 @@ def test_a_connection_the_error_broke_is_invalidated_like_sqlalchemy_does(postgr
     try:
         with Session(engine) as session:
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            killer = make_engine(postgres_url, Settings(database_pool_size=1))
-            with killer.connect() as connection:
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            killer.dispose()
+            terminate_backend(postgres_url, pid)
             with pytest.raises(OperationalError) as raised:
                 DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(), {"since": NOW})
             assert raised.value.connection_invalidated

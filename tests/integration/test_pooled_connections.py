@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from alliance.config import Settings
 from alliance.db import DriverStatement, execute_and_commit, make_engine
+from tests.postgres_server import terminate_backend
 
 
 def _engine(postgres_url: str):  # type: ignore[no-untyped-def]
@@ -28,11 +29,7 @@ def test_a_connection_the_server_terminated_is_replaced_at_checkout(postgres_url
         with engine.connect() as other:
             other_pid = other.execute(text("SELECT pg_backend_pid()")).scalar_one()
         assert other_pid == stale_pid, "the pool hands back its one idle connection"
-        admin = make_engine(postgres_url, Settings(database_pool_size=1))
-        with admin.connect() as killer:
-            assert killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": stale_pid}).scalar_one()
-            killer.execute(text("SELECT pg_sleep(0.2)"))
-        admin.dispose()
+        assert terminate_backend(postgres_url, stale_pid)
 
         with engine.connect() as connection:
             fresh_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -151,10 +148,7 @@ def test_a_connection_lost_before_the_last_write_is_replaced_and_nothing_is_kept
     with Session(engine) as session:
         session.execute(text("INSERT INTO parents (id) VALUES (3)"))
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        killer = make_engine(postgres_url, Settings(database_pool_size=1))
-        with killer.connect() as connection:
-            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        killer.dispose()
+        terminate_backend(postgres_url, pid)
         with pytest.raises(OperationalError) as raised:
             execute_and_commit(session, REPOINT, {"parent": 3, "note": "lost"})
         assert raised.value.connection_invalidated
