@@ -11,17 +11,15 @@ Not part of ``make bench``; a tool for the work of reaching the earn target.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
 from pathlib import Path
 
-from sqlalchemy import create_engine
 
 from benchmarks import common
 from benchmarks.http_earn import _purchases
-from benchmarks.probe_app import prepare_database
+from benchmarks.probe_app import probe_server
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 WARM_UP_REQUESTS = 60
@@ -94,13 +92,7 @@ def main(which: list[str]) -> None:
         _, environment, hub, partners, members = common.earning_hub(server, "bench_earn", artifacts, partners=4,
                                                                     members=2000)
         if "probe" in which:
-            probe_url = common.create_database(server, "bench_probe")
-            prepare_database(create_engine(probe_url), [card for _, card in members])
-            keys_file = artifacts / "probe-keys.json"
-            keys_file.write_text(json.dumps({partner.key_id: partner.public_key_raw.hex() for partner in partners}))
-            with common.Gunicorn(context, "benchmarks.probe_app:create_app()",
-                                 {"BENCH_PROBE_DATABASE_URL": probe_url, "BENCH_PROBE_KEYS": str(keys_file)},
-                                 ready_path="/bare", name="probe") as probe:
+            with probe_server(context, partners, members) as probe:
                 print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, "probe"), artifacts))
         if "hub" in which:
             with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:

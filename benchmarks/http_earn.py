@@ -9,14 +9,12 @@ through SQLAlchemy Core (benchmarks/probe_app.py).
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine
 
 from benchmarks import common
-from benchmarks.probe_app import prepare_database
+from benchmarks.probe_app import probe_server
 
 BENCHMARK = "signed earn (HTTP)"
 # wrk runs for the duration; the requests must outlast it (see LoadResult.exhausted).
@@ -70,17 +68,10 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     app, environment, hub, partners, members = common.earning_hub(
         server, "bench_earn", artifacts, partners=sizes["partners"], members=sizes["members"])
 
-    probe_url = common.create_database(server, "bench_probe")
-    prepare_database(create_engine(probe_url), [card for _, card in members])
-    keys_file = artifacts / "probe-keys.json"
-    keys_file.write_text(json.dumps({partner.key_id: partner.public_key_raw.hex() for partner in partners}))
-    probe_environment = {"BENCH_PROBE_DATABASE_URL": probe_url, "BENCH_PROBE_KEYS": str(keys_file)}
-
     def make_requests(count: int, tag: str) -> list[common.PreparedRequest]:
         return _purchases(partners, members, count, tag)
 
-    with common.Gunicorn(context, "benchmarks.probe_app:create_app()", probe_environment, ready_path="/bare",
-                         name="probe") as probe:
+    with probe_server(context, partners, members) as probe:
         bare_file = artifacts / "bare.requests"
         common.write_request_file(bare_file, [common.PreparedRequest("GET", "/bare", {}, b"")] * sizes["bare_requests"])
         common.run_wrk(probe.base_url, bare_file, artifacts, duration_s=3, connections=4)

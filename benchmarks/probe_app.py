@@ -54,6 +54,23 @@ def prepare_database(engine: Engine, card_numbers: list[str]) -> None:
         connection.execute(insert(probe_balances), [{"card_number": card, "balance_points": 0} for card in card_numbers])
 
 
+def probe_server(context: dict, partners, members):  # type: ignore[no-untyped-def, type-arg]
+    """The probe's database (one zero balance per member's card) and its gunicorn, not yet started.
+
+    ``partners`` and ``members`` are ``common.earning_hub``'s, so the probe answers the
+    same pre-signed purchase reports as the hub.
+    """
+    from benchmarks import common
+
+    probe_url = common.create_database(context["postgres"], "bench_probe")
+    prepare_database(create_engine(probe_url), [card for _, card in members])
+    keys_file = context["artifacts"] / "probe-keys.json"
+    keys_file.write_text(json.dumps({partner.key_id: partner.public_key_raw.hex() for partner in partners}))
+    return common.Gunicorn(context, "benchmarks.probe_app:create_app()",
+                           {"BENCH_PROBE_DATABASE_URL": probe_url, "BENCH_PROBE_KEYS": str(keys_file)},
+                           ready_path="/bare", name="probe")
+
+
 def _signature_key_id() -> str:
     parsed = http_sf.parse(request.headers.get("Signature-Input", "").encode("latin-1"), tltype="dictionary")
     (_, (_, parameters)), = parsed.items()

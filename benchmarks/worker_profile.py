@@ -19,18 +19,16 @@ of ``make bench``; a tool for the work of reaching the targets.
 from __future__ import annotations
 
 import collections
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import create_engine
 
 from benchmarks import common
 from benchmarks.cpu_split import WARM_UP_REQUESTS
 from benchmarks.http_earn import _purchases
-from benchmarks.probe_app import prepare_database
+from benchmarks.probe_app import probe_server
 
 SAMPLES_PER_S = 200
 SAMPLED_S = 12
@@ -82,13 +80,7 @@ def main(which: str, top: int) -> None:
         _, environment, hub, partners, members = common.earning_hub(server, "bench_earn", artifacts, partners=4,
                                                                     members=2000)
         if which == "probe":
-            probe_url = common.create_database(server, "bench_probe")
-            prepare_database(create_engine(probe_url), [card for _, card in members])
-            keys_file = artifacts / "probe-keys.json"
-            keys_file.write_text(json.dumps({partner.key_id: partner.public_key_raw.hex() for partner in partners}))
-            served = common.Gunicorn(context, "benchmarks.probe_app:create_app()",
-                                     {"BENCH_PROBE_DATABASE_URL": probe_url, "BENCH_PROBE_KEYS": str(keys_file)},
-                                     ready_path="/bare", name="probe")
+            served = probe_server(context, partners, members)
         else:
             served = common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub")
         with served as gunicorn:
