@@ -59,7 +59,8 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
-def _alliance_error(error: AllianceError) -> Response:
+def problem_response(error: AllianceError) -> Response:
+    """The problem+json response of an expected failure (with its Retry-After, if any)."""
     response = _problem_response(problem_body(error))
     retry_after_s = getattr(error, "retry_after_s", None)
     if retry_after_s is not None:
@@ -112,6 +113,6 @@ def init_app(app: Flask) -> None:
     """Register the request id hooks and the error handlers (after any extension's own)."""
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
-    app.register_error_handler(AllianceError, _alliance_error)
+    app.register_error_handler(AllianceError, problem_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

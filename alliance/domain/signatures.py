@@ -13,6 +13,7 @@ success, so unauthenticated requests never write to the database.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -279,9 +280,15 @@ class _SingleKeyResolver:
         return self._public_key if key_id == self._key_id else None
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of a raw public key, loaded once per process (it is immutable)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def _require_valid_signature(request: IncomingRequest, key: PartnerKeyRecord, label: str) -> None:
     try:
-        public_key = Ed25519PublicKey.from_public_bytes(key.public_key)
+        public_key = _public_key(key.public_key)
     except ValueError:
         raise SignatureRejected("key_unusable", f"key {key.key_id!r} is not an Ed25519 public key") from None
     check_signature(request, key_id=key.key_id, public_key=public_key)

@@ -22,7 +22,10 @@ from alliance.db import DriverStatement, execute_and_commit
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.models import IdempotencyRecord
 from alliance.models.base import insert_unless_conflicting
-from alliance.services.partner_keys import record_nonce
+from alliance.domain.signatures import PartnerKeyRecord
+from alliance.services.partner_keys import (
+    KEY_STILL_AS_VERIFIED_SQL, confirmation_parameters, key_still_as_verified, record_nonce,
+)
 
 MINIMUM_RETENTION = timedelta(hours=72)
 IN_FLIGHT_RETRY_AFTER_S = 1
@@ -50,6 +53,25 @@ CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK = text("""
     )
     SELECT EXISTS (SELECT FROM spent) AS nonce_spent, (SELECT id FROM claimed) AS record_id
 """)
+# And the same again for a request verified against a cached key: the nonce is spent (and
+# the key claimed) only if the key still stands exactly as the request was verified with it.
+CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK = text(f"""
+    WITH key_held AS ({KEY_STILL_AS_VERIFIED_SQL}
+    ), spent AS (
+        INSERT INTO signature_nonces (nonce, partner_id, key_id, seen_at, prune_after)
+        SELECT :nonce, :nonce_partner_id, :key_id, :seen_at, :prune_after WHERE EXISTS (SELECT FROM key_held)
+        ON CONFLICT (nonce) DO NOTHING
+        RETURNING id
+    ), claimed AS (
+        INSERT INTO idempotency_keys (partner_id, idempotency_key, request_fingerprint, status, created_at)
+        SELECT :partner_id, :key, :fingerprint, 'in_flight', :now
+        WHERE EXISTS (SELECT FROM spent) AND pg_try_advisory_xact_lock(:lock_key)
+        ON CONFLICT (partner_id, idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT EXISTS (SELECT FROM key_held) AS key_held, EXISTS (SELECT FROM spent) AS nonce_spent,
+           (SELECT id FROM claimed) AS record_id
+""")
 
 COMPLETE = (
     update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
@@ -59,6 +81,7 @@ COMPLETE = (
 # Every partner write runs these; straight through psycopg on PostgreSQL.
 _CLAIM_ON_DRIVER = DriverStatement(CLAIM_UNDER_ADVISORY_LOCK)
 _CLAIM_WITH_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK)
+_CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK)
 _COMPLETE_ON_DRIVER = DriverStatement(COMPLETE)
 
 
@@ -74,6 +97,10 @@ class KeyInFlight(Conflict):
 
 class NonceAlreadySpent(Exception):
     """The nonce handed to ``claim`` was spent by another request (the same request, sent twice at once)."""
+
+
+class KeyNotAsVerified(Exception):
+    """The key handed to ``claim`` no longer stands as the request was verified with it; nothing was written."""
 
 
 class KeyReused(AllianceError):
@@ -117,7 +144,8 @@ class Claim:
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
-          legacy_fingerprint: Callable[[], str] | None = None, nonce: Mapping[str, object] | None = None) -> Claim:
+          legacy_fingerprint: Callable[[], str] | None = None, nonce: Mapping[str, object] | None = None,
+          key_to_confirm: PartnerKeyRecord | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
 
     On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
@@ -129,7 +157,14 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     ``nonce`` (``partner_keys.record_nonce``'s arguments) is the request's signature
     nonce, spent first, in the claim's own statement on PostgreSQL: one round trip for
     both. ``NonceAlreadySpent`` when another request spent it, and nothing is claimed.
+
+    ``key_to_confirm`` (with ``nonce``): the request was verified against a cached key
+    (``partner_keys.KeyCache``); the claim first confirms, in the same statement on
+    PostgreSQL, that the key still stands exactly so at the nonce's ``seen_at``.
+    ``KeyNotAsVerified`` when it does not, and nothing is written.
     """
+    if key_to_confirm is not None and nonce is None:
+        raise ValueError("a key is confirmed together with the request's nonce")
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         parameters = {"partner_id": partner_id, "key": key, "fingerprint": fingerprint, "now": now,
@@ -138,14 +173,22 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
             claimed = _CLAIM_ON_DRIVER.rows(connection, parameters)
             record_id = claimed[0].id if claimed else None
         else:
-            spent, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, {
-                **parameters, "nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
-                "key_id": nonce["key_id"], "seen_at": nonce["seen_at"], "prune_after": nonce["prune_after"],
-            })
+            parameters.update({"nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
+                               "key_id": nonce["key_id"], "seen_at": nonce["seen_at"],
+                               "prune_after": nonce["prune_after"]})
+            if key_to_confirm is None:
+                spent, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
+            else:
+                spent, = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(
+                    connection, {**parameters, **confirmation_parameters(key_to_confirm, nonce["seen_at"])})  # type: ignore[arg-type]
+                if not spent.key_held:
+                    raise KeyNotAsVerified()
             if not spent.nonce_spent:
                 raise NonceAlreadySpent()
             record_id = spent.record_id
     else:
+        if key_to_confirm is not None and not key_still_as_verified(session, key_to_confirm, nonce["seen_at"]):  # type: ignore[index, arg-type]
+            raise KeyNotAsVerified()
         if nonce is not None and not record_nonce(session, **nonce):  # type: ignore[arg-type]
             raise NonceAlreadySpent()
         # SQLite: BEGIN IMMEDIATE already serialises every writing transaction.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from alliance.db import DriverStatement
@@ -24,6 +25,95 @@ KEY_AND_NONCE = (
 INSERT_NONCE = prebuilt_inserts_unless_conflicting(SeenNonce, ["nonce"], SeenNonce.__table__.c.id)
 # Every partner request's first statement: straight through psycopg on PostgreSQL.
 _KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
+
+
+# Whether a key still stands exactly as a request was verified with it (see ``KeyCache``):
+# the same public key, partner and terminal, active, unexpired at the request's time, its
+# partner in the same status. The claim of a write asks this in its own statement.
+KEY_STILL_AS_VERIFIED = (
+    select(literal_column("1")).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
+    .where(PartnerKey.key_id == bindparam("key_id"), PartnerKey.partner_id == bindparam("key_partner_id"),
+           PartnerKey.public_key == bindparam("key_public_key"),
+           PartnerKey.terminal_id.is_not_distinct_from(bindparam("key_terminal_id")),
+           PartnerKey.status == "active",
+           (PartnerKey.expires_at.is_(None)) | (PartnerKey.expires_at > bindparam("key_checked_at")),
+           Partner.status == bindparam("key_partner_status"))
+)
+# The same question in SQL of its own, for statements written out by hand (the claim's).
+KEY_STILL_AS_VERIFIED_SQL = """
+    SELECT FROM partner_keys JOIN partners ON partners.id = partner_keys.partner_id
+     WHERE partner_keys.key_id = :key_id AND partner_keys.partner_id = :key_partner_id
+       AND partner_keys.public_key = :key_public_key
+       AND partner_keys.terminal_id IS NOT DISTINCT FROM CAST(:key_terminal_id AS bigint)
+       AND partner_keys.status = 'active'
+       AND (partner_keys.expires_at IS NULL OR partner_keys.expires_at > :key_checked_at)
+       AND partners.status = :key_partner_status
+"""
+KEY_CACHE_SIZE = 4096
+
+
+class KeyNotCached(Exception):
+    """``CachedKeyStore.look_up``: the key is not in the cache; ask the database."""
+
+
+def confirmation_parameters(key: PartnerKeyRecord, checked_at: datetime) -> dict[str, object]:
+    """The bind values of ``KEY_STILL_AS_VERIFIED`` for ``key`` at ``checked_at``."""
+    return {"key_id": key.key_id, "key_partner_id": key.partner_id, "key_public_key": key.public_key,
+            "key_terminal_id": key.terminal_id, "key_checked_at": checked_at, "key_partner_status": key.partner_status}
+
+
+def key_still_as_verified(session: Session, key: PartnerKeyRecord, checked_at: datetime) -> bool:
+    """Whether ``key`` still stands in the database exactly as the request was verified with it."""
+    return session.execute(KEY_STILL_AS_VERIFIED, confirmation_parameters(key, checked_at)).first() is not None
+
+
+class KeyCache:
+    """Partner keys as the database last showed them, so a write can be verified before its first query.
+
+    A signed write is verified against the cached key and its nonce is not looked up
+    first; the write's idempotency claim then confirms, in the claim's own statement and
+    transaction, that the key still stands exactly so (``KEY_STILL_AS_VERIFIED``) and
+    spends the nonce only if it does. Nothing is taken on trust: a key revoked, expired,
+    rebound or whose partner changed status since is caught there, dropped from the
+    cache, and the request verified again from the database, where it gets the refusal
+    it would have got without the cache. Only keys the database has just shown to verify
+    a request are kept; the cache is bounded and per process.
+    """
+
+    def __init__(self, size: int = KEY_CACHE_SIZE) -> None:
+        self._size = size
+        self._keys: dict[str, PartnerKeyRecord] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str) -> PartnerKeyRecord | None:
+        return self._keys.get(key_id)
+
+    def remember(self, key: PartnerKeyRecord) -> None:
+        with self._lock:
+            if key.key_id not in self._keys and len(self._keys) >= self._size:
+                # The oldest entry goes (dicts keep insertion order).
+                del self._keys[next(iter(self._keys))]
+            self._keys[key.key_id] = key
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._keys.pop(key_id, None)
+
+
+class CachedKeyStore:
+    """The verifier's view of a ``KeyCache``: the cached key, and no nonce seen (the claim decides that)."""
+
+    def __init__(self, cache: KeyCache) -> None:
+        self._cache = cache
+        self.consulted = False
+
+    def look_up(self, key_id: str, nonce: str) -> KeyLookup:
+        """The cached key; ``KeyNotCached`` if there is none."""
+        self.consulted = True
+        key = self._cache.get(key_id)
+        if key is None:
+            raise KeyNotCached(key_id)
+        return KeyLookup(key=key, nonce_seen=False)
 
 
 class DatabaseKeyStore:

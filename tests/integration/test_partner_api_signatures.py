@@ -299,6 +299,29 @@ def test_each_badly_signed_request_is_refused_with_its_code_and_leaves_no_trace(
     assert _purchase_count(world) == 0
 
 
+def test_the_refusals_are_the_same_once_the_signing_keys_are_cached(world, subtests):
+    # A write whose key is cached is verified without a query (partner_keys.KeyCache);
+    # every refusal must still be the one the database's verification gives, and leave
+    # nothing behind. One accepted write of each partner puts both keys in the cache.
+    for index, signer in enumerate((world.partner, world.other), start=1):
+        body = json.dumps(purchase_payload(f"rcpt-warm-{index}", world.member.card_number)).encode()
+        assert _send(world, body, _sign(world, body, signer=signer, idempotency_key=f"warm-{index}")).status_code == 201
+    cache = hub_state(world.app).extras["partner_key_cache"]
+    assert cache.get(world.partner.key_id) is not None and cache.get(world.other.key_id) is not None
+    for name, code, build in REJECTIONS:
+        with subtests.test(msg=name, expected_code=code):
+            attempt = build(world)
+            method, path, body, headers = attempt if len(attempt) == 4 else ("POST", PURCHASES, *attempt)
+            before, traces_before = books(world.hub), api_traces(world.hub)
+
+            response = _send(world, body, headers, path=path, method=method)
+
+            _assert_problem(response, 401, code)
+            assert_books_unchanged(world.hub, before)
+            assert api_traces(world.hub) == traces_before
+    assert _purchase_count(world) == 2
+
+
 ACCEPTED_EDGES = [
     ("created_250_s_ago_inside_the_300_s_window", {"created_offset_s": -250}),
     ("created_45_s_ahead_inside_the_60_s_skew", {"created_offset_s": 45}),

@@ -9,18 +9,20 @@ from urllib.parse import quote
 from flask import Response, g, request
 from sqlalchemy import select
 
+from alliance.api.errors import problem_response
 from alliance.domain.errors import AllianceError, NotFound
 from alliance.domain.rate_limits import PartnerLimiter
 from alliance.domain.signatures import (
-    MAX_CLOCK_AHEAD_S, IncomingRequest, SignatureRejected, VerifiedSignature, verify_signed_request,
+    MAX_CLOCK_AHEAD_S, IncomingRequest, PartnerKeyRecord, SignatureRejected, VerifiedSignature, verify_signed_request,
 )
 from alliance.extensions import hub_state
 from alliance.models import Terminal
 from alliance.models.base import defer_commit_flush
-from alliance.services.partner_keys import DatabaseKeyStore, record_nonce
+from alliance.services.partner_keys import CachedKeyStore, DatabaseKeyStore, KeyCache, KeyNotCached, record_nonce
 from alliance.services.unit_of_work import UnitOfWork
 
 LIMITER_KEY = "partner_limiter"
+KEY_CACHE_KEY = "partner_key_cache"
 
 
 class TerminalMismatch(AllianceError):
@@ -78,30 +80,64 @@ class RequestUnitOfWork:
     still decides between two copies of one request arriving at the same moment.
     """
 
-    def __init__(self, unit_of_work: UnitOfWork) -> None:
+    def __init__(self, unit_of_work: UnitOfWork, message: IncomingRequest, now: datetime) -> None:
         self.unit_of_work = unit_of_work
+        self.message = message
+        self.now = now
         self.pending = False
         self._nonce: dict[str, object] | None = None
         self._nonce_written = False
+        # The cached key the request was verified with, until the database confirms it.
+        self.unconfirmed_key: PartnerKeyRecord | None = None
 
-    def record_nonce(self, verified: VerifiedSignature, now: datetime, *, at_once: bool = True) -> None:
+    def record_nonce(self, verified: VerifiedSignature, now: datetime, *, at_once: bool = True,
+                     key_confirmed: bool = True) -> None:
         """Spend the request's nonce in this transaction, or raise ``signature_replayed``.
 
         ``at_once=False`` (a write) leaves the insert to the idempotency claim or ``commit``.
+        ``key_confirmed=False``: the request was verified against a cached key, which the
+        claim (or ``commit``) confirms before the nonce is written.
         """
         self._nonce = {"nonce": verified.nonce, "partner_id": verified.key.partner_id, "key_id": verified.key.key_id,
                        "seen_at": now, "prune_after": verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)}
         self._nonce_written = False
+        self.unconfirmed_key = None if key_confirmed else verified.key
         self.pending = True
         if at_once:
             self._write_nonce()
 
     def take_unwritten_nonce(self) -> dict[str, object] | None:
-        """The nonce's row for the caller to insert now, if not written yet; it counts as written from here."""
+        """The nonce's row for the caller to insert now, if not written yet; it counts as written from here.
+
+        With ``unconfirmed_key`` set, the caller confirms the key in the same statement and
+        calls ``key_confirmed`` or, if it no longer stands, ``verify_again``.
+        """
         if self._nonce is None or self._nonce_written:
             return None
         self._nonce_written = True
         return self._nonce
+
+    def key_confirmed(self) -> None:
+        """The database showed the cached key to stand as the request was verified with it."""
+        self.unconfirmed_key = None
+
+    def verify_again(self) -> None:
+        """The cached key no longer stands: verify the request from the database, as if nothing was cached.
+
+        Everything of the transaction is taken back, the key leaves the cache, and the
+        database's verdict stands: its refusal (nothing of the request is kept) or the key
+        as it now is, with the nonce to be spent again (``g.caller`` follows the key).
+        """
+        stale = self.unconfirmed_key
+        self.unconfirmed_key = None
+        self.unit_of_work.session.rollback()
+        if stale is not None:
+            key_cache().forget(stale.key_id)
+        self._nonce, self._nonce_written, self.pending = None, False, False
+        verified = verify_signed_request(self.message, now=self.now, keys=DatabaseKeyStore(self.unit_of_work.session))
+        key_cache().remember(verified.key)
+        self.record_nonce(verified, self.now, at_once=False)
+        g.caller = _caller(verified)
 
     def start_over(self) -> None:
         """Take back everything of this transaction except the nonce, which is spent again."""
@@ -109,6 +145,10 @@ class RequestUnitOfWork:
         self._write_nonce()
 
     def _write_nonce(self) -> None:
+        if self.unconfirmed_key is not None:
+            # A write refused before its claim (a 422, say): its key is confirmed here,
+            # in a lookup of its own, before its nonce is kept.
+            self.verify_again()
         if not record_nonce(self.unit_of_work.session, **self._nonce):  # type: ignore[arg-type]
             raise replayed()
         self._nonce_written = True
@@ -128,26 +168,65 @@ def replayed() -> SignatureRejected:
     return SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
 
 
+def key_cache() -> KeyCache:
+    """This process's cache of the partner keys requests were last verified with (see ``KeyCache``)."""
+    extras = hub_state().extras
+    cache = extras.get(KEY_CACHE_KEY)
+    if cache is None:
+        cache = extras.setdefault(KEY_CACHE_KEY, KeyCache())
+    return cache  # type: ignore[return-value]
+
+
+def _caller(verified: VerifiedSignature) -> Caller:
+    return Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
+                  bound_terminal_id=verified.key.terminal_id)
+
+
+def _verify_against_cache(message: IncomingRequest, now: datetime) -> VerifiedSignature | None:
+    """A write verified against the cached key (confirmed later, in its claim), or None: ask the database.
+
+    Any refusal that depends on the key is left to the database's verification, so a
+    refused request gets exactly the refusal it would get without the cache; one that
+    came before the key was looked up (a malformed header) stands as it is.
+    """
+    store = CachedKeyStore(key_cache())
+    try:
+        return verify_signed_request(message, now=now, keys=store)
+    except KeyNotCached:
+        return None
+    except SignatureRejected:
+        if store.consulted:
+            return None
+        raise
+
+
 def authenticate_partner() -> None:
-    """``before_request`` of the partner blueprints: verify, record the nonce, set ``g.caller``."""
+    """``before_request`` of the partner blueprints: verify, record the nonce, set ``g.caller``.
+
+    A write whose key is cached is verified without a query; its idempotency claim
+    confirms the key in the claim's own statement (see ``partner_keys.KeyCache``).
+    """
     message = incoming_request()
     now = utc_now()
-    unit = RequestUnitOfWork(hub_state().unit_of_work().__enter__())
+    unit = RequestUnitOfWork(hub_state().unit_of_work().__enter__(), message, now)
     g.partner_unit_of_work = unit
     session = unit.unit_of_work.session
-    verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
+    reading = request.method in READ_METHODS
+    verified = None if reading else _verify_against_cache(message, now)
+    key_confirmed = verified is None
+    if verified is None:
+        verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
+        key_cache().remember(verified.key)
     # Admission comes after the signature, so an unauthenticated flood cannot spend a
     # partner's budget, and before the nonce is written, so a refused request leaves
     # no trace at all: no nonce, no idempotency record, nothing in the books.
     _admit(verified.key.partner_id)
-    reading = request.method in READ_METHODS
     if reading:
         defer_commit_flush(session)
-    unit.record_nonce(verified, now, at_once=reading)
+    unit.record_nonce(verified, now, at_once=reading, key_confirmed=key_confirmed)
     if reading:
         unit.commit()
-    g.caller = Caller(partner_id=verified.key.partner_id, key_id=verified.key.key_id,
-                      bound_terminal_id=verified.key.terminal_id)
+    g.caller = _caller(verified)
 
 
 def request_unit_of_work() -> RequestUnitOfWork:
@@ -161,12 +240,17 @@ def commit_unclaimed_nonce(response: Response) -> Response:
     """``after_request``: keep the nonce of a write refused before its work began (a 422, say)."""
     unit: RequestUnitOfWork | None = g.get("partner_unit_of_work")
     if unit is not None and response.status_code < 500:
+        verified_against_cache = unit.unconfirmed_key is not None
         try:
             unit.commit()
-        except SignatureRejected:
+        except SignatureRejected as refusal:
+            if verified_against_cache:
+                # Verified against a cached key that no longer stands, or a nonce already
+                # spent: the database's refusal is the answer, as it would have been at
+                # the start had the key not been cached.
+                return problem_response(refusal)
             # The same request, arriving twice at once, and the other copy spent the
             # nonce first: this copy's refusal stands, and nothing of it is kept.
-            pass
     return response
 
 

@@ -62,6 +62,7 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     unit = request_unit_of_work()
     uow = unit.unit_of_work
     claim = _claim(unit, caller.partner_id, key, fingerprint, legacy)
+    caller = current_caller()  # as the claim confirmed it
     if claim.status == "completed":
         uow.commit()
         return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
@@ -103,14 +104,24 @@ def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
            legacy: Callable[[], str]) -> idempotency.Claim:
     """Spend the nonce (if not yet) and claim the key; a refusal (in flight, reused) still spends the nonce."""
     uow = unit.unit_of_work
+    nonce = unit.take_unwritten_nonce()
+    signing_key = unit.unconfirmed_key if nonce is not None else None
     try:
-        return idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint, now=utc_now(),
-                                 legacy_fingerprint=legacy, nonce=unit.take_unwritten_nonce())
+        claimed = idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint,
+                                    now=utc_now(), legacy_fingerprint=legacy, nonce=nonce, key_to_confirm=signing_key)
+    except idempotency.KeyNotAsVerified:
+        # The cached key changed since: the database verifies the request again (its
+        # refusal stands, a 401 with nothing kept) and the claim runs again.
+        unit.verify_again()
+        return _claim(unit, current_caller().partner_id, key, fingerprint, legacy)
     except idempotency.NonceAlreadySpent:
         raise replayed() from None
     except (idempotency.KeyInFlight, idempotency.KeyReused):
+        unit.key_confirmed()
         uow.commit()
         raise
+    unit.key_confirmed()
+    return claimed
 
 
 def _reply(status: int, body_text: str, *, replayed: bool) -> Response:
