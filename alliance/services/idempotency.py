@@ -15,16 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import BigInteger, Select, String, bindparam, delete, exists, func, literal, select, text, true, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
 from alliance.db import DriverStatement, execute_and_commit
 from alliance.domain.errors import AllianceError, Conflict
-from alliance.models import IdempotencyRecord
-from alliance.models.base import insert_unless_conflicting
 from alliance.domain.signatures import PartnerKeyRecord
+from alliance.models import IdempotencyRecord, SeenNonce
+from alliance.models.base import UTCDateTime, insert_unless_conflicting
 from alliance.services.partner_keys import (
-    KEY_STILL_AS_VERIFIED_SQL, confirmation_parameters, key_still_as_verified, record_nonce,
+    KEY_STILL_AS_VERIFIED, KEY_STILL_AS_VERIFIED_SQL, confirmation_parameters, key_still_as_verified, record_nonce,
 )
 
 MINIMUM_RETENTION = timedelta(hours=72)
@@ -85,6 +86,59 @@ _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_KEY_AND_NONCE_U
 _COMPLETE_ON_DRIVER = DriverStatement(COMPLETE)
 
 
+def _claim_row(confirm_key: bool):  # type: ignore[no-untyped-def]
+    """The nonce and the claim of ``CLAIM_WITH_(KEY_AND_)NONCE_UNDER_ADVISORY_LOCK`` as a one-row subquery.
+
+    Its binds are prefixed ``claim_`` (and ``key_`` for the key's confirmation), so the
+    statement it is put in front of keeps its own names.
+    """
+    key_held = KEY_STILL_AS_VERIFIED.cte("key_held") if confirm_key else None
+    nonce_row = select(bindparam("claim_nonce", type_=String), bindparam("claim_nonce_partner_id", type_=BigInteger),
+                       bindparam("claim_nonce_key_id", type_=String), bindparam("claim_seen_at", type_=UTCDateTime),
+                       bindparam("claim_prune_after", type_=UTCDateTime))
+    if key_held is not None:
+        nonce_row = nonce_row.where(exists(key_held.select()))
+    spent = (postgresql_insert(SeenNonce).from_select(["nonce", "partner_id", "key_id", "seen_at", "prune_after"], nonce_row)
+             .on_conflict_do_nothing(index_elements=["nonce"]).returning(SeenNonce.id).cte("spent"))
+    claim_row = select(bindparam("claim_partner_id", type_=BigInteger), bindparam("claim_key", type_=String),
+                       bindparam("claim_fingerprint", type_=String), literal("in_flight"),
+                       bindparam("claim_now", type_=UTCDateTime)).where(
+        exists(spent.select()), func.pg_try_advisory_xact_lock(bindparam("claim_lock_key", type_=BigInteger)))
+    claimed = (postgresql_insert(IdempotencyRecord)
+               .from_select(["partner_id", "idempotency_key", "request_fingerprint", "status", "created_at"], claim_row)
+               .on_conflict_do_nothing(index_elements=["partner_id", "idempotency_key"])
+               .returning(IdempotencyRecord.id).cte("claimed"))
+    return select(
+        (exists(key_held.select()) if key_held is not None else literal(True)).label("claim_key_held"),
+        exists(spent.select()).label("claim_nonce_spent"),
+        select(claimed.c.id).scalar_subquery().label("claim_record_id"),
+    ).subquery("claim")
+
+
+@dataclass(frozen=True)
+class ClaimInFront:
+    """An operation's first statement with the request's claim in front of it, in one round trip (PostgreSQL).
+
+    Built by ``claim_in_front_of``; ``claim(first=...)`` runs it. The nonce is spent and
+    the key claimed first (the subquery's CTEs run before the statement's rows are
+    read), and the statement runs only if the claim was taken: a request refused or
+    answered from a stored reply reads and locks nothing of it.
+    """
+
+    statements: dict[bool, DriverStatement]  # by whether a cached signing key is confirmed too
+
+
+def claim_in_front_of(first: Select) -> ClaimInFront:  # type: ignore[type-arg]
+    """``first`` (a Core select, its binds not prefixed ``claim_`` or ``key_``) with the claim in front."""
+    statements = {}
+    for confirm_key in (False, True):
+        claim_row = _claim_row(confirm_key)
+        carried = (first.add_columns(literal(True).label("claim_first_row"))
+                   .where(claim_row.c.claim_record_id.is_not(None)).lateral("first_statement"))
+        statements[confirm_key] = DriverStatement(select(claim_row, carried).select_from(claim_row.outerjoin(carried, true())))
+    return ClaimInFront(statements)
+
+
 class KeyInFlight(Conflict):
     """Another request with this key is being processed right now."""
 
@@ -141,11 +195,14 @@ class Claim:
     status: str
     response_status: int | None = None
     response_body: str | None = None
+    # The rows of the statement the claim was put in front of (``claim(first=...)``), if it ran.
+    first_rows: list | None = None  # type: ignore[type-arg]
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
           legacy_fingerprint: Callable[[], str] | None = None, nonce: Mapping[str, object] | None = None,
-          key_to_confirm: PartnerKeyRecord | None = None) -> Claim:
+          key_to_confirm: PartnerKeyRecord | None = None,
+          first: tuple[ClaimInFront, Mapping[str, object]] | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
 
     On PostgreSQL the claim first takes a transaction-scoped advisory lock named after
@@ -162,6 +219,10 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     (``partner_keys.KeyCache``); the claim first confirms, in the same statement on
     PostgreSQL, that the key still stands exactly so at the nonce's ``seen_at``.
     ``KeyNotAsVerified`` when it does not, and nothing is written.
+
+    ``first`` (with ``nonce``, on PostgreSQL): the operation's first statement
+    (``claim_in_front_of``) and its parameters, run in the claim's round trip; its rows
+    come back in ``Claim.first_rows`` when the key was claimed, else it did not run.
     """
     if key_to_confirm is not None and nonce is None:
         raise ValueError("a key is confirmed together with the request's nonce")
@@ -176,16 +237,33 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
             parameters.update({"nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
                                "key_id": nonce["key_id"], "seen_at": nonce["seen_at"],
                                "prune_after": nonce["prune_after"]})
-            if key_to_confirm is None:
-                spent, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
+            if first is not None:
+                carrier, first_parameters = first
+                rows = carrier.statements[key_to_confirm is not None].rows(connection, {
+                    **first_parameters, **{f"claim_{name}": value for name, value in parameters.items()},
+                    "claim_nonce_partner_id": nonce["partner_id"], "claim_nonce_key_id": nonce["key_id"],
+                    **(confirmation_parameters(key_to_confirm, nonce["seen_at"])  # type: ignore[arg-type]
+                       if key_to_confirm is not None else {}),
+                })
+                outcome = rows[0]
+                key_held, nonce_spent, record_id = (outcome.claim_key_held, outcome.claim_nonce_spent,
+                                                    outcome.claim_record_id)
+                first_rows = [row for row in rows if row.claim_first_row] if record_id is not None else None
             else:
-                spent, = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(
-                    connection, {**parameters, **confirmation_parameters(key_to_confirm, nonce["seen_at"])})  # type: ignore[arg-type]
-                if not spent.key_held:
-                    raise KeyNotAsVerified()
-            if not spent.nonce_spent:
+                if key_to_confirm is None:
+                    outcome, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
+                    key_held = True
+                else:
+                    outcome, = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(
+                        connection, {**parameters, **confirmation_parameters(key_to_confirm, nonce["seen_at"])})  # type: ignore[arg-type]
+                    key_held = outcome.key_held
+                nonce_spent, record_id, first_rows = outcome.nonce_spent, outcome.record_id, None
+            if not key_held:
+                raise KeyNotAsVerified()
+            if not nonce_spent:
                 raise NonceAlreadySpent()
-            record_id = spent.record_id
+            if record_id is not None:
+                return Claim(record_id=record_id, status="in_flight", first_rows=first_rows)
     else:
         if key_to_confirm is not None and not key_still_as_verified(session, key_to_confirm, nonce["seen_at"]):  # type: ignore[index, arg-type]
             raise KeyNotAsVerified()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, literal_column, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from alliance.db import DriverStatement
@@ -31,7 +31,7 @@ _KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
 # the same public key, partner and terminal, active, unexpired at the request's time, its
 # partner in the same status. The claim of a write asks this in its own statement.
 KEY_STILL_AS_VERIFIED = (
-    select(literal_column("1")).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
+    select(PartnerKey.id).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"), PartnerKey.partner_id == bindparam("key_partner_id"),
            PartnerKey.public_key == bindparam("key_public_key"),
            PartnerKey.terminal_id.is_not_distinct_from(bindparam("key_terminal_id")),

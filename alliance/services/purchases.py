@@ -21,7 +21,7 @@ from alliance.models import Campaign as CampaignRow
 from alliance.domain.ledger import AccountKind, account_code
 from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund
 from alliance.models.base import integer_sum, prebuilt_inserts_unless_conflicting
-from alliance.services import ledger
+from alliance.services import idempotency, ledger
 from alliance.services.member_verification import CardHolder, require_usable_card, require_valid_card_number
 
 # A till that was offline may report late, but not from another season.
@@ -63,6 +63,9 @@ _CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
 # so the refusals still come in the order a partner would fix them.
 CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
 _CARD_HOLDER_IN_CONTEXT_ON_DRIVER = DriverStatement(CARD_HOLDER_IN_CONTEXT)
+# The same, with a partner request's idempotency claim in front (``idempotency.claim(first=...)``):
+# the claim and this read in one round trip.
+CLAIM_THEN_CARD_HOLDER_IN_CONTEXT = idempotency.claim_in_front_of(CARD_HOLDER_IN_CONTEXT)
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
     CampaignRow.min_amount_minor,
@@ -120,8 +123,18 @@ class PurchaseReport:
     terminal_id: int | None = None
 
 
+def context_parameters(*, partner_id: int, receipt_id: str, card_number: str, purchased_at: datetime,
+                       now: datetime) -> dict[str, object]:
+    """The bind values of ``CARD_HOLDER_IN_CONTEXT`` for a report (and of ``PURCHASE_CONTEXT``)."""
+    return {
+        "partner_id": partner_id, "receipt_id": receipt_id, "purchased_at": purchased_at, "at": now,
+        "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id), "card_number": card_number,
+    }
+
+
 def report_purchase(
-    session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int
+    session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int,
+    context_rows: list | None = None,  # type: ignore[type-arg]
 ) -> Row:
     """Record a purchase and post the points it earns; returns the stored purchase's columns.
 
@@ -132,14 +145,12 @@ def report_purchase(
     the order a partner would fix them: partner, report, receipt, card, rule.
     """
     connection = session.connection()
-    parameters = {
-        "partner_id": partner_id, "receipt_id": report.receipt_id, "purchased_at": report.purchased_at, "at": now,
-        "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id),
-        "card_number": report.card_number,
-    }
+    parameters = context_parameters(partner_id=partner_id, receipt_id=report.receipt_id, card_number=report.card_number,
+                                    purchased_at=report.purchased_at, now=now)
     # The member is locked before today's points are read, so two tills cannot both fit
-    # under the per-member-day cap with what together exceeds it.
-    rows = _CARD_HOLDER_IN_CONTEXT_ON_DRIVER.rows(connection, parameters)
+    # under the per-member-day cap with what together exceeds it. ``context_rows``: that
+    # statement's rows, already read with the request's claim (same parameters).
+    rows = context_rows if context_rows is not None else _CARD_HOLDER_IN_CONTEXT_ON_DRIVER.rows(connection, parameters)
     context = rows[0] if rows else connection.execute(PURCHASE_CONTEXT, parameters).first()
     partner = _reporting_partner(context, partner_id)
     check_report(report, partner, now)

@@ -21,7 +21,13 @@ from alliance.models import Partner, PartnerKey
 from alliance.services import partner_keys
 from alliance.services.partner_keys import KeyCache, revoke_key
 from tests.factories import make_member, make_signing_partner
-from tests.http_server import api_traces, assert_books_unchanged, books, purchase_payload, wall_clock_partner_time
+from tests.http_server import (
+    api_traces,
+    assert_books_unchanged,
+    books,
+    purchase_payload,
+    wall_clock_partner_time,
+)
 from tests.partner_client import SignedTestClient
 from tests.signing import sign_request
 

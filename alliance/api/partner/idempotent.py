@@ -35,7 +35,8 @@ def idempotency_key() -> str:
     return key
 
 
-def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, operation_writes: bool = True) -> Response:
+def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, operation_writes: bool = True,
+                   first: tuple[idempotency.ClaimInFront, dict[str, object]] | None = None) -> Response:
     """Run ``operation`` once per key; later calls with the key get the stored reply.
 
     Everything happens in the request's one transaction, after its nonce: the claim, the
@@ -49,7 +50,14 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     a preparation, the operation runs in a savepoint instead, unless it only reads
     (``operation_writes=False``: nothing of it to take back). Its result is passed to
     ``operation``. A retry of a completed request gets the stored reply without preparing again.
+
+    ``first``: the operation's first statement with the claim in front of it
+    (``idempotency.claim_in_front_of``) and its parameters. The claim then reads it in
+    its own round trip and ``operation`` gets its rows as ``first_rows`` (None when it
+    did not run there: on SQLite, or after the request started over).
     """
+    if first is not None and prepare is not None:
+        raise ValueError("an operation with a preparation has no first statement to carry the claim")
     caller = current_caller()
     key = idempotency_key()
     target = request.full_path if request.query_string else request.path
@@ -61,13 +69,15 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
 
     unit = request_unit_of_work()
     uow = unit.unit_of_work
-    claim = _claim(unit, caller.partner_id, key, fingerprint, legacy)
+    claim = _claim(unit, caller.partner_id, key, fingerprint, legacy, first)
     caller = current_caller()  # as the claim confirmed it
     if claim.status == "completed":
         uow.commit()
         return _reply(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
     try:
-        if prepare is None:
+        if first is not None:
+            status, body = operation(uow, first_rows=claim.first_rows)
+        elif prepare is None:
             status, body = operation(uow)
         else:
             prepared = prepare(uow)
@@ -100,20 +110,21 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     return _reply(status, body_text, replayed=False)
 
 
-def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
-           legacy: Callable[[], str]) -> idempotency.Claim:
+def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str, legacy: Callable[[], str],
+           first: tuple[idempotency.ClaimInFront, dict[str, object]] | None = None) -> idempotency.Claim:
     """Spend the nonce (if not yet) and claim the key; a refusal (in flight, reused) still spends the nonce."""
     uow = unit.unit_of_work
     nonce = unit.take_unwritten_nonce()
     signing_key = unit.unconfirmed_key if nonce is not None else None
     try:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint,
-                                    now=utc_now(), legacy_fingerprint=legacy, nonce=nonce, key_to_confirm=signing_key)
+                                    now=utc_now(), legacy_fingerprint=legacy, nonce=nonce, key_to_confirm=signing_key,
+                                    first=first if nonce is not None else None)
     except idempotency.KeyNotAsVerified:
         # The cached key changed since: the database verifies the request again (its
         # refusal stands, a 401 with nothing kept) and the claim runs again.
         unit.verify_again()
-        return _claim(unit, current_caller().partner_id, key, fingerprint, legacy)
+        return _claim(unit, current_caller().partner_id, key, fingerprint, legacy, first)
     except idempotency.NonceAlreadySpent:
         raise replayed() from None
     except (idempotency.KeyInFlight, idempotency.KeyReused):

@@ -114,13 +114,20 @@ class Purchases(MethodView):
     @_document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Report a purchase; the member earns points by the partner's rule."""
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
-            now = utc_now()
+        now = utc_now()
+        context = purchases.context_parameters(partner_id=current_caller().partner_id, receipt_id=data["receipt_id"],
+                                               card_number=data["card_number"], purchased_at=data["purchased_at"],
+                                               now=now)
+
+        def operation(uow: UnitOfWork, first_rows: list | None) -> tuple[int, dict]:  # type: ignore[type-arg]
             row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
                                             report=_purchase_report(uow.session, data), now=now,
-                                            expiry_months=_settings().points_expiry_months)
+                                            expiry_months=_settings().points_expiry_months,
+                                            context_rows=first_rows if context["partner_id"] == current_caller().partner_id
+                                            else None)
             return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, row, now, card_number=data["card_number"]))
-        return run_idempotent(operation)
+        # The card's holder in context is read in the claim's round trip.
+        return run_idempotent(operation, first=(purchases.CLAIM_THEN_CARD_HOLDER_IN_CONTEXT, context))
 
 
 @purchases_blueprint.route("/batch")
