@@ -7,7 +7,7 @@ import select
 from collections.abc import Mapping
 from pathlib import Path
 
-from psycopg import ClientCursor
+from psycopg import ClientCursor, RawCursor
 from psycopg.pq import ExecStatus
 from psycopg.rows import namedtuple_row
 from sqlalchemy import (
@@ -164,10 +164,14 @@ class DriverStatement:
         if connection.dialect.name != "postgresql":
             result = connection.execute(self.statement, parameters)
             return result.all() if result.returns_rows else []
-        _, sql, compiled, processors, results, encoded, row_factory = self._compile(connection)
-        values = self._values(compiled, processors, parameters)
+        _, _, _, _, results, row_factory, (sql, compiled, processors, encoded, order) = self._compile(connection)
+        named = self._values(compiled, processors, parameters)
+        values = [named[name] for name in order]
         driver = connection.connection.driver_connection
-        cursor = driver.cursor(row_factory=row_factory)
+        # PostgreSQL's own $n placeholders, the statement compiled so once: psycopg need
+        # not parse the SQL for placeholders on every call (it caches that only for
+        # statements under 4 KB and 50 parameters; the claim in front of a read is longer).
+        cursor = RawCursor(driver, row_factory=row_factory)
         try:
             cursor.execute(encoded, values)
             # The result's status, not ``cursor.description``: that builds a column object
@@ -183,7 +187,7 @@ class DriverStatement:
             broken = driver.broken or driver.closed
             if broken:
                 connection.invalidate()
-            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=broken) from error
+            raise DBAPIError.instance(sql, named, error, driver.Error, connection_invalidated=broken) from error
         finally:
             cursor.close()
 
@@ -215,12 +219,24 @@ class DriverStatement:
                        for index, column in enumerate(getattr(self.statement, "selected_columns", ()))
                        if isinstance(column.type, TypeDecorator)]
             sql = str(compiled)
-            # Given as bytes, psycopg need not encode it on every call (our SQL is ASCII;
-            # anything else is left for psycopg to encode in the connection's encoding).
-            encoded = sql.encode("ascii") if sql.isascii() else sql
-            found = self._compiled[id(dialect)] = (dialect, sql, compiled, list(processors.items()), results, encoded,
-                                                   _NamedTupleRowsKept())
+            found = self._compiled[id(dialect)] = (dialect, sql, compiled, list(processors.items()), results,
+                                                   _NamedTupleRowsKept(), self._compile_numbered(dialect))
         return found
+
+
+    def _compile_numbered(self, dialect):  # type: ignore[no-untyped-def]
+        """The statement with $n placeholders: SQL, compiled form, bind processors, SQL as sent, bind order."""
+        compiled = self.statement.compile(dialect=type(dialect)(paramstyle="numeric_dollar"))  # type: ignore[attr-defined]
+        processors = []
+        for bind, name in compiled.bind_names.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((name, process))
+        sql = str(compiled)
+        # Given as bytes, psycopg need not encode it on every call (our SQL is ASCII;
+        # anything else is left for psycopg to encode in the connection's encoding).
+        encoded = sql.encode("ascii") if sql.isascii() else sql
+        return sql, compiled, processors, encoded, list(compiled.positiontup)
 
 
 class _NamedTupleRowsKept:
