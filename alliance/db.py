@@ -187,7 +187,7 @@ class DriverStatement:
             broken = driver.broken or driver.closed
             if broken:
                 connection.invalidate()
-            raise DBAPIError.instance(sql, named, error, driver.Error, connection_invalidated=broken) from error
+            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=broken) from error
         finally:
             cursor.close()
 
@@ -226,17 +226,21 @@ class DriverStatement:
 
     def _compile_numbered(self, dialect):  # type: ignore[no-untyped-def]
         """The statement with $n placeholders: SQL, compiled form, bind processors, SQL as sent, bind order."""
-        compiled = self.statement.compile(dialect=type(dialect)(paramstyle="numeric_dollar"))  # type: ignore[attr-defined]
-        processors = []
+        numbered = type(dialect)(paramstyle="numeric_dollar")
+        # What the connection's dialect learnt from the server (tests check that the two
+        # compile to the same SQL but for the placeholders).
+        numbered.server_version_info = dialect.server_version_info
+        compiled = self.statement.compile(dialect=numbered)  # type: ignore[attr-defined]
+        processors = {}  # by name: a name bound in several places is one value, processed once
         for bind, name in compiled.bind_names.items():
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
-                processors.append((name, process))
+                processors[name] = process
         sql = str(compiled)
         # Given as bytes, psycopg need not encode it on every call (our SQL is ASCII;
         # anything else is left for psycopg to encode in the connection's encoding).
         encoded = sql.encode("ascii") if sql.isascii() else sql
-        return sql, compiled, processors, encoded, list(compiled.positiontup)
+        return sql, compiled, list(processors.items()), encoded, list(compiled.positiontup)
 
 
 class _NamedTupleRowsKept:

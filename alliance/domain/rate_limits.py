@@ -111,6 +111,13 @@ class Admission:
             self._released = True
             self._limiter._release(self._partner_id)
 
+    def take_back(self) -> None:
+        """The request turned out not to be the partner's (its key no longer stands, its nonce was spent):
+        give back its token as well as its slot, so it spends none of the partner's budget."""
+        if not self._released:
+            self._released = True
+            self._limiter._release(self._partner_id, token_too=True)
+
 
 class PartnerLimiter:
     """Admits or refuses each partner request against that partner's limits, thread-safely."""
@@ -151,8 +158,11 @@ class PartnerLimiter:
             self._buckets[partner_id] = bucket
         return bucket
 
-    def _release(self, partner_id: int) -> None:
+    def _release(self, partner_id: int, *, token_too: bool = False) -> None:
         with self._lock:
+            bucket = self._buckets.get(partner_id)
+            if token_too and bucket is not None:
+                bucket.tokens = min(Fraction(bucket.capacity), bucket.tokens + 1)
             remaining = self._in_flight[partner_id] - 1
             assert remaining >= 0, partner_id
             if remaining:

@@ -25,7 +25,7 @@ from alliance.domain.signatures import PartnerKeyRecord
 from alliance.models import IdempotencyRecord, SeenNonce
 from alliance.models.base import UTCDateTime, insert_unless_conflicting
 from alliance.services.partner_keys import (
-    KEY_STILL_AS_VERIFIED, KEY_STILL_AS_VERIFIED_SQL, confirmation_parameters, key_still_as_verified, record_nonce,
+    KEY_STILL_AS_VERIFIED, confirmation_parameters, key_still_as_verified, record_nonce,
 )
 
 MINIMUM_RETENTION = timedelta(hours=72)
@@ -54,26 +54,6 @@ CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK = text("""
     )
     SELECT EXISTS (SELECT FROM spent) AS nonce_spent, (SELECT id FROM claimed) AS record_id
 """)
-# And the same again for a request verified against a cached key: the nonce is spent (and
-# the key claimed) only if the key still stands exactly as the request was verified with it.
-CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK = text(f"""
-    WITH key_held AS ({KEY_STILL_AS_VERIFIED_SQL}
-    ), spent AS (
-        INSERT INTO signature_nonces (nonce, partner_id, key_id, seen_at, prune_after)
-        SELECT :nonce, :nonce_partner_id, :key_id, :seen_at, :prune_after WHERE EXISTS (SELECT FROM key_held)
-        ON CONFLICT (nonce) DO NOTHING
-        RETURNING id
-    ), claimed AS (
-        INSERT INTO idempotency_keys (partner_id, idempotency_key, request_fingerprint, status, created_at)
-        SELECT :partner_id, :key, :fingerprint, 'in_flight', :now
-        WHERE EXISTS (SELECT FROM spent) AND pg_try_advisory_xact_lock(:lock_key)
-        ON CONFLICT (partner_id, idempotency_key) DO NOTHING
-        RETURNING id
-    )
-    SELECT EXISTS (SELECT FROM key_held) AS key_held, EXISTS (SELECT FROM spent) AS nonce_spent,
-           (SELECT id FROM claimed) AS record_id
-""")
-
 COMPLETE = (
     update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
     .values(status="completed", response_status=bindparam("reply_status"), response_body=bindparam("reply_body"),
@@ -82,7 +62,6 @@ COMPLETE = (
 # Every partner write runs these; straight through psycopg on PostgreSQL.
 _CLAIM_ON_DRIVER = DriverStatement(CLAIM_UNDER_ADVISORY_LOCK)
 _CLAIM_WITH_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK)
-_CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK)
 _COMPLETE_ON_DRIVER = DriverStatement(COMPLETE)
 
 
@@ -137,6 +116,13 @@ def claim_in_front_of(first: Select) -> ClaimInFront:  # type: ignore[type-arg]
                    .where(claim_row.c.claim_record_id.is_not(None)).lateral("first_statement"))
         statements[confirm_key] = DriverStatement(select(claim_row, carried).select_from(claim_row.outerjoin(carried, true())))
     return ClaimInFront(statements)
+
+
+# The claim with the nonce, for a request verified against a cached key: the nonce is
+# spent (and the key claimed) only if the key still stands exactly as the request was
+# verified with it (``partner_keys.KEY_STILL_AS_VERIFIED``).
+CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK = select(_claim_row(confirm_key=True))
+_CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK)
 
 
 class KeyInFlight(Conflict):
@@ -237,27 +223,28 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
             parameters.update({"nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
                                "key_id": nonce["key_id"], "seen_at": nonce["seen_at"],
                                "prune_after": nonce["prune_after"]})
-            if first is not None:
-                carrier, first_parameters = first
-                rows = carrier.statements[key_to_confirm is not None].rows(connection, {
-                    **first_parameters, **{f"claim_{name}": value for name, value in parameters.items()},
+            if first is not None or key_to_confirm is not None:
+                # The claim as ``_claim_row`` builds it: its binds prefixed ``claim_``.
+                claim_parameters = {
+                    **{f"claim_{name}": value for name, value in parameters.items()},
                     "claim_nonce_partner_id": nonce["partner_id"], "claim_nonce_key_id": nonce["key_id"],
                     **(confirmation_parameters(key_to_confirm, nonce["seen_at"])  # type: ignore[arg-type]
                        if key_to_confirm is not None else {}),
-                })
+                }
+                if first is not None:
+                    carrier, first_parameters = first
+                    rows = carrier.statements[key_to_confirm is not None].rows(
+                        connection, {**first_parameters, **claim_parameters})
+                else:
+                    rows = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(connection, claim_parameters)
                 outcome = rows[0]
                 key_held, nonce_spent, record_id = (outcome.claim_key_held, outcome.claim_nonce_spent,
                                                     outcome.claim_record_id)
-                first_rows = [row for row in rows if row.claim_first_row] if record_id is not None else None
+                first_rows = ([row for row in rows if row.claim_first_row]
+                              if first is not None and record_id is not None else None)
             else:
-                if key_to_confirm is None:
-                    outcome, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
-                    key_held = True
-                else:
-                    outcome, = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(
-                        connection, {**parameters, **confirmation_parameters(key_to_confirm, nonce["seen_at"])})  # type: ignore[arg-type]
-                    key_held = outcome.key_held
-                nonce_spent, record_id, first_rows = outcome.nonce_spent, outcome.record_id, None
+                outcome, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
+                key_held, nonce_spent, record_id, first_rows = True, outcome.nonce_spent, outcome.record_id, None
             if not key_held:
                 raise KeyNotAsVerified()
             if not nonce_spent:

@@ -29,7 +29,8 @@ _KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
 
 # Whether a key still stands exactly as a request was verified with it (see ``KeyCache``):
 # the same public key, partner and terminal, active, unexpired at the request's time, its
-# partner in the same status. The claim of a write asks this in its own statement.
+# partner in the same status. The claim of a write asks this in its own statement
+# (``idempotency.CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK``).
 KEY_STILL_AS_VERIFIED = (
     select(PartnerKey.id).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"), PartnerKey.partner_id == bindparam("key_partner_id"),
@@ -39,16 +40,6 @@ KEY_STILL_AS_VERIFIED = (
            (PartnerKey.expires_at.is_(None)) | (PartnerKey.expires_at > bindparam("key_checked_at")),
            Partner.status == bindparam("key_partner_status"))
 )
-# The same question in SQL of its own, for statements written out by hand (the claim's).
-KEY_STILL_AS_VERIFIED_SQL = """
-    SELECT FROM partner_keys JOIN partners ON partners.id = partner_keys.partner_id
-     WHERE partner_keys.key_id = :key_id AND partner_keys.partner_id = :key_partner_id
-       AND partner_keys.public_key = :key_public_key
-       AND partner_keys.terminal_id IS NOT DISTINCT FROM CAST(:key_terminal_id AS bigint)
-       AND partner_keys.status = 'active'
-       AND (partner_keys.expires_at IS NULL OR partner_keys.expires_at > :key_checked_at)
-       AND partners.status = :key_partner_status
-"""
 KEY_CACHE_SIZE = 4096
 
 

@@ -109,3 +109,51 @@ def test_one_statement_reused_keeps_its_rows_shape_from_an_empty_result_on(engin
         again = seen_since.rows(session.connection(), {"since": NOW})
     assert [(row.name, row.found, row.first_name) for row in rows] == [("a", True, "a"), ("d", True, "a")]
     assert again == rows and type(again[0]) is type(rows[0])
+
+
+def test_a_name_bound_in_several_places_is_one_value_processed_once_with_none_and_bytes_as_sent(engine):
+    # JSON's bind processor serialises: run twice it would store a JSON string of JSON.
+    from sqlalchemy import JSON, LargeBinary, cast
+
+    # Two bind objects of one name, as a statement built from parts has.
+    statement = select(
+        cast(bindparam("payload", type_=JSON), String).label("once"),
+        cast(bindparam("payload", type_=JSON), String).label("again"),
+        bindparam("missing", type_=String).label("missing"), bindparam("raw", type_=LargeBinary).label("raw"),
+        (bindparam("n", type_=IdType) + bindparam("n", type_=IdType)).label("twice_n"),
+    )
+    with Session(engine) as session:
+        row, = DriverStatement(statement).rows(session.connection(), {"payload": {"a": [1, "é"]}, "missing": None,
+                                                                      "raw": b"\x00\xff", "n": 21})
+    assert row.once == row.again == '{"a": [1, "\\u00e9"]}'
+    assert (row.missing, bytes(row.raw), row.twice_n) == (None, b"\x00\xff", 42)
+
+
+def test_every_hot_statement_sends_the_same_sql_with_postgresqls_own_placeholders():
+    # DriverStatement compiles each statement again with $n placeholders for psycopg's
+    # RawCursor; it must be the SQL SQLAlchemy's psycopg dialect renders, placeholders aside.
+    import importlib
+    import pkgutil
+    import re
+
+    import alliance.services
+    from alliance.services.idempotency import ClaimInFront
+    from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+
+    statements = []
+    for module_info in pkgutil.iter_modules(alliance.services.__path__):
+        module = importlib.import_module(f"alliance.services.{module_info.name}")
+        for value in vars(module).values():
+            if isinstance(value, DriverStatement):
+                statements.append(value)
+            elif isinstance(value, ClaimInFront):
+                statements.extend(value.statements.values())
+    assert len({id(statement) for statement in statements}) >= 8
+    named_dialect = psycopg_dialect.dialect()
+    for statement in statements:
+        named = statement.statement.compile(dialect=named_dialect)
+        numbered = statement._compile_numbered(named_dialect)
+        sql, _, _, _, order = numbered
+        expected = re.sub(r"%\((\w+)\)s", lambda match: f"${order.index(match.group(1)) + 1}", str(named))
+        assert sql == expected.replace("%%", "%"), str(named)[:200]
+        assert sorted(order) == sorted(set(named.bind_names.values()))

@@ -14,13 +14,15 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
 from alliance.extensions import hub_state
 from alliance.models import Partner, PartnerKey
 from alliance.services import partner_keys
 from alliance.services.partner_keys import KeyCache, revoke_key
-from tests.factories import make_member, make_signing_partner
+from tests.factories import SigningPartner, make_member, make_signing_partner
 from tests.http_server import (
     api_traces,
     assert_books_unchanged,
@@ -183,3 +185,49 @@ def test_the_cache_keeps_a_bounded_number_of_keys_dropping_the_oldest():
     assert cache.get("k2") is records[2]
     cache.forget("k1")
     assert cache.get("k1") is None
+
+
+def test_other_writes_with_a_key_revoked_after_it_was_cached_are_refused_without_trace(app, shop):
+    # Writes other than a purchase confirm the key in the claim's own statement.
+    hub, partner, member, client = shop
+    with hub.unit_of_work() as uow:
+        revoke_key(uow.session, key_id=partner.key_id, now=datetime.now(timezone.utc))
+        uow.commit()
+    writes = [
+        ("/partner/v1/purchases/r-warm/refunds", {"refund_id": "rf-1", "amount_minor": 100}),
+        ("/partner/v1/balance-inquiries", {"card_number": member.card_number, "pin": "2468"}),
+        ("/partner/v1/redemptions/no-such-hold/void", {}),
+    ]
+    for path, payload in writes:
+        before, traces_before = books(hub), api_traces(hub)
+        reply = client.post(path, payload)
+        assert (reply.status, reply.body["code"]) == (401, "key_revoked"), (path, reply.body)
+        assert_books_unchanged(hub, before)
+        assert api_traces(hub) == traces_before
+
+
+def test_a_retry_of_a_completed_write_with_a_key_revoked_since_is_refused(app, shop):
+    hub, partner, member, client = shop
+    report = json.dumps(purchase_payload("r-1", member.card_number)).encode()
+    assert client.post(PURCHASES, report, idempotency_key="k-1").status == 201
+    with hub.unit_of_work() as uow:
+        revoke_key(uow.session, key_id=partner.key_id, now=datetime.now(timezone.utc))
+        uow.commit()
+    traces_before = api_traces(hub)
+    retry = client.post(PURCHASES, report, idempotency_key="k-1")
+    assert (retry.status, retry.body["code"]) == (401, "key_revoked")
+    assert api_traces(hub) == traces_before
+
+
+def test_a_public_key_replaced_under_the_same_key_id_is_the_one_that_verifies(app, shop):
+    hub, partner, member, client = shop
+    new_private = Ed25519PrivateKey.generate()
+    _change_key(hub, partner.key_id, public_key=new_private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    # Signed with the old private key: the cached key verifies it, the database's does not.
+    _refused_without_trace(app, hub, client, purchase_payload("r-1", member.card_number), "signature_invalid")
+    renewed = SignedTestClient(app, SigningPartner(partner.partner_id, partner.code, partner.key_id, new_private,
+                                                   partner.terminal_id))
+    assert renewed.post(PURCHASES, purchase_payload("r-2", member.card_number)).status == 201
+    assert _cache(app).get(partner.key_id).public_key == new_private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)

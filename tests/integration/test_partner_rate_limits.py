@@ -8,9 +8,11 @@ no nonce, no idempotency record and nothing in the books).
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +25,7 @@ from alliance.api.partner.auth import LIMITER_KEY
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits
 from alliance.extensions import hub_state
 from alliance.models import IdempotencyRecord, Purchase, SeenNonce
+from alliance.services.partner_keys import revoke_key
 from tests.back_office_support import hub_app
 from tests.factories import SigningPartner, make_member, make_signing_partner
 from tests.http_server import (
@@ -30,6 +33,7 @@ from tests.http_server import (
     wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient
+from tests.signing import sign_request
 
 PURCHASES = "/partner/v1/purchases"
 FLOOD_THREADS = 6
@@ -218,3 +222,51 @@ def test_limits_set_to_zero_are_off(postgres_url, tmp_path):
         assert {till.get("/partner/v1/statements").status for _ in range(60)} == {200}
     finally:
         hub.engine.dispose()
+
+
+def test_replays_of_an_accepted_request_spend_none_of_the_budget_although_its_key_is_cached(limited_app):
+    # The key is cached after the first request, so a replay passes the check against
+    # the cache and is admitted before its claim finds the nonce spent: its token and
+    # slot go back then. Once the bucket is empty the database's refusal comes first.
+    hub = hub_state(limited_app)
+    _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=3))
+    created = wall_clock_partner_time()
+    shop = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    body = purchase_payload("r-0", member.card_number)
+    headers = sign_request(method="POST", url="http://localhost" + PURCHASES, body=json.dumps(body).encode(),
+                           key_id=shop.key_id, private_key=shop.private_key, idempotency_key="k-0")
+    http = limited_app.test_client()
+    assert http.post(PURCHASES, data=json.dumps(body).encode(), headers=headers).status_code == 201
+    traces = _traces_of(limited_app, shop)
+    for _ in range(6):
+        replay = http.post(PURCHASES, data=json.dumps(body).encode(), headers=headers)
+        assert (replay.status_code, replay.get_json()["code"]) == (401, "signature_replayed")
+    assert _traces_of(limited_app, shop) == traces
+    till = SignedTestClient(limited_app, shop)
+    statuses = [till.post(PURCHASES, purchase_payload(f"r-{index}", member.card_number)).status for index in (1, 2, 3)]
+    assert statuses == [201, 201, 429]
+    # The bucket is empty now: a replay gets the database's refusal, not a 429.
+    replay = http.post(PURCHASES, data=json.dumps(body).encode(), headers=headers)
+    assert (replay.status_code, replay.get_json()["code"]) == (401, "signature_replayed")
+    assert hub.extras[LIMITER_KEY].in_flight(shop.partner_id) == 0  # type: ignore[attr-defined]
+
+
+def test_a_key_revoked_after_it_was_cached_gets_its_refusal_not_the_partners_429(limited_app):
+    hub = hub_state(limited_app)
+    _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=2))
+    created = wall_clock_partner_time()
+    shop = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    till = SignedTestClient(limited_app, shop)
+    assert [till.post(PURCHASES, purchase_payload(f"r-{index}", member.card_number)).status
+            for index in range(3)] == [201, 201, 429]
+    with hub.unit_of_work() as uow:
+        revoke_key(uow.session, key_id=shop.key_id, now=datetime.now(timezone.utc))
+        uow.commit()
+    before_books, before_traces = books(hub), api_traces(hub)
+    refused = till.post(PURCHASES, purchase_payload("r-late", member.card_number))
+    assert (refused.status, refused.body["code"]) == (401, "key_revoked")
+    assert api_traces(hub) == before_traces
+    assert_books_unchanged(hub, before_books)
+    assert hub.extras["partner_key_cache"].get(shop.key_id) is None  # type: ignore[attr-defined]

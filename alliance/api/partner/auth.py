@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from alliance.api.errors import problem_response
 from alliance.domain.errors import AllianceError, NotFound
-from alliance.domain.rate_limits import PartnerLimiter
+from alliance.domain.rate_limits import PartnerLimiter, RateLimited
 from alliance.domain.signatures import (
     MAX_CLOCK_AHEAD_S, IncomingRequest, PartnerKeyRecord, SignatureRejected, VerifiedSignature, verify_signed_request,
 )
@@ -134,7 +134,12 @@ class RequestUnitOfWork:
         if stale is not None:
             key_cache().forget(stale.key_id)
         self._nonce, self._nonce_written, self.pending = None, False, False
-        verified = verify_signed_request(self.message, now=self.now, keys=DatabaseKeyStore(self.unit_of_work.session))
+        try:
+            verified = verify_signed_request(self.message, now=self.now,
+                                             keys=DatabaseKeyStore(self.unit_of_work.session))
+        except SignatureRejected:
+            take_back_admission()
+            raise
         key_cache().remember(verified.key)
         self.record_nonce(verified, self.now, at_once=False)
         g.caller = _caller(verified)
@@ -220,7 +225,16 @@ def authenticate_partner() -> None:
     # Admission comes after the signature, so an unauthenticated flood cannot spend a
     # partner's budget, and before the nonce is written, so a refused request leaves
     # no trace at all: no nonce, no idempotency record, nothing in the books.
-    _admit(verified.key.partner_id)
+    try:
+        _admit(verified.key.partner_id)
+    except RateLimited:
+        if not key_confirmed:
+            # Refused for the partner's limits on the strength of a cached key: the
+            # database's verdict on the key and the nonce comes first, as it would have.
+            key_cache().forget(verified.key.key_id)
+            verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
+            key_cache().remember(verified.key)
+        raise
     if reading:
         defer_commit_flush(session)
     unit.record_nonce(verified, now, at_once=reading, key_confirmed=key_confirmed)
@@ -252,6 +266,13 @@ def commit_unclaimed_nonce(response: Response) -> Response:
             # The same request, arriving twice at once, and the other copy spent the
             # nonce first: this copy's refusal stands, and nothing of it is kept.
     return response
+
+
+def take_back_admission() -> None:
+    """A request admitted on a cached key but refused by the database spends none of the partner's budget."""
+    admission = g.get("partner_admission")
+    if admission is not None:
+        admission.take_back()
 
 
 def _admit(partner_id: int) -> None:

@@ -9,7 +9,9 @@ from typing import Callable
 from flask import Response, request
 
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
-from alliance.api.partner.auth import RequestUnitOfWork, current_caller, replayed, request_unit_of_work, utc_now
+from alliance.api.partner.auth import (
+    RequestUnitOfWork, current_caller, replayed, request_unit_of_work, take_back_admission, utc_now,
+)
 from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.services import idempotency
@@ -124,8 +126,12 @@ def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
         # The cached key changed since: the database verifies the request again (its
         # refusal stands, a 401 with nothing kept) and the claim runs again.
         unit.verify_again()
-        return _claim(unit, current_caller().partner_id, key, fingerprint, legacy, first)
+        partner_now = current_caller().partner_id
+        return _claim(unit, partner_now, key, fingerprint, legacy, first if partner_now == partner_id else None)
     except idempotency.NonceAlreadySpent:
+        if signing_key is not None:
+            # A replay verified against the cached key: not the partner's request.
+            take_back_admission()
         raise replayed() from None
     except (idempotency.KeyInFlight, idempotency.KeyReused):
         unit.key_confirmed()
