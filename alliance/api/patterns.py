@@ -9,7 +9,9 @@ its ``$`` only matches at the very end; they are matched against the whole value
 
 from __future__ import annotations
 
-from marshmallow import ValidationError, validate
+from datetime import timezone
+
+from marshmallow import ValidationError, fields, validate
 
 
 class WholeValue(validate.Regexp):
@@ -19,3 +21,22 @@ class WholeValue(validate.Regexp):
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 date and time with its offset that also exists in UTC.
+
+    ``0001-01-01T00:00:00+00:01`` is a valid aware date-time, but a minute before year 1
+    in UTC: converting it (as every timestamp is, on its way to the database) overflows.
+    Such a value is refused here, with the other malformed input, instead of failing later.
+    """
+
+    default_error_messages = {"out_of_range": "Not a date and time that exists in UTC (years 1 to 9999)."}
+
+    def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[no-untyped-def]
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise self.make_error("out_of_range") from None
+        return moment

@@ -213,6 +213,11 @@ def test_campaigns_name_their_funder_and_a_hub_campaign_pays_a_bonus(app):
     assert (backwards.status, backwards.code) == (422, "validation_failed")
     assert (unknown_partner.status, unknown_partner.code) == (404, "not_found")
     assert (bad_funder.status, bad_funder.code) == (422, "validation_failed")
+    # A campaign ending a minute after year 9999 in UTC: refused with the other bad input.
+    endless = bo.post("/campaigns", {"name": "Endless", "funded_by": "hub", "starts_at": window["starts_at"],
+                                     "ends_at": "9999-12-31T23:59:59-00:01"}, role="partner_manager")
+    assert (endless.status, endless.code) == (422, "validation_failed"), endless.body
+    assert "ends_at" in endless.body["errors"]
 
     hub_bonus = bo.post("/campaigns", {"name": "Welcome week", "funded_by": "hub", "bonus_points": 7, **window},
                         role="partner_manager")

@@ -43,6 +43,11 @@ def _cases(card_number: str) -> list[tuple[str, str, dict, str]]:  # type: ignor
         ("purchased_at_tomorrow", PURCHASES,
          dict(purchase, purchased_at=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat()), "purchased_at"),
         ("receipt_id_with_a_slash", PURCHASES, dict(purchase, receipt_id="r/1"), "receipt_id"),
+        # Valid with their offsets, but before year 1 or after year 9999 in UTC.
+        ("purchased_at_before_year_1_in_utc", PURCHASES, dict(purchase, purchased_at="0001-01-01T00:00:00+00:01"),
+         "purchased_at"),
+        ("purchased_at_after_year_9999_in_utc", PURCHASES, dict(purchase, purchased_at="9999-12-31T23:59:59-00:01"),
+         "purchased_at"),
         # Python's $ also matches before a final newline; the patterns must not.
         ("card_with_a_final_newline", PURCHASES, dict(purchase, card_number=card_number + "\n"), "card_number"),
         ("receipt_id_with_a_final_newline", PURCHASES, dict(purchase, receipt_id="r-1\n"), "receipt_id"),

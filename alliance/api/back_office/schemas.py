@@ -15,7 +15,7 @@ from alliance.api.partner.schemas import (
     TERMINAL,
     StrictSchema,
 )
-from alliance.api.patterns import WholeValue
+from alliance.api.patterns import UtcDateTime, WholeValue
 from alliance.domain.money import (
     MULTIPLIER_PRECISION,
     MULTIPLIER_SCALE,
@@ -178,13 +178,13 @@ class StatusInput(StrictSchema):
 
 
 class PriceInput(StrictSchema):
-    effective_from = fields.AwareDateTime(required=True)
+    effective_from = UtcDateTime(required=True)
     issue_price_per_point = DecimalString(required=True)
     redemption_price_per_point = DecimalString(required=True)
 
 
 class EarnRuleInput(StrictSchema):
-    effective_from = fields.AwareDateTime(required=True)
+    effective_from = UtcDateTime(required=True)
     base_points_per_unit = DecimalString(required=True, scale=RATE_SCALE, precision=RATE_PRECISION)
     amount_ladder = fields.List(fields.Nested(LadderStepInput), load_default=list, validate=validate.Length(max=20))
     per_purchase_cap_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_POINTS))
@@ -199,7 +199,7 @@ class KeyInput(StrictSchema):
     key_id = fields.String(required=True, validate=WholeValue(r"^[\x21-\x7e]{1,100}$"))
     public_key = fields.String(required=True, metadata={"description": "Base64 of the 32-byte Ed25519 public key."})
     terminal = fields.String(validate=TERMINAL)
-    expires_at = fields.AwareDateTime()
+    expires_at = UtcDateTime()
 
 
 class CampaignInput(StrictSchema):
@@ -209,8 +209,8 @@ class CampaignInput(StrictSchema):
     multiplier = DecimalString(load_default=Decimal("1"), scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
     bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
     min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, MAX_AMOUNT_MINOR))
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
+    starts_at = UtcDateTime(required=True)
+    ends_at = UtcDateTime(required=True)
 
 
 class CreatedOutput(Schema):

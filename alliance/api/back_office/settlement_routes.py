@@ -23,6 +23,7 @@ from alliance.api.back_office.auth import actor, require_role
 from alliance.api.back_office.routes import PREFIX, documented
 from alliance.api.back_office.schemas import PARTNER_CODE
 from alliance.api.partner.schemas import CURRENCY, StrictSchema
+from alliance.api.patterns import UtcDateTime
 from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import audit_log, partner_admin, settlement_closing
@@ -54,7 +55,7 @@ class DocumentQuery(StrictSchema):
 
 
 class SummaryQuery(StrictSchema):
-    cycle_ends_at = fields.AwareDateTime(required=True)
+    cycle_ends_at = UtcDateTime(required=True)
     currency = fields.String(required=True, validate=CURRENCY)
 
 

@@ -11,7 +11,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from alliance.api.patterns import WholeValue
+from alliance.api.patterns import UtcDateTime, WholeValue
 from alliance.services.ledger import MAX_HOLD_TTL_S
 
 REFERENCE = WholeValue(r"^[A-Za-z0-9._:-]{1,64}$", error="1-64 letters, digits or . _ : -")
@@ -39,7 +39,7 @@ class PurchaseInput(StrictSchema):
     amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_AMOUNT_MINOR),
                                   metadata={"description": "Amount paid, in minor units of the currency."})
     currency = fields.String(required=True, validate=CURRENCY)
-    purchased_at = fields.AwareDateTime(required=True, metadata={"description": "When the purchase happened, with offset."})
+    purchased_at = UtcDateTime(required=True, metadata={"description": "When the purchase happened, with offset."})
     terminal = fields.String(validate=TERMINAL, metadata={"description": "Terminal code; a terminal-bound key implies it."})
 
 
