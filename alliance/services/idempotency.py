@@ -37,23 +37,6 @@ CLAIM_UNDER_ADVISORY_LOCK = text("""
     ON CONFLICT (partner_id, idempotency_key) DO NOTHING
     RETURNING id
 """)
-# The same claim, after spending the request's signature nonce in the same statement:
-# no claim (and no lock) unless the nonce was new.
-CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK = text("""
-    WITH spent AS (
-        INSERT INTO signature_nonces (nonce, partner_id, key_id, seen_at, prune_after)
-        VALUES (:nonce, :nonce_partner_id, :key_id, :seen_at, :prune_after)
-        ON CONFLICT (nonce) DO NOTHING
-        RETURNING id
-    ), claimed AS (
-        INSERT INTO idempotency_keys (partner_id, idempotency_key, request_fingerprint, status, created_at)
-        SELECT :partner_id, :key, :fingerprint, 'in_flight', :now
-        WHERE EXISTS (SELECT FROM spent) AND pg_try_advisory_xact_lock(:lock_key)
-        ON CONFLICT (partner_id, idempotency_key) DO NOTHING
-        RETURNING id
-    )
-    SELECT EXISTS (SELECT FROM spent) AS nonce_spent, (SELECT id FROM claimed) AS record_id
-""")
 COMPLETE = (
     update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
     .values(status="completed", response_status=bindparam("reply_status"), response_body=bindparam("reply_body"),
@@ -61,12 +44,11 @@ COMPLETE = (
 )
 # Every partner write runs these; straight through psycopg on PostgreSQL.
 _CLAIM_ON_DRIVER = DriverStatement(CLAIM_UNDER_ADVISORY_LOCK)
-_CLAIM_WITH_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK)
 _COMPLETE_ON_DRIVER = DriverStatement(COMPLETE)
 
 
 def _claim_row(confirm_key: bool):  # type: ignore[no-untyped-def]
-    """The nonce and the claim of ``CLAIM_WITH_(KEY_AND_)NONCE_UNDER_ADVISORY_LOCK`` as a one-row subquery.
+    """The request's nonce and its claim (and the signing key's confirmation) as a one-row subquery.
 
     Its binds are prefixed ``claim_`` (and ``key_`` for the key's confirmation), so the
     statement it is put in front of keeps its own names.
@@ -118,11 +100,13 @@ def claim_in_front_of(first: Select) -> ClaimInFront:  # type: ignore[type-arg]
     return ClaimInFront(statements)
 
 
-# The claim with the nonce, for a request verified against a cached key: the nonce is
-# spent (and the key claimed) only if the key still stands exactly as the request was
-# verified with it (``partner_keys.KEY_STILL_AS_VERIFIED``).
-CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK = select(_claim_row(confirm_key=True))
-_CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER = DriverStatement(CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK)
+# The same claim, after spending the request's signature nonce in the same statement: no
+# claim (and no lock) unless the nonce was new. By whether a cached signing key is
+# confirmed too: then the nonce is spent (and the key claimed) only if the key still
+# stands exactly as the request was verified with it (``partner_keys.KEY_STILL_AS_VERIFIED``).
+CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK = {confirm_key: select(_claim_row(confirm_key)) for confirm_key in (False, True)}
+_CLAIM_WITH_NONCE_ON_DRIVER = {confirm_key: DriverStatement(statement)
+                               for confirm_key, statement in CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK.items()}
 
 
 class KeyInFlight(Conflict):
@@ -220,37 +204,29 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
             claimed = _CLAIM_ON_DRIVER.rows(connection, parameters)
             record_id = claimed[0].id if claimed else None
         else:
-            parameters.update({"nonce": nonce["nonce"], "nonce_partner_id": nonce["partner_id"],
-                               "key_id": nonce["key_id"], "seen_at": nonce["seen_at"],
-                               "prune_after": nonce["prune_after"]})
-            if first is not None or key_to_confirm is not None:
-                # The claim as ``_claim_row`` builds it: its binds prefixed ``claim_``.
-                claim_parameters = {
-                    **{f"claim_{name}": value for name, value in parameters.items()},
-                    "claim_nonce_partner_id": nonce["partner_id"], "claim_nonce_key_id": nonce["key_id"],
-                    **(confirmation_parameters(key_to_confirm, nonce["seen_at"])  # type: ignore[arg-type]
-                       if key_to_confirm is not None else {}),
-                }
-                if first is not None:
-                    carrier, first_parameters = first
-                    rows = carrier.statements[key_to_confirm is not None].rows(
-                        connection, {**first_parameters, **claim_parameters})
-                else:
-                    rows = _CLAIM_WITH_KEY_AND_NONCE_ON_DRIVER.rows(connection, claim_parameters)
-                outcome = rows[0]
-                key_held, nonce_spent, record_id = (outcome.claim_key_held, outcome.claim_nonce_spent,
-                                                    outcome.claim_record_id)
-                first_rows = ([row for row in rows if row.claim_first_row]
-                              if first is not None and record_id is not None else None)
+            # The claim as ``_claim_row`` builds it: its binds prefixed ``claim_``.
+            confirm_key = key_to_confirm is not None
+            claim_parameters = {
+                **{f"claim_{name}": value for name, value in parameters.items()},
+                "claim_nonce": nonce["nonce"], "claim_nonce_partner_id": nonce["partner_id"],
+                "claim_nonce_key_id": nonce["key_id"], "claim_seen_at": nonce["seen_at"],
+                "claim_prune_after": nonce["prune_after"],
+                **(confirmation_parameters(key_to_confirm, nonce["seen_at"]) if confirm_key else {}),  # type: ignore[arg-type]
+            }
+            if first is not None:
+                carrier, first_parameters = first
+                rows = carrier.statements[confirm_key].rows(connection, {**first_parameters, **claim_parameters})
             else:
-                outcome, = _CLAIM_WITH_NONCE_ON_DRIVER.rows(connection, parameters)
-                key_held, nonce_spent, record_id, first_rows = True, outcome.nonce_spent, outcome.record_id, None
-            if not key_held:
+                rows = _CLAIM_WITH_NONCE_ON_DRIVER[confirm_key].rows(connection, claim_parameters)
+            outcome = rows[0]
+            if not outcome.claim_key_held:
                 raise KeyNotAsVerified()
-            if not nonce_spent:
+            if not outcome.claim_nonce_spent:
                 raise NonceAlreadySpent()
-            if record_id is not None:
-                return Claim(record_id=record_id, status="in_flight", first_rows=first_rows)
+            record_id = outcome.claim_record_id
+            if record_id is not None and first is not None:
+                return Claim(record_id=record_id, status="in_flight",
+                             first_rows=[row for row in rows if row.claim_first_row])
     else:
         if key_to_confirm is not None and not key_still_as_verified(session, key_to_confirm, nonce["seen_at"]):  # type: ignore[index, arg-type]
             raise KeyNotAsVerified()

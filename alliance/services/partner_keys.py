@@ -30,7 +30,7 @@ _KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
 # Whether a key still stands exactly as a request was verified with it (see ``KeyCache``):
 # the same public key, partner and terminal, active, unexpired at the request's time, its
 # partner in the same status. The claim of a write asks this in its own statement
-# (``idempotency.CLAIM_WITH_KEY_AND_NONCE_UNDER_ADVISORY_LOCK``).
+# (``idempotency.CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK[True]``).
 KEY_STILL_AS_VERIFIED = (
     select(PartnerKey.id).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"), PartnerKey.partner_id == bindparam("key_partner_id"),

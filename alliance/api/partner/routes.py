@@ -123,8 +123,7 @@ class Purchases(MethodView):
             row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
                                             report=_purchase_report(uow.session, data), now=now,
                                             expiry_months=_settings().points_expiry_months,
-                                            context_rows=first_rows if context["partner_id"] == current_caller().partner_id
-                                            else None)
+                                            context_rows=first_rows)
             return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, row, now, card_number=data["card_number"]))
         # The card's holder in context is read in the claim's round trip.
         return run_idempotent(operation, first=(purchases.CLAIM_THEN_CARD_HOLDER_IN_CONTEXT, context))
