@@ -1,10 +1,21 @@
 """Signed earn over real HTTP: the hub under gunicorn against its floors, in one run.
 
 Load: wrk replays a file of purchase reports signed with the SDK's signer just before
-the run (fresh nonce, own Idempotency-Key, ``created`` now), spread over many members
+each load (fresh nonce, own Idempotency-Key, ``created`` now), spread over many members
 of a few partners. Floors under the same gunicorn settings: (a) a bare Flask route,
 (b) a probe that verifies the same signatures and runs one earn-shaped transaction
 through SQLAlchemy Core (benchmarks/probe_app.py).
+
+wrk runs a closed loop: each connection sends its next request when the last is
+answered. Once a server's cores are busy, more connections add no throughput, only
+queueing: by Little's law the mean latency is then connections ÷ throughput, whatever
+the server does. So both servers are measured on a ladder of connection counts, the
+probe and the hub taking turns at each rung (machine drift between the two is
+spread over the ladder instead of landing on one of them). The target "earn ≥ 60% of
+the probe with p99 ≤ 50 ms" is judged as a throughput under a latency bound, the way
+MLPerf's server scenario or TPC-C's response-time constraint judge one: the hub's best
+throughput among the rungs whose p99 is within 50 ms, against the probe's best
+throughput at any latency (the stricter floor). Every rung is printed.
 """
 
 from __future__ import annotations
@@ -12,18 +23,18 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-
 from benchmarks import common
 from benchmarks.probe_app import probe_server
 
 BENCHMARK = "signed earn (HTTP)"
 # wrk runs for the duration; the requests must outlast it (see LoadResult.exhausted).
-SIZES = {"full": {"partners": 4, "members": 2000, "requests": 20_000, "bare_requests": 300_000, "duration_s": 15,
-                  "light_requests": 6_000, "light_duration_s": 10},
-         "quick": {"partners": 2, "members": 100, "requests": 5_000, "bare_requests": 30_000, "duration_s": 5,
-                   "light_requests": 2_500, "light_duration_s": 4}}
-# Latency without queueing: as many connections as cores, so requests rarely wait for a worker.
-LIGHT_CONNECTIONS = 2
+SIZES = {"full": {"partners": 4, "members": 2000, "requests": 14_000, "bare_requests": 300_000, "duration_s": 15},
+         "quick": {"partners": 2, "members": 100, "requests": 4_000, "bare_requests": 30_000, "duration_s": 5}}
+# Connections per rung: 2 (one per core: little queueing), 4 and 8, and 12 (one per
+# server thread: 3 gunicorn workers x 4 threads).
+LADDER = (2, 4, 8, common.WRK_CONNECTIONS)
+P99_BOUND_MS = 50.0
+THROUGHPUT_FLOOR = 0.6
 WARM_UP_REQUESTS = 60
 
 
@@ -35,7 +46,7 @@ def _purchases(partners, members, count: int, tag: str) -> list[common.PreparedR
     purchased_at = common.recent()
     requests = []
     for number in range(count):
-        member_id, card_number = members[number % len(members)]
+        _, card_number = members[number % len(members)]
         receipt_id = f"{tag}-{number}-{uuid.uuid4().hex[:8]}"
         payload = common.purchase_payload(receipt_id, card_number, 1_000 + (number % 50) * 100, purchased_at)
         requests.append(common.signed_post(signers[number % len(signers)], "/partner/v1/purchases", payload,
@@ -43,21 +54,19 @@ def _purchases(partners, members, count: int, tag: str) -> list[common.PreparedR
     return requests
 
 
-def _load(server: common.Gunicorn, make_requests, artifacts: Path, name: str,  # type: ignore[no-untyped-def]
-          sizes: dict) -> tuple[common.LoadResult, common.LoadResult]:  # type: ignore[type-arg]
-    """Warm up, then a saturating load and a light one, each with requests signed just before it."""
-    requests = make_requests(sizes["requests"] + WARM_UP_REQUESTS, name)
+def _warm_up(server: common.Gunicorn, make_requests, artifacts: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     warm_up = artifacts / f"{name}-warm-up.requests"
-    measured = artifacts / f"{name}.requests"
-    common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
-    common.write_request_file(measured, requests[WARM_UP_REQUESTS:])
+    common.write_request_file(warm_up, make_requests(WARM_UP_REQUESTS, f"{name}-warm-up"))
     common.run_wrk(server.base_url, warm_up, artifacts, duration_s=10, connections=4)
-    saturated = common.run_wrk(server.base_url, measured, artifacts, duration_s=sizes["duration_s"])
-    light_file = artifacts / f"{name}-light.requests"
-    common.write_request_file(light_file, make_requests(sizes["light_requests"], f"{name}-light"))
-    light = common.run_wrk(server.base_url, light_file, artifacts, duration_s=sizes["light_duration_s"],
-                           connections=LIGHT_CONNECTIONS, threads=LIGHT_CONNECTIONS)
-    return saturated, light
+
+
+def _rung(server: common.Gunicorn, make_requests, artifacts: Path, name: str, connections: int,  # type: ignore[no-untyped-def]
+          sizes: dict) -> common.LoadResult:  # type: ignore[type-arg]
+    """One closed-loop load at ``connections``, with requests signed just before it."""
+    requests = artifacts / f"{name}-{connections}.requests"
+    common.write_request_file(requests, make_requests(sizes["requests"], f"{name}-{connections}"))
+    return common.run_wrk(server.base_url, requests, artifacts, duration_s=sizes["duration_s"],
+                          connections=connections, threads=min(common.WRK_THREADS, connections))
 
 
 def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -65,57 +74,82 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     sizes = SIZES[context["scale"]]
     artifacts: Path = context["artifacts"]
     server = context["postgres"]
-    app, environment, hub, partners, members = common.earning_hub(
+    _, environment, hub, partners, members = common.earning_hub(
         server, "bench_earn", artifacts, partners=sizes["partners"], members=sizes["members"])
 
     def make_requests(count: int, tag: str) -> list[common.PreparedRequest]:
         return _purchases(partners, members, count, tag)
 
-    with probe_server(context, partners, members) as probe:
+    probe_rungs: dict[int, common.LoadResult] = {}
+    earn_rungs: dict[int, common.LoadResult] = {}
+    with probe_server(context, partners, members) as probe, \
+            common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:
         bare_file = artifacts / "bare.requests"
         common.write_request_file(bare_file, [common.PreparedRequest("GET", "/bare", {}, b"")] * sizes["bare_requests"])
         common.run_wrk(probe.base_url, bare_file, artifacts, duration_s=3, connections=4)
         bare = common.run_wrk(probe.base_url, bare_file, artifacts, duration_s=sizes["duration_s"])
-        probe_result, probe_light = _load(probe, make_requests, artifacts, "probe", sizes)
-    with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:
-        earn, earn_light = _load(hub_server, make_requests, artifacts, "earn", sizes)
+        _warm_up(probe, make_requests, artifacts, "probe")
+        _warm_up(hub_server, make_requests, artifacts, "earn")
+        for connections in LADDER:
+            probe_rungs[connections] = _rung(probe, make_requests, artifacts, "probe", connections, sizes)
+            earn_rungs[connections] = _rung(hub_server, make_requests, artifacts, "earn", connections, sizes)
     audit_green, audit_note = common.run_audit_ok(hub)
     hub.engine.dispose()
-    return _figures(bare, probe_result, earn, audit_green, audit_note) + [
-        common.figure(BENCHMARK, f"earn p99 at {LIGHT_CONNECTIONS} connections", earn_light.p99_ms, "ms",
-                      floor=f"probe (b) p99 at {LIGHT_CONNECTIONS}", floor_value=probe_light.p99_ms,
-                      ratio=earn_light.p99_ms / probe_light.p99_ms, ratio_unit="x", target="<= 50 ms",
-                      met=earn_light.p99_ms <= 50 and earn_light.refused == 0,
-                      note=f"unsaturated: earn p50 {common.decimal_text(earn_light.p50_ms)} ms at "
-                           f"{common.decimal_text(earn_light.ok_per_s)} req/s ({earn_light.errors_note()}); probe p50 "
-                           f"{common.decimal_text(probe_light.p50_ms)} ms at {common.decimal_text(probe_light.ok_per_s)} req/s "
-                           f"({probe_light.errors_note()})"),
-    ]
+    return _figures(bare, probe_rungs, earn_rungs, audit_green, audit_note)
 
 
-def _figures(bare: common.LoadResult, probe: common.LoadResult, earn: common.LoadResult, audit_green: bool,
-             audit_note: str) -> list[dict]:  # type: ignore[type-arg]
-    ratio = earn.ok_per_s / probe.ok_per_s
-    settings = (f"gunicorn gthread {common.GUNICORN_WORKERS}x{common.GUNICORN_THREADS}, wrk {common.WRK_THREADS} threads "
-                f"{common.WRK_CONNECTIONS} connections; partner rate limits off")
-    return [
+def _valid(result: common.LoadResult) -> bool:
+    """A rung that can count: every request answered 2xx, and the requests lasted the run."""
+    return result.refused == 0 and result.socket_errors == 0 and not result.exhausted
+
+
+def _rung_text(connections: int, result: common.LoadResult) -> str:
+    return (f"{connections}: {common.decimal_text(result.ok_per_s, 1)} req/s, p50 {common.decimal_text(result.p50_ms)}"
+            f" ms, p99 {common.decimal_text(result.p99_ms)} ms")
+
+
+def _figures(bare: common.LoadResult, probe_rungs: dict[int, common.LoadResult],  # type: ignore[type-arg]
+             earn_rungs: dict[int, common.LoadResult], audit_green: bool, audit_note: str) -> list[dict]:
+    settings = (f"gunicorn gthread {common.GUNICORN_WORKERS}x{common.GUNICORN_THREADS}, wrk up to {common.WRK_THREADS} "
+                f"threads; partner rate limits off")
+    probe_peak_at = max(probe_rungs, key=lambda connections: probe_rungs[connections].ok_per_s)
+    probe_peak = probe_rungs[probe_peak_at]
+    earn_peak_at = max(earn_rungs, key=lambda connections: earn_rungs[connections].ok_per_s)
+    earn_peak = earn_rungs[earn_peak_at]
+    within = {connections: result for connections, result in earn_rungs.items()
+              if result.p99_ms <= P99_BOUND_MS and _valid(result)}
+    bounded_at = max(within, key=lambda connections: within[connections].ok_per_s) if within else None
+    bounded_rate = within[bounded_at].ok_per_s if bounded_at is not None else 0.0
+    bounded_ratio = bounded_rate / probe_peak.ok_per_s
+    all_valid = all(_valid(result) for result in (*probe_rungs.values(), *earn_rungs.values()))
+    figures = [
         common.figure(BENCHMARK, "(a) bare Flask JSON route", bare.ok_per_s, "req/s",
-                      note=f"p50 {common.decimal_text(bare.p50_ms)} ms, p99 {common.decimal_text(bare.p99_ms)} ms; "
-                           f"{bare.errors_note()}"),
-        common.figure(BENCHMARK, "(b) probe: Ed25519 verify + 1 Core transaction", probe.ok_per_s, "req/s",
-                      note=f"p50 {common.decimal_text(probe.p50_ms)} ms, p99 {common.decimal_text(probe.p99_ms)} ms; "
-                           f"{probe.errors_note()}"),
-        common.figure(BENCHMARK, "earn throughput", earn.ok_per_s, "req/s", floor="probe (b)",
-                      floor_value=probe.ok_per_s, ratio=ratio, target=">= 60% of probe (b)", met=ratio >= 0.6 and
-                      earn.refused == 0 and audit_green,
-                      note=f"{earn.errors_note()}; {audit_note}; {settings}"),
-        common.figure(BENCHMARK, "earn p50", earn.p50_ms, "ms", floor="probe (b) p50", floor_value=probe.p50_ms,
-                      ratio=earn.p50_ms / probe.p50_ms, ratio_unit="x", target="", note=""),
-        common.figure(BENCHMARK, f"earn p99 at {common.WRK_CONNECTIONS} connections", earn.p99_ms, "ms",
-                      floor="probe (b) p99", floor_value=probe.p99_ms, ratio=earn.p99_ms / probe.p99_ms, ratio_unit="x",
-                      target="<= 50 ms", met=earn.p99_ms <= 50,
-                      note=f"saturated: queueing included; bare Flask p99 {common.decimal_text(bare.p99_ms)} ms"),
+                      note=f"{common.WRK_CONNECTIONS} connections; p50 {common.decimal_text(bare.p50_ms)} ms, p99 "
+                           f"{common.decimal_text(bare.p99_ms)} ms; {bare.errors_note()}"),
+        common.figure(BENCHMARK, "(b) probe: Ed25519 verify + 1 Core transaction, peak", probe_peak.ok_per_s, "req/s",
+                      note=f"best of the ladder, at {probe_peak_at} connections (connections: rate, p50, p99) "
+                           + "; ".join(_rung_text(c, r) for c, r in probe_rungs.items())),
+        common.figure(BENCHMARK, f"earn throughput with p99 <= {P99_BOUND_MS:g} ms", bounded_rate, "req/s",
+                      floor="probe (b) peak", floor_value=probe_peak.ok_per_s, ratio=bounded_ratio,
+                      target=f">= {THROUGHPUT_FLOOR:.0%} of probe (b), p99 <= {P99_BOUND_MS:g} ms",
+                      met=bounded_ratio >= THROUGHPUT_FLOOR and audit_green and all_valid,
+                      note=(f"at {bounded_at} connections: p50 {common.decimal_text(within[bounded_at].p50_ms)} ms, "
+                            f"p99 {common.decimal_text(within[bounded_at].p99_ms)} ms; " if bounded_at is not None else
+                            "no rung within the bound; ")
+                           + f"{audit_note}; {settings}"),
+        common.figure(BENCHMARK, "earn peak throughput, any latency", earn_peak.ok_per_s, "req/s",
+                      floor="probe (b) peak", floor_value=probe_peak.ok_per_s, ratio=earn_peak.ok_per_s / probe_peak.ok_per_s,
+                      note=f"at {earn_peak_at} connections, p99 {common.decimal_text(earn_peak.p99_ms)} ms"),
     ]
+    for connections, earn in earn_rungs.items():
+        probe = probe_rungs[connections]
+        figures.append(common.figure(
+            BENCHMARK, f"earn p99 at {connections} connections", earn.p99_ms, "ms", floor=f"probe (b) p99 at {connections}",
+            floor_value=probe.p99_ms, ratio=earn.p99_ms / probe.p99_ms, ratio_unit="x",
+            note=f"earn {common.decimal_text(earn.ok_per_s)} req/s, p50 {common.decimal_text(earn.p50_ms)} ms "
+                 f"({earn.errors_note()}); probe {common.decimal_text(probe.ok_per_s)} req/s, p50 "
+                 f"{common.decimal_text(probe.p50_ms)} ms ({probe.errors_note()})"))
+    return figures
 
 
 if __name__ == "__main__":
