@@ -1,8 +1,8 @@
 """Where a saturated signed earn's CPU goes: hub workers, PostgreSQL backends, wrk.
 
-``python -m benchmarks.cpu_split [probe] [hub]`` starts its own durable PostgreSQL, seeds
-the earn benchmark's partners and members, and for the probe (b) and the hub runs wrk
-at 12 connections for 15 s (after a warm-up), reading the CPU time every process used
+``python -m benchmarks.cpu_split [probe] [hub] [CONNECTIONS ...]`` starts its own durable
+PostgreSQL, seeds the earn benchmark's partners and members, and for the probe (b) and the
+hub runs wrk at each of CONNECTIONS (default 12) for 15 s (after a warm-up), reading the CPU time every process used
 from ``/proc``: per request, the gunicorn workers', the PostgreSQL processes' (split by
 kind: backends, walwriter, checkpointer...) and wrk's. On 2 cores a saturated run is
 CPU-bound, so throughput is about 2 cores ÷ the sum; the probe's sum is the floor's.
@@ -54,7 +54,8 @@ def _postgres_processes() -> dict[int, str]:
     return found
 
 
-def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedRequest], artifacts: Path) -> str:
+def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedRequest], artifacts: Path,
+             connections: int = common.WRK_CONNECTIONS) -> str:
     warm_up = artifacts / f"{name}-warm-up.requests"
     measured = artifacts / f"{name}.requests"
     common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
@@ -64,7 +65,8 @@ def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedR
     postgres_before = {pid: _cpu_s(pid) for pid in _postgres_processes()}
     workers_before = sum(_cpu_s(pid) for pid in workers)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load = common.run_wrk(server.base_url, measured, artifacts, duration_s=15)
+    load = common.run_wrk(server.base_url, measured, artifacts, duration_s=15, connections=connections,
+                          threads=min(common.WRK_THREADS, connections))
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     per_request_ms = 1000 / max(load.ok, 1)
     hub_ms = (sum(_cpu_s(pid) for pid in workers) - workers_before) * per_request_ms
@@ -75,13 +77,13 @@ def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedR
         by_kind[kind] = by_kind.get(kind, 0.0) + (_cpu_s(pid) - postgres_before.get(pid, 0.0)) * per_request_ms
     postgres_ms = sum(by_kind.values())
     kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(by_kind.items()) if value >= 0.0005)
-    return (f"{name}: {load.ok_per_s:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms ({load.errors_note()})\n"
+    return (f"{name} at {connections} connections: {load.ok_per_s:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms ({load.errors_note()})\n"
             f"  CPU ms per request: gunicorn workers {hub_ms:.2f}, PostgreSQL {postgres_ms:.2f} ({kinds}), "
             f"wrk {wrk_ms:.2f}; sum {hub_ms + postgres_ms + wrk_ms:.2f}")
 
 
-def main(which: list[str]) -> None:
-    """Measure the probe and/or the hub, print the CPU split of each."""
+def main(which: list[str], connection_counts: list[int]) -> None:
+    """Measure the probe and/or the hub at each connection count, print the CPU split of each run."""
     from tests.postgres_server import start_postgres
 
     artifacts = common.ARTIFACTS / "cpu-split"
@@ -93,14 +95,20 @@ def main(which: list[str]) -> None:
                                                                     members=2000)
         if "probe" in which:
             with probe_server(context, partners, members) as probe:
-                print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, "probe"), artifacts))
+                for connections in connection_counts:
+                    print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, f"probe-{connections}"),
+                                   artifacts, connections))
         if "hub" in which:
             with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:
-                print(_measure(hub_server, "hub earn", _purchases(partners, members, 10_000, "hub"), artifacts))
+                for connections in connection_counts:
+                    print(_measure(hub_server, "hub earn", _purchases(partners, members, 10_000, f"hub-{connections}"),
+                                   artifacts, connections))
         hub.engine.dispose()
     finally:
         server.stop()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["probe", "hub"])
+    arguments = sys.argv[1:]
+    main([name for name in arguments if not name.isdigit()] or ["probe", "hub"],
+         [int(count) for count in arguments if count.isdigit()] or [common.WRK_CONNECTIONS])
