@@ -66,6 +66,14 @@ def _install_clock(app: Flask, limits: PartnerLimits) -> FakeClock:
     return clock
 
 
+def _shop_under(app: Flask, limits: PartnerLimits):  # type: ignore[no-untyped-def]
+    """A signing partner and a member under ``limits``, with the limiter's clock: (hub, clock, shop, member)."""
+    hub = hub_state(app)
+    clock = _install_clock(app, limits)
+    created = wall_clock_partner_time()
+    return hub, clock, make_signing_partner(hub, now=created), make_member(hub, now=created)
+
+
 def _stored_receipts(app: Flask, partner: SigningPartner) -> set[str]:
     with hub_state(app).unit_of_work() as uow:
         return set(uow.session.scalars(select(Purchase.receipt_id).where(Purchase.partner_id == partner.partner_id)))
@@ -141,11 +149,7 @@ def test_a_flooding_partner_is_refused_while_a_quiet_partner_is_served_and_the_b
 
 
 def test_a_refused_request_leaves_no_trace_and_its_idempotency_key_works_once_the_bucket_refills(limited_app):
-    hub = hub_state(limited_app)
-    clock = _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=2))
-    created = wall_clock_partner_time()
-    shop = make_signing_partner(hub, now=created)
-    member = make_member(hub, now=created)
+    hub, clock, shop, member = _shop_under(limited_app, PartnerLimits(rate_per_s=1, burst=2))
     till = SignedTestClient(limited_app, shop)
     for index in range(2):
         assert till.post(PURCHASES, purchase_payload(f"r-{index}", member.card_number)).status == 201
@@ -179,11 +183,7 @@ def test_reads_count_against_the_limit_too_and_say_how_long_to_wait(limited_app)
 
 
 def test_forged_requests_naming_a_partners_key_do_not_spend_its_budget(limited_app):
-    hub = hub_state(limited_app)
-    _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=3))
-    created = wall_clock_partner_time()
-    shop = make_signing_partner(hub, now=created)
-    member = make_member(hub, now=created)
+    hub, _, shop, member = _shop_under(limited_app, PartnerLimits(rate_per_s=1, burst=3))
     forger = SignedTestClient(limited_app, SigningPartner(shop.partner_id, shop.code, shop.key_id,
                                                           Ed25519PrivateKey.generate(), shop.terminal_id))
     forged = [forger.post(PURCHASES, purchase_payload(f"forged-{index}", member.card_number)) for index in range(25)]
@@ -196,11 +196,7 @@ def test_forged_requests_naming_a_partners_key_do_not_spend_its_budget(limited_a
 
 
 def test_the_in_flight_slot_is_given_back_however_the_request_ends(limited_app):
-    hub = hub_state(limited_app)
-    _install_clock(limited_app, PartnerLimits(max_in_flight=1))
-    created = wall_clock_partner_time()
-    shop = make_signing_partner(hub, now=created)
-    member = make_member(hub, now=created)
+    hub, _, shop, member = _shop_under(limited_app, PartnerLimits(max_in_flight=1))
     till = SignedTestClient(limited_app, shop)
     outcomes = [
         till.post(PURCHASES, purchase_payload("r-1", member.card_number)).status,
@@ -228,11 +224,7 @@ def test_replays_of_an_accepted_request_spend_none_of_the_budget_although_its_ke
     # The key is cached after the first request, so a replay passes the check against
     # the cache and is admitted before its claim finds the nonce spent: its token and
     # slot go back then. Once the bucket is empty the database's refusal comes first.
-    hub = hub_state(limited_app)
-    _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=3))
-    created = wall_clock_partner_time()
-    shop = make_signing_partner(hub, now=created)
-    member = make_member(hub, now=created)
+    hub, _, shop, member = _shop_under(limited_app, PartnerLimits(rate_per_s=1, burst=3))
     body = purchase_payload("r-0", member.card_number)
     headers = sign_request(method="POST", url="http://localhost" + PURCHASES, body=json.dumps(body).encode(),
                            key_id=shop.key_id, private_key=shop.private_key, idempotency_key="k-0")
@@ -253,11 +245,7 @@ def test_replays_of_an_accepted_request_spend_none_of_the_budget_although_its_ke
 
 
 def test_a_key_revoked_after_it_was_cached_gets_its_refusal_not_the_partners_429(limited_app):
-    hub = hub_state(limited_app)
-    _install_clock(limited_app, PartnerLimits(rate_per_s=1, burst=2))
-    created = wall_clock_partner_time()
-    shop = make_signing_partner(hub, now=created)
-    member = make_member(hub, now=created)
+    hub, _, shop, member = _shop_under(limited_app, PartnerLimits(rate_per_s=1, burst=2))
     till = SignedTestClient(limited_app, shop)
     assert [till.post(PURCHASES, purchase_payload(f"r-{index}", member.card_number)).status
             for index in range(3)] == [201, 201, 429]
