@@ -29,8 +29,8 @@ def python_blocks(markdown: str, heading: str) -> list[str]:
 
 def test_the_documented_example_is_the_one_tested():
     assert README_EXAMPLE in python_blocks((ROOT / "partners_sdk" / "README.md").read_text(), "# alliance-partners-sdk")
-    documented = python_blocks((ROOT / "README.md").read_text(), "## POS SDK")
-    # The section is proposed for README.md; once it is there, it must show exactly this code.
+    documented = python_blocks((ROOT / "docs" / "sdk.md").read_text(), "# POS SDK")
+    # The SDK guide, when it shows a checkout, must show exactly this code.
     assert documented == [] or README_EXAMPLE in documented
 
 
