@@ -33,6 +33,8 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_grade_overrides_append_only", "trg_grade_overrides_no_truncate",
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
+    "trg_journal_transactions_open_balance", "trg_journal_entries_balance", "trg_journal_balances_open_unbalanced",
+    "trg_journal_balances_guard", "trg_journal_balances_no_delete",
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
     "trg_ledger_accounts_guard", "trg_point_lots_guard",
     "trg_point_lots_no_delete",
@@ -213,6 +215,13 @@ def _guards_check(session: Session) -> CheckResult:
     else:
         rows = session.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
         expected = EXPECTED_SQLITE_TRIGGERS
+        # SQLite checks that every journal transaction is balanced through a deferred
+        # foreign key (migration 0014), which only a connection with foreign keys on enforces.
+        if not session.execute(text("PRAGMA foreign_keys")).scalar():
+            return CheckResult("database_guards", "the triggers that keep the ledger append-only and balances "
+                               "derived are installed and enabled", 1,
+                               "foreign keys are off on this SQLite connection, so an unbalanced transaction "
+                               "would commit")
     missing = sorted(expected - {name for (name,) in rows})
     return CheckResult(
         "database_guards", "the triggers that keep the ledger append-only and balances derived are installed and enabled",
