@@ -14,8 +14,8 @@ partners. One posting is one committed transaction:
   already in memory, which spares hordak the account lookups ours does.
 
 Hot rows: every posting of a partner touches that partner's account. Ours keeps no
-stored balance there (DESIGN.md, "Hot accounts"); the run checks that those rows were
-never rewritten and that only member balance rows were updated.
+stored balance there (docs/design.md, "Hot accounts"); the run checks that those rows
+were never rewritten and that only member balance rows were updated.
 
 django-hordak and Django are benchmark-only: installed into the running venv when
 missing, never a dependency of the hub.

@@ -1,6 +1,6 @@
 """Request bodies, checked against the wire contract before anything is queued or sent.
 
-The checks mirror the limits the hub publishes (README "Partner API", the OpenAPI
+The checks mirror the limits the hub publishes (its docs/partner-api.md, the OpenAPI
 document): an operation the hub would refuse for its form is refused here at once,
 rather than waiting in the offline queue only to end as a dead letter.
 """

@@ -3,7 +3,7 @@
 ``FUZZ_EXAMPLES`` raises every fuzz test's number of examples (``make fuzz``
 sets it); the regular suite runs each with a small default so that it stays quick. Each
 fuzz test counts what it sent, and the module prints the counts at its end, so the
-README's reliability figures come from a run rather than from memory.
+reliability figures in docs/reliability.md come from a run rather than from memory.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
 FUZZ_EXAMPLES_VARIABLE = "FUZZ_EXAMPLES"
-# The members of every problem document (DESIGN.md, Errors); ``errors`` is added for invalid input.
+# The members of every problem document (docs/design.md, "Errors"); ``errors`` is added for invalid input.
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "request_id"}
 
 

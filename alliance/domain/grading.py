@@ -1,6 +1,6 @@
 """Partner grading, pure: periods, the scoring configuration, normalisation, score, grade, explanation.
 
-How a grade is made (README, "Partner grading", says the same for managers):
+How a grade is made (docs/grading.md says the same for managers):
 
 1. Each partner's metrics for the period come from the database (services/grading.py).
 2. A partner with too little activity (fewer transactions or active members than the

@@ -8,8 +8,8 @@ thread while the others queue.
 
 The limiter lives in the memory of one web worker process, on purpose. A bucket in the
 database would cost a write on one row per partner for every request, the hot-row queue
-that the ledger avoids for partner accounts (DESIGN.md, hot accounts), and it would
-itself be a write that a refused request leaves behind. The in-flight cap protects a
+that the ledger avoids for partner accounts (docs/design.md, "Hot accounts"), and it
+would itself be a write that a refused request leaves behind. The in-flight cap protects a
 process's own threads, which only that process can count. So the limits apply per
 process: with N gunicorn workers a partner may reach N times the rate in total, and the
 settings should be the partner-wide budget divided by the worker count.

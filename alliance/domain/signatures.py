@@ -1,14 +1,14 @@
 """Verifying RFC 9421 HTTP Message Signatures on partner requests, fail-closed.
 
-The checks run in the order DESIGN.md fixes, and the first failure ends the request
-with a 401 naming it: exactly one signature labelled ``pos`` covering every required
-component; ``alg`` present and ``ed25519`` (the request never chooses the algorithm);
-the key known, active, unexpired; ``created`` at most 300 s old and 60 s ahead,
-``expires`` at most 300 s after it and not passed; a well-formed nonce never seen
-before; the RFC 9530 ``Content-Digest`` recomputed over the raw body; and only then
-the signature itself, whose base the ``http-message-signatures`` library builds. The
-body is parsed only after all of this. Recording the nonce is left to the caller, after
-success, so unauthenticated requests never write to the database.
+The checks run in the order docs/design.md ("Verification order") fixes, and the first
+failure ends the request with a 401 naming it: exactly one signature labelled ``pos``
+covering every required component; ``alg`` present and ``ed25519`` (the request never
+chooses the algorithm); the key known, active, unexpired; ``created`` at most 300 s old
+and 60 s ahead, ``expires`` at most 300 s after it and not passed; a well-formed nonce
+never seen before; the RFC 9530 ``Content-Digest`` recomputed over the raw body; and
+only then the signature itself, whose base the ``http-message-signatures`` library
+builds. The body is parsed only after all of this. Recording the nonce is left to the
+caller, after success, so unauthenticated requests never write to the database.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Partner cycle fee: a fixed fee per settlement cycle, charged on the statement.
 
-Why: DESIGN's statements carry "fees" beside points issued and redeemed; the simplest
-fee an alliance charges its members is a fixed amount per cycle, set per partner.
+Why: statements carry fees beside points issued and redeemed (docs/design.md, "What
+settles"); the simplest fee an alliance charges its members is a fixed amount per
+cycle, set per partner.
 
 Revision ID: 0009
 Revises: 0008

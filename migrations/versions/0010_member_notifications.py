@@ -1,6 +1,6 @@
 """Member notifications: an outbox of expiry reminders.
 
-Why: members are reminded before their points expire (DESIGN, "Lifecycle of points").
+Why: members are reminded before their points expire (docs/design.md, "Expiry").
 The hub has no e-mail or SMS channel of its own; it writes each reminder once (unique per
 lot) to an outbox that the operator's member app reads and delivers.
 

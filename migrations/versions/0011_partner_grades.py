@@ -1,10 +1,11 @@
 """Partner grades: grading periods, grades with their explanation, overrides and alerts.
 
 Why: partner managers grade merchants each period by volume, complaints and settlement
-behaviour and act on the grades (DESIGN, "Who uses it"). A grade must be explainable
-later, so each row keeps its metrics, breakdown and the configuration it was computed
-with; a manager's override is a separate append-only row (triggers refuse UPDATE and
-DELETE), so the computed grade stays visible beside every override.
+behaviour and act on the grades (docs/design.md, "Who works with the hub"). A grade
+must be explainable later, so each row keeps its metrics, breakdown and the
+configuration it was computed with; a manager's override is a separate append-only row
+(triggers refuse UPDATE and DELETE), so the computed grade stays visible beside every
+override.
 
 Revision ID: 0011
 Revises: 0010

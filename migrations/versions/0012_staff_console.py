@@ -1,10 +1,10 @@
 """Staff logins for the web console, and their server-side sessions.
 
-Why: the design asks for "a login for people in the web console" with the back-office
-roles. Back-office clients (0003) are for systems holding a secret; people need a
-username, a password kept as a slow salted hash, a lockout after repeated failures, and
-sessions that logging out or disabling the account ends on the server, not only in the
-browser's cookie.
+Why: people sign in to the web console with a login of their own and the back-office
+roles (docs/design.md, "The back office"). Back-office clients (0003) are for systems
+holding a secret; people need a username, a password kept as a slow salted hash, a
+lockout after repeated failures, and sessions that logging out or disabling the account
+ends on the server, not only in the browser's cookie.
 
 Revision ID: 0012
 Revises: 0011

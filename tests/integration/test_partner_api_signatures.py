@@ -325,7 +325,7 @@ ACCEPTED_EDGES = [
 
 
 def test_signatures_at_the_edges_of_the_rules_are_accepted(world, subtests):
-    # Positive controls for the matrix: the limits are where DESIGN.md puts them, not tighter.
+    # Positive controls for the matrix: the limits are where docs/design.md ("Signatures") puts them, not tighter.
     for index, (name, options) in enumerate(ACCEPTED_EDGES, start=1):
         with subtests.test(msg=name):
             signing: dict = {"idempotency_key": f"edge-{index}"}  # type: ignore[type-arg]
