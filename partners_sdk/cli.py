@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from partners_sdk.client import AllianceClient
+from partners_sdk.client import DEFAULT_TIMEOUT_S, AllianceClient
 from partners_sdk.errors import AllianceError, ConfigurationError
 from partners_sdk.keys import generate_key_pair, load_private_key, public_key_pem
 from partners_sdk.offline_queue import OfflineQueue
 from partners_sdk.payloads import MAX_BATCH_ITEMS, PurchaseReport
+from partners_sdk.retry import DEFAULT_DEADLINE_S
 from partners_sdk.results import Queued, to_json_ready
 
 EXIT_REFUSED = 1
@@ -41,7 +42,10 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--key-id", help=f"this terminal's key id (default ${ENVIRONMENT['key_id']})")
     common.add_argument("--key-file", help=f"private key PEM (default ${ENVIRONMENT['key_file']})")
     common.add_argument("--queue", help=f"offline queue file (default ${ENVIRONMENT['queue']}, none if unset)")
-    common.add_argument("--timeout-s", type=float, default=10.0, help="per-attempt timeout (default 10)")
+    common.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                        help=f"bound on each attempt (default {DEFAULT_TIMEOUT_S:g})")
+    common.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+                        help=f"bound on each call, retries included (default {DEFAULT_DEADLINE_S:g})")
     common.add_argument("--max-retries", type=int, default=3, help="retries per operation (default 3)")
     common.add_argument("--idempotency-key", help="reuse a key to retry an earlier write by hand")
     return common
@@ -127,7 +131,8 @@ def _client(arguments: argparse.Namespace) -> AllianceClient:
     return AllianceClient(
         str(_setting(arguments, "hub")), str(_setting(arguments, "key_id")),
         load_private_key(str(_setting(arguments, "key_file"))), timeout_s=arguments.timeout_s,
-        max_retries=arguments.max_retries, queue=_setting(arguments, "queue", required=False),
+        deadline_s=arguments.deadline_s, max_retries=arguments.max_retries,
+        queue=_setting(arguments, "queue", required=False),
     )
 
 

@@ -7,6 +7,10 @@ before the first attempt and leave it only on a definitive reply, so a hub that 
 be reached, or a till that dies mid-send, never loses or doubles one. Redemptions and
 balance inquiries need the member at the till and so are never queued: they fail fast
 with ``HubUnreachable``.
+
+Every call, retries and waits included, ends within ``deadline_s`` (8 s by default), and
+each attempt within ``timeout_s`` (3 s) or the time left, whichever is less. A checkout
+that first sends older queued operations shares that one deadline with them.
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ from partners_sdk.payloads import PurchaseReport
 from partners_sdk.results import (
     Balance, BatchResult, FlushReport, Purchase, PurchaseRefund, Queued, Redemption,
 )
-from partners_sdk.retry import Pacing, RetryPolicy, is_retryable_reply, send_with_retries
+from partners_sdk.retry import (
+    DEFAULT_DEADLINE_S, MIN_ATTEMPT_TIME_S, Pacing, RetryPolicy, is_retryable_reply, send_with_retries,
+)
 from partners_sdk.signing import Clock, RequestSigner, utc_now
 from partners_sdk.transport import HttpClientTransport, Reply, Transport
 
 PREFIX = "/partner/v1"
-DEFAULT_TIMEOUT_S = 10.0
+# One attempt's bound: the hub answers a checkout in milliseconds, so an attempt still
+# waiting after 3 s is better abandoned for a retry within the call's deadline.
+DEFAULT_TIMEOUT_S = 3.0
 MAX_TIMEOUT_S = 120.0
 # A checkout that finds older operations waiting sends at most this many first; a longer
 # backlog is left to flush() or the drainer, so the member is not kept waiting.
@@ -96,6 +104,7 @@ class AllianceClient:
         private_key: Ed25519PrivateKey,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
         max_retries: int = 3,
         retry_policy: RetryPolicy | None = None,
         transport: Transport | None = None,
@@ -113,7 +122,7 @@ class AllianceClient:
         self.timeout_s = timeout_s
         self._signer = RequestSigner(key_id, private_key, clock=clock)
         self._clock = clock
-        self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self._policy = retry_policy or RetryPolicy(max_retries=max_retries, deadline_s=deadline_s)
         self._pacing = Pacing()
         if sleep is not None:
             self._pacing.sleep = sleep
@@ -245,7 +254,7 @@ class AllianceClient:
 
     def flush(self, *, limit: int = MAX_FLUSH_OPERATIONS) -> FlushReport:
         """Send queued operations in order until the queue is empty or the hub stops answering."""
-        return self._flush(limit=min(limit, MAX_FLUSH_OPERATIONS), before_id=None)
+        return self._flush(limit=min(limit, MAX_FLUSH_OPERATIONS), before_id=None, deadline_at_s=None)
 
     def start_drainer(self, *, interval_s: float = 5.0, max_interval_s: float = 300.0) -> Drainer:
         """Start a background thread that flushes the queue every ``interval_s`` (backing off while offline)."""
@@ -270,17 +279,22 @@ class AllianceClient:
         path = f"{PREFIX}/redemptions/{_segment(payloads.reference(reference, 'reference'))}"
         return f"{path}/{action}" if action else path
 
-    def _send(self, operation: _Operation) -> Reply:
+    def _deadline_at_s(self) -> float:
+        """When a call starting now must be over, on the retry loop's clock."""
+        return self._pacing.monotonic() + self._policy.deadline_s
+
+    def _send(self, operation: _Operation, *, deadline_at_s: float | None = None) -> Reply:
         url = self.base_url + operation.path
 
-        def attempt() -> Reply:
+        def attempt(time_left_s: float) -> Reply:
             # Signed inside the loop: every attempt carries a new nonce and created time.
             signed = self._signer.sign(operation.method, url, body=operation.body,
                                        idempotency_key=operation.idempotency_key,
                                        content_type=operation.content_type)
-            return self._transport.send(operation.method, url, signed.headers, operation.body, self.timeout_s)
+            return self._transport.send(operation.method, url, signed.headers, operation.body,
+                                        min(self.timeout_s, time_left_s))
 
-        return send_with_retries(attempt, policy=self._policy, pacing=self._pacing)
+        return send_with_retries(attempt, policy=self._policy, pacing=self._pacing, deadline_at_s=deadline_at_s)
 
     def _live(self, operation: _Operation, parse: Callable[[Any], Result]) -> Result:
         return _parse_reply(self._send(operation), parse)
@@ -299,6 +313,9 @@ class AllianceClient:
         operation = _Operation("POST", path, body, key)
         if self.queue is None:
             return self._live(operation, parse)
+        # Older queued operations go first, and they share this call's deadline: a checkout
+        # must not wait for a whole backlog to be delivered.
+        deadline_at_s = self._deadline_at_s()
         with self._delivery_lock:
             # Written, and committed to disk, before the first attempt to send it.
             operation_id = self.queue.append(kind=kind, method="POST", path=path, body=body, idempotency_key=key,
@@ -306,11 +323,11 @@ class AllianceClient:
             queued = Queued(operation_id=operation_id, kind=kind, reference=reference, idempotency_key=key,
                             reason="")
             if self.queue.has_pending_before(operation_id):
-                self._flush(limit=MAX_INLINE_FLUSH_OPERATIONS, before_id=operation_id)
+                self._flush(limit=MAX_INLINE_FLUSH_OPERATIONS, before_id=operation_id, deadline_at_s=deadline_at_s)
                 if self.queue.has_pending_before(operation_id):
                     return _with_reason(queued, "older operations are still waiting for the hub")
             try:
-                reply = self._send(operation)
+                reply = self._send(operation, deadline_at_s=deadline_at_s)
             except HubUnreachable as error:
                 self.queue.record_failed_attempt(operation_id, error.detail)
                 return _with_reason(queued, error.detail)
@@ -323,17 +340,22 @@ class AllianceClient:
             self.queue.remove(operation_id)
         return _parse_reply(reply, parse)
 
-    def _flush(self, *, limit: int, before_id: int | None) -> FlushReport:
+    def _flush(self, *, limit: int, before_id: int | None, deadline_at_s: float | None) -> FlushReport:
+        """Deliver up to ``limit`` operations; each has its own deadline unless ``deadline_at_s`` is shared."""
         if self.queue is None:
             raise ConfigurationError("this client has no offline queue")
         delivered = dead_lettered = 0
         stopped_by = None
         for _ in range(limit):
+            if deadline_at_s is not None and deadline_at_s - self._pacing.monotonic() < MIN_ATTEMPT_TIME_S:
+                # The checkout's time is up; what is left waits for flush() or the drainer.
+                stopped_by = "the call's deadline came before the hub took every older operation"
+                break
             with self._delivery_lock:
                 pending = self.queue.next_pending()
                 if pending is None or (before_id is not None and pending.id >= before_id):
                     break
-                outcome = self._deliver_pending(pending)
+                outcome = self._deliver_pending(pending, deadline_at_s=deadline_at_s)
             if outcome == "delivered":
                 delivered += 1
             elif outcome == "dead_lettered":
@@ -344,12 +366,12 @@ class AllianceClient:
         return FlushReport(delivered=delivered, dead_lettered=dead_lettered,
                            remaining=self.queue.pending_count(), stopped_by=stopped_by)
 
-    def _deliver_pending(self, pending: PendingOperation) -> str:
+    def _deliver_pending(self, pending: PendingOperation, *, deadline_at_s: float | None) -> str:
         """Send one queued operation; returns "delivered", "dead_lettered" or why the flush must stop."""
         assert self.queue is not None
         operation = _Operation(pending.method, pending.path, pending.body, pending.idempotency_key)
         try:
-            status, headers, body = self._send(operation)
+            status, headers, body = self._send(operation, deadline_at_s=deadline_at_s)
         except HubUnreachable as error:
             self.queue.record_failed_attempt(pending.id, error.detail)
             return error.detail

@@ -4,7 +4,12 @@ The caller makes one idempotency key per logical operation before the first atte
 this loop only repeats attempts (each re-signed by the caller with a new nonce). It
 retries what may succeed later — no reply at all, a 5xx, 429, and 409
 ``idempotency_key_in_flight`` — with capped exponential backoff and jitter, obeying
-``Retry-After`` up to a ceiling, within an overall deadline. Any other reply is final.
+``Retry-After`` up to a ceiling. Any other reply is final.
+
+Everything, attempts and waits alike, fits inside one deadline per call (8 s by
+default): each attempt is given only the time left, and no attempt starts, nor wait
+begins, that could not end before it. A hub that accepts connections but never
+answers therefore holds a checkout for the deadline, not for retries times timeouts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from partners_sdk.transport import Reply, TransportError
 MAX_RETRIES_LIMIT = 10
 MAX_BACKOFF_LIMIT_S = 60.0
 MAX_DEADLINE_LIMIT_S = 600.0
+# A checkout cannot keep a member waiting much longer than this for the hub.
+DEFAULT_DEADLINE_S = 8.0
+# An attempt with less time than this left could hardly get a reply; the loop stops instead.
+MIN_ATTEMPT_TIME_S = 0.25
 # A 409 body names its code in a few hundred bytes; do not parse more to decide a retry.
 MAX_PROBLEM_PEEK_BYTES = 64 * 1024
 
@@ -34,7 +43,7 @@ class RetryPolicy:
     initial_backoff_s: float = 0.25
     max_backoff_s: float = 4.0
     max_retry_after_s: float = 30.0
-    deadline_s: float = 60.0
+    deadline_s: float = DEFAULT_DEADLINE_S
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
@@ -90,19 +99,28 @@ class Pacing:
     monotonic: Callable[[], float] = time.monotonic
 
 
-def send_with_retries(attempt: Callable[[], Reply], *, policy: RetryPolicy, pacing: Pacing) -> Reply:
-    """Call ``attempt`` until it gives a final reply; a retryable one is returned once retries run out.
+def send_with_retries(attempt: Callable[[float], Reply], *, policy: RetryPolicy, pacing: Pacing,
+                      deadline_at_s: float | None = None) -> Reply:
+    """Call ``attempt(time_left_s)`` until it gives a final reply; a retryable one is returned once retries run out.
 
+    ``deadline_at_s`` (on ``pacing.monotonic``'s clock) lets a caller share one deadline
+    between several operations; by default the call has ``policy.deadline_s`` from now.
     Raises ``HubUnreachable`` when the last attempt got no reply at all.
     """
     started_s = pacing.monotonic()
+    if deadline_at_s is None:
+        deadline_at_s = started_s + policy.deadline_s
     last_error: BaseException | None = None
+    reply: Reply | None = None
     attempts = 0
     for retry_number in range(policy.max_retries + 1):
+        time_left_s = deadline_at_s - pacing.monotonic()
+        if time_left_s < MIN_ATTEMPT_TIME_S:
+            break
         attempts += 1
         retry_after_s = None
         try:
-            reply: Reply | None = attempt()
+            reply = attempt(time_left_s)
         except (TransportError, OSError) as error:
             reply, last_error = None, error
         else:
@@ -113,12 +131,16 @@ def send_with_retries(attempt: Callable[[], Reply], *, policy: RetryPolicy, paci
         if retry_number == policy.max_retries:
             break
         delay_s = policy.delay_s(retry_number, retry_after_s, pacing.random)
-        if delay_s is None or pacing.monotonic() - started_s + delay_s > policy.deadline_s:
+        if delay_s is None or pacing.monotonic() + delay_s + MIN_ATTEMPT_TIME_S > deadline_at_s:
             break
         pacing.sleep(delay_s)
     if reply is not None:
         return reply
+    elapsed_s = pacing.monotonic() - started_s
+    if attempts == 0:
+        raise HubUnreachable("no time was left before the call's deadline to send the request", retry_safe=True)
     raise HubUnreachable(
-        f"no reply from the hub after {attempts} attempt{'s' if attempts > 1 else ''}: {last_error}",
+        f"no reply from the hub after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed_s:.1f} s: "
+        f"{last_error}",
         retry_safe=True,
     ) from last_error

@@ -3,14 +3,19 @@
 Tests and unusual deployments inject their own transport (a fake that records
 attempts, a proxy, a connection that drops). A transport either returns the hub's
 reply, whatever its status, or raises ``TransportError`` (or an ``OSError``) when no
-reply came: connection refused or reset, a timeout, a reply cut short.
+reply came: connection refused or reset, a timeout, a reply cut short. ``timeout_s``
+bounds the whole attempt, from connecting to the reply's last byte.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
+import socket
 import ssl
-from typing import Mapping, Protocol
+import time
+from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 # A batch reply of 1,000 purchases with their breakdowns stays well under this.
@@ -29,7 +34,7 @@ class Transport(Protocol):
 
     def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
              timeout_s: float) -> Reply:
-        """Send the request; raise ``TransportError`` or ``OSError`` if no reply arrives."""
+        """Send the request; raise ``TransportError`` or ``OSError`` if no whole reply arrives within ``timeout_s``."""
         ...
 
 
@@ -48,8 +53,14 @@ class HttpClientTransport:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TransportError(f"cannot send to {url!r}: only http and https URLs are supported")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline_s = time.monotonic() + timeout_s
         connection = self._connection(parts.scheme, parts.hostname, parts.port, timeout_s)
+        # A socket timeout bounds each wait on its own; reading against one deadline keeps a
+        # hub that sends its reply a byte at a time from stretching the attempt.
+        connection.response_class = functools.partial(_response_before, deadline_s=deadline_s)  # type: ignore[assignment]
         try:
+            connection.connect()
+            _time_left_s(connection.sock, deadline_s)
             connection.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **headers})
             response = connection.getresponse()
             data = response.read(self._max_response_bytes + 1)
@@ -75,3 +86,50 @@ class HttpClientTransport:
             context = self._ssl_context or ssl.create_default_context()
             return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
         return http.client.HTTPConnection(host, port, timeout=timeout_s)
+
+
+def _time_left_s(sock: socket.socket, deadline_s: float) -> None:
+    """Let the socket's next wait last only until the deadline; past it, time out at once."""
+    time_left_s = deadline_s - time.monotonic()
+    if time_left_s <= 0:
+        raise TimeoutError("timed out: the attempt's time is up")
+    sock.settimeout(time_left_s)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading side where every read waits only for what is left of one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float) -> None:
+        super().__init__()
+        self._sock = sock
+        # The socket's own raw file keeps it open while the reply is read, even once the
+        # connection has let go of it (as it does for "Connection: close").
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline_s = deadline_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        _time_left_s(self._sock, self._deadline_s)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` needs of a socket: a file to read the reply from."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float) -> None:
+        self._sock = sock
+        self._deadline_s = deadline_s
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline_s))
+
+
+def _response_before(sock: socket.socket, *, deadline_s: float, **options: Any) -> http.client.HTTPResponse:
+    """The reply to read from ``sock``, every read of it bounded by ``deadline_s``."""
+    return http.client.HTTPResponse(_DeadlineSocket(sock, deadline_s), **options)  # type: ignore[arg-type]

@@ -73,6 +73,39 @@ def serve_in_thread(app: Flask, *, port: int = 0) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextmanager
+def hanging_hub() -> Iterator[str]:
+    """A hub that accepts every connection and never answers a byte; yields its base URL.
+
+    This is the failure a refused connection does not show: a hub whose process is
+    wedged (or a proxy in front of it) keeps the till waiting instead of failing fast.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    # The accept loop wakes up this often to see whether the test is over.
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept_and_hold() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(connection)
+
+    thread = threading.Thread(target=accept_and_hold, name="sdk-test-hanging-hub", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
 def subprocess_environment(**extra: str) -> dict[str, str]:
     """This environment without ``ALLIANCE_*`` settings, with the work tree importable."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("ALLIANCE_")}

@@ -150,6 +150,29 @@ def test_a_backlog_that_cannot_be_sent_keeps_the_new_purchase_behind_it(tmp_path
     assert [operation.reference for operation in client.queue.pending()] == ["r-1", "r-2"]
 
 
+def test_a_checkout_behind_a_slow_backlog_ends_within_its_own_deadline(tmp_path):
+    clock = [0.0]
+
+    def slow_success(attempt):  # type: ignore[no-untyped-def]
+        clock[0] += 1.0
+        return json_reply(201, purchase_json(json.loads(attempt.body)["receipt_id"]))
+
+    transport = FakeTransport(default=TransportError("down"))
+    client = AllianceClient("http://hub.test", "till-1", Ed25519PrivateKey.generate(), transport=transport,
+                            queue=tmp_path / "q.sqlite3", max_retries=0, deadline_s=3.0, clock=lambda: NOW)
+    client._pacing.monotonic = lambda: clock[0]
+    for number in range(10):
+        report(client, f"r-{number}")
+    transport.default = slow_success
+    started_s = clock[0]
+    checkout = report(client, "r-new")
+    # The hub takes a second a request: three older operations fit in the checkout's 3 s.
+    assert clock[0] - started_s == 3.0
+    assert isinstance(checkout, Queued) and "older operations" in checkout.reason
+    assert [operation.reference for operation in client.queue.pending()] == [
+        *(f"r-{number}" for number in range(3, 10)), "r-new"]
+
+
 def test_flush_moves_definitive_refusals_to_dead_letters_and_carries_on(tmp_path):
     transport = FakeTransport(default=TransportError("down"))
     client = queued_client(tmp_path, transport)

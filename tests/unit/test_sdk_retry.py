@@ -124,15 +124,37 @@ def test_the_deadline_bounds_the_whole_operation():
 
     attempts = []
 
-    def attempt():  # type: ignore[no-untyped-def]
-        attempts.append(clock[0])
+    def attempt(time_left_s: float):  # type: ignore[no-untyped-def]
+        attempts.append((clock[0], time_left_s))
         raise TransportError("down")
 
     policy = RetryPolicy(max_retries=10, initial_backoff_s=4.0, max_backoff_s=4.0, deadline_s=10.0)
     with pytest.raises(HubUnreachable):
         send_with_retries(attempt, policy=policy, pacing=Pacing(sleep=sleep, random=lambda: 1.0,
                                                                 monotonic=lambda: clock[0]))
-    assert attempts == [0.0, 4.0, 8.0]
+    # Each attempt is told how much of the deadline is left, to bound its own wait.
+    assert attempts == [(0.0, 10.0), (4.0, 6.0), (8.0, 2.0)]
+
+
+def test_each_attempt_waits_at_most_the_timeout_or_what_is_left_of_the_deadline():
+    clock = [0.0]
+
+    def slow_failure(attempt):  # type: ignore[no-untyped-def]
+        clock[0] += attempt.timeout_s
+        return TransportError("timed out")
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    transport = FakeTransport(default=slow_failure)
+    client = AllianceClient("http://hub.test", "till-1", Ed25519PrivateKey.generate(), transport=transport,
+                            timeout_s=3.0, deadline_s=8.0, sleep=sleep, random=lambda: 1.0)
+    client._pacing.monotonic = lambda: clock[0]
+    with pytest.raises(HubUnreachable) as unreachable:
+        client.get_purchase("r-1")
+    # 3 s, a 0.25 s wait, 3 s, a 0.5 s wait, then only the 1.25 s left of the 8 s.
+    assert [attempt.timeout_s for attempt in transport.attempts] == [3.0, 3.0, 1.25]
+    assert clock[0] == 8.0 and "after 3 attempts in 8.0 s" in unreachable.value.detail
 
 
 def test_field_errors_and_request_id_reach_the_caller():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -59,3 +60,33 @@ def test_a_reply_cut_short_by_a_dying_server_is_a_transport_error():
     with pytest.raises(TransportError, match="cut short: 10 bytes of 43"):
         HttpClientTransport().send("POST", url, {}, b"{}", timeout_s=5)
     thread.join(timeout=5)
+
+
+def test_a_reply_dribbled_a_byte_at_a_time_cannot_stretch_an_attempt_past_its_timeout():
+    # Each byte comes well within the timeout, so only a bound on the whole attempt stops it.
+    reply = _head(len(BODY)) + BODY
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def dribble() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                for index in range(len(reply)):
+                    if stop.wait(0.2):
+                        return
+                    connection.sendall(reply[index:index + 1])
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    started_s = time.monotonic()
+    try:
+        with pytest.raises(TransportError, match="timed out"):
+            HttpClientTransport().send("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/", {}, None,
+                                       timeout_s=1.0)
+        elapsed_s = time.monotonic() - started_s
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert elapsed_s < 2.0
