@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flask import Flask
 
+from alliance.domain.identifiers import KEY_ID, PARTNER_CODE, TERMINAL_CODE, IdentifierRule, identifier_problem
 from alliance.extensions import hub_state
 
 
@@ -32,6 +33,20 @@ class DecimalType(click.ParamType):
         if not number.is_finite() or number < 0:
             self.fail(f"{value!r} must be a non-negative number", param, ctx)
         return number
+
+
+class IdentifierType(click.ParamType):
+    """A partner code, terminal code or key id, refused (exit 2) outside its documented character set."""
+
+    def __init__(self, rule: IdentifierRule) -> None:
+        self.rule = rule
+        self.name = rule.noun.replace(" ", "_")
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        problem = identifier_problem(self.rule, value)
+        if problem:
+            self.fail(f"{value!r} is not valid: {problem}", param, ctx)
+        return value
 
 
 class MomentType(click.ParamType):
@@ -102,7 +117,8 @@ def _register_partner_commands(main: click.Group, with_app) -> None:  # type: ig
 
 def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @partners.command("create")
-    @click.option("--code", required=True, help="Short lowercase code, e.g. cafe-aurora.")
+    @click.option("--code", required=True, type=IdentifierType(PARTNER_CODE),
+                  help="Short lowercase code, e.g. cafe-aurora.")
     @click.option("--name", required=True)
     @click.option("--currency", default="EUR", show_default=True)
     @click.option("--time-zone", default="UTC", show_default=True, help="IANA zone of the settlement cut-off.")
@@ -148,8 +164,8 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
 
 def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
     @partners.command("add-terminal")
-    @click.option("--partner", "partner_code", required=True)
-    @click.option("--code", required=True, help="Terminal code, e.g. till-2.")
+    @click.option("--partner", "partner_code", required=True, type=IdentifierType(PARTNER_CODE))
+    @click.option("--code", required=True, type=IdentifierType(TERMINAL_CODE), help="Terminal code, e.g. till-2.")
     @with_app
     def partners_add_terminal(app: Flask, partner_code: str, code: str) -> None:
         """Register a point-of-sale terminal."""
@@ -161,11 +177,12 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
         click.echo(f"terminal {code} added to {partner_code}")
 
     @partners.command("add-key")
-    @click.option("--partner", "partner_code", required=True)
-    @click.option("--key-id", required=True, help="The keyid the till will sign with.")
+    @click.option("--partner", "partner_code", required=True, type=IdentifierType(PARTNER_CODE))
+    @click.option("--key-id", required=True, type=IdentifierType(KEY_ID), help="The keyid the till will sign with.")
     @click.option("--public-key", "public_key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   help="Ed25519 public key: PEM, or base64 of the 32 raw bytes.")
-    @click.option("--terminal", "terminal_code", default=None, help="Bind the key to this terminal only.")
+    @click.option("--terminal", "terminal_code", default=None, type=IdentifierType(TERMINAL_CODE),
+                  help="Bind the key to this terminal only.")
     @click.option("--expires-at", type=MomentType(), default=None)
     @with_app
     def partners_add_key(app: Flask, partner_code: str, key_id: str, public_key_file: Path,  # type: ignore[no-untyped-def]

@@ -155,7 +155,8 @@ def _back_to_statement(statement_id: int) -> str:
 def finance_mark_invoiced(statement_id: int):  # type: ignore[no-untyped-def]
     """Mark a statement invoiced, once."""
     return change(finance.mark_invoiced, statement_id=statement_id, reference=form_text("reference", max_length=64),
-                  success="Statement {result.statement_id} marked invoiced.", back=_back_to_statement(statement_id))
+                  success=lambda result: f"Statement {result.statement_id} marked invoiced.",
+                  back=_back_to_statement(statement_id))
 
 
 @console.route("/finance/statements/<int:statement_id>/payments", methods=["POST"])
@@ -168,7 +169,8 @@ def finance_record_payment(statement_id: int):  # type: ignore[no-untyped-def]
         raise BadRequest("paid on must be a date such as 2026-11-30") from None
     return change(finance.record_payment, statement_id=statement_id, amount_minor=form_whole_number("amount_minor"),
                   paid_on=paid_on, reference=form_text("reference", max_length=64),
-                  success="Payment recorded: {result.paid_minor} paid, {result.outstanding_minor} outstanding.",
+                  success=lambda result: f"Payment recorded: {result.paid_minor} paid, "
+                                         f"{result.outstanding_minor} outstanding.",
                   back=_back_to_statement(statement_id))
 
 
@@ -184,7 +186,8 @@ def finance_reconcile(statement_id: int):  # type: ignore[no-untyped-def]
         return reconcile_statement(session, statement_id=statement_id, document=document, source="back_office",
                                    actor=actor, now=now)
 
-    return change(reconcile, success="Reconciliation report {result.id} stored: {result.discrepancies} discrepancies.",
+    return change(reconcile, success=lambda result: f"Reconciliation report {result.id} stored: "
+                                             f"{result.discrepancies} discrepancies.",
                   back=_back_to_statement(statement_id))
 
 
@@ -194,7 +197,7 @@ def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
     """Dispute one line of the statement."""
     return change(finance.open_dispute, statement_id=statement_id, line_number=form_whole_number("line_number"),
                   reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
-                  success="Dispute {result.id} opened on line {result.line_number}.",
+                  success=lambda result: f"Dispute {result.id} opened on line {result.line_number}.",
                   back=_back_to_statement(statement_id))
 
 
@@ -305,7 +308,7 @@ def finance_request_adjustment():  # type: ignore[no-untyped-def]
                   amount_minor=form_whole_number("amount_minor"),
                   reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
                   reference=form_text("reference", max_length=64),
-                  success="Adjustment {result.id} requested; another person must approve it.",
+                  success=lambda result: f"Adjustment {result.id} requested; another person must approve it.",
                   back=url_for("console.finance_approvals"))
 
 
@@ -317,7 +320,8 @@ def finance_decide_adjustment(adjustment_id: int):  # type: ignore[no-untyped-de
     if decision not in finance.DECISIONS:
         raise BadRequest("decision is approve or reject")
     return change(finance.decide_adjustment, adjustment_id=adjustment_id, decision=decision,
-                  success="Adjustment {result.id} is now {result.status}.", back=url_for("console.finance_approvals"))
+                  success=lambda result: f"Adjustment {result.id} is now {result.status}.",
+                  back=url_for("console.finance_approvals"))
 
 
 @console.route("/finance/disputes/<int:dispute_id>/resolution", methods=["POST"])
@@ -331,4 +335,5 @@ def finance_resolve_dispute(dispute_id: int):  # type: ignore[no-untyped-def]
     except ValueError:
         raise BadRequest("adjustment id must be a whole number") from None
     return change(finance.resolve_dispute, dispute_id=dispute_id, outcome=outcome, adjustment_id=adjustment_id,
-                  success="Dispute {result.id} is now {result.status}.", back=url_for("console.finance_approvals"))
+                  success=lambda result: f"Dispute {result.id} is now {result.status}.",
+                  back=url_for("console.finance_approvals"))

@@ -83,8 +83,8 @@ def grades_compute():  # type: ignore[no-untyped-def]
     """Grade every partner for a period (again, if it was graded before; overrides stay)."""
     period = _period_argument(form_text("period", max_length=7))
     return change(_compute, period=period,
-                  success="{result.period}: {result.graded} graded, {result.not_graded} not graded, "
-                          "{result.alerts_raised} alerts raised.",
+                  success=lambda result: (f"{result.period}: {result.graded} graded, {result.not_graded} not "
+                                          f"graded, {result.alerts_raised} alerts raised."),
                   back=url_for("console.grades", period=period))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from flask import Response, flash, redirect, request
 from werkzeug.exceptions import BadRequest
@@ -66,8 +66,14 @@ def now() -> datetime:
     return security.utc_now()
 
 
-def change(action, *, success: str, back: str, **arguments) -> Response:  # type: ignore[no-untyped-def]
+def change(action, *, success: str | Callable[[Any], str], back: str,  # type: ignore[no-untyped-def]
+           **arguments) -> Response:
     """Run a service change as the signed-in user in one committed unit of work, then go back.
+
+    ``success`` is the message to show: either finished text, or a function of the
+    service's result that returns it. It is never used as a format template, because it
+    often contains what someone typed (a key id, a code), and ``str.format`` on such text
+    would fail after the change was committed, or read attributes an attacker names.
 
     A refusal by the service (``AllianceError``: the four-eyes rule, a state that does not
     allow it, bad input) commits nothing and is shown on the page it came from.
@@ -79,7 +85,7 @@ def change(action, *, success: str, back: str, **arguments) -> Response:  # type
     except AllianceError as error:
         flash(f"{error.title}: {error.detail}", "error")
         return redirect(back, code=303)
-    flash(success.format(result=result), "success")
+    flash(success(result) if callable(success) else success, "success")
     return redirect(back, code=303)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.earning import EarnRule
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from alliance.domain.identifiers import KEY_ID, PARTNER_CODE, TERMINAL_CODE, IdentifierRule, identifier_problem
 from alliance.domain.money import PRICE_PRECISION, PRICE_SCALE, RATE_PRECISION, RATE_SCALE, exact_decimal_problem
 from alliance.models import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.services import audit_log, partner_keys
@@ -28,6 +29,14 @@ STATUS_TRANSITIONS = {
 }
 
 
+def checked_identifier(rule: IdentifierRule, value: str, *, field: str) -> str:
+    """``value`` if it is in the rule's character set, else a ``ValidationFailed`` naming ``field``."""
+    problem = identifier_problem(rule, value)
+    if problem:
+        raise ValidationFailed(problem, fields={field: [problem]})
+    return value
+
+
 def partner_by_code(session: Session, code: str) -> Partner:
     """The partner with this code."""
     partner = session.scalar(select(Partner).where(Partner.code == code))
@@ -38,6 +47,7 @@ def partner_by_code(session: Session, code: str) -> Partner:
 
 def onboard(session: Session, *, code: str, name: str, terms: PartnerTerms, now: datetime, actor: str) -> Partner:
     """Create a partner in status pending, with its accounts, first price and earn rule."""
+    checked_identifier(PARTNER_CODE, code, field="code")
     partner_id = create_partner(session, code=code, name=name, terms=terms, now=now, status="pending")
     audit_log.append(session, actor=actor, action="partner.onboard", subject=f"partner:{code}", now=now,
                      after={"name": name, "currency": terms.currency, "time_zone": terms.time_zone,
@@ -53,7 +63,8 @@ def change_status(session: Session, *, code: str, status: str, now: datetime, ac
     if status not in STATUS_TRANSITIONS.get(partner.status, set()):
         raise InvalidState(f"a {partner.status} partner cannot become {status}")
     before = partner.status
-    session.execute(update(Partner).where(Partner.id == partner.id).values(status=status))
+    session.execute(update(Partner).where(Partner.id == partner.id).values(
+        status=status, **({"terminated_at": now} if status == "terminated" else {})))
     audit_log.append(session, actor=actor, action="partner.status", subject=f"partner:{code}", now=now,
                      before={"status": before}, after={"status": status})
     session.refresh(partner)
@@ -126,6 +137,7 @@ def add_campaign(session: Session, *, code: str | None, name: str, funded_by: st
 
 def new_terminal(session: Session, *, code: str, terminal_code: str, now: datetime, actor: str) -> int:
     """Register a terminal for a partner."""
+    checked_identifier(TERMINAL_CODE, terminal_code, field="code")
     partner = partner_by_code(session, code)
     terminal_id = add_terminal(session, partner_id=partner.id, code=terminal_code, now=now)
     audit_log.append(session, actor=actor, action="partner.terminal.add", subject=f"partner:{code}", now=now,
@@ -136,6 +148,9 @@ def new_terminal(session: Session, *, code: str, terminal_code: str, now: dateti
 def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, terminal_code: str | None,
             expires_at: datetime | None, now: datetime, actor: str) -> None:
     """Register a signing key (rotation: several may be active at once)."""
+    checked_identifier(KEY_ID, key_id, field="key_id")
+    if terminal_code is not None:
+        checked_identifier(TERMINAL_CODE, terminal_code, field="terminal")
     partner = partner_by_code(session, code)
     terminal_id = None
     if terminal_code is not None:

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from alliance.models import JournalTransaction, Partner, PartnerPrice, Purchase
-from tests.back_office_support import BackOffice, new_public_key
+from alliance.models import JournalTransaction, Partner, PartnerKey, PartnerPrice, Purchase
+from tests.back_office_support import BackOffice, new_public_key, run_cli
 from tests.factories import SigningPartner, make_signing_partner
 from tests.http_server import HubClock, assert_audit_green, purchase_payload, wall_clock_partner_time
 from tests.partner_client import SignedTestClient
@@ -304,3 +304,37 @@ def test_an_out_of_range_price_is_refused_as_invalid_not_a_server_error(app):
                                                          "redemption_price_per_point": "0.008"},
                                role="partner_manager"))
     assert [(reply.status, reply.code) for reply in replies] == [(422, "validation_failed")] * 2
+
+
+@pytest.mark.parametrize("key_id", ["k{0}", "k{result.__class__}", 'quote"d', "semi;colon", "-leading", "x" * 101])
+def test_the_api_refuses_a_key_id_outside_its_character_set_with_a_field_error(app, key_id):
+    bo = BackOffice(app)
+    make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="shop")
+    _, public_key = new_public_key()
+    reply = bo.post("/partners/shop/keys", {"key_id": key_id, "public_key": public_key}, role="partner_manager")
+    assert (reply.status, reply.code) == (422, "validation_failed")
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    assert "letters A-Z and a-z, digits, '.', '_', ':' and '-'" in reply.body["errors"]["key_id"][0]
+    with bo.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(PartnerKey.id).where(PartnerKey.key_id == key_id)) is None
+
+
+@pytest.mark.parametrize("arguments, option", [
+    (("partners", "create", "--code", "Cafe Aurora", "--name", "Cafe", "--issue-price", "0.01",
+      "--redemption-price", "0.008"), "--code"),
+    (("partners", "add-terminal", "--partner", "shop", "--code", "till{0}"), "--code"),
+    (("partners", "add-key", "--partner", "shop", "--key-id", "k{result}", "--public-key", "KEYFILE"), "--key-id"),
+    (("partners", "add-key", "--partner", "shop", "--key-id", "k-1", "--public-key", "KEYFILE",
+      "--terminal", "Till 1"), "--terminal"),
+])
+def test_the_cli_refuses_identifiers_outside_their_character_set_with_exit_2(app, tmp_path, arguments, option):
+    bo = BackOffice(app)
+    make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="shop")
+    key_file = tmp_path / "key.b64"
+    key_file.write_text(new_public_key()[1])
+    result = run_cli(app, *[str(key_file) if argument == "KEYFILE" else argument for argument in arguments])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and "characters" in result.output
+    with bo.hub.unit_of_work() as uow:
+        assert uow.session.scalars(select(Partner.code)).all() == ["shop"]
+        assert uow.session.scalars(select(PartnerKey.key_id)).all() == ["shop-key"]

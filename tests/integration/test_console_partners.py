@@ -20,6 +20,7 @@ from alliance.extensions import hub_state
 from alliance.models import Complaint, PartnerKey, Purchase, Terminal
 from alliance.services.console_reports import month_labels
 from tests.console_support import audit_actions, build_alliance, month_of, signed_in, text_of
+from alliance.services.partners import register_key
 from tests.factories import make_partner
 
 
@@ -117,6 +118,43 @@ def test_keys_and_terminals_can_be_revoked_and_added_with_an_audit_entry(app, ma
     assert "already revoked" in text_of(manager.get("/console/partners/aurora"))
     bad_key = manager.post("/console/partners/aurora/keys", {"key_id": "k", "public_key": "not base64!"})
     assert bad_key.status_code == 400
+
+
+def _public_key_text() -> str:
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                     serialization.PublicFormat.Raw)
+    return base64.b64encode(public).decode()
+
+
+def test_user_text_in_a_confirmation_is_shown_as_written_never_run_as_a_format_template(app, manager):
+    hub = hub_state(app)
+    # A key registered before key ids had a character set (register_key still takes any
+    # printable text): revoking it must neither fail after the commit nor evaluate it.
+    template = "old{result.__class__.__mro__}"
+    with hub.unit_of_work() as uow:
+        register_key(uow.session, partner_id=1, key_id=template, public_key=bytes(range(1, 33)),
+                     now=datetime.now(timezone.utc))
+        uow.commit()
+    revoked = manager.post(f"/console/partners/aurora/keys/{template}/revocation")
+    assert revoked.status_code == 303
+    page = text_of(manager.get("/console/partners/aurora"))
+    assert f"Key {template} revoked." in page and "class 'object'" not in page
+    with hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(PartnerKey.status).where(PartnerKey.key_id == template)) == "revoked"
+
+
+@pytest.mark.parametrize("key_id", ["k{0}", "k{result.__class__}", "has space", 'quote"d', "-leading-dash", "é"])
+def test_a_key_id_outside_its_character_set_is_a_form_error_and_nothing_is_saved(app, manager, key_id):
+    hub = hub_state(app)
+    refused = manager.post("/console/partners/aurora/keys", {"key_id": key_id, "public_key": _public_key_text()})
+    assert refused.status_code == 303
+    page = text_of(manager.get("/console/partners/aurora"))
+    assert "Invalid input: a key id has 1-100 characters: letters A-Z and a-z, digits" in page
+    with hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(PartnerKey.id).where(PartnerKey.key_id == key_id)) is None
+    bad_terminal = manager.post("/console/partners/aurora/terminals", {"terminal_code": "Till{0}"})
+    assert bad_terminal.status_code == 303
+    assert "Invalid input: a terminal code has 2-40 characters" in text_of(manager.get("/console/partners/aurora"))
 
 
 def test_complaints_queue_moves_a_complaint_through_its_lifecycle(app, manager):

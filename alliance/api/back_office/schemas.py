@@ -12,10 +12,10 @@ from alliance.api.partner.schemas import (
     CURRENCY,
     MAX_AMOUNT_MINOR,
     MAX_POINTS,
-    TERMINAL,
     StrictSchema,
 )
 from alliance.api.patterns import UtcDateTime, WholeValue
+from alliance.domain.identifiers import KEY_ID, PARTNER_CODE as PARTNER_CODE_RULE, TERMINAL_CODE, IdentifierRule
 from alliance.domain.money import (
     MULTIPLIER_PRECISION,
     MULTIPLIER_SCALE,
@@ -28,7 +28,15 @@ from alliance.domain.money import (
 from alliance.services.complaints import CATEGORIES
 from alliance.services.oauth import ROLES
 
-PARTNER_CODE = WholeValue(r"^[a-z0-9][a-z0-9-]{1,39}$", error="2-40 lowercase letters, digits or dashes")
+
+def identifier(rule: IdentifierRule) -> WholeValue:
+    """The schema validator of one identifier kind, with the character set in its error message."""
+    # Anchored, so that the OpenAPI document's pattern (a search, in JSON Schema) says the same.
+    return WholeValue(f"^{rule.pattern.pattern}$", error=f"a {rule.noun} has {rule.description}")
+
+
+PARTNER_CODE = identifier(PARTNER_CODE_RULE)
+TERMINAL = identifier(TERMINAL_CODE)
 MEMBER_NUMBER = WholeValue(r"^[0-9a-f]{16}$", error="a member number")
 
 
@@ -196,7 +204,7 @@ class TerminalInput(StrictSchema):
 
 
 class KeyInput(StrictSchema):
-    key_id = fields.String(required=True, validate=WholeValue(r"^[\x21-\x7e]{1,100}$"))
+    key_id = fields.String(required=True, validate=identifier(KEY_ID))
     public_key = fields.String(required=True, metadata={"description": "Base64 of the 32-byte Ed25519 public key."})
     terminal = fields.String(validate=TERMINAL)
     expires_at = UtcDateTime()
