@@ -45,6 +45,8 @@ class Partner(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A fixed fee the partner pays per settlement cycle, in minor units of its currency.
     cycle_fee_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # When the partner became terminated; cycles starting after it carry no cycle fee.
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PartnerPrice(Base):

@@ -31,8 +31,8 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services.settlement_closing import SETTLING_STATUSES
-from settlement.cycles import cycle_containing, due_cycles
+from alliance.services.settlement_closing import due_by_partner
+from settlement.cycles import cycle_containing
 
 Row = TypeVar("Row")
 MAX_PAGE_SIZE = 200
@@ -319,21 +319,19 @@ class OpenCycleRow:
 
 
 def open_cycles(session: Session, *, now: datetime, partner_code: str | None = None) -> list[OpenCycleRow]:
-    """Per settling partner: the cycle running now and how many ended cycles wait to be closed."""
-    last_closed = (select(SettlementRun.partner_id, func.max(SettlementRun.cycle_ends_at).label("ends_at"))
-                   .group_by(SettlementRun.partner_id).subquery())
-    query = (select(Partner, last_closed.c.ends_at).outerjoin(last_closed, last_closed.c.partner_id == Partner.id)
-             .where(Partner.status.in_(SETTLING_STATUSES)).order_by(Partner.code))
-    if partner_code:
-        query = query.where(Partner.code == partner_code)
+    """Per settling partner: the cycle running now and how many ended cycles wait to be closed.
+
+    A terminated partner is listed only while it still has cycles to close.
+    """
     rows = []
-    for partner, ends_at in session.execute(query).all():
-        schedule = {"partner_code": partner.code, "frequency": partner.settlement_cycle,
-                    "time_zone": partner.time_zone, "cutoff_local": partner.settlement_cutoff_local}
-        running = cycle_containing(now, **schedule)
-        due = due_cycles(ends_at, now, partner.created_at, **schedule)
+    for due in due_by_partner(session, now=now, partner_code=partner_code or None):
+        partner = due.partner
+        if partner.status == "terminated" and not due.cycles:
+            continue
+        running = cycle_containing(now, partner_code=partner.code, frequency=partner.settlement_cycle,
+                                   time_zone=partner.time_zone, cutoff_local=partner.settlement_cutoff_local)
         rows.append(OpenCycleRow(partner.code, partner.settlement_cycle, running.starts_at, running.ends_at,
-                                 len(due), ends_at))
+                                 len(due.cycles), due.last_closed_end))
     return rows
 
 

@@ -262,6 +262,18 @@ def approved_for_cycle(
     return [row.id for row in rows], amounts
 
 
+def unapplied_approval_times(session: Session, *, partner_ids: list[int]) -> dict[int, datetime]:
+    """Per partner, the latest approval of an adjustment that no closed statement has applied yet."""
+    rows = session.execute(
+        select(Adjustment.partner_id, func.max(Adjustment.decided_at))
+        .outerjoin(AdjustmentApplication, AdjustmentApplication.adjustment_id == Adjustment.id)
+        .where(Adjustment.partner_id.in_(partner_ids), Adjustment.status == "approved",
+               AdjustmentApplication.id.is_(None))
+        .group_by(Adjustment.partner_id)
+    ).all()
+    return {partner_id: decided_at for partner_id, decided_at in rows}
+
+
 def record_applications(session: Session, *, adjustment_ids: list[int], run_id: int) -> None:
     """Link adjustments to the run that applied them, inside the closing transaction."""
     if adjustment_ids:

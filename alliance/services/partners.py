@@ -53,6 +53,7 @@ def create_partner(
                 code=code, name=name, status=status, currency=terms.currency, time_zone=terms.time_zone,
                 settlement_cycle=terms.settlement_cycle, settlement_cutoff_local=terms.settlement_cutoff_local,
                 return_window_days=terms.return_window_days, cycle_fee_minor=terms.cycle_fee_minor, created_at=now,
+                terminated_at=now if status == "terminated" else None,
             )
             .returning(Partner.id)
         ).scalar_one()

@@ -63,9 +63,10 @@ from settlement.statements import (
 # keys namespace * 2**32 + partner id, far from the migration lock's 7_150_001.
 SETTLEMENT_LOCK_NAMESPACE = 7_150_002
 PARTNER_ID_LIMIT = 2**32
-# Partners whose cycles are closed: a suspended partner's earlier activity still settles;
-# a pending partner never posted anything.
-SETTLING_STATUSES = ("active", "suspended")
+# Partners whose cycles are closed: a suspended or terminated partner's activity still
+# settles (a terminated one's only while something waits, see ``due_by_partner``); a
+# pending partner never posted anything.
+SETTLING_STATUSES = ("active", "suspended", "terminated")
 # A posting commits a moment after its posted_at; closing waits this long after a cut-off
 # so no transaction that posted before it can still be in flight.
 DEFAULT_CLOSING_GRACE = timedelta(minutes=5)
@@ -153,7 +154,7 @@ def close_cycle(
     # Approved adjustments not yet applied land in this, the first cycle closed after their approval.
     adjustment_ids, adjustments = finance.approved_for_cycle(
         session, partner_id=partner_id, partner_code=partner.code, cycle_ends_at=cycle.ends_at)
-    if partner.cycle_fee_minor:
+    if partner.cycle_fee_minor and charges_cycle_fee(partner.terminated_at, cycle):
         adjustments = [*adjustments, AdjustmentAmount(partner.code, LineKind.FEE, partner.cycle_fee_minor,
                                                       partner.currency, "cycle-fee")]
     if postings is None:
@@ -167,6 +168,11 @@ def close_cycle(
     stored = _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
     finance.record_applications(session, adjustment_ids=adjustment_ids, run_id=stored.run_id)
     return stored
+
+
+def charges_cycle_fee(terminated_at: datetime | None, cycle: Cycle) -> bool:
+    """A partner owes its fixed cycle fee for every cycle that starts before its termination."""
+    return terminated_at is None or cycle.starts_at < terminated_at
 
 
 def lock_partner_settlement(session: Session, partner_id: int) -> None:
@@ -443,10 +449,24 @@ def aggregate_due_cycles(
     return found
 
 
-def _due(
-    session_factory: sessionmaker[Session], *, now: datetime, partner_code: str | None, limit: int
-) -> list[tuple[int, Cycle]]:
-    """Every (partner id, cycle) that has ended by ``now`` and is not closed, per partner oldest first."""
+@dataclass(frozen=True, slots=True)
+class PartnerDue:
+    """One partner's ended, unclosed cycles, oldest first, and where its last closed cycle ended."""
+
+    partner: Partner
+    last_closed_end: datetime | None
+    cycles: list[Cycle]
+
+
+def due_by_partner(session: Session, *, now: datetime, partner_code: str | None = None,
+                   limit: int = 1000) -> list[PartnerDue]:
+    """Per partner whose cycles close, the cycles that have ended by ``now`` and are not closed.
+
+    Active and suspended partners close every cycle. A terminated partner closes its
+    cycles only up to the one holding the last thing still to settle (a posting after
+    its last closed cycle, or an approved adjustment not yet applied), so every posted
+    entry lands in a closed statement, and no empty statement follows once it has.
+    """
     last_closed_end = (
         select(SettlementRun.partner_id, func.max(SettlementRun.cycle_ends_at).label("ends_at"))
         .group_by(SettlementRun.partner_id).subquery()
@@ -459,18 +479,62 @@ def _due(
     )
     if partner_code is not None:
         query = query.where(Partner.code == partner_code)
-    with session_factory() as session:
-        partners = session.execute(query).all()
-        if partner_code is not None and not partners:
-            raise NotFound(f"no settling partner {partner_code!r}")
-    due: list[tuple[int, Cycle]] = []
+    partners = session.execute(query).all()
+    last_to_settle = _last_to_settle(session, [partner.id for partner, _ in partners if partner.status == "terminated"])
+    found: list[PartnerDue] = []
     for partner, ends_at in partners:
         cycles = due_cycles(
             ends_at, now, partner.created_at, partner_code=partner.code, frequency=partner.settlement_cycle,
             time_zone=partner.time_zone, cutoff_local=partner.settlement_cutoff_local, limit=limit,
         )
-        due.extend((partner.id, cycle) for cycle in cycles)
-    return due
+        if partner.status == "terminated":
+            cycles = cycles_to_settle(cycles, last_to_settle.get(partner.id))
+        found.append(PartnerDue(partner, ends_at, cycles))
+    return found
+
+
+def _last_to_settle(session: Session, partner_ids: list[int]) -> dict[int, datetime]:
+    """Per partner, the latest moment something waits for a statement: a posting or an adjustment."""
+    if not partner_ids:
+        return {}
+    last_closed_end = (
+        select(SettlementRun.partner_id, func.max(SettlementRun.cycle_ends_at).label("ends_at"))
+        .where(SettlementRun.partner_id.in_(partner_ids)).group_by(SettlementRun.partner_id).subquery()
+    )
+    postings = session.execute(
+        select(JournalTransaction.partner_id, func.max(JournalTransaction.posted_at))
+        .outerjoin(last_closed_end, last_closed_end.c.partner_id == JournalTransaction.partner_id)
+        .where(JournalTransaction.partner_id.in_(partner_ids),
+               JournalTransaction.kind.in_([kind.value for kind in LINE_KIND_BY_TRANSACTION_KIND]),
+               (last_closed_end.c.ends_at.is_(None)) | (JournalTransaction.posted_at >= last_closed_end.c.ends_at))
+        .group_by(JournalTransaction.partner_id)
+    ).all()
+    found = {partner_id: posted_at for partner_id, posted_at in postings}
+    from alliance.services import finance  # finance takes this module's settlement lock
+
+    for partner_id, approved_at in finance.unapplied_approval_times(session, partner_ids=partner_ids).items():
+        found[partner_id] = max(found.get(partner_id, approved_at), approved_at)
+    return found
+
+
+def cycles_to_settle(cycles: list[Cycle], last_to_settle: datetime | None) -> list[Cycle]:
+    """The due cycles up to the one holding ``last_to_settle`` (an earlier moment means the first)."""
+    if last_to_settle is None:
+        return []
+    kept = [cycle for cycle in cycles if cycle.starts_at <= last_to_settle]
+    # An adjustment approved before the first due cycle starts lands in that cycle.
+    return kept or cycles[:1]
+
+
+def _due(
+    session_factory: sessionmaker[Session], *, now: datetime, partner_code: str | None, limit: int
+) -> list[tuple[int, Cycle]]:
+    """Every (partner id, cycle) that has ended by ``now`` and is not closed, per partner oldest first."""
+    with session_factory() as session:
+        partners = due_by_partner(session, now=now, partner_code=partner_code, limit=limit)
+    if partner_code is not None and not partners:
+        raise NotFound(f"no settling partner {partner_code!r}")
+    return [(due.partner.id, cycle) for due in partners for cycle in due.cycles]
 
 
 def closing_job(session_factory: sessionmaker[Session], signer: StatementSigner) -> Job:

@@ -472,3 +472,33 @@ def exact_margin_from_the_journal(session, partner_ids: list[int],  # type: igno
                JournalTransaction.posted_at >= ends_at - timedelta(days=1), JournalTransaction.posted_at < ends_at)
     ).all()
     return sum((-Decimal(amount) * price * 100 for amount, price in rows), Decimal(0))
+
+
+def test_reversals_in_a_later_cycle_keep_the_price_of_the_posting_they_reverse(hub, signer):
+    # Prices rise from 11-02 12:00; the refunds on 11-03 reverse postings made at the old prices.
+    partner_id = make_partner(hub, now=ONBOARDED_AT, code="alpha", settlement_cycle="daily", time_zone="UTC",
+                              issue_price_per_point=Decimal("0.0100"), redemption_price_per_point=Decimal("0.0080"))
+    member_id = make_member(hub, now=ONBOARDED_AT).member_id
+    with hub.unit_of_work() as uow:
+        add_price(uow.session, code="alpha", effective_from=DAY_ONE.replace(hour=12),
+                  issue_price_per_point=Decimal("0.0200"), redemption_price_per_point=Decimal("0.0150"),
+                  now=ONBOARDED_AT, actor="test")
+        earn = ledger.earn(uow.session, member_id=member_id, partner_id=partner_id, points=1000,
+                           now=DAY_ONE.replace(hour=9), expires_at=FAR_EXPIRY)
+        hold = ledger.authorize_hold(uow.session, member_id=member_id, partner_id=partner_id, points=400,
+                                     now=DAY_ONE.replace(hour=10), ttl_s=600)
+        ledger.capture_hold(uow.session, hold_id=hold.hold_id, points=400, now=DAY_ONE.replace(hour=10, minute=1))
+        ledger.clawback_earn(uow.session, earn_transaction_id=earn.transaction_id, points=100,
+                             now=DAY_TWO.replace(hour=9))
+        ledger.refund_redemption(uow.session, hold_id=hold.hold_id, points=50, now=DAY_TWO.replace(hour=10))
+        # A new earn the same day takes the new price: the lines split by price.
+        ledger.earn(uow.session, member_id=member_id, partner_id=partner_id, points=10, now=DAY_TWO.replace(hour=11),
+                    expires_at=FAR_EXPIRY)
+        uow.commit()
+    closed = close_due_cycles(hub.session_factory, now=DAY_TWO + timedelta(days=1, hours=1), signer=signer)
+    document = json.loads(closed[-1].document_json)
+    assert line_amounts(document) == [
+        ("points_issued", "0.02", 10, 1, 20, "0"),
+        ("issuance_reversed", "0.01", 100, 1, -100, "0"),
+        ("redemptions_refunded", "0.008", 50, 1, 40, "0"),
+    ]
