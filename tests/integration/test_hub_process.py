@@ -103,10 +103,10 @@ def test_readme_checkout_demo_earns_at_one_partner_and_redeems_at_another(tmp_pa
     try:
         wait_for_health(port)
         script = Path(__file__).resolve().parents[2] / "scripts" / "demo_checkout.py"
+        # The address comes from HOST and PORT, as `HOST=… PORT=… make demo` sets it for the hub.
         checkout = subprocess.run(
-            [sys.executable, str(script), "--hub", f"http://127.0.0.1:{port}", "--keys", str(instance / "demo-keys"),
-             "--card", card_number],
-            capture_output=True, text=True, timeout=60,
+            [sys.executable, str(script), "--keys", str(instance / "demo-keys"), "--card", card_number],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
         )
     finally:
         server.terminate()
@@ -116,3 +116,19 @@ def test_readme_checkout_demo_earns_at_one_partner_and_redeems_at_another(tmp_pa
     assert '"points_captured": 200' in checkout.stdout
     assert '"problem' not in checkout.stdout and '"code"' not in checkout.stdout
     assert run_alliance(instance, "audit").returncode == 0
+
+
+def test_the_checkout_demo_says_in_one_line_when_no_hub_answers(tmp_path):
+    instance = tmp_path / "instance"
+    assert run_alliance(instance, "db", "upgrade").returncode == 0
+    assert run_alliance(instance, "seed-demo").returncode == 0
+    script = Path(__file__).resolve().parents[2] / "scripts" / "demo_checkout.py"
+    for arguments, expected in (
+        (["--keys", str(instance / "demo-keys")], "no hub answered at http://127.0.0.1:"),
+        (["--keys", str(tmp_path / "nowhere")], "no demo key at"),
+    ):
+        checkout = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True,
+                                  timeout=60, env={**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port())})
+        assert checkout.returncode == 1
+        assert "Traceback" not in checkout.stderr
+        assert checkout.stderr.startswith(f"demo_checkout: {expected}") and checkout.stderr.count("\n") == 1

@@ -8,6 +8,8 @@ may use the hub's core but never its web layer.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,19 @@ def test_package_does_not_import_forbidden_layers(package, forbidden):
 def test_the_layering_check_sees_imports():
     # Guard against a check that passes because it reads nothing.
     assert any("sqlalchemy" in modules for modules in imported_modules("alliance/models").values())
+
+
+PURE_MODULES = sorted(
+    ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for folder in ("settlement", "alliance/domain")
+    for path in (ROOT / folder).glob("*.py") if path.name != "__init__.py"
+)
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_each_pure_module_imports_alone_without_the_web_app(module):
+    # A fresh interpreter, so no earlier import hides a cycle; the pure core must not
+    # pull in Flask (importing ``alliance`` once built the whole app).
+    probe = f"import sys, {module}; assert 'flask' not in sys.modules, sorted(sys.modules)"
+    finished = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
