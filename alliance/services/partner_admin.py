@@ -3,6 +3,7 @@ campaigns, terminals and keys. Every change goes to the audit log."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -27,6 +28,53 @@ STATUS_TRANSITIONS = {
     "suspended": {"active", "terminated"},
     "terminated": set(),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PriceView:
+    """Prices as scheduled."""
+
+    id: int
+    effective_from: datetime
+    issue_price_per_point: Decimal
+    redemption_price_per_point: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class EarnRuleView:
+    """An earn rule as scheduled."""
+
+    id: int
+    effective_from: datetime
+    base_points_per_unit: Decimal
+    amount_ladder: list[dict]  # type: ignore[type-arg]
+    per_purchase_cap_points: int | None
+    per_member_day_cap_points: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """A partner's signing key as staff see it (never the key material)."""
+
+    id: int
+    key_id: str
+    status: str
+    terminal: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def key_view(session: Session, key_id: str) -> KeyView:
+    """One key by its key id, with the code of the terminal it is bound to."""
+    row = session.execute(
+        select(PartnerKey, Terminal.code).outerjoin(Terminal, Terminal.id == PartnerKey.terminal_id)
+        .where(PartnerKey.key_id == key_id).execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise NotFound(f"no key {key_id!r}")
+    key, terminal = row
+    return KeyView(key.id, key.key_id, key.status, terminal, key.created_at, key.expires_at, key.revoked_at)
 
 
 def checked_identifier(rule: IdentifierRule, value: str, *, field: str) -> str:
@@ -72,7 +120,7 @@ def change_status(session: Session, *, code: str, status: str, now: datetime, ac
 
 
 def add_price(session: Session, *, code: str, effective_from: datetime, issue_price_per_point: Decimal,
-              redemption_price_per_point: Decimal, now: datetime, actor: str) -> None:
+              redemption_price_per_point: Decimal, now: datetime, actor: str) -> PriceView:
     """Schedule new prices; they apply to postings from ``effective_from`` on, never to the past."""
     partner = partner_by_code(session, code)
     if effective_from < now:
@@ -84,20 +132,21 @@ def add_price(session: Session, *, code: str, effective_from: datetime, issue_pr
             raise ValidationFailed(f"{name} {problem}", fields={name: [problem]})
     try:
         with session.begin_nested():
-            session.execute(insert(PartnerPrice).values(
+            price_id = session.execute(insert(PartnerPrice).values(
                 partner_id=partner.id, effective_from=effective_from, issue_price_per_point=issue_price_per_point,
-                redemption_price_per_point=redemption_price_per_point))
+                redemption_price_per_point=redemption_price_per_point).returning(PartnerPrice.id)).scalar_one()
     except IntegrityError as error:
         raise Conflict("a price already takes effect at that moment") from error
     audit_log.append(session, actor=actor, action="partner.price.add", subject=f"partner:{code}", now=now,
                      after={"effective_from": effective_from.isoformat(),
                             "issue_price_per_point": str(issue_price_per_point),
                             "redemption_price_per_point": str(redemption_price_per_point)})
+    return PriceView(price_id, effective_from, issue_price_per_point, redemption_price_per_point)
 
 
 def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base_points_per_unit: Decimal,
                   amount_ladder: list[dict], per_purchase_cap_points: int | None,  # type: ignore[type-arg]
-                  per_member_day_cap_points: int | None, now: datetime, actor: str) -> None:
+                  per_member_day_cap_points: int | None, now: datetime, actor: str) -> EarnRuleView:
     """Schedule a new earn rule, checked by the same rules earning applies."""
     partner = partner_by_code(session, code)
     if effective_from < now:
@@ -108,16 +157,18 @@ def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base
     EarnRule.from_stored(base_points_per_unit, amount_ladder, per_purchase_cap_points, per_member_day_cap_points)
     try:
         with session.begin_nested():
-            session.execute(insert(PartnerEarnRule).values(
+            rule_id = session.execute(insert(PartnerEarnRule).values(
                 partner_id=partner.id, effective_from=effective_from, base_points_per_unit=base_points_per_unit,
                 amount_ladder=amount_ladder, per_purchase_cap_points=per_purchase_cap_points,
-                per_member_day_cap_points=per_member_day_cap_points))
+                per_member_day_cap_points=per_member_day_cap_points).returning(PartnerEarnRule.id)).scalar_one()
     except IntegrityError as error:
         raise Conflict("a rule already takes effect at that moment") from error
     audit_log.append(session, actor=actor, action="partner.earn_rule.add", subject=f"partner:{code}", now=now,
                      after={"effective_from": effective_from.isoformat(), "base_points_per_unit": str(base_points_per_unit),
                             "amount_ladder": amount_ladder, "per_purchase_cap_points": per_purchase_cap_points,
                             "per_member_day_cap_points": per_member_day_cap_points})
+    return EarnRuleView(rule_id, effective_from, base_points_per_unit, amount_ladder, per_purchase_cap_points,
+                        per_member_day_cap_points)
 
 
 def add_campaign(session: Session, *, code: str | None, name: str, funded_by: str, multiplier: Decimal,
@@ -146,7 +197,7 @@ def new_terminal(session: Session, *, code: str, terminal_code: str, now: dateti
 
 
 def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, terminal_code: str | None,
-            expires_at: datetime | None, now: datetime, actor: str) -> None:
+            expires_at: datetime | None, now: datetime, actor: str) -> KeyView:
     """Register a signing key (rotation: several may be active at once)."""
     checked_identifier(KEY_ID, key_id, field="key_id")
     if terminal_code is not None:
@@ -163,9 +214,10 @@ def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, term
     audit_log.append(session, actor=actor, action="partner.key.register", subject=f"partner:{code}", now=now,
                      after={"key_id": key_id, "terminal": terminal_code,
                             "expires_at": expires_at.isoformat() if expires_at else None})
+    return key_view(session, key_id)
 
 
-def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: str) -> None:
+def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: str) -> KeyView:
     """Revoke one of this partner's keys."""
     partner = partner_by_code(session, code)
     owner = session.scalar(select(PartnerKey.partner_id).where(PartnerKey.key_id == key_id))
@@ -174,3 +226,4 @@ def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: st
     partner_keys.revoke_key(session, key_id=key_id, now=now)
     audit_log.append(session, actor=actor, action="partner.key.revoke", subject=f"partner:{code}", now=now,
                      before={"key_id": key_id, "status": "active"}, after={"key_id": key_id, "status": "revoked"})
+    return key_view(session, key_id)

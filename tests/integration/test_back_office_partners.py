@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from alliance.models import JournalTransaction, Partner, PartnerKey, PartnerPrice, Purchase
+from alliance.models import JournalTransaction, Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Purchase
 from tests.back_office_support import BackOffice, new_public_key, run_cli
 from tests.factories import SigningPartner, make_signing_partner
 from tests.http_server import HubClock, assert_audit_green, purchase_payload, wall_clock_partner_time
@@ -338,3 +338,32 @@ def test_the_cli_refuses_identifiers_outside_their_character_set_with_exit_2(app
     with bo.hub.unit_of_work() as uow:
         assert uow.session.scalars(select(Partner.code)).all() == ["shop"]
         assert uow.session.scalars(select(PartnerKey.key_id)).all() == ["shop-key"]
+
+
+def test_scheduling_and_registering_answer_the_created_rows_real_ids_and_what_a_client_needs(app):
+    bo = BackOffice(app)
+    make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="shop")
+    assert bo.post("/partners/shop/terminals", {"code": "till-2"}, role="partner_manager").status == 201
+    soon = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    price = bo.post("/partners/shop/prices", {"effective_from": soon.isoformat(), "issue_price_per_point": "0.0125",
+                                              "redemption_price_per_point": "0.0090"}, role="partner_manager")
+    rule = bo.post("/partners/shop/earn-rules", {"effective_from": soon.isoformat(), "base_points_per_unit": "2",
+                                                 "per_purchase_cap_points": 500}, role="partner_manager")
+    _, public_key = new_public_key()
+    key = bo.post("/partners/shop/keys", {"key_id": "shop-till-2", "public_key": public_key, "terminal": "till-2"},
+                  role="partner_manager")
+    assert (price.status, rule.status, key.status) == (201, 201, 201), (price.body, rule.body, key.body)
+    with bo.hub.unit_of_work() as uow:
+        price_id = uow.session.scalar(select(PartnerPrice.id).where(PartnerPrice.effective_from == soon))
+        rule_id = uow.session.scalar(select(PartnerEarnRule.id).where(PartnerEarnRule.effective_from == soon))
+        key_row_id = uow.session.scalar(select(PartnerKey.id).where(PartnerKey.key_id == "shop-till-2"))
+    assert price.body == {"id": price_id, "effective_from": soon.isoformat(), "issue_price_per_point": "0.0125",
+                          "redemption_price_per_point": "0.0090"}
+    assert price_id > 0 and rule.body["id"] == rule_id > 0
+    assert (rule.body["effective_from"], rule.body["base_points_per_unit"], rule.body["per_purchase_cap_points"]) == \
+        (soon.isoformat(), "2", 500)
+    assert key_row_id > 0 and {name: key.body[name] for name in ("id", "key_id", "status", "terminal", "expires_at")} \
+        == {"id": key_row_id, "key_id": "shop-till-2", "status": "active", "terminal": "till-2", "expires_at": None}
+    revoked = bo.post("/partners/shop/keys/shop-till-2/revocation", role="partner_manager")
+    assert revoked.status == 201 and (revoked.body["id"], revoked.body["status"]) == (key_row_id, "revoked")
+    assert revoked.body["revoked_at"] is not None

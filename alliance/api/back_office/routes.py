@@ -315,34 +315,34 @@ def committed_change(action, **arguments):  # type: ignore[no-untyped-def]
 
 
 def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
-    """Run a partner-management service, then answer 201 with the new row's id."""
-    result = committed_change(action, **fixed)
-    return {"id": result if isinstance(result, int) else 0}
+    """Run a partner-management service that creates a row and returns its id, then answer 201 with that id."""
+    return {"id": committed_change(action, **fixed)}
 
 
 @partners_blueprint.route("/partners/<code>/prices")
 class PartnerPrices(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.PriceInput)
-    @partners_blueprint.response(201, s.CreatedOutput)
+    @partners_blueprint.response(201, s.PriceOutput)
     @documented(partners_blueprint, 404, 409, 422)
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
-        """Schedule new issue and redemption prices from a moment on."""
-        return _partner_write(partner_admin.add_price, code=code, **data)
+        """Schedule new issue and redemption prices from a moment on; answers the scheduled prices."""
+        return committed_change(partner_admin.add_price, code=code, **data)
 
 
 @partners_blueprint.route("/partners/<code>/earn-rules")
 class PartnerEarnRules(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.EarnRuleInput)
-    @partners_blueprint.response(201, s.CreatedOutput)
+    @partners_blueprint.response(201, s.EarnRuleOutput)
     @documented(partners_blueprint, 404, 409, 422)
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
-        """Schedule a new earn rule from a moment on."""
-        return _partner_write(partner_admin.add_earn_rule, code=code, effective_from=data["effective_from"],
-                              base_points_per_unit=data["base_points_per_unit"], amount_ladder=data["amount_ladder"],
-                              per_purchase_cap_points=data.get("per_purchase_cap_points"),
-                              per_member_day_cap_points=data.get("per_member_day_cap_points"))
+        """Schedule a new earn rule from a moment on; answers the scheduled rule."""
+        return committed_change(partner_admin.add_earn_rule, code=code, effective_from=data["effective_from"],
+                                base_points_per_unit=data["base_points_per_unit"],
+                                amount_ladder=data["amount_ladder"],
+                                per_purchase_cap_points=data.get("per_purchase_cap_points"),
+                                per_member_day_cap_points=data.get("per_member_day_cap_points"))
 
 
 @partners_blueprint.route("/partners/<code>/terminals")
@@ -360,27 +360,27 @@ class PartnerTerminals(MethodView):
 class PartnerKeys(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.KeyInput)
-    @partners_blueprint.response(201, s.CreatedOutput)
+    @partners_blueprint.response(201, s.KeyOutput)
     @documented(partners_blueprint, 404, 409, 422)
     def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
-        """Register an Ed25519 public key (rotation: several may be active)."""
+        """Register an Ed25519 public key (rotation: several may be active); answers the key as registered."""
         try:
             public_key = base64.b64decode(data["public_key"], validate=True)
         except (binascii.Error, ValueError):
             raise ValidationFailed("public_key must be base64", fields={"public_key": ["not base64"]}) from None
-        return _partner_write(partner_admin.new_key, code=code, key_id=data["key_id"], public_key=public_key,
-                              terminal_code=data.get("terminal"), expires_at=data.get("expires_at"))
+        return committed_change(partner_admin.new_key, code=code, key_id=data["key_id"], public_key=public_key,
+                                terminal_code=data.get("terminal"), expires_at=data.get("expires_at"))
 
 
 @partners_blueprint.route("/partners/<code>/keys/<key_id>/revocation")
 class PartnerKeyRevocation(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.EmptyInput)
-    @partners_blueprint.response(201, s.CreatedOutput)
+    @partners_blueprint.response(201, s.KeyOutput)
     @documented(partners_blueprint, 404, 409)
     def post(self, _: dict, code: str, key_id: str):  # type: ignore[no-untyped-def, type-arg]
-        """Revoke a key at once."""
-        return _partner_write(partner_admin.revoke, code=code, key_id=key_id)
+        """Revoke a key at once; answers the key, now revoked."""
+        return committed_change(partner_admin.revoke, code=code, key_id=key_id)
 
 
 @partners_blueprint.route("/campaigns")

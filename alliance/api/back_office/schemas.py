@@ -210,6 +210,32 @@ class KeyInput(StrictSchema):
     expires_at = UtcDateTime()
 
 
+class PriceOutput(Schema):
+    id = fields.Integer()
+    effective_from = fields.AwareDateTime()
+    issue_price_per_point = DecimalString()
+    redemption_price_per_point = DecimalString()
+
+
+class EarnRuleOutput(Schema):
+    id = fields.Integer()
+    effective_from = fields.AwareDateTime()
+    base_points_per_unit = DecimalString(scale=RATE_SCALE, precision=RATE_PRECISION)
+    amount_ladder = fields.List(fields.Dict())
+    per_purchase_cap_points = fields.Integer(allow_none=True)
+    per_member_day_cap_points = fields.Integer(allow_none=True)
+
+
+class KeyOutput(Schema):
+    id = fields.Integer(metadata={"description": "The hub's id of the key row."})
+    key_id = fields.String(metadata={"description": "The keyid tills sign with."})
+    status = fields.String(metadata={"description": "active or revoked"})
+    terminal = fields.String(allow_none=True, metadata={"description": "The terminal the key is bound to, if any."})
+    created_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime(allow_none=True)
+    revoked_at = fields.AwareDateTime(allow_none=True)
+
+
 class CampaignInput(StrictSchema):
     partner = fields.String(validate=PARTNER_CODE)
     name = fields.String(required=True, validate=validate.Length(1, 200))
