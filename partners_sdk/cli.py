@@ -1,20 +1,23 @@
 """``alliance-pos``: every partner call from a shell, for integrators trying the hub.
 
 Settings come from flags or the environment: ``ALLIANCE_POS_HUB``,
-``ALLIANCE_POS_KEY_ID``, ``ALLIANCE_POS_KEY_FILE``, ``ALLIANCE_POS_QUEUE``. Results are
-printed as JSON on standard output (``keygen`` and ``public-key`` print the public key
+``ALLIANCE_POS_KEY_ID``, ``ALLIANCE_POS_KEY_FILE``, ``ALLIANCE_POS_QUEUE``,
+``ALLIANCE_POS_QUEUE_KEY_FILE``. Results are printed as JSON on standard output (``keygen`` and ``public-key`` print the public key
 PEM, ready for ``alliance partners add-key --public-key FILE``). A failure prints the
 error as JSON, with its ``code``, on standard error and exits 1 when the hub refused
 the request, 2 for bad arguments or settings, 3 when the hub could not be reached or
-failed (the same command may be tried again).
+failed (the same command may be tried again). Card numbers are never printed whole:
+only their last four digits show, in results, queue listings and errors alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import contextlib
 import json
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -32,8 +35,11 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_RETRY_LATER = 3
 ENVIRONMENT = {"hub": "ALLIANCE_POS_HUB", "key_id": "ALLIANCE_POS_KEY_ID", "key_file": "ALLIANCE_POS_KEY_FILE",
-               "queue": "ALLIANCE_POS_QUEUE"}
+               "queue": "ALLIANCE_POS_QUEUE", "queue_key_file": "ALLIANCE_POS_QUEUE_KEY_FILE"}
 MAX_BATCH_FILE_BYTES = 8 * 1024 * 1024
+# Printed values that are prose, where a card number could hide inside a sentence.
+FREE_TEXT_FIELDS = frozenset({"detail", "last_error", "reason", "stopped_by", "title"})
+CARD_NUMBER_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{16}(?![0-9])")
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -42,6 +48,8 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--key-id", help=f"this terminal's key id (default ${ENVIRONMENT['key_id']})")
     common.add_argument("--key-file", help=f"private key PEM (default ${ENVIRONMENT['key_file']})")
     common.add_argument("--queue", help=f"offline queue file (default ${ENVIRONMENT['queue']}, none if unset)")
+    common.add_argument("--queue-key-file", help=f"the queue's 32-byte key file (default "
+                                                 f"${ENVIRONMENT['queue_key_file']}, else the queue file + .key)")
     common.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"bound on each attempt (default {DEFAULT_TIMEOUT_S:g})")
     common.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
@@ -127,12 +135,18 @@ def _setting(arguments: argparse.Namespace, name: str, *, required: bool = True)
     return value
 
 
-def _client(arguments: argparse.Namespace) -> AllianceClient:
+def _queue(arguments: argparse.Namespace, *, required: bool) -> OfflineQueue | None:
+    path = _setting(arguments, "queue", required=required)
+    if path is None:
+        return None
+    return OfflineQueue(path, key_file=_setting(arguments, "queue_key_file", required=False))
+
+
+def _client(arguments: argparse.Namespace, queue: OfflineQueue | None) -> AllianceClient:
     return AllianceClient(
         str(_setting(arguments, "hub")), str(_setting(arguments, "key_id")),
         load_private_key(str(_setting(arguments, "key_file"))), timeout_s=arguments.timeout_s,
-        deadline_s=arguments.deadline_s, max_retries=arguments.max_retries,
-        queue=_setting(arguments, "queue", required=False),
+        deadline_s=arguments.deadline_s, max_retries=arguments.max_retries, queue=queue,
     )
 
 
@@ -200,8 +214,7 @@ def _run_client_command(arguments: argparse.Namespace, client: AllianceClient) -
 
 
 def _queue_listing(arguments: argparse.Namespace) -> dict[str, Any]:
-    path = _setting(arguments, "queue")
-    with OfflineQueue(str(path)) as queue:
+    with _queue(arguments, required=True) as queue:  # type: ignore[union-attr]
         discarded = queue.discard_dead_letter(arguments.discard) if arguments.discard is not None else None
         listing: dict[str, Any] = {
             "pending_count": queue.pending_count(), "dead_letter_count": queue.dead_letter_count(),
@@ -219,8 +232,26 @@ def _readable(row: Any) -> dict[str, Any]:
     return values
 
 
+def _masked_card(number: str) -> str:
+    """A card number with all but its last four digits hidden, as the hub shows one."""
+    return "•" * 12 + number[-4:]
+
+
+def _masked(value: Any, field: str | None = None) -> Any:
+    """``value`` with every card number cut to its last four digits, for printing."""
+    if isinstance(value, dict):
+        return {name: _masked(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, field) for item in value]
+    if isinstance(value, str) and field == "card_number":
+        return _masked_card(value)
+    if isinstance(value, str) and field in FREE_TEXT_FIELDS:
+        return CARD_NUMBER_IN_TEXT.sub(lambda match: _masked_card(match.group()), value)
+    return value
+
+
 def _print_json(value: Any, stream: Any) -> None:
-    stream.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    stream.write(json.dumps(_masked(value), indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "queue":
             _print_json(_queue_listing(arguments), sys.stdout)
             return 0
-        with _client(arguments) as client:
+        with _queue(arguments, required=False) or contextlib.nullcontext() as queue, \
+                _client(arguments, queue) as client:
             result = _run_client_command(arguments, client)
         _print_json({"queued": to_json_ready(result)} if isinstance(result, Queued) else to_json_ready(result),
                     sys.stdout)

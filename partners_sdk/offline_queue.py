@@ -7,23 +7,49 @@ hub: delivered, or moved to the dead letters when the hub refused it for good. A
 process killed at any moment therefore loses nothing, and resending after a lost reply
 cannot double an effect: the hub answers a known idempotency key with its stored reply.
 
-The file holds card numbers, so it is created readable by its owner only.
+Request bodies hold card numbers, so each is stored sealed with AES-256-GCM (a fresh
+nonce per body, bound to its idempotency key) and the file is created readable by its
+owner only. The key is 32 random bytes the till holds: by default a file beside the
+queue (``<queue>.key``, created with mode 0600 the first time the queue is opened), or
+bytes the caller passes as ``key=`` (from the operating system's key store, say). A
+key file beside the queue keeps card numbers out of a copy of the queue file alone (a
+backup, a support bundle, ``sqlite3`` on the till); it cannot protect them from whoever
+reads both files as the till's user. A queue written by an older SDK, in plaintext, is
+sealed in place the first time it is opened, and the file rewritten so that no
+plaintext is left in its free pages or its write-ahead log. A lost key is never
+replaced by a new one: the queue then refuses to open, since what waits in it could
+not be read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from partners_sdk.errors import ConfigurationError, InvalidRequestError, QueueFullError
 
-SCHEMA_VERSION = 1
+# Version 1 stored bodies in plaintext; version 2 seals them.
+SCHEMA_VERSION = 2
 QUEUE_FILE_MODE = 0o600
+KEY_FILE_MODE = 0o600
+KEY_FILE_SUFFIX = ".key"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+# The first byte of a sealed body names its format, so another can follow one day.
+SEALED_FORMAT = b"\x01"
+# Sealed with the key when the queue is first keyed, to tell a wrong key from a corrupt row.
+KEY_CHECK = b"alliance offline queue key check"
+KEY_CHECK_NAME = "key_check"
 DEFAULT_MAX_PENDING_OPERATIONS = 10_000
 # The hub's default body limit; a larger operation could never be delivered.
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -59,6 +85,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     code TEXT NOT NULL,
     detail TEXT NOT NULL,
     request_id TEXT
+)""", """
+CREATE TABLE IF NOT EXISTS queue_settings (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 )""")
 PENDING_COLUMNS = "id, kind, method, path, body, idempotency_key, reference, queued_at, attempts, last_error"
 DEAD_LETTER_COLUMNS = ("id, operation_id, kind, method, path, body, idempotency_key, reference, queued_at, failed_at, "
@@ -115,22 +145,101 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class _BodyCipher:
+    """AES-256-GCM over request bodies, each sealed body bound to its idempotency key.
+
+    Binding the key as associated data means a sealed body copied onto another row
+    does not open, so one operation can never be sent under another's key.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise ConfigurationError(f"an offline queue key is exactly {KEY_BYTES} bytes")
+        self._aead = AESGCM(key)
+
+    def seal(self, body: bytes, idempotency_key: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return SEALED_FORMAT + nonce + self._aead.encrypt(nonce, body, idempotency_key.encode("utf-8"))
+
+    def open(self, sealed: bytes, idempotency_key: str) -> bytes | None:
+        """The body, or None if it was not sealed by this key for this idempotency key."""
+        if not sealed.startswith(SEALED_FORMAT):
+            return None
+        nonce = sealed[len(SEALED_FORMAT):len(SEALED_FORMAT) + NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, sealed[len(SEALED_FORMAT) + NONCE_BYTES:],
+                                      idempotency_key.encode("utf-8"))
+        except InvalidTag:
+            return None
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        key = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigurationError(f"the offline queue key file {path} is missing; without it the operations "
+                                 "waiting in the queue cannot be read (restore it, or pass key=)") from None
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the offline queue key file {path}: {error.strerror}") from error
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigurationError(f"the offline queue key file {path} is readable by group or others; chmod 600 it")
+    if len(key) != KEY_BYTES:
+        raise ConfigurationError(f"the offline queue key file {path} does not hold a {KEY_BYTES}-byte key")
+    return key
+
+
+def _create_key_file(path: Path) -> bytes:
+    """Write a new random key, owner-only, under ``path``; durable before the queue relies on it."""
+    key = os.urandom(KEY_BYTES)
+    try:
+        # A private temporary file linked into place: the key is never readable by others and
+        # never half-written under its real name, and an existing key is never replaced.
+        descriptor, temporary_name = tempfile.mkstemp(prefix=".queue-key-", dir=path.parent)
+        try:
+            os.fchmod(descriptor, KEY_FILE_MODE)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(key)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary_name, path)
+        finally:
+            Path(temporary_name).unlink(missing_ok=True)
+        # The queue is about to rely on this key: its directory entry must survive a power cut too.
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except FileExistsError:
+        # Another queue given the same key file created it first; share that key.
+        return _read_key_file(path)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create the offline queue key file {path}: {error.strerror}") from error
+    return key
+
+
 class OfflineQueue:
     """Pending operations in order, and dead letters, in a SQLite file shared safely by threads."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending_operations: int = DEFAULT_MAX_PENDING_OPERATIONS,
+    def __init__(self, path: str | os.PathLike[str], *, key: bytes | None = None,
+                 key_file: str | os.PathLike[str] | None = None,
+                 max_pending_operations: int = DEFAULT_MAX_PENDING_OPERATIONS,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, busy_timeout_s: float = 10.0,
                  clock: Callable[[], datetime] = _utc_now) -> None:
         if max_pending_operations < 1 or max_body_bytes < 1:
             raise ValueError("queue limits must be positive")
+        if key is not None and key_file is not None:
+            raise ValueError("give the queue's key or its key file, not both")
         self.path = Path(path)
+        self.key_file = None if key is not None else Path(key_file or f"{self.path}{KEY_FILE_SUFFIX}")
         self.max_pending_operations = max_pending_operations
         self.max_body_bytes = max_body_bytes
         self._clock = clock
         self._lock = threading.RLock()
-        self._connection = self._open(busy_timeout_s)
+        self._connection, self._cipher = self._open(busy_timeout_s, key)
 
-    def _open(self, busy_timeout_s: float) -> sqlite3.Connection:
+    def _open(self, busy_timeout_s: float, key: bytes | None) -> tuple[sqlite3.Connection, _BodyCipher]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Create the file owner-only before SQLite opens it; SQLite gives its -wal and
@@ -140,18 +249,41 @@ class OfflineQueue:
                                          check_same_thread=False)
         except (OSError, sqlite3.Error) as error:
             raise ConfigurationError(f"cannot open the offline queue {self.path}: {error}") from error
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise ConfigurationError(f"the offline queue {self.path} cannot use WAL (got {mode})")
-        connection.execute("PRAGMA synchronous=FULL")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigurationError(f"the offline queue {self.path} was written by a newer SDK (schema {version})")
-        with _Transaction(connection):
-            for statement in SCHEMA:
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        return connection
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConfigurationError(f"the offline queue {self.path} cannot use WAL (got {mode})")
+            connection.execute("PRAGMA synchronous=FULL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(f"the offline queue {self.path} was written by a newer SDK (schema {version})")
+            with _Transaction(connection):
+                for statement in SCHEMA:
+                    connection.execute(statement)
+                cipher = self._keyed_cipher(connection, key)
+                if version < SCHEMA_VERSION:
+                    _seal_plaintext_bodies(connection, cipher)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _scrub_if_needed(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection, cipher
+
+    def _keyed_cipher(self, connection: sqlite3.Connection, key: bytes | None) -> _BodyCipher:
+        """The cipher of this queue's key; the first opening of a queue keys it (inside its transaction)."""
+        check = connection.execute("SELECT value FROM queue_settings WHERE name = ?", (KEY_CHECK_NAME,)).fetchone()
+        if key is None:
+            assert self.key_file is not None
+            key = (_read_key_file(self.key_file) if check is not None or self.key_file.exists()
+                   else _create_key_file(self.key_file))
+        cipher = _BodyCipher(key)
+        if check is None:
+            connection.execute("INSERT INTO queue_settings (name, value) VALUES (?, ?)",
+                               (KEY_CHECK_NAME, cipher.seal(KEY_CHECK, KEY_CHECK_NAME)))
+        elif cipher.open(check[0], KEY_CHECK_NAME) != KEY_CHECK:
+            raise ConfigurationError(f"this key does not open this queue {self.path}; it was keyed with another")
+        return cipher
 
     def append(self, *, kind: str, method: str, path: str, body: bytes, idempotency_key: str, reference: str) -> int:
         """Store an operation at the end of the queue, durably; returns its id."""
@@ -167,7 +299,8 @@ class OfflineQueue:
             cursor = connection.execute(
                 "INSERT INTO pending_operations (kind, method, path, body, idempotency_key, reference, queued_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, method, path, body, idempotency_key, reference, self._clock().isoformat()),
+                (kind, method, path, self._cipher.seal(body, idempotency_key), idempotency_key, reference,
+                 self._clock().isoformat()),
             )
             return int(cursor.lastrowid or 0)
 
@@ -177,7 +310,7 @@ class OfflineQueue:
             row = self._connection.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending_operations WHERE id > ? ORDER BY id LIMIT 1", (after_id,)
             ).fetchone()
-        return PendingOperation(*row) if row else None
+        return self._pending(row) if row else None
 
     def get_pending(self, operation_id: int) -> PendingOperation | None:
         """The pending operation with this id, or None once it has left the queue."""
@@ -185,7 +318,7 @@ class OfflineQueue:
             row = self._connection.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending_operations WHERE id = ?", (operation_id,)
             ).fetchone()
-        return PendingOperation(*row) if row else None
+        return self._pending(row) if row else None
 
     def has_pending_before(self, operation_id: int) -> bool:
         """Whether an older operation still waits, so this one must not overtake it."""
@@ -205,7 +338,7 @@ class OfflineQueue:
             rows = self._connection.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending_operations ORDER BY id LIMIT ?", (_bounded(limit),)
             ).fetchall()
-        return [PendingOperation(*row) for row in rows]
+        return [self._pending(row) for row in rows]
 
     def record_failed_attempt(self, operation_id: int, error_text: str) -> None:
         """Count an attempt that got no definitive reply, and remember why."""
@@ -246,7 +379,8 @@ class OfflineQueue:
                     "INSERT INTO dead_letters (operation_id, kind, method, path, body, idempotency_key, reference,"
                     " queued_at, failed_at, http_status, code, detail, request_id)"
                     " VALUES (?, 'batch_item', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (operation.id, operation.method, operation.path, body, operation.idempotency_key, reference,
+                    (operation.id, operation.method, operation.path,
+                     self._cipher.seal(body, operation.idempotency_key), operation.idempotency_key, reference,
                      operation.queued_at, failed_at, refusal.http_status, refusal.code,
                      refusal.detail[:MAX_ERROR_TEXT_CHARACTERS], refusal.request_id),
                 )
@@ -257,7 +391,7 @@ class OfflineQueue:
             rows = self._connection.execute(
                 f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id LIMIT ?", (_bounded(limit),)
             ).fetchall()
-        return [DeadLetter(*row) for row in rows]
+        return [self._dead_letter(row) for row in rows]
 
     def dead_letter_count(self) -> int:
         """How many dead letters are kept."""
@@ -268,6 +402,23 @@ class OfflineQueue:
         """Delete one dead letter once someone has dealt with it; returns whether it existed."""
         with self._lock, _Transaction(self._connection) as connection:
             return connection.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,)).rowcount == 1
+
+    def _pending(self, row: tuple[object, ...]) -> PendingOperation:
+        operation = PendingOperation(*row)  # type: ignore[arg-type]
+        body = self._opened(operation.body, operation.idempotency_key, f"queued operation {operation.id}")
+        return dataclasses.replace(operation, body=body)
+
+    def _dead_letter(self, row: tuple[object, ...]) -> DeadLetter:
+        letter = DeadLetter(*row)  # type: ignore[arg-type]
+        return dataclasses.replace(letter, body=self._opened(letter.body, letter.idempotency_key,
+                                                             f"dead letter {letter.id}"))
+
+    def _opened(self, sealed: bytes, idempotency_key: str, what: str) -> bytes:
+        body = self._cipher.open(bytes(sealed), idempotency_key)
+        if body is None:
+            raise ConfigurationError(f"{what} in the offline queue {self.path} does not unseal: "
+                                     "the file was altered or damaged")
+        return body
 
     def close(self) -> None:
         """Close the file; the queue cannot be used afterwards."""
@@ -295,6 +446,38 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._connection.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _seal_plaintext_bodies(connection: sqlite3.Connection, cipher: _BodyCipher) -> None:
+    """Seal the bodies an older SDK stored in plaintext, and mark the file for scrubbing."""
+    sealed = 0
+    for table in ("pending_operations", "dead_letters"):
+        rows = connection.execute(f"SELECT id, body, idempotency_key FROM {table}").fetchall()
+        for row_id, body, idempotency_key in rows:
+            connection.execute(f"UPDATE {table} SET body = ? WHERE id = ?",
+                               (cipher.seal(bytes(body), idempotency_key), row_id))
+        sealed += len(rows)
+    if sealed:
+        connection.execute("INSERT OR REPLACE INTO queue_settings (name, value) VALUES ('scrub_pending', x'01')")
+
+
+def _scrub_if_needed(connection: sqlite3.Connection) -> None:
+    """Rewrite the file after plaintext bodies were sealed, so none is left in free pages or the log.
+
+    The mark is committed with the sealing and cleared only after the rewrite, so a till
+    that stops in between scrubs the file the next time it opens the queue.
+    """
+    if connection.execute("SELECT 1 FROM queue_settings WHERE name = 'scrub_pending'").fetchone() is None:
+        return
+    # VACUUM writes every page afresh; the checkpoint copies them over the old file and
+    # empties the write-ahead log, which still holds the pages as they were.
+    connection.execute("VACUUM")
+    busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    if busy:
+        # Another connection is reading: the log could not be emptied; try at the next opening.
+        return
+    with _Transaction(connection):
+        connection.execute("DELETE FROM queue_settings WHERE name = 'scrub_pending'")
 
 
 def _bounded(limit: int) -> int:

@@ -105,9 +105,9 @@ def test_a_purchase_is_on_disk_before_the_first_attempt_is_sent(tmp_path):
     seen_on_disk = []
 
     def check_disk(attempt):  # type: ignore[no-untyped-def]
-        connection = sqlite3.connect(tmp_path / "q.sqlite3")
-        seen_on_disk.append(connection.execute("SELECT idempotency_key, body FROM pending_operations").fetchall())
-        connection.close()
+        # Another connection to the file sees the operation: it was committed before this attempt.
+        with OfflineQueue(tmp_path / "q.sqlite3") as on_disk:
+            seen_on_disk.append([(operation.idempotency_key, operation.body) for operation in on_disk.pending()])
         return json_reply(201, purchase_json("r-1"))
 
     transport = FakeTransport([check_disk])
