@@ -64,7 +64,7 @@ class Settings:
                 continue
             name = variable[len(ENV_PREFIX):].lower()
             if name not in known:
-                raise ConfigurationError(f"unknown setting {variable}; see the configuration table in README.md")
+                raise ConfigurationError(f"unknown setting {variable}; see docs/configuration.md")
             values[name] = _convert(variable, raw, known[name].type)
         return cls(**values).validated()
 

@@ -21,7 +21,7 @@ from alliance.domain.signatures import (
 )
 from partners_sdk.signing import SIGNATURE_LIFETIME_S, RequestSigner, sign_message
 
-VECTOR = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "rfc9421-b26-ed25519.json").read_text())
+VECTOR = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "rfc9421-b26-ed25519.json").read_text())
 NOW = datetime(2026, 11, 24, 12, 0, 7, 654321, tzinfo=timezone.utc)
 URL = "https://hub.example/partner/v1/purchases?dry=1"
 BODY = b'{"amount_minor":1250,"receipt_id":"r-1"}'

@@ -22,7 +22,7 @@ from alliance.domain.signatures import (
 )
 from tests.signing import sign_request
 
-VECTOR = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "rfc9421-b26-ed25519.json").read_text())
+VECTOR = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "rfc9421-b26-ed25519.json").read_text())
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 URL = "https://hub.example/partner/v1/purchases?dry=1"
 BODY = b'{"receipt_id": "r-1", "amount_minor": 1250}'
