@@ -129,7 +129,7 @@ class BackOffice:
         return reply.body["member_number"], reply.body["card_number"]
 
     def set_pin(self, card_number: str, pin: str) -> None:
-        reply = self.post(f"/cards/{card_number}/pin", {"pin": pin}, role="customer_service")
+        reply = self.post("/cards/pin", {"card_number": card_number, "pin": pin}, role="customer_service")
         assert reply.status == 204, reply.body
 
 

@@ -40,11 +40,11 @@ def _every_kind_of_change(bo: BackOffice) -> list[tuple[str, str, str]]:
     did(cs, "member.profile.update", f"member:{member_number}",
         bo.patch(f"/members/{member_number}/profile", {"name": "Renamed Person", "phone": "+33 6 11 22 33 44",
                                                         "email": "renamed@example.net"}, role=cs), 200)
-    did(cs, "card.pin.reset", f"card:{'•' * 12}{card[-4:]}", bo.post(f"/cards/{card}/pin", {"pin": "2468"}, role=cs), 204)
+    did(cs, "card.pin.reset", f"card:{'•' * 12}{card[-4:]}", bo.post("/cards/pin", {"card_number": card, "pin": "2468"}, role=cs), 204)
     did(cs, "member.redemption_code.issue", f"member:{member_number}",
         bo.post(f"/members/{member_number}/redemption-codes", role=cs), 201)
     assert SignedTestClient(bo.app, shop).post("/partner/v1/purchases", purchase_payload("r-1", card, 5_000)).status == 201
-    replaced = bo.post(f"/cards/{card}/replacement", role=cs)
+    replaced = bo.post("/cards/replacement", {"card_number": card}, role=cs)
     did(cs, "card.replace", f"member:{member_number}", replaced, 201)
     did(pm, "partner.onboard", "partner:newco", bo.post("/partners", {
         "code": "newco", "name": "NewCo", "currency": "EUR", "time_zone": "UTC", "settlement_cycle": "daily",

@@ -39,17 +39,17 @@ def test_enrolment_encrypts_personal_data_and_lookup_matches_any_phone_format(de
     bo.enrol(name="Someone Else", phone="+33 7 00 00 00 01")
 
     for written in ("0033 6 12 34 56 78", "+33612345678", "+33-6-12-34-56-78", "(+33) 6.12.34.56.78"):
-        found = bo.get("/members", role="customer_service", query={"phone": written})
+        found = bo.post("/members/search", {"phone": written}, role="customer_service")
         assert found.status == 200, found.body
         assert [member["member_number"] for member in found.body["members"]] == [member_number], written
-    by_email = bo.get("/members", role="customer_service", query={"email": "  zoe.quintard@EXAMPLE.org "})
+    by_email = bo.post("/members/search", {"email": "  zoe.quintard@EXAMPLE.org "}, role="customer_service")
     assert [member["member_number"] for member in by_email.body["members"]] == [member_number]
     shown = by_email.body["members"][0]
     assert shown["profile"] == {"name": NAME, "phone": "+33612345678", "email": "zoe.quintard@example.org"}
     assert shown["cards"] == [{"card_number": card_number, "status": "active"}]
     assert shown["status"] == "active" and shown["tier"] == "standard"
-    assert bo.get("/members", role="customer_service", query={"phone": "+33612345679"}).body["members"] == []
-    neither = bo.get("/members", role="customer_service")
+    assert bo.post("/members/search", {"phone": "+33612345679"}, role="customer_service").body["members"] == []
+    neither = bo.post("/members/search", {}, role="customer_service")
     assert (neither.status, neither.code) == (422, "validation_failed")
 
     stored = raw_table_text(bo.hub, "member_profiles")
@@ -71,12 +71,12 @@ def test_profile_update_changes_clears_and_relooks_up(desk):
                                                              "email": "new@example.org"}, role="customer_service")
     assert changed.status == 200, changed.body
     assert changed.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": "new@example.org"}
-    assert bo.get("/members", role="customer_service", query={"phone": "+33611112222"}).body["members"] == []
-    assert len(bo.get("/members", role="customer_service", query={"phone": "+33699887766"}).body["members"]) == 1
+    assert bo.post("/members/search", {"phone": "+33611112222"}, role="customer_service").body["members"] == []
+    assert len(bo.post("/members/search", {"phone": "+33699887766"}, role="customer_service").body["members"]) == 1
 
     cleared = bo.patch(f"/members/{member_number}/profile", {"email": None}, role="customer_service")
     assert cleared.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": None}
-    assert bo.get("/members", role="customer_service", query={"email": "new@example.org"}).body["members"] == []
+    assert bo.post("/members/search", {"email": "new@example.org"}, role="customer_service").body["members"] == []
 
     bad_phone = bo.patch(f"/members/{member_number}/profile", {"phone": "call me"}, role="customer_service")
     bad_email = bo.patch(f"/members/{member_number}/profile", {"email": "nobody"}, role="customer_service")
@@ -102,14 +102,14 @@ def test_pin_reset_unlocks_a_card_locked_by_wrong_pins_at_a_till(desk):
     locked = till.post(BALANCE, {"card_number": card_number, "pin": PIN})
     assert (locked.status, locked.body["code"]) == (403, "pin_locked")
 
-    bad_pin = bo.post(f"/cards/{card_number}/pin", {"pin": "12"}, role="customer_service")
+    bad_pin = bo.post("/cards/pin", {"card_number": card_number, "pin": "12"}, role="customer_service")
     assert (bad_pin.status, bad_pin.code) == (422, "validation_failed")
     bo.set_pin(card_number, "97531")
     assert till.post(BALANCE, {"card_number": card_number, "pin": PIN}).body["code"] == "member_not_verified"
     unlocked = till.post(BALANCE, {"card_number": card_number, "pin": "97531"})
     assert unlocked.status == 200, unlocked.body
     assert unlocked.body["card_number"].endswith(card_number[-4:])
-    unknown_card = bo.post(f"/cards/{UNISSUED_CARD}/pin", {"pin": "1234"}, role="customer_service")
+    unknown_card = bo.post("/cards/pin", {"card_number": UNISSUED_CARD, "pin": "1234"}, role="customer_service")
     assert (unknown_card.status, unknown_card.code) == (404, "not_found")
 
 
@@ -230,7 +230,7 @@ def test_card_replacement_blocks_the_old_card_and_keeps_lots_holds_and_pin(desk)
     assert balances_before == {"available": 40, "pending": 0, "held": 120}
     assert len(before[0]) == 2
 
-    replaced = bo.post(f"/cards/{old_card}/replacement", role="customer_service")
+    replaced = bo.post("/cards/replacement", {"card_number": old_card}, role="customer_service")
     assert replaced.status == 201, replaced.body
     new_card = replaced.body["card_number"]
     assert new_card != old_card
@@ -253,9 +253,9 @@ def test_card_replacement_blocks_the_old_card_and_keeps_lots_holds_and_pin(desk)
     assert balances(hub, member_id) == {"available": 20, "pending": 0, "held": 40}
     assert_audit_green(hub)
 
-    again = bo.post(f"/cards/{old_card}/replacement", role="customer_service")
+    again = bo.post("/cards/replacement", {"card_number": old_card}, role="customer_service")
     assert (again.status, again.code) == (409, "invalid_state")
-    unknown = bo.post(f"/cards/{UNISSUED_CARD}/replacement", role="customer_service")
+    unknown = bo.post("/cards/replacement", {"card_number": UNISSUED_CARD}, role="customer_service")
     assert (unknown.status, unknown.code) == (404, "not_found")
     entry = [item for item in audit_entries(hub) if item.action == "card.replace"][-1]
     assert entry.subject == f"member:{member_number}"

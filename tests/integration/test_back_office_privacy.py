@@ -56,9 +56,9 @@ def test_erasure_removes_personal_data_and_keeps_the_ledger(app):
     assert shown["profile"] == {"name": None, "phone": None, "email": None}
     assert {card["status"] for card in shown["cards"]} == {"blocked"}
     assert shown["balances"] == {"available": 210, "pending": 0, "held": 40}
-    assert bo.get("/members", role="customer_service", query={"phone": "+33655443322"}).body["members"] == []
-    assert bo.get("/members", role="customer_service", query={"email": "erika@example.org"}).body["members"] == []
-    assert len(bo.get("/members", role="customer_service", query={"phone": "+33655443300"}).body["members"]) == 1
+    assert bo.post("/members/search", {"phone": "+33655443322"}, role="customer_service").body["members"] == []
+    assert bo.post("/members/search", {"email": "erika@example.org"}, role="customer_service").body["members"] == []
+    assert len(bo.post("/members/search", {"phone": "+33655443300"}, role="customer_service").body["members"]) == 1
     with hub.unit_of_work() as uow:
         profile = uow.session.get(MemberProfile, member_id)
         descriptions = dict(uow.session.execute(select(Complaint.id, Complaint.description)).all())
@@ -164,7 +164,7 @@ def test_pii_key_rotation_reencrypts_every_profile_and_the_old_key_can_then_go(a
         again = run_cli(app_b, "pii", "reencrypt")
         assert "re-encrypted 0 member profiles" in again.output
         for name, phone in people.items():
-            found = hub_b.get("/members", role="customer_service", query={"phone": phone}).body["members"]
+            found = hub_b.post("/members/search", {"phone": phone}, role="customer_service").body["members"]
             assert [member["profile"]["name"] for member in found] == [name]
 
     ring_b = KeyRing.from_config(config_b)
@@ -176,7 +176,7 @@ def test_pii_key_rotation_reencrypts_every_profile_and_the_old_key_can_then_go(a
             shown = hub_c.get(f"/members/{member_number}", role="customer_service")
             assert shown.status == 200, shown.body
             assert shown.body["profile"]["name"] == name
-        found = hub_c.get("/members", role="customer_service", query={"email": "bruno@example.org"}).body
+        found = hub_c.post("/members/search", {"email": "bruno@example.org"}, role="customer_service").body
         assert [member["member_number"] for member in found["members"]] == [members["Bruno Secundo"]]
         exported = hub_c.get(f"/members/{members['Ana Prima']}/export", role="customer_service").body
         assert exported["profile"] == {"name": "Ana Prima", "phone": "+33610000001", "email": "ana@example.org"}
@@ -187,3 +187,37 @@ def test_pii_key_rotation_reencrypts_every_profile_and_the_old_key_can_then_go(a
     assert "k2" in stale.body["detail"] and ring_a.to_config().split(";")[1].split("=")[1] not in str(stale.body)
     with bo.hub.unit_of_work() as uow:
         assert uow.session.scalar(select(Member.status).where(Member.member_number == erased_number)) == "closed"
+
+
+def test_phone_numbers_e_mails_and_card_numbers_never_travel_in_a_back_office_url(app):
+    bo = BackOffice(app)
+    member_number, card_number = bo.enrol(name="Ursula Url", phone="+33 6 12 00 00 01", email="ursula@example.org")
+    found = bo.post("/members/search", {"phone": "+33612000001", "email": "nobody@example.org"},
+                    role="customer_service")
+    assert found.status == 200, found.body
+    assert [member["member_number"] for member in found.body["members"]] == [member_number]
+
+    old_form = bo.get("/members", role="customer_service", query={"email": "ursula@example.org"})
+    assert (old_form.status, old_form.code) == (400, "search_by_post")
+    assert "POST /back-office/v1/members/search" in old_form.body["detail"]
+    assert "ursula" not in old_form.body["detail"]
+    nothing = bo.post("/members/search", {}, role="customer_service")
+    assert (nothing.status, nothing.code) == (422, "validation_failed") and "phone" in nothing.body["errors"]
+
+    pin = bo.post("/cards/pin", {"card_number": card_number, "pin": "8642"}, role="customer_service")
+    assert pin.status == 204, pin.body
+    replaced = bo.post("/cards/replacement", {"card_number": card_number}, role="customer_service")
+    assert replaced.status == 201 and replaced.body["card_number"] != card_number
+    assert bo.post(f"/cards/{card_number}/pin", {"pin": "8642"}, role="customer_service").status == 404
+
+    spec = app.test_client().get("/openapi.json").get_json()
+    for path, item in spec["paths"].items():
+        if not path.startswith("/back-office/"):
+            continue
+        assert "card" not in re.sub(r"^/back-office/v1/cards/", "", path), path
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            names = {parameter["name"] for parameter in [*item.get("parameters", []),
+                                                         *operation.get("parameters", [])]}
+            assert not names & {"phone", "email", "card_number", "card"}, (method, path, names)

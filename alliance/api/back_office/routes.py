@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from alliance.api.back_office import schemas as s
 from alliance.api.back_office.auth import actor, require_role
 from alliance.api.partner.schemas import ProblemOutput
-from alliance.domain.errors import ValidationFailed
+from alliance.domain.errors import AllianceError, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, Card, Partner
 from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin
@@ -28,7 +28,8 @@ from alliance.services.partners import PartnerTerms
 
 PREFIX = "/back-office/v1"
 BEARER = [{"bearer": []}]
-ERRORS = {401: "not_authenticated: no valid bearer token.", 403: "role_refused: the token lacks the role.",
+ERRORS = {400: "search_by_post: member search takes a POST with a JSON body.",
+          401: "not_authenticated: no valid bearer token.", 403: "role_refused: the token lacks the role.",
           404: "not_found", 409: "conflict, invalid_state", 422: "validation_failed (per-field errors)"}
 
 members_blueprint = Blueprint("back_office_members", __name__, url_prefix=PREFIX,
@@ -40,6 +41,14 @@ complaints_blueprint = Blueprint("back_office_complaints", __name__, url_prefix=
 admin_blueprint = Blueprint("back_office_admin", __name__, url_prefix=PREFIX,
                             description="Administrators: back-office clients and the audit log.")
 BLUEPRINTS = (members_blueprint, partners_blueprint, complaints_blueprint, admin_blueprint)
+
+
+class SearchByPost(AllianceError):
+    """The old member search with phone or e-mail in the query string."""
+
+    code = "search_by_post"
+    http_status = 400
+    title = "Search with POST"
 
 
 # In every view, require_role is the outermost decorator: the token is checked before the
@@ -92,14 +101,30 @@ class Members(MethodView):
         return {"member_number": enrolment.member_number, "card_number": enrolment.card_number}
 
     @require_role("customer_service")
-    @members_blueprint.arguments(s.MemberLookupQuery, location="query")
+    @documented(members_blueprint, 400)
+    @members_blueprint.doc(deprecated=True)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Refused: search with ``POST /members/search`` and a JSON body.
+
+        A phone number or e-mail address in the query string is written to every access
+        log and proxy on the way; this form is answered with 400 ``search_by_post``
+        whatever it carries, so callers move to the POST instead of silently working.
+        """
+        raise SearchByPost("search for members with POST /back-office/v1/members/search and a JSON body "
+                           '{"phone": ..., "email": ...}: personal data does not belong in a URL')
+
+
+@members_blueprint.route("/members/search")
+class MemberSearch(MethodView):
+    @require_role("customer_service")
+    @members_blueprint.arguments(s.MemberSearchInput)
     @members_blueprint.response(200, s.MemberListOutput)
     @documented(members_blueprint, 422)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
-        """Find members by phone or e-mail (through a keyed hash, not by decrypting)."""
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Find members by phone or e-mail, given in the body (matched through a keyed hash, not by decrypting)."""
         with _state().unit_of_work() as uow:
-            found = member_admin.find_by_contact(uow.session, key_ring=_state().key_ring, phone=query.get("phone"),
-                                                 email=query.get("email"))
+            found = member_admin.find_by_contact(uow.session, key_ring=_state().key_ring, phone=data.get("phone"),
+                                                 email=data.get("email"))
             return {"members": [_member_view(uow.session, member) for member in found]}
 
 
@@ -189,30 +214,35 @@ class MemberCodes(MethodView):
         return {"redemption_code": code, "expires_at": expires_at}
 
 
-@members_blueprint.route("/cards/<card_number>/replacement")
+# Card numbers travel in request bodies, never in paths: a path is written to access logs.
+
+
+@members_blueprint.route("/cards/replacement")
 class CardReplacement(MethodView):
     @require_role("customer_service")
-    @members_blueprint.arguments(s.EmptyInput)
+    @members_blueprint.arguments(s.CardInput)
     @members_blueprint.response(201, s.CardOutput)
-    @documented(members_blueprint, 404, 409)
-    def post(self, _: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
-        """Block a lost card and issue a new one; balance, lots and holds carry over."""
+    @documented(members_blueprint, 404, 409, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Block a lost card (named in the body) and issue a new one; balance, lots and holds carry over."""
         with _state().unit_of_work() as uow:
-            _, new_number = member_admin.replace_card(uow.session, card_number=card_number, now=_now(), actor=actor())
+            _, new_number = member_admin.replace_card(uow.session, card_number=data["card_number"], now=_now(),
+                                                      actor=actor())
             uow.commit()
         return {"card_number": new_number}
 
 
-@members_blueprint.route("/cards/<card_number>/pin")
+@members_blueprint.route("/cards/pin")
 class CardPin(MethodView):
     @require_role("customer_service")
-    @members_blueprint.arguments(s.PinInput)
+    @members_blueprint.arguments(s.CardPinInput)
     @members_blueprint.response(204)
     @documented(members_blueprint, 404, 409, 422)
-    def post(self, data: dict, card_number: str):  # type: ignore[no-untyped-def, type-arg]
-        """Set or reset a card's PIN; this also unlocks a card locked by wrong PINs."""
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Set or reset the PIN of the card named in the body; this also unlocks a card locked by wrong PINs."""
         with _state().unit_of_work() as uow:
-            member_admin.reset_pin(uow.session, card_number=card_number, pin=data["pin"], now=_now(), actor=actor())
+            member_admin.reset_pin(uow.session, card_number=data["card_number"], pin=data["pin"], now=_now(),
+                                   actor=actor())
             uow.commit()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from alliance.api.converters import MAX_DATABASE_ID
 from alliance.api.partner.schemas import (
@@ -85,9 +85,16 @@ class MemberOutput(Schema):
     cards = fields.List(fields.Dict())
 
 
-class MemberLookupQuery(StrictSchema):
-    phone = fields.String(validate=validate.Length(max=40))
-    email = fields.String(validate=validate.Length(max=254))
+class MemberSearchInput(StrictSchema):
+    """Who to look for; in the body, because phone numbers and e-mails do not belong in URLs and access logs."""
+
+    phone = fields.String(validate=validate.Length(1, 40))
+    email = fields.String(validate=validate.Length(1, 254))
+
+    @validates_schema
+    def _one_of_them(self, data: dict, **kwargs) -> None:  # type: ignore[no-untyped-def, type-arg]
+        if not data.get("phone") and not data.get("email"):
+            raise ValidationError("give a phone number or an e-mail address (or both)", field_name="phone")
 
 
 class MemberListOutput(Schema):
@@ -108,7 +115,13 @@ class EmptyInput(StrictSchema):
     """No fields."""
 
 
-class PinInput(StrictSchema):
+class CardInput(StrictSchema):
+    """A card, named in the body: card numbers stay out of paths and so out of access logs."""
+
+    card_number = fields.String(required=True, validate=CARD_NUMBER)
+
+
+class CardPinInput(CardInput):
     pin = fields.String(required=True, load_only=True, validate=WholeValue(r"^[0-9]{4,12}$", error="4-12 digits"))
 
 
@@ -313,6 +326,3 @@ class ClientOutput(Schema):
     client_secret = fields.String(metadata={"description": "Shown once; only a digest is kept."})
     roles = fields.List(fields.String())
 
-
-class CardNumberPath(Schema):
-    card_number = fields.String(validate=CARD_NUMBER)
