@@ -19,6 +19,7 @@ from partners_sdk.errors import (
     NotFoundError,
     QueueFullError,
     RateLimitedError,
+    ReceiptAlreadyReportedError,
     ServerError,
     UnexpectedReplyError,
 )
@@ -51,7 +52,7 @@ __all__ = [
     "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "Drainer", "FlushReport",
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
-    "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "Redemption",
+    "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "ReceiptAlreadyReportedError", "Redemption",
     "RequestSigner", "RetryPolicy", "ServerError", "StatementNotAuthentic", "StatementSummary", "Transport",
     "TransportError", "UnexpectedReplyError", "public_key_from_raw", "verify_statement",
     "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from partners_sdk.client import DEFAULT_TIMEOUT_S, AllianceClient
-from partners_sdk.errors import AllianceError, ConfigurationError
+from partners_sdk.errors import AllianceError, ConfigurationError, ReceiptAlreadyReportedError
 from partners_sdk.keys import generate_key_pair, load_private_key, public_key_pem
 from partners_sdk.offline_queue import OfflineQueue
 from partners_sdk.payloads import MAX_BATCH_ITEMS, PurchaseReport
@@ -250,6 +250,13 @@ def _masked(value: Any, field: str | None = None) -> Any:
     return value
 
 
+def _error_json(error: AllianceError) -> dict[str, Any]:
+    values = error.to_dict()
+    if isinstance(error, ReceiptAlreadyReportedError) and error.existing_purchase is not None:
+        values["existing_purchase"] = to_json_ready(error.existing_purchase)
+    return values
+
+
 def _print_json(value: Any, stream: Any) -> None:
     stream.write(json.dumps(_masked(value), indent=2, ensure_ascii=False) + "\n")
 
@@ -278,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_json(ConfigurationError(str(error)).to_dict(), sys.stderr)
         return EXIT_USAGE
     except AllianceError as error:
-        _print_json(error.to_dict(), sys.stderr)
+        _print_json(_error_json(error), sys.stderr)
         if isinstance(error, ConfigurationError) or error.http_status is None and not error.retry_safe:
             return EXIT_USAGE
         return EXIT_RETRY_LATER if error.retry_safe else EXIT_REFUSED

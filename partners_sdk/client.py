@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from partners_sdk import payloads
 from partners_sdk.drainer import Drainer
 from partners_sdk.errors import (
-    AllianceError, ConfigurationError, HubUnreachable, UnexpectedReplyError, error_from_reply,
+    AllianceError, ConfigurationError, HubUnreachable, ReceiptAlreadyReportedError, UnexpectedReplyError,
+    error_from_reply,
 )
 from partners_sdk.offline_queue import OfflineQueue, PendingOperation, Refusal
 from partners_sdk.payloads import PurchaseReport
@@ -139,12 +140,21 @@ class AllianceClient:
     def report_purchase(self, *, receipt_id: str, card_number: str, amount_minor: int, currency: str,
                         purchased_at: datetime | None = None, terminal: str | None = None,
                         idempotency_key: str | None = None) -> Purchase | Queued:
-        """Report a purchase so the member earns points; ``Queued`` if the hub is out of reach."""
+        """Report a purchase so the member earns points; ``Queued`` if the hub is out of reach.
+
+        A receipt id this partner already reported raises ``ReceiptAlreadyReportedError``
+        carrying the purchase the hub holds under it (``existing_purchase``).
+        """
         report = PurchaseReport(receipt_id=receipt_id, card_number=card_number, amount_minor=amount_minor,
                                 currency=currency, purchased_at=purchased_at or self._clock(), terminal=terminal)
         body = payloads.encode(payloads.purchase(report))
-        return self._queueable("purchase", f"{PREFIX}/purchases", body, receipt_id, idempotency_key,
-                               Purchase.from_json)
+        deadline_at_s = self._deadline_at_s()
+        try:
+            return self._queueable("purchase", f"{PREFIX}/purchases", body, receipt_id, idempotency_key,
+                                   Purchase.from_json, deadline_at_s=deadline_at_s)
+        except ReceiptAlreadyReportedError as error:
+            error.existing_purchase = self._existing_purchase(receipt_id, deadline_at_s)
+            raise
 
     def report_purchases(self, purchases: Sequence[PurchaseReport], *,
                          idempotency_key: str | None = None) -> BatchResult | Queued:
@@ -152,7 +162,7 @@ class AllianceClient:
         body = payloads.encode(payloads.batch(list(purchases)))
         first, last = purchases[0].receipt_id, purchases[-1].receipt_id
         return self._queueable("purchase_batch", f"{PREFIX}/purchases/batch", body, f"{first}..{last}",
-                               idempotency_key, BatchResult.from_json)
+                               idempotency_key, BatchResult.from_json, deadline_at_s=self._deadline_at_s())
 
     def refund_purchase(self, receipt_id: str, *, refund_id: str, amount_minor: int,
                         idempotency_key: str | None = None) -> PurchaseRefund | Queued:
@@ -163,7 +173,8 @@ class AllianceClient:
             "amount_minor": payloads.whole(amount_minor, "amount_minor", minimum=1,
                                            maximum=payloads.MAX_AMOUNT_MINOR),
         })
-        return self._queueable("purchase_refund", path, body, refund_id, idempotency_key, PurchaseRefund.from_json)
+        return self._queueable("purchase_refund", path, body, refund_id, idempotency_key, PurchaseRefund.from_json,
+                               deadline_at_s=self._deadline_at_s())
 
     def get_purchase(self, receipt_id: str) -> Purchase:
         """One of this partner's purchases, by receipt id."""
@@ -296,8 +307,18 @@ class AllianceClient:
 
         return send_with_retries(attempt, policy=self._policy, pacing=self._pacing, deadline_at_s=deadline_at_s)
 
-    def _live(self, operation: _Operation, parse: Callable[[Any], Result]) -> Result:
-        return _parse_reply(self._send(operation), parse)
+    def _live(self, operation: _Operation, parse: Callable[[Any], Result], *,
+              deadline_at_s: float | None = None) -> Result:
+        return _parse_reply(self._send(operation, deadline_at_s=deadline_at_s), parse)
+
+    def _existing_purchase(self, receipt_id: str, deadline_at_s: float) -> Purchase | None:
+        """The purchase the hub holds under this receipt id, or None if it cannot be had before the deadline."""
+        path = f"{PREFIX}/purchases/{_segment(receipt_id)}"
+        try:
+            return self._live(_Operation("GET", path, None, None), Purchase.from_json, deadline_at_s=deadline_at_s)
+        except AllianceError:
+            # The refusal itself is what the caller must see; the purchase is a courtesy.
+            return None
 
     def _member_present(self, path: str, payload: dict[str, Any], idempotency_key: str | None,
                         parse: Callable[[Any], Result]) -> Result:
@@ -308,14 +329,13 @@ class AllianceClient:
             raise HubUnreachable(error.detail + MEMBER_PRESENT_HINT, retry_safe=True) from error
 
     def _queueable(self, kind: str, path: str, body: bytes, reference: str, idempotency_key: str | None,
-                   parse: Callable[[Any], Result]) -> Result | Queued:
+                   parse: Callable[[Any], Result], *, deadline_at_s: float) -> Result | Queued:
         key = _new_key(idempotency_key)
         operation = _Operation("POST", path, body, key)
         if self.queue is None:
-            return self._live(operation, parse)
+            return self._live(operation, parse, deadline_at_s=deadline_at_s)
         # Older queued operations go first, and they share this call's deadline: a checkout
         # must not wait for a whole backlog to be delivered.
-        deadline_at_s = self._deadline_at_s()
         with self._delivery_lock:
             # Written, and committed to disk, before the first attempt to send it.
             operation_id = self.queue.append(kind=kind, method="POST", path=path, body=body, idempotency_key=key,

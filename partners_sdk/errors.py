@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from partners_sdk.results import Purchase
 
 # The one 409 code that means "try again shortly" rather than "this clashes".
 IN_FLIGHT_CODE = "idempotency_key_in_flight"
@@ -88,6 +91,18 @@ class ConflictError(AllianceError):
     default_code = "conflict"
 
 
+class ReceiptAlreadyReportedError(ConflictError):
+    """409 ``receipt_already_reported``: this partner already reported a purchase under this receipt id.
+
+    ``existing_purchase`` is that purchase as the hub holds it, fetched by
+    ``report_purchase`` as soon as the hub refused; it is None only when the hub could
+    not be asked within the call's deadline (then ``client.get_purchase(receipt_id)``).
+    """
+
+    default_code = "receipt_already_reported"
+    existing_purchase: "Purchase | None" = None
+
+
 class InvalidRequestError(AllianceError):
     """400, 413 or 422: the request itself is wrong; sending it again cannot help."""
 
@@ -161,6 +176,8 @@ def _error_class(status: int, code: str | None) -> type[AllianceError]:
         return MemberVerificationError if code in MEMBER_CODES else ForbiddenError
     if status == 404:
         return NotFoundError
+    if status == 409 and code == ReceiptAlreadyReportedError.default_code:
+        return ReceiptAlreadyReportedError
     if status == 409:
         return MemberVerificationError if code in MEMBER_CODES else ConflictError
     if status == 422 and code == "insufficient_points":

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from partners_sdk import (
-    AllianceClient, ConflictError, HubUnreachable, InvalidRequestError, OfflineQueue, PurchaseReport, Purchase,
-    QueueFullError, Queued, TransportError,
+    AllianceClient, HubUnreachable, InvalidRequestError, OfflineQueue, PurchaseReport, Purchase, QueueFullError,
+    Queued, ReceiptAlreadyReportedError, TransportError,
 )
 from partners_sdk.offline_queue import Refusal
 from tests.sdk_support import FakeTransport, RecordingSleep, json_reply, problem_reply, purchase_json
@@ -220,10 +220,21 @@ def test_a_redirect_from_a_proxy_never_settles_a_queued_operation(tmp_path):
 
 
 def test_a_definitive_refusal_of_a_live_report_goes_to_the_caller_not_the_queue(tmp_path):
-    client = queued_client(tmp_path, FakeTransport([problem_reply(409, "receipt_already_reported")]))
-    with pytest.raises(ConflictError):
+    client = queued_client(tmp_path, FakeTransport([problem_reply(409, "receipt_already_reported"),
+                                                    json_reply(200, purchase_json("r-1"))]))
+    with pytest.raises(ReceiptAlreadyReportedError) as refused:
         report(client, "r-1")
+    assert refused.value.existing_purchase.receipt_id == "r-1"
     assert client.queue.pending_count() == 0 and client.queue.dead_letter_count() == 0
+
+
+def test_a_receipt_already_reported_is_raised_even_when_the_existing_purchase_cannot_be_fetched(tmp_path):
+    transport = FakeTransport([problem_reply(409, "receipt_already_reported")], default=TransportError("down"))
+    client = queued_client(tmp_path, transport)
+    with pytest.raises(ReceiptAlreadyReportedError) as refused:
+        report(client, "r-1")
+    assert refused.value.existing_purchase is None and refused.value.code == "receipt_already_reported"
+    assert [attempt.method for attempt in transport.attempts] == ["POST", "GET", "GET"]
 
 
 def test_a_delivered_batch_keeps_its_rejected_items_as_dead_letters(tmp_path):

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from partners_sdk import (
     AllianceClient, AuthenticationError, ConflictError, HubUnreachable, InvalidRequestError, MemberVerificationError,
-    NotFoundError, RetryPolicy, ServerError, TransportError,
+    NotFoundError, ReceiptAlreadyReportedError, RetryPolicy, ServerError, TransportError,
 )
 from partners_sdk.retry import Pacing, send_with_retries
 from tests.sdk_support import FakeTransport, RecordingSleep, json_reply, problem_reply, purchase_json
@@ -93,7 +93,7 @@ def test_a_server_error_that_persists_ends_as_a_retry_safe_server_error():
     (403, "member_not_verified", MemberVerificationError),
     (403, "pin_reset_required", MemberVerificationError),
     (404, "not_found", NotFoundError),
-    (409, "receipt_already_reported", ConflictError),
+    (409, "conflict", ConflictError),
     (422, "validation_failed", InvalidRequestError),
     (413, "request_entity_too_large", InvalidRequestError),
 ])
@@ -105,6 +105,17 @@ def test_other_client_errors_are_never_retried(status, code, error_class):
     assert len(transport.attempts) == 1 and sleep.calls == []
     assert refused.value.code == code and refused.value.http_status == status
     assert refused.value.retry_safe is False
+
+
+def test_a_receipt_already_reported_is_not_retried_and_brings_the_existing_purchase():
+    transport = FakeTransport([problem_reply(409, "receipt_already_reported"), json_reply(200, purchase_json())])
+    sleep = RecordingSleep()
+    with pytest.raises(ReceiptAlreadyReportedError) as refused:
+        report(client_with(transport, sleep))
+    assert [(attempt.method, attempt.url) for attempt in transport.attempts] == [
+        ("POST", "http://hub.test/partner/v1/purchases"), ("GET", "http://hub.test/partner/v1/purchases/r-1")]
+    assert sleep.calls == [] and refused.value.retry_safe is False
+    assert isinstance(refused.value, ConflictError) and refused.value.existing_purchase.points.total == 150
 
 
 def test_a_retry_after_longer_than_the_ceiling_gives_up_at_once():

@@ -52,8 +52,9 @@ ERRORS = {
          "content_digest_missing, content_digest_malformed, content_digest_mismatch, signature_invalid.",
     403: "member_not_verified, pin_locked, pin_reset_required, terminal_mismatch.",
     404: "not_found: unknown, or another partner's (a purchase, redemption, statement or named terminal).",
-    409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported, reference_already_used, "
-         "conflict, invalid_state, card_not_usable.",
+    409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported (GET "
+         "/partner/v1/purchases/{receipt_id} returns the purchase already reported under it), "
+         "reference_already_used, conflict, invalid_state, card_not_usable.",
     413: "request_entity_too_large: the body is over the limit.",
     422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points.",
     429: "rate_limited (with Retry-After): this partner is over its request rate or has too many requests in "
