@@ -42,28 +42,39 @@ FREE_TEXT_FIELDS = frozenset({"detail", "last_error", "reason", "stopped_by", "t
 CARD_NUMBER_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{16}(?![0-9])")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options(*, with_defaults: bool) -> argparse.ArgumentParser:
+    """The settings every call takes, given before the command (``with_defaults``) or after it.
+
+    After the command they default to nothing at all: an option left out there must not
+    undo the same option given before the command.
+    """
+    common = argparse.ArgumentParser(add_help=False,
+                                     argument_default=None if with_defaults else argparse.SUPPRESS)
+
+    def default(value: object) -> object:
+        return value if with_defaults else argparse.SUPPRESS
+
     common.add_argument("--hub", help=f"hub base URL (default ${ENVIRONMENT['hub']})")
     common.add_argument("--key-id", help=f"this terminal's key id (default ${ENVIRONMENT['key_id']})")
     common.add_argument("--key-file", help=f"private key PEM (default ${ENVIRONMENT['key_file']})")
     common.add_argument("--queue", help=f"offline queue file (default ${ENVIRONMENT['queue']}, none if unset)")
     common.add_argument("--queue-key-file", help=f"the queue's 32-byte key file (default "
                                                  f"${ENVIRONMENT['queue_key_file']}, else the queue file + .key)")
-    common.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+    common.add_argument("--timeout-s", type=float, default=default(DEFAULT_TIMEOUT_S),
                         help=f"bound on each attempt (default {DEFAULT_TIMEOUT_S:g})")
-    common.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+    common.add_argument("--deadline-s", type=float, default=default(DEFAULT_DEADLINE_S),
                         help=f"bound on each call, retries included (default {DEFAULT_DEADLINE_S:g})")
-    common.add_argument("--max-retries", type=int, default=3, help="retries per operation (default 3)")
+    common.add_argument("--max-retries", type=int, default=default(3), help="retries per operation (default 3)")
     common.add_argument("--idempotency-key", help="reuse a key to retry an earlier write by hand")
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``alliance-pos``."""
-    parser = argparse.ArgumentParser(prog="alliance-pos", description="Try every partner call of the alliance hub.")
+    parser = argparse.ArgumentParser(prog="alliance-pos", description="Try every partner call of the alliance hub.",
+                                     parents=[_common_options(with_defaults=True)])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common_options()
+    common = _common_options(with_defaults=False)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text, parents=[common])

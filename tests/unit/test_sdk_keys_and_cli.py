@@ -90,6 +90,23 @@ def test_an_unreachable_hub_queues_a_purchase_and_queue_lists_it(tmp_path, capsy
     assert json.loads(capsys.readouterr().err)["code"] == "hub_unreachable"
 
 
+def test_global_options_may_come_before_the_command_as_well_as_after(tmp_path, capsys):
+    generate_key_pair(tmp_path / "till.pem")
+    queue = str(tmp_path / "q.sqlite3")
+    before = ["--hub", "http://127.0.0.1:9", "--key-id", "k", "--key-file", str(tmp_path / "till.pem"),
+              "--queue", queue, "--max-retries", "0", "--deadline-s", "2"]
+    status = main([*before, "purchase", "--receipt-id", "r-1", "--card", "6390000000000013", "--amount-minor",
+                   "1500", "--currency", "EUR"])
+    assert status == 0 and json.loads(capsys.readouterr().out)["queued"]["reference"] == "r-1"
+    # Given on both sides, the one after the command wins, as it is the nearer to it.
+    status = main(["--queue", str(tmp_path / "elsewhere.sqlite3"), "queue", "--queue", queue])
+    assert status == 0 and json.loads(capsys.readouterr().out)["pending_count"] == 1
+    assert main(["--queue", queue, "queue"]) == 0
+    assert json.loads(capsys.readouterr().out)["pending"][0]["reference"] == "r-1"
+    assert main(["--key-file", str(tmp_path / "till.pem"), "public-key"]) == 0
+    assert capsys.readouterr().out.startswith("-----BEGIN PUBLIC KEY-----")
+
+
 def test_the_module_runs_as_a_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "partners_sdk.cli", "--help"], capture_output=True, text=True,
                             cwd=ROOT, env=subprocess_environment(), timeout=60)
