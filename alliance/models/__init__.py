@@ -10,6 +10,7 @@ from alliance.models.back_office import (
     OAuthClient,
     OAuthToken,
 )
+from alliance.models.audit_checkpoints import AuditCheckpoint
 from alliance.models.base import Base
 from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
@@ -45,6 +46,7 @@ __all__ = [
     "AdjustmentApplication",
     "StatementEvent",
     "StatementLineDispute",
+    "AuditCheckpoint",
     "AuditLogEntry",
     "Complaint",
     "JobLease",
