@@ -70,6 +70,11 @@ class Drainer:
         """Flush in chunks, so a stop request is seen between them; returns whether the hub stopped answering."""
         while not self._stopping.is_set():
             report = self._client.flush(limit=CHUNK_OPERATIONS)
+            if report.dead_lettered:
+                # Nobody waits on a background flush: the till's log is where a refusal can be seen.
+                logger.warning("offline queue: the hub refused %d queued operation%s for good; see the dead letters "
+                               "(client.queue.dead_letters(), alliance-pos queue)", report.dead_lettered,
+                               "" if report.dead_lettered == 1 else "s")
             if report.stopped_by is not None:
                 logger.info("offline queue: %d operations wait; %s", report.remaining, report.stopped_by)
                 return True

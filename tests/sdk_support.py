@@ -1,4 +1,4 @@
-"""Helpers for the POS SDK's tests: fake transports, live hubs (in a thread or a process), and the README example.
+"""Helpers for the POS SDK's tests: fake transports, live and hanging hubs, and the guides' examples.
 
 A live hub is either served in-process by Werkzeug on a ``pg_app`` (fast, and enough
 for "hub down, then up") or started as an ``alliance serve`` subprocess on the test's
@@ -35,7 +35,7 @@ ALLIANCE = str(Path(sys.executable).parent / "alliance")
 HEALTH_TIMEOUT_S = 30.0
 PIN = "2468"
 
-# The README's checkout example, exactly as proposed for the README "POS SDK" section.
+# The guides' checkout example, exactly as partners_sdk/README.md and docs/sdk.md show it.
 README_EXAMPLE = '''\
 import uuid
 from partners_sdk import AllianceClient, Queued, load_private_key
@@ -49,6 +49,34 @@ result = client.report_purchase(receipt_id=f"R-{uuid.uuid4().hex[:8]}", card_num
 print("queued" if isinstance(result, Queued) else f"earned {result.points.total} points")
 balance = client.get_balance(card_number=card, pin="1234")
 print(f"{balance.points_available} points available")
+'''
+
+# The guides' redemption example: hold, capture, void, and an overdraft refused.
+REDEMPTION_EXAMPLE = '''\
+import uuid
+from partners_sdk import AllianceClient, InsufficientPointsError, load_private_key
+
+client = AllianceClient("http://127.0.0.1:5000", "cafe-aurora-till-1",
+                        load_private_key("instance/demo-keys/cafe-aurora-till-1.pem"))
+card, pin = "6390000000000013", "1234"  # a demo card and its PIN, typed by the member
+
+
+def reference() -> str:
+    return f"RD-{uuid.uuid4().hex[:8]}"  # one per redemption, never reused
+
+
+# The member pays part of the bill in points: hold them first...
+held = client.authorize_redemption(reference=reference(), points=200, card_number=card, pin=pin)
+# ...and spend them when the sale goes through: all or part, once; the rest goes back.
+spent = client.capture_redemption(held.reference, points=150)
+print(f"{spent.status}: {spent.points_captured} points")
+# A sale abandoned after the hold: void it, and every held point goes back at once.
+held = client.authorize_redemption(reference=reference(), points=100, card_number=card, pin=pin)
+print(client.void_redemption(held.reference).status)
+try:
+    client.authorize_redemption(reference=reference(), points=1_000_000, card_number=card, pin=pin)
+except InsufficientPointsError as refused:
+    print(f"refused: {refused.detail}")
 '''
 
 

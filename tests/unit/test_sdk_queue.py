@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import stat
 import time
@@ -281,3 +282,24 @@ def test_the_drainer_delivers_in_the_background(tmp_path):
     finally:
         assert drainer.stop(timeout_s=5)
     assert client.queue.pending_count() == 0
+
+
+def test_the_drainer_logs_a_warning_when_the_hub_refuses_a_queued_operation_for_good(tmp_path, caplog):
+    transport = FakeTransport(default=TransportError("down"))
+    client = queued_client(tmp_path, transport)
+    report(client, "r-1")
+    transport.default = problem_reply(422, "validation_failed")
+    caplog.set_level(logging.WARNING, logger="partners_sdk.drainer")
+    drainer = client.start_drainer(interval_s=0.01, max_interval_s=0.05)
+    try:
+        for _ in range(500):
+            if client.queue.dead_letter_count() == 1:
+                break
+            time.sleep(0.01)
+    finally:
+        assert drainer.stop(timeout_s=5)
+    [letter] = client.queue.dead_letters()
+    assert letter.reference == "r-1" and letter.code == "validation_failed"
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == ["offline queue: the hub refused 1 queued operation for good; see the dead letters "
+                        "(client.queue.dead_letters(), alliance-pos queue)"]
