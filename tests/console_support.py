@@ -43,9 +43,11 @@ def add_staff(hub: HubState, username: str, *roles: str, password: str = PASSWOR
 class ConsoleClient:
     """One browser: a cookie jar, the login form and CSRF tokens read from the pages, as a person's browser would."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, *, remote_address: str = "127.0.0.1") -> None:
         self.app = app
         self.client = app.test_client()
+        # The address the hub sees this browser's requests come from.
+        self.client.environ_base["REMOTE_ADDR"] = remote_address
 
     def login(self, username: str, password: str = PASSWORD) -> TestResponse:
         """Fill in and send the login form."""

@@ -12,7 +12,7 @@ from alliance.services import staff_users
 
 @console.route("/login", methods=["GET", "POST"])
 def login():  # type: ignore[no-untyped-def]
-    """The login form; a refusal says why without telling which of username or password was wrong."""
+    """The login form; every refusal gets the same words, whatever its reason."""
     target = security.safe_next(request.values.get("next"))
     if request.method == "GET":
         if security.may("admin", "finance", "partner_manager", "customer_service"):
@@ -23,9 +23,10 @@ def login():  # type: ignore[no-untyped-def]
     state = hub_state()
     with state.unit_of_work() as uow:
         try:
-            started = staff_users.log_in(uow.session, username=username, password=password, now=now())
+            started = staff_users.log_in(uow.session, username=username, password=password,
+                                         remote_address=request.remote_addr, now=now())
         except staff_users.LoginRefused as refusal:
-            # The failure count and any lockout are kept even though the login failed.
+            # The throttle's counts are kept even though the login failed.
             uow.commit()
             return render_template("console/login.html", next=target, username=username,
                                    error=refusal.detail), 401

@@ -1,10 +1,14 @@
-"""People who sign in to the web console, and their sessions.
+"""People who sign in to the web console, their sessions, and the throttle on guessing.
 
 A staff user has a username, a display name, some of the back-office roles, and a
-password kept only as a slow, salted scrypt hash. Repeated wrong passwords lock the
-account for a while. A console session is a row keyed by a digest of a random nonce
-that the signed session cookie carries, so that logging out, disabling a user or an
-expired session ends it on the server, not only in the browser.
+password kept only as a slow, salted scrypt hash. A console session is a row keyed by a
+digest of a random nonce that the signed session cookie carries, so that logging out,
+disabling a user or an expired session ends it on the server, not only in the browser.
+
+Wrong passwords are counted per (username, source address) and per source address in
+``staff_login_throttles``, never on the account itself: an outsider who guesses can only
+slow down their own address, not lock the account for its owner elsewhere. The rows
+live in the database so that every worker process sees the same counts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ class StaffUser(Base):
     __tablename__ = "staff_users"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
-        CheckConstraint("failed_logins >= 0", name="failed_logins"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -33,8 +36,6 @@ class StaffUser(Base):
     roles: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(10))
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -53,3 +54,29 @@ class StaffSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StaffLoginThrottle(Base):
+    """Recent failed logins of one (username, source address) pair, or of one source address.
+
+    Rows are named by a SHA-256 digest, so the table holds neither the usernames people
+    typed nor their addresses; a row without an attempt for
+    ``login_throttle.THROTTLE_MEMORY`` is pruned, so the table stays as small as the
+    recent guessing.
+    """
+
+    __tablename__ = "staff_login_throttles"
+    __table_args__ = (
+        CheckConstraint("scope IN ('pair', 'source')", name="scope"),
+        CheckConstraint("failures >= 0", name="failures"),
+        Index("ix_staff_login_throttles_last_attempt_at", "last_attempt_at"),
+        Index("ix_staff_login_throttles_username_digest", "username_digest"),
+    )
+
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(6))
+    # Set on pair rows, so that setting a user's password can lift their backoff everywhere.
+    username_digest: Mapped[str | None] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer)
+    last_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

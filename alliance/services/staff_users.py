@@ -1,12 +1,15 @@
-"""Staff logins for the web console: accounts, passwords, lockout and server-side sessions.
+"""Staff logins for the web console: accounts, passwords, throttled guessing and server-side sessions.
 
 Passwords are kept only as scrypt hashes (werkzeug's ``generate_password_hash``: a
 random salt per password, a memory-hard key derivation), compared in constant time.
-Five wrong passwords in a row lock an account for fifteen minutes; while locked even the
-right password is refused, and an unknown username costs the same hash computation as a
-known one, so timing tells nothing. A session is a row found by the SHA-256 of a random
-nonce carried in the signed cookie: logout, disabling the user, the idle timeout and the
-absolute lifetime all end it here, whatever the browser still holds.
+Every refusal looks and costs the same: one message, one status, and one password-hash
+verification, whether the username is unknown, the password wrong, the account disabled
+or the attempt's source backing off, so neither the words nor the time tell which
+usernames exist. Guessing is slowed down per (username, source address) and per source
+address (``login_throttle``), never by locking the account, which an outsider could do
+at will. A session is a row found by the SHA-256 of a random nonce carried in the signed
+cookie: logout, disabling the user, the idle timeout and the absolute lifetime all end
+it here, whatever the browser still holds.
 
 Every change to an account (created, disabled, password set, locked out) and every
 login and logout goes to the audit log in the same transaction, without the password.
@@ -19,6 +22,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -26,14 +30,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.models import StaffSession, StaffUser
-from alliance.services import audit_log
+from alliance.services import audit_log, login_throttle
 from alliance.services.oauth import validate_roles
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 MIN_PASSWORD_CHARACTERS = 12
 MAX_PASSWORD_CHARACTERS = 256
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
+MAX_USERNAME_CHARACTERS = 64
 IDLE_TIMEOUT = timedelta(minutes=30)
 SESSION_LIFETIME = timedelta(hours=12)
 # Writing last_seen_at on every page would make each view a write; a minute's slack in
@@ -43,10 +46,13 @@ PASSWORD_METHOD = "scrypt"
 GENERATED_PASSWORD_BYTES = 18
 # A hash of a password nobody has, checked for unknown usernames so they take as long.
 _UNKNOWN_USER_HASH = generate_password_hash(secrets.token_urlsafe(32), method=PASSWORD_METHOD)
+# The one answer to every refused login, so that it tells nothing about why.
+REFUSAL = ("unknown username or wrong password, or too many attempts from here: "
+           "check both and try again in a few minutes")
 
 
 class LoginRefused(AllianceError):
-    """Wrong username or password, a disabled account, or a locked one."""
+    """Wrong username or password, a disabled account, or a source backing off: all alike."""
 
     code = "login_refused"
     http_status = 401
@@ -111,7 +117,7 @@ def add_user(session: Session, *, username: str, display_name: str, roles: list[
     user_id = session.execute(insert(StaffUser).values(
         username=username, display_name=display_name, roles=" ".join(checked_roles),
         password_hash=generate_password_hash(_checked_password(password), method=PASSWORD_METHOD),
-        status="active", failed_logins=0, password_changed_at=now, created_at=now,
+        status="active", password_changed_at=now, created_at=now,
     ).returning(StaffUser.id)).scalar_one()
     audit_log.append(session, actor=actor, action="staff.add", subject=f"staff:{username}", now=now,
                      after={"display_name": display_name, "roles": list(checked_roles), "status": "active"})
@@ -135,14 +141,16 @@ def disable_user(session: Session, *, username: str, actor: str, now: datetime) 
 
 
 def set_password(session: Session, *, username: str, password: str, actor: str, now: datetime) -> None:
-    """Set a new password, clear a lockout, and end the user's sessions (they sign in again)."""
+    """Set a new password, lift the user's login backoffs, and end their sessions (they sign in again)."""
+    # The throttle rows before the user's row: a login locks them in that order too.
+    lifted = login_throttle.forget_username(session, username)
     user = _user(session, username, lock=True)
     session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
         password_hash=generate_password_hash(_checked_password(password), method=PASSWORD_METHOD),
-        password_changed_at=now, failed_logins=0, locked_until=None))
+        password_changed_at=now))
     ended = _end_sessions(session, user_id=user.id, now=now)
     audit_log.append(session, actor=actor, action="staff.set_password", subject=f"staff:{username}", now=now,
-                     after={"sessions_ended": ended})
+                     after={"sessions_ended": ended, "backoffs_lifted": lifted})
 
 
 def _end_sessions(session: Session, *, user_id: int, now: datetime) -> int:
@@ -151,28 +159,27 @@ def _end_sessions(session: Session, *, user_id: int, now: datetime) -> int:
                            .values(ended_at=now)).rowcount
 
 
-def log_in(session: Session, *, username: str, password: str, now: datetime) -> StartedSession:
-    """Check a username and password and start a session; the caller commits either way.
+def log_in(session: Session, *, username: str, password: str, remote_address: str | None,
+           now: datetime) -> StartedSession:
+    """Check a username and password from an address and start a session; the caller commits either way.
 
-    A refusal still changes the books of the account (the failure count, a lockout), so
-    the caller commits before re-raising the ``LoginRefused``.
+    A refusal still changes the throttle's counts, so the caller commits before showing
+    the ``LoginRefused``.
     """
-    user = session.scalar(select(StaffUser).where(StaffUser.username == (username or "")).with_for_update())
-    if user is None:
-        check_password_hash(_UNKNOWN_USER_HASH, password or "")
-        raise LoginRefused("unknown username or wrong password")
-    if user.locked_until is not None and user.locked_until > now:
-        raise LoginRefused(f"too many wrong passwords: this account is locked until "
-                           f"{user.locked_until:%H:%M} UTC")
-    password_matches = check_password_hash(user.password_hash, password or "")
-    if user.status != "active":
-        # Only someone who knows the password learns that the account exists but is disabled.
-        raise LoginRefused("this account is disabled" if password_matches else "unknown username or wrong password")
-    if not password_matches:
-        _count_failure(session, user, now)
-        raise LoginRefused("unknown username or wrong password")
-    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
-        failed_logins=0, locked_until=None, last_login_at=now))
+    username, password = (username or "")[:MAX_USERNAME_CHARACTERS + 1], password or ""
+    attempt = login_throttle.begin(session, username=username, remote_address=remote_address, now=now)
+    login_throttle.prune(session, attempt, now=now)
+    user = session.scalar(select(StaffUser).where(StaffUser.username == username))
+    # Exactly one hash verification on every path, before anything decides the outcome,
+    # so that a refusal takes as long whatever its reason. A password longer than any
+    # allowed one is cut to one character over the limit: it still cannot match, and
+    # the verification costs no more than for a valid one.
+    matches = check_password_hash(user.password_hash if user is not None else _UNKNOWN_USER_HASH,
+                                  password[:MAX_PASSWORD_CHARACTERS + 1])
+    if attempt.backing_off or user is None or user.status != "active" or not matches:
+        _refuse(session, attempt, user, now)
+    login_throttle.record_success(session, attempt)
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(last_login_at=now))
     nonce = secrets.token_urlsafe(32)
     session_id = session.execute(insert(StaffSession).values(
         user_id=user.id, nonce_hash=_nonce_digest(nonce), created_at=now, last_seen_at=now,
@@ -183,14 +190,16 @@ def log_in(session: Session, *, username: str, password: str, now: datetime) -> 
                                                frozenset(user.roles.split()), session_id))
 
 
-def _count_failure(session: Session, user: StaffUser, now: datetime) -> None:
-    failures = user.failed_logins + 1
-    locked_until = now + LOCKOUT if failures >= MAX_FAILED_LOGINS else None
-    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(
-        failed_logins=0 if locked_until else failures, locked_until=locked_until))
-    if locked_until is not None:
+def _refuse(session: Session, attempt: login_throttle.Attempt, user: StaffUser | None, now: datetime) -> NoReturn:
+    """Count the failure, note in the audit log when a known account starts backing off somewhere, refuse."""
+    pair_failures = login_throttle.record_failure(session, attempt, now=now)
+    if user is not None and pair_failures == login_throttle.PAIR_FREE_FAILURES:
+        # Only the account and the count: the address is personal data, and the audit log keeps nothing of the kind.
+        until = login_throttle.backoff_until(pair_failures, login_throttle.PAIR_FREE_FAILURES, now)
         audit_log.append(session, actor="console:login", action="staff.lockout", subject=f"staff:{user.username}",
-                         now=now, after={"locked_until": locked_until.isoformat(), "failed_logins": failures})
+                         now=now, after={"scope": "one source address", "failed_logins": pair_failures,
+                                         "backing_off_until": until.isoformat() if until else None})
+    raise LoginRefused(REFUSAL)
 
 
 def identity_for(session: Session, *, nonce: str, now: datetime) -> StaffIdentity | None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from alliance.console import security
 from alliance.extensions import hub_state
 from alliance.models import StaffSession, StaffUser
-from alliance.services import staff_users
+from alliance.models.staff import StaffLoginThrottle
+from alliance.services import login_throttle, staff_users
+from tests.back_office_support import other_hub
 from tests.console_support import (
     COOKIE_NAME, PASSWORD, ConsoleClient, add_staff, audit_actions, production_app, signed_in, text_of,
 )
@@ -59,32 +62,140 @@ def test_login_returns_to_the_page_asked_for_but_never_to_another_site(app):
     assert response.headers["Location"] == "/console/"
 
 
-def test_a_wrong_password_or_unknown_user_is_refused_with_the_same_words(app):
-    add_staff(hub_state(app), "fiona", "finance")
-    browser = ConsoleClient(app)
-    wrong = browser.login("fiona", "not the password")
-    unknown = browser.login("nobody", PASSWORD)
-    assert wrong.status_code == unknown.status_code == 401
-    assert "unknown username or wrong password" in text_of(wrong)
-    assert "unknown username or wrong password" in text_of(unknown)
+ATTACKER, OWNER = "198.51.100.66", "203.0.113.7"
+ERROR_PATTERN = re.compile(r'<p class="flash error" role="alert">(.*?)</p>', re.S)
+
+
+def refusal_of(response) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """The status and the words of a refused login, as the page shows them."""
+    found = ERROR_PATTERN.search(response.get_data(as_text=True))
+    return response.status_code, found.group(1) if found else ""
+
+
+def lock_out_pair(app, username: str, address: str) -> None:  # type: ignore[no-untyped-def]
+    """Enough wrong passwords for ``username`` from ``address`` for that pair to back off."""
+    browser = ConsoleClient(app, remote_address=address)
+    for _ in range(login_throttle.PAIR_FREE_FAILURES):
+        assert browser.login(username, "a wrong guess").status_code == 401
+
+
+def test_every_refusal_has_the_same_words_and_status_whatever_its_reason(app):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    add_staff(hub, "felix", "finance")
+    add_staff(hub, "dora", "finance")
+    with hub.unit_of_work() as uow:
+        staff_users.disable_user(uow.session, username="dora", actor="cli:test", now=datetime.now(timezone.utc))
+        uow.commit()
+    lock_out_pair(app, "felix", ATTACKER)
+    browser = ConsoleClient(app, remote_address=ATTACKER)
+    refusals = {
+        "unknown username": refusal_of(browser.login("nobody", PASSWORD)),
+        "wrong password": refusal_of(browser.login("fiona", "not the password")),
+        "disabled, right password": refusal_of(browser.login("dora", PASSWORD)),
+        "backing off, right password": refusal_of(browser.login("felix", PASSWORD)),
+    }
+    assert set(refusals.values()) == {(401, staff_users.REFUSAL)}, refusals
     assert browser.get("/console/").status_code == 302
 
 
-def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(app, monkeypatch):
+def test_every_refusal_costs_one_password_hash_verification(app, monkeypatch):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    add_staff(hub, "dora", "finance")
+    with hub.unit_of_work() as uow:
+        staff_users.disable_user(uow.session, username="dora", actor="cli:test", now=datetime.now(timezone.utc))
+        uow.commit()
+    lock_out_pair(app, "fiona", ATTACKER)
+    verifications: list[str] = []
+    real_check = staff_users.check_password_hash
+
+    def counted(stored_hash: str, password: str) -> bool:
+        verifications.append(stored_hash)
+        return real_check(stored_hash, password)
+
+    monkeypatch.setattr(staff_users, "check_password_hash", counted)
+    attacker, owner = ConsoleClient(app, remote_address=ATTACKER), ConsoleClient(app, remote_address=OWNER)
+    cases = {"unknown username": (owner, "nobody", PASSWORD), "wrong password": (owner, "fiona", "wrong guess"),
+             "disabled": (owner, "dora", PASSWORD), "backing off": (attacker, "fiona", PASSWORD),
+             "signed in": (owner, "fiona", PASSWORD)}
+    counts = {}
+    for case, (browser, username, password) in cases.items():
+        before = len(verifications)
+        browser.login(username, password)
+        counts[case] = len(verifications) - before
+    assert counts == dict.fromkeys(cases, 1)
+    # The unknown username is checked against a scrypt hash like every real one, so it costs as much.
+    assert all(stored.startswith("scrypt:") for stored in verifications)
+
+
+def test_an_attackers_wrong_passwords_from_one_address_never_lock_the_owner_out_from_another(app, monkeypatch):
     hub = hub_state(app)
     clock = Clock(monkeypatch)
     add_staff(hub, "fiona", "finance")
-    browser = ConsoleClient(app)
-    for _ in range(staff_users.MAX_FAILED_LOGINS):
-        assert browser.login("fiona", "guess").status_code == 401
-    locked = browser.login("fiona", PASSWORD)
-    assert locked.status_code == 401 and "locked until" in text_of(locked)
+    attacker = ConsoleClient(app, remote_address=ATTACKER)
+    for _ in range(login_throttle.PAIR_FREE_FAILURES + 3):
+        assert attacker.login("fiona", "guess").status_code == 401
     assert ("console:login", "staff.lockout", "staff:fiona") in audit_actions(hub)
-    clock.offset = staff_users.LOCKOUT + timedelta(seconds=1)
-    assert browser.login("fiona", PASSWORD).status_code == 303
+    owner = ConsoleClient(app, remote_address=OWNER)
+    assert owner.login("fiona").status_code == 303
+    # The guessing address backs off, even with the right password ...
+    assert refusal_of(attacker.login("fiona", PASSWORD)) == (401, staff_users.REFUSAL)
+    # ... for at most the longest backoff, after which it is heard again.
+    clock.offset = login_throttle.MAX_BACKOFF + timedelta(seconds=1)
+    assert attacker.login("fiona", PASSWORD).status_code == 303
+
+
+def test_setting_a_password_lifts_every_backoff_of_that_username(app):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    lock_out_pair(app, "fiona", ATTACKER)
     with hub.unit_of_work() as uow:
-        user = uow.session.scalar(select(StaffUser).where(StaffUser.username == "fiona"))
-        assert user.failed_logins == 0 and user.locked_until is None
+        staff_users.set_password(uow.session, username="fiona", password=PASSWORD + "!", actor="cli:test",
+                                 now=datetime.now(timezone.utc))
+        uow.commit()
+    assert ConsoleClient(app, remote_address=ATTACKER).login("fiona", PASSWORD + "!").status_code == 303
+
+
+@pytest.mark.parametrize("addresses", [
+    [ATTACKER] * 20,
+    [f"2001:db8:7:1::{number + 1:x}" for number in range(20)],  # one subscriber's IPv6 /64
+], ids=["one IPv4 address", "one IPv6 /64"])
+def test_password_spraying_from_one_source_is_throttled(app, addresses):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    for number, address in enumerate(addresses):
+        sprayed = ConsoleClient(app, remote_address=address).login(f"user-{number:02d}", "Summer2026!")
+        assert refusal_of(sprayed) == (401, staff_users.REFUSAL)
+    # The sprayed source now backs off for every username, even with the right password ...
+    assert ConsoleClient(app, remote_address=addresses[-1]).login("fiona").status_code == 401
+    # ... and the owner, elsewhere, is not held up by it.
+    assert ConsoleClient(app, remote_address=OWNER).login("fiona").status_code == 303
+
+
+def test_the_throttle_lives_in_the_database_so_every_worker_process_shares_it(app, tmp_path):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    lock_out_pair(app, "fiona", ATTACKER)
+    with other_hub(hub, tmp_path / "second-worker") as second_worker:
+        assert ConsoleClient(second_worker, remote_address=ATTACKER).login("fiona").status_code == 401
+        assert ConsoleClient(second_worker, remote_address=OWNER).login("fiona").status_code == 303
+
+
+def test_the_throttle_table_forgets_quiet_sources_so_it_cannot_grow_without_bound(app, monkeypatch):
+    hub = hub_state(app)
+    clock = Clock(monkeypatch)
+    for number in range(30):
+        ConsoleClient(app, remote_address=f"192.0.2.{number + 1}").login(f"user-{number}", "guess")
+    assert throttle_rows(hub) == 60  # a (username, address) row and an address row each
+    clock.offset = login_throttle.THROTTLE_MEMORY + timedelta(minutes=1)
+    ConsoleClient(app, remote_address=OWNER).login("someone", "guess")
+    assert throttle_rows(hub) == 2
+
+
+def throttle_rows(hub) -> int:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return uow.session.scalar(select(func.count()).select_from(StaffLoginThrottle)) or 0
 
 
 def test_a_disabled_user_cannot_log_in_and_is_logged_out_at_once(app):
@@ -95,8 +206,7 @@ def test_a_disabled_user_cannot_log_in_and_is_logged_out_at_once(app):
         staff_users.disable_user(uow.session, username="fiona", actor="cli:test", now=datetime.now(timezone.utc))
         uow.commit()
     assert browser.get("/console/finance/cycles").headers["Location"].startswith("/console/login")
-    refused = ConsoleClient(app).login("fiona")
-    assert refused.status_code == 401 and "disabled" in text_of(refused)
+    assert refusal_of(ConsoleClient(app).login("fiona")) == (401, staff_users.REFUSAL)
 
 
 def test_roles_are_read_afresh_on_every_request(app):
