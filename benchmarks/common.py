@@ -10,6 +10,7 @@ of ``figure()``; values are measured, never typed in. Timings are floats interna
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import signal
@@ -474,6 +475,55 @@ def run_wrk(base_url: str, request_file: Path, artifacts: Path, *, duration_s: i
                       socket_errors=data["socket_errors"], duration_s=data["duration_us"] / 1e6,
                       p50_ms=data["p50_us"] / 1000, p90_ms=data["p90_us"] / 1000, p99_ms=data["p99_us"] / 1000,
                       first_refusal=data["first_refusal"], exhausted=data["requests"] >= available - connections)
+
+
+# A load replays a file of pre-signed requests (each nonce is single-use), so the file
+# must outlast the run at whatever rate the server reaches in it. Files are sized from a
+# rate measured on the same server just before, with headroom for a faster moment of
+# the machine; a load that still runs out is repeated with twice the requests.
+REQUEST_HEADROOM = 2
+CALIBRATION_S = 3
+CALIBRATION_CONNECTIONS = 4
+MAX_LOAD_ATTEMPTS = 3
+
+
+def requests_for(rate_per_s: float, duration_s: int, *, minimum: int) -> int:
+    """How many pre-signed requests a load of ``duration_s`` needs at ``rate_per_s``, with headroom."""
+    if rate_per_s < 0 or duration_s <= 0 or minimum < 1:
+        raise ValueError("the rate must be non-negative, the duration and the minimum positive")
+    return max(minimum, math.ceil(rate_per_s * duration_s * REQUEST_HEADROOM))
+
+
+def sized_load(base_url: str, make_requests: Callable[[int, str], list[PreparedRequest]], artifacts: Path,
+               name: str, *, duration_s: int, rate_per_s: float, minimum: int,
+               connections: int = WRK_CONNECTIONS, threads: int = WRK_THREADS) -> LoadResult:
+    """One load from a request file sized for ``rate_per_s``, repeated larger if it ran out anyway.
+
+    ``make_requests(count, tag)`` signs ``count`` fresh requests. The last attempt is
+    returned even if it ran out, marked ``exhausted``, so a caller never mistakes a
+    lower bound for a rate.
+    """
+    count = requests_for(rate_per_s, duration_s, minimum=minimum)
+    for attempt in range(1, MAX_LOAD_ATTEMPTS + 1):
+        request_file = artifacts / f"{name}.requests"
+        write_request_file(request_file, make_requests(count, f"{name}-{attempt}"))
+        result = run_wrk(base_url, request_file, artifacts, duration_s=duration_s, connections=connections,
+                         threads=threads)
+        if not result.exhausted:
+            return result
+        count *= 2
+    return result
+
+
+def calibrated_rate(base_url: str, make_requests: Callable[[int, str], list[PreparedRequest]], artifacts: Path,
+                    name: str, *, first_count: int) -> float:
+    """The server's rate over a short load that did not run out (its request count grows until one does not)."""
+    result = sized_load(base_url, make_requests, artifacts, f"{name}-calibration", duration_s=CALIBRATION_S,
+                        rate_per_s=0, minimum=first_count, connections=CALIBRATION_CONNECTIONS,
+                        threads=min(WRK_THREADS, CALIBRATION_CONNECTIONS))
+    if result.exhausted or result.ok == 0:
+        raise RuntimeError(f"{name}: calibration did not measure a rate ({result.errors_note()})")
+    return result.ok_per_s
 
 
 # ---------------------------------------------------------------- running one module alone

@@ -27,9 +27,11 @@ from benchmarks import common
 from benchmarks.probe_app import probe_server
 
 BENCHMARK = "signed earn (HTTP)"
-# wrk runs for the duration; the requests must outlast it (see LoadResult.exhausted).
-SIZES = {"full": {"partners": 4, "members": 2000, "requests": 14_000, "bare_requests": 300_000, "duration_s": 15},
-         "quick": {"partners": 2, "members": 100, "requests": 4_000, "bare_requests": 30_000, "duration_s": 5}}
+# wrk runs for the duration; the requests must outlast it (see LoadResult.exhausted), so
+# each rung's file is sized from its server's calibrated rate (common.sized_load);
+# ``min_requests`` is only the smallest file.
+SIZES = {"full": {"partners": 4, "members": 2000, "min_requests": 4_000, "bare_requests": 300_000, "duration_s": 15},
+         "quick": {"partners": 2, "members": 100, "min_requests": 1_000, "bare_requests": 30_000, "duration_s": 5}}
 # Connections per rung: 2 (one per core: little queueing), 4 and 8, and 12 (one per
 # server thread: 3 gunicorn workers x 4 threads).
 LADDER = (2, 4, 8, common.WRK_CONNECTIONS)
@@ -61,12 +63,11 @@ def _warm_up(server: common.Gunicorn, make_requests, artifacts: Path, name: str)
 
 
 def _rung(server: common.Gunicorn, make_requests, artifacts: Path, name: str, connections: int,  # type: ignore[no-untyped-def]
-          sizes: dict) -> common.LoadResult:  # type: ignore[type-arg]
-    """One closed-loop load at ``connections``, with requests signed just before it."""
-    requests = artifacts / f"{name}-{connections}.requests"
-    common.write_request_file(requests, make_requests(sizes["requests"], f"{name}-{connections}"))
-    return common.run_wrk(server.base_url, requests, artifacts, duration_s=sizes["duration_s"],
-                          connections=connections, threads=min(common.WRK_THREADS, connections))
+          sizes: dict, rate_per_s: float) -> common.LoadResult:  # type: ignore[type-arg]
+    """One closed-loop load at ``connections``, with requests signed just before it, enough for ``rate_per_s``."""
+    return common.sized_load(server.base_url, make_requests, artifacts, f"{name}-{connections}",
+                             duration_s=sizes["duration_s"], rate_per_s=rate_per_s, minimum=sizes["min_requests"],
+                             connections=connections, threads=min(common.WRK_THREADS, connections))
 
 
 def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -90,9 +91,14 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
         bare = common.run_wrk(probe.base_url, bare_file, artifacts, duration_s=sizes["duration_s"])
         _warm_up(probe, make_requests, artifacts, "probe")
         _warm_up(hub_server, make_requests, artifacts, "earn")
+        probe_rate = common.calibrated_rate(probe.base_url, make_requests, artifacts, "probe",
+                                            first_count=sizes["min_requests"])
+        earn_rate = common.calibrated_rate(hub_server.base_url, make_requests, artifacts, "earn",
+                                           first_count=sizes["min_requests"])
         for connections in LADDER:
-            probe_rungs[connections] = _rung(probe, make_requests, artifacts, "probe", connections, sizes)
-            earn_rungs[connections] = _rung(hub_server, make_requests, artifacts, "earn", connections, sizes)
+            probe_rungs[connections] = _rung(probe, make_requests, artifacts, "probe", connections, sizes, probe_rate)
+            earn_rungs[connections] = _rung(hub_server, make_requests, artifacts, "earn", connections, sizes,
+                                            earn_rate)
     audit_green, audit_note = common.run_audit_ok(hub)
     hub.engine.dispose()
     return _figures(bare, probe_rungs, earn_rungs, audit_green, audit_note)
