@@ -13,10 +13,17 @@ UTC ISO 8601 with a ``Z`` (``"2026-03-28T23:00:00Z"``); dates are ``YYYY-MM-DD``
 absent values are ``null``.
 
 CSV: UTF-8, ``\\r\\n`` line ends, a header row, then one row per record in this order:
-``opening_balance``, each ``line`` in statement order, ``net``, ``closing_balance``.
-Every row repeats the statement's identity (partner, currency, cycle, due date) so it
-stands alone in a spreadsheet; cells that do not apply to a record are empty. The
-columns are ``STATEMENT_CSV_COLUMNS``.
+``opening_balance``, each ``line`` in statement order, ``net``, ``closing_balance``, and
+last ``audit_chain`` when the statement has one. Every row repeats the statement's
+identity (partner, currency, cycle, due date) so it stands alone in a spreadsheet; cells
+that do not apply to a record are empty. The columns are ``STATEMENT_CSV_COLUMNS``.
+
+The audit chain: statements closed by this version carry the head of the hub's
+back-office audit log at closing (``"audit_chain": {"entries": N, "head_hash": "…"}`` in
+JSON; in CSV the ``audit_chain`` record, its ``count`` the entries and its ``reference``
+the head hash). Partners keep the signed files, so the hub cannot later delete or
+rewrite the log's entries up to that head without ``alliance audit`` noticing. The
+field is additive: a statement without it renders exactly as before.
 
 Signatures are detached: Ed25519 over the exact bytes of the rendered document, with
 the id of the hub key that made them, so a partner can verify a file offline with the
@@ -33,17 +40,19 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from alliance.domain.audit_chain import ChainHead
 from alliance.domain.errors import AllianceError, ValidationFailed
-from settlement.cycles import Cycle, zone_named
+from settlement.cycles import Cycle, Frequency, zone_named
 from settlement.netting import (
     EXACT,
     MAX_AMOUNT_MINOR,
+    LineKind,
     StatementLine,
     exact_sum,
     line_sort_key,
@@ -112,6 +121,8 @@ class Statement:
     closing_balance_minor: int
     due_date: date
     rounding_residue_minor: Decimal
+    # The audit log's head when the statement closed; None on statements closed before it was recorded.
+    audit_chain: ChainHead | None = None
 
     def __post_init__(self) -> None:
         require_partner_code(self.partner_code, "partner_code")
@@ -141,6 +152,8 @@ class Statement:
             )
         if not isinstance(self.due_date, date) or isinstance(self.due_date, datetime):
             raise ValidationFailed("due_date must be a date", fields={"due_date": ["not a date"]})
+        if self.audit_chain is not None and not isinstance(self.audit_chain, ChainHead):
+            raise ValidationFailed("audit_chain must be a ChainHead", fields={"audit_chain": ["not a ChainHead"]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +166,8 @@ class DetachedSignature:
 
 
 def build_statement(
-    *, cycle: Cycle, currency: str, opening_balance_minor: int, lines: Sequence[StatementLine], due_date: date
+    *, cycle: Cycle, currency: str, opening_balance_minor: int, lines: Sequence[StatementLine], due_date: date,
+    audit_chain: ChainHead | None = None,
 ) -> Statement:
     """A statement for ``cycle``'s partner: lines in statement order, net and closing computed."""
     ordered = tuple(sorted(lines, key=line_sort_key))
@@ -169,6 +183,7 @@ def build_statement(
         closing_balance_minor=opening_balance_minor + net_minor,
         due_date=due_date,
         rounding_residue_minor=exact_sum(line.rounding_residue_minor for line in ordered),
+        audit_chain=audit_chain,
     )
 
 
@@ -196,6 +211,10 @@ def render_json(statement: Statement) -> bytes:
         "due_date": statement.due_date.isoformat(),
         "rounding_residue_minor": decimal_text(statement.rounding_residue_minor),
     }
+    if statement.audit_chain is not None:
+        document["audit_chain"] = {
+            "entries": statement.audit_chain.entries, "head_hash": statement.audit_chain.head_hash,
+        }
     return canonical_json(document)
 
 
@@ -233,8 +252,66 @@ def render_csv(statement: Statement) -> bytes:
         }
     )
     records.append({"record": "closing_balance", "amount_minor": str(statement.closing_balance_minor)})
+    if statement.audit_chain is not None:
+        records.append({"record": "audit_chain", "count": str(statement.audit_chain.entries),
+                        "reference": statement.audit_chain.head_hash})
     rows = [[{**identity, **record}.get(column, "") for column in STATEMENT_CSV_COLUMNS] for record in records]
     return csv_bytes(STATEMENT_CSV_COLUMNS, rows)
+
+
+def parse_statement_json(document: bytes) -> Statement:
+    """The statement a JSON rendering says, or ``ValidationFailed`` naming what is wrong with it.
+
+    Rendering the result again gives the same bytes for any document ``render_json``
+    wrote; a caller compares the two to tell a canonical document from an edited one.
+    The statement's own checks (net is the sum of the lines, closing is opening plus
+    net…) run as it is built, so an internally inconsistent document is refused here.
+    """
+    try:
+        fields = json.loads(document.decode("utf-8"), parse_float=_refuse_float)
+        if not isinstance(fields, dict) or fields.get("format") != STATEMENT_FORMAT:
+            raise ValidationFailed(f"a statement document is a JSON object of format {STATEMENT_FORMAT}")
+        partner_code, currency = fields["partner_code"], fields["currency"]
+        cycle = Cycle(partner_code, Frequency(fields["cycle"]["frequency"]),
+                      parse_instant(fields["cycle"]["starts_at"]), parse_instant(fields["cycle"]["ends_at"]))
+        anchor = fields.get("audit_chain")
+        return Statement(
+            partner_code=partner_code, cycle=cycle, currency=currency,
+            opening_balance_minor=fields["opening_balance_minor"],
+            lines=tuple(_parsed_line(line, partner_code, currency) for line in fields["lines"]),
+            net_minor=fields["net_minor"], closing_balance_minor=fields["closing_balance_minor"],
+            due_date=date.fromisoformat(fields["due_date"]),
+            rounding_residue_minor=Decimal(fields["rounding_residue_minor"]),
+            audit_chain=None if anchor is None else ChainHead(anchor["entries"], anchor["head_hash"]),
+        )
+    except ValidationFailed:
+        raise
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, InvalidOperation) as error:
+        # json.JSONDecodeError is a ValueError; a missing field a KeyError; a wrong type a TypeError.
+        raise ValidationFailed(f"not a statement document: {type(error).__name__} {error}") from None
+
+
+def _parsed_line(line: Mapping[str, Any], partner_code: str, currency: str) -> StatementLine:
+    price = line["price_per_point"]
+    return StatementLine(
+        partner_code=partner_code, line_kind=LineKind(line["line_kind"]), currency=currency,
+        price_per_point=None if price is None else Decimal(price), points=line["points"], count=line["count"],
+        reference=line["reference"], exact_amount_minor=Decimal(line["exact_amount_minor"]),
+        amount_minor=line["amount_minor"], rounding_residue_minor=Decimal(line["rounding_residue_minor"]),
+    )
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant written by ``instant_text`` back as an aware UTC datetime."""
+    moment = datetime.fromisoformat(text.removesuffix("Z")) if isinstance(text, str) and text.endswith("Z") else None
+    if moment is None or moment.tzinfo is not None:
+        raise ValidationFailed(f"{text!r} is not a UTC instant ending in Z")
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _refuse_float(text: str) -> Decimal:
+    # Statement documents write fractions as strings; a JSON fraction means someone else wrote it.
+    raise ValidationFailed(f"the number {text} is not a whole number; fractions are written as strings")
 
 
 def sign_statement(document: bytes, private_key: Ed25519PrivateKey, key_id: str) -> DetachedSignature:

@@ -3,8 +3,9 @@
 Each entry's hash is the SHA-256 of a canonical JSON form of its content and of the
 previous entry's hash, so editing, deleting, reordering or inserting an entry breaks
 every later link. What the chain cannot see on its own is the removal of its newest
-entries: compare ``ChainReport.last_sequence`` and ``last_entry_hash`` with a head kept
-elsewhere (a log line, a settlement statement) to catch that.
+entries, or a tail rewritten and hashed again: a ``ChainHead`` kept outside the table
+(each signed settlement statement, each signed daily checkpoint) anchors the chain, and
+``anchor_problem`` says whether the log still holds it.
 
 The canonical form writes Decimals and the datetimes inside ``before``/``after`` as
 strings, so a snapshot stored as JSON and read back (with those strings) hashes to the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -25,6 +27,7 @@ from typing import Any, Iterable, Mapping
 from alliance.domain.errors import ValidationFailed
 
 GENESIS_HASH = "0" * 64
+HASH_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 # Snapshots are a row or two of back-office data; the limits keep a bug from writing an
 # unbounded entry, or recursing without end over a self-referencing structure.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -83,6 +86,44 @@ class ChainReport:
     def ok(self) -> bool:
         """Whether every entry read links and hashes correctly."""
         return self.first_break is None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """A chain as it stood at some moment: how many entries it had, and the newest one's hash.
+
+    Sequences run 1, 2, 3… with no gap, so ``entries`` is also the sequence of the head
+    entry; an empty chain's head is the genesis hash.
+    """
+
+    entries: int
+    head_hash: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entries, int) or isinstance(self.entries, bool) or self.entries < 0:
+            raise ValidationFailed("entries must be a whole number, 0 or more", fields={"entries": ["not >= 0"]})
+        if not isinstance(self.head_hash, str) or not HASH_PATTERN.match(self.head_hash):
+            raise ValidationFailed("head_hash must be 64 lowercase hex digits", fields={"head_hash": ["malformed"]})
+        if (self.entries == 0) != (self.head_hash == GENESIS_HASH):
+            raise ValidationFailed("only an empty chain has the genesis hash as its head",
+                                   fields={"head_hash": ["genesis hash with entries, or entries without it"]})
+
+
+def anchor_problem(anchor: ChainHead, hash_at_anchor: str | None, newest_sequence: int) -> str | None:
+    """What is wrong with the log against ``anchor``, or None when the log still holds it.
+
+    ``hash_at_anchor`` is the stored hash of the entry whose sequence is
+    ``anchor.entries`` (None when there is no such entry) and ``newest_sequence`` the
+    log's newest sequence. With the chain itself verified, a matching hash at that
+    position proves every entry up to it is the one that was anchored.
+    """
+    if anchor.entries == 0:
+        return None
+    if hash_at_anchor is None:
+        return f"the log has no entry {anchor.entries} (its newest is {newest_sequence}): truncated"
+    if hash_at_anchor != anchor.head_hash:
+        return f"its entry {anchor.entries} hashes to {hash_at_anchor} instead: rewritten"
+    return None
 
 
 def canonical_payload(

@@ -8,12 +8,20 @@ as the change it records, so a change without its entry cannot exist.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from alliance.domain.audit_chain import AuditEntry, ChainReport, json_snapshot, next_entry, verify_chain
+from alliance.domain.audit_chain import (
+    GENESIS_HASH,
+    AuditEntry,
+    ChainHead,
+    ChainReport,
+    json_snapshot,
+    next_entry,
+    verify_chain,
+)
 from alliance.models import AuditLogEntry
 
 AUDIT_LOG_LOCK_KEY = 7_150_002
@@ -36,6 +44,30 @@ def append(
         previous_hash=entry.previous_hash, entry_hash=entry.entry_hash,
     ))
     return entry
+
+
+def head(session: Session) -> ChainHead:
+    """The log's newest entry as a ``ChainHead``: what a statement or checkpoint anchors.
+
+    Entries are appended under a lock held until their transaction ends, so the entries
+    this transaction sees are always a whole prefix of the chain.
+    """
+    newest = session.execute(
+        select(AuditLogEntry.sequence, AuditLogEntry.entry_hash).order_by(AuditLogEntry.sequence.desc()).limit(1)
+    ).first()
+    return ChainHead(newest.sequence, newest.entry_hash) if newest else ChainHead(0, GENESIS_HASH)
+
+
+def entry_hashes(session: Session, sequences: Iterable[int]) -> dict[int, str]:
+    """The stored hash of each entry among ``sequences`` that exists, by sequence."""
+    wanted = sorted(set(sequences))
+    found: dict[int, str] = {}
+    for start in range(0, len(wanted), VERIFY_BATCH_SIZE):
+        found.update((row.sequence, row.entry_hash) for row in session.execute(
+            select(AuditLogEntry.sequence, AuditLogEntry.entry_hash)
+            .where(AuditLogEntry.sequence.in_(wanted[start:start + VERIFY_BATCH_SIZE]))
+        ))
+    return found
 
 
 def verify(session: Session) -> ChainReport:

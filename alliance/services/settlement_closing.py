@@ -10,7 +10,7 @@ stored bytes, never rendered again, so a re-run is byte-identical by constructio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -33,6 +33,7 @@ from alliance.models import (
     SettlementStatementLine,
 )
 from alliance.models.base import UTCDateTime, integer_sum
+from alliance.services import audit_log
 from alliance.services.jobs import Job
 from settlement.cycles import Cycle, due_cycles
 from settlement.netting import (
@@ -246,7 +247,12 @@ def _store(
     session: Session, partner_id: int, statement: Statement, *, now: datetime, signing_key: Ed25519PrivateKey,
     key_id: str,
 ) -> ClosedStatement:
-    """Insert the run, the statement with its signed documents, and its lines; returns what was stored."""
+    """Insert the run, the statement with its signed documents, and its lines; returns what was stored.
+
+    The signed documents carry the audit log's head as this transaction sees it: the
+    partner keeps them, which anchors the log outside the hub's database.
+    """
+    statement = replace(statement, audit_chain=audit_log.head(session))
     document_json, document_csv = render_json(statement), render_csv(statement)
     signature_json = render_signature(sign_statement(document_json, signing_key, key_id))
     signature_csv = render_signature(sign_statement(document_csv, signing_key, key_id))

@@ -16,6 +16,8 @@ from alliance.domain.audit_chain import (
     GENESIS_HASH,
     AuditEntry,
     BreakReason,
+    ChainHead,
+    anchor_problem,
     canonical_payload,
     chain_hash,
     entry_payload,
@@ -357,3 +359,24 @@ def test_any_single_field_mutation_anywhere_is_detected_at_that_entry(data, leng
     assert not report.ok
     assert report.first_break.position == index + 1
     assert report.entries_checked == index + 1
+
+
+# Anchoring the head outside the log: truncation and rewriting show at the anchored position.
+
+def test_a_chain_head_is_whole_entries_and_a_lowercase_hash():
+    assert ChainHead(0, GENESIS_HASH).entries == 0
+    assert ChainHead(3, CHAIN[2].entry_hash).head_hash == CHAIN[2].entry_hash
+    for entries, head_hash in [(-1, CHAIN[0].entry_hash), (True, CHAIN[0].entry_hash), (1, CHAIN[0].entry_hash.upper()),
+                               (1, "ab"), (1, GENESIS_HASH), (0, CHAIN[0].entry_hash)]:
+        with pytest.raises(ValidationFailed):
+            ChainHead(entries, head_hash)
+
+
+def test_an_anchor_names_truncation_and_rewriting_and_accepts_the_log_that_holds_it():
+    anchor = ChainHead(10, CHAIN[9].entry_hash)
+    assert anchor_problem(anchor, CHAIN[9].entry_hash, newest_sequence=100) is None
+    assert anchor_problem(anchor, None, newest_sequence=8) == "the log has no entry 10 (its newest is 8): truncated"
+    assert anchor_problem(anchor, CHAIN[8].entry_hash, newest_sequence=12) == (
+        f"its entry 10 hashes to {CHAIN[8].entry_hash} instead: rewritten")
+    # An anchor taken on an empty log holds whatever the log became.
+    assert anchor_problem(ChainHead(0, GENESIS_HASH), None, newest_sequence=0) is None

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from alliance.domain.errors import ValidationFailed
 from settlement.cycles import Cycle, Frequency, cycle_containing
 from settlement.netting import AdjustmentAmount, LineKind, PostingAggregate, build_lines
+from alliance.domain.audit_chain import ChainHead
 from settlement.statements import (
     ContinuityBroken,
     StatementSignatureRejected,
@@ -22,6 +23,7 @@ from settlement.statements import (
     decimal_text,
     due_date_for,
     parse_signature,
+    parse_statement_json,
     render_csv,
     render_json,
     render_signature,
@@ -250,3 +252,47 @@ def test_the_first_break_in_a_chain_is_named():
                     lines=(), net_minor=0, closing_balance_minor=852, rounding_residue_minor=Decimal(0))
     with pytest.raises(ContinuityBroken, match="another partner"):
         check_continuity([cafe_statement(), books])
+
+
+HEAD = ChainHead(42, "ab" * 32)
+
+
+def test_the_audit_chain_head_is_an_additive_field_of_both_documents():
+    anchored = replace(cafe_statement(), audit_chain=HEAD)
+    assert render_json(anchored) == render_json(cafe_statement()).replace(
+        b'{"closing_balance_minor"', b'{"audit_chain":{"entries":42,"head_hash":"' + b"ab" * 32 + b'"},'
+        b'"closing_balance_minor"', 1)
+    identity = "cafe,EUR,2026-03-28T23:00:00Z,2026-03-29T22:00:00Z,2026-04-29"
+    # The CSV keeps its columns; the head is one more record after the closing balance.
+    assert render_csv(anchored) == render_csv(cafe_statement()) + f"{identity},audit_chain,,,,42,{'ab' * 32},,,\r\n".encode()
+
+
+@pytest.mark.parametrize("statement", [cafe_statement(), replace(cafe_statement(), audit_chain=HEAD)],
+                         ids=["without-head", "with-head"])
+def test_a_rendered_statement_parses_back_to_itself(statement):
+    parsed = parse_statement_json(render_json(statement))
+    assert parsed == statement
+    assert render_json(parsed) == render_json(statement) and render_csv(parsed) == render_csv(statement)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"net_minor":-148', b'"net_minor":-147'),  # no longer the sum of the lines
+        (b'"net_minor":-148', b'"net_minor":-148.0'),  # a float where an integer belongs
+        (b'"format":"points-alliance-statement/1"', b'"format":"other/1"'),
+        (b'"due_date":"2026-04-29"', b'"due_date":"29/04/2026"'),
+        (b'"starts_at":"2026-03-28T23:00:00Z"', b'"starts_at":"2026-03-28T23:00:00+01:00"'),
+        (b'"line_kind":"adjustment"', b'"line_kind":"bonus"'),
+        (b'"price_per_point":"0.0125"', b'"price_per_point":"cheap"'),
+        (b'"opening_balance_minor":1000,', b""),
+        (b'"entries":42', b'"entries":-1'),
+    ],
+    ids=["inconsistent-net", "float", "format", "date", "instant-offset", "line-kind", "price", "missing-field",
+         "head-entries"],
+)
+def test_a_document_that_is_not_a_statement_is_refused_with_a_reason(old, new):
+    document = render_json(replace(cafe_statement(), audit_chain=HEAD))
+    assert old in document
+    with pytest.raises(ValidationFailed):
+        parse_statement_json(document.replace(old, new))
