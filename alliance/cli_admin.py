@@ -336,17 +336,19 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
     @click.option("--name", required=True)
     @click.option("--role", "roles", multiple=True, required=True,
                   type=click.Choice(["admin", "finance", "partner_manager", "customer_service"]))
+    @click.option("--person", required=True, help="Handle of the staff person who holds it (alliance staff add-person).")
     @with_app
-    def staff_create_client(app: Flask, name: str, roles: tuple[str, ...]) -> None:
-        """Create a client; its secret is printed once and only a digest is kept."""
+    def staff_create_client(app: Flask, name: str, roles: tuple[str, ...], person: str) -> None:
+        """Create a client of one staff person; its secret is printed once and only a digest is kept."""
         from alliance.services import audit_log, oauth
 
         with hub_state(app).unit_of_work() as uow:
-            created = oauth.create_client(uow.session, name=name, roles=list(roles), now=_now())
+            created = oauth.create_client(uow.session, name=name, roles=list(roles), person=person, now=_now())
             audit_log.append(uow.session, actor=cli_actor(), action="client.create", subject=f"client:{created.client_id}",
-                             now=_now(), after={"name": name, "roles": list(created.roles)})
+                             now=_now(), after={"name": name, "roles": list(created.roles), "person": person})
             uow.commit()
-        click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}")
+        click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}"
+                   f"\nperson={created.person}")
 
     @staff.command("revoke-client")
     @click.argument("client_id")

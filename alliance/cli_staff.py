@@ -1,6 +1,9 @@
-"""Operator commands for people's console logins: ``alliance staff add | list | disable | set-password``.
+"""Operator commands for staff people and their console logins: ``alliance staff add-person | people | add |
+list | disable | set-password``.
 
-They join the ``staff`` group beside the back-office client commands. Passwords are read
+They join the ``staff`` group beside the back-office client commands. A person comes
+first; each console login and each back-office client then names its person, so that
+four-eyes rules see one person behind both. Passwords are read
 from a prompt without echo (or from standard input when it is not a terminal), or made
 up with ``--generate-password`` and printed once; they never appear in arguments, where
 the shell history and the process list would keep them.
@@ -39,22 +42,49 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     staff = main.commands["staff"]
     assert isinstance(staff, click.Group), "the staff group of back-office clients must be registered first"
 
+    @staff.command("add-person")
+    @click.argument("handle")
+    @click.option("--name", required=True, help="The person's full name.")
+    @with_app
+    def staff_add_person(app: Flask, handle: str, name: str) -> None:
+        """Register a staff person, who can then hold console logins and back-office clients."""
+        from alliance.services import staff_people
+
+        with hub_state(app).unit_of_work() as uow:
+            person = staff_people.add_person(uow.session, handle=handle, name=name, actor=cli_actor(), now=_now())
+            uow.commit()
+        click.echo(f"staff person {person.handle} ({person.name}) added")
+
+    @staff.command("people")
+    @with_app
+    def staff_list_people(app: Flask) -> None:
+        """Staff people with how many console logins and back-office clients each holds."""
+        from alliance.services import staff_people
+
+        with hub_state(app).unit_of_work() as uow:
+            people = staff_people.list_people(uow.session)
+        for person in people:
+            click.echo(f"{person.handle}\t{person.name}\t{person.logins} logins\t{person.clients} clients")
+        click.echo(f"{len(people)} staff people")
+
     @staff.command("add")
     @click.argument("username")
     @click.option("--name", "display_name", required=True, help="The person's name, as the console shows it.")
     @click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES))
+    @click.option("--person", required=True, help="Handle of the staff person whose login it is (staff add-person).")
     @click.option("--generate-password", is_flag=True, help="Make up a strong password and print it once.")
     @with_app
-    def staff_add(app: Flask, username: str, display_name: str, roles: tuple[str, ...], generate_password: bool) -> None:
-        """Create a console login; the password is prompted for (hidden) or generated."""
+    def staff_add(app: Flask, username: str, display_name: str, roles: tuple[str, ...], person: str,
+                  generate_password: bool) -> None:
+        """Create a console login of one staff person; the password is prompted for (hidden) or generated."""
         from alliance.services import staff_users
 
         password, generated = _read_password(generate_password)
         with hub_state(app).unit_of_work() as uow:
             user = staff_users.add_user(uow.session, username=username, display_name=display_name, roles=roles,
-                                        password=password, actor=cli_actor(), now=_now())
+                                        person=person, password=password, actor=cli_actor(), now=_now())
             uow.commit()
-        click.echo(f"staff user {user.username} ({user.display_name}) added with roles {user.roles}")
+        click.echo(f"staff user {user.username} ({user.display_name}) of {person} added with roles {user.roles}")
         if generated:
             click.echo(f"password={password}")
 
@@ -62,13 +92,15 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
     @with_app
     def staff_list(app: Flask) -> None:
         """Console logins with their roles, status and last login."""
-        from alliance.services import staff_users
+        from alliance.services import staff_people, staff_users
 
         with hub_state(app).unit_of_work() as uow:
             users = staff_users.list_users(uow.session)
+            handles = staff_people.handles(uow.session)
         for user in users:
             last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
-            click.echo(f"{user.username}\t{user.display_name}\t{user.roles}\t{user.status}\tlast login {last}")
+            click.echo(f"{user.username}\t{user.display_name}\t{user.roles}\t{user.status}\tlast login {last}"
+                       f"\tperson {handles[user.person_id]}")
         click.echo(f"{len(users)} staff users")
 
     @staff.command("disable")

@@ -9,6 +9,7 @@ since a first client has to come from somewhere (``alliance staff create-client`
 from __future__ import annotations
 
 import base64
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,13 +20,14 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 
 from alliance import create_app
 from alliance.cli import main
 from alliance.config import Settings
 from alliance.extensions import HubState, hub_state
 from alliance.models import AuditLogEntry, Member
+from alliance.models.staff import StaffPerson
 from alliance.services import oauth
 from alliance.services.oauth import NewClient
 
@@ -58,10 +60,21 @@ class BackOffice:
         self._clients: dict[tuple[str, ...], NewClient] = {}
         self._tokens: dict[tuple[str, ...], str] = {}
 
-    def register_client(self, *roles: str, name: str = "test staff") -> NewClient:
-        """A new OAuth client for ``roles``, created as ``alliance staff create-client`` would."""
+    def register_client(self, *roles: str, name: str = "test staff", person: str | None = None) -> NewClient:
+        """A new OAuth client for ``roles``, created as ``alliance staff create-client`` would.
+
+        It belongs to ``person`` (who must exist), or else to a new person of its own, so
+        that two clients count as two people unless a test says otherwise. That person is
+        written straight into the table, without the audit entry ``alliance staff
+        add-person`` makes: clients are made lazily, in the middle of tests that count
+        the audit entries their calls add.
+        """
         with self.hub.unit_of_work() as uow:
-            created = oauth.create_client(uow.session, name=name, roles=list(roles), now=datetime.now(timezone.utc))
+            now = datetime.now(timezone.utc)
+            if person is None:
+                person = f"person-{uuid.uuid4().hex[:12]}"
+                uow.session.execute(insert(StaffPerson).values(handle=person, name=name, created_at=now))
+            created = oauth.create_client(uow.session, name=name, roles=list(roles), person=person, now=now)
             uow.commit()
         return created
 

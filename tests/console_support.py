@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 
 from alliance.extensions import HubState, hub_state
 from alliance.models import AuditLogEntry, SettlementRun, SettlementStatement, StatementEvent
-from alliance.services import complaints, ledger, staff_users
+from alliance.services import complaints, ledger, staff_people, staff_users
 from alliance.services.member_verification import set_pin
 from alliance.services.members import enrol_member
 from alliance.services.partners import add_terminal, create_partner, register_key
@@ -32,11 +32,20 @@ COOKIE_NAME = "alliance_console"
 
 
 def add_staff(hub: HubState, username: str, *roles: str, password: str = PASSWORD,
-              display_name: str | None = None) -> None:
-    """Create a console login, as ``alliance staff add`` would."""
+              display_name: str | None = None, person: str | None = None) -> None:
+    """Create a console login, as ``alliance staff add`` would.
+
+    It belongs to ``person`` (who must exist), or else to a new person whose handle is
+    the username, so that two logins count as two people unless a test says otherwise.
+    """
+    now = datetime.now(timezone.utc)
     with hub.unit_of_work() as uow:
+        if person is None:
+            person = username
+            staff_people.add_person(uow.session, handle=person, name=display_name or username.title(),
+                                    actor="cli:test", now=now)
         staff_users.add_user(uow.session, username=username, display_name=display_name or username.title(),
-                             roles=list(roles), password=password, actor="cli:test", now=datetime.now(timezone.utc))
+                             roles=list(roles), person=person, password=password, actor="cli:test", now=now)
         uow.commit()
 
 

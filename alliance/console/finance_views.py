@@ -275,7 +275,7 @@ def _approval_lists():  # type: ignore[no-untyped-def]
 @console.route("/finance/approvals")
 @security.requires(*FINANCE)
 def finance_approvals():  # type: ignore[no-untyped-def]
-    """Adjustments (pending ones to approve or reject, by someone other than the requester) and open disputes."""
+    """Adjustments (pending ones to approve or reject, by another person than the requester) and open disputes."""
     page, page_size = query_page()
     codes, partner, status, adjustments, disputes = _approval_lists()
     newest_first = adjustments[::-1]
@@ -283,7 +283,7 @@ def finance_approvals():  # type: ignore[no-untyped-def]
                                  page_size)
     return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
                            partner=partner, status=status, statuses=ADJUSTMENT_STATUSES, pager=pager_args(),
-                           me=security.actor())
+                           me=security.actor(), person=security.current_staff().person)
 
 
 @console.route("/finance/adjustments.csv")

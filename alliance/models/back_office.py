@@ -12,7 +12,7 @@ from alliance.models.base import Base, IdType, UTCDateTime
 
 
 class OAuthClient(Base):
-    """A back-office system or staff tool allowed to obtain tokens for its roles."""
+    """A back-office system or staff tool allowed to obtain tokens for its roles, held by one person."""
 
     __tablename__ = "oauth_clients"
     __table_args__ = (CheckConstraint("status IN ('active', 'revoked')", name="status"),)
@@ -25,6 +25,9 @@ class OAuthClient(Base):
     roles: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The person answerable for what the client does: four-eyes rules compare people, so
+    # one person's client and console login count as one pair of eyes. Never changed.
+    person_id: Mapped[int] = mapped_column(ForeignKey("staff_people.id"))
 
 
 class OAuthToken(Base):

@@ -1,6 +1,8 @@
-"""People who sign in to the web console, their sessions, and the throttle on guessing.
+"""Staff people, their console logins and sessions, and the throttle on guessing passwords.
 
-A staff user has a username, a display name, some of the back-office roles, and a
+A staff person is a human being; back-office clients and console logins each belong to
+one, so that four-eyes rules can tell two people from one person with two credentials.
+A staff user (a login) has a username, a display name, some of the back-office roles, and a
 password kept only as a slow, salted scrypt hash. A console session is a row keyed by a
 digest of a random nonce that the signed session cookie carries, so that logging out,
 disabling a user or an expired session ends it on the server, not only in the browser.
@@ -21,8 +23,24 @@ from sqlalchemy.orm import Mapped, mapped_column
 from alliance.models.base import Base, IdType, UTCDateTime
 
 
+class StaffPerson(Base):
+    """A human being on the staff, behind any number of console logins and back-office clients.
+
+    Four-eyes rules ask for two people, not two credentials: every console login and
+    every back-office client belongs to exactly one person, for good, and the rules
+    compare the people behind the actors.
+    """
+
+    __tablename__ = "staff_people"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class StaffUser(Base):
-    """A person with a console login and some back-office roles."""
+    """A console login of one person, with some back-office roles."""
 
     __tablename__ = "staff_users"
     __table_args__ = (
@@ -39,6 +57,8 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Whose login this is; never changed (see StaffPerson).
+    person_id: Mapped[int] = mapped_column(ForeignKey("staff_people.id"))
 
 
 class StaffSession(Base):

@@ -127,14 +127,16 @@ def refuse_in_production(environment: str) -> None:
 
 def seed_demo_staff(session: Session, *, now: datetime, environment: str) -> list[str]:
     """Create the demo console logins that are missing; returns one line per login, for printing."""
-    from alliance.services import staff_users
+    from alliance.services import staff_people, staff_users
 
     refuse_in_production(environment)
     existing = {user.username for user in staff_users.list_users(session)}
     lines = []
     for username, display_name, role in DEMO_STAFF:
         if username not in existing:
+            # Each demo login is its own person, so two of them make the four eyes an approval needs.
+            staff_people.add_person(session, handle=username, name=display_name, actor="cli:seed-demo", now=now)
             staff_users.add_user(session, username=username, display_name=display_name, roles=[role],
-                                 password=DEMO_STAFF_PASSWORD, actor="cli:seed-demo", now=now)
+                                 person=username, password=DEMO_STAFF_PASSWORD, actor="cli:seed-demo", now=now)
         lines.append(f"  {role:<17} username {username:<13} password {DEMO_STAFF_PASSWORD}")
     return lines

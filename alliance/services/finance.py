@@ -42,7 +42,7 @@ from alliance.models import (
     StatementEvent,
     StatementLineDispute,
 )
-from alliance.services import audit_log
+from alliance.services import audit_log, staff_people
 from alliance.services.settlement_closing import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
 
@@ -182,8 +182,11 @@ def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, ac
     ).scalar_one_or_none()
     if adjustment is None:
         raise NotFound(f"no adjustment {adjustment_id}")
-    if adjustment.requested_by == actor:
-        raise SameApprover("an adjustment must be decided by another staff client than the one that requested it")
+    # Four eyes means two people: a back-office client and a console login of the same
+    # person are one pair of eyes, so the people behind the two actors are compared.
+    if staff_people.same_person(session, adjustment.requested_by, actor):
+        raise SameApprover("an adjustment must be decided by another person than the one who requested it "
+                           "(whether through a back-office client or a console login)")
     if adjustment.status != "pending":
         raise AlreadyDecided(f"adjustment {adjustment_id} is already {adjustment.status}")
     status = DECISIONS[decision]

@@ -1,4 +1,8 @@
-"""Back-office clients and their bearer tokens (OAuth 2 client credentials)."""
+"""Back-office clients and their bearer tokens (OAuth 2 client credentials).
+
+Every client belongs to one staff person (``staff_people``), named when it is created
+and never changed, so that four-eyes rules can compare the people behind two actors.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.models import OAuthClient, OAuthToken
+from alliance.models.staff import StaffPerson
+from alliance.services.staff_people import person_id_of
 
 ROLES = ("admin", "finance", "partner_manager", "customer_service")
 TOKEN_LIFETIME = timedelta(hours=1)
@@ -26,14 +32,16 @@ class NewClient:
     client_id: str
     client_secret: str
     roles: tuple[str, ...]
+    person: str
 
 
 @dataclass(frozen=True, slots=True)
 class TokenGrant:
-    """What a valid bearer token lets its holder do."""
+    """What a valid bearer token lets its holder do, and who holds it."""
 
     client_id: str
     roles: frozenset[str]
+    person: str
 
 
 def secret_digest(secret: str) -> str:
@@ -49,16 +57,18 @@ def validate_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(role for role in ROLES if role in roles)
 
 
-def create_client(session: Session, *, name: str, roles: list[str] | tuple[str, ...], now: datetime) -> NewClient:
-    """Register a back-office client for some roles; returns its id and one-time secret."""
+def create_client(session: Session, *, name: str, roles: list[str] | tuple[str, ...], person: str,
+                  now: datetime) -> NewClient:
+    """Register a back-office client of one staff person for some roles; returns its id and one-time secret."""
     roles = validate_roles(roles)
+    person_id = person_id_of(session, person)
     client_id = "bo_" + secrets.token_hex(8)
     client_secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES)
     session.execute(insert(OAuthClient).values(
         client_id=client_id, client_secret_hash=secret_digest(client_secret), name=name, roles=" ".join(roles),
-        status="active", created_at=now,
+        status="active", created_at=now, person_id=person_id,
     ))
-    return NewClient(client_id=client_id, client_secret=client_secret, roles=roles)
+    return NewClient(client_id=client_id, client_secret=client_secret, roles=roles, person=person)
 
 
 def revoke_client(session: Session, *, client_id: str, now: datetime) -> None:
@@ -93,11 +103,12 @@ def store_token(session: Session, *, client: OAuthClient, access_token: str, sco
 def grant_for_token(session: Session, *, access_token: str, now: datetime) -> TokenGrant | None:
     """The roles a presented token grants, or None when it is unknown, expired or revoked."""
     row = session.execute(
-        select(OAuthToken.scope, OAuthClient.client_id)
+        select(OAuthToken.scope, OAuthClient.client_id, StaffPerson.handle)
         .join(OAuthClient, OAuthClient.id == OAuthToken.client_id)
+        .join(StaffPerson, StaffPerson.id == OAuthClient.person_id)
         .where(OAuthToken.access_token_hash == secret_digest(access_token), OAuthToken.revoked_at.is_(None),
                OAuthToken.expires_at > now, OAuthClient.status == "active")
     ).first()
     if row is None:
         return None
-    return TokenGrant(client_id=row.client_id, roles=frozenset(row.scope.split()))
+    return TokenGrant(client_id=row.client_id, roles=frozenset(row.scope.split()), person=row.handle)

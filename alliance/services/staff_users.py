@@ -30,8 +30,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.models import StaffSession, StaffUser
+from alliance.models.staff import StaffPerson
 from alliance.services import audit_log, login_throttle
 from alliance.services.oauth import validate_roles
+from alliance.services.staff_people import person_id_of
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 MIN_PASSWORD_CHARACTERS = 12
@@ -68,6 +70,8 @@ class StaffIdentity:
     display_name: str
     roles: frozenset[str]
     session_id: int
+    # The handle of the staff person whose login this is (four-eyes rules compare people).
+    person: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +107,8 @@ def _user(session: Session, username: str, *, lock: bool = False) -> StaffUser:
 
 
 def add_user(session: Session, *, username: str, display_name: str, roles: list[str] | tuple[str, ...],
-             password: str, actor: str, now: datetime) -> StaffUser:
-    """Create an active staff user with some back-office roles."""
+             person: str, password: str, actor: str, now: datetime) -> StaffUser:
+    """Create an active console login of one staff person, with some back-office roles."""
     if not USERNAME_PATTERN.match(username or ""):
         raise ValidationFailed("a username is 2-64 lowercase letters, digits, '.', '_' or '-'",
                                fields={"username": ["malformed"]})
@@ -112,15 +116,17 @@ def add_user(session: Session, *, username: str, display_name: str, roles: list[
     if not display_name or len(display_name) > 200:
         raise ValidationFailed("a display name has 1-200 characters", fields={"display_name": ["length"]})
     checked_roles = validate_roles(list(roles))
+    password_hash = generate_password_hash(_checked_password(password), method=PASSWORD_METHOD)
+    person_id = person_id_of(session, person)
     if session.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
         raise Conflict(f"staff user {username!r} already exists")
     user_id = session.execute(insert(StaffUser).values(
-        username=username, display_name=display_name, roles=" ".join(checked_roles),
-        password_hash=generate_password_hash(_checked_password(password), method=PASSWORD_METHOD),
-        status="active", password_changed_at=now, created_at=now,
+        username=username, display_name=display_name, roles=" ".join(checked_roles), password_hash=password_hash,
+        status="active", password_changed_at=now, created_at=now, person_id=person_id,
     ).returning(StaffUser.id)).scalar_one()
     audit_log.append(session, actor=actor, action="staff.add", subject=f"staff:{username}", now=now,
-                     after={"display_name": display_name, "roles": list(checked_roles), "status": "active"})
+                     after={"display_name": display_name, "roles": list(checked_roles), "status": "active",
+                            "person": person})
     return session.get_one(StaffUser, user_id)
 
 
@@ -186,8 +192,9 @@ def log_in(session: Session, *, username: str, password: str, remote_address: st
     ).returning(StaffSession.id)).scalar_one()
     audit_log.append(session, actor=f"console:{user.username}", action="staff.login",
                      subject=f"staff:{user.username}", now=now)
+    person = session.scalar(select(StaffPerson.handle).where(StaffPerson.id == user.person_id))
     return StartedSession(nonce, StaffIdentity(user.id, user.username, user.display_name,
-                                               frozenset(user.roles.split()), session_id))
+                                               frozenset(user.roles.split()), session_id, person))
 
 
 def _refuse(session: Session, attempt: login_throttle.Attempt, user: StaffUser | None, now: datetime) -> NoReturn:
@@ -205,19 +212,21 @@ def _refuse(session: Session, attempt: login_throttle.Attempt, user: StaffUser |
 def identity_for(session: Session, *, nonce: str, now: datetime) -> StaffIdentity | None:
     """The live session's user with their current roles, or None (ending a session that has timed out)."""
     row = session.execute(
-        select(StaffSession, StaffUser).join(StaffUser, StaffUser.id == StaffSession.user_id)
+        select(StaffSession, StaffUser, StaffPerson.handle).join(StaffUser, StaffUser.id == StaffSession.user_id)
+        .join(StaffPerson, StaffPerson.id == StaffUser.person_id)
         .where(StaffSession.nonce_hash == _nonce_digest(nonce), StaffSession.ended_at.is_(None))
     ).first()
     if row is None:
         return None
-    staff_session, user = row
+    staff_session, user, person = row
     if user.status != "active" or now - staff_session.last_seen_at > IDLE_TIMEOUT \
             or now - staff_session.created_at > SESSION_LIFETIME:
         session.execute(update(StaffSession).where(StaffSession.id == staff_session.id).values(ended_at=now))
         return None
     if now - staff_session.last_seen_at >= LAST_SEEN_RESOLUTION:
         session.execute(update(StaffSession).where(StaffSession.id == staff_session.id).values(last_seen_at=now))
-    return StaffIdentity(user.id, user.username, user.display_name, frozenset(user.roles.split()), staff_session.id)
+    return StaffIdentity(user.id, user.username, user.display_name, frozenset(user.roles.split()), staff_session.id,
+                         person)
 
 
 def log_out(session: Session, *, nonce: str, now: datetime) -> None:

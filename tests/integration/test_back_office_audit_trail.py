@@ -79,7 +79,9 @@ def _every_kind_of_change(bo: BackOffice) -> list[tuple[str, str, str]]:
     numbers = _member_numbers(hub, sender.member_id, receiver.member_id)
     did(cs, "member.transfer", f"member:{numbers[0]}",
         bo.post("/transfers", {"from_member": numbers[0], "to_member": numbers[1], "points": 10}, role=cs), 201)
-    created = bo.post("/clients", {"name": "reporting", "roles": ["finance"]}, role=admin)
+    did(admin, "staff.person.add", "person:rita", bo.post("/people", {"handle": "rita", "name": "Rita Reports"},
+                                                          role=admin), 201)
+    created = bo.post("/clients", {"name": "reporting", "roles": ["finance"], "person": "rita"}, role=admin)
     did(admin, "client.create", f"client:{created.body.get('client_id')}", created, 201)
     did(admin, "client.revoke", f"client:{created.body['client_id']}",
         bo.post(f"/clients/{created.body['client_id']}/revocation", role=admin), 204)

@@ -54,6 +54,7 @@ class World:
     complaint_id: int
     spare_key_id: str
     spare_client_id: str
+    person: str
     statement_id: int
     cycle_ends_at: str
     adjustment_id: int = 0
@@ -111,7 +112,7 @@ def _world(bo: BackOffice) -> World:
     period, grade_alert_id = _graded_period(bo)
     return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
                  _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
-                 closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
+                 spare_client.person, closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
                  dispute.id, period, grade_alert_id)
 
 
@@ -208,7 +209,8 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("GET", f"{b}/complaints"): Sample(query={"status": "open"}),
         ("POST", f"{b}/complaints"): Sample(json={"partner": "shop", "category": "other", "description": "rude"}),
         ("POST", f"{b}/complaints/<int:complaint_id>/transitions"): Sample(json={"status": "investigating"}),
-        ("POST", f"{b}/clients"): Sample(json={"name": "new system", "roles": ["finance"]}),
+        ("POST", f"{b}/clients"): Sample(json={"name": "new system", "roles": ["finance"], "person": world.person}),
+        ("POST", f"{b}/people"): Sample(json={"handle": "role-person", "name": "Role Person"}),
         ("POST", f"{b}/clients/<client_id>/revocation"): Sample(json={}),
         ("GET", f"{b}/audit-log"): Sample(query={"limit": "5"}),
         ("POST", f"{b}/settlement/closings"): Sample(json={"partner": "shop"}),
@@ -439,15 +441,21 @@ def test_a_revoked_client_loses_its_tokens_and_cannot_get_new_ones(app):
 
 def test_admin_creates_a_client_whose_secret_is_shown_once_and_works(app):
     bo = BackOffice(app)
-    reply = bo.post("/clients", {"name": "crm sync", "roles": ["customer_service", "customer_service"]}, role="admin")
+    assert bo.post("/people", {"handle": "cora", "name": "Cora Sync"}, role="admin").status == 201
+    reply = bo.post("/clients", {"name": "crm sync", "roles": ["customer_service", "customer_service"],
+                                 "person": "cora"}, role="admin")
     assert reply.status == 201, reply.body
-    assert reply.body["roles"] == ["customer_service"]
+    assert reply.body["roles"] == ["customer_service"] and reply.body["person"] == "cora"
     token = bo.request_token(reply.body["client_id"], reply.body["client_secret"])
     assert token.status == 200 and token.body["scope"] == "customer_service"
-    bad_role = bo.post("/clients", {"name": "x", "roles": ["superuser"]}, role="admin")
-    no_roles = bo.post("/clients", {"name": "x", "roles": []}, role="admin")
+    bad_role = bo.post("/clients", {"name": "x", "roles": ["superuser"], "person": "cora"}, role="admin")
+    no_roles = bo.post("/clients", {"name": "x", "roles": [], "person": "cora"}, role="admin")
+    no_person = bo.post("/clients", {"name": "x", "roles": ["finance"]}, role="admin")
+    unknown_person = bo.post("/clients", {"name": "x", "roles": ["finance"], "person": "nobody"}, role="admin")
     assert (bad_role.status, bad_role.code) == (422, "validation_failed")
     assert (no_roles.status, no_roles.code) == (422, "validation_failed")
+    assert (no_person.status, no_person.code) == (422, "validation_failed") and "person" in no_person.body["errors"]
+    assert (unknown_person.status, unknown_person.code) == (404, "not_found")
     assert reply.body["client_secret"] not in raw_table_text(bo.hub, "oauth_clients")
 
 

@@ -79,9 +79,15 @@ def test_qualifying_spend_sets_the_tier_that_the_next_purchase_earns_with(app):
 
 def test_staff_create_client_prints_credentials_that_work_at_the_token_endpoint(app):
     bo = BackOffice(app)
+    no_person = run_cli(app, "staff", "create-client", "--name", "ops console", "--role", "admin")
+    assert no_person.exit_code == 2 and "--person" in no_person.output
+    unknown_person = run_cli(app, "staff", "create-client", "--name", "ops", "--role", "admin", "--person", "opal")
+    assert unknown_person.exit_code == 1 and "alliance staff add-person" in unknown_person.output
+    assert run_cli(app, "staff", "add-person", "opal", "--name", "Opal Ops").exit_code == 0
     result = run_cli(app, "staff", "create-client", "--name", "ops console", "--role", "admin",
-                     "--role", "finance")
+                     "--role", "finance", "--person", "opal")
     assert result.exit_code == 0, result.output
+    assert re.search(r"^person=opal$", result.output, re.MULTILINE)
     client_id = re.search(r"^client_id=(\S+)$", result.output, re.MULTILINE).group(1)
     client_secret = re.search(r"^client_secret=(\S+)$", result.output, re.MULTILINE).group(1)
     assert re.search(r"^roles=admin finance$", result.output, re.MULTILINE)
@@ -90,8 +96,10 @@ def test_staff_create_client_prints_credentials_that_work_at_the_token_endpoint(
     assert set(token.body["scope"].split()) == {"admin", "finance"}
     audit_log = bo.call("GET", "/audit-log", token=token.body["access_token"])
     assert audit_log.status == 200 and audit_log.body["chain_ok"] is True
-    created_entry = audit_entries(bo.hub)[0]
+    person_entry, created_entry = audit_entries(bo.hub)[:2]
+    assert (person_entry.action, person_entry.subject) == ("staff.person.add", "person:opal")
     assert (created_entry.action, created_entry.subject) == ("client.create", f"client:{client_id}")
+    assert created_entry.after["person"] == "opal"
     assert created_entry.actor.startswith("cli:")
     assert client_secret not in str(created_entry.after)
 
@@ -104,7 +112,7 @@ def test_staff_create_client_prints_credentials_that_work_at_the_token_endpoint(
 
     unknown = run_cli(app, "staff", "revoke-client", "bo_0000000000000000")
     assert unknown.exit_code == 1 and "no client" in unknown.output
-    bad_role = run_cli(app, "staff", "create-client", "--name", "x", "--role", "root")
+    bad_role = run_cli(app, "staff", "create-client", "--name", "x", "--role", "root", "--person", "opal")
     assert bad_role.exit_code == 2
 
 

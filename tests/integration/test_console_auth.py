@@ -295,8 +295,8 @@ def test_short_passwords_and_unknown_roles_are_refused(app):
     hub = hub_state(app)
     with hub.unit_of_work() as uow:
         with pytest.raises(staff_users.ValidationFailed):
-            staff_users.add_user(uow.session, username="fiona", display_name="F", roles=["finance"], password="short",
-                                 actor="t", now=datetime.now(timezone.utc))
+            staff_users.add_user(uow.session, username="fiona", display_name="F", roles=["finance"], person="fiona",
+                                 password="short", actor="t", now=datetime.now(timezone.utc))
         with pytest.raises(staff_users.ValidationFailed):
-            staff_users.add_user(uow.session, username="fiona", display_name="F", roles=["root"], password=PASSWORD,
-                                 actor="t", now=datetime.now(timezone.utc))
+            staff_users.add_user(uow.session, username="fiona", display_name="F", roles=["root"], person="fiona",
+                                 password=PASSWORD, actor="t", now=datetime.now(timezone.utc))

@@ -6,14 +6,19 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select, text, update
 
 from alliance.extensions import hub_state
 from alliance.models import Partner, SettlementStatement
-from alliance.services import settlement_closing
-from tests.console_support import audit_actions, build_alliance, settlement_counts, signed_in, text_of
+from alliance.services import finance as finance_service
+from alliance.services import settlement_closing, staff_people
+from tests.back_office_support import BackOffice
+from tests.console_support import (
+    ConsoleClient, add_staff, audit_actions, build_alliance, settlement_counts, signed_in, text_of,
+)
 
 CYCLES = "/console/finance/cycles"
 
@@ -162,7 +167,7 @@ def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
     adjustment_id = int(re.search(r"/console/finance/adjustments/(\d+)/decision", page.get_data(as_text=True)).group(1))
     own = finance.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
     assert own.status_code == 303
-    assert "must be decided by another staff client" in text_of(finance.get("/console/finance/approvals"))
+    assert "must be decided by another person" in text_of(finance.get("/console/finance/approvals"))
     colleague = signed_in(app, "ada", "admin")
     colleague.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
     approved = text_of(colleague.get("/console/finance/approvals", status="approved"))
@@ -171,6 +176,55 @@ def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
     assert ("console:ada", "adjustment.approve", f"adjustment:{adjustment_id}") in audit_actions(hub)
     exported = list(csv.DictReader(io.StringIO(colleague.get("/console/finance/adjustments.csv").get_data(as_text=True))))
     assert [(row["reference"], row["status"], row["decided_by"]) for row in exported] == [("ADJ-7", "approved", "console:ada")]
+
+
+def _pending_adjustment_id(hub, reference: str) -> int:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return next(item.id for item in finance_service.list_adjustments(uow.session, status="pending")
+                    if item.reference == reference)
+
+
+def _status_of(hub, adjustment_id: int) -> str:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return finance_service.adjustment_by_id(uow.session, adjustment_id).status
+
+
+def test_four_eyes_compares_people_so_one_persons_client_and_login_cannot_approve_their_own(app, finance):
+    hub = hub_state(app)
+    # Ines holds a finance back-office client and a finance console login: one person, two credentials.
+    with hub.unit_of_work() as uow:
+        staff_people.add_person(uow.session, handle="ines", name="Ines Twohats", actor="cli:test",
+                                now=datetime.now(timezone.utc))
+        uow.commit()
+    add_staff(hub, "ines", "finance", person="ines")
+    ines_console = ConsoleClient(app)
+    assert ines_console.login("ines").status_code == 303
+    assert "person ines" in text_of(ines_console.get("/console/finance/approvals"))
+    bo = BackOffice(app)
+    ines_client = bo.register_client("finance", name="ines's script", person="ines")
+    ines_token = bo.request_token(ines_client.client_id, ines_client.client_secret).body["access_token"]
+
+    by_api = bo.call("POST", "/settlement/adjustments", token=ines_token, json={
+        "partner": "aurora", "amount_minor": 2500, "reason": "missed fee", "reference": "ADJ-API-9"})
+    assert by_api.status == 201, by_api.body
+    ines_console.post(f"/console/finance/adjustments/{by_api.body['id']}/decision", {"decision": "approve"})
+    assert "must be decided by another person" in text_of(ines_console.get("/console/finance/approvals"))
+    assert _status_of(hub, by_api.body["id"]) == "pending"
+
+    ines_console.post("/console/finance/adjustments", {"partner": "aurora", "amount_minor": "-700",
+                                                       "reason": "goodwill", "reference": "ADJ-CON-9"})
+    in_console = _pending_adjustment_id(hub, "ADJ-CON-9")
+    refused = bo.call("POST", f"/settlement/adjustments/{in_console}/decision", token=ines_token,
+                      json={"decision": "approve"})
+    assert (refused.status, refused.code) == (409, "same_approver")
+    assert _status_of(hub, in_console) == "pending"
+
+    # Two different people can: Fiona in the console, another person's client through the API.
+    finance.post(f"/console/finance/adjustments/{by_api.body['id']}/decision", {"decision": "approve"})
+    colleague = bo.call("POST", f"/settlement/adjustments/{in_console}/decision", token=bo.token("finance"),
+                        json={"decision": "approve"})
+    assert colleague.status == 200, colleague.body
+    assert (_status_of(hub, by_api.body["id"]), _status_of(hub, in_console)) == ("approved", "approved")
 
 
 def test_disputes_open_on_a_line_and_are_resolved_from_the_approvals_page(app, finance):

@@ -1,9 +1,10 @@
-"""``alliance staff add | list | disable | set-password`` and the demo's console logins."""
+"""``alliance staff add-person | people | add | list | disable | set-password`` and the demo's console logins."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from alliance.cli import main
@@ -18,11 +19,21 @@ def run_with_input(app, text: str, *arguments: str):  # type: ignore[no-untyped-
         return CliRunner().invoke(main, list(arguments), input=text, catch_exceptions=False)
 
 
+ADD_CASS = ("staff", "add", "cass", "--person", "cass", "--name", "Cass")
+
+
+@pytest.fixture(autouse=True)
+def people(app):  # type: ignore[no-untyped-def]
+    """The staff people the logins below belong to."""
+    for handle, name in (("fiona", "Fiona Finance"), ("cass", "Cass Service")):
+        assert run_cli(app, "staff", "add-person", handle, "--name", name).exit_code == 0
+
+
 def test_staff_add_with_a_generated_password_prints_it_once_and_it_works(app):
-    added = run_cli(app, "staff", "add", "fiona", "--name", "Fiona Finance", "--role", "finance", "--role", "admin",
-                    "--generate-password")
+    added = run_cli(app, "staff", "add", "fiona", "--person", "fiona", "--name", "Fiona Finance", "--role", "finance",
+                    "--role", "admin", "--generate-password")
     assert added.exit_code == 0, added.output
-    assert "staff user fiona (Fiona Finance) added with roles admin finance" in added.output
+    assert "staff user fiona (Fiona Finance) of fiona added with roles admin finance" in added.output
     password = re.search(r"^password=(\S+)$", added.output, re.M).group(1)
     assert len(password) >= 20
     assert ConsoleClient(app).login("fiona", password).status_code == 303
@@ -31,27 +42,35 @@ def test_staff_add_with_a_generated_password_prints_it_once_and_it_works(app):
 
 
 def test_staff_add_reads_the_password_from_standard_input_and_never_echoes_it(app):
-    added = run_with_input(app, PASSWORD + "\n", "staff", "add", "cass", "--name", "Cass", "--role", "customer_service")
+    added = run_with_input(app, PASSWORD + "\n", *ADD_CASS, "--role", "customer_service")
     assert added.exit_code == 0, added.output
     assert PASSWORD not in added.output
     assert ConsoleClient(app).login("cass", PASSWORD).status_code == 303
 
 
 def test_staff_add_refuses_bad_input_without_a_traceback(app):
-    short = run_with_input(app, "short\n", "staff", "add", "cass", "--name", "Cass", "--role", "customer_service")
+    short = run_with_input(app, "short\n", *ADD_CASS, "--role", "customer_service")
     assert short.exit_code == 1 and "12-256 characters" in short.output
-    unknown_role = run_with_input(app, PASSWORD + "\n", "staff", "add", "cass", "--name", "Cass", "--role", "root")
+    unknown_role = run_with_input(app, PASSWORD + "\n", *ADD_CASS, "--role", "root")
     assert unknown_role.exit_code == 2
-    run_with_input(app, PASSWORD + "\n", "staff", "add", "cass", "--name", "Cass", "--role", "customer_service")
-    twice = run_with_input(app, PASSWORD + "\n", "staff", "add", "cass", "--name", "Cass", "--role", "finance")
+    run_with_input(app, PASSWORD + "\n", *ADD_CASS, "--role", "customer_service")
+    twice = run_with_input(app, PASSWORD + "\n", *ADD_CASS, "--role", "finance")
     assert twice.exit_code == 1 and "already exists" in twice.output
+    no_person = run_with_input(app, PASSWORD + "\n", "staff", "add", "dana", "--name", "Dana", "--role", "finance")
+    assert no_person.exit_code == 2 and "--person" in no_person.output
+    unknown_person = run_with_input(app, PASSWORD + "\n", "staff", "add", "dana", "--person", "dana", "--name", "Dana",
+                                    "--role", "finance")
+    assert unknown_person.exit_code == 1 and "alliance staff add-person" in unknown_person.output
 
 
 def test_staff_list_disable_and_set_password(app):
     hub = hub_state(app)
-    run_with_input(app, PASSWORD + "\n", "staff", "add", "fiona", "--name", "Fiona", "--role", "finance")
+    run_with_input(app, PASSWORD + "\n", "staff", "add", "fiona", "--person", "fiona", "--name", "Fiona",
+                   "--role", "finance")
+    assert "fiona\tFiona Finance\t1 logins\t0 clients" in run_cli(app, "staff", "people").output
     listed = run_cli(app, "staff", "list")
-    assert "fiona\tFiona\tfinance\tactive\tlast login never" in listed.output and "1 staff users" in listed.output
+    assert "fiona\tFiona\tfinance\tactive\tlast login never\tperson fiona" in listed.output
+    assert "1 staff users" in listed.output
     browser = ConsoleClient(app)
     browser.login("fiona", PASSWORD)
     reset = run_cli(app, "staff", "set-password", "fiona", "--generate-password")

@@ -22,7 +22,7 @@ from alliance.api.partner.schemas import ProblemOutput
 from alliance.domain.errors import AllianceError, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, Card, Partner
-from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin
+from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin, staff_people
 from alliance.services.accounts import member_balances
 from alliance.services.partners import PartnerTerms
 
@@ -485,15 +485,33 @@ class Clients(MethodView):
     @require_role("admin")
     @admin_blueprint.arguments(s.ClientInput)
     @admin_blueprint.response(201, s.ClientOutput)
-    @documented(admin_blueprint, 422)
+    @documented(admin_blueprint, 404, 422)
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
-        """Register a back-office client for some roles; the secret is shown once."""
+        """Register a back-office client of one staff person for some roles; the secret is shown once."""
         with _state().unit_of_work() as uow:
-            created = oauth.create_client(uow.session, name=data["name"], roles=data["roles"], now=_now())
+            created = oauth.create_client(uow.session, name=data["name"], roles=data["roles"], person=data["person"],
+                                          now=_now())
             audit_log.append(uow.session, actor=actor(), action="client.create", subject=f"client:{created.client_id}",
-                             now=_now(), after={"name": data["name"], "roles": list(created.roles)})
+                             now=_now(), after={"name": data["name"], "roles": list(created.roles),
+                                                "person": created.person})
             uow.commit()
-        return {"client_id": created.client_id, "client_secret": created.client_secret, "roles": list(created.roles)}
+        return {"client_id": created.client_id, "client_secret": created.client_secret, "roles": list(created.roles),
+                "person": created.person}
+
+
+@admin_blueprint.route("/people")
+class People(MethodView):
+    @require_role("admin")
+    @admin_blueprint.arguments(s.PersonInput)
+    @admin_blueprint.response(201, s.PersonOutput)
+    @documented(admin_blueprint, 409, 422)
+    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+        """Register a staff person, who can then hold clients and console logins (four eyes compares people)."""
+        with _state().unit_of_work() as uow:
+            person = staff_people.add_person(uow.session, handle=data["handle"], name=data["name"], actor=actor(),
+                                             now=_now())
+            uow.commit()
+            return {"handle": person.handle, "name": person.name, "created_at": person.created_at}
 
 
 @admin_blueprint.route("/clients/<client_id>/revocation")

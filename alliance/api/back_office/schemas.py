@@ -316,13 +316,31 @@ class AuditOutput(Schema):
     first_break = fields.String(allow_none=True)
 
 
+PERSON_HANDLE = WholeValue(r"^[a-z0-9][a-z0-9._-]{1,63}$",
+                           error="a person's handle is 2-64 lowercase letters, digits, '.', '_' or '-'")
+
+
 class ClientInput(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     roles = fields.List(fields.String(validate=validate.OneOf(ROLES)), required=True, validate=validate.Length(1, 4))
+    person = fields.String(required=True, validate=PERSON_HANDLE,
+                           metadata={"description": "Handle of the staff person who holds the client (POST /people)."})
 
 
 class ClientOutput(Schema):
     client_id = fields.String()
     client_secret = fields.String(metadata={"description": "Shown once; only a digest is kept."})
     roles = fields.List(fields.String())
+    person = fields.String()
+
+
+class PersonInput(StrictSchema):
+    handle = fields.String(required=True, validate=PERSON_HANDLE)
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class PersonOutput(Schema):
+    handle = fields.String()
+    name = fields.String()
+    created_at = fields.AwareDateTime()
 
