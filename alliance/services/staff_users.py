@@ -11,8 +11,9 @@ at will. A session is a row found by the SHA-256 of a random nonce carried in th
 cookie: logout, disabling the user, the idle timeout and the absolute lifetime all end
 it here, whatever the browser still holds.
 
-Every change to an account (created, disabled, password set, locked out) and every
-login and logout goes to the audit log in the same transaction, without the password.
+Every change to an account (created, disabled, password set), the moment a known
+account starts backing off from one address, and every login and logout go to the
+audit log in the same transaction, without the password or the address.
 """
 
 from __future__ import annotations
