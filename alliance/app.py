@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from alliance.api.converters import DatabaseIdConverter
 from alliance.config import Settings
@@ -88,6 +89,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # After the request id is assigned, so that its refusal names the request like any other.
     hardening.init_app(app)
     cli.init_app(app)
+    if settings.proxy_hops:
+        # Behind a proxy every request comes from the proxy's address; the login throttle
+        # and the logs need the client's, which only the trusted hops' headers carry.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,  # type: ignore[method-assign]
+                                x_proto=settings.proxy_hops)
     return app
 
 

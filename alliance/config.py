@@ -52,6 +52,8 @@ class Settings:
     partner_rate_per_s: int = 100
     partner_burst: int = 200
     partner_max_in_flight: int = 32
+    # Reverse proxies in front of the hub that set X-Forwarded-For and -Proto (HAProxy: 1).
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -100,6 +102,8 @@ class Settings:
         self.grading_config()
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
+        if not 0 <= self.proxy_hops <= 5:
+            raise ConfigurationError("ALLIANCE_PROXY_HOPS must be between 0 and 5 (the proxies in front of the hub)")
         for name in ("partner_rate_per_s", "partner_burst", "partner_max_in_flight"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must not be negative (0 switches the limit off)")

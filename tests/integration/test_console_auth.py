@@ -300,3 +300,20 @@ def test_short_passwords_and_unknown_roles_are_refused(app):
         with pytest.raises(staff_users.ValidationFailed):
             staff_users.add_user(uow.session, username="fiona", display_name="F", roles=["root"], person="fiona",
                                  password=PASSWORD, actor="t", now=datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize("proxy_hops", [0, 1])
+def test_behind_a_trusted_proxy_the_throttle_sees_each_clients_own_address(app, tmp_path, proxy_hops):
+    hub = hub_state(app)
+    add_staff(hub, "fiona", "finance")
+    with other_hub(hub, tmp_path / "proxied", proxy_hops=proxy_hops) as proxied:
+        # Every browser reaches the hub through one load balancer at 10.0.0.2.
+        attacker = ConsoleClient(proxied, remote_address="10.0.0.2")
+        attacker.client.environ_base["HTTP_X_FORWARDED_FOR"] = "198.51.100.7"
+        for _ in range(login_throttle.PAIR_FREE_FAILURES + 1):
+            assert attacker.login("fiona", "guess").status_code == 401
+        owner = ConsoleClient(proxied, remote_address="10.0.0.2")
+        owner.client.environ_base["HTTP_X_FORWARDED_FOR"] = "203.0.113.5"
+        # Without ALLIANCE_PROXY_HOPS both share the proxy's address, so the owner waits
+        # out the attacker's backoff; with it, each is judged by its own address.
+        assert owner.login("fiona").status_code == (303 if proxy_hops else 401)
