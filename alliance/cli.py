@@ -7,7 +7,9 @@ import json
 import os
 import socket
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -160,30 +162,65 @@ def _close_demo_cycles(state, now: datetime) -> None:  # type: ignore[no-untyped
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document and nothing else.")
+@click.option("--checkpoints", "checkpoint_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also check the log against checkpoints exported with 'alliance audit-checkpoints export' "
+                   "(repeatable).")
 @_with_app
-def audit(app: Flask, as_json: bool) -> None:
+def audit(app: Flask, as_json: bool, checkpoint_files: tuple[Path, ...]) -> None:
     """Recompute the books and check every invariant; exit 1 naming the first problem."""
     from alliance.services.audit import run_audit
+    from alliance.services.audit_checkpoints import parse_export
 
+    signer = hub_state(app).statement_signer
+    copies = [item for path in checkpoint_files for item in parse_export(path.read_bytes())]
     with hub_state(app).unit_of_work() as uow:
-        report = run_audit(uow.session)
+        report = run_audit(uow.session, statement_keys={signer.key_id: signer.signing_key.public_key()},
+                           checkpoint_copies=copies)
+    failure = report.first_failure
     if as_json:
+        # Only the document on stdout, so a script can parse it; the exit status says pass or fail.
         click.echo(json.dumps({
             "ok": report.ok,
-            "checks": [check.__dict__ for check in report.checks],
+            "first_failure": None if failure is None else asdict(failure),
+            "checks": [asdict(check) for check in report.checks],
             "totals": report.totals,
         }, indent=2))
-    else:
-        for check in report.checks:
-            mark = "ok  " if not check.problems else "FAIL"
-            click.echo(f"{mark} {check.name}: {check.description}" + (f" ({check.problems} problems)" if check.problems else ""))
-        click.echo("totals: " + ", ".join(f"{name}={value}" for name, value in report.totals.items()))
-    failure = report.first_failure
+        if failure is not None:
+            sys.exit(1)
+        return
+    for check in report.checks:
+        mark = "ok  " if not check.problems else "FAIL"
+        click.echo(f"{mark} {check.name}: {check.description}" + (f" ({check.problems} problems)" if check.problems else ""))
+    click.echo("totals: " + ", ".join(f"{name}={value}" for name, value in report.totals.items()))
     if failure is not None:
         click.echo(f"audit FAILED at {failure.name}: {failure.first_problem}", err=True)
         sys.exit(1)
     click.echo("audit passed")
+
+
+@main.group("audit-checkpoints")
+def audit_checkpoints() -> None:
+    """Signed daily checkpoints of the audit log's head (the job checkpoint-audit-log takes them)."""
+
+
+@audit_checkpoints.command("export")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file; default: stdout.")
+@_with_app
+def audit_checkpoints_export(app: Flask, out_path: Path | None) -> None:
+    """Write every signed checkpoint as one JSON file, to keep off the database (see 'alliance audit --checkpoints')."""
+    from alliance.services.audit_checkpoints import export_document, stored_checkpoints
+
+    with hub_state(app).unit_of_work() as uow:
+        checkpoints = stored_checkpoints(uow.session)
+    document = export_document(checkpoints)
+    if out_path is None:
+        click.echo(document.decode("utf-8"))
+        return
+    out_path.write_bytes(document)
+    click.echo(f"{len(checkpoints)} checkpoints written to {out_path}")
 
 
 @main.group()
@@ -201,6 +238,7 @@ JOB_HELP = {
     "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",
     "close-due-cycles": "Close every overdue settlement cycle into a signed statement, oldest first.",
     "grade-partners": "Grade every partner for the last whole month, once (later runs find it done).",
+    "checkpoint-audit-log": "Sign the audit log's head (entries, newest hash) with the statement key, once a UTC day.",
 }
 
 

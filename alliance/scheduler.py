@@ -15,6 +15,7 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alliance.extensions import HubState
+from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, run_exclusively, standard_jobs
 from alliance.services.settlement_closing import closing_job
@@ -25,11 +26,12 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 
 
 def hub_jobs(state: HubState) -> list[Job]:
-    """Every job of the hub: housekeeping, closing due settlement cycles, grading partners monthly."""
+    """Every job of the hub: housekeeping, settlement closing, monthly grading, the daily audit-log checkpoint."""
     settings = state.settings
     return standard_jobs(settings.alliance_currency) + [
         closing_job(state.session_factory, state.statement_signer),
         grading_job(settings.grading_config(), settings.alliance_time_zone),
+        checkpoint_job(state.statement_signer),
     ]
 
 

@@ -1,20 +1,40 @@
 """``alliance audit``: recompute the books from their entries and check every invariant.
 
-Each check is one set-based query that returns the offending rows; the report counts
-them and names the first, so an operator knows where to look.
+Each check of the ledger is one set-based query that returns the offending rows; the
+report counts them and names the first, so an operator knows where to look. Signed
+documents (statements, audit-log checkpoints) and the audit-log heads they anchor are
+checked one document at a time in ``audit_documents``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
-from sqlalchemy import Select, case, func, literal, select, text
-from sqlalchemy.orm import Session
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Select, case, func, literal, null, select, text
+from sqlalchemy.orm import Session, aliased
 
-from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind
+from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind, TransactionKind
 from alliance.models.base import integer_sum
-from alliance.models import JournalEntry, JournalTransaction, LedgerAccount, LotConsumption, PointLot, RedemptionHold
+from alliance.models import (
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    LotConsumption,
+    Partner,
+    PartnerPrice,
+    PointLot,
+    RedemptionHold,
+)
+from alliance.services import audit_documents
+from alliance.services.audit_checkpoints import SignedCheckpoint
+from alliance.services.price_schedule import price_in_force
+from settlement.netting import LINE_KIND_BY_TRANSACTION_KIND
+from settlement.statements import decimal_text, instant_text
+
+# Settling postings that undo an earlier one, and so carry its price rather than today's.
+REVERSAL_KINDS = (TransactionKind.CLAWBACK.value, TransactionKind.REDEMPTION_REFUND.value)
 
 EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_guard",
@@ -31,6 +51,7 @@ EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
     "trg_statement_events_append_only", "trg_statement_events_no_truncate",
     "trg_reconciliation_reports_append_only",
     "trg_grade_overrides_append_only", "trg_grade_overrides_no_truncate",
+    "trg_audit_checkpoints_append_only", "trg_audit_checkpoints_no_truncate",
 })
 EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_journal_transactions_open_balance", "trg_journal_entries_balance", "trg_journal_balances_open_unbalanced",
@@ -50,6 +71,7 @@ EXPECTED_SQLITE_TRIGGERS = frozenset({
     "trg_statement_events_no_update", "trg_statement_events_no_delete",
     "trg_reconciliation_reports_no_update", "trg_reconciliation_reports_no_delete",
     "trg_grade_overrides_no_update", "trg_grade_overrides_no_delete",
+    "trg_audit_checkpoints_no_update", "trg_audit_checkpoints_no_delete",
 })
 
 
@@ -81,8 +103,17 @@ class AuditReport:
         return next((check for check in self.checks if check.problems), None)
 
 
-def run_audit(session: Session) -> AuditReport:
-    """Run every check and gather the totals."""
+def run_audit(
+    session: Session, *, statement_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    checkpoint_copies: Sequence[SignedCheckpoint] = (),
+) -> AuditReport:
+    """Run every check and gather the totals.
+
+    ``statement_keys`` (the hub's statement public keys by key id) add the checks that
+    statements and audit-log checkpoints verify with them; ``alliance audit`` always
+    passes the hub's key. ``checkpoint_copies`` are checkpoints exported off the
+    database: their heads anchor the audit log like the stored ones.
+    """
     report = AuditReport()
     for name, description, query, describe in _checks():
         count = session.scalar(select(func.count()).select_from(query.subquery()))
@@ -90,6 +121,12 @@ def run_audit(session: Session) -> AuditReport:
         report.checks.append(CheckResult(name, description, count or 0, describe(first) if first else None))
     report.checks.append(_guards_check(session))
     report.checks.append(_audit_log_check(session))
+    anchors = audit_documents.Anchors()
+    tallies = [*audit_documents.check_statements(session, statement_keys, anchors),
+               *audit_documents.check_checkpoints(session, statement_keys, checkpoint_copies, anchors),
+               audit_documents.check_anchors(session, anchors)]
+    report.checks.extend(CheckResult(tally.name, tally.description, tally.problems, tally.first_problem)
+                         for tally in tallies)
     report.totals = _totals(session)
     return report
 
@@ -143,7 +180,57 @@ def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-a
          _hold_consumptions(), lambda row: f"hold {row.id} ({row.status}) consumed {row.consumed} from lots, expected {row.expected}"),
         ("lots_match_earns", "each lot was credited by its own earn transaction from its funding account",
          _lots_against_earns(), lambda row: f"lot {row.id} earned {row.points_earned}, its funding entry is {row.funded}"),
+        ("posting_prices", "each settling posting records the price its partner's price schedule had in force "
+         "then (a reversal: the price of the posting it reverses)", _posting_prices(), _describe_price_mismatch),
     ]
+
+
+def _posting_prices() -> Select:  # type: ignore[type-arg]
+    """Settling postings whose recorded price is not the one their rule gives, in one pass over the journal.
+
+    An earn is priced at the issue price in force at its posting time and a capture at
+    the redemption price, looked up with ``price_in_force``, as the ledger posts them; a reversal
+    carries the price of the posting it reverses. Hub-funded earns have no partner and
+    no price. The lookups are correlated subqueries inside CASE branches, so each
+    posting runs only the one its kind needs.
+    """
+    posting, original = JournalTransaction, aliased(JournalTransaction)
+    scheduled = price_in_force(posting.partner_id, posting.posted_at).with_only_columns(case(
+        (posting.kind == TransactionKind.EARN.value, PartnerPrice.issue_price_per_point),
+        else_=PartnerPrice.redemption_price_per_point,
+    )).scalar_subquery()
+    reversed_price = (select(original.price_per_point).where(original.id == posting.reverses_transaction_id)
+                      .scalar_subquery())
+    expected = case(
+        (posting.kind.in_(REVERSAL_KINDS), reversed_price),
+        (posting.partner_id.is_(None), null()),
+        else_=scheduled,
+    )
+    return (
+        select(posting.id, posting.kind, posting.posted_at, posting.price_per_point.label("found"),
+               posting.reverses_transaction_id, expected.label("expected"),
+               select(Partner.code).where(Partner.id == posting.partner_id).scalar_subquery().label("partner_code"))
+        .where(posting.kind.in_([kind.value for kind in LINE_KIND_BY_TRANSACTION_KIND]),
+               posting.price_per_point.is_distinct_from(expected))
+        .order_by(posting.id)
+    )
+
+
+def _describe_price_mismatch(row) -> str:  # type: ignore[no-untyped-def]
+    found = "no price" if row.found is None else decimal_text(row.found)
+    posting = (f"transaction {row.id} ({row.kind} of partner {row.partner_code or 'none (hub-funded)'}, "
+               f"posted {instant_text(row.posted_at)}) records {found}")
+    if row.kind in REVERSAL_KINDS:
+        if row.reverses_transaction_id is None:
+            return f"{posting}, but names no transaction it reverses"
+        return f"{posting}, the price of the transaction it reverses ({row.reverses_transaction_id}) is " + (
+            "no price" if row.expected is None else decimal_text(row.expected))
+    if row.partner_code is None:
+        return f"{posting}, but a hub-funded earn has no price"
+    schedule = "issue" if row.kind == TransactionKind.EARN.value else "redemption"
+    if row.expected is None:
+        return f"{posting}, but no {schedule} price was in force then"
+    return f"{posting}, the {schedule} price in force then is {decimal_text(row.expected)}"
 
 
 def _lots_against(kind: AccountKind, state: LotState) -> Select:  # type: ignore[type-arg]

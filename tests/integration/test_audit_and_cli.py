@@ -33,10 +33,23 @@ def test_seed_demo_then_audit_is_green(runner):
     assert again.exit_code == 0 and "already present" in again.output
     audited = invoke(runner, "audit", "--json")
     assert audited.exit_code == 0, audited.output
-    report = json.loads(audited.output.rsplit("audit passed", 1)[0])
-    assert report["ok"] is True
+    # Exactly one JSON document on stdout, so a script can parse it as it comes.
+    report = json.loads(audited.stdout)
+    assert report["ok"] is True and report["first_failure"] is None
     assert report["totals"]["sum_of_all_entries"] == 0
     assert report["totals"]["transactions"] > 0
+
+
+def test_audit_json_on_a_failing_audit_is_one_document_naming_the_first_problem(runner, hub):
+    invoke(runner, "seed-demo")
+    tamper(hub, "UPDATE ledger_accounts SET balance_points = balance_points + 7 "
+                "WHERE id = (SELECT min(id) FROM ledger_accounts WHERE kind = 'member_available')")
+    audited = invoke(runner, "audit", "--json")
+    assert audited.exit_code == 1
+    report = json.loads(audited.stdout)
+    assert report["ok"] is False
+    assert report["first_failure"]["name"] == "balances_match_entries"
+    assert report["first_failure"]["first_problem"].startswith("account member:")
 
 
 def tamper(hub, statement: str) -> None:
