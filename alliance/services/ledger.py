@@ -214,9 +214,9 @@ def member_accounts_from_rows(rows, member_id: int, *, require_active: bool) -> 
     ``kind``, ``balance_points`` and the member's ``status`` (``LOCK_MEMBER_ACCOUNTS``).
     """
     if not rows:
-        raise NotFound(f"no member {member_id}")
+        raise NotFound("no such member")
     if require_active and rows[0].status != "active":
-        raise InvalidState(f"member {member_id} is {rows[0].status}")
+        raise InvalidState(f"the membership is {rows[0].status}")
     by_kind = {row.kind: row for row in rows}
     return MemberAccounts(
         member_id=member_id,
@@ -360,7 +360,7 @@ def authorize_hold(
     # has swept them; sweep this member's now, under the lock.
     available_points = member.available_points - _expire_member_lots(session, member, now)
     if available_points < points:
-        raise InsufficientPoints(f"member {member_id} has {available_points} points available, {points} asked for")
+        raise InsufficientPoints(f"the card's available points do not cover {points}")
     expires_at = now + timedelta(seconds=ttl_s)
     hold_id = session.execute(
         insert(RedemptionHold)
@@ -440,7 +440,9 @@ def refund_redemption(session: Session, *, hold_id: int, points: int, now: datet
     require_positive_points(points)
     member, hold = _lock_hold(session, hold_id)
     if hold.status != HoldStatus.CAPTURED.value:
-        raise InvalidState(f"hold {hold_id} is {hold.status}; only a captured redemption can be refunded")
+        # An open hold is what the partner API calls an authorized redemption.
+        status = "authorized" if hold.status == HoldStatus.OPEN.value else hold.status
+        raise InvalidState(f"the redemption is {status}; only a captured redemption can be refunded")
     refundable = hold.points_captured - hold.points_refunded
     if points > refundable:
         raise ValidationFailed(
@@ -477,7 +479,7 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
     require_positive_points(points)
     lot = session.execute(select(PointLot).where(PointLot.earn_transaction_id == earn_transaction_id)).scalar_one_or_none()
     if lot is None:
-        raise NotFound(f"no earn transaction {earn_transaction_id}")
+        raise NotFound("no such earn transaction")
     member = lock_member(session, lot.member_id, require_active=False)
     earned_transaction = session.get_one(JournalTransaction, earn_transaction_id)
     already_recovered = session.scalar(
@@ -566,7 +568,7 @@ def _lock_hold(session: Session, hold_id: int) -> tuple[MemberAccounts, Redempti
     """Lock the hold's member first, then the hold row: the fixed order for every hold change."""
     member_id = session.scalar(select(RedemptionHold.member_id).where(RedemptionHold.id == hold_id))
     if member_id is None:
-        raise NotFound(f"no hold {hold_id}")
+        raise NotFound("no such redemption hold")
     member = lock_member(session, member_id, require_active=False)
     hold = session.execute(
         select(RedemptionHold).where(RedemptionHold.id == hold_id).with_for_update()
@@ -577,9 +579,9 @@ def _lock_hold(session: Session, hold_id: int) -> tuple[MemberAccounts, Redempti
 
 def _require_open(hold: RedemptionHold, now: datetime) -> None:
     if hold.status != HoldStatus.OPEN.value:
-        raise InvalidState(f"hold {hold.id} is already {hold.status}")
+        raise InvalidState(f"the redemption is already {hold.status}")
     if hold.expires_at <= now:
-        raise InvalidState(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
+        raise InvalidState(f"the redemption's hold expired at {hold.expires_at.isoformat()}")
 
 
 def _release(session: Session, member: MemberAccounts, hold: RedemptionHold, now: datetime, status: HoldStatus) -> int:
@@ -654,13 +656,13 @@ def earning_terms(row, partner_id: int, now: datetime) -> EarningTerms:  # type:
     ``row`` has the columns of ``EARNING_PARTNER`` (None when there is no such partner).
     """
     if row is None:
-        raise NotFound(f"no partner {partner_id}")
+        raise NotFound("no such partner")
     if row.partner_status != "active":
         raise InvalidState(f"partner {row.partner_code} is {row.partner_status}")
     if row.issue_price_per_point is None:
-        raise InvalidState(f"partner {partner_id} has no price in force at {now.isoformat()}")
+        raise InvalidState(f"the partner has no price in force at {now.isoformat()}")
     if row.account_id is None:
-        raise NotFound(f"no ledger account {account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}")
+        raise NotFound("the partner has no issued-points account")
     return EarningTerms(account_id=row.account_id, price_per_point=row.issue_price_per_point,
                         currency=row.partner_currency)
 
@@ -668,7 +670,7 @@ def earning_terms(row, partner_id: int, now: datetime) -> EarningTerms:  # type:
 def _active_partner(session: Session, partner_id: int) -> Partner:
     partner = session.get(Partner, partner_id)
     if partner is None:
-        raise NotFound(f"no partner {partner_id}")
+        raise NotFound("no such partner")
     if partner.status != "active":
         raise InvalidState(f"partner {partner.code} is {partner.status}")
     return partner
@@ -687,7 +689,7 @@ def _price_in_force(session: Session, partner_id: int, at: datetime) -> PartnerP
         .limit(1)
     ).first()
     if price is None:
-        raise InvalidState(f"partner {partner_id} has no price in force at {at.isoformat()}")
+        raise InvalidState(f"the partner has no price in force at {at.isoformat()}")
     return price
 
 
@@ -717,7 +719,7 @@ def transfer(
     sender, receiver = locked[from_member_id], locked[to_member_id]
     available_points = sender.available_points - _expire_member_lots(session, sender, now)
     if available_points < points:
-        raise InsufficientPoints(f"member {from_member_id} has {available_points} points available")
+        raise InsufficientPoints(f"the sending member's available points do not cover {points}")
     lots = session.execute(
         select(PointLot.id, PointLot.expires_at, PointLot.points_remaining, PointLot.partner_id).where(
             PointLot.member_id == from_member_id, PointLot.state == LotState.ACTIVE.value,
