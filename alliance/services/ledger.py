@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Row, TextClause, and_, bindparam, insert, literal, select, text, true, update
+from sqlalchemy import Row, TextClause, bindparam, insert, literal, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,7 @@ from alliance.models import (
 from alliance.models.base import integer_sum
 from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
 from alliance.services.accounts import account_ids
+from alliance.services.price_schedule import price_in_force
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600
 
@@ -96,12 +97,11 @@ def earn_posting_then(final_statement: str) -> TextClause:
     """
     return text(_EARN_POSTING + final_statement)
 
+
 EARNING_PARTNER = select(
     Partner.code.label("partner_code"), Partner.status.label("partner_status"),
     Partner.currency.label("partner_currency"),
-    select(PartnerPrice.issue_price_per_point)
-    .where(PartnerPrice.partner_id == Partner.id, PartnerPrice.effective_from <= bindparam("at"))
-    .order_by(PartnerPrice.effective_from.desc()).limit(1)
+    price_in_force(Partner.id, bindparam("at")).with_only_columns(PartnerPrice.issue_price_per_point)
     .scalar_subquery().label("issue_price_per_point"),
     select(LedgerAccount.id).where(LedgerAccount.code == bindparam("account_code"))
     .scalar_subquery().label("account_id"),
@@ -682,12 +682,7 @@ def _partner_account_id(session: Session, kind: AccountKind, partner_id: int) ->
 
 
 def _price_in_force(session: Session, partner_id: int, at: datetime) -> PartnerPrice:
-    price = session.scalars(
-        select(PartnerPrice)
-        .where(and_(PartnerPrice.partner_id == partner_id, PartnerPrice.effective_from <= at))
-        .order_by(PartnerPrice.effective_from.desc())
-        .limit(1)
-    ).first()
+    price = session.scalars(price_in_force(partner_id, at)).first()
     if price is None:
         raise InvalidState(f"the partner has no price in force at {at.isoformat()}")
     return price
