@@ -16,7 +16,7 @@ from sqlalchemy import Select, case, func, literal, null, select, text
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind, TransactionKind
-from alliance.models.base import integer_sum
+from alliance.models.base import UTCDateTime, integer_sum
 from alliance.models import (
     JournalEntry,
     JournalTransaction,
@@ -26,6 +26,8 @@ from alliance.models import (
     PartnerPrice,
     PointLot,
     RedemptionHold,
+    SettlementRun,
+    SettlementStatement,
 )
 from alliance.services import audit_documents
 from alliance.services.audit_checkpoints import SignedCheckpoint
@@ -115,10 +117,7 @@ def run_audit(
     database: their heads anchor the audit log like the stored ones.
     """
     report = AuditReport()
-    for name, description, query, describe in _checks():
-        count = session.scalar(select(func.count()).select_from(query.subquery()))
-        first = session.execute(query.limit(1)).first() if count else None
-        report.checks.append(CheckResult(name, description, count or 0, describe(first) if first else None))
+    report.checks.extend(_sql_check(session, *check) for check in _checks())
     report.checks.append(_guards_check(session))
     report.checks.append(_audit_log_check(session))
     anchors = audit_documents.Anchors()
@@ -127,8 +126,22 @@ def run_audit(
                audit_documents.check_anchors(session, anchors)]
     report.checks.extend(CheckResult(tally.name, tally.description, tally.problems, tally.first_problem)
                          for tally in tallies)
+    # After the documents: once each row says what its signed document says, the chain
+    # between the documents is what is left to check.
+    report.checks.append(_sql_check(
+        session, "statements_continuous", "each partner's statements follow one another: a cycle starts where the "
+        "one before ended and opens at its closing balance (the first opens at zero)", _statement_breaks(),
+        _describe_statement_break))
     report.totals = _totals(session)
     return report
+
+
+def _sql_check(session: Session, name: str, description: str, query: Select,  # type: ignore[type-arg]
+               describe: Callable) -> CheckResult:  # type: ignore[type-arg]
+    """A check whose query lists the offending rows: how many, and the first named."""
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    first = session.execute(query.limit(1)).first() if count else None
+    return CheckResult(name, description, count, describe(first) if first else None)
 
 
 def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-arg]
@@ -183,6 +196,38 @@ def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-a
         ("posting_prices", "each settling posting records the price its partner's price schedule had in force "
          "then (a reversal: the price of the posting it reverses)", _posting_prices(), _describe_price_mismatch),
     ]
+
+
+def _statement_breaks() -> Select:  # type: ignore[type-arg]
+    """Statements that do not follow the partner's previous one, by cycle order."""
+    order = {"partition_by": SettlementRun.partner_id, "order_by": SettlementRun.cycle_starts_at}
+    chained = (
+        select(SettlementStatement.id, Partner.code.label("partner_code"), SettlementRun.cycle_starts_at,
+               SettlementStatement.opening_balance_minor,
+               func.lag(SettlementRun.cycle_ends_at, type_=UTCDateTime()).over(**order).label("previous_ends_at"),
+               func.lag(SettlementStatement.closing_balance_minor).over(**order).label("previous_closing_minor"),
+               func.row_number().over(**order).label("position"))
+        .join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
+        .join(Partner, Partner.id == SettlementRun.partner_id)
+        .subquery()
+    )
+    return (
+        select(chained)
+        .where(((chained.c.position == 1) & (chained.c.opening_balance_minor != 0))
+               | ((chained.c.position > 1) & ((chained.c.previous_ends_at != chained.c.cycle_starts_at)
+                                              | (chained.c.previous_closing_minor
+                                                 != chained.c.opening_balance_minor))))
+        .order_by(chained.c.id)
+    )
+
+
+def _describe_statement_break(row) -> str:  # type: ignore[no-untyped-def]
+    where = f"statement {row.id} ({row.partner_code}, cycle from {instant_text(row.cycle_starts_at)})"
+    if row.position == 1:
+        return f"{where} is the partner's first but opens at {row.opening_balance_minor}, not 0"
+    if row.previous_ends_at != row.cycle_starts_at:
+        return f"{where} does not start where the previous cycle ended ({instant_text(row.previous_ends_at)})"
+    return f"{where} opens at {row.opening_balance_minor}, the previous statement closed at {row.previous_closing_minor}"
 
 
 def _posting_prices() -> Select:  # type: ignore[type-arg]

@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from alliance.models import JournalTransaction, Partner, RedemptionHold, SettlementStatement, SettlementStatementLine
+from alliance.models import (
+    JournalTransaction, Partner, RedemptionHold, SettlementRun, SettlementStatement, SettlementStatementLine,
+)
 from alliance.services import ledger
 from tests.audit_support import invoke, runner, tamper  # noqa: F401 - runner is a fixture
 
@@ -139,3 +141,23 @@ def test_audit_names_a_statement_whose_signature_no_longer_verifies(runner, hub,
     problem = failed_at(runner, "statements_signed")
     assert problem.startswith(f"statement {statement.id} ("), problem
     assert f"the {column.removeprefix('document_').upper()} signature does not verify (signature_mismatch" in problem
+
+
+def test_audit_names_the_statement_after_one_removed_from_a_partners_chain(runner, hub):
+    seeded(runner)
+    with hub.unit_of_work() as uow:
+        runs = uow.session.execute(
+            select(SettlementRun.partner_id, SettlementRun.id, SettlementStatement.id, SettlementRun.cycle_starts_at)
+            .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+            .order_by(SettlementRun.partner_id, SettlementRun.cycle_starts_at)).all()
+    chain = [row for row in runs if row.partner_id == runs[0].partner_id]
+    assert len(chain) >= 3, "the demo closes several cycles per partner"
+    _, removed_run, removed_statement, _ = chain[1]
+    # A whole signed statement removed (or never delivered): every remaining one still
+    # matches its own document, so only the chain between them can tell.
+    tamper(hub, "statement_lines", f"DELETE FROM statement_lines WHERE statement_id = {removed_statement}")
+    tamper(hub, "statements", f"DELETE FROM statements WHERE id = {removed_statement}")
+    tamper(hub, "settlement_runs", f"DELETE FROM settlement_runs WHERE id = {removed_run}")
+    problem = failed_at(runner, "statements_continuous")
+    assert problem.startswith(f"statement {chain[2][2]} ({partner_code(hub, chain[0].partner_id)}, cycle from "), problem
+    assert "does not start where the previous cycle ended" in problem
