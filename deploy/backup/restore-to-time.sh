@@ -42,7 +42,9 @@ parse_arguments() {
     [[ -d "$archive_dir" ]] || fail "archive folder $archive_dir does not exist"
     # A time without an offset would be read in the restored server's time zone setting,
     # which may not be the one the operator meant.
-    [[ "$target_time" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}[T\ ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\ ?(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$ ]] \
+    local day='[0-9]{4}-[0-9]{2}-[0-9]{2}' clock='[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?'
+    local offset='(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)'
+    [[ "$target_time" =~ ^${day}[T\ ]${clock}\ ?${offset}$ ]] \
         || fail "--target-time needs an explicit offset (…+00, …Z or …UTC): $target_time"
     # The settings below are single-quoted in postgresql.auto.conf.
     for value in "$archive_dir" "$target_time" "$listen_addresses" "$socket_dir"; do

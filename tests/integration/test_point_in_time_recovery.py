@@ -155,7 +155,8 @@ def test_a_restore_to_a_moment_between_two_batches_holds_exactly_what_committed_
     time.sleep(TARGET_MARGIN_S)
     after = [_perform(source, operation) for operation in second_batch]
     with source.engine.connect() as connection:
-        assert _books(connection) != books_at_target, "the second batch must change the books, or the test proves nothing"
+        # Otherwise the restore's books could match by accident and the test would prove nothing.
+        assert _books(connection) != books_at_target
     source.engine.dispose()
     assert max(done.committed_at for done in before) < target < min(done.committed_at for done in after)
     assert all(done.committed_at <= done.acknowledged_at for done in before + after)
@@ -304,7 +305,8 @@ def _archive_everything(server: PostgresServer, archive: Path) -> None:
 def _run_script(server: PostgresServer, script: str, *arguments: str) -> str:
     """Run one of deploy/backup's scripts as the user PostgreSQL runs as, with this server's programs."""
     result = subprocess.run(
-        [*server.run_as, "env", f"PG_BINDIR={_server_binary_folder()}", "bash", str(BACKUP_SCRIPTS / script), *arguments],
+        [*server.run_as, "env", f"PG_BINDIR={_server_binary_folder()}", "bash", str(BACKUP_SCRIPTS / script),
+         *arguments],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
@@ -319,3 +321,32 @@ def _server_binary_folder() -> str:
     found = shutil.which("pg_ctl")
     assert found is not None, "PostgreSQL's programs are not installed"
     return str(Path(found).parent)
+
+
+def test_the_archive_command_accepts_a_segment_archived_again_and_refuses_to_overwrite_a_different_one(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    segment = tmp_path / "000000010000000000000007"
+    segment.write_bytes(b"wal bytes")
+    archive_wal = ["bash", str(BACKUP_SCRIPTS / "archive-wal.sh"), str(segment), segment.name, str(archive)]
+    assert subprocess.run(archive_wal, capture_output=True).returncode == 0
+    # After a crash PostgreSQL may archive the same segment again: the same bytes are success.
+    assert subprocess.run(archive_wal, capture_output=True).returncode == 0
+    segment.write_bytes(b"other bytes")
+    refused = subprocess.run(archive_wal, capture_output=True, text=True)
+    assert refused.returncode == 1 and "different contents" in refused.stderr
+    assert (archive / segment.name).read_bytes() == b"wal bytes"
+    assert sorted(path.name for path in archive.iterdir()) == [segment.name]
+
+
+def test_a_restore_target_without_an_offset_is_refused_before_anything_is_written(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "backup_label").write_text("START WAL LOCATION: 0/2000028\n")
+    (tmp_path / "archive").mkdir()
+    refused = subprocess.run(
+        ["bash", str(BACKUP_SCRIPTS / "restore-to-time.sh"), "--backup", str(backup), "--archive",
+         str(tmp_path / "archive"), "--target-time", "2026-12-06 14:03:27", "--data", str(tmp_path / "data"),
+         "--port", "5999"], capture_output=True, text=True)
+    assert refused.returncode == 1 and "explicit offset" in refused.stderr
+    assert not (tmp_path / "data").exists()
