@@ -69,5 +69,5 @@ def member_balances(session: Session, member_id: int) -> dict[str, int]:
     """The stored available, pending and held balances of a member."""
     rows = session.connection().execute(MEMBER_BALANCES, {"member_id": member_id}).all()
     if not rows:
-        raise NotFound(f"no member {member_id}")
+        raise NotFound("the member has no ledger accounts")
     return {kind.removeprefix("member_"): balance for kind, balance in rows}

@@ -404,9 +404,9 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
     if breakdown.partner_points:
         _check_posting(breakdown.partner_points, now, expires_at)
         if partner.issue_price_per_point is None:
-            raise InvalidState(f"partner {partner.id} has no price in force at {now.isoformat()}")
+            raise InvalidState(f"the partner has no price in force at {now.isoformat()}")
         if partner.issued_account_id is None:
-            raise NotFound(f"no ledger account {account_code(AccountKind.PARTNER_ISSUED, partner_id=partner.id)}")
+            raise NotFound("the partner has no points-issued account")
     if breakdown.hub_points:
         _check_posting(breakdown.hub_points, now, expires_at)
         if partner.marketing_account_id is None:
@@ -431,7 +431,7 @@ def _active_holder(holders: dict[str, _Holder], card_number: str) -> _Holder:
         raise NotFound("no card with this number")
     require_usable_card(holder.card_status, holder.member_status)
     if holder.available_id is None or holder.pending_id is None:
-        raise NotFound(f"no member {holder.member_id}")
+        raise NotFound("the card's member has no ledger accounts")
     return holder
 
 
