@@ -31,6 +31,7 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
+from alliance.services.partner_admin import KeyView
 from alliance.services.settlement_closing import due_by_partner
 from settlement.cycles import cycle_containing
 
@@ -124,16 +125,6 @@ def _escape_like(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyRow:
-    key_id: str
-    status: str
-    terminal: str | None
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
 class TerminalRow:
     code: str
     status: str
@@ -141,15 +132,15 @@ class TerminalRow:
     keys: int
 
 
-def partner_keys(session: Session, *, partner_id: int) -> list[KeyRow]:
+def partner_keys(session: Session, *, partner_id: int) -> list[KeyView]:
     """The partner's signing keys, newest first."""
     rows = session.execute(
-        select(PartnerKey.key_id, PartnerKey.status, Terminal.code, PartnerKey.created_at, PartnerKey.expires_at,
+        select(PartnerKey.id, PartnerKey.key_id, PartnerKey.status, Terminal.code, PartnerKey.created_at, PartnerKey.expires_at,
                PartnerKey.revoked_at)
         .outerjoin(Terminal, Terminal.id == PartnerKey.terminal_id)
         .where(PartnerKey.partner_id == partner_id).order_by(PartnerKey.created_at.desc(), PartnerKey.key_id)
     ).all()
-    return [KeyRow(*row) for row in rows]
+    return [KeyView(*row) for row in rows]
 
 
 def partner_terminals(session: Session, *, partner_id: int) -> list[TerminalRow]:
