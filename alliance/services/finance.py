@@ -189,6 +189,8 @@ def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, ac
                            "(whether through a back-office client or a console login)")
     if adjustment.status != "pending":
         raise AlreadyDecided(f"adjustment {adjustment_id} is already {adjustment.status}")
+    if decision == "approve":
+        _require_cycle_open(session, adjustment.partner_id, now)
     status = DECISIONS[decision]
     changed = session.execute(
         update(Adjustment).where(Adjustment.id == adjustment_id, Adjustment.status == "pending")
@@ -201,6 +203,22 @@ def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, ac
     audit_log.append(session, actor=actor, action=f"adjustment.{decision}", subject=f"adjustment:{adjustment_id}",
                      now=now, before={"status": "pending"}, after={"status": status})
     return adjustment_by_id(session, adjustment_id)
+
+
+def _require_cycle_open(session: Session, partner_id: int, approved_at: datetime) -> None:
+    """Refuse an approval dated inside a cycle already closed: it could no longer land there.
+
+    An adjustment lands in the cycle whose period holds its approval time. Under the
+    partner's settlement lock, closing and approving cannot interleave, so this only
+    refuses an approval whose clock lags a closing (another host's clock, or a time
+    given by hand).
+    """
+    lock_partner_settlement(session, partner_id)
+    closed_until = session.scalar(select(func.max(SettlementRun.cycle_ends_at))
+                                  .where(SettlementRun.partner_id == partner_id))
+    if closed_until is not None and approved_at < closed_until:
+        raise InvalidState(f"the partner's cycles are closed until {closed_until.isoformat()}, after this approval's "
+                           f"time {approved_at.isoformat()}; approve it again with the current time")
 
 
 def adjustment_by_id(session: Session, adjustment_id: int) -> AdjustmentView:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
+from alliance.domain.errors import InvalidState
 from alliance.extensions import hub_state
 from alliance.services import finance, settlement_closing
 from settlement.cycles import Cycle, Frequency
@@ -239,3 +240,22 @@ def test_disputes_on_statement_lines_resolve_with_an_approved_adjustment_or_are_
     actions = [entry.action for entry in audit_entries(hub)]
     assert actions.count("dispute.open") == 2 and "dispute.adjusted" in actions and "dispute.rejected" in actions
     assert all("fee charged twice" not in json.dumps(entry.after) for entry in audit_entries(hub))
+
+
+def test_an_approval_dated_inside_a_closed_cycle_is_refused_so_it_cannot_land_elsewhere(app):
+    hub = hub_state(app)
+    shop = make_signing_partner(hub, now=wall_clock_partner_time(), code="shop")
+    pending = _adjust(hub, 700, "ADJ-LAGGING", at=JAN + timedelta(hours=10), decision=None, decided_at=JAN)
+    first = _close(app, shop, JAN)
+    # A host whose clock lags the closing would date the approval inside the closed day.
+    with hub.unit_of_work() as uow, pytest.raises(InvalidState, match="closed until"):
+        finance.decide_adjustment(uow.session, adjustment_id=pending.id, decision="approve", actor=B,
+                                  now=first.cycle_ends_at - timedelta(minutes=1))
+    with hub.unit_of_work() as uow:
+        assert finance.adjustment_by_id(uow.session, pending.id).status == "pending"
+        # Approved again with a clock past the closing, it lands in the next cycle.
+        finance.decide_adjustment(uow.session, adjustment_id=pending.id, decision="approve", actor=B,
+                                  now=first.cycle_ends_at + timedelta(minutes=1))
+        uow.commit()
+    second = _close(app, shop, JAN + timedelta(days=1))
+    assert _adjustment_lines(second) == [("ADJ-LAGGING", 700)]
