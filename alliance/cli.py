@@ -16,6 +16,7 @@ import click
 from flask import Flask, current_app, has_app_context
 from sqlalchemy.exc import OperationalError
 
+from alliance.db import migration_engine
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
 
@@ -60,7 +61,7 @@ def main() -> None:
 
 @main.group()
 def db() -> None:
-    """Database schema migrations."""
+    """Database schema migrations, on ALLIANCE_MIGRATION_DATABASE_URL (straight to the primary) if set."""
 
 
 @db.command("upgrade")
@@ -70,9 +71,10 @@ def db_upgrade(app: Flask, revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from alliance import migrate
 
-    engine = hub_state(app).engine
-    migrate.upgrade(engine, revision)
-    click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at revision {migrate.current_revision(engine)}")
+    with migration_engine(hub_state(app).settings, hub_state(app).engine) as engine:
+        migrate.upgrade(engine, revision)
+        click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at revision "
+                   f"{migrate.current_revision(engine)}")
 
 
 @db.command("downgrade")
@@ -82,8 +84,9 @@ def db_downgrade(app: Flask, revision: str) -> None:
     """Undo migrations down to REVISION ('base' empties the database)."""
     from alliance import migrate
 
-    migrate.downgrade(hub_state(app).engine, revision)
-    click.echo(f"database is at revision {migrate.current_revision(hub_state(app).engine) or 'base'}")
+    with migration_engine(hub_state(app).settings, hub_state(app).engine) as engine:
+        migrate.downgrade(engine, revision)
+        click.echo(f"database is at revision {migrate.current_revision(engine) or 'base'}")
 
 
 @db.command("current")
@@ -92,8 +95,8 @@ def db_current(app: Flask) -> None:
     """Show the database's revision and the newest one available."""
     from alliance import migrate
 
-    engine = hub_state(app).engine
-    click.echo(f"current: {migrate.current_revision(engine) or 'base'}; newest: {migrate.head_revision(engine)}")
+    with migration_engine(hub_state(app).settings, hub_state(app).engine) as engine:
+        click.echo(f"current: {migrate.current_revision(engine) or 'base'}; newest: {migrate.head_revision(engine)}")
 
 
 @main.command()

@@ -19,6 +19,10 @@ ENV_PREFIX = "ALLIANCE_"
 # The POS client's own settings share the prefix; the hub leaves them to it.
 FOREIGN_PREFIXES = ("ALLIANCE_POS_",)
 ISO_4217_LENGTH = 3
+# How the hub reaches PostgreSQL: its own sessions (directly, or PgBouncer in session
+# pooling), or PgBouncer's transaction pooling, where each transaction may run on another
+# server session (see alliance.db).
+DATABASE_POOLING_MODES = ("session", "transaction")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ class Settings:
     max_body_bytes: int = 1_048_576
     sqlite_busy_timeout_ms: int = 10_000
     database_pool_size: int = 5
+    # "transaction" behind PgBouncer in transaction pooling: nothing may outlive a transaction.
+    database_pooling: str = "session"
+    database_connect_timeout_s: int = 5
+    # Straight to the primary (not through PgBouncer), for ``alliance db``; default: database_url.
+    migration_database_url: str | None = None
+    # A streaming replica that report reads may use while its replay lag is within replica_max_lag_s.
+    replica_database_url: str | None = None
+    replica_max_lag_s: int = 5
     pii_keys: str | None = None
     pin_keys: str | None = None
     transfer_max_points: int = 5_000
@@ -91,8 +103,9 @@ class Settings:
         if self.environment == "production" and not self.pii_keys:
             raise ConfigurationError("ALLIANCE_PII_KEYS is required in production (see 'alliance pii new-key-ring')")
         self._check_pin_keys()
+        self._check_database_topology()
         for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size",
-                     "transfer_max_points", "transfer_daily_max_points"):
+                     "database_connect_timeout_s", "transfer_max_points", "transfer_daily_max_points"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must be a positive whole number")
         if self.environment == "production" and not self.statement_key:
@@ -108,6 +121,16 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must not be negative (0 switches the limit off)")
         return self
+
+    def _check_database_topology(self) -> None:
+        if self.database_pooling not in DATABASE_POOLING_MODES:
+            raise ConfigurationError("ALLIANCE_DATABASE_POOLING must be session or transaction "
+                                     "(transaction behind PgBouncer's transaction pooling)")
+        if self.replica_max_lag_s < 0:
+            raise ConfigurationError("ALLIANCE_REPLICA_MAX_LAG_S must not be negative")
+        if (self.migration_database_url or self.replica_database_url) and not self.database_url:
+            raise ConfigurationError("ALLIANCE_MIGRATION_DATABASE_URL and ALLIANCE_REPLICA_DATABASE_URL need "
+                                     "ALLIANCE_DATABASE_URL (the primary) as well")
 
     def _check_pin_keys(self) -> None:
         if not self.pin_keys:

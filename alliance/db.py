@@ -1,12 +1,24 @@
-"""Engines and sessions for PostgreSQL and the embedded SQLite default."""
+"""Engines and sessions for PostgreSQL and the embedded SQLite default.
+
+Everything that depends on how the hub reaches its databases is decided here: the
+connection options for direct sessions or PgBouncer's transaction pooling, which
+failures mean the database is unavailable (a retry-safe 503), where report reads go
+(a replica that keeps up, else the primary), and which engine migrations run on.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import select
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 from psycopg import ClientCursor, RawCursor
 from psycopg.pq import ExecStatus
 from psycopg.rows import namedtuple_row
@@ -17,15 +29,34 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
 
 SQLITE_FILE_NAME = "alliance.sqlite3"
 TUPLES_OK = ExecStatus.TUPLES_OK
+# SQLSTATE of a write in a read-only transaction: on a standby (a demoted primary), or
+# where the server's default_transaction_read_only is on.
+READ_ONLY_SQL_TRANSACTION = "25006"
+# The server is shutting down, crashed or is still starting: admin_shutdown,
+# crash_shutdown, cannot_connect_now.
+SERVER_GOING_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# Class 08, connection exceptions: also how PgBouncer reports a server it cannot reach.
+CONNECTION_EXCEPTION_CLASS = "08"
+# Report reads look at the replica's replay lag at most this often per process.
+REPLICA_LAG_CHECK_INTERVAL_S = 1.0
+# 0 when the replica has replayed all the WAL it received; else how old the last
+# transaction it replayed is (NULL when it has replayed none since it started).
+REPLICA_LAG_SQL = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+)
+WRITABLE_SQL = text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'")
+logger = logging.getLogger(__name__)
 
 
 def database_url(settings: Settings, instance_path: str | Path) -> str:
@@ -50,9 +81,129 @@ def make_engine(url: str, settings: Settings) -> Engine:
         engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
         _configure_sqlite(engine, settings)
         return engine
-    engine = create_engine(url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size)
+    engine = create_engine(url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
+                           connect_args=_postgres_connect_args(settings))
     event.listen(engine, "checkout", _refuse_connection_closed_by_server)
+    event.listen(engine, "checkin", _leave_read_write_to_the_server)
+    event.listen(engine, "handle_error", _discard_connections_to_a_read_only_server)
     return engine
+
+
+def _leave_read_write_to_the_server(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    """Pool ``checkin``: after a read-only session, let the server's default decide again.
+
+    SQLAlchemy undoes ``postgresql_readonly`` by setting psycopg's ``read_only`` to False,
+    after which every transaction on the connection begins ``READ WRITE``; a standby (a
+    demoted primary, or the replica's own lag check) refuses that outright with
+    "cannot set transaction read-write mode during recovery" instead of refusing the
+    write (25006). None sends a plain ``BEGIN``, as a connection never lent out does.
+    """
+    if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.read_only is not None:
+        dbapi_connection.read_only = None
+
+
+def _postgres_connect_args(settings: Settings) -> dict[str, object]:
+    """psycopg's connection options for how the hub reaches PostgreSQL.
+
+    Behind PgBouncer's transaction pooling each transaction may run on another server
+    session, so nothing may outlive a transaction. The hub keeps to that everywhere:
+    advisory locks are ``pg_advisory_xact_lock``, settings are ``SET LOCAL``, READ ONLY
+    and isolation levels go with each ``BEGIN``; ``tests/unit/test_transaction_scope``
+    checks the source for the rest. What psycopg adds on its own is preparing: a query
+    run five times on a connection (``prepare_threshold``) becomes a named statement
+    on the server session it ran on, and the next transaction, on another session,
+    fails with 'prepared statement "_pg3_0" does not exist' (or 'already exists').
+    PgBouncer 1.18 predates protocol-level prepared statements, so preparing is off
+    there; each statement is then parsed and planned by the server every time.
+
+    A connection attempt gives up after ``ALLIANCE_DATABASE_CONNECT_TIMEOUT_S``, so a
+    request during a failover ends as a 503 instead of waiting on a host that is gone.
+    """
+    connect_args: dict[str, object] = {"connect_timeout": settings.database_connect_timeout_s}
+    if settings.database_pooling == "transaction":
+        connect_args["prepare_threshold"] = None
+    return connect_args
+
+
+def _server_refuses_writes(error: BaseException, driver_connection) -> bool:  # type: ignore[no-untyped-def]
+    """A read-write transaction refused as read-only: the server is a standby now, or was made read-only.
+
+    A session that asked for a read-only transaction (report reads) and wrote anyway has
+    a bug, not a server to leave.
+    """
+    return getattr(error, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION and not driver_connection.read_only
+
+
+def _discard_connections_to_a_read_only_server(context: ExceptionContext) -> None:
+    """``handle_error``: a connection whose server refuses writes is discarded like a lost one.
+
+    During a failover a new connection may still reach the demoted primary for a moment;
+    SQLAlchemy then discards this connection (only this one: the others may well reach
+    the new primary already), and the next checkout connects afresh. ``DriverStatement``
+    does the same for the statements it sends.
+    """
+    connection = context.connection
+    if connection is None or connection.invalidated or context.is_disconnect:
+        return
+    if _server_refuses_writes(context.original_exception, connection.connection.driver_connection):
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether a failure means the database cannot serve right now, so the same request may simply be retried.
+
+    True for a connection refused, lost or timed out (psycopg's error carries no
+    SQLSTATE then: the server never answered), a server shutting down, crashed or
+    starting (57P01-57P03), a connection exception (class 08, PgBouncer's own refusals
+    included), and a write refused by a server that became read-only (25006, when the
+    session had not asked for a read-only transaction: the pool discarded it). The
+    transaction did not commit in each case, or, when the connection broke during
+    ``COMMIT``, the partner's retry under the same Idempotency-Key finds what it did.
+    """
+    if not isinstance(error, DBAPIError) or not isinstance(error.orig, psycopg.Error):
+        return False
+    sqlstate = error.orig.sqlstate
+    if sqlstate is None:
+        return isinstance(error.orig, psycopg.OperationalError)
+    if sqlstate == READ_ONLY_SQL_TRANSACTION:
+        return error.connection_invalidated
+    return sqlstate.startswith(CONNECTION_EXCEPTION_CLASS) or sqlstate in SERVER_GOING_SQLSTATES
+
+
+def accepts_writes(engine: Engine) -> tuple[bool, str]:
+    """Whether the database takes writes now, and why not: a standby, or read-only by default.
+
+    Raises SQLAlchemy's error when the database cannot be reached.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name != "postgresql":
+            connection.execute(text("SELECT 1"))
+            return True, "writable"
+        in_recovery, read_only = connection.execute(WRITABLE_SQL).one()
+    if in_recovery:
+        return False, "the server is a standby (in recovery)"
+    if read_only:
+        return False, "the server's transactions are read-only (default_transaction_read_only)"
+    return True, "writable"
+
+
+@contextmanager
+def migration_engine(settings: Settings, engine: Engine) -> Iterator[Engine]:
+    """The engine migrations run on: ``ALLIANCE_MIGRATION_DATABASE_URL`` if set, else the hub's own.
+
+    Behind PgBouncer, migrations go straight to the primary: a connection of their own
+    for the one transaction that holds the migration lock, with PostgreSQL's own
+    sessions (so psycopg may prepare as usual).
+    """
+    if not settings.migration_database_url:
+        yield engine
+        return
+    direct = make_engine(settings.migration_database_url, replace(settings, database_pooling="session"))
+    try:
+        yield direct
+    finally:
+        direct.dispose()
 
 
 def _refuse_connection_closed_by_server(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
@@ -101,6 +252,73 @@ def _configure_sqlite(engine: Engine, settings: Settings) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class ReadRouting:
+    """Where report reads go: a streaming replica while its replay lag is within bound, else the primary.
+
+    Reports, grading, exports and statement listings may be a few seconds behind; a
+    balance, a PIN check and every write may not, and never come here. Sessions from
+    here run read-only transactions (``BEGIN READ ONLY`` on PostgreSQL) on either
+    server, so a write that strays into one fails instead of reaching the primary
+    unnoticed. The lag is measured on the replica, at most once a second per process
+    (``REPLICA_LAG_CHECK_INTERVAL_S``), by one thread while the others keep the last
+    verdict; a replica that cannot be reached or cannot tell its lag counts as behind.
+    """
+
+    def __init__(self, primary: Engine, replica: Engine | None, *, max_lag_s: float) -> None:
+        self._primary = make_session_factory(primary.execution_options(postgresql_readonly=True))
+        self.replica_engine = replica
+        self._replica = (make_session_factory(replica.execution_options(postgresql_readonly=True))
+                         if replica is not None else None)
+        self._max_lag_s = max_lag_s
+        self._checking = threading.Lock()
+        self._checked_at_s = float("-inf")
+        self._replica_keeps_up = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings, primary: Engine) -> "ReadRouting":
+        """The routing ``settings`` describe: with ``ALLIANCE_REPLICA_DATABASE_URL``'s replica, if set."""
+        replica = make_engine(settings.replica_database_url, settings) if settings.replica_database_url else None
+        return cls(primary, replica, max_lag_s=settings.replica_max_lag_s)
+
+    def session_factory(self) -> sessionmaker[Session]:
+        """Read-only sessions on the replica if it keeps up, else on the primary."""
+        if self._replica is not None and self._replica_within_bound():
+            return self._replica
+        return self._primary
+
+    def _replica_within_bound(self) -> bool:
+        if time.monotonic() - self._checked_at_s >= REPLICA_LAG_CHECK_INTERVAL_S and \
+                self._checking.acquire(blocking=False):
+            try:
+                lag_s = self.replica_lag_s()
+                keeps_up = lag_s is not None and lag_s <= self._max_lag_s
+                if keeps_up != self._replica_keeps_up:
+                    logger.warning("report reads now go to the %s (replica lag %s s, bound %s s)",
+                                   "replica" if keeps_up else "primary", "unknown" if lag_s is None else f"{lag_s:.1f}",
+                                   self._max_lag_s)
+                self._replica_keeps_up = keeps_up
+                self._checked_at_s = time.monotonic()
+            finally:
+                self._checking.release()
+        return self._replica_keeps_up
+
+    def replica_lag_s(self) -> float | None:
+        """The replica's replay lag now, in seconds; None when there is no replica or it cannot say."""
+        if self.replica_engine is None:
+            return None
+        try:
+            with self.replica_engine.connect() as connection:
+                lag_s = connection.execute(REPLICA_LAG_SQL).scalar_one()
+        except SQLAlchemyError:
+            return None
+        return None if lag_s is None else float(lag_s)
+
+    def dispose(self) -> None:
+        """Close the replica's pooled connections (the primary's engine is its owner's)."""
+        if self.replica_engine is not None:
+            self.replica_engine.dispose()
 
 
 def execute_and_commit(session: Session, statement: DriverStatement, parameters: Mapping[str, object]) -> None:
@@ -183,11 +401,12 @@ class DriverStatement:
                         for row in rows]
             return rows
         except driver.Error as error:
-            # As SQLAlchemy would: a connection the error broke is not given back to the pool.
-            broken = driver.broken or driver.closed
-            if broken:
+            # As SQLAlchemy would: a connection the error broke, or one to a server that
+            # now refuses writes, is not given back to the pool.
+            unusable = driver.broken or driver.closed or _server_refuses_writes(error, driver)
+            if unusable:
                 connection.invalidate()
-            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=broken) from error
+            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=unusable) from error
         finally:
             cursor.close()
 

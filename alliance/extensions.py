@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
+from alliance.db import ReadRouting
 from alliance.domain.pii import KeyRing
 from alliance.domain.pin_hashing import PinKeyRing
 from alliance.services.unit_of_work import UnitOfWork
@@ -22,13 +23,17 @@ EXTENSION_KEY = "alliance"
 
 @dataclass
 class HubState:
-    """What one hub app holds: its settings, engine and session factory."""
+    """What one hub app holds: its settings, engine and session factory, and where report reads go."""
 
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
     # Per-app objects of other extensions (the OAuth 2 authorization server, say).
     extras: dict[str, object] = field(default_factory=dict)
+    reads: ReadRouting = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = ReadRouting.for_settings(self.settings, self.engine)
 
     @property
     def key_ring(self) -> KeyRing:
@@ -53,6 +58,19 @@ class HubState:
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work on this hub's database."""
         return UnitOfWork(self.session_factory)
+
+    def read_only_unit_of_work(self) -> UnitOfWork:
+        """A unit of work for report reads: on the replica while it keeps up, else the primary; never a write.
+
+        Only for reads that may be a few seconds behind (``ALLIANCE_REPLICA_MAX_LAG_S``):
+        reports, grades, exports, statement listings. See ``alliance.db.ReadRouting``.
+        """
+        return UnitOfWork(self.reads.session_factory())
+
+    def dispose(self) -> None:
+        """Close every pooled connection of this hub (the primary's and the replica's)."""
+        self.engine.dispose()
+        self.reads.dispose()
 
 
 def hub_state(app: Flask | None = None) -> HubState:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +109,103 @@ def terminate_backend(url: str, pid: int) -> bool:
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as admin:
         return bool(admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0])  # type: ignore[index]
+
+
+def _run_as_owner(server: PostgresServer, directory: Path) -> None:
+    """Give ``directory`` to the user the server runs as (when the tests run as root)."""
+    if server.run_as:
+        shutil.chown(directory, user=server.user)
+
+
+def start_replica(primary: PostgresServer) -> PostgresServer:
+    """A streaming hot standby of ``primary`` (``pg_basebackup -R``), started on its own port.
+
+    The replica takes the primary's options but its own port and socket folder; it
+    follows the primary from the moment of the base backup.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="alliance-pg-replica-"))
+    _run_as_owner(primary, directory)
+    subprocess.run(
+        [*primary.run_as, _binary("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.user,
+         "-D", str(directory / "data"), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"],
+        check=True, capture_output=True, timeout=120,
+    )
+    port = _free_port()
+    options = primary.options.replace(f"-p {primary.port}", f"-p {port}").replace(
+        f"-k {primary.directory}", f"-k {directory}")
+    replica = PostgresServer(directory=directory, port=port, user=primary.user, run_as=primary.run_as,
+                             options=options)
+    replica.start()
+    return replica
+
+
+@dataclass
+class PgBouncer:
+    """A running PgBouncer in front of one server; ``url(database)`` reaches any of its databases."""
+
+    directory: Path
+    port: int
+    user: str
+    process: subprocess.Popen  # type: ignore[type-arg]
+
+    def url(self, database: str) -> str:
+        """A psycopg URL for ``database`` through this PgBouncer."""
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """Stop PgBouncer (SIGTERM, then SIGKILL if it lingers) and delete its files."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+    if found is None:
+        raise RuntimeError("pgbouncer not found; install it (Debian: apt-get install pgbouncer)")
+    return found
+
+
+def start_pgbouncer(server: PostgresServer, *, pool_mode: str = "transaction", pool_size: int = 2,
+                    settings: dict[str, str] | None = None) -> PgBouncer:
+    """PgBouncer on a free loopback port in front of ``server``, every database passed through.
+
+    ``pool_size`` server connections per database and user are shared by all clients,
+    and handed out round robin (``server_round_robin``) so that consecutive
+    transactions of one client land on different server connections, as they do under
+    load. Runs as the server's user (PgBouncer refuses root). ``settings`` adds or
+    overrides lines of the ``[pgbouncer]`` section.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="alliance-pgbouncer-"))
+    port = _free_port()
+    lines = {
+        "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "",
+        "auth_type": "trust", "auth_file": str(directory / "userlist.txt"),
+        "pool_mode": pool_mode, "default_pool_size": str(pool_size),
+        "max_client_conn": "500", "server_round_robin": "1",
+        "logfile": str(directory / "pgbouncer.log"), "pidfile": str(directory / "pgbouncer.pid"),
+        **(settings or {}),
+    }
+    (directory / "userlist.txt").write_text(f'"{server.user}" ""\n')
+    (directory / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host=127.0.0.1 port={server.port}\n\n[pgbouncer]\n"
+        + "".join(f"{name} = {value}\n" for name, value in lines.items()))
+    for path in (directory, directory / "userlist.txt", directory / "pgbouncer.ini"):
+        _run_as_owner(server, path)
+    process = subprocess.Popen([*server.run_as, _pgbouncer_binary(), str(directory / "pgbouncer.ini")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    bouncer = PgBouncer(directory=directory, port=port, user=server.user, process=process)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return bouncer
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                bouncer.stop()
+                raise RuntimeError(f"PgBouncer did not start: {process.stderr.read().decode()[-2000:]}") from None
+            time.sleep(0.05)

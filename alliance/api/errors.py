@@ -2,8 +2,11 @@
 
 Expected failures are ``AllianceError``s and carry their own code and status; HTTP
 errors raised by Flask itself (404, 405, 413) and by request parsing (422 with per-field
-messages) keep their status; anything else is a 500 whose body names only the request
-id, never the exception.
+messages) keep their status; a database that cannot serve right now (a failover, a
+restart, a demoted primary: see ``alliance.db.database_unavailable``) is a 503
+``database_unavailable`` with ``Retry-After``, safe to retry under the same
+Idempotency-Key; anything else is a 500 whose body names only the request id, never
+the exception.
 """
 
 from __future__ import annotations
@@ -12,14 +15,26 @@ import logging
 import uuid
 
 from flask import Flask, Response, g, json, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from alliance.db import database_unavailable
 from alliance.domain.errors import AllianceError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
 PROBLEM_TYPE_BASE = "https://alliance.invalid/problems/"
 logger = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(AllianceError):
+    """The database cannot serve right now; nothing was kept, and the same request may be sent again."""
+
+    code = "database_unavailable"
+    http_status = 503
+    title = "Database unavailable"
+    # A failover takes seconds; the pool replaces its connections on the next request.
+    retry_after_s = 1
 
 
 def problem_document(
@@ -45,7 +60,8 @@ def problem_body(error: AllianceError) -> dict[str, object]:
                             fields=error.fields)
 
 
-def _problem_response(body: dict[str, object]) -> Response:
+def problem_document_response(body: dict[str, object]) -> Response:
+    """The problem+json response carrying ``body`` (a ``problem_document``, with any extension members)."""
     return Response(json.dumps(body), status=int(body["status"]), content_type=PROBLEM_CONTENT_TYPE)
 
 
@@ -61,7 +77,7 @@ def _echo_request_id(response: Response) -> Response:
 
 def problem_response(error: AllianceError) -> Response:
     """The problem+json response of an expected failure (with its Retry-After, if any)."""
-    response = _problem_response(problem_body(error))
+    response = problem_document_response(problem_body(error))
     retry_after_s = getattr(error, "retry_after_s", None)
     if retry_after_s is not None:
         response.headers["Retry-After"] = str(retry_after_s)
@@ -94,7 +110,7 @@ def _http_error(error: HTTPException) -> Response:
     fields = _field_messages(error) if status == 422 else {}
     code = "validation_failed" if fields else (error.name or "http_error").lower().replace(" ", "_")
     detail = "the request body does not have the expected form" if fields else (error.description or error.name)
-    response = _problem_response(problem_document(status=status, code=code, title=error.name, detail=detail,
+    response = problem_document_response(problem_document(status=status, code=code, title=error.name, detail=detail,
                                                   fields=fields))
     if status == 405 and error.get_response().headers.get("Allow"):
         response.headers["Allow"] = error.get_response().headers["Allow"]
@@ -103,10 +119,19 @@ def _http_error(error: HTTPException) -> Response:
 
 def _unexpected_error(error: Exception) -> Response:
     logger.exception("unexpected error in %s %s (request %s)", request.method, request.path, g.get("request_id"))
-    return _problem_response(problem_document(
+    return problem_document_response(problem_document(
         status=500, code="internal_error", title="Internal Server Error",
         detail="The hub could not complete the request; quote the request id to the operator.",
     ))
+
+
+def _database_error(error: DBAPIError) -> Response:
+    if not database_unavailable(error):
+        return _unexpected_error(error)
+    logger.warning("database unavailable in %s %s (request %s): %s: %s", request.method, request.path,
+                   g.get("request_id"), error.orig.__class__.__name__, " ".join(str(error.orig).split())[:200])
+    return problem_response(DatabaseUnavailable("the database cannot serve right now; nothing was kept, "
+                                                "send the same request again"))
 
 
 def init_app(app: Flask) -> None:
@@ -115,4 +140,5 @@ def init_app(app: Flask) -> None:
     app.after_request(_echo_request_id)
     app.register_error_handler(AllianceError, problem_response)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -1,35 +1,98 @@
-"""Liveness and readiness: is the process up, can it reach its database."""
+"""Liveness and readiness: is the process up (``/healthz``), can this host serve (``/readyz``).
+
+Liveness never touches the database, so that an orchestrator does not restart every
+hub while the database fails over. Readiness is what a load balancer (HAProxy) checks
+before sending this host requests: the primary reachable and writable, the schema at
+the newest migration this code knows, the statement key usable. It costs one query
+per call, plus the migration check at most every ``MIGRATION_CHECK_INTERVAL_S``.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass, field
+
 from flask import Blueprint, Flask, jsonify
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from alliance.domain.errors import AllianceError
-from alliance.extensions import hub_state
+from alliance import migrate
+from alliance.api.errors import problem_document, problem_document_response
+from alliance.db import accepts_writes
+from alliance.extensions import HubState, hub_state
+from settlement.keys import statement_key_id
 
 blueprint = Blueprint("health", __name__)
+READINESS_KEY = "readiness"
+# A deploy's migration shows on every host within this many seconds.
+MIGRATION_CHECK_INTERVAL_S = 10.0
+NOT_CHECKED = "not checked: the database cannot be reached"
 
 
-class DatabaseUnavailable(AllianceError):
-    """The hub cannot reach its database."""
+@dataclass
+class MigrationCheck:
+    """The database's migration revision, read at most every ``MIGRATION_CHECK_INTERVAL_S``; the code's head, once."""
 
-    code = "database_unavailable"
-    http_status = 503
-    title = "Database unavailable"
+    head: str | None = None
+    revision: str | None = None
+    read_at_s: float = float("-inf")
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def verdict(self, state: HubState) -> str:
+        """Whether the database is at the code's newest revision; raises SQLAlchemy's error if it cannot be read."""
+        with self.lock:
+            if self.head is None:
+                self.head = migrate.head_revision(state.engine)
+            if time.monotonic() - self.read_at_s >= MIGRATION_CHECK_INTERVAL_S:
+                self.revision = migrate.current_revision(state.engine)
+                self.read_at_s = time.monotonic()
+            head, revision = self.head, self.revision
+        if revision == head:
+            return "ok"
+        return f"the database is at revision {revision or 'base'}, this hub's code at {head}"
+
+
+def _statement_key_verdict(state: HubState) -> str:
+    """The statement key is loaded and its published id is its own, so closings can sign what partners verify."""
+    signer = state.extras.get("statement_signer")
+    if signer is None:
+        return "no statement key loaded"
+    if statement_key_id(signer.signing_key.public_key()) != signer.key_id:  # type: ignore[attr-defined]
+        return "the statement key's id does not match the key"
+    return "ok"
+
+
+def readiness_checks(state: HubState) -> dict[str, str]:
+    """Each readiness check by name, with "ok" or what is wrong."""
+    checks = {"database": "ok", "writable": NOT_CHECKED, "migrations": NOT_CHECKED}
+    try:
+        writable, why = accepts_writes(state.engine)
+        checks["writable"] = "ok" if writable else why
+        readiness = state.extras.setdefault(READINESS_KEY, MigrationCheck())
+        checks["migrations"] = readiness.verdict(state)  # type: ignore[attr-defined]
+    except SQLAlchemyError as error:
+        checks["database"] = f"cannot be reached ({error.__class__.__name__})"
+    checks["statement_key"] = _statement_key_verdict(state)
+    return checks
 
 
 @blueprint.get("/healthz")
 def healthz():  # type: ignore[no-untyped-def]
-    """200 with the database backend when a trivial query succeeds, else 503."""
-    engine = hub_state().engine
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        raise DatabaseUnavailable("the database did not answer") from None
-    return jsonify(status="ok", database=engine.dialect.name)
+    """200 while the process serves requests, with its database backend; the database is not asked."""
+    return jsonify(status="ok", database=hub_state().engine.dialect.name)
+
+
+@blueprint.get("/readyz")
+def readyz():  # type: ignore[no-untyped-def]
+    """200 with every check when this host can serve; else 503 problem+json naming the failed checks."""
+    checks = readiness_checks(hub_state())
+    failed = [name for name, verdict in checks.items() if verdict != "ok"]
+    if not failed:
+        return jsonify(status="ready", checks=checks)
+    body = problem_document(status=503, code="not_ready", title="Not ready",
+                            detail="this host cannot serve: " + ", ".join(failed) + " failed")
+    body["checks"] = checks
+    return problem_document_response(body)
 
 
 def init_app(app: Flask) -> None:

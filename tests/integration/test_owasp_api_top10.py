@@ -335,7 +335,8 @@ def test_api8_replies_are_not_sniffable_not_cacheable_and_not_open_to_other_orig
 UNDOCUMENTED_ROUTES = {
     "/openapi.json": "the document itself",
     "/docs": "the document rendered as HTML",
-    "/healthz": "load balancer health check; no data",
+    "/healthz": "liveness check; no data",
+    "/readyz": "load balancer readiness check; names failed checks, no data",
     "/oauth/token": "RFC 6749 token endpoint, described by the bearer security scheme's tokenUrl",
     "/settlement/v1/statement-keys": "the hub's public statement keys, published for offline verification",
     "/static/<path:filename>": "Flask's static files",

@@ -1,0 +1,203 @@
+"""A database that cannot serve is a quick, retry-safe 503; readiness says whether this host can serve; liveness does not ask.
+
+The partner SDK retries a 503 under the same Idempotency-Key, so each failure here must
+leave nothing behind, and the retry must find a working pool again.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from alliance import create_app, migrate
+from alliance.api.errors import PROBLEM_CONTENT_TYPE
+from alliance.config import Settings
+from alliance.db import database_unavailable, make_engine
+from alliance.extensions import hub_state
+from tests.back_office_support import BackOffice, run_cli
+from tests.factories import make_member, make_signing_partner
+from tests.http_server import books, purchase_payload, send_signed, serve, wall_clock_partner_time
+from tests.postgres_server import terminate_backend
+
+QUICK_S = 2.0
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/alliance"
+
+
+def _hub(url: str, instance: Path, **settings: object):  # type: ignore[no-untyped-def]
+    app = create_app(Settings(database_url=url, instance_path=str(instance), environment="test",
+                              secret_key="test-secret-key", **settings))
+    app.config["TESTING"] = True
+    return app
+
+
+def _assert_unavailable(reply, elapsed_s: float) -> None:  # type: ignore[no-untyped-def]
+    assert reply.status == 503, reply.raw
+    assert reply.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert reply.body["code"] == "database_unavailable" and reply.body["request_id"]
+    assert reply.headers["retry-after"] == "1"
+    assert elapsed_s < QUICK_S
+
+
+def _earn(base_url: str, partner, card_number: str, receipt_id: str, key: str):  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    reply = send_signed(base_url, partner, "POST", "/partner/v1/purchases", purchase_payload(receipt_id, card_number),
+                        idempotency_key=key)
+    return reply, time.monotonic() - started
+
+
+def test_a_request_on_a_connection_the_server_ended_is_a_quick_503_and_its_retry_succeeds(pg_app, postgres_url):
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    ended: list[int] = []
+
+    def end_the_session_just_checked_out(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        # After the pool's own socket check: the server ends the session between checkout
+        # and the request's first statement, as a failover or a restart would.
+        if not ended:
+            ended.append(dbapi_connection.info.backend_pid)
+            assert terminate_backend(postgres_url, ended[0])
+
+    with serve(pg_app) as base_url:
+        # The first earn puts the partner's key in the process's cache, so the next one
+        # goes straight to the hot path's own statements.
+        assert _earn(base_url, partner, member.card_number, "r-1", str(uuid.uuid4()))[0].status == 201
+        before = books(hub)
+        event.listen(hub.engine, "checkout", end_the_session_just_checked_out)
+        key = str(uuid.uuid4())
+        reply, elapsed_s = _earn(base_url, partner, member.card_number, "r-2", key)
+        event.remove(hub.engine, "checkout", end_the_session_just_checked_out)
+        _assert_unavailable(reply, elapsed_s)
+        assert books(hub) == before
+        retried, _ = _earn(base_url, partner, member.card_number, "r-2", key)
+    assert retried.status == 201, retried.raw
+    assert retried.headers["idempotent-replayed"] == "false"
+    with hub.engine.connect() as connection:
+        assert connection.connection.driver_connection.info.backend_pid != ended[0]
+
+
+def test_a_write_a_read_only_server_refuses_is_a_503_that_discards_the_connection(pg_app, postgres_url,
+                                                                                  postgres_admin):
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    database = make_url(postgres_url).database
+    client = pg_app.test_client()
+    with serve(pg_app) as base_url:
+        assert _earn(base_url, partner, member.card_number, "r-1", str(uuid.uuid4()))[0].status == 201
+        before = books(hub)
+        # A demoted primary: every transaction of a new session is read-only.
+        with postgres_admin.connect() as admin:
+            admin.execute(text(f"ALTER DATABASE {database} SET default_transaction_read_only = on"))
+        hub.engine.dispose()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.content_type == PROBLEM_CONTENT_TYPE
+        assert ready.get_json()["checks"]["writable"] == \
+            "the server's transactions are read-only (default_transaction_read_only)"
+        key = str(uuid.uuid4())
+        reply, elapsed_s = _earn(base_url, partner, member.card_number, "r-2", key)
+        _assert_unavailable(reply, elapsed_s)
+        with postgres_admin.connect() as admin:
+            admin.execute(text(f"ALTER DATABASE {database} RESET default_transaction_read_only"))
+        assert books(hub) == before
+        # The refused connection was the pool's only one and is gone: the retry connects afresh.
+        assert client.get("/readyz").status_code == 200
+        retried, _ = _earn(base_url, partner, member.card_number, "r-2", key)
+    assert retried.status == 201, retried.raw
+
+
+def test_an_unreachable_database_leaves_the_process_live_but_not_ready_and_calls_quick_503s(tmp_path):
+    app = _hub(_closed_port_url(), tmp_path / "instance")
+    try:
+        client = app.test_client()
+        live = client.get("/healthz")
+        assert live.status_code == 200 and live.get_json() == {"status": "ok", "database": "postgresql"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.get_json()
+        assert body["code"] == "not_ready"
+        assert body["checks"] == {"database": "cannot be reached (OperationalError)",
+                                  "writable": "not checked: the database cannot be reached",
+                                  "migrations": "not checked: the database cannot be reached",
+                                  "statement_key": "ok"}
+        assert body["detail"] == "this host cannot serve: database, writable, migrations failed"
+        started = time.monotonic()
+        response = client.get("/back-office/v1/partners", headers={"Authorization": "Bearer not-a-token"})
+        assert response.status_code == 503 and response.get_json()["code"] == "database_unavailable"
+        assert time.monotonic() - started < QUICK_S
+    finally:
+        hub_state(app).dispose()
+
+
+def test_readiness_is_200_with_every_check_on_a_writable_migrated_database(pg_app):
+    response = pg_app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "checks": {
+        "database": "ok", "writable": "ok", "migrations": "ok", "statement_key": "ok"}}
+
+
+def test_readiness_is_503_naming_the_migrations_while_one_is_pending(postgres_url, tmp_path):
+    engine = make_engine(postgres_url, Settings())
+    head = migrate.head_revision(engine)
+    previous = ScriptDirectory(str(migrate.MIGRATIONS_DIRECTORY)).get_revision(head).down_revision
+    migrate.downgrade(engine, previous)
+    engine.dispose()
+    app = _hub(postgres_url, tmp_path / "instance")
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["checks"]["migrations"] == f"the database is at revision {previous}, this hub's code at {head}"
+        assert {name: verdict for name, verdict in body["checks"].items() if verdict == "ok"} == {
+            "database": "ok", "writable": "ok", "statement_key": "ok"}
+        assert body["detail"] == "this host cannot serve: migrations failed"
+    finally:
+        hub_state(app).dispose()
+
+
+def test_a_write_in_a_report_session_is_refused_as_a_bug_not_as_an_unavailable_database(pg_hub):
+    with pg_hub.read_only_unit_of_work() as uow, pytest.raises(DBAPIError) as raised:
+        uow.session.execute(text("CREATE TABLE stray (id INTEGER)"))
+    assert raised.value.orig.sqlstate == "25006"
+    assert not database_unavailable(raised.value)
+    # The report session's connection went back to the pool writable again.
+    with pg_hub.unit_of_work() as uow:
+        assert uow.session.execute(text("SHOW transaction_read_only")).scalar_one() == "off"
+
+
+def test_alliance_db_runs_on_the_migration_url_straight_to_the_primary(postgres_url, tmp_path):
+    app = _hub(_closed_port_url(), tmp_path / "instance", migration_database_url=postgres_url)
+    try:
+        head = migrate.head_revision(hub_state(app).engine)
+        current = run_cli(app, "db", "current")
+        assert current.exit_code == 0, current.output
+        assert current.output.strip() == f"current: {head}; newest: {head}"
+        upgraded = run_cli(app, "db", "upgrade")
+        assert upgraded.exit_code == 0, upgraded.output
+        assert f":{make_url(postgres_url).port}/" in upgraded.output
+    finally:
+        hub_state(app).dispose()
+
+
+def test_a_back_office_report_on_a_hub_with_no_replica_reads_the_primary_read_only(pg_app):
+    office = BackOffice(pg_app)
+    reply = office.get("/settlement/overdue", role="finance")
+    assert reply.status == 200 and reply.body["statements"] == []
+    with hub_state(pg_app).read_only_unit_of_work() as uow:
+        assert uow.session.execute(text("SHOW transaction_read_only")).scalar_one() == "on"
