@@ -9,7 +9,9 @@
 # PostgreSQL replays the archived WAL and stops before the first transaction that
 # committed after TIME (recovery_target_time, inclusive of TIME itself), then promotes
 # (recovery_target_action = 'promote') onto a new timeline. Run as the user PostgreSQL
-# runs as. The backup and the archive are only read.
+# runs as. The backup and the archive are only read. The restored server listens on
+# ADDRESSES (default: localhost only, so no client finds it by accident) and puts its
+# socket in DIR (default: /var/run/postgresql when writable, else the data directory).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -39,6 +41,9 @@ parse_arguments() {
     done
     [[ -n "$backup_dir" && -n "$archive_dir" && -n "$target_time" && -n "$data_dir" && -n "$port" ]] || usage
     [[ -f "$backup_dir/backup_label" ]] || fail "$backup_dir is not a plain-format base backup (no backup_label)"
+    # Debian keeps a cluster's configuration in /etc/postgresql, outside the data directory.
+    [[ -f "$backup_dir/postgresql.conf" ]] \
+        || fail "$backup_dir has no postgresql.conf; copy the source's configuration files into it first"
     [[ -d "$archive_dir" ]] || fail "archive folder $archive_dir does not exist"
     # A time without an offset would be read in the restored server's time zone setting,
     # which may not be the one the operator meant.
@@ -46,15 +51,21 @@ parse_arguments() {
     local offset='(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)'
     [[ "$target_time" =~ ^${day}[T\ ]${clock}\ ?${offset}$ ]] \
         || fail "--target-time needs an explicit offset (…+00, …Z or …UTC): $target_time"
-    # The settings below are single-quoted in postgresql.auto.conf.
-    for value in "$archive_dir" "$target_time" "$listen_addresses" "$socket_dir"; do
-        [[ "$value" != *"'"* ]] || fail "a quote (') is not allowed in: $value"
-    done
     if [[ -e "$data_dir" && -n "$(ls -A "$data_dir")" ]]; then
         fail "$data_dir is not empty; restore into a fresh data directory"
     fi
-    log_file="${log_file:-${data_dir%/}.restore.log}"
+    data_dir="$(realpath -m "$data_dir")"
     archive_dir="$(cd "$archive_dir" && pwd)"
+    log_file="${log_file:-${data_dir}.restore.log}"
+    listen_addresses="${listen_addresses:-localhost}"
+    if [[ -z "$socket_dir" ]]; then
+        socket_dir=/var/run/postgresql
+        [[ -d "$socket_dir" && -w "$socket_dir" ]] || socket_dir="$data_dir"
+    fi
+    # The settings below are single-quoted in postgresql.auto.conf.
+    for value in "$archive_dir" "$target_time" "$data_dir" "$listen_addresses" "$socket_dir"; do
+        [[ "$value" != *"'"* ]] || fail "a quote (') is not allowed in: $value"
+    done
 }
 
 # Copy the backup into the new data directory and tell PostgreSQL where to stop.
@@ -77,11 +88,25 @@ prepare_data_directory() {
         # into the folder it was restored from. Turn archiving on, into a new folder,
         # once it is checked and becomes a primary, and take a new base backup then.
         echo "archive_mode = 'off'"
-        echo "port = $port"
-        [[ -z "$listen_addresses" ]] || echo "listen_addresses = '$listen_addresses'"
-        [[ -z "$socket_dir" ]] || echo "unix_socket_directories = '$socket_dir'"
+        settings_for_this_host
         [[ -z "$capacity_settings" ]] || echo "$capacity_settings"
     } >> "$data_dir/postgresql.auto.conf"
+}
+
+# The backup carries the source host's configuration files (Patroni writes its settings
+# into postgresql.conf in the data directory): the source's addresses, socket and log
+# folders, the paths of its pg_hba.conf and pg_ident.conf, and its synchronous standby.
+# These lines make the restored server stand on its own on this host.
+settings_for_this_host() {
+    echo "port = $port"
+    echo "listen_addresses = '$listen_addresses'"
+    echo "unix_socket_directories = '$socket_dir'"
+    # A promoted server waiting for a standby it does not have would hang every commit.
+    echo "synchronous_standby_names = ''"
+    # The server's log goes to the file this script reads, not to the source's log folder.
+    echo "logging_collector = 'off'"
+    [[ ! -f "$data_dir/pg_hba.conf" ]] || echo "hba_file = '$data_dir/pg_hba.conf'"
+    [[ ! -f "$data_dir/pg_ident.conf" ]] || echo "ident_file = '$data_dir/pg_ident.conf'"
 }
 
 # Recovery runs as a hot standby, which refuses to replay WAL of a server that had more

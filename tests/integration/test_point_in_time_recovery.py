@@ -144,8 +144,7 @@ def test_a_restore_to_a_moment_between_two_batches_holds_exactly_what_committed_
 ) -> None:
     source = _hub(archiving_server.url(DATABASE), workspace / "instance")
     first_batch, second_batch = _batches(source)
-    _run_script(archiving_server, "base-backup.sh", str(workspace / "backup"),
-                "-h", "127.0.0.1", "-p", str(archiving_server.port), "-U", archiving_server.user)
+    _take_base_backup(archiving_server, workspace / "backup")
 
     before = [_perform(source, operation) for operation in first_batch]
     with source.engine.connect() as connection:
@@ -187,8 +186,14 @@ def _assert_restored(url: str, instance: Path, before: list[Acknowledged], after
             for done in after:
                 assert _present(connection, done.operation) == 0, f"{done.operation} committed after the target"
             assert _books(connection) == books_at_target
+            # The source host's settings in the backup were replaced: the restored server
+            # listens where it was told and waits for no standby it does not have.
+            assert connection.execute(text("SHOW listen_addresses")).scalar_one() == "127.0.0.1"
+            assert connection.execute(text("SHOW synchronous_standby_names")).scalar_one() == ""
             # A promoted cluster takes writes: it is a primary, not a paused standby.
             assert connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one() is False
+            connection.execute(text("CREATE TABLE restored_cluster_takes_writes ()"))
+            connection.commit()
     finally:
         engine.dispose()
     app = create_app(Settings(database_url=url, instance_path=str(instance), environment="test",
@@ -283,6 +288,25 @@ def _books(connection: Connection) -> dict[str, list[tuple]]:  # type: ignore[ty
     return {name: [tuple(row) for row in connection.execute(text(query))] for name, query in queries.items()}
 
 
+def _take_base_backup(server: PostgresServer, backup: Path) -> None:
+    """``base-backup.sh``, with settings in the configuration that only make sense on the source host.
+
+    A backup of a Patroni node carries such settings in its postgresql.conf: the node's
+    own addresses, its synchronous standby, its log collector. They are written here
+    without reloading the running server and taken back after the backup, so only the
+    backup holds them; the restore must replace them to start and take writes at all.
+    """
+    host_settings = {"listen_addresses": "192.0.2.1", "synchronous_standby_names": "standby_the_restore_lacks",
+                     "logging_collector": "on"}
+    with _admin(server) as admin:
+        for name, value in host_settings.items():
+            admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    _run_script(server, "base-backup.sh", str(backup), "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user)
+    with _admin(server) as admin:
+        for name in host_settings:
+            admin.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+
+
 def _recovery_stopped_at(output: str) -> datetime:
     """The commit time of the transaction recovery stopped before, from PostgreSQL's log line."""
     found = re.search(r"recovery stopping before commit of transaction \d+, time (.+)$", output, re.MULTILINE)
@@ -343,6 +367,7 @@ def test_a_restore_target_without_an_offset_is_refused_before_anything_is_writte
     backup = tmp_path / "backup"
     backup.mkdir()
     (backup / "backup_label").write_text("START WAL LOCATION: 0/2000028\n")
+    (backup / "postgresql.conf").write_text("")
     (tmp_path / "archive").mkdir()
     refused = subprocess.run(
         ["bash", str(BACKUP_SCRIPTS / "restore-to-time.sh"), "--backup", str(backup), "--archive",
