@@ -45,7 +45,7 @@ class SignatureCheck:
 
 
 def _statement_filters() -> tuple[str | None, str | None, str | None]:
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
     return (query_text("partner", allowed=codes),
             query_text("state", allowed=console_reports.STATEMENT_STATES),
@@ -58,7 +58,7 @@ def finance_cycles():  # type: ignore[no-untyped-def]
     """Cycles running now and due to close, and closed cycles with their statements."""
     partner, state, net = _statement_filters()
     page, page_size = query_page()
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         running = console_reports.open_cycles(uow.session, now=now(), partner_code=partner)
         closed = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
                                                     page_size=page_size, net=net)
@@ -75,7 +75,7 @@ def finance_cycles_csv():  # type: ignore[no-untyped-def]
     """Every closed cycle matching the filters, as CSV."""
     partner, state, net = _statement_filters()
     rows = []
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         page = 1
         while True:
             batch = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
@@ -206,7 +206,7 @@ def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
 def finance_position():  # type: ignore[no-untyped-def]
     """Net positions over every closed statement, and one cycle's summary with the issuer → redeemer matrix."""
     currency = hub_state().settings.alliance_currency
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         position = settlement_closing.period_position(uow.session, currency=currency)
         ends = console_reports.cycle_ends(uow.session, currency=currency)
         chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
@@ -227,7 +227,7 @@ def finance_position():  # type: ignore[no-untyped-def]
 def finance_reconciliations():  # type: ignore[no-untyped-def]
     """Stored reconciliation reports, newest first."""
     page, page_size = query_page()
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
         only_discrepancies = query_text("discrepancies", allowed=("only",)) is not None

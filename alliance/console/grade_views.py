@@ -44,7 +44,7 @@ def grades():  # type: ignore[no-untyped-def]
     page, page_size = query_page()
     grade = query_text("grade", allowed=GRADES)
     status = query_text("status", allowed=STATUSES)
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         periods = _computed_periods(uow.session)
         period = _period_argument(query_text("period")) or (periods[0] if periods else None)
         summary, rows, total = None, [], 0
@@ -66,7 +66,7 @@ def grades():  # type: ignore[no-untyped-def]
 def grades_csv(period: str):  # type: ignore[no-untyped-def]
     """The period's grades and metrics as CSV (the same columns as the API's export)."""
     label = _period_argument(period)
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         rows = list(grading.export_rows(uow.session, period=label))  # type: ignore[arg-type]
     return csv_reply(f"grades-{label}.csv", grading.CSV_COLUMNS, rows)
 
@@ -93,7 +93,7 @@ def grades_compute():  # type: ignore[no-untyped-def]
 def partner_grade(code: str, period: str):  # type: ignore[no-untyped-def]
     """One grade with its explanation: each metric, its weight and contribution, what moved, overrides."""
     label = _period_argument(period)
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         view = grading.partner_grade(uow.session, code=code, period=label)  # type: ignore[arg-type]
     return render_template("console/grades/detail.html", grade=view, grades=GRADES,
                            currency_metrics={"purchase_volume_minor"})

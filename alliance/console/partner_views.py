@@ -33,7 +33,7 @@ def partners():  # type: ignore[no-untyped-def]
     status = query_text("status", allowed=console_reports.PARTNER_STATUSES)
     search = query_text("q")
     page, page_size = query_page()
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         found = console_reports.partners_page(uow.session, status=status, search=search, page=page,
                                               page_size=page_size)
         latest = grading.latest_grades(uow.session, codes=[row.code for row in found.items])
@@ -48,7 +48,7 @@ def partners_csv():  # type: ignore[no-untyped-def]
     status = query_text("status", allowed=console_reports.PARTNER_STATUSES)
     search = query_text("q")
     rows = []
-    with hub_state().unit_of_work() as uow:
+    with hub_state().read_only_unit_of_work() as uow:
         page = 1
         while True:
             batch = console_reports.partners_page(uow.session, status=status, search=search, page=page,

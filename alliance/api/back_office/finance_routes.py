@@ -216,7 +216,7 @@ class Overdue(MethodView):
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Statements owed to the hub, past their due date and not fully paid by ``as_of`` (default: today, UTC)."""
         as_of: date = query.get("as_of") or datetime.now(timezone.utc).date()
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             return {"as_of": as_of, "statements": finance.overdue(uow.session, as_of=as_of, page=query["page"],
                                                                   page_size=query["page_size"]),
                     "total": finance.overdue_total(uow.session, as_of=as_of), "page": query["page"],

@@ -165,7 +165,7 @@ class PeriodGrades(MethodView):
     @documented(grades_blueprint, 404)
     def get(self, query: dict, period: str):  # type: ignore[no-untyped-def, type-arg]
         """A period's grades by partner code, with breakdowns; filter by effective grade or status."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             summary, views, total = grading.period_grades(uow.session, period=period, grade=query.get("grade"),
                                                           status=query.get("status"), limit=query["limit"],
                                                           offset=query["offset"])
@@ -180,7 +180,7 @@ class PeriodExport(MethodView):
     @documented(grades_blueprint, 404)
     def get(self, period: str):  # type: ignore[no-untyped-def]
         """A period's grades and metrics as CSV."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             document = grading.export_csv(uow.session, period=period)
         label = Period.parse(period).label
         return Response(document, status=200, content_type="text/csv; charset=utf-8",
@@ -194,7 +194,7 @@ class PartnerGrades(MethodView):
     @documented(grades_blueprint, 404)
     def get(self, code: str):  # type: ignore[no-untyped-def]
         """A partner's grades over time, newest period first (at most 24)."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             return {"grades": grading.partner_history(uow.session, code=code)}
 
 
@@ -205,7 +205,7 @@ class PartnerGradeRoute(MethodView):
     @documented(grades_blueprint, 404)
     def get(self, code: str, period: str):  # type: ignore[no-untyped-def]
         """One grade with its explanation: each metric, its weight, its contribution, what moved."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             return grading.partner_grade(uow.session, code=code, period=period)
 
 

@@ -138,7 +138,7 @@ class Statements(MethodView):
     @documented(settlement_blueprint, 404)
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """A partner's statements, oldest cycle first, a page at a time."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             partner = partner_admin.partner_by_code(uow.session, query["partner"])
             return statement_page(uow.session, partner_id=partner.id, partner_code=partner.code, query=query)
 
@@ -165,7 +165,7 @@ class Summary(MethodView):
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Across partners for cycles ending at one instant: nets, gross vs net, netting efficiency, the
         issuer → redeemer matrix."""
-        with hub_state().unit_of_work() as uow:
+        with hub_state().read_only_unit_of_work() as uow:
             summary = settlement_closing.cycle_summary(uow.session, cycle_ends_at=query["cycle_ends_at"],
                                                        currency=query["currency"])
         return json.loads(json.dumps(summary, default=_plain))
