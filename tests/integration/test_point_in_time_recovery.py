@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import psycopg
 import pytest
 from click.testing import CliRunner
+from flask import Flask
 from psycopg import sql
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.orm import Session
@@ -133,16 +134,16 @@ def _admin(server: PostgresServer) -> psycopg.Connection:
     return psycopg.connect(host="127.0.0.1", port=server.port, user=server.user, dbname="postgres", autocommit=True)
 
 
-def _hub(url: str, instance: Path) -> HubState:
-    app = create_app(Settings(database_url=url, instance_path=str(instance), environment="test",
-                              secret_key="test-secret-key"))
-    return hub_state(app)
+def _app(url: str, instance: Path) -> Flask:
+    """A hub on ``url``; the same instance folder gives source and restore the same keys."""
+    return create_app(Settings(database_url=url, instance_path=str(instance), environment="test",
+                               secret_key="test-secret-key"))
 
 
 def test_a_restore_to_a_moment_between_two_batches_holds_exactly_what_committed_before_it(
     workspace: Path, archiving_server: PostgresServer,
 ) -> None:
-    source = _hub(archiving_server.url(DATABASE), workspace / "instance")
+    source = hub_state(_app(archiving_server.url(DATABASE), workspace / "instance"))
     first_batch, second_batch = _batches(source)
     _take_base_backup(archiving_server, workspace / "backup")
 
@@ -196,8 +197,7 @@ def _assert_restored(url: str, instance: Path, before: list[Acknowledged], after
             connection.commit()
     finally:
         engine.dispose()
-    app = create_app(Settings(database_url=url, instance_path=str(instance), environment="test",
-                              secret_key="test-secret-key"))
+    app = _app(url, instance)
     with app.app_context():
         audited = CliRunner().invoke(main, ["audit"], catch_exceptions=False)
     hub_state(app).engine.dispose()
