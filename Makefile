@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install demo test chaos fuzz bench postgres-server chromium clean
+.PHONY: install demo test chaos fuzz bench postgres-server chromium clean cluster cluster-down cluster-status cluster-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,30 @@ BENCH_SCALE ?= full
 bench: install postgres-server
 	@bash scripts/ensure-bench-tools.sh $(BIN)/python
 	$(BIN)/python -m benchmarks --scale $(BENCH_SCALE)
+
+# The production topology of docs/operations.md on this machine, one network namespace
+# per host (load balancer, three hub hosts, three database hosts with etcd; root only):
+# installs Debian's patroni, etcd, haproxy, pgbouncer and postgresql-15 when missing,
+# starts everything, and prints the load balancer's address (and a 127.0.0.1 forwarder
+# to it, CLUSTER_PORT) and the demo credentials. `make cluster-down` removes every
+# namespace, process and file it made (test-artifacts/cluster/).
+CLUSTER_PORT ?= 8700
+cluster-tools:
+	@bash scripts/ensure-cluster-tools.sh
+
+cluster: install cluster-tools
+	$(BIN)/python -m deploy.cluster up --forward-port $(CLUSTER_PORT)
+
+cluster-status:
+	$(BIN)/python -m deploy.cluster status
+
+cluster-down:
+	$(BIN)/python -m deploy.cluster down
+
+# cluster-chaos: the chaos scenarios against that topology (tills through the load
+# balancer while the primary's postmaster is killed, hub hosts killed, cut off and
+# rolling-restarted, an etcd member stopped, a switchover, the primary cut off from etcd)
+# go here, driving deploy.cluster.Cluster (see docs/operations.md).
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -232,6 +232,9 @@ class Cluster:
     def _unit_service(self, host: Host, name: str, unit_path: str) -> Service:
         unit = read_unit(Path(unit_path))
         environment = read_environment_file(Path(unit["EnvironmentFile"]).read_text())
+        for assignment in shlex.split(unit.get("Environment", "")):
+            variable, _, value = assignment.partition("=")
+            environment[variable] = value
         return Service(host, name, tuple(shlex.split(unit["ExecStart"])), user=unit.get("User", "root"),
                        environment=environment, cwd=unit.get("WorkingDirectory"),
                        stop_timeout_s=float(unit.get("TimeoutStopSec", "30")))
@@ -620,6 +623,7 @@ class Cluster:
         os.chmod(self.state_dir, 0o755)
         echo(f"[{_elapsed(started)}] generating the cluster's secrets and rendering every host's configuration")
         Secrets.generate(Path(self.layout.venv_dir) / "bin" / "alliance").save(self.secrets_path)
+        self._choose_forward_port()
         self._render()
         echo(f"[{_elapsed(started)}] network namespaces {self.prefix}-*, bridge on {self.topology.subnet}")
         netns.build_network(self.network_namespace, {
@@ -680,29 +684,8 @@ class Cluster:
 
     def _make_certificate(self) -> None:
         """A self-signed certificate for the load balancer's HTTPS port (a real one on real hosts)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-        import ipaddress
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{self.prefix} cluster load balancer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                       .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-                       .not_valid_after(now + datetime.timedelta(days=30))
-                       .add_extension(x509.SubjectAlternativeName([
-                           x509.IPAddress(ipaddress.ip_address(self.topology.lb.address)),
-                           x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                       .sign(key, hashes.SHA256()))
-        path = Path(str(self.layout.tls_pem))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(certificate.public_bytes(serialization.Encoding.PEM))
-            file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+        write_self_signed_certificate(Path(str(self.layout.tls_pem)), [self.topology.lb.address, "127.0.0.1"],
+                                      f"{self.prefix} cluster load balancer")
 
     def wait_etcd(self, *, timeout_s: float = 60.0) -> None:
         """Return once every etcd member answers healthy."""
@@ -753,11 +736,15 @@ class Cluster:
             raise ClusterError(f"alliance seed-demo failed: {(result.stderr or result.stdout).strip()[-2000:]}")
         return result.stdout
 
-    def start_forwarder(self) -> int:
-        """socat on 127.0.0.1:<port> of this machine to the load balancer, each connection from the client host."""
-        port = self.forward_port if _port_free(self.forward_port) else _free_port()
+    def _choose_forward_port(self) -> None:
+        """The forwarder's port: the one asked for if free, else any free one (recorded for later commands)."""
+        port = self.forward_port if self.forward_port and _port_free(self.forward_port) else _free_port()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "forward-port").write_text(str(port))
+
+    def start_forwarder(self) -> int:
+        """socat on 127.0.0.1:<port> of this machine to the load balancer, each connection from the client host."""
+        port = int(self.forward_url.rsplit(":", 1)[1])
         # socat's own address syntax: the colons of the inner address are escaped.
         target = (f"EXEC:ip netns exec {self.namespace('client')} socat STDIO "
                   f"TCP\\:{self.topology.lb.address}\\:{self.topology.ports.http}")
@@ -835,6 +822,32 @@ class Cluster:
             self.stop(host_name, name, timeout_s=None)
         except (KeyError, OSError, ValueError):
             self.kill(host_name, name)
+
+
+def write_self_signed_certificate(path: Path, addresses: Sequence[str], name: str) -> None:
+    """A PEM file with a 30-day self-signed certificate for ``addresses`` and its key (mode 0600), as HAProxy reads it."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(certificate.public_bytes(serialization.Encoding.PEM))
+        file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
 
 
 def read_unit(path: Path) -> dict[str, str]:
