@@ -114,7 +114,10 @@ def _postgres_connect_args(settings: Settings) -> dict[str, object]:
     on the server session it ran on, and the next transaction, on another session,
     fails with 'prepared statement "_pg3_0" does not exist' (or 'already exists').
     PgBouncer 1.18 predates protocol-level prepared statements, so preparing is off
-    there; each statement is then parsed and planned by the server every time.
+    there; each statement is then parsed and planned by the server every time, which
+    costs a signed earn about 1.4 ms more database CPU (1.9 -> 3.3 ms) and 0.4 ms more
+    of the hub's (measured in process, direct to PostgreSQL, batches of 300 earns
+    alternating between the two modes).
 
     A connection attempt gives up after ``ALLIANCE_DATABASE_CONNECT_TIMEOUT_S``, so a
     request during a failover ends as a 503 instead of waiting on a host that is gone.
