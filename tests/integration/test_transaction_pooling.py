@@ -118,16 +118,19 @@ def test_the_hub_earns_redeems_closes_and_audits_through_transaction_pooling(poo
     assert balances(hub, member.member_id) == {"available": 100 * TILLS * EARNS_PER_TILL - 40 * TILLS,
                                                 "pending": 0, "held": 0}
 
-    # Every cycle up to tomorrow's closes; the closing takes each partner's advisory lock
-    # in its own transaction.
-    closed = close_due_cycles(hub.session_factory, now=datetime.now(timezone.utc) + timedelta(days=2),
-                              signer=hub.statement_signer)
-    assert {item.partner_id for item in closed} == {till.partner_id for till in tills}
+    # Two closers at once close every cycle up to tomorrow's exactly once between them:
+    # each closing takes its partner's advisory lock for its own transaction only.
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    runs = _concurrently(lambda _: close_due_cycles(hub.session_factory, now=later, signer=hub.statement_signer),
+                         count=2)
+    newly = [(item.partner_id, item.cycle_starts_at) for run in runs for item in run if item.newly_closed]
+    assert len(newly) == len(set(newly))
+    assert {partner_id for partner_id, _ in newly} == {till.partner_id for till in tills}
     with hub.unit_of_work() as uow:
         assert uow.session.scalar(select(func.count()).select_from(Purchase)) == TILLS * EARNS_PER_TILL
         assert set(uow.session.scalars(select(RedemptionHold.status))) == {"captured"}
         statements = uow.session.scalar(select(func.count()).select_from(SettlementStatement))
-    assert statements == len(closed)
+    assert statements == len(newly)
 
     audited = run_cli(pooled_app, "audit")
     assert audited.exit_code == 0, audited.output
