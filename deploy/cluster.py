@@ -806,9 +806,12 @@ class Cluster:
                  [(h.name, "pgbouncer") for h in self.topology.hubs] + [("lb", "haproxy")],
                  [(d.name, "patroni") for d in self.topology.dbs],
                  [(d.name, "etcd") for d in self.topology.dbs]]
+        # The last etcd member to stop waits several seconds to hand its leadership to
+        # members already gone: after 2 s it is killed.
+        timeouts = {"etcd": 2.0}
         with ThreadPoolExecutor(8) as pool:
             for tier in tiers:
-                list(pool.map(lambda item: self._stop_quietly(*item), tier))
+                list(pool.map(lambda item: self._stop_quietly(*item, timeout_s=timeouts.get(item[1])), tier))
         # A postmaster whose Patroni was killed earlier: stopped by PostgreSQL itself, so
         # its shared memory is released too.
         for db in self.topology.dbs:
@@ -817,9 +820,9 @@ class Cluster:
                                 f"{self.layout.pg_bin_dir}/pg_ctl", "-D", str(self.data_dir(db.name)), "-m",
                                 "immediate", "-w", "-t", "20", "stop"], capture_output=True, env={"PATH": BASE_PATH})
 
-    def _stop_quietly(self, host_name: str, name: str) -> None:
+    def _stop_quietly(self, host_name: str, name: str, *, timeout_s: float | None = None) -> None:
         try:
-            self.stop(host_name, name, timeout_s=None)
+            self.stop(host_name, name, timeout_s=timeout_s)
         except (KeyError, OSError, ValueError):
             self.kill(host_name, name)
 
@@ -948,6 +951,12 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(prefix=arguments.prefix, state_dir=arguments.state_dir, forward_port=arguments.forward_port)
     try:
         if arguments.command == "up":
+            saved = cluster.state_dir / "summary.txt"
+            if cluster.exists() and saved.exists():
+                print(f"cluster '{cluster.prefix}' is already running; as it was started:\n")
+                print(saved.read_text())
+                print(cluster.status())
+                return 0
             summary = cluster.up(seed=not arguments.no_seed)
             print(summary.text(cluster))
         elif arguments.command == "down":
