@@ -70,6 +70,11 @@ def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(_config(engine)).get_current_head()
 
 
+def known_revisions(engine: Engine) -> frozenset[str]:
+    """Every revision in ``migrations/``: a database at any other was migrated by a newer release."""
+    return frozenset(script.revision for script in ScriptDirectory.from_config(_config(engine)).walk_revisions())
+
+
 def pending_model_changes(engine: Engine) -> list[object]:
     """Differences between the models and the migrated database (empty when they agree)."""
     with engine.connect() as connection:

@@ -31,23 +31,30 @@ NOT_CHECKED = "not checked: the database cannot be reached"
 
 @dataclass
 class MigrationCheck:
-    """The database's migration revision, read at most every ``MIGRATION_CHECK_INTERVAL_S``; the code's head, once."""
+    """The database's migration revision, read at most every ``MIGRATION_CHECK_INTERVAL_S``; the code's, once.
+
+    A database behind this code's newest revision lacks what the code needs: not ready.
+    One at a revision this code does not know was migrated by a newer release, which
+    the release procedure does before restarting the hosts one at a time (see
+    docs/configuration.md): the hosts still on this code keep serving meanwhile.
+    """
 
     head: str | None = None
+    known: frozenset[str] = frozenset()
     revision: str | None = None
     read_at_s: float = float("-inf")
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def verdict(self, state: HubState) -> str:
-        """Whether the database is at the code's newest revision; raises SQLAlchemy's error if it cannot be read."""
+        """The verdict: "ok", or which migrations are missing; raises SQLAlchemy's error if it cannot read."""
         with self.lock:
             if self.head is None:
-                self.head = migrate.head_revision(state.engine)
+                self.head, self.known = migrate.head_revision(state.engine), migrate.known_revisions(state.engine)
             if time.monotonic() - self.read_at_s >= MIGRATION_CHECK_INTERVAL_S:
                 self.revision = migrate.current_revision(state.engine)
                 self.read_at_s = time.monotonic()
             head, revision = self.head, self.revision
-        if revision == head:
+        if revision == head or (revision is not None and revision not in self.known):
             return "ok"
         return f"the database is at revision {revision or 'base'}, this hub's code at {head}"
 
