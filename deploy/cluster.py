@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import datetime
-import functools
 import http.client
 import json
 import os
@@ -55,10 +54,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from deploy import netns
-from deploy.render import (Layout, Tuning, host_directories, read_environment_file, render_host, write_files,
-                           HubFeatures)
+from deploy.render import (Layout, Tuning, host_directories, hub_settings, read_environment_file, render_host,
+                           write_files)
 from deploy.secrets import Secrets
-from deploy.topology import CLIENT, DB, HUB, LB, Host, Topology
+from deploy.topology import DB, HUB, LB, Host, Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE = ROOT / "test-artifacts" / "cluster"
@@ -188,11 +187,6 @@ class Cluster:
     def hub_environment(self, host_name: str = "hub1") -> dict[str, str]:
         """The ``ALLIANCE_*`` settings of the hub's processes on ``host_name``."""
         return read_environment_file((self.root(host_name) / "etc" / "alliance" / "hub.env").read_text())
-
-    @functools.cached_property
-    def hub_check_path(self) -> str:
-        """The route HAProxy checks on each hub host (/readyz; /healthz while the hub had none)."""
-        return "/readyz" if HubFeatures.of_checkout().has_readyz else "/healthz"
 
     def cli_options(self) -> str:
         return "" if self.prefix == "alliance" else f" --prefix {self.prefix}"
@@ -565,11 +559,10 @@ class Cluster:
     def wait_hub_ready(self, host_name: str, *, timeout_s: float = 60.0) -> None:
         """Return once the hub on ``host_name`` answers its readiness check and HAProxy sends it requests."""
         host = self.topology.host(host_name)
-        path = self.hub_check_path
 
         def ready() -> bool:
             try:
-                status, _ = self.http(f"http://{host.address}:{self.topology.ports.hub}{path}", timeout_s=3)
+                status, _ = self.http(f"http://{host.address}:{self.topology.ports.hub}/readyz", timeout_s=3)
             except OSError:
                 return False
             return status == 200 and self.haproxy_servers().get(f"hubs/{host_name}", {}).get("status") == "UP"
@@ -665,14 +658,15 @@ class Cluster:
 
     def _render(self) -> None:
         secrets = self.secrets()
-        features = HubFeatures.of_checkout()
+        known_settings = hub_settings()
         for host in self.topology.hosts:
             for directory in host_directories(host, self.layout):
                 path = Path(directory.path)
                 path.mkdir(parents=True, exist_ok=True)
                 os.chmod(path, directory.mode)
                 shutil.chown(path, user=directory.owner, group=directory.group or directory.owner)
-            write_files(render_host(self.topology, host, self.layout, secrets, tuning=self.tuning, features=features))
+            write_files(render_host(self.topology, host, self.layout, secrets, tuning=self.tuning,
+                                    known_settings=known_settings))
         archive = Path(self.layout.wal_archive_dir)
         archive.mkdir(parents=True, exist_ok=True)
         os.chmod(archive, 0o700)
@@ -704,26 +698,15 @@ class Cluster:
         _wait(healthy, "every etcd member to be healthy", timeout_s)
 
     def migrate(self, *, host_name: str = "hub1", attempts: int = 5) -> str:
-        """``alliance db upgrade`` against the primary (through HAProxy, not PgBouncer)."""
-        environment = self.hub_environment(host_name)
-        overrides = {}
-        if "ALLIANCE_MIGRATION_DATABASE_URL" not in environment:
-            # A hub without the setting migrates through its database URL: point it at the primary.
-            direct = self._direct_url()
-            overrides = {"ALLIANCE_DATABASE_URL": direct}
+        """``alliance db upgrade``, which goes to ALLIANCE_MIGRATION_DATABASE_URL: the primary, through HAProxy."""
         for attempt in range(1, attempts + 1):
-            result = self.alliance(["db", "upgrade"], host_name=host_name, overrides=overrides, check=False)
+            result = self.alliance(["db", "upgrade"], host_name=host_name, check=False)
             if result.returncode == 0:
                 return result.stdout
             if attempt == attempts:
                 raise ClusterError(f"alliance db upgrade failed: {(result.stderr or result.stdout).strip()[-2000:]}")
             time.sleep(2)
         raise AssertionError("unreachable")
-
-    def _direct_url(self) -> str:
-        secrets = self.secrets()
-        return (f"postgresql://alliance:{secrets.app_password}@{self.topology.lb.address}:"
-                f"{self.topology.ports.pg_primary}/alliance")
 
     def seed_demo(self, *, host_name: str = "hub1") -> str:
         """``alliance seed-demo`` once; the demo refuses production, so it runs as development with the cluster's keys."""
@@ -758,8 +741,11 @@ class Cluster:
             return f"cluster '{self.prefix}' is not running"
         lines = [f"cluster '{self.prefix}' ({self.state_dir})"]
         for host in self.topology.hosts:
-            services = ", ".join(f"{item.name} {'pid ' + str(self.pid(host.name, item.name)) if self.running(host.name, item.name) else 'STOPPED'}"
-                                 for item in self.services(host.name)) if self.secrets_path.exists() else "?"
+            try:
+                states = [(item.name, self.pid(host.name, item.name)) for item in self.services(host.name)]
+            except OSError:  # its files are not rendered (yet)
+                states = []
+            services = ", ".join(f"{name} {f'pid {pid}' if pid else 'STOPPED'}" for name, pid in states)
             cut = "  [link cut]" if _link_down(self, host.name) else ""
             lines.append(f"  {host.name:<7} {host.address:<12} {services or '-'}{cut}")
         forwarder = self.pid("local", "forwarder")

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import os
 import shutil
 import sys
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import jinja2
@@ -95,26 +94,11 @@ class Directory:
     group: str | None = None
 
 
-@dataclass(frozen=True)
-class HubFeatures:
-    """What the hub in this checkout supports, so the rendered files never name a setting it would refuse."""
+def hub_settings() -> frozenset[str]:
+    """Every ``ALLIANCE_*`` setting the hub in this checkout knows (it refuses any other)."""
+    from alliance.config import Settings
 
-    known_settings: frozenset[str]
-    has_readyz: bool
-
-    @classmethod
-    def of_checkout(cls) -> "HubFeatures":
-        from alliance.config import Settings
-
-        known = frozenset(SETTING_PREFIX + item.name.upper() for item in fields(Settings))
-        spec = importlib.util.find_spec("alliance.api.health")
-        source = Path(spec.origin).read_text() if spec and spec.origin else ""
-        return cls(known_settings=known, has_readyz='"/readyz"' in source)
-
-    @property
-    def transaction_pooling(self) -> bool:
-        """The hub can turn psycopg's prepared statements off (PgBouncer 1.18 cannot pool them per transaction)."""
-        return "ALLIANCE_DATABASE_POOLING" in self.known_settings
+    return frozenset(SETTING_PREFIX + item.name.upper() for item in fields(Settings))
 
 
 def environment_value(value: object) -> str:
@@ -156,34 +140,32 @@ def read_environment_file(text: str) -> dict[str, str]:
     return result
 
 
-def _environment(features: HubFeatures) -> jinja2.Environment:
+def _environment(known_settings: frozenset[str]) -> jinja2.Environment:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
     def setting(name: str, value: object) -> str:
         variable = SETTING_PREFIX + name
-        if variable in features.known_settings:
-            return f"{variable}={environment_value(value)}"
-        # Temporary, while the hub catches up with this configuration: a setting it does
-        # not know yet would stop it starting, so it is written but commented out.
-        return f"# not a setting of this hub yet, so left out: {variable}={environment_value(value)}"
+        if variable not in known_settings:
+            # The hub would refuse to start with it: say so now, not on every hub host later.
+            raise ValueError(f"hub.env.j2 sets {variable}, which the hub in this checkout does not know "
+                             "(see docs/configuration.md)")
+        return f"{variable}={environment_value(value)}"
 
     environment.globals["setting"] = setting
     return environment
 
 
 def render_host(topology: Topology, host: Host, layout: Layout, secrets: Secrets, *, tuning: Tuning = Tuning(),
-                features: HubFeatures | None = None) -> list[RenderedFile]:
-    """Every file ``host`` needs, for its role."""
-    features = features or HubFeatures.of_checkout()
-    environment = _environment(features)
+                known_settings: frozenset[str] | None = None) -> list[RenderedFile]:
+    """Every file ``host`` needs, for its role (``known_settings``: the hub's, by default this checkout's)."""
+    environment = _environment(hub_settings() if known_settings is None else known_settings)
     root = layout.root(host)
     app = {"user": "alliance", "database": "alliance",
            # A fixed salt per password: rendering twice gives the same file.
            "password_verifier": scram_sha_256_verifier(
                secrets.app_password, salt=hashlib.sha256(b"alliance role salt " + secrets.app_password.encode()).digest()[:16])}
     client_connections = (tuning.gunicorn_workers + 1) * tuning.hub_pool_size * 2
-    transaction = features.transaction_pooling
     context = {
         "cluster": topology.name, "subnet": str(topology.subnet), "host": host, "lb": topology.lb,
         "hubs": topology.hubs, "dbs": topology.dbs, "ports": topology.ports, "root": root, "layout": layout,
@@ -194,18 +176,7 @@ def render_host(topology: Topology, host: Host, layout: Layout, secrets: Secrets
         "gunicorn": {"workers": tuning.gunicorn_workers, "threads": tuning.gunicorn_threads},
         "hub": {"pool_size": tuning.hub_pool_size, "replica_max_lag_s": tuning.replica_max_lag_s},
         "hub_server_maxconn": tuning.gunicorn_workers * tuning.gunicorn_threads * 2,
-        # Temporary fallback while the hub has no /readyz: its /healthz also checks the database.
-        "hub_check_path": "/readyz" if features.has_readyz else "/healthz",
-        "pgbouncer": {
-            "pool_mode": "transaction" if transaction else "session",
-            "pool_mode_note": ("Transaction pooling: a server connection serves one transaction, then the next "
-                               "client's (the hub turns psycopg's prepared statements off, ALLIANCE_DATABASE_POOLING).")
-            if transaction else
-            ("Session pooling FOR NOW: this hub cannot yet turn psycopg's prepared statements off "
-             "(ALLIANCE_DATABASE_POOLING), which transaction pooling in PgBouncer 1.18 needs."),
-            "default_pool_size": tuning.pgbouncer_pool_size if transaction else client_connections + 2,
-            "client_connections": client_connections,
-        },
+        "pgbouncer": {"default_pool_size": tuning.pgbouncer_pool_size, "client_connections": client_connections},
     }
 
     def file(template: str, path: str, **options: object) -> RenderedFile:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploy.cluster import write_self_signed_certificate
-from deploy.render import Layout, RenderedFile, read_environment_file, render_host, environment_value
+from deploy.render import Layout, RenderedFile, environment_value, hub_settings, read_environment_file, render_host
 from deploy.secrets import Secrets, scram_sha_256_verifier
 from deploy.topology import Topology
 
@@ -59,7 +59,7 @@ def test_haproxy_accepts_its_configuration(tmp_path: Path) -> None:
     result = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     text = config.read_text()
-    assert "option httpchk GET /readyz" in text or "option httpchk GET /healthz" in text
+    assert "option httpchk GET /readyz" in text
     assert text.count("check port 8008") == 6
 
 
@@ -75,7 +75,7 @@ def test_every_hub_host_gets_the_same_settings_and_a_pgbouncer_in_front(tmp_path
     assert settings["ALLIANCE_PROXY_HOPS"] == "1"
     ini = hosts["hub2"]["pgbouncer.ini"].content
     assert "alliance = host=10.77.0.10 port=5000 dbname=alliance" in ini
-    assert re.search(r"^pool_mode = (transaction|session)$", ini, re.M)
+    assert re.search(r"^pool_mode = transaction$", ini, re.M)
     unit = hosts["hub2"]["alliance-hub.service"].content
     assert "--bind 10.77.0.22:8000" in unit and "alliance.wsgi:app" in unit
 
@@ -89,3 +89,10 @@ def test_environment_values_survive_quoting() -> None:
 def test_scram_verifier_is_postgres_format() -> None:
     verifier = scram_sha_256_verifier("pencil", salt=b"0123456789abcdef", iterations=4096)
     assert re.fullmatch(r"SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier)
+
+
+def test_a_setting_the_hub_does_not_know_stops_the_rendering() -> None:
+    topology = Topology.local()
+    known = hub_settings() - {"ALLIANCE_DATABASE_POOLING"}
+    with pytest.raises(ValueError, match="ALLIANCE_DATABASE_POOLING"):
+        render_host(topology, topology.hubs[0], Layout(), SECRETS, known_settings=known)
