@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from alliance.console import security
+from alliance.db import database_unavailable
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import minor_units_per_unit
 
@@ -64,7 +65,12 @@ def _alliance_error(error: AllianceError) -> tuple[str, int]:
     return _error_page(error.http_status, error.title, error.detail)
 
 
-def _unexpected_error(error: Exception) -> tuple[str, int]:
+def _unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
+    if database_unavailable(error):
+        # A failover or a restart, not a bug: the page says so, and that trying again is safe.
+        page, status = _error_page(503, "Database unavailable", "The database cannot serve right now, so nothing "
+                                   "was changed. Try again in a moment.")
+        return page, status, {"Retry-After": "1"}
     logger.exception("unexpected error in console %s %s (request %s)", request.method, request.path,
                      g.get("request_id"))
     return _error_page(500, "Internal Server Error", "The console could not complete this. Quote request "

@@ -23,6 +23,7 @@ from alliance.config import Settings
 from alliance.db import database_unavailable, make_engine
 from alliance.extensions import hub_state
 from tests.back_office_support import BackOffice, run_cli
+from tests.console_support import ConsoleClient
 from tests.factories import make_member, make_signing_partner
 from tests.http_server import books, purchase_payload, send_signed, serve, wall_clock_partner_time
 from tests.postgres_server import terminate_backend
@@ -210,3 +211,15 @@ def test_a_back_office_report_on_a_hub_with_no_replica_reads_the_primary_read_on
     assert reply.status == 200 and reply.body["statements"] == []
     with hub_state(pg_app).read_only_unit_of_work() as uow:
         assert uow.session.execute(text("SHOW transaction_read_only")).scalar_one() == "on"
+
+
+def test_a_console_page_during_an_outage_is_a_503_saying_to_try_again(tmp_path):
+    app = _hub(_closed_port_url(), tmp_path / "instance")
+    try:
+        # Logging in is the first page that needs the database.
+        page = ConsoleClient(app).login("fiona")
+        text = page.get_data(as_text=True)
+        assert page.status_code == 503 and page.headers["Retry-After"] == "1"
+        assert "nothing was changed" in text and "Internal Server Error" not in text
+    finally:
+        hub_state(app).dispose()
