@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from deploy import netns
-from deploy.cluster import REQUIRED_PROGRAMS
+from deploy.cluster import REQUIRED_PROGRAMS, Cluster
+
+# A cluster of the tests' own, so they never meet one `make cluster` started.
+PREFIX = "alliance-smoke"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,3 +37,25 @@ def cluster_unavailable() -> str | None:
     if missing:
         return f"Debian packages missing: {' '.join(missing)} (scripts/ensure-cluster-tools.sh or make cluster installs them)"
     return None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """One cluster for every cluster test of the session (namespaces ``alliance-smoke-*``), removed afterwards.
+
+    Starting it takes about 40 s on two cores, so the smoke test and the chaos scenario
+    share it rather than each starting their own.
+    """
+    reason = cluster_unavailable()
+    if reason:
+        pytest.skip(f"cannot start the cluster here: {reason}")
+    cluster = Cluster(prefix=PREFIX, forward_port=0)
+    if cluster.exists():
+        cluster.down(echo=lambda line: None)  # what an interrupted run left
+    try:
+        cluster.up(echo=lambda line: print(line, flush=True))
+        yield cluster
+    finally:
+        cluster.down(echo=lambda line: None)
+        assert not netns.names(PREFIX), "the cluster's namespaces outlived it"
+        assert not cluster.state_dir.exists()
