@@ -40,6 +40,7 @@ from alliance.models.settlement import SettlementStatement
 from alliance.services.settlement_closing import close_due_cycles
 from deploy import netns
 from deploy.cluster import Cluster
+from partners_sdk.retry import problem_code
 from tests.chaos.load_client import CountingTransport, TillThread
 from tests.chaos.support import ROOT
 from tests.postgres_server import PostgresServer, _binary
@@ -66,6 +67,7 @@ class Attempt:
     method: str
     resend: bool
     status: int | None  # None: no whole reply
+    problem: str | None = None  # a failed reply's problem code: who answered it and why
 
     @property
     def acknowledged_write(self) -> bool:
@@ -90,14 +92,15 @@ class RecordingTransport(CountingTransport):
             resend = key is not None and key in self._keys_sent
             if key is not None:
                 self._keys_sent.add(key)
-        started_s, status = time.monotonic(), None
+        started_s, status, problem = time.monotonic(), None, None
         try:
             reply = super().send(method, url, headers, body, timeout_s)
             status = reply[0]
+            problem = problem_code(reply[2]) if status >= 500 else None
             return reply
         finally:
             with self._lock:
-                self.attempts_made.append(Attempt(started_s, time.monotonic(), method, resend, status))
+                self.attempts_made.append(Attempt(started_s, time.monotonic(), method, resend, status, problem))
 
 
 class RecordingTill(TillThread):
@@ -140,6 +143,7 @@ class FaultFigures:
     doubled: int
     rto_s: float | None
     slowest_s: float  # the longest an operation acknowledged in the window took, resends included
+    failure_kinds: Counter = field(default_factory=Counter)  # "503 database_unavailable", "no reply", ... -> attempts
 
 
 @dataclass
@@ -230,13 +234,18 @@ def fault_figures(run: LoadRun, counts: dict[str, Counter]) -> list[FaultFigures
         in_window = [what for what, moment in acknowledged.items() if fault.injected_s <= moment < end_s]
         found = [counts[what.split(" ", 1)[0]][what.split(" ", 1)[1]] for what in in_window]
         attempts = [a for a in run.transport.attempts_made if fault.injected_s <= a.started_s < end_s]
+        # A failure belongs to the fault in force when it was seen: an attempt sent just
+        # before a fault and failed by it is that fault's, not the previous one's.
+        failures = [a for a in run.transport.attempts_made if a.failed and fault.injected_s <= a.ended_s < end_s]
         first = min((a.ended_s for a in attempts if a.acknowledged_write), default=None)
         took = {what: took_s for till in run.tills for what, took_s in till.took_s.items()}
         rows.append(FaultFigures(
             fault.name, acknowledged=len(in_window), retried=sum(1 for a in attempts if a.resend),
-            failed_attempts=sum(1 for a in attempts if a.failed), lost=sum(1 for n in found if n == 0),
+            failed_attempts=len(failures), lost=sum(1 for n in found if n == 0),
             doubled=sum(1 for n in found if n > 1), rto_s=None if first is None else first - fault.injected_s,
-            slowest_s=max((took[what] for what in in_window), default=0.0)))
+            slowest_s=max((took[what] for what in in_window), default=0.0),
+            failure_kinds=Counter(f"{a.status or 'no reply'} {a.problem or ''}{' (resend)' if a.resend else ''}"
+                                  for a in failures)))
     return rows
 
 
