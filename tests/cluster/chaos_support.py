@@ -391,6 +391,9 @@ class ClosingComparison:
     statements: int
     identical: bool
     first_difference: str | None
+    # The cluster's closing, all transactions: an upper bound on any one's idle time
+    # between statements (see idle_in_transaction_session_timeout in post-bootstrap.sh.j2).
+    cluster_closing_s: float
 
 
 def compare_closings(cluster: Cluster, hub: HubState, work_dir: Path, server: PostgresServer) -> ClosingComparison:
@@ -401,9 +404,11 @@ def compare_closings(cluster: Cluster, hub: HubState, work_dir: Path, server: Po
     """
     now = closing_moment(datetime.now(timezone.utc))
     dump = dump_primary(cluster)
+    started_s = time.monotonic()
     on_cluster = cluster.in_client(close_and_read, hub, now, timeout=300)
+    closing_s = time.monotonic() - started_s
     on_copy = closing_on_a_copy(cluster, dump, now, work_dir / "copy-instance", server)
     difference = next((f"{left[:2]} differs" for left, right in zip(on_cluster, on_copy) if left != right), None)
     if len(on_cluster) != len(on_copy):
         difference = f"{len(on_cluster)} statements on the cluster, {len(on_copy)} on the copy"
-    return ClosingComparison(len(on_cluster), difference is None and bool(on_cluster), difference)
+    return ClosingComparison(len(on_cluster), difference is None and bool(on_cluster), difference, closing_s)

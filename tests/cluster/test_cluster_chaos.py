@@ -213,13 +213,14 @@ def check_books(scenario: Scenario, hub: HubState, tills: list, customers: list,
     audit = cluster.alliance(["audit"], check=False)
     isolated_acks = isolated_acknowledgements(scenario)
     notes = [f"{fault.name}: {note}" for fault in run.faults for note in fault.notes] + [
+        f"{row.fault}: failed attempts {dict(row.failure_kinds)}" for row in rows if row.failure_kinds] + [
         f"load {load_s:.0f} s, {tally.acknowledged} operations acknowledged ({len(tally.purchases)} purchases, "
         f"{len(tally.refunds)} refunds, {len(tally.redemptions)} redemptions), {len(run.transport.attempts_made)} "
         f"HTTP attempts, {tally.client_retries} resends by the tills after the SDK gave up",
         f"primaries in turn: {' -> '.join(scenario.primaries)}",
         f"scheduler runs per hub host: {scheduler_runs(cluster)}",
-        f"settlement closing: {closing.statements} statements, byte-identical on a copy of the books: "
-        f"{closing.identical}",
+        f"settlement closing: {closing.statements} statements in {closing.cluster_closing_s:.1f} s, byte-identical "
+        f"on a copy of the books: {closing.identical}",
     ] + ([f"writes acknowledged while the old primary was isolated: {len(isolated_acks)}, "
           f"all in the new primary's ledger"] if scenario.isolation else [])
     write_report(table(rows, f"cluster chaos ({scale})"), notes, scale)
