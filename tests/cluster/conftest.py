@@ -39,12 +39,13 @@ def cluster_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
-    """One cluster for every cluster test of the session (namespaces ``alliance-smoke-*``), removed afterwards.
+    """One cluster for the cluster tests (namespaces ``alliance-smoke-*``), removed after the last of them.
 
-    Starting it takes about 40 s on two cores, so the smoke test and the chaos scenario
-    share it rather than each starting their own.
+    Starting it takes about 20 s on two cores, so the smoke test and the chaos scenario
+    share it rather than each starting their own; it is removed when this package's tests
+    are done, not at the end of the session, so the rest of the suite runs without it.
     """
     reason = cluster_unavailable()
     if reason:

@@ -43,9 +43,10 @@ from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.cluster
 
+# plant_tills_and_customers reads only the tills and members per till; the faults here set the pace.
 SHAPES = {"small": LoadShape(load_s=0, tills=3, members_per_till=2, workers=0, kill_interval_s=0),
           "full": LoadShape(load_s=0, tills=6, members_per_till=3, workers=0, kill_interval_s=0)}
-# Kept out of the ledger checks' way: a fault's figures count from its injection on.
+# Writes acknowledged before the first fault: the load flows through every tier before anything breaks.
 WARM_UP_WRITES = 5
 LINK_CUT_S = 20.0
 ETCD_DOWN_S = 10.0
