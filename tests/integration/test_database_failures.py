@@ -223,3 +223,16 @@ def test_a_console_page_during_an_outage_is_a_503_saying_to_try_again(tmp_path):
         assert "nothing was changed" in text and "Internal Server Error" not in text
     finally:
         hub_state(app).dispose()
+
+
+def test_a_statement_on_a_connection_psycopg_knows_is_closed_is_an_unavailable_database(pg_hub):
+    # What a failover can leave behind: the server went away between two statements and
+    # psycopg refuses the next one itself, with no SQLSTATE.
+    with pg_hub.unit_of_work() as uow, pytest.raises(DBAPIError) as raised:
+        uow.session.execute(text("SELECT 1"))
+        uow.session.connection().connection.driver_connection.close()
+        uow.session.execute(text("SELECT 1"))
+    assert raised.value.orig.sqlstate is None
+    assert database_unavailable(raised.value)
+    with pg_hub.unit_of_work() as uow:
+        assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
