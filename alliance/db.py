@@ -45,6 +45,10 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # The server is shutting down, crashed or is still starting: admin_shutdown,
 # crash_shutdown, cannot_connect_now.
 SERVER_GOING_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# The server ended this session for being idle: idle_in_transaction_session_timeout
+# (a client whose network was cut mid-transaction) and idle_session_timeout. The
+# transaction was rolled back with the session.
+SESSION_TIMED_OUT_SQLSTATES = frozenset({"25P03", "57P05"})
 # Class 08, connection exceptions: also how PgBouncer reports a server it cannot reach.
 CONNECTION_EXCEPTION_CLASS = "08"
 # Report reads look at the replica's replay lag at most this often per process.
@@ -85,7 +89,7 @@ def make_engine(url: str, settings: Settings) -> Engine:
                            connect_args=_postgres_connect_args(settings))
     event.listen(engine, "checkout", _refuse_connection_closed_by_server)
     event.listen(engine, "checkin", _leave_read_write_to_the_server)
-    event.listen(engine, "handle_error", _discard_connections_to_a_read_only_server)
+    event.listen(engine, "handle_error", _discard_unusable_connections)
     return engine
 
 
@@ -137,18 +141,19 @@ def _server_refuses_writes(error: BaseException, driver_connection) -> bool:  # 
     return getattr(error, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION and not driver_connection.read_only
 
 
-def _discard_connections_to_a_read_only_server(context: ExceptionContext) -> None:
+def _discard_unusable_connections(context: ExceptionContext) -> None:
     """``handle_error``: a connection whose server refuses writes is discarded like a lost one.
 
     During a failover a new connection may still reach the demoted primary for a moment;
     SQLAlchemy then discards this connection (only this one: the others may well reach
-    the new primary already), and the next checkout connects afresh. ``DriverStatement``
+    the new primary already), and the next checkout connects afresh. A connection whose
+    conversation with the server lost its order goes the same way. ``DriverStatement``
     does the same for the statements it sends.
     """
     connection = context.connection
     if connection is None or connection.invalidated or context.is_disconnect:
         return
-    if _server_refuses_writes(context.original_exception, connection.connection.driver_connection):
+    if _connection_unusable(context.original_exception, connection.connection.driver_connection):
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False
 
@@ -157,21 +162,42 @@ def database_unavailable(error: BaseException) -> bool:
     """Whether a failure means the database cannot serve right now, so the same request may simply be retried.
 
     True for a connection refused, lost or timed out (psycopg's error carries no
-    SQLSTATE then: the server never answered), a server shutting down, crashed or
-    starting (57P01-57P03), a connection exception (class 08, PgBouncer's own refusals
-    included), and a write refused by a server that became read-only (25006, when the
-    session had not asked for a read-only transaction: the pool discarded it). The
-    transaction did not commit in each case, or, when the connection broke during
-    ``COMMIT``, the partner's retry under the same Idempotency-Key finds what it did.
+    SQLSTATE then: the server never answered), a conversation with the server that
+    lost its order (see ``_protocol_lost``), a server shutting down, crashed or
+    starting (57P01-57P03), a session the server ended for idling (25P03, 57P05), a
+    connection exception (class 08, PgBouncer's own refusals included), and a write
+    refused by a server that became read-only (25006, when the session had not asked
+    for a read-only transaction: the pool discarded it). The transaction did not
+    commit in each case, or, when the connection broke during ``COMMIT``, the
+    partner's retry under the same Idempotency-Key finds what it did.
     """
     if not isinstance(error, DBAPIError) or not isinstance(error.orig, psycopg.Error):
         return False
     sqlstate = error.orig.sqlstate
     if sqlstate is None:
-        return isinstance(error.orig, psycopg.OperationalError)
+        return isinstance(error.orig, psycopg.OperationalError) or _protocol_lost(error.orig)
     if sqlstate == READ_ONLY_SQL_TRANSACTION:
         return error.connection_invalidated
-    return sqlstate.startswith(CONNECTION_EXCEPTION_CLASS) or sqlstate in SERVER_GOING_SQLSTATES
+    return (sqlstate.startswith(CONNECTION_EXCEPTION_CLASS) or sqlstate in SERVER_GOING_SQLSTATES
+            or sqlstate in SESSION_TIMED_OUT_SQLSTATES)
+
+
+def _protocol_lost(error: BaseException) -> bool:
+    """psycopg's own InternalError (no SQLSTATE): the server's replies no longer match what was sent.
+
+    Seen behind PgBouncer during a switchover, when the server session under a client
+    connection died and PgBouncer's error arrived ahead of the reply to the next
+    ``BEGIN`` ("received 2 results from command 'BEGIN'"). Nothing on that connection
+    can be trusted again, so it is discarded, and the request is retried like one on
+    a lost connection.
+    """
+    return isinstance(error, psycopg.InternalError) and error.sqlstate is None
+
+
+def _connection_unusable(error: BaseException, driver_connection) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the connection an error came from must not go back to the pool."""
+    return (driver_connection.broken or driver_connection.closed or _protocol_lost(error)
+            or _server_refuses_writes(error, driver_connection))
 
 
 def accepts_writes(engine: Engine) -> tuple[bool, str]:
@@ -406,7 +432,7 @@ class DriverStatement:
         except driver.Error as error:
             # As SQLAlchemy would: a connection the error broke, or one to a server that
             # now refuses writes, is not given back to the pool.
-            unusable = driver.broken or driver.closed or _server_refuses_writes(error, driver)
+            unusable = _connection_unusable(error, driver)
             if unusable:
                 connection.invalidate()
             raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=unusable) from error

@@ -39,6 +39,22 @@ def cluster_unavailable() -> str | None:
     return None
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "cluster-logs"
+
+
+def keep_logs(cluster: Cluster) -> None:
+    """Copy every host's process logs to ``test-artifacts/cluster-logs/`` before the cluster is removed.
+
+    The hubs' tracebacks, Patroni's decisions and HAProxy's request lines are what
+    explains a failed chaos run after the fact.
+    """
+    if not cluster.log_dir.exists():
+        return
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    shutil.copytree(cluster.log_dir, ARTIFACTS)
+
+
 @pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     """One cluster for the cluster tests (namespaces ``alliance-smoke-*``), removed after the last of them.
@@ -57,6 +73,7 @@ def cluster() -> Iterator[Cluster]:
         cluster.up(echo=lambda line: print(line, flush=True))
         yield cluster
     finally:
+        keep_logs(cluster)
         cluster.down(echo=lambda line: None)
         assert not netns.names(PREFIX), "the cluster's namespaces outlived it"
         assert not cluster.state_dir.exists()

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
@@ -236,3 +237,64 @@ def test_a_statement_on_a_connection_psycopg_knows_is_closed_is_an_unavailable_d
     assert database_unavailable(raised.value)
     with pg_hub.unit_of_work() as uow:
         assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_session_the_server_ended_for_idling_in_a_transaction_is_an_unavailable_database(pg_hub):
+    # A hub host whose network is cut mid-transaction: the server ends the session once
+    # idle_in_transaction_session_timeout passes, and the host hears of it when the cut heals.
+    with pg_hub.unit_of_work() as uow, pytest.raises(DBAPIError) as raised:
+        uow.session.execute(text("SET LOCAL idle_in_transaction_session_timeout = '100ms'"))
+        time.sleep(0.6)
+        uow.session.execute(text("SELECT 1"))
+    assert raised.value.orig.sqlstate == "25P03"
+    assert database_unavailable(raised.value) and raised.value.connection_invalidated
+    with pg_hub.unit_of_work() as uow:
+        assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_partner_request_on_a_session_ended_for_idling_is_a_503_and_its_retry_succeeds(pg_app):
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    ended: list[bool] = []
+
+    def idle_past_the_timeout(connection) -> None:  # type: ignore[no-untyped-def]
+        # The request's transaction has begun; the server hears nothing from the hub for
+        # longer than the session may idle in a transaction, as during a network cut.
+        if not ended:
+            ended.append(True)
+            connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '50ms'")
+            time.sleep(0.4)
+
+    with serve(pg_app) as base_url:
+        assert _earn(base_url, partner, member.card_number, "r-1", str(uuid.uuid4()))[0].status == 201
+        before = books(hub)
+        event.listen(hub.engine, "begin", idle_past_the_timeout)
+        key = str(uuid.uuid4())
+        try:
+            reply, elapsed_s = _earn(base_url, partner, member.card_number, "r-2", key)
+        finally:
+            event.remove(hub.engine, "begin", idle_past_the_timeout)
+        _assert_unavailable(reply, elapsed_s)
+        assert books(hub) == before
+        retried, _ = _earn(base_url, partner, member.card_number, "r-2", key)
+    assert retried.status == 201, retried.raw
+    assert retried.headers["idempotent-replayed"] == "false"
+
+
+def test_a_conversation_with_the_server_that_lost_its_order_is_an_unavailable_database(pg_hub):
+    # psycopg's own InternalError, with no SQLSTATE: what a switchover behind PgBouncer
+    # produced ("received 2 results from command 'BEGIN'"). Nothing was kept, and the
+    # connection it came from is not given back to the pool.
+    from alliance.db import _connection_unusable
+
+    lost = psycopg.InternalError("received 2 results from command 'BEGIN'")
+    assert lost.sqlstate is None
+    assert database_unavailable(DBAPIError.instance("BEGIN", {}, lost, psycopg.Error))
+    server_side = psycopg.errors.lookup("XX000")("an internal error the server reported")
+    assert not database_unavailable(DBAPIError.instance("SELECT 1", {}, server_side, psycopg.Error))
+    with pg_hub.unit_of_work() as uow:
+        driver = uow.session.connection().connection.driver_connection
+        assert _connection_unusable(lost, driver)
+        assert not _connection_unusable(psycopg.errors.UniqueViolation("duplicate"), driver)
