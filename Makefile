@@ -9,7 +9,7 @@ PORT ?= 5000
 PYTEST_ARGS ?=
 
 .PHONY: install demo test chaos fuzz bench postgres-server chromium clean cluster cluster-down cluster-status cluster-tools \
-	cluster-chaos
+	cluster-chaos prometheus
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ postgres-server:
 chromium:
 	@bash scripts/ensure-chromium.sh
 
+# promtool for the alert rules' tests; prometheus for make cluster's load balancer host.
+prometheus:
+	@bash scripts/ensure-prometheus.sh
+
 # The cluster tests (tests/cluster: the smoke test and the small failover chaos scenario,
 # about two minutes) need root and Debian's cluster packages; without them they are
 # skipped, saying why, and the rest of the suite runs.
-test: install postgres-server chromium
+test: install postgres-server chromium prometheus
 	@bash scripts/ensure-cluster-tools.sh || echo "the cluster tests will be skipped (see above)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -66,7 +70,7 @@ CLUSTER_PORT ?= 8700
 cluster-tools:
 	@bash scripts/ensure-cluster-tools.sh
 
-cluster: install cluster-tools
+cluster: install cluster-tools prometheus
 	$(BIN)/python -m deploy.cluster up --forward-port $(CLUSTER_PORT)
 
 cluster-status:
@@ -80,7 +84,7 @@ cluster-down:
 # is killed, a hub host killed, another cut off, an etcd member stopped, a switchover, a
 # rolling restart of the hub hosts and the primary cut off from etcd; at most 10 minutes.
 # The per-fault table is printed and written to test-artifacts/cluster-chaos-report.txt.
-cluster-chaos: install postgres-server cluster-tools
+cluster-chaos: install postgres-server cluster-tools prometheus
 	CLUSTER_CHAOS=full timeout 600 $(BIN)/python -m pytest tests/cluster/test_cluster_chaos.py -q -s -p no:cacheprovider \
 		$(PYTEST_ARGS)
 
