@@ -17,6 +17,8 @@ from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.domain.pin_hashing import PinKeyRing, generate_pin_key_ring_config
 from alliance.db import database_url, make_engine, make_session_factory
 from alliance.extensions import EXTENSION_KEY, HubState
+from alliance.observability import metrics
+from alliance.observability.logs import configure_logging
 from alliance.services.member_verification import carry_pin_key_ring
 from alliance.services.settlement_closing import StatementSigner
 from settlement.keys import load_statement_private_key, private_key_pem, statement_key_id
@@ -30,6 +32,8 @@ STATEMENT_KEY_FILE = "statement_key.pem"
 def create_app(settings: Settings | None = None) -> Flask:
     """Build a hub from ``settings`` (default: ``Settings.from_env()``)."""
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_format)
+    metrics.switch(settings.metrics == "on")
     app = Flask("alliance", instance_path=settings.instance_path, instance_relative_config=True)
     app.url_map.converters["int"] = DatabaseIdConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -44,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     engine = make_engine(database_url(settings, app.instance_path), settings)
     session_factory = make_session_factory(engine)
+    metrics.count_postings_on_commit(session_factory)
     pin_key_ring = PinKeyRing.from_config(settings.pin_keys or _development_pin_keys(Path(app.instance_path)))
     # The PIN services find the keys on their session, whichever entry point opened it.
     carry_pin_key_ring(session_factory, pin_key_ring)
@@ -64,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     from alliance import cli
-    from alliance.api import docs, errors, hardening, health
+    from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.back_office import finance_routes, grading_routes, settlement_routes
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     finance_routes.init_app(app, api)
     grading_routes.init_app(app, api)
     health.init_app(app)
+    telemetry.init_app(app)
     docs.init_app(app)
     from alliance import console
 

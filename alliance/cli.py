@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from alliance.db import migration_engine
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
+from alliance.observability.logs import COMMAND_LOGGER
 
 
 def _with_app(command: Callable) -> Callable:  # type: ignore[type-arg]
@@ -26,20 +28,40 @@ def _with_app(command: Callable) -> Callable:  # type: ignore[type-arg]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        outcome = "failed"
         try:
             if has_app_context():
-                return command(current_app._get_current_object(), *args, **kwargs)
-            from alliance.app import create_app
+                result = command(current_app._get_current_object(), *args, **kwargs)
+            else:
+                from alliance.app import create_app
 
-            app = create_app()
-            with app.app_context():
-                return command(app, *args, **kwargs)
+                app = create_app()
+                with app.app_context():
+                    result = command(app, *args, **kwargs)
+            outcome = "ok"
+            return result
         except AllianceError as error:
+            outcome = error.code
             raise click.ClickException(error.detail) from None
         except OperationalError as error:
+            outcome = "database_unavailable"
             raise click.ClickException(f"cannot use the database: {error.orig}") from None
+        except click.ClickException:
+            outcome = "refused"
+            raise
+        finally:
+            _log_command(outcome, started)
 
     return wrapper
+
+
+def _log_command(outcome: str, started: float) -> None:
+    """The command's log line: which command, how it ended, how long it took; never its arguments."""
+    context = click.get_current_context(silent=True)
+    COMMAND_LOGGER.info("command %s", outcome, extra={
+        "command": context.command_path if context is not None else None, "outcome": outcome,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
 
 
 def _parse_now(value: str | None) -> datetime:
@@ -273,12 +295,22 @@ for _name in JOB_HELP:
 @click.option("--once", is_flag=True, help="Run every job once, now, and exit.")
 @click.option("--run-for-s", type=click.IntRange(1, 86_400), default=None,
               help="Stop after this many seconds (for tests and drills); default: until stopped.")
+@click.option("--metrics-address", "metrics_address", default=None, metavar="HOST:PORT",
+              help="Serve this process's job metrics for Prometheus there (e.g. 10.0.0.5:9108).")
 @_with_app
-def scheduler(app: Flask, once: bool, run_for_s: int | None) -> None:
+def scheduler(app: Flask, once: bool, run_for_s: int | None, metrics_address: str | None) -> None:
     """Run the scheduled jobs in this process (never inside web workers)."""
     from alliance.scheduler import run_scheduler
 
-    run_scheduler(hub_state(app), holder=_process_name(), once=once, run_for_s=run_for_s, echo=click.echo)
+    run_scheduler(hub_state(app), holder=_process_name(), once=once, run_for_s=run_for_s, echo=click.echo,
+                  metrics_address=_host_and_port(metrics_address) if metrics_address else None)
+
+
+def _host_and_port(value: str) -> tuple[str, int]:
+    host, separator, port = value.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9108)", param_hint="--metrics-address")
+    return host.strip("[]"), int(port)
 
 
 def _register_admin_commands() -> None:

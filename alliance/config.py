@@ -23,6 +23,9 @@ ISO_4217_LENGTH = 3
 # pooling), or PgBouncer's transaction pooling, where each transaction may run on another
 # server session (see alliance.db).
 DATABASE_POOLING_MODES = ("session", "transaction")
+SWITCH_VALUES = ("on", "off")
+LOG_FORMATS = ("json", "text")
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class Settings:
     partner_max_in_flight: int = 32
     # Reverse proxies in front of the hub that set X-Forwarded-For and -Proto (HAProxy: 1).
     proxy_hops: int = 0
+    # Prometheus metrics: counted when on; GET /metrics answers only this bearer token.
+    metrics: str = "on"
+    metrics_token: str | None = None
+    # One JSON object per log line, or text for a person at a terminal; and a line per request.
+    log_format: str = "json"
+    request_log: str = "on"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -117,6 +126,7 @@ class Settings:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         if not 0 <= self.proxy_hops <= 5:
             raise ConfigurationError("ALLIANCE_PROXY_HOPS must be between 0 and 5 (the proxies in front of the hub)")
+        self._check_observability()
         for name in ("partner_rate_per_s", "partner_burst", "partner_max_in_flight"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must not be negative (0 switches the limit off)")
@@ -131,6 +141,14 @@ class Settings:
         if (self.migration_database_url or self.replica_database_url) and not self.database_url:
             raise ConfigurationError("ALLIANCE_MIGRATION_DATABASE_URL and ALLIANCE_REPLICA_DATABASE_URL need "
                                      "ALLIANCE_DATABASE_URL (the primary) as well")
+
+    def _check_observability(self) -> None:
+        for name, allowed in (("metrics", SWITCH_VALUES), ("request_log", SWITCH_VALUES), ("log_format", LOG_FORMATS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigurationError(f"ALLIANCE_{name.upper()} must be {' or '.join(allowed)}")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+            raise ConfigurationError(f"ALLIANCE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters "
+                                     "(a random secret; Prometheus sends it as a bearer token)")
 
     def _check_pin_keys(self) -> None:
         if not self.pin_keys:

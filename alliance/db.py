@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
+from alliance.observability import metrics
 
 SQLITE_FILE_NAME = "alliance.sqlite3"
 TUPLES_OK = ExecStatus.TUPLES_OK
@@ -78,15 +79,23 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, settings: Settings) -> Engine:
-    """Create an engine with the per-database settings the ledger relies on."""
+def make_engine(url: str, settings: Settings, *, pool: str = "primary") -> Engine:
+    """Create an engine with the per-database settings the ledger relies on.
+
+    ``pool`` names the engine in the metrics (primary, replica). SQL parameters are left
+    out of error messages: they may be personal data, and error messages reach the logs.
+    """
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
+        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+                               hide_parameters=True)
         _configure_sqlite(engine, settings)
+        metrics.instrument_pool(engine, pool)
         return engine
     engine = create_engine(url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
-                           connect_args=_postgres_connect_args(settings))
+                           connect_args=_postgres_connect_args(settings), hide_parameters=True,
+                           poolclass=metrics.pool_class(pool))
+    metrics.instrument_pool(engine, pool)
     event.listen(engine, "checkout", _refuse_connection_closed_by_server)
     event.listen(engine, "checkin", _leave_read_write_to_the_server)
     event.listen(engine, "handle_error", _discard_unusable_connections)
@@ -228,7 +237,8 @@ def migration_engine(settings: Settings, engine: Engine) -> Iterator[Engine]:
     if not settings.migration_database_url:
         yield engine
         return
-    direct = make_engine(settings.migration_database_url, replace(settings, database_pooling="session"))
+    direct = make_engine(settings.migration_database_url, replace(settings, database_pooling="session"),
+                         pool="migration")
     try:
         yield direct
     finally:
@@ -308,7 +318,8 @@ class ReadRouting:
     @classmethod
     def for_settings(cls, settings: Settings, primary: Engine) -> "ReadRouting":
         """The routing ``settings`` describe: with ``ALLIANCE_REPLICA_DATABASE_URL``'s replica, if set."""
-        replica = make_engine(settings.replica_database_url, settings) if settings.replica_database_url else None
+        replica = (make_engine(settings.replica_database_url, settings, pool="replica")
+                   if settings.replica_database_url else None)
         return cls(primary, replica, max_lag_s=settings.replica_max_lag_s)
 
     def session_factory(self) -> sessionmaker[Session]:

@@ -20,6 +20,8 @@ from werkzeug.exceptions import HTTPException
 
 from alliance.db import database_unavailable
 from alliance.domain.errors import AllianceError
+from alliance.observability.logs import accepted_request_id
+from alliance.observability.metrics import UNMATCHED_ROUTE
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -62,11 +64,12 @@ def problem_body(error: AllianceError) -> dict[str, object]:
 
 def problem_document_response(body: dict[str, object]) -> Response:
     """The problem+json response carrying ``body`` (a ``problem_document``, with any extension members)."""
+    g.problem_code = body["code"]
     return Response(json.dumps(body), status=int(body["status"]), content_type=PROBLEM_CONTENT_TYPE)
 
 
 def _assign_request_id() -> None:
-    g.request_id = uuid.uuid4().hex
+    g.request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
 
 
 def _echo_request_id(response: Response) -> Response:
@@ -77,6 +80,7 @@ def _echo_request_id(response: Response) -> Response:
 
 def problem_response(error: AllianceError) -> Response:
     """The problem+json response of an expected failure (with its Retry-After, if any)."""
+    g.problem_partner_id = getattr(error, "partner_id", None)
     response = problem_document_response(problem_body(error))
     retry_after_s = getattr(error, "retry_after_s", None)
     if retry_after_s is not None:
@@ -118,7 +122,7 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _unexpected_error(error: Exception) -> Response:
-    logger.exception("unexpected error in %s %s (request %s)", request.method, request.path, g.get("request_id"))
+    logger.exception("unexpected error in %s %s (request %s)", request.method, _route(), g.get("request_id"))
     return problem_document_response(problem_document(
         status=500, code="internal_error", title="Internal Server Error",
         detail="The hub could not complete the request; quote the request id to the operator.",
@@ -128,10 +132,16 @@ def _unexpected_error(error: Exception) -> Response:
 def _database_error(error: DBAPIError) -> Response:
     if not database_unavailable(error):
         return _unexpected_error(error)
-    logger.warning("database unavailable in %s %s (request %s): %s: %s", request.method, request.path,
+    logger.warning("database unavailable in %s %s (request %s): %s: %s", request.method, _route(),
                    g.get("request_id"), error.orig.__class__.__name__, " ".join(str(error.orig).split())[:200])
     return problem_response(DatabaseUnavailable("the database cannot serve right now; nothing was kept, "
                                                 "send the same request again"))
+
+
+def _route() -> str:
+    """The request's URL rule, not its path: a path may carry what the logs must not (see alliance.observability.logs)."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else UNMATCHED_ROUTE
 
 
 def init_app(app: Flask) -> None:

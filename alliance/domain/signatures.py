@@ -50,6 +50,9 @@ class SignatureRejected(AllianceError):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
+        # The partner whose registered key the request named, when it named one: whom
+        # the refusal concerns (for the operator's figures), never part of the answer.
+        self.partner_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +116,17 @@ def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyS
     _require_components(request, components)
     key_id, created, expires, nonce = _parameters(parameters)
     lookup = keys.look_up(key_id, nonce)
-    key = _usable_key(lookup.key, key_id, now)
-    _require_fresh(created, expires, now)
-    if lookup.nonce_seen:
-        raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
-    _require_matching_digest(request)
-    _require_valid_signature(request, key, label)
+    try:
+        key = _usable_key(lookup.key, key_id, now)
+        _require_fresh(created, expires, now)
+        if lookup.nonce_seen:
+            raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
+        _require_matching_digest(request)
+        _require_valid_signature(request, key, label)
+    except SignatureRejected as refusal:
+        if lookup.key is not None:
+            refusal.partner_id = lookup.key.partner_id
+        raise
     return VerifiedSignature(key=key, nonce=nonce, created=created, expires=expires)
 
 

@@ -135,6 +135,7 @@ class JobLease(Base):
     last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_outcome: Mapped[str | None] = mapped_column(String(200))
+    last_succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MemberNotification(Base):

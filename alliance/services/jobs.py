@@ -72,12 +72,14 @@ def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime
     return taken.rowcount == 1
 
 
-def release_lease(session: Session, *, job_name: str, holder: str, now: datetime, outcome: str) -> None:
-    """Give the lease back and record how the run ended."""
-    session.execute(
-        update(JobLease).where(JobLease.job_name == job_name, JobLease.holder == holder)
-        .values(holder=None, lease_until=None, last_finished_at=now, last_outcome=outcome[:200])
-    )
+def release_lease(session: Session, *, job_name: str, holder: str, now: datetime, outcome: str,
+                  succeeded: bool = False) -> None:
+    """Give the lease back and record how the run ended (and, for a success, when)."""
+    values: dict[str, object] = {"holder": None, "lease_until": None, "last_finished_at": now,
+                                 "last_outcome": outcome[:200]}
+    if succeeded:
+        values["last_succeeded_at"] = now
+    session.execute(update(JobLease).where(JobLease.job_name == job_name, JobLease.holder == holder).values(values))
 
 
 def run_exclusively(session_factory: sessionmaker[Session], job: Job, *, holder: str, now: datetime) -> int | None:
@@ -91,14 +93,15 @@ def run_exclusively(session_factory: sessionmaker[Session], job: Job, *, holder:
         if not acquire_lease(session, job_name=job.name, holder=holder, now=lease_now):
             return None
         session.commit()
-    outcome = "failed"
+    outcome, succeeded = "failed", False
     try:
         with session_factory() as session:
             done = job.run(session, now=now, limit=BATCH_LIMIT)
             session.commit()
-        outcome = f"{done} {job.unit}"
+        outcome, succeeded = f"{done} {job.unit}", True
         return done
     finally:
         with session_factory() as session:
-            release_lease(session, job_name=job.name, holder=holder, now=datetime.now(timezone.utc), outcome=outcome)
+            release_lease(session, job_name=job.name, holder=holder, now=datetime.now(timezone.utc), outcome=outcome,
+                          succeeded=succeeded)
             session.commit()

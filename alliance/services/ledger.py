@@ -45,6 +45,7 @@ from alliance.models import (
 )
 from alliance.models.base import integer_sum
 from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
+from alliance.observability import metrics
 from alliance.services.accounts import account_ids
 from alliance.services.price_schedule import price_in_force
 
@@ -198,6 +199,7 @@ def post_transaction(
         connection.execute(INSERT_ENTRIES, rows)
     except IntegrityError as error:
         raise _translated(error) from error
+    metrics.count_posting(session, kind.value, sum(entry.amount_points for entry in entries if entry.amount_points > 0))
     return transaction_id
 
 
@@ -280,6 +282,8 @@ def earn(
         raise ValueError("a statement run with the earn's posting needs PostgreSQL")
     if connection.dialect.name == "postgresql":
         row = _post_earn_in_one_statement(connection, lines, lot, price_per_point, currency, memo, then)
+        if row is not None and row.earn_transaction_id:
+            metrics.count_posting(session, TransactionKind.EARN.value, points)
         if then is not None:
             return EarnResult(transaction_id=row.earn_transaction_id if row else 0, lot_id=row.earn_lot_id if row else 0,
                               points=points, state=state, then_row=row)

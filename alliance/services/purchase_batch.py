@@ -39,6 +39,7 @@ from alliance.models import (
     Card, JournalEntry, JournalTransaction, LedgerAccount, Member, Partner, PartnerEarnRule, PartnerPrice, PointLot,
     Purchase, Terminal,
 )
+from alliance.observability import metrics
 from alliance.services.member_verification import require_usable_card, require_valid_card_number
 from alliance.services.purchases import MAX_CLOCK_AHEAD, MAX_REPORT_DELAY, ReceiptAlreadyReported, check_report
 
@@ -122,6 +123,9 @@ def report_purchases(
             # points back to the member's later items, as the single path's savepoint would.
             facts.reported_receipts.update(taken.receipt_ids)
             continue
+        metrics.count_posting(session, TransactionKind.EARN.value, sum(
+            decision.breakdown.partner_points + decision.breakdown.hub_points for decision in planned),
+            postings=len(transaction_ids))
         return _outcomes(decisions, transaction_ids, _terminal_codes(session, decisions), now)
     raise AssertionError("a retry rejects at least one more item, so the batch cannot need more retries than items")
 

@@ -222,6 +222,8 @@ def authenticate_partner() -> None:
     if verified is None:
         verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
         key_cache().remember(verified.key)
+    # Who signed, for the request's log line and figures, whatever the answer turns out to be.
+    g.signer = (verified.key.partner_id, verified.key.key_id)
     # Admission comes after the signature, so an unauthenticated flood cannot spend a
     # partner's budget, and before the nonce is written, so a refused request leaves
     # no trace at all: no nonce, no idempotency record, nothing in the books.

@@ -1,0 +1,1 @@
+"""What the hub tells its operator: Prometheus metrics and structured (JSON) logs."""

@@ -1,0 +1,344 @@
+"""The hub's Prometheus metrics: what is counted, where, and how ``/metrics`` exposes it.
+
+Every metric of the hub is declared here, with the Prometheus client library doing
+the counting, the multiprocess collection and the exposition format. Under gunicorn
+each worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (set for the web
+processes only; ``alliance.gunicorn_conf`` empties it at start and retires a dead
+worker's files), and a scrape of any worker adds them up. Without that variable (``alliance
+serve``, tests) the values live in the process.
+
+Labels are bounded and carry no personal data: routes are Flask's URL rules (never
+the path a client sent), partners are partner codes (only of registered partners),
+reasons are problem codes, kinds are ledger transaction kinds, jobs are job names.
+Figures about the whole alliance (holds open, cycles due, statements overdue, when
+each job last succeeded) are read from the database at scrape time by
+``DatabaseCollector``, so every host reports the same value: aggregate them with
+``max``, never ``sum``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+if TYPE_CHECKING:
+    from alliance.extensions import HubState
+
+logger = logging.getLogger(__name__)
+
+MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ROUTE = "unmatched"
+UNVERIFIED_PARTNER = "unverified"
+UNKNOWN_PARTNER = "unknown"
+# Request latencies from a cached balance read (~1 ms) to a batch of a thousand receipts.
+LATENCY_BUCKETS_S = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+JOB_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+POOL_WAIT_BUCKETS_S = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+
+REQUEST_DURATION = Histogram(
+    "alliance_http_request_duration_seconds", "Time from a request's arrival to its response, by URL rule and status.",
+    ["route", "method", "status"], buckets=LATENCY_BUCKETS_S)
+PARTNER_REQUESTS = Counter(
+    "alliance_partner_requests", "Partner API requests by partner code and status (unverified: no valid signature).",
+    ["partner", "status"])
+PARTNER_REFUSALS = Counter(
+    "alliance_partner_refusals", "Partner requests refused for their signature, key or terminal, by problem code.",
+    ["partner", "reason"])
+IDEMPOTENT_REPLAYS = Counter(
+    "alliance_idempotent_replays", "Writes answered from their stored reply (a resend under the same Idempotency-Key).",
+    ["partner"])
+RATE_LIMITED = Counter(
+    "alliance_rate_limited", "Partner requests refused with 429 for the partner's rate or in-flight limit.", ["partner"])
+LEDGER_POSTINGS = Counter(
+    "alliance_ledger_postings", "Journal transactions committed, by transaction kind.", ["kind"])
+LEDGER_POINTS = Counter(
+    "alliance_ledger_points", "Points moved by committed journal transactions (the sum of their debits), by kind.",
+    ["kind"])
+POOL_IN_USE = Gauge(
+    "alliance_db_pool_connections_in_use", "Database connections lent out by the hub's pools.", ["pool"],
+    multiprocess_mode="livesum")
+POOL_WAIT = Histogram(
+    "alliance_db_pool_checkout_wait_seconds", "Time a unit of work waited for a pooled database connection.",
+    ["pool"], buckets=POOL_WAIT_BUCKETS_S)
+JOB_RUNS = Counter(
+    "alliance_job_runs", "Scheduled job runs in this scheduler process: ran, skipped (another process held the "
+    "lease) or failed.", ["job", "outcome"])
+JOB_DURATION = Histogram(
+    "alliance_job_duration_seconds", "How long a scheduled job's run took in this scheduler process.", ["job"],
+    buckets=JOB_BUCKETS_S)
+
+# Read from the database at scrape time (DatabaseCollector).
+DATABASE_GAUGES = {
+    "alliance_redemption_holds_open": "Redemption holds authorized and neither captured, voided nor expired.",
+    "alliance_settlement_cycles_due_unclosed": "Settlement cycles ended longer ago than the closing grace and not "
+                                               "closed.",
+    "alliance_statements_overdue": "Statements owed to the hub, past their due date and not fully paid.",
+    "alliance_job_last_success_timestamp_seconds": "When each scheduled job last succeeded, on any host.",
+    "alliance_job_last_duration_seconds": "How long each scheduled job's last run took, on any host.",
+    "alliance_job_interval_seconds": "How often each scheduled job is meant to run.",
+    "alliance_replica_lag_seconds": "How far the report replica's replay is behind (only with a replica).",
+}
+
+# Every metric name the hub exposes, as Prometheus sees it (the deploy rules and dashboard use only these).
+METRIC_NAMES = frozenset({
+    "alliance_http_request_duration_seconds", "alliance_partner_requests_total", "alliance_partner_refusals_total",
+    "alliance_idempotent_replays_total", "alliance_rate_limited_total", "alliance_ledger_postings_total",
+    "alliance_ledger_points_total", "alliance_db_pool_connections_in_use", "alliance_db_pool_checkout_wait_seconds",
+    "alliance_job_runs_total", "alliance_job_duration_seconds", *DATABASE_GAUGES,
+})
+
+
+@dataclass
+class _Switch:
+    on: bool = True
+
+
+_SWITCH = _Switch()
+
+
+def enabled() -> bool:
+    """Whether this process counts (``ALLIANCE_METRICS``); off, nothing is counted and ``/metrics`` is 404."""
+    return _SWITCH.on
+
+
+def switch(on: bool) -> None:
+    """Turn counting on or off for this process (the app factory does, from its settings)."""
+    _SWITCH.on = on
+
+
+def multiprocess_directory() -> str | None:
+    """The directory gunicorn's workers share their values through, if this process uses one."""
+    return os.environ.get(MULTIPROCESS_DIRECTORY_VARIABLE) or None
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def observe_request(*, route: str, method: str, status: int, duration_s: float, partner: str | None,
+                    problem_code: str | None, replayed: bool) -> None:
+    """Count one finished request (``partner``: a partner API request's partner code, else None)."""
+    status_text = str(status)
+    REQUEST_DURATION.labels(route, method, status_text).observe(duration_s)
+    if partner is None:
+        return
+    PARTNER_REQUESTS.labels(partner, status_text).inc()
+    if problem_code in REFUSAL_CODES:
+        PARTNER_REFUSALS.labels(partner, problem_code).inc()
+    elif status == 429:
+        RATE_LIMITED.labels(partner).inc()
+    if replayed:
+        IDEMPOTENT_REPLAYS.labels(partner).inc()
+
+
+# The refusals of a request's signature, key or terminal: a bounded set of problem codes.
+REFUSAL_CODES = frozenset({
+    "signature_missing", "signature_malformed", "signature_invalid", "signature_expired", "signature_replayed",
+    "signature_nonce", "signature_label", "signature_components", "signature_parameters", "signature_algorithm",
+    "signature_multiple", "content_digest_missing", "content_digest_malformed", "content_digest_mismatch",
+    "key_unknown", "key_revoked", "key_expired", "key_unusable", "partner_inactive", "terminal_mismatch",
+})
+
+
+# --- ledger postings, counted when their transaction commits ----------------------------
+
+_PENDING_POSTINGS = "alliance.metrics.postings"
+
+
+def count_posting(session: Session, kind: str, points: int, postings: int = 1) -> None:
+    """Note ``postings`` journal transactions of ``kind`` moving ``points``; counted if the session commits."""
+    if not _SWITCH.on:
+        return
+    pending: dict[str, list[int]] = session.info.setdefault(_PENDING_POSTINGS, {})
+    totals = pending.setdefault(kind, [0, 0])
+    totals[0] += postings
+    totals[1] += points
+
+
+def count_postings_on_commit(session_factory: sessionmaker[Session]) -> None:
+    """Count the postings a session noted when it commits; forget them when it rolls back."""
+    event.listen(session_factory, "after_commit", _count_committed)
+    event.listen(session_factory, "after_rollback", _forget_rolled_back)
+
+
+def _count_committed(session: Session) -> None:
+    pending = session.info.pop(_PENDING_POSTINGS, None)
+    for kind, (postings, points) in (pending or {}).items():
+        LEDGER_POSTINGS.labels(kind).inc(postings)
+        LEDGER_POINTS.labels(kind).inc(points)
+
+
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING_POSTINGS, None)
+
+
+# --- database pools ---------------------------------------------------------------------
+
+
+class TimedQueuePool(QueuePool):
+    """SQLAlchemy's ``QueuePool`` that times each checkout: the wait in line, or for a new connection.
+
+    ``_do_get`` is the method a pool implements to hand out a connection; the pool's
+    events see only its end. A pool made again (``engine.dispose()``) keeps its class.
+    """
+
+    metrics_name = "primary"
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if not _SWITCH.on:
+            return super()._do_get()
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            POOL_WAIT.labels(self.metrics_name).observe(time.perf_counter() - started)
+
+
+@functools.cache
+def pool_class(name: str) -> type[TimedQueuePool]:
+    """The timed pool class of the pool called ``name`` (primary, replica, migration)."""
+    return type(f"TimedQueuePool_{name}", (TimedQueuePool,), {"metrics_name": name})
+
+
+def instrument_pool(engine: Engine, name: str) -> None:
+    """Count the connections ``engine``'s pool lends out (events on the engine outlive a pool made again)."""
+    in_use = POOL_IN_USE.labels(name)
+
+    def checked_out(_dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if _SWITCH.on:
+            record.record_info[_LENT] = True
+            in_use.inc()
+
+    def checked_in(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        if record is not None and record.record_info.pop(_LENT, False):
+            in_use.dec()
+
+    event.listen(engine, "checkout", checked_out)
+    event.listen(engine, "checkin", checked_in)
+
+
+_LENT = "alliance.metrics.lent"
+
+
+# --- scheduled jobs (the scheduler process) ---------------------------------------------
+
+
+def observe_job(job: str, outcome: str, duration_s: float | None) -> None:
+    """Count one run of ``job`` in this scheduler process: ran, skipped or failed."""
+    JOB_RUNS.labels(job, outcome).inc()
+    if duration_s is not None:
+        JOB_DURATION.labels(job).observe(duration_s)
+
+
+# --- what the whole alliance looks like, read at scrape time ----------------------------
+
+
+class DatabaseCollector:
+    """The alliance-wide figures, read from the database on each scrape (a handful of indexed queries).
+
+    A figure that cannot be read (the database is failing over) is left out of that
+    scrape rather than reported as zero, so an alert on it neither fires nor clears
+    on a guess.
+    """
+
+    def __init__(self, state: "HubState") -> None:
+        self.state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from alliance.models import JobLease, RedemptionHold
+        from alliance.scheduler import hub_jobs
+        from alliance.services import finance
+        from alliance.services.settlement_closing import DEFAULT_CLOSING_GRACE, due_by_partner
+
+        now = datetime.now(timezone.utc)
+        state = self.state
+        try:
+            with state.read_only_unit_of_work() as uow:
+                session = uow.session
+                holds = session.scalar(select(func.count()).select_from(RedemptionHold)
+                                       .where(RedemptionHold.status == "open")) or 0
+                due = sum(len(partner.cycles) for partner in
+                          due_by_partner(session, now=now - DEFAULT_CLOSING_GRACE, limit=CYCLES_DUE_LIMIT))
+                today = now.astimezone(_zone(state.settings.alliance_time_zone)).date()
+                overdue = finance.overdue_total(session, as_of=today)
+                leases = session.execute(select(JobLease.job_name, JobLease.last_succeeded_at,
+                                                JobLease.last_started_at, JobLease.last_finished_at)).all()
+        except SQLAlchemyError as error:
+            logger.warning("metrics: the database figures were left out of this scrape (%s)", type(error).__name__)
+            return
+        yield _gauge("alliance_redemption_holds_open", holds)
+        yield _gauge("alliance_settlement_cycles_due_unclosed", due)
+        yield _gauge("alliance_statements_overdue", overdue)
+        succeeded = _family("alliance_job_last_success_timestamp_seconds", ["job"])
+        duration = _family("alliance_job_last_duration_seconds", ["job"])
+        for name, succeeded_at, started_at, finished_at in leases:
+            if succeeded_at is not None:
+                succeeded.add_metric([name], succeeded_at.timestamp())
+            if started_at is not None and finished_at is not None and finished_at >= started_at:
+                duration.add_metric([name], (finished_at - started_at).total_seconds())
+        yield succeeded
+        yield duration
+        interval = _family("alliance_job_interval_seconds", ["job"])
+        for job in hub_jobs(state):
+            interval.add_metric([job.name], job.interval_s)
+        yield interval
+        if state.reads.replica_engine is not None:
+            lag_s = state.reads.replica_lag_s()
+            if lag_s is not None:
+                yield _gauge("alliance_replica_lag_seconds", lag_s)
+
+
+# Enough to say "behind"; the count saturates here rather than computing every missed cycle.
+CYCLES_DUE_LIMIT = 1000
+
+
+def _zone(name: str):  # type: ignore[no-untyped-def]
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _family(name: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, DATABASE_GAUGES[name], labels=labels)
+
+
+def _gauge(name: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, DATABASE_GAUGES[name], value=value)
+
+
+def exposition(state: "HubState") -> tuple[bytes, str]:
+    """The text exposition of a scrape: this host's processes' values and the database's figures."""
+    database = CollectorRegistry(auto_describe=False)
+    database.register(DatabaseCollector(state))  # type: ignore[arg-type]
+    directory = multiprocess_directory()
+    if directory:
+        processes = CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes, path=directory)
+        local = generate_latest(processes)
+    else:
+        local = generate_latest(REGISTRY)
+    return local + generate_latest(database), CONTENT_TYPE_LATEST
+
