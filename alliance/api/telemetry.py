@@ -46,7 +46,7 @@ def metrics_view() -> Response:
 
 
 class PartnerCodes:
-    """Partner codes by partner id, read once per partner per process (codes never change)."""
+    """One hub's partner codes by partner id, read once per partner per process (codes never change)."""
 
     def __init__(self) -> None:
         self._codes: dict[int, str] = {}
@@ -71,7 +71,16 @@ class PartnerCodes:
         return code
 
 
-_PARTNER_CODES = PartnerCodes()
+PARTNER_CODES_KEY = "partner_codes"
+
+
+def partner_codes() -> PartnerCodes:
+    """This app's partner codes (on its hub state: ids mean something only in one database)."""
+    extras = hub_state().extras
+    codes = extras.get(PARTNER_CODES_KEY)
+    if codes is None:
+        codes = extras.setdefault(PARTNER_CODES_KEY, PartnerCodes())
+    return codes  # type: ignore[return-value]
 
 
 def _start() -> None:
@@ -91,7 +100,7 @@ def _finish(response: Response) -> Response:
     on_partner_api = request.path.startswith(PARTNER_PREFIX)
     partner = None
     if on_partner_api:
-        partner = _PARTNER_CODES.code(partner_id) if partner_id is not None else (
+        partner = partner_codes().code(partner_id) if partner_id is not None else (
             metrics.UNKNOWN_PARTNER if g.get("problem_code") in metrics.REFUSAL_CODES else metrics.UNVERIFIED_PARTNER)
     if metrics.enabled():
         metrics.observe_request(route=route, method=request.method, status=response.status_code,

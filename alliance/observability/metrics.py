@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -39,7 +39,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def count_posting(session: Session, kind: str, points: int, postings: int = 1) -
 def count_postings_on_commit(session_factory: sessionmaker[Session]) -> None:
     """Count the postings a session noted when it commits; forget them when it rolls back."""
     event.listen(session_factory, "after_commit", _count_committed)
-    event.listen(session_factory, "after_rollback", _forget_rolled_back)
+    event.listen(session_factory, "after_soft_rollback", _forget_rolled_back)
 
 
 def _count_committed(session: Session) -> None:
@@ -188,8 +188,11 @@ def _count_committed(session: Session) -> None:
         LEDGER_POINTS.labels(kind).inc(points)
 
 
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING_POSTINGS, None)
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    # Every rollback of the whole transaction, whether or not it reached the database;
+    # a savepoint's leaves the outer transaction's postings pending.
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING_POSTINGS, None)
 
 
 # --- database pools ---------------------------------------------------------------------
@@ -217,7 +220,9 @@ class TimedQueuePool(QueuePool):
 @functools.cache
 def pool_class(name: str) -> type[TimedQueuePool]:
     """The timed pool class of the pool called ``name`` (primary, replica, migration)."""
-    return type(f"TimedQueuePool_{name}", (TimedQueuePool,), {"metrics_name": name})
+    # SQLAlchemy names a pool's logger after its class's module: this one logs with
+    # SQLAlchemy's own pools (quiet unless an engine asks for ``echo_pool``).
+    return type(f"TimedQueuePool_{name}", (TimedQueuePool,), {"metrics_name": name, "__module__": "sqlalchemy.pool.impl"})
 
 
 def instrument_pool(engine: Engine, name: str) -> None:
@@ -340,5 +345,5 @@ def exposition(state: "HubState") -> tuple[bytes, str]:
         local = generate_latest(processes)
     else:
         local = generate_latest(REGISTRY)
-    return local + generate_latest(database), CONTENT_TYPE_LATEST
+    return local + generate_latest(database), CONTENT_TYPE_PLAIN_0_0_4
 
