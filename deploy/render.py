@@ -30,6 +30,8 @@ from deploy.topology import CLIENT, DB, HUB, LB, Host, Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Static, not templated: the same rules on every deployment (docs/monitoring.md).
+ALERT_RULES = Path(__file__).resolve().parent / "prometheus" / "alliance-alerts.yml"
 SETTING_PREFIX = "ALLIANCE_"
 
 
@@ -51,6 +53,9 @@ class Layout:
     # A PEM file with the certificate and its key: HAProxy then also serves HTTPS.
     tls_pem: str | None = None
     watchdog_mode: str = "automatic"
+    # host:port of the operator's Alertmanager: Prometheus sends its alerts there (else they
+    # are only on its /alerts page).
+    alertmanager: str | None = None
     hosts_root: str | None = None
 
     def root(self, host: Host) -> str:
@@ -199,14 +204,22 @@ def render_host(topology: Topology, host: Host, layout: Layout, secrets: Secrets
             file("systemd/alliance-db-upgrade.service.j2", "/etc/systemd/system/alliance-db-upgrade.service"),
         ]
     if host.role == LB:
-        return [file("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg")]
+        return [
+            file("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg"),
+            file("prometheus.yml.j2", "/etc/prometheus/prometheus.yml"),
+            file("prometheus.env.j2", "/etc/default/prometheus"),
+            RenderedFile(path=f"{root}/etc/prometheus/alliance-alerts.yml", content=ALERT_RULES.read_text()),
+            # Prometheus reads it as the bearer token of its alliance-hub scrape job (no newline).
+            RenderedFile(path=f"{root}/etc/prometheus/alliance-hub.token", content=secrets.metrics_token, mode=0o600,
+                         owner="prometheus", group="prometheus"),
+        ]
     if host.role == CLIENT:
         return []
     raise ValueError(f"unknown role {host.role!r}")
 
 
 def host_directories(host: Host, layout: Layout) -> list[Directory]:
-    """The folders ``host``'s services write to (made by Debian's packages on real hosts)."""
+    """The folders ``host``'s services write to (made by Debian's packages, or systemd, on real hosts)."""
     root = layout.root(host)
     if host.role == DB:
         return [Directory(f"{root}/var/lib/etcd", "etcd", 0o700), Directory(f"{root}/var/lib/postgresql", "postgres"),
@@ -215,9 +228,12 @@ def host_directories(host: Host, layout: Layout) -> list[Directory]:
                 Directory(f"{root}/var/log/postgresql", "postgres", 0o750)]
     if host.role == HUB:
         return [Directory(f"{root}/run/pgbouncer", "postgres"), Directory(f"{root}/var/log/pgbouncer", "postgres"),
-                Directory(f"{root}/var/lib/alliance", layout.hub_user, 0o750)]
+                Directory(f"{root}/var/lib/alliance", layout.hub_user, 0o750),
+                # alliance-hub.service's RuntimeDirectory: gunicorn's workers' metrics files.
+                Directory(f"{root}/run/alliance/metrics", layout.hub_user, 0o700)]
     if host.role == LB:
-        return [Directory(f"{root}/run/haproxy", "root")]
+        return [Directory(f"{root}/run/haproxy", "root"),
+                Directory(f"{root}/var/lib/prometheus/metrics2", "prometheus", 0o750)]
     return []
 
 

@@ -1,4 +1,4 @@
-"""The secrets one cluster shares: database passwords and the hub's keys, made once per cluster.
+"""The secrets one cluster shares: database passwords, the hub's keys and its metrics token, made once per cluster.
 
 Every hub host must hold the same hub keys (a PIN hashed on one host is checked on
 another; a statement signed by one is verified against the same key id), and every
@@ -39,6 +39,8 @@ class Secrets:
     pii_keys: str
     pin_keys: str
     statement_key: str
+    # The bearer token Prometheus sends to each hub host's GET /metrics (ALLIANCE_METRICS_TOKEN).
+    metrics_token: str
 
     @classmethod
     def generate(cls, alliance_command: str | Path) -> "Secrets":
@@ -61,6 +63,7 @@ class Secrets:
             superuser_password=_password(), replication_password=_password(), rewind_password=_password(),
             restapi_password=_password(), app_password=_password(), secret_key=random_source.token_urlsafe(48),
             pii_keys=outputs["pii_keys"].strip(), pin_keys=outputs["pin_keys"].strip(), statement_key=pem.group(0) + "\n",
+            metrics_token=random_source.token_urlsafe(32),
         )
 
     def save(self, path: Path) -> None:

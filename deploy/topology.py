@@ -1,10 +1,10 @@
 """The hosts of an alliance deployment and their addresses.
 
-One load balancer (HAProxy), several hub hosts (gunicorn, ``alliance scheduler`` and
-PgBouncer each), and three database hosts (etcd, Patroni and PostgreSQL each). A real
-deployment describes its hosts in an inventory file (``deploy/inventory.example.toml``);
-``make cluster`` uses ``Topology.local()``, the same shape on a private subnet that only
-exists inside the cluster's network namespaces.
+One load balancer (HAProxy, and Prometheus beside it), several hub hosts (gunicorn,
+``alliance scheduler`` and PgBouncer each), and three database hosts (etcd, Patroni and
+PostgreSQL each). A real deployment describes its hosts in an inventory file
+(``deploy/inventory.example.toml``); ``make cluster`` uses ``Topology.local()``, the same
+shape on a private subnet that only exists inside the cluster's network namespaces.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class Ports:
     patroni: int = 8008
     etcd_client: int = 2379
     etcd_peer: int = 2380
+    # `alliance scheduler --metrics-address` on each hub host (the hub's own are on `hub`'s /metrics).
+    scheduler_metrics: int = 9108
+    # Prometheus (web interface and API) on the load balancer, on its private address.
+    prometheus: int = 9090
 
 
 PORTS = Ports()

@@ -1,4 +1,4 @@
-"""The rendered configuration, checked by reading it back and by HAProxy (no root, no cluster needed).
+"""The rendered configuration, checked by reading it back, by HAProxy and by promtool (no cluster needed).
 
 (``patroni --validate-config`` is left out: it probes the listen addresses, which exist
 only inside the cluster's namespaces; the cluster smoke test shows Patroni takes the file.)
@@ -6,17 +6,32 @@ only inside the cluster's namespaces; the cluster smoke test shows Patroni takes
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
+import importlib.util
+import ipaddress
+import json
+import os
 import re
+import shlex
 import shutil
+import socket
+import stat
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
-from deploy.cluster import write_self_signed_certificate
-from deploy.render import Layout, RenderedFile, environment_value, hub_settings, read_environment_file, render_host
+from deploy.cluster import Cluster, write_self_signed_certificate
+from deploy.render import (ALERT_RULES, Layout, RenderedFile, environment_value, host_directories, hub_settings,
+                           read_environment_file, render_host, write_files)
 from deploy.secrets import Secrets, scram_sha_256_verifier
-from deploy.topology import Topology
+from deploy.topology import DB, HUB, LB, Host, Ports, Topology
 
 SECRETS = Secrets(
     superuser_password="su-pass", replication_password="repl-pass", rewind_password="rewind-pass",
@@ -24,6 +39,7 @@ SECRETS = Secrets(
     pii_keys="active=k1;k1=AAAA;lookup=BBBB", pin_keys="active=p1;p1=CCCC",
     statement_key="-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDiJ3ROGhf4OSuqyDpI7wtQEQAmbkJ1a8dWfCf4AbB6Y\n"
                   "-----END PRIVATE KEY-----\n",
+    metrics_token="metrics-token-0123456789",
 )
 
 
@@ -96,3 +112,164 @@ def test_a_setting_the_hub_does_not_know_stops_the_rendering() -> None:
     known = hub_settings() - {"ALLIANCE_DATABASE_POOLING"}
     with pytest.raises(ValueError, match="ALLIANCE_DATABASE_POOLING"):
         render_host(topology, topology.hubs[0], Layout(), SECRETS, known_settings=known)
+
+
+def test_prometheus_accepts_its_configuration_and_scrapes_every_host(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/ensure-prometheus.sh installs Debian's prometheus)")
+    topology = Topology.local()
+    # promtool also reads the rule files and the token file the configuration names: all rendered here.
+    write_files(render_host(topology, topology.lb, Layout(hosts_root=str(tmp_path), alertmanager="10.77.0.40:9093"),
+                            SECRETS), chown=False)
+    root = tmp_path / "lb"
+    config = root / "etc" / "prometheus" / "prometheus.yml"
+    result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout and "rules found" in result.stdout
+
+    data = yaml.safe_load(config.read_text())
+    jobs = {job["job_name"]: job for job in data["scrape_configs"]}
+
+    def targets(job: str) -> list[tuple[str, str]]:
+        return [(target, group["labels"]["host"]) for group in jobs[job]["static_configs"] for target in group["targets"]]
+
+    assert targets("alliance-hub") == [(f"10.77.0.2{n}:8000", f"hub{n}") for n in (1, 2, 3)]
+    assert targets("alliance-scheduler") == [(f"10.77.0.2{n}:9108", f"hub{n}") for n in (1, 2, 3)]
+    assert targets("patroni") == [(f"10.77.0.3{n}:8008", f"db{n}") for n in (1, 2, 3)]
+    hub = jobs["alliance-hub"]
+    assert hub["metrics_path"] == "/metrics" and hub["honor_labels"] is True and jobs["alliance-scheduler"]["honor_labels"]
+    token = Path(hub["authorization"]["credentials_file"])
+    assert hub["authorization"]["type"] == "Bearer" and token == root / "etc" / "prometheus" / "alliance-hub.token"
+    assert token.read_text() == SECRETS.metrics_token and stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert data["rule_files"] == [str(root / "etc" / "prometheus" / "alliance-alerts.yml")]
+    assert Path(data["rule_files"][0]).read_text() == ALERT_RULES.read_text()
+    assert data["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["10.77.0.40:9093"]}]}]
+    # Debian's prometheus.service runs /usr/bin/prometheus $ARGS: the private address only.
+    arguments = shlex.split(read_environment_file((root / "etc" / "default" / "prometheus").read_text())["ARGS"])
+    assert f"--config.file={config}" in arguments and "--web.listen-address=10.77.0.10:9090" in arguments
+    assert f"--storage.tsdb.path={root}/var/lib/prometheus/metrics2/" in arguments
+
+
+def test_on_real_hosts_prometheus_files_are_where_debian_looks(tmp_path: Path) -> None:
+    files = {item.path: item for item in render_host(Topology.local(), Topology.local().lb, Layout(), SECRETS)}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/default/prometheus", "/etc/prometheus/alliance-alerts.yml",
+            "/etc/prometheus/alliance-hub.token"} <= set(files)
+    token = files["/etc/prometheus/alliance-hub.token"]
+    assert (token.mode, token.owner, token.group) == (0o600, "prometheus", "prometheus")
+    config = yaml.safe_load(files["/etc/prometheus/prometheus.yml"].content)
+    assert config["rule_files"] == ["/etc/prometheus/alliance-alerts.yml"] and "alerting" not in config
+    assert config["scrape_configs"][0]["authorization"]["credentials_file"] == "/etc/prometheus/alliance-hub.token"
+
+
+def test_only_the_hubs_web_processes_share_a_metrics_folder(tmp_path: Path) -> None:
+    hosts = rendered(tmp_path)
+    unit = hosts["hub2"]["alliance-hub.service"].content
+    assert re.search(r"^RuntimeDirectory=alliance/metrics$", unit, re.M)
+    assert re.search(r"^Environment=.* PROMETHEUS_MULTIPROC_DIR=/run/alliance/metrics$", unit, re.M)
+    assert "gunicorn -c python:alliance.gunicorn_conf " in unit
+    assert importlib.util.find_spec("alliance.gunicorn_conf") is not None
+    scheduler_unit = hosts["hub2"]["alliance-scheduler.service"].content
+    assert "PROMETHEUS_MULTIPROC_DIR" not in scheduler_unit
+    settings = read_environment_file(hosts["hub2"]["hub.env"].content)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in settings and settings["ALLIANCE_METRICS_TOKEN"] == SECRETS.metrics_token
+
+    # What `make cluster` runs from those units: the same command lines and environments.
+    cluster = Cluster(prefix="render-test", state_dir=tmp_path / "cluster")
+    hub2 = cluster.topology.host("hub2")
+    write_files(render_host(cluster.topology, hub2, cluster.layout, SECRETS), chown=False)
+    web, scheduler = cluster.service("hub2", "hub"), cluster.service("hub2", "scheduler")
+    folder = f"{cluster.layout.root(hub2)}/run/alliance/metrics"
+    assert web.environment["PROMETHEUS_MULTIPROC_DIR"] == folder
+    assert folder in [directory.path for directory in host_directories(hub2, cluster.layout)]
+    assert web.argv[1:3] == ("-c", "python:alliance.gunicorn_conf")
+    assert "PROMETHEUS_MULTIPROC_DIR" not in scheduler.environment
+    assert web.environment["ALLIANCE_METRICS_TOKEN"] == scheduler.environment["ALLIANCE_METRICS_TOKEN"]
+    arguments = list(scheduler.argv[scheduler.argv.index("scheduler"):])
+    assert arguments == ["scheduler", "--metrics-address", "10.77.0.22:9108"]
+    # The hub in this checkout takes that command line.
+    from alliance.cli import main
+
+    help_text = CliRunner().invoke(main, ["scheduler", "--help"]).output
+    assert "--metrics-address" in help_text
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def test_haproxy_never_routes_the_hubs_metrics(tmp_path: Path) -> None:
+    """The rendered HAProxy, run on 127.0.0.1 in front of a stand-in hub that records what reaches it."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (make cluster installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("the configuration switches HAProxy to the haproxy user, which needs root")
+    names = ("http", "pg_primary", "pg_replicas", "haproxy_stats", "hub", "postgres", "patroni")
+    ports = dataclasses.replace(Ports(), **dict(zip(names, _free_ports(len(names)))))
+    local = "127.0.0.1"
+    topology = Topology(name="alliance", subnet=ipaddress.ip_network("127.0.0.1/32"), lb=Host("lb", LB, local),
+                        hubs=(Host("hub1", HUB, local),), dbs=tuple(Host(f"db{n}", DB, local) for n in (1, 2, 3)),
+                        ports=ports)
+    layout = Layout(hosts_root=str(tmp_path), haproxy_log="stdout format raw local0 info")
+    (config,) = [item for item in render_host(topology, topology.lb, layout, SECRETS) if item.path.endswith(".cfg")]
+    write_files([config], chown=False)
+    (tmp_path / "lb" / "run" / "haproxy").mkdir(parents=True)
+
+    reached: list[str] = []
+
+    class StandInHub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            reached.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *arguments: object) -> None:
+            pass
+
+    hub = ThreadingHTTPServer((local, ports.hub), StandInHub)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        haproxy = subprocess.Popen(["haproxy", "-db", "-f", config.path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def get(path: str) -> tuple[int, str, bytes]:
+            connection = http.client.HTTPConnection(local, ports.http, timeout=5)
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                return response.status, response.getheader("Content-Type", ""), response.read()
+            finally:
+                connection.close()
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if get("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and haproxy.poll() is None, (tmp_path / "haproxy.log").read_text()
+            time.sleep(0.1)
+
+        for path in ("/metrics", "/metrics/", "/metrics?name[]=up", "/%6Detrics", "/metrics%2F", "//metrics",
+                     "/METRICS"):
+            status, content_type, body = get(path)
+            assert (status, content_type) == (404, "application/problem+json"), path
+            assert json.loads(body)["code"] == "not_found", path
+        for path in ("/partner/v1/balance", "/metricsx", "/console/metrics"):
+            assert get(path)[0] == 200, path
+        assert not [path for path in reached if "etrics" in path.lower() and path not in ("/metricsx", "/console/metrics")]
+        assert {"/partner/v1/balance", "/metricsx", "/console/metrics"} <= set(reached)
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        hub.shutdown()
+        hub.server_close()
