@@ -312,6 +312,8 @@ def scheduler_runs(cluster: Cluster) -> dict[str, Counter]:
     for hub in cluster.topology.hubs:
         counts: Counter = Counter()
         for line in cluster.log_path(hub.name, "scheduler").read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                continue  # the JSON log lines; the scheduler's own report of each run is the plain line
             job, separator, outcome = line.partition(": ")
             if separator and " " not in job:
                 counts["skipped" if "held by another process" in outcome else
