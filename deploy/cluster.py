@@ -4,7 +4,7 @@
     python -m deploy.cluster status
     python -m deploy.cluster down     # what `make cluster-down` runs
 
-Hosts (``Topology.local``): a load balancer ``lb`` (HAProxy), hub hosts ``hub1..3``
+Hosts (``Topology.local``): a load balancer ``lb`` (HAProxy, Prometheus), hub hosts ``hub1..3``
 (gunicorn, ``alliance scheduler``, PgBouncer), database hosts ``db1..3`` (etcd, Patroni,
 PostgreSQL 15) and ``client`` (for tills and test harnesses), in namespaces
 ``<prefix>-<host>``, joined by a bridge inside ``<prefix>-net`` on a subnet (10.77.0.0/24)
@@ -26,6 +26,7 @@ thing in the machine's own namespace is a forwarder on 127.0.0.1 to the load bal
     cluster.switchover()                     # patronictl switchover to the synchronous standby
     cluster.in_client(function, ...)         # run Python inside the client's namespace (tills)
     cluster.run("hub1", [...])               # a command inside a host's namespace
+    cluster.wait_prometheus_targets_up()     # Prometheus on lb scrapes every hub, scheduler and Patroni
     cluster.down()
 
 Every process this starts is recorded (pid and start time) under ``<state>/run``;
@@ -64,7 +65,8 @@ DEFAULT_STATE = ROOT / "test-artifacts" / "cluster"
 DEFAULT_FORWARD_PORT = 8700
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_PROGRAMS = {"patroni": "patroni", "patronictl": "patroni", "etcd": "etcd-server", "etcdctl": "etcd-client",
-                     "haproxy": "haproxy", "pgbouncer": "pgbouncer", "socat": "socat", "setpriv": "util-linux"}
+                     "haproxy": "haproxy", "pgbouncer": "pgbouncer", "socat": "socat", "setpriv": "util-linux",
+                     "prometheus": "prometheus"}
 T = TypeVar("T")
 
 
@@ -109,6 +111,8 @@ class Summary:
             f"  web console: {self.forward_url}/console/   API reference: {self.forward_url}/docs",
             f"  HAProxy statistics: http://{cluster.topology.lb.address}:{cluster.topology.ports.haproxy_stats}/ "
             f"(inside the namespaces)",
+            f"  Prometheus: {cluster.prometheus_url}/  (inside the namespaces; scrape targets at /targets, "
+            f"alerts at /alerts)",
             f"  PostgreSQL (Patroni): {roles}",
             f"  demo partners' private keys: {self.demo_keys}",
             f"  state, logs and rendered configuration: {cluster.state_dir}",
@@ -161,6 +165,11 @@ class Cluster:
     def lb_url(self) -> str:
         """The partner API and console, as seen inside the namespaces."""
         return f"http://{self.topology.lb.address}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus on the load balancer (web interface and API), as seen inside the namespaces."""
+        return f"http://{self.topology.lb.address}:{self.topology.ports.prometheus}"
 
     @property
     def forward_url(self) -> str:
@@ -217,10 +226,16 @@ class Cluster:
                 self._unit_service(host, "scheduler", f"{root}/etc/systemd/system/alliance-scheduler.service"),
             ]
         if host.role == LB:
-            # Debian's haproxy.service: master-worker mode, master socket for reloads.
-            return [Service(host, "haproxy", ("/usr/sbin/haproxy", "-Ws", "-f", f"{root}/etc/haproxy/haproxy.cfg",
-                                              "-p", f"{root}/run/haproxy.pid", "-S", f"{root}/run/haproxy/master.sock"),
-                            stop_timeout_s=10)]
+            # Debian's prometheus.service: /usr/bin/prometheus $ARGS, ARGS from /etc/default/prometheus.
+            prometheus_arguments = read_environment_file(Path(f"{root}/etc/default/prometheus").read_text())["ARGS"]
+            return [
+                # Debian's haproxy.service: master-worker mode, master socket for reloads.
+                Service(host, "haproxy", ("/usr/sbin/haproxy", "-Ws", "-f", f"{root}/etc/haproxy/haproxy.cfg",
+                                          "-p", f"{root}/run/haproxy.pid", "-S", f"{root}/run/haproxy/master.sock"),
+                        stop_timeout_s=10),
+                Service(host, "prometheus", ("/usr/bin/prometheus", *shlex.split(prometheus_arguments)),
+                        user="prometheus", stop_timeout_s=20),
+            ]
         return []
 
     def _unit_service(self, host: Host, name: str, unit_path: str) -> Service:
@@ -580,6 +595,39 @@ class Cluster:
 
         return _wait(routed, "HAProxy to route its PostgreSQL primary port to one node", timeout_s)
 
+    # Prometheus's view
+
+    def prometheus_targets(self) -> list[dict[str, str]]:
+        """Prometheus's active scrape targets: job, host, instance, health (up, down, unknown) and last error."""
+        status, body = self.http(f"{self.prometheus_url}/api/v1/targets?state=active", timeout_s=5)
+        if status != 200:
+            raise ClusterError(f"Prometheus answered {status} to /api/v1/targets")
+        return [{"job": target["labels"].get("job", ""), "host": target["labels"].get("host", ""),
+                 "instance": target["labels"].get("instance", ""), "health": target["health"],
+                 "last_error": target.get("lastError", "")}
+                for target in json.loads(body)["data"]["activeTargets"]]
+
+    def wait_prometheus_targets_up(self, *, timeout_s: float = 60.0) -> list[dict[str, str]]:
+        """Return Prometheus's targets once its last scrape of each succeeded (it scrapes every 15 s).
+
+        ``ClusterError`` after the timeout, naming the targets not up and why.
+        """
+        last: list[dict[str, str]] = []
+
+        def all_up() -> list[dict[str, str]] | None:
+            nonlocal last
+            try:
+                last = self.prometheus_targets()
+            except (OSError, ClusterError, ValueError, KeyError):
+                return None
+            return last if last and all(target["health"] == "up" for target in last) else None
+
+        try:
+            return _wait(all_up, "every Prometheus target to be up", timeout_s, interval_s=1.0)
+        except ClusterError as error:
+            down = [f"{t['job']} {t['host']} ({t['health']}: {t['last_error']})" for t in last if t["health"] != "up"]
+            raise ClusterError(f"{error}; not up: {', '.join(down) or 'no targets'}") from None
+
     # Bringing it up and down
 
     def check_tools(self) -> None:
@@ -588,7 +636,7 @@ class Cluster:
             missing.append("postgresql-15")
         if missing:
             raise ClusterError(f"missing Debian packages: {' '.join(missing)}; run scripts/ensure-cluster-tools.sh "
-                               "(make cluster does)")
+                               "and scripts/ensure-prometheus.sh (make cluster does)")
         reason = netns.available()
         if reason:
             raise ClusterError(reason)
@@ -630,10 +678,12 @@ class Cluster:
         echo(f"[{_elapsed(started)}] Patroni on {first} initialises PostgreSQL")
         self.start(first, "patroni")
         self.wait_for_primary(timeout_s=90)
-        echo(f"[{_elapsed(started)}] Patroni on {', '.join(others)} (replicas); HAProxy; PgBouncer on the hub hosts")
+        echo(f"[{_elapsed(started)}] Patroni on {', '.join(others)} (replicas); HAProxy and Prometheus; PgBouncer on "
+             "the hub hosts")
         for name in others:
             self.start(name, "patroni")
         self.start("lb", "haproxy")
+        self.start("lb", "prometheus")
         for hub in self.topology.hubs:
             self.start(hub.name, "pgbouncer")
         self.wait_lb_routes_primary()
@@ -789,7 +839,7 @@ class Cluster:
         if forwarder is not None:
             _kill_quietly(-forwarder, signal.SIGTERM)  # its process group: the per-connection children too
         tiers = [[(h.name, "hub") for h in self.topology.hubs] + [(h.name, "scheduler") for h in self.topology.hubs],
-                 [(h.name, "pgbouncer") for h in self.topology.hubs] + [("lb", "haproxy")],
+                 [(h.name, "pgbouncer") for h in self.topology.hubs] + [("lb", "haproxy"), ("lb", "prometheus")],
                  [(d.name, "patroni") for d in self.topology.dbs],
                  [(d.name, "etcd") for d in self.topology.dbs]]
         # The last etcd member to stop waits several seconds to hand its leadership to

@@ -1,7 +1,7 @@
 """The cluster tests: the production topology of deploy/ started on this machine.
 
 They need root, network namespaces (``ip netns``) and Debian's patroni, etcd, HAProxy,
-PgBouncer and PostgreSQL 15 packages (``make cluster`` installs them); without those
+PgBouncer, PostgreSQL 15 and Prometheus packages (``make cluster`` installs them); without those
 they are skipped, saying why. Run them alone with ``pytest -m cluster`` or
 ``pytest tests/cluster``.
 """
@@ -35,7 +35,8 @@ def cluster_unavailable() -> str | None:
     if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
         missing.append("postgresql-15")
     if missing:
-        return f"Debian packages missing: {' '.join(missing)} (scripts/ensure-cluster-tools.sh or make cluster installs them)"
+        return (f"Debian packages missing: {' '.join(missing)} (scripts/ensure-cluster-tools.sh and "
+                "scripts/ensure-prometheus.sh, or make cluster, install them)")
     return None
 
 

@@ -1,4 +1,4 @@
-"""The whole topology up, one signed purchase through the load balancer, the audit green.
+"""The whole topology up, one signed purchase through the load balancer, the audit green, Prometheus scraping it.
 
 The cluster is the session's (``tests/cluster/conftest.py``: namespaces ``alliance-smoke-*``,
 state in ``test-artifacts/cluster-alliance-smoke``), shared with the chaos scenario of
@@ -8,6 +8,9 @@ state in ``test-artifacts/cluster-alliance-smoke``), shared with the chaos scena
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -52,3 +55,48 @@ def test_signed_purchase_through_the_load_balancer_and_the_audit(cluster: Cluste
     audit = cluster.alliance(["audit"])
     assert "audit passed" in audit.stdout, audit.stdout[-3000:]
 
+
+
+def test_prometheus_scrapes_every_hub_scheduler_and_patroni(cluster: Cluster) -> None:
+    hubs = {hub.name for hub in cluster.topology.hubs}
+    targets = cluster.wait_prometheus_targets_up(timeout_s=60)
+    scraped: dict[str, set[str]] = {}
+    for target in targets:
+        scraped.setdefault(target["job"], set()).add(target["host"])
+    assert scraped == {"alliance-hub": hubs, "alliance-scheduler": hubs,
+                       "patroni": {db.name for db in cluster.topology.dbs}}
+
+    def query(expression: str) -> list[dict]:  # type: ignore[type-arg]
+        status, body = cluster.http(f"{cluster.prometheus_url}/api/v1/query?"
+                                    + urllib.parse.urlencode({"query": expression}), timeout_s=5)
+        assert status == 200, body
+        return json.loads(body)["data"]["result"]
+
+    # The hub's "job" label (the scheduled job) survives the scrape, on every hub host.
+    intervals = query('alliance_job_interval_seconds{job="expire-holds"}')
+    assert {row["metric"]["host"] for row in intervals} == hubs
+    assert {row["value"][1] for row in intervals} == {"60"}
+    # The ledger's postings, counted by gunicorn's workers, added up and scraped (the purchase above,
+    # or the chaos scenario's load: at least one posting since the hubs started).
+    deadline = time.monotonic() + 40
+    while not query("sum(alliance_ledger_postings_total) > 0"):
+        assert time.monotonic() < deadline, "no ledger posting reached Prometheus"
+        time.sleep(2)
+    # Both rule groups are loaded and every rule evaluates without error.
+    status, body = cluster.http(f"{cluster.prometheus_url}/api/v1/rules", timeout_s=5)
+    groups = {group["name"]: group for group in json.loads(body)["data"]["groups"]}
+    assert set(groups) == {"alliance-recording", "alliance-alerts"}
+    assert all(rule["health"] == "ok" for group in groups.values() for rule in group["rules"])
+
+
+def test_metrics_are_served_to_prometheus_only(cluster: Cluster) -> None:
+    hub = cluster.topology.hubs[0]
+    direct = f"http://{hub.address}:{cluster.topology.ports.hub}/metrics"
+    token = cluster.hub_environment(hub.name)["ALLIANCE_METRICS_TOKEN"]
+    status, body = cluster.http(direct, headers={"Authorization": f"Bearer {token}"}, from_host="lb")
+    assert status == 200 and b"alliance_http_request_duration_seconds_bucket" in body
+    assert cluster.http(direct, from_host="lb")[0] == 401
+    # Through the load balancer, with the token or without, /metrics does not exist.
+    for path in ("/metrics", "/%6Detrics"):
+        status, body = cluster.http(f"{cluster.lb_url}{path}", headers={"Authorization": f"Bearer {token}"})
+        assert status == 404 and json.loads(body)["code"] == "not_found", path
