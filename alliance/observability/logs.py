@@ -54,6 +54,8 @@ def configure_logging(log_format: str, *, stream=None) -> None:  # type: ignore[
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # Alembic announces each of its plugins at INFO on every command; its migrations stay.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Authlib writes every bearer token it issues into a DEBUG record; its warnings stay.
+    logging.getLogger("authlib").setLevel(logging.WARNING)
 
 
 def formatter(log_format: str) -> logging.Formatter:
