@@ -79,14 +79,14 @@ def test_prometheus_scrapes_every_hub_scheduler_and_patroni(cluster: Cluster) ->
     # The ledger's postings, counted by gunicorn's workers, added up and scraped (the purchase above,
     # or the chaos scenario's load: at least one posting since the hubs started).
     deadline = time.monotonic() + 40
-    while not query("sum(alliance_ledger_postings_total) > 0"):
+    while not query('sum(alliance_ledger_postings_total{job="alliance-hub"}) > 0'):
         assert time.monotonic() < deadline, "no ledger posting reached Prometheus"
         time.sleep(2)
-    # Both rule groups are loaded and every rule evaluates without error.
+    # The rules are loaded and every one evaluates without error.
     status, body = cluster.http(f"{cluster.prometheus_url}/api/v1/rules", timeout_s=5)
-    groups = {group["name"]: group for group in json.loads(body)["data"]["groups"]}
-    assert set(groups) == {"alliance-recording", "alliance-alerts"}
-    assert all(rule["health"] == "ok" for group in groups.values() for rule in group["rules"])
+    (group,) = json.loads(body)["data"]["groups"]
+    assert group["name"] == "alliance" and len(group["rules"]) > 10
+    assert all(rule["health"] == "ok" for rule in group["rules"])
 
 
 def test_metrics_are_served_to_prometheus_only(cluster: Cluster) -> None:
