@@ -59,6 +59,10 @@ def test_signed_purchase_through_the_load_balancer_and_the_audit(cluster: Cluste
 
 def test_prometheus_scrapes_every_hub_scheduler_and_patroni(cluster: Cluster) -> None:
     hubs = {hub.name for hub in cluster.topology.hubs}
+    # The chaos scenario shares this cluster and, when it runs first, stops the schedulers
+    # for its settlement closing: start them again, as `systemctl start` would.
+    for hub in hubs:
+        cluster.start(hub, "scheduler")
     targets = cluster.wait_prometheus_targets_up(timeout_s=60)
     scraped: dict[str, set[str]] = {}
     for target in targets:
