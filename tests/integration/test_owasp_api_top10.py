@@ -337,6 +337,8 @@ UNDOCUMENTED_ROUTES = {
     "/docs": "the document rendered as HTML",
     "/healthz": "liveness check; no data",
     "/readyz": "load balancer readiness check; names failed checks, no data",
+    "/metrics": "Prometheus exposition for the operator, behind its own bearer token; never routed by the "
+                "load balancer (docs/monitoring.md)",
     "/oauth/token": "RFC 6749 token endpoint, described by the bearer security scheme's tokenUrl",
     "/settlement/v1/statement-keys": "the hub's public statement keys, published for offline verification",
     "/static/<path:filename>": "Flask's static files",
