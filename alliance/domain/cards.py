@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from alliance.domain.errors import AllianceError, ValidationFailed
+
 CARD_NUMBER_DIGITS = 16
+
+
+class CardNotUsable(AllianceError):
+    """A blocked or replaced card, or one whose member is closed."""
+
+    code = "card_not_usable"
+    http_status = 409
+    title = "Card not usable"
 
 
 def luhn_check_digit(body: str) -> str:
@@ -35,3 +45,15 @@ def card_number_from_sequence(prefix: str, sequence: int) -> str:
     if len(body) != body_length:
         raise ValueError("the serial number does not fit the card number")
     return body + luhn_check_digit(body)
+
+
+def require_valid_card_number(card_number: str) -> None:
+    """Refuse a card number whose check digit is wrong, before looking it up."""
+    if not is_valid_card_number(card_number):
+        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
+
+
+def require_usable_card(card_status: str, member_status: str) -> None:
+    """Refuse a blocked or replaced card, or one whose membership is closed."""
+    if card_status != "active" or member_status != "active":
+        raise CardNotUsable(f"the card is {card_status} and its membership {member_status}")

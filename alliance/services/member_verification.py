@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.db import DriverStatement
-from alliance.domain.cards import is_valid_card_number
+from alliance.domain.cards import CardNotUsable, require_usable_card, require_valid_card_number
 from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
 from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
 from alliance.models import Card, Member, RedemptionCode
@@ -53,14 +53,6 @@ class PinLocked(AllianceError):
     code = "pin_locked"
     http_status = 403
     title = "PIN locked"
-
-
-class CardNotUsable(AllianceError):
-    """A blocked or replaced card, or one whose member is closed."""
-
-    code = "card_not_usable"
-    http_status = 409
-    title = "Card not usable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +120,6 @@ def active_card_holder(session: Session, card_number: str) -> CardHolder:
     card_id, card_status, member_id, member_status, tier = row
     require_usable_card(card_status, member_status)
     return CardHolder(card_id=card_id, member_id=member_id, tier=tier)
-
-
-def require_valid_card_number(card_number: str) -> None:
-    """Refuse a card number whose check digit is wrong, before looking it up."""
-    if not is_valid_card_number(card_number):
-        raise ValidationFailed("the card number is not valid", fields={"card_number": ["fails the check digit"]})
-
-
-def require_usable_card(card_status: str, member_status: str) -> None:
-    """Refuse a blocked or replaced card, or one whose membership is closed."""
-    if card_status != "active" or member_status != "active":
-        raise CardNotUsable(f"the card is {card_status} and its membership {member_status}")
 
 
 def set_pin(session: Session, *, card_number: str, pin: str) -> None:

@@ -5,9 +5,9 @@ needs once: the partner with its issue price and the accounts that fund earns, a
 its earn rules, the campaigns overlapping the batch's time span, the cards with their
 members, the receipts already reported and, under a per-member-day cap, the points of
 the days the batch touches. It locks the members' accounts in one ordered statement,
-then decides every item in batch order in Python with the same pure rules
-(``compute_earn``), so two items of one member and day share the cap exactly as two
-single reports would. Every journal transaction, entry, lot and purchase is then written
+then decides every item in batch order with the single path's own decision
+(``alliance.domain.purchases.decide_purchase``), so two items of one member and day
+share the cap exactly as two single reports would. Every journal transaction, entry, lot and purchase is then written
 in one statement on PostgreSQL (a few multi-row inserts on SQLite); the ledger's
 triggers check those rows as they check the single path's, and partner and hub account
 rows are only ever read.
@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import any_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,18 +29,18 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
-from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, compute_earn
+from alliance.domain.earning import Campaign, EarnBreakdown, EarnRule
 from alliance.domain.errors import AllianceError, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, LotState, TransactionKind, account_code, require_positive_points
-from alliance.domain.money import minor_units_per_unit
+from alliance.domain.purchases import (
+    CardFacts, PurchaseFacts, ReportingPartner, decide_purchase, in_report_window, local_day,
+)
 from alliance.models import Campaign as CampaignRow
 from alliance.models import (
     Card, JournalEntry, JournalTransaction, LedgerAccount, Member, Partner, PartnerEarnRule, PartnerPrice, PointLot,
     Purchase, Terminal,
 )
 from alliance.observability import metrics
-from alliance.services.member_verification import require_usable_card, require_valid_card_number
-from alliance.services.purchases import MAX_CLOCK_AHEAD, MAX_REPORT_DELAY, ReceiptAlreadyReported, check_report
 
 # The partner API's limit; the service keeps its own so no caller can hand it more.
 MAX_BATCH_PURCHASES = 1000
@@ -166,6 +165,12 @@ class _Partner:
     issued_account_id: int | None
     marketing_account_id: int | None
 
+    @property
+    def reporting(self) -> ReportingPartner:
+        """The partner as ``decide_purchase`` sees it."""
+        return ReportingPartner(id=self.id, code=self.code, status=self.status, currency=self.currency,
+                                time_zone=self.time_zone, return_window_days=self.return_window_days)
+
 
 @dataclass(frozen=True, slots=True)
 class _Holder:
@@ -178,6 +183,12 @@ class _Holder:
     tier: str
     available_id: int | None
     pending_id: int | None
+
+    @property
+    def card(self) -> CardFacts:
+        """The card and member as ``decide_purchase`` sees them."""
+        return CardFacts(card_id=self.card_id, card_status=self.card_status, member_id=self.member_id,
+                         member_status=self.member_status, tier=self.tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +224,7 @@ def _read_facts(session: Session, partner_id: int, items: Sequence[BatchItem], n
     if partner is None or partner.status != "active":
         return facts
     card_numbers = sorted({item.card_number for item in items if is_valid_card_number(item.card_number)})
-    in_window = [item for item in items if now - MAX_REPORT_DELAY <= item.purchased_at <= now + MAX_CLOCK_AHEAD]
+    in_window = [item for item in items if in_report_window(item.purchased_at, now)]
     facts.rules = session.execute(
         select(PartnerEarnRule.effective_from, PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
                PartnerEarnRule.per_purchase_cap_points, PartnerEarnRule.per_member_day_cap_points)
@@ -312,17 +323,14 @@ def _one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
 
 def _days_of(partner: _Partner, holders: dict[str, _Holder], items: list[BatchItem]) -> dict[int, list[_Day]]:
     """Each member's local days at the partner that the batch's purchases fall on."""
-    zone = ZoneInfo(partner.time_zone)
     days: dict[int, dict[date, _Day]] = defaultdict(dict)
     for item in items:
         holder = holders.get(item.card_number)
         if holder is None:
             continue
-        local_day = item.purchased_at.astimezone(zone).date()
-        if local_day not in days[holder.member_id]:
-            days[holder.member_id][local_day] = _Day(
-                holder.member_id, local_day, datetime.combine(local_day, time(0), zone),
-                datetime.combine(local_day + timedelta(days=1), time(0), zone))
+        day = local_day(item.purchased_at, partner.time_zone)
+        if day.day not in days[holder.member_id]:
+            days[holder.member_id][day.day] = _Day(holder.member_id, day.day, day.start, day.end)
     return {member_id: list(by_day.values()) for member_id, by_day in days.items()}
 
 
@@ -394,17 +402,26 @@ def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int |
 
 def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None, receipts_taken: set[str],
             points_on_days: dict[tuple[int, date], int], now: datetime, expires_at: datetime) -> _Planned:
-    """One item, checked in the very order ``report_purchase`` checks it; raises its first failure."""
-    partner = _reporting_partner(facts)
-    check_report(item, partner, now)
-    if item.receipt_id in receipts_taken:
-        raise ReceiptAlreadyReported(f"receipt {item.receipt_id!r} was already reported")
-    holder = _active_holder(facts.holders, item.card_number)
-    breakdown = _points_for(facts, partner, holder, item, points_on_days)
-    pending_until = None
-    if partner.return_window_days:
-        pending_until = item.purchased_at + timedelta(days=partner.return_window_days)
-    # What ledger.earn refuses, in its order: the partner's posting first, then the hub's.
+    """One item, decided by ``decide_purchase`` as a single report is; raises its first refusal.
+
+    Then what ``ledger.earn`` refuses before it writes, in its order: the partner's
+    posting first, then the hub's.
+    """
+    partner = facts.partner
+    holder = facts.holders.get(item.card_number)
+    rule = _rule_at(facts, item.purchased_at) if partner is not None else None
+    earned_today = 0
+    if partner is not None and holder is not None and rule is not None and rule.per_member_day_cap_points is not None:
+        # Read only for items inside the reporting window; any other is refused before its points count.
+        earned_today = points_on_days.get((holder.member_id, local_day(item.purchased_at, partner.time_zone).day), 0)
+    decision = decide_purchase(item, PurchaseFacts(
+        partner_id=facts.partner_id, partner=partner.reporting if partner is not None else None,
+        receipt_reported=item.receipt_id in receipts_taken, card=holder.card if holder is not None else None,
+        rule=rule, campaigns=_campaigns_at(facts, item.purchased_at), partner_points_today=earned_today), now)
+    assert partner is not None and holder is not None, "decide_purchase refuses an unknown partner or card"
+    if holder.available_id is None or holder.pending_id is None:
+        raise NotFound("the card's member has no ledger accounts")
+    breakdown = decision.breakdown
     if breakdown.partner_points:
         _check_posting(breakdown.partner_points, now, expires_at)
         if partner.issue_price_per_point is None:
@@ -415,56 +432,17 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
         _check_posting(breakdown.hub_points, now, expires_at)
         if partner.marketing_account_id is None:
             raise NotFound(f"no ledger account {MARKETING_ACCOUNT_CODE}")
-    return _Planned(index, item, terminal_id, holder, breakdown, breakdown.to_dict(), pending_until)
+    return _Planned(index, item, terminal_id, holder, breakdown, breakdown.to_dict(), decision.pending_until)
 
 
-def _reporting_partner(facts: _Facts) -> _Partner:
-    partner = facts.partner
-    if partner is None:
-        raise NotFound(f"no partner {facts.partner_id}")
-    if partner.status != "active":
-        raise InvalidState(f"partner {partner.code} is {partner.status} and cannot issue points")
-    return partner
-
-
-def _active_holder(holders: dict[str, _Holder], card_number: str) -> _Holder:
-    """The card's holder, refused as ``active_card_holder`` and ``ledger.lock_member`` refuse it."""
-    require_valid_card_number(card_number)
-    holder = holders.get(card_number)
-    if holder is None:
-        raise NotFound("no card with this number")
-    require_usable_card(holder.card_status, holder.member_status)
-    if holder.available_id is None or holder.pending_id is None:
-        raise NotFound("the card's member has no ledger accounts")
-    return holder
-
-
-def _points_for(facts: _Facts, partner: _Partner, holder: _Holder, item: BatchItem,
-                points_on_days: dict[tuple[int, date], int]) -> EarnBreakdown:
-    """The item's points by the rule in force when it was bought, as the single path computes them."""
-    rule = _rule_at(facts, partner, item.purchased_at)
-    campaigns = _campaigns_at(facts, item.purchased_at)
-    earned_today = 0
-    if rule.per_member_day_cap_points is not None:
-        local_day = item.purchased_at.astimezone(ZoneInfo(partner.time_zone)).date()
-        earned_today = points_on_days[(holder.member_id, local_day)]
-    return compute_earn(
-        amount_minor=item.amount_minor, minor_units_per_unit=minor_units_per_unit(partner.currency), rule=rule,
-        tier=holder.tier, tier_multiplier=TIER_MULTIPLIERS[holder.tier], campaigns=campaigns,
-        partner_points_earned_today=earned_today,
-    )
-
-
-def _rule_at(facts: _Facts, partner: _Partner, moment: datetime) -> EarnRule:
-    """The rule in force at ``moment``: the latest that took effect at or before it."""
+def _rule_at(facts: _Facts, moment: datetime) -> EarnRule | None:
+    """The rule in force at ``moment`` (the latest that took effect at or before it), validated once per batch."""
     position = next((position for position, row in enumerate(facts.rules) if row.effective_from <= moment), None)
     if position is None:
-        raise InvalidState(f"partner {partner.code} has no earn rule in force at {moment.isoformat()}")
+        return None
     rule = facts.earn_rules.get(position)
     if rule is None:
         row = facts.rules[position]
-        # A stored rule that does not validate raises here for every item it governs,
-        # as EarnRule.from_stored does on the single path; only valid ones are kept.
         rule = EarnRule.from_stored(row.base_points_per_unit, row.amount_ladder, row.per_purchase_cap_points,
                                     row.per_member_day_cap_points)
         facts.earn_rules[position] = rule

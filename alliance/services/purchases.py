@@ -1,12 +1,13 @@
-"""Purchases reported by partners: points by the partner's rule, pending windows, refunds."""
+"""Purchases reported by partners, one at a time: reading the facts, posting the points, refunds.
+
+What a purchase earns is decided by ``alliance.domain.purchases.decide_purchase``, the
+same function that decides each item of a batch (``purchase_batch``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
-
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Row, bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
@@ -14,19 +15,16 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.db import DriverStatement
 from alliance.domain.clock import add_months
-from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, clawback_target, compute_earn
-from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
-from alliance.domain.money import minor_units_per_unit
-from alliance.models import Campaign as CampaignRow
+from alliance.domain.earning import Campaign, EarnRule, clawback_target
+from alliance.domain.errors import Conflict, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, account_code
+from alliance.domain.purchases import (
+    CardFacts, PurchaseFacts, ReceiptAlreadyReported, ReportingPartner, decide_purchase, local_day,
+)
+from alliance.models import Campaign as CampaignRow
 from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund
 from alliance.models.base import integer_sum, prebuilt_inserts_unless_conflicting
 from alliance.services import idempotency, ledger
-from alliance.services.member_verification import CardHolder, require_usable_card, require_valid_card_number
-
-# A till that was offline may report late, but not from another season.
-MAX_REPORT_DELAY = timedelta(days=90)
-MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
 _RULE = aliased(PartnerEarnRule)
 _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
@@ -89,26 +87,10 @@ RETURNING {", ".join(column.name for column in Purchase.__table__.c)}, (SELECT i
 _EARN_AND_INSERT_PURCHASE_ON_DRIVER = DriverStatement(EARN_AND_INSERT_PURCHASE)
 
 
-class _Partner(NamedTuple):
-    """What reporting a purchase needs of the partner."""
-
-    id: int
-    code: str
-    currency: str
-    time_zone: str
-    return_window_days: int | None
-
-
 class RefundAlreadyRecorded(Conflict):
     """A refund id this partner has already used."""
 
     code = "refund_already_recorded"
-
-
-class ReceiptAlreadyReported(Conflict):
-    """A receipt id this partner has already reported."""
-
-    code = "receipt_already_reported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +134,9 @@ def report_purchase(
     # statement's rows, already read with the request's claim (same parameters).
     rows = context_rows if context_rows is not None else _CARD_HOLDER_IN_CONTEXT_ON_DRIVER.rows(connection, parameters)
     context = rows[0] if rows else connection.execute(PURCHASE_CONTEXT, parameters).first()
-    partner = _reporting_partner(context, partner_id)
-    check_report(report, partner, now)
-    if context.already_reported:
-        raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
-    holder, member = _card_holder(rows, report.card_number)
-    breakdown = _points_for(session, partner, context, holder, report)
-    pending_until = None
-    if partner.return_window_days:
-        pending_until = report.purchased_at + timedelta(days=partner.return_window_days)
+    decision = decide_purchase(report, _facts(session, partner_id, context, rows, report), now)
+    holder, breakdown, pending_until = decision.card, decision.breakdown, decision.pending_until
+    member = ledger.member_accounts_from_rows(rows, holder.member_id, require_active=True)
     expires_at = add_months(now, expiry_months)
     purchase_row = {
         "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
@@ -273,74 +249,48 @@ def refund_purchase(
     return RefundOutcome(refund=session.get_one(PurchaseRefund, refund_row_id), purchase=purchase)
 
 
-def _reporting_partner(context, partner_id: int):  # type: ignore[no-untyped-def]
-    if context is None or context.partner_found is None:
-        raise NotFound(f"no partner {partner_id}")
-    if context.partner_status != "active":
-        raise InvalidState(f"partner {context.partner_code} is {context.partner_status} and cannot issue points")
-    return _Partner(id=partner_id, code=context.partner_code, currency=context.partner_currency,
-                    time_zone=context.time_zone, return_window_days=context.return_window_days)
+def _facts(session: Session, partner_id: int, context, rows, report: PurchaseReport) -> PurchaseFacts:  # type: ignore[no-untyped-def]
+    """What ``decide_purchase`` needs, from ``CARD_HOLDER_IN_CONTEXT``'s rows (or ``PURCHASE_CONTEXT``'s row).
 
-
-def _card_holder(rows, card_number: str) -> tuple[CardHolder, ledger.MemberAccounts]:  # type: ignore[no-untyped-def]
-    """The card's active holder and the member's locked accounts, from ``LOCK_CARD_HOLDER``'s rows (``active_card_holder``'s checks)."""
-    require_valid_card_number(card_number)
-    if not rows:
-        raise NotFound("no card with this number")
-    first = rows[0]
-    require_usable_card(first.card_status, first.status)
-    holder = CardHolder(card_id=first.card_id, member_id=first.member_id, tier=first.tier)
-    return holder, ledger.member_accounts_from_rows(rows, first.member_id, require_active=True)
-
-
-def check_report(report: PurchaseReport | object, partner: Partner | object, now: datetime) -> None:
-    """Refuse a report in another currency than the partner's, from the future, or too old.
-
-    ``report`` needs ``currency`` and ``purchased_at``, ``partner`` a ``currency``: the
-    batch service checks its items with this same function.
+    The campaigns' rows are read only when one runs, the day's points only under a
+    per-member-day cap, and neither for a purchase refused before it could earn.
     """
-    if report.currency != partner.currency:
-        raise ValidationFailed(f"this partner reports in {partner.currency}", fields={"currency": [f"must be {partner.currency}"]})
-    if report.purchased_at > now + MAX_CLOCK_AHEAD:
-        raise ValidationFailed("the purchase is in the future; check the till's clock",
-                               fields={"purchased_at": ["in the future"]})
-    if report.purchased_at < now - MAX_REPORT_DELAY:
-        raise ValidationFailed(f"purchases older than {MAX_REPORT_DELAY.days} days cannot be reported",
-                               fields={"purchased_at": ["too old"]})
-
-
-def _points_for(session: Session, partner: "_Partner", context, holder: CardHolder,  # type: ignore[no-untyped-def]
-                report: PurchaseReport) -> EarnBreakdown:
-    if context.rule_id is None:
-        raise InvalidState(f"partner {partner.code} has no earn rule in force at {report.purchased_at.isoformat()}")
-    rule = EarnRule.from_stored(context.base_points_per_unit, context.amount_ladder,
-                                context.per_purchase_cap_points, context.per_member_day_cap_points)
+    partner = None
+    if context is not None and context.partner_found is not None:
+        partner = ReportingPartner(id=partner_id, code=context.partner_code, status=context.partner_status,
+                                   currency=context.partner_currency, time_zone=context.time_zone,
+                                   return_window_days=context.return_window_days)
+    card = None
+    if rows:
+        first = rows[0]
+        card = CardFacts(card_id=first.card_id, card_status=first.card_status, member_id=first.member_id,
+                         member_status=first.status, tier=first.tier)
+    rule = None
+    if context is not None and context.rule_id is not None:
+        rule = EarnRule.from_stored(context.base_points_per_unit, context.amount_ladder,
+                                    context.per_purchase_cap_points, context.per_member_day_cap_points)
+    facts = PurchaseFacts(partner_id=partner_id, partner=partner, receipt_reported=bool(
+        context is not None and context.already_reported), card=card, rule=rule)
+    if partner is None or card is None or rule is None or partner.status != "active" or facts.receipt_reported:
+        return facts
     campaigns = [
         Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by, multiplier=row.multiplier,
                  bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
-        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner.id,
+        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner_id,
                                                                     "purchased_at": report.purchased_at})
     ] if context.campaigns_running else []
-    # The day's points only matter under a per-member-day cap; without one, skip the query.
     earned_today = 0
     if rule.per_member_day_cap_points is not None:
-        earned_today = _partner_points_on_day(session, partner, holder.member_id, report.purchased_at)
-    return compute_earn(
-        amount_minor=report.amount_minor, minor_units_per_unit=minor_units_per_unit(partner.currency), rule=rule,
-        tier=holder.tier, tier_multiplier=TIER_MULTIPLIERS[holder.tier], campaigns=campaigns,
-        partner_points_earned_today=earned_today,
-    )
+        earned_today = _partner_points_on_day(session, partner, card.member_id, report.purchased_at)
+    return replace(facts, campaigns=campaigns, partner_points_today=earned_today)
 
 
-def _partner_points_on_day(session: Session, partner: "_Partner", member_id: int, moment: datetime) -> int:
+def _partner_points_on_day(session: Session, partner: ReportingPartner, member_id: int, moment: datetime) -> int:
     """Points this partner gave this member on the purchase's local calendar day."""
-    zone = ZoneInfo(partner.time_zone)
-    local_day = moment.astimezone(zone).date()
-    day_start = datetime.combine(local_day, time(0), zone)
-    day_end = datetime.combine(local_day + timedelta(days=1), time(0), zone)
+    day = local_day(moment, partner.time_zone)
     return session.scalar(
         select(integer_sum(Purchase.points_partner)).where(
             Purchase.partner_id == partner.id, Purchase.member_id == member_id,
-            Purchase.purchased_at >= day_start, Purchase.purchased_at < day_end,
+            Purchase.purchased_at >= day.start, Purchase.purchased_at < day.end,
         )
     ) or 0
