@@ -6,7 +6,9 @@ Python's JSON parser recurses once per nesting level, so a small body of ten tho
 parse error to Flask or webargs and would end as a 500. No hub request nests more than
 a few levels, so a JSON body nested deeper than ``MAX_JSON_DEPTH`` is refused before
 anything parses it. A JSON string holding NUL (``\\u0000``) is refused too: no field
-may contain it and PostgreSQL text cannot store it (a 500 before this check).
+may contain it and PostgreSQL text cannot store it (a 500 before this check); so is a
+NUL in the path (no resource's address holds one: 404), in a query parameter or in a
+submitted form (422).
 
 Replies: API answers (JSON, problem+json, signed statements) carry
 ``X-Content-Type-Options: nosniff`` so no browser reinterprets them, and
@@ -21,10 +23,12 @@ import re
 from itertools import accumulate
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import MultiDict
 
 from alliance.domain.errors import AllianceError
 
 MAX_JSON_DEPTH = 32
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 API_PREFIXES = ("/partner/", "/back-office/", "/oauth/", "/settlement/")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_A_BRACKET = bytes(byte for byte in range(256) if byte not in b"[]{}")
@@ -42,6 +46,14 @@ class NulCharacterInBody(AllianceError):
     title = "Invalid input"
 
 
+class NulCharacterInAddress(AllianceError):
+    """A path holding a NUL character: no resource of the hub has such an address."""
+
+    code = "not_found"
+    http_status = 404
+    title = "Not Found"
+
+
 class BodyTooDeeplyNested(AllianceError):
     """A JSON body nested deeper than any request of the hub needs."""
 
@@ -56,6 +68,16 @@ def json_depth(body: bytes) -> int:
         return body.count(b"[") + body.count(b"{")
     brackets = _JSON_STRING.sub(b"", body).translate(None, delete=_NOT_A_BRACKET)
     return max(accumulate(1 if bracket in b"[{" else -1 for bracket in brackets), default=0)
+
+
+def _refuse_nul_characters() -> None:
+    if "\x00" in request.path:
+        raise NulCharacterInAddress("no address on this hub contains the NUL character")
+    for source, values in (("query", request.args),
+                           ("form", request.form if request.mimetype in FORM_TYPES else MultiDict())):
+        if any("\x00" in name or "\x00" in value for name, value in values.items(multi=True)):
+            raise NulCharacterInBody(f"{source} parameters may not contain the NUL character",
+                                     fields={source: ["contains the NUL character"]})
 
 
 def _refuse_hostile_json() -> None:
@@ -78,5 +100,6 @@ def _api_reply_headers(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     """Check every JSON body's nesting before a view parses it; harden every reply's headers."""
+    app.before_request(_refuse_nul_characters)
     app.before_request(_refuse_hostile_json)
     app.after_request(_api_reply_headers)

@@ -412,3 +412,18 @@ def test_api8_a_nul_character_in_any_text_field_is_a_422_not_a_database_error(ap
     assert bo.get("/audit-log", role="admin").body["entries"] == clients_before
     assert bo.post("/clients", {"name": "back\\u0000slash", "roles": ["finance"], "person": "nils"},
                    role="admin").status == 201
+
+
+def test_api8_a_nul_character_in_a_path_query_or_form_is_refused_not_a_database_error(app):
+    """A NUL in a path parameter reached PostgreSQL (a 500, found by the no-personal-data test): now a 404,
+    and in a query or a form a 422, before any view runs."""
+    bo = BackOffice(app)
+    token = bo.token("customer_service")
+    missing = bo.call("GET", "/members/M-1\x00x", token=token)
+    assert (missing.status, missing.code) == (404, "not_found")
+    queried = app.test_client().get("/healthz?probe=a\x00b")
+    assert queried.status_code == 422 and queried.get_json()["errors"] == {"query": ["contains the NUL character"]}
+    # The console answers with its own page, saying why.
+    posted = app.test_client().post("/console/login", data={"username": "a\x00b", "password": "x"})
+    assert posted.status_code == 422 and "may not contain the NUL character" in posted.get_data(as_text=True)
+
