@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, Select, String, bindparam, delete, exists, func, literal, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import replacement_traverse
 
-from alliance.db import DriverStatement, execute_and_commit
+from alliance.db import DriverStatement
 from alliance.domain.errors import AllianceError, Conflict
 from alliance.domain.signatures import PartnerKeyRecord
 from alliance.models import IdempotencyRecord, SeenNonce
@@ -89,8 +91,26 @@ class ClaimInFront:
     statements: dict[bool, DriverStatement]  # by whether a cached signing key is confirmed too
 
 
+# The three namespaces of the claim-in-front statement's binds: the claim's own, the
+# signing key's confirmation (``partner_keys.confirmation_parameters``) and the first
+# statement's, renamed into its own when the statement is built. No name can be in two.
+FIRST_PREFIX = "first_"
+
+
+def _in_first_namespace(statement: Select) -> Select:  # type: ignore[type-arg]
+    """``statement`` with each named bind renamed ``first_<name>`` (anonymous binds keep their generated names)."""
+    def rename(element):  # type: ignore[no-untyped-def]
+        if isinstance(element, BindParameter) and not element.unique:
+            return bindparam(FIRST_PREFIX + element.key, value=element.value, type_=element.type,
+                             required=element.required)
+        return None
+
+    return replacement_traverse(statement, {}, rename)  # type: ignore[no-any-return]
+
+
 def claim_in_front_of(first: Select) -> ClaimInFront:  # type: ignore[type-arg]
-    """``first`` (a Core select, its binds not prefixed ``claim_`` or ``key_``) with the claim in front."""
+    """``first`` (a Core select) with the claim in front; its parameters are passed under their own names."""
+    first = _in_first_namespace(first)
     statements = {}
     for confirm_key in (False, True):
         claim_row = _claim_row(confirm_key)
@@ -145,11 +165,6 @@ def request_fingerprint(method: str, target: str, body: bytes, *, key: bytes) ->
     return _fingerprint(hmac.new(key, digestmod=hashlib.sha256), method, target, body)
 
 
-def legacy_request_fingerprint(method: str, target: str, body: bytes) -> str:
-    """The unkeyed digest earlier versions stored; recognised until their records are pruned."""
-    return _fingerprint(hashlib.sha256(), method, target, body)
-
-
 def _fingerprint(digest, method: str, target: str, body: bytes) -> str:  # type: ignore[no-untyped-def]
     for part in (method.upper().encode(), target.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
@@ -170,7 +185,7 @@ class Claim:
 
 
 def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now: datetime,
-          legacy_fingerprint: Callable[[], str] | None = None, nonce: Mapping[str, object] | None = None,
+          nonce: Mapping[str, object] | None = None,
           key_to_confirm: PartnerKeyRecord | None = None,
           first: tuple[ClaimInFront, Mapping[str, object]] | None = None) -> Claim:
     """Take the key for this request, or find its earlier completion; refuse a key in use.
@@ -215,7 +230,8 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
             }
             if first is not None:
                 carrier, first_parameters = first
-                rows = carrier.statements[confirm_key].rows(connection, {**first_parameters, **claim_parameters})
+                rows = carrier.statements[confirm_key].rows(connection, {
+                    **{FIRST_PREFIX + name: value for name, value in first_parameters.items()}, **claim_parameters})
             else:
                 rows = _CLAIM_WITH_NONCE_ON_DRIVER[confirm_key].rows(connection, claim_parameters)
             outcome = rows[0]
@@ -250,10 +266,7 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
     ).first()
     if row is None:
         raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly")
-    # A record from before fingerprints were keyed matches the request's unkeyed digest
-    # (computed only then; such records are gone once pruned).
-    if row.request_fingerprint != fingerprint and (legacy_fingerprint is None
-                                                   or row.request_fingerprint != legacy_fingerprint()):
+    if row.request_fingerprint != fingerprint:
         raise KeyReused("this idempotency key was used for a different request; use a new key for a new request")
     return Claim(record_id=row.id, status=row.status, response_status=row.response_status,
                  response_body=row.response_body)
@@ -265,14 +278,20 @@ def _advisory_lock_key(partner_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime,
-             and_commit: bool = False) -> None:
-    """Store the reply that every retry with this key will get; ``and_commit`` commits with it, in one round trip."""
-    parameters = {"record_id": record_id, "reply_status": status, "reply_body": body, "completed_at_": now}
-    if and_commit:
-        execute_and_commit(session, _COMPLETE_ON_DRIVER, parameters)
-    else:
-        session.connection().execute(COMPLETE, parameters)
+def completion(*, record_id: int, status: int, body: str, now: datetime) -> tuple[DriverStatement, dict[str, object]]:
+    """The statement storing the reply every retry with this key will get, and its values.
+
+    For the unit of work to run with its commit, in one round trip on PostgreSQL
+    (``UnitOfWork.commit_with``): services never commit.
+    """
+    return _COMPLETE_ON_DRIVER, {"record_id": record_id, "reply_status": status, "reply_body": body,
+                                 "completed_at_": now}
+
+
+def complete(session: Session, *, record_id: int, status: int, body: str, now: datetime) -> None:
+    """Store the reply in the session's transaction (its commit is the caller's)."""
+    statement, parameters = completion(record_id=record_id, status=status, body=body, now=now)
+    session.connection().execute(statement.statement, parameters)
 
 
 def forget(session: Session, *, record_id: int) -> None:

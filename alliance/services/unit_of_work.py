@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from collections.abc import Mapping
+
 from sqlalchemy.orm import Session, sessionmaker
+
+from alliance.db import DriverStatement, execute_and_commit
 
 
 class UnitOfWork:
@@ -32,3 +36,11 @@ class UnitOfWork:
     def commit(self) -> None:
         """Make the work of this unit durable."""
         self.session.commit()
+
+    def commit_with(self, statement: DriverStatement, parameters: Mapping[str, object]) -> None:
+        """Run one last statement and commit, in a single round trip where the database allows it.
+
+        On PostgreSQL the statement and ``COMMIT`` travel together (``alliance.db.execute_and_commit``);
+        elsewhere the statement runs, then the commit. Not inside a savepoint.
+        """
+        execute_and_commit(self.session, statement, parameters)

@@ -90,3 +90,28 @@ def test_the_card_in_context_read_goes_with_the_claim_on_postgresql_and_alone_on
     # An unknown card still gets its refusal, after the partner and report checks, either way.
     unknown = client.post(PURCHASES, purchase_payload("r-2", card_number_from_sequence(CARD_ISSUER_PREFIX, 987_654)))
     assert (unknown.status, unknown.body["code"]) == (404, "not_found"), unknown.body
+
+
+def test_the_first_statements_bind_names_cannot_collide_with_the_claims(pg_hub):
+    # A first statement whose own binds are named like the claim's: each keeps its own
+    # value, because the first statement's binds are renamed into a namespace of their own.
+    from sqlalchemy import bindparam, literal_column
+
+    from alliance.services import idempotency
+    from tests.factories import make_partner
+
+    partner_id = make_partner(pg_hub, now=wall_clock_partner_time())
+    first = select(literal_column("1").label("one")).where(bindparam("claim_key") == "mine",
+                                                          bindparam("key_id") == "also-mine")
+    carrier = idempotency.claim_in_front_of(first)
+    nonce = {"nonce": "n-collide", "partner_id": partner_id, "key_id": "k", "seen_at": wall_clock_partner_time(),
+             "prune_after": wall_clock_partner_time()}
+    with pg_hub.unit_of_work() as uow:
+        claimed = idempotency.claim(uow.session, partner_id=partner_id, key="the-claims-key", fingerprint="f" * 64,
+                                    now=wall_clock_partner_time(), nonce=nonce,
+                                    first=(carrier, {"claim_key": "mine", "key_id": "also-mine"}))
+        # The claim took its own key; the first statement saw its own values and ran.
+        assert claimed.status == "in_flight" and [row.one for row in claimed.first_rows] == [1]
+        stored = uow.session.execute(text("SELECT idempotency_key FROM idempotency_keys WHERE id = :id"),
+                                     {"id": claimed.record_id}).scalar_one()
+        assert stored == "the-claims-key"

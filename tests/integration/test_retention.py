@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -81,32 +83,21 @@ def test_request_fingerprints_separate_method_target_and_body():
 def test_a_fingerprint_is_keyed_so_a_pin_in_the_body_cannot_be_recovered_from_the_table():
     body = b'{"card_number":"6390000000000001","pin":"2468"}'
     stored = idempotency.request_fingerprint("POST", "/partner/v1/balance-inquiries", body, key=b"k" * 32)
-    # Without the key, trying every PIN against the stored digest finds nothing.
-    candidates = {idempotency.legacy_request_fingerprint(
+    # Without the key, trying every PIN against the stored digest (a plain SHA-256 of the
+    # same framing) finds nothing.
+    candidates = {_unkeyed_fingerprint(
         "POST", "/partner/v1/balance-inquiries", b'{"card_number":"6390000000000001","pin":"%04d"}' % pin)
         for pin in range(10_000)}
     assert stored not in candidates
     assert stored != idempotency.request_fingerprint("POST", "/partner/v1/balance-inquiries", body, key=b"j" * 32)
 
 
-def test_a_record_stored_with_an_unkeyed_fingerprint_still_answers_its_retry(hub, now):
-    partner_id = make_partner(hub, now=now)
-    legacy = idempotency.legacy_request_fingerprint("POST", "/partner/v1/purchases", b"{}")
-    keyed = idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{}", key=b"k" * 32)
-    with hub.unit_of_work() as uow:
-        first = idempotency.claim(uow.session, partner_id=partner_id, key="old", fingerprint=legacy, now=now)
-        idempotency.complete(uow.session, record_id=first.record_id, status=201, body="{}", now=now)
-        uow.commit()
-    with hub.unit_of_work() as uow:
-        again = idempotency.claim(uow.session, partner_id=partner_id, key="old", fingerprint=keyed, now=now,
-                                  legacy_fingerprint=lambda: legacy)
-        assert (again.record_id, again.status) == (first.record_id, "completed")
-        other = idempotency.legacy_request_fingerprint("POST", "/partner/v1/purchases", b"{ }")
-        with pytest.raises(idempotency.KeyReused):
-            idempotency.claim(uow.session, partner_id=partner_id, key="old",
-                              fingerprint=idempotency.request_fingerprint("POST", "/partner/v1/purchases", b"{ }",
-                                                                          key=b"k" * 32),
-                              now=now, legacy_fingerprint=lambda: other)
+def _unkeyed_fingerprint(method: str, target: str, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.encode(), target.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def test_a_reply_stored_with_the_commit_reads_back_exactly(hub, now):
@@ -117,8 +108,7 @@ def test_a_reply_stored_with_the_commit_reads_back_exactly(hub, now):
     in_kolkata = now.astimezone(ZoneInfo("Asia/Kolkata"))
     with hub.unit_of_work() as uow:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        idempotency.complete(uow.session, record_id=claimed.record_id, status=201, body=body, now=in_kolkata,
-                             and_commit=True)
+        uow.commit_with(*idempotency.completion(record_id=claimed.record_id, status=201, body=body, now=in_kolkata))
     with hub.unit_of_work() as uow:
         record = uow.session.get(IdempotencyRecord, claimed.record_id)
         again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)

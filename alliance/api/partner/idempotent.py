@@ -66,12 +66,9 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
     body = request.get_data(cache=True)
     fingerprint = idempotency.request_fingerprint(request.method, target, body, key=hub_state().fingerprint_key)
 
-    def legacy() -> str:
-        return idempotency.legacy_request_fingerprint(request.method, target, body)
-
     unit = request_unit_of_work()
     uow = unit.unit_of_work
-    claim = _claim(unit, caller.partner_id, key, fingerprint, legacy, first)
+    claim = _claim(unit, caller.partner_id, key, fingerprint, first)
     caller = current_caller()  # as the claim confirmed it
     if claim.status == "completed":
         uow.commit()
@@ -92,7 +89,7 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
         if prepare is None:
             unit.start_over()
             if not isinstance(error, NotFound):
-                claim = _claim(unit, caller.partner_id, key, fingerprint, legacy)
+                claim = _claim(unit, caller.partner_id, key, fingerprint)
                 if claim.status == "completed":
                     # Another request under the key completed while this one started over.
                     uow.commit()
@@ -107,12 +104,11 @@ def run_idempotent(operation: Operation, *, prepare: Preparation | None = None, 
                           replayed=False)
         status, body = error.http_status, problem_body(error)
     body_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-    idempotency.complete(uow.session, record_id=claim.record_id, status=status, body=body_text, now=utc_now(),
-                         and_commit=True)
+    uow.commit_with(*idempotency.completion(record_id=claim.record_id, status=status, body=body_text, now=utc_now()))
     return _reply(status, body_text, replayed=False)
 
 
-def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str, legacy: Callable[[], str],
+def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
            first: tuple[idempotency.ClaimInFront, dict[str, object]] | None = None) -> idempotency.Claim:
     """Spend the nonce (if not yet) and claim the key; a refusal (in flight, reused) still spends the nonce."""
     uow = unit.unit_of_work
@@ -120,14 +116,14 @@ def _claim(unit: RequestUnitOfWork, partner_id: int, key: str, fingerprint: str,
     signing_key = unit.unconfirmed_key if nonce is not None else None
     try:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint=fingerprint,
-                                    now=utc_now(), legacy_fingerprint=legacy, nonce=nonce, key_to_confirm=signing_key,
+                                    now=utc_now(), nonce=nonce, key_to_confirm=signing_key,
                                     first=first if nonce is not None else None)
     except idempotency.KeyNotAsVerified:
         # The cached key changed since: the database verifies the request again (its
         # refusal stands, a 401 with nothing kept) and the claim runs again.
         unit.verify_again()
         partner_now = current_caller().partner_id
-        return _claim(unit, partner_now, key, fingerprint, legacy, first if partner_now == partner_id else None)
+        return _claim(unit, partner_now, key, fingerprint, first if partner_now == partner_id else None)
     except idempotency.NonceAlreadySpent:
         if signing_key is not None:
             # A replay verified against the cached key: not the partner's request.
