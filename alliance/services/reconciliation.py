@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from alliance.models import Partner, Purchase, ReconciliationReport
 from alliance.services import audit_log
 from alliance.services.settlement_closing import statement_by_id
-from settlement.reconciliation import HubRecord, parse_partner_csv, reconcile, render_report_csv, render_report_json
+from settlement.matching import HubRecord, parse_partner_csv, reconcile, render_report_csv, render_report_json
 
 
 def reconcile_statement(

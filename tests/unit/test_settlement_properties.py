@@ -21,7 +21,7 @@ from settlement.netting import (
     build_lines,
     summarize_cycle,
 )
-from settlement.reconciliation import (
+from settlement.matching import (
     HubRecord,
     parse_partner_csv,
     reconcile,

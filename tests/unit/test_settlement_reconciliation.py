@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from alliance.domain.errors import ValidationFailed
-from settlement.reconciliation import (
+from settlement.matching import (
     MAX_PARTNER_FILE_BYTES,
     MAX_PARTNER_ROWS,
     HubRecord,
