@@ -21,12 +21,12 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence, overload
 
 from partners_sdk.client import DEFAULT_TIMEOUT_S, AllianceClient
 from partners_sdk.errors import AllianceError, ConfigurationError, ReceiptAlreadyReportedError
 from partners_sdk.keys import generate_key_pair, load_private_key, public_key_pem
-from partners_sdk.offline_queue import OfflineQueue
+from partners_sdk.offline_queue import DeadLetter, OfflineQueue, PendingOperation
 from partners_sdk.payloads import MAX_BATCH_ITEMS, PurchaseReport
 from partners_sdk.retry import DEFAULT_DEADLINE_S
 from partners_sdk.results import Queued, to_json_ready
@@ -146,7 +146,16 @@ def _setting(arguments: argparse.Namespace, name: str, *, required: bool = True)
     return value
 
 
+@overload
+def _queue(arguments: argparse.Namespace, *, required: Literal[True]) -> OfflineQueue: ...
+
+
+@overload
+def _queue(arguments: argparse.Namespace, *, required: bool) -> OfflineQueue | None: ...
+
+
 def _queue(arguments: argparse.Namespace, *, required: bool) -> OfflineQueue | None:
+    # A required setting that is missing raises ConfigurationError, so required=True never gives None.
     path = _setting(arguments, "queue", required=required)
     if path is None:
         return None
@@ -225,7 +234,7 @@ def _run_client_command(arguments: argparse.Namespace, client: AllianceClient) -
 
 
 def _queue_listing(arguments: argparse.Namespace) -> dict[str, Any]:
-    with _queue(arguments, required=True) as queue:  # type: ignore[union-attr]
+    with _queue(arguments, required=True) as queue:
         discarded = queue.discard_dead_letter(arguments.discard) if arguments.discard is not None else None
         listing: dict[str, Any] = {
             "pending_count": queue.pending_count(), "dead_letter_count": queue.dead_letter_count(),
@@ -237,8 +246,9 @@ def _queue_listing(arguments: argparse.Namespace) -> dict[str, Any]:
     return listing
 
 
-def _readable(row: Any) -> dict[str, Any]:
-    values = to_json_ready(row)
+def _readable(row: PendingOperation | DeadLetter) -> dict[str, Any]:
+    # A dataclass comes back as a dict of its fields.
+    values: dict[str, Any] = to_json_ready(row)
     values["body"] = json.loads(row.body) if row.body else None
     return values
 

@@ -130,8 +130,14 @@ class AllianceClient:
         if random is not None:
             self._pacing.random = random
         self._transport: Transport = transport or HttpClientTransport()
-        self._owns_queue = queue is not None and not isinstance(queue, OfflineQueue)
-        self.queue = OfflineQueue(queue) if self._owns_queue else queue  # type: ignore[arg-type]
+        # A queue given as a path is opened, and closed, by this client; a queue object is the caller's.
+        self.queue: OfflineQueue | None
+        if queue is None or isinstance(queue, OfflineQueue):
+            self._owns_queue = False
+            self.queue = queue
+        else:
+            self._owns_queue = True
+            self.queue = OfflineQueue(queue)
         # Queued operations go out one at a time and in order, whichever thread sends them.
         self._delivery_lock = threading.RLock()
 
@@ -353,9 +359,9 @@ class AllianceClient:
                 return _with_reason(queued, error.detail)
             status, headers, reply_body = reply
             if not _is_definitive(status, reply_body):
-                error = error_from_reply(status, headers, _problem(reply_body))
-                self.queue.record_failed_attempt(operation_id, str(error))
-                return _with_reason(queued, str(error))
+                refusal = error_from_reply(status, headers, _problem(reply_body))
+                self.queue.record_failed_attempt(operation_id, str(refusal))
+                return _with_reason(queued, str(refusal))
             # A definitive reply, success or refusal, is the caller's to see; the queue is done with it.
             self.queue.remove(operation_id)
         return _parse_reply(reply, parse)
@@ -401,18 +407,18 @@ class AllianceClient:
             else:
                 self.queue.remove(pending.id)
             return "delivered"
-        error = error_from_reply(status, headers, _problem(body))
-        if status == 409 and error.code in ALREADY_DELIVERED_CODES.get(pending.kind, ()):
+        refusal = error_from_reply(status, headers, _problem(body))
+        if status == 409 and refusal.code in ALREADY_DELIVERED_CODES.get(pending.kind, ()):
             # A lost reply, and the idempotency key since forgotten by the hub: the natural
             # key (receipt id, refund id) shows the operation did take effect.
             self.queue.remove(pending.id)
             return "delivered"
         if not _is_definitive(status, body) or status == 401:
             # A 401 is about this terminal (its clock, its key), not the operation: keep it.
-            self.queue.record_failed_attempt(pending.id, str(error))
-            return str(error)
-        self.queue.move_to_dead_letters(pending.id, Refusal(error.http_status, error.code, error.detail,
-                                                            error.request_id))
+            self.queue.record_failed_attempt(pending.id, str(refusal))
+            return str(refusal)
+        self.queue.move_to_dead_letters(pending.id, Refusal(refusal.http_status, refusal.code, refusal.detail,
+                                                            refusal.request_id))
         return "dead_lettered"
 
 

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS queue_settings (
 PENDING_COLUMNS = "id, kind, method, path, body, idempotency_key, reference, queued_at, attempts, last_error"
 DEAD_LETTER_COLUMNS = ("id, operation_id, kind, method, path, body, idempotency_key, reference, queued_at, failed_at, "
                        "http_status, code, detail, request_id")
+# A row of PENDING_COLUMNS and one of DEAD_LETTER_COLUMNS, as SQLite returns them.
+_PendingRow: TypeAlias = "tuple[int, str, str, str, bytes, str, str, str, int, str | None]"
+_DeadLetterRow: TypeAlias = (
+    "tuple[int, int | None, str, str, str, bytes, str, str, str, str, int | None, str, str, str | None]"
+)
 
 
 @dataclass(frozen=True)
@@ -323,9 +328,10 @@ class OfflineQueue:
     def has_pending_before(self, operation_id: int) -> bool:
         """Whether an older operation still waits, so this one must not overtake it."""
         with self._lock:
-            return self._connection.execute(
+            exists: int = self._connection.execute(
                 "SELECT EXISTS (SELECT 1 FROM pending_operations WHERE id < ?)", (operation_id,)
-            ).fetchone()[0] == 1
+            ).fetchone()[0]
+        return exists == 1
 
     def pending_count(self) -> int:
         """How many operations wait."""
@@ -403,13 +409,13 @@ class OfflineQueue:
         with self._lock, _Transaction(self._connection) as connection:
             return connection.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,)).rowcount == 1
 
-    def _pending(self, row: tuple[object, ...]) -> PendingOperation:
-        operation = PendingOperation(*row)  # type: ignore[arg-type]
+    def _pending(self, row: _PendingRow) -> PendingOperation:
+        operation = PendingOperation(*row)
         body = self._opened(operation.body, operation.idempotency_key, f"queued operation {operation.id}")
         return dataclasses.replace(operation, body=body)
 
-    def _dead_letter(self, row: tuple[object, ...]) -> DeadLetter:
-        letter = DeadLetter(*row)  # type: ignore[arg-type]
+    def _dead_letter(self, row: _DeadLetterRow) -> DeadLetter:
+        letter = DeadLetter(*row)
         return dataclasses.replace(letter, body=self._opened(letter.body, letter.idempotency_key,
                                                              f"dead letter {letter.id}"))
 

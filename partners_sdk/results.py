@@ -175,7 +175,8 @@ class Problem:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Problem":
         """Parse a problem+json document."""
-        errors = data.get("errors") if isinstance(data.get("errors"), dict) else {}
+        given_errors = data.get("errors")
+        errors: Mapping[object, object] = given_errors if isinstance(given_errors, dict) else {}
         return cls(status=_int(data, "status"), code=_str(data, "code"), title=str(data.get("title") or ""),
                    detail=str(data.get("detail") or ""), request_id=_optional_str(data, "request_id"),
                    field_errors={str(name): [str(text) for text in texts] for name, texts in errors.items()

@@ -57,7 +57,8 @@ class RetryPolicy:
 
     def backoff_s(self, retry_number: int, random: Callable[[], float]) -> float:
         """The wait before retry ``retry_number`` (0 for the first): doubled each time, capped, jittered."""
-        ceiling_s = min(self.max_backoff_s, self.initial_backoff_s * 2 ** min(retry_number, 30))
+        doubling: float = 2 ** min(retry_number, 30)
+        ceiling_s = min(self.max_backoff_s, self.initial_backoff_s * doubling)
         # Half fixed, half random ("equal jitter"): tills that lost the hub together spread out
         # when it comes back, yet none retries almost at once.
         return ceiling_s / 2 + ceiling_s / 2 * random()

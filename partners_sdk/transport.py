@@ -15,7 +15,7 @@ import io
 import socket
 import ssl
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, cast
 from urllib.parse import urlsplit
 
 # A batch reply of 1,000 purchases with their breakdowns stays well under this.
@@ -57,7 +57,11 @@ class HttpClientTransport:
         connection = self._connection(parts.scheme, parts.hostname, parts.port, timeout_s)
         # A socket timeout bounds each wait on its own; reading against one deadline keeps a
         # hub that sends its reply a byte at a time from stretching the attempt.
-        connection.response_class = functools.partial(_response_before, deadline_s=deadline_s)  # type: ignore[assignment]
+        # http.client only ever calls response_class(sock, ...), so a factory serves; typeshed
+        # declares the attribute a class, hence the cast.
+        connection.response_class = cast(
+            "type[http.client.HTTPResponse]", functools.partial(_response_before, deadline_s=deadline_s)
+        )
         try:
             connection.connect()
             _time_left_s(connection.sock, deadline_s)
@@ -132,4 +136,6 @@ class _DeadlineSocket:
 
 def _response_before(sock: socket.socket, *, deadline_s: float, **options: Any) -> http.client.HTTPResponse:
     """The reply to read from ``sock``, every read of it bounded by ``deadline_s``."""
-    return http.client.HTTPResponse(_DeadlineSocket(sock, deadline_s), **options)  # type: ignore[arg-type]
+    # HTTPResponse uses its socket only for makefile("rb"), which _DeadlineSocket provides;
+    # typeshed asks for a real socket.
+    return http.client.HTTPResponse(cast(socket.socket, _DeadlineSocket(sock, deadline_s)), **options)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeAlias, TypeVar
 
 from alliance.domain.errors import ValidationFailed
 
@@ -32,6 +32,9 @@ HASH_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 # unbounded entry, or recursing without end over a self-referencing structure.
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_SNAPSHOT_DEPTH = 32
+# A snapshot as the plain JSON values it is hashed and stored as.
+JsonValue: TypeAlias = "None | bool | int | str | list[JsonValue] | dict[str, JsonValue]"
+_Key = TypeVar("_Key")
 MAX_LABEL_CHARACTERS = 200
 
 
@@ -274,10 +277,10 @@ def _snapshot(value: Mapping[str, Any] | None, field_name: str) -> dict[str, Any
         raise ValidationFailed(
             f"{field_name} must be a mapping or nothing", fields={field_name: ["must be a mapping"]}
         )
-    return _canonical_value(value, field_name, field_name, 0)
+    return _canonical_mapping(value, field_name, field_name, 0)
 
 
-def _canonical_value(value: Any, path: str, field_name: str, depth: int) -> Any:
+def _canonical_value(value: object, path: str, field_name: str, depth: int) -> JsonValue:
     """``value`` as plain JSON types, or ValidationFailed naming the path at fault."""
     if depth > MAX_SNAPSHOT_DEPTH:
         raise ValidationFailed(f"{path} is nested too deeply", fields={field_name: [f"{path}: nested too deeply"]})
@@ -306,17 +309,23 @@ def _canonical_value(value: Any, path: str, field_name: str, depth: int) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise ValidationFailed(
-                f"{path} has a key that is not text", fields={field_name: [f"{path}: keys must be text"]}
-            )
-        return {
-            str.__str__(key): _canonical_value(item, f"{path}.{key}", field_name, depth + 1)
-            for key, item in value.items()
-        }
+        return _canonical_mapping(value, path, field_name, depth)
     if isinstance(value, (list, tuple)):
         return [_canonical_value(item, f"{path}[{index}]", field_name, depth + 1) for index, item in enumerate(value)]
     raise ValidationFailed(
         f"{path} is a {type(value).__name__}, which the audit log cannot record",
         fields={field_name: [f"{path}: unsupported type {type(value).__name__}"]},
     )
+
+
+def _canonical_mapping(value: Mapping[_Key, object], path: str, field_name: str, depth: int) -> dict[str, JsonValue]:
+    """A mapping with text keys as a JSON object (``_canonical_value``'s case for mappings)."""
+    members = [(key, item) for key, item in value.items() if isinstance(key, str)]
+    if len(members) != len(value):
+        raise ValidationFailed(
+            f"{path} has a key that is not text", fields={field_name: [f"{path}: keys must be text"]}
+        )
+    return {
+        str.__str__(key): _canonical_value(item, f"{path}.{key}", field_name, depth + 1)
+        for key, item in members
+    }

@@ -51,8 +51,9 @@ class Tier(StrEnum):
 
 # The default multiplier of each tier. compute_earn takes the multiplier from its
 # caller rather than reading this table, so the hub can change or configure them later
-# without touching the earning rules.
-TIER_MULTIPLIERS: Mapping[Tier, Decimal] = MappingProxyType(
+# without touching the earning rules. Keyed by text: a Tier is a StrEnum, and a card's
+# tier as the storage reads it (a plain string) finds its multiplier too.
+TIER_MULTIPLIERS: Mapping[str, Decimal] = MappingProxyType(
     {
         Tier.STANDARD: Decimal("1"),
         Tier.SILVER: Decimal("1.25"),
@@ -87,10 +88,7 @@ def _require_whole(value: object, field: str, *, minimum: int) -> int:
 
 def _require_decimal(value: object, field: str, *, minimum: Decimal, inclusive: bool = True) -> Decimal:
     # Only Decimal is accepted: a float would carry binary rounding error into points.
-    in_range = isinstance(value, Decimal) and value.is_finite() and (
-        value >= minimum if inclusive else value > minimum
-    )
-    if not in_range:
+    if not (isinstance(value, Decimal) and value.is_finite() and (value >= minimum if inclusive else value > minimum)):
         bound = f">= {minimum}" if inclusive else f"> {minimum}"
         raise ValidationFailed(f"{field} must be a finite Decimal {bound}", fields={field: [f"must be {bound}"]})
     return value

@@ -309,10 +309,10 @@ def _score(metrics: PartnerMetrics, graded: Sequence[PartnerMetrics], config: Gr
         if metric.name not in applicable or value is None:
             lines.append(MetricScore(metric.name, value, weight, None, None, None))
             continue
-        others = [other.values[metric.name] for other in graded
-                  if other.partner_id != metrics.partner_id and other.values[metric.name] is not None
+        others = [other_value for other in graded
+                  if other.partner_id != metrics.partner_id and (other_value := other.values[metric.name]) is not None
                   and (metric.name not in PER_CURRENCY_METRICS or other.currency == metrics.currency)]
-        rank = percentile(value, others, metric.direction)  # type: ignore[arg-type]
+        rank = percentile(value, others, metric.direction)
         share = Fraction(weight, total_weight)
         contribution = 100 * share * rank
         score += contribution
@@ -328,7 +328,10 @@ def _score(metrics: PartnerMetrics, graded: Sequence[PartnerMetrics], config: Gr
 def to_decimal(value: Fraction | int, places: Decimal) -> Decimal:
     """An exact fraction as a Decimal rounded half-even to ``places``."""
     fraction = Fraction(value)
-    exponent = -places.as_tuple().exponent  # type: ignore[operator]
+    places_exponent = places.as_tuple().exponent
+    if not isinstance(places_exponent, int):
+        raise TypeError(f"places must be a finite Decimal, not {places}")
+    exponent = -places_exponent
     scaled = fraction * 10 ** exponent
     whole, remainder = divmod(scaled.numerator, scaled.denominator)
     twice = 2 * remainder

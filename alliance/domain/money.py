@@ -13,7 +13,9 @@ DEFAULT_EXPONENT = 2
 
 def minor_units_per_unit(currency: str) -> int:
     """100 for EUR, 1 for JPY, 1000 for KWD."""
-    return 10 ** NON_CENT_EXPONENTS.get(currency, DEFAULT_EXPONENT)
+    # Every exponent is >= 0, so the power is a whole number.
+    units: int = 10 ** NON_CENT_EXPONENTS.get(currency, DEFAULT_EXPONENT)
+    return units
 
 
 PRICE_SCALE, PRICE_PRECISION = 8, 20

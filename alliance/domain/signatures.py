@@ -19,11 +19,16 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Mapping, Protocol
 
 import http_sf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from http_message_signatures import HTTPMessageSignaturesException, HTTPMessageVerifier, algorithms
+from http_message_signatures import (
+    HTTPMessageSignaturesException,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    algorithms,
+)
 
 from alliance.domain.errors import AllianceError
 
@@ -39,6 +44,9 @@ MAX_SIGNATURE_VALIDITY_S = 300
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{22,128}\Z")
 INACTIVE_PARTNER_STATUSES = frozenset({"pending", "terminated"})
 DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+
+# The parameters of a signature (``alg``, ``keyid``, ``created``...) as RFC 8941 parses them.
+SignatureParameters = Mapping[str, http_sf.types.BareItemType]
 
 
 class SignatureRejected(AllianceError):
@@ -130,7 +138,17 @@ def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyS
     return VerifiedSignature(key=key, nonce=nonce, created=created, expires=expires)
 
 
-def _parse_dictionary(request: IncomingRequest, name: str) -> dict:  # type: ignore[type-arg]
+def _sf_dictionary(
+    data: bytes, on_duplicate_key: http_sf.OnDuplicateKeyType | None = None
+) -> http_sf.DictionaryType:
+    """An RFC 8941 dictionary field; ValueError (or the parser's own error) when it is not one."""
+    parsed = http_sf.parse(data, tltype="dictionary", on_duplicate_key=on_duplicate_key)
+    if not isinstance(parsed, dict):
+        raise ValueError("not a structured-field dictionary")
+    return parsed
+
+
+def _parse_dictionary(request: IncomingRequest, name: str) -> http_sf.DictionaryType:
     value = request.header(name)
     if value is None:
         raise SignatureRejected("signature_missing", f"the request has no {name} header; partner requests must be signed")
@@ -139,7 +157,7 @@ def _parse_dictionary(request: IncomingRequest, name: str) -> dict:  # type: ign
         raise SignatureRejected("signature_malformed", f"{name} repeats the member {key!r}")
 
     try:
-        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary", on_duplicate_key=refuse_duplicate)
+        parsed = _sf_dictionary(value.encode("latin-1"), on_duplicate_key=refuse_duplicate)
     except SignatureRejected:
         raise
     except Exception:
@@ -147,7 +165,7 @@ def _parse_dictionary(request: IncomingRequest, name: str) -> dict:  # type: ign
     return parsed
 
 
-def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], dict]:  # type: ignore[type-arg]
+def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], SignatureParameters]:
     inputs = _parse_dictionary(request, "Signature-Input")
     signatures = _parse_dictionary(request, "Signature")
     if len(inputs) != 1 or len(signatures) != 1:
@@ -155,12 +173,17 @@ def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], dict]:
     (label, signature_input), = inputs.items()
     if label != SIGNATURE_LABEL or set(signatures) != {label}:
         raise SignatureRejected("signature_label", f"the signature must be labelled {SIGNATURE_LABEL!r} in both headers")
-    members, parameters = signature_input if isinstance(signature_input, tuple) else (None, None)
-    signature_value = signatures[label][0] if isinstance(signatures[label], tuple) else None
+    members: http_sf.types.BareItemType | list[http_sf.types.ItemType] | None = None
+    parameters: SignatureParameters = {}
+    if isinstance(signature_input, tuple):
+        members, parameters = signature_input
+    signature_member = signatures[label]
+    signature_value = signature_member[0] if isinstance(signature_member, tuple) else None
     if not isinstance(members, list) or not isinstance(signature_value, bytes):
         raise SignatureRejected("signature_malformed", "Signature-Input must be an inner list and Signature a byte sequence")
-    components = [member[0] for member in members if isinstance(member, tuple)]
-    if len(components) != len(members) or not all(isinstance(name, str) for name in components):
+    # Every member an item (a value with its parameters) whose value is a string, or refused.
+    components = [member[0] for member in members if isinstance(member, tuple) and isinstance(member[0], str)]
+    if len(components) != len(members):
         raise SignatureRejected("signature_malformed", "covered components must be strings")
     return label, components, parameters
 
@@ -176,16 +199,16 @@ def _require_components(request: IncomingRequest, components: list[str]) -> None
         raise SignatureRejected("signature_malformed", "a component is covered twice")
 
 
-def _parameters(parameters: dict) -> tuple[str, datetime, datetime, str]:  # type: ignore[type-arg]
+def _parameters(parameters: SignatureParameters) -> tuple[str, datetime, datetime, str]:
     algorithm = parameters.get("alg")
     if algorithm != SIGNATURE_ALGORITHM:
         raise SignatureRejected("signature_algorithm", f'the signature must carry alg="{SIGNATURE_ALGORITHM}"')
-    key_id, created, expires, nonce = (parameters.get(name) for name in ("keyid", "created", "expires", "nonce"))
+    key_id = parameters.get("keyid")
     if not isinstance(key_id, str) or not key_id:
         raise SignatureRejected("signature_parameters", "the signature must carry keyid")
-    for name, value in (("created", created), ("expires", expires)):
-        if type(value) is not int:
-            raise SignatureRejected("signature_parameters", f"the signature must carry {name} as an integer")
+    created = _integer_parameter(parameters, "created")
+    expires = _integer_parameter(parameters, "expires")
+    nonce = parameters.get("nonce")
     if not isinstance(nonce, str) or not NONCE_PATTERN.match(nonce):
         raise SignatureRejected("signature_nonce", "the signature must carry a nonce of at least 128 random bits")
     try:
@@ -193,6 +216,14 @@ def _parameters(parameters: dict) -> tuple[str, datetime, datetime, str]:  # typ
                 nonce)
     except (OverflowError, OSError, ValueError):
         raise SignatureRejected("signature_parameters", "created or expires is not a valid time") from None
+
+
+def _integer_parameter(parameters: SignatureParameters, name: str) -> int:
+    value = parameters.get(name)
+    # type(), not isinstance(): a boolean is not an integer here.
+    if type(value) is not int:
+        raise SignatureRejected("signature_parameters", f"the signature must carry {name} as an integer")
+    return value
 
 
 def _usable_key(key: PartnerKeyRecord | None, key_id: str, now: datetime) -> PartnerKeyRecord:
@@ -230,13 +261,15 @@ def _require_matching_digest(request: IncomingRequest) -> None:
             raise SignatureRejected("content_digest_missing", "a request with a body needs a Content-Digest header")
         return
     try:
-        digests = http_sf.parse(header.encode("latin-1"), tltype="dictionary")
+        digests = _sf_dictionary(header.encode("latin-1"))
     except Exception:
         raise SignatureRejected("content_digest_malformed", "Content-Digest is not a structured-field dictionary") from None
     known = {name: value for name, value in digests.items() if name in DIGEST_ALGORITHMS}
     if not known:
         raise SignatureRejected("content_digest_malformed", "Content-Digest needs a sha-256 or sha-512 member")
-    for name, (value, _) in known.items():
+    for name, member in known.items():
+        # A dictionary member is always a value with its parameters.
+        value = member[0] if isinstance(member, tuple) else None
         expected = DIGEST_ALGORITHMS[name](request.body).digest()
         if not isinstance(value, bytes) or not hmac.compare_digest(value, expected):
             raise SignatureRejected("content_digest_mismatch", f"the {name} digest does not match the body received")
@@ -260,7 +293,7 @@ class _HeaderLines:
     def items(self) -> list[tuple[str, str]]:
         return list(self._lines)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(name for name, _ in self._lines))
 
     def __contains__(self, name: object) -> bool:
@@ -275,11 +308,11 @@ class _CryptographicVerifier(HTTPMessageVerifier):
     outcome depend on which one ran.
     """
 
-    def validate_created_and_expires(self, sig_input, max_age=None):  # type: ignore[no-untyped-def]
+    def validate_created_and_expires(self, sig_input: object, max_age: object = None) -> None:
         return None
 
 
-class _SingleKeyResolver:
+class _SingleKeyResolver(HTTPSignatureKeyResolver):
     def __init__(self, key_id: str, public_key: Ed25519PublicKey) -> None:
         self._key_id = key_id
         self._public_key = public_key
