@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import psycopg
 from cryptography.hazmat.primitives import serialization
@@ -276,19 +276,26 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """A gunicorn server with the benchmark's one setting; a context manager that stops it by pid."""
+    """A gunicorn server with the benchmark's one setting; a context manager that stops it by pid.
 
-    def __init__(self, context: dict, application: str, environment: dict[str, str], *, ready_path: str,  # type: ignore[type-arg]
-                 name: str) -> None:
+    ``options`` are more gunicorn arguments (``-c python:alliance.gunicorn_conf``);
+    ``log`` is where its standard output and error go (appended; default
+    ``gunicorn-<name>.log`` in the artifacts). An ``environment`` value of None removes
+    that variable from the environment the server would inherit.
+    """
+
+    def __init__(self, context: dict, application: str, environment: Mapping[str, str | None], *,  # type: ignore[type-arg]
+                 ready_path: str, name: str, options: Sequence[str] = (), log: Path | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._ready_path = ready_path
-        self._log = Path(context["artifacts"]) / f"gunicorn-{name}.log"
-        self._command = [context["venv_python"], "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+        self._log = log or Path(context["artifacts"]) / f"gunicorn-{name}.log"
+        self._command = [context["venv_python"], "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{self.port}",
                          "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
                          "--threads", str(GUNICORN_THREADS), "--backlog", "256", "--log-level", "warning",
                          "--timeout", "60", application]
-        self._environment = {**os.environ, **environment, "PYTHONPATH": str(REPOSITORY)}
+        merged = {**os.environ, **environment, "PYTHONPATH": str(REPOSITORY)}
+        self._environment = {variable: value for variable, value in merged.items() if value is not None}
         self.process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
     def __enter__(self) -> "Gunicorn":
