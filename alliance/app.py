@@ -20,8 +20,7 @@ from alliance.extensions import EXTENSION_KEY, HubState
 from alliance.observability import metrics
 from alliance.observability.logs import configure_logging
 from alliance.services.member_verification import carry_pin_key_ring
-from alliance.services.settlement_closing import StatementSigner
-from settlement.keys import load_statement_private_key, private_key_pem, statement_key_id
+from settlement.api import StatementSigner, load_statement_private_key, private_key_pem, statement_key_id
 
 SECRET_KEY_FILE = "secret_key"
 PII_KEYS_FILE = "pii_keys"
@@ -68,7 +67,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         payment_terms_days=settings.statement_payment_terms_days,
     )
 
-    from alliance import cli
     from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import routes as back_office_routes
@@ -94,7 +92,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     # After the request id is assigned, so that its refusal names the request like any other.
     hardening.init_app(app)
-    cli.init_app(app)
     if settings.proxy_hops:
         # Behind a proxy every request comes from the proxy's address; the login throttle
         # and the logs need the client's, which only the trusted hops' headers carry.

@@ -167,7 +167,7 @@ def _close_demo_cycles(state, now: datetime) -> None:  # type: ignore[no-untyped
     from decimal import Decimal
 
     from alliance.domain.money import minor_units_per_unit
-    from alliance.services.settlement_closing import close_due_cycles, period_position
+    from settlement.api import close_due_cycles, period_position
 
     closed = close_due_cycles(state.session_factory, now=now, signer=state.statement_signer)
     currency = state.settings.alliance_currency

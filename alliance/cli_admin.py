@@ -202,17 +202,10 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
     @with_app
     def partners_revoke_key(app: Flask, key_id: str) -> None:
         """Revoke a key; requests signed with it fail from now on."""
-        from sqlalchemy import select
-
-        from alliance.domain.errors import NotFound
-        from alliance.models import Partner, PartnerKey
         from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            owner = uow.session.scalar(select(Partner.code).join(PartnerKey, PartnerKey.partner_id == Partner.id)
-                                       .where(PartnerKey.key_id == key_id))
-            if owner is None:
-                raise NotFound(f"no key {key_id!r}")
+            owner = partner_admin.key_owner(uow.session, key_id)
             partner_admin.revoke(uow.session, code=owner, key_id=key_id, now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"key {key_id} revoked")
@@ -221,15 +214,11 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
     @with_app
     def partners_list(app: Flask) -> None:
         """Partners with their status and keys."""
-        from sqlalchemy import select
-
-        from alliance.models import Partner, PartnerKey
+        from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            for partner in uow.session.scalars(select(Partner).order_by(Partner.code)):
-                keys = uow.session.execute(select(PartnerKey.key_id, PartnerKey.status)
-                                           .where(PartnerKey.partner_id == partner.id).order_by(PartnerKey.key_id)).all()
-                key_text = ", ".join(f"{key_id} ({status})" for key_id, status in keys) or "no keys"
+            for partner in partner_admin.partners_with_keys(uow.session):
+                key_text = ", ".join(f"{key_id} ({status})" for key_id, status in partner.keys) or "no keys"
                 click.echo(f"{partner.code}\t{partner.status}\t{partner.currency}\t{partner.settlement_cycle}\t{key_text}")
 
 
@@ -274,15 +263,12 @@ def _register_member_commands(main: click.Group, with_app) -> None:  # type: ign
     @with_app
     def members_issue_code(app: Flask, card_number: str) -> None:
         """Issue a one-time redemption code for the card's member."""
-        from sqlalchemy import select
-
-        from alliance.models import Member
         from alliance.services import member_admin
         from alliance.services.member_verification import active_card_holder
 
         with hub_state(app).unit_of_work() as uow:
             holder = active_card_holder(uow.session, card_number)
-            member_number = uow.session.scalar(select(Member.member_number).where(Member.id == holder.member_id))
+            member_number = member_admin.member_number_of(uow.session, holder.member_id)
             code, expires_at = member_admin.new_redemption_code(uow.session, member_number=member_number, now=_now(),
                                                                actor=cli_actor())
             uow.commit()
@@ -340,12 +326,11 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
     @with_app
     def staff_create_client(app: Flask, name: str, roles: tuple[str, ...], person: str) -> None:
         """Create a client of one staff person; its secret is printed once and only a digest is kept."""
-        from alliance.services import audit_log, oauth
+        from alliance.services import oauth
 
         with hub_state(app).unit_of_work() as uow:
-            created = oauth.create_client(uow.session, name=name, roles=list(roles), person=person, now=_now())
-            audit_log.append(uow.session, actor=cli_actor(), action="client.create", subject=f"client:{created.client_id}",
-                             now=_now(), after={"name": name, "roles": list(created.roles), "person": person})
+            created = oauth.create_client_by(uow.session, name=name, roles=list(roles), person=person,
+                                             actor=cli_actor(), now=_now())
             uow.commit()
         click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}"
                    f"\nperson={created.person}")
@@ -355,11 +340,10 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
     @with_app
     def staff_revoke_client(app: Flask, client_id: str) -> None:
         """Revoke a client and every token it holds."""
-        from alliance.services import audit_log, oauth
+        from alliance.services import oauth
 
         with hub_state(app).unit_of_work() as uow:
-            oauth.revoke_client(uow.session, client_id=client_id, now=_now())
-            audit_log.append(uow.session, actor=cli_actor(), action="client.revoke", subject=f"client:{client_id}", now=_now())
+            oauth.revoke_client_by(uow.session, client_id=client_id, actor=cli_actor(), now=_now())
             uow.commit()
         click.echo(f"client {client_id} revoked")
 
@@ -464,7 +448,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
     @with_app
     def settlement_close(app: Flask, partner_code: str | None, now: datetime | None) -> None:
         """Close every overdue cycle, oldest first; cycles already closed are left as they are."""
-        from alliance.services.settlement_closing import close_due_cycles
+        from settlement.api import close_due_cycles
 
         state = hub_state(app)
         closed = close_due_cycles(state.session_factory, now=now or datetime.now(timezone.utc),
@@ -486,7 +470,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
     def statements_export(app: Flask, partner_code: str, out_directory: Path) -> None:
         """Write a partner's statements as JSON and CSV, each with its .sig.json beside it."""
         from alliance.services.partners import partner_id_by_code
-        from alliance.services.settlement_closing import partner_statements
+        from settlement.api import partner_statements
 
         with hub_state(app).unit_of_work() as uow:
             closed = partner_statements(uow.session, partner_id=partner_id_by_code(uow.session, partner_code))
@@ -511,8 +495,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
     def statements_verify(app: Flask, document: Path, signature_path: Path | None,
                           public_key_path: Path | None) -> None:
         """Check a statement file against its detached Ed25519 signature, offline."""
-        from settlement.keys import load_public_key, statement_key_id
-        from settlement.statements import parse_signature, verify_statement
+        from settlement.api import load_public_key, parse_signature, statement_key_id, verify_statement
 
         if public_key_path is not None:
             public_key = load_public_key(public_key_path.read_text())
@@ -526,7 +509,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
     @with_app
     def statements_public_key(app: Flask) -> None:
         """Print the hub's statement key id and public key (PEM), to publish to partners."""
-        from settlement.keys import public_key_pem
+        from settlement.api import public_key_pem
 
         signer = hub_state(app).statement_signer
         click.echo(f"key id: {signer.key_id}")
@@ -537,7 +520,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
         """Print a fresh Ed25519 statement key (PEM) for ALLIANCE_STATEMENT_KEY, and its key id."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from settlement.keys import private_key_pem, statement_key_id
+        from settlement.api import private_key_pem, statement_key_id
 
         key = Ed25519PrivateKey.generate()
         click.echo(f"key id: {statement_key_id(key.public_key())}", err=True)
@@ -558,7 +541,7 @@ def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-un
     @with_app
     def finance_reconcile(app: Flask, statement_id: int, partner_file: Path, as_csv: bool) -> None:
         """Match a partner's CSV of a statement's cycle against the hub's records; print the report."""
-        from alliance.services.reconciliation import reconcile_statement
+        from settlement.api import reconcile_statement
 
         with hub_state(app).unit_of_work() as uow:
             report = reconcile_statement(uow.session, statement_id=statement_id, document=partner_file.read_bytes(),
@@ -573,7 +556,7 @@ def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-un
     @with_app
     def finance_invoiced(app: Flask, statement_id: int, reference: str) -> None:
         """Mark a statement invoiced (once)."""
-        from alliance.services.finance import mark_invoiced
+        from settlement.api import mark_invoiced
 
         with hub_state(app).unit_of_work() as uow:
             status = mark_invoiced(uow.session, statement_id=statement_id, reference=reference, actor=cli_actor(),
@@ -589,7 +572,7 @@ def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-un
     @with_app
     def finance_paid(app: Flask, statement_id: int, amount_minor: int, paid_on: datetime, reference: str) -> None:
         """Record a payment of an invoiced statement (payments may be partial, never above the net)."""
-        from alliance.services.finance import record_payment
+        from settlement.api import record_payment
 
         with hub_state(app).unit_of_work() as uow:
             status = record_payment(uow.session, statement_id=statement_id, amount_minor=amount_minor,
@@ -602,7 +585,7 @@ def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-un
     @with_app
     def finance_overdue(app: Flask) -> None:
         """Statements owed to the hub, past their due date, not fully paid."""
-        from alliance.services.finance import overdue
+        from settlement.api import overdue
 
         with hub_state(app).unit_of_work() as uow:
             late = overdue(uow.session, as_of=_now().date())

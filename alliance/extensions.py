@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -14,9 +13,7 @@ from alliance.db import ReadRouting
 from alliance.domain.pii import KeyRing
 from alliance.domain.pin_hashing import PinKeyRing
 from alliance.services.unit_of_work import UnitOfWork
-
-if TYPE_CHECKING:
-    from alliance.services.settlement_closing import StatementSigner
+from settlement.keys import StatementSigner
 
 EXTENSION_KEY = "alliance"
 
@@ -46,7 +43,7 @@ class HubState:
         return self.extras["pin_key_ring"]  # type: ignore[return-value]
 
     @property
-    def statement_signer(self) -> "StatementSigner":
+    def statement_signer(self) -> StatementSigner:
         """The hub's statement key, its id and the payment terms statements carry."""
         return self.extras["statement_signer"]  # type: ignore[return-value]
 

@@ -23,7 +23,7 @@ from alliance.observability.logs import JOB_LOGGER
 from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, run_exclusively, standard_jobs
-from alliance.services.settlement_closing import closing_job
+from settlement.api import closing_job
 
 # Coalesce missed runs into one and never overlap a job with itself; a run missed by up
 # to an hour (a pause, a deploy) still happens rather than being dropped.

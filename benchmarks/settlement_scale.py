@@ -27,9 +27,9 @@ from sqlalchemy import Engine, text
 from alliance.config import Settings
 from alliance.db import make_engine, make_session_factory
 from alliance.services.audit import run_audit
-from alliance.services.settlement_closing import StatementSigner, close_due_cycles
+from settlement.closing import close_due_cycles
 from benchmarks.core_support import decimal_text, drop_database, figure, fresh_database, run_alone
-from settlement.keys import statement_key_id
+from settlement.keys import StatementSigner, statement_key_id
 from tests.postgres_server import PostgresServer
 
 BENCHMARK = "settlement"

@@ -1,4 +1,4 @@
-"""The hub's statement key: loading the Ed25519 private key and naming it.
+"""The hub's statement key: loading the Ed25519 private key, naming it, and the signer closings use.
 
 The key id is derived from the public key, so it cannot drift from the key it names
 and a partner can recompute it from the published public key.
@@ -7,6 +7,7 @@ and a partner can recompute it from the published public key.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -16,6 +17,16 @@ from alliance.domain.errors import ConfigurationError
 KEY_ID_PREFIX = "stmt-"
 # 64 bits of the digest: ample to tell a handful of rotated keys apart.
 KEY_ID_HEX_DIGITS = 16
+DEFAULT_PAYMENT_TERMS_DAYS = 14
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSigner:
+    """The hub's statement key and its id, as ``close_cycle`` needs them, and the payment terms statements carry."""
+
+    signing_key: Ed25519PrivateKey
+    key_id: str
+    payment_terms_days: int = DEFAULT_PAYMENT_TERMS_DAYS
 
 
 def load_statement_private_key(pem_text: str) -> Ed25519PrivateKey:

@@ -20,7 +20,7 @@ from alliance import migrate
 from alliance.api.errors import problem_document, problem_document_response
 from alliance.db import accepts_writes
 from alliance.extensions import HubState, hub_state
-from settlement.keys import statement_key_id
+from settlement.api import statement_key_id
 
 blueprint = Blueprint("health", __name__)
 READINESS_KEY = "readiness"

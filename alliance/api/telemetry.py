@@ -14,14 +14,17 @@ import hmac
 import logging
 import threading
 import time
+from dataclasses import replace
+from datetime import datetime, timezone
 
 from flask import Blueprint, Flask, Response, abort, g, request
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from alliance.extensions import hub_state
+from alliance.extensions import HubState, hub_state
 from alliance.observability import metrics
 from alliance.observability.logs import REQUEST_LOGGER
+from alliance.scheduler import hub_jobs
+from alliance.services import alliance_figures, partners
 
 blueprint = Blueprint("telemetry", __name__)
 PARTNER_PREFIX = "/partner/"
@@ -41,8 +44,20 @@ def metrics_view() -> Response:
         response = Response("a bearer token is required\n", status=401, content_type="text/plain; charset=utf-8")
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body, content_type = metrics.exposition(state)
+    body, content_type = metrics.exposition(lambda: _database_figures(state))
     return Response(body, content_type=content_type)
+
+
+def _database_figures(state: HubState) -> metrics.DatabaseFigures:
+    """The alliance-wide figures, read on the report replica while it keeps up."""
+    now = datetime.now(timezone.utc)
+    with state.read_only_unit_of_work() as uow:
+        figures = alliance_figures.database_figures(
+            uow.session, now=now, time_zone=state.settings.alliance_time_zone,
+            job_intervals_s={job.name: job.interval_s for job in hub_jobs(state)})
+    if state.reads.replica_engine is not None:
+        figures = replace(figures, replica_lag_s=state.reads.replica_lag_s())
+    return figures
 
 
 class PartnerCodes:
@@ -57,11 +72,9 @@ class PartnerCodes:
         code = self._codes.get(partner_id)
         if code is not None:
             return code
-        from alliance.models import Partner
-
         try:
             with hub_state().session_factory() as session:
-                code = session.scalar(select(Partner.code).where(Partner.id == partner_id))
+                code = partners.partner_code(session, partner_id)
         except SQLAlchemyError:
             return metrics.UNKNOWN_PARTNER
         if code is None:

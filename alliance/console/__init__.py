@@ -9,96 +9,11 @@ keeps answering problem+json.
 
 from __future__ import annotations
 
-import logging
-from decimal import Decimal
+from flask import Flask
 
-from flask import Blueprint, Flask, Response, g, render_template, request
-from werkzeug.exceptions import HTTPException, NotFound
-
-from alliance.console import security
-from alliance.db import database_unavailable
-from alliance.domain.errors import AllianceError
-from alliance.domain.money import minor_units_per_unit
-
-console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
-                    static_folder="static", static_url_path="/static")
-logger = logging.getLogger(__name__)
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                           "frame-ancestors 'none'; base-uri 'none'")
-
-
-def money(amount_minor: int | None, currency: str) -> str:
-    """An exact amount of minor units as ``1,234.56 EUR`` (no float on the way)."""
-    if amount_minor is None:
-        return ""
-    unit = minor_units_per_unit(currency)
-    places = len(str(unit)) - 1
-    value = Decimal(amount_minor) / unit
-    return f"{value:,.{places}f} {currency}"
-
-
-def _before_request() -> None:
-    security.load_identity()
-    security.check_csrf()
-
-
-def _after_request(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    if not request.path.startswith("/console/static/"):
-        response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _error_page(status: int, title: str, detail: str) -> tuple[str, int]:
-    return render_template("console/error.html", status=status, title=title, detail=detail), status
-
-
-def _http_error(error: HTTPException) -> tuple[str, int]:
-    status = error.code or 500
-    return _error_page(status, error.name, error.description or error.name)
-
-
-def _alliance_error(error: AllianceError) -> tuple[str, int]:
-    return _error_page(error.http_status, error.title, error.detail)
-
-
-def _unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
-    if database_unavailable(error):
-        # A failover or a restart, not a bug: the page says so, and that trying again is safe.
-        page, status = _error_page(503, "Database unavailable", "The database cannot serve right now, so nothing "
-                                   "was changed. Try again in a moment.")
-        return page, status, {"Retry-After": "1"}
-    logger.exception("unexpected error in console %s %s (request %s)", request.method, request.path,
-                     g.get("request_id"))
-    return _error_page(500, "Internal Server Error", "The console could not complete this. Quote request "
-                                                       f"{g.get('request_id') or 'unknown'} to the operator.")
-
-
-@console.route("/<path:unknown>", methods=["GET", "POST"])
-def unknown_page(unknown: str):  # type: ignore[no-untyped-def]
-    """Any other address under /console: an HTML 404, not the API's problem+json."""
-    raise NotFound(f"There is no console page at /console/{unknown}.")
-
-
-def _template_globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "may": security.may, "staff": g.get("staff"),
-            "FINANCE_ROLES": security.FINANCE_ROLES, "PARTNER_MANAGER_ROLES": security.PARTNER_MANAGER_ROLES,
-            "COMPLAINT_ROLES": security.COMPLAINT_ROLES}
-
-
-console.before_request(_before_request)
-console.after_request(_after_request)
-console.context_processor(_template_globals)
-console.add_app_template_filter(money, "money")
-console.register_error_handler(HTTPException, _http_error)
-console.register_error_handler(AllianceError, _alliance_error)
-console.register_error_handler(Exception, _unexpected_error)
-
-# The pages register their routes on ``console`` when imported.
-from alliance.console import finance_views, grade_views, partner_views, views  # noqa: E402,F401
+# The pages register their routes on the blueprint when imported.
+from alliance.console import finance_views, grade_views, partner_views, security, views  # noqa: F401
+from alliance.console.blueprint import console
 
 
 def init_app(app: Flask) -> None:

@@ -1,7 +1,7 @@
 """Finance pages: cycles, statements, the net position, reconciliation, approvals; CSV downloads.
 
-Reads go through ``console_reports`` and the settlement services; every change goes
-through ``alliance.services.finance`` (or the closing the CLI and the API run), with the
+Reads go through ``console_reports`` and ``settlement.api``; every change goes through
+settlement's finance workflow (or the closing the CLI and the API run), with the
 signed-in user as the actor, so the four-eyes rule and every other refusal is the
 service's own.
 """
@@ -15,14 +15,14 @@ from datetime import date, datetime
 from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
 
-from alliance.console import console, security
+from alliance.console import security
+from alliance.console.blueprint import console
 from alliance.console.helpers import (
     change, csv_reply, form_text, form_whole_number, now, pager_args, query_page, query_text,
 )
 from alliance.extensions import hub_state
-from alliance.services import audit_log, console_reports, finance, settlement_closing
-from alliance.services.reconciliation import reconcile_statement
-from settlement.statements import StatementSignatureRejected, parse_signature, verify_statement
+from alliance.services import console_reports
+from settlement import api as settlement
 
 FINANCE = security.FINANCE_ROLES
 CSV_BATCH = 200
@@ -98,26 +98,23 @@ def finance_close_due_cycles():  # type: ignore[no-untyped-def]
     """Close every overdue cycle, oldest first: the same closing as ``alliance settlement close``."""
     state = hub_state()
     moment = now()
-    closed = settlement_closing.close_due_cycles(state.session_factory, now=moment, signer=state.statement_signer)
-    with state.unit_of_work() as uow:
-        audit_log.append(uow.session, actor=security.actor(), action="settlement.close", subject="settlement",
-                         now=moment, after={"partner": None, "cycles_closed": len(closed)})
-        uow.commit()
+    closed = settlement.close_due_cycles_by(state.session_factory, actor=security.actor(), now=moment,
+                                            signer=state.statement_signer)
     flash(f"{len(closed)} cycles closed into signed statements." if closed else
           "No cycle was due: every ended cycle is already closed.", "success")
     return redirect(url_for("console.finance_cycles"), code=303)
 
 
-def _signature_checks(item: settlement_closing.ClosedStatement) -> list[SignatureCheck]:
+def _signature_checks(item: settlement.ClosedStatement) -> list[SignatureCheck]:
     public_key = hub_state().statement_signer.signing_key.public_key()
     checks = []
     for name, document, signature in (("JSON", item.document_json, item.signature_json),
                                       ("CSV", item.document_csv, item.signature_csv)):
         try:
-            parsed = parse_signature(signature)
-            verify_statement(document, parsed, {hub_state().statement_signer.key_id: public_key})
+            parsed = settlement.parse_signature(signature)
+            settlement.verify_statement(document, parsed, {hub_state().statement_signer.key_id: public_key})
             checks.append(SignatureCheck(name, True, parsed.key_id, "verified with the hub's statement key"))
-        except StatementSignatureRejected as rejected:
+        except settlement.StatementSignatureRejected as rejected:
             checks.append(SignatureCheck(name, False, item.key_id, f"{rejected.code}: {rejected.detail}"))
     return checks
 
@@ -128,8 +125,8 @@ def finance_statement(statement_id: int):  # type: ignore[no-untyped-def]
     """A statement with its lines, signature status, invoice and payments, reconciliations and disputes."""
     with hub_state().unit_of_work() as uow:
         detail = console_reports.statement_detail(uow.session, statement_id=statement_id)
-        status = finance.statement_status(uow.session, statement_id)
-        item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+        status = settlement.statement_status(uow.session, statement_id)
+        item = settlement.statement_by_id(uow.session, statement_id=statement_id)
     return render_template("console/finance/statement.html", detail=detail, status=status,
                            checks=_signature_checks(item), today=now().date())
 
@@ -141,7 +138,7 @@ def finance_statement_document(statement_id: int):  # type: ignore[no-untyped-de
     document_format = query_text("format", allowed=tuple(DOCUMENT_FORMATS)) or "csv"
     attribute, content_type, suffix = DOCUMENT_FORMATS[document_format]
     with hub_state().unit_of_work() as uow:
-        item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+        item = settlement.statement_by_id(uow.session, statement_id=statement_id)
     return Response(getattr(item, attribute), content_type=content_type,
                     headers={"Content-Disposition": f'attachment; filename="statement-{statement_id}.{suffix}"'})
 
@@ -154,7 +151,8 @@ def _back_to_statement(statement_id: int) -> str:
 @security.requires(*FINANCE)
 def finance_mark_invoiced(statement_id: int):  # type: ignore[no-untyped-def]
     """Mark a statement invoiced, once."""
-    return change(finance.mark_invoiced, statement_id=statement_id, reference=form_text("reference", max_length=64),
+    return change(settlement.mark_invoiced, statement_id=statement_id,
+                  reference=form_text("reference", max_length=64),
                   success=lambda result: f"Statement {result.statement_id} marked invoiced.",
                   back=_back_to_statement(statement_id))
 
@@ -167,8 +165,8 @@ def finance_record_payment(statement_id: int):  # type: ignore[no-untyped-def]
         paid_on = date.fromisoformat(form_text("paid_on") or "")
     except ValueError:
         raise BadRequest("paid on must be a date such as 2026-11-30") from None
-    return change(finance.record_payment, statement_id=statement_id, amount_minor=form_whole_number("amount_minor"),
-                  paid_on=paid_on, reference=form_text("reference", max_length=64),
+    return change(settlement.record_payment, statement_id=statement_id,
+                  amount_minor=form_whole_number("amount_minor"), paid_on=paid_on, reference=form_text("reference", max_length=64),
                   success=lambda result: f"Payment recorded: {result.paid_minor} paid, "
                                          f"{result.outstanding_minor} outstanding.",
                   back=_back_to_statement(statement_id))
@@ -183,8 +181,8 @@ def finance_reconcile(statement_id: int):  # type: ignore[no-untyped-def]
         (form_text("document", max_length=16 * 1024 * 1024) or "").encode("utf-8")
 
     def reconcile(session, *, now: datetime, actor: str):  # type: ignore[no-untyped-def]
-        return reconcile_statement(session, statement_id=statement_id, document=document, source="back_office",
-                                   actor=actor, now=now)
+        return settlement.reconcile_statement(session, statement_id=statement_id, document=document,
+                                              source="back_office", actor=actor, now=now)
 
     return change(reconcile, success=lambda result: f"Reconciliation report {result.id} stored: "
                                              f"{result.discrepancies} discrepancies.",
@@ -195,8 +193,8 @@ def finance_reconcile(statement_id: int):  # type: ignore[no-untyped-def]
 @security.requires(*FINANCE)
 def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
     """Dispute one line of the statement."""
-    return change(finance.open_dispute, statement_id=statement_id, line_number=form_whole_number("line_number"),
-                  reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
+    return change(settlement.open_dispute, statement_id=statement_id, line_number=form_whole_number("line_number"),
+                  reason=form_text("reason", max_length=settlement.MAX_REASON_LENGTH),
                   success=lambda result: f"Dispute {result.id} opened on line {result.line_number}.",
                   back=_back_to_statement(statement_id))
 
@@ -207,11 +205,11 @@ def finance_position():  # type: ignore[no-untyped-def]
     """Net positions over every closed statement, and one cycle's summary with the issuer → redeemer matrix."""
     currency = hub_state().settings.alliance_currency
     with hub_state().read_only_unit_of_work() as uow:
-        position = settlement_closing.period_position(uow.session, currency=currency)
+        position = settlement.period_position(uow.session, currency=currency)
         ends = console_reports.cycle_ends(uow.session, currency=currency)
         chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
         chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0] if ends else None)
-        summary = settlement_closing.cycle_summary(uow.session, cycle_ends_at=chosen, currency=currency) \
+        summary = settlement.cycle_summary(uow.session, cycle_ends_at=chosen, currency=currency) \
             if chosen else None
     matrix_partners = sorted({flow.redeemer_partner_code for flow in summary.issuer_redeemer_matrix}
                              | {flow.issuer_partner_code or "hub" for flow in summary.issuer_redeemer_matrix}) \
@@ -259,7 +257,7 @@ def finance_reconciliation_csv(report_id: int):  # type: ignore[no-untyped-def]
 
 
 ADJUSTMENT_STATUSES = ("pending", "approved", "rejected")
-DISPUTE_STATUSES = ("open", *finance.RESOLUTIONS)
+DISPUTE_STATUSES = ("open", *settlement.RESOLUTIONS)
 
 
 def _approval_lists():  # type: ignore[no-untyped-def]
@@ -267,8 +265,8 @@ def _approval_lists():  # type: ignore[no-untyped-def]
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
         status = query_text("status", allowed=ADJUSTMENT_STATUSES)
-        adjustments = finance.list_adjustments(uow.session, partner_code=partner, status=status)
-        disputes = finance.list_disputes(uow.session, partner_code=partner, status="open")
+        adjustments = settlement.list_adjustments(uow.session, partner_code=partner, status=status)
+        disputes = settlement.list_disputes(uow.session, partner_code=partner, status="open")
     return codes, partner, status, adjustments, disputes
 
 
@@ -304,9 +302,9 @@ def finance_adjustments_csv():  # type: ignore[no-untyped-def]
 @security.requires(*FINANCE)
 def finance_request_adjustment():  # type: ignore[no-untyped-def]
     """Request an adjustment; someone else approves it."""
-    return change(finance.request_adjustment, partner_code=form_text("partner", max_length=40),
+    return change(settlement.request_adjustment, partner_code=form_text("partner", max_length=40),
                   amount_minor=form_whole_number("amount_minor"),
-                  reason=form_text("reason", max_length=finance.MAX_REASON_LENGTH),
+                  reason=form_text("reason", max_length=settlement.MAX_REASON_LENGTH),
                   reference=form_text("reference", max_length=64),
                   success=lambda result: f"Adjustment {result.id} requested; another person must approve it.",
                   back=url_for("console.finance_approvals"))
@@ -317,9 +315,9 @@ def finance_request_adjustment():  # type: ignore[no-untyped-def]
 def finance_decide_adjustment(adjustment_id: int):  # type: ignore[no-untyped-def]
     """Approve or reject a pending adjustment (the service refuses the requester)."""
     decision = form_text("decision", max_length=10)
-    if decision not in finance.DECISIONS:
+    if decision not in settlement.DECISIONS:
         raise BadRequest("decision is approve or reject")
-    return change(finance.decide_adjustment, adjustment_id=adjustment_id, decision=decision,
+    return change(settlement.decide_adjustment, adjustment_id=adjustment_id, decision=decision,
                   success=lambda result: f"Adjustment {result.id} is now {result.status}.",
                   back=url_for("console.finance_approvals"))
 
@@ -334,6 +332,6 @@ def finance_resolve_dispute(dispute_id: int):  # type: ignore[no-untyped-def]
         adjustment_id = int(adjustment_text) if adjustment_text else None
     except ValueError:
         raise BadRequest("adjustment id must be a whole number") from None
-    return change(finance.resolve_dispute, dispute_id=dispute_id, outcome=outcome, adjustment_id=adjustment_id,
+    return change(settlement.resolve_dispute, dispute_id=dispute_id, outcome=outcome, adjustment_id=adjustment_id,
                   success=lambda result: f"Dispute {result.id} is now {result.status}.",
                   back=url_for("console.finance_approvals"))

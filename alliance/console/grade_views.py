@@ -9,15 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import render_template, url_for
-from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
-from alliance.console import console, security
+from alliance.console import security
+from alliance.console.blueprint import console
 from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
 from alliance.domain.errors import ValidationFailed
 from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
-from alliance.models import GradePeriod
 from alliance.services import console_reports, grading
 
 MANAGERS = security.PARTNER_MANAGER_ROLES
@@ -33,10 +32,6 @@ def _period_argument(text: str | None) -> str | None:
         raise BadRequest("A period is a month such as 2026-10 or a quarter such as 2026-Q4.") from None
 
 
-def _computed_periods(session) -> list[str]:  # type: ignore[no-untyped-def]
-    return list(session.scalars(select(GradePeriod.period).order_by(GradePeriod.starts_at.desc())))
-
-
 @console.route("/grades")
 @security.requires(*MANAGERS)
 def grades():  # type: ignore[no-untyped-def]
@@ -45,7 +40,7 @@ def grades():  # type: ignore[no-untyped-def]
     grade = query_text("grade", allowed=GRADES)
     status = query_text("status", allowed=STATUSES)
     with hub_state().read_only_unit_of_work() as uow:
-        periods = _computed_periods(uow.session)
+        periods = grading.computed_periods(uow.session)
         period = _period_argument(query_text("period")) or (periods[0] if periods else None)
         summary, rows, total = None, [], 0
         if period is not None and period in periods:

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flask import render_template, url_for
 from werkzeug.exceptions import BadRequest
 
-from alliance.console import console, security
+from alliance.console import security
+from alliance.console.blueprint import console
 from alliance.console.charts import Series, bar_chart, line_chart
 from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
 from alliance.extensions import hub_state

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, session, url_for
 
-from alliance.console import console, security
+from alliance.console import security
+from alliance.console.blueprint import console
 from alliance.console.helpers import now
 from alliance.extensions import hub_state
 from alliance.services import staff_users

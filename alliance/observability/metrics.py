@@ -23,8 +23,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterator
+from datetime import datetime
+from typing import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -37,13 +37,10 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
-
-if TYPE_CHECKING:
-    from alliance.extensions import HubState
 
 logger = logging.getLogger(__name__)
 
@@ -258,72 +255,68 @@ def observe_job(job: str, outcome: str, duration_s: float | None) -> None:
 # --- what the whole alliance looks like, read at scrape time ----------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class JobLeaseFigures:
+    """One job's lease as the database holds it: when it last succeeded, started and finished (any host)."""
+
+    job: str
+    last_succeeded_at: datetime | None
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseFigures:
+    """The alliance-wide figures of one scrape, as read from the database (``DATABASE_GAUGES``)."""
+
+    holds_open: int
+    cycles_due: int
+    statements_overdue: int
+    leases: list[JobLeaseFigures]
+    job_intervals_s: dict[str, float]
+    replica_lag_s: float | None = None
+
+
 class DatabaseCollector:
     """The alliance-wide figures, read from the database on each scrape (a handful of indexed queries).
 
-    A figure that cannot be read (the database is failing over) is left out of that
-    scrape rather than reported as zero, so an alert on it neither fires nor clears
-    on a guess.
+    ``read`` reads them (the web layer gives it, from ``alliance.services.alliance_figures``,
+    so this module, which the database layer imports, depends on no service). A figure
+    that cannot be read (the database is failing over) is left out of that scrape rather
+    than reported as zero, so an alert on it neither fires nor clears on a guess.
     """
 
-    def __init__(self, state: "HubState") -> None:
-        self.state = state
+    def __init__(self, read: Callable[[], DatabaseFigures]) -> None:
+        self.read = read
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        from alliance.models import JobLease, RedemptionHold
-        from alliance.scheduler import hub_jobs
-        from alliance.services import finance
-        from alliance.services.settlement_closing import DEFAULT_CLOSING_GRACE, due_by_partner
-
-        now = datetime.now(timezone.utc)
-        state = self.state
         try:
-            with state.read_only_unit_of_work() as uow:
-                session = uow.session
-                holds = session.scalar(select(func.count()).select_from(RedemptionHold)
-                                       .where(RedemptionHold.status == "open")) or 0
-                due = sum(len(partner.cycles) for partner in
-                          due_by_partner(session, now=now - DEFAULT_CLOSING_GRACE, limit=CYCLES_DUE_LIMIT))
-                today = now.astimezone(_zone(state.settings.alliance_time_zone)).date()
-                overdue = finance.overdue_total(session, as_of=today)
-                leases = session.execute(select(JobLease.job_name, JobLease.last_succeeded_at,
-                                                JobLease.last_started_at, JobLease.last_finished_at)).all()
+            figures = self.read()
         except SQLAlchemyError as error:
             logger.warning("metrics: the database figures were left out of this scrape (%s)", type(error).__name__)
             return
-        yield _gauge("alliance_redemption_holds_open", holds)
-        yield _gauge("alliance_settlement_cycles_due_unclosed", due)
-        yield _gauge("alliance_statements_overdue", overdue)
+        yield _gauge("alliance_redemption_holds_open", figures.holds_open)
+        yield _gauge("alliance_settlement_cycles_due_unclosed", figures.cycles_due)
+        yield _gauge("alliance_statements_overdue", figures.statements_overdue)
         succeeded = _family("alliance_job_last_success_timestamp_seconds", ["job"])
         duration = _family("alliance_job_last_duration_seconds", ["job"])
-        for name, succeeded_at, started_at, finished_at in leases:
-            if succeeded_at is not None:
-                succeeded.add_metric([name], succeeded_at.timestamp())
+        for lease in figures.leases:
+            if lease.last_succeeded_at is not None:
+                succeeded.add_metric([lease.job], lease.last_succeeded_at.timestamp())
+            started_at, finished_at = lease.last_started_at, lease.last_finished_at
             if started_at is not None and finished_at is not None and finished_at >= started_at:
-                duration.add_metric([name], (finished_at - started_at).total_seconds())
+                duration.add_metric([lease.job], (finished_at - started_at).total_seconds())
         yield succeeded
         yield duration
         interval = _family("alliance_job_interval_seconds", ["job"])
-        for job in hub_jobs(state):
-            interval.add_metric([job.name], job.interval_s)
+        for job, interval_s in figures.job_intervals_s.items():
+            interval.add_metric([job], interval_s)
         yield interval
-        if state.reads.replica_engine is not None:
-            lag_s = state.reads.replica_lag_s()
-            if lag_s is not None:
-                yield _gauge("alliance_replica_lag_seconds", lag_s)
-
-
-# Enough to say "behind"; the count saturates here rather than computing every missed cycle.
-CYCLES_DUE_LIMIT = 1000
-
-
-def _zone(name: str):  # type: ignore[no-untyped-def]
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
+        if figures.replica_lag_s is not None:
+            yield _gauge("alliance_replica_lag_seconds", figures.replica_lag_s)
 
 
 def _family(name: str, labels: list[str]) -> GaugeMetricFamily:
@@ -334,10 +327,10 @@ def _gauge(name: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, DATABASE_GAUGES[name], value=value)
 
 
-def exposition(state: "HubState") -> tuple[bytes, str]:
+def exposition(read_database_figures: Callable[[], DatabaseFigures]) -> tuple[bytes, str]:
     """The text exposition of a scrape: this host's processes' values and the database's figures."""
     database = CollectorRegistry(auto_describe=False)
-    database.register(DatabaseCollector(state))  # type: ignore[arg-type]
+    database.register(DatabaseCollector(read_database_figures))  # type: ignore[arg-type]
     directory = multiprocess_directory()
     if directory:
         processes = CollectorRegistry()

@@ -30,7 +30,7 @@ from alliance.domain.errors import ValidationFailed
 from alliance.models import AuditCheckpoint
 from alliance.services import audit_log
 from alliance.services.jobs import Job
-from alliance.services.settlement_closing import StatementSigner
+from settlement.keys import StatementSigner
 from settlement.statements import canonical_json, instant_text, parse_instant, render_signature, sign_statement
 
 CHECKPOINT_FORMAT = "points-alliance-audit-checkpoint/1"

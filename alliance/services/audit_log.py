@@ -70,6 +70,13 @@ def entry_hashes(session: Session, sequences: Iterable[int]) -> dict[int, str]:
     return found
 
 
+def entries_after(session: Session, *, after_sequence: int, limit: int) -> list[AuditEntry]:
+    """Up to ``limit`` entries after ``after_sequence``, in sequence order."""
+    rows = session.scalars(select(AuditLogEntry).where(AuditLogEntry.sequence > after_sequence)
+                           .order_by(AuditLogEntry.sequence).limit(limit)).all()
+    return [_as_entry(row) for row in rows]
+
+
 def verify(session: Session) -> ChainReport:
     """Walk the whole log in sequence order and report the first broken link, if any."""
     return verify_chain(_stream(session))

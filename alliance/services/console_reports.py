@@ -32,8 +32,7 @@ from alliance.models import (
 )
 from alliance.models.base import integer_sum
 from alliance.services.partner_admin import KeyView
-from alliance.services.settlement_closing import due_by_partner
-from settlement.cycles import cycle_containing
+from settlement.api import cycle_containing, due_by_partner
 
 Row = TypeVar("Row")
 MAX_PAGE_SIZE = 200

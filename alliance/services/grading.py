@@ -495,6 +495,11 @@ def grading_job(config: GradingConfig, time_zone: str) -> Job:
     return Job("grade-partners", 3600, run, "partners graded")
 
 
+def computed_periods(session: Session) -> list[str]:
+    """The labels of every computed period, newest first."""
+    return list(session.scalars(select(GradePeriod.period).order_by(GradePeriod.starts_at.desc())))
+
+
 def latest_grades(session: Session, *, codes: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
     """Per partner code (all, or ``codes``), the grade of the newest computed period and its trend.
 

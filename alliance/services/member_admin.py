@@ -185,8 +185,23 @@ def transfer_points(
     return session.get_one(MemberTransfer, transfer_id)
 
 
-def export(session: Session, *, key_ring: KeyRing, member_number: str) -> dict:  # type: ignore[type-arg]
-    """Everything held on a member, as JSON-ready data."""
+def cards_of(session: Session, member_id: int) -> list[tuple[str, str]]:
+    """A member's cards, oldest first, as (card number, status)."""
+    return [(number, status) for number, status in session.execute(
+        select(Card.card_number, Card.status).where(Card.member_id == member_id).order_by(Card.id))]
+
+
+def member_number_of(session: Session, member_id: int) -> str:
+    """The member number of the member with ``member_id``."""
+    member_number = session.scalar(select(Member.member_number).where(Member.id == member_id))
+    if member_number is None:
+        raise NotFound(f"no member {member_id}")
+    return member_number
+
+
+def export(session: Session, *, key_ring: KeyRing, member_number: str, actor: str,
+           now: datetime) -> dict:  # type: ignore[type-arg]
+    """Everything held on a member, as JSON-ready data; the ``member.export`` audit entry records who asked."""
     member = member_by_number(session, member_number)
     profile_row = session.get(MemberProfile, member.id)
     cards = session.execute(select(Card.card_number, Card.status, Card.issued_at, Card.blocked_at)
@@ -203,7 +218,7 @@ def export(session: Session, *, key_ring: KeyRing, member_number: str) -> dict: 
     complaints = session.execute(select(Complaint.id, Complaint.category, Complaint.status, Complaint.description,
                                         Complaint.opened_at).where(Complaint.member_id == member.id)
                                  .order_by(Complaint.id)).all()
-    return {
+    exported = {
         "member": {"member_number": member.member_number, "status": member.status, "tier": member.tier,
                    "enrolled_at": member.enrolled_at.isoformat()},
         "profile": read_profile(session, key_ring=key_ring, member_id=member.id),
@@ -217,6 +232,8 @@ def export(session: Session, *, key_ring: KeyRing, member_number: str) -> dict: 
         "history": [_row_dict(item) for item in history(session, member_number=member_number,
                                                          limit=HISTORY_PAGE_LIMIT, before_transaction_id=None)],
     }
+    audit_log.append(session, actor=actor, action="member.export", subject=f"member:{member_number}", now=now)
+    return exported
 
 
 def erase(session: Session, *, member_number: str, now: datetime, actor: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.models import OAuthClient, OAuthToken
 from alliance.models.staff import StaffPerson
+from alliance.services import audit_log
 from alliance.services.staff_people import person_id_of
 
 ROLES = ("admin", "finance", "partner_manager", "customer_service")
@@ -79,6 +80,21 @@ def revoke_client(session: Session, *, client_id: str, now: datetime) -> None:
     session.execute(update(OAuthClient).where(OAuthClient.id == client_row_id).values(status="revoked"))
     session.execute(update(OAuthToken).where(OAuthToken.client_id == client_row_id, OAuthToken.revoked_at.is_(None))
                     .values(revoked_at=now))
+
+
+def create_client_by(session: Session, *, name: str, roles: list[str] | tuple[str, ...], person: str, actor: str,
+                     now: datetime) -> NewClient:
+    """``create_client`` as a staff actor asks it (the back office, the CLI), with its ``client.create`` audit entry."""
+    created = create_client(session, name=name, roles=roles, person=person, now=now)
+    audit_log.append(session, actor=actor, action="client.create", subject=f"client:{created.client_id}", now=now,
+                     after={"name": name, "roles": list(created.roles), "person": created.person})
+    return created
+
+
+def revoke_client_by(session: Session, *, client_id: str, actor: str, now: datetime) -> None:
+    """``revoke_client`` as a staff actor asks it, with its ``client.revoke`` audit entry."""
+    revoke_client(session, client_id=client_id, now=now)
+    audit_log.append(session, actor=actor, action="client.revoke", subject=f"client:{client_id}", now=now)
 
 
 def find_active_client(session: Session, client_id: str) -> OAuthClient | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,6 +91,44 @@ def partner_by_code(session: Session, code: str) -> Partner:
     if partner is None:
         raise NotFound(f"no partner {code!r}")
     return partner
+
+
+def partners_page(session: Session, *, page: int, page_size: int) -> tuple[list[Partner], int]:
+    """One page of partners by code (pages count from 1), and how many there are in all."""
+    total = session.scalar(select(func.count()).select_from(Partner)) or 0
+    rows = session.scalars(select(Partner).order_by(Partner.code).offset((page - 1) * page_size).limit(page_size))
+    return list(rows), total
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerKeys:
+    """A partner's code, status, currency and cycle, and its keys as (key id, status)."""
+
+    code: str
+    status: str
+    currency: str
+    settlement_cycle: str
+    keys: list[tuple[str, str]]
+
+
+def partners_with_keys(session: Session) -> list[PartnerKeys]:
+    """Every partner by code, with its keys by key id."""
+    found = []
+    for partner in session.scalars(select(Partner).order_by(Partner.code)):
+        keys = session.execute(select(PartnerKey.key_id, PartnerKey.status)
+                               .where(PartnerKey.partner_id == partner.id).order_by(PartnerKey.key_id)).all()
+        found.append(PartnerKeys(partner.code, partner.status, partner.currency, partner.settlement_cycle,
+                                 [(key_id, status) for key_id, status in keys]))
+    return found
+
+
+def key_owner(session: Session, key_id: str) -> str:
+    """The code of the partner that holds key ``key_id``."""
+    owner = session.scalar(select(Partner.code).join(PartnerKey, PartnerKey.partner_id == Partner.id)
+                           .where(PartnerKey.key_id == key_id))
+    if owner is None:
+        raise NotFound(f"no key {key_id!r}")
+    return owner
 
 
 def onboard(session: Session, *, code: str, name: str, terms: PartnerTerms, now: datetime, actor: str) -> Partner:

@@ -84,6 +84,16 @@ def partner_id_by_code(session: Session, code: str) -> int:
     return partner_id
 
 
+def partner_code(session: Session, partner_id: int) -> str | None:
+    """The code of the partner with ``partner_id``, or None."""
+    return session.scalar(select(Partner.code).where(Partner.id == partner_id))
+
+
+def codes_by_id(session: Session) -> dict[int, str]:
+    """Every partner's code by its id."""
+    return {partner_id: code for partner_id, code in session.execute(select(Partner.id, Partner.code))}
+
+
 def add_terminal(session: Session, *, partner_id: int, code: str, now: datetime) -> int:
     """Register a point-of-sale terminal for a partner; returns its id."""
     if not CODE_PATTERN.match(code):

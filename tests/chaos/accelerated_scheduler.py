@@ -26,7 +26,7 @@ from alliance import create_app
 from alliance import scheduler as scheduler_module
 from alliance.extensions import hub_state
 from alliance.services.jobs import Job, standard_jobs
-from alliance.services.settlement_closing import closing_job
+from settlement.closing import closing_job
 
 # Two processes hammering the database at millisecond intervals would measure the
 # machine, not the scheduler; a tenth of a second is fine-grained enough for a week.

@@ -32,7 +32,7 @@ from alliance.models import (
 from alliance.services import ledger
 from alliance.services.audit import run_audit
 from alliance.services.purchases import PurchaseReport, report_purchase
-from alliance.services.settlement_closing import DEFAULT_CLOSING_GRACE
+from settlement.closing import DEFAULT_CLOSING_GRACE
 from tests.chaos.support import ROOT, ChaosReport, Scale, ScenarioFigures
 from tests.factories import make_member, make_partner
 from tests.sdk_support import subprocess_environment

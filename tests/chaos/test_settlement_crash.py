@@ -29,7 +29,7 @@ from alliance.config import Settings
 from alliance.extensions import HubState, hub_state
 from alliance.services import ledger
 from alliance.services.audit import run_audit
-from alliance.services.settlement_closing import PARTNER_ID_LIMIT, SETTLEMENT_LOCK_NAMESPACE
+from settlement.locking import PARTNER_ID_LIMIT, SETTLEMENT_LOCK_NAMESPACE
 from settlement.keys import private_key_pem
 from tests.chaos.support import ChaosReport, Scale, ScenarioFigures, wait_for
 from tests.factories import make_member, make_partner

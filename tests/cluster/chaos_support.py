@@ -37,7 +37,7 @@ from alliance.models import (
     SettlementRun,
 )
 from alliance.models.settlement import SettlementStatement
-from alliance.services.settlement_closing import close_due_cycles
+from settlement.closing import close_due_cycles
 from deploy import netns
 from deploy.cluster import Cluster
 from partners_sdk.retry import problem_code

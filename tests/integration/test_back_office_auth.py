@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from alliance.models import Member, OAuthClient, OAuthToken, Partner
 from alliance.services import oauth
 from alliance.extensions import hub_state
-from alliance.services import settlement_closing
+from settlement import closing as settlement_closing
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BASE, ROLES, BackOffice, audit_count, new_public_key, raw_table_text
 from tests.factories import SigningPartner, make_member, make_signing_partner
@@ -104,7 +104,7 @@ def _world(bo: BackOffice) -> World:
     adjustment_id = _finance_adjustments(bo)
     closed = _close_a_past_cycle(bo, partner)
     with bo.hub.unit_of_work() as uow:
-        from alliance.services import finance
+        from settlement import finance
 
         dispute = finance.open_dispute(uow.session, statement_id=closed.statement_id, line_number=1,
                                        reason="sample", actor="client:someone", now=datetime.now(timezone.utc))
@@ -139,7 +139,7 @@ def _graded_period(bo: BackOffice) -> tuple[str, int]:
 def _finance_adjustments(bo: BackOffice) -> int:
     """An adjustment approved before the closed cycle (so its statement owes money) and a pending one that
     another client requested, so the finance role's token may decide it."""
-    from alliance.services import finance
+    from settlement import finance
 
     before = datetime(2025, 12, 31, tzinfo=timezone.utc)
     with bo.hub.unit_of_work() as uow:

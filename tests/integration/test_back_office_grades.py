@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from alliance.extensions import HubState, hub_state
 from alliance.models import GradeOverride, GradePeriod
-from alliance.services.settlement_closing import close_due_cycles
+from settlement.closing import close_due_cycles
 from tests.back_office_support import BackOffice, audit_count, hub_app, run_cli
 from tests.integration.test_grading import at, plant, plant_october
 

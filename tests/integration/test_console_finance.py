@@ -13,8 +13,9 @@ from sqlalchemy import select, text, update
 
 from alliance.extensions import hub_state
 from alliance.models import Partner, SettlementStatement
-from alliance.services import finance as finance_service
-from alliance.services import settlement_closing, staff_people
+from alliance.services import staff_people
+from settlement import closing as settlement_closing
+from settlement import finance as finance_service
 from tests.back_office_support import BackOffice
 from tests.console_support import (
     ConsoleClient, add_staff, audit_actions, build_alliance, settlement_counts, signed_in, text_of,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from alliance.extensions import HubState, hub_state
 from alliance.models import GradeAlert, GradeOverride
-from alliance.services.settlement_closing import close_due_cycles
+from settlement.closing import close_due_cycles
 from tests.console_support import audit_actions, signed_in, text_of
 from tests.integration.test_grading import OCTOBER, SEPTEMBER, at, compute, plant, plant_october
 

@@ -10,7 +10,8 @@ from sqlalchemy import text
 
 from alliance.domain.errors import InvalidState
 from alliance.extensions import hub_state
-from alliance.services import finance, settlement_closing
+from settlement import closing as settlement_closing
+from settlement import finance
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, audit_entries
 from tests.factories import make_signing_partner

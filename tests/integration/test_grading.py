@@ -54,12 +54,13 @@ from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.domain.grading import GradingConfig, Period
 from alliance.extensions import HubState
 from alliance.models import GradeAlert, GradeOverride, SettlementStatement
-from alliance.services import complaints, finance, grading, redemptions
+from alliance.services import complaints, grading, redemptions
 from alliance.services.audit import run_audit
 from alliance.services.member_verification import active_card_holder
 from alliance.services.members import Enrolment
 from alliance.services.purchases import PurchaseReport, refund_purchase, report_purchase
-from alliance.services.settlement_closing import close_due_cycles
+from settlement import finance
+from settlement.closing import close_due_cycles
 from tests.back_office_support import audit_entries
 from tests.factories import make_member, make_partner
 

@@ -204,7 +204,7 @@ def test_api4_every_paged_listing_caps_its_page_size(app):
 
 def test_api4_unfiltered_lists_come_a_page_at_a_time(app):
     """API4 unrestricted resource consumption: a list without a page size still answers one bounded page."""
-    from alliance.services import finance
+    from settlement import finance
     from tests.factories import make_partner
 
     bo = BackOffice(app)

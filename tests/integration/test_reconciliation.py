@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from alliance.extensions import hub_state
-from alliance.services import settlement_closing
+from settlement import closing as settlement_closing
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice
 from tests.factories import make_member_with_pin, make_signing_partner

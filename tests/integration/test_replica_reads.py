@@ -24,7 +24,7 @@ from alliance.api.errors import PROBLEM_CONTENT_TYPE
 from alliance.config import Settings
 from alliance.db import database_unavailable, make_engine
 from alliance.extensions import HubState, hub_state
-from alliance.services.settlement_closing import close_due_cycles
+from settlement.closing import close_due_cycles
 from tests.back_office_support import BackOffice
 from tests.factories import make_member, make_signing_partner
 from tests.http_server import purchase_payload, send_signed, serve, wall_clock_partner_time

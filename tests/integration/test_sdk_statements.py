@@ -39,7 +39,7 @@ def test_statements_come_a_page_at_a_time_and_the_sdk_fetches_every_page(pg_app,
     from datetime import timedelta
 
     import partners_sdk.client
-    from alliance.services.settlement_closing import close_due_cycles
+    from settlement.closing import close_due_cycles
     from tests.back_office_support import BackOffice
     from tests.factories import make_signing_partner
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from partners_sdk.statements import public_key_from_raw, verify_statement
 from settlement.cycles import Cycle, Frequency
 from alliance.extensions import hub_state
-from alliance.services import settlement_closing
+from settlement import closing as settlement_closing
 from tests.back_office_support import BackOffice
 from tests.factories import make_signing_partner
 from tests.http_server import wall_clock_partner_time

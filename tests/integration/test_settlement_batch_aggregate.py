@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 
 from alliance.services import ledger
-from alliance.services.settlement_closing import (
+from settlement.closing import (
     BATCH_MIN_PARTNERS,
     aggregate_due_cycles,
     aggregate_postings,

@@ -57,8 +57,7 @@ from alliance.services import ledger
 from alliance.services.audit import run_audit
 from alliance.services.jobs import run_exclusively
 from alliance.services.partner_admin import add_price
-from alliance.services.settlement_closing import (
-    StatementSigner,
+from settlement.closing import (
     close_cycle,
     close_due_cycles,
     closing_job,
@@ -67,6 +66,7 @@ from alliance.services.settlement_closing import (
 )
 from settlement.cycles import cycle_containing
 from settlement.keys import (
+    StatementSigner,
     load_public_key,
     load_statement_private_key,
     private_key_pem,

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from alliance.services import settlement_closing
+from settlement import closing as settlement_closing
 from settlement.cycles import Cycle, Frequency
 from tests.factories import make_partner
 

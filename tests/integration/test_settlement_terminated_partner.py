@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import and_, func, select
 
 from alliance.models import JournalTransaction, SettlementRun
-from alliance.services import finance, ledger
+from alliance.services import ledger
 from alliance.services.partner_admin import change_status
-from alliance.services.settlement_closing import StatementSigner, charges_cycle_fee, close_due_cycles, due_by_partner
+from settlement import finance
+from settlement.closing import charges_cycle_fee, close_due_cycles, due_by_partner
 from settlement.cycles import cycle_containing
-from settlement.keys import statement_key_id
+from settlement.keys import StatementSigner, statement_key_id
 from settlement.netting import LINE_KIND_BY_TRANSACTION_KIND
 from tests.factories import make_member, make_partner
 

@@ -27,7 +27,7 @@ from alliance import create_app
 from alliance.config import Settings
 from alliance.extensions import hub_state
 from alliance.models import Purchase, RedemptionHold, SettlementStatement
-from alliance.services.settlement_closing import close_due_cycles
+from settlement.closing import close_due_cycles
 from tests.back_office_support import run_cli
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.http_server import balances, purchase_payload, send_signed, serve, wall_clock_partner_time

@@ -24,7 +24,7 @@ from alliance.api.partner.schemas import StrictSchema
 from alliance.api.patterns import WholeValue
 from alliance.domain.errors import NotFound
 from alliance.extensions import hub_state
-from alliance.services import finance
+from settlement import api as finance
 
 finance_blueprint = Blueprint("back_office_finance", __name__, url_prefix=f"{PREFIX}/settlement",
                               description="Finance: adjustments approved by a second client, invoices, payments, "

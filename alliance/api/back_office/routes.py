@@ -14,15 +14,13 @@ from datetime import datetime, timezone
 from flask import Flask
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
-from sqlalchemy import func, select
 
 from alliance.api.back_office import schemas as s
 from alliance.api.back_office.auth import actor, require_role
 from alliance.api.partner.schemas import ProblemOutput
 from alliance.domain.errors import AllianceError, ValidationFailed
 from alliance.extensions import hub_state
-from alliance.models import AuditLogEntry, Card, Partner
-from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin, staff_people
+from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin, partners, staff_people
 from alliance.services.accounts import member_balances
 from alliance.services.partners import PartnerTerms
 
@@ -74,8 +72,7 @@ def _state():  # type: ignore[no-untyped-def]
 
 
 def _member_view(session, member) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    cards = session.execute(select(Card.card_number, Card.status).where(Card.member_id == member.id)
-                            .order_by(Card.id)).all()
+    cards = member_admin.cards_of(session, member.id)
     return {
         "member_number": member.member_number, "status": member.status, "tier": member.tier,
         "enrolled_at": member.enrolled_at,
@@ -179,9 +176,8 @@ class MemberExport(MethodView):
     def get(self, member_number: str):  # type: ignore[no-untyped-def]
         """Everything held on the member, as JSON (a data subject access request)."""
         with _state().unit_of_work() as uow:
-            exported = member_admin.export(uow.session, key_ring=_state().key_ring, member_number=member_number)
-            audit_log.append(uow.session, actor=actor(), action="member.export", subject=f"member:{member_number}",
-                             now=_now())
+            exported = member_admin.export(uow.session, key_ring=_state().key_ring, member_number=member_number,
+                                           actor=actor(), now=_now())
             uow.commit()
         return exported
 
@@ -266,7 +262,7 @@ class Transfers(MethodView):
                     "points": moved.points, "created_at": moved.created_at}
 
 
-def _partner_view(partner: Partner) -> dict:  # type: ignore[type-arg]
+def _partner_view(partner: object) -> dict:  # type: ignore[type-arg]
     return {name: getattr(partner, name) for name in ("code", "name", "status", "currency", "time_zone",
                                                       "settlement_cycle", "return_window_days", "cycle_fee_minor",
                                                       "created_at")}
@@ -303,9 +299,7 @@ class Partners(MethodView):
         """Partners by code with their status, a page at a time."""
         page, page_size = query["page"], query["page_size"]
         with _state().unit_of_work() as uow:
-            total = uow.session.scalar(select(func.count()).select_from(Partner))
-            rows = uow.session.scalars(select(Partner).order_by(Partner.code).offset((page - 1) * page_size)
-                                       .limit(page_size))
+            rows, total = partner_admin.partners_page(uow.session, page=page, page_size=page_size)
             return {"partners": [_partner_view(partner) for partner in rows], "total": total, "page": page,
                     "page_size": page_size}
 
@@ -431,7 +425,7 @@ def _complaint_view(session, complaint) -> dict:  # type: ignore[no-untyped-def,
     view = {name: getattr(complaint, name) for name in ("id", "category", "description", "status", "opened_by",
                                                          "opened_at", "investigating_at", "closed_at",
                                                          "resolution_note")}
-    view["partner"] = session.scalar(select(Partner.code).where(Partner.id == complaint.partner_id))
+    view["partner"] = partners.partner_code(session, complaint.partner_id)
     return view
 
 
@@ -489,11 +483,8 @@ class Clients(MethodView):
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Register a back-office client of one staff person for some roles; the secret is shown once."""
         with _state().unit_of_work() as uow:
-            created = oauth.create_client(uow.session, name=data["name"], roles=data["roles"], person=data["person"],
-                                          now=_now())
-            audit_log.append(uow.session, actor=actor(), action="client.create", subject=f"client:{created.client_id}",
-                             now=_now(), after={"name": data["name"], "roles": list(created.roles),
-                                                "person": created.person})
+            created = oauth.create_client_by(uow.session, name=data["name"], roles=data["roles"],
+                                             person=data["person"], actor=actor(), now=_now())
             uow.commit()
         return {"client_id": created.client_id, "client_secret": created.client_secret, "roles": list(created.roles),
                 "person": created.person}
@@ -523,9 +514,7 @@ class ClientRevocation(MethodView):
     def post(self, _: dict, client_id: str):  # type: ignore[no-untyped-def, type-arg]
         """Revoke a client and its tokens."""
         with _state().unit_of_work() as uow:
-            oauth.revoke_client(uow.session, client_id=client_id, now=_now())
-            audit_log.append(uow.session, actor=actor(), action="client.revoke", subject=f"client:{client_id}",
-                             now=_now())
+            oauth.revoke_client_by(uow.session, client_id=client_id, actor=actor(), now=_now())
             uow.commit()
 
 
@@ -538,8 +527,7 @@ class AuditLog(MethodView):
     def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
         """Audit entries after a sequence number, with the whole chain's verification."""
         with _state().unit_of_work() as uow:
-            rows = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.sequence > query["after_sequence"])
-                                       .order_by(AuditLogEntry.sequence).limit(query["limit"])).all()
+            rows = audit_log.entries_after(uow.session, after_sequence=query["after_sequence"], limit=query["limit"])
             report = audit_log.verify(uow.session)
             entries = [{"sequence": row.sequence, "occurred_at": row.occurred_at.isoformat(), "actor": row.actor,
                         "action": row.action, "subject": row.subject, "before": row.before, "after": row.after,

@@ -17,7 +17,6 @@ from flask import Flask, Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select
 
 from alliance.api.back_office.auth import actor, require_role
 from alliance.api.back_office.routes import PREFIX, documented
@@ -25,8 +24,8 @@ from alliance.api.back_office.schemas import PARTNER_CODE
 from alliance.api.partner.schemas import CURRENCY, StrictSchema
 from alliance.api.patterns import UtcDateTime
 from alliance.extensions import hub_state
-from alliance.models import Partner
-from alliance.services import audit_log, partner_admin, settlement_closing
+from alliance.services import partner_admin, partners
+from settlement import api as settlement
 
 settlement_blueprint = Blueprint("back_office_settlement", __name__, url_prefix=f"{PREFIX}/settlement",
                                  description="Finance: close cycles, signed statements, the cycle summary.")
@@ -43,7 +42,7 @@ class StatementPageQuery(StrictSchema):
 
     page = fields.Integer(load_default=1, validate=validate.Range(1, 10**6))
     page_size = fields.Integer(load_default=100,
-                               validate=validate.Range(1, settlement_closing.MAX_STATEMENT_PAGE_SIZE))
+                               validate=validate.Range(1, settlement.MAX_STATEMENT_PAGE_SIZE))
 
 
 class StatementQuery(StatementPageQuery):
@@ -82,21 +81,21 @@ class StatementPageOutput(Schema):
 
 def statement_page(session, *, partner_id: int, partner_code: str, query: dict) -> dict:  # type: ignore[no-untyped-def, type-arg]
     """One page of a partner's statements, oldest cycle first, with how many there are in all."""
-    items = settlement_closing.partner_statement_page(session, partner_id=partner_id, page=query["page"],
+    items = settlement.partner_statement_page(session, partner_id=partner_id, page=query["page"],
                                                       page_size=query["page_size"])
     return {"statements": [statement_view(item, partner_code) for item in items],
-            "total": settlement_closing.partner_statement_count(session, partner_id=partner_id),
+            "total": settlement.partner_statement_count(session, partner_id=partner_id),
             "page": query["page"], "page_size": query["page_size"]}
 
 
-def statement_view(item: settlement_closing.ClosedStatement | settlement_closing.StatementSummary,
+def statement_view(item: settlement.ClosedStatement | settlement.StatementSummary,
                    partner_code: str) -> dict:  # type: ignore[type-arg]
     return {"statement_id": item.statement_id, "partner": partner_code, "cycle_starts_at": item.cycle_starts_at,
             "cycle_ends_at": item.cycle_ends_at, "net_minor": item.net_minor,
             "closing_balance_minor": item.closing_balance_minor, "key_id": item.key_id}
 
 
-def statement_document(item: settlement_closing.ClosedStatement, document_format: str) -> Response:
+def statement_document(item: settlement.ClosedStatement, document_format: str) -> Response:
     """The exact stored bytes of one rendering or signature of a statement."""
     body, content_type = {
         "json": (item.document_json, "application/json"),
@@ -120,13 +119,10 @@ class Closings(MethodView):
         if data.get("partner"):
             with state.unit_of_work() as uow:
                 partner_admin.partner_by_code(uow.session, data["partner"])
-        closed = settlement_closing.close_due_cycles(state.session_factory, now=now, signer=state.statement_signer,
-                                                     partner_code=data.get("partner"))
+        closed = settlement.close_due_cycles_by(state.session_factory, actor=actor(), now=now,
+                                                signer=state.statement_signer, partner_code=data.get("partner"))
         with state.unit_of_work() as uow:
-            codes = dict(uow.session.execute(select(Partner.id, Partner.code)).all())
-            audit_log.append(uow.session, actor=actor(), action="settlement.close", subject="settlement", now=now,
-                             after={"partner": data.get("partner"), "cycles_closed": len(closed)})
-            uow.commit()
+            codes = partners.codes_by_id(uow.session)
         return {"statements": [statement_view(item, codes[item.partner_id]) for item in closed]}
 
 
@@ -152,7 +148,7 @@ class StatementDocument(MethodView):
     def get(self, query: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
         """One statement as signed: JSON, CSV, or either's detached Ed25519 signature."""
         with hub_state().unit_of_work() as uow:
-            item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id)
+            item = settlement.statement_by_id(uow.session, statement_id=statement_id)
         return statement_document(item, query["format"])
 
 
@@ -166,7 +162,7 @@ class Summary(MethodView):
         """Across partners for cycles ending at one instant: nets, gross vs net, netting efficiency, the
         issuer → redeemer matrix."""
         with hub_state().read_only_unit_of_work() as uow:
-            summary = settlement_closing.cycle_summary(uow.session, cycle_ends_at=query["cycle_ends_at"],
+            summary = settlement.cycle_summary(uow.session, cycle_ends_at=query["cycle_ends_at"],
                                                        currency=query["currency"])
         return json.loads(json.dumps(summary, default=_plain))
 
@@ -198,11 +194,10 @@ class StatementReconciliations(MethodView):
     @documented(settlement_blueprint, 404)
     def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
         """Reconcile a statement against a partner's CSV sent to finance; the report is stored."""
-        from alliance.services.reconciliation import reconcile_statement
-
         with hub_state().unit_of_work() as uow:
-            row = reconcile_statement(uow.session, statement_id=statement_id, document=data["document"].encode("utf-8"),
-                                      source="back_office", actor=actor(), now=datetime.now(timezone.utc))
+            row = settlement.reconcile_statement(uow.session, statement_id=statement_id,
+                                                 document=data["document"].encode("utf-8"), source="back_office",
+                                                 actor=actor(), now=datetime.now(timezone.utc))
             uow.commit()
             return reconciliation_view(row)
 

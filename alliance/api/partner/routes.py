@@ -33,10 +33,10 @@ from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic
 from alliance.extensions import hub_state
 from alliance.models import Partner
 from alliance.services import member_verification, purchases, redemptions
-from alliance.services import settlement_closing
+from settlement import api as settlement_closing
 from alliance.services import purchase_batch
 from alliance.services.accounts import member_balances
-from alliance.services.reconciliation import reconcile_statement
+from settlement.api import reconcile_statement
 from alliance.services.unit_of_work import UnitOfWork
 
 PREFIX = "/partner/v1"

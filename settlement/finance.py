@@ -43,7 +43,7 @@ from alliance.models import (
     StatementLineDispute,
 )
 from alliance.services import audit_log, staff_people
-from alliance.services.settlement_closing import lock_partner_settlement
+from settlement.locking import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
 
 MAX_REASON_LENGTH = 500

@@ -1,7 +1,9 @@
 """Closing settlement cycles in the database: aggregate, lock, sign and store, exactly once.
 
-The pure core in ``settlement`` decides what a statement says; this module feeds it
-rows aggregated by SQL and keeps what it returns. Closing one (partner, cycle) happens
+The pure core (``settlement.cycles``, ``netting``, ``statements``) decides what a
+statement says; this module feeds it rows aggregated by SQL and keeps what it returns.
+Approved adjustments come from ``settlement.finance``, which shares the partner's lock
+(``settlement.locking``) without importing this module. Closing one (partner, cycle) happens
 under an exclusive lock (``pg_advisory_xact_lock`` on PostgreSQL; on SQLite the write
 lock that ``BEGIN IMMEDIATE`` takes is already exclusive), and the unique constraint
 on ``settlement_runs`` is the backstop. A cycle already closed is answered with the
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import BigInteger, Integer, column, func, insert, select, text, values
+from sqlalchemy import BigInteger, Integer, column, func, insert, select, values
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -35,7 +37,10 @@ from alliance.models import (
 from alliance.models.base import UTCDateTime, integer_sum
 from alliance.services import audit_log
 from alliance.services.jobs import Job
+from settlement import finance
 from settlement.cycles import Cycle, due_cycles
+from settlement.keys import StatementSigner
+from settlement.locking import lock_partner_settlement
 from settlement.netting import (
     EXACT,
     AdjustmentAmount,
@@ -60,10 +65,6 @@ from settlement.statements import (
     sign_statement,
 )
 
-# Advisory locks share one 64-bit key space across the database; settlement takes the
-# keys namespace * 2**32 + partner id, far from the migration lock's 7_150_001.
-SETTLEMENT_LOCK_NAMESPACE = 7_150_002
-PARTNER_ID_LIMIT = 2**32
 # Partners whose cycles are closed: a suspended or terminated partner's activity still
 # settles (a terminated one's only while something waits, see ``due_by_partner``); a
 # pending partner never posted anything.
@@ -73,7 +74,6 @@ SETTLING_STATUSES = ("active", "suspended", "terminated")
 DEFAULT_CLOSING_GRACE = timedelta(minutes=5)
 # Most statements one page of a list may hold.
 MAX_STATEMENT_PAGE_SIZE = 200
-DEFAULT_PAYMENT_TERMS_DAYS = 14
 # Closing many cycles aggregates up to this many in one pass over the ledger (the
 # default closing limit), when they span at least BATCH_MIN_PARTNERS partners.
 AGGREGATE_BATCH_CYCLES = 1000
@@ -97,15 +97,6 @@ class ClosedStatement:
     signature_json: bytes
     signature_csv: bytes
     newly_closed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StatementSigner:
-    """The hub's statement key and its id, as ``close_cycle`` needs them."""
-
-    signing_key: Ed25519PrivateKey
-    key_id: str
-    payment_terms_days: int = DEFAULT_PAYMENT_TERMS_DAYS
 
 
 def close_cycle(
@@ -150,8 +141,6 @@ def close_cycle(
             f"the last closed cycle of {partner.code} ended at {previous.cycle_ends_at.isoformat()}, "
             f"not where this one starts ({cycle.starts_at.isoformat()}); close cycles in order"
         )
-    from alliance.services import finance  # finance takes this module's settlement lock
-
     # Approved adjustments not yet applied land in this, the first cycle closed after their approval.
     adjustment_ids, adjustments = finance.approved_for_cycle(
         session, partner_id=partner_id, partner_code=partner.code, cycle_ends_at=cycle.ends_at)
@@ -174,19 +163,6 @@ def close_cycle(
 def charges_cycle_fee(terminated_at: datetime | None, cycle: Cycle) -> bool:
     """A partner owes its fixed cycle fee for every cycle that starts before its termination."""
     return terminated_at is None or cycle.starts_at < terminated_at
-
-
-def lock_partner_settlement(session: Session, partner_id: int) -> None:
-    """Take the exclusive settlement lock of one partner until the transaction ends."""
-    if not 0 < partner_id < PARTNER_ID_LIMIT:
-        raise ValidationFailed("partner id out of range for the settlement lock", fields={"partner_id": ["range"]})
-    if session.get_bind().dialect.name == "postgresql":
-        lock_key = SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
-    else:
-        # SQLite: BEGIN IMMEDIATE already holds the database's one write lock; any
-        # statement makes sure the transaction (and so the lock) has begun.
-        session.execute(text("SELECT 1"))
 
 
 def aggregate_postings(session: Session, *, partner_id: int, partner_code: str, cycle: Cycle) -> list[PostingAggregate]:
@@ -397,6 +373,23 @@ def close_due_cycles(
     return closed
 
 
+def close_due_cycles_by(
+    session_factory: sessionmaker[Session], *, actor: str, now: datetime, signer: StatementSigner,
+    partner_code: str | None = None,
+) -> list[ClosedStatement]:
+    """``close_due_cycles`` asked for by a person (the console, the back office), then its audit log entry.
+
+    Each cycle commits on its own as it closes; the ``settlement.close`` entry, naming the
+    partner asked for and how many cycles closed, commits after them.
+    """
+    closed = close_due_cycles(session_factory, now=now, signer=signer, partner_code=partner_code)
+    with session_factory() as session:
+        audit_log.append(session, actor=actor, action="settlement.close", subject="settlement", now=now,
+                         after={"partner": partner_code, "cycles_closed": len(closed)})
+        session.commit()
+    return closed
+
+
 def aggregate_due_cycles(
     session_factory: sessionmaker[Session], due: list[tuple[int, Cycle]], *, first_position: int = 0,
     min_partners: int = BATCH_MIN_PARTNERS,
@@ -516,8 +509,6 @@ def _last_to_settle(session: Session, partner_ids: list[int]) -> dict[int, datet
         .group_by(JournalTransaction.partner_id)
     ).all()
     found = {partner_id: posted_at for partner_id, posted_at in postings}
-    from alliance.services import finance  # finance takes this module's settlement lock
-
     for partner_id, approved_at in finance.unapplied_approval_times(session, partner_ids=partner_ids).items():
         found[partner_id] = max(found.get(partner_id, approved_at), approved_at)
     return found

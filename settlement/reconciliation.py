@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from alliance.models import Partner, Purchase, ReconciliationReport
 from alliance.services import audit_log
-from alliance.services.settlement_closing import statement_by_id
+from settlement.closing import statement_by_id
 from settlement.matching import HubRecord, parse_partner_csv, reconcile, render_report_csv, render_report_json
 
 

@@ -1,0 +1,107 @@
+"""Settlement's public surface: what the web layer, the console, the CLI, the scheduler and the metrics use.
+
+Everything outside the ``settlement`` package reaches settlement through this module
+(``tests/unit/test_layering.py`` checks it for ``alliance``'s web, console and CLI
+layers, the scheduler, the app factory and the metrics; ``alliance.services`` may also
+use the pure core's values and renderers, never the settlement services directly).
+The modules behind it:
+
+- the pure core, plain values in and out, no database: ``cycles`` (when a partner's
+  cycle closes), ``netting`` (statement lines, nets, the cycle summary),
+  ``statements`` (canonical documents, signatures, the balance chain), ``matching``
+  (a partner's CSV against the hub's records) and ``keys`` (the statement key);
+- the settlement services, on a SQLAlchemy session: ``closing`` (aggregate, lock,
+  sign and store a cycle, exactly once), ``finance`` (adjustments, invoices, payments,
+  disputes, overdue), ``reconciliation`` (store a matching report for a statement) and
+  ``locking`` (the partner's settlement lock they share).
+
+The names below are re-exported unchanged; their documentation is in those modules.
+"""
+
+from __future__ import annotations
+
+from settlement.closing import (
+    DEFAULT_CLOSING_GRACE,
+    MAX_STATEMENT_PAGE_SIZE,
+    ClosedStatement,
+    PartnerDue,
+    PeriodPosition,
+    StatementSummary,
+    close_cycle,
+    close_due_cycles,
+    close_due_cycles_by,
+    closing_job,
+    cycle_summary,
+    due_by_partner,
+    partner_statement_count,
+    partner_statement_page,
+    partner_statements,
+    period_position,
+    statement_by_id,
+)
+from settlement.cycles import Cycle, Frequency, cycle_containing
+from settlement.finance import (
+    DECISIONS,
+    MAX_PAGE_SIZE,
+    MAX_REASON_LENGTH,
+    RESOLUTIONS,
+    AdjustmentNotUsable,
+    AdjustmentView,
+    AlreadyDecided,
+    AlreadyInvoiced,
+    DisputeClosed,
+    DisputeView,
+    DuplicateReference,
+    NothingOwed,
+    NotInvoiced,
+    Overpayment,
+    SameApprover,
+    StatementStatus,
+    adjustment_by_id,
+    adjustments_page,
+    decide_adjustment,
+    dispute_by_id,
+    disputes_page,
+    list_adjustments,
+    list_disputes,
+    mark_invoiced,
+    open_dispute,
+    overdue,
+    overdue_total,
+    record_payment,
+    request_adjustment,
+    resolve_dispute,
+    statement_status,
+)
+from settlement.keys import (
+    StatementSigner,
+    load_public_key,
+    load_statement_private_key,
+    private_key_pem,
+    public_key_pem,
+    statement_key_id,
+)
+from settlement.reconciliation import reconcile_statement
+from settlement.statements import StatementSignatureRejected, parse_signature, verify_statement
+
+__all__ = [
+    # Closing and reading statements.
+    "DEFAULT_CLOSING_GRACE", "MAX_STATEMENT_PAGE_SIZE", "ClosedStatement", "PartnerDue", "PeriodPosition",
+    "StatementSummary", "close_cycle", "close_due_cycles", "close_due_cycles_by", "closing_job", "cycle_summary",
+    "due_by_partner", "partner_statement_count", "partner_statement_page", "partner_statements", "period_position",
+    "statement_by_id",
+    # Cycles.
+    "Cycle", "Frequency", "cycle_containing",
+    # The finance workflow.
+    "DECISIONS", "MAX_PAGE_SIZE", "MAX_REASON_LENGTH", "RESOLUTIONS", "AdjustmentNotUsable", "AdjustmentView",
+    "AlreadyDecided", "AlreadyInvoiced", "DisputeClosed", "DisputeView", "DuplicateReference", "NothingOwed",
+    "NotInvoiced", "Overpayment", "SameApprover", "StatementStatus", "adjustment_by_id", "adjustments_page",
+    "decide_adjustment", "dispute_by_id", "disputes_page", "list_adjustments", "list_disputes", "mark_invoiced",
+    "open_dispute", "overdue", "overdue_total", "record_payment", "request_adjustment", "resolve_dispute",
+    "statement_status",
+    # The statement key and verifying what it signed.
+    "StatementSigner", "load_public_key", "load_statement_private_key", "private_key_pem", "public_key_pem",
+    "statement_key_id", "StatementSignatureRejected", "parse_signature", "verify_statement",
+    # Reconciliation.
+    "reconcile_statement",
+]
