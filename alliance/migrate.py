@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
-from alembic.util import CommandError
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 from alliance.domain.errors import AllianceError, ConfigurationError

@@ -55,8 +55,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from deploy import netns
-from deploy.render import (Layout, Tuning, host_directories, hub_settings, read_environment_file, render_host,
-                           write_files)
+from deploy.render import (
+    Layout,
+    Tuning,
+    host_directories,
+    hub_settings,
+    read_environment_file,
+    render_host,
+    write_files,
+)
 from deploy.secrets import Secrets
 from deploy.topology import DB, HUB, LB, Host, Topology
 

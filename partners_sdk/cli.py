@@ -13,8 +13,8 @@ only their last four digits show, in results, queue listings and errors alike.
 from __future__ import annotations
 
 import argparse
-import getpass
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -28,8 +28,8 @@ from partners_sdk.errors import AllianceError, ConfigurationError, ReceiptAlread
 from partners_sdk.keys import generate_key_pair, load_private_key, public_key_pem
 from partners_sdk.offline_queue import DeadLetter, OfflineQueue, PendingOperation
 from partners_sdk.payloads import MAX_BATCH_ITEMS, PurchaseReport
-from partners_sdk.retry import DEFAULT_DEADLINE_S
 from partners_sdk.results import Queued, to_json_ready
+from partners_sdk.retry import DEFAULT_DEADLINE_S
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

@@ -29,16 +29,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from partners_sdk import payloads
 from partners_sdk.drainer import Drainer
 from partners_sdk.errors import (
-    AllianceError, ConfigurationError, HubUnreachable, ReceiptAlreadyReportedError, UnexpectedReplyError,
+    AllianceError,
+    ConfigurationError,
+    HubUnreachable,
+    ReceiptAlreadyReportedError,
+    UnexpectedReplyError,
     error_from_reply,
 )
 from partners_sdk.offline_queue import OfflineQueue, PendingOperation, Refusal
 from partners_sdk.payloads import PurchaseReport
 from partners_sdk.results import (
-    Balance, BatchResult, FlushReport, Purchase, PurchaseRefund, Queued, Redemption,
+    Balance,
+    BatchResult,
+    FlushReport,
+    Purchase,
+    PurchaseRefund,
+    Queued,
+    Redemption,
 )
 from partners_sdk.retry import (
-    DEFAULT_DEADLINE_S, MIN_ATTEMPT_TIME_S, Pacing, RetryPolicy, is_retryable_reply, send_with_retries,
+    DEFAULT_DEADLINE_S,
+    MIN_ATTEMPT_TIME_S,
+    Pacing,
+    RetryPolicy,
+    is_retryable_reply,
+    send_with_retries,
 )
 from partners_sdk.signing import Clock, RequestSigner, utc_now
 from partners_sdk.transport import HttpClientTransport, Reply, Transport

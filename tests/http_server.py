@@ -24,8 +24,18 @@ from werkzeug.serving import make_server
 
 from alliance.extensions import HubState
 from alliance.models import (
-    IdempotencyRecord, JournalEntry, JournalTransaction, LedgerAccount, LotConsumption, PointLot, Purchase,
-    PurchaseRefund, RedemptionCode, RedemptionHold, RedemptionRefund, SeenNonce,
+    IdempotencyRecord,
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    LotConsumption,
+    PointLot,
+    Purchase,
+    PurchaseRefund,
+    RedemptionCode,
+    RedemptionHold,
+    RedemptionRefund,
+    SeenNonce,
 )
 from alliance.services import ledger
 from alliance.services.accounts import member_balances

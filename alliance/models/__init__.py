@@ -1,5 +1,6 @@
 """SQLAlchemy models of the hub; importing this package registers every table."""
 
+from alliance.models.audit_checkpoints import AuditCheckpoint
 from alliance.models.back_office import (
     AuditLogEntry,
     Complaint,
@@ -10,10 +11,9 @@ from alliance.models.back_office import (
     OAuthClient,
     OAuthToken,
 )
-from alliance.models.audit_checkpoints import AuditCheckpoint
 from alliance.models.base import Base
-from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
+from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
 from alliance.models.ledger import (
     JournalEntry,
     JournalTransaction,
@@ -23,7 +23,6 @@ from alliance.models.ledger import (
     RedemptionHold,
 )
 from alliance.models.members import Card, Member
-from alliance.models.reconciliation import ReconciliationReport
 from alliance.models.partner_api import (
     Campaign,
     IdempotencyRecord,
@@ -34,6 +33,7 @@ from alliance.models.partner_api import (
     SeenNonce,
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
+from alliance.models.reconciliation import ReconciliationReport
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 from alliance.models.staff import StaffSession, StaffUser
 

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # Named constraints, so migrations can drop them and errors can be matched by name.

@@ -6,11 +6,11 @@ from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     ForeignKey,
     Integer,
-    JSON,
     LargeBinary,
     String,
     Time,

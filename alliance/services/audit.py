@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Select, case, func, literal, null, select, text
 from sqlalchemy.orm import Session, aliased
 
-from alliance.domain.ledger import HoldStatus, LotState, MEMBER_ACCOUNT_KINDS, AccountKind, TransactionKind
-from alliance.models.base import UTCDateTime, integer_sum
+from alliance.domain.ledger import MEMBER_ACCOUNT_KINDS, AccountKind, HoldStatus, LotState, TransactionKind
 from alliance.models import (
     JournalEntry,
     JournalTransaction,
@@ -29,6 +28,7 @@ from alliance.models import (
     SettlementRun,
     SettlementStatement,
 )
+from alliance.models.base import UTCDateTime, integer_sum
 from alliance.services import audit_documents
 from alliance.services.audit_checkpoints import SignedCheckpoint
 from alliance.services.price_schedule import price_in_force

@@ -16,7 +16,6 @@ from alembic import op
 
 from alliance.models.base import ExactDecimal, UTCDateTime
 
-
 revision = '0002'
 down_revision = '0001'
 branch_labels = None

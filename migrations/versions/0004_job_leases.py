@@ -14,7 +14,6 @@ from alembic import op
 
 from alliance.models.base import UTCDateTime
 
-
 revision = '0004'
 down_revision = '0003'
 branch_labels = None

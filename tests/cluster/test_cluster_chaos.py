@@ -35,8 +35,19 @@ from deploy.cluster import Cluster
 from tests.chaos.support import wait_for
 from tests.chaos.test_crash_safety import LoadShape, ledger_discrepancies, merged, plant_tills_and_customers
 from tests.cluster.chaos_support import (
-    REPORT_PATH, LoadRun, RecordingTill, RecordingTransport, cluster_hub, compare_closings, current_scale,
-    fault_figures, job_effect_problems, operation_counts, scheduler_runs, table, unacknowledged_in_ledger,
+    REPORT_PATH,
+    LoadRun,
+    RecordingTill,
+    RecordingTransport,
+    cluster_hub,
+    compare_closings,
+    current_scale,
+    fault_figures,
+    job_effect_problems,
+    operation_counts,
+    scheduler_runs,
+    table,
+    unacknowledged_in_ledger,
     wait_until_acknowledged,
 )
 from tests.postgres_server import PostgresServer

@@ -28,8 +28,17 @@ import yaml
 from click.testing import CliRunner
 
 from deploy.cluster import Cluster, write_self_signed_certificate
-from deploy.render import (ALERT_RULES, Layout, RenderedFile, environment_value, host_directories, hub_settings,
-                           read_environment_file, render_host, write_files)
+from deploy.render import (
+    ALERT_RULES,
+    Layout,
+    RenderedFile,
+    environment_value,
+    host_directories,
+    hub_settings,
+    read_environment_file,
+    render_host,
+    write_files,
+)
 from deploy.secrets import Secrets, scram_sha_256_verifier
 from deploy.topology import DB, HUB, LB, Host, Ports, Topology
 

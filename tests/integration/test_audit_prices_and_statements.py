@@ -14,7 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from alliance.models import (
-    JournalTransaction, Partner, RedemptionHold, SettlementRun, SettlementStatement, SettlementStatementLine,
+    JournalTransaction,
+    Partner,
+    RedemptionHold,
+    SettlementRun,
+    SettlementStatement,
+    SettlementStatementLine,
 )
 from alliance.services import ledger
 from tests.audit_support import invoke, runner, tamper  # noqa: F401 - runner is a fixture

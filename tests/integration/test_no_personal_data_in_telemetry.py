@@ -34,7 +34,12 @@ from tests.back_office_support import BASE, BackOffice, Reply, hub_app, member_i
 from tests.console_support import ConsoleClient, add_staff, text_of
 from tests.factories import SigningPartner, make_signing_partner
 from tests.http_server import (
-    HttpReply, fund_member, purchase_payload, send_prepared, serve, wall_clock_partner_time,
+    HttpReply,
+    fund_member,
+    purchase_payload,
+    send_prepared,
+    serve,
+    wall_clock_partner_time,
 )
 from tests.signing import sign_request
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from alliance.config import Settings
 from alliance.domain.errors import ConfigurationError

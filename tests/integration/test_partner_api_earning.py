@@ -19,7 +19,12 @@ from alliance.services import ledger
 from alliance.services.members import CARD_ISSUER_PREFIX
 from tests.factories import make_member, make_member_with_pin, make_signing_partner
 from tests.http_server import (
-    assert_books_unchanged, audit_totals, balances, books, purchase_payload, wall_clock_partner_time,
+    assert_books_unchanged,
+    audit_totals,
+    balances,
+    books,
+    purchase_payload,
+    wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient
 

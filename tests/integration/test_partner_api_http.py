@@ -21,11 +21,18 @@ from alliance.extensions import hub_state
 from alliance.models import JournalTransaction, LedgerAccount, Purchase, RedemptionHold
 from alliance.services import ledger, member_verification
 from tests.factories import make_member_with_pin, make_signing_partner
-from tests.signing import sign_request
 from tests.http_server import (
-    HttpReply, audit_totals, balances, fund_member, purchase_payload, send_prepared, send_signed, serve,
+    HttpReply,
+    audit_totals,
+    balances,
+    fund_member,
+    purchase_payload,
+    send_prepared,
+    send_signed,
+    serve,
     wall_clock_partner_time,
 )
+from tests.signing import sign_request
 
 THREADS = 20
 BARRIER_TIMEOUT_S = 15

@@ -16,7 +16,13 @@ from alliance.extensions import hub_state
 from alliance.models import Campaign, PointLot
 from tests.factories import make_member, make_member_with_pin, make_signing_partner
 from tests.http_server import (
-    assert_books_unchanged, audit_totals, balances, books, fund_member, purchase_payload, wall_clock_partner_time,
+    assert_books_unchanged,
+    audit_totals,
+    balances,
+    books,
+    fund_member,
+    purchase_payload,
+    wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient
 

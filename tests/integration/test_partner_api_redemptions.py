@@ -16,7 +16,13 @@ from alliance.services import ledger
 from alliance.services.member_verification import MAX_PIN_FAILURES, issue_redemption_code
 from tests.factories import make_member, make_member_with_pin, make_signing_partner
 from tests.http_server import (
-    HubClock, assert_books_unchanged, audit_totals, balances, books, fund_member, wall_clock_partner_time,
+    HubClock,
+    assert_books_unchanged,
+    audit_totals,
+    balances,
+    books,
+    fund_member,
+    wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient
 

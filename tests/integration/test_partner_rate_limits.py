@@ -29,7 +29,14 @@ from alliance.services.partner_keys import revoke_key
 from tests.back_office_support import hub_app
 from tests.factories import SigningPartner, make_member, make_signing_partner
 from tests.http_server import (
-    api_traces, assert_audit_green, assert_books_unchanged, balances, books, purchase_payload, send_signed, serve,
+    api_traces,
+    assert_audit_green,
+    assert_books_unchanged,
+    balances,
+    books,
+    purchase_payload,
+    send_signed,
+    serve,
     wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient

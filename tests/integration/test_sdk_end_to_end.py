@@ -14,11 +14,25 @@ from cryptography.hazmat.primitives import serialization
 from alliance.extensions import hub_state
 from alliance.services.member_verification import issue_redemption_code
 from partners_sdk import (
-    AllianceClient, AuthenticationError, HttpClientTransport, HubUnreachable, MemberVerificationError, Purchase,
-    PurchaseReport, Queued, TransportError,
+    AllianceClient,
+    AuthenticationError,
+    HttpClientTransport,
+    HubUnreachable,
+    MemberVerificationError,
+    Purchase,
+    PurchaseReport,
+    Queued,
+    TransportError,
 )
 from tests.sdk_support import (
-    PIN, ROOT, available_points, free_port, make_shop, purchase_rows, serve_in_thread, subprocess_environment,
+    PIN,
+    ROOT,
+    available_points,
+    free_port,
+    make_shop,
+    purchase_rows,
+    serve_in_thread,
+    subprocess_environment,
 )
 
 pytestmark = pytest.mark.postgresql

@@ -15,10 +15,24 @@ from sqlalchemy import func, select, text
 from alliance.extensions import hub_state
 from alliance.models import Purchase
 from partners_sdk import (
-    AllianceClient, HttpClientTransport, OfflineQueue, Purchase as PurchaseResult, Queued, RetryPolicy, TransportError,
+    AllianceClient,
+    HttpClientTransport,
+    OfflineQueue,
+    Queued,
+    RetryPolicy,
+    TransportError,
+)
+from partners_sdk import (
+    Purchase as PurchaseResult,
 )
 from tests.sdk_support import (
-    ROOT, available_points, free_port, make_shop, purchase_rows, serve_in_thread, start_hub_process,
+    ROOT,
+    available_points,
+    free_port,
+    make_shop,
+    purchase_rows,
+    serve_in_thread,
+    start_hub_process,
     subprocess_environment,
 )
 

@@ -14,7 +14,12 @@ from alliance.extensions import hub_state
 from alliance.models import Card
 from alliance.services.demo import seed_demo_alliance
 from tests.sdk_support import (
-    README_EXAMPLE, REDEMPTION_EXAMPLE, ROOT, available_points, serve_in_thread, subprocess_environment,
+    README_EXAMPLE,
+    REDEMPTION_EXAMPLE,
+    ROOT,
+    available_points,
+    serve_in_thread,
+    subprocess_environment,
 )
 
 pytestmark = pytest.mark.postgresql

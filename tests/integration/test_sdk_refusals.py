@@ -9,7 +9,12 @@ import pytest
 
 from alliance.extensions import hub_state
 from partners_sdk import (
-    AllianceClient, ConflictError, InsufficientPointsError, InvalidRequestError, NotFoundError, Purchase,
+    AllianceClient,
+    ConflictError,
+    InsufficientPointsError,
+    InvalidRequestError,
+    NotFoundError,
+    Purchase,
     ReceiptAlreadyReportedError,
 )
 from partners_sdk.cli import main

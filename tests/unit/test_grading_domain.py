@@ -11,7 +11,15 @@ import pytest
 from alliance.config import Settings
 from alliance.domain.errors import ConfigurationError, ValidationFailed
 from alliance.domain.grading import (
-    HIGHER, LOWER, GradingConfig, PartnerMetrics, Period, bands_dropped, derived_values, grade_period, percentile,
+    HIGHER,
+    LOWER,
+    GradingConfig,
+    PartnerMetrics,
+    Period,
+    bands_dropped,
+    derived_values,
+    grade_period,
+    percentile,
     to_decimal,
 )
 

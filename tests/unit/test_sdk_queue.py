@@ -13,8 +13,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from partners_sdk import (
-    AllianceClient, HubUnreachable, InvalidRequestError, OfflineQueue, PurchaseReport, Purchase, QueueFullError,
-    Queued, ReceiptAlreadyReportedError, TransportError,
+    AllianceClient,
+    HubUnreachable,
+    InvalidRequestError,
+    OfflineQueue,
+    Purchase,
+    PurchaseReport,
+    Queued,
+    QueueFullError,
+    ReceiptAlreadyReportedError,
+    TransportError,
 )
 from partners_sdk.offline_queue import Refusal
 from tests.sdk_support import FakeTransport, RecordingSleep, json_reply, problem_reply, purchase_json

@@ -11,8 +11,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from partners_sdk import (
-    AllianceClient, Balance, BatchResult, InsufficientPointsError, InvalidRequestError, Purchase, PurchaseRefund,
-    Redemption, UnexpectedReplyError,
+    AllianceClient,
+    Balance,
+    BatchResult,
+    InsufficientPointsError,
+    InvalidRequestError,
+    Purchase,
+    PurchaseRefund,
+    Redemption,
+    UnexpectedReplyError,
 )
 from partners_sdk.results import to_json_ready
 from tests.sdk_support import FakeTransport, RecordingSleep, json_reply, problem_reply, purchase_json

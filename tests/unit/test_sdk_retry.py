@@ -9,8 +9,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from partners_sdk import (
-    AllianceClient, AuthenticationError, ConflictError, HubUnreachable, InvalidRequestError, MemberVerificationError,
-    NotFoundError, ReceiptAlreadyReportedError, RetryPolicy, ServerError, TransportError,
+    AllianceClient,
+    AuthenticationError,
+    ConflictError,
+    HubUnreachable,
+    InvalidRequestError,
+    MemberVerificationError,
+    NotFoundError,
+    ReceiptAlreadyReportedError,
+    RetryPolicy,
+    ServerError,
+    TransportError,
 )
 from partners_sdk.retry import Pacing, send_with_retries
 from tests.sdk_support import FakeTransport, RecordingSleep, json_reply, problem_reply, purchase_json

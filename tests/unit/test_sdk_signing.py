@@ -9,15 +9,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import http_sf
-from hypothesis import given, settings
-from http_message_signatures.exceptions import HTTPMessageSignaturesException
-from hypothesis import strategies as st
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from http_message_signatures.exceptions import HTTPMessageSignaturesException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alliance.domain.signatures import (
-    IncomingRequest, KeyLookup, PartnerKeyRecord, SignatureRejected, verify_signed_request,
+    IncomingRequest,
+    KeyLookup,
+    PartnerKeyRecord,
+    SignatureRejected,
+    verify_signed_request,
 )
 from partners_sdk.signing import SIGNATURE_LIFETIME_S, RequestSigner, sign_message
 
