@@ -2,12 +2,13 @@
 
 Settings come from flags or the environment: ``ALLIANCE_POS_HUB``,
 ``ALLIANCE_POS_KEY_ID``, ``ALLIANCE_POS_KEY_FILE``, ``ALLIANCE_POS_QUEUE``,
-``ALLIANCE_POS_QUEUE_KEY_FILE``. Results are printed as JSON on standard output (``keygen`` and ``public-key`` print the public key
-PEM, ready for ``alliance partners add-key --public-key FILE``). A failure prints the
-error as JSON, with its ``code``, on standard error and exits 1 when the hub refused
-the request, 2 for bad arguments or settings, 3 when the hub could not be reached or
-failed (the same command may be tried again). Card numbers are never printed whole:
-only their last four digits show, in results, queue listings and errors alike.
+``ALLIANCE_POS_QUEUE_KEY_FILE``. Results are printed as JSON on standard output
+(``keygen`` and ``public-key`` print the public key PEM, ready for
+``alliance partners add-key --public-key FILE``). A failure prints the error as JSON,
+with its ``code``, on standard error and exits 1 when the hub refused the request, 2
+for bad arguments or settings, 3 when the hub could not be reached or failed (the same
+command may be tried again). Card numbers are never printed whole: only their last
+four digits show, in results, queue listings and errors alike.
 """
 
 from __future__ import annotations

@@ -269,7 +269,8 @@ class AllianceClient:
         """The exact signed bytes of a statement: format json, csv, json-signature or csv-signature."""
         if format not in STATEMENT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(STATEMENT_FORMATS)}")
-        path = f"{PREFIX}/statements/{payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)}?format={format}"
+        statement = payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)
+        path = f"{PREFIX}/statements/{statement}?format={format}"
         status, headers, body = self._send(_Operation("GET", path, None, None))
         if not 200 <= status < 300:
             raise error_from_reply(status, headers, _problem(body))
@@ -278,7 +279,8 @@ class AllianceClient:
     def upload_reconciliation(self, statement_id: int, document: bytes, *,
                               idempotency_key: str | None = None) -> dict[str, Any]:
         """Send this partner's own CSV of a statement's cycle; returns the hub's reconciliation report."""
-        path = f"{PREFIX}/statements/{payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)}/reconciliations"
+        statement = payloads.whole(statement_id, 'statement_id', minimum=1, maximum=2**63 - 1)
+        path = f"{PREFIX}/statements/{statement}/reconciliations"
         operation = _Operation("POST", path, bytes(document), _new_key(idempotency_key), content_type="text/csv")
         return self._live(operation, lambda report: report)
 

@@ -43,7 +43,9 @@ class AllianceError(Exception):
         self.http_status = http_status
         self.code = code or self.default_code
         self.request_id = request_id
-        self.field_errors: dict[str, list[str]] = {name: list(messages) for name, messages in (field_errors or {}).items()}
+        self.field_errors: dict[str, list[str]] = {
+            name: list(messages) for name, messages in (field_errors or {}).items()
+        }
         self.retry_safe = retry_safe
         self.retry_after_s = retry_after_s
 
@@ -74,7 +76,7 @@ class ForbiddenError(AllianceError):
 
 
 class MemberVerificationError(ForbiddenError):
-    """The member is not verified: a wrong PIN or code, a PIN locked or to be reset (403), or a card that cannot be used (409)."""
+    """The member is not verified: a wrong PIN or code, a PIN locked or to be reset (403), or an unusable card (409)."""
 
     default_code = "member_not_verified"
 

@@ -75,8 +75,8 @@ def write_public_key(private_key: Ed25519PrivateKey, path: str | os.PathLike[str
     return target
 
 
-def generate_key_pair(private_key_path: str | os.PathLike[str], *, public_key_path: str | os.PathLike[str] | None = None,
-                      overwrite: bool = False) -> str:
+def generate_key_pair(private_key_path: str | os.PathLike[str], *,
+                      public_key_path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> str:
     """Create a terminal key pair on disk; returns the public key PEM to register at the hub."""
     private_key = generate_private_key()
     write_private_key(private_key, private_key_path, overwrite=overwrite)

@@ -295,8 +295,10 @@ class OfflineQueue:
         if kind not in QUEUEABLE_KINDS:
             raise ValueError(f"{kind!r} operations are never queued")
         if len(body) > self.max_body_bytes:
-            raise InvalidRequestError(f"the operation is {len(body)} bytes, more than the {self.max_body_bytes} allowed",
-                                      code="request_too_large")
+            raise InvalidRequestError(
+                f"the operation is {len(body)} bytes, more than the {self.max_body_bytes} allowed",
+                code="request_too_large",
+            )
         with self._lock, _Transaction(self._connection) as connection:
             count = connection.execute("SELECT count(*) FROM pending_operations").fetchone()[0]
             if count >= self.max_pending_operations:
@@ -367,8 +369,8 @@ class OfflineQueue:
                 " queued_at, failed_at, http_status, code, detail, request_id)"
                 " SELECT id, kind, method, path, body, idempotency_key, reference, queued_at, ?, ?, ?, ?, ?"
                 " FROM pending_operations WHERE id = ?",
-                (self._clock().isoformat(), refusal.http_status, refusal.code, refusal.detail[:MAX_ERROR_TEXT_CHARACTERS],
-                 refusal.request_id, operation_id),
+                (self._clock().isoformat(), refusal.http_status, refusal.code,
+                 refusal.detail[:MAX_ERROR_TEXT_CHARACTERS], refusal.request_id, operation_id),
             )
             connection.execute("DELETE FROM pending_operations WHERE id = ?", (operation_id,))
 

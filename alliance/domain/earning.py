@@ -132,7 +132,7 @@ class EarnRule:
                 )
         # Strictly ascending steps make "the highest step at or below the amount" unique.
         starts = [step.from_minor for step in self.ladder]
-        if any(later <= earlier for earlier, later in zip(starts, starts[1:])):
+        if any(later <= earlier for earlier, later in zip(starts, starts[1:], strict=False)):
             raise ValidationFailed(
                 "ladder steps must have strictly ascending from_minor",
                 fields={"amount_ladder": ["from_minor must be strictly ascending"]},

@@ -151,7 +151,9 @@ def _sf_dictionary(
 def _parse_dictionary(request: IncomingRequest, name: str) -> http_sf.DictionaryType:
     value = request.header(name)
     if value is None:
-        raise SignatureRejected("signature_missing", f"the request has no {name} header; partner requests must be signed")
+        raise SignatureRejected(
+            "signature_missing", f"the request has no {name} header; partner requests must be signed"
+        )
 
     def refuse_duplicate(key: str, context: str) -> None:
         raise SignatureRejected("signature_malformed", f"{name} repeats the member {key!r}")
@@ -172,7 +174,9 @@ def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], Signat
         raise SignatureRejected("signature_multiple", "exactly one signature is accepted per request")
     (label, signature_input), = inputs.items()
     if label != SIGNATURE_LABEL or set(signatures) != {label}:
-        raise SignatureRejected("signature_label", f"the signature must be labelled {SIGNATURE_LABEL!r} in both headers")
+        raise SignatureRejected(
+            "signature_label", f"the signature must be labelled {SIGNATURE_LABEL!r} in both headers"
+        )
     members: http_sf.types.BareItemType | list[http_sf.types.ItemType] | None = None
     parameters: SignatureParameters = {}
     if isinstance(signature_input, tuple):
@@ -180,7 +184,9 @@ def _the_one_signature(request: IncomingRequest) -> tuple[str, list[str], Signat
     signature_member = signatures[label]
     signature_value = signature_member[0] if isinstance(signature_member, tuple) else None
     if not isinstance(members, list) or not isinstance(signature_value, bytes):
-        raise SignatureRejected("signature_malformed", "Signature-Input must be an inner list and Signature a byte sequence")
+        raise SignatureRejected(
+            "signature_malformed", "Signature-Input must be an inner list and Signature a byte sequence"
+        )
     # Every member an item (a value with its parameters) whose value is a string, or refused.
     components = [member[0] for member in members if isinstance(member, tuple) and isinstance(member[0], str)]
     if len(components) != len(members):
@@ -244,7 +250,8 @@ def _require_fresh(created: datetime, expires: datetime, now: datetime) -> None:
     if created - now > timedelta(seconds=MAX_CLOCK_AHEAD_S):
         raise SignatureRejected(
             "signature_from_future",
-            f"the signature was created {int((created - now).total_seconds())} s in the future; check the terminal's clock",
+            f"the signature was created {int((created - now).total_seconds())} s in the future;"
+            " check the terminal's clock",
         )
     if not timedelta(0) < expires - created <= timedelta(seconds=MAX_SIGNATURE_VALIDITY_S):
         raise SignatureRejected(
@@ -263,7 +270,9 @@ def _require_matching_digest(request: IncomingRequest) -> None:
     try:
         digests = _sf_dictionary(header.encode("latin-1"))
     except Exception:
-        raise SignatureRejected("content_digest_malformed", "Content-Digest is not a structured-field dictionary") from None
+        raise SignatureRejected(
+            "content_digest_malformed", "Content-Digest is not a structured-field dictionary"
+        ) from None
     known = {name: value for name, value in digests.items() if name in DIGEST_ALGORITHMS}
     if not known:
         raise SignatureRejected("content_digest_malformed", "Content-Digest needs a sha-256 or sha-512 member")
