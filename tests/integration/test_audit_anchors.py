@@ -156,5 +156,5 @@ def test_exported_checkpoints_anchor_the_log_even_after_the_table_is_emptied(run
     tamper(hub, "audit_log", f"DELETE FROM audit_log WHERE sequence = {entries}")
     assert invoke(runner, "audit").exit_code == 0, "no anchor inside the database covers the last entry"
     problem = failed_at(runner, "audit_log_anchors", "--checkpoints", str(copy))
-    assert problem.startswith(f"exported checkpoint 1 (taken ")
+    assert problem.startswith("exported checkpoint 1 (taken ")
     assert f"the log has no entry {entries} (its newest is {entries - 1}): truncated" in problem

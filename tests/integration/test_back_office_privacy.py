@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from sqlalchemy import select, text
 
 from alliance.domain.pii import KeyRing, PiiKey, with_new_active_key

@@ -45,5 +45,5 @@ def test_docs_page_lists_every_operation_without_javascript(app):
     assert page.status_code == 200 and page.content_type.startswith("text/html")
     html = page.get_data(as_text=True)
     assert "<script" not in html
-    for path, method, _ in operations(spec):
+    for path, _method, _ in operations(spec):
         assert f"<code>{path}</code>" in html

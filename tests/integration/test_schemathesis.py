@@ -11,9 +11,7 @@ schemas the document states.
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
