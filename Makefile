@@ -38,6 +38,8 @@ prometheus:
 # about two minutes) need root and Debian's cluster packages; without them they are
 # skipped, saying why, and the rest of the suite runs.
 test: install postgres-server chromium prometheus
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@bash scripts/ensure-cluster-tools.sh || echo "the cluster tests will be skipped (see above)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
