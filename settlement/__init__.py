@@ -12,8 +12,9 @@ partner's CSV against the hub's records) and ``keys`` (the statement key and sig
 The settlement services wrap it with SQL, locking and scheduling, on a SQLAlchemy
 session; they may use ``alliance``'s domain, models and services, never its web layer:
 ``closing`` (closing cycles exactly once), ``finance`` (adjustments, invoices, payments,
-disputes), ``reconciliation`` (storing a matching report) and ``locking`` (the
-partner's settlement lock that closing and finance share).
+disputes), ``reconciliation`` (storing a matching report), ``reports`` (what the
+console's finance pages read) and ``locking`` (the partner's settlement lock that
+closing and finance share).
 
 This module imports nothing, so importing a pure module never loads the services.
 """

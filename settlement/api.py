@@ -12,8 +12,9 @@ The modules behind it:
   (a partner's CSV against the hub's records) and ``keys`` (the statement key);
 - the settlement services, on a SQLAlchemy session: ``closing`` (aggregate, lock,
   sign and store a cycle, exactly once), ``finance`` (adjustments, invoices, payments,
-  disputes, overdue), ``reconciliation`` (store a matching report for a statement) and
-  ``locking`` (the partner's settlement lock they share).
+  disputes, overdue), ``reconciliation`` (store a matching report for a statement),
+  ``reports`` (what the console's finance pages read) and ``locking`` (the partner's
+  settlement lock they share).
 
 The names below are re-exported unchanged; their documentation is in those modules.
 """
@@ -82,6 +83,20 @@ from settlement.keys import (
     statement_key_id,
 )
 from settlement.reconciliation import reconcile_statement
+from settlement.reports import (
+    NET_DIRECTIONS,
+    STATEMENT_STATES,
+    ClosedCycleRow,
+    OpenCycleRow,
+    ReconciliationRow,
+    StatementDetail,
+    closed_cycles_page,
+    cycle_ends,
+    open_cycles,
+    reconciliation_report,
+    reconciliations_page,
+    statement_detail,
+)
 from settlement.statements import StatementSignatureRejected, parse_signature, verify_statement
 
 __all__ = [
@@ -104,4 +119,8 @@ __all__ = [
     "statement_key_id", "StatementSignatureRejected", "parse_signature", "verify_statement",
     # Reconciliation.
     "reconcile_statement",
+    # What the console's finance pages read.
+    "NET_DIRECTIONS", "STATEMENT_STATES", "ClosedCycleRow", "OpenCycleRow", "ReconciliationRow", "StatementDetail",
+    "closed_cycles_page", "cycle_ends", "open_cycles", "reconciliation_report", "reconciliations_page",
+    "statement_detail",
 ]

@@ -1,8 +1,8 @@
 """Finance pages: cycles, statements, the net position, reconciliation, approvals; CSV downloads.
 
-Reads go through ``console_reports`` and ``settlement.api``; every change goes through
-settlement's finance workflow (or the closing the CLI and the API run), with the
-signed-in user as the actor, so the four-eyes rule and every other refusal is the
+Reads go through ``settlement.api`` (``console_reports`` gives the partner codes); every
+change goes through settlement's finance workflow (or the closing the CLI and the API
+run), with the signed-in user as the actor, so the four-eyes rule and every other refusal is the
 service's own.
 """
 
@@ -48,8 +48,8 @@ def _statement_filters() -> tuple[str | None, str | None, str | None]:
     with hub_state().read_only_unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
     return (query_text("partner", allowed=codes),
-            query_text("state", allowed=console_reports.STATEMENT_STATES),
-            query_text("net", allowed=list(console_reports.NET_DIRECTIONS)))
+            query_text("state", allowed=settlement.STATEMENT_STATES),
+            query_text("net", allowed=list(settlement.NET_DIRECTIONS)))
 
 
 @console.route("/finance/cycles")
@@ -59,13 +59,13 @@ def finance_cycles():  # type: ignore[no-untyped-def]
     partner, state, net = _statement_filters()
     page, page_size = query_page()
     with hub_state().read_only_unit_of_work() as uow:
-        running = console_reports.open_cycles(uow.session, now=now(), partner_code=partner)
-        closed = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
+        running = settlement.open_cycles(uow.session, now=now(), partner_code=partner)
+        closed = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
                                                     page_size=page_size, net=net)
         codes = console_reports.partner_codes(uow.session)
     return render_template("console/finance/cycles.html", running=running, closed=closed, codes=codes,
-                           partner=partner, state=state, states=console_reports.STATEMENT_STATES,
-                           net=net, nets=console_reports.NET_DIRECTIONS,
+                           partner=partner, state=state, states=settlement.STATEMENT_STATES,
+                           net=net, nets=settlement.NET_DIRECTIONS,
                            pager=pager_args(), due_total=sum(row.due_to_close for row in running))
 
 
@@ -78,7 +78,7 @@ def finance_cycles_csv():  # type: ignore[no-untyped-def]
     with hub_state().read_only_unit_of_work() as uow:
         page = 1
         while True:
-            batch = console_reports.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
+            batch = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
                                                        page_size=CSV_BATCH, net=net)
             rows.extend(batch.items)
             if page >= batch.pages:
@@ -124,7 +124,7 @@ def _signature_checks(item: settlement.ClosedStatement) -> list[SignatureCheck]:
 def finance_statement(statement_id: int):  # type: ignore[no-untyped-def]
     """A statement with its lines, signature status, invoice and payments, reconciliations and disputes."""
     with hub_state().unit_of_work() as uow:
-        detail = console_reports.statement_detail(uow.session, statement_id=statement_id)
+        detail = settlement.statement_detail(uow.session, statement_id=statement_id)
         status = settlement.statement_status(uow.session, statement_id)
         item = settlement.statement_by_id(uow.session, statement_id=statement_id)
     return render_template("console/finance/statement.html", detail=detail, status=status,
@@ -206,7 +206,7 @@ def finance_position():  # type: ignore[no-untyped-def]
     currency = hub_state().settings.alliance_currency
     with hub_state().read_only_unit_of_work() as uow:
         position = settlement.period_position(uow.session, currency=currency)
-        ends = console_reports.cycle_ends(uow.session, currency=currency)
+        ends = settlement.cycle_ends(uow.session, currency=currency)
         chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
         chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0] if ends else None)
         summary = settlement.cycle_summary(uow.session, cycle_ends_at=chosen, currency=currency) \
@@ -229,7 +229,7 @@ def finance_reconciliations():  # type: ignore[no-untyped-def]
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
         only_discrepancies = query_text("discrepancies", allowed=("only",)) is not None
-        reports = console_reports.reconciliations_page(uow.session, partner_code=partner,
+        reports = settlement.reconciliations_page(uow.session, partner_code=partner,
                                                        with_discrepancies=only_discrepancies, page=page,
                                                        page_size=page_size)
     return render_template("console/finance/reconciliations.html", reports=reports, codes=codes, partner=partner,
@@ -241,7 +241,7 @@ def finance_reconciliations():  # type: ignore[no-untyped-def]
 def finance_reconciliation(report_id: int):  # type: ignore[no-untyped-def]
     """One reconciliation report: matched, missing on either side, mismatched."""
     with hub_state().unit_of_work() as uow:
-        report, partner = console_reports.reconciliation_report(uow.session, report_id=report_id)
+        report, partner = settlement.reconciliation_report(uow.session, report_id=report_id)
     return render_template("console/finance/reconciliation.html", report=report, partner=partner,
                            content=json.loads(report.report_json))
 
@@ -251,7 +251,7 @@ def finance_reconciliation(report_id: int):  # type: ignore[no-untyped-def]
 def finance_reconciliation_csv(report_id: int):  # type: ignore[no-untyped-def]
     """A reconciliation report as the CSV the hub stored."""
     with hub_state().unit_of_work() as uow:
-        report, _ = console_reports.reconciliation_report(uow.session, report_id=report_id)
+        report, _ = settlement.reconciliation_report(uow.session, report_id=report_id)
     return Response(report.report_csv, content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="reconciliation-{report_id}.csv"'})
 

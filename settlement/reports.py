@@ -1,0 +1,214 @@
+"""Settlement's read models for the console's finance pages: closed and open cycles, a statement with its story.
+
+Every figure is an exact integer counted or summed by SQL; the pages only lay them out.
+Lists come a page at a time (``alliance.services.console_reports.Page``). Changes never
+happen here: they go through ``settlement.finance`` and ``settlement.closing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from alliance.domain.errors import NotFound, ValidationFailed
+from alliance.models import (
+    Partner,
+    ReconciliationReport,
+    SettlementRun,
+    SettlementStatement,
+    SettlementStatementLine,
+    StatementEvent,
+    StatementLineDispute,
+)
+from alliance.services.console_reports import Page, paged
+from settlement.closing import due_by_partner
+from settlement.cycles import cycle_containing
+
+STATEMENT_STATES = ("uninvoiced", "invoiced", "paid")
+# Which way a statement's net goes: the partner owes the hub, the hub owes the partner, or nothing.
+NET_DIRECTIONS = {"owed_to_hub": "owed to the hub", "owed_to_partner": "owed to the partner", "zero": "nothing owed"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCycleRow:
+    statement_id: int
+    partner: str
+    frequency: str
+    cycle_starts_at: datetime
+    cycle_ends_at: datetime
+    closed_at: datetime
+    currency: str
+    net_minor: int
+    due_date: date
+    invoiced: bool
+    paid_minor: int
+
+    @property
+    def outstanding_minor(self) -> int:
+        return abs(self.net_minor) - self.paid_minor
+
+    @property
+    def state(self) -> str:
+        if self.net_minor != 0 and self.outstanding_minor == 0:
+            return "paid"
+        return "invoiced" if self.invoiced else "uninvoiced"
+
+
+def _statement_money():  # type: ignore[no-untyped-def]
+    paid = (select(StatementEvent.statement_id, func.sum(StatementEvent.amount_minor).label("paid"))
+            .where(StatementEvent.kind == "paid").group_by(StatementEvent.statement_id).subquery())
+    invoiced = (select(StatementEvent.statement_id, func.count().label("invoiced"))
+                .where(StatementEvent.kind == "invoiced").group_by(StatementEvent.statement_id).subquery())
+    return paid, invoiced
+
+
+def closed_cycles_page(session: Session, *, partner_code: str | None, state: str | None, page: int,
+                       page_size: int, net: str | None = None) -> Page[ClosedCycleRow]:
+    """Closed cycles with their statements, newest first, by partner, invoice/payment state and net direction."""
+    if state is not None and state not in STATEMENT_STATES:
+        raise ValidationFailed(f"state must be one of {', '.join(STATEMENT_STATES)}", fields={"state": ["unknown"]})
+    paid, invoiced = _statement_money()
+    paid_minor = func.coalesce(paid.c.paid, 0)
+    is_invoiced = func.coalesce(invoiced.c.invoiced, 0) > 0
+    query = (
+        select(SettlementStatement.id, Partner.code, SettlementRun.cycle_frequency, SettlementRun.cycle_starts_at,
+               SettlementRun.cycle_ends_at, SettlementRun.closed_at, SettlementStatement.currency,
+               SettlementStatement.net_minor, SettlementStatement.due_date,
+               case((is_invoiced, True), else_=False), paid_minor)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .join(Partner, Partner.id == SettlementRun.partner_id)
+        .outerjoin(paid, paid.c.statement_id == SettlementStatement.id)
+        .outerjoin(invoiced, invoiced.c.statement_id == SettlementStatement.id)
+    )
+    if partner_code:
+        query = query.where(Partner.code == partner_code)
+    fully_paid = (SettlementStatement.net_minor != 0) & (paid_minor == func.abs(SettlementStatement.net_minor))
+    if state == "paid":
+        query = query.where(fully_paid)
+    elif state == "invoiced":
+        query = query.where(is_invoiced, ~fully_paid)
+    elif state == "uninvoiced":
+        query = query.where(~is_invoiced)
+    if net == "owed_to_hub":
+        query = query.where(SettlementStatement.net_minor > 0)
+    elif net == "owed_to_partner":
+        query = query.where(SettlementStatement.net_minor < 0)
+    elif net == "zero":
+        query = query.where(SettlementStatement.net_minor == 0)
+    rows, total = paged(session, query, page, page_size, SettlementRun.cycle_ends_at.desc(), Partner.code)
+    return Page([ClosedCycleRow(*row[:9], bool(row[9]), int(row[10])) for row in rows], total, page, page_size)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCycleRow:
+    """A settling partner's cycle that is not closed yet: the one running now, and any that are due."""
+
+    partner: str
+    frequency: str
+    cycle_starts_at: datetime
+    cycle_ends_at: datetime
+    due_to_close: int
+    last_closed_end: datetime | None
+
+
+def open_cycles(session: Session, *, now: datetime, partner_code: str | None = None) -> list[OpenCycleRow]:
+    """Per settling partner: the cycle running now and how many ended cycles wait to be closed.
+
+    A terminated partner is listed only while it still has cycles to close.
+    """
+    rows = []
+    for due in due_by_partner(session, now=now, partner_code=partner_code or None):
+        partner = due.partner
+        if partner.status == "terminated" and not due.cycles:
+            continue
+        running = cycle_containing(now, partner_code=partner.code, frequency=partner.settlement_cycle,
+                                   time_zone=partner.time_zone, cutoff_local=partner.settlement_cutoff_local)
+        rows.append(OpenCycleRow(partner.code, partner.settlement_cycle, running.starts_at, running.ends_at,
+                                 len(due.cycles), due.last_closed_end))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class StatementDetail:
+    """A statement with its lines, its invoice and payments, its reconciliations and disputes."""
+
+    statement: SettlementStatement
+    run: SettlementRun
+    partner_code: str
+    partner_name: str
+    lines: list[SettlementStatementLine]
+    events: list[StatementEvent]
+    reconciliations: list[ReconciliationReport]
+    disputes: list[tuple[StatementLineDispute, int]] = field(default_factory=list)
+
+
+def statement_detail(session: Session, *, statement_id: int) -> StatementDetail:
+    """Everything the statement page shows, read in one go."""
+    row = session.execute(
+        select(SettlementStatement, SettlementRun, Partner.code, Partner.name)
+        .join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
+        .join(Partner, Partner.id == SettlementStatement.partner_id)
+        .where(SettlementStatement.id == statement_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no statement {statement_id}")
+    statement, run, code, name = row
+    lines = list(session.scalars(select(SettlementStatementLine).where(
+        SettlementStatementLine.statement_id == statement_id).order_by(SettlementStatementLine.line_number)))
+    events = list(session.scalars(select(StatementEvent).where(StatementEvent.statement_id == statement_id)
+                                  .order_by(StatementEvent.at, StatementEvent.id)))
+    reconciliations = list(session.scalars(select(ReconciliationReport).where(
+        ReconciliationReport.statement_id == statement_id).order_by(ReconciliationReport.id.desc())))
+    disputes = [(dispute, line_number) for dispute, line_number in session.execute(
+        select(StatementLineDispute, SettlementStatementLine.line_number)
+        .join(SettlementStatementLine, SettlementStatementLine.id == StatementLineDispute.statement_line_id)
+        .where(SettlementStatementLine.statement_id == statement_id).order_by(StatementLineDispute.id)
+    ).all()]
+    return StatementDetail(statement, run, code, name, lines, events, reconciliations, disputes)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRow:
+    report_id: int
+    statement_id: int
+    partner: str
+    source: str
+    uploaded_by: str
+    uploaded_at: datetime
+    discrepancies: int
+
+
+def reconciliations_page(session: Session, *, partner_code: str | None, with_discrepancies: bool, page: int,
+                         page_size: int) -> Page[ReconciliationRow]:
+    """Stored reconciliation reports, newest first."""
+    query = (select(ReconciliationReport.id, ReconciliationReport.statement_id, Partner.code,
+                    ReconciliationReport.source, ReconciliationReport.uploaded_by, ReconciliationReport.uploaded_at,
+                    ReconciliationReport.discrepancies)
+             .join(Partner, Partner.id == ReconciliationReport.partner_id))
+    if partner_code:
+        query = query.where(Partner.code == partner_code)
+    if with_discrepancies:
+        query = query.where(ReconciliationReport.discrepancies > 0)
+    rows, total = paged(session, query, page, page_size, ReconciliationReport.id.desc())
+    return Page([ReconciliationRow(*row) for row in rows], total, page, page_size)
+
+
+def reconciliation_report(session: Session, *, report_id: int) -> tuple[ReconciliationReport, str]:
+    """One stored report and its partner's code."""
+    row = session.execute(select(ReconciliationReport, Partner.code)
+                          .join(Partner, Partner.id == ReconciliationReport.partner_id)
+                          .where(ReconciliationReport.id == report_id)).first()
+    if row is None:
+        raise NotFound(f"no reconciliation report {report_id}")
+    return row[0], row[1]
+
+
+def cycle_ends(session: Session, *, currency: str, limit: int = 200) -> list[datetime]:
+    """The distinct cycle ends with closed statements in a currency, newest first."""
+    return list(session.scalars(
+        select(SettlementRun.cycle_ends_at).join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .where(SettlementStatement.currency == currency).group_by(SettlementRun.cycle_ends_at)
+        .order_by(SettlementRun.cycle_ends_at.desc()).limit(limit)))
