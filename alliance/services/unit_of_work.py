@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.db import DriverStatement, execute_and_commit
+from alliance.models.base import defer_commit_flush
 
 
 class UnitOfWork:
@@ -36,6 +37,13 @@ class UnitOfWork:
     def commit(self) -> None:
         """Make the work of this unit durable."""
         self.session.commit()
+
+    def defer_commit_flush(self) -> None:
+        """Let this unit's commit return before the database flushes it to disk (``models.base.defer_commit_flush``).
+
+        Only for work whose loss in a crash is harmless, as a read's spent nonce is.
+        """
+        defer_commit_flush(self.session)
 
     def commit_with(self, statement: DriverStatement, parameters: Mapping[str, object]) -> None:
         """Run one last statement and commit, in a single round trip where the database allows it.

@@ -7,30 +7,20 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from flask import Response, g, request
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from alliance.api.errors import problem_response
-from alliance.domain.errors import AllianceError, NotFound
 from alliance.domain.rate_limits import PartnerLimiter, RateLimited
 from alliance.domain.signatures import (
     MAX_CLOCK_AHEAD_S, IncomingRequest, PartnerKeyRecord, SignatureRejected, VerifiedSignature, verify_signed_request,
 )
 from alliance.extensions import hub_state
-from alliance.models import Terminal
-from alliance.models.base import defer_commit_flush
+from alliance.services import terminals
 from alliance.services.partner_keys import CachedKeyStore, DatabaseKeyStore, KeyCache, KeyNotCached, record_nonce
 from alliance.services.unit_of_work import UnitOfWork
 
 LIMITER_KEY = "partner_limiter"
 KEY_CACHE_KEY = "partner_key_cache"
-
-
-class TerminalMismatch(AllianceError):
-    """A key bound to one terminal used for another."""
-
-    code = "terminal_mismatch"
-    http_status = 403
-    title = "Terminal mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +228,7 @@ def authenticate_partner() -> None:
             key_cache().remember(verified.key)
         raise
     if reading:
-        defer_commit_flush(session)
+        unit.unit_of_work.defer_commit_flush()
     unit.record_nonce(verified, now, at_once=reading, key_confirmed=key_confirmed)
     if reading:
         unit.commit()
@@ -301,16 +291,7 @@ def current_caller() -> Caller:
     return g.caller
 
 
-def resolve_terminal(session, caller: Caller, terminal_code: str | None) -> int | None:  # type: ignore[no-untyped-def]
-    """The terminal a request acts for: the key's own if bound, else the one named, if any."""
-    named_id = None
-    if terminal_code is not None:
-        named_id = session.scalar(select(Terminal.id).where(Terminal.partner_id == caller.partner_id,
-                                                             Terminal.code == terminal_code))
-        if named_id is None:
-            raise NotFound(f"this partner has no terminal {terminal_code!r}")
-    if caller.bound_terminal_id is not None:
-        if named_id is not None and named_id != caller.bound_terminal_id:
-            raise TerminalMismatch(f"key {caller.key_id!r} is bound to another terminal")
-        return caller.bound_terminal_id
-    return named_id
+def resolve_terminal(session: Session, caller: Caller, terminal_code: str | None) -> int | None:
+    """The terminal a request of ``caller`` acts for (``terminals.resolve_terminal``)."""
+    return terminals.resolve_terminal(session, partner_id=caller.partner_id, key_id=caller.key_id,
+                                      bound_terminal_id=caller.bound_terminal_id, terminal_code=terminal_code)

@@ -3,20 +3,49 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from alliance.models import Card, Purchase, RedemptionHold, Terminal
+from alliance.services import terminals
 
 HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "voided", "expired": "expired"}
 
 
+class StoredPurchase(Protocol):
+    """A stored purchase's columns, as a model instance or a row carries them."""
+
+    receipt_id: str
+    card_id: int
+    terminal_id: int | None
+    amount_minor: int
+    currency: str
+    purchased_at: datetime
+    reported_at: datetime
+    points_partner: int
+    points_hub: int
+    pending_until: datetime | None
+    breakdown: Any
+    refunded_amount_minor: int
+
+
+class StoredHold(Protocol):
+    """A redemption hold's columns."""
+
+    reference: str
+    status: str
+    points_held: int
+    points_captured: int
+    points_refunded: int
+    created_at: datetime
+    expires_at: datetime
+    closed_at: datetime | None
+    terminal_id: int | None
+
+
 def masked_card(session: Session, card_id: int | None) -> str | None:
     """The card number with all but the last four digits hidden."""
-    if card_id is None:
-        return None
-    return mask_card_number(session.scalar(select(Card.card_number).where(Card.id == card_id)))
+    return mask_card_number(terminals.card_number(session, card_id))
 
 
 def mask_card_number(number: str | None) -> str | None:
@@ -24,17 +53,10 @@ def mask_card_number(number: str | None) -> str | None:
     return "•" * 12 + number[-4:] if number else None
 
 
-def terminal_code(session: Session, terminal_id: int | None) -> str | None:
-    """The code of a terminal, for replies."""
-    if terminal_id is None:
-        return None
-    return session.scalar(select(Terminal.code).where(Terminal.id == terminal_id))
-
-
 LOOK_UP = object()
 
 
-def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_number: str | None = None,
+def purchase(session: Session, row: StoredPurchase, now: datetime, *, card_number: str | None = None,
              terminal: str | None | object = LOOK_UP) -> dict[str, object]:
     """A purchase as the partner sees it.
 
@@ -49,7 +71,7 @@ def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_numbe
         "currency": row.currency,
         "purchased_at": row.purchased_at,
         "reported_at": row.reported_at,
-        "terminal": terminal_code(session, row.terminal_id) if terminal is LOOK_UP else terminal,
+        "terminal": terminals.terminal_code(session, row.terminal_id) if terminal is LOOK_UP else terminal,
         "points": {
             "total": row.points_partner + row.points_hub,
             "partner_funded": row.points_partner,
@@ -62,7 +84,7 @@ def purchase(session: Session, row: Purchase | Row, now: datetime, *, card_numbe
     }
 
 
-def redemption(session: Session, hold: RedemptionHold) -> dict[str, object]:
+def redemption(session: Session, hold: StoredHold) -> dict[str, object]:
     """A redemption as the partner sees it."""
     return {
         "reference": hold.reference,
@@ -73,5 +95,5 @@ def redemption(session: Session, hold: RedemptionHold) -> dict[str, object]:
         "created_at": hold.created_at,
         "expires_at": hold.expires_at,
         "closed_at": hold.closed_at,
-        "terminal": terminal_code(session, hold.terminal_id),
+        "terminal": terminals.terminal_code(session, hold.terminal_id),
     }
