@@ -326,7 +326,13 @@ def _unique_by_receipt(records: Iterable[Any], side: str) -> dict[str, Any]:
 
 def _lines_of(report: ReconciliationReport, status: MatchStatus) -> tuple[ReconciliationLine, ...]:
     """The report's lines with one status."""
-    return getattr(report, str(status))
+    lines_by_status = {
+        MatchStatus.MISMATCHED: report.mismatched,
+        MatchStatus.MISSING_AT_HUB: report.missing_at_hub,
+        MatchStatus.MISSING_AT_PARTNER: report.missing_at_partner,
+        MatchStatus.MATCHED: report.matched,
+    }
+    return lines_by_status[status]
 
 
 def _line_document(line: ReconciliationLine) -> dict[str, Any]:

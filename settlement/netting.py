@@ -394,7 +394,9 @@ def require_price(value: object) -> Decimal:
         raise ValidationFailed("price_per_point must be a Decimal", fields={"price_per_point": ["not a Decimal"]})
     if not value.is_finite() or value < 0 or value >= MAX_PRICE_PER_POINT:
         raise ValidationFailed("price_per_point is out of range", fields={"price_per_point": ["out of range"]})
-    if value != 0 and value.normalize(EXACT).as_tuple().exponent < -MAX_PRICE_DECIMAL_PLACES:
+    # A finite Decimal's exponent is an int (only NaN and infinity have a letter there).
+    exponent = value.normalize(EXACT).as_tuple().exponent if value != 0 else 0
+    if isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMAL_PLACES:
         raise ValidationFailed(
             f"price_per_point has more than {MAX_PRICE_DECIMAL_PLACES} decimal places",
             fields={"price_per_point": ["too precise"]},
