@@ -49,6 +49,11 @@ def configure_logging(log_format: str, *, stream=None) -> None:  # type: ignore[
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    # No line carries the thread or the process, so records skip collecting them
+    # (the logging HOWTO's "Optimization": a request line costs a few microseconds less).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # The development server's own access lines carry the full path and query; the
     # hub's request line replaces them.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
