@@ -9,8 +9,8 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from alliance.db import DriverStatement
-from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.domain.errors import InvalidState, NotFound
+from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.models import Partner, PartnerKey, SeenNonce
 from alliance.models.base import prebuilt_inserts_unless_conflicting
 

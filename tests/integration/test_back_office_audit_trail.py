@@ -12,9 +12,14 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from alliance.models import Member
-
 from tests.back_office_support import (
-    BackOffice, audit_count, audit_entries, new_public_key, raw_table_text, run_cli, tamper_audit_log,
+    BackOffice,
+    audit_count,
+    audit_entries,
+    new_public_key,
+    raw_table_text,
+    run_cli,
+    tamper_audit_log,
 )
 from tests.factories import make_member, make_signing_partner
 from tests.http_server import fund_member, purchase_payload, wall_clock_partner_time

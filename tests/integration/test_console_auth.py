@@ -15,7 +15,14 @@ from alliance.models.staff import StaffLoginThrottle
 from alliance.services import login_throttle, staff_users
 from tests.back_office_support import other_hub
 from tests.console_support import (
-    COOKIE_NAME, PASSWORD, ConsoleClient, add_staff, audit_actions, production_app, signed_in, text_of,
+    COOKIE_NAME,
+    PASSWORD,
+    ConsoleClient,
+    add_staff,
+    audit_actions,
+    production_app,
+    signed_in,
+    text_of,
 )
 
 

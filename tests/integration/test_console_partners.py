@@ -19,8 +19,8 @@ from alliance.console.charts import Series, axis_maximum, bar_chart
 from alliance.extensions import hub_state
 from alliance.models import Complaint, PartnerKey, Purchase, Terminal
 from alliance.services.console_reports import month_labels
-from tests.console_support import audit_actions, build_alliance, month_of, signed_in, text_of
 from alliance.services.partners import register_key
+from tests.console_support import audit_actions, build_alliance, month_of, signed_in, text_of
 from tests.factories import make_partner
 
 

@@ -136,9 +136,10 @@ def test_every_hot_statement_sends_the_same_sql_with_postgresqls_own_placeholder
     import pkgutil
     import re
 
+    from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+
     import alliance.services
     from alliance.services.idempotency import ClaimInFront
-    from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
     statements = []
     for module_info in pkgutil.iter_modules(alliance.services.__path__):

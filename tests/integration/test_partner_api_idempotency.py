@@ -18,7 +18,13 @@ from alliance.models import Card, IdempotencyRecord, Purchase, RedemptionHold
 from alliance.services.member_verification import MAX_PIN_FAILURES
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.http_server import (
-    assert_books_unchanged, audit_totals, balances, books, fund_member, purchase_payload, wall_clock_partner_time,
+    assert_books_unchanged,
+    audit_totals,
+    balances,
+    books,
+    fund_member,
+    purchase_payload,
+    wall_clock_partner_time,
 )
 from tests.partner_client import SignedTestClient
 from tests.signing import sign_request

@@ -32,7 +32,15 @@ from alliance.domain.cards import card_number_from_sequence
 from alliance.domain.errors import AllianceError
 from alliance.extensions import HubState, hub_state
 from alliance.models import (
-    Campaign, Card, JournalEntry, JournalTransaction, LedgerAccount, Member, PartnerEarnRule, PartnerPrice, PointLot,
+    Campaign,
+    Card,
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    Member,
+    PartnerEarnRule,
+    PartnerPrice,
+    PointLot,
     Purchase,
 )
 from alliance.services import purchase_batch, purchases

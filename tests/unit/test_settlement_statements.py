@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from alliance.domain.audit_chain import ChainHead
 from alliance.domain.errors import ValidationFailed
 from settlement.cycles import Cycle, Frequency, cycle_containing
 from settlement.netting import AdjustmentAmount, LineKind, PostingAggregate, build_lines
-from alliance.domain.audit_chain import ChainHead
 from settlement.statements import (
     ContinuityBroken,
     StatementSignatureRejected,
