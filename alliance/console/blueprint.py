@@ -68,8 +68,9 @@ def _unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
         page, status = _error_page(503, "Database unavailable", "The database cannot serve right now, so nothing "
                                    "was changed. Try again in a moment.")
         return page, status, {"Retry-After": "1"}
-    logger.exception("unexpected error in console %s %s (request %s)", request.method, request.path,
-                     g.get("request_id"))
+    # The URL rule, not the path: a path may carry what the logs must not (a member number, a code).
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    logger.exception("unexpected error in console %s %s (request %s)", request.method, rule, g.get("request_id"))
     return _error_page(500, "Internal Server Error", "The console could not complete this. Quote request "
                                                        f"{g.get('request_id') or 'unknown'} to the operator.")
 

@@ -502,8 +502,6 @@ def test_an_unexpected_error_in_the_back_office_logs_its_traceback_without_the_p
     assert [value for value in pg_watched.secrets if value.lower() in text.lower()] == []
 
 
-@pytest.mark.xfail(strict=True, reason="alliance/console/__init__.py's _unexpected_error logs request.path, the "
-                                       "path as the client sent it, where the API's handler logs the URL rule")
 def test_an_unexpected_error_in_the_console_logs_its_traceback_without_the_path(pg_watched):
     """The console's 500 page for the same kind of failure: the log line names the URL rule, not the path."""
     add_staff(hub_state(pg_watched.app), CONSOLE_USERNAME, "partner_manager", password=CONSOLE_PASSWORD)
@@ -515,7 +513,8 @@ def test_an_unexpected_error_in_the_console_logs_its_traceback_without_the_path(
     assert reply.status_code == 500
     request_id = reply.headers["X-Request-Id"]
     (error,) = _unexpected_error_records(pg_watched, request_id)
-    assert error["logger"] == "alliance.console"
+    assert error["logger"] == "alliance.console.blueprint"
+    assert error["message"] == f"unexpected error in console GET /console/partners/<code> (request {request_id})"
     assert "sqlalchemy.exc.ProgrammingError" in error["exc_info"]
     text = pg_watched.lines.getvalue()
     assert [value for value in pg_watched.secrets if value.lower() in text.lower()] == []
