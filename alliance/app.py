@@ -13,9 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from alliance.api.converters import DatabaseIdConverter
 from alliance.config import Settings
+from alliance.db import database_url, make_engine, make_session_factory
 from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.domain.pin_hashing import PinKeyRing, generate_pin_key_ring_config
-from alliance.db import database_url, make_engine, make_session_factory
 from alliance.extensions import EXTENSION_KEY, HubState
 from alliance.observability import metrics
 from alliance.observability.logs import configure_logging
@@ -69,8 +69,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
-    from alliance.api.back_office import routes as back_office_routes
     from alliance.api.back_office import finance_routes, grading_routes, settlement_routes
+    from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
 

@@ -27,8 +27,8 @@ from sqlalchemy import Engine, text
 from alliance.config import Settings
 from alliance.db import make_engine, make_session_factory
 from alliance.services.audit import run_audit
-from settlement.closing import close_due_cycles
 from benchmarks.core_support import decimal_text, drop_database, figure, fresh_database, run_alone
+from settlement.closing import close_due_cycles
 from settlement.keys import StatementSigner, statement_key_id
 from tests.postgres_server import PostgresServer
 

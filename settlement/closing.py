@@ -43,8 +43,8 @@ from settlement.keys import StatementSigner
 from settlement.locking import lock_partner_settlement
 from settlement.netting import (
     EXACT,
-    AdjustmentAmount,
     LINE_KIND_BY_TRANSACTION_KIND,
+    AdjustmentAmount,
     CycleSummary,
     LineKind,
     LotTrace,

@@ -18,7 +18,14 @@ from werkzeug.exceptions import BadRequest
 from alliance.console import security
 from alliance.console.blueprint import console
 from alliance.console.helpers import (
-    change, csv_reply, form_text, form_whole_number, now, pager_args, query_page, query_text,
+    change,
+    csv_reply,
+    form_text,
+    form_whole_number,
+    now,
+    pager_args,
+    query_page,
+    query_text,
 )
 from alliance.extensions import hub_state
 from alliance.services import console_reports

@@ -21,12 +21,34 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.domain.grading import (
-    GRADES, METRICS, METRICS_BY_NAME, DISPLAY_PLACES, GradeResult, GradingConfig, PartnerMetrics, Period,
-    bands_dropped, derived_values, grade_period, json_value, to_decimal,
+    DISPLAY_PLACES,
+    GRADES,
+    METRICS,
+    METRICS_BY_NAME,
+    GradeResult,
+    GradingConfig,
+    PartnerMetrics,
+    Period,
+    bands_dropped,
+    derived_values,
+    grade_period,
+    json_value,
+    to_decimal,
 )
 from alliance.models import (
-    Complaint, GradeAlert, GradeOverride, GradePeriod, Partner, PartnerGrade, Purchase, PurchaseRefund,
-    RedemptionHold, RedemptionRefund, SettlementStatement, SettlementStatementLine, StatementEvent,
+    Complaint,
+    GradeAlert,
+    GradeOverride,
+    GradePeriod,
+    Partner,
+    PartnerGrade,
+    Purchase,
+    PurchaseRefund,
+    RedemptionHold,
+    RedemptionRefund,
+    SettlementStatement,
+    SettlementStatementLine,
+    StatementEvent,
     StatementLineDispute,
 )
 from alliance.models.base import UTCDateTime, integer_sum

@@ -13,8 +13,17 @@ from sqlalchemy.orm import Session
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.domain.pii import KeyRing, LookupKind, normalise_email, normalise_phone
 from alliance.models import (
-    Card, Complaint, JournalEntry, JournalTransaction, LedgerAccount, Member, MemberProfile, MemberTransfer, PointLot,
-    Purchase, RedemptionHold,
+    Card,
+    Complaint,
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    Member,
+    MemberProfile,
+    MemberTransfer,
+    PointLot,
+    Purchase,
+    RedemptionHold,
 )
 from alliance.models.base import integer_sum
 from alliance.services import audit_log, ledger

@@ -26,8 +26,15 @@ from sqlalchemy import func, insert, select
 
 from alliance.extensions import HubState
 from alliance.models import (
-    IdempotencyRecord, JournalTransaction, LotConsumption, Member, MemberNotification, PointLot, RedemptionHold,
-    SeenNonce, SettlementRun,
+    IdempotencyRecord,
+    JournalTransaction,
+    LotConsumption,
+    Member,
+    MemberNotification,
+    PointLot,
+    RedemptionHold,
+    SeenNonce,
+    SettlementRun,
 )
 from alliance.services import ledger
 from alliance.services.audit import run_audit

@@ -29,8 +29,8 @@ from alliance.config import Settings
 from alliance.extensions import HubState, hub_state
 from alliance.services import ledger
 from alliance.services.audit import run_audit
-from settlement.locking import PARTNER_ID_LIMIT, SETTLEMENT_LOCK_NAMESPACE
 from settlement.keys import private_key_pem
+from settlement.locking import PARTNER_ID_LIMIT, SETTLEMENT_LOCK_NAMESPACE
 from tests.chaos.support import ChaosReport, Scale, ScenarioFigures, wait_for
 from tests.factories import make_member, make_partner
 from tests.sdk_support import ALLIANCE, subprocess_environment

@@ -33,14 +33,21 @@ from alliance import create_app
 from alliance.config import Settings
 from alliance.extensions import HubState, hub_state
 from alliance.models import (
-    JobLease, JournalTransaction, LotConsumption, MemberNotification, Partner, Purchase, PurchaseRefund, RedemptionHold,
+    JobLease,
+    JournalTransaction,
+    LotConsumption,
+    MemberNotification,
+    Partner,
+    Purchase,
+    PurchaseRefund,
+    RedemptionHold,
     SettlementRun,
 )
 from alliance.models.settlement import SettlementStatement
-from settlement.closing import close_due_cycles
 from deploy import netns
 from deploy.cluster import Cluster
 from partners_sdk.retry import problem_code
+from settlement.closing import close_due_cycles
 from tests.chaos.load_client import CountingTransport, TillThread
 from tests.chaos.support import ROOT
 from tests.postgres_server import PostgresServer, _binary

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from alliance.extensions import hub_state
 from alliance.models import Member, OAuthClient, OAuthToken, Partner
 from alliance.services import oauth
-from alliance.extensions import hub_state
 from settlement import closing as settlement_closing
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BASE, ROLES, BackOffice, audit_count, new_public_key, raw_table_text

@@ -18,7 +18,13 @@ from settlement import closing as settlement_closing
 from settlement import finance as finance_service
 from tests.back_office_support import BackOffice
 from tests.console_support import (
-    ConsoleClient, add_staff, audit_actions, build_alliance, settlement_counts, signed_in, text_of,
+    ConsoleClient,
+    add_staff,
+    audit_actions,
+    build_alliance,
+    settlement_counts,
+    signed_in,
+    text_of,
 )
 
 CYCLES = "/console/finance/cycles"

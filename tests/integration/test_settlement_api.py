@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timezone
 
-from partners_sdk.statements import public_key_from_raw, verify_statement
-from settlement.cycles import Cycle, Frequency
 from alliance.extensions import hub_state
+from partners_sdk.statements import public_key_from_raw, verify_statement
 from settlement import closing as settlement_closing
+from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice
 from tests.factories import make_signing_partner
 from tests.http_server import wall_clock_partner_time

@@ -12,6 +12,13 @@ from hypothesis import strategies as st
 
 from alliance.domain.money import minor_units_per_unit
 from settlement.cycles import cycles_between
+from settlement.matching import (
+    HubRecord,
+    parse_partner_csv,
+    reconcile,
+    render_report_csv,
+    render_report_json,
+)
 from settlement.netting import (
     POINT_LINE_SIGNS,
     AdjustmentAmount,
@@ -20,13 +27,6 @@ from settlement.netting import (
     PostingAggregate,
     build_lines,
     summarize_cycle,
-)
-from settlement.matching import (
-    HubRecord,
-    parse_partner_csv,
-    reconcile,
-    render_report_csv,
-    render_report_json,
 )
 from settlement.statements import build_statement, check_continuity, render_csv, render_json
 
