@@ -157,6 +157,8 @@ def check_pin(session: Session, *, card_number: str, pin: str) -> PinCheck:
         return PinCheck(holder=holder, failures=0, locked=False)
     failures += 1
     session.execute(update(Card).where(Card.id == holder.card_id).values(failed_pin_attempts=failures))
+    # Sent now, in the request's transaction, so the counted failure survives the refusal.
+    session.flush()
     return PinCheck(holder=None, failures=failures, locked=failures >= MAX_PIN_FAILURES)
 
 

@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from alliance.db import DriverStatement, execute_and_commit
 from alliance.models.base import defer_commit_flush
 
+# The session type, named for the layers above services, which pass sessions to
+# services but never query through them themselves.
+__all__ = ["Session", "UnitOfWork"]
+
 
 class UnitOfWork:
     """Open with ``with``; call ``commit()`` to keep the work, anything else rolls back."""

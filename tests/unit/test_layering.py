@@ -34,13 +34,6 @@ SETTLEMENT_SERVICES = ("settlement.closing", "settlement.finance", "settlement.r
 # Only the exception classes: how a view or a command recognises a database that is down.
 SQLALCHEMY_EXCEPTIONS = ("sqlalchemy.exc",)
 
-# Known offenders, temporary. The partner request redesign (issue 22, item 2) removes
-# the models, SQLAlchemy and SQL from these partner API files; delete each entry then.
-PARTNER_REDESIGN_OFFENDERS = frozenset({
-    "alliance/api/partner/auth.py",
-    "alliance/api/partner/presenters.py",
-    "alliance/api/partner/routes.py",
-})
 # The unit of work lives in alliance.services today; the storage-adapter redesign
 # (issue 22, items 1-2) moves it beside the engines and sessions; delete the entry then.
 EXTENSIONS_OFFENDERS = frozenset({"alliance.services.unit_of_work"})
@@ -57,12 +50,11 @@ def imported_modules(package: str) -> dict[str, set[str]]:
     return {str(path.relative_to(ROOT)): {found.target for found in imports_of(path)} for path in files(package)}
 
 
-def offenders(folders: tuple[str, ...] | str, forbidden: tuple[str, ...], *, allowed: tuple[str, ...] = (),
-              except_files: frozenset[str] = frozenset()) -> list[str]:
+def offenders(folders: tuple[str, ...] | str, forbidden: tuple[str, ...], *, allowed: tuple[str, ...] = ()) -> list[str]:
     return [
         f"{path} imports {module}"
         for folder in ((folders,) if isinstance(folders, str) else folders)
-        for path, modules in imported_modules(folder).items() if path not in except_files
+        for path, modules in imported_modules(folder).items()
         for module in sorted(modules) if names(module, forbidden) and not names(module, allowed)
     ]
 
@@ -147,8 +139,7 @@ RAW_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s", re.IGNORECASE)
 
 
 def test_views_and_cli_import_no_models_and_no_sqlalchemy():
-    assert offenders(VIEWS_AND_CLI, ("alliance.models", "sqlalchemy"), allowed=SQLALCHEMY_EXCEPTIONS,
-                     except_files=PARTNER_REDESIGN_OFFENDERS) == []
+    assert offenders(VIEWS_AND_CLI, ("alliance.models", "sqlalchemy"), allowed=SQLALCHEMY_EXCEPTIONS) == []
 
 
 def _view_and_cli_files() -> list[Path]:
@@ -167,8 +158,7 @@ def _sql_in(path: Path) -> list[str]:
 
 
 def test_views_and_cli_hold_no_sql():
-    assert [sql for path in _view_and_cli_files() if str(path.relative_to(ROOT)) not in PARTNER_REDESIGN_OFFENDERS
-            for sql in _sql_in(path)] == []
+    assert [sql for path in _view_and_cli_files() for sql in _sql_in(path)] == []
 
 
 def test_the_sql_check_sees_sql():
@@ -206,11 +196,8 @@ def test_extensions_import_no_services():
                      allowed=tuple(EXTENSIONS_OFFENDERS)) == []
 
 
-def test_the_temporary_allowances_are_still_needed():
-    # An entry whose offence is gone must go too, so the lists only shrink.
-    for path in PARTNER_REDESIGN_OFFENDERS:
-        assert _sql_in(ROOT / path) or any(names(found.target, ("alliance.models", "sqlalchemy")) and not names(
-            found.target, SQLALCHEMY_EXCEPTIONS) for found in imports_of(ROOT / path)), f"{path} no longer offends"
+def test_the_temporary_allowance_is_still_needed():
+    # An entry whose offence is gone must go too, so the list only shrinks.
     extensions = {found.target for found in imports_of(ROOT / "alliance/extensions.py")}
     assert EXTENSIONS_OFFENDERS <= extensions, "alliance.extensions no longer imports the unit of work's module"
 

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from flask import Response, g, request
-from sqlalchemy.orm import Session
 
 from alliance.api.errors import problem_response
 from alliance.domain.rate_limits import PartnerLimiter, RateLimited
@@ -17,7 +16,7 @@ from alliance.domain.signatures import (
 from alliance.extensions import hub_state
 from alliance.services import terminals
 from alliance.services.partner_keys import CachedKeyStore, DatabaseKeyStore, KeyCache, KeyNotCached, record_nonce
-from alliance.services.unit_of_work import UnitOfWork
+from alliance.services.unit_of_work import Session, UnitOfWork
 
 LIMITER_KEY = "partner_limiter"
 KEY_CACHE_KEY = "partner_key_cache"

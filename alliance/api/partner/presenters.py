@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
-
 from alliance.services import terminals
+from alliance.services.unit_of_work import Session
 
 HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "voided", "expired": "expired"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
-from sqlalchemy import select
 
 from alliance.api.partner import presenters
 from alliance.api.partner.auth import (
@@ -31,8 +30,7 @@ from alliance.api.back_office.settlement_routes import (
 from alliance.api.errors import problem_body
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
-from alliance.models import Partner
-from alliance.services import member_verification, purchases, redemptions
+from alliance.services import member_verification, partners, purchases, redemptions
 from settlement import api as settlement_closing
 from alliance.services import purchase_batch
 from alliance.services.accounts import member_balances
@@ -207,8 +205,6 @@ def _pin_verified(card_number: str, pin: str):  # type: ignore[no-untyped-def]
     """A preparation checking card + PIN in the request's transaction; failures are counted."""
     def prepare(uow: UnitOfWork):  # type: ignore[no-untyped-def]
         check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin)
-        # Flush now: if the PIN is wrong, the counted failure must survive the refusal.
-        uow.session.flush()
         return member_verification.require_verified(check)
     return prepare
 
@@ -324,7 +320,7 @@ class PartnerStatements(MethodView):
         """This partner's statements, oldest cycle first, a page at a time (``page``, ``page_size`` up to 200)."""
         with hub_state().unit_of_work() as uow:
             partner_id = current_caller().partner_id
-            code = uow.session.scalar(select(Partner.code).where(Partner.id == partner_id))
+            code = partners.partner_code(uow.session, partner_id)
             return statement_page(uow.session, partner_id=partner_id, partner_code=code, query=query)
 
 
