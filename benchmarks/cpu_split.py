@@ -16,7 +16,6 @@ import resource
 import sys
 from pathlib import Path
 
-
 from benchmarks import common
 from benchmarks.http_earn import _purchases
 from benchmarks.probe_app import probe_server

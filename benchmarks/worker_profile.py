@@ -24,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from benchmarks import common
 from benchmarks.cpu_split import WARM_UP_REQUESTS
 from benchmarks.http_earn import _purchases

@@ -27,7 +27,10 @@ from alliance.domain.signatures import PartnerKeyRecord
 from alliance.models import IdempotencyRecord, SeenNonce
 from alliance.models.base import UTCDateTime, insert_unless_conflicting
 from alliance.services.partner_keys import (
-    KEY_STILL_AS_VERIFIED, confirmation_parameters, key_still_as_verified, record_nonce,
+    KEY_STILL_AS_VERIFIED,
+    confirmation_parameters,
+    key_still_as_verified,
+    record_nonce,
 )
 
 MINIMUM_RETENTION = timedelta(hours=72)

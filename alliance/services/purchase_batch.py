@@ -33,12 +33,26 @@ from alliance.domain.earning import Campaign, EarnBreakdown, EarnRule
 from alliance.domain.errors import AllianceError, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, LotState, TransactionKind, account_code, require_positive_points
 from alliance.domain.purchases import (
-    CardFacts, PurchaseFacts, ReportingPartner, decide_purchase, in_report_window, local_day,
+    CardFacts,
+    PurchaseFacts,
+    ReportingPartner,
+    decide_purchase,
+    in_report_window,
+    local_day,
 )
 from alliance.models import Campaign as CampaignRow
 from alliance.models import (
-    Card, JournalEntry, JournalTransaction, LedgerAccount, Member, Partner, PartnerEarnRule, PartnerPrice, PointLot,
-    Purchase, Terminal,
+    Card,
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    Member,
+    Partner,
+    PartnerEarnRule,
+    PartnerPrice,
+    PointLot,
+    Purchase,
+    Terminal,
 )
 from alliance.observability import metrics
 

@@ -19,7 +19,12 @@ from alliance.domain.earning import Campaign, EarnRule, clawback_target
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, account_code
 from alliance.domain.purchases import (
-    CardFacts, PurchaseFacts, ReceiptAlreadyReported, ReportingPartner, decide_purchase, local_day,
+    CardFacts,
+    PurchaseFacts,
+    ReceiptAlreadyReported,
+    ReportingPartner,
+    decide_purchase,
+    local_day,
 )
 from alliance.models import Campaign as CampaignRow
 from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from collections.abc import Mapping
+from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 

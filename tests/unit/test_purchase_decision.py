@@ -12,7 +12,13 @@ from alliance.domain.cards import CardNotUsable
 from alliance.domain.earning import Campaign, EarnRule
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.domain.purchases import (
-    CardFacts, PurchaseFacts, ReceiptAlreadyReported, ReportingPartner, decide_purchase, in_report_window, local_day,
+    CardFacts,
+    PurchaseFacts,
+    ReceiptAlreadyReported,
+    ReportingPartner,
+    decide_purchase,
+    in_report_window,
+    local_day,
 )
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)

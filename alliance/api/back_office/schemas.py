@@ -15,7 +15,8 @@ from alliance.api.partner.schemas import (
     StrictSchema,
 )
 from alliance.api.patterns import UtcDateTime, WholeValue
-from alliance.domain.identifiers import KEY_ID, PARTNER_CODE as PARTNER_CODE_RULE, TERMINAL_CODE, IdentifierRule
+from alliance.domain.identifiers import KEY_ID, TERMINAL_CODE, IdentifierRule
+from alliance.domain.identifiers import PARTNER_CODE as PARTNER_CODE_RULE
 from alliance.domain.money import (
     MULTIPLIER_PRECISION,
     MULTIPLIER_SCALE,

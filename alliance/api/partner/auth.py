@@ -11,7 +11,12 @@ from flask import Response, g, request
 from alliance.api.errors import problem_response
 from alliance.domain.rate_limits import PartnerLimiter, RateLimited
 from alliance.domain.signatures import (
-    MAX_CLOCK_AHEAD_S, IncomingRequest, PartnerKeyRecord, SignatureRejected, VerifiedSignature, verify_signed_request,
+    MAX_CLOCK_AHEAD_S,
+    IncomingRequest,
+    PartnerKeyRecord,
+    SignatureRejected,
+    VerifiedSignature,
+    verify_signed_request,
 )
 from alliance.extensions import hub_state
 from alliance.services import terminals

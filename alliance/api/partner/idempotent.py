@@ -10,7 +10,12 @@ from flask import Response, request
 
 from alliance.api.errors import PROBLEM_CONTENT_TYPE, problem_body
 from alliance.api.partner.auth import (
-    RequestUnitOfWork, current_caller, replayed, request_unit_of_work, take_back_admission, utc_now,
+    RequestUnitOfWork,
+    current_caller,
+    replayed,
+    request_unit_of_work,
+    take_back_admission,
+    utc_now,
 )
 from alliance.domain.errors import AllianceError, NotFound, ValidationFailed
 from alliance.extensions import hub_state

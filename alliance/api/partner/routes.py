@@ -7,35 +7,54 @@ SQL and no business rules.
 
 from __future__ import annotations
 
-
 from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
+from alliance.api.back_office.settlement_routes import (
+    DocumentQuery,
+    ReconciliationOutput,
+    StatementPageOutput,
+    StatementPageQuery,
+    reconciliation_view,
+    statement_document,
+    statement_page,
+)
+from alliance.api.errors import problem_body
 from alliance.api.partner import presenters
 from alliance.api.partner.auth import (
-    LIMITER_KEY, authenticate_partner, commit_unclaimed_nonce, current_caller, finish_partner_request, resolve_terminal,
+    LIMITER_KEY,
+    authenticate_partner,
+    commit_unclaimed_nonce,
+    current_caller,
+    finish_partner_request,
+    resolve_terminal,
     utc_now,
 )
 from alliance.api.partner.idempotent import run_idempotent
 from alliance.api.partner.schemas import (
-    AuthorizeInput, BalanceInput, BalanceOutput, BatchInput, BatchOutput, CaptureInput, PurchaseInput,
-    ProblemOutput, PurchaseOutput, PurchaseRefundInput, PurchaseRefundOutput, RedemptionOutput, RedemptionRefundInput,
+    AuthorizeInput,
+    BalanceInput,
+    BalanceOutput,
+    BatchInput,
+    BatchOutput,
+    CaptureInput,
+    ProblemOutput,
+    PurchaseInput,
+    PurchaseOutput,
+    PurchaseRefundInput,
+    PurchaseRefundOutput,
+    RedemptionOutput,
+    RedemptionRefundInput,
     VoidInput,
 )
-from alliance.api.back_office.settlement_routes import (
-    DocumentQuery, ReconciliationOutput, StatementPageOutput, StatementPageQuery, reconciliation_view,
-    statement_document, statement_page,
-)
-from alliance.api.errors import problem_body
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
-from alliance.services import member_verification, partners, purchases, redemptions
-from settlement import api as settlement_closing
-from alliance.services import purchase_batch
+from alliance.services import member_verification, partners, purchase_batch, purchases, redemptions
 from alliance.services.accounts import member_balances
-from settlement.api import reconcile_statement
 from alliance.services.unit_of_work import UnitOfWork
+from settlement import api as settlement_closing
+from settlement.api import reconcile_statement
 
 PREFIX = "/partner/v1"
 SIGNED = [{"rfc9421": []}]
