@@ -235,8 +235,14 @@ def instrument_pool(engine: Engine, name: str) -> None:
         if record is not None and record.record_info.pop(_LENT, False):
             in_use.dec()
 
+    def detached(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        # A connection taken out of the pool for good is never checked in.
+        if record is not None and record.record_info.pop(_LENT, False):
+            in_use.dec()
+
     event.listen(engine, "checkout", checked_out)
     event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "detach", detached)
 
 
 _LENT = "alliance.metrics.lent"

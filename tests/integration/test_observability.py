@@ -84,6 +84,8 @@ def test_a_signed_earn_counts_for_its_partner_route_and_ledger_and_logs_one_line
         "postings": value("alliance_ledger_postings_total", kind="earn"),
         "points": value("alliance_ledger_points_total", kind="earn"),
         "replays": value("alliance_idempotent_replays_total", partner="obs-shop"),
+        # The gauge is the process's: other tests' hubs may hold connections of their own.
+        "in_use": value("alliance_db_pool_connections_in_use", pool="primary"),
     }
     key = str(uuid.uuid4())
     payload = purchase_payload("obs-r1", member.card_number)
@@ -99,7 +101,7 @@ def test_a_signed_earn_counts_for_its_partner_route_and_ledger_and_logs_one_line
     assert value("alliance_ledger_postings_total", kind="earn") == before["postings"] + 1
     assert value("alliance_ledger_points_total", kind="earn") == before["points"] + points
     assert value("alliance_idempotent_replays_total", partner="obs-shop") == before["replays"] + 1
-    assert value("alliance_db_pool_connections_in_use", pool="primary") == 0
+    assert value("alliance_db_pool_connections_in_use", pool="primary") == before["in_use"]
     logged = [record for record in records(lines, "alliance.request") if record["route"] == "/partner/v1/purchases"]
     assert len(logged) == 2
     first = logged[0]
@@ -251,3 +253,14 @@ def test_with_metrics_off_nothing_is_counted_and_the_route_is_absent(postgres_ur
     finally:
         metrics.switch(True)
         hub_state(app).dispose()
+
+
+def test_a_connection_taken_out_of_the_pool_for_good_leaves_the_in_use_gauge(pg_hub):
+    before = value("alliance_db_pool_connections_in_use", pool="primary")
+    connection = pg_hub.engine.connect()
+    assert value("alliance_db_pool_connections_in_use", pool="primary") == before + 1
+    # Detached: the pool forgets it, and no checkin will ever come for it.
+    connection.detach()
+    assert value("alliance_db_pool_connections_in_use", pool="primary") == before
+    connection.close()
+    assert value("alliance_db_pool_connections_in_use", pool="primary") == before
