@@ -461,7 +461,7 @@ def test_personal_data_sent_through_every_route_family_appears_in_no_log_line_an
 
 
 # A URL rule: literal path segments and <converter:name> placeholders, nothing a client typed.
-RULE_SHAPED = re.compile(r"(/([A-Za-z0-9._-]+|<([a-z]+(\([^)]*\))?:)?[a-z_]+>)?)+")
+RULE_SHAPED = re.compile(r"(/([A-Za-z0-9._-]|<([a-z]+(\([^)]*\))?:)?[a-z_]+>)*)+")
 
 
 def test_a_request_id_is_taken_when_it_is_an_identifier_and_replaced_when_it_is_personal_data(watched):
