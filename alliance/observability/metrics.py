@@ -231,18 +231,14 @@ def instrument_pool(engine: Engine, name: str) -> None:
             record.record_info[_LENT] = True
             in_use.inc()
 
-    def checked_in(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
-        if record is not None and record.record_info.pop(_LENT, False):
-            in_use.dec()
-
-    def detached(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
-        # A connection taken out of the pool for good is never checked in.
+    def given_back(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        # Checked in, or detached: taken out of the pool for good, never to be checked in.
         if record is not None and record.record_info.pop(_LENT, False):
             in_use.dec()
 
     event.listen(engine, "checkout", checked_out)
-    event.listen(engine, "checkin", checked_in)
-    event.listen(engine, "detach", detached)
+    event.listen(engine, "checkin", given_back)
+    event.listen(engine, "detach", given_back)
 
 
 _LENT = "alliance.metrics.lent"
