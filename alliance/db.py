@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import psycopg
-from psycopg import ClientCursor, RawCursor
+from psycopg import RawCursor
 from psycopg.pq import ExecStatus
 from psycopg.rows import namedtuple_row
 from sqlalchemy import (
@@ -359,43 +359,6 @@ class ReadRouting:
         """Close the replica's pooled connections (the primary's engine is its owner's)."""
         if self.replica_engine is not None:
             self.replica_engine.dispose()
-
-
-def execute_and_commit(session: Session, statement: DriverStatement, parameters: Mapping[str, object]) -> None:
-    """Run a last write whose result is not needed, then commit: on PostgreSQL, in one round trip.
-
-    The statement and a ``COMMIT`` go as one simple-protocol query, the values bound by
-    psycopg's client-side cursor (quoted by psycopg as SQL literals); the session's own
-    commit then finds the transaction already committed and sends nothing. Any error
-    (the write's, or a deferred ledger check's at ``COMMIT``) is raised as SQLAlchemy's
-    usual exception, after the connection is discarded. Cheaper than psycopg's pipeline
-    mode, which did the same in one round trip for about 0.1 ms more CPU per call
-    (measured with py-spy on saturated gunicorn workers: 18% of a signed earn's hub CPU
-    went to this one UPDATE and its COMMIT). Not inside a savepoint: the ``COMMIT``
-    would end the outer transaction under it.
-    """
-    if session.in_nested_transaction():
-        raise RuntimeError("execute_and_commit commits the whole transaction; it cannot run inside a savepoint")
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(statement.statement, parameters)
-        session.commit()
-        return
-    # Whatever the ORM holds is written first: after this COMMIT nothing more may join
-    # this transaction.
-    session.flush()
-    sql, values = statement.bound(connection, parameters)
-    sql += ";\nCOMMIT"
-    driver = connection.connection.driver_connection
-    try:
-        with ClientCursor(driver) as cursor:
-            cursor.execute(sql, values)
-    except BaseException as error:
-        connection.invalidate()
-        if isinstance(error, driver.Error):
-            raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=True) from error
-        raise
-    session.commit()
 
 
 class DriverStatement:

@@ -12,7 +12,7 @@ from alliance.config import Settings
 from alliance.db import ReadRouting
 from alliance.domain.pii import KeyRing
 from alliance.domain.pin_hashing import PinKeyRing
-from alliance.services.unit_of_work import UnitOfWork
+from alliance.storage.unit_of_work import UnitOfWork
 from settlement.keys import StatementSigner
 
 EXTENSION_KEY = "alliance"

@@ -37,6 +37,7 @@ from alliance.models import (
 from alliance.models.base import UTCDateTime, integer_sum
 from alliance.services import audit_log
 from alliance.services.jobs import Job
+from alliance.storage.adapters import storage_for
 from settlement import finance
 from settlement.cycles import Cycle, due_cycles
 from settlement.keys import StatementSigner
@@ -406,7 +407,7 @@ def aggregate_due_cycles(
     if not due or len({partner_id for partner_id, _ in due}) < min_partners:
         return {}
     with session_factory() as session:
-        if session.get_bind().dialect.name != "postgresql":
+        if not storage_for(session).values_join_supported():
             return {}
         cycles = values(
             column("position", Integer), column("partner_id", BigInteger), column("starts_at", UTCDateTime()),

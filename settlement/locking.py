@@ -8,10 +8,10 @@ it without importing each other.
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import ValidationFailed
+from alliance.storage.adapters import storage_for
 
 # Advisory locks share one 64-bit key space across the database; settlement takes the
 # keys namespace * 2**32 + partner id, far from the migration lock's 7_150_001.
@@ -23,10 +23,4 @@ def lock_partner_settlement(session: Session, partner_id: int) -> None:
     """Take the exclusive settlement lock of one partner until the transaction ends."""
     if not 0 < partner_id < PARTNER_ID_LIMIT:
         raise ValidationFailed("partner id out of range for the settlement lock", fields={"partner_id": ["range"]})
-    if session.get_bind().dialect.name == "postgresql":
-        lock_key = SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
-    else:
-        # SQLite: BEGIN IMMEDIATE already holds the database's one write lock; any
-        # statement makes sure the transaction (and so the lock) has begun.
-        session.execute(text("SELECT 1"))
+    storage_for(session).lock(session, SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id)

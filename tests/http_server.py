@@ -185,11 +185,11 @@ class HubClock:
     """The partner API's notion of now, shifted by a controllable offset from the wall clock.
 
     The API reads the clock through ``alliance.api.partner.auth.utc_now``, which
-    ``routes`` and ``idempotent`` import by name, so all three are patched. Requests must
+    ``routes`` imports by name, so both are patched. Requests must
     then be signed with ``created=clock.now()`` or they look stale to the hub.
     """
 
-    MODULES = ("alliance.api.partner.auth", "alliance.api.partner.routes", "alliance.api.partner.idempotent")
+    MODULES = ("alliance.api.partner.auth", "alliance.api.partner.routes")
 
     def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
         self.offset = timedelta(0)

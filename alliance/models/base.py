@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -105,34 +104,3 @@ def integer_sum(expression: ColumnElement[int]) -> ColumnElement[int]:
     return cast(func.coalesce(func.sum(expression), 0), BigInteger)
 
 
-def insert_unless_conflicting(session: Session, model: type[Base], *conflict_columns: str):  # type: ignore[no-untyped-def]
-    """An INSERT that does nothing when a row with the same ``conflict_columns`` exists.
-
-    One statement where a savepoint, an insert and a caught IntegrityError would take
-    three round trips; ``RETURNING`` then yields no row for the conflicting insert.
-    """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
-
-
-def prebuilt_inserts_unless_conflicting(model: type[Base], conflict_columns: list[str], *returning):  # type: ignore[no-untyped-def]
-    """``insert_unless_conflicting`` built once per dialect, for statements on a hot path.
-
-    Index the result by ``connection.dialect.name``; values are passed as parameters.
-    """
-    return {
-        name: dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=conflict_columns)
-        .returning(*returning)
-        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-    }
-
-
-def defer_commit_flush(session: Session) -> None:
-    """Let this transaction's commit return before PostgreSQL flushes it to disk.
-
-    Only for a transaction whose loss in a crash is harmless because everything that
-    depends on it commits later, synchronously: PostgreSQL's log is written in order,
-    so that later commit's flush makes this one durable too. See the callers.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))

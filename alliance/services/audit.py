@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Select, case, func, literal, null, select, text
+from sqlalchemy import Select, case, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.ledger import MEMBER_ACCOUNT_KINDS, AccountKind, HoldStatus, LotState, TransactionKind
@@ -32,49 +32,13 @@ from alliance.models.base import UTCDateTime, integer_sum
 from alliance.services import audit_documents
 from alliance.services.audit_checkpoints import SignedCheckpoint
 from alliance.services.price_schedule import price_in_force
+from alliance.storage.adapters import storage_for
 from settlement.netting import LINE_KIND_BY_TRANSACTION_KIND
 from settlement.statements import decimal_text, instant_text
 
 # Settling postings that undo an earlier one, and so carry its price rather than today's.
 REVERSAL_KINDS = (TransactionKind.CLAWBACK.value, TransactionKind.REDEMPTION_REFUND.value)
 
-EXPECTED_POSTGRESQL_TRIGGERS = frozenset({
-    "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_guard",
-    "trg_ledger_accounts_no_delete", "trg_point_lots_guard", "trg_point_lots_no_delete",
-    "trg_journal_entries_balanced", "trg_journal_transactions_balanced",
-    "trg_journal_transactions_append_only", "trg_journal_entries_append_only", "trg_lot_consumptions_append_only",
-    "trg_journal_transactions_no_truncate", "trg_journal_entries_no_truncate", "trg_lot_consumptions_no_truncate",
-    "trg_audit_log_append_only", "trg_audit_log_no_truncate",
-    "trg_settlement_runs_append_only", "trg_settlement_runs_no_truncate",
-    "trg_statements_append_only", "trg_statements_no_truncate",
-    "trg_statement_lines_append_only", "trg_statement_lines_no_truncate",
-    "trg_ledger_accounts_open_at_zero", "trg_point_lots_open_full",
-    "trg_adjustment_applications_append_only", "trg_adjustment_applications_no_truncate",
-    "trg_statement_events_append_only", "trg_statement_events_no_truncate",
-    "trg_reconciliation_reports_append_only",
-    "trg_grade_overrides_append_only", "trg_grade_overrides_no_truncate",
-    "trg_audit_checkpoints_append_only", "trg_audit_checkpoints_no_truncate",
-})
-EXPECTED_SQLITE_TRIGGERS = frozenset({
-    "trg_journal_transactions_open_balance", "trg_journal_entries_balance", "trg_journal_balances_open_unbalanced",
-    "trg_journal_balances_guard", "trg_journal_balances_no_delete",
-    "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_no_delete",
-    "trg_ledger_accounts_guard", "trg_point_lots_guard",
-    "trg_point_lots_no_delete",
-    "trg_journal_transactions_no_update", "trg_journal_transactions_no_delete",
-    "trg_journal_entries_no_update", "trg_journal_entries_no_delete",
-    "trg_lot_consumptions_no_update", "trg_lot_consumptions_no_delete",
-    "trg_audit_log_no_update", "trg_audit_log_no_delete",
-    "trg_settlement_runs_no_update", "trg_settlement_runs_no_delete",
-    "trg_statements_no_update", "trg_statements_no_delete",
-    "trg_statement_lines_no_update", "trg_statement_lines_no_delete",
-    "trg_ledger_accounts_open_at_zero", "trg_point_lots_open_full",
-    "trg_adjustment_applications_no_update", "trg_adjustment_applications_no_delete",
-    "trg_statement_events_no_update", "trg_statement_events_no_delete",
-    "trg_reconciliation_reports_no_update", "trg_reconciliation_reports_no_delete",
-    "trg_grade_overrides_no_update", "trg_grade_overrides_no_delete",
-    "trg_audit_checkpoints_no_update", "trg_audit_checkpoints_no_delete",
-})
 
 
 @dataclass(frozen=True)
@@ -340,21 +304,12 @@ def _lots_against_earns() -> Select:  # type: ignore[type-arg]
 
 
 def _guards_check(session: Session) -> CheckResult:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        rows = session.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'"))
-        expected = EXPECTED_POSTGRESQL_TRIGGERS
-    else:
-        rows = session.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
-        expected = EXPECTED_SQLITE_TRIGGERS
-        # SQLite checks that every journal transaction is balanced through a deferred
-        # foreign key (migration 0014), which only a connection with foreign keys on enforces.
-        if not session.execute(text("PRAGMA foreign_keys")).scalar():
-            return CheckResult("database_guards", "the triggers that keep the ledger append-only and balances "
-                               "derived are installed and enabled", 1,
-                               "foreign keys are off on this SQLite connection, so an unbalanced transaction "
-                               "would commit")
-    missing = sorted(expected - {name for (name,) in rows})
+    storage = storage_for(session)
+    problem = storage.guard_problem(session)
+    if problem is not None:
+        return CheckResult("database_guards", "the triggers that keep the ledger append-only and balances "
+                           "derived are installed and enabled", 1, problem)
+    missing = sorted(storage.expected_guards - storage.installed_guards(session))
     return CheckResult(
         "database_guards", "the triggers that keep the ledger append-only and balances derived are installed and enabled",
         len(missing), f"trigger {missing[0]} is missing or disabled" if missing else None,

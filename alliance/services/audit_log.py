@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from alliance.domain.audit_chain import (
@@ -23,6 +23,7 @@ from alliance.domain.audit_chain import (
     verify_chain,
 )
 from alliance.models import AuditLogEntry
+from alliance.storage.adapters import storage_for
 
 AUDIT_LOG_LOCK_KEY = 7_150_002
 VERIFY_BATCH_SIZE = 1000
@@ -33,8 +34,7 @@ def append(
     before: Mapping[str, object] | None = None, after: Mapping[str, object] | None = None,
 ) -> AuditEntry:
     """Record one change, linked to the previous entry."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOG_LOCK_KEY})
+    storage_for(session).lock(session, AUDIT_LOG_LOCK_KEY)
     last = session.scalars(select(AuditLogEntry).order_by(AuditLogEntry.sequence.desc()).limit(1)).first()
     entry = next_entry(_as_entry(last) if last else None, occurred_at=now, actor=actor, action=action,
                        subject=subject, before=before, after=after)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Generic, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar
 
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -22,6 +22,7 @@ from alliance.domain.errors import ValidationFailed
 from alliance.models import Complaint, Partner, PartnerKey, Purchase, RedemptionHold, Terminal
 from alliance.models.base import integer_sum
 from alliance.services.partner_admin import KeyView
+from alliance.storage.adapters import storage_for
 
 Row = TypeVar("Row")
 MAX_PAGE_SIZE = 200
@@ -166,11 +167,9 @@ def month_labels(until: date, months: int) -> list[str]:
     return labels[::-1]
 
 
-def _month_of(session: Session, column) -> ColumnElement[str]:  # type: ignore[no-untyped-def]
-    """``YYYY-MM`` of a UTC timestamp column, on either database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM")
-    return cast(func.strftime("%Y-%m", column), String)
+def _month_of(session: Session, column: ColumnElement[Any]) -> ColumnElement[str]:
+    """``YYYY-MM`` of a UTC timestamp column."""
+    return storage_for(session).month_of(column)
 
 
 def partner_activity(session: Session, *, partner_id: int, now: datetime, months: int) -> list[MonthActivity]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Iterator, Sequence
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, union, update
+from sqlalchemy import and_, func, insert, select, union, update
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.errors import NotFound, ValidationFailed
@@ -51,10 +51,11 @@ from alliance.models import (
     StatementEvent,
     StatementLineDispute,
 )
-from alliance.models.base import UTCDateTime, integer_sum
+from alliance.models.base import integer_sum
 from alliance.services import audit_log
 from alliance.services.jobs import Job
 from alliance.services.partner_admin import partner_by_code
+from alliance.storage.adapters import storage_for
 
 MAX_PAGE_SIZE = 200
 MAX_REASON_CHARACTERS = 2000
@@ -125,25 +126,23 @@ def _median_resolution_seconds(session: Session, starts_at: datetime, ends_at: d
     Window functions number each partner's durations; the median is the mean of the one
     or two middle rows, so it is exact (a half second at most) on both databases.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        seconds = ("FLOOR(EXTRACT(EPOCH FROM closed_at))::bigint - FLOOR(EXTRACT(EPOCH FROM opened_at))::bigint")
-    else:
-        seconds = "CAST(strftime('%s', closed_at) AS INTEGER) - CAST(strftime('%s', opened_at) AS INTEGER)"
-    statement = text(f"""
-        WITH durations AS (
-            SELECT partner_id, {seconds} AS seconds FROM complaints
-            WHERE status IN ('resolved', 'rejected') AND closed_at >= :starts_at AND closed_at < :ends_at
-        ), ranked AS (
-            SELECT partner_id, seconds,
-                   ROW_NUMBER() OVER (PARTITION BY partner_id ORDER BY seconds) AS position,
-                   COUNT(*) OVER (PARTITION BY partner_id) AS total
-            FROM durations
-        )
-        SELECT partner_id, SUM(seconds) AS middle_sum, COUNT(*) AS middle_count FROM ranked
-        WHERE position IN ((total + 1) / 2, (total + 2) / 2)
-        GROUP BY partner_id
-    """).bindparams(bindparam("starts_at", type_=UTCDateTime()), bindparam("ends_at", type_=UTCDateTime()))
-    rows = session.execute(statement, {"starts_at": starts_at, "ends_at": ends_at})
+    storage = storage_for(session)
+    durations = (
+        select(Complaint.partner_id,
+               (storage.epoch_seconds(Complaint.closed_at) - storage.epoch_seconds(Complaint.opened_at)).label("seconds"))
+        .where(Complaint.status.in_(("resolved", "rejected")), Complaint.closed_at >= starts_at,
+               Complaint.closed_at < ends_at)
+        .cte("durations"))
+    ranked = select(
+        durations.c.partner_id, durations.c.seconds,
+        func.row_number().over(partition_by=durations.c.partner_id, order_by=durations.c.seconds).label("position"),
+        func.count().over(partition_by=durations.c.partner_id).label("total"),
+    ).cte("ranked")
+    statement = (
+        select(ranked.c.partner_id, func.sum(ranked.c.seconds).label("middle_sum"), func.count().label("middle_count"))
+        .where(ranked.c.position.in_([(ranked.c.total + 1) // 2, (ranked.c.total + 2) // 2]))
+        .group_by(ranked.c.partner_id))
+    rows = session.execute(statement)
     return {partner_id: Fraction(int(middle_sum), int(middle_count)) for partner_id, middle_sum, middle_count in rows}
 
 

@@ -10,15 +10,16 @@ write, so the overdraft guard never depends on a value read earlier.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
-from sqlalchemy import Row, TextClause, bindparam, insert, literal, select, text, true, update
+from sqlalchemy import bindparam, insert, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from alliance.db import DriverStatement
 from alliance.domain.errors import InsufficientPoints, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import (
     AccountKind,
@@ -48,13 +49,14 @@ from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
 from alliance.observability import metrics
 from alliance.services.accounts import account_ids
 from alliance.services.price_schedule import price_in_force
+from alliance.storage import EarnPosting, PurchaseRow, WrittenEarns
+from alliance.storage.adapters import storage_for
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600
 
-# The statements of the hottest path, built once: earn runs on every purchase.
+# Built once: every posting runs these.
 INSERT_TRANSACTION = insert(JournalTransaction.__table__).returning(JournalTransaction.__table__.c.id)
 INSERT_ENTRIES = insert(JournalEntry.__table__)
-INSERT_LOT = insert(PointLot.__table__).returning(PointLot.__table__.c.id)
 LOCK_MEMBER_ACCOUNTS = (
     select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points, Member.status)
     .join(Member, Member.id == LedgerAccount.member_id)
@@ -62,43 +64,6 @@ LOCK_MEMBER_ACCOUNTS = (
     .order_by(LedgerAccount.id)
     .with_for_update(of=LedgerAccount)
 )
-_EARN_POSTING = """
-WITH new_transaction AS (
-    INSERT INTO journal_transactions (kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
-    VALUES ('earn', :member_id, :partner_id, :posted_at, :price_per_point, :currency, :memo)
-    RETURNING id
-), new_entries AS (
-    INSERT INTO journal_entries (transaction_id, account_id, amount_points)
-    SELECT new_transaction.id, lines.account_id, lines.amount_points
-      FROM new_transaction,
-           (VALUES (1, CAST(:first_account_id AS bigint), CAST(:first_points AS bigint)),
-                   (2, CAST(:second_account_id AS bigint), CAST(:second_points AS bigint)))
-           AS lines (line, account_id, amount_points)
-     ORDER BY lines.line
-), new_lot AS (
-    INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, origin_lot_id, state,
-                            points_earned, points_remaining, earned_at, activates_at, expires_at)
-    SELECT :member_id, :partner_id, :funding_account_id, new_transaction.id, :origin_lot_id, :state,
-           :points_earned, :points_remaining, :earned_at, :activates_at, :expires_at
-      FROM new_transaction
-    RETURNING earn_transaction_id, id
-)
-"""
-EARN_IN_ONE_STATEMENT = text(_EARN_POSTING + "SELECT earn_transaction_id, id FROM new_lot")
-_EARN_ON_DRIVER = DriverStatement(EARN_IN_ONE_STATEMENT)
-
-
-def earn_posting_then(final_statement: str) -> TextClause:
-    """PostgreSQL: an earn's posting (``EARN_IN_ONE_STATEMENT``) and then ``final_statement``, in one statement.
-
-    ``final_statement`` may read ``new_transaction.id`` (the earn's transaction) and
-    ``new_lot.id``; it must return ``earn_transaction_id`` and ``earn_lot_id`` in its row,
-    if any. ``earn(then=...)`` runs it: the caller's own write, dependent on the posting,
-    without a round trip of its own.
-    """
-    return text(_EARN_POSTING + final_statement)
-
-
 EARNING_PARTNER = select(
     Partner.code.label("partner_code"), Partner.status.label("partner_status"),
     Partner.currency.label("partner_currency"),
@@ -127,6 +92,19 @@ class MemberAccounts:
     available_points: int
 
 
+class EarnTarget(Protocol):
+    """Where a member's earn goes: spendable at once, or pending first."""
+
+    @property
+    def member_id(self) -> int: ...
+
+    @property
+    def available_id(self) -> int: ...
+
+    @property
+    def pending_id(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EarningTerms:
     """What a partner's earn posts with: its issued account, the issue price in force, its currency."""
@@ -144,8 +122,6 @@ class EarnResult:
     lot_id: int
     points: int
     state: LotState
-    # The row of ``earn(then=...)``'s final statement (None when it returned none).
-    then_row: Row | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,87 +214,73 @@ def earn(
     now: datetime,
     expires_at: datetime,
     pending_until: datetime | None = None,
-    memo: str | None = None,
+    memo: str = "",
     locked: MemberAccounts | None = None,
-    terms: EarningTerms | None = None,
-    then: tuple[DriverStatement, dict[str, object]] | None = None,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
 
     ``locked`` is the member's ``lock_member`` result when the caller already holds the
-    lock in this transaction (it is not taken twice); ``terms`` are the partner's
-    ``earning_terms`` at ``now`` when the caller has already read them in this transaction.
-    ``then`` (PostgreSQL only) is an ``earn_posting_then`` statement (as a
-    ``DriverStatement``) and its own parameters, run as part of the posting's statement; its row is ``then_row``, and
-    when it returns none, ``transaction_id`` and ``lot_id`` are 0: the caller refuses.
+    lock in this transaction (it is not taken twice). Written by ``write_earns``, as a
+    purchase's earns are.
     """
-    require_positive_points(points)
-    if expires_at <= now:
-        raise ValidationFailed("points must expire after they are earned", fields={"expires_at": ["in the past"]})
+    check_earn(points, now, expires_at)
     if locked is not None and locked.member_id != member_id:
         raise ValueError("the locked accounts belong to another member")
-    # One connection for the whole posting: asking the session for it costs as much as a short query.
-    connection = session.connection()
     if partner_id is None:
         member = locked or lock_member(session, member_id)
         funding_account_id = account_ids(session, [account_code(AccountKind.HUB_MARKETING)])["hub:marketing"]
         price_per_point, currency = None, None
     else:
-        if terms is None or locked is None:
-            member, terms = _lock_for_earning(connection, member_id, partner_id, now, locked)
-        else:
-            member = locked
+        member, terms = _lock_for_earning(session, member_id, partner_id, now, locked)
         funding_account_id, price_per_point, currency = terms.account_id, terms.price_per_point, terms.currency
+    posting = earn_posting(member, item=0, bonus=partner_id is None, partner_id=partner_id,
+                           price_per_point=price_per_point, currency=currency, memo=memo,
+                           funding_account_id=funding_account_id, points=points, now=now, pending_until=pending_until)
+    written = write_earns(session, [posting], [], now=now, expires_at=expires_at)
+    key = (posting.item, posting.bonus)
+    return EarnResult(transaction_id=written.transaction_ids[key], lot_id=written.lot_ids[key], points=points,
+                      state=LotState(posting.state))
+
+
+def check_earn(points: int, now: datetime, expires_at: datetime) -> None:
+    """What every earn must satisfy before it is written."""
+    require_positive_points(points)
+    if expires_at <= now:
+        raise ValidationFailed("points must expire after they are earned", fields={"expires_at": ["in the past"]})
+
+
+def earn_posting(member: MemberAccounts | EarnTarget, *, item: int, bonus: bool, partner_id: int | None,
+                 price_per_point: Decimal | None, currency: str | None, memo: str, funding_account_id: int,
+                 points: int, now: datetime, pending_until: datetime | None) -> EarnPosting:
+    """One earn's posting: pending (into the pending account) until ``pending_until`` if that is still ahead."""
     pending = pending_until is not None and pending_until > now
-    target_account_id = member.pending_id if pending else member.available_id
-    state = LotState.PENDING if pending else LotState.ACTIVE
-    lines = [(funding_account_id, -points), (target_account_id, points)]
-    lot = {
-        "member_id": member_id, "partner_id": partner_id, "funding_account_id": funding_account_id,
-        "origin_lot_id": None, "state": state.value, "points_earned": points, "points_remaining": points,
-        "earned_at": now, "activates_at": pending_until if pending else None, "expires_at": expires_at,
-    }
-    if then is not None and connection.dialect.name != "postgresql":
-        raise ValueError("a statement run with the earn's posting needs PostgreSQL")
-    if connection.dialect.name == "postgresql":
-        row = _post_earn_in_one_statement(connection, lines, lot, price_per_point, currency, memo, then)
-        if row is not None and row.earn_transaction_id:
-            metrics.count_posting(session, TransactionKind.EARN.value, points)
-        if then is not None:
-            return EarnResult(transaction_id=row.earn_transaction_id if row else 0, lot_id=row.earn_lot_id if row else 0,
-                              points=points, state=state, then_row=row)
-        transaction_id, lot_id = row.earn_transaction_id, row.id
-    else:
-        transaction_id = post_transaction(
-            session, kind=TransactionKind.EARN, lines=lines, posted_at=now, member_id=member_id,
-            partner_id=partner_id, price_per_point=price_per_point, currency=currency, memo=memo,
-        )
-        lot_id = connection.execute(INSERT_LOT, {**lot, "earn_transaction_id": transaction_id}).scalar_one()
-    return EarnResult(transaction_id=transaction_id, lot_id=lot_id, points=points, state=state)
+    return EarnPosting(
+        item=item, bonus=bonus, member_id=member.member_id, partner_id=partner_id, price_per_point=price_per_point,
+        currency=currency, memo=memo, funding_account_id=funding_account_id,
+        target_account_id=member.pending_id if pending else member.available_id, points=points,
+        state=(LotState.PENDING if pending else LotState.ACTIVE).value,
+        activates_at=pending_until if pending else None)
 
 
-def _post_earn_in_one_statement(  # type: ignore[no-untyped-def]
-    connection, lines: list[tuple[int, int]], lot: dict[str, object], price_per_point: Decimal | None,
-    currency: str | None, memo: str | None, then: tuple[DriverStatement, dict[str, object]] | None,
-) -> Row | None:
-    """PostgreSQL: the earn's transaction, both entries and the lot in one round trip.
+def write_earns(session: Session, postings: Sequence[EarnPosting], purchases: Sequence[PurchaseRow], *,
+                now: datetime, expires_at: datetime) -> WrittenEarns:
+    """Write earns, and the purchases they belong to, through the storage adapter's one earn writer.
 
-    The same rows ``post_transaction`` and the lot insert would write, and the same
-    triggers and constraints check them (row triggers fire at the end of the statement,
-    the sum check at commit); it only saves two of the posting's round trips.
+    Each posting is a journal transaction of two entries and a lot (see ``EarnPosting``);
+    the database's triggers and constraints check them as they check every posting. A
+    purchase whose receipt is already stored is left out of ``purchase_ids``: the caller
+    refuses and takes the write back.
     """
-    # An earn has exactly two entries, in account id order: the lock order of every posting.
-    first, second = balanced_entries(lines)
-    statement, extra = then if then is not None else (_EARN_ON_DRIVER, {})
+    if not postings and not purchases:
+        return WrittenEarns()
     try:
-        rows = statement.rows(connection, {
-            **lot, "posted_at": lot["earned_at"], "price_per_point": price_per_point, "currency": currency,
-            "memo": memo, "first_account_id": first.account_id, "first_points": first.amount_points,
-            "second_account_id": second.account_id, "second_points": second.amount_points, **extra,
-        })
+        written = storage_for(session).write_earns(session, postings, purchases, now=now, expires_at=expires_at)
     except IntegrityError as error:
         raise _translated(error) from error
-    return rows[0] if rows else None
+    if postings:
+        metrics.count_posting(session, TransactionKind.EARN.value, sum(posting.points for posting in postings),
+                              postings=len(postings))
+    return written
 
 
 def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
@@ -638,8 +600,8 @@ def _consume(
         raise _translated(error) from error
 
 
-def _lock_for_earning(  # type: ignore[no-untyped-def]
-    connection, member_id: int, partner_id: int, now: datetime, locked: MemberAccounts | None
+def _lock_for_earning(
+    session: Session, member_id: int, partner_id: int, now: datetime, locked: MemberAccounts | None
 ) -> tuple[MemberAccounts, EarningTerms]:
     """Lock the member (unless ``locked``) and read the partner's earning terms, in one round trip.
 
@@ -647,6 +609,7 @@ def _lock_for_earning(  # type: ignore[no-untyped-def]
     """
     parameters = {"member_id": member_id, "partner_id": partner_id, "at": now,
                   "account_code": account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)}
+    connection = session.connection()
     if locked is not None:
         return locked, earning_terms(connection.execute(EARNING_PARTNER, parameters).first(), partner_id, now)
     rows = connection.execute(LOCK_MEMBER_FOR_EARNING, parameters).all()

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from alliance.db import DriverStatement
 from alliance.domain.cards import CardNotUsable, require_usable_card, require_valid_card_number
 from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
 from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
 from alliance.models import Card, Member, RedemptionCode
+from alliance.storage.adapters import storage_for
 
 MAX_PIN_FAILURES = 5
 PIN_LENGTHS = range(4, 13)
@@ -36,7 +36,6 @@ CARD_FOR_PIN_CHECK = (
     .where(Card.card_number == bindparam("card_number"))
     .with_for_update(of=Card)
 )
-_PIN_CHECK_ON_DRIVER = DriverStatement(CARD_FOR_PIN_CHECK)
 
 
 class MemberNotVerified(AllianceError):
@@ -139,7 +138,7 @@ def check_pin(session: Session, *, card_number: str, pin: str) -> PinCheck:
     pin_keys = pin_key_ring(session)
     # The card holder (``active_card_holder``'s checks) and the card's row lock in one round trip.
     require_valid_card_number(card_number)
-    rows = _PIN_CHECK_ON_DRIVER.rows(session.connection(), {"card_number": card_number})
+    rows = storage_for(session).read(session, CARD_FOR_PIN_CHECK, {"card_number": card_number})
     row = rows[0] if rows else None
     if row is None:
         raise NotFound("no card with this number")

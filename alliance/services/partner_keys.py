@@ -5,41 +5,15 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from alliance.db import DriverStatement
 from alliance.domain.errors import InvalidState, NotFound
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
-from alliance.models import Partner, PartnerKey, SeenNonce
-from alliance.models.base import prebuilt_inserts_unless_conflicting
+from alliance.models import PartnerKey, SeenNonce
+from alliance.storage import NonceRow
+from alliance.storage.adapters import storage_for
 
-# Built once: every signed request runs both.
-KEY_AND_NONCE = (
-    select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status, PartnerKey.expires_at,
-           PartnerKey.terminal_id, Partner.status.label("partner_status"),
-           select(SeenNonce.id).where(SeenNonce.nonce == bindparam("nonce")).exists().label("nonce_seen"))
-    .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
-    .where(PartnerKey.key_id == bindparam("key_id"))
-)
-INSERT_NONCE = prebuilt_inserts_unless_conflicting(SeenNonce, ["nonce"], SeenNonce.__table__.c.id)
-# Every partner request's first statement: straight through psycopg on PostgreSQL.
-_KEY_AND_NONCE_ON_DRIVER = DriverStatement(KEY_AND_NONCE)
-
-
-# Whether a key still stands exactly as a request was verified with it (see ``KeyCache``):
-# the same public key, partner and terminal, active, unexpired at the request's time, its
-# partner in the same status. The claim of a write asks this in its own statement
-# (``idempotency.CLAIM_WITH_NONCE_UNDER_ADVISORY_LOCK[True]``).
-KEY_STILL_AS_VERIFIED = (
-    select(PartnerKey.id).select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
-    .where(PartnerKey.key_id == bindparam("key_id"), PartnerKey.partner_id == bindparam("key_partner_id"),
-           PartnerKey.public_key == bindparam("key_public_key"),
-           PartnerKey.terminal_id.is_not_distinct_from(bindparam("key_terminal_id")),
-           PartnerKey.status == "active",
-           (PartnerKey.expires_at.is_(None)) | (PartnerKey.expires_at > bindparam("key_checked_at")),
-           Partner.status == bindparam("key_partner_status"))
-)
 KEY_CACHE_SIZE = 4096
 
 
@@ -47,15 +21,9 @@ class KeyNotCached(Exception):
     """``CachedKeyStore.look_up``: the key is not in the cache; ask the database."""
 
 
-def confirmation_parameters(key: PartnerKeyRecord, checked_at: datetime) -> dict[str, object]:
-    """The bind values of ``KEY_STILL_AS_VERIFIED`` for ``key`` at ``checked_at``."""
-    return {"key_id": key.key_id, "key_partner_id": key.partner_id, "key_public_key": key.public_key,
-            "key_terminal_id": key.terminal_id, "key_checked_at": checked_at, "key_partner_status": key.partner_status}
-
-
 def key_still_as_verified(session: Session, key: PartnerKeyRecord, checked_at: datetime) -> bool:
     """Whether ``key`` still stands in the database exactly as the request was verified with it."""
-    return session.execute(KEY_STILL_AS_VERIFIED, confirmation_parameters(key, checked_at)).first() is not None
+    return storage_for(session).key_still_as_verified(session, key, checked_at)
 
 
 class KeyCache:
@@ -115,27 +83,17 @@ class DatabaseKeyStore:
 
     def look_up(self, key_id: str, nonce: str) -> KeyLookup:
         """The key registered under ``key_id`` and whether ``nonce`` was seen, in one round trip."""
-        rows = _KEY_AND_NONCE_ON_DRIVER.rows(self._session.connection(), {"key_id": key_id, "nonce": nonce})
-        if not rows:
-            return KeyLookup(key=None, nonce_seen=False)
-        row = rows[0]
-        return KeyLookup(key=PartnerKeyRecord(*row[:7]), nonce_seen=bool(row.nonce_seen))
+        return storage_for(self._session).look_up_key(self._session, key_id, nonce)
 
 
-def record_nonce(
-    session: Session, *, nonce: str, partner_id: int, key_id: str, seen_at: datetime, prune_after: datetime
-) -> bool:
+def record_nonce(session: Session, nonce: NonceRow) -> bool:
     """Remember a nonce; False when another request recorded it first (a replay).
 
     The unique index decides: a second request with the same nonce waits for the first
     one's transaction and then finds the nonce taken. The caller commits it with the
-    request's work (see ``alliance.api.partner.auth.RequestUnitOfWork``).
+    request's work (see ``alliance.services.partner_request``).
     """
-    connection = session.connection()
-    recorded = connection.execute(INSERT_NONCE[connection.dialect.name], {
-        "nonce": nonce, "partner_id": partner_id, "key_id": key_id, "seen_at": seen_at, "prune_after": prune_after,
-    }).first()
-    return recorded is not None
+    return storage_for(session).record_nonce(session, nonce)
 
 
 def prune_nonces(session: Session, *, now: datetime, limit: int = 10_000) -> int:

@@ -1,45 +1,87 @@
-"""Purchases reported by partners, one at a time: reading the facts, posting the points, refunds.
+"""Purchases reported by partners: one pipeline for a single report and a batch, and refunds.
 
-What a purchase earns is decided by ``alliance.domain.purchases.decide_purchase``, the
-same function that decides each item of a batch (``purchase_batch``).
+A report goes through three steps, whether it comes alone or among a thousand:
+
+1. **Facts** are read once: the partner with its earning terms (issue price, the
+   accounts that fund earns), the earn rule and campaigns in force, the card with its
+   member (whose accounts are locked first), whether the receipt is known and, under a
+   per-member-day cap, the day's points. A single report reads them in one round trip
+   (``CARD_HOLDER_IN_CONTEXT``, which a partner request's claim carries in its own); a
+   batch reads each kind once for all its items.
+2. **Decision**: ``plan`` decides each item with the domain's one rule
+   (``alliance.domain.purchases.decide_purchase``) plus what the ledger refuses before it
+   writes, in batch order, so two items of one member and day share a cap exactly as two
+   single reports would.
+3. **Writing**: every applied item's postings and purchase rows go to the ledger's one
+   earn writer (``ledger.write_earns``, one statement on PostgreSQL), which the database's
+   triggers check as they check every posting.
+
+A single report is a batch of one that reads its facts in the claim's round trip.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, Row, bindparam, exists, insert, or_, select, true, update
+from sqlalchemy import bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from alliance.db import DriverStatement
+from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
-from alliance.domain.earning import Campaign, EarnRule, clawback_target
-from alliance.domain.errors import Conflict, NotFound, ValidationFailed
+from alliance.domain.earning import Campaign, EarnBreakdown, EarnRule, clawback_target
+from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, account_code
 from alliance.domain.purchases import (
     CardFacts,
     PurchaseFacts,
+    PurchaseReportLike,
     ReceiptAlreadyReported,
     ReportingPartner,
     decide_purchase,
+    in_report_window,
     local_day,
 )
 from alliance.models import Campaign as CampaignRow
-from alliance.models import Card, LedgerAccount, Member, Partner, PartnerEarnRule, Purchase, PurchaseRefund
-from alliance.models.base import integer_sum, prebuilt_inserts_unless_conflicting
-from alliance.services import idempotency, ledger
+from alliance.models import (
+    Card,
+    LedgerAccount,
+    Member,
+    Partner,
+    PartnerEarnRule,
+    PartnerPrice,
+    Purchase,
+    PurchaseRefund,
+    Terminal,
+)
+from alliance.models.base import integer_sum
+from alliance.services import ledger
+from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
+from alliance.storage.adapters import storage_for
+
+# The partner API's limit; the service keeps its own so no caller can hand it more.
+MAX_BATCH_PURCHASES = 1000
+MARKETING_ACCOUNT_CODE = account_code(AccountKind.HUB_MARKETING)
+
+TerminalResolver = Callable[[str | None], int | None]
 
 _RULE = aliased(PartnerEarnRule)
 _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
             CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"))
-# The partner's earning terms at the posting time (``ledger.EARNING_PARTNER``), its earn
-# rule in force at the purchase time, whether the receipt was already reported, and
-# whether any campaign runs at the purchase time (its rows are read only then).
+# A single report's partner: its earning terms at the posting time (``ledger.EARNING_PARTNER``),
+# the hub's marketing account (which funds campaign bonuses), its earn rule in force at the
+# purchase time, whether the receipt was already reported, and whether any campaign runs
+# at the purchase time (its rows are read only then).
 PURCHASE_CONTEXT = (
     ledger.EARNING_PARTNER.add_columns(
         Partner.time_zone, Partner.return_window_days,
+        select(LedgerAccount.id).where(LedgerAccount.code == MARKETING_ACCOUNT_CODE)
+        .scalar_subquery().label("marketing_account_id"),
         exists().where(Purchase.partner_id == Partner.id, Purchase.receipt_id == bindparam("receipt_id"))
         .label("already_reported"),
         PartnerEarnRule.id.label("rule_id"), PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
@@ -65,31 +107,10 @@ _CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
 # (read, not locked). No row when the card is unknown; then the context alone is read,
 # so the refusals still come in the order a partner would fix them.
 CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
-_CARD_HOLDER_IN_CONTEXT_ON_DRIVER = DriverStatement(CARD_HOLDER_IN_CONTEXT)
-# The same, with a partner request's idempotency claim in front (``idempotency.claim(first=...)``):
-# the claim and this read in one round trip.
-CLAIM_THEN_CARD_HOLDER_IN_CONTEXT = idempotency.claim_in_front_of(CARD_HOLDER_IN_CONTEXT)
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
     CampaignRow.min_amount_minor,
 ).where(*_RUNNING)
-# Yields no row when the receipt is already stored.
-INSERT_PURCHASE = prebuilt_inserts_unless_conflicting(Purchase, ["partner_id", "receipt_id"], *Purchase.__table__.c)
-_PURCHASE_COLUMNS = [column.name for column in Purchase.__table__.c if column.name != "id"]
-# PostgreSQL, for a purchase earning partner points only (the usual case): the earn's
-# posting and the purchase row in one statement (``ledger.earn_posting_then``). The same
-# row ``INSERT_PURCHASE`` writes, and none when the receipt is already stored.
-EARN_AND_INSERT_PURCHASE = ledger.earn_posting_then(f"""
-INSERT INTO purchases ({", ".join(_PURCHASE_COLUMNS)})
-SELECT {", ".join("new_transaction.id" if name == "earn_transaction_id" else f":purchase_{name}"
-                  for name in _PURCHASE_COLUMNS)}
-  FROM new_transaction
-ON CONFLICT (partner_id, receipt_id) DO NOTHING
-RETURNING {", ".join(column.name for column in Purchase.__table__.c)}, (SELECT id FROM new_lot) AS earn_lot_id
-""").bindparams(*(bindparam(f"purchase_{column.name}", type_=column.type)
-                  for column in Purchase.__table__.c if column.name not in {"id", "earn_transaction_id"})
-                ).columns(*Purchase.__table__.c, earn_lot_id=BigInteger)
-_EARN_AND_INSERT_PURCHASE_ON_DRIVER = DriverStatement(EARN_AND_INSERT_PURCHASE)
 
 
 class RefundAlreadyRecorded(Conflict):
@@ -110,6 +131,50 @@ class PurchaseReport:
     terminal_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One purchase of a batch as the till reported it, its terminal named by code (or not at all)."""
+
+    receipt_id: str
+    card_number: str
+    amount_minor: int
+    currency: str
+    purchased_at: datetime
+    terminal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedPurchase:
+    """A purchase as stored, with its card's number and terminal's code for the reply."""
+
+    receipt_id: str
+    card_id: int
+    card_number: str
+    member_id: int
+    terminal_id: int | None
+    terminal_code: str | None
+    amount_minor: int
+    currency: str
+    purchased_at: datetime
+    reported_at: datetime
+    points_partner: int
+    points_hub: int
+    earn_transaction_id: int | None
+    bonus_transaction_id: int | None
+    pending_until: datetime | None
+    breakdown: dict[str, Any]
+    refunded_amount_minor: int = 0
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One item's outcome: the stored purchase, or the error refusing it."""
+
+    purchase: ReportedPurchase | None = None
+    error: AllianceError | None = None
+
+
 def context_parameters(*, partner_id: int, receipt_id: str, card_number: str, purchased_at: datetime,
                        now: datetime) -> dict[str, object]:
     """The bind values of ``CARD_HOLDER_IN_CONTEXT`` for a report (and of ``PURCHASE_CONTEXT``)."""
@@ -119,68 +184,560 @@ def context_parameters(*, partner_id: int, receipt_id: str, card_number: str, pu
     }
 
 
+def first_read(*, partner_id: int, report: PurchaseReport, now: datetime) -> FirstRead:
+    """A single report's facts read (``CARD_HOLDER_IN_CONTEXT``), for a partner request's claim to carry."""
+    return FirstRead(CARD_HOLDER_IN_CONTEXT, context_parameters(
+        partner_id=partner_id, receipt_id=report.receipt_id, card_number=report.card_number,
+        purchased_at=report.purchased_at, now=now))
+
+
 def report_purchase(
     session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int,
-    context_rows: list | None = None,  # type: ignore[type-arg]
-) -> Row:
-    """Record a purchase and post the points it earns; returns the stored purchase's columns.
+    context_rows: list[Any] | None = None,
+) -> ReportedPurchase:
+    """Record a purchase and post the points it earns: a batch of one whose facts come in one round trip.
 
-    One round trip before the writes in the usual case (``CARD_HOLDER_IN_CONTEXT``): the
-    card's member with its accounts locked, and the partner with its earn rule in force,
-    issue price and whether the receipt is known. More only when needed: the campaigns'
-    rows when one runs; the day's points under a per-member-day cap. The checks run in
-    the order a partner would fix them: partner, report, receipt, card, rule.
+    ``context_rows``: ``first_read``'s rows, already read with the request's claim. The
+    member is locked before today's points are read, so two tills cannot both fit under
+    the per-member-day cap with what together exceeds it. The checks run in the order a
+    partner would fix them: partner, report, receipt, card, rule.
     """
-    connection = session.connection()
-    parameters = context_parameters(partner_id=partner_id, receipt_id=report.receipt_id, card_number=report.card_number,
-                                    purchased_at=report.purchased_at, now=now)
-    # The member is locked before today's points are read, so two tills cannot both fit
-    # under the per-member-day cap with what together exceeds it. ``context_rows``: that
-    # statement's rows, already read with the request's claim (same parameters).
-    rows = context_rows if context_rows is not None else _CARD_HOLDER_IN_CONTEXT_ON_DRIVER.rows(connection, parameters)
-    context = rows[0] if rows else connection.execute(PURCHASE_CONTEXT, parameters).first()
-    decision = decide_purchase(report, _facts(session, partner_id, context, rows, report), now)
-    holder, breakdown, pending_until = decision.card, decision.breakdown, decision.pending_until
-    member = ledger.member_accounts_from_rows(rows, holder.member_id, require_active=True)
+    read = first_read(partner_id=partner_id, report=report, now=now)
+    rows = context_rows if context_rows is not None else storage_for(session).read(session, read.statement,
+                                                                                   read.parameters)
+    context = rows[0] if rows else session.connection().execute(PURCHASE_CONTEXT, read.parameters).first()
+    partner = _terms_from_context(partner_id, context)
+    holder = _holder_from_rows(rows)
+    facts = _single_facts(session, partner_id, partner, context, holder, report)
     expires_at = add_months(now, expiry_months)
-    purchase_row = {
-        "partner_id": partner_id, "receipt_id": report.receipt_id, "member_id": holder.member_id,
-        "card_id": holder.card_id, "terminal_id": report.terminal_id, "amount_minor": report.amount_minor,
-        "currency": report.currency, "purchased_at": report.purchased_at, "reported_at": now,
-        "points_partner": breakdown.partner_points, "points_hub": breakdown.hub_points,
-        "bonus_transaction_id": None, "pending_until": pending_until, "breakdown": breakdown.to_dict(),
-        "refunded_amount_minor": 0,
-    }
-    earn_transaction_id = bonus_transaction_id = None
-    in_one_statement = connection.dialect.name == "postgresql" and breakdown.partner_points and not breakdown.hub_points
-    if breakdown.partner_points:
-        earned = ledger.earn(
-            session, member_id=holder.member_id, partner_id=partner_id, points=breakdown.partner_points, now=now,
-            expires_at=expires_at, pending_until=pending_until, memo=f"receipt {report.receipt_id}", locked=member,
-            terms=ledger.earning_terms(context, partner_id, now),
-            then=(_EARN_AND_INSERT_PURCHASE_ON_DRIVER, {f"purchase_{name}": value for name, value in purchase_row.items()})
-            if in_one_statement else None,
-        )
-        if in_one_statement:
-            return _stored(earned.then_row, report)
-        earn_transaction_id = earned.transaction_id
-    if breakdown.hub_points:
-        bonus_transaction_id = ledger.earn(
-            session, member_id=holder.member_id, partner_id=None, points=breakdown.hub_points, now=now,
-            expires_at=expires_at, pending_until=pending_until, memo=f"campaign bonus, receipt {report.receipt_id}",
-            locked=member,
-        ).transaction_id
-    return _stored(connection.execute(INSERT_PURCHASE[connection.dialect.name], {
-        **purchase_row, "earn_transaction_id": earn_transaction_id, "bonus_transaction_id": bonus_transaction_id,
-    }).first(), report)
-
-
-def _stored(purchase: Row | None, report: PurchaseReport) -> Row:
-    if purchase is None:
+    planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at)
+    assert partner is not None
+    try:
+        written = _write(session, partner, [planned], now, expires_at)
+    except _ReceiptsTaken:
         # Another request reported the same receipt between our check and this insert;
-        # the caller rolls back the points posted above with the refusal.
-        raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported")
-    return purchase
+        # the caller takes back the points posted with the refusal.
+        raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported") from None
+    return _reported(planned, written, card_number=report.card_number, terminal_code=None, now=now)
+
+
+def report_purchases(
+    session: Session, *, partner_id: int, items: Sequence[BatchItem], resolve_terminal: TerminalResolver,
+    now: datetime, expiry_months: int,
+) -> list[BatchOutcome]:
+    """Report a batch of purchases in order; each item is applied or rejected as a single report would be.
+
+    ``resolve_terminal`` maps an item's terminal code to the terminal it acts for, or
+    raises the caller's error (an unknown terminal, a key bound to another); it is asked
+    once per distinct code.
+    """
+    if not 0 < len(items) <= MAX_BATCH_PURCHASES:
+        raise ValidationFailed(f"a batch holds 1 to {MAX_BATCH_PURCHASES} purchases",
+                               fields={"purchases": [f"1 to {MAX_BATCH_PURCHASES} items"]})
+    terminals = _resolve_terminals(items, resolve_terminal)
+    facts = _read_facts(session, partner_id, items, now)
+    expires_at = add_months(now, expiry_months)
+    # Each retry rejects at least one more item, so a batch is written at most once per item, plus once.
+    for _ in range(len(items) + 1):
+        decisions = _decide_all(facts, items, terminals, now, expires_at)
+        planned = [decision for decision in decisions if isinstance(decision, _Planned)]
+        try:
+            # A savepoint, so a receipt another request stored meanwhile undoes only this write.
+            with session.begin_nested():
+                written = _write(session, facts.partner, planned, now, expires_at) if planned else WrittenEarns()
+        except _ReceiptsTaken as taken:
+            assert not taken.receipt_ids & facts.reported_receipts, "a known receipt was planned again"
+            # Those items are now "already reported"; deciding again also gives their day
+            # points back to the member's later items, as the single path's savepoint would.
+            facts.reported_receipts.update(taken.receipt_ids)
+            continue
+        return _outcomes(decisions, written, _terminal_codes(session, decisions), now)
+    raise AssertionError("a retry rejects at least one more item, so the batch cannot need more retries than items")
+
+
+class _ReceiptsTaken(Exception):
+    """Receipts another transaction reported between this batch's check and its insert."""
+
+    def __init__(self, receipt_ids: set[str]) -> None:
+        super().__init__(f"{len(receipt_ids)} receipts were reported meanwhile")
+        self.receipt_ids = receipt_ids
+
+
+def _resolve_terminals(items: Sequence[BatchItem], resolve_terminal: TerminalResolver) -> list[int | None | AllianceError]:
+    """Each item's terminal id, or the error naming it raised; one resolution per distinct code."""
+    resolved: dict[str | None, int | None | AllianceError] = {}
+    for code in dict.fromkeys(item.terminal for item in items):
+        try:
+            resolved[code] = resolve_terminal(code)
+        except AllianceError as error:
+            resolved[code] = error
+    return [resolved[item.terminal] for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class _Partner:
+    """The reporting partner and its earning terms at ``now`` (the price and accounts an earn posts with)."""
+    # Read for a single report from ``PURCHASE_CONTEXT``, for a batch by ``_read_partner``.
+
+    id: int
+    code: str
+    status: str
+    currency: str
+    time_zone: str
+    return_window_days: int
+    issue_price_per_point: Decimal | None
+    issued_account_id: int | None
+    marketing_account_id: int | None
+
+    @property
+    def reporting(self) -> ReportingPartner:
+        """The partner as ``decide_purchase`` sees it."""
+        return ReportingPartner(id=self.id, code=self.code, status=self.status, currency=self.currency,
+                                time_zone=self.time_zone, return_window_days=self.return_window_days)
+
+
+@dataclass(frozen=True, slots=True)
+class _Holder:
+    """A card, its member, and the member's locked account ids."""
+
+    card_id: int
+    card_status: str
+    member_id: int
+    member_status: str
+    tier: str
+    available_id: int | None
+    pending_id: int | None
+
+    @property
+    def target(self) -> _EarnTarget:
+        """Where the member's earns go (a holder without accounts is refused while deciding)."""
+        assert self.available_id is not None and self.pending_id is not None
+        return _EarnTarget(self.member_id, self.available_id, self.pending_id)
+
+    @property
+    def card(self) -> CardFacts:
+        """The card and member as ``decide_purchase`` sees them."""
+        return CardFacts(card_id=self.card_id, card_status=self.card_status, member_id=self.member_id,
+                         member_status=self.member_status, tier=self.tier)
+
+
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """A member's local calendar day at the partner, as the half-open UTC range the cap sums over."""
+
+    member_id: int
+    local_day: date
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class _Facts:
+    """Everything the batch read once that deciding its items needs, and the terms built from it."""
+
+    partner_id: int
+    partner: _Partner | None
+    rules: list[Any] = field(default_factory=list)
+    campaigns: list[Any] = field(default_factory=list)
+    holders: dict[str, _Holder] = field(default_factory=dict)
+    reported_receipts: set[str] = field(default_factory=set)
+    days: dict[int, list[_Day]] = field(default_factory=dict)
+    points_on_days: dict[tuple[int, date], int] = field(default_factory=dict)
+    earn_rules: dict[int, EarnRule] = field(default_factory=dict)
+    campaign_terms: dict[int, Campaign] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _EarnTarget:
+    member_id: int
+    available_id: int
+    pending_id: int
+
+
+def _terms_from_context(partner_id: int, context: Any) -> _Partner | None:
+    """A single report's partner and earning terms, from ``PURCHASE_CONTEXT``'s columns."""
+    if context is None or context.partner_found is None:
+        return None
+    return _Partner(id=partner_id, code=context.partner_code, status=context.partner_status,
+                    currency=context.partner_currency, time_zone=context.time_zone,
+                    return_window_days=context.return_window_days,
+                    issue_price_per_point=context.issue_price_per_point, issued_account_id=context.account_id,
+                    marketing_account_id=context.marketing_account_id)
+
+
+def _holder_from_rows(rows: Sequence[Any]) -> _Holder | None:
+    """A single report's card holder, from ``LOCK_CARD_HOLDER``'s rows (one per account of the member)."""
+    if not rows:
+        return None
+    first = rows[0]
+    by_kind = {row.kind: row.id for row in rows}
+    return _Holder(first.card_id, first.card_status, first.member_id, first.status, first.tier,
+                   by_kind.get(AccountKind.MEMBER_AVAILABLE.value), by_kind.get(AccountKind.MEMBER_PENDING.value))
+
+
+def _single_facts(session: Session, partner_id: int, partner: _Partner | None, context: Any, holder: _Holder | None,
+                  report: PurchaseReport) -> PurchaseFacts:
+    """What deciding a single report needs; the campaigns' rows are read only when one runs, the day's
+    points only under a per-member-day cap, and neither for a purchase refused before it could earn."""
+    rule = None
+    if context is not None and context.rule_id is not None:
+        rule = EarnRule.from_stored(context.base_points_per_unit, context.amount_ladder,
+                                    context.per_purchase_cap_points, context.per_member_day_cap_points)
+    facts = PurchaseFacts(partner_id=partner_id, partner=partner.reporting if partner is not None else None,
+                          receipt_reported=bool(context is not None and context.already_reported),
+                          card=holder.card if holder is not None else None, rule=rule)
+    if partner is None or holder is None or rule is None or partner.status != "active" or facts.receipt_reported:
+        return facts
+    campaigns = [
+        Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by, multiplier=row.multiplier,
+                 bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
+        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner_id,
+                                                                    "purchased_at": report.purchased_at})
+    ] if context.campaigns_running else []
+    earned_today = 0
+    if rule.per_member_day_cap_points is not None:
+        earned_today = _partner_points_on_day(session, partner.reporting, holder.member_id, report.purchased_at)
+    return PurchaseFacts(partner_id=partner_id, partner=partner.reporting, receipt_reported=False, card=holder.card,
+                         rule=rule, campaigns=campaigns, partner_points_today=earned_today)
+
+
+def _read_facts(session: Session, partner_id: int, items: Sequence[BatchItem], now: datetime) -> _Facts:
+    """Read the partner, its rules and campaigns, lock the members, read cards, receipts and day points."""
+    partner = _read_partner(session, partner_id, now)
+    facts = _Facts(partner_id=partner_id, partner=partner)
+    if partner is None or partner.status != "active":
+        return facts
+    card_numbers = sorted({item.card_number for item in items if is_valid_card_number(item.card_number)})
+    in_window = [item for item in items if in_report_window(item.purchased_at, now)]
+    facts.rules = session.execute(
+        select(PartnerEarnRule.effective_from, PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
+               PartnerEarnRule.per_purchase_cap_points, PartnerEarnRule.per_member_day_cap_points)
+        .where(PartnerEarnRule.partner_id == partner_id).order_by(PartnerEarnRule.effective_from.desc())
+    ).all()
+    if in_window:
+        facts.campaigns = _read_campaigns(session, partner_id, in_window)
+    account_ids = _lock_members(session, card_numbers)
+    facts.holders = _read_holders(session, card_numbers, account_ids)
+    facts.reported_receipts = set(session.scalars(select(Purchase.receipt_id).where(
+        Purchase.partner_id == partner_id, _one_of(session, Purchase.receipt_id, {item.receipt_id for item in items}))))
+    if any(rule.per_member_day_cap_points is not None for rule in facts.rules):
+        facts.days = _days_of(partner, facts.holders, in_window)
+        facts.points_on_days = _read_points_on_days(session, partner_id, facts.days)
+    return facts
+
+
+def _read_partner(session: Session, partner_id: int, now: datetime) -> _Partner | None:
+    """The partner with the issue price in force at ``now`` and the two accounts earns are funded from."""
+    price = (select(PartnerPrice.issue_price_per_point)
+             .where(PartnerPrice.partner_id == Partner.id, PartnerPrice.effective_from <= now)
+             .order_by(PartnerPrice.effective_from.desc()).limit(1).scalar_subquery())
+    issued = select(LedgerAccount.id).where(
+        LedgerAccount.code == account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)).scalar_subquery()
+    marketing = select(LedgerAccount.id).where(LedgerAccount.code == MARKETING_ACCOUNT_CODE).scalar_subquery()
+    row = session.execute(
+        select(Partner.id, Partner.code, Partner.status, Partner.currency, Partner.time_zone,
+               Partner.return_window_days, price, issued, marketing).where(Partner.id == partner_id)
+    ).first()
+    return None if row is None else _Partner(*row)
+
+
+def _read_campaigns(session: Session, partner_id: int, items: list[BatchItem]) -> list[Any]:
+    """The partner's and the alliance-wide campaigns running at some moment of the batch's span."""
+    first = min(item.purchased_at for item in items)
+    last = max(item.purchased_at for item in items)
+    return list(session.execute(
+        select(CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier,
+               CampaignRow.bonus_points, CampaignRow.min_amount_minor, CampaignRow.starts_at, CampaignRow.ends_at)
+        .where((CampaignRow.partner_id == partner_id) | CampaignRow.partner_id.is_(None),
+               CampaignRow.starts_at <= last, CampaignRow.ends_at > first)
+        .order_by(CampaignRow.id)
+    ).all())
+
+
+def _lock_members(session: Session, card_numbers: list[str]) -> dict[int, dict[str, int]]:
+    """Lock the accounts of every member behind the cards, in ascending member id then account id.
+
+    That is the one global lock order (``ledger.lock_member``, ``purchases.lock_card_holders``),
+    taken here in a single statement, so a batch and any other posting cannot deadlock.
+    Returns each member's account ids by kind.
+    """
+    if not card_numbers:
+        return {}
+    rows = session.execute(
+        select(LedgerAccount.member_id, LedgerAccount.kind, LedgerAccount.id)
+        .where(LedgerAccount.member_id.in_(select(Card.member_id).where(_one_of(session, Card.card_number,
+                                                                                 card_numbers))))
+        .order_by(LedgerAccount.member_id, LedgerAccount.id)
+        .with_for_update()
+    ).all()
+    accounts: dict[int, dict[str, int]] = defaultdict(dict)
+    for member_id, kind, account_id in rows:
+        accounts[member_id][kind] = account_id
+    return accounts
+
+
+def _read_holders(session: Session, card_numbers: list[str],
+                  account_ids: dict[int, dict[str, int]]) -> dict[str, _Holder]:
+    """The cards with their members, read after the lock so statuses and tiers are current."""
+    if not card_numbers:
+        return {}
+    rows = session.execute(
+        select(Card.card_number, Card.id, Card.status, Member.id, Member.status, Member.tier)
+        .join(Member, Member.id == Card.member_id).where(_one_of(session, Card.card_number, card_numbers))
+    ).all()
+    holders = {}
+    for card_number, card_id, card_status, member_id, member_status, tier in rows:
+        accounts = account_ids.get(member_id, {})
+        holders[card_number] = _Holder(card_id, card_status, member_id, member_status, tier,
+                                       accounts.get(AccountKind.MEMBER_AVAILABLE.value),
+                                       accounts.get(AccountKind.MEMBER_PENDING.value))
+    return holders
+
+
+def _one_of(session: Session, column: Any, values: Any) -> Any:
+    """``column IN (values)`` in the form the database plans best for a thousand values."""
+    return storage_for(session).one_of(column, values)
+
+
+def _days_of(partner: _Partner, holders: dict[str, _Holder], items: list[BatchItem]) -> dict[int, list[_Day]]:
+    """Each member's local days at the partner that the batch's purchases fall on."""
+    days: dict[int, dict[date, _Day]] = defaultdict(dict)
+    for item in items:
+        holder = holders.get(item.card_number)
+        if holder is None:
+            continue
+        day = local_day(item.purchased_at, partner.time_zone)
+        if day.day not in days[holder.member_id]:
+            days[holder.member_id][day.day] = _Day(holder.member_id, day.day, day.start, day.end)
+    return {member_id: list(by_day.values()) for member_id, by_day in days.items()}
+
+
+def _read_points_on_days(session: Session, partner_id: int, days: dict[int, list[_Day]]) -> dict[tuple[int, date], int]:
+    """The partner points this partner already gave each member on each of those days, in one query."""
+    points: dict[tuple[int, date], int] = {(day.member_id, day.local_day): 0
+                                           for member_days in days.values() for day in member_days}
+    if not days:
+        return points
+    every_day = [day for member_days in days.values() for day in member_days]
+    rows = session.execute(
+        select(Purchase.member_id, Purchase.purchased_at, Purchase.points_partner).where(
+            Purchase.partner_id == partner_id, _one_of(session, Purchase.member_id, days.keys()),
+            Purchase.purchased_at >= min(day.start for day in every_day),
+            Purchase.purchased_at < max(day.end for day in every_day), Purchase.points_partner > 0)
+    ).all()
+    for member_id, purchased_at, points_partner in rows:
+        _count_on_days(points, days.get(member_id, ()), purchased_at, points_partner)
+    return points
+
+
+def _count_on_days(points: dict[tuple[int, date], int], member_days: Sequence[_Day], purchased_at: datetime,
+                   points_partner: int) -> None:
+    # The same half-open ranges the single path sums over, so even a day that DST makes
+    # 23 or 25 hours long (or a midnight that does not exist) counts the same purchases.
+    for day in member_days:
+        if day.start <= purchased_at < day.end:
+            points[(day.member_id, day.local_day)] += points_partner
+
+
+# ---------------------------------------------------------------- deciding each item, in order
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """An item that will be applied: what it earns and where its points go."""
+
+    index: int
+    item: PurchaseReportLike
+    terminal_id: int | None
+    holder: _Holder
+    breakdown: EarnBreakdown
+    breakdown_stored: dict[str, Any]
+    pending_until: datetime | None
+
+
+def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int | None | AllianceError],
+                now: datetime, expires_at: datetime) -> list[_Planned | AllianceError]:
+    """Every item's decision in batch order; an applied item's receipt and day points count for later ones."""
+    receipts_taken = set(facts.reported_receipts)
+    points_on_days = dict(facts.points_on_days)
+    decisions: list[_Planned | AllianceError] = []
+    for index, (item, terminal) in enumerate(zip(items, terminals)):
+        if isinstance(terminal, AllianceError):
+            decisions.append(terminal)
+            continue
+        try:
+            planned = _decide(facts, index, item, terminal, receipts_taken, points_on_days, now, expires_at)
+        except AllianceError as error:
+            decisions.append(error)
+            continue
+        receipts_taken.add(item.receipt_id)
+        if planned.breakdown.partner_points:
+            _count_on_days(points_on_days, facts.days.get(planned.holder.member_id, ()), item.purchased_at,
+                           planned.breakdown.partner_points)
+        decisions.append(planned)
+    return decisions
+
+
+def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None, receipts_taken: set[str],
+            points_on_days: dict[tuple[int, date], int], now: datetime, expires_at: datetime) -> _Planned:
+    """One item of a batch, with the facts the batch read and what its earlier items changed."""
+    partner = facts.partner
+    holder = facts.holders.get(item.card_number)
+    rule = _rule_at(facts, item.purchased_at) if partner is not None else None
+    earned_today = 0
+    if partner is not None and holder is not None and rule is not None and rule.per_member_day_cap_points is not None:
+        # Read only for items inside the reporting window; any other is refused before its points count.
+        earned_today = points_on_days.get((holder.member_id, local_day(item.purchased_at, partner.time_zone).day), 0)
+    return plan(partner, PurchaseFacts(
+        partner_id=facts.partner_id, partner=partner.reporting if partner is not None else None,
+        receipt_reported=item.receipt_id in receipts_taken, card=holder.card if holder is not None else None,
+        rule=rule, campaigns=_campaigns_at(facts, item.purchased_at), partner_points_today=earned_today),
+        index, item, terminal_id, holder, now, expires_at)
+
+
+def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: PurchaseReportLike,
+         terminal_id: int | None, holder: _Holder | None, now: datetime, expires_at: datetime) -> _Planned:
+    """One purchase decided by ``decide_purchase``; raises its first refusal.
+
+    Then what the ledger refuses before it writes, in its order: the partner's posting
+    first, then the hub's.
+    """
+    decision = decide_purchase(item, facts, now)
+    assert partner is not None and holder is not None, "decide_purchase refuses an unknown partner or card"
+    if holder.available_id is None or holder.pending_id is None:
+        raise NotFound("the card's member has no ledger accounts")
+    breakdown = decision.breakdown
+    if breakdown.partner_points:
+        ledger.check_earn(breakdown.partner_points, now, expires_at)
+        if partner.issue_price_per_point is None:
+            raise InvalidState(f"the partner has no price in force at {now.isoformat()}")
+        if partner.issued_account_id is None:
+            raise NotFound("the partner has no points-issued account")
+    if breakdown.hub_points:
+        ledger.check_earn(breakdown.hub_points, now, expires_at)
+        if partner.marketing_account_id is None:
+            raise NotFound(f"no ledger account {MARKETING_ACCOUNT_CODE}")
+    return _Planned(index, item, terminal_id, holder, breakdown, breakdown.to_dict(), decision.pending_until)
+
+
+def _rule_at(facts: _Facts, moment: datetime) -> EarnRule | None:
+    """The rule in force at ``moment`` (the latest that took effect at or before it), validated once per batch."""
+    position = next((position for position, row in enumerate(facts.rules) if row.effective_from <= moment), None)
+    if position is None:
+        return None
+    rule = facts.earn_rules.get(position)
+    if rule is None:
+        row = facts.rules[position]
+        rule = EarnRule.from_stored(row.base_points_per_unit, row.amount_ladder, row.per_purchase_cap_points,
+                                    row.per_member_day_cap_points)
+        facts.earn_rules[position] = rule
+    return rule
+
+
+def _campaigns_at(facts: _Facts, moment: datetime) -> list[Campaign]:
+    """The campaigns running at ``moment``, each validated once per batch."""
+    running = []
+    for row in facts.campaigns:
+        if row.starts_at <= moment < row.ends_at:
+            campaign = facts.campaign_terms.get(row.id)
+            if campaign is None:
+                campaign = Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by,
+                                    multiplier=row.multiplier, bonus_points=row.bonus_points,
+                                    min_amount_minor=row.min_amount_minor)
+                facts.campaign_terms[row.id] = campaign
+            running.append(campaign)
+    return running
+
+
+# ---------------------------------------------------------------- writing every applied item at once
+
+
+def _write(session: Session, partner: _Partner | None, planned: list[_Planned], now: datetime,
+           expires_at: datetime) -> WrittenEarns:
+    """Write the applied items through the ledger's one earn writer, the partner's posting before the hub's.
+
+    Raises ``_ReceiptsTaken`` when a receipt turned out to be reported meanwhile.
+    """
+    assert partner is not None
+    # Deciding lets a receipt through once; a second row would be skipped by ON CONFLICT unseen.
+    assert len({decision.item.receipt_id for decision in planned}) == len(planned), "a receipt planned twice"
+    postings = []
+    for decision in planned:
+        target, receipt_id = decision.holder.target, decision.item.receipt_id
+        if decision.breakdown.partner_points:
+            assert partner.issued_account_id is not None
+            postings.append(ledger.earn_posting(
+                target, item=decision.index, bonus=False, partner_id=partner.id,
+                price_per_point=partner.issue_price_per_point, currency=partner.currency, memo=f"receipt {receipt_id}",
+                funding_account_id=partner.issued_account_id, points=decision.breakdown.partner_points, now=now,
+                pending_until=decision.pending_until))
+        if decision.breakdown.hub_points:
+            assert partner.marketing_account_id is not None
+            postings.append(ledger.earn_posting(
+                target, item=decision.index, bonus=True, partner_id=None, price_per_point=None, currency=None,
+                memo=f"campaign bonus, receipt {receipt_id}", funding_account_id=partner.marketing_account_id,
+                points=decision.breakdown.hub_points, now=now, pending_until=decision.pending_until))
+    written = ledger.write_earns(session, postings, [
+        PurchaseRow(item=decision.index, partner_id=partner.id, receipt_id=decision.item.receipt_id,
+                    member_id=decision.holder.member_id, card_id=decision.holder.card_id,
+                    terminal_id=decision.terminal_id, amount_minor=decision.item.amount_minor,
+                    currency=partner.currency, purchased_at=decision.item.purchased_at,
+                    points_partner=decision.breakdown.partner_points, points_hub=decision.breakdown.hub_points,
+                    pending_until=decision.pending_until, breakdown=decision.breakdown_stored)
+        for decision in planned], now=now, expires_at=expires_at)
+    taken = {decision.item.receipt_id for decision in planned} - written.purchase_ids.keys()
+    if taken:
+        raise _ReceiptsTaken(taken)
+    return written
+
+
+def _terminal_codes(session: Session, decisions: list[_Planned | AllianceError]) -> dict[int, str]:
+    """The code of every terminal an applied item acts for: those the items named, and one query for the rest.
+
+    The rest are the terminals of keys bound to one, when an item named none.
+    """
+    codes = {decision.terminal_id: decision.item.terminal for decision in decisions
+             if isinstance(decision, _Planned) and decision.terminal_id is not None and decision.item.terminal}
+    unnamed = {decision.terminal_id for decision in decisions
+               if isinstance(decision, _Planned) and decision.terminal_id is not None} - codes.keys()
+    if unnamed:
+        codes.update((terminal_id, code) for terminal_id, code in session.execute(
+            select(Terminal.id, Terminal.code).where(Terminal.id.in_(unnamed))))
+    return codes
+
+
+def _outcomes(decisions: list[_Planned | AllianceError], written: WrittenEarns, terminal_codes: dict[int, str],
+              now: datetime) -> list[BatchOutcome]:
+    """Each item's outcome in batch order."""
+    outcomes = []
+    for decision in decisions:
+        if isinstance(decision, AllianceError):
+            outcomes.append(BatchOutcome(error=decision))
+            continue
+        terminal_code = terminal_codes.get(decision.terminal_id) if decision.terminal_id is not None else None
+        outcomes.append(BatchOutcome(purchase=_reported(decision, written, card_number=decision.item.card_number,
+                                                        terminal_code=terminal_code, now=now)))
+    return outcomes
+
+
+def _reported(decision: _Planned, written: WrittenEarns, *, card_number: str, terminal_code: str | None,
+              now: datetime) -> ReportedPurchase:
+    """The stored purchase as the reply presents it, whichever path stored it."""
+    item, holder, breakdown = decision.item, decision.holder, decision.breakdown
+    # Stored timestamps come back in UTC; the presentation must not depend on the path taken.
+    pending_until = decision.pending_until.astimezone(timezone.utc) if decision.pending_until else None
+    return ReportedPurchase(
+        receipt_id=item.receipt_id, card_id=holder.card_id, card_number=card_number, member_id=holder.member_id,
+        terminal_id=decision.terminal_id, terminal_code=terminal_code, amount_minor=item.amount_minor,
+        currency=item.currency, purchased_at=item.purchased_at.astimezone(timezone.utc), reported_at=now,
+        points_partner=breakdown.partner_points, points_hub=breakdown.hub_points,
+        earn_transaction_id=written.transaction_ids.get((decision.index, False)),
+        bonus_transaction_id=written.transaction_ids.get((decision.index, True)),
+        pending_until=pending_until, breakdown=decision.breakdown_stored,
+        id=written.purchase_ids.get(item.receipt_id))
+
+
+# ---------------------------------------------------------------- refunds and look-ups
 
 
 def lock_card_holders(session: Session, card_numbers: list[str]) -> None:
@@ -252,42 +809,6 @@ def refund_purchase(
         raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded") from error
     session.refresh(purchase)
     return RefundOutcome(refund=session.get_one(PurchaseRefund, refund_row_id), purchase=purchase)
-
-
-def _facts(session: Session, partner_id: int, context, rows, report: PurchaseReport) -> PurchaseFacts:  # type: ignore[no-untyped-def]
-    """What ``decide_purchase`` needs, from ``CARD_HOLDER_IN_CONTEXT``'s rows (or ``PURCHASE_CONTEXT``'s row).
-
-    The campaigns' rows are read only when one runs, the day's points only under a
-    per-member-day cap, and neither for a purchase refused before it could earn.
-    """
-    partner = None
-    if context is not None and context.partner_found is not None:
-        partner = ReportingPartner(id=partner_id, code=context.partner_code, status=context.partner_status,
-                                   currency=context.partner_currency, time_zone=context.time_zone,
-                                   return_window_days=context.return_window_days)
-    card = None
-    if rows:
-        first = rows[0]
-        card = CardFacts(card_id=first.card_id, card_status=first.card_status, member_id=first.member_id,
-                         member_status=first.status, tier=first.tier)
-    rule = None
-    if context is not None and context.rule_id is not None:
-        rule = EarnRule.from_stored(context.base_points_per_unit, context.amount_ladder,
-                                    context.per_purchase_cap_points, context.per_member_day_cap_points)
-    facts = PurchaseFacts(partner_id=partner_id, partner=partner, receipt_reported=bool(
-        context is not None and context.already_reported), card=card, rule=rule)
-    if partner is None or card is None or rule is None or partner.status != "active" or facts.receipt_reported:
-        return facts
-    campaigns = [
-        Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by, multiplier=row.multiplier,
-                 bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
-        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner_id,
-                                                                    "purchased_at": report.purchased_at})
-    ] if context.campaigns_running else []
-    earned_today = 0
-    if rule.per_member_day_cap_points is not None:
-        earned_today = _partner_points_on_day(session, partner, card.member_id, report.purchased_at)
-    return replace(facts, campaigns=campaigns, partner_points_today=earned_today)
 
 
 def _partner_points_on_day(session: Session, partner: ReportingPartner, member_id: int, moment: datetime) -> int:

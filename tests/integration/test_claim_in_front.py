@@ -1,8 +1,8 @@
 """A purchase's first read rides in its idempotency claim's statement, and only runs if the claim was taken.
 
-``idempotency.claim_in_front_of`` puts the nonce and the claim in front of the card-in-
-context read (``purchases.CLAIM_THEN_CARD_HOLDER_IN_CONTEXT``): one round trip for both on
-PostgreSQL. The read locks the member's accounts, so it must not run for a request that
+The PostgreSQL storage adapter puts the nonce and the claim in front of the card-in-
+context read (``purchases.first_read``, ``postgresql.claim_in_front_of``): one round trip
+for both. The read locks the member's accounts, so it must not run for a request that
 is answered from a stored reply or refused: such a request must not wait for, or take,
 any member's lock.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from sqlalchemy import create_engine, select, text
 
 from alliance.domain.cards import card_number_from_sequence
@@ -19,6 +20,8 @@ from alliance.extensions import hub_state
 from alliance.models import Card, LedgerAccount
 from alliance.services import purchases
 from alliance.services.members import CARD_ISSUER_PREFIX
+from alliance.storage import FirstRead, NonceRow
+from alliance.storage.adapters import storage_for
 from tests.factories import make_member, make_signing_partner
 from tests.http_server import purchase_payload, wall_clock_partner_time
 from tests.partner_client import SignedTestClient
@@ -74,15 +77,16 @@ def test_the_card_in_context_read_goes_with_the_claim_on_postgresql_and_alone_on
     shop = make_signing_partner(hub, now=wall_clock_partner_time())
     member = make_member(hub, now=wall_clock_partner_time())
     client = SignedTestClient(app, shop)
-    alone = purchases._CARD_HOLDER_IN_CONTEXT_ON_DRIVER
+    adapter = storage_for(hub.engine)
     runs: list[str] = []
-    real_rows = alone.rows
+    real_read = adapter.read
 
-    def counted(connection, parameters):  # type: ignore[no-untyped-def]
-        runs.append(parameters["card_number"])
-        return real_rows(connection, parameters)
+    def counted(session, statement, parameters):  # type: ignore[no-untyped-def]
+        if statement is purchases.CARD_HOLDER_IN_CONTEXT:
+            runs.append(parameters["card_number"])
+        return real_read(session, statement, parameters)
 
-    monkeypatch.setattr(alone, "rows", counted)
+    monkeypatch.setattr(adapter, "read", counted)
     reply = client.post(PURCHASES, purchase_payload("r-1", member.card_number))
     assert reply.status == 201, reply.body
     assert reply.body["points"]["total"] > 0, reply.body
@@ -103,15 +107,27 @@ def test_the_first_statements_bind_names_cannot_collide_with_the_claims(pg_hub):
     partner_id = make_partner(pg_hub, now=wall_clock_partner_time())
     first = select(literal_column("1").label("one")).where(bindparam("claim_key") == "mine",
                                                           bindparam("key_id") == "also-mine")
-    carrier = idempotency.claim_in_front_of(first)
-    nonce = {"nonce": "n-collide", "partner_id": partner_id, "key_id": "k", "seen_at": wall_clock_partner_time(),
-             "prune_after": wall_clock_partner_time()}
+    nonce = NonceRow(nonce="n-collide", partner_id=partner_id, key_id="k", seen_at=wall_clock_partner_time(),
+                     prune_after=wall_clock_partner_time())
     with pg_hub.unit_of_work() as uow:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key="the-claims-key", fingerprint="f" * 64,
                                     now=wall_clock_partner_time(), nonce=nonce,
-                                    first=(carrier, {"claim_key": "mine", "key_id": "also-mine"}))
+                                    first=FirstRead(first, {"claim_key": "mine", "key_id": "also-mine"}))
         # The claim took its own key; the first statement saw its own values and ran.
         assert claimed.status == "in_flight" and [row.one for row in claimed.first_rows] == [1]
         stored = uow.session.execute(text("SELECT idempotency_key FROM idempotency_keys WHERE id = :id"),
                                      {"id": claimed.record_id}).scalar_one()
         assert stored == "the-claims-key"
+
+
+def test_a_first_read_whose_renamed_binds_would_meet_the_claims_is_refused_when_built(monkeypatch):
+    from sqlalchemy import bindparam, literal_column
+
+    from alliance.storage import postgresql
+
+    first = select(literal_column("1").label("one")).where(bindparam("nonce") == "x")
+    assert postgresql.claim_in_front_of(first)  # renamed first_nonce: no overlap
+    # With the claim's own prefix as the namespace, the renamed bind would be claim_nonce.
+    monkeypatch.setattr(postgresql, "FIRST_PREFIX", "claim_")
+    with pytest.raises(ValueError, match="collide"):
+        postgresql.claim_in_front_of(first)

@@ -132,23 +132,20 @@ def test_a_name_bound_in_several_places_is_one_value_processed_once_with_none_an
 def test_every_hot_statement_sends_the_same_sql_with_postgresqls_own_placeholders():
     # DriverStatement compiles each statement again with $n placeholders for psycopg's
     # RawCursor; it must be the SQL SQLAlchemy's psycopg dialect renders, placeholders aside.
-    import importlib
-    import pkgutil
     import re
 
     from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-    import alliance.services
-    from alliance.services.idempotency import ClaimInFront
+    from alliance.services import member_verification, purchases
+    from alliance.storage import postgresql
+    from alliance.storage import statements as shared
 
-    statements = []
-    for module_info in pkgutil.iter_modules(alliance.services.__path__):
-        module = importlib.import_module(f"alliance.services.{module_info.name}")
-        for value in vars(module).values():
-            if isinstance(value, DriverStatement):
-                statements.append(value)
-            elif isinstance(value, ClaimInFront):
-                statements.extend(value.statements.values())
+    adapter = postgresql.PostgresStorage()
+    statements = [*adapter._claims.values(), adapter._claim_alone,
+                  *postgresql.claim_in_front_of(purchases.CARD_HOLDER_IN_CONTEXT).values()]
+    statements += [adapter._driver(statement) for statement in (
+        shared.KEY_AND_NONCE, shared.STORE_REPLY, postgresql.WRITE_EARNS, purchases.CARD_HOLDER_IN_CONTEXT,
+        member_verification.CARD_FOR_PIN_CHECK)]
     assert len({id(statement) for statement in statements}) >= 8
     named_dialect = psycopg_dialect.dialect()
     for statement in statements:

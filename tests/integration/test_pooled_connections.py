@@ -12,7 +12,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from alliance.config import Settings
-from alliance.db import DriverStatement, execute_and_commit, make_engine
+from alliance.db import make_engine
+from alliance.storage import PendingWrite
+from alliance.storage.adapters import storage_for
 from tests.postgres_server import terminate_backend
 
 
@@ -63,18 +65,18 @@ def test_a_last_write_and_its_commit_in_one_round_trip_keep_the_write_or_nothing
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE last_writes (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
             connection.execute(text("INSERT INTO last_writes (id, v) VALUES (1, 1)"))
-        raise_to = DriverStatement(text("UPDATE last_writes SET v = :v WHERE id = 1"))
+        raise_to = text("UPDATE last_writes SET v = :v WHERE id = 1")
 
         with Session(engine) as session:
             session.execute(text("INSERT INTO last_writes (id, v) VALUES (2, 2)"))
-            execute_and_commit(session, raise_to, {"v": 5})
+            storage_for(session).execute_and_commit(session, PendingWrite(raise_to, {"v": 5}))
         with engine.connect() as connection:
             assert connection.execute(text("SELECT id, v FROM last_writes ORDER BY id")).all() == [(1, 5), (2, 2)]
 
         with Session(engine) as session:
             session.execute(text("INSERT INTO last_writes (id, v) VALUES (3, 3)"))
             with pytest.raises(IntegrityError):
-                execute_and_commit(session, raise_to, {"v": -1})
+                storage_for(session).execute_and_commit(session, PendingWrite(raise_to, {"v": -1}))
         # Nothing of the failed transaction is kept, and the pool's connection is usable.
         with engine.connect() as connection:
             assert connection.execute(text("SELECT id, v FROM last_writes ORDER BY id")).all() == [(1, 5), (2, 2)]
@@ -102,7 +104,7 @@ def parents_and_children(postgres_url):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
-REPOINT = DriverStatement(text("UPDATE children SET parent_id = :parent, note = :note WHERE id = 1"))
+REPOINT = text("UPDATE children SET parent_id = :parent, note = :note WHERE id = 1")
 
 
 def test_the_commit_goes_with_the_last_write_and_refuses_a_deferred_check_keeping_nothing(parents_and_children):
@@ -112,7 +114,7 @@ def test_the_commit_goes_with_the_last_write_and_refuses_a_deferred_check_keepin
         # The UPDATE itself passes; the deferred foreign key fails at the COMMIT sent with it
         # (sent alone, the UPDATE would pass and the session's commit raise instead).
         with pytest.raises(IntegrityError) as raised:
-            execute_and_commit(session, REPOINT, {"parent": 99, "note": "orphan"})
+            storage_for(session).execute_and_commit(session, PendingWrite(REPOINT, {"parent": 99, "note": "orphan"}))
     assert raised.value.orig.sqlstate == "23503"
     assert raised.value.statement.startswith("UPDATE children") and raised.value.statement.endswith("COMMIT")
     assert raised.value.connection_invalidated
@@ -132,7 +134,7 @@ def test_a_committed_last_write_sends_nothing_more_and_binds_hostile_text_as_a_l
         with trace.open("w") as traced:
             driver.pgconn.trace(traced.fileno())
             driver.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
-            execute_and_commit(session, REPOINT, {"parent": 1, "note": hostile})
+            storage_for(session).execute_and_commit(session, PendingWrite(REPOINT, {"parent": 1, "note": hostile}))
             driver.pgconn.untrace()
     sent = _frontend_messages(trace)
     # psycopg's BEGIN, then the write with its COMMIT; the session's commit sent nothing.
@@ -150,7 +152,7 @@ def test_a_connection_lost_before_the_last_write_is_replaced_and_nothing_is_kept
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         terminate_backend(postgres_url, pid)
         with pytest.raises(OperationalError) as raised:
-            execute_and_commit(session, REPOINT, {"parent": 3, "note": "lost"})
+            storage_for(session).execute_and_commit(session, PendingWrite(REPOINT, {"parent": 3, "note": "lost"}))
         assert raised.value.connection_invalidated
         session.rollback()
     with engine.connect() as connection:
@@ -163,7 +165,7 @@ def test_it_refuses_to_commit_from_inside_a_savepoint(parents_and_children):
     with Session(parents_and_children) as session:
         session.execute(text("INSERT INTO parents (id) VALUES (4)"))
         with session.begin_nested(), pytest.raises(RuntimeError, match="savepoint"):
-            execute_and_commit(session, REPOINT, {"parent": 4, "note": "nested"})
+            storage_for(session).execute_and_commit(session, PendingWrite(REPOINT, {"parent": 4, "note": "nested"}))
         session.rollback()
     with parents_and_children.connect() as connection:
         assert connection.execute(text("SELECT note FROM children")).scalar_one() == "first"

@@ -2,7 +2,7 @@
 
 Each test reports the same purchases twice on the same starting books: once one by one
 through ``purchases.report_purchase`` (each in its own savepoint, as the batch route
-used to), once as one batch through ``purchase_batch.report_purchases``. The first run
+used to), once as one batch through ``purchases.report_purchases``. The first run
 is rolled back, so both start from identical state. Every stored row the runs create
 (purchases, journal transactions, entries, lots, member balances) and every item's
 reply (the presented purchase, or its problem+json body) must be the same; ids are
@@ -43,7 +43,7 @@ from alliance.models import (
     PointLot,
     Purchase,
 )
-from alliance.services import purchase_batch, purchases
+from alliance.services import purchases
 from alliance.services.audit import run_audit
 from alliance.services.members import CARD_ISSUER_PREFIX, enrol_member
 from alliance.services.partners import add_terminal
@@ -113,12 +113,12 @@ def _build_world(hub: HubState) -> World:
 
 
 def _item(world: World, receipt_id: str, card: str, amount_minor: int, ago: timedelta, *, currency: str = "EUR",
-          terminal: str | None = None, zone: timezone = timezone.utc) -> purchase_batch.BatchItem:
-    return purchase_batch.BatchItem(receipt_id, world.cards.get(card, card), amount_minor, currency,
+          terminal: str | None = None, zone: timezone = timezone.utc) -> purchases.BatchItem:
+    return purchases.BatchItem(receipt_id, world.cards.get(card, card), amount_minor, currency,
                                     (NOW - ago).astimezone(zone), terminal)
 
 
-def _mixed_batch(world: World) -> list[purchase_batch.BatchItem]:
+def _mixed_batch(world: World) -> list[purchases.BatchItem]:
     hour, day = timedelta(hours=1), timedelta(days=1)
     return [
         # ann's day (2 Nov in Paris) already holds r-earlier; rule B, the cap of 900 a day bites within the batch.
@@ -157,7 +157,7 @@ def _mixed_batch(world: World) -> list[purchase_batch.BatchItem]:
 # ---------------------------------------------------------------- running both paths
 
 
-def _report_one_by_one(session: Session, world: World, items: list[purchase_batch.BatchItem]) -> list[Any]:
+def _report_one_by_one(session: Session, world: World, items: list[purchases.BatchItem]) -> list[Any]:
     """The single path, as the batch route ran it before: each item in its own savepoint."""
     purchases.lock_card_holders(session, [item.card_number for item in items])
     replies = []
@@ -175,8 +175,8 @@ def _report_one_by_one(session: Session, world: World, items: list[purchase_batc
     return replies
 
 
-def _report_as_batch(session: Session, world: World, items: list[purchase_batch.BatchItem]) -> list[Any]:
-    outcomes = purchase_batch.report_purchases(
+def _report_as_batch(session: Session, world: World, items: list[purchases.BatchItem]) -> list[Any]:
+    outcomes = purchases.report_purchases(
         session, partner_id=world.caller.partner_id, items=items, now=NOW, expiry_months=EXPIRY_MONTHS,
         resolve_terminal=lambda code: resolve_terminal(session, world.caller, code))
     return [("rejected", problem_body(outcome.error)) if outcome.error is not None else
@@ -219,7 +219,7 @@ def _books_written(session: Session, since: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _both_paths(hub: HubState, world: World, items: list[purchase_batch.BatchItem], *,
+def _both_paths(hub: HubState, world: World, items: list[purchases.BatchItem], *,
                 keep_batch: bool = False) -> tuple[tuple[list[Any], dict[str, Any]], tuple[list[Any], dict[str, Any]]]:
     """(replies, books written) of the single path, rolled back, then of the batch (committed if asked)."""
     with hub.unit_of_work() as uow:
@@ -309,7 +309,7 @@ def test_the_audit_stays_green_after_a_batch_and_its_totals_are_the_batchs_point
 
 def test_a_receipt_reported_meanwhile_is_rejected_and_gives_the_members_day_back(app, world, monkeypatch):
     hub = hub_state(app)
-    read_facts = purchase_batch._read_facts
+    read_facts = purchases._read_facts
 
     def read_then_lose_a_race(session, partner_id, items, now):  # type: ignore[no-untyped-def]
         facts = read_facts(session, partner_id, items, now)
@@ -321,7 +321,7 @@ def test_a_receipt_reported_meanwhile_is_rejected_and_gives_the_members_day_back
             refunded_amount_minor=0))
         return facts
 
-    monkeypatch.setattr(purchase_batch, "_read_facts", read_then_lose_a_race)
+    monkeypatch.setattr(purchases, "_read_facts", read_then_lose_a_race)
     with app.app_context(), hub.unit_of_work() as uow:
         alone = _report_as_batch(uow.session, world, _mixed_batch(world)[:1])
     with app.app_context(), hub.unit_of_work() as uow:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from alliance.models import IdempotencyRecord, SeenNonce
 from alliance.services import idempotency, partner_keys
+from alliance.storage import NonceRow
 from tests.factories import make_partner
 
 
@@ -55,10 +56,10 @@ def test_a_claim_is_decided_by_the_unique_constraint(hub, now):
 def test_nonces_are_unique_and_pruned_once_their_signatures_expire(hub, now):
     partner_id = make_partner(hub, now=now)
     with hub.unit_of_work() as uow:
-        assert partner_keys.record_nonce(uow.session, nonce="n" * 22, partner_id=partner_id, key_id="k",
-                                         seen_at=now, prune_after=now + timedelta(seconds=360))
-        assert not partner_keys.record_nonce(uow.session, nonce="n" * 22, partner_id=partner_id, key_id="k",
-                                             seen_at=now, prune_after=now + timedelta(seconds=360))
+        nonce = NonceRow(nonce="n" * 22, partner_id=partner_id, key_id="k", seen_at=now,
+                         prune_after=now + timedelta(seconds=360))
+        assert partner_keys.record_nonce(uow.session, nonce)
+        assert not partner_keys.record_nonce(uow.session, nonce)
         uow.commit()
     with hub.unit_of_work() as uow:
         assert partner_keys.prune_nonces(uow.session, now=now + timedelta(seconds=359)) == 0
@@ -107,7 +108,8 @@ def test_a_reply_stored_with_the_commit_reads_back_exactly(hub, now):
     in_kolkata = now.astimezone(ZoneInfo("Asia/Kolkata"))
     with hub.unit_of_work() as uow:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        uow.commit_with(*idempotency.completion(record_id=claimed.record_id, status=201, body=body, now=in_kolkata))
+        uow.commit_with(idempotency.reply_write(uow.session, record_id=claimed.record_id, status=201, body=body,
+                                                now=in_kolkata))
     with hub.unit_of_work() as uow:
         record = uow.session.get(IdempotencyRecord, claimed.record_id)
         again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)

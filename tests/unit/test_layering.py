@@ -34,9 +34,8 @@ SETTLEMENT_SERVICES = ("settlement.closing", "settlement.finance", "settlement.r
 # Only the exception classes: how a view or a command recognises a database that is down.
 SQLALCHEMY_EXCEPTIONS = ("sqlalchemy.exc",)
 
-# The unit of work lives in alliance.services today; the storage-adapter redesign
-# (issue 22, items 1-2) moves it beside the engines and sessions; delete the entry then.
-EXTENSIONS_OFFENDERS = frozenset({"alliance.services.unit_of_work"})
+# The storage adapters: the one place for raw SQL, driver statements and dialect branches.
+STORAGE_ADAPTERS = ("alliance.storage.postgresql", "alliance.storage.sqlite", "alliance.storage.statements")
 
 
 def files(folder: str) -> list[Path]:
@@ -192,14 +191,53 @@ def test_the_audit_write_check_sees_writes():
 
 
 def test_extensions_import_no_services():
-    assert offenders("alliance/extensions.py", ("alliance.services", *SETTLEMENT_SERVICES),
-                     allowed=tuple(EXTENSIONS_OFFENDERS)) == []
+    assert offenders("alliance/extensions.py", ("alliance.services", *SETTLEMENT_SERVICES)) == []
 
 
-def test_the_temporary_allowance_is_still_needed():
-    # An entry whose offence is gone must go too, so the list only shrinks.
-    extensions = {found.target for found in imports_of(ROOT / "alliance/extensions.py")}
-    assert EXTENSIONS_OFFENDERS <= extensions, "alliance.extensions no longer imports the unit of work's module"
+# --- storage: SQL that depends on the database lives in the adapters only ---------------
+
+# What only an adapter may do: name the driver, build a statement from text, compile
+# for one dialect, or branch on which database it is.
+ADAPTER_ONLY_MODULES = ("sqlalchemy.dialects", "psycopg")
+ADAPTER_ONLY_NAMES = {("sqlalchemy", "text"), ("alliance.db", "DriverStatement")}
+RAW_SQL_OR_PRAGMA = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|PRAGMA)\s", re.IGNORECASE)
+SERVICES = ("alliance/services", "settlement")
+
+
+def _adapter_only_code(path: Path) -> list[str]:
+    """SQL text, imports only an adapter may use, and branches on the database's kind, in one file."""
+    found = [f"{path.relative_to(ROOT)} imports {item.target}" for item in imports_of(path)
+             if names(item.target, ADAPTER_ONLY_MODULES)]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{alias.name}"
+                      for alias in node.names if (node.module, alias.name) in ADAPTER_ONLY_NAMES]
+        elif isinstance(node, ast.Attribute) and node.attr == "dialect":
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} reads .dialect")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and RAW_SQL_OR_PRAGMA.match(node.value) \
+                and not node.value.rstrip().endswith("."):  # a docstring that starts with "Set", "Delete"...
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} SQL text {node.value[:40]!r}")
+    return found
+
+
+def test_services_hold_no_raw_sql_driver_statements_or_dialect_branches():
+    assert [problem for folder in SERVICES for path in files(folder) for problem in _adapter_only_code(path)] == []
+
+
+def test_the_adapter_check_sees_adapter_code():
+    problems = _adapter_only_code(ROOT / "alliance/storage/postgresql.py")
+    assert any("DriverStatement" in problem for problem in problems)
+    assert any("SQL text" in problem for problem in problems)
+
+
+def test_storage_serves_the_services_and_knows_nothing_above_it():
+    assert offenders("alliance/storage", ("alliance.services", "alliance.api", "alliance.console", "alliance.cli",
+                                          "alliance.extensions", "settlement", "flask")) == []
+
+
+def test_views_reach_storage_only_for_the_unit_of_work_and_plain_values():
+    # The unit of work and the value types of ``alliance.storage``, never an adapter.
+    assert offenders(VIEWS_AND_CLI, STORAGE_ADAPTERS) == []
 
 
 # --- the pure core imports alone --------------------------------------------------------

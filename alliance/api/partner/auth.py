@@ -1,17 +1,20 @@
-"""Every partner request is signed: verify it before anything else, then remember its nonce."""
+"""Every partner request is signed: verify it before anything else, admit it, then hand it its transaction.
+
+The transaction itself (nonce, key confirmation, idempotency claim, operation, stored
+reply, commit) is ``alliance.services.partner_request.PartnerRequest``'s.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 from flask import Response, g, request
 
-from alliance.api.errors import problem_response
+from alliance.api.errors import problem_body, problem_response
 from alliance.domain.rate_limits import PartnerLimiter, RateLimited
 from alliance.domain.signatures import (
-    MAX_CLOCK_AHEAD_S,
     IncomingRequest,
     PartnerKeyRecord,
     SignatureRejected,
@@ -20,8 +23,9 @@ from alliance.domain.signatures import (
 )
 from alliance.extensions import hub_state
 from alliance.services import terminals
-from alliance.services.partner_keys import CachedKeyStore, DatabaseKeyStore, KeyCache, KeyNotCached, record_nonce
-from alliance.services.unit_of_work import Session, UnitOfWork
+from alliance.services.partner_keys import CachedKeyStore, DatabaseKeyStore, KeyCache, KeyNotCached
+from alliance.services.partner_request import PartnerRequest
+from alliance.storage.unit_of_work import Session
 
 LIMITER_KEY = "partner_limiter"
 KEY_CACHE_KEY = "partner_key_cache"
@@ -60,113 +64,6 @@ def incoming_request() -> IncomingRequest:
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-class RequestUnitOfWork:
-    """The one database transaction of a partner request: its nonce, then (for a write) its work.
-
-    A write's nonce, idempotency claim, effects and stored reply commit together, with a
-    single synchronous commit: a crash before it loses all of them (the till retries the
-    same request under the same key), never some. A read commits its nonce at once, without
-    waiting for the disk (``defer_commit_flush``): replaying a read changes nothing.
-
-    A write's nonce is written with its idempotency claim, in the claim's statement
-    (``take_unwritten_nonce``), or, for a write refused before its claim, at ``commit``.
-    A replay was already refused by the verifier, which saw the nonce; the unique index
-    still decides between two copies of one request arriving at the same moment.
-    """
-
-    def __init__(self, unit_of_work: UnitOfWork, message: IncomingRequest, now: datetime) -> None:
-        self.unit_of_work = unit_of_work
-        self.message = message
-        self.now = now
-        self.pending = False
-        self._nonce: dict[str, object] | None = None
-        self._nonce_written = False
-        # The cached key the request was verified with, until the database confirms it.
-        self.unconfirmed_key: PartnerKeyRecord | None = None
-
-    def record_nonce(self, verified: VerifiedSignature, now: datetime, *, at_once: bool = True,
-                     key_confirmed: bool = True) -> None:
-        """Spend the request's nonce in this transaction, or raise ``signature_replayed``.
-
-        ``at_once=False`` (a write) leaves the insert to the idempotency claim or ``commit``.
-        ``key_confirmed=False``: the request was verified against a cached key, which the
-        claim (or ``commit``) confirms before the nonce is written.
-        """
-        self._nonce = {"nonce": verified.nonce, "partner_id": verified.key.partner_id, "key_id": verified.key.key_id,
-                       "seen_at": now, "prune_after": verified.expires + timedelta(seconds=MAX_CLOCK_AHEAD_S)}
-        self._nonce_written = False
-        self.unconfirmed_key = None if key_confirmed else verified.key
-        self.pending = True
-        if at_once:
-            self._write_nonce()
-
-    def take_unwritten_nonce(self) -> dict[str, object] | None:
-        """The nonce's row for the caller to insert now, if not written yet; it counts as written from here.
-
-        With ``unconfirmed_key`` set, the caller confirms the key in the same statement and
-        calls ``key_confirmed`` or, if it no longer stands, ``verify_again``.
-        """
-        if self._nonce is None or self._nonce_written:
-            return None
-        self._nonce_written = True
-        return self._nonce
-
-    def key_confirmed(self) -> None:
-        """The database showed the cached key to stand as the request was verified with it."""
-        self.unconfirmed_key = None
-
-    def verify_again(self) -> None:
-        """The cached key no longer stands: verify the request from the database, as if nothing was cached.
-
-        Everything of the transaction is taken back, the key leaves the cache, and the
-        database's verdict stands: its refusal (nothing of the request is kept) or the key
-        as it now is, with the nonce to be spent again (``g.caller`` follows the key).
-        """
-        stale = self.unconfirmed_key
-        self.unconfirmed_key = None
-        self.unit_of_work.session.rollback()
-        if stale is not None:
-            key_cache().forget(stale.key_id)
-        self._nonce, self._nonce_written, self.pending = None, False, False
-        try:
-            verified = verify_signed_request(self.message, now=self.now,
-                                             keys=DatabaseKeyStore(self.unit_of_work.session))
-        except SignatureRejected:
-            take_back_admission()
-            raise
-        key_cache().remember(verified.key)
-        self.record_nonce(verified, self.now, at_once=False)
-        g.caller = _caller(verified)
-
-    def start_over(self) -> None:
-        """Take back everything of this transaction except the nonce, which is spent again."""
-        self.unit_of_work.session.rollback()
-        self._write_nonce()
-
-    def _write_nonce(self) -> None:
-        if self.unconfirmed_key is not None:
-            # A write refused before its claim (a 422, say): its key is confirmed here,
-            # in a lookup of its own, before its nonce is kept.
-            self.verify_again()
-        if not record_nonce(self.unit_of_work.session, **self._nonce):  # type: ignore[arg-type]
-            raise replayed()
-        self._nonce_written = True
-        self.pending = True
-
-    def commit(self) -> None:
-        """Commit what the request has written so far, its nonce included (a no-op once committed)."""
-        if self.pending:
-            if not self._nonce_written:
-                self._write_nonce()
-            self.unit_of_work.commit()
-            self.pending = False
-
-
-def replayed() -> SignatureRejected:
-    """The refusal of a nonce another request has spent."""
-    return SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
-
-
 def key_cache() -> KeyCache:
     """This process's cache of the partner keys requests were last verified with (see ``KeyCache``)."""
     extras = hub_state().extras
@@ -199,17 +96,41 @@ def _verify_against_cache(message: IncomingRequest, now: datetime) -> VerifiedSi
         raise
 
 
+class _Verifier:
+    """``partner_request.RequestVerifier`` for the request being served."""
+
+    def __init__(self, message: IncomingRequest, now: datetime) -> None:
+        self._message = message
+        self._now = now
+
+    def verify_from_database(self, session: Session, stale_key: PartnerKeyRecord | None) -> VerifiedSignature:
+        if stale_key is not None:
+            key_cache().forget(stale_key.key_id)
+        try:
+            verified = verify_signed_request(self._message, now=self._now, keys=DatabaseKeyStore(session))
+        except SignatureRejected:
+            take_back_admission()
+            raise
+        key_cache().remember(verified.key)
+        g.caller = _caller(verified)
+        return verified
+
+    def refused_as_replay(self) -> None:
+        take_back_admission()
+
+
 def authenticate_partner() -> None:
-    """``before_request`` of the partner blueprints: verify, record the nonce, set ``g.caller``.
+    """``before_request`` of the partner blueprints: verify, admit, take the nonce, set ``g.caller``.
 
     A write whose key is cached is verified without a query; its idempotency claim
     confirms the key in the claim's own statement (see ``partner_keys.KeyCache``).
     """
     message = incoming_request()
     now = utc_now()
-    unit = RequestUnitOfWork(hub_state().unit_of_work().__enter__(), message, now)
-    g.partner_unit_of_work = unit
-    session = unit.unit_of_work.session
+    partner_request = PartnerRequest(hub_state().unit_of_work().__enter__(), now=now,
+                                     verifier=_Verifier(message, now), problem_body=problem_body)
+    g.partner_request = partner_request
+    session = partner_request.unit_of_work.session
     reading = request.method in READ_METHODS
     verified = None if reading else _verify_against_cache(message, now)
     key_confirmed = verified is None
@@ -231,28 +152,23 @@ def authenticate_partner() -> None:
             verified = verify_signed_request(message, now=now, keys=DatabaseKeyStore(session))
             key_cache().remember(verified.key)
         raise
-    if reading:
-        unit.unit_of_work.defer_commit_flush()
-    unit.record_nonce(verified, now, at_once=reading, key_confirmed=key_confirmed)
-    if reading:
-        unit.commit()
+    partner_request.admit(verified, key_confirmed=key_confirmed, read=reading)
     g.caller = _caller(verified)
 
 
-def request_unit_of_work() -> RequestUnitOfWork:
-    """The request's transaction, holding its nonce; the caller commits its work with it."""
-    unit: RequestUnitOfWork = g.partner_unit_of_work
-    unit.pending = False
-    return unit
+def current_partner_request() -> PartnerRequest:
+    """The request's transaction (``partner_request.PartnerRequest``)."""
+    partner_request: PartnerRequest = g.partner_request
+    return partner_request
 
 
 def commit_unclaimed_nonce(response: Response) -> Response:
     """``after_request``: keep the nonce of a write refused before its work began (a 422, say)."""
-    unit: RequestUnitOfWork | None = g.get("partner_unit_of_work")
-    if unit is not None and response.status_code < 500:
-        verified_against_cache = unit.unconfirmed_key is not None
+    partner_request: PartnerRequest | None = g.get("partner_request")
+    if partner_request is not None and response.status_code < 500:
+        verified_against_cache = partner_request.unconfirmed_key is not None
         try:
-            unit.commit()
+            partner_request.commit_unclaimed()
         except SignatureRejected as refusal:
             if verified_against_cache:
                 # Verified against a cached key that no longer stands, or a nonce already
@@ -279,11 +195,10 @@ def _admit(partner_id: int) -> None:
 
 def finish_partner_request(_: BaseException | None = None) -> None:
     """``teardown_request`` of the partner blueprints: end the transaction, give the in-flight slot back."""
-    unit: RequestUnitOfWork | None = g.pop("partner_unit_of_work", None)
+    partner_request: PartnerRequest | None = g.pop("partner_request", None)
     try:
-        if unit is not None:
-            # Rolls back whatever was not committed (an unexpected error's half-done work).
-            unit.unit_of_work.__exit__(None, None, None)
+        if partner_request is not None:
+            partner_request.close()
     finally:
         admission = g.pop("partner_admission", None)
         if admission is not None:

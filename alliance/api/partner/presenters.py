@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from alliance.services import terminals
-from alliance.services.unit_of_work import Session
+from alliance.storage.unit_of_work import Session
 
 HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "voided", "expired": "expired"}
 

@@ -7,6 +7,8 @@ SQL and no business rules.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
@@ -50,9 +52,9 @@ from alliance.api.partner.schemas import (
 )
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
-from alliance.services import member_verification, partners, purchase_batch, purchases, redemptions
+from alliance.services import member_verification, partners, purchases, redemptions
 from alliance.services.accounts import member_balances
-from alliance.services.unit_of_work import UnitOfWork
+from alliance.storage.unit_of_work import UnitOfWork
 from settlement import api as settlement_closing
 from settlement.api import reconcile_statement
 
@@ -133,18 +135,19 @@ class Purchases(MethodView):
     def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
         """Report a purchase; the member earns points by the partner's rule."""
         now = utc_now()
-        context = purchases.context_parameters(partner_id=current_caller().partner_id, receipt_id=data["receipt_id"],
-                                               card_number=data["card_number"], purchased_at=data["purchased_at"],
-                                               now=now)
 
-        def operation(uow: UnitOfWork, first_rows: list | None) -> tuple[int, dict]:  # type: ignore[type-arg]
-            row = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
-                                            report=_purchase_report(uow.session, data), now=now,
-                                            expiry_months=_settings().points_expiry_months,
-                                            context_rows=first_rows)
-            return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, row, now, card_number=data["card_number"]))
+        def operation(uow: UnitOfWork, first_rows: list[Any] | None) -> tuple[int, dict[str, Any]]:
+            stored = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
+                                               report=_purchase_report(uow.session, data), now=now,
+                                               expiry_months=_settings().points_expiry_months,
+                                               context_rows=first_rows)
+            return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, stored, now,
+                                                                 card_number=data["card_number"]))
         # The card's holder in context is read in the claim's round trip.
-        return run_idempotent(operation, first=(purchases.CLAIM_THEN_CARD_HOLDER_IN_CONTEXT, context))
+        first = purchases.first_read(partner_id=current_caller().partner_id, now=now, report=purchases.PurchaseReport(
+            receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
+            currency=data["currency"], purchased_at=data["purchased_at"]))
+        return run_idempotent(operation, first=first)
 
 
 @purchases_blueprint.route("/batch")
@@ -157,9 +160,9 @@ class PurchaseBatch(MethodView):
         """Report up to 1,000 purchases; each item is applied or rejected on its own."""
         def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
             caller = current_caller()
-            outcomes = purchase_batch.report_purchases(
+            outcomes = purchases.report_purchases(
                 uow.session, partner_id=caller.partner_id,
-                items=[purchase_batch.BatchItem(
+                items=[purchases.BatchItem(
                     receipt_id=item["receipt_id"], card_number=item["card_number"], amount_minor=item["amount_minor"],
                     currency=item["currency"], purchased_at=item["purchased_at"], terminal=item.get("terminal"),
                 ) for item in data["purchases"]],
@@ -173,7 +176,7 @@ class PurchaseBatch(MethodView):
 
 
 def _batch_item(uow: UnitOfWork, index: int, receipt_id: str,  # type: ignore[type-arg]
-                outcome: purchase_batch.BatchOutcome) -> dict:
+                outcome: purchases.BatchOutcome) -> dict:
     """One item of the batch's reply: its purchase as a single report presents it, or its problem."""
     if outcome.error is not None:
         return {"index": index, "receipt_id": receipt_id, "status": "rejected", "purchase": None,

@@ -1,0 +1,64 @@
+"""The unit of work: one database transaction that rolls back unless committed.
+
+The only place anything commits. Services work inside a unit of work and never commit;
+the layer that opened it (a request, a command, a job) decides when its work is kept.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from alliance.storage import PendingWrite, Storage
+from alliance.storage.adapters import storage_for
+
+# The session type, named for the layers above services, which pass sessions to
+# services but never query through them themselves.
+__all__ = ["Session", "UnitOfWork"]
+
+
+class UnitOfWork:
+    """Open with ``with``; call ``commit()`` to keep the work, anything else rolls back."""
+
+    session: Session
+    storage: Storage
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._session_factory()
+        self.storage = storage_for(self.session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # close() rolls back whatever was not committed and detaches loaded objects
+        # without expiring them, so values read inside the unit stay readable after it.
+        self.session.close()
+
+    def commit(self) -> None:
+        """Make the work of this unit durable."""
+        self.session.commit()
+
+    def commit_with(self, write: PendingWrite) -> None:
+        """Run one last write (from the storage adapter) and commit, in a single round trip where the database allows it.
+
+        On PostgreSQL the write and ``COMMIT`` travel together; elsewhere the write runs,
+        then the commit. Not inside a savepoint.
+        """
+        self.storage.execute_and_commit(self.session, write)
+
+    def defer_commit_flush(self) -> None:
+        """Let this unit's commit return before the database flushes it to disk.
+
+        Only for work whose loss in a crash is harmless because everything that depends
+        on it commits later, synchronously (the database's log is written in order), as
+        a read's spent nonce is.
+        """
+        self.storage.defer_commit_flush(self.session)
