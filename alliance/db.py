@@ -13,15 +13,16 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
 import psycopg
 from psycopg import RawCursor
 from psycopg.pq import ExecStatus
-from psycopg.rows import namedtuple_row
+from psycopg.rows import RowMaker, namedtuple_row
 from sqlalchemy import (
     Connection,
     Engine,
@@ -37,6 +38,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.config import Settings
 from alliance.observability import metrics
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.engine.default import DefaultDialect
+    from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+    from sqlalchemy.sql.compiler import SQLCompiler
+    from sqlalchemy.sql.elements import ClauseElement
+
+    # A bind or result processor of a statement's type: a value in, the value converted.
+    _Process: TypeAlias = Callable[[Any], Any]
+    # A statement compiled with $n placeholders: SQL, compiled form, bind processors, SQL as sent, bind order.
+    _Numbered: TypeAlias = tuple[str, SQLCompiler, list[tuple[str, _Process]], bytes | str, list[str]]
+    # A statement compiled for one dialect: the dialect, SQL, compiled form, bind processors by name, result
+    # processors by column index, the row factory, and the statement with $n placeholders.
+    _Compiled: TypeAlias = tuple["Dialect", str, SQLCompiler, list[tuple[str, _Process]], list[tuple[int, _Process]],
+                                 "_NamedTupleRowsKept", _Numbered]
 
 SQLITE_FILE_NAME = "alliance.sqlite3"
 TUPLES_OK = ExecStatus.TUPLES_OK
@@ -102,7 +121,8 @@ def make_engine(url: str, settings: Settings, *, pool: str = "primary") -> Engin
     return engine
 
 
-def _leave_read_write_to_the_server(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _leave_read_write_to_the_server(dbapi_connection: psycopg.Connection[Any] | None,
+                                    _record: ConnectionPoolEntry) -> None:
     """Pool ``checkin``: after a read-only session, let the server's default decide again.
 
     SQLAlchemy undoes ``postgresql_readonly`` by setting psycopg's ``read_only`` to False,
@@ -141,7 +161,7 @@ def _postgres_connect_args(settings: Settings) -> dict[str, object]:
     return connect_args
 
 
-def _server_refuses_writes(error: BaseException, driver_connection) -> bool:  # type: ignore[no-untyped-def]
+def _server_refuses_writes(error: BaseException, driver_connection: psycopg.Connection[Any]) -> bool:
     """A read-write transaction refused as read-only: the server is a standby now, or was made read-only.
 
     A session that asked for a read-only transaction (report reads) and wrote anyway has
@@ -162,7 +182,9 @@ def _discard_unusable_connections(context: ExceptionContext) -> None:
     connection = context.connection
     if connection is None or connection.invalidated or context.is_disconnect:
         return
-    if _connection_unusable(context.original_exception, connection.connection.driver_connection):
+    # The handler is registered on PostgreSQL engines only, whose driver connections are psycopg's.
+    driver_connection = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    if _connection_unusable(context.original_exception, driver_connection):
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False
 
@@ -203,7 +225,7 @@ def _protocol_lost(error: BaseException) -> bool:
     return isinstance(error, psycopg.InternalError) and error.sqlstate is None
 
 
-def _connection_unusable(error: BaseException, driver_connection) -> bool:  # type: ignore[no-untyped-def]
+def _connection_unusable(error: BaseException, driver_connection: psycopg.Connection[Any]) -> bool:
     """Whether the connection an error came from must not go back to the pool."""
     return (driver_connection.broken or driver_connection.closed or _protocol_lost(error)
             or _server_refuses_writes(error, driver_connection))
@@ -245,7 +267,8 @@ def migration_engine(settings: Settings, engine: Engine) -> Iterator[Engine]:
         direct.dispose()
 
 
-def _refuse_connection_closed_by_server(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+def _refuse_connection_closed_by_server(dbapi_connection: psycopg.Connection[Any], _record: ConnectionPoolEntry,
+                                        _proxy: PoolProxiedConnection) -> None:
     """Pool ``checkout``: replace a pooled connection the server has closed, without a round trip.
 
     A database restart must cost no request a 500 (partner calls, the console and the
@@ -274,7 +297,7 @@ def _configure_sqlite(engine: Engine, settings: Settings) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -284,7 +307,7 @@ def _configure_sqlite(engine: Engine, settings: Settings) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -378,17 +401,19 @@ class DriverStatement:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._compiled: dict[int, tuple] = {}  # type: ignore[type-arg]
+        self._compiled: dict[int, _Compiled] = {}
 
-    def rows(self, connection: Connection, parameters: Mapping[str, object]) -> list:  # type: ignore[type-arg]
+    def rows(self, connection: Connection, parameters: Mapping[str, object]) -> list[Any]:
         """Execute and return every row (attribute access by column name); none for a statement returning none."""
         if connection.dialect.name != "postgresql":
             result = connection.execute(self.statement, parameters)
-            return result.all() if result.returns_rows else []
+            return list(result.all()) if result.returns_rows else []
         _, _, _, _, results, row_factory, (sql, compiled, processors, encoded, order) = self._compile(connection)
         named = self._values(compiled, processors, parameters)
         values = [named[name] for name in order]
-        driver = connection.connection.driver_connection
+        # SQLAlchemy types the driver's connection as optional (a pool entry may have none);
+        # a connection in use has psycopg's, and a cast would be one more call per statement.
+        driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
         # PostgreSQL's own $n placeholders, the statement compiled so once: psycopg need
         # not parse the SQL for placeholders on every call (it caches that only for
         # statements under 4 KB and 50 parameters; the claim in front of a read is longer).
@@ -397,8 +422,8 @@ class DriverStatement:
             cursor.execute(encoded, values)
             # The result's status, not ``cursor.description``: that builds a column object
             # per column on every call.
-            result = cursor.pgresult
-            rows = cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
+            pgresult = cursor.pgresult
+            rows = cursor.fetchall() if pgresult is not None and pgresult.status == TUPLES_OK else []
             if results and rows:
                 rows = [row._replace(**{row._fields[index]: process(row[index]) for index, process in results})
                         for row in rows]
@@ -413,47 +438,50 @@ class DriverStatement:
         finally:
             cursor.close()
 
-    def bound(self, connection: Connection, parameters: Mapping[str, object]) -> tuple[str, dict]:  # type: ignore[type-arg]
+    def bound(self, connection: Connection, parameters: Mapping[str, object]) -> tuple[str, MutableMapping[str, Any]]:
         """PostgreSQL: the statement in psycopg's SQL and its values, run through the statement's types."""
         _, sql, compiled, processors, *_ = self._compile(connection)
         return sql, self._values(compiled, processors, parameters)
 
     @staticmethod
-    def _values(compiled, processors, parameters: Mapping[str, object]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    def _values(compiled: SQLCompiler, processors: list[tuple[str, _Process]],
+                parameters: Mapping[str, object]) -> MutableMapping[str, Any]:
         values = compiled.construct_params(parameters)
         for name, process in processors:
             values[name] = process(values[name])
         return values
 
-    def _compile(self, connection: Connection):  # type: ignore[no-untyped-def]
+    def _compile(self, connection: Connection) -> _Compiled:
         dialect = connection.dialect
         found = self._compiled.get(id(dialect))
         if found is None or found[0] is not dialect:
-            compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-            processors = {}
+            compiled = _compiled_for(self.statement, dialect)
+            processors: dict[str, _Process] = {}
             for bind, name in compiled.bind_names.items():
                 process = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if process is not None:
                     processors[name] = process
             # psycopg's own values stand for SQLAlchemy's built-in types; our TypeDecorators
             # (UTCDateTime) still process theirs.
-            results = [(index, functools.partial(column.type.process_result_value, dialect=dialect))
-                       for index, column in enumerate(getattr(self.statement, "selected_columns", ()))
-                       if isinstance(column.type, TypeDecorator)]
+            results: list[tuple[int, _Process]] = [
+                (index, functools.partial(column.type.process_result_value, dialect=dialect))
+                for index, column in enumerate(getattr(self.statement, "selected_columns", ()))
+                if isinstance(column.type, TypeDecorator)]
             sql = str(compiled)
             found = self._compiled[id(dialect)] = (dialect, sql, compiled, list(processors.items()), results,
                                                    _NamedTupleRowsKept(), self._compile_numbered(dialect))
         return found
 
 
-    def _compile_numbered(self, dialect):  # type: ignore[no-untyped-def]
+    def _compile_numbered(self, dialect: Dialect) -> _Numbered:
         """The statement with $n placeholders: SQL, compiled form, bind processors, SQL as sent, bind order."""
-        numbered = type(dialect)(paramstyle="numeric_dollar")
+        # Every dialect SQLAlchemy makes is a DefaultDialect, whose constructor takes the paramstyle.
+        numbered = cast("type[DefaultDialect]", type(dialect))(paramstyle="numeric_dollar")
         # What the connection's dialect learnt from the server (tests check that the two
         # compile to the same SQL but for the placeholders).
         numbered.server_version_info = dialect.server_version_info
-        compiled = self.statement.compile(dialect=numbered)  # type: ignore[attr-defined]
-        processors = {}  # by name: a name bound in several places is one value, processed once
+        compiled = _compiled_for(self.statement, numbered)
+        processors: dict[str, _Process] = {}  # by name: a name bound in several places is one value, processed once
         for bind, name in compiled.bind_names.items():
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
@@ -462,7 +490,18 @@ class DriverStatement:
         # Given as bytes, psycopg need not encode it on every call (our SQL is ASCII;
         # anything else is left for psycopg to encode in the connection's encoding).
         encoded = sql.encode("ascii") if sql.isascii() else sql
-        return sql, compiled, list(processors.items()), encoded, list(compiled.positiontup)
+        # A positional paramstyle such as numeric_dollar always orders the binds.
+        order = cast("list[str]", compiled.positiontup)
+        return sql, compiled, list(processors.items()), encoded, list(order)
+
+
+def _compiled_for(statement: Executable, dialect: Dialect) -> SQLCompiler:
+    """``statement`` compiled for ``dialect`` (once per statement and dialect, not per call).
+
+    Every statement a ``DriverStatement`` sends is a Core statement, a ClauseElement too,
+    which a dialect's statement compiler compiles.
+    """
+    return cast("SQLCompiler", cast("ClauseElement", statement).compile(dialect=dialect))
 
 
 class _NamedTupleRowsKept:
@@ -476,9 +515,9 @@ class _NamedTupleRowsKept:
     __slots__ = ("_make",)
 
     def __init__(self) -> None:
-        self._make = None
+        self._make: RowMaker[NamedTuple] | None = None
 
-    def __call__(self, cursor):  # type: ignore[no-untyped-def]
+    def __call__(self, cursor: psycopg.Cursor[Any]) -> RowMaker[NamedTuple]:
         make = self._make
         if make is None:
             make = namedtuple_row(cursor)

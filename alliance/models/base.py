@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, cast, func
+from sqlalchemy import (
+    BigInteger,
+    ColumnExpressionArgument,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    cast,
+    func,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
@@ -28,6 +40,11 @@ class Base(DeclarativeBase):
     """Base of every mapped table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    if TYPE_CHECKING:
+        # Declarative types ``__table__`` as any FromClause (a class may be mapped to a
+        # subquery or a join); every model here is mapped to a Table, which Core inserts name.
+        __table__: ClassVar[Table]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -72,7 +89,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
         self.precision = precision
         self.scale = scale
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Decimal]:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(self.precision + 2))
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
@@ -95,7 +112,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal(str(value)) if not isinstance(value, Decimal) else value
 
 
-def integer_sum(expression: ColumnElement[int]) -> ColumnElement[int]:
+def integer_sum(expression: ColumnExpressionArgument[int]) -> ColumnElement[int]:
     """SUM of integers as an integer, zero when there are no rows.
 
     PostgreSQL widens SUM(bigint) to numeric, which would reach Python as Decimal;

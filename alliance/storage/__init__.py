@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Executable, Select
 from sqlalchemy.orm import Session
 
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
@@ -42,7 +42,7 @@ class NonceRow:
 class FirstRead:
     """An operation's first read (a Core select) and its parameters, which a claim may carry in its round trip."""
 
-    statement: Select[Any]
+    statement: Select[*tuple[Any, ...]]
     parameters: Mapping[str, object]
 
 
@@ -94,7 +94,7 @@ class EarnPosting:
     partner_id: int | None
     price_per_point: Decimal | None
     currency: str | None
-    memo: str
+    memo: str | None
     funding_account_id: int
     target_account_id: int
     points: int
@@ -132,9 +132,12 @@ class WrittenEarns:
 
 @dataclass(frozen=True, slots=True)
 class PendingWrite:
-    """A last write (a Core statement, built once) that a unit of work runs with its commit (``Storage.execute_and_commit``)."""
+    """A last write (a Core statement, built once) that a unit of work runs with its commit.
 
-    statement: Any
+    See ``Storage.execute_and_commit``.
+    """
+
+    statement: Executable
     parameters: Mapping[str, object]
 
 
@@ -168,7 +171,8 @@ class Storage(Protocol):
         """Let this transaction's commit return before the database flushes it to disk."""
 
     # --- purchases and earns ----------------------------------------------------------
-    def read(self, session: Session, statement: Select[Any], parameters: Mapping[str, object]) -> list[Any]:
+    def read(self, session: Session, statement: Select[*tuple[Any, ...]],
+             parameters: Mapping[str, object]) -> list[Any]:
         """Run a fixed, hot Core select and return its rows (attribute access by column name).
 
         For statements on the partner path: PostgreSQL sends them straight through the

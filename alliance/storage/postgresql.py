@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import threading
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg import ClientCursor
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Executable,
     Select,
     String,
     any_,
@@ -37,7 +40,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.visitors import iterate, replacement_traverse
+from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.visitors import ExternallyTraversible, iterate, replacement_traverse
 
 from alliance.db import DriverStatement
 from alliance.domain.ledger import TransactionKind
@@ -213,7 +217,7 @@ class PostgresStorage:
         return ClaimOutcome(key_held=bool(outcome.claim_key_held), nonce_spent=bool(outcome.claim_nonce_spent),
                             record_id=record_id, first_rows=first_rows)
 
-    def _claim_in_front_of(self, first: Select[Any]) -> dict[bool, DriverStatement]:
+    def _claim_in_front_of(self, first: Select[*tuple[Any, ...]]) -> dict[bool, DriverStatement]:
         found = self._claims_in_front.get(id(first))
         if found is None:
             with self._building:
@@ -243,15 +247,16 @@ class PostgresStorage:
         connection = session.connection()
         sql, values = self._driver(write.statement).bound(connection, write.parameters)
         sql += ";\nCOMMIT"
-        driver = connection.connection.driver_connection
+        # Optional in SQLAlchemy's types (a pool entry may have none); a connection in use has
+        # psycopg's, and a cast would be one more call per request.
+        driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
         try:
-            with ClientCursor(driver) as cursor:  # type: ignore[arg-type]
-                cursor.execute(sql, values)  # type: ignore[call-overload]
+            with ClientCursor(driver) as cursor:
+                cursor.execute(sql, values)
         except BaseException as error:
             connection.invalidate()
-            if isinstance(error, driver.Error):  # type: ignore[union-attr]
-                raise DBAPIError.instance(sql, values, error, driver.Error,  # type: ignore[union-attr]
-                                          connection_invalidated=True) from error
+            if isinstance(error, driver.Error):
+                raise DBAPIError.instance(sql, values, error, driver.Error, connection_invalidated=True) from error
             raise
         session.commit()
 
@@ -260,7 +265,8 @@ class PostgresStorage:
 
     # --- purchases and earns ----------------------------------------------------------
 
-    def read(self, session: Session, statement: Select[Any], parameters: Mapping[str, object]) -> list[Any]:
+    def read(self, session: Session, statement: Select[*tuple[Any, ...]],
+             parameters: Mapping[str, object]) -> list[Any]:
         return self._driver(statement).rows(session.connection(), parameters)
 
     def write_earns(self, session: Session, postings: Sequence[EarnPosting], purchases: Sequence[PurchaseRow],
@@ -308,7 +314,7 @@ class PostgresStorage:
     def guard_problem(self, session: Session) -> str | None:
         return None
 
-    def _driver(self, statement: Any) -> DriverStatement:
+    def _driver(self, statement: Executable) -> DriverStatement:
         found = self._driver_statements.get(id(statement))
         if found is None:
             with self._building:
@@ -356,13 +362,13 @@ def _exact_text(value: Decimal | datetime | None) -> str | None:
 FIRST_PREFIX = "first_"
 
 
-def _named_binds(statement: Any) -> set[str]:
+def _named_binds(statement: ExternallyTraversible) -> set[str]:
     """The names of a statement's named binds (anonymous ones get unique names when compiled)."""
     return {element.key for element in iterate(statement)
             if isinstance(element, BindParameter) and not element.unique}
 
 
-def _claim_row(confirm_key: bool) -> Any:
+def _claim_row(confirm_key: bool) -> Subquery:
     """The request's nonce and its claim (and the signing key's confirmation) as a one-row subquery."""
     key_held = KEY_STILL_AS_VERIFIED.cte("key_held") if confirm_key else None
     nonce_row = select(bindparam("claim_nonce", type_=String), bindparam("claim_nonce_partner_id", type_=BigInteger),
@@ -388,18 +394,20 @@ def _claim_row(confirm_key: bool) -> Any:
     ).subquery("claim")
 
 
-def _in_first_namespace(statement: Select[Any]) -> Select[Any]:
+def _in_first_namespace(statement: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     """``statement`` with each named bind renamed ``first_<name>`` (anonymous binds keep their generated names)."""
-    def rename(element: Any) -> Any:
+    def rename(element: ExternallyTraversible, **_kw: Any) -> BindParameter[Any] | None:
         if isinstance(element, BindParameter) and not element.unique:
             return bindparam(FIRST_PREFIX + element.key, value=element.value, type_=element.type,
                              required=element.required)
         return None
 
-    return replacement_traverse(statement, {}, rename)  # type: ignore[no-any-return]
+    # SQLAlchemy types the copy of anything but a column expression as any traversible;
+    # it is a copy of the same kind, a Select here.
+    return typing.cast("Select[*tuple[Any, ...]]", replacement_traverse(statement, {}, rename))
 
 
-def claim_in_front_of(first: Select[Any]) -> dict[bool, DriverStatement]:
+def claim_in_front_of(first: Select[*tuple[Any, ...]]) -> dict[bool, DriverStatement]:
     """``first`` with the claim in front, in one statement, by whether a cached key is confirmed too.
 
     The nonce is spent and the key claimed first (the subquery's CTEs run before the
@@ -407,7 +415,7 @@ def claim_in_front_of(first: Select[Any]) -> dict[bool, DriverStatement]:
     refused or answered from a stored reply reads and locks nothing of it.
     """
     renamed = _in_first_namespace(first)
-    statements = {}
+    statements: dict[bool, DriverStatement] = {}
     for confirm_key in (False, True):
         claim_row = _claim_row(confirm_key)
         if collisions := _named_binds(claim_row) & _named_binds(renamed):

@@ -66,7 +66,8 @@ _INSERT_TRANSACTIONS = insert(JournalTransaction.__table__).returning(JournalTra
                                                                       sort_by_parameter_order=True)
 _INSERT_ENTRIES = insert(JournalEntry.__table__)
 _INSERT_LOTS = insert(PointLot.__table__).returning(PointLot.__table__.c.id, sort_by_parameter_order=True)
-_INSERT_PURCHASES = (sqlite.insert(Purchase.__table__).on_conflict_do_nothing(index_elements=["partner_id", "receipt_id"])
+_INSERT_PURCHASES = (sqlite.insert(Purchase.__table__)
+                     .on_conflict_do_nothing(index_elements=["partner_id", "receipt_id"])
                      .returning(Purchase.__table__.c.receipt_id, Purchase.__table__.c.id))
 
 
@@ -120,7 +121,8 @@ class SqliteStorage:
 
     # --- purchases and earns ----------------------------------------------------------
 
-    def read(self, session: Session, statement: Select[Any], parameters: Mapping[str, object]) -> list[Any]:
+    def read(self, session: Session, statement: Select[*tuple[Any, ...]],
+             parameters: Mapping[str, object]) -> list[Any]:
         result = session.connection().execute(statement, parameters)
         return list(result.all()) if result.returns_rows else []
 

@@ -47,7 +47,7 @@ class UnitOfWork:
         self.session.commit()
 
     def commit_with(self, write: PendingWrite) -> None:
-        """Run one last write (from the storage adapter) and commit, in a single round trip where the database allows it.
+        """Run one last write (from the storage adapter) and commit, in one round trip where the database allows it.
 
         On PostgreSQL the write and ``COMMIT`` travel together; elsewhere the write runs,
         then the commit. Not inside a savepoint.
