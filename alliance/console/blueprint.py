@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import NoReturn
 
 from flask import Blueprint, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
@@ -62,7 +63,7 @@ def _alliance_error(error: AllianceError) -> tuple[str, int]:
     return _error_page(error.http_status, error.title, error.detail)
 
 
-def _unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
+def _unexpected_error(error: Exception) -> tuple[str, int] | tuple[str, int, dict[str, str]]:
     if database_unavailable(error):
         # A failover or a restart, not a bug: the page says so, and that trying again is safe.
         page, status = _error_page(503, "Database unavailable", "The database cannot serve right now, so nothing "
@@ -76,7 +77,7 @@ def _unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
 
 
 @console.route("/<path:unknown>", methods=["GET", "POST"])
-def unknown_page(unknown: str):  # type: ignore[no-untyped-def]
+def unknown_page(unknown: str) -> NoReturn:
     """Any other address under /console: an HTML 404, not the API's problem+json."""
     raise NotFound(f"There is no console page at /console/{unknown}.")
 

@@ -96,12 +96,13 @@ def bar_chart(series: Series, *, chart_id: str) -> Markup:
     slot = width / len(series.labels)
     bar_width = slot * 0.7
     bars = []
-    for index, (label, value) in enumerate(zip(series.labels, series.values)):
+    for index, (label, value) in enumerate(zip(series.labels, series.values, strict=True)):
         y = _y(value, top)
         x = left + slot * index + (slot - bar_width) / 2
         bars.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_width:.1f}" '
                     f'height="{upper + height - y:.1f}" data-label="{escape(label)}" data-value="{value}">'
-                    f'<title>{escape(label)}: {value:,}{escape(" " + series.unit if series.unit else "")}</title></rect>')
+                    f'<title>{escape(label)}: {value:,}{escape(" " + series.unit if series.unit else "")}'
+                    f'</title></rect>')
     return _frame(series, chart_id, bars, top)
 
 
@@ -112,7 +113,7 @@ def line_chart(series: Series, *, chart_id: str) -> Markup:
     slot = width / len(series.labels)
     points = [(left + slot * (index + 0.5), _y(value, top)) for index, value in enumerate(series.values)]
     body = [f'<polyline class="line" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}"/>']
-    for (x, y), label, value in zip(points, series.labels, series.values):
+    for (x, y), label, value in zip(points, series.labels, series.values, strict=True):
         body.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3.5" data-label="{escape(label)}" '
                     f'data-value="{value}"><title>{escape(label)}: {value:,}'
                     f'{escape(" " + series.unit if series.unit else "")}</title></circle>')

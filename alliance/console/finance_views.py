@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console
@@ -61,7 +62,7 @@ def _statement_filters() -> tuple[str | None, str | None, str | None]:
 
 @console.route("/finance/cycles")
 @security.requires(*FINANCE)
-def finance_cycles():  # type: ignore[no-untyped-def]
+def finance_cycles() -> str:
     """Cycles running now and due to close, and closed cycles with their statements."""
     partner, state, net = _statement_filters()
     page, page_size = query_page()
@@ -78,10 +79,10 @@ def finance_cycles():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/cycles.csv")
 @security.requires(*FINANCE)
-def finance_cycles_csv():  # type: ignore[no-untyped-def]
+def finance_cycles_csv() -> Response:
     """Every closed cycle matching the filters, as CSV."""
     partner, state, net = _statement_filters()
-    rows = []
+    rows: list[settlement.ClosedCycleRow] = []
     with hub_state().read_only_unit_of_work() as uow:
         page = 1
         while True:
@@ -101,7 +102,7 @@ def finance_cycles_csv():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/closings", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_close_due_cycles():  # type: ignore[no-untyped-def]
+def finance_close_due_cycles() -> BaseResponse:
     """Close every overdue cycle, oldest first: the same closing as ``alliance settlement close``."""
     state = hub_state()
     moment = now()
@@ -128,7 +129,7 @@ def _signature_checks(item: settlement.ClosedStatement) -> list[SignatureCheck]:
 
 @console.route("/finance/statements/<int:statement_id>")
 @security.requires(*FINANCE)
-def finance_statement(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_statement(statement_id: int) -> str:
     """A statement with its lines, signature status, invoice and payments, reconciliations and disputes."""
     with hub_state().unit_of_work() as uow:
         detail = settlement.statement_detail(uow.session, statement_id=statement_id)
@@ -140,7 +141,7 @@ def finance_statement(statement_id: int):  # type: ignore[no-untyped-def]
 
 @console.route("/finance/statements/<int:statement_id>/document")
 @security.requires(*FINANCE)
-def finance_statement_document(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_statement_document(statement_id: int) -> Response:
     """The exact signed bytes of a statement (JSON or CSV) or a detached signature, as a download."""
     document_format = query_text("format", allowed=tuple(DOCUMENT_FORMATS)) or "csv"
     attribute, content_type, suffix = DOCUMENT_FORMATS[document_format]
@@ -156,7 +157,7 @@ def _back_to_statement(statement_id: int) -> str:
 
 @console.route("/finance/statements/<int:statement_id>/invoiced", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_mark_invoiced(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_mark_invoiced(statement_id: int) -> BaseResponse:
     """Mark a statement invoiced, once."""
     return change(settlement.mark_invoiced, statement_id=statement_id,
                   reference=form_text("reference", max_length=64),
@@ -166,14 +167,15 @@ def finance_mark_invoiced(statement_id: int):  # type: ignore[no-untyped-def]
 
 @console.route("/finance/statements/<int:statement_id>/payments", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_record_payment(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_record_payment(statement_id: int) -> BaseResponse:
     """Record a (partial) payment of an invoiced statement."""
     try:
         paid_on = date.fromisoformat(form_text("paid_on") or "")
     except ValueError:
         raise BadRequest("paid on must be a date such as 2026-11-30") from None
     return change(settlement.record_payment, statement_id=statement_id,
-                  amount_minor=form_whole_number("amount_minor"), paid_on=paid_on, reference=form_text("reference", max_length=64),
+                  amount_minor=form_whole_number("amount_minor"), paid_on=paid_on,
+                  reference=form_text("reference", max_length=64),
                   success=lambda result: f"Payment recorded: {result.paid_minor} paid, "
                                          f"{result.outstanding_minor} outstanding.",
                   back=_back_to_statement(statement_id))
@@ -181,24 +183,20 @@ def finance_record_payment(statement_id: int):  # type: ignore[no-untyped-def]
 
 @console.route("/finance/statements/<int:statement_id>/reconciliations", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_reconcile(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_reconcile(statement_id: int) -> BaseResponse:
     """Reconcile the statement against a partner's CSV pasted or uploaded into the form."""
     upload = request.files.get("document_file")
     document = upload.read() if upload is not None and upload.filename else \
         (form_text("document", max_length=16 * 1024 * 1024) or "").encode("utf-8")
-
-    def reconcile(session, *, now: datetime, actor: str):  # type: ignore[no-untyped-def]
-        return settlement.reconcile_statement(session, statement_id=statement_id, document=document,
-                                              source="back_office", actor=actor, now=now)
-
-    return change(reconcile, success=lambda result: f"Reconciliation report {result.id} stored: "
-                                             f"{result.discrepancies} discrepancies.",
+    return change(settlement.reconcile_statement, statement_id=statement_id, document=document, source="back_office",
+                  success=lambda result: f"Reconciliation report {result.id} stored: "
+                                         f"{result.discrepancies} discrepancies.",
                   back=_back_to_statement(statement_id))
 
 
 @console.route("/finance/statements/<int:statement_id>/disputes", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
+def finance_open_dispute(statement_id: int) -> BaseResponse:
     """Dispute one line of the statement."""
     return change(settlement.open_dispute, statement_id=statement_id, line_number=form_whole_number("line_number"),
                   reason=form_text("reason", max_length=settlement.MAX_REASON_LENGTH),
@@ -208,7 +206,7 @@ def finance_open_dispute(statement_id: int):  # type: ignore[no-untyped-def]
 
 @console.route("/finance/position")
 @security.requires(*FINANCE)
-def finance_position():  # type: ignore[no-untyped-def]
+def finance_position() -> str:
     """Net positions over every closed statement, and one cycle's summary with the issuer → redeemer matrix."""
     currency = hub_state().settings.alliance_currency
     with hub_state().read_only_unit_of_work() as uow:
@@ -229,7 +227,7 @@ def finance_position():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/reconciliations")
 @security.requires(*FINANCE)
-def finance_reconciliations():  # type: ignore[no-untyped-def]
+def finance_reconciliations() -> str:
     """Stored reconciliation reports, newest first."""
     page, page_size = query_page()
     with hub_state().read_only_unit_of_work() as uow:
@@ -245,7 +243,7 @@ def finance_reconciliations():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/reconciliations/<int:report_id>")
 @security.requires(*FINANCE)
-def finance_reconciliation(report_id: int):  # type: ignore[no-untyped-def]
+def finance_reconciliation(report_id: int) -> str:
     """One reconciliation report: matched, missing on either side, mismatched."""
     with hub_state().unit_of_work() as uow:
         report, partner = settlement.reconciliation_report(uow.session, report_id=report_id)
@@ -255,7 +253,7 @@ def finance_reconciliation(report_id: int):  # type: ignore[no-untyped-def]
 
 @console.route("/finance/reconciliations/<int:report_id>.csv")
 @security.requires(*FINANCE)
-def finance_reconciliation_csv(report_id: int):  # type: ignore[no-untyped-def]
+def finance_reconciliation_csv(report_id: int) -> Response:
     """A reconciliation report as the CSV the hub stored."""
     with hub_state().unit_of_work() as uow:
         report, _ = settlement.reconciliation_report(uow.session, report_id=report_id)
@@ -267,7 +265,8 @@ ADJUSTMENT_STATUSES = ("pending", "approved", "rejected")
 DISPUTE_STATUSES = ("open", *settlement.RESOLUTIONS)
 
 
-def _approval_lists():  # type: ignore[no-untyped-def]
+def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlement.AdjustmentView],
+                               list[settlement.DisputeView]]:
     with hub_state().unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
@@ -279,7 +278,7 @@ def _approval_lists():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/approvals")
 @security.requires(*FINANCE)
-def finance_approvals():  # type: ignore[no-untyped-def]
+def finance_approvals() -> str:
     """Adjustments (pending ones to approve or reject, by another person than the requester) and open disputes."""
     page, page_size = query_page()
     codes, partner, status, adjustments, disputes = _approval_lists()
@@ -293,7 +292,7 @@ def finance_approvals():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/adjustments.csv")
 @security.requires(*FINANCE)
-def finance_adjustments_csv():  # type: ignore[no-untyped-def]
+def finance_adjustments_csv() -> Response:
     """Adjustments matching the filters, as CSV."""
     _, _, _, adjustments, _ = _approval_lists()
     return csv_reply("adjustments.csv",
@@ -307,7 +306,7 @@ def finance_adjustments_csv():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/adjustments", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_request_adjustment():  # type: ignore[no-untyped-def]
+def finance_request_adjustment() -> BaseResponse:
     """Request an adjustment; someone else approves it."""
     return change(settlement.request_adjustment, partner_code=form_text("partner", max_length=40),
                   amount_minor=form_whole_number("amount_minor"),
@@ -319,7 +318,7 @@ def finance_request_adjustment():  # type: ignore[no-untyped-def]
 
 @console.route("/finance/adjustments/<int:adjustment_id>/decision", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_decide_adjustment(adjustment_id: int):  # type: ignore[no-untyped-def]
+def finance_decide_adjustment(adjustment_id: int) -> BaseResponse:
     """Approve or reject a pending adjustment (the service refuses the requester)."""
     decision = form_text("decision", max_length=10)
     if decision not in settlement.DECISIONS:
@@ -331,7 +330,7 @@ def finance_decide_adjustment(adjustment_id: int):  # type: ignore[no-untyped-de
 
 @console.route("/finance/disputes/<int:dispute_id>/resolution", methods=["POST"])
 @security.requires(*FINANCE)
-def finance_resolve_dispute(dispute_id: int):  # type: ignore[no-untyped-def]
+def finance_resolve_dispute(dispute_id: int) -> BaseResponse:
     """Resolve an open dispute with an approved adjustment, or reject it."""
     outcome = form_text("outcome", max_length=10)
     adjustment_text = form_text("adjustment_id", required=False, max_length=20)

@@ -7,9 +7,11 @@ CLI do, with the signed-in user as the actor.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from flask import render_template, url_for
+from flask import Response, render_template, url_for
 from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console
@@ -19,6 +21,9 @@ from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
 from alliance.services import console_reports, grading
 
+if TYPE_CHECKING:
+    from alliance.storage.unit_of_work import Session
+
 MANAGERS = security.PARTNER_MANAGER_ROLES
 STATUSES = ("graded", "not_graded")
 
@@ -26,6 +31,10 @@ STATUSES = ("graded", "not_graded")
 def _period_argument(text: str | None) -> str | None:
     if text is None:
         return None
+    return _period_label(text)
+
+
+def _period_label(text: str) -> str:
     try:
         return Period.parse(text).label
     except ValidationFailed:
@@ -34,7 +43,7 @@ def _period_argument(text: str | None) -> str | None:
 
 @console.route("/grades")
 @security.requires(*MANAGERS)
-def grades():  # type: ignore[no-untyped-def]
+def grades() -> str:
     """A period's grades (the newest computed period by default), filtered and paged, and the open alerts."""
     page, page_size = query_page()
     grade = query_text("grade", allowed=GRADES)
@@ -42,7 +51,9 @@ def grades():  # type: ignore[no-untyped-def]
     with hub_state().read_only_unit_of_work() as uow:
         periods = grading.computed_periods(uow.session)
         period = _period_argument(query_text("period")) or (periods[0] if periods else None)
-        summary, rows, total = None, [], 0
+        summary: dict[str, object] | None = None
+        rows: list[dict[str, object]] = []
+        total = 0
         if period is not None and period in periods:
             summary, rows, total = grading.period_grades(uow.session, period=period, grade=grade, status=status,
                                                          limit=page_size, offset=(page - 1) * page_size)
@@ -58,15 +69,15 @@ def grades():  # type: ignore[no-untyped-def]
 
 @console.route("/grades/<period>.csv")
 @security.requires(*MANAGERS)
-def grades_csv(period: str):  # type: ignore[no-untyped-def]
+def grades_csv(period: str) -> Response:
     """The period's grades and metrics as CSV (the same columns as the API's export)."""
-    label = _period_argument(period)
+    label = _period_label(period)
     with hub_state().read_only_unit_of_work() as uow:
-        rows = list(grading.export_rows(uow.session, period=label))  # type: ignore[arg-type]
+        rows = list(grading.export_rows(uow.session, period=label))
     return csv_reply(f"grades-{label}.csv", grading.CSV_COLUMNS, rows)
 
 
-def _compute(session, *, now: datetime, actor: str, period: str):  # type: ignore[no-untyped-def]
+def _compute(session: Session, *, now: datetime, actor: str, period: str) -> grading.ComputedPeriod:
     settings = hub_state().settings
     return grading.compute(session, period=Period.parse(period), config=settings.grading_config(),
                            time_zone=settings.alliance_time_zone, now=now, actor=actor)
@@ -74,7 +85,7 @@ def _compute(session, *, now: datetime, actor: str, period: str):  # type: ignor
 
 @console.route("/grades/computations", methods=["POST"])
 @security.requires(*MANAGERS)
-def grades_compute():  # type: ignore[no-untyped-def]
+def grades_compute() -> BaseResponse:
     """Grade every partner for a period (again, if it was graded before; overrides stay)."""
     period = _period_argument(form_text("period", max_length=7))
     return change(_compute, period=period,
@@ -85,20 +96,20 @@ def grades_compute():  # type: ignore[no-untyped-def]
 
 @console.route("/partners/<code>/grades/<period>")
 @security.requires(*MANAGERS)
-def partner_grade(code: str, period: str):  # type: ignore[no-untyped-def]
+def partner_grade(code: str, period: str) -> str:
     """One grade with its explanation: each metric, its weight and contribution, what moved, overrides."""
-    label = _period_argument(period)
+    label = _period_label(period)
     with hub_state().read_only_unit_of_work() as uow:
-        view = grading.partner_grade(uow.session, code=code, period=label)  # type: ignore[arg-type]
+        view = grading.partner_grade(uow.session, code=code, period=label)
     return render_template("console/grades/detail.html", grade=view, grades=GRADES,
                            currency_metrics={"purchase_volume_minor"})
 
 
 @console.route("/partners/<code>/grades/<period>/override", methods=["POST"])
 @security.requires(*MANAGERS)
-def partner_grade_override(code: str, period: str):  # type: ignore[no-untyped-def]
+def partner_grade_override(code: str, period: str) -> BaseResponse:
     """Override a grade; the reason is required and the computed grade stays visible."""
-    label = _period_argument(period)
+    label = _period_label(period)
     grade = form_text("grade", max_length=1)
     if grade not in GRADES:
         raise BadRequest("A grade is A, B, C or D.")
@@ -113,7 +124,9 @@ def partner_grade_override(code: str, period: str):  # type: ignore[no-untyped-d
 
 @console.route("/grade-alerts/<int:alert_id>/acknowledgement", methods=["POST"])
 @security.requires(*MANAGERS)
-def grade_alert_acknowledge(alert_id: int):  # type: ignore[no-untyped-def]
+def grade_alert_acknowledge(alert_id: int) -> BaseResponse:
     """Mark an alert as handled."""
     return change(grading.acknowledge_alert, alert_id=alert_id, success=f"Alert {alert_id} acknowledged.",
-                  back=url_for("console.grades", **pager_args()))
+                  # The ignore is mypy being right: a query argument named _external (or _scheme, _anchor,
+                  # _method) would reach url_for's own option; pager_args does not leave such names out yet.
+                  back=url_for("console.grades", **pager_args()))  # type: ignore[arg-type]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from flask import Response, flash, redirect, request
 from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
+
+Result = TypeVar("Result")
 
 DEFAULT_PAGE_SIZE = 25
 PAGE_SIZES = (10, 25, 50, 100)
@@ -66,8 +69,8 @@ def now() -> datetime:
     return security.utc_now()
 
 
-def change(action, *, success: str | Callable[[Any], str], back: str,  # type: ignore[no-untyped-def]
-           **arguments) -> Response:
+def change(action: Callable[..., Result], *, success: str | Callable[[Result], str], back: str,
+           **arguments: object) -> BaseResponse:
     """Run a service change as the signed-in user in one committed unit of work, then go back.
 
     ``success`` is the message to show: either finished text, or a function of the
@@ -106,7 +109,7 @@ def _cell(value: object) -> object:
     return value
 
 
-def pager_args(**fixed: object) -> dict[str, object]:
+def pager_args(**fixed: str | None) -> dict[str, str]:
     """The current filters, for links to other pages of the same list."""
     arguments = {key: value for key, value in request.args.items() if key != "page" and value}
     arguments.update({key: value for key, value in fixed.items() if value is not None})

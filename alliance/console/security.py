@@ -14,10 +14,11 @@ import functools
 import hmac
 import secrets
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, ParamSpec, Protocol, TypeVar, cast
 
 from flask import Flask, abort, g, redirect, request, session, url_for
 from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.extensions import hub_state
 from alliance.services import staff_users
@@ -28,6 +29,18 @@ CSRF_SESSION_KEY = "csrf_token"
 FINANCE_ROLES = ("finance", "admin")
 PARTNER_MANAGER_ROLES = ("partner_manager", "admin")
 COMPLAINT_ROLES = ("partner_manager", "customer_service", "admin")
+
+ViewArguments = ParamSpec("ViewArguments")
+ViewResult = TypeVar("ViewResult")
+GuardedResult = TypeVar("GuardedResult", covariant=True)
+
+
+class GuardedView(Protocol[ViewArguments, GuardedResult]):
+    """A view behind ``requires``: called as the view is, and naming the roles it needs."""
+
+    required_roles: tuple[str, ...]
+
+    def __call__(self, *args: ViewArguments.args, **kwargs: ViewArguments.kwargs) -> GuardedResult: ...
 
 
 class CsrfRefused(BadRequest):
@@ -116,12 +129,13 @@ def may(*roles: str) -> bool:
     return identity is not None and bool(identity.roles & set(roles))
 
 
-def requires(*roles: str) -> Callable:  # type: ignore[type-arg]
+def requires(*roles: str) -> Callable[[Callable[ViewArguments, ViewResult]],
+                                      GuardedView[ViewArguments, ViewResult | BaseResponse]]:
     """Send anonymous visitors to the login page; refuse (403) users without one of ``roles``."""
 
-    def decorate(view: Callable) -> Callable:  # type: ignore[type-arg]
+    def decorate(view: Callable[ViewArguments, ViewResult]) -> GuardedView[ViewArguments, ViewResult | BaseResponse]:
         @functools.wraps(view)
-        def guarded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def guarded(*args: ViewArguments.args, **kwargs: ViewArguments.kwargs) -> ViewResult | BaseResponse:
             if g.get("staff") is None:
                 if request.method == "POST":
                     abort(403, "Your session has ended; sign in again.")
@@ -130,8 +144,10 @@ def requires(*roles: str) -> Callable:  # type: ignore[type-arg]
                 abort(403, f"This page needs the role {' or '.join(roles)}; you have "
                            f"{', '.join(sorted(current_staff().roles)) or 'none'}.")
             return view(*args, **kwargs)
-        guarded.required_roles = roles  # type: ignore[attr-defined]
-        return guarded
+        # A function takes the attribute at run time; GuardedView tells the type checker it has it.
+        guarded_view = cast("GuardedView[ViewArguments, ViewResult | BaseResponse]", guarded)
+        guarded_view.required_roles = roles
+        return guarded_view
     return decorate
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console
@@ -12,7 +13,7 @@ from alliance.services import staff_users
 
 
 @console.route("/login", methods=["GET", "POST"])
-def login():  # type: ignore[no-untyped-def]
+def login() -> str | tuple[str, int] | BaseResponse:
     """The login form; every refusal gets the same words, whatever its reason."""
     target = security.safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -37,7 +38,7 @@ def login():  # type: ignore[no-untyped-def]
 
 
 @console.route("/logout", methods=["GET", "POST"])
-def logout():  # type: ignore[no-untyped-def]
+def logout() -> str | BaseResponse:
     """GET asks for confirmation; POST (with the CSRF token) ends the session on the server and in the cookie."""
     if request.method == "GET":
         return render_template("console/logout.html")
@@ -52,6 +53,6 @@ def logout():  # type: ignore[no-untyped-def]
 
 @console.route("/")
 @security.requires()
-def home():  # type: ignore[no-untyped-def]
+def home() -> str:
     """The start page: what this user's roles open."""
     return render_template("console/home.html")
