@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -33,7 +34,7 @@ JOB_LOGGER = logging.getLogger("alliance.job")
 COMMAND_LOGGER = logging.getLogger("alliance.command")
 
 
-def configure_logging(log_format: str, *, stream=None) -> None:  # type: ignore[no-untyped-def]
+def configure_logging(log_format: str, *, stream: TextIO | None = None) -> None:
     """Send the hub's records (INFO and up) to standard error, one JSON object per line or as text.
 
     Idempotent: the hub's handler on the root logger is replaced, never doubled, so

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -38,9 +38,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ IDEMPOTENT_REPLAYS = Counter(
     "alliance_idempotent_replays", "Writes answered from their stored reply (a resend under the same Idempotency-Key).",
     ["partner"])
 RATE_LIMITED = Counter(
-    "alliance_rate_limited", "Partner requests refused with 429 for the partner's rate or in-flight limit.", ["partner"])
+    "alliance_rate_limited", "Partner requests refused with 429 for the partner's rate or in-flight limit.",
+    ["partner"])
 LEDGER_POSTINGS = Counter(
     "alliance_ledger_postings", "Journal transactions committed, by transaction kind.", ["kind"])
 LEDGER_POINTS = Counter(
@@ -219,21 +221,25 @@ def pool_class(name: str) -> type[TimedQueuePool]:
     """The timed pool class of the pool called ``name`` (primary, replica, migration)."""
     # SQLAlchemy names a pool's logger after its class's module: this one logs with
     # SQLAlchemy's own pools (quiet unless an engine asks for ``echo_pool``).
-    return type(f"TimedQueuePool_{name}", (TimedQueuePool,), {"metrics_name": name, "__module__": "sqlalchemy.pool.impl"})
+    return type(f"TimedQueuePool_{name}", (TimedQueuePool,),
+                {"metrics_name": name, "__module__": "sqlalchemy.pool.impl"})
 
 
 def instrument_pool(engine: Engine, name: str) -> None:
     """Count the connections ``engine``'s pool lends out (events on the engine outlive a pool made again)."""
     in_use = POOL_IN_USE.labels(name)
+    # A pool entry always has its record_info dictionary: SQLAlchemy declares the attribute Optional
+    # for every ManagesConnection because a detached proxied connection (never an entry) has none.
 
-    def checked_out(_dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    def checked_out(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry,
+                    _proxy: PoolProxiedConnection) -> None:
         if _SWITCH.on:
-            record.record_info[_LENT] = True
+            cast("dict[Any, Any]", record.record_info)[_LENT] = True
             in_use.inc()
 
-    def given_back(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+    def given_back(_dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry | None) -> None:
         # Checked in, or detached: taken out of the pool for good, never to be checked in.
-        if record is not None and record.record_info.pop(_LENT, False):
+        if record is not None and cast("dict[Any, Any]", record.record_info).pop(_LENT, False):
             in_use.dec()
 
     event.listen(engine, "checkout", checked_out)
@@ -332,7 +338,7 @@ def _gauge(name: str, value: float) -> GaugeMetricFamily:
 def exposition(read_database_figures: Callable[[], DatabaseFigures]) -> tuple[bytes, str]:
     """The text exposition of a scrape: this host's processes' values and the database's figures."""
     database = CollectorRegistry(auto_describe=False)
-    database.register(DatabaseCollector(read_database_figures))  # type: ignore[arg-type]
+    database.register(DatabaseCollector(read_database_figures))
     directory = multiprocess_directory()
     if directory:
         processes = CollectorRegistry()
