@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import BigInteger, Integer, column, func, insert, select, values
+from sqlalchemy import BigInteger, Integer, Row, column, func, insert, select, values
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -195,7 +196,7 @@ def aggregate_postings(session: Session, *, partner_id: int, partner_code: str, 
     return [_aggregate(row, partner_code) for row in rows if row.signed_points != 0]
 
 
-def _aggregate(row, partner_code: str) -> PostingAggregate:  # type: ignore[no-untyped-def]
+def _aggregate(row: Row[*tuple[Any, ...]], partner_code: str) -> PostingAggregate:
     """One SQL row as a netting aggregate, with the points made positive."""
     line_kind = LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)]
     # Earns debit the issued account and redemption refunds debit the redeemed account,
@@ -209,7 +210,7 @@ def _aggregate(row, partner_code: str) -> PostingAggregate:  # type: ignore[no-u
     )
 
 
-def _previous_statement(session: Session, partner_id: int):  # type: ignore[no-untyped-def]
+def _previous_statement(session: Session, partner_id: int) -> Row[datetime, int] | None:
     """The partner's latest closed cycle's end and closing balance, or None."""
     return session.execute(
         select(SettlementRun.cycle_ends_at, SettlementStatement.closing_balance_minor)
@@ -509,7 +510,8 @@ def _last_to_settle(session: Session, partner_ids: list[int]) -> dict[int, datet
                (last_closed_end.c.ends_at.is_(None)) | (JournalTransaction.posted_at >= last_closed_end.c.ends_at))
         .group_by(JournalTransaction.partner_id)
     ).all()
-    found = {partner_id: posted_at for partner_id, posted_at in postings}
+    # The query keeps the postings of ``partner_ids`` alone, so every row names its partner.
+    found = {cast(int, partner_id): posted_at for partner_id, posted_at in postings}
     for partner_id, approved_at in finance.unapplied_approval_times(session, partner_ids=partner_ids).items():
         found[partner_id] = max(found.get(partner_id, approved_at), approved_at)
     return found

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -50,6 +52,7 @@ MAX_REASON_LENGTH = 500
 # Most rows one page of a list may hold.
 MAX_PAGE_SIZE = 200
 DECISIONS = {"approve": "approved", "reject": "rejected"}
+_Columns = TypeVarTuple("_Columns")
 
 
 class SameApprover(Conflict):
@@ -173,7 +176,8 @@ def request_adjustment(
     return adjustment_by_id(session, adjustment_id)
 
 
-def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, actor: str, now: datetime) -> AdjustmentView:
+def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, actor: str,
+                      now: datetime) -> AdjustmentView:
     """Approve or reject a pending adjustment; the requester may not decide its own."""
     if decision not in DECISIONS:
         raise ValidationFailed("decision must be approve or reject", fields={"decision": ["unknown"]})
@@ -192,11 +196,12 @@ def decide_adjustment(session: Session, *, adjustment_id: int, decision: str, ac
     if decision == "approve":
         _require_cycle_open(session, adjustment.partner_id, now)
     status = DECISIONS[decision]
-    changed = session.execute(
+    # Session.execute types its result as a Result; an UPDATE's is a CursorResult, which counts the rows.
+    changed = cast("CursorResult[*tuple[Any, ...]]", session.execute(
         update(Adjustment).where(Adjustment.id == adjustment_id, Adjustment.status == "pending")
         .values(status=status, decided_by=actor, decided_at=now)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     if changed != 1:
         raise AlreadyDecided(f"adjustment {adjustment_id} was decided meanwhile")
     session.expire(adjustment)
@@ -228,7 +233,8 @@ def adjustment_by_id(session: Session, adjustment_id: int) -> AdjustmentView:
     return found[0]
 
 
-def list_adjustments(session: Session, *, partner_code: str | None = None, status: str | None = None) -> list[AdjustmentView]:
+def list_adjustments(session: Session, *, partner_code: str | None = None,
+                     status: str | None = None) -> list[AdjustmentView]:
     """Every matching adjustment, oldest first (operator tools; the API pages with ``adjustments_page``)."""
     return _adjustment_views(session, select_where=_adjustment_conditions(partner_code, status))
 
@@ -242,8 +248,8 @@ def adjustments_page(session: Session, *, partner_code: str | None, status: str 
     return _adjustment_views(session, select_where=conditions, page=page, page_size=page_size), total
 
 
-def _adjustment_conditions(partner_code: str | None, status: str | None) -> list:  # type: ignore[type-arg]
-    conditions = []
+def _adjustment_conditions(partner_code: str | None, status: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
     if partner_code is not None:
         conditions.append(Partner.code == partner_code)
     if status is not None:
@@ -251,7 +257,7 @@ def _adjustment_conditions(partner_code: str | None, status: str | None) -> list
     return conditions
 
 
-def _adjustment_views(session: Session, *, select_where: list, page: int | None = None,  # type: ignore[type-arg]
+def _adjustment_views(session: Session, *, select_where: list[ColumnElement[bool]], page: int | None = None,
                       page_size: int = MAX_PAGE_SIZE) -> list[AdjustmentView]:
     statement = (
         select(Adjustment, Partner.code, AdjustmentApplication.run_id)
@@ -292,7 +298,8 @@ def unapplied_approval_times(session: Session, *, partner_ids: list[int]) -> dic
                AdjustmentApplication.id.is_(None))
         .group_by(Adjustment.partner_id)
     ).all()
-    return {partner_id: decided_at for partner_id, decided_at in rows}
+    # An approved adjustment was decided: each partner's latest decision has its time.
+    return {partner_id: cast(datetime, decided_at) for partner_id, decided_at in rows}
 
 
 def record_applications(session: Session, *, adjustment_ids: list[int], run_id: int) -> None:
@@ -406,7 +413,11 @@ def overdue_total(session: Session, *, as_of: date) -> int:
     return session.scalar(select(func.count()).select_from(_overdue_statement(as_of).order_by(None).subquery())) or 0
 
 
-def _overdue_statement(as_of: date):  # type: ignore[no-untyped-def]
+def _overdue_statement(as_of: date) -> Select[SettlementStatement, str, Decimal | int, bool]:
+    """Overdue statements with their partner's code, the sum paid by ``as_of`` and whether they are invoiced.
+
+    The sum is an integer on SQLite and a Decimal on PostgreSQL, which widens SUM(bigint) to numeric.
+    """
     paid = (
         select(StatementEvent.statement_id, func.sum(StatementEvent.amount_minor).label("paid"))
         .where(StatementEvent.kind == "paid", StatementEvent.paid_on <= as_of)
@@ -495,12 +506,13 @@ def resolve_dispute(
             raise AdjustmentNotUsable(
                 f"adjustment {adjustment_id} must be approved, of the disputed statement's partner, "
                 "and resolve no other dispute")
-    changed = session.execute(
+    # Session.execute types its result as a Result; an UPDATE's is a CursorResult, which counts the rows.
+    changed = cast("CursorResult[*tuple[Any, ...]]", session.execute(
         update(StatementLineDispute)
         .where(StatementLineDispute.id == dispute_id, StatementLineDispute.status == "open")
         .values(status=outcome, resolved_by=actor, resolved_at=now, adjustment_id=adjustment_id)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     if changed != 1:
         raise DisputeClosed(f"dispute {dispute_id} was closed meanwhile")
     session.expire(dispute)
@@ -516,7 +528,8 @@ def dispute_by_id(session: Session, dispute_id: int) -> DisputeView:
     return found[0]
 
 
-def list_disputes(session: Session, *, partner_code: str | None = None, status: str | None = None) -> list[DisputeView]:
+def list_disputes(session: Session, *, partner_code: str | None = None,
+                  status: str | None = None) -> list[DisputeView]:
     """Every matching dispute, oldest first (operator tools; the API pages with ``disputes_page``)."""
     return _dispute_views(session, _dispute_conditions(partner_code, status))
 
@@ -529,8 +542,8 @@ def disputes_page(session: Session, *, partner_code: str | None, status: str | N
     return _dispute_views(session, conditions, page=page, page_size=page_size), total or 0
 
 
-def _dispute_conditions(partner_code: str | None, status: str | None) -> list:  # type: ignore[type-arg]
-    conditions = []
+def _dispute_conditions(partner_code: str | None, status: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
     if partner_code is not None:
         conditions.append(Partner.code == partner_code)
     if status is not None:
@@ -538,7 +551,7 @@ def _dispute_conditions(partner_code: str | None, status: str | None) -> list:  
     return conditions
 
 
-def _dispute_statement(conditions: list):  # type: ignore[no-untyped-def, type-arg]
+def _dispute_statement(conditions: list[ColumnElement[bool]]) -> Select[StatementLineDispute, int, int, str]:
     return (
         select(StatementLineDispute, SettlementStatementLine.statement_id, SettlementStatementLine.line_number,
                Partner.code)
@@ -549,7 +562,7 @@ def _dispute_statement(conditions: list):  # type: ignore[no-untyped-def, type-a
     )
 
 
-def _dispute_views(session: Session, conditions: list, *, page: int | None = None,  # type: ignore[type-arg]
+def _dispute_views(session: Session, conditions: list[ColumnElement[bool]], *, page: int | None = None,
                    page_size: int = MAX_PAGE_SIZE) -> list[DisputeView]:
     rows = session.execute(_paged(_dispute_statement(conditions), page, page_size)).all()
     return [
@@ -559,7 +572,7 @@ def _dispute_views(session: Session, conditions: list, *, page: int | None = Non
     ]
 
 
-def _paged(statement, page: int | None, page_size: int):  # type: ignore[no-untyped-def]
+def _paged(statement: Select[*_Columns], page: int | None, page_size: int) -> Select[*_Columns]:
     """``statement`` limited to one page (pages count from 1), or whole when ``page`` is None."""
     if page is None:
         return statement

@@ -190,7 +190,8 @@ class StatementLine:
             if self.price_per_point is not None or self.points is not None or self.count != 1:
                 raise ValidationFailed("a fee or adjustment line is money alone, one per reference")
             if not isinstance(self.reference, str) or not REFERENCE_PATTERN.match(self.reference):
-                raise ValidationFailed("a fee or adjustment line needs its reference", fields={"reference": ["missing"]})
+                raise ValidationFailed("a fee or adjustment line needs its reference",
+                                       fields={"reference": ["missing"]})
         else:
             raise ValidationFailed(f"line_kind {self.line_kind!r} is unknown", fields={"line_kind": ["unknown"]})
         if not all(isinstance(value, Decimal) for value in (self.exact_amount_minor, self.rounding_residue_minor)):

@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Subquery
 
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.models import (
@@ -57,7 +58,7 @@ class ClosedCycleRow:
         return "invoiced" if self.invoiced else "uninvoiced"
 
 
-def _statement_money():  # type: ignore[no-untyped-def]
+def _statement_money() -> tuple[Subquery, Subquery]:
     paid = (select(StatementEvent.statement_id, func.sum(StatementEvent.amount_minor).label("paid"))
             .where(StatementEvent.kind == "paid").group_by(StatementEvent.statement_id).subquery())
     invoiced = (select(StatementEvent.statement_id, func.count().label("invoiced"))
@@ -99,7 +100,12 @@ def closed_cycles_page(session: Session, *, partner_code: str | None, state: str
     elif net == "zero":
         query = query.where(SettlementStatement.net_minor == 0)
     rows, total = paged(session, query, page, page_size, SettlementRun.cycle_ends_at.desc(), Partner.code)
-    return Page([ClosedCycleRow(*row[:9], bool(row[9]), int(row[10])) for row in rows], total, page, page_size)
+    # Named one by one: mypy cannot place arguments after a star of a row whose length it
+    # does not know (eleven columns are more than SQLAlchemy's select() types).
+    return Page([ClosedCycleRow(statement_id, code, frequency, starts_at, ends_at, closed_at, currency, net_minor,
+                                due_date, bool(invoiced_flag), int(paid_sum))
+                 for (statement_id, code, frequency, starts_at, ends_at, closed_at, currency, net_minor, due_date,
+                      invoiced_flag, paid_sum) in rows], total, page, page_size)
 
 
 @dataclass(frozen=True, slots=True)
