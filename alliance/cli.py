@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -22,17 +22,35 @@ from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
 from alliance.observability.logs import COMMAND_LOGGER
 
+if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
 
-def _with_app(command: Callable) -> Callable:  # type: ignore[type-arg]
+    from alliance.extensions import HubState
+
+CommandArguments = ParamSpec("CommandArguments")
+CommandResult = TypeVar("CommandResult")
+
+
+class WithApp(Protocol):
+    """``_with_app``'s type, for the modules that are handed it to wrap their commands."""
+
+    def __call__(self, command: Callable[Concatenate[Flask, CommandArguments], CommandResult], /
+                 ) -> Callable[CommandArguments, CommandResult]: ...
+
+
+def _with_app(command: Callable[Concatenate[Flask, CommandArguments], CommandResult],
+              ) -> Callable[CommandArguments, CommandResult]:
     """Run ``command(app, ...)`` inside an app context, turning expected errors into CLI errors."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapper(*args: CommandArguments.args, **kwargs: CommandArguments.kwargs) -> CommandResult:
         started = time.perf_counter()
         outcome = "failed"
         try:
             if has_app_context():
-                result = command(current_app._get_current_object(), *args, **kwargs)
+                # Flask declares current_app as a Flask; it is the proxy that finds the app of the context.
+                app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+                result = command(app, *args, **kwargs)
             else:
                 from alliance.app import create_app
 
@@ -136,7 +154,8 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
 
 
 @main.command("seed-demo")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Where 'alliance serve' will listen, for the console address.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Where 'alliance serve' will listen, for the console address.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @_with_app
 def seed_demo(app: Flask, host: str, port: int) -> None:
@@ -162,7 +181,7 @@ def seed_demo(app: Flask, host: str, port: int) -> None:
     click.echo("\n".join(logins))
 
 
-def _close_demo_cycles(state, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def _close_demo_cycles(state: HubState, now: datetime) -> None:
     """Close the demo's ended cycles and print each partner's net position and the netting."""
     from decimal import Decimal
 
@@ -217,7 +236,8 @@ def audit(app: Flask, as_json: bool, checkpoint_files: tuple[Path, ...]) -> None
         return
     for check in report.checks:
         mark = "ok  " if not check.problems else "FAIL"
-        click.echo(f"{mark} {check.name}: {check.description}" + (f" ({check.problems} problems)" if check.problems else ""))
+        click.echo(f"{mark} {check.name}: {check.description}"
+                   + (f" ({check.problems} problems)" if check.problems else ""))
     click.echo("totals: " + ", ".join(f"{name}={value}" for name, value in report.totals.items()))
     if failure is not None:
         click.echo(f"audit FAILED at {failure.name}: {failure.first_problem}", err=True)

@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -17,13 +18,16 @@ from flask import Flask
 from alliance.domain.identifiers import KEY_ID, PARTNER_CODE, TERMINAL_CODE, IdentifierRule, identifier_problem
 from alliance.extensions import hub_state
 
+if TYPE_CHECKING:
+    from alliance.cli import WithApp
 
-class DecimalType(click.ParamType):
+
+class DecimalType(click.ParamType[Decimal, object]):
     """An exact decimal from its text; floats never enter."""
 
     name = "decimal"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Decimal:
         if isinstance(value, Decimal):
             return value
         try:
@@ -35,26 +39,26 @@ class DecimalType(click.ParamType):
         return number
 
 
-class IdentifierType(click.ParamType):
+class IdentifierType(click.ParamType[str, str]):
     """A partner code, terminal code or key id, refused (exit 2) outside its documented character set."""
 
     def __init__(self, rule: IdentifierRule) -> None:
         self.rule = rule
         self.name = rule.noun.replace(" ", "_")
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
         problem = identifier_problem(self.rule, value)
         if problem:
             self.fail(f"{value!r} is not valid: {problem}", param, ctx)
         return value
 
 
-class MomentType(click.ParamType):
+class MomentType(click.ParamType[datetime, str | datetime]):
     """An ISO 8601 moment with a UTC offset."""
 
     name = "moment"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: str | datetime, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
@@ -98,14 +102,14 @@ def load_public_key(path: Path) -> bytes:
     return raw
 
 
-def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register(main: click.Group, with_app: WithApp) -> None:
     """Add the ``partners``, ``members`` and ``campaigns`` groups to the CLI."""
     _register_partner_commands(main, with_app)
     _register_member_commands(main, with_app)
     _register_campaign_commands(main, with_app)
 
 
-def _register_partner_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_partner_commands(main: click.Group, with_app: WithApp) -> None:
 
     @main.group()
     def partners() -> None:
@@ -115,7 +119,7 @@ def _register_partner_commands(main: click.Group, with_app) -> None:  # type: ig
     _add_partner_keys_and_terminals(partners, with_app)
 
 
-def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _add_partner_create(partners: click.Group, with_app: WithApp) -> None:
     @partners.command("create")
     @click.option("--code", required=True, type=IdentifierType(PARTNER_CODE),
                   help="Short lowercase code, e.g. cafe-aurora.")
@@ -124,7 +128,8 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
     @click.option("--time-zone", default="UTC", show_default=True, help="IANA zone of the settlement cut-off.")
     @click.option("--cycle", type=click.Choice(["daily", "weekly", "monthly"]), default="monthly", show_default=True)
     @click.option("--issue-price", type=DecimalType(), required=True, help="Money per point the partner pays to issue.")
-    @click.option("--redemption-price", type=DecimalType(), required=True, help="Money per point the hub pays on redemption.")
+    @click.option("--redemption-price", type=DecimalType(), required=True,
+                  help="Money per point the hub pays on redemption.")
     @click.option("--points-per-unit", type=DecimalType(), default=Decimal("1"), show_default=True)
     @click.option("--ladder", default="[]", help='JSON, e.g. [{"from_minor": 10000, "multiplier": "1.5"}].')
     @click.option("--per-purchase-cap", type=click.IntRange(1), default=None)
@@ -132,11 +137,13 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
     @click.option("--return-window-days", type=click.IntRange(0, 365), default=0, show_default=True)
     @click.option("--cycle-fee-minor", type=click.IntRange(0, 10**12), default=0, show_default=True,
                   help="Fixed fee per settlement cycle, in minor units.")
-    @click.option("--status", type=click.Choice(["pending", "active", "suspended"]), default="active", show_default=True)
+    @click.option("--status", type=click.Choice(["pending", "active", "suspended"]), default="active",
+                  show_default=True)
     @with_app
-    def partners_create(app: Flask, code, name, currency, time_zone, cycle, issue_price, redemption_price,  # type: ignore[no-untyped-def]
-                        points_per_unit, ladder, per_purchase_cap, per_member_day_cap, return_window_days,
-                        cycle_fee_minor, status) -> None:
+    def partners_create(app: Flask, code: str, name: str, currency: str, time_zone: str, cycle: str,
+                        issue_price: Decimal, redemption_price: Decimal, points_per_unit: Decimal, ladder: str,
+                        per_purchase_cap: int | None, per_member_day_cap: int | None, return_window_days: int,
+                        cycle_fee_minor: int, status: str) -> None:
         """Create a partner with its accounts, first prices and earn rule."""
         from alliance.services import partner_admin
         from alliance.services.partners import PartnerTerms
@@ -153,7 +160,8 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
             return_window_days=return_window_days, cycle_fee_minor=cycle_fee_minor,
         )
         with hub_state(app).unit_of_work() as uow:
-            partner = partner_admin.onboard(uow.session, code=code, name=name, terms=terms, now=_now(), actor=cli_actor())
+            partner = partner_admin.onboard(uow.session, code=code, name=name, terms=terms, now=_now(),
+                                            actor=cli_actor())
             partner_id = partner.id
             if status != "pending":
                 partner_admin.change_status(uow.session, code=code, status=status, now=_now(), actor=cli_actor())
@@ -162,7 +170,7 @@ def _add_partner_create(partners: click.Group, with_app) -> None:  # type: ignor
 
 
 
-def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _add_partner_keys_and_terminals(partners: click.Group, with_app: WithApp) -> None:
     @partners.command("add-terminal")
     @click.option("--partner", "partner_code", required=True, type=IdentifierType(PARTNER_CODE))
     @click.option("--code", required=True, type=IdentifierType(TERMINAL_CODE), help="Terminal code, e.g. till-2.")
@@ -172,20 +180,22 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
         from alliance.services import partner_admin
 
         with hub_state(app).unit_of_work() as uow:
-            partner_admin.new_terminal(uow.session, code=partner_code, terminal_code=code, now=_now(), actor=cli_actor())
+            partner_admin.new_terminal(uow.session, code=partner_code, terminal_code=code, now=_now(),
+                                       actor=cli_actor())
             uow.commit()
         click.echo(f"terminal {code} added to {partner_code}")
 
     @partners.command("add-key")
     @click.option("--partner", "partner_code", required=True, type=IdentifierType(PARTNER_CODE))
     @click.option("--key-id", required=True, type=IdentifierType(KEY_ID), help="The keyid the till will sign with.")
-    @click.option("--public-key", "public_key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    @click.option("--public-key", "public_key_file", required=True,
+                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   help="Ed25519 public key: PEM, or base64 of the 32 raw bytes.")
     @click.option("--terminal", "terminal_code", default=None, type=IdentifierType(TERMINAL_CODE),
                   help="Bind the key to this terminal only.")
     @click.option("--expires-at", type=MomentType(), default=None)
     @with_app
-    def partners_add_key(app: Flask, partner_code: str, key_id: str, public_key_file: Path,  # type: ignore[no-untyped-def]
+    def partners_add_key(app: Flask, partner_code: str, key_id: str, public_key_file: Path,
                          terminal_code: str | None, expires_at: datetime | None) -> None:
         """Register a signing key; several may be active at once, for rotation."""
         from alliance.services import partner_admin
@@ -195,7 +205,8 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
             partner_admin.new_key(uow.session, code=partner_code, key_id=key_id, public_key=public_key,
                                   terminal_code=terminal_code, expires_at=expires_at, now=_now(), actor=cli_actor())
             uow.commit()
-        click.echo(f"key {key_id} registered for {partner_code}" + (f" (terminal {terminal_code})" if terminal_code else ""))
+        click.echo(f"key {key_id} registered for {partner_code}"
+                   + (f" (terminal {terminal_code})" if terminal_code else ""))
 
     @partners.command("revoke-key")
     @click.argument("key_id")
@@ -223,7 +234,7 @@ def _add_partner_keys_and_terminals(partners: click.Group, with_app) -> None:  #
 
 
 
-def _register_member_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_member_commands(main: click.Group, with_app: WithApp) -> None:
     @main.group()
     def members() -> None:
         """Enrol members, set PINs, issue one-time redemption codes."""
@@ -247,7 +258,8 @@ def _register_member_commands(main: click.Group, with_app) -> None:  # type: ign
 
     @members.command("set-pin")
     @click.option("--card", "card_number", required=True)
-    @click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True, help="4-12 digits; prompted if absent.")
+    @click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True,
+                  help="4-12 digits; prompted if absent.")
     @with_app
     def members_set_pin(app: Flask, card_number: str, pin: str) -> None:
         """Set a card's PIN (this also unlocks a card locked by wrong PINs)."""
@@ -276,7 +288,7 @@ def _register_member_commands(main: click.Group, with_app) -> None:  # type: ign
 
 
 
-def _register_campaign_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
     @main.group()
     def campaigns() -> None:
         """Campaigns that give extra points, funded by a partner or by the hub."""
@@ -284,15 +296,16 @@ def _register_campaign_commands(main: click.Group, with_app) -> None:  # type: i
     @campaigns.command("create")
     @click.option("--name", required=True)
     @click.option("--funded-by", type=click.Choice(["partner", "hub"]), required=True)
-    @click.option("--partner", "partner_code", default=None, help="Only at this partner (required when a partner funds it).")
+    @click.option("--partner", "partner_code", default=None,
+                  help="Only at this partner (required when a partner funds it).")
     @click.option("--multiplier", type=DecimalType(), default=Decimal("1"), show_default=True)
     @click.option("--bonus-points", type=click.IntRange(0), default=0, show_default=True)
     @click.option("--min-amount-minor", type=click.IntRange(0), default=0, show_default=True)
     @click.option("--starts-at", type=MomentType(), required=True)
     @click.option("--ends-at", type=MomentType(), required=True)
     @with_app
-    def campaigns_create(app: Flask, name, funded_by, partner_code, multiplier, bonus_points, min_amount_minor,  # type: ignore[no-untyped-def]
-                         starts_at, ends_at) -> None:
+    def campaigns_create(app: Flask, name: str, funded_by: str, partner_code: str | None, multiplier: Decimal,
+                         bonus_points: int, min_amount_minor: int, starts_at: datetime, ends_at: datetime) -> None:
         """Create a campaign; it applies to purchases made between its start and end."""
         from alliance.services import partner_admin
 
@@ -305,14 +318,14 @@ def _register_campaign_commands(main: click.Group, with_app) -> None:  # type: i
         click.echo(f"campaign {campaign_id} {name!r} created, funded by the {funded_by}")
 
 
-def register_back_office(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register_back_office(main: click.Group, with_app: WithApp) -> None:
     """Add ``staff`` (back-office clients), ``pii`` (key ring) and ``pins`` (PIN key ring) groups."""
     _register_staff_commands(main, with_app)
     _register_pii_commands(main, with_app)
     _register_pin_commands(main, with_app)
 
 
-def _register_staff_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_staff_commands(main: click.Group, with_app: WithApp) -> None:
 
     @main.group()
     def staff() -> None:
@@ -322,7 +335,8 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
     @click.option("--name", required=True)
     @click.option("--role", "roles", multiple=True, required=True,
                   type=click.Choice(["admin", "finance", "partner_manager", "customer_service"]))
-    @click.option("--person", required=True, help="Handle of the staff person who holds it (alliance staff add-person).")
+    @click.option("--person", required=True,
+                  help="Handle of the staff person who holds it (alliance staff add-person).")
     @with_app
     def staff_create_client(app: Flask, name: str, roles: tuple[str, ...], person: str) -> None:
         """Create a client of one staff person; its secret is printed once and only a digest is kept."""
@@ -332,7 +346,8 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
             created = oauth.create_client_by(uow.session, name=name, roles=list(roles), person=person,
                                              actor=cli_actor(), now=_now())
             uow.commit()
-        click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}\nroles={' '.join(created.roles)}"
+        click.echo(f"client_id={created.client_id}\nclient_secret={created.client_secret}"
+                   f"\nroles={' '.join(created.roles)}"
                    f"\nperson={created.person}")
 
     @staff.command("revoke-client")
@@ -349,7 +364,7 @@ def _register_staff_commands(main: click.Group, with_app) -> None:  # type: igno
 
 
 
-def _register_pii_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_pii_commands(main: click.Group, with_app: WithApp) -> None:
     @main.group()
     def pii() -> None:
         """The key ring personal data is encrypted under."""
@@ -389,7 +404,7 @@ def _register_pii_commands(main: click.Group, with_app) -> None:  # type: ignore
         click.echo(f"re-encrypted {total} member profiles under key {state.key_ring.active_key_id}")
 
 
-def _register_pin_commands(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def _register_pin_commands(main: click.Group, with_app: WithApp) -> None:
     @main.group()
     def pins() -> None:
         """The key ring PINs are hashed under (HMAC-SHA256, keys outside the database)."""
@@ -434,7 +449,7 @@ def _register_pin_commands(main: click.Group, with_app) -> None:  # type: ignore
         click.echo(f"under a key not in the ring, or damaged (need a PIN reset): {census.unverifiable} cards")
 
 
-def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register_settlement(main: click.Group, with_app: WithApp) -> None:
     """Add the ``settlement`` and ``statements`` groups to the CLI."""
 
     @main.group()
@@ -527,7 +542,7 @@ def register_settlement(main: click.Group, with_app) -> None:  # type: ignore[no
         click.echo(private_key_pem(key), nl=False)
 
 
-def register_finance(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register_finance(main: click.Group, with_app: WithApp) -> None:
     """Add the ``finance`` group: reconcile, invoice and record payments of statements."""
 
     @main.group()

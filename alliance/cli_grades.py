@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 from flask import Flask
@@ -13,10 +14,14 @@ from alliance.cli_admin import MomentType, cli_actor
 from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
 
+if TYPE_CHECKING:
+    from alliance.cli import WithApp
+    from alliance.storage.unit_of_work import Session
+
 PERIOD_HELP = "A month (2026-10) or a quarter (2026-Q4), in the alliance's time zone."
 
 
-def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register(main: click.Group, with_app: WithApp) -> None:
     """Add the ``grades`` group to the CLI."""
 
     @main.group()
@@ -156,7 +161,8 @@ def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-de
         click.echo(f"alert #{alert['id']} acknowledged by {alert['acknowledged_by']}")
 
 
-def _all_pages(session, period: str, grade: str | None, first: list, total: int) -> list:  # type: ignore[no-untyped-def, type-arg]
+def _all_pages(session: Session, period: str, grade: str | None, first: list[dict[str, object]],
+               total: int) -> list[dict[str, object]]:
     from alliance.services import grading
 
     views = list(first)
@@ -166,7 +172,7 @@ def _all_pages(session, period: str, grade: str | None, first: list, total: int)
     return views
 
 
-def _line(view: dict, *, with_period: bool = False) -> str:  # type: ignore[type-arg]
+def _line(view: Mapping[str, Any], *, with_period: bool = False) -> str:
     head = f"{view['period']} " if with_period else ""
     if view["status"] == "not_graded" and not view["overridden"]:
         return f"{head}{view['partner']:<20} not graded: {view['not_graded_reason']}"
@@ -181,7 +187,7 @@ def _line(view: dict, *, with_period: bool = False) -> str:  # type: ignore[type
     return f"{head}{view['partner']:<20} {grade}{score}{trend}"
 
 
-def explanation_lines(view: dict) -> list[str]:  # type: ignore[type-arg]
+def explanation_lines(view: Mapping[str, Any]) -> list[str]:
     """A grade's explanation as text lines (the CLI's ``explain``; the console shows the same table)."""
     lines = [_line(view, with_period=True)]
     if view["status"] == "graded":
@@ -203,7 +209,8 @@ def explanation_lines(view: dict) -> list[str]:  # type: ignore[type-arg]
     else:
         lines.append("no grade for the previous period")
     for override in view["overrides"]:
-        lines.append(f"override to {override['grade']} by {override['actor']} at {override['at']}: {override['reason']}")
+        lines.append(f"override to {override['grade']} by {override['actor']} at {override['at']}: "
+                     f"{override['reason']}")
     for alert in view["alerts"]:
         lines.append(f"alert ({alert['kind']}): {alert['detail']}")
     return lines

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask
@@ -20,6 +21,9 @@ from flask import Flask
 from alliance.cli_admin import cli_actor
 from alliance.extensions import hub_state
 from alliance.services.oauth import ROLES
+
+if TYPE_CHECKING:
+    from alliance.cli import WithApp
 
 
 def _now() -> datetime:
@@ -37,7 +41,7 @@ def _read_password(generate: bool) -> tuple[str, bool]:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True), False
 
 
-def register(main: click.Group, with_app) -> None:  # type: ignore[no-untyped-def]
+def register(main: click.Group, with_app: WithApp) -> None:
     """Add the console login commands to the existing ``staff`` group."""
     staff = main.commands["staff"]
     assert isinstance(staff, click.Group), "the staff group of back-office clients must be registered first"
