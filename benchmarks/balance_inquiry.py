@@ -51,7 +51,8 @@ def _load(connection: psycopg.Connection, partner_id: int, members: int, entries
     transactions = entries // 2
     ids = connection.execute("""
         SELECT (SELECT coalesce(max(id), 0) FROM members), (SELECT coalesce(max(id), 0) FROM cards),
-               (SELECT coalesce(max(id), 0) FROM ledger_accounts), (SELECT coalesce(max(id), 0) FROM journal_transactions),
+               (SELECT coalesce(max(id), 0) FROM ledger_accounts),
+               (SELECT coalesce(max(id), 0) FROM journal_transactions),
                (SELECT id FROM ledger_accounts WHERE code = %s)
     """, (f"partner:{partner_id}:issued",)).fetchone()
     member_base, card_base, account_base, transaction_base, issued_account = ids  # type: ignore[misc]
@@ -62,7 +63,8 @@ def _load(connection: psycopg.Connection, partner_id: int, members: int, entries
     connection.execute(LUHN_FUNCTION)
     statements = [
         """INSERT INTO members (id, member_number, status, tier, enrolled_at)
-           SELECT %(member_base)s + g, 'bench' || lpad(g::text, 12, '0'), 'active', 'standard', now() - interval '400 days'
+           SELECT %(member_base)s + g, 'bench' || lpad(g::text, 12, '0'), 'active', 'standard',
+                  now() - interval '400 days'
            FROM generate_series(1, %(members)s) AS g""",
         """INSERT INTO cards (id, member_id, card_number, status, failed_pin_attempts, issued_at)
            SELECT %(card_base)s + g, %(member_base)s + g,
@@ -71,14 +73,16 @@ def _load(connection: psycopg.Connection, partner_id: int, members: int, entries
                   'active', 0, now() - interval '400 days'
            FROM generate_series(1, %(members)s) AS g""",
         # Transaction t belongs to member ((t - 1) mod members) + 1 and earns 1 + t mod 97 points.
-        """INSERT INTO journal_transactions (id, kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
+        """INSERT INTO journal_transactions (id, kind, member_id, partner_id, posted_at, price_per_point, currency,
+                                             memo)
            SELECT %(transaction_base)s + t, 'earn', %(member_base)s + ((t - 1) %% %(members)s) + 1, %(partner)s,
                   now() - interval '300 days' + (t %% 86400) * interval '1 second', 0.0100, 'EUR', 'bench load'
            FROM generate_series(1, %(transactions)s) AS t""",
         """INSERT INTO journal_entries (transaction_id, account_id, amount_points)
            SELECT %(transaction_base)s + t, account, amount FROM generate_series(1, %(transactions)s) AS t,
            LATERAL (VALUES (%(issued)s, -(1 + t %% 97)),
-                           (%(account_base)s + 3 * ((t - 1) %% %(members)s) + 1, 1 + t %% 97)) AS line(account, amount)""",
+                           (%(account_base)s + 3 * ((t - 1) %% %(members)s) + 1, 1 + t %% 97))
+                   AS line(account, amount)""",
         """INSERT INTO point_lots (member_id, partner_id, funding_account_id, earn_transaction_id, state, points_earned,
                                    points_remaining, earned_at, expires_at)
            SELECT %(member_base)s + ((t - 1) %% %(members)s) + 1, %(partner)s, %(issued)s, %(transaction_base)s + t,
@@ -178,7 +182,8 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
         load = common.sized_load(server.base_url, make_requests, artifacts, "balance", duration_s=sizes["duration_s"],
                                  rate_per_s=rate_per_s, minimum=sizes["min_requests"], connections=LOAD_CONNECTIONS)
     hub.engine.dispose()
-    data_note = (f"{sizes['members']:,} members, {sizes['entries']:,} entries; built in {common.decimal_text(build_s, 1)} s "
+    data_note = (f"{sizes['members']:,} members, {sizes['entries']:,} entries; "
+                 f"built in {common.decimal_text(build_s, 1)} s "
                  f"(set-based, triggers' effect in bulk), {audit_note} in {common.decimal_text(audit_s, 1)} s")
     return [
         common.figure(BENCHMARK, "signed balance inquiry p99 (HTTP)", load.p99_ms, "ms", target="<= 10 ms",

@@ -86,7 +86,7 @@ def _stored_rows(connection: psycopg.Connection) -> list[tuple]:  # type: ignore
 
 def _raw_rows(stored: list[tuple], transaction_ids: list[int], tag: str) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
     rows: dict[str, list[tuple]] = {"transactions": [], "entries": [], "lots": [], "purchases": []}  # type: ignore[type-arg]
-    for row, transaction_id in zip(stored, transaction_ids):
+    for row, transaction_id in zip(stored, transaction_ids, strict=True):
         (partner_id, member_id, card_id, amount_minor, currency, purchased_at, reported_at, points, breakdown,
          price, funding_account_id, expires_at, member_account_id) = row
         receipt_id = f"{tag}-{transaction_id}"

@@ -59,7 +59,8 @@ def figure(benchmark: str, name: str, value: float | int | Decimal, unit: str, *
     """One row of the results table."""
     ratio_text = None
     if ratio is not None:
-        ratio_text = decimal_text(Decimal(str(ratio)) * 100, 1) + "%" if ratio_unit == "%" else decimal_text(ratio, 2) + ratio_unit
+        ratio_text = (decimal_text(Decimal(str(ratio)) * 100, 1) + "%" if ratio_unit == "%"
+                      else decimal_text(ratio, 2) + ratio_unit)
     return {
         "benchmark": benchmark, "figure": name, "value": decimal_text(value, places), "unit": unit, "floor": floor,
         "floor_value": None if floor_value is None else decimal_text(floor_value, places), "ratio": ratio_text,
@@ -474,7 +475,8 @@ def run_wrk(base_url: str, request_file: Path, artifacts: Path, *, duration_s: i
     completed = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 120)
     line = next((line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if completed.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr[-2000:]} {completed.stdout[-2000:]}")
+        raise RuntimeError(f"wrk failed ({completed.returncode}): "
+                           f"{completed.stderr[-2000:]} {completed.stdout[-2000:]}")
     data = json.loads(line.removeprefix("BENCH_JSON "))
     with request_file.open() as file:
         available = sum(1 for _ in file)

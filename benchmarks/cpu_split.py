@@ -76,7 +76,8 @@ def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedR
         by_kind[kind] = by_kind.get(kind, 0.0) + (_cpu_s(pid) - postgres_before.get(pid, 0.0)) * per_request_ms
     postgres_ms = sum(by_kind.values())
     kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(by_kind.items()) if value >= 0.0005)
-    return (f"{name} at {connections} connections: {load.ok_per_s:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms ({load.errors_note()})\n"
+    return (f"{name} at {connections} connections: {load.ok_per_s:.1f} req/s, p50 {load.p50_ms:.2f} ms, "
+            f"p99 {load.p99_ms:.2f} ms ({load.errors_note()})\n"
             f"  CPU ms per request: gunicorn workers {hub_ms:.2f}, PostgreSQL {postgres_ms:.2f} ({kinds}), "
             f"wrk {wrk_ms:.2f}; sum {hub_ms + postgres_ms + wrk_ms:.2f}")
 
@@ -98,7 +99,8 @@ def main(which: list[str], connection_counts: list[int]) -> None:
                     print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, f"probe-{connections}"),
                                    artifacts, connections))
         if "hub" in which:
-            with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub") as hub_server:
+            with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz",
+                                 name="hub") as hub_server:
                 for connections in connection_counts:
                     print(_measure(hub_server, "hub earn", _purchases(partners, members, 10_000, f"hub-{connections}"),
                                    artifacts, connections))

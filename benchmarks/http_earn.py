@@ -144,13 +144,15 @@ def _figures(bare: common.LoadResult, probe_rungs: dict[int, common.LoadResult],
                             "no rung within the bound; ")
                            + f"{audit_note}; {settings}"),
         common.figure(BENCHMARK, "earn peak throughput, any latency", earn_peak.ok_per_s, "req/s",
-                      floor="probe (b) peak", floor_value=probe_peak.ok_per_s, ratio=earn_peak.ok_per_s / probe_peak.ok_per_s,
+                      floor="probe (b) peak", floor_value=probe_peak.ok_per_s,
+                      ratio=earn_peak.ok_per_s / probe_peak.ok_per_s,
                       note=f"at {earn_peak_at} connections, p99 {common.decimal_text(earn_peak.p99_ms)} ms"),
     ]
     for connections, earn in earn_rungs.items():
         probe = probe_rungs[connections]
         figures.append(common.figure(
-            BENCHMARK, f"earn p99 at {connections} connections", earn.p99_ms, "ms", floor=f"probe (b) p99 at {connections}",
+            BENCHMARK, f"earn p99 at {connections} connections", earn.p99_ms, "ms",
+            floor=f"probe (b) p99 at {connections}",
             floor_value=probe.p99_ms, ratio=earn.p99_ms / probe.p99_ms, ratio_unit="x",
             note=f"earn {common.decimal_text(earn.ok_per_s)} req/s, p50 {common.decimal_text(earn.p50_ms)} ms "
                  f"({earn.errors_note()}); probe {common.decimal_text(probe.ok_per_s)} req/s, p50 "

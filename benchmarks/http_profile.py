@@ -3,8 +3,8 @@
 ``python -m benchmarks.http_profile [N]`` starts its own durable PostgreSQL, sends N
 signed purchase reports through the hub's WSGI app (Flask's test client: the whole
 request path, without the socket), prints pyinstrument's call tree, and counts the
-SQL statements per request (as psycopg sends them; the COMMIT is not among them). Not part of ``make bench``; a tool for the
-work of reaching the targets.
+SQL statements per request (as psycopg sends them; the COMMIT is not among them). Not
+part of ``make bench``; a tool for the work of reaching the targets.
 """
 
 from __future__ import annotations

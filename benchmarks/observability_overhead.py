@@ -262,7 +262,8 @@ def _figures(on: Side, off: Side, checks: dict, audit_green: bool, audit_note: s
     off_rate = common.median([load.ok_per_s for load in off.loads])
     on_p99 = common.median([load.p99_ms for load in on.loads])
     off_p99 = common.median([load.p99_ms for load in off.loads])
-    pair_overheads = [1 - on_load.ok_per_s / off_load.ok_per_s for on_load, off_load in zip(on.loads, off.loads)]
+    pair_overheads = [1 - on_load.ok_per_s / off_load.ok_per_s
+                      for on_load, off_load in zip(on.loads, off.loads, strict=True)]
     overhead = common.median(pair_overheads)
     all_valid = all(_valid(load) for load in (*on.loads, *off.loads))
     on_is_on, on_note = _on_is_on(checks)
@@ -280,7 +281,8 @@ def _figures(on: Side, off: Side, checks: dict, audit_green: bool, audit_note: s
         common.figure(BENCHMARK, "throughput lost to metrics + JSON request logs (median of pairs)", overhead * 100,
                       "%", target=f"<= {OVERHEAD_TARGET:.0%}",
                       met=overhead <= OVERHEAD_TARGET and all_valid and on_is_on and audit_green,
-                      note="per pair: " + ", ".join(f"{common.decimal_text(value * 100, 1)}%" for value in pair_overheads)
+                      note="per pair: "
+                           + ", ".join(f"{common.decimal_text(value * 100, 1)}%" for value in pair_overheads)
                            + f"; ratio of medians {common.decimal_text((1 - on_rate / off_rate) * 100, 1)}%; "
                            + "; ".join([*invalid, audit_note, setting])),
         common.figure(BENCHMARK, "the on side is on: 201s counted by /metrics", checks["partner_201"], "requests",

@@ -51,7 +51,8 @@ def prepare_database(engine: Engine, card_numbers: list[str]) -> None:
     metadata.drop_all(engine)
     metadata.create_all(engine)
     with engine.begin() as connection:
-        connection.execute(insert(probe_balances), [{"card_number": card, "balance_points": 0} for card in card_numbers])
+        connection.execute(insert(probe_balances),
+                           [{"card_number": card, "balance_points": 0} for card in card_numbers])
 
 
 def probe_server(context: dict, partners, members):  # type: ignore[no-untyped-def, type-arg]
@@ -105,7 +106,8 @@ def create_app() -> Flask:
             ).returning(probe_transactions.c.id)).scalar_one()
             connection.execute(insert(probe_entries), [
                 {"transaction_id": transaction_id, "account": f"partner:{key_id}:issued", "amount_points": -points},
-                {"transaction_id": transaction_id, "account": f"card:{purchase['card_number']}", "amount_points": points},
+                {"transaction_id": transaction_id, "account": f"card:{purchase['card_number']}",
+                 "amount_points": points},
             ])
             connection.execute(update(probe_balances).where(probe_balances.c.card_number == purchase["card_number"])
                                .values(balance_points=probe_balances.c.balance_points + points))

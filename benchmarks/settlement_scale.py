@@ -336,9 +336,11 @@ def _size_figure(result: SizeResult, partners: int, *, last: bool) -> dict[str, 
 
 def _growth_figure(results: list[SizeResult]) -> dict[str, object]:
     per_million = [result.per_million(result.closer_s) for result in results]
-    linear = all(later <= earlier * GROWTH_TOLERANCE for earlier, later in zip(per_million, per_million[1:]))
+    # Consecutive sizes: per_million[1:] is one shorter.
+    linear = all(later <= earlier * GROWTH_TOLERANCE
+                 for earlier, later in zip(per_million, per_million[1:], strict=False))
     closer_steps = ", ".join(f"{result.label}: {decimal_text(value)} s/M"
-                             for result, value in zip(results, per_million))
+                             for result, value in zip(results, per_million, strict=True))
     floor_steps = ", ".join(f"{result.label}: {decimal_text(result.per_million(result.floor_s))} s/M"
                             for result in results)
     return figure(

@@ -32,8 +32,8 @@ from benchmarks.probe_app import probe_server
 SAMPLES_PER_S = 200
 SAMPLED_S = 12
 LOAD_S = 15
-_FRAME_PREFIXES = re.compile(r" \((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/|" + re.escape(str(common.REPOSITORY))
-                             + r"/)")
+_FRAME_PREFIXES = re.compile(r" \((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/|"
+                             + re.escape(str(common.REPOSITORY)) + r"/)")
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -98,7 +98,7 @@ def main(which: str, top: int) -> None:
                                          stdout=log, stderr=log)
                         for path in stack_files]
             load = common.run_wrk(gunicorn.base_url, measured, artifacts, duration_s=LOAD_S)
-            failed = [path.stem for path, sampler in zip(stack_files, samplers)
+            failed = [path.stem for path, sampler in zip(stack_files, samplers, strict=True)
                       if sampler.wait(timeout=SAMPLED_S + 30) != 0]
             log.close()
         print(f"{which}: {load.ok_per_s:.1f} req/s, p99 {load.p99_ms:.2f} ms ({load.errors_note()})")

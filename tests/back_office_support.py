@@ -215,7 +215,8 @@ def tamper_audit_log(hub: HubState, statement: str) -> None:
             connection.execute(text(statement))
         else:
             trigger_sql = connection.execute(text(
-                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'trg_audit_log_no_update'")).scalar_one()
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'trg_audit_log_no_update'"
+            )).scalar_one()
             connection.execute(text("DROP TRIGGER trg_audit_log_no_update"))
             connection.execute(text(statement))
             connection.execute(text(trigger_sql))

@@ -34,7 +34,8 @@ def fuzz_examples(default: int) -> int:
 
 def assert_problem(status: int, content_type: str | None, body: Any) -> None:
     """An error reply is RFC 9457 problem+json with every member the design lists."""
-    assert content_type is not None and content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, (status, content_type)
+    assert content_type is not None and content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, (
+        status, content_type)
     assert isinstance(body, dict), body
     assert PROBLEM_FIELDS <= set(body), (status, body)
     assert body["status"] == status, body

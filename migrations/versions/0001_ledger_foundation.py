@@ -79,9 +79,18 @@ def upgrade() -> None:
     sa.Column('partner_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('balance_points', sa.BigInteger(), nullable=True),
     sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("(kind IN ('member_available', 'member_pending', 'member_held') AND member_id IS NOT NULL AND partner_id IS NULL AND balance_points IS NOT NULL) OR (kind IN ('partner_issued', 'partner_redeemed') AND partner_id IS NOT NULL AND member_id IS NULL AND balance_points IS NULL) OR (kind IN ('hub_marketing', 'hub_breakage', 'hub_rounding') AND member_id IS NULL AND partner_id IS NULL AND balance_points IS NULL)", name=op.f('ck_ledger_accounts_owner_matches_kind')),
-    sa.CheckConstraint("kind IN ('member_available', 'member_pending', 'member_held', 'partner_issued', 'partner_redeemed', 'hub_marketing', 'hub_breakage', 'hub_rounding')", name=op.f('ck_ledger_accounts_kind')),
-    sa.CheckConstraint('balance_points IS NULL OR balance_points >= 0', name=op.f('ck_ledger_accounts_balance_not_negative')),
+    sa.CheckConstraint("(kind IN ('member_available', 'member_pending', 'member_held')"
+                       " AND member_id IS NOT NULL AND partner_id IS NULL AND balance_points IS NOT NULL)"
+                       " OR (kind IN ('partner_issued', 'partner_redeemed')"
+                       " AND partner_id IS NOT NULL AND member_id IS NULL AND balance_points IS NULL)"
+                       " OR (kind IN ('hub_marketing', 'hub_breakage', 'hub_rounding')"
+                       " AND member_id IS NULL AND partner_id IS NULL AND balance_points IS NULL)",
+                       name=op.f('ck_ledger_accounts_owner_matches_kind')),
+    sa.CheckConstraint("kind IN ('member_available', 'member_pending', 'member_held', 'partner_issued',"
+                       " 'partner_redeemed', 'hub_marketing', 'hub_breakage', 'hub_rounding')",
+                       name=op.f('ck_ledger_accounts_kind')),
+    sa.CheckConstraint('balance_points IS NULL OR balance_points >= 0',
+                       name=op.f('ck_ledger_accounts_balance_not_negative')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_ledger_accounts_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_ledger_accounts_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts')),
@@ -96,8 +105,10 @@ def upgrade() -> None:
     sa.Column('per_purchase_cap_points', sa.Integer(), nullable=True),
     sa.Column('per_member_day_cap_points', sa.Integer(), nullable=True),
     sa.CheckConstraint('base_points_per_unit >= 0', name=op.f('ck_partner_earn_rules_base_rate')),
-    sa.CheckConstraint('per_member_day_cap_points IS NULL OR per_member_day_cap_points > 0', name=op.f('ck_partner_earn_rules_day_cap')),
-    sa.CheckConstraint('per_purchase_cap_points IS NULL OR per_purchase_cap_points > 0', name=op.f('ck_partner_earn_rules_purchase_cap')),
+    sa.CheckConstraint('per_member_day_cap_points IS NULL OR per_member_day_cap_points > 0',
+                       name=op.f('ck_partner_earn_rules_day_cap')),
+    sa.CheckConstraint('per_purchase_cap_points IS NULL OR per_purchase_cap_points > 0',
+                       name=op.f('ck_partner_earn_rules_purchase_cap')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_partner_earn_rules_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_partner_earn_rules')),
     sa.UniqueConstraint('partner_id', 'effective_from', name=op.f('uq_partner_earn_rules_partner_id_effective_from'))
@@ -126,7 +137,9 @@ def upgrade() -> None:
     sa.Column('expires_at', UTCDateTime(timezone=True), nullable=False),
     sa.Column('closed_at', UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("status IN ('open', 'captured', 'voided', 'expired')", name=op.f('ck_redemption_holds_status')),
-    sa.CheckConstraint('points_held > 0 AND points_captured >= 0 AND points_captured <= points_held AND points_refunded >= 0 AND points_refunded <= points_captured', name=op.f('ck_redemption_holds_amounts_in_range')),
+    sa.CheckConstraint('points_held > 0 AND points_captured >= 0 AND points_captured <= points_held'
+                       ' AND points_refunded >= 0 AND points_refunded <= points_captured',
+                       name=op.f('ck_redemption_holds_amounts_in_range')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_redemption_holds_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_redemption_holds_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_redemption_holds'))
@@ -155,14 +168,18 @@ def upgrade() -> None:
     sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('reverses_transaction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('memo', sa.String(length=200), nullable=True),
-    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'], name=op.f('fk_journal_transactions_hold_id_redemption_holds')),
+    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'],
+                            name=op.f('fk_journal_transactions_hold_id_redemption_holds')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_journal_transactions_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_journal_transactions_partner_id_partners')),
-    sa.ForeignKeyConstraint(['reverses_transaction_id'], ['journal_transactions.id'], name=op.f('fk_journal_transactions_reverses_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['reverses_transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_journal_transactions_reverses_transaction_id_journal_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_journal_transactions'))
     )
-    op.create_index('ix_journal_transactions_member_posted', 'journal_transactions', ['member_id', 'posted_at'], unique=False)
-    op.create_index('ix_journal_transactions_partner_posted', 'journal_transactions', ['partner_id', 'posted_at'], unique=False)
+    op.create_index('ix_journal_transactions_member_posted', 'journal_transactions', ['member_id', 'posted_at'],
+                    unique=False)
+    op.create_index('ix_journal_transactions_partner_posted', 'journal_transactions', ['partner_id', 'posted_at'],
+                    unique=False)
     op.create_table('partner_keys',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('partner_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -187,8 +204,10 @@ def upgrade() -> None:
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('amount_points', sa.BigInteger(), nullable=False),
     sa.CheckConstraint('amount_points <> 0', name=op.f('ck_journal_entries_amount_not_zero')),
-    sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_journal_entries_account_id_ledger_accounts')),
-    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'], name=op.f('fk_journal_entries_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'],
+                            name=op.f('fk_journal_entries_account_id_ledger_accounts')),
+    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_journal_entries_transaction_id_journal_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_journal_entries'))
     )
     op.create_index(op.f('ix_journal_entries_account_id'), 'journal_entries', ['account_id'], unique=False)
@@ -207,15 +226,19 @@ def upgrade() -> None:
     sa.Column('expires_at', UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("state IN ('pending', 'active')", name=op.f('ck_point_lots_state')),
     sa.CheckConstraint('points_earned > 0', name=op.f('ck_point_lots_earned_positive')),
-    sa.CheckConstraint('points_remaining >= 0 AND points_remaining <= points_earned', name=op.f('ck_point_lots_remaining_in_range')),
-    sa.ForeignKeyConstraint(['earn_transaction_id'], ['journal_transactions.id'], name=op.f('fk_point_lots_earn_transaction_id_journal_transactions')),
-    sa.ForeignKeyConstraint(['funding_account_id'], ['ledger_accounts.id'], name=op.f('fk_point_lots_funding_account_id_ledger_accounts')),
+    sa.CheckConstraint('points_remaining >= 0 AND points_remaining <= points_earned',
+                       name=op.f('ck_point_lots_remaining_in_range')),
+    sa.ForeignKeyConstraint(['earn_transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_point_lots_earn_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['funding_account_id'], ['ledger_accounts.id'],
+                            name=op.f('fk_point_lots_funding_account_id_ledger_accounts')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_point_lots_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_point_lots_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_point_lots')),
     sa.UniqueConstraint('earn_transaction_id', name=op.f('uq_point_lots_earn_transaction_id'))
     )
-    op.create_index('ix_point_lots_member_state_expiry', 'point_lots', ['member_id', 'state', 'expires_at'], unique=False)
+    op.create_index('ix_point_lots_member_state_expiry', 'point_lots', ['member_id', 'state', 'expires_at'],
+                    unique=False)
     op.create_table('lot_consumptions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('lot_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -224,10 +247,12 @@ def upgrade() -> None:
     sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('points', sa.BigInteger(), nullable=False),
     sa.CheckConstraint('points <> 0', name=op.f('ck_lot_consumptions_points_not_zero')),
-    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'], name=op.f('fk_lot_consumptions_hold_id_redemption_holds')),
+    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'],
+                            name=op.f('fk_lot_consumptions_hold_id_redemption_holds')),
     sa.ForeignKeyConstraint(['lot_id'], ['point_lots.id'], name=op.f('fk_lot_consumptions_lot_id_point_lots')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_lot_consumptions_member_id_members')),
-    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'], name=op.f('fk_lot_consumptions_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_lot_consumptions_transaction_id_journal_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_lot_consumptions'))
     )
     op.create_index(op.f('ix_lot_consumptions_hold_id'), 'lot_consumptions', ['hold_id'], unique=False)

@@ -36,7 +36,8 @@ def upgrade() -> None:
     sa.CheckConstraint("funded_by = 'hub' OR partner_id IS NOT NULL", name=op.f('ck_campaigns_partner_funds_own')),
     sa.CheckConstraint("funded_by IN ('partner', 'hub')", name=op.f('ck_campaigns_funded_by')),
     sa.CheckConstraint('ends_at > starts_at', name=op.f('ck_campaigns_period')),
-    sa.CheckConstraint('multiplier >= 1 AND bonus_points >= 0 AND min_amount_minor >= 0', name=op.f('ck_campaigns_terms')),
+    sa.CheckConstraint('multiplier >= 1 AND bonus_points >= 0 AND min_amount_minor >= 0',
+                       name=op.f('ck_campaigns_terms')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_campaigns_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_campaigns'))
     )
@@ -66,7 +67,8 @@ def upgrade() -> None:
     sa.Column('used_at', UTCDateTime(timezone=True), nullable=True),
     sa.Column('used_by_partner_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_redemption_codes_member_id_members')),
-    sa.ForeignKeyConstraint(['used_by_partner_id'], ['partners.id'], name=op.f('fk_redemption_codes_used_by_partner_id_partners')),
+    sa.ForeignKeyConstraint(['used_by_partner_id'], ['partners.id'],
+                            name=op.f('fk_redemption_codes_used_by_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_redemption_codes')),
     sa.UniqueConstraint('code_hash', name=op.f('uq_redemption_codes_code_hash'))
     )
@@ -103,17 +105,21 @@ def upgrade() -> None:
     sa.Column('refunded_amount_minor', sa.BigInteger(), nullable=False),
     sa.CheckConstraint('amount_minor > 0', name=op.f('ck_purchases_amount_positive')),
     sa.CheckConstraint('points_partner >= 0 AND points_hub >= 0', name=op.f('ck_purchases_points_not_negative')),
-    sa.CheckConstraint('refunded_amount_minor >= 0 AND refunded_amount_minor <= amount_minor', name=op.f('ck_purchases_refund_in_range')),
-    sa.ForeignKeyConstraint(['bonus_transaction_id'], ['journal_transactions.id'], name=op.f('fk_purchases_bonus_transaction_id_journal_transactions')),
+    sa.CheckConstraint('refunded_amount_minor >= 0 AND refunded_amount_minor <= amount_minor',
+                       name=op.f('ck_purchases_refund_in_range')),
+    sa.ForeignKeyConstraint(['bonus_transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_purchases_bonus_transaction_id_journal_transactions')),
     sa.ForeignKeyConstraint(['card_id'], ['cards.id'], name=op.f('fk_purchases_card_id_cards')),
-    sa.ForeignKeyConstraint(['earn_transaction_id'], ['journal_transactions.id'], name=op.f('fk_purchases_earn_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['earn_transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_purchases_earn_transaction_id_journal_transactions')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_purchases_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_purchases_partner_id_partners')),
     sa.ForeignKeyConstraint(['terminal_id'], ['terminals.id'], name=op.f('fk_purchases_terminal_id_terminals')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_purchases')),
     sa.UniqueConstraint('partner_id', 'receipt_id', name=op.f('uq_purchases_partner_id_receipt_id'))
     )
-    op.create_index('ix_purchases_member_partner_reported', 'purchases', ['member_id', 'partner_id', 'reported_at'], unique=False)
+    op.create_index('ix_purchases_member_partner_reported', 'purchases', ['member_id', 'partner_id', 'reported_at'],
+                    unique=False)
     op.create_table('redemption_refunds',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -123,9 +129,11 @@ def upgrade() -> None:
     sa.Column('transaction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint('points > 0', name=op.f('ck_redemption_refunds_points_positive')),
-    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'], name=op.f('fk_redemption_refunds_hold_id_redemption_holds')),
+    sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'],
+                            name=op.f('fk_redemption_refunds_hold_id_redemption_holds')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_redemption_refunds_partner_id_partners')),
-    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'], name=op.f('fk_redemption_refunds_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_redemption_refunds_transaction_id_journal_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_redemption_refunds')),
     sa.UniqueConstraint('partner_id', 'refund_id', name=op.f('uq_redemption_refunds_partner_id_refund_id'))
     )

@@ -73,11 +73,13 @@ def upgrade() -> None:
     sa.Column('created_by', sa.String(length=200), nullable=False),
     sa.CheckConstraint('from_member_id <> to_member_id', name=op.f('ck_member_transfers_different_members')),
     sa.CheckConstraint('points > 0', name=op.f('ck_member_transfers_points_positive')),
-    sa.ForeignKeyConstraint(['from_member_id'], ['members.id'], name=op.f('fk_member_transfers_from_member_id_members')),
+    sa.ForeignKeyConstraint(['from_member_id'], ['members.id'],
+                            name=op.f('fk_member_transfers_from_member_id_members')),
     sa.ForeignKeyConstraint(['to_member_id'], ['members.id'], name=op.f('fk_member_transfers_to_member_id_members')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_member_transfers'))
     )
-    op.create_index('ix_member_transfers_from_created', 'member_transfers', ['from_member_id', 'created_at'], unique=False)
+    op.create_index('ix_member_transfers_from_created', 'member_transfers', ['from_member_id', 'created_at'],
+                    unique=False)
     op.create_table('oauth_tokens',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('client_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -106,8 +108,11 @@ def upgrade() -> None:
     sa.Column('investigating_at', UTCDateTime(timezone=True), nullable=True),
     sa.Column('closed_at', UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolution_note', sa.Text(), nullable=True),
-    sa.CheckConstraint("category IN ('points_missing', 'wrong_points', 'redemption_refused', 'redemption_error', 'staff_conduct', 'product_or_service', 'other')", name=op.f('ck_complaints_category')),
-    sa.CheckConstraint("status IN ('open', 'investigating', 'resolved', 'rejected')", name=op.f('ck_complaints_status')),
+    sa.CheckConstraint("category IN ('points_missing', 'wrong_points', 'redemption_refused', 'redemption_error',"
+                       " 'staff_conduct', 'product_or_service', 'other')",
+                       name=op.f('ck_complaints_category')),
+    sa.CheckConstraint("status IN ('open', 'investigating', 'resolved', 'rejected')",
+                       name=op.f('ck_complaints_status')),
     sa.ForeignKeyConstraint(['hold_id'], ['redemption_holds.id'], name=op.f('fk_complaints_hold_id_redemption_holds')),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_complaints_member_id_members')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_complaints_partner_id_partners')),
@@ -163,7 +168,8 @@ def _add_referencing_columns() -> None:
         # SQLite adds a referencing column in place only with an inline REFERENCES clause;
         # a column left behind by a SQLite downgrade (see below) is reused.
         if "transfer_id" not in _column_names("journal_transactions"):
-            op.execute("ALTER TABLE journal_transactions ADD COLUMN transfer_id INTEGER REFERENCES member_transfers (id)")
+            op.execute("ALTER TABLE journal_transactions"
+                       " ADD COLUMN transfer_id INTEGER REFERENCES member_transfers (id)")
         if "origin_lot_id" not in _column_names("point_lots"):
             op.execute("ALTER TABLE point_lots ADD COLUMN origin_lot_id INTEGER REFERENCES point_lots (id)")
         return

@@ -55,7 +55,8 @@ def upgrade() -> None:
     sa.Column('signature_json', sa.Text(), nullable=False),
     sa.Column('signature_csv', sa.Text(), nullable=False),
     sa.Column('key_id', sa.String(length=64), nullable=False),
-    sa.CheckConstraint('closing_balance_minor = opening_balance_minor + net_minor', name=op.f('ck_statements_closing_is_opening_plus_net')),
+    sa.CheckConstraint('closing_balance_minor = opening_balance_minor + net_minor',
+                       name=op.f('ck_statements_closing_is_opening_plus_net')),
     sa.CheckConstraint('length(currency) = 3', name=op.f('ck_statements_currency')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_statements_partner_id_partners')),
     sa.ForeignKeyConstraint(['run_id'], ['settlement_runs.id'], name=op.f('fk_statements_run_id_settlement_runs')),
@@ -75,7 +76,8 @@ def upgrade() -> None:
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('rounding_residue_minor', ExactDecimal(precision=24, scale=8), nullable=False),
     sa.CheckConstraint('count >= 1', name=op.f('ck_statement_lines_count_positive')),
-    sa.ForeignKeyConstraint(['statement_id'], ['statements.id'], name=op.f('fk_statement_lines_statement_id_statements')),
+    sa.ForeignKeyConstraint(['statement_id'], ['statements.id'],
+                            name=op.f('fk_statement_lines_statement_id_statements')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_statement_lines')),
     sa.UniqueConstraint('statement_id', 'line_number', name=op.f('uq_statement_lines_statement_id_line_number'))
     )

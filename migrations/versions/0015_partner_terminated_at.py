@@ -29,7 +29,8 @@ def upgrade() -> None:
     op.add_column("partners", sa.Column("terminated_at", UTCDateTime(timezone=True), nullable=True))
     partners = sa.table("partners", sa.column("id"), sa.column("code"), sa.column("status"),
                         sa.column("terminated_at", UTCDateTime()))
-    audit_log = sa.table("audit_log", sa.column("action"), sa.column("subject"), sa.column("occurred_at", UTCDateTime()))
+    audit_log = sa.table("audit_log", sa.column("action"), sa.column("subject"),
+                         sa.column("occurred_at", UTCDateTime()))
     bind = op.get_bind()
     terminated = bind.execute(sa.select(partners.c.id, partners.c.code).where(partners.c.status == "terminated")).all()
     for partner_id, code in terminated:

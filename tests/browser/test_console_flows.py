@@ -131,7 +131,8 @@ def test_a_partner_manager_grades_a_month_and_overrides_a_grade_with_a_reason(pa
     period = page.get_by_label("Compute period").input_value()
     page.get_by_role("button", name="Compute grades").click()
     # Both partners have too few transactions to be graded; complaint-rate alerts depend on the dates.
-    expect(page.get_by_role("status")).to_contain_text(re.compile(rf"{period}: 0 graded, 2 not graded, \d alerts raised"))
+    expect(page.get_by_role("status")).to_contain_text(
+        re.compile(rf"{period}: 0 graded, 2 not graded, \d alerts raised"))
     shots.take("computed")
     menu(page, "Partners").click()
     page.get_by_role("link", name="aurora").click()

@@ -82,9 +82,11 @@ class Customer:
 class Tally:
     """What the hub acknowledged to one till thread, and how the operations went."""
 
-    purchases: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (partner, receipt) -> (member, points)
+    # (partner, receipt) -> (member, points)
+    purchases: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     refunds: dict[tuple[str, str], int] = field(default_factory=dict)  # (partner, refund id) -> points recovered
-    redemptions: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (partner, ref) -> (member, captured)
+    # (partner, ref) -> (member, captured)
+    redemptions: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     balance: Counter = field(default_factory=Counter)  # member id -> points the member should have
     sent: int = 0
     acknowledged: int = 0

@@ -80,7 +80,7 @@ class ChaosReport:
 
         def line(row: tuple[str, ...]) -> str:
             return "  ".join(value.ljust(width) if column == 0 else value.rjust(width)
-                             for column, (value, width) in enumerate(zip(row, widths)))
+                             for column, (value, width) in enumerate(zip(row, widths, strict=True)))
 
         rule = "  ".join("-" * width for width in widths)
         body = [line(cells[0]), rule, *(line(row) for row in cells[1:-1]), rule, line(cells[-1])]

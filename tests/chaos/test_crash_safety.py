@@ -241,7 +241,8 @@ def refund_discrepancies(session, codes: dict[int, str], tally: Tally) -> list[s
     found = Counter((codes[partner_id], refund_id) for partner_id, refund_id, _ in rows)
     recovered = {(codes[partner_id], refund_id): points for partner_id, refund_id, points in rows}
     problems = [f"refund {key} recorded {count} times" for key, count in found.items() if count != 1]
-    problems += [f"refund {key} is in the ledger but was never acknowledged" for key in found if key not in tally.refunds]
+    problems += [f"refund {key} is in the ledger but was never acknowledged"
+                 for key in found if key not in tally.refunds]
     problems += [f"acknowledged refund {key}: ledger has {recovered.get(key)} points, acknowledged {points}"
                  for key, points in tally.refunds.items() if recovered.get(key) != points]
     return problems

@@ -94,8 +94,8 @@ def plant_ledger(hub: HubState, start: datetime, items: int, partner_ids: list[i
     far = start + timedelta(days=400)
     with hub.unit_of_work() as uow:
         session = uow.session
-        ledger.earn(session, member_id=holder, partner_id=partner_ids[0], points=100 * items, now=earlier - timedelta(hours=1),
-                    expires_at=far)
+        ledger.earn(session, member_id=holder, partner_id=partner_ids[0], points=100 * items,
+                    now=earlier - timedelta(hours=1), expires_at=far)
         holds = [ledger.authorize_hold(session, member_id=holder, partner_id=partner_ids[index % len(partner_ids)],
                                        points=10 + index, now=earlier,
                                        ttl_s=int((within(start, end, index, items) - earlier).total_seconds())).hold_id
@@ -165,7 +165,8 @@ def plant(hub: HubState, start: datetime, items: int) -> Planted:
 def run_two_schedulers(hub: HubState, start: datetime, shape: WeekShape, tmp_path) -> tuple[list[str], list[int]]:  # type: ignore[no-untyped-def]
     """Two accelerated scheduler processes sharing one simulated clock; returns their outputs and exit codes."""
     epoch_s = time.time() + STARTUP_S
-    arguments = ["--start", start.isoformat(), "--epoch", str(epoch_s), "--speed", str(WEEK.total_seconds() / shape.week_s),
+    arguments = ["--start", start.isoformat(), "--epoch", str(epoch_s),
+                 "--speed", str(WEEK.total_seconds() / shape.week_s),
                  "--days", "7", "--run-for-s", str(STARTUP_S + shape.week_s + SETTLE_S)]
     environment = subprocess_environment(ALLIANCE_DATABASE_URL=hub.engine.url.render_as_string(hide_password=False),
                                          ALLIANCE_INSTANCE_PATH=str(tmp_path / "instance"))
@@ -204,7 +205,8 @@ def effect_discrepancies(hub: HubState, planted: Planted, totals: Counter, start
 
     with hub.unit_of_work() as uow:
         session = uow.session
-        releases = Counter(session.scalars(select(JournalTransaction.hold_id).where(JournalTransaction.kind == "release")))
+        releases = Counter(session.scalars(select(JournalTransaction.hold_id)
+                                           .where(JournalTransaction.kind == "release")))
         check("releases per hold", sorted(releases.items()), sorted((hold_id, 1) for hold_id in planted.hold_ids))
         check("hold statuses", set(session.scalars(select(RedemptionHold.status))), {"expired"})
         check("holds released (reported)", totals["expire-holds"], len(planted.hold_ids))
@@ -222,7 +224,8 @@ def effect_discrepancies(hub: HubState, planted: Planted, totals: Counter, start
         check("points expired (reported)", totals["expire-points"], sum(planted.expiring_lots.values()))
         reminders = Counter(session.scalars(select(MemberNotification.lot_id)
                                             .where(MemberNotification.kind == "expiry_reminder")))
-        check("reminders per lot", sorted(reminders.items()), sorted((lot_id, 1) for lot_id in planted.reminder_lot_ids))
+        check("reminders per lot", sorted(reminders.items()),
+              sorted((lot_id, 1) for lot_id in planted.reminder_lot_ids))
         check("reminders written (reported)", totals["remind-expiring-points"], len(planted.reminder_lot_ids))
         check("idempotency keys left", session.scalar(select(func.count()).select_from(IdempotencyRecord)),
               planted.young_keys)
@@ -232,13 +235,15 @@ def effect_discrepancies(hub: HubState, planted: Planted, totals: Counter, start
         tiers = Counter(session.scalars(select(Member.tier).where(Member.id.in_(planted.tier_member_ids))))
         check("tiers of the spenders", dict(tiers), {"silver": len(planted.tier_member_ids)})
         check("tier changes (reported)", totals["recompute-tiers"], len(planted.tier_member_ids))
-        runs = session.execute(select(SettlementRun.partner_id, SettlementRun.cycle_starts_at, SettlementRun.cycle_ends_at)
+        runs = session.execute(select(SettlementRun.partner_id, SettlementRun.cycle_starts_at,
+                                      SettlementRun.cycle_ends_at)
                                .order_by(SettlementRun.partner_id, SettlementRun.cycle_starts_at)).all()
         for partner_id in planted.partner_ids:
             cycles = [(run.cycle_starts_at, run.cycle_ends_at) for run in runs if run.partner_id == partner_id]
             check(f"runs of partner {partner_id}", len(cycles), expected_runs(start))
+            # Consecutive cycles: cycles[1:] is one shorter.
             check(f"gaps or overlaps in partner {partner_id}'s cycles",
-                  [pair for pair in zip(cycles, cycles[1:]) if pair[0][1] != pair[1][0]], [])
+                  [pair for pair in zip(cycles, cycles[1:], strict=False) if pair[0][1] != pair[1][0]], [])
         check("cycles closed (reported)", totals["close-due-cycles"], len(runs))
         report = run_audit(session)
         check("audit", report.ok, True)

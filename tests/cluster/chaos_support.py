@@ -201,7 +201,8 @@ def wait_until_acknowledged(run: LoadRun, after_s: float, *, count: int = 3, tim
 
 
 def cluster_hub(cluster: Cluster, instance_path: Path) -> Flask:
-    """A hub app with the cluster's settings, straight to the primary through HAProxy (use it in the client's namespace).
+    """A hub app with the cluster's settings, straight to the primary through HAProxy (use it in the
+    client's namespace).
 
     The hub hosts reach the database through their own PgBouncer on 127.0.0.1, which the
     client host has not; the migration URL (lb:5000) is the same primary without it.
@@ -237,7 +238,7 @@ def fault_figures(run: LoadRun, counts: dict[str, Counter]) -> list[FaultFigures
     acknowledged = run.acknowledged()
     ends = [fault.injected_s for fault in run.faults[1:]] + [math.inf]
     rows = []
-    for fault, end_s in zip(run.faults, ends):
+    for fault, end_s in zip(run.faults, ends, strict=True):
         in_window = [what for what, moment in acknowledged.items() if fault.injected_s <= moment < end_s]
         found = [counts[what.split(" ", 1)[0]][what.split(" ", 1)[1]] for what in in_window]
         attempts = [a for a in run.transport.attempts_made if fault.injected_s <= a.started_s < end_s]
@@ -278,7 +279,7 @@ def table(rows: Sequence[FaultFigures], title: str) -> str:
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(value.ljust(width) if column == 0 else value.rjust(width)
-                         for column, (value, width) in enumerate(zip(values, widths)))
+                         for column, (value, width) in enumerate(zip(values, widths, strict=True)))
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([title, "", line(cells[0]), rule, *(line(row) for row in cells[1:-1]), rule, line(cells[-1])])
@@ -304,7 +305,8 @@ def job_effect_problems(hub: HubState) -> list[str]:
         runs = session.execute(select(SettlementRun.partner_id, SettlementRun.cycle_starts_at,
                                       SettlementRun.cycle_ends_at)
                                .order_by(SettlementRun.partner_id, SettlementRun.cycle_starts_at)).all()
-        for previous, current in zip(runs, runs[1:]):
+        # Consecutive runs: runs[1:] is one shorter.
+        for previous, current in zip(runs, runs[1:], strict=False):
             if previous.partner_id == current.partner_id and previous.cycle_ends_at != current.cycle_starts_at:
                 problems.append(f"partner {current.partner_id}: cycles {previous.cycle_starts_at} and "
                                 f"{current.cycle_starts_at} overlap or leave a gap")
@@ -343,7 +345,8 @@ def dump_primary(cluster: Cluster) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.chown(folder, user="postgres", group="postgres")
     path = folder / "books.dump"
-    cluster.run(primary, [f"{cluster.layout.pg_bin_dir}/pg_dump", "-h", str(cluster.root(primary) / "run" / "postgresql"),
+    cluster.run(primary, [f"{cluster.layout.pg_bin_dir}/pg_dump",
+                          "-h", str(cluster.root(primary) / "run" / "postgresql"),
                           "-d", "alliance", "-Fc", "-f", str(path)], user="postgres", timeout=120)
     return path
 
@@ -417,7 +420,9 @@ def compare_closings(cluster: Cluster, hub: HubState, work_dir: Path, server: Po
     on_cluster = cluster.in_client(close_and_read, hub, now, timeout=300)
     closing_s = time.monotonic() - started_s
     on_copy = closing_on_a_copy(cluster, dump, now, work_dir / "copy-instance", server)
-    difference = next((f"{left[:2]} differs" for left, right in zip(on_cluster, on_copy) if left != right), None)
+    # The two sides may hold different numbers of statements: that difference is reported just below.
+    difference = next((f"{left[:2]} differs" for left, right in zip(on_cluster, on_copy, strict=False)
+                       if left != right), None)
     if len(on_cluster) != len(on_copy):
         difference = f"{len(on_cluster)} statements on the cluster, {len(on_copy)} on the copy"
     return ClosingComparison(len(on_cluster), difference is None and bool(on_cluster), difference, closing_s)

@@ -274,7 +274,8 @@ def isolated_acknowledgements(scenario: Scenario) -> list[str]:
 
 
 def write_report(table_text: str, notes: list[str], scale: str) -> None:
-    """Print the table and notes; write them to the report file (the small run's own, so it never hides the full one's)."""
+    """Print the table and notes; write them to the report file (the small run's own, so it never
+    hides the full one's)."""
     text = table_text + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     print("\n" + text)
     path = REPORT_PATH if scale == "full" else REPORT_PATH.with_name("cluster-chaos-report-small.txt")

@@ -223,7 +223,7 @@ def test_haproxy_never_routes_the_hubs_metrics(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the configuration switches HAProxy to the haproxy user, which needs root")
     names = ("http", "pg_primary", "pg_replicas", "haproxy_stats", "hub", "postgres", "patroni")
-    ports = dataclasses.replace(Ports(), **dict(zip(names, _free_ports(len(names)))))
+    ports = dataclasses.replace(Ports(), **dict(zip(names, _free_ports(len(names)), strict=True)))
     local = "127.0.0.1"
     topology = Topology(name="alliance", subnet=ipaddress.ip_network("127.0.0.1/32"), lb=Host("lb", LB, local),
                         hubs=(Host("hub1", HUB, local),), dbs=tuple(Host(f"db{n}", DB, local) for n in (1, 2, 3)),

@@ -164,5 +164,6 @@ def test_audit_names_the_statement_after_one_removed_from_a_partners_chain(runne
     tamper(hub, "statements", f"DELETE FROM statements WHERE id = {removed_statement}")
     tamper(hub, "settlement_runs", f"DELETE FROM settlement_runs WHERE id = {removed_run}")
     problem = failed_at(runner, "statements_continuous")
-    assert problem.startswith(f"statement {chain[2][2]} ({partner_code(hub, chain[0].partner_id)}, cycle from "), problem
+    assert problem.startswith(
+        f"statement {chain[2][2]} ({partner_code(hub, chain[0].partner_id)}, cycle from "), problem
     assert "does not start where the previous cycle ended" in problem

@@ -473,4 +473,5 @@ def test_partner_routes_refuse_a_bearer_token_without_a_signature(app):
         body = response.get_json()
         assert (response.status_code, body["code"]) == (401, "signature_missing"), (path, body)
     # The same purchase, signed, goes through: the refusal was about the credential alone.
-    assert SignedTestClient(app, partner).post("/partner/v1/purchases", purchase_payload("r-1", card_number)).status == 201
+    assert SignedTestClient(app, partner).post("/partner/v1/purchases",
+                                               purchase_payload("r-1", card_number)).status == 201

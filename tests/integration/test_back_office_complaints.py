@@ -27,7 +27,8 @@ def _world(app):  # type: ignore[no-untyped-def]
     assert till.post("/partner/v1/purchases", purchase_payload("r-1", card, 8_000)).status == 201
     assert till.post("/partner/v1/redemptions", {"reference": "h-1", "points": 20, "card_number": card,
                                                  "pin": PIN}).status == 201
-    assert SignedTestClient(app, other).post("/partner/v1/purchases", purchase_payload("o-1", card, 1_000)).status == 201
+    assert SignedTestClient(app, other).post("/partner/v1/purchases",
+                                             purchase_payload("o-1", card, 1_000)).status == 201
     return bo, member_number
 
 
@@ -153,7 +154,9 @@ def test_complaints_list_newest_first_filtered_by_status_and_partner_a_page_at_a
     paged_ids = [item["id"] for page in pages for item in page["complaints"]]
     assert paged_ids == [item["id"] for item in everything["complaints"]]
 
-    for query, status, code in (({"partner": "ghost"}, 404, "not_found"), ({"status": "closed"}, 422, "validation_failed"),
-                                ({"page": 0}, 422, "validation_failed"), ({"page_size": 201}, 422, "validation_failed")):
+    for query, status, code in (({"partner": "ghost"}, 404, "not_found"),
+                                ({"status": "closed"}, 422, "validation_failed"),
+                                ({"page": 0}, 422, "validation_failed"),
+                                ({"page_size": 201}, 422, "validation_failed")):
         reply = bo.get("/complaints", role="customer_service", query=query)
         assert (reply.status, reply.code) == (status, code), query

@@ -44,7 +44,8 @@ def close_due(browser) -> None:  # type: ignore[no-untyped-def]
 
 def statement_ids(hub, code: str) -> list[int]:  # type: ignore[no-untyped-def]
     with hub.unit_of_work() as uow:
-        return list(uow.session.scalars(select(SettlementStatement.id).join(Partner, Partner.id == SettlementStatement.partner_id)
+        return list(uow.session.scalars(select(SettlementStatement.id)
+                                        .join(Partner, Partner.id == SettlementStatement.partner_id)
                                         .where(Partner.code == code).order_by(SettlementStatement.id)))
 
 
@@ -181,8 +182,10 @@ def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
     assert "ADJ-7" in approved and "-15.00 EUR" in approved
     assert ("console:fiona", "adjustment.request", f"adjustment:{adjustment_id}") in audit_actions(hub)
     assert ("console:ada", "adjustment.approve", f"adjustment:{adjustment_id}") in audit_actions(hub)
-    exported = list(csv.DictReader(io.StringIO(colleague.get("/console/finance/adjustments.csv").get_data(as_text=True))))
-    assert [(row["reference"], row["status"], row["decided_by"]) for row in exported] == [("ADJ-7", "approved", "console:ada")]
+    exported = list(csv.DictReader(io.StringIO(
+        colleague.get("/console/finance/adjustments.csv").get_data(as_text=True))))
+    assert [(row["reference"], row["status"], row["decided_by"]) for row in exported] == [
+        ("ADJ-7", "approved", "console:ada")]
 
 
 def _pending_adjustment_id(hub, reference: str) -> int:  # type: ignore[no-untyped-def]

@@ -100,7 +100,8 @@ def test_alerts_are_acknowledged_and_periods_computed_from_the_console(app: Flas
     assert "Alerts (4 open)" in text_of(browser.get("/console/grades"))
     computed = browser.post("/console/grades/computations", {"period": "2026-08"})
     assert computed.status_code == 303
-    assert "2026-08: 0 graded, 6 not graded, 0 alerts raised." in text_of(browser.client.get(computed.headers["Location"]))
+    assert "2026-08: 0 graded, 6 not graded, 0 alerts raised." in text_of(
+        browser.client.get(computed.headers["Location"]))
     not_over = browser.post("/console/grades/computations", {"period": "2099-01"})
     assert "has not ended yet" in text_of(browser.client.get(not_over.headers["Location"]))
     assert browser.post("/console/grades/computations", {"period": "August"}).status_code == 400

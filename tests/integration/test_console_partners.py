@@ -53,7 +53,8 @@ def test_partner_list_filters_searches_and_pages(app):
     searched = text_of(browser.get("/console/partners", q="SHOP-2"))
     assert "1–8 of 8" in searched and "shop-20" in searched and "shop-19" not in searched
     assert "No partner matches" in text_of(browser.get("/console/partners", q="nothing-like-it"))
-    exported = list(csv.DictReader(io.StringIO(browser.get("/console/partners.csv", status="suspended").get_data(as_text=True))))
+    exported = list(csv.DictReader(io.StringIO(
+        browser.get("/console/partners.csv", status="suspended").get_data(as_text=True))))
     assert [row["code"] for row in exported] == ["shop-09", "shop-18", "shop-27"]
 
 

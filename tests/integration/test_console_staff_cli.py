@@ -37,8 +37,9 @@ def test_staff_add_with_a_generated_password_prints_it_once_and_it_works(app):
     password = re.search(r"^password=(\S+)$", added.output, re.M).group(1)
     assert len(password) >= 20
     assert ConsoleClient(app).login("fiona", password).status_code == 303
-    assert ("cli:", "staff.add", "staff:fiona") in [(actor[:4], action, subject)
-                                                    for actor, action, subject in audit_actions(hub_state(app), actor_prefix="cli:")]
+    assert ("cli:", "staff.add", "staff:fiona") in [
+        (actor[:4], action, subject)
+        for actor, action, subject in audit_actions(hub_state(app), actor_prefix="cli:")]
 
 
 def test_staff_add_reads_the_password_from_standard_input_and_never_echoes_it(app):

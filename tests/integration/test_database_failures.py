@@ -1,4 +1,5 @@
-"""A database that cannot serve is a quick, retry-safe 503; readiness says whether this host can serve; liveness does not ask.
+"""A database that cannot serve is a quick, retry-safe 503; readiness says whether this host can
+serve; liveness does not ask.
 
 The partner SDK retries a 503 under the same Idempotency-Key, so each failure here must
 leave nothing behind, and the retry must find a working pool again.

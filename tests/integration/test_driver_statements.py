@@ -40,16 +40,19 @@ def engine(request, postgres_url, sqlite_url):  # type: ignore[no-untyped-def]
 def test_rows_match_what_sqlalchemy_returns(engine):
     with Session(engine) as session:
         for name, hours in (("a", 3), ("b", 1), ("c", 0)):
-            DriverStatement(INSERT_THING).rows(session.connection(), {"name": name, "seen_at": NOW - timedelta(hours=hours)})
+            DriverStatement(INSERT_THING).rows(session.connection(),
+                                               {"name": name, "seen_at": NOW - timedelta(hours=hours)})
         session.commit()
         if engine.dialect.name == "postgresql":
             # psycopg hands timestamps back in the session's zone; UTCDateTime makes them UTC.
             session.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
-        through_driver = DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(), {"since": NOW - timedelta(hours=2)})
+        through_driver = DriverStatement(THINGS_SEEN_SINCE).rows(session.connection(),
+                                                                 {"since": NOW - timedelta(hours=2)})
         through_sqlalchemy = session.execute(THINGS_SEEN_SINCE, {"since": NOW - timedelta(hours=2)}).all()
     assert [tuple(row) for row in through_driver] == [tuple(row) for row in through_sqlalchemy]
     assert [(row.name, row.found, row.first_name) for row in through_driver] == [("b", True, "a"), ("c", True, "a")]
-    assert [row.seen_at.isoformat() for row in through_driver] == ["2026-11-30T11:00:00+00:00", "2026-11-30T12:00:00+00:00"]
+    assert [row.seen_at.isoformat() for row in through_driver] == ["2026-11-30T11:00:00+00:00",
+                                                                   "2026-11-30T12:00:00+00:00"]
 
 
 def test_bind_values_go_through_the_column_types(engine):

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from alliance.domain.errors import InvalidState
 from alliance.extensions import hub_state
@@ -95,8 +96,9 @@ def test_only_approved_adjustments_land_in_the_next_cycle_closed_after_their_app
         with pytest.raises(finance.AlreadyDecided):
             finance.decide_adjustment(uow.session, adjustment_id=views["ADJ-2"].id, decision="approve",
                                       actor=B, now=JAN)
-    # The application of an adjustment is append-only in the database.
-    with hub.unit_of_work() as uow, pytest.raises(Exception):
+    # The application of an adjustment is append-only in the database (its trigger's refusal is an
+    # IntegrityError on PostgreSQL and on SQLite alike).
+    with hub.unit_of_work() as uow, pytest.raises(IntegrityError):
         uow.session.execute(text("DELETE FROM adjustment_applications"))
         uow.session.flush()
 
@@ -200,7 +202,7 @@ def test_invoiced_payments_and_overdue(finance_app):
     assert bo.get("/settlement/overdue", role="customer_service").status == 403
     actions = [entry.action for entry in audit_entries(hub)]
     assert actions.count("statement.invoiced") == 3 and actions.count("statement.paid") == 3
-    with hub.unit_of_work() as uow, pytest.raises(Exception):
+    with hub.unit_of_work() as uow, pytest.raises(IntegrityError):
         uow.session.execute(text("UPDATE statement_events SET amount_minor = 1"))
         uow.session.flush()
 

@@ -175,7 +175,8 @@ def test_clawback_takes_only_the_purchase_lot_and_reports_spent_points(hub, now,
 
 def test_points_past_their_expiry_cannot_be_spent_before_the_sweep(hub, now, alliance_setup):
     issuer, redeemer, member_id = alliance_setup
-    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=100, now=now, expires_at=now + timedelta(days=1))
+    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=100, now=now,
+        expires_at=now + timedelta(days=1))
     run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=30, now=now, expires_at=now + EXPIRY)
     later = now + timedelta(days=2)
     with pytest.raises(InsufficientPoints):
@@ -190,7 +191,8 @@ def test_points_past_their_expiry_cannot_be_spent_before_the_sweep(hub, now, all
 
 def test_expiry_moves_only_expired_points_to_breakage(hub, now, alliance_setup):
     issuer, _, member_id = alliance_setup
-    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=70, now=now, expires_at=now + timedelta(days=5))
+    run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=70, now=now,
+        expires_at=now + timedelta(days=5))
     run(hub, ledger.earn, member_id=member_id, partner_id=issuer, points=30, now=now, expires_at=now + EXPIRY)
     assert run(hub, ledger.expire_due_lots, now=now + timedelta(days=4)) == 0
     assert run(hub, ledger.expire_due_lots, now=now + timedelta(days=5)) == 70

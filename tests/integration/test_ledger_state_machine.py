@@ -424,7 +424,8 @@ class LedgerStateMachine(RuleBasedStateMachine):
             member_id = make_member(self.hub, now=self.now).member_id
             self.members.append(member_id)
             self.model.add_member(member_id)
-            for funder, points in zip([member_choice % 2, None], lots):
+            # One or two amounts: a member with one has only the partner-funded lot.
+            for funder, points in zip([member_choice % 2, None], lots, strict=False):
                 opening_earns.append(self.member_earns_points(member_choice, funder, points, expires_in_days, None))
         return multiple(*opening_earns)
 

@@ -443,7 +443,8 @@ def test_personal_data_sent_through_every_route_family_appears_in_no_log_line_an
     assert 'partner="pii-shop"' in exposition
 
     # Each line as written (JSON escapes non-ASCII) and as read back (names with accents in full).
-    readings = [(record["logger"], text) for line, record in zip(watched.lines.getvalue().splitlines(), records)
+    readings = [(record["logger"], text)
+                for line, record in zip(watched.lines.getvalue().splitlines(), records, strict=True)
                 for text in (line, json.dumps(record, ensure_ascii=False))]
     leaks = sorted({(value, logger) for value in watched.secrets for logger, text in readings
                     if value.lower() in text.lower()})

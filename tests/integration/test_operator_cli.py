@@ -77,7 +77,8 @@ def test_operator_mistakes_are_clear_errors(run, tmp_path):
                            public_pem(tmp_path, Ed25519PrivateKey.generate()), "--terminal", "till-9")
     assert unknown_terminal.exit_code == 1 and "no terminal" in unknown_terminal.output
     assert run("partners", "revoke-key", "nobody").exit_code == 1
-    float_price = run("partners", "create", "--code", "x1", "--name", "X", "--issue-price", "abc", "--redemption-price", "1")
+    float_price = run("partners", "create", "--code", "x1", "--name", "X", "--issue-price", "abc",
+                      "--redemption-price", "1")
     assert float_price.exit_code == 2
     bad_zone = run("partners", "create", "--code", "x2", "--name", "X", "--issue-price", "1", "--redemption-price", "1",
                    "--time-zone", "Mars/Base")
@@ -98,7 +99,8 @@ def test_members_get_cards_pins_and_one_time_codes(run):
 def test_campaigns_state_their_funder(run, hub):
     create_bakery(run)
     made = run("campaigns", "create", "--name", "Double days", "--funded-by", "partner", "--partner", "bakery",
-               "--multiplier", "2", "--starts-at", "2026-11-01T00:00:00+01:00", "--ends-at", "2026-12-01T00:00:00+01:00")
+               "--multiplier", "2", "--starts-at", "2026-11-01T00:00:00+01:00",
+               "--ends-at", "2026-12-01T00:00:00+01:00")
     assert made.exit_code == 0, made.output
     hub_funded = run("campaigns", "create", "--name", "Welcome", "--funded-by", "hub", "--bonus-points", "50",
                      "--starts-at", "2026-11-01T00:00:00+00:00", "--ends-at", "2026-12-01T00:00:00+00:00")

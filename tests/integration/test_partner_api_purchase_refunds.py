@@ -131,7 +131,8 @@ def test_a_refund_exceeding_what_is_left_of_the_purchase_or_of_an_unknown_receip
 
 def test_a_refund_id_is_used_once_per_partner(app):
     hub, partner, client = _setup(app)
-    member, other_member = make_member(hub, now=wall_clock_partner_time()), make_member(hub, now=wall_clock_partner_time())
+    member, other_member = (make_member(hub, now=wall_clock_partner_time()),
+                            make_member(hub, now=wall_clock_partner_time()))
     assert client.post(PURCHASES, purchase_payload("r-1", member.card_number)).status == 201
     assert client.post(PURCHASES, purchase_payload("r-2", other_member.card_number)).status == 201
     assert _refund(client, "r-1", "rf-1", 1_000).status == 201

@@ -49,7 +49,8 @@ def test_another_partners_purchases_and_redemptions_are_not_found_and_untouched(
     assert owner_client.post(f"{REDEMPTIONS}/red-1/capture", {"points": 100}).body["status"] == "captured"
 
     # Receipt ids are the partner's own namespace: the intruder's "r-1" is a separate purchase.
-    assert intruder_client.post(PURCHASES, purchase_payload("r-1", member.card_number, amount_minor=5_000)).status == 201
+    assert intruder_client.post(PURCHASES,
+                                purchase_payload("r-1", member.card_number, amount_minor=5_000)).status == 201
     assert owner_client.get(f"{PURCHASES}/r-1").body["amount_minor"] == 12_345
     assert intruder_client.get(f"{PURCHASES}/r-1").body["amount_minor"] == 5_000
 

@@ -137,7 +137,8 @@ def test_a_flooding_partner_is_refused_while_a_quiet_partner_is_served_and_the_b
     flood_replies = {receipt: reply for receipt, reply in replies.items() if receipt.startswith("flood-")}
     acknowledged = {receipt for receipt, reply in flood_replies.items() if reply["status"] == 201}
     refused = {receipt for receipt, reply in flood_replies.items() if reply["status"] == 429}
-    assert acknowledged | refused == set(flood_replies) and len(flood_replies) == FLOOD_THREADS * FLOOD_REQUESTS_PER_THREAD
+    assert (acknowledged | refused == set(flood_replies)
+            and len(flood_replies) == FLOOD_THREADS * FLOOD_REQUESTS_PER_THREAD)
     assert refused and acknowledged
     for receipt in refused:
         reply = flood_replies[receipt]

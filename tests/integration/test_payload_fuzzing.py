@@ -189,7 +189,8 @@ def test_fuzzed_purchase_refunds_never_fail_loudly_and_refusals_change_nothing(a
     hub, _, member, client = _world(app)
     receipt_ids = [f"base-{index}" for index in range(3)]
     for receipt_id in receipt_ids:
-        assert client.post(PURCHASES, purchase_payload(receipt_id, member.card_number, amount_minor=50_000)).status == 201
+        assert client.post(PURCHASES,
+                           purchase_payload(receipt_id, member.card_number, amount_minor=50_000)).status == 201
     fields = {"refund_id": references("rf"), "amount_minor": amounts(valid_max=60_000)}
     paths = st.one_of(st.sampled_from([f"{PURCHASES}/{receipt_id}/refunds" for receipt_id in receipt_ids]),
                       st.sampled_from([f"{PURCHASES}/missing/refunds", f"{PURCHASES}/%E2%82%AC/refunds",

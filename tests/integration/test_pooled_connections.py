@@ -63,7 +63,8 @@ def test_a_last_write_and_its_commit_in_one_round_trip_keep_the_write_or_nothing
     engine = make_engine(postgres_url if backend == "postgresql" else sqlite_url, Settings(database_pool_size=1))
     try:
         with engine.begin() as connection:
-            connection.execute(text("CREATE TABLE last_writes (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
+            connection.execute(text("CREATE TABLE last_writes"
+                                    " (id INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v > 0))"))
             connection.execute(text("INSERT INTO last_writes (id, v) VALUES (1, 1)"))
         raise_to = text("UPDATE last_writes SET v = :v WHERE id = 1")
 

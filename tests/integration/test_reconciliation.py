@@ -36,7 +36,8 @@ def test_planted_discrepancies_are_all_found_and_nothing_else_is_flagged(app):
     member = make_member_with_pin(hub, now=wall_clock_partner_time())
     client = SignedTestClient(app, shop)
     for receipt_id, amount in (("r-1", 1_000), ("r-2", 2_000), ("r-3", 3_000)):
-        assert client.post("/partner/v1/purchases", purchase_payload(receipt_id, member.card_number, amount)).status == 201
+        assert client.post("/partner/v1/purchases",
+                           purchase_payload(receipt_id, member.card_number, amount)).status == 201
     statement_id = close_current_window(app, shop)
     # The hub dates purchases on the partner's local calendar (Europe/Paris in the factory).
     local_day = datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Paris")).date().isoformat()

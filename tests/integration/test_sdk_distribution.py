@@ -30,8 +30,9 @@ key.public_key().verify(__import__("base64").b64decode(signed.headers["Signature
 print(json.dumps({"module": partners_sdk.__file__, "headers": sorted(signed.headers)}))
 """
 # Only these can fail an install when no package index is reachable; anything else is a real failure.
-NETWORK_FAILURES = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
-                    "Network is unreachable", "ProxyError", "ConnectTimeoutError", "Read timed out")
+NETWORK_FAILURES = ("NewConnectionError", "Failed to establish a new connection",
+                    "Temporary failure in name resolution", "Network is unreachable", "ProxyError",
+                    "ConnectTimeoutError", "Read timed out")
 ALLOWED_DISTRIBUTIONS = {"alliance-partners-sdk", "cryptography", "cffi", "pycparser", "http-message-signatures",
                          "http-sf", "typing-extensions", "pip", "setuptools"}
 

@@ -61,7 +61,8 @@ def terminated_shop(hub):  # type: ignore[no-untyped-def]
     with hub.unit_of_work() as uow:
         ledger.clawback_earn(uow.session, earn_transaction_id=earn.transaction_id, points=100,
                              now=datetime(2026, 11, 3, 10, tzinfo=UTC))
-        ledger.refund_redemption(uow.session, hold_id=hold.hold_id, points=50, now=datetime(2026, 11, 5, 15, tzinfo=UTC))
+        ledger.refund_redemption(uow.session, hold_id=hold.hold_id, points=50,
+                                 now=datetime(2026, 11, 5, 15, tzinfo=UTC))
         uow.commit()
     return partner_id, hold.hold_id
 
@@ -89,7 +90,8 @@ def closed_days(closed, partner_id: int) -> list[int]:  # type: ignore[no-untype
 
 def lines_of(item) -> list[tuple[str, int, int]]:  # type: ignore[no-untyped-def]
     """(kind, points, amount) of each line of a closed statement."""
-    return [(line["line_kind"], line["points"], line["amount_minor"]) for line in json.loads(item.document_json)["lines"]]
+    return [(line["line_kind"], line["points"], line["amount_minor"])
+            for line in json.loads(item.document_json)["lines"]]
 
 
 def test_a_terminated_partners_postings_before_and_after_termination_all_settle(hub, signer, terminated_shop):

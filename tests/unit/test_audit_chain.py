@@ -223,7 +223,8 @@ def test_editing_any_content_field_breaks_the_chain_at_that_entry(field_name, in
     assert report.first_break.reason is BreakReason.ENTRY_HASH_MISMATCH
     assert (report.first_break.position, report.first_break.sequence) == (index + 1, index + 1)
     assert report.entries_checked == index + 1
-    assert (report.last_sequence, report.last_entry_hash) == (index, CHAIN[index - 1].entry_hash if index else GENESIS_HASH)
+    assert (report.last_sequence, report.last_entry_hash) == (
+        index, CHAIN[index - 1].entry_hash if index else GENESIS_HASH)
 
 
 def test_editing_a_recorded_entry_hash_is_a_hash_mismatch_at_that_entry():

@@ -70,7 +70,8 @@ def test_production_starts_with_every_required_secret_including_the_pin_keys():
 
 
 def test_production_refuses_to_start_without_pin_keys():
-    with pytest.raises(ConfigurationError, match="ALLIANCE_PIN_KEYS is required in production .*alliance pins new-key-ring"):
+    with pytest.raises(ConfigurationError,
+                       match="ALLIANCE_PIN_KEYS is required in production .*alliance pins new-key-ring"):
         Settings.from_env(production_variables(ALLIANCE_PIN_KEYS=""))
 
 

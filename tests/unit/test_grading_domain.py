@@ -42,7 +42,8 @@ def test_periods_are_months_or_quarters_in_the_alliance_time_zone() -> None:
     assert Period.month_before(datetime(2026, 12, 31, 23, 30, tzinfo=timezone.utc), "Europe/Paris").label == "2026-12"
 
 
-@pytest.mark.parametrize("text", ["2026-13", "2026-00", "26-10", "2026-Q5", "2026-10-01", "", "2026/10", "0000-01", "9999-12", "1969-Q4"])
+@pytest.mark.parametrize("text", ["2026-13", "2026-00", "26-10", "2026-Q5", "2026-10-01", "", "2026/10", "0000-01",
+                                  "9999-12", "1969-Q4"])
 def test_bad_periods_are_refused(text: str) -> None:
     with pytest.raises(ValidationFailed):
         Period.parse(text)

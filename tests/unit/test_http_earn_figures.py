@@ -28,7 +28,8 @@ def test_the_target_is_the_best_rung_within_the_bound_against_the_probes_best_at
     figures = _figures(BARE, PROBE, earn, True, "audit green")
 
     target = _row(figures, "earn throughput with p99 <= 50 ms")
-    assert (target["value"], target["floor_value"], target["ratio"], target["met"]) == ("430.00", "700.00", "61.4%", True)
+    assert (target["value"], target["floor_value"], target["ratio"], target["met"]) == (
+        "430.00", "700.00", "61.4%", True)
     assert target["note"].startswith("at 8 connections: p50 15.00 ms, p99 45.00 ms;")
     assert "at 4 connections" in _row(figures, "(b) probe: Ed25519 verify + 1 Core transaction, peak")["note"]
     peak = _row(figures, "earn peak throughput, any latency")

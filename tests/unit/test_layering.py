@@ -45,11 +45,13 @@ def files(folder: str) -> list[Path]:
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:
-    """Map each file of ``package`` to the qualified modules it imports (``from a import b`` is ``a.b`` when a module)."""
+    """Map each file of ``package`` to the qualified modules it imports (``from a import b`` is
+    ``a.b`` when a module)."""
     return {str(path.relative_to(ROOT)): {found.target for found in imports_of(path)} for path in files(package)}
 
 
-def offenders(folders: tuple[str, ...] | str, forbidden: tuple[str, ...], *, allowed: tuple[str, ...] = ()) -> list[str]:
+def offenders(folders: tuple[str, ...] | str, forbidden: tuple[str, ...], *,
+              allowed: tuple[str, ...] = ()) -> list[str]:
     return [
         f"{path} imports {module}"
         for folder in ((folders,) if isinstance(folders, str) else folders)

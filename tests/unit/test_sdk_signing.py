@@ -45,7 +45,8 @@ def sign_vector(private_key: Ed25519PrivateKey):  # type: ignore[no-untyped-def]
     return sign_message(
         method=request["method"], url=request["target_uri"], headers=dict(request["headers"]),
         key_id=VECTOR["key"]["keyid"], private_key=private_key, label=VECTOR["label"],
-        covered_components=VECTOR["covered_components"], created=datetime.fromtimestamp(VECTOR["created"], timezone.utc),
+        covered_components=VECTOR["covered_components"],
+        created=datetime.fromtimestamp(VECTOR["created"], timezone.utc),
         expires=None, nonce=None, include_alg=False, digest_body=None,
     )
 

@@ -264,7 +264,8 @@ def test_the_audit_chain_head_is_an_additive_field_of_both_documents():
         b'"closing_balance_minor"', 1)
     identity = "cafe,EUR,2026-03-28T23:00:00Z,2026-03-29T22:00:00Z,2026-04-29"
     # The CSV keeps its columns; the head is one more record after the closing balance.
-    assert render_csv(anchored) == render_csv(cafe_statement()) + f"{identity},audit_chain,,,,42,{'ab' * 32},,,\r\n".encode()
+    assert render_csv(anchored) == (render_csv(cafe_statement())
+                                    + f"{identity},audit_chain,,,,42,{'ab' * 32},,,\r\n".encode())
 
 
 @pytest.mark.parametrize("statement", [cafe_statement(), replace(cafe_statement(), audit_chain=HEAD)],

@@ -172,11 +172,13 @@ def test_a_signature_with_another_label_is_refused(private_key):
     assert rejection(signed(private_key, label="sig1"), FakeKeys(record_for(private_key))) == "signature_label"
 
 
-@pytest.mark.parametrize("left_out", ["@method", "@path", "@query", "content-type", "content-digest", "idempotency-key"])
+@pytest.mark.parametrize("left_out",
+                         ["@method", "@path", "@query", "content-type", "content-digest", "idempotency-key"])
 def test_a_required_component_left_uncovered_is_refused(private_key, left_out):
     components = [name for name in ("@method", "@path", "@query", "content-type", "content-digest", "idempotency-key")
                   if name != left_out]
-    assert rejection(signed(private_key, components=components), FakeKeys(record_for(private_key))) == "signature_components"
+    assert rejection(signed(private_key, components=components),
+                     FakeKeys(record_for(private_key))) == "signature_components"
 
 
 def test_a_missing_alg_is_refused(private_key):
@@ -186,7 +188,8 @@ def test_a_missing_alg_is_refused(private_key):
 def test_a_wrong_alg_is_refused(private_key):
     request = signed(private_key)
     tampered = request.header("Signature-Input").replace('alg="ed25519"', 'alg="hmac-sha256"')
-    assert rejection(replace_header(request, "Signature-Input", tampered), FakeKeys(record_for(private_key))) == "signature_algorithm"
+    assert rejection(replace_header(request, "Signature-Input", tampered),
+                     FakeKeys(record_for(private_key))) == "signature_algorithm"
 
 
 def test_an_unknown_key_is_refused(private_key):
@@ -253,7 +256,8 @@ def test_a_digest_header_changed_with_the_body_breaks_the_signature(private_key)
     import hashlib
 
     digest = "sha-256=:" + base64.b64encode(hashlib.sha256(new_body).digest()).decode() + ":"
-    forged = replace_header(IncomingRequest(request.method, request.url, request.headers, new_body), "Content-Digest", digest)
+    forged = replace_header(IncomingRequest(request.method, request.url, request.headers, new_body),
+                            "Content-Digest", digest)
     assert rejection(forged, FakeKeys(record_for(private_key))) == "signature_invalid"
 
 
