@@ -9,10 +9,10 @@ checked one document at a time in ``audit_documents``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeAlias, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Select, case, func, literal, null, select
+from sqlalchemy import FunctionElement, Over, Row, Select, case, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.ledger import MEMBER_ACCOUNT_KINDS, AccountKind, HoldStatus, LotState, TransactionKind
@@ -39,6 +39,10 @@ from settlement.statements import decimal_text, instant_text
 # Settling postings that undo an earlier one, and so carry its price rather than today's.
 REVERSAL_KINDS = (TransactionKind.CLAWBACK.value, TransactionKind.REDEMPTION_REFUND.value)
 
+# A check's query, whatever its columns, and the row it lists an offence in.
+Offences: TypeAlias = Select[*tuple[Any, ...]]
+Offence: TypeAlias = Row[*tuple[Any, ...]]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,15 +104,15 @@ def run_audit(
     return report
 
 
-def _sql_check(session: Session, name: str, description: str, query: Select,  # type: ignore[type-arg]
-               describe: Callable) -> CheckResult:  # type: ignore[type-arg]
+def _sql_check(session: Session, name: str, description: str, query: Offences,
+               describe: Callable[[Offence], str]) -> CheckResult:
     """A check whose query lists the offending rows: how many, and the first named."""
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     first = session.execute(query.limit(1)).first() if count else None
     return CheckResult(name, description, count, describe(first) if first else None)
 
 
-def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-arg]
+def _checks() -> list[tuple[str, str, Offences, Callable[[Offence], str]]]:
     entry_sum = func.coalesce(func.sum(JournalEntry.amount_points), 0)
     transactions = (
         select(JournalTransaction.id, entry_sum.label("total"), func.count(JournalEntry.id).label("entries"))
@@ -117,7 +121,8 @@ def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-a
         .having((entry_sum != 0) | (func.count(JournalEntry.id) < 2))
         .order_by(JournalTransaction.id)
     )
-    zero_entries = select(JournalEntry.id, JournalEntry.transaction_id).where(JournalEntry.amount_points == 0).order_by(JournalEntry.id)
+    zero_entries = (select(JournalEntry.id, JournalEntry.transaction_id).where(JournalEntry.amount_points == 0)
+                    .order_by(JournalEntry.id))
     member_sums = (
         select(JournalEntry.account_id, func.sum(JournalEntry.amount_points).label("total"))
         .group_by(JournalEntry.account_id).subquery()
@@ -126,7 +131,8 @@ def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-a
         select(LedgerAccount.code, LedgerAccount.balance_points, func.coalesce(member_sums.c.total, 0).label("total"))
         .outerjoin(member_sums, member_sums.c.account_id == LedgerAccount.id)
         .where(LedgerAccount.kind.in_([kind.value for kind in MEMBER_ACCOUNT_KINDS]))
-        .where((LedgerAccount.balance_points != func.coalesce(member_sums.c.total, 0)) | (LedgerAccount.balance_points < 0))
+        .where((LedgerAccount.balance_points != func.coalesce(member_sums.c.total, 0))
+               | (LedgerAccount.balance_points < 0))
         .order_by(LedgerAccount.id)
     )
     consumed_sum = func.coalesce(func.sum(LotConsumption.points), 0)
@@ -146,31 +152,34 @@ def _checks() -> list[tuple[str, str, Select, Callable]]:  # type: ignore[type-a
         ("balances_match_entries", "each member balance equals the sum of its entries and is not negative",
          balances, lambda row: f"account {row.code} stores {row.balance_points}, its entries sum to {row.total}"),
         ("lots_match_consumptions", "each lot's remainder equals what it earned less what was consumed",
-         lots, lambda row: f"lot {row.id} earned {row.points_earned}, consumed {row.consumed}, stores {row.points_remaining}"),
+         lots, lambda row: (f"lot {row.id} earned {row.points_earned}, consumed {row.consumed}, "
+                            f"stores {row.points_remaining}")),
         ("available_matches_lots", "a member's available points equal the remainders of their active lots",
          _lots_against(AccountKind.MEMBER_AVAILABLE, LotState.ACTIVE), _describe_lot_mismatch),
         ("pending_matches_lots", "a member's pending points equal the remainders of their pending lots",
          _lots_against(AccountKind.MEMBER_PENDING, LotState.PENDING), _describe_lot_mismatch),
         ("held_matches_holds", "a member's held points equal their open holds",
-         _held_against_holds(), lambda row: f"account {row.code} holds {row.balance_points}, open holds total {row.expected}"),
+         _held_against_holds(),
+         lambda row: f"account {row.code} holds {row.balance_points}, open holds total {row.expected}"),
         ("holds_trace_to_lots", "each hold's lot consumptions equal what it still holds or spent",
-         _hold_consumptions(), lambda row: f"hold {row.id} ({row.status}) consumed {row.consumed} from lots, expected {row.expected}"),
+         _hold_consumptions(),
+         lambda row: f"hold {row.id} ({row.status}) consumed {row.consumed} from lots, expected {row.expected}"),
         ("lots_match_earns", "each lot was credited by its own earn transaction from its funding account",
-         _lots_against_earns(), lambda row: f"lot {row.id} earned {row.points_earned}, its funding entry is {row.funded}"),
+         _lots_against_earns(),
+         lambda row: f"lot {row.id} earned {row.points_earned}, its funding entry is {row.funded}"),
         ("posting_prices", "each settling posting records the price its partner's price schedule had in force "
          "then (a reversal: the price of the posting it reverses)", _posting_prices(), _describe_price_mismatch),
     ]
 
 
-def _statement_breaks() -> Select:  # type: ignore[type-arg]
+def _statement_breaks() -> Offences:
     """Statements that do not follow the partner's previous one, by cycle order."""
-    order = {"partition_by": SettlementRun.partner_id, "order_by": SettlementRun.cycle_starts_at}
     chained = (
         select(SettlementStatement.id, Partner.code.label("partner_code"), SettlementRun.cycle_starts_at,
                SettlementStatement.opening_balance_minor,
-               func.lag(SettlementRun.cycle_ends_at, type_=UTCDateTime()).over(**order).label("previous_ends_at"),
-               func.lag(SettlementStatement.closing_balance_minor).over(**order).label("previous_closing_minor"),
-               func.row_number().over(**order).label("position"))
+               _in_cycle_order(func.lag(SettlementRun.cycle_ends_at, type_=UTCDateTime())).label("previous_ends_at"),
+               _in_cycle_order(func.lag(SettlementStatement.closing_balance_minor)).label("previous_closing_minor"),
+               _in_cycle_order(func.row_number()).label("position"))
         .join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
         .join(Partner, Partner.id == SettlementRun.partner_id)
         .subquery()
@@ -185,16 +194,22 @@ def _statement_breaks() -> Select:  # type: ignore[type-arg]
     )
 
 
-def _describe_statement_break(row) -> str:  # type: ignore[no-untyped-def]
+def _in_cycle_order(function: FunctionElement[_T]) -> Over[_T]:
+    """``function`` over each partner's statements, by cycle."""
+    return function.over(partition_by=SettlementRun.partner_id, order_by=SettlementRun.cycle_starts_at)
+
+
+def _describe_statement_break(row: Offence) -> str:
     where = f"statement {row.id} ({row.partner_code}, cycle from {instant_text(row.cycle_starts_at)})"
     if row.position == 1:
         return f"{where} is the partner's first but opens at {row.opening_balance_minor}, not 0"
     if row.previous_ends_at != row.cycle_starts_at:
         return f"{where} does not start where the previous cycle ended ({instant_text(row.previous_ends_at)})"
-    return f"{where} opens at {row.opening_balance_minor}, the previous statement closed at {row.previous_closing_minor}"
+    return (f"{where} opens at {row.opening_balance_minor}, "
+            f"the previous statement closed at {row.previous_closing_minor}")
 
 
-def _posting_prices() -> Select:  # type: ignore[type-arg]
+def _posting_prices() -> Offences:
     """Settling postings whose recorded price is not the one their rule gives, in one pass over the journal.
 
     An earn is priced at the issue price in force at its posting time and a capture at
@@ -225,7 +240,7 @@ def _posting_prices() -> Select:  # type: ignore[type-arg]
     )
 
 
-def _describe_price_mismatch(row) -> str:  # type: ignore[no-untyped-def]
+def _describe_price_mismatch(row: Offence) -> str:
     found = "no price" if row.found is None else decimal_text(row.found)
     posting = (f"transaction {row.id} ({row.kind} of partner {row.partner_code or 'none (hub-funded)'}, "
                f"posted {instant_text(row.posted_at)}) records {found}")
@@ -242,7 +257,7 @@ def _describe_price_mismatch(row) -> str:  # type: ignore[no-untyped-def]
     return f"{posting}, the {schedule} price in force then is {decimal_text(row.expected)}"
 
 
-def _lots_against(kind: AccountKind, state: LotState) -> Select:  # type: ignore[type-arg]
+def _lots_against(kind: AccountKind, state: LotState) -> Offences:
     lot_sums = (
         select(PointLot.member_id, func.sum(PointLot.points_remaining).label("total"))
         .where(PointLot.state == state.value).group_by(PointLot.member_id).subquery()
@@ -256,11 +271,11 @@ def _lots_against(kind: AccountKind, state: LotState) -> Select:  # type: ignore
     )
 
 
-def _describe_lot_mismatch(row) -> str:  # type: ignore[no-untyped-def]
+def _describe_lot_mismatch(row: Offence) -> str:
     return f"account {row.code} stores {row.balance_points}, its lots hold {row.expected}"
 
 
-def _held_against_holds() -> Select:  # type: ignore[type-arg]
+def _held_against_holds() -> Offences:
     open_holds = (
         select(RedemptionHold.member_id, func.sum(RedemptionHold.points_held).label("total"))
         .where(RedemptionHold.status == HoldStatus.OPEN.value).group_by(RedemptionHold.member_id).subquery()
@@ -274,11 +289,12 @@ def _held_against_holds() -> Select:  # type: ignore[type-arg]
     )
 
 
-def _hold_consumptions() -> Select:  # type: ignore[type-arg]
+def _hold_consumptions() -> Offences:
     consumed = func.coalesce(func.sum(LotConsumption.points), 0)
     expected = case(
         (RedemptionHold.status == HoldStatus.OPEN.value, RedemptionHold.points_held),
-        (RedemptionHold.status == HoldStatus.CAPTURED.value, RedemptionHold.points_captured - RedemptionHold.points_refunded),
+        (RedemptionHold.status == HoldStatus.CAPTURED.value,
+         RedemptionHold.points_captured - RedemptionHold.points_refunded),
         else_=literal(0),
     )
     return (
@@ -291,7 +307,7 @@ def _hold_consumptions() -> Select:  # type: ignore[type-arg]
     )
 
 
-def _lots_against_earns() -> Select:  # type: ignore[type-arg]
+def _lots_against_earns() -> Offences:
     funded = func.coalesce(func.sum(-JournalEntry.amount_points), 0)
     return (
         select(PointLot.id, PointLot.points_earned, funded.label("funded"))
@@ -311,7 +327,8 @@ def _guards_check(session: Session) -> CheckResult:
                            "derived are installed and enabled", 1, problem)
     missing = sorted(storage.expected_guards - storage.installed_guards(session))
     return CheckResult(
-        "database_guards", "the triggers that keep the ledger append-only and balances derived are installed and enabled",
+        "database_guards",
+        "the triggers that keep the ledger append-only and balances derived are installed and enabled",
         len(missing), f"trigger {missing[0]} is missing or disabled" if missing else None,
     )
 

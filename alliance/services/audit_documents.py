@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row, func, select
@@ -117,7 +117,11 @@ LINE_COLUMNS = (
 )
 
 
-def _statements(session: Session) -> Iterator[tuple[Row[Any], list[Row[Any]]]]:
+# A statement's or a line's row, its columns read by name.
+_Stored: TypeAlias = Row[*tuple[Any, ...]]
+
+
+def _statements(session: Session) -> Iterator[tuple[_Stored, list[_Stored]]]:
     """Each statement with its run's cycle and its partner's code, and its lines, by id, a batch at a time.
 
     Plain rows, not ORM objects, so nothing accumulates in the session's identity map.
@@ -132,7 +136,7 @@ def _statements(session: Session) -> Iterator[tuple[Row[Any], list[Row[Any]]]]:
         ).all()
         if not rows:
             return
-        lines: dict[int, list[Row[Any]]] = {row.id: [] for row in rows}
+        lines: dict[int, list[_Stored]] = {row.id: [] for row in rows}
         for line in session.execute(select(*LINE_COLUMNS).where(SettlementStatementLine.statement_id.in_(lines))
                                     .order_by(SettlementStatementLine.statement_id,
                                               SettlementStatementLine.line_number)):
@@ -142,7 +146,7 @@ def _statements(session: Session) -> Iterator[tuple[Row[Any], list[Row[Any]]]]:
         after_id = rows[-1].id
 
 
-def _signature_problem(label: str, statement: Row[Any],
+def _signature_problem(label: str, statement: _Stored,
                        public_keys: Mapping[str, Ed25519PublicKey]) -> str | None:
     for name, document, signature_file in (("JSON", statement.document_json, statement.signature_json),
                                            ("CSV", statement.document_csv, statement.signature_csv)):
@@ -164,7 +168,7 @@ def verification_problem(document: bytes, signature_file: bytes,
     return None
 
 
-def _statement_problem(label: str, document: Statement, statement: Row[Any], lines: Sequence[Row[Any]]) -> str | None:
+def _statement_problem(label: str, document: Statement, statement: _Stored, lines: Sequence[_Stored]) -> str | None:
     """The first field where the rows differ from the signed document, or None."""
     if render_json(document) != statement.document_json.encode("utf-8"):
         return f"{label}: the signed JSON is not in its canonical form"
@@ -186,7 +190,8 @@ def _statement_problem(label: str, document: Statement, statement: Row[Any], lin
     problem = _first_difference(fields)
     if problem is not None:
         return f"{label}: {problem}"
-    for number, (signed, stored) in enumerate(zip(document.lines, lines), start=1):
+    # As many lines as the document's: the number of lines was compared above.
+    for number, (signed, stored) in enumerate(zip(document.lines, lines, strict=True), start=1):
         problem = _first_difference((
             ("line_number", number, stored.line_number),
             ("line_kind", str(signed.line_kind), stored.line_kind),
@@ -261,7 +266,7 @@ def check_anchors(session: Session, anchors: Anchors) -> Tally:
     tally = Tally("audit_log_anchors", "the audit log still holds every head a signed statement or checkpoint "
                   "anchored: not truncated, not rewritten")
     hashes = audit_log.entry_hashes(session, (anchor.entries for anchor in anchors.first_source))
-    newest = session.scalar(select(func.coalesce(func.max(AuditLogEntry.sequence), 0)))
+    newest = session.execute(select(func.coalesce(func.max(AuditLogEntry.sequence), 0))).scalar_one()
     for anchor, source in anchors.first_source.items():
         problem = anchor_problem(anchor, hashes.get(anchor.entries), newest)
         if problem is not None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import Select, SQLColumnExpression, select
 
 from alliance.models import PartnerPrice
 
 
-def price_in_force(partner_id: ColumnElement[int] | int,
-                   at: ColumnElement[datetime] | datetime) -> Select[tuple[PartnerPrice]]:
+def price_in_force(partner_id: SQLColumnExpression[int | None] | int,
+                   at: SQLColumnExpression[datetime] | datetime) -> Select[PartnerPrice]:
     """The partner's price row in force at ``at``: the latest to take effect by then.
 
     ``partner_id`` and ``at`` may be values or columns of an enclosing query, which
