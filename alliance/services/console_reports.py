@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar, TypeVarTuple
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row as ResultRow
+from sqlalchemy import Select, SQLColumnExpression, func, or_, select
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from alliance.domain.errors import ValidationFailed
@@ -25,6 +26,7 @@ from alliance.services.partner_admin import KeyView
 from alliance.storage.adapters import storage_for
 
 Row = TypeVar("Row")
+Columns = TypeVarTuple("Columns")
 MAX_PAGE_SIZE = 200
 MAX_CHART_MONTHS = 36
 PARTNER_STATUSES = ("pending", "active", "suspended", "terminated")
@@ -59,7 +61,8 @@ def page_bounds(page: int, page_size: int) -> tuple[int, int]:
     return page, page_size
 
 
-def paged(session: Session, query, page: int, page_size: int, *order) -> tuple[list, int]:  # type: ignore[no-untyped-def]
+def paged(session: Session, query: Select[*Columns], page: int, page_size: int,
+          *order: SQLColumnExpression[Any]) -> tuple[list[ResultRow[*Columns]], int]:
     """One page of ``query``'s rows in ``order``, and how many rows it has in all."""
     page, page_size = page_bounds(page, page_size)
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
@@ -122,8 +125,8 @@ class TerminalRow:
 def partner_keys(session: Session, *, partner_id: int) -> list[KeyView]:
     """The partner's signing keys, newest first."""
     rows = session.execute(
-        select(PartnerKey.id, PartnerKey.key_id, PartnerKey.status, Terminal.code, PartnerKey.created_at, PartnerKey.expires_at,
-               PartnerKey.revoked_at)
+        select(PartnerKey.id, PartnerKey.key_id, PartnerKey.status, Terminal.code, PartnerKey.created_at,
+               PartnerKey.expires_at, PartnerKey.revoked_at)
         .outerjoin(Terminal, Terminal.id == PartnerKey.terminal_id)
         .where(PartnerKey.partner_id == partner_id).order_by(PartnerKey.created_at.desc(), PartnerKey.key_id)
     ).all()
@@ -167,9 +170,10 @@ def month_labels(until: date, months: int) -> list[str]:
     return labels[::-1]
 
 
-def _month_of(session: Session, column: ColumnElement[Any]) -> ColumnElement[str]:
+def _month_of(session: Session, column: QueryableAttribute[datetime]) -> ColumnElement[str]:
     """``YYYY-MM`` of a UTC timestamp column."""
-    return storage_for(session).month_of(column)
+    # The adapter's SQL takes a column element: the attribute's own.
+    return storage_for(session).month_of(column.expression)
 
 
 def partner_activity(session: Session, *, partner_id: int, now: datetime, months: int) -> list[MonthActivity]:
@@ -201,10 +205,12 @@ def partner_activity(session: Session, *, partner_id: int, now: datetime, months
     result = []
     for label in labels:
         bought, redeemed = purchases.get(label), redemptions.get(label)
+        # ``count`` is also a tuple method, which the rows are: read that column by its label.
         result.append(MonthActivity(
-            month=label, purchases=int(bought.count) if bought else 0,
+            month=label, purchases=int(bought._mapping["count"]) if bought else 0,
             purchase_amount_minor=int(bought.amount) if bought else 0,
-            points_issued=int(bought.points) if bought else 0, redemptions=int(redeemed.count) if redeemed else 0,
+            points_issued=int(bought.points) if bought else 0,
+            redemptions=int(redeemed._mapping["count"]) if redeemed else 0,
             points_redeemed=int(redeemed.points) if redeemed else 0, complaints=int(complaints.get(label, 0)),
         ))
     return result

@@ -14,10 +14,10 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
-from sqlalchemy import and_, func, insert, select, union, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, CursorResult, Row, Select, and_, func, insert, select, union, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.domain.grading import (
@@ -116,7 +116,7 @@ def measure(session: Session, period: Period, *, time_zone: str) -> list[Partner
     return measured
 
 
-def _by_partner(session: Session, statement) -> dict[int, tuple[int, ...]]:  # type: ignore[no-untyped-def]
+def _by_partner(session: Session, statement: Select[*tuple[Any, ...]]) -> dict[int, tuple[int, ...]]:
     return {row[0]: tuple(int(value) for value in row[1:]) for row in session.execute(statement)}
 
 
@@ -127,9 +127,11 @@ def _median_resolution_seconds(session: Session, starts_at: datetime, ends_at: d
     or two middle rows, so it is exact (a half second at most) on both databases.
     """
     storage = storage_for(session)
+    # The adapter's SQL takes column elements: the attributes' own (``.expression``).
+    seconds = (storage.epoch_seconds(Complaint.closed_at.expression)
+               - storage.epoch_seconds(Complaint.opened_at.expression))
     durations = (
-        select(Complaint.partner_id,
-               (storage.epoch_seconds(Complaint.closed_at) - storage.epoch_seconds(Complaint.opened_at)).label("seconds"))
+        select(Complaint.partner_id, seconds.label("seconds"))
         .where(Complaint.status.in_(("resolved", "rejected")), Complaint.closed_at >= starts_at,
                Complaint.closed_at < ends_at)
         .cte("durations"))
@@ -153,7 +155,9 @@ def _days_late(session: Session, period: Period) -> dict[int, int]:
     first cover its net; unpaid by the period's last day, it counts as late up to that day.
     """
     last_day = period.end_day.toordinal() - 1
-    paid = (select(StatementEvent.statement_id, integer_sum(StatementEvent.amount_minor).label("paid"),
+    # A paid event always carries an amount (the ``kind`` check); only invoiced ones have none.
+    paid_amount = cast(InstrumentedAttribute[int], StatementEvent.amount_minor)
+    paid = (select(StatementEvent.statement_id, integer_sum(paid_amount).label("paid"),
                    func.max(StatementEvent.paid_on).label("last_paid_on"))
             .where(StatementEvent.kind == "paid", StatementEvent.paid_on < period.end_day)
             .group_by(StatementEvent.statement_id).subquery())
@@ -226,8 +230,9 @@ class _Previous:
     grade: str | None
     computed_grade: str | None
     score: str | None
-    breakdown: list[dict]  # type: ignore[type-arg]
-    metrics: dict  # type: ignore[type-arg]
+    # As stored: JSON documents.
+    breakdown: list[dict[str, Any]]
+    metrics: dict[str, Any]
 
 
 def _effective_by_partner(session: Session, period_label: str) -> dict[int, _Previous]:
@@ -267,7 +272,7 @@ def _grade_values(result: GradeResult, previous: _Previous | None, now: datetime
     }
 
 
-def _changes(result: GradeResult, breakdown: list[dict], previous: _Previous | None) -> dict[str, object]:  # type: ignore[type-arg]
+def _changes(result: GradeResult, breakdown: list[dict[str, Any]], previous: _Previous | None) -> dict[str, object]:
     """What moved since the previous period: grade, score, and each metric's value and contribution."""
     if previous is None:
         return {"previous_period": False}
@@ -299,14 +304,16 @@ def _delta(current: int | str | None, previous: int | str | None) -> str | None:
 def _raise_alerts(session: Session, grade_id: int, result: GradeResult, previous: _Previous | None,
                   config: GradingConfig, now: datetime) -> int:
     wanted = []
-    dropped = bands_dropped(previous.grade if previous else None, result.grade)
+    previous_grade = previous.grade if previous else None
+    dropped = bands_dropped(previous_grade, result.grade)
     if dropped >= 2:
-        wanted.append(("downgrade", f"{result.metrics.partner_code} fell from {previous.grade} to {result.grade}"  # type: ignore[union-attr]
+        wanted.append(("downgrade", f"{result.metrics.partner_code} fell from {previous_grade} to {result.grade}"
                                     f" ({dropped} bands)"))
     rate = result.metrics.values["complaint_rate_per_1000"]
     if rate is not None and rate > Fraction(config.complaint_rate_alert_per_1000):
         wanted.append(("complaint_rate", f"{result.metrics.partner_code} had {json_value(rate)} complaints per 1,000"
-                                         f" transactions, above the threshold of {config.complaint_rate_alert_per_1000}"))
+                                         " transactions, above the threshold of "
+                                         f"{config.complaint_rate_alert_per_1000}"))
     raised = 0
     present = set(session.scalars(select(GradeAlert.kind).where(GradeAlert.partner_grade_id == grade_id)))
     for kind, detail in wanted:
@@ -354,13 +361,13 @@ def _views(session: Session, rows: Sequence[tuple[PartnerGrade, str, str, str]])
             for row, code, name, period in rows]
 
 
-def _graded_rows():  # type: ignore[no-untyped-def]
+def _graded_rows() -> Select[PartnerGrade, str, str, str]:
     return (select(PartnerGrade, Partner.code, Partner.name, GradePeriod.period)
             .join(Partner, Partner.id == PartnerGrade.partner_id)
             .join(GradePeriod, GradePeriod.id == PartnerGrade.period_id))
 
 
-def _effective_rows():  # type: ignore[no-untyped-def]
+def _effective_rows() -> tuple[Select[PartnerGrade, str, str, str], ColumnElement[str]]:
     """Grades with their effective grade: the newest override's, else the computed one."""
     latest = (select(GradeOverride.partner_grade_id, func.max(GradeOverride.id).label("override_id"))
               .group_by(GradeOverride.partner_grade_id).subquery())
@@ -406,7 +413,7 @@ def partner_grade(session: Session, *, code: str, period: str) -> dict[str, obje
     return _views(session, [_grade_row(session, code=code, period=period)])[0]
 
 
-def _grade_row(session: Session, *, code: str, period: str, lock: bool = False):  # type: ignore[no-untyped-def]
+def _grade_row(session: Session, *, code: str, period: str, lock: bool = False) -> Row[PartnerGrade, str, str, str]:
     Period.parse(period)
     partner = partner_by_code(session, code)
     statement = _graded_rows().where(PartnerGrade.partner_id == partner.id, GradePeriod.period == period)
@@ -465,8 +472,10 @@ def acknowledge_alert(session: Session, *, alert_id: int, now: datetime, actor: 
     if found is None:
         raise NotFound(f"no grade alert {alert_id}")
     alert, code, label = found
-    changed = session.execute(update(GradeAlert).where(GradeAlert.id == alert_id, GradeAlert.acknowledged_at.is_(None))
-                              .values(acknowledged_by=actor, acknowledged_at=now)).rowcount
+    # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
+    changed = cast(CursorResult[*tuple[Any, ...]], session.execute(
+        update(GradeAlert).where(GradeAlert.id == alert_id, GradeAlert.acknowledged_at.is_(None))
+        .values(acknowledged_by=actor, acknowledged_at=now))).rowcount
     if changed:
         audit_log.append(session, actor=actor, action="grade_alert.acknowledge", subject=f"grade_alert:{alert_id}",
                          now=now, after={"partner": code, "period": label, "kind": alert.kind})
@@ -487,7 +496,8 @@ def export_rows(session: Session, *, period: str) -> Iterator[list[object]]:
         _, views, total = period_grades(session, period=period, limit=MAX_PAGE_SIZE, offset=offset)
         offset += MAX_PAGE_SIZE
         for view in views:
-            metrics: dict[str, object] = view["metrics"]  # type: ignore[assignment]
+            # The stored metrics, a JSON object (``_grade_view``).
+            metrics = cast(dict[str, object], view["metrics"])
             yield [view["partner"], view["period"], view["status"], view["grade"] or "",
                    view["computed_grade"] or "", "yes" if view["overridden"] else "no", view["score"] or "",
                    view["not_graded_reason"] or "",
@@ -548,8 +558,8 @@ def latest_grades(session: Session, *, codes: Sequence[str] | None = None) -> di
 def _effective_grades(session: Session, period_label: str,
                       codes: Sequence[str] | None) -> dict[str, tuple[str | None, str | None]]:
     """Per partner code, (effective grade, computed grade) in one period."""
-    statement, effective = _effective_rows()
-    statement = (statement.with_only_columns(Partner.code, effective, PartnerGrade.grade)
+    graded, effective = _effective_rows()
+    statement = (graded.with_only_columns(Partner.code, effective, PartnerGrade.grade)
                  .where(GradePeriod.period == period_label))
     if codes is not None:
         statement = statement.where(Partner.code.in_(list(codes)))
