@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
@@ -70,4 +71,6 @@ def member_balances(session: Session, member_id: int) -> dict[str, int]:
     rows = session.connection().execute(MEMBER_BALANCES, {"member_id": member_id}).all()
     if not rows:
         raise NotFound("the member has no ledger accounts")
-    return {kind.removeprefix("member_"): balance for kind, balance in rows}
+    # A member's accounts always store a balance (the ``account_kind`` check); only partner
+    # and hub accounts keep none, which the column's type allows for.
+    return {kind.removeprefix("member_"): cast(int, balance) for kind, balance in rows}

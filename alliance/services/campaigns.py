@@ -26,9 +26,11 @@ def create_campaign(
     problem = exact_decimal_problem(multiplier, scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
     if problem:
         raise ValidationFailed(f"multiplier {problem}", fields={"multiplier": [problem]})
-    # The domain type validates multiplier, bonus and minimum the same way earning will.
-    CampaignRule(campaign_id=1, name=name, funded_by=funded_by, multiplier=multiplier, bonus_points=bonus_points,
-                 min_amount_minor=min_amount_minor)
+    # The domain type validates multiplier, bonus and minimum the same way earning will. It takes
+    # the funder as given and refuses anything but "partner" or "hub"; its field is typed as the
+    # Funder it normalises that to, so a plain string does not type-check.
+    CampaignRule(campaign_id=1, name=name, funded_by=funded_by,  # type: ignore[arg-type]
+                 multiplier=multiplier, bonus_points=bonus_points, min_amount_minor=min_amount_minor)
     return session.execute(insert(Campaign).values(
         partner_id=partner_id, name=name, funded_by=funded_by, multiplier=multiplier, bonus_points=bonus_points,
         min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,

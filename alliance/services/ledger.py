@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, insert, literal, select, true, update
+from sqlalchemy import CursorResult, Row, bindparam, insert, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -185,7 +185,8 @@ def lock_member(session: Session, member_id: int, *, require_active: bool = True
     return member_accounts_from_rows(rows, member_id, require_active=require_active)
 
 
-def member_accounts_from_rows(rows, member_id: int, *, require_active: bool) -> MemberAccounts:  # type: ignore[no-untyped-def]
+def member_accounts_from_rows(rows: Sequence[Row[*tuple[Any, ...]]], member_id: int, *,
+                              require_active: bool) -> MemberAccounts:
     """A member's locked account rows as ids and available balance; a missing or closed member is refused.
 
     ``rows`` are the member's three accounts in id order, locked, each with ``id``,
@@ -250,7 +251,7 @@ def check_earn(points: int, now: datetime, expires_at: datetime) -> None:
 
 
 def earn_posting(member: MemberAccounts | EarnTarget, *, item: int, bonus: bool, partner_id: int | None,
-                 price_per_point: Decimal | None, currency: str | None, memo: str, funding_account_id: int,
+                 price_per_point: Decimal | None, currency: str | None, memo: str | None, funding_account_id: int,
                  points: int, now: datetime, pending_until: datetime | None) -> EarnPosting:
     """One earn's posting: pending (into the pending account) until ``pending_until`` if that is still ahead."""
     pending = pending_until is not None and pending_until > now
@@ -306,7 +307,8 @@ def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> 
         if switched.points_remaining:
             post_transaction(
                 session, kind=TransactionKind.ACTIVATION,
-                lines=[(member.pending_id, -switched.points_remaining), (member.available_id, switched.points_remaining)],
+                lines=[(member.pending_id, -switched.points_remaining),
+                       (member.available_id, switched.points_remaining)],
                 posted_at=now, member_id=member_id, partner_id=switched.partner_id,
             )
         activated += 1
@@ -319,7 +321,8 @@ def authorize_hold(
     """Set points aside for a redemption at a partner until capture, void or expiry."""
     require_positive_points(points)
     if not 0 < ttl_s <= MAX_HOLD_TTL_S:
-        raise ValidationFailed(f"a hold lives between 1 and {MAX_HOLD_TTL_S} seconds", fields={"ttl_s": ["out of range"]})
+        raise ValidationFailed(f"a hold lives between 1 and {MAX_HOLD_TTL_S} seconds",
+                               fields={"ttl_s": ["out of range"]})
     member = lock_member(session, member_id)
     _active_partner(session, partner_id)
     # Points past their expiry are breakage, not spendable, even before the hourly job
@@ -357,7 +360,8 @@ def capture_hold(session: Session, *, hold_id: int, points: int, now: datetime) 
     _require_open(hold, now)
     if points > hold.points_held:
         raise ValidationFailed(
-            f"capture of {points} points exceeds the hold of {hold.points_held}", fields={"points": ["exceeds the hold"]}
+            f"capture of {points} points exceeds the hold of {hold.points_held}",
+            fields={"points": ["exceeds the hold"]},
         )
     # A suspended or terminated partner can still void or refund, but not redeem.
     partner = _active_partner(session, hold.partner_id)
@@ -443,12 +447,14 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
     expired stay where they went and are reported as unrecovered; no balance goes negative.
     """
     require_positive_points(points)
-    lot = session.execute(select(PointLot).where(PointLot.earn_transaction_id == earn_transaction_id)).scalar_one_or_none()
+    lot = session.execute(
+        select(PointLot).where(PointLot.earn_transaction_id == earn_transaction_id)
+    ).scalar_one_or_none()
     if lot is None:
         raise NotFound("no such earn transaction")
     member = lock_member(session, lot.member_id, require_active=False)
     earned_transaction = session.get_one(JournalTransaction, earn_transaction_id)
-    already_recovered = session.scalar(
+    already_recovered = session.execute(
         select(integer_sum(JournalEntry.amount_points))
         .join(JournalTransaction, JournalTransaction.id == JournalEntry.transaction_id)
         .where(
@@ -456,7 +462,7 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
             JournalTransaction.kind == TransactionKind.CLAWBACK.value,
             JournalEntry.account_id == lot.funding_account_id,
         )
-    )
+    ).scalar_one()
     if points > lot.points_earned - already_recovered:
         raise ValidationFailed(
             f"claw back of {points} points exceeds the {lot.points_earned - already_recovered} not yet taken back",
@@ -475,7 +481,8 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
         reverses_transaction_id=earn_transaction_id,
     )
     _consume(session, allocation, transaction_id=transaction_id, member_id=lot.member_id, hold_id=None)
-    return ClawbackResult(transaction_id=transaction_id, points_recovered=recovered, points_unrecovered=points - recovered)
+    return ClawbackResult(transaction_id=transaction_id, points_recovered=recovered,
+                          points_unrecovered=points - recovered)
 
 
 def expire_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
@@ -562,11 +569,12 @@ def _release(session: Session, member: MemberAccounts, hold: RedemptionHold, now
 
 
 def _close_hold(session: Session, hold_id: int, status: HoldStatus, now: datetime, *, points_captured: int) -> None:
-    closed = session.execute(
+    # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
+    closed = cast(CursorResult[*tuple[Any, ...]], session.execute(
         update(RedemptionHold)
         .where(RedemptionHold.id == hold_id, RedemptionHold.status == HoldStatus.OPEN.value)
         .values(status=status.value, points_captured=points_captured, closed_at=now)
-    )
+    ))
     assert closed.rowcount == 1, "a hold is closed exactly once, under its row lock"
 
 
@@ -591,7 +599,8 @@ def _consume(
     if not allocation:
         return
     rows = [
-        {"lot_id": lot_id, "transaction_id": transaction_id, "member_id": member_id, "hold_id": hold_id, "points": points}
+        {"lot_id": lot_id, "transaction_id": transaction_id, "member_id": member_id, "hold_id": hold_id,
+         "points": points}
         for lot_id, points in sorted(allocation)
     ]
     try:
@@ -617,7 +626,7 @@ def _lock_for_earning(
     return member, earning_terms(rows[0] if rows[0].partner_found else None, partner_id, now)
 
 
-def earning_terms(row, partner_id: int, now: datetime) -> EarningTerms:  # type: ignore[no-untyped-def]
+def earning_terms(row: Row[*tuple[Any, ...]] | None, partner_id: int, now: datetime) -> EarningTerms:
     """An active partner's issued account, issue price in force and currency; anything missing is refused.
 
     ``row`` has the columns of ``EARNING_PARTNER`` (None when there is no such partner).
@@ -695,7 +704,8 @@ def transfer(
     for lot_id, taken in allocation:
         source = by_id[lot_id]
         transaction_id = post_transaction(
-            session, kind=TransactionKind.TRANSFER, lines=[(sender.available_id, -taken), (receiver.available_id, taken)],
+            session, kind=TransactionKind.TRANSFER,
+            lines=[(sender.available_id, -taken), (receiver.available_id, taken)],
             posted_at=now, member_id=from_member_id, partner_id=source.partner_id, transfer_id=transfer_id,
         )
         _consume(session, [(lot_id, taken)], transaction_id=transaction_id, member_id=from_member_id, hold_id=None)

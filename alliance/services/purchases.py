@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import bindparam, exists, insert, or_, select, true, update
+from sqlalchemy import Row, bindparam, exists, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -69,6 +69,8 @@ MAX_BATCH_PURCHASES = 1000
 MARKETING_ACCOUNT_CODE = account_code(AccountKind.HUB_MARKETING)
 
 TerminalResolver = Callable[[str | None], int | None]
+# What a till reported about one purchase: a single report, or an item of a batch.
+_Item = TypeVar("_Item", bound=PurchaseReportLike)
 
 _RULE = aliased(PartnerEarnRule)
 _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
@@ -263,7 +265,8 @@ class _ReceiptsTaken(Exception):
         self.receipt_ids = receipt_ids
 
 
-def _resolve_terminals(items: Sequence[BatchItem], resolve_terminal: TerminalResolver) -> list[int | None | AllianceError]:
+def _resolve_terminals(items: Sequence[BatchItem],
+                       resolve_terminal: TerminalResolver) -> list[int | None | AllianceError]:
     """Each item's terminal id, or the error naming it raised; one resolution per distinct code."""
     resolved: dict[str | None, int | None | AllianceError] = {}
     for code in dict.fromkeys(item.terminal for item in items):
@@ -337,8 +340,8 @@ class _Facts:
 
     partner_id: int
     partner: _Partner | None
-    rules: list[Any] = field(default_factory=list)
-    campaigns: list[Any] = field(default_factory=list)
+    rules: Sequence[Row[*tuple[Any, ...]]] = field(default_factory=list)
+    campaigns: list[Row[*tuple[Any, ...]]] = field(default_factory=list)
     holders: dict[str, _Holder] = field(default_factory=dict)
     reported_receipts: set[str] = field(default_factory=set)
     days: dict[int, list[_Day]] = field(default_factory=dict)
@@ -441,7 +444,7 @@ def _read_partner(session: Session, partner_id: int, now: datetime) -> _Partner 
     return None if row is None else _Partner(*row)
 
 
-def _read_campaigns(session: Session, partner_id: int, items: list[BatchItem]) -> list[Any]:
+def _read_campaigns(session: Session, partner_id: int, items: list[BatchItem]) -> list[Row[*tuple[Any, ...]]]:
     """The partner's and the alliance-wide campaigns running at some moment of the batch's span."""
     first = min(item.purchased_at for item in items)
     last = max(item.purchased_at for item in items)
@@ -472,7 +475,8 @@ def _lock_members(session: Session, card_numbers: list[str]) -> dict[int, dict[s
     ).all()
     accounts: dict[int, dict[str, int]] = defaultdict(dict)
     for member_id, kind, account_id in rows:
-        accounts[member_id][kind] = account_id
+        # Member accounts, selected by their member: the column's None is for the others.
+        accounts[cast(int, member_id)][kind] = account_id
     return accounts
 
 
@@ -543,11 +547,11 @@ def _count_on_days(points: dict[tuple[int, date], int], member_days: Sequence[_D
 
 
 @dataclass(frozen=True, slots=True)
-class _Planned:
+class _Planned(Generic[_Item]):
     """An item that will be applied: what it earns and where its points go."""
 
     index: int
-    item: PurchaseReportLike
+    item: _Item
     terminal_id: int | None
     holder: _Holder
     breakdown: EarnBreakdown
@@ -556,12 +560,13 @@ class _Planned:
 
 
 def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int | None | AllianceError],
-                now: datetime, expires_at: datetime) -> list[_Planned | AllianceError]:
+                now: datetime, expires_at: datetime) -> list[_Planned[BatchItem] | AllianceError]:
     """Every item's decision in batch order; an applied item's receipt and day points count for later ones."""
     receipts_taken = set(facts.reported_receipts)
     points_on_days = dict(facts.points_on_days)
-    decisions: list[_Planned | AllianceError] = []
-    for index, (item, terminal) in enumerate(zip(items, terminals)):
+    decisions: list[_Planned[BatchItem] | AllianceError] = []
+    # One terminal per item (``_resolve_terminals``).
+    for index, (item, terminal) in enumerate(zip(items, terminals, strict=True)):
         if isinstance(terminal, AllianceError):
             decisions.append(terminal)
             continue
@@ -579,7 +584,7 @@ def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int |
 
 
 def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None, receipts_taken: set[str],
-            points_on_days: dict[tuple[int, date], int], now: datetime, expires_at: datetime) -> _Planned:
+            points_on_days: dict[tuple[int, date], int], now: datetime, expires_at: datetime) -> _Planned[BatchItem]:
     """One item of a batch, with the facts the batch read and what its earlier items changed."""
     partner = facts.partner
     holder = facts.holders.get(item.card_number)
@@ -595,8 +600,8 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
         index, item, terminal_id, holder, now, expires_at)
 
 
-def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: PurchaseReportLike,
-         terminal_id: int | None, holder: _Holder | None, now: datetime, expires_at: datetime) -> _Planned:
+def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: _Item,
+         terminal_id: int | None, holder: _Holder | None, now: datetime, expires_at: datetime) -> _Planned[_Item]:
     """One purchase decided by ``decide_purchase``; raises its first refusal.
 
     Then what the ledger refuses before it writes, in its order: the partner's posting
@@ -652,7 +657,7 @@ def _campaigns_at(facts: _Facts, moment: datetime) -> list[Campaign]:
 # ---------------------------------------------------------------- writing every applied item at once
 
 
-def _write(session: Session, partner: _Partner | None, planned: list[_Planned], now: datetime,
+def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_Item]], now: datetime,
            expires_at: datetime) -> WrittenEarns:
     """Write the applied items through the ledger's one earn writer, the partner's posting before the hub's.
 
@@ -691,7 +696,7 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned], 
     return written
 
 
-def _terminal_codes(session: Session, decisions: list[_Planned | AllianceError]) -> dict[int, str]:
+def _terminal_codes(session: Session, decisions: list[_Planned[BatchItem] | AllianceError]) -> dict[int, str]:
     """The code of every terminal an applied item acts for: those the items named, and one query for the rest.
 
     The rest are the terminals of keys bound to one, when an item named none.
@@ -706,8 +711,8 @@ def _terminal_codes(session: Session, decisions: list[_Planned | AllianceError])
     return codes
 
 
-def _outcomes(decisions: list[_Planned | AllianceError], written: WrittenEarns, terminal_codes: dict[int, str],
-              now: datetime) -> list[BatchOutcome]:
+def _outcomes(decisions: list[_Planned[BatchItem] | AllianceError], written: WrittenEarns,
+              terminal_codes: dict[int, str], now: datetime) -> list[BatchOutcome]:
     """Each item's outcome in batch order."""
     outcomes = []
     for decision in decisions:
@@ -720,7 +725,7 @@ def _outcomes(decisions: list[_Planned | AllianceError], written: WrittenEarns, 
     return outcomes
 
 
-def _reported(decision: _Planned, written: WrittenEarns, *, card_number: str, terminal_code: str | None,
+def _reported(decision: _Planned[_Item], written: WrittenEarns, *, card_number: str, terminal_code: str | None,
               now: datetime) -> ReportedPurchase:
     """The stored purchase as the reply presents it, whichever path stored it."""
     item, holder, breakdown = decision.item, decision.holder, decision.breakdown
@@ -753,7 +758,8 @@ def lock_card_holders(session: Session, card_numbers: list[str]) -> None:
 
 def find_purchase(session: Session, *, partner_id: int, receipt_id: str) -> Purchase:
     """This partner's purchase with this receipt id; another partner's is not found."""
-    purchase = session.scalar(select(Purchase).where(Purchase.partner_id == partner_id, Purchase.receipt_id == receipt_id))
+    purchase = session.scalar(
+        select(Purchase).where(Purchase.partner_id == partner_id, Purchase.receipt_id == receipt_id))
     if purchase is None:
         raise NotFound(f"no purchase with receipt {receipt_id!r}")
     return purchase
