@@ -1,4 +1,5 @@
-"""The alliance-wide figures ``/metrics`` reads at scrape time: holds open, cycles due, statements overdue, job leases."""
+"""The alliance-wide figures ``/metrics`` reads at scrape time: holds open, cycles due, statements overdue,
+job leases."""
 
 from __future__ import annotations
 

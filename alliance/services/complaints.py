@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import SQLColumnExpression, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
@@ -32,12 +32,14 @@ def file_complaint(
     partner = partner_by_code(session, partner_code)
     member_id = member_by_number(session, member_number).id if member_number else None
     purchase_id = _linked(session, Purchase, Purchase.receipt_id, receipt_id, partner.id, "purchase")
-    hold_id = _linked(session, RedemptionHold, RedemptionHold.reference, redemption_reference, partner.id, "redemption")
+    hold_id = _linked(session, RedemptionHold, RedemptionHold.reference, redemption_reference, partner.id,
+                      "redemption")
     for model, row_id, what in ((Purchase, purchase_id, "purchase"), (RedemptionHold, hold_id, "redemption")):
         if member_id is not None and row_id is not None:
             owner = session.scalar(select(model.member_id).where(model.id == row_id))
             if owner != member_id:
-                raise ValidationFailed(f"the {what} belongs to another member", fields={"member": [f"not the {what}'s member"]})
+                raise ValidationFailed(f"the {what} belongs to another member",
+                                       fields={"member": [f"not the {what}'s member"]})
     complaint_id = session.execute(insert(Complaint).values(
         partner_id=partner.id, member_id=member_id, purchase_id=purchase_id, hold_id=hold_id, category=category,
         description=description.strip(), status="open", opened_by=actor, opened_at=now,
@@ -85,7 +87,8 @@ def list_complaints(session: Session, *, status: str | None, partner_code: str |
     return list(rows), total
 
 
-def _linked(session: Session, model, column, value: str | None, partner_id: int, what: str) -> int | None:  # type: ignore[no-untyped-def]
+def _linked(session: Session, model: type[Purchase] | type[RedemptionHold], column: SQLColumnExpression[str | None],
+            value: str | None, partner_id: int, what: str) -> int | None:
     if value is None:
         return None
     row_id = session.scalar(select(model.id).where(column == value, model.partner_id == partner_id))

@@ -73,7 +73,8 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
     return "\n".join(lines)
 
 
-def _demo_activity(session: Session, partner_ids: list[int], member_ids: list[int], now: datetime, expiry_months: int) -> None:
+def _demo_activity(session: Session, partner_ids: list[int], member_ids: list[int], now: datetime,
+                   expiry_months: int) -> None:
     """Earn at every partner, redeem across partners, refund one purchase, leave one hold open.
 
     The Book Nook has a 14-day return window, so its points start out pending.
@@ -89,10 +90,12 @@ def _demo_activity(session: Session, partner_ids: list[int], member_ids: list[in
                                      expires_at=expires_at, pending_until=now + window if window else None))
     ledger.earn(session, member_id=member_ids[0], partner_id=None, points=500, now=now, expires_at=expires_at,
                 memo="welcome bonus")
-    captured = ledger.authorize_hold(session, member_id=member_ids[1], partner_id=partner_ids[2], points=250, now=now, ttl_s=900)
+    captured = ledger.authorize_hold(session, member_id=member_ids[1], partner_id=partner_ids[2], points=250, now=now,
+                                     ttl_s=900)
     ledger.capture_hold(session, hold_id=captured.hold_id, points=200, now=now)
     ledger.authorize_hold(session, member_id=member_ids[2], partner_id=partner_ids[0], points=120, now=now, ttl_s=900)
-    ledger.clawback_earn(session, earn_transaction_id=earns[0].transaction_id, points=40, now=now + timedelta(seconds=1))
+    ledger.clawback_earn(session, earn_transaction_id=earns[0].transaction_id, points=40,
+                         now=now + timedelta(seconds=1))
 
 
 def _new_key_pair(private_key_path: Path) -> bytes:

@@ -14,9 +14,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import AllianceError, Conflict
@@ -154,4 +154,6 @@ def prune(session: Session, *, now: datetime, retention: timedelta = MINIMUM_RET
     retention = max(retention, MINIMUM_RETENTION)
     old = (select(IdempotencyRecord.id).where(IdempotencyRecord.created_at < now - retention)
            .limit(limit).scalar_subquery())
-    return session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(old))).rowcount
+    # A DELETE's result is a CursorResult; Session.execute types every result as Result.
+    return cast(CursorResult[*tuple[Any, ...]],
+                session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(old)))).rowcount

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable, cast
 
-from sqlalchemy import insert, or_, update
+from sqlalchemy import CursorResult, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,12 +63,13 @@ def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime
             session.execute(insert(JobLease).values(job_name=job_name))
     except IntegrityError:
         pass
-    taken = session.execute(
+    # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
+    taken = cast(CursorResult[*tuple[Any, ...]], session.execute(
         update(JobLease)
         .where(JobLease.job_name == job_name,
                or_(JobLease.lease_until.is_(None), JobLease.lease_until < now, JobLease.holder == holder))
         .values(holder=holder, lease_until=now + LEASE_DURATION, last_started_at=now)
-    )
+    ))
     return taken.rowcount == 1
 
 

@@ -25,8 +25,9 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import CursorResult, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -132,8 +133,9 @@ def record_success(session: Session, attempt: Attempt) -> None:
 
 def forget_username(session: Session, username: str) -> int:
     """Lift every (username, source) backoff of one username, as setting their password does."""
-    return session.execute(delete(StaffLoginThrottle).where(
-        StaffLoginThrottle.username_digest == _digest("username", username))).rowcount
+    # A DELETE's result is a CursorResult; Session.execute types every result as Result.
+    return cast(CursorResult[*tuple[Any, ...]], session.execute(delete(StaffLoginThrottle).where(
+        StaffLoginThrottle.username_digest == _digest("username", username)))).rowcount
 
 
 def prune(session: Session, attempt: Attempt, *, now: datetime) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Mapping
 
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import Row, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
@@ -93,9 +94,11 @@ def find_by_contact(session: Session, *, key_ring: KeyRing, phone: str | None, e
     """Members whose phone or e-mail matches, through the keyed lookup hash."""
     conditions = []
     if phone:
-        conditions.append(MemberProfile.phone_lookup == key_ring.lookup_hash(normalise_phone(phone), kind=LookupKind.PHONE))
+        conditions.append(
+            MemberProfile.phone_lookup == key_ring.lookup_hash(normalise_phone(phone), kind=LookupKind.PHONE))
     if email:
-        conditions.append(MemberProfile.email_lookup == key_ring.lookup_hash(normalise_email(email), kind=LookupKind.EMAIL))
+        conditions.append(
+            MemberProfile.email_lookup == key_ring.lookup_hash(normalise_email(email), kind=LookupKind.EMAIL))
     if not conditions:
         raise ValidationFailed("look up by phone or email", fields={"phone": ["or email required"]})
     return list(session.scalars(select(Member).join(MemberProfile, MemberProfile.member_id == Member.id)
@@ -135,7 +138,8 @@ def new_redemption_code(session: Session, *, member_number: str, now: datetime, 
     return code, expires_at
 
 
-def history(session: Session, *, member_number: str, limit: int, before_transaction_id: int | None) -> list[dict]:  # type: ignore[type-arg]
+def history(session: Session, *, member_number: str, limit: int,
+            before_transaction_id: int | None) -> list[dict[str, Any]]:
     """The member's journal transactions, newest first, with the points each moved for them."""
     member = member_by_number(session, member_number)
     member_accounts = select(LedgerAccount.id).where(LedgerAccount.member_id == member.id)
@@ -153,10 +157,11 @@ def history(session: Session, *, member_number: str, limit: int, before_transact
     if before_transaction_id is not None:
         query = query.where(JournalTransaction.id < before_transaction_id)
     rows = session.execute(query.limit(min(limit, HISTORY_PAGE_LIMIT) * 3)).all()
-    by_transaction: dict[int, dict] = {}  # type: ignore[type-arg]
+    by_transaction: dict[int, dict[str, Any]] = {}
     for row in rows:
-        item = by_transaction.setdefault(row.id, {"transaction_id": row.id, "kind": row.kind, "posted_at": row.posted_at,
-                                                  "partner_id": row.partner_id, "points": {}})
+        item = by_transaction.setdefault(row.id, {"transaction_id": row.id, "kind": row.kind,
+                                                  "posted_at": row.posted_at, "partner_id": row.partner_id,
+                                                  "points": {}})
         item["points"][row.account.removeprefix("member_")] = int(row.points)
     return list(by_transaction.values())[:limit]
 
@@ -184,8 +189,8 @@ def transfer_points(
                     transfer_id=transfer_id, now=now)
     # Counted after the sender is locked (inside ledger.transfer), so two transfers at once
     # cannot both slip under the daily limit.
-    sent_today = session.scalar(select(integer_sum(MemberTransfer.points)).where(
-        MemberTransfer.from_member_id == sender.id, MemberTransfer.created_at > now - timedelta(days=1)))
+    sent_today = session.execute(select(integer_sum(MemberTransfer.points)).where(
+        MemberTransfer.from_member_id == sender.id, MemberTransfer.created_at > now - timedelta(days=1))).scalar_one()
     if sent_today > limits.max_points_per_day:
         raise ValidationFailed(f"at most {limits.max_points_per_day} points per 24 hours",
                                fields={"points": ["over the daily limit"]})
@@ -209,7 +214,7 @@ def member_number_of(session: Session, member_id: int) -> str:
 
 
 def export(session: Session, *, key_ring: KeyRing, member_number: str, actor: str,
-           now: datetime) -> dict:  # type: ignore[type-arg]
+           now: datetime) -> dict[str, object]:
     """Everything held on a member, as JSON-ready data; the ``member.export`` audit entry records who asked."""
     member = member_by_number(session, member_number)
     profile_row = session.get(MemberProfile, member.id)
@@ -273,7 +278,8 @@ TIER_THRESHOLDS_UNITS = (("diamond", 3_000), ("gold", 1_500), ("silver", 500))
 
 def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_units_per_unit: int) -> int:
     """Set every member's tier from qualifying spend (purchases less refunds) over 12 months."""
-    spend = (select(Purchase.member_id, integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor).label("spend"))
+    spend = (select(Purchase.member_id,
+                    integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor).label("spend"))
              .where(Purchase.currency == currency, Purchase.purchased_at > now - timedelta(days=365))
              .group_by(Purchase.member_id).subquery())
     rows = session.execute(select(Member.id, Member.tier, func.coalesce(spend.c.spend, 0))
@@ -288,7 +294,7 @@ def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_uni
     return changed
 
 
-def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: dict[str, str | None],
+def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: Mapping[str, str | None],
                    now: datetime) -> None:
     unknown = set(values) - set(PROFILE_FIELDS)
     if unknown:
@@ -297,12 +303,14 @@ def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: 
     if "name" in values:
         name = (values["name"] or "").strip()
         if len(name) > MAX_NAME_CHARACTERS:
-            raise ValidationFailed("the name is too long", fields={"name": [f"at most {MAX_NAME_CHARACTERS} characters"]})
+            raise ValidationFailed("the name is too long",
+                                   fields={"name": [f"at most {MAX_NAME_CHARACTERS} characters"]})
         columns["name_encrypted"] = key_ring.encrypt(name, context=f"member:{member_id}:name") if name else None
     for field_name, normalise, kind in (("phone", normalise_phone, LookupKind.PHONE),
                                         ("email", normalise_email, LookupKind.EMAIL)):
         if field_name in values:
-            value = normalise(values[field_name]) if values[field_name] else None
+            given = values[field_name]
+            value = normalise(given) if given else None
             columns[f"{field_name}_encrypted"] = (
                 key_ring.encrypt(value, context=f"member:{member_id}:{field_name}") if value else None)
             columns[f"{field_name}_lookup"] = key_ring.lookup_hash(value, kind=kind) if value else None
@@ -319,6 +327,6 @@ def _masked(card_number: str) -> str:
     return "•" * 12 + card_number[-4:]
 
 
-def _row_dict(row) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def _row_dict(row: Row[*tuple[Any, ...]] | Mapping[str, object]) -> dict[str, object]:
     values = row._asdict() if hasattr(row, "_asdict") else dict(row)
     return {key: (value.isoformat() if isinstance(value, datetime) else value) for key, value in values.items()}

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain.cards import CardNotUsable, require_usable_card, require_valid_card_number
@@ -92,7 +92,8 @@ def pin_key_ring(session: Session) -> PinKeyRing:
     """The PIN key ring ``session`` carries (see ``carry_pin_key_ring``)."""
     pin_keys = session.info.get(PIN_KEY_RING_INFO)
     if not isinstance(pin_keys, PinKeyRing):
-        raise ConfigurationError("this database session carries no PIN key ring; open it through the hub's unit of work")
+        raise ConfigurationError(
+            "this database session carries no PIN key ring; open it through the hub's unit of work")
     return pin_keys
 
 
@@ -167,7 +168,7 @@ def pin_hash_census(session: Session, pin_keys: PinKeyRing) -> PinHashCensus:
     A key may leave the ring once no hash is under it; hashes under a key no longer in
     the ring, or in no form the hub writes, are counted as unverifiable: they need a PIN reset.
     """
-    def under(prefix: str):  # type: ignore[no-untyped-def]
+    def under(prefix: str) -> ColumnElement[int]:
         return func.count(case((Card.pin_hash.startswith(prefix, autoescape=True), 1)))
 
     key_ids = [key.key_id for key in pin_keys.keys]
@@ -177,7 +178,8 @@ def pin_hash_census(session: Session, pin_keys: PinKeyRing) -> PinHashCensus:
         .where(Card.status == "active")
     ).one()
     total, legacy_scrypt, *keyed = row
-    by_key_id = dict(zip(key_ids, keyed))
+    # One count per key id, selected in their order.
+    by_key_id = dict(zip(key_ids, keyed, strict=True))
     return PinHashCensus(by_key_id=by_key_id, legacy_scrypt=legacy_scrypt,
                          unverifiable=total - legacy_scrypt - sum(keyed))
 

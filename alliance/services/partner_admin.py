@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -47,7 +48,7 @@ class EarnRuleView:
     id: int
     effective_from: datetime
     base_points_per_unit: Decimal
-    amount_ladder: list[dict]  # type: ignore[type-arg]
+    amount_ladder: list[dict[str, Any]]
     per_purchase_cap_points: int | None
     per_member_day_cap_points: int | None
 
@@ -183,7 +184,7 @@ def add_price(session: Session, *, code: str, effective_from: datetime, issue_pr
 
 
 def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base_points_per_unit: Decimal,
-                  amount_ladder: list[dict], per_purchase_cap_points: int | None,  # type: ignore[type-arg]
+                  amount_ladder: list[dict[str, Any]], per_purchase_cap_points: int | None,
                   per_member_day_cap_points: int | None, now: datetime, actor: str) -> EarnRuleView:
     """Schedule a new earn rule, checked by the same rules earning applies."""
     partner = partner_by_code(session, code)
@@ -202,7 +203,8 @@ def add_earn_rule(session: Session, *, code: str, effective_from: datetime, base
     except IntegrityError as error:
         raise Conflict("a rule already takes effect at that moment") from error
     audit_log.append(session, actor=actor, action="partner.earn_rule.add", subject=f"partner:{code}", now=now,
-                     after={"effective_from": effective_from.isoformat(), "base_points_per_unit": str(base_points_per_unit),
+                     after={"effective_from": effective_from.isoformat(),
+                            "base_points_per_unit": str(base_points_per_unit),
                             "amount_ladder": amount_ladder, "per_purchase_cap_points": per_purchase_cap_points,
                             "per_member_day_cap_points": per_member_day_cap_points})
     return EarnRuleView(rule_id, effective_from, base_points_per_unit, amount_ladder, per_purchase_cap_points,

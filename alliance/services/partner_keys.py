@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound
@@ -99,7 +100,9 @@ def record_nonce(session: Session, nonce: NonceRow) -> bool:
 def prune_nonces(session: Session, *, now: datetime, limit: int = 10_000) -> int:
     """Forget nonces whose signatures can no longer be valid; returns how many."""
     expired = select(SeenNonce.id).where(SeenNonce.prune_after < now).limit(limit).scalar_subquery()
-    return session.execute(delete(SeenNonce).where(SeenNonce.id.in_(expired))).rowcount
+    # A DELETE's result is a CursorResult; Session.execute types every result as Result.
+    return cast(CursorResult[*tuple[Any, ...]],
+                session.execute(delete(SeenNonce).where(SeenNonce.id.in_(expired)))).rowcount
 
 
 def revoke_key(session: Session, *, key_id: str, now: datetime) -> None:

@@ -97,10 +97,12 @@ def codes_by_id(session: Session) -> dict[int, str]:
 def add_terminal(session: Session, *, partner_id: int, code: str, now: datetime) -> int:
     """Register a point-of-sale terminal for a partner; returns its id."""
     if not CODE_PATTERN.match(code):
-        raise ValidationFailed("terminal code must be 2-40 lowercase letters, digits or dashes", fields={"code": ["bad format"]})
+        raise ValidationFailed("terminal code must be 2-40 lowercase letters, digits or dashes",
+                               fields={"code": ["bad format"]})
     try:
         return session.execute(
-            insert(Terminal).values(partner_id=partner_id, code=code, status="active", created_at=now).returning(Terminal.id)
+            insert(Terminal).values(partner_id=partner_id, code=code, status="active", created_at=now)
+            .returning(Terminal.id)
         ).scalar_one()
     except IntegrityError as error:
         raise Conflict(f"partner {partner_id} already has a terminal {code!r}") from error
@@ -120,7 +122,8 @@ def register_key(
     if len(public_key) != ED25519_PUBLIC_KEY_BYTES:
         raise ValidationFailed("an Ed25519 public key is 32 bytes", fields={"public_key": ["wrong length"]})
     if not 1 <= len(key_id) <= 100 or not key_id.isprintable() or " " in key_id:
-        raise ValidationFailed("key id must be 1-100 printable characters without spaces", fields={"key_id": ["bad format"]})
+        raise ValidationFailed("key id must be 1-100 printable characters without spaces",
+                               fields={"key_id": ["bad format"]})
     if terminal_id is not None:
         owner = session.scalar(select(Terminal.partner_id).where(Terminal.id == terminal_id))
         if owner != partner_id:

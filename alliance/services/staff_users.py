@@ -23,9 +23,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -161,9 +161,10 @@ def set_password(session: Session, *, username: str, password: str, actor: str, 
 
 
 def _end_sessions(session: Session, *, user_id: int, now: datetime) -> int:
-    return session.execute(update(StaffSession).where(StaffSession.user_id == user_id,
-                                                      StaffSession.ended_at.is_(None))
-                           .values(ended_at=now)).rowcount
+    # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
+    return cast(CursorResult[*tuple[Any, ...]], session.execute(
+        update(StaffSession).where(StaffSession.user_id == user_id, StaffSession.ended_at.is_(None))
+        .values(ended_at=now))).rowcount
 
 
 def log_in(session: Session, *, username: str, password: str, remote_address: str | None,
@@ -193,7 +194,7 @@ def log_in(session: Session, *, username: str, password: str, remote_address: st
     ).returning(StaffSession.id)).scalar_one()
     audit_log.append(session, actor=f"console:{user.username}", action="staff.login",
                      subject=f"staff:{user.username}", now=now)
-    person = session.scalar(select(StaffPerson.handle).where(StaffPerson.id == user.person_id))
+    person = session.execute(select(StaffPerson.handle).where(StaffPerson.id == user.person_id)).scalar_one()
     return StartedSession(nonce, StaffIdentity(user.id, user.username, user.display_name,
                                                frozenset(user.roles.split()), session_id, person))
 
