@@ -12,7 +12,7 @@ HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @blueprint.get("/docs")
-def api_reference():  # type: ignore[no-untyped-def]
+def api_reference() -> str:
     """Every operation with its security, parameters, request body and responses."""
     spec = current_app.extensions["alliance.api"].spec.to_dict()
     operations = [

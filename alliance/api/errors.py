@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import SupportsInt, cast
 
 from flask import Flask, Response, g, json, request
 from sqlalchemy.exc import DBAPIError
@@ -65,7 +66,9 @@ def problem_body(error: AllianceError) -> dict[str, object]:
 def problem_document_response(body: dict[str, object]) -> Response:
     """The problem+json response carrying ``body`` (a ``problem_document``, with any extension members)."""
     g.problem_code = body["code"]
-    return Response(json.dumps(body), status=int(body["status"]), content_type=PROBLEM_CONTENT_TYPE)
+    # ``problem_document`` puts the status there as an int; the body's values are of several types.
+    status = int(cast(SupportsInt, body["status"]))
+    return Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
 
 
 def _assign_request_id() -> None:
@@ -139,7 +142,8 @@ def _database_error(error: DBAPIError) -> Response:
 
 
 def _route() -> str:
-    """The request's URL rule, not its path: a path may carry what the logs must not (see alliance.observability.logs)."""
+    """The request's URL rule, not its path: a path may carry what the logs must not
+    (see alliance.observability.logs)."""
     rule = request.url_rule
     return rule.rule if rule is not None else UNMATCHED_ROUTE
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from alliance import migrate
 from alliance.api.errors import problem_document, problem_document_response
 from alliance.db import accepts_writes
 from alliance.extensions import HubState, hub_state
-from settlement.api import statement_key_id
+from settlement.api import StatementSigner, statement_key_id
 
 blueprint = Blueprint("health", __name__)
 READINESS_KEY = "readiness"
@@ -61,10 +62,11 @@ class MigrationCheck:
 
 def _statement_key_verdict(state: HubState) -> str:
     """The statement key is loaded and its published id is its own, so closings can sign what partners verify."""
-    signer = state.extras.get("statement_signer")
+    # The extras hold values of several kinds; the statement signer, if one was loaded, is this.
+    signer = cast("StatementSigner | None", state.extras.get("statement_signer"))
     if signer is None:
         return "no statement key loaded"
-    if statement_key_id(signer.signing_key.public_key()) != signer.key_id:  # type: ignore[attr-defined]
+    if statement_key_id(signer.signing_key.public_key()) != signer.key_id:
         return "the statement key's id does not match the key"
     return "ok"
 
@@ -75,8 +77,8 @@ def readiness_checks(state: HubState) -> dict[str, str]:
     try:
         writable, why = accepts_writes(state.engine)
         checks["writable"] = "ok" if writable else why
-        readiness = state.extras.setdefault(READINESS_KEY, MigrationCheck())
-        checks["migrations"] = readiness.verdict(state)  # type: ignore[attr-defined]
+        readiness = cast(MigrationCheck, state.extras.setdefault(READINESS_KEY, MigrationCheck()))
+        checks["migrations"] = readiness.verdict(state)
     except SQLAlchemyError as error:
         checks["database"] = f"cannot be reached ({error.__class__.__name__})"
     checks["statement_key"] = _statement_key_verdict(state)
@@ -84,13 +86,13 @@ def readiness_checks(state: HubState) -> dict[str, str]:
 
 
 @blueprint.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> Response:
     """200 while the process serves requests, with its database backend; the database is not asked."""
     return jsonify(status="ok", database=hub_state().engine.dialect.name)
 
 
 @blueprint.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz() -> Response:
     """200 with every check when this host can serve; else 503 problem+json naming the failed checks."""
     checks = readiness_checks(hub_state())
     failed = [name for name, verdict in checks.items() if verdict != "ok"]

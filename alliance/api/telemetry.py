@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import cast
 
 from flask import Blueprint, Flask, Response, abort, g, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -93,7 +94,8 @@ def partner_codes() -> PartnerCodes:
     codes = extras.get(PARTNER_CODES_KEY)
     if codes is None:
         codes = extras.setdefault(PARTNER_CODES_KEY, PartnerCodes())
-    return codes  # type: ignore[return-value]
+    # The extras hold values of several kinds; under this key, always a PartnerCodes.
+    return cast(PartnerCodes, codes)
 
 
 def _start() -> None:
