@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
-from typing import Mapping
+from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alliance.domain.errors import ConfigurationError
@@ -81,7 +81,9 @@ class Settings:
         """Build settings from ``ALLIANCE_*`` variables; unknown ones are an error."""
         environ = os.environ if environ is None else environ
         known = {settings_field.name: settings_field for settings_field in fields(cls) }
-        values: dict[str, object] = {}
+        # Each value has its own field's type (_convert reads the field's annotation), which no one
+        # type for the whole dictionary can say: hence Any, and validated() checks what they mean.
+        values: dict[str, Any] = {}
         for variable, raw in environ.items():
             if not variable.startswith(ENV_PREFIX) or variable.startswith(FOREIGN_PREFIXES):
                 continue
@@ -91,7 +93,7 @@ class Settings:
             values[name] = _convert(variable, raw, known[name].type)
         return cls(**values).validated()
 
-    def with_overrides(self, **overrides: object) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> "Settings":
         """A copy with some settings replaced, validated again."""
         return replace(self, **overrides).validated()
 
@@ -99,12 +101,14 @@ class Settings:
         """Return self if every setting makes sense, else raise ``ConfigurationError``."""
         if self.environment not in {"development", "production", "test"}:
             raise ConfigurationError("ALLIANCE_ENVIRONMENT must be development, production or test")
-        if len(self.alliance_currency) != ISO_4217_LENGTH or not self.alliance_currency.isalpha() or not self.alliance_currency.isupper():
+        if (len(self.alliance_currency) != ISO_4217_LENGTH or not self.alliance_currency.isalpha()
+                or not self.alliance_currency.isupper()):
             raise ConfigurationError("ALLIANCE_ALLIANCE_CURRENCY must be a three-letter ISO 4217 code such as EUR")
         try:
             ZoneInfo(self.alliance_time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigurationError(f"ALLIANCE_ALLIANCE_TIME_ZONE {self.alliance_time_zone!r} is not an IANA time zone") from None
+            raise ConfigurationError(
+                f"ALLIANCE_ALLIANCE_TIME_ZONE {self.alliance_time_zone!r} is not an IANA time zone") from None
         if self.environment == "production" and not self.secret_key:
             raise ConfigurationError("ALLIANCE_SECRET_KEY is required in production")
         if self.environment == "production" and not self.database_url:
@@ -113,12 +117,14 @@ class Settings:
             raise ConfigurationError("ALLIANCE_PII_KEYS is required in production (see 'alliance pii new-key-ring')")
         self._check_pin_keys()
         self._check_database_topology()
-        for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms", "database_pool_size",
-                     "database_connect_timeout_s", "transfer_max_points", "transfer_daily_max_points"):
+        for name in ("points_expiry_months", "hold_ttl_s", "max_body_bytes", "sqlite_busy_timeout_ms",
+                     "database_pool_size", "database_connect_timeout_s", "transfer_max_points",
+                     "transfer_daily_max_points"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"ALLIANCE_{name.upper()} must be a positive whole number")
         if self.environment == "production" and not self.statement_key:
-            raise ConfigurationError("ALLIANCE_STATEMENT_KEY is required in production (see 'alliance statements new-key')")
+            raise ConfigurationError(
+                "ALLIANCE_STATEMENT_KEY is required in production (see 'alliance statements new-key')")
         if not 0 <= self.statement_payment_terms_days <= 366:
             raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
         self.grading_config()
@@ -153,7 +159,8 @@ class Settings:
     def _check_pin_keys(self) -> None:
         if not self.pin_keys:
             if self.environment == "production":
-                raise ConfigurationError("ALLIANCE_PIN_KEYS is required in production (see 'alliance pins new-key-ring')")
+                raise ConfigurationError(
+                    "ALLIANCE_PIN_KEYS is required in production (see 'alliance pins new-key-ring')")
             return
         try:
             PinKeyRing.from_config(self.pin_keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -25,7 +26,9 @@ class HubState:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
-    # Per-app objects of other extensions (the OAuth 2 authorization server, say).
+    # Per-app objects of other extensions (the OAuth 2 authorization server, say). The app factory
+    # stores the key rings, the statement signer and the fingerprint key here; the properties below
+    # read them back with the types it stored.
     extras: dict[str, object] = field(default_factory=dict)
     reads: ReadRouting = field(init=False)
 
@@ -35,22 +38,22 @@ class HubState:
     @property
     def key_ring(self) -> KeyRing:
         """The key ring personal data is encrypted under."""
-        return self.extras["key_ring"]  # type: ignore[return-value]
+        return cast(KeyRing, self.extras["key_ring"])
 
     @property
     def pin_key_ring(self) -> PinKeyRing:
         """The keys PINs are hashed under (sessions of this hub carry them too)."""
-        return self.extras["pin_key_ring"]  # type: ignore[return-value]
+        return cast(PinKeyRing, self.extras["pin_key_ring"])
 
     @property
     def statement_signer(self) -> StatementSigner:
         """The hub's statement key, its id and the payment terms statements carry."""
-        return self.extras["statement_signer"]  # type: ignore[return-value]
+        return cast(StatementSigner, self.extras["statement_signer"])
 
     @property
     def fingerprint_key(self) -> bytes:
         """The key idempotency fingerprints are made under (derived from the hub's secret key)."""
-        return self.extras["fingerprint_key"]  # type: ignore[return-value]
+        return cast(bytes, self.extras["fingerprint_key"])
 
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work on this hub's database."""

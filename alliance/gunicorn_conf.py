@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from alliance.observability.logs import formatter
 
@@ -31,7 +32,13 @@ logconfig_dict = {
 }
 
 
-def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+class _Worker(Protocol):
+    """What the hooks read of a gunicorn worker (gunicorn ships no type information)."""
+
+    pid: int
+
+
+def on_starting(server: object) -> None:
     """Start from a multiprocess directory without an earlier run's files (created if missing).
 
     Only the client library's own files (``*.db``) are removed, whatever else the
@@ -44,7 +51,7 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
             leftover.unlink(missing_ok=True)
 
 
-def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+def child_exit(server: object, worker: _Worker) -> None:
     """Retire an exited worker's live gauges (its counters and histograms keep counting in the sum)."""
     if _DIRECTORY:
         from prometheus_client import multiprocess

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -39,7 +40,7 @@ class MigrationFailed(AllianceError):
     title = "Migration failed"
 
 
-def _run(engine: Engine, action, *arguments) -> None:  # type: ignore[no-untyped-def]
+def _run(engine: Engine, action: Callable[[Config, str], None], *arguments: str) -> None:
     config = _config(engine)
     try:
         with engine.begin() as connection:
