@@ -10,6 +10,7 @@ Disputes: open one on a statement line; resolve it with an approved adjustment, 
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from typing import Any
 
 from flask import Flask
 from flask.views import MethodView
@@ -155,7 +156,7 @@ class Adjustments(MethodView):
     @finance_blueprint.arguments(AdjustmentInput)
     @finance_blueprint.response(201, AdjustmentOutput)
     @documented(finance_blueprint, 404, 409)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> finance.AdjustmentView:
         """Request a credit (< 0) or debit (> 0) for a partner; another staff client must approve it."""
         return committed_change(finance.request_adjustment, partner_code=data["partner"],
                                 amount_minor=data["amount_minor"], reason=data["reason"], reference=data["reference"])
@@ -164,7 +165,7 @@ class Adjustments(MethodView):
     @finance_blueprint.arguments(AdjustmentQuery, location="query")
     @finance_blueprint.response(200, AdjustmentListOutput)
     @documented(finance_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Adjustments, optionally of one partner or in one status, oldest first, a page at a time."""
         with hub_state().unit_of_work() as uow:
             adjustments, total = finance.adjustments_page(uow.session, partner_code=query.get("partner"),
@@ -179,7 +180,7 @@ class AdjustmentDecision(MethodView):
     @finance_blueprint.arguments(DecisionInput)
     @finance_blueprint.response(200, AdjustmentOutput)
     @documented(finance_blueprint, 404, 409)
-    def post(self, data: dict, adjustment_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], adjustment_id: int) -> finance.AdjustmentView:
         """Approve or reject a pending adjustment; the client that requested it cannot (409 same_approver)."""
         return committed_change(finance.decide_adjustment, adjustment_id=adjustment_id, decision=data["decision"])
 
@@ -190,7 +191,7 @@ class StatementInvoiced(MethodView):
     @finance_blueprint.arguments(InvoicedInput)
     @finance_blueprint.response(201, StatementStatusOutput)
     @documented(finance_blueprint, 404, 409)
-    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], statement_id: int) -> finance.StatementStatus:
         """Mark a statement invoiced (once)."""
         return committed_change(finance.mark_invoiced, statement_id=statement_id, reference=data["reference"])
 
@@ -201,7 +202,7 @@ class StatementPayments(MethodView):
     @finance_blueprint.arguments(PaymentInput)
     @finance_blueprint.response(201, StatementStatusOutput)
     @documented(finance_blueprint, 404, 409)
-    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], statement_id: int) -> finance.StatementStatus:
         """Record a payment of an invoiced statement; partial payments add up to at most the absolute net."""
         return committed_change(finance.record_payment, statement_id=statement_id, amount_minor=data["amount_minor"],
                                 paid_on=data["paid_on"], reference=data["reference"])
@@ -213,7 +214,7 @@ class Overdue(MethodView):
     @finance_blueprint.arguments(OverdueQuery, location="query")
     @finance_blueprint.response(200, OverdueOutput)
     @documented(finance_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Statements owed to the hub, past their due date and not fully paid by ``as_of`` (default: today, UTC)."""
         as_of: date = query.get("as_of") or datetime.now(timezone.utc).date()
         with hub_state().read_only_unit_of_work() as uow:
@@ -229,7 +230,7 @@ class LineDisputes(MethodView):
     @finance_blueprint.arguments(DisputeInput)
     @finance_blueprint.response(201, DisputeOutput)
     @documented(finance_blueprint, 404)
-    def post(self, data: dict, statement_id: int, line_number: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], statement_id: int, line_number: int) -> finance.DisputeView:
         """Open a dispute on one line of a closed statement."""
         if line_number > MAX_LINE_NUMBER:
             # A 32-bit INTEGER column: a larger number names no line (404, not a database error).
@@ -244,7 +245,7 @@ class Disputes(MethodView):
     @finance_blueprint.arguments(DisputeQuery, location="query")
     @finance_blueprint.response(200, DisputeListOutput)
     @documented(finance_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Disputes, optionally of one partner or in one status, oldest first, a page at a time."""
         with hub_state().unit_of_work() as uow:
             disputes, total = finance.disputes_page(uow.session, partner_code=query.get("partner"),
@@ -259,7 +260,7 @@ class DisputeResolution(MethodView):
     @finance_blueprint.arguments(ResolutionInput)
     @finance_blueprint.response(200, DisputeOutput)
     @documented(finance_blueprint, 404, 409)
-    def post(self, data: dict, dispute_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], dispute_id: int) -> finance.DisputeView:
         """Resolve an open dispute: ``adjusted`` with an approved adjustment of the same partner, or ``rejected``."""
         return committed_change(finance.resolve_dispute, dispute_id=dispute_id, outcome=data["outcome"],
                                 adjustment_id=data.get("adjustment_id"))

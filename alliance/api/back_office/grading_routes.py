@@ -8,6 +8,7 @@ A grade's ``grade`` is the effective one (the newest override, else the computed
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from flask import Flask, Response
 from flask.views import MethodView
@@ -140,7 +141,7 @@ class Computations(MethodView):
     @grades_blueprint.arguments(GradeComputeInput)
     @grades_blueprint.response(200, GradeComputeOutput)
     @documented(grades_blueprint)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Grade every partner for a period (default: the last whole month); again if it was graded before.
 
         Recomputing rewrites the computed grades (late data counts) and keeps every override.
@@ -163,7 +164,7 @@ class PeriodGrades(MethodView):
     @grades_blueprint.arguments(GradesQuery, location="query")
     @grades_blueprint.response(200, GradeListOutput)
     @documented(grades_blueprint, 404)
-    def get(self, query: dict, period: str):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any], period: str) -> dict[str, object]:
         """A period's grades by partner code, with breakdowns; filter by effective grade or status."""
         with hub_state().read_only_unit_of_work() as uow:
             summary, views, total = grading.period_grades(uow.session, period=period, grade=query.get("grade"),
@@ -178,7 +179,7 @@ class PeriodExport(MethodView):
     @require_role("partner_manager")
     @grades_blueprint.response(200, description="CSV: one row per partner, metrics as exact decimals.")
     @documented(grades_blueprint, 404)
-    def get(self, period: str):  # type: ignore[no-untyped-def]
+    def get(self, period: str) -> Response:
         """A period's grades and metrics as CSV."""
         with hub_state().read_only_unit_of_work() as uow:
             document = grading.export_csv(uow.session, period=period)
@@ -192,7 +193,7 @@ class PartnerGrades(MethodView):
     @require_role("partner_manager")
     @grades_blueprint.response(200, GradeHistoryOutput)
     @documented(grades_blueprint, 404)
-    def get(self, code: str):  # type: ignore[no-untyped-def]
+    def get(self, code: str) -> dict[str, object]:
         """A partner's grades over time, newest period first (at most 24)."""
         with hub_state().read_only_unit_of_work() as uow:
             return {"grades": grading.partner_history(uow.session, code=code)}
@@ -203,7 +204,7 @@ class PartnerGradeRoute(MethodView):
     @require_role("partner_manager")
     @grades_blueprint.response(200, GradeOutput)
     @documented(grades_blueprint, 404)
-    def get(self, code: str, period: str):  # type: ignore[no-untyped-def]
+    def get(self, code: str, period: str) -> dict[str, object]:
         """One grade with its explanation: each metric, its weight, its contribution, what moved."""
         with hub_state().read_only_unit_of_work() as uow:
             return grading.partner_grade(uow.session, code=code, period=period)
@@ -215,7 +216,7 @@ class GradeOverrideRoute(MethodView):
     @grades_blueprint.arguments(GradeOverrideInput)
     @grades_blueprint.response(201, GradeOutput)
     @documented(grades_blueprint, 404)
-    def post(self, data: dict, code: str, period: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str, period: str) -> dict[str, object]:
         """Override a grade with a required reason (audited); the computed grade stays visible."""
         return committed_change(grading.override, code=code, period=period, grade=data["grade"],
                                 reason=data["reason"])
@@ -227,7 +228,7 @@ class GradeAlerts(MethodView):
     @grades_blueprint.arguments(GradeAlertsQuery, location="query")
     @grades_blueprint.response(200, GradeAlertListOutput)
     @documented(grades_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Two-band downgrades and high complaint rates, newest first; unacknowledged ones by default."""
         acknowledged = {"no": False, "yes": True, "all": None}[query["acknowledged"]]
         with hub_state().unit_of_work() as uow:
@@ -241,7 +242,7 @@ class AlertAcknowledgement(MethodView):
     @require_role("partner_manager")
     @grades_blueprint.response(200, GradeAlertOutput)
     @documented(grades_blueprint, 404)
-    def post(self, alert_id: int):  # type: ignore[no-untyped-def]
+    def post(self, alert_id: int) -> dict[str, object]:
         """Mark an alert as handled (once; a second acknowledgement returns the first)."""
         return committed_change(grading.acknowledge_alert, alert_id=alert_id)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from flask import Flask
 from flask.views import MethodView
@@ -19,13 +21,14 @@ from alliance.api.back_office import schemas as s
 from alliance.api.back_office.auth import actor, require_role
 from alliance.api.partner.schemas import ProblemOutput
 from alliance.domain.errors import AllianceError, ValidationFailed
-from alliance.extensions import hub_state
+from alliance.extensions import HubState, hub_state
 from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin, partners, staff_people
 from alliance.services.accounts import member_balances
 from alliance.services.partners import PartnerTerms
+from alliance.storage.unit_of_work import Session
 
 PREFIX = "/back-office/v1"
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 ERRORS = {400: "search_by_post: member search takes a POST with a JSON body.",
           401: "not_authenticated: no valid bearer token.", 403: "role_refused: the token lacks the role.",
           404: "not_found", 409: "conflict, invalid_state", 422: "validation_failed (per-field errors)"}
@@ -53,9 +56,13 @@ class SearchByPost(AllianceError):
 # body is parsed, so an unauthenticated caller learns nothing about valid input.
 
 
-def documented(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
+View = TypeVar("View", bound=Callable[..., Any])
+Result = TypeVar("Result")
+
+
+def documented(blueprint: Blueprint, *statuses: int) -> Callable[[View], View]:
     """Document bearer security and the problem+json error responses of a view."""
-    def decorate(function):  # type: ignore[no-untyped-def]
+    def decorate(function: View) -> View:
         for status in sorted({401, 403, 422, *statuses}):
             function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
                                               content_type="application/problem+json")(function)
@@ -67,11 +74,26 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _state():  # type: ignore[no-untyped-def]
+def _state() -> HubState:
     return hub_state()
 
 
-def _member_view(session, member) -> dict:  # type: ignore[no-untyped-def, type-arg]
+class _StoredMember(Protocol):
+    """What a member's view reads of the stored member."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def member_number(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def enrolled_at(self) -> datetime: ...
+
+
+def _member_view(session: Session, member: _StoredMember) -> dict[str, object]:
     cards = member_admin.cards_of(session, member.id)
     return {
         "member_number": member.member_number, "status": member.status, "tier": member.tier,
@@ -88,7 +110,7 @@ class Members(MethodView):
     @members_blueprint.arguments(s.ProfileInput)
     @members_blueprint.response(201, s.EnrolmentOutput)
     @documented(members_blueprint, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Enrol a member with a first card; personal data is encrypted at rest."""
         with _state().unit_of_work() as uow:
             enrolment = member_admin.enrol_with_profile(uow.session, key_ring=_state().key_ring,
@@ -100,7 +122,7 @@ class Members(MethodView):
     @require_role("customer_service")
     @documented(members_blueprint, 400)
     @members_blueprint.doc(deprecated=True)
-    def get(self):  # type: ignore[no-untyped-def]
+    def get(self) -> NoReturn:
         """Refused: search with ``POST /members/search`` and a JSON body.
 
         A phone number or e-mail address in the query string is written to every access
@@ -117,7 +139,7 @@ class MemberSearch(MethodView):
     @members_blueprint.arguments(s.MemberSearchInput)
     @members_blueprint.response(200, s.MemberListOutput)
     @documented(members_blueprint, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Find members by phone or e-mail, given in the body (matched through a keyed hash, not by decrypting)."""
         with _state().unit_of_work() as uow:
             found = member_admin.find_by_contact(uow.session, key_ring=_state().key_ring, phone=data.get("phone"),
@@ -130,7 +152,7 @@ class MemberByNumber(MethodView):
     @require_role("customer_service")
     @members_blueprint.response(200, s.MemberOutput)
     @documented(members_blueprint, 404)
-    def get(self, member_number: str):  # type: ignore[no-untyped-def]
+    def get(self, member_number: str) -> dict[str, object]:
         """A member with profile, balances and cards."""
         with _state().unit_of_work() as uow:
             return _member_view(uow.session, member_admin.member_by_number(uow.session, member_number))
@@ -142,7 +164,7 @@ class MemberProfileRoute(MethodView):
     @members_blueprint.arguments(s.ProfileInput)
     @members_blueprint.response(200, s.MemberOutput)
     @documented(members_blueprint, 404, 409, 422)
-    def patch(self, data: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+    def patch(self, data: dict[str, Any], member_number: str) -> dict[str, object]:
         """Change name, phone or e-mail (null clears a field)."""
         with _state().unit_of_work() as uow:
             member_admin.update_profile(uow.session, key_ring=_state().key_ring, member_number=member_number,
@@ -157,7 +179,7 @@ class MemberHistory(MethodView):
     @members_blueprint.arguments(s.HistoryQuery, location="query")
     @members_blueprint.response(200, s.HistoryOutput)
     @documented(members_blueprint, 404, 422)
-    def get(self, query: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any], member_number: str) -> dict[str, object]:
         """The member's journal transactions, newest first; page with ``before``."""
         with _state().unit_of_work() as uow:
             items = member_admin.history(uow.session, member_number=member_number, limit=query["limit"],
@@ -173,7 +195,7 @@ class MemberExport(MethodView):
     @require_role("customer_service")
     @members_blueprint.response(200)
     @documented(members_blueprint, 404)
-    def get(self, member_number: str):  # type: ignore[no-untyped-def]
+    def get(self, member_number: str) -> dict[str, object]:
         """Everything held on the member, as JSON (a data subject access request)."""
         with _state().unit_of_work() as uow:
             exported = member_admin.export(uow.session, key_ring=_state().key_ring, member_number=member_number,
@@ -188,7 +210,7 @@ class MemberErasure(MethodView):
     @members_blueprint.arguments(s.EmptyInput)
     @members_blueprint.response(204)
     @documented(members_blueprint, 404, 409)
-    def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, _: dict[str, Any], member_number: str) -> None:
         """Erase the member's personal data; the ledger and settlements stay intact."""
         with _state().unit_of_work() as uow:
             member_admin.erase(uow.session, member_number=member_number, now=_now(), actor=actor())
@@ -201,7 +223,7 @@ class MemberCodes(MethodView):
     @members_blueprint.arguments(s.EmptyInput)
     @members_blueprint.response(201, s.CodeOutput)
     @documented(members_blueprint, 404)
-    def post(self, _: dict, member_number: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, _: dict[str, Any], member_number: str) -> dict[str, object]:
         """Issue a one-time redemption code (15 minutes)."""
         with _state().unit_of_work() as uow:
             code, expires_at = member_admin.new_redemption_code(uow.session, member_number=member_number, now=_now(),
@@ -219,7 +241,7 @@ class CardReplacement(MethodView):
     @members_blueprint.arguments(s.CardInput)
     @members_blueprint.response(201, s.CardOutput)
     @documented(members_blueprint, 404, 409, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Block a lost card (named in the body) and issue a new one; balance, lots and holds carry over."""
         with _state().unit_of_work() as uow:
             _, new_number = member_admin.replace_card(uow.session, card_number=data["card_number"], now=_now(),
@@ -234,7 +256,7 @@ class CardPin(MethodView):
     @members_blueprint.arguments(s.CardPinInput)
     @members_blueprint.response(204)
     @documented(members_blueprint, 404, 409, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> None:
         """Set or reset the PIN of the card named in the body; this also unlocks a card locked by wrong PINs."""
         with _state().unit_of_work() as uow:
             member_admin.reset_pin(uow.session, card_number=data["card_number"], pin=data["pin"], now=_now(),
@@ -248,7 +270,7 @@ class Transfers(MethodView):
     @members_blueprint.arguments(s.TransferInput)
     @members_blueprint.response(201, s.TransferOutput)
     @documented(members_blueprint, 404, 409, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Move points between members, within per-transfer, daily and membership-age limits."""
         settings = _state().settings
         limits = member_admin.TransferLimits(settings.transfer_max_points, settings.transfer_daily_max_points,
@@ -262,7 +284,7 @@ class Transfers(MethodView):
                     "points": moved.points, "created_at": moved.created_at}
 
 
-def _partner_view(partner: object) -> dict:  # type: ignore[type-arg]
+def _partner_view(partner: object) -> dict[str, object]:
     return {name: getattr(partner, name) for name in ("code", "name", "status", "currency", "time_zone",
                                                       "settlement_cycle", "return_window_days", "cycle_fee_minor",
                                                       "created_at")}
@@ -274,7 +296,7 @@ class Partners(MethodView):
     @partners_blueprint.arguments(s.PartnerInput)
     @partners_blueprint.response(201, s.PartnerOutput)
     @documented(partners_blueprint, 409, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Onboard a partner (status pending until activated)."""
         terms = PartnerTerms(
             currency=data["currency"], time_zone=data["time_zone"], settlement_cycle=data["settlement_cycle"],
@@ -295,7 +317,7 @@ class Partners(MethodView):
     @partners_blueprint.arguments(s.PartnerListQuery, location="query")
     @partners_blueprint.response(200, s.PartnerListOutput)
     @documented(partners_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Partners by code with their status, a page at a time."""
         page, page_size = query["page"], query["page_size"]
         with _state().unit_of_work() as uow:
@@ -309,7 +331,7 @@ class PartnerByCode(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.response(200, s.PartnerOutput)
     @documented(partners_blueprint, 404)
-    def get(self, code: str):  # type: ignore[no-untyped-def]
+    def get(self, code: str) -> dict[str, object]:
         """One partner."""
         with _state().unit_of_work() as uow:
             return _partner_view(partner_admin.partner_by_code(uow.session, code))
@@ -321,7 +343,7 @@ class PartnerStatus(MethodView):
     @partners_blueprint.arguments(s.StatusInput)
     @partners_blueprint.response(200, s.PartnerOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str) -> dict[str, object]:
         """Activate, suspend or terminate a partner."""
         with _state().unit_of_work() as uow:
             partner = partner_admin.change_status(uow.session, code=code, status=data["status"], now=_now(),
@@ -330,7 +352,7 @@ class PartnerStatus(MethodView):
             return _partner_view(partner)
 
 
-def committed_change(action, **arguments):  # type: ignore[no-untyped-def]
+def committed_change(action: Callable[..., Result], **arguments: object) -> Result:
     """Run a back-office change (a service taking now and actor) in one committed unit of work."""
     with _state().unit_of_work() as uow:
         result = action(uow.session, now=_now(), actor=actor(), **arguments)
@@ -338,7 +360,7 @@ def committed_change(action, **arguments):  # type: ignore[no-untyped-def]
     return result
 
 
-def _partner_write(action, **fixed):  # type: ignore[no-untyped-def]
+def _partner_write(action: Callable[..., int], **fixed: object) -> dict[str, int]:
     """Run a partner-management service that creates a row and returns its id, then answer 201 with that id."""
     return {"id": committed_change(action, **fixed)}
 
@@ -349,7 +371,7 @@ class PartnerPrices(MethodView):
     @partners_blueprint.arguments(s.PriceInput)
     @partners_blueprint.response(201, s.PriceOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str) -> partner_admin.PriceView:
         """Schedule new issue and redemption prices from a moment on; answers the scheduled prices."""
         return committed_change(partner_admin.add_price, code=code, **data)
 
@@ -360,7 +382,7 @@ class PartnerEarnRules(MethodView):
     @partners_blueprint.arguments(s.EarnRuleInput)
     @partners_blueprint.response(201, s.EarnRuleOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str) -> partner_admin.EarnRuleView:
         """Schedule a new earn rule from a moment on; answers the scheduled rule."""
         return committed_change(partner_admin.add_earn_rule, code=code, effective_from=data["effective_from"],
                                 base_points_per_unit=data["base_points_per_unit"],
@@ -375,7 +397,7 @@ class PartnerTerminals(MethodView):
     @partners_blueprint.arguments(s.TerminalInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str) -> dict[str, int]:
         """Register a terminal."""
         return _partner_write(partner_admin.new_terminal, code=code, terminal_code=data["code"])
 
@@ -386,7 +408,7 @@ class PartnerKeys(MethodView):
     @partners_blueprint.arguments(s.KeyInput)
     @partners_blueprint.response(201, s.KeyOutput)
     @documented(partners_blueprint, 404, 409, 422)
-    def post(self, data: dict, code: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], code: str) -> partner_admin.KeyView:
         """Register an Ed25519 public key (rotation: several may be active); answers the key as registered."""
         try:
             public_key = base64.b64decode(data["public_key"], validate=True)
@@ -402,7 +424,7 @@ class PartnerKeyRevocation(MethodView):
     @partners_blueprint.arguments(s.EmptyInput)
     @partners_blueprint.response(201, s.KeyOutput)
     @documented(partners_blueprint, 404, 409)
-    def post(self, _: dict, code: str, key_id: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, _: dict[str, Any], code: str, key_id: str) -> partner_admin.KeyView:
         """Revoke a key at once; answers the key, now revoked."""
         return committed_change(partner_admin.revoke, code=code, key_id=key_id)
 
@@ -413,7 +435,7 @@ class Campaigns(MethodView):
     @partners_blueprint.arguments(s.CampaignInput)
     @partners_blueprint.response(201, s.CreatedOutput)
     @documented(partners_blueprint, 404, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, int]:
         """Create a campaign, funded by its partner or by the hub."""
         return _partner_write(partner_admin.add_campaign, code=data.get("partner"), name=data["name"],
                               funded_by=data["funded_by"], multiplier=data["multiplier"],
@@ -421,7 +443,14 @@ class Campaigns(MethodView):
                               starts_at=data["starts_at"], ends_at=data["ends_at"])
 
 
-def _complaint_view(session, complaint) -> dict:  # type: ignore[no-untyped-def, type-arg]
+class _StoredComplaint(Protocol):
+    """A stored complaint: its columns are read by name, its partner by id."""
+
+    @property
+    def partner_id(self) -> int: ...
+
+
+def _complaint_view(session: Session, complaint: _StoredComplaint) -> dict[str, object]:
     view = {name: getattr(complaint, name) for name in ("id", "category", "description", "status", "opened_by",
                                                          "opened_at", "investigating_at", "closed_at",
                                                          "resolution_note")}
@@ -435,7 +464,7 @@ class Complaints(MethodView):
     @complaints_blueprint.arguments(s.ComplaintInput)
     @complaints_blueprint.response(201, s.ComplaintOutput)
     @documented(complaints_blueprint, 404, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """File a complaint against a partner, optionally tied to a purchase or redemption."""
         with _state().unit_of_work() as uow:
             complaint = complaints.file_complaint(
@@ -449,7 +478,7 @@ class Complaints(MethodView):
     @complaints_blueprint.arguments(s.ComplaintQuery, location="query")
     @complaints_blueprint.response(200, s.ComplaintListOutput)
     @documented(complaints_blueprint, 404, 422)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Complaints, newest first, filtered by status and partner, a page at a time."""
         with _state().unit_of_work() as uow:
             rows, total = complaints.list_complaints(uow.session, status=query.get("status"),
@@ -465,7 +494,7 @@ class ComplaintTransitions(MethodView):
     @complaints_blueprint.arguments(s.ComplaintTransitionInput)
     @complaints_blueprint.response(200, s.ComplaintOutput)
     @documented(complaints_blueprint, 404, 409, 422)
-    def post(self, data: dict, complaint_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], complaint_id: int) -> dict[str, object]:
         """Move a complaint to investigating, then to resolved or rejected with a note."""
         with _state().unit_of_work() as uow:
             complaint = complaints.transition(uow.session, complaint_id=complaint_id, status=data["status"],
@@ -480,7 +509,7 @@ class Clients(MethodView):
     @admin_blueprint.arguments(s.ClientInput)
     @admin_blueprint.response(201, s.ClientOutput)
     @documented(admin_blueprint, 404, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Register a back-office client of one staff person for some roles; the secret is shown once."""
         with _state().unit_of_work() as uow:
             created = oauth.create_client_by(uow.session, name=data["name"], roles=data["roles"],
@@ -496,7 +525,7 @@ class People(MethodView):
     @admin_blueprint.arguments(s.PersonInput)
     @admin_blueprint.response(201, s.PersonOutput)
     @documented(admin_blueprint, 409, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
         """Register a staff person, who can then hold clients and console logins (four eyes compares people)."""
         with _state().unit_of_work() as uow:
             person = staff_people.add_person(uow.session, handle=data["handle"], name=data["name"], actor=actor(),
@@ -511,7 +540,7 @@ class ClientRevocation(MethodView):
     @admin_blueprint.arguments(s.EmptyInput)
     @admin_blueprint.response(204)
     @documented(admin_blueprint, 404)
-    def post(self, _: dict, client_id: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, _: dict[str, Any], client_id: str) -> None:
         """Revoke a client and its tokens."""
         with _state().unit_of_work() as uow:
             oauth.revoke_client_by(uow.session, client_id=client_id, actor=actor(), now=_now())
@@ -524,7 +553,7 @@ class AuditLog(MethodView):
     @admin_blueprint.arguments(s.AuditQuery, location="query")
     @admin_blueprint.response(200, s.AuditOutput)
     @documented(admin_blueprint, 422)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
         """Audit entries after a sequence number, with the whole chain's verification."""
         with _state().unit_of_work() as uow:
             rows = audit_log.entries_after(uow.session, after_sequence=query["after_sequence"], limit=query["limit"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -41,15 +43,16 @@ TERMINAL = identifier(TERMINAL_CODE)
 MEMBER_NUMBER = WholeValue(r"^[0-9a-f]{16}$", error="a member number")
 
 
-class DecimalString(fields.Field):
+class DecimalString(fields.Field[Decimal]):
     """An exact decimal written as a JSON string such as "0.0125"; JSON numbers are refused."""
 
-    def __init__(self, *, scale: int = PRICE_SCALE, precision: int = PRICE_PRECISION, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *, scale: int = PRICE_SCALE, precision: int = PRICE_PRECISION, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scale = scale
         self.precision = precision
 
-    def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[no-untyped-def]
+    def _deserialize(self, value: object, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> Decimal:
         if not isinstance(value, str) or len(value) > 40:
             raise ValidationError('write decimals as strings, e.g. "0.0125"')
         try:
@@ -61,7 +64,7 @@ class DecimalString(fields.Field):
             raise ValidationError(problem)
         return number
 
-    def _serialize(self, value, attr, obj, **kwargs):  # type: ignore[no-untyped-def]
+    def _serialize(self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else str(value)
 
 
@@ -93,7 +96,7 @@ class MemberSearchInput(StrictSchema):
     email = fields.String(validate=validate.Length(1, 254))
 
     @validates_schema
-    def _one_of_them(self, data: dict, **kwargs) -> None:  # type: ignore[no-untyped-def, type-arg]
+    def _one_of_them(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data.get("phone") and not data.get("email"):
             raise ValidationError("give a phone number or an e-mail address (or both)", field_name="phone")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint as FlaskBlueprint
@@ -25,6 +26,7 @@ from alliance.api.partner.schemas import CURRENCY, StrictSchema
 from alliance.api.patterns import UtcDateTime
 from alliance.extensions import hub_state
 from alliance.services import partner_admin, partners
+from alliance.storage.unit_of_work import Session
 from settlement import api as settlement
 
 settlement_blueprint = Blueprint("back_office_settlement", __name__, url_prefix=f"{PREFIX}/settlement",
@@ -79,7 +81,8 @@ class StatementPageOutput(Schema):
     page_size = fields.Integer()
 
 
-def statement_page(session, *, partner_id: int, partner_code: str, query: dict) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def statement_page(session: Session, *, partner_id: int, partner_code: str | None,
+                   query: dict[str, Any]) -> dict[str, Any]:
     """One page of a partner's statements, oldest cycle first, with how many there are in all."""
     items = settlement.partner_statement_page(session, partner_id=partner_id, page=query["page"],
                                                       page_size=query["page_size"])
@@ -89,7 +92,7 @@ def statement_page(session, *, partner_id: int, partner_code: str, query: dict) 
 
 
 def statement_view(item: settlement.ClosedStatement | settlement.StatementSummary,
-                   partner_code: str) -> dict:  # type: ignore[type-arg]
+                   partner_code: str | None) -> dict[str, Any]:
     return {"statement_id": item.statement_id, "partner": partner_code, "cycle_starts_at": item.cycle_starts_at,
             "cycle_ends_at": item.cycle_ends_at, "net_minor": item.net_minor,
             "closing_balance_minor": item.closing_balance_minor, "key_id": item.key_id}
@@ -112,7 +115,7 @@ class Closings(MethodView):
     @settlement_blueprint.arguments(ClosingInput)
     @settlement_blueprint.response(200, StatementListOutput)
     @documented(settlement_blueprint, 404)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Close every overdue cycle (of one partner, or all), oldest first."""
         state = hub_state()
         now = datetime.now(timezone.utc)
@@ -132,7 +135,7 @@ class Statements(MethodView):
     @settlement_blueprint.arguments(StatementQuery, location="query")
     @settlement_blueprint.response(200, StatementPageOutput)
     @documented(settlement_blueprint, 404)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """A partner's statements, oldest cycle first, a page at a time."""
         with hub_state().read_only_unit_of_work() as uow:
             partner = partner_admin.partner_by_code(uow.session, query["partner"])
@@ -145,7 +148,7 @@ class StatementDocument(MethodView):
     @settlement_blueprint.arguments(DocumentQuery, location="query")
     @settlement_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
     @documented(settlement_blueprint, 404)
-    def get(self, query: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any], statement_id: int) -> Response:
         """One statement as signed: JSON, CSV, or either's detached Ed25519 signature."""
         with hub_state().unit_of_work() as uow:
             item = settlement.statement_by_id(uow.session, statement_id=statement_id)
@@ -158,7 +161,7 @@ class Summary(MethodView):
     @settlement_blueprint.arguments(SummaryQuery, location="query")
     @settlement_blueprint.response(200)
     @documented(settlement_blueprint)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Across partners for cycles ending at one instant: nets, gross vs net, netting efficiency, the
         issuer → redeemer matrix."""
         with hub_state().read_only_unit_of_work() as uow:
@@ -168,8 +171,9 @@ class Summary(MethodView):
 
 
 class ReconciliationInput(StrictSchema):
-    document = fields.String(required=True, validate=validate.Length(max=16 * 1024 * 1024),
-                             metadata={"description": "The partner's CSV: receipt_id,amount_minor,currency,occurred_on"})
+    document = fields.String(
+        required=True, validate=validate.Length(max=16 * 1024 * 1024),
+        metadata={"description": "The partner's CSV: receipt_id,amount_minor,currency,occurred_on"})
 
 
 class ReconciliationOutput(Schema):
@@ -180,7 +184,22 @@ class ReconciliationOutput(Schema):
     report_csv = fields.String()
 
 
-def reconciliation_view(row) -> dict:  # type: ignore[no-untyped-def, type-arg]
+class StoredReconciliation(Protocol):
+    """A stored reconciliation report's columns, as ``reconciliation_view`` reads them."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def statement_id(self) -> int: ...
+    @property
+    def discrepancies(self) -> int: ...
+    @property
+    def report_json(self) -> str: ...
+    @property
+    def report_csv(self) -> str: ...
+
+
+def reconciliation_view(row: StoredReconciliation) -> dict[str, Any]:
     """A stored reconciliation report as the API shows it."""
     return {"report_id": row.id, "statement_id": row.statement_id, "discrepancies": row.discrepancies,
             "report": json.loads(row.report_json), "report_csv": row.report_csv}
@@ -192,7 +211,7 @@ class StatementReconciliations(MethodView):
     @settlement_blueprint.arguments(ReconciliationInput)
     @settlement_blueprint.response(201, ReconciliationOutput)
     @documented(settlement_blueprint, 404)
-    def post(self, data: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], statement_id: int) -> dict[str, Any]:
         """Reconcile a statement against a partner's CSV sent to finance; the report is stored."""
         with hub_state().unit_of_work() as uow:
             row = settlement.reconcile_statement(uow.session, statement_id=statement_id,
@@ -202,7 +221,7 @@ class StatementReconciliations(MethodView):
             return reconciliation_view(row)
 
 
-def _plain(value):  # type: ignore[no-untyped-def]
+def _plain(value: object) -> object:
     """JSON for the summary's dataclasses and Decimals (as strings, never floats)."""
     if hasattr(value, "__dataclass_fields__"):
         return {name: getattr(value, name) for name in value.__dataclass_fields__}
@@ -210,7 +229,7 @@ def _plain(value):  # type: ignore[no-untyped-def]
 
 
 @public_keys_blueprint.get("/settlement/v1/statement-keys")
-def statement_keys():  # type: ignore[no-untyped-def]
+def statement_keys() -> Response:
     """The hub's public statement keys, for verifying statements offline."""
     signer = hub_state().statement_signer
     public_key = signer.signing_key.public_key()
