@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import cast
 from urllib.parse import quote
 
 from flask import Response, g, request
@@ -70,7 +71,8 @@ def key_cache() -> KeyCache:
     cache = extras.get(KEY_CACHE_KEY)
     if cache is None:
         cache = extras.setdefault(KEY_CACHE_KEY, KeyCache())
-    return cache  # type: ignore[return-value]
+    # The extras hold values of several kinds; under this key, always a KeyCache.
+    return cast(KeyCache, cache)
 
 
 def _caller(verified: VerifiedSignature) -> Caller:
@@ -189,7 +191,8 @@ def take_back_admission() -> None:
 
 def _admit(partner_id: int) -> None:
     """Take a token and an in-flight slot of the partner's limits, or raise ``RateLimited``."""
-    limiter: PartnerLimiter = hub_state().extras[LIMITER_KEY]  # type: ignore[assignment]
+    # The extras hold values of several kinds; under this key, the limiter init_app put there.
+    limiter = cast(PartnerLimiter, hub_state().extras[LIMITER_KEY])
     g.partner_admission = limiter.admit(partner_id)
 
 

@@ -12,34 +12,55 @@ HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "vo
 
 
 class StoredPurchase(Protocol):
-    """A stored purchase's columns, as a model instance or a row carries them."""
+    """A stored purchase's columns, as a model instance or a row carries them (read-only here)."""
 
-    receipt_id: str
-    card_id: int
-    terminal_id: int | None
-    amount_minor: int
-    currency: str
-    purchased_at: datetime
-    reported_at: datetime
-    points_partner: int
-    points_hub: int
-    pending_until: datetime | None
-    breakdown: Any
-    refunded_amount_minor: int
+    @property
+    def receipt_id(self) -> str: ...
+    @property
+    def card_id(self) -> int: ...
+    @property
+    def terminal_id(self) -> int | None: ...
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def purchased_at(self) -> datetime: ...
+    @property
+    def reported_at(self) -> datetime: ...
+    @property
+    def points_partner(self) -> int: ...
+    @property
+    def points_hub(self) -> int: ...
+    @property
+    def pending_until(self) -> datetime | None: ...
+    @property
+    def breakdown(self) -> Any: ...
+    @property
+    def refunded_amount_minor(self) -> int: ...
 
 
 class StoredHold(Protocol):
-    """A redemption hold's columns."""
+    """A redemption hold's columns (read-only here)."""
 
-    reference: str
-    status: str
-    points_held: int
-    points_captured: int
-    points_refunded: int
-    created_at: datetime
-    expires_at: datetime
-    closed_at: datetime | None
-    terminal_id: int | None
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def points_held(self) -> int: ...
+    @property
+    def points_captured(self) -> int: ...
+    @property
+    def points_refunded(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def closed_at(self) -> datetime | None: ...
+    @property
+    def terminal_id(self) -> int | None: ...
 
 
 def masked_card(session: Session, card_id: int | None) -> str | None:

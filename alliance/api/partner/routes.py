@@ -7,9 +7,10 @@ SQL and no business rules.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
@@ -50,16 +51,18 @@ from alliance.api.partner.schemas import (
     RedemptionRefundInput,
     VoidInput,
 )
+from alliance.config import Settings
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
 from alliance.services import member_verification, partners, purchases, redemptions
 from alliance.services.accounts import member_balances
-from alliance.storage.unit_of_work import UnitOfWork
+from alliance.services.member_verification import CardHolder
+from alliance.storage.unit_of_work import Session, UnitOfWork
 from settlement import api as settlement_closing
 from settlement.api import reconcile_statement
 
 PREFIX = "/partner/v1"
-SIGNED = [{"rfc9421": []}]
+SIGNED: list[dict[str, list[str]]] = [{"rfc9421": []}]
 SIGNED_WRITE_DOC = {"security": SIGNED, "parameters": [{
     "in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string", "maxLength": 255},
     "description": "One key per logical operation, reused on every retry; kept at least 72 hours.",
@@ -103,9 +106,12 @@ for _blueprint in BLUEPRINTS:
     _blueprint.teardown_request(finish_partner_request)
 
 
-def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-untyped-def]
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def _document_errors(blueprint: Blueprint, *statuses: int) -> Callable[[View], View]:
     """Document the problem+json errors of a view; every partner operation may be rate limited (429)."""
-    def decorate(function):  # type: ignore[no-untyped-def]
+    def decorate(function: View) -> View:
         for status in sorted({*statuses, 429}):
             function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
                                               content_type="application/problem+json",
@@ -114,11 +120,11 @@ def _document_errors(blueprint: Blueprint, *statuses: int):  # type: ignore[no-u
     return decorate
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     return hub_state().settings
 
 
-def _purchase_report(session, data: dict) -> purchases.PurchaseReport:  # type: ignore[no-untyped-def, type-arg]
+def _purchase_report(session: Session, data: dict[str, Any]) -> purchases.PurchaseReport:
     return purchases.PurchaseReport(
         receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
         currency=data["currency"], purchased_at=data["purchased_at"],
@@ -132,7 +138,7 @@ class Purchases(MethodView):
     @purchases_blueprint.response(201, PurchaseOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> Response:
         """Report a purchase; the member earns points by the partner's rule."""
         now = utc_now()
 
@@ -156,9 +162,9 @@ class PurchaseBatch(MethodView):
     @purchases_blueprint.response(200, BatchOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 409, 413, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> Response:
         """Report up to 1,000 purchases; each item is applied or rejected on its own."""
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
             caller = current_caller()
             outcomes = purchases.report_purchases(
                 uow.session, partner_id=caller.partner_id,
@@ -169,19 +175,20 @@ class PurchaseBatch(MethodView):
                 resolve_terminal=lambda code: resolve_terminal(uow.session, caller, code),
                 now=utc_now(), expiry_months=_settings().points_expiry_months)
             results = [_batch_item(uow, index, item["receipt_id"], outcome)
-                       for index, (item, outcome) in enumerate(zip(data["purchases"], outcomes))]
+                       for index, (item, outcome) in enumerate(zip(data["purchases"], outcomes, strict=True))]
             applied = sum(result["status"] == "applied" for result in results)
             return 200, BATCH_OUTPUT.dump({"applied": applied, "rejected": len(results) - applied, "results": results})
         return run_idempotent(operation)
 
 
-def _batch_item(uow: UnitOfWork, index: int, receipt_id: str,  # type: ignore[type-arg]
-                outcome: purchases.BatchOutcome) -> dict:
+def _batch_item(uow: UnitOfWork, index: int, receipt_id: str,
+                outcome: purchases.BatchOutcome) -> dict[str, Any]:
     """One item of the batch's reply: its purchase as a single report presents it, or its problem."""
     if outcome.error is not None:
         return {"index": index, "receipt_id": receipt_id, "status": "rejected", "purchase": None,
                 "problem": problem_body(outcome.error)}
     stored = outcome.purchase
+    assert stored is not None, "an outcome without an error holds its stored purchase"
     # The card number and the terminal's code are at hand (no query per item); the reply's
     # "now" is the batch's, which every stored purchase carries as its reported_at.
     purchase = presenters.purchase(uow.session, stored, stored.reported_at, card_number=stored.card_number,
@@ -194,7 +201,7 @@ class PurchaseByReceipt(MethodView):
     @purchases_blueprint.response(200, PurchaseOutput)
     @purchases_blueprint.doc(security=SIGNED)
     @_document_errors(purchases_blueprint, 401, 404)
-    def get(self, receipt_id: str):  # type: ignore[no-untyped-def]
+    def get(self, receipt_id: str) -> dict[str, object]:
         """One of this partner's purchases, by receipt id."""
         with hub_state().unit_of_work() as uow:
             row = purchases.find_purchase(uow.session, partner_id=current_caller().partner_id, receipt_id=receipt_id)
@@ -207,9 +214,9 @@ class PurchaseRefunds(MethodView):
     @purchases_blueprint.response(201, PurchaseRefundOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(purchases_blueprint, 401, 404, 409, 422)
-    def post(self, data: dict, receipt_id: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], receipt_id: str) -> Response:
         """Refund part or all of a purchase; points come back off in proportion, pending first."""
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
             now = utc_now()
             outcome = purchases.refund_purchase(
                 uow.session, partner_id=current_caller().partner_id, receipt_id=receipt_id,
@@ -223,9 +230,9 @@ class PurchaseRefunds(MethodView):
         return run_idempotent(operation)
 
 
-def _pin_verified(card_number: str, pin: str):  # type: ignore[no-untyped-def]
+def _pin_verified(card_number: str, pin: str) -> Callable[[UnitOfWork], CardHolder]:
     """A preparation checking card + PIN in the request's transaction; failures are counted."""
-    def prepare(uow: UnitOfWork):  # type: ignore[no-untyped-def]
+    def prepare(uow: UnitOfWork) -> CardHolder:
         check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin)
         return member_verification.require_verified(check)
     return prepare
@@ -237,11 +244,11 @@ class Redemptions(MethodView):
     @redemptions_blueprint.response(201, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 403, 404, 409, 413, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> Response:
         """Authorize: verify the member and hold points for a redemption here."""
         by_pin = "pin" in data
 
-        def operation(uow: UnitOfWork, holder=None) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
+        def operation(uow: UnitOfWork, holder: CardHolder | None = None) -> tuple[int, dict[str, Any]]:
             now = utc_now()
             caller = current_caller()
             verified = holder or member_verification.consume_redemption_code(
@@ -261,17 +268,22 @@ class RedemptionByReference(MethodView):
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(security=SIGNED)
     @_document_errors(redemptions_blueprint, 401, 404)
-    def get(self, reference: str):  # type: ignore[no-untyped-def]
+    def get(self, reference: str) -> dict[str, object]:
         """One of this partner's redemptions, by reference."""
         with hub_state().unit_of_work() as uow:
             hold = redemptions.find_redemption(uow.session, partner_id=current_caller().partner_id, reference=reference)
             return presenters.redemption(uow.session, hold)
 
 
-def _redemption_action(action):  # type: ignore[no-untyped-def]
-    def operation_for(reference: str, data: dict):  # type: ignore[no-untyped-def, type-arg]
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
-            hold = action(uow.session, partner_id=current_caller().partner_id, reference=reference, now=utc_now(), **data)
+# A redemption service acting on one hold (capture, void, refund); a refund also answers its refund row.
+RedemptionAction = Callable[..., presenters.StoredHold | tuple[presenters.StoredHold, object]]
+
+
+def _redemption_action(action: RedemptionAction) -> Callable[[str, dict[str, Any]], Response]:
+    def operation_for(reference: str, data: dict[str, Any]) -> Response:
+        def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
+            hold = action(uow.session, partner_id=current_caller().partner_id, reference=reference, now=utc_now(),
+                          **data)
             if isinstance(hold, tuple):
                 hold = hold[0]
             return 200, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
@@ -285,7 +297,7 @@ class RedemptionCapture(MethodView):
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
-    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], reference: str) -> Response:
         """Capture: spend some or all of the held points, once; the rest go back."""
         return _redemption_action(redemptions.capture)(reference, data)
 
@@ -296,7 +308,7 @@ class RedemptionVoid(MethodView):
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
-    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], reference: str) -> Response:
         """Void: release every held point of an authorized redemption."""
         return _redemption_action(redemptions.void)(reference, data)
 
@@ -307,7 +319,7 @@ class RedemptionRefunds(MethodView):
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
-    def post(self, data: dict, reference: str):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any], reference: str) -> Response:
         """Refund a captured redemption: points go back to the member."""
         return _redemption_action(redemptions.refund)(reference, data)
 
@@ -318,9 +330,9 @@ class BalanceInquiries(MethodView):
     @balances_blueprint.response(200, BalanceOutput)
     @balances_blueprint.doc(**SIGNED_WRITE_DOC)
     @_document_errors(balances_blueprint, 401, 403, 404, 413, 422)
-    def post(self, data: dict):  # type: ignore[no-untyped-def, type-arg]
+    def post(self, data: dict[str, Any]) -> Response:
         """Balance of a member verified by card and PIN."""
-        def operation(uow: UnitOfWork, holder) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
+        def operation(uow: UnitOfWork, holder: CardHolder) -> tuple[int, dict[str, Any]]:
             # Read after the PIN check's card lock, in a statement of its own: a redemption
             # on this card that held the lock has committed by now, and its hold shows.
             balances = member_balances(uow.session, holder.member_id)
@@ -329,7 +341,8 @@ class BalanceInquiries(MethodView):
                 "points_available": balances["available"], "points_pending": balances["pending"],
                 "points_held": balances["held"],
             })
-        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]), operation_writes=False)
+        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]),
+                              operation_writes=False)
 
 
 @statements_blueprint.route("")
@@ -338,7 +351,7 @@ class PartnerStatements(MethodView):
     @statements_blueprint.response(200, StatementPageOutput)
     @statements_blueprint.doc(security=SIGNED)
     @_document_errors(statements_blueprint, 401, 422)
-    def get(self, query: dict):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """This partner's statements, oldest cycle first, a page at a time (``page``, ``page_size`` up to 200)."""
         with hub_state().unit_of_work() as uow:
             partner_id = current_caller().partner_id
@@ -352,7 +365,7 @@ class PartnerStatementDocument(MethodView):
     @statements_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
     @statements_blueprint.doc(security=SIGNED)
     @_document_errors(statements_blueprint, 401, 404, 422)
-    def get(self, query: dict, statement_id: int):  # type: ignore[no-untyped-def, type-arg]
+    def get(self, query: dict[str, Any], statement_id: int) -> Response:
         """One of this partner's statements as signed; another partner's is not found."""
         with hub_state().unit_of_work() as uow:
             item = settlement_closing.statement_by_id(uow.session, statement_id=statement_id,
@@ -367,9 +380,9 @@ class PartnerStatementReconciliations(MethodView):
         "schema": {"type": "string"},
         "example": "receipt_id,amount_minor,currency,occurred_on\r\nr-1,12345,EUR,2026-11-23\r\n"}}})
     @_document_errors(statements_blueprint, 401, 404, 409, 413, 422)
-    def post(self, statement_id: int):  # type: ignore[no-untyped-def]
+    def post(self, statement_id: int) -> Response:
         """Upload this partner's own CSV of a statement's cycle; the hub reports every difference."""
-        def operation(uow: UnitOfWork) -> tuple[int, dict]:  # type: ignore[type-arg]
+        def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
             row = reconcile_statement(uow.session, statement_id=statement_id, document=request.get_data(cache=True),
                                       source="partner", actor=f"partner-key:{current_caller().key_id}",
                                       now=utc_now(), partner_id=current_caller().partner_id)

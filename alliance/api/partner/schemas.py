@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import (
     RAISE,
     Schema,
@@ -34,13 +36,15 @@ class StrictSchema(Schema):
 class PurchaseInput(StrictSchema):
     """One purchase as a till reports it."""
 
-    receipt_id = fields.String(required=True, validate=REFERENCE, metadata={"description": "The partner's receipt id, unique per partner."})
+    receipt_id = fields.String(required=True, validate=REFERENCE,
+                               metadata={"description": "The partner's receipt id, unique per partner."})
     card_number = fields.String(required=True, validate=CARD_NUMBER)
     amount_minor = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_AMOUNT_MINOR),
                                   metadata={"description": "Amount paid, in minor units of the currency."})
     currency = fields.String(required=True, validate=CURRENCY)
     purchased_at = UtcDateTime(required=True, metadata={"description": "When the purchase happened, with offset."})
-    terminal = fields.String(validate=TERMINAL, metadata={"description": "Terminal code; a terminal-bound key implies it."})
+    terminal = fields.String(validate=TERMINAL,
+                             metadata={"description": "Terminal code; a terminal-bound key implies it."})
 
 
 class BatchInput(StrictSchema):
@@ -69,7 +73,8 @@ class PurchaseOutput(Schema):
     reported_at = fields.AwareDateTime()
     terminal = fields.String(allow_none=True)
     points = fields.Nested(PointsOutput)
-    breakdown = fields.Dict(metadata={"description": "How the points were computed: rate, ladder, tier, campaigns, caps."})
+    breakdown = fields.Dict(
+        metadata={"description": "How the points were computed: rate, ladder, tier, campaigns, caps."})
     refunded_amount_minor = fields.Integer()
 
 
@@ -110,7 +115,7 @@ class MemberProofInput(StrictSchema):
                                     load_only=True)
 
     @validates_schema
-    def _one_proof(self, data: dict, **_: object) -> None:  # type: ignore[type-arg]
+    def _one_proof(self, data: dict[str, Any], **_: object) -> None:
         # Exactly one proof: two proofs could name two members, and which one pays must
         # never be guessed.
         by_pin = "card_number" in data and "pin" in data and "redemption_code" not in data
