@@ -34,12 +34,14 @@ CommandResult = TypeVar("CommandResult")
 class WithApp(Protocol):
     """``_with_app``'s type, for the modules that are handed it to wrap their commands."""
 
-    def __call__(self, command: Callable[Concatenate[Flask, CommandArguments], CommandResult], /
-                 ) -> Callable[CommandArguments, CommandResult]: ...
+    def __call__(
+        self, command: Callable[Concatenate[Flask, CommandArguments], CommandResult], /
+    ) -> Callable[CommandArguments, CommandResult]: ...
 
 
-def _with_app(command: Callable[Concatenate[Flask, CommandArguments], CommandResult],
-              ) -> Callable[CommandArguments, CommandResult]:
+def _with_app(
+    command: Callable[Concatenate[Flask, CommandArguments], CommandResult],
+) -> Callable[CommandArguments, CommandResult]:
     """Run ``command(app, ...)`` inside an app context, turning expected errors into CLI errors."""
 
     @functools.wraps(command)
