@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console
-from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
+from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, pager_url, query_page, query_text
 from alliance.domain.errors import ValidationFailed
 from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
@@ -127,6 +127,4 @@ def partner_grade_override(code: str, period: str) -> BaseResponse:
 def grade_alert_acknowledge(alert_id: int) -> BaseResponse:
     """Mark an alert as handled."""
     return change(grading.acknowledge_alert, alert_id=alert_id, success=f"Alert {alert_id} acknowledged.",
-                  # The ignore is mypy being right: a query argument named _external (or _scheme, _anchor,
-                  # _method) would reach url_for's own option; pager_args does not leave such names out yet.
-                  back=url_for("console.grades", **pager_args()))  # type: ignore[arg-type]
+                  back=pager_url("console.grades"))

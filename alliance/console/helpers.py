@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar, cast
 
-from flask import Response, flash, redirect, request
+from flask import Response, flash, redirect, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -110,7 +110,20 @@ def _cell(value: object) -> object:
 
 
 def pager_args(**fixed: str | None) -> dict[str, str]:
-    """The current filters, for links to other pages of the same list."""
-    arguments = {key: value for key, value in request.args.items() if key != "page" and value}
+    """The current filters, for links to other pages of the same list.
+
+    A query argument whose name starts with ``_`` is no filter of ours: passed on to
+    ``url_for`` it would set one of its own options (``_external``, ``_scheme``,
+    ``_anchor``, ``_method``), so ``?_external=1`` would turn a link absolute.
+    """
+    arguments = {key: value for key, value in request.args.items()
+                 if key != "page" and value and not key.startswith("_")}
     arguments.update({key: value for key, value in fixed.items() if value is not None})
     return arguments
+
+
+def pager_url(endpoint: str) -> str:
+    """A link to ``endpoint`` with the current filters (``pager_args``, none of them ``url_for``'s own options)."""
+    # url_for types its options (``_external: bool | None``...) beside ``**values: Any``;
+    # pager_args has already left out every name starting with ``_``.
+    return url_for(endpoint, **cast(dict[str, Any], pager_args()))

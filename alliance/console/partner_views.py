@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from alliance.console import security
 from alliance.console.blueprint import console
 from alliance.console.charts import Series, bar_chart, line_chart
-from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
+from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, pager_url, query_page, query_text
 from alliance.extensions import hub_state
 from alliance.services import complaints, console_reports, grading, partner_admin
 
@@ -182,6 +182,4 @@ def complaint_transition(complaint_id: int) -> BaseResponse:
     return change(complaints.transition, complaint_id=complaint_id, status=status,
                   note=form_text("note", required=False, max_length=complaints.MAX_DESCRIPTION_CHARACTERS),
                   success=f"Complaint {complaint_id} is now {status}.",
-                  # The ignore is mypy being right: a query argument named _external (or _scheme, _anchor,
-                  # _method) would reach url_for's own option; pager_args does not leave such names out yet.
-                  back=url_for("console.complaints_queue", **pager_args()))  # type: ignore[arg-type]
+                  back=pager_url("console.complaints_queue"))

@@ -115,3 +115,15 @@ def test_only_partner_managers_and_admins_see_grades(app: Flask, graded: HubStat
     refused = signed_in(app, "cs-two", "customer_service")
     assert refused.post("/console/partners/charlie/grades/2026-10/override",
                         {"grade": "B", "reason": "x"}).status_code == 403
+
+
+def test_a_query_argument_named_like_url_fors_options_does_not_reach_them(app: Flask, graded: HubState) -> None:
+    # ?_external=1 or ?_anchor=... on the page an action came from must not turn the way
+    # back into an absolute address or add a fragment: only the list's own filters go back.
+    browser = signed_in(app, "paco", "partner_manager")
+    with graded.unit_of_work() as uow:
+        alert_id = uow.session.scalar(select(GradeAlert.id).where(GradeAlert.kind == "downgrade"))
+    acknowledged = browser.post(f"/console/grade-alerts/{alert_id}/acknowledgement"
+                                "?grade=B&_external=1&_scheme=javascript&_anchor=x")
+    assert acknowledged.status_code == 303
+    assert acknowledged.headers["Location"] == "/console/grades?grade=B"
