@@ -377,7 +377,8 @@ class Cluster:
                                 **options)  # type: ignore[call-overload]
 
     def alliance(self, arguments: Sequence[str], *, host_name: str = "hub1", check: bool = True,
-                 overrides: dict[str, str] | None = None, timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
+                 overrides: dict[str, str] | None = None,
+                 timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
         """Run the ``alliance`` command on a hub host with that host's settings (and ``overrides``)."""
         environment = {**self.hub_environment(host_name), **(overrides or {})}
         return self.run(host_name, [str(Path(self.layout.venv_dir) / "bin" / "alliance"), *arguments], check=check,
@@ -490,7 +491,8 @@ class Cluster:
         self.patronictl(candidate, ["switchover", "--leader", leader, "--candidate", candidate, "--force"])
         return self.wait_for_primary(other_than=leader, timeout_s=timeout_s)
 
-    def patronictl(self, host_name: str, arguments: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def patronictl(self, host_name: str, arguments: Sequence[str], *,
+                   check: bool = True) -> subprocess.CompletedProcess[str]:
         """``patronictl -c <host's config> arguments`` inside a database host's namespace."""
         return self.run(host_name, ["patronictl", "-c", str(self.patroni_config(host_name)), *arguments], check=check,
                         timeout=120)
@@ -561,7 +563,10 @@ class Cluster:
         return b"".join(chunks).decode()
 
     def haproxy_servers(self) -> dict[str, dict[str, str]]:
-        """``backend/server`` -> HAProxy's ``show stat`` row (``status`` UP, DOWN, MAINT...); {} if HAProxy is not up."""
+        """``backend/server`` -> HAProxy's ``show stat`` row (``status`` UP, DOWN, MAINT...).
+
+        {} if HAProxy is not up.
+        """
         try:
             lines = self.haproxy_command("show stat").splitlines()
         except OSError:
@@ -573,7 +578,8 @@ class Cluster:
         for line in lines[1:]:
             if not line:
                 continue
-            row = dict(zip(header, line.split(",")))
+            # Read by name; a newer HAProxy may add columns, so lengths are not compared.
+            row = dict(zip(header, line.split(","), strict=False))
             if row.get("svname") not in ("FRONTEND", "BACKEND"):
                 result[f"{row['pxname']}/{row['svname']}"] = row
         return result
@@ -648,7 +654,8 @@ class Cluster:
         if reason:
             raise ClusterError(reason)
         if not Path(self.layout.backup_scripts_dir, "archive-wal.sh").exists():
-            raise ClusterError(f"{self.layout.backup_scripts_dir}/archive-wal.sh (PostgreSQL's archive_command) is missing")
+            raise ClusterError(f"{self.layout.backup_scripts_dir}/archive-wal.sh "
+                               "(PostgreSQL's archive_command) is missing")
 
     def exists(self) -> bool:
         return any(netns.exists(name) for name in self.namespaces()) or self.state_dir.exists()
@@ -700,7 +707,8 @@ class Cluster:
         if seed:
             echo(f"[{_elapsed(started)}] alliance seed-demo")
             seed_output = self.seed_demo()
-        echo(f"[{_elapsed(started)}] gunicorn and alliance scheduler on {', '.join(h.name for h in self.topology.hubs)}")
+        hubs = ", ".join(h.name for h in self.topology.hubs)
+        echo(f"[{_elapsed(started)}] gunicorn and alliance scheduler on {hubs}")
         for hub in self.topology.hubs:
             self.start(hub.name, "hub")
             self.start(hub.name, "scheduler")
@@ -766,7 +774,10 @@ class Cluster:
         raise AssertionError("unreachable")
 
     def seed_demo(self, *, host_name: str = "hub1") -> str:
-        """``alliance seed-demo`` once; the demo refuses production, so it runs as development with the cluster's keys."""
+        """``alliance seed-demo`` once.
+
+        The demo refuses production, so it runs as development with the cluster's keys.
+        """
         self.seed_instance.mkdir(parents=True, exist_ok=True)
         result = self.alliance(["seed-demo", "--host", "127.0.0.1", "--port", self.forward_url.rsplit(":", 1)[1]],
                                host_name=host_name, overrides={"ALLIANCE_ENVIRONMENT": "development",
@@ -815,7 +826,8 @@ class Cluster:
             lines.append(f"  patroni: {error}")
         try:
             servers = self.haproxy_servers()
-            lines.append("  haproxy: " + ", ".join(f"{key} {row.get('status')}" for key, row in sorted(servers.items())))
+            lines.append("  haproxy: " + ", ".join(f"{key} {row.get('status')}"
+                                                  for key, row in sorted(servers.items())))
         except OSError as error:
             lines.append(f"  haproxy: {error}")
         return "\n".join(lines)
@@ -871,7 +883,10 @@ class Cluster:
 
 
 def write_self_signed_certificate(path: Path, addresses: Sequence[str], name: str) -> None:
-    """A PEM file with a 30-day self-signed certificate for ``addresses`` and its key (mode 0600), as HAProxy reads it."""
+    """A PEM file with a 30-day self-signed certificate for ``addresses`` and its key (mode 0600).
+
+    As HAProxy reads it.
+    """
     import ipaddress
 
     from cryptography import x509

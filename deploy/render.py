@@ -169,7 +169,8 @@ def render_host(topology: Topology, host: Host, layout: Layout, secrets: Secrets
     app = {"user": "alliance", "database": "alliance",
            # A fixed salt per password: rendering twice gives the same file.
            "password_verifier": scram_sha_256_verifier(
-               secrets.app_password, salt=hashlib.sha256(b"alliance role salt " + secrets.app_password.encode()).digest()[:16])}
+               secrets.app_password,
+               salt=hashlib.sha256(b"alliance role salt " + secrets.app_password.encode()).digest()[:16])}
     client_connections = (tuning.gunicorn_workers + 1) * tuning.hub_pool_size * 2
     context = {
         "cluster": topology.name, "subnet": str(topology.subnet), "host": host, "lb": topology.lb,

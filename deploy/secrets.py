@@ -55,14 +55,15 @@ class Secrets:
                                   env=environment, timeout=60).stdout
 
         with ThreadPoolExecutor(len(commands)) as pool:
-            outputs = dict(zip(commands, pool.map(run, commands.values())))
+            outputs = dict(zip(commands, pool.map(run, commands.values()), strict=True))
         pem = PEM_BLOCK.search(outputs["statement_key"])
         if pem is None:
             raise RuntimeError("'alliance statements new-key' printed no PEM private key")
         return cls(
             superuser_password=_password(), replication_password=_password(), rewind_password=_password(),
             restapi_password=_password(), app_password=_password(), secret_key=random_source.token_urlsafe(48),
-            pii_keys=outputs["pii_keys"].strip(), pin_keys=outputs["pin_keys"].strip(), statement_key=pem.group(0) + "\n",
+            pii_keys=outputs["pii_keys"].strip(), pin_keys=outputs["pin_keys"].strip(),
+            statement_key=pem.group(0) + "\n",
             metrics_token=random_source.token_urlsafe(32),
         )
 

@@ -215,7 +215,7 @@ def earn(
     now: datetime,
     expires_at: datetime,
     pending_until: datetime | None = None,
-    memo: str = "",
+    memo: str | None = None,
     locked: MemberAccounts | None = None,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
