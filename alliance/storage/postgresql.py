@@ -96,21 +96,28 @@ CLAIM_UNDER_ADVISORY_LOCK = text("""
 """)
 
 # Every earn of a write in one statement: the journal transactions (their ids drawn from
-# the table's sequence in the postings' order), their entries (in account id order within
+# the table's sequence, the sequence named once), their entries (in account id order within
 # each transaction, the lock order), the lots, and last the purchases, whose ON CONFLICT
 # skips a receipt another request stored meanwhile. Row triggers run at the end of the
 # statement and the balance check at commit. The rows travel as two JSON documents:
 # PostgreSQL parses them far faster than the driver can spell out two dozen arrays of a
-# thousand quoted elements, and one row costs no more than an ordinary VALUES list.
+# thousand quoted elements, and one row costs no more than an ordinary VALUES list. A
+# purchase names its postings by position, looked up in the transaction ids' array rather
+# than joined (a join over the materialized postings is a nested loop at a thousand rows),
+# and the answer is one row of arrays.
 WRITE_EARNS = text("""
 WITH postings AS MATERIALIZED (
-    SELECT ordered.*, nextval(pg_get_serial_sequence('journal_transactions', 'id')) AS transaction_id
-      FROM (SELECT *
-              FROM json_to_recordset(CAST(:postings AS json))
-                   AS posting (position integer, item integer, bonus boolean, member_id bigint, partner_id bigint,
-                               price_per_point numeric, currency varchar, memo varchar, funding_account_id bigint,
-                               target_account_id bigint, points bigint, state varchar, activates_at timestamptz)
-             ORDER BY position) AS ordered
+    SELECT posting.position, posting.member_id, posting.partner_id, posting.price_per_point, posting.currency,
+           posting.memo, posting.funding_account_id, posting.target_account_id, posting.points, posting.state,
+           posting.activates_at,
+           nextval((SELECT CAST(pg_get_serial_sequence('journal_transactions', 'id') AS regclass)))
+               AS transaction_id
+      FROM json_to_recordset(CAST(:postings AS json))
+           AS posting (position integer, member_id bigint, partner_id bigint, price_per_point numeric,
+                       currency varchar, memo varchar, funding_account_id bigint, target_account_id bigint,
+                       points bigint, state varchar, activates_at timestamptz)
+), transaction_ids AS (
+    SELECT array_agg(transaction_id ORDER BY position) AS ids FROM postings
 ), new_transactions AS (
     INSERT INTO journal_transactions (id, kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
     SELECT transaction_id, :kind, member_id, partner_id, :now, price_per_point, currency, memo
@@ -135,23 +142,26 @@ WITH postings AS MATERIALIZED (
                            bonus_transaction_id, pending_until, breakdown, refunded_amount_minor)
     SELECT purchase.partner_id, purchase.receipt_id, purchase.member_id, purchase.card_id, purchase.terminal_id,
            purchase.amount_minor, purchase.currency, purchase.purchased_at, :now, purchase.points_partner,
-           purchase.points_hub, earn.transaction_id, bonus.transaction_id, purchase.pending_until,
-           purchase.breakdown, 0
+           purchase.points_hub, transaction_ids.ids[purchase.earn_posting + 1],
+           transaction_ids.ids[purchase.bonus_posting + 1], purchase.pending_until, purchase.breakdown, 0
       FROM json_to_recordset(CAST(:purchases AS json))
            AS purchase (item integer, partner_id bigint, receipt_id varchar, member_id bigint, card_id bigint,
                         terminal_id bigint, amount_minor bigint, currency varchar, purchased_at timestamptz,
-                        points_partner bigint, points_hub bigint, pending_until timestamptz, breakdown json)
-           LEFT JOIN postings AS earn ON earn.item = purchase.item AND NOT earn.bonus
-           LEFT JOIN postings AS bonus ON bonus.item = purchase.item AND bonus.bonus
+                        points_partner bigint, points_hub bigint, earn_posting integer, bonus_posting integer,
+                        pending_until timestamptz, breakdown json)
+           CROSS JOIN transaction_ids
      ORDER BY purchase.item
         ON CONFLICT (partner_id, receipt_id) DO NOTHING
     RETURNING receipt_id, id
 )
-SELECT postings.item, postings.bonus, postings.transaction_id, new_lots.id, NULL AS receipt_id
-  FROM new_lots JOIN postings ON postings.transaction_id = new_lots.earn_transaction_id
- UNION ALL
-SELECT NULL, NULL, NULL, id, receipt_id FROM new_purchases
-""").columns(item=BigInteger, bonus=BigInteger, transaction_id=BigInteger, id=BigInteger, receipt_id=String)
+SELECT (SELECT ids FROM transaction_ids) AS transaction_ids,
+       (SELECT array_agg(earn_transaction_id ORDER BY id) FROM new_lots) AS lot_transaction_ids,
+       (SELECT array_agg(id ORDER BY id) FROM new_lots) AS lot_ids,
+       (SELECT array_agg(receipt_id ORDER BY id) FROM new_purchases) AS receipt_ids,
+       (SELECT array_agg(id ORDER BY id) FROM new_purchases) AS purchase_ids
+""").columns(transaction_ids=postgresql.ARRAY(BigInteger), lot_transaction_ids=postgresql.ARRAY(BigInteger),
+             lot_ids=postgresql.ARRAY(BigInteger), receipt_ids=postgresql.ARRAY(String),
+             purchase_ids=postgresql.ARRAY(BigInteger))
 # The columns' types matter only to SQLAlchemy's compiler; the driver returns psycopg's values.
 
 
@@ -271,18 +281,19 @@ class PostgresStorage:
 
     def write_earns(self, session: Session, postings: Sequence[EarnPosting], purchases: Sequence[PurchaseRow],
                     *, now: datetime, expires_at: datetime) -> WrittenEarns:
+        position_of = {(posting.item, posting.bonus): position for position, posting in enumerate(postings)}
         rows = self._driver(WRITE_EARNS).rows(session.connection(), {
             "kind": TransactionKind.EARN.value, "now": now, "expires_at": expires_at,
             "postings": json.dumps([_posting_json(position, posting) for position, posting in enumerate(postings)]),
-            "purchases": json.dumps([_purchase_json(purchase) for purchase in purchases]),
+            "purchases": json.dumps([_purchase_json(purchase, position_of) for purchase in purchases]),
         })
+        transaction_ids, lot_transaction_ids, lot_ids, receipt_ids, purchase_ids = rows[0]
         written = WrittenEarns()
-        for item, bonus, transaction_id, row_id, receipt_id in rows:
-            if receipt_id is None:
-                written.transaction_ids[(item, bonus)] = transaction_id
-                written.lot_ids[(item, bonus)] = row_id
-            else:
-                written.purchase_ids[receipt_id] = row_id
+        lots = dict(zip(lot_transaction_ids or (), lot_ids or (), strict=True))
+        for posting, transaction_id in zip(postings, transaction_ids or (), strict=True):
+            written.transaction_ids[(posting.item, posting.bonus)] = transaction_id
+            written.lot_ids[(posting.item, posting.bonus)] = lots[transaction_id]
+        written.purchase_ids.update(zip(receipt_ids or (), purchase_ids or (), strict=True))
         return written
 
     def one_of(self, column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
@@ -330,15 +341,17 @@ _INSERT_NONCE = (postgresql.insert(SeenNonce.__table__).on_conflict_do_nothing(i
 
 
 def _posting_json(position: int, posting: EarnPosting) -> dict[str, object]:
-    return {"position": position, "item": posting.item, "bonus": posting.bonus, "member_id": posting.member_id,
+    return {"position": position, "member_id": posting.member_id,
             "partner_id": posting.partner_id, "price_per_point": _exact_text(posting.price_per_point),
             "currency": posting.currency, "memo": posting.memo, "funding_account_id": posting.funding_account_id,
             "target_account_id": posting.target_account_id, "points": posting.points, "state": posting.state,
             "activates_at": _exact_text(posting.activates_at)}
 
 
-def _purchase_json(purchase: PurchaseRow) -> dict[str, object]:
+def _purchase_json(purchase: PurchaseRow, position_of: dict[tuple[int, bool], int]) -> dict[str, object]:
     return {"item": purchase.item, "partner_id": purchase.partner_id, "receipt_id": purchase.receipt_id,
+            "earn_posting": position_of.get((purchase.item, False)),
+            "bonus_posting": position_of.get((purchase.item, True)),
             "member_id": purchase.member_id, "card_id": purchase.card_id, "terminal_id": purchase.terminal_id,
             "amount_minor": purchase.amount_minor, "currency": purchase.currency,
             "purchased_at": _exact_text(purchase.purchased_at), "points_partner": purchase.points_partner,
