@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from alliance.console import security
 from alliance.db import database_unavailable
 from alliance.domain.errors import AllianceError
-from alliance.domain.money import minor_units_per_unit
+from alliance.domain.money import major_units_text, minor_units_per_unit
 
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                     static_folder="static", static_url_path="/static")
@@ -92,6 +92,7 @@ console.before_request(_before_request)
 console.after_request(_after_request)
 console.context_processor(_template_globals)
 console.add_app_template_filter(money, "money")
+console.add_app_template_filter(major_units_text, "major_units")
 console.register_error_handler(HTTPException, _http_error)
 console.register_error_handler(AllianceError, _alliance_error)
 console.register_error_handler(Exception, _unexpected_error)

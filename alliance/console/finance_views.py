@@ -17,10 +17,11 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
-from alliance.console.blueprint import console
+from alliance.console.blueprint import console, money
 from alliance.console.helpers import (
     change,
     csv_reply,
+    form_money,
     form_text,
     form_whole_number,
     now,
@@ -29,7 +30,7 @@ from alliance.console.helpers import (
     query_text,
 )
 from alliance.extensions import hub_state
-from alliance.services import console_reports
+from alliance.services import console_reports, partners
 from settlement import api as settlement
 
 FINANCE = security.FINANCE_ROLES
@@ -173,11 +174,13 @@ def finance_record_payment(statement_id: int) -> BaseResponse:
         paid_on = date.fromisoformat(form_text("paid_on") or "")
     except ValueError:
         raise BadRequest("paid on must be a date such as 2026-11-30") from None
+    with hub_state().read_only_unit_of_work() as uow:
+        currency = settlement.statement_status(uow.session, statement_id).currency
     return change(settlement.record_payment, statement_id=statement_id,
-                  amount_minor=form_whole_number("amount_minor"), paid_on=paid_on,
+                  amount_minor=form_money("amount", currency), paid_on=paid_on,
                   reference=form_text("reference", max_length=64),
-                  success=lambda result: f"Payment recorded: {result.paid_minor} paid, "
-                                         f"{result.outstanding_minor} outstanding.",
+                  success=lambda result: f"Payment recorded: {money(result.paid_minor, currency)} paid, "
+                                         f"{money(result.outstanding_minor, currency)} outstanding.",
                   back=_back_to_statement(statement_id))
 
 
@@ -308,8 +311,11 @@ def finance_adjustments_csv() -> Response:
 @security.requires(*FINANCE)
 def finance_request_adjustment() -> BaseResponse:
     """Request an adjustment; someone else approves it."""
-    return change(settlement.request_adjustment, partner_code=form_text("partner", max_length=40),
-                  amount_minor=form_whole_number("amount_minor"),
+    partner_code = form_text("partner", max_length=40) or ""
+    with hub_state().read_only_unit_of_work() as uow:
+        currency = partners.currency_of(uow.session, partner_code)
+    return change(settlement.request_adjustment, partner_code=partner_code,
+                  amount_minor=form_money("amount", currency, signed=True),
                   reason=form_text("reason", max_length=settlement.MAX_REASON_LENGTH),
                   reference=form_text("reference", max_length=64),
                   success=lambda result: f"Adjustment {result.id} requested; another person must approve it.",

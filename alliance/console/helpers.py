@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.domain.errors import AllianceError
+from alliance.domain.money import parse_major_units
 from alliance.extensions import hub_state
 
 Result = TypeVar("Result")
@@ -62,6 +63,15 @@ def form_whole_number(name: str) -> int:
         return int(text.replace(",", "").replace("_", ""))
     except ValueError:
         raise BadRequest(f"{name.replace('_', ' ')} must be a whole number, got {text!r}.") from None
+
+
+def form_money(name: str, currency: str, *, signed: bool = False) -> int:
+    """An amount typed in ``currency``'s major units (``14.60``), as exact minor units; a 400 saying why otherwise."""
+    text = form_text(name) or ""
+    try:
+        return parse_major_units(text, currency, signed=signed)
+    except ValueError as problem:
+        raise BadRequest(f"The {name.replace('_', ' ')} in {currency} {problem}.") from None
 
 
 def now() -> datetime:

@@ -41,3 +41,37 @@ def exact_decimal_problem(value: object, *, scale: int, precision: int) -> str |
     if value >= Decimal(10) ** (precision - scale):
         return f"must be below {10 ** (precision - scale)}"
     return None
+
+
+def major_units_text(amount_minor: int, currency: str) -> str:
+    """Minor units as the currency's major units, exactly, without separators: 1460 EUR is ``14.60``."""
+    places = NON_CENT_EXPONENTS.get(currency, DEFAULT_EXPONENT)
+    sign = "-" if amount_minor < 0 else ""
+    whole, fraction = divmod(abs(amount_minor), 10 ** places)
+    return f"{sign}{whole}.{fraction:0{places}d}" if places else f"{sign}{whole}"
+
+
+def parse_major_units(text: str, currency: str, *, signed: bool = False) -> int:
+    """An amount typed in the currency's major units (``14.60``, ``1,234.5``) as exact minor units.
+
+    Thousands separators (``,``, spaces, ``_``) are allowed; more decimals than the
+    currency has are refused rather than rounded (``14.605`` EUR), as is a sign unless
+    ``signed`` (then ``-`` or ``−`` makes it negative). Raises ``ValueError`` saying why.
+    """
+    cleaned = "".join(text.split()).replace(",", "").replace("_", "")
+    negative = False
+    if cleaned[:1] in ("-", "\u2212", "+"):
+        if not signed:
+            raise ValueError("must not carry a sign")
+        negative, cleaned = cleaned[0] != "+", cleaned[1:]
+    whole, point, fraction = cleaned.partition(".")
+    if not (whole or fraction) or not (whole.isascii() and fraction.isascii()) \
+            or not (whole.isdigit() or not whole) or not (fraction.isdigit() or not fraction) \
+            or (point and not fraction and not whole):
+        raise ValueError(f"is not an amount such as 14.60, got {text!r}")
+    places = NON_CENT_EXPONENTS.get(currency, DEFAULT_EXPONENT)
+    if len(fraction) > places:
+        raise ValueError(f"has more decimals than {currency}'s {places}" if places
+                         else f"is in whole {currency}, without decimals")
+    amount = int(whole or "0") * 10 ** places + int(fraction.ljust(places, "0") or "0")
+    return -amount if negative else amount

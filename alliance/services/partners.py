@@ -89,6 +89,14 @@ def partner_code(session: Session, partner_id: int) -> str | None:
     return session.scalar(select(Partner.code).where(Partner.id == partner_id))
 
 
+def currency_of(session: Session, code: str) -> str:
+    """The settlement currency of the partner with ``code``."""
+    currency = session.scalar(select(Partner.currency).where(Partner.code == code))
+    if currency is None:
+        raise NotFound(f"no partner {code!r}")
+    return currency
+
+
 def codes_by_id(session: Session) -> dict[int, str]:
     """Every partner's code by its id."""
     return {partner_id: code for partner_id, code in session.execute(select(Partner.id, Partner.code))}

@@ -8,6 +8,7 @@ import re
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from alliance.domain.money import major_units_text
 from tests.console_support import PASSWORD
 
 LOGIN_TIMEOUT_MS = 15_000
@@ -75,10 +76,10 @@ def test_finance_closes_a_cycle_opens_the_statement_and_marks_it_paid(page, shot
     page.get_by_role("button", name="Mark invoiced").click()
     expect(page.get_by_role("status")).to_contain_text(f"Statement {statement_id} marked invoiced")
     shots.take("invoiced")
-    expect(page.get_by_label("Amount (minor units)")).to_have_value(str(net_minor))
+    expect(page.get_by_label("Amount in EUR")).to_have_value(major_units_text(net_minor, "EUR"))
     page.get_by_label("Payment reference").fill("BANK-TRANSFER-1")
     page.get_by_role("button", name="Record payment").click()
-    expect(page.get_by_role("status")).to_contain_text("0 outstanding")
+    expect(page.get_by_role("status")).to_contain_text("0.00 EUR outstanding")
     expect(page.get_by_test_id("payment-status")).to_contain_text("paid")
     shots.take("paid")
     menu(page, "Cycles").click()

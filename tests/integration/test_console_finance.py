@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select, text, update
 
+from alliance.console.blueprint import money
+from alliance.domain.money import major_units_text
 from alliance.extensions import hub_state
 from alliance.models import Partner, SettlementStatement
 from alliance.services import staff_people
@@ -82,13 +84,19 @@ def test_statement_page_shows_lines_a_valid_signature_and_the_payment_workflow(a
     assert invoiced.status_code == 303
     assert "invoiced" in text_of(finance.get(path))
     partial = net_minor // 2 or net_minor
-    finance.post(f"{path}/payments", {"amount_minor": partial, "paid_on": "2026-11-30", "reference": "PAY-1"})
+    # Amounts are typed in the statement's currency, as a person reads them.
+    assert f'value="{major_units_text(net_minor, "EUR")}"' in finance.get(path).get_data(as_text=True)
+    first = finance.post(f"{path}/payments", {"amount": major_units_text(partial, "EUR"), "paid_on": "2026-11-30",
+                                               "reference": "PAY-1"})
     rest = net_minor - partial
+    assert f"Payment recorded: {money(partial, 'EUR')} paid, {money(rest, 'EUR')} outstanding." in text_of(
+        finance.client.get(first.headers["Location"]))
     if rest:
-        finance.post(f"{path}/payments", {"amount_minor": rest, "paid_on": "2026-11-30", "reference": "PAY-2"})
+        finance.post(f"{path}/payments", {"amount": major_units_text(rest, "EUR"), "paid_on": "2026-11-30",
+                                          "reference": "PAY-2"})
     paid_page = text_of(finance.get(path))
     assert "paid" in paid_page and "outstanding 0.00 EUR" in paid_page
-    overpaid = finance.post(f"{path}/payments", {"amount_minor": 1, "paid_on": "2026-11-30", "reference": "PAY-3"})
+    overpaid = finance.post(f"{path}/payments", {"amount": "0.01", "paid_on": "2026-11-30", "reference": "PAY-3"})
     assert overpaid.status_code == 303
     assert "has 0 minor units outstanding" in text_of(finance.get(path))
     actions = [action for actor, action, subject in audit_actions(hub) if subject == f"statement:{statement_id}"]
@@ -168,7 +176,7 @@ def test_reconciliation_from_the_statement_page_is_stored_listed_and_downloadabl
 
 def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
     hub = hub_state(app)
-    requested = finance.post("/console/finance/adjustments", {"partner": "aurora", "amount_minor": "-1500",
+    requested = finance.post("/console/finance/adjustments", {"partner": "aurora", "amount": "-15.00",
                                                              "reason": "goodwill credit", "reference": "ADJ-7"})
     assert requested.status_code == 303
     page = finance.get("/console/finance/approvals", status="pending")
@@ -221,7 +229,7 @@ def test_four_eyes_compares_people_so_one_persons_client_and_login_cannot_approv
     assert "must be decided by another person" in text_of(ines_console.get("/console/finance/approvals"))
     assert _status_of(hub, by_api.body["id"]) == "pending"
 
-    ines_console.post("/console/finance/adjustments", {"partner": "aurora", "amount_minor": "-700",
+    ines_console.post("/console/finance/adjustments", {"partner": "aurora", "amount": "-7",
                                                        "reason": "goodwill", "reference": "ADJ-CON-9"})
     in_console = _pending_adjustment_id(hub, "ADJ-CON-9")
     refused = bo.call("POST", f"/settlement/adjustments/{in_console}/decision", token=ines_token,
@@ -301,3 +309,31 @@ def test_closed_cycles_filter_by_which_way_the_net_goes(app, finance):
     owed = text_of(finance.get(CYCLES, net="owed_to_hub", page_size=100))
     assert all(f"#{statement_id} " in owed for statement_id, net in nets.items() if net > 0)
     assert finance.get(CYCLES, net="sideways").status_code == 400
+
+
+@pytest.mark.parametrize(("typed", "why"), [
+    ("14.605", "The amount in EUR has more decimals than EUR's 2."),
+    ("1460 paid", "The amount in EUR is not an amount such as 14.60, got '1460 paid'."),
+    ("-5", "The amount in EUR must not carry a sign."),
+])
+def test_a_payment_typed_wrongly_is_refused_saying_why_and_records_nothing(app, finance, typed, why):
+    hub = hub_state(app)
+    close_due(finance)
+    with hub.unit_of_work() as uow:
+        statement_id = uow.session.scalars(select(SettlementStatement.id).where(SettlementStatement.net_minor > 0)
+                                           .order_by(SettlementStatement.id)).first()
+    path = f"/console/finance/statements/{statement_id}"
+    finance.post(f"{path}/invoiced", {"reference": "INV-2026-002"})
+    before = audit_actions(hub)
+    refused = finance.post(f"{path}/payments", {"amount": typed, "paid_on": "2026-11-30", "reference": "PAY-9"})
+    assert refused.status_code == 400
+    assert why in text_of(refused)
+    assert audit_actions(hub) == before
+    assert "not paid" in text_of(finance.get(path)) or "outstanding" in text_of(finance.get(path))
+
+
+def test_an_adjustment_is_requested_in_the_partners_currency(app, finance):
+    requested = finance.post("/console/finance/adjustments", {"partner": "aurora", "amount": "12.34",
+                                                             "reason": "missed fee", "reference": "ADJ-MAJOR"})
+    assert requested.status_code == 303
+    assert "12.34 EUR" in text_of(finance.get("/console/finance/approvals", status="pending"))
