@@ -73,5 +73,7 @@ def parse_major_units(text: str, currency: str, *, signed: bool = False) -> int:
     if len(fraction) > places:
         raise ValueError(f"has more decimals than {currency}'s {places}" if places
                          else f"is in whole {currency}, without decimals")
-    amount = int(whole or "0") * 10 ** places + int(fraction.ljust(places, "0") or "0")
+    # places >= 0, so the power is a whole number.
+    scale: int = 10 ** places
+    amount = int(whole or "0") * scale + int(fraction.ljust(places, "0") or "0")
     return -amount if negative else amount
