@@ -60,6 +60,7 @@ from settlement.finance import (
     StatementStatus,
     adjustment_by_id,
     adjustments_page,
+    decidable_by,
     decide_adjustment,
     dispute_by_id,
     disputes_page,
@@ -111,7 +112,8 @@ __all__ = [
     "DECISIONS", "MAX_PAGE_SIZE", "MAX_REASON_LENGTH", "RESOLUTIONS", "AdjustmentNotUsable", "AdjustmentView",
     "AlreadyDecided", "AlreadyInvoiced", "DisputeClosed", "DisputeView", "DuplicateReference", "NothingOwed",
     "NotInvoiced", "Overpayment", "SameApprover", "StatementStatus", "adjustment_by_id", "adjustments_page",
-    "decide_adjustment", "dispute_by_id", "disputes_page", "list_adjustments", "list_disputes", "mark_invoiced",
+    "decidable_by", "decide_adjustment", "dispute_by_id", "disputes_page", "list_adjustments", "list_disputes",
+    "mark_invoiced",
     "open_dispute", "overdue", "overdue_total", "record_payment", "request_adjustment", "resolve_dispute",
     "statement_status",
     # The statement key and verifying what it signed.

@@ -233,6 +233,12 @@ def adjustment_by_id(session: Session, adjustment_id: int) -> AdjustmentView:
     return found[0]
 
 
+def decidable_by(session: Session, adjustments: list[AdjustmentView], actor: str) -> set[int]:
+    """The ids of the pending adjustments ``actor`` may approve or reject: those another person requested."""
+    return {adjustment.id for adjustment in adjustments if adjustment.status == "pending"
+            and not staff_people.same_person(session, adjustment.requested_by, actor)}
+
+
 def list_adjustments(session: Session, *, partner_code: str | None = None,
                      status: str | None = None) -> list[AdjustmentView]:
     """Every matching adjustment, oldest first (operator tools; the API pages with ``adjustments_page``)."""

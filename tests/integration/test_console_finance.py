@@ -180,11 +180,17 @@ def test_four_eyes_the_requester_cannot_approve_a_colleague_can(app, finance):
                                                              "reason": "goodwill credit", "reference": "ADJ-7"})
     assert requested.status_code == 303
     page = finance.get("/console/finance/approvals", status="pending")
-    adjustment_id = int(re.search(r"/console/finance/adjustments/(\d+)/decision", page.get_data(as_text=True)).group(1))
+    adjustment_id = _pending_adjustment_id(hub, "ADJ-7")
+    # The requester is not offered the buttons the rule would refuse...
+    assert "awaiting another person: you requested it" in text_of(page)
+    assert f'action="/console/finance/adjustments/{adjustment_id}/decision"' not in page.get_data(as_text=True)
+    # ...and a decision sent anyway is refused by the service.
     own = finance.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
     assert own.status_code == 303
     assert "must be decided by another person" in text_of(finance.get("/console/finance/approvals"))
     colleague = signed_in(app, "ada", "admin")
+    offered = colleague.get("/console/finance/approvals", status="pending").get_data(as_text=True)
+    assert f'action="/console/finance/adjustments/{adjustment_id}/decision"' in offered
     colleague.post(f"/console/finance/adjustments/{adjustment_id}/decision", {"decision": "approve"})
     approved = text_of(colleague.get("/console/finance/approvals", status="approved"))
     assert "ADJ-7" in approved and "-15.00 EUR" in approved
