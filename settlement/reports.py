@@ -8,7 +8,7 @@ happen here: they go through ``settlement.finance`` and ``settlement.closing``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ from alliance.services.console_reports import Page, paged
 from settlement.closing import due_by_partner
 from settlement.cycles import cycle_containing
 
-STATEMENT_STATES = ("uninvoiced", "invoiced", "paid")
+STATEMENT_STATES = ("uninvoiced", "invoiced", "paid", "overdue")
 # Which way a statement's net goes: the partner owes the hub, the hub owes the partner, or nothing.
 NET_DIRECTIONS = {"owed_to_hub": "owed to the hub", "owed_to_partner": "owed to the partner", "zero": "nothing owed"}
 
@@ -46,6 +46,8 @@ class ClosedCycleRow:
     due_date: date
     invoiced: bool
     paid_minor: int
+    # Owed to the hub, past its due date and not fully paid (as ``finance.overdue`` counts it).
+    overdue: bool = False
 
     @property
     def outstanding_minor(self) -> int:
@@ -67,18 +69,25 @@ def _statement_money() -> tuple[Subquery, Subquery]:
 
 
 def closed_cycles_page(session: Session, *, partner_code: str | None, state: str | None, page: int,
-                       page_size: int, net: str | None = None) -> Page[ClosedCycleRow]:
-    """Closed cycles with their statements, newest first, by partner, invoice/payment state and net direction."""
+                       page_size: int, net: str | None = None, as_of: date | None = None) -> Page[ClosedCycleRow]:
+    """Closed cycles with their statements, newest first, by partner, invoice/payment state and net direction.
+
+    ``as_of`` (today's date where the viewer is; the UTC date if not given) decides which
+    statements are overdue: owed to the hub, past their due date, not fully paid.
+    """
     if state is not None and state not in STATEMENT_STATES:
         raise ValidationFailed(f"state must be one of {', '.join(STATEMENT_STATES)}", fields={"state": ["unknown"]})
     paid, invoiced = _statement_money()
     paid_minor = func.coalesce(paid.c.paid, 0)
     is_invoiced = func.coalesce(invoiced.c.invoiced, 0) > 0
+    day = as_of if as_of is not None else datetime.now(UTC).date()
+    is_overdue = ((SettlementStatement.net_minor > 0) & (SettlementStatement.due_date < day)
+                  & (paid_minor < SettlementStatement.net_minor))
     query = (
         select(SettlementStatement.id, Partner.code, SettlementRun.cycle_frequency, SettlementRun.cycle_starts_at,
                SettlementRun.cycle_ends_at, SettlementRun.closed_at, SettlementStatement.currency,
                SettlementStatement.net_minor, SettlementStatement.due_date,
-               case((is_invoiced, True), else_=False), paid_minor)
+               case((is_invoiced, True), else_=False), paid_minor, case((is_overdue, True), else_=False))
         .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
         .join(Partner, Partner.id == SettlementRun.partner_id)
         .outerjoin(paid, paid.c.statement_id == SettlementStatement.id)
@@ -93,6 +102,8 @@ def closed_cycles_page(session: Session, *, partner_code: str | None, state: str
         query = query.where(is_invoiced, ~fully_paid)
     elif state == "uninvoiced":
         query = query.where(~is_invoiced)
+    elif state == "overdue":
+        query = query.where(is_overdue)
     if net == "owed_to_hub":
         query = query.where(SettlementStatement.net_minor > 0)
     elif net == "owed_to_partner":
@@ -103,9 +114,9 @@ def closed_cycles_page(session: Session, *, partner_code: str | None, state: str
     # Named one by one: mypy cannot place arguments after a star of a row whose length it
     # does not know (eleven columns are more than SQLAlchemy's select() types).
     return Page([ClosedCycleRow(statement_id, code, frequency, starts_at, ends_at, closed_at, currency, net_minor,
-                                due_date, bool(invoiced_flag), int(paid_sum))
+                                due_date, bool(invoiced_flag), int(paid_sum), bool(overdue_flag))
                  for (statement_id, code, frequency, starts_at, ends_at, closed_at, currency, net_minor, due_date,
-                      invoiced_flag, paid_sum) in rows], total, page, page_size)
+                      invoiced_flag, paid_sum, overdue_flag) in rows], total, page, page_size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ def finance_cycles() -> str:
     with hub_state().read_only_unit_of_work() as uow:
         running = settlement.open_cycles(uow.session, now=now(), partner_code=partner)
         closed = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                                    page_size=page_size, net=net)
+                                               page_size=page_size, net=net, as_of=now().date())
         codes = console_reports.partner_codes(uow.session)
     return render_template("console/finance/cycles.html", running=running, closed=closed, codes=codes,
                            partner=partner, state=state, states=settlement.STATEMENT_STATES,
@@ -88,17 +88,17 @@ def finance_cycles_csv() -> Response:
         page = 1
         while True:
             batch = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                                       page_size=CSV_BATCH, net=net)
+                                                  page_size=CSV_BATCH, net=net, as_of=now().date())
             rows.extend(batch.items)
             if page >= batch.pages:
                 break
             page += 1
     return csv_reply("closed-cycles.csv",
                      ["statement_id", "partner", "cycle_starts_at", "cycle_ends_at", "currency", "net_minor",
-                      "due_date", "invoiced", "paid_minor", "outstanding_minor", "state"],
+                      "due_date", "invoiced", "paid_minor", "outstanding_minor", "state", "overdue"],
                      [[row.statement_id, row.partner, row.cycle_starts_at.isoformat(), row.cycle_ends_at.isoformat(),
                        row.currency, row.net_minor, row.due_date.isoformat(), str(row.invoiced).lower(),
-                       row.paid_minor, row.outstanding_minor, row.state] for row in rows])
+                       row.paid_minor, row.outstanding_minor, row.state, str(row.overdue).lower()] for row in rows])
 
 
 @console.route("/finance/closings", methods=["POST"])

@@ -343,3 +343,26 @@ def test_an_adjustment_is_requested_in_the_partners_currency(app, finance):
                                                              "reason": "missed fee", "reference": "ADJ-MAJOR"})
     assert requested.status_code == 303
     assert "12.34 EUR" in text_of(finance.get("/console/finance/approvals", status="pending"))
+
+
+def test_overdue_statements_are_marked_and_can_be_listed_alone(app, finance, monkeypatch):
+    from alliance.console import finance_views
+
+    hub = hub_state(app)
+    close_due(finance)
+    with hub.unit_of_work() as uow:
+        owed = set(uow.session.scalars(select(SettlementStatement.id).where(SettlementStatement.net_minor > 0)))
+        others = set(uow.session.scalars(select(SettlementStatement.id).where(SettlementStatement.net_minor <= 0)))
+    assert owed and others
+    # Before any due date nothing is overdue...
+    monkeypatch.setattr(finance_views, "now", lambda: datetime(2026, 9, 1, tzinfo=timezone.utc))
+    assert "overdue since" not in text_of(finance.get(CYCLES, page_size=100))
+    assert ">#" not in finance.get(CYCLES, state="overdue").get_data(as_text=True)
+    # ...and long after every due date, each statement owed to the hub and unpaid is overdue; one
+    # owed by the hub, or settling at zero, is not (the partner is not late).
+    monkeypatch.setattr(finance_views, "now", lambda: datetime(2099, 1, 1, tzinfo=timezone.utc))
+    listed = finance.get(CYCLES, state="overdue", page_size=100).get_data(as_text=True)
+    assert {int(found) for found in re.findall(r">#(\d+)</a>", listed)} == owed
+    assert listed.count('data-testid="overdue"') == len(owed)
+    rows = list(csv.DictReader(io.StringIO(finance.get(f"{CYCLES}.csv").get_data(as_text=True))))
+    assert {int(row["statement_id"]) for row in rows if row["overdue"] == "true"} == owed
