@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import threading
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import ClientCursor
@@ -65,6 +65,9 @@ from alliance.storage.statements import (
     key_lookup,
     reply_parameters,
 )
+
+_Source = TypeVar("_Source")
+_Built = TypeVar("_Built")
 
 EXPECTED_GUARDS = frozenset({
     "trg_journal_entries_apply", "trg_lot_consumptions_apply", "trg_ledger_accounts_guard",
@@ -172,8 +175,8 @@ class PostgresStorage:
     expected_guards = EXPECTED_GUARDS
 
     def __init__(self) -> None:
-        self._driver_statements: dict[int, tuple[object, DriverStatement]] = {}
-        self._claims_in_front: dict[int, tuple[object, dict[bool, DriverStatement]]] = {}
+        self._driver_statements: dict[int, tuple[Executable, DriverStatement]] = {}
+        self._claims_in_front: dict[int, tuple[Select[*tuple[Any, ...]], dict[bool, DriverStatement]]] = {}
         self._building = threading.Lock()
         self._claims = {confirm_key: DriverStatement(select(_claim_row(confirm_key))) for confirm_key in (False, True)}
         self._claim_alone = DriverStatement(CLAIM_UNDER_ADVISORY_LOCK)
@@ -228,13 +231,7 @@ class PostgresStorage:
                             record_id=record_id, first_rows=first_rows)
 
     def _claim_in_front_of(self, first: Select[*tuple[Any, ...]]) -> dict[bool, DriverStatement]:
-        found = self._claims_in_front.get(id(first))
-        if found is None:
-            with self._building:
-                found = self._claims_in_front.get(id(first))
-                if found is None:
-                    found = self._claims_in_front[id(first)] = (first, claim_in_front_of(first))
-        return found[1]
+        return _built_once(self._claims_in_front, first, claim_in_front_of, self._building)
 
     def reply_write(self, *, record_id: int, status: int, body: str, now: datetime) -> PendingWrite:
         return PendingWrite(STORE_REPLY, reply_parameters(record_id=record_id, status=status, body=body, now=now))
@@ -326,14 +323,22 @@ class PostgresStorage:
         return None
 
     def _driver(self, statement: Executable) -> DriverStatement:
-        found = self._driver_statements.get(id(statement))
-        if found is None:
-            with self._building:
-                found = self._driver_statements.get(id(statement))
-                if found is None:
-                    # The statement is kept with its compiled form, so its id cannot be reused.
-                    found = self._driver_statements[id(statement)] = (statement, DriverStatement(statement))
-        return found[1]
+        return _built_once(self._driver_statements, statement, DriverStatement, self._building)
+
+
+def _built_once(cache: dict[int, tuple[_Source, _Built]], source: _Source, build: Callable[[_Source], _Built],
+                lock: threading.Lock) -> _Built:
+    """What ``build`` makes of ``source``, made once per process and kept by the source's identity.
+
+    The source is kept beside what was built from it, so its id cannot be reused.
+    """
+    found = cache.get(id(source))
+    if found is None:
+        with lock:
+            found = cache.get(id(source))
+            if found is None:
+                found = cache[id(source)] = (source, build(source))
+    return found[1]
 
 
 _INSERT_NONCE = (postgresql.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
