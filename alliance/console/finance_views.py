@@ -269,8 +269,9 @@ DISPUTE_STATUSES = ("open", *settlement.RESOLUTIONS)
 
 
 def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlement.AdjustmentView],
-                               list[settlement.DisputeView], set[int]]:
-    """Partner codes, filters, adjustments, open disputes, and the adjustments the viewer may decide."""
+                               list[settlement.DisputeView], set[int], dict[str, list[settlement.AdjustmentView]]]:
+    """Partner codes, filters, adjustments, open disputes, the adjustments the viewer may decide, and the
+    approved adjustments of each disputing partner (what a dispute can be resolved with)."""
     with hub_state().unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
@@ -278,7 +279,9 @@ def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlemen
         adjustments = settlement.list_adjustments(uow.session, partner_code=partner, status=status)
         disputes = settlement.list_disputes(uow.session, partner_code=partner, status="open")
         decidable = settlement.decidable_by(uow.session, adjustments, security.actor())
-    return codes, partner, status, adjustments, disputes, decidable
+        approved = {code: settlement.list_adjustments(uow.session, partner_code=code, status="approved")
+                    for code in sorted({dispute.partner for dispute in disputes})}
+    return codes, partner, status, adjustments, disputes, decidable, approved
 
 
 @console.route("/finance/approvals")
@@ -286,12 +289,12 @@ def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlemen
 def finance_approvals() -> str:
     """Adjustments (pending ones to approve or reject, by another person than the requester) and open disputes."""
     page, page_size = query_page()
-    codes, partner, status, adjustments, disputes, decidable = _approval_lists()
+    codes, partner, status, adjustments, disputes, decidable, approved = _approval_lists()
     newest_first = adjustments[::-1]
     shown = console_reports.Page(newest_first[(page - 1) * page_size:page * page_size], len(newest_first), page,
                                  page_size)
     return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
-                           decidable=decidable,
+                           decidable=decidable, approved=approved,
                            partner=partner, status=status, statuses=ADJUSTMENT_STATUSES, pager=pager_args(),
                            me=security.actor(), person=security.current_staff().person)
 
@@ -300,7 +303,7 @@ def finance_approvals() -> str:
 @security.requires(*FINANCE)
 def finance_adjustments_csv() -> Response:
     """Adjustments matching the filters, as CSV."""
-    _, _, _, adjustments, _, _ = _approval_lists()
+    _, _, _, adjustments, _, _, _ = _approval_lists()
     return csv_reply("adjustments.csv",
                      ["id", "partner", "amount_minor", "currency", "reason", "reference", "status", "requested_by",
                       "requested_at", "decided_by", "decided_at", "applied_run_id"],

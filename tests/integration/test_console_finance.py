@@ -366,3 +366,27 @@ def test_overdue_statements_are_marked_and_can_be_listed_alone(app, finance, mon
     assert listed.count('data-testid="overdue"') == len(owed)
     rows = list(csv.DictReader(io.StringIO(finance.get(f"{CYCLES}.csv").get_data(as_text=True))))
     assert {int(row["statement_id"]) for row in rows if row["overdue"] == "true"} == owed
+
+
+def test_a_dispute_is_resolved_with_an_approved_adjustment_the_page_offers(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    statement_id = next(sid for sid in statement_ids(hub, "aurora")
+                        if "points issued" in text_of(finance.get(f"/console/finance/statements/{sid}")))
+    finance.post(f"/console/finance/statements/{statement_id}/disputes", {"line_number": "1", "reason": "count is off"})
+    # No approved adjustment yet: the page says how to get one instead of asking for a number.
+    waiting = text_of(finance.get("/console/finance/approvals"))
+    assert "request an adjustment for aurora above; once a colleague approves it, it is offered here" in waiting
+    assert "Resolve with it" not in waiting
+    finance.post("/console/finance/adjustments", {"partner": "aurora", "amount": "-2.50", "reason": "line 1 count",
+                                                  "reference": "ADJ-LINE-1"})
+    adjustment_id = _pending_adjustment_id(hub, "ADJ-LINE-1")
+    signed_in(app, "ada", "admin").post(f"/console/finance/adjustments/{adjustment_id}/decision",
+                                        {"decision": "approve"})
+    page = finance.get("/console/finance/approvals")
+    assert f"#{adjustment_id} · -2.50 EUR · ADJ-LINE-1" in text_of(page)
+    dispute_id = int(re.search(r"/console/finance/disputes/(\d+)/resolution", page.get_data(as_text=True)).group(1))
+    resolved = finance.post(f"/console/finance/disputes/{dispute_id}/resolution",
+                            {"outcome": "adjusted", "adjustment_id": str(adjustment_id)})
+    assert f"Dispute {dispute_id} is now" in text_of(finance.client.get(resolved.headers["Location"]))
+    assert "No open disputes" in text_of(finance.get("/console/finance/approvals"))
