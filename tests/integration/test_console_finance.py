@@ -170,6 +170,11 @@ def test_reconciliation_from_the_statement_page_is_stored_listed_and_downloadabl
     report_id = int(re.search(r"/console/finance/reconciliations/(\d+)", listing.get_data(as_text=True)).group(1))
     detail = text_of(finance.get(f"/console/finance/reconciliations/{report_id}"))
     assert "R-unknown" in detail
+    # Read as a person reads it: money with its currency, which side lacks the receipt,
+    # and no raw [], None or JSON in the cells.
+    assert "In the partner's file, not at the hub (1)" in detail
+    assert "R-unknown — line 2: 1.00 EUR on 2026-01-01 not at the hub" in detail
+    assert not {"[]", "None", "{", "amount_minor"} & set(detail.split())
     assert finance.get(f"/console/finance/reconciliations/{report_id}.csv").mimetype == "text/csv"
     assert ("console:fiona", "statement.reconcile", f"statement:{statement_id}") in audit_actions(hub)
 
