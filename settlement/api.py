@@ -89,11 +89,13 @@ from settlement.reports import (
     STATEMENT_STATES,
     ClosedCycleRow,
     OpenCycleRow,
+    PaymentPosition,
     ReconciliationRow,
     StatementDetail,
     closed_cycles_page,
     cycle_ends,
     open_cycles,
+    payment_positions,
     reconciliation_report,
     reconciliations_page,
     statement_detail,
@@ -122,7 +124,8 @@ __all__ = [
     # Reconciliation.
     "reconcile_statement",
     # What the console's finance pages read.
-    "NET_DIRECTIONS", "STATEMENT_STATES", "ClosedCycleRow", "OpenCycleRow", "ReconciliationRow", "StatementDetail",
+    "NET_DIRECTIONS", "STATEMENT_STATES", "ClosedCycleRow", "OpenCycleRow", "PaymentPosition", "payment_positions",
+    "ReconciliationRow", "StatementDetail",
     "closed_cycles_page", "cycle_ends", "open_cycles", "reconciliation_report", "reconciliations_page",
     "statement_detail",
 ]

@@ -223,6 +223,36 @@ def reconciliation_report(session: Session, *, report_id: int) -> tuple[Reconcil
     return row[0], row[1]
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentPosition:
+    """A partner's payments against its closed statements in one currency, and what is still to be paid.
+
+    ``open_minor`` is signed as a net is: positive, the partner still owes the hub; negative,
+    the hub still owes the partner.
+    """
+
+    paid_minor: int
+    open_minor: int
+
+
+def payment_positions(session: Session, *, currency: str) -> dict[str, PaymentPosition]:
+    """Each partner's payments received or made on its closed statements in ``currency``, and what remains."""
+    paid, _ = _statement_money()
+    rows = session.execute(
+        select(Partner.code, SettlementStatement.net_minor, func.coalesce(paid.c.paid, 0))
+        .join(Partner, Partner.id == SettlementStatement.partner_id)
+        .outerjoin(paid, paid.c.statement_id == SettlementStatement.id)
+        .where(SettlementStatement.currency == currency)
+    ).all()
+    totals: dict[str, tuple[int, int]] = {}
+    for code, net_minor, paid_sum in rows:
+        paid_minor = int(paid_sum)
+        remaining = abs(net_minor) - paid_minor
+        paid_before, open_before = totals.get(code, (0, 0))
+        totals[code] = (paid_before + paid_minor, open_before + (remaining if net_minor >= 0 else -remaining))
+    return {code: PaymentPosition(paid_minor, open_minor) for code, (paid_minor, open_minor) in sorted(totals.items())}
+
+
 def cycle_ends(session: Session, *, currency: str, limit: int = 200) -> list[datetime]:
     """The distinct cycle ends with closed statements in a currency, newest first."""
     return list(session.scalars(

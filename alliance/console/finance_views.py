@@ -214,6 +214,7 @@ def finance_position() -> str:
     currency = hub_state().settings.alliance_currency
     with hub_state().read_only_unit_of_work() as uow:
         position = settlement.period_position(uow.session, currency=currency)
+        payments = settlement.payment_positions(uow.session, currency=currency)
         ends = settlement.cycle_ends(uow.session, currency=currency)
         chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
         chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0] if ends else None)
@@ -225,6 +226,7 @@ def finance_position() -> str:
     matrix = {(flow.issuer_partner_code or "hub", flow.redeemer_partner_code): flow.points
               for flow in summary.issuer_redeemer_matrix} if summary else {}
     return render_template("console/finance/position.html", currency=currency, position=position, ends=ends,
+                           payments=payments,
                            chosen=chosen, summary=summary, matrix_partners=matrix_partners, matrix=matrix)
 
 

@@ -395,3 +395,25 @@ def test_a_dispute_is_resolved_with_an_approved_adjustment_the_page_offers(app, 
                             {"outcome": "adjusted", "adjustment_id": str(adjustment_id)})
     assert f"Dispute {dispute_id} is now" in text_of(finance.client.get(resolved.headers["Location"]))
     assert "No open disputes" in text_of(finance.get("/console/finance/approvals"))
+
+
+def test_the_net_position_counts_the_payments_received(app, finance):
+    hub = hub_state(app)
+    close_due(finance)
+    with hub.unit_of_work() as uow:
+        statement_id, net_minor = uow.session.execute(
+            select(SettlementStatement.id, SettlementStatement.net_minor).join(
+                Partner, Partner.id == SettlementStatement.partner_id)
+            .where(Partner.code == "aurora", SettlementStatement.net_minor > 0)
+            .order_by(SettlementStatement.id)).first()
+        aurora_net = settlement_closing.period_position(uow.session, currency="EUR").partner_nets_minor["aurora"]
+    before = text_of(finance.get("/console/finance/position"))
+    assert f"aurora {money(aurora_net, 'EUR')} 0.00 EUR {money(aurora_net, 'EUR')} owes the hub" in before
+    path = f"/console/finance/statements/{statement_id}"
+    finance.post(f"{path}/invoiced", {"reference": "INV-POS-1"})
+    finance.post(f"{path}/payments", {"amount": major_units_text(net_minor, "EUR"), "paid_on": "2026-11-30",
+                                      "reference": "PAY-POS-1"})
+    after = text_of(finance.get("/console/finance/position"))
+    still = aurora_net - net_minor
+    assert (f"aurora {money(aurora_net, 'EUR')} {money(net_minor, 'EUR')} {money(still, 'EUR')} "
+            + (f"owes the hub {money(still, 'EUR')}" if still > 0 else "settled")) in after
