@@ -13,9 +13,26 @@ from alliance.storage.sqlite import SqliteStorage
 _ADAPTERS: dict[str, Storage] = {"postgresql": PostgresStorage(), "sqlite": SqliteStorage()}
 
 
+_SESSION_INFO_KEY = "alliance.storage"
+
+
 def storage_for(bind: Session | Connection | Engine) -> Storage:
-    """The adapter of the database behind a session, connection or engine."""
-    engine_or_connection = bind.get_bind() if isinstance(bind, Session) else bind
+    """The adapter of the database behind a session, connection or engine.
+
+    A session keeps its adapter in ``session.info`` once asked: the partner path asks
+    several times per request, and finding a session's bind is not free.
+    """
+    if isinstance(bind, Session):
+        kept = bind.info.get(_SESSION_INFO_KEY)
+        if kept is not None:
+            return kept
+        adapter = _adapter(bind.get_bind())
+        bind.info[_SESSION_INFO_KEY] = adapter
+        return adapter
+    return _adapter(bind)
+
+
+def _adapter(engine_or_connection: Connection | Engine) -> Storage:
     adapter = _ADAPTERS.get(engine_or_connection.dialect.name)
     if adapter is None:
         raise LookupError(f"the hub runs on PostgreSQL or SQLite, not {engine_or_connection.dialect.name}")

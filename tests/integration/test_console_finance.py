@@ -256,12 +256,17 @@ def test_four_eyes_compares_people_so_one_persons_client_and_login_cannot_approv
     assert (_status_of(hub, by_api.body["id"]), _status_of(hub, in_console)) == ("approved", "approved")
 
 
-def test_disputes_open_on_a_line_and_are_resolved_from_the_approvals_page(app, finance):
-    hub = hub_state(app)
+def _dispute_aurora_line_1(hub, finance):  # type: ignore[no-untyped-def]
+    """Close the due cycles and dispute line 1 of aurora's statement that issued points."""
     close_due(finance)
     statement_id = next(sid for sid in statement_ids(hub, "aurora")
                         if "points issued" in text_of(finance.get(f"/console/finance/statements/{sid}")))
     finance.post(f"/console/finance/statements/{statement_id}/disputes", {"line_number": "1", "reason": "count is off"})
+
+
+def test_disputes_open_on_a_line_and_are_resolved_from_the_approvals_page(app, finance):
+    hub = hub_state(app)
+    _dispute_aurora_line_1(hub, finance)
     page = finance.get("/console/finance/approvals")
     dispute_id = int(re.search(r"/console/finance/disputes/(\d+)/resolution", page.get_data(as_text=True)).group(1))
     finance.post(f"/console/finance/disputes/{dispute_id}/resolution", {"outcome": "rejected"})
@@ -375,10 +380,7 @@ def test_overdue_statements_are_marked_and_can_be_listed_alone(app, finance, mon
 
 def test_a_dispute_is_resolved_with_an_approved_adjustment_the_page_offers(app, finance):
     hub = hub_state(app)
-    close_due(finance)
-    statement_id = next(sid for sid in statement_ids(hub, "aurora")
-                        if "points issued" in text_of(finance.get(f"/console/finance/statements/{sid}")))
-    finance.post(f"/console/finance/statements/{statement_id}/disputes", {"line_number": "1", "reason": "count is off"})
+    _dispute_aurora_line_1(hub, finance)
     # No approved adjustment yet: the page says how to get one instead of asking for a number.
     waiting = text_of(finance.get("/console/finance/approvals"))
     assert "request an adjustment for aurora above; once a colleague approves it, it is offered here" in waiting
