@@ -12,7 +12,14 @@ from __future__ import annotations
 from flask import Flask
 
 # The pages register their routes on the blueprint when imported.
-from alliance.console import finance_views, grade_views, partner_views, security, views  # noqa: F401
+from alliance.console import (  # noqa: F401
+    complaint_views,
+    finance_views,
+    grade_views,
+    partner_views,
+    security,
+    views,
+)
 from alliance.console.blueprint import console
 
 

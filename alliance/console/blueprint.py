@@ -7,13 +7,15 @@ their routes on ``console``; ``alliance.console.init_app`` mounts it once they h
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import NoReturn
 
 from flask import Blueprint, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from alliance.console import security
+from alliance.console import display, security
+from alliance.console.helpers import sort_url
 from alliance.db import database_unavailable
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import major_units_text, minor_units_per_unit
@@ -23,6 +25,41 @@ console = Blueprint("console", __name__, url_prefix="/console", template_folder=
 logger = logging.getLogger(__name__)
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
                            "frame-ancestors 'none'; base-uri 'none'")
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    """One page in the main navigation and on the start page, shown to the roles that may open it."""
+
+    group: str
+    label: str
+    endpoint: str
+    roles: tuple[str, ...]
+    summary: str
+    order: int
+
+
+NAVIGATION: list[NavItem] = []
+
+
+def navigation_item(group: str, label: str, endpoint: str, *, roles: tuple[str, ...], summary: str,
+                    order: int) -> None:
+    """List a page in the navigation (each page module does this for its own pages when imported)."""
+    NAVIGATION.append(NavItem(group, label, endpoint, roles, summary, order))
+    NAVIGATION.sort(key=lambda item: (item.order, item.label))
+
+
+def visible_navigation() -> list[NavItem]:
+    """The pages the signed-in user may open, in navigation order."""
+    return [item for item in NAVIGATION if security.may(*item.roles)]
+
+
+def navigation_groups() -> list[tuple[str, list[NavItem]]]:
+    """The visible pages by group, each group where its first page falls in the navigation order."""
+    groups: dict[str, list[NavItem]] = {}
+    for item in visible_navigation():
+        groups.setdefault(item.group, []).append(item)
+    return list(groups.items())
 
 
 def money(amount_minor: int | None, currency: str) -> str:
@@ -85,7 +122,9 @@ def unknown_page(unknown: str) -> NoReturn:
 def _template_globals() -> dict[str, object]:
     return {"csrf_token": security.csrf_token, "may": security.may, "staff": g.get("staff"),
             "FINANCE_ROLES": security.FINANCE_ROLES, "PARTNER_MANAGER_ROLES": security.PARTNER_MANAGER_ROLES,
-            "COMPLAINT_ROLES": security.COMPLAINT_ROLES}
+            "COMPLAINT_ROLES": security.COMPLAINT_ROLES, "navigation": visible_navigation,
+            "navigation_groups": navigation_groups,
+            "sort_url": sort_url, "viewer_zone_name": display.viewer_zone_name, "local_text": display.local_text}
 
 
 console.before_request(_before_request)
@@ -93,6 +132,9 @@ console.after_request(_after_request)
 console.context_processor(_template_globals)
 console.add_app_template_filter(money, "money")
 console.add_app_template_filter(major_units_text, "major_units")
+console.add_app_template_filter(display.number, "number")
+console.add_app_template_filter(display.points, "points")
+console.add_app_template_filter(display.day, "day")
 console.register_error_handler(HTTPException, _http_error)
 console.register_error_handler(AllianceError, _alliance_error)
 console.register_error_handler(Exception, _unexpected_error)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
-from alliance.console.blueprint import console, money
+from alliance.console.blueprint import console, money, navigation_item
 from alliance.console.helpers import (
     change,
     csv_reply,
@@ -34,6 +34,15 @@ from alliance.services import console_reports, partners
 from settlement import api as settlement
 
 FINANCE = security.FINANCE_ROLES
+
+navigation_item("Finance", "Cycles", "console.finance_cycles", roles=FINANCE, order=10,
+                summary="close due cycles; statements overdue and outstanding; invoice and record payments")
+navigation_item("Finance", "Net position", "console.finance_position", roles=FINANCE, order=11,
+                summary="per-partner nets with payments made and still to pay; the issuer → redeemer matrix")
+navigation_item("Finance", "Reconciliation", "console.finance_reconciliations", roles=FINANCE, order=12,
+                summary="partners' receipts matched against the statements, differences in words")
+navigation_item("Finance", "Approvals", "console.finance_approvals", roles=FINANCE, order=13,
+                summary="adjustments and disputes awaiting a decision")
 CSV_BATCH = 200
 DOCUMENT_FORMATS = {
     "json": ("document_json", "application/json", "json"),

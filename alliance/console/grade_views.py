@@ -14,7 +14,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
-from alliance.console.blueprint import console
+from alliance.console.blueprint import console, navigation_item
 from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, pager_url, query_page, query_text
 from alliance.domain.errors import ValidationFailed
 from alliance.domain.grading import GRADES, Period
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 MANAGERS = security.PARTNER_MANAGER_ROLES
 STATUSES = ("graded", "not_graded")
+
+navigation_item("Partners", "Grades", "console.grades", roles=MANAGERS, order=21,
+                summary="each partner's grade, its trend and what it is made of")
 
 
 def _period_argument(text: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence, TypeVar, cast
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, cast
 
 from flask import Response, flash, redirect, request, url_for
 from werkzeug.exceptions import BadRequest
@@ -15,6 +15,7 @@ from alliance.console import security
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import parse_major_units
 from alliance.extensions import hub_state
+from alliance.services.console_reports import Sort
 
 Result = TypeVar("Result")
 
@@ -42,6 +43,39 @@ def query_page() -> tuple[int, int]:
     if page < 1 or page > 1_000_000 or page_size not in PAGE_SIZES:
         raise BadRequest(f"page starts at 1 and page_size is one of {', '.join(map(str, PAGE_SIZES))}")
     return page, page_size
+
+
+def query_sort(keys: Sequence[str], default: str, *, descending: bool = False) -> Sort:
+    """The list's order from ``?sort=<key>&order=asc|desc``: one of ``keys`` or the default (a 400 otherwise)."""
+    key = request.args.get("sort") or default
+    order = request.args.get("order") or ("desc" if descending and key == default else "asc")
+    if key not in keys or order not in ("asc", "desc"):
+        raise BadRequest(f"A list sorts by one of {', '.join(keys)}, in order asc or desc.")
+    return Sort(key, order == "desc")
+
+
+def sorted_rows(rows: Iterable[Result], sort: Sort, keys: Mapping[str, Callable[[Result], Any]]) -> list[Result]:
+    """A short list already in memory, in ``sort``'s order (``keys`` names what each sort key reads)."""
+    return sorted(rows, key=keys[sort.key], reverse=sort.descending)
+
+
+def sort_url(sort: Sort, key: str) -> str:
+    """The link a sortable column's header carries: by ``key``, flipping the order when it is already the sort."""
+    order = "asc" if key != sort.key else ("asc" if sort.descending else "desc")
+    arguments = {**pager_args(), **(request.view_args or {}), "sort": key, "order": order}
+    return url_for(cast(str, request.endpoint), **arguments)
+
+
+def form_confirmed(*, reason_field: str = "reason", max_length: int = 1000) -> str:
+    """A dangerous change's confirmation: the box ticked and a reason given (a 400 naming what is missing)."""
+    if request.form.get("confirm") != "yes":
+        raise BadRequest("Tick the box to confirm: nothing was changed.")
+    reason = (request.form.get(reason_field) or "").strip()
+    if not reason:
+        raise BadRequest("Say why (the reason is kept in the audit trail): nothing was changed.")
+    if len(reason) > max_length:
+        raise BadRequest(f"The reason is longer than {max_length} characters: nothing was changed.")
+    return reason
 
 
 def form_text(name: str, *, required: bool = True, max_length: int = 4000) -> str | None:

@@ -1,6 +1,6 @@
-"""Partner-manager pages: partners, a partner's activity charts, keys and terminals; the complaints queue.
+"""Partner-manager pages: partners, a partner's activity charts, keys and terminals.
 
-Changes go through ``partner_admin`` and ``complaints``, the services the back-office
+Changes go through ``partner_admin``, the service the back-office
 API uses, with the signed-in user as the actor.
 """
 
@@ -16,16 +16,18 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
-from alliance.console.blueprint import console
+from alliance.console.blueprint import console, navigation_item
 from alliance.console.charts import Series, bar_chart, line_chart
-from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, pager_url, query_page, query_text
+from alliance.console.helpers import change, csv_reply, form_text, now, pager_args, query_page, query_text
 from alliance.extensions import hub_state
 from alliance.services import complaints, console_reports, grading, partner_admin
 
 MANAGERS = security.PARTNER_MANAGER_ROLES
 CHART_MONTHS = (6, 12, 24)
+
+navigation_item("Partners", "Partners", "console.partners", roles=MANAGERS, order=20,
+                summary="activity over time, keys and terminals")
 DEFAULT_CHART_MONTHS = 12
-COMPLAINT_STATUSES = ("open", "investigating", "resolved", "rejected")
 
 
 @console.route("/partners")
@@ -153,33 +155,3 @@ def partner_add_key(code: str) -> BaseResponse:
     return change(partner_admin.new_key, code=code, key_id=key_id, public_key=public_key,
                   terminal_code=form_text("terminal", required=False, max_length=40), expires_at=None,
                   success=f"Key {key_id} registered.", back=_back_to_partner(code))
-
-
-@console.route("/complaints")
-@security.requires(*security.COMPLAINT_ROLES)
-def complaints_queue() -> str:
-    """Complaints, newest first, by status and partner, with their lifecycle actions."""
-    page, page_size = query_page()
-    status = query_text("status", allowed=COMPLAINT_STATUSES)
-    with hub_state().unit_of_work() as uow:
-        codes = console_reports.partner_codes(uow.session)
-        partner_code = query_text("partner", allowed=codes)
-        rows, total = complaints.list_complaints(uow.session, status=status, partner_code=partner_code, page=page,
-                                                 page_size=page_size)
-        partner_of = console_reports.complaint_partner_codes(uow.session, [row.id for row in rows])
-    queue = console_reports.Page(rows, total, page, page_size)
-    return render_template("console/complaints.html", queue=queue, partner_of=partner_of, codes=codes,
-                           partner=partner_code, status=status, statuses=COMPLAINT_STATUSES, pager=pager_args())
-
-
-@console.route("/complaints/<int:complaint_id>/transitions", methods=["POST"])
-@security.requires(*security.COMPLAINT_ROLES)
-def complaint_transition(complaint_id: int) -> BaseResponse:
-    """Investigate, resolve (with a note) or reject (with a note) a complaint."""
-    status = form_text("status", max_length=15)
-    if status not in ("investigating", "resolved", "rejected"):
-        raise BadRequest("a complaint moves to investigating, resolved or rejected")
-    return change(complaints.transition, complaint_id=complaint_id, status=status,
-                  note=form_text("note", required=False, max_length=complaints.MAX_DESCRIPTION_CHARACTERS),
-                  success=f"Complaint {complaint_id} is now {status}.",
-                  back=pager_url("console.complaints_queue"))

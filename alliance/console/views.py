@@ -7,9 +7,12 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console
-from alliance.console.helpers import now
+from alliance.console.helpers import change, form_text, now
 from alliance.extensions import hub_state
 from alliance.services import staff_users
+
+# The preferences form's value for "no zone of my own": the alliance's zone, whatever it becomes.
+ALLIANCE_ZONE_CHOICE = "alliance"
 
 
 @console.route("/login", methods=["GET", "POST"])
@@ -56,3 +59,19 @@ def logout() -> str | BaseResponse:
 def home() -> str:
     """The start page: what this user's roles open."""
     return render_template("console/home.html")
+
+
+@console.route("/preferences", methods=["GET", "POST"])
+@security.requires()
+def preferences() -> str | BaseResponse:
+    """The signed-in user's own settings: the time zone the console shows dates in."""
+    if request.method == "POST":
+        chosen = form_text("time_zone", required=False, max_length=64)
+        return change(staff_users.set_time_zone, username=security.current_staff().username,
+                      time_zone=None if chosen in (None, ALLIANCE_ZONE_CHOICE) else chosen,
+                      success="Your time zone is saved: dates are now shown in it.",
+                      back=url_for("console.preferences"))
+    return render_template("console/preferences.html", zones=sorted(staff_users.available_time_zones()),
+                           chosen=security.current_staff().time_zone,
+                           alliance_zone=hub_state().settings.alliance_time_zone,
+                           alliance_choice=ALLIANCE_ZONE_CHOICE)

@@ -59,6 +59,8 @@ class StaffUser(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Whose login this is; never changed (see StaffPerson).
     person_id: Mapped[int] = mapped_column(ForeignKey("staff_people.id"))
+    # The IANA zone the console shows this user's dates in; None means the alliance's own zone.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
 
 class StaffSession(Base):

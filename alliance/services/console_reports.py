@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Generic, Sequence, TypeVar, TypeVarTuple
+from typing import Any, Generic, Mapping, Sequence, TypeVar, TypeVarTuple
 
 from sqlalchemy import Row as ResultRow
 from sqlalchemy import Select, SQLColumnExpression, func, or_, select
@@ -52,6 +52,20 @@ class Page(Generic[Row]):
     @property
     def last_index(self) -> int:
         return min(self.page * self.page_size, self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    """How a list is ordered: one of the list's named keys, ascending or descending."""
+
+    key: str
+    descending: bool = False
+
+    def order(self, columns: Mapping[str, SQLColumnExpression[Any]], *tie_breakers: SQLColumnExpression[Any],
+              ) -> list[SQLColumnExpression[Any]]:
+        """``ORDER BY`` for this sort over a list's sortable ``columns``, ties broken in a stable order."""
+        column = columns[self.key]
+        return [column.desc() if self.descending else column.asc(), *tie_breakers]
 
 
 def page_bounds(page: int, page_size: int) -> tuple[int, int]:

@@ -18,9 +18,11 @@ audit log in the same transaction, without the password or the address.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
@@ -73,6 +75,8 @@ class StaffIdentity:
     session_id: int
     # The handle of the staff person whose login this is (four-eyes rules compare people).
     person: str
+    # The IANA zone this user chose for the console's dates; None means the alliance's zone.
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,25 @@ def set_password(session: Session, *, username: str, password: str, actor: str, 
                      after={"sessions_ended": ended, "backoffs_lifted": lifted})
 
 
+def set_time_zone(session: Session, *, username: str, time_zone: str | None, actor: str, now: datetime) -> None:
+    """Choose the IANA zone the console shows this user's dates in (None: the alliance's own zone)."""
+    if time_zone is not None and time_zone not in available_time_zones():
+        raise ValidationFailed(f"{time_zone!r} is not an IANA time zone such as Europe/Berlin",
+                               fields={"time_zone": ["unknown"]})
+    user = _user(session, username, lock=True)
+    if user.time_zone == time_zone:
+        return
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(time_zone=time_zone))
+    audit_log.append(session, actor=actor, action="staff.set_time_zone", subject=f"staff:{username}", now=now,
+                     before={"time_zone": user.time_zone}, after={"time_zone": time_zone})
+
+
+@functools.cache
+def available_time_zones() -> frozenset[str]:
+    """Every IANA zone this machine knows (the system's tz database, or the ``tzdata`` package)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def _end_sessions(session: Session, *, user_id: int, now: datetime) -> int:
     # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
     return cast(CursorResult[*tuple[Any, ...]], session.execute(
@@ -228,7 +251,7 @@ def identity_for(session: Session, *, nonce: str, now: datetime) -> StaffIdentit
     if now - staff_session.last_seen_at >= LAST_SEEN_RESOLUTION:
         session.execute(update(StaffSession).where(StaffSession.id == staff_session.id).values(last_seen_at=now))
     return StaffIdentity(user.id, user.username, user.display_name, frozenset(user.roles.split()), staff_session.id,
-                         person)
+                         person, user.time_zone)
 
 
 def log_out(session: Session, *, nonce: str, now: datetime) -> None:

@@ -1,0 +1,52 @@
+"""The complaints queue: customer service and partner managers investigate, resolve and reject complaints.
+
+Changes go through ``complaints``, the service the back-office API uses, with the
+signed-in user as the actor.
+"""
+
+from __future__ import annotations
+
+from flask import render_template
+from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
+
+from alliance.console import security
+from alliance.console.blueprint import console, navigation_item
+from alliance.console.helpers import change, form_text, pager_args, pager_url, query_page, query_text
+from alliance.extensions import hub_state
+from alliance.services import complaints, console_reports
+
+COMPLAINT_STATUSES = ("open", "investigating", "resolved", "rejected")
+
+navigation_item("Complaints", "Complaints", "console.complaints_queue", roles=security.COMPLAINT_ROLES, order=40,
+                summary="investigate, resolve, reject")
+
+
+@console.route("/complaints")
+@security.requires(*security.COMPLAINT_ROLES)
+def complaints_queue() -> str:
+    """Complaints, newest first, by status and partner, with their lifecycle actions."""
+    page, page_size = query_page()
+    status = query_text("status", allowed=COMPLAINT_STATUSES)
+    with hub_state().unit_of_work() as uow:
+        codes = console_reports.partner_codes(uow.session)
+        partner_code = query_text("partner", allowed=codes)
+        rows, total = complaints.list_complaints(uow.session, status=status, partner_code=partner_code, page=page,
+                                                 page_size=page_size)
+        partner_of = console_reports.complaint_partner_codes(uow.session, [row.id for row in rows])
+    queue = console_reports.Page(rows, total, page, page_size)
+    return render_template("console/complaints.html", queue=queue, partner_of=partner_of, codes=codes,
+                           partner=partner_code, status=status, statuses=COMPLAINT_STATUSES, pager=pager_args())
+
+
+@console.route("/complaints/<int:complaint_id>/transitions", methods=["POST"])
+@security.requires(*security.COMPLAINT_ROLES)
+def complaint_transition(complaint_id: int) -> BaseResponse:
+    """Investigate, resolve (with a note) or reject (with a note) a complaint."""
+    status = form_text("status", max_length=15)
+    if status not in ("investigating", "resolved", "rejected"):
+        raise BadRequest("a complaint moves to investigating, resolved or rejected")
+    return change(complaints.transition, complaint_id=complaint_id, status=status,
+                  note=form_text("note", required=False, max_length=complaints.MAX_DESCRIPTION_CHARACTERS),
+                  success=f"Complaint {complaint_id} is now {status}.",
+                  back=pager_url("console.complaints_queue"))
