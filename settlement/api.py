@@ -42,6 +42,7 @@ from settlement.closing import (
 )
 from settlement.cycles import Cycle, Frequency, cycle_containing
 from settlement.finance import (
+    ADJUSTMENT_SORTS,
     DECISIONS,
     MAX_PAGE_SIZE,
     MAX_REASON_LENGTH,
@@ -85,9 +86,12 @@ from settlement.keys import (
 )
 from settlement.reconciliation import reconcile_statement
 from settlement.reports import (
+    CLOSED_CYCLE_SORTS,
     NET_DIRECTIONS,
+    RECONCILIATION_SORTS,
     STATEMENT_STATES,
     ClosedCycleRow,
+    CycleEnd,
     OpenCycleRow,
     PaymentPosition,
     ReconciliationRow,
@@ -114,6 +118,7 @@ __all__ = [
     "DECISIONS", "MAX_PAGE_SIZE", "MAX_REASON_LENGTH", "RESOLUTIONS", "AdjustmentNotUsable", "AdjustmentView",
     "AlreadyDecided", "AlreadyInvoiced", "DisputeClosed", "DisputeView", "DuplicateReference", "NothingOwed",
     "NotInvoiced", "Overpayment", "SameApprover", "StatementStatus", "adjustment_by_id", "adjustments_page",
+    "ADJUSTMENT_SORTS", "RECONCILIATION_SORTS",
     "decidable_by", "decide_adjustment", "dispute_by_id", "disputes_page", "list_adjustments", "list_disputes",
     "mark_invoiced",
     "open_dispute", "overdue", "overdue_total", "record_payment", "request_adjustment", "resolve_dispute",
@@ -124,8 +129,8 @@ __all__ = [
     # Reconciliation.
     "reconcile_statement",
     # What the console's finance pages read.
-    "NET_DIRECTIONS", "STATEMENT_STATES", "ClosedCycleRow", "OpenCycleRow", "PaymentPosition", "payment_positions",
-    "ReconciliationRow", "StatementDetail",
+    "CLOSED_CYCLE_SORTS", "NET_DIRECTIONS", "STATEMENT_STATES", "ClosedCycleRow", "CycleEnd", "OpenCycleRow",
+    "PaymentPosition", "payment_positions", "ReconciliationRow", "StatementDetail",
     "closed_cycles_page", "cycle_ends", "open_cycles", "reconciliation_report", "reconciliations_page",
     "statement_detail",
 ]

@@ -28,9 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeVarTuple, cast
+from typing import Any, Sequence, TypeVarTuple, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Select, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, SQLColumnExpression, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -45,6 +45,7 @@ from alliance.models import (
     StatementLineDispute,
 )
 from alliance.services import audit_log, staff_people
+from alliance.services.console_reports import Sort
 from settlement.locking import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
 
@@ -245,13 +246,19 @@ def list_adjustments(session: Session, *, partner_code: str | None = None,
     return _adjustment_views(session, select_where=_adjustment_conditions(partner_code, status))
 
 
+ADJUSTMENT_SORTS = ("adjustment", "partner", "amount", "requested", "status")
+
+
 def adjustments_page(session: Session, *, partner_code: str | None, status: str | None, page: int,
-                     page_size: int) -> tuple[list[AdjustmentView], int]:
-    """One page of matching adjustments, oldest first, and how many match in all."""
+                     page_size: int, sort: Sort | None = None) -> tuple[list[AdjustmentView], int]:
+    """One page of matching adjustments (oldest first unless ``sort`` says), and how many match in all."""
     conditions = _adjustment_conditions(partner_code, status)
     total = session.scalar(select(func.count()).select_from(Adjustment)
                            .join(Partner, Partner.id == Adjustment.partner_id).where(*conditions)) or 0
-    return _adjustment_views(session, select_where=conditions, page=page, page_size=page_size), total
+    order = (sort or Sort("adjustment")).order(
+        {"adjustment": Adjustment.id, "partner": Partner.code, "amount": Adjustment.amount_minor,
+         "requested": Adjustment.requested_at, "status": Adjustment.status}, Adjustment.id)
+    return _adjustment_views(session, select_where=conditions, page=page, page_size=page_size, order=order), total
 
 
 def _adjustment_conditions(partner_code: str | None, status: str | None) -> list[ColumnElement[bool]]:
@@ -264,12 +271,13 @@ def _adjustment_conditions(partner_code: str | None, status: str | None) -> list
 
 
 def _adjustment_views(session: Session, *, select_where: list[ColumnElement[bool]], page: int | None = None,
-                      page_size: int = MAX_PAGE_SIZE) -> list[AdjustmentView]:
+                      page_size: int = MAX_PAGE_SIZE,
+                      order: Sequence[SQLColumnExpression[Any]] = (Adjustment.id,)) -> list[AdjustmentView]:
     statement = (
         select(Adjustment, Partner.code, AdjustmentApplication.run_id)
         .join(Partner, Partner.id == Adjustment.partner_id)
         .outerjoin(AdjustmentApplication, AdjustmentApplication.adjustment_id == Adjustment.id)
-        .where(*select_where).order_by(Adjustment.id)
+        .where(*select_where).order_by(*order)
     )
     rows = session.execute(_paged(statement, page, page_size)).all()
     return [

@@ -24,7 +24,7 @@ from alliance.models import (
     StatementEvent,
     StatementLineDispute,
 )
-from alliance.services.console_reports import Page, paged
+from alliance.services.console_reports import Page, Sort, paged
 from settlement.closing import due_by_partner
 from settlement.cycles import cycle_containing
 
@@ -68,9 +68,15 @@ def _statement_money() -> tuple[Subquery, Subquery]:
     return paid, invoiced
 
 
+CLOSED_CYCLE_SORTS = ("statement", "partner", "cycle", "net", "due", "outstanding")
+
+
 def closed_cycles_page(session: Session, *, partner_code: str | None, state: str | None, page: int,
-                       page_size: int, net: str | None = None, as_of: date | None = None) -> Page[ClosedCycleRow]:
-    """Closed cycles with their statements, newest first, by partner, invoice/payment state and net direction.
+                       page_size: int, net: str | None = None, as_of: date | None = None,
+                       sort: Sort | None = None) -> Page[ClosedCycleRow]:
+    """Closed cycles with their statements, by partner, invoice/payment state and net direction.
+
+    Newest cycle first unless ``sort`` names one of ``CLOSED_CYCLE_SORTS``.
 
     ``as_of`` (today's date where the viewer is; the UTC date if not given) decides which
     statements are overdue: owed to the hub, past their due date, not fully paid.
@@ -110,7 +116,11 @@ def closed_cycles_page(session: Session, *, partner_code: str | None, state: str
         query = query.where(SettlementStatement.net_minor < 0)
     elif net == "zero":
         query = query.where(SettlementStatement.net_minor == 0)
-    rows, total = paged(session, query, page, page_size, SettlementRun.cycle_ends_at.desc(), Partner.code)
+    order = (sort or Sort("cycle", descending=True)).order(
+        {"statement": SettlementStatement.id, "partner": Partner.code, "cycle": SettlementRun.cycle_ends_at,
+         "net": SettlementStatement.net_minor, "due": SettlementStatement.due_date,
+         "outstanding": SettlementStatement.net_minor - paid_minor}, Partner.code, SettlementStatement.id)
+    rows, total = paged(session, query, page, page_size, *order)
     # Named one by one: mypy cannot place arguments after a star of a row whose length it
     # does not know (eleven columns are more than SQLAlchemy's select() types).
     return Page([ClosedCycleRow(statement_id, code, frequency, starts_at, ends_at, closed_at, currency, net_minor,
@@ -198,9 +208,12 @@ class ReconciliationRow:
     discrepancies: int
 
 
+RECONCILIATION_SORTS = ("report", "partner", "uploaded", "discrepancies")
+
+
 def reconciliations_page(session: Session, *, partner_code: str | None, with_discrepancies: bool, page: int,
-                         page_size: int) -> Page[ReconciliationRow]:
-    """Stored reconciliation reports, newest first."""
+                         page_size: int, sort: Sort | None = None) -> Page[ReconciliationRow]:
+    """Stored reconciliation reports, newest first unless ``sort`` names one of ``RECONCILIATION_SORTS``."""
     query = (select(ReconciliationReport.id, ReconciliationReport.statement_id, Partner.code,
                     ReconciliationReport.source, ReconciliationReport.uploaded_by, ReconciliationReport.uploaded_at,
                     ReconciliationReport.discrepancies)
@@ -209,7 +222,10 @@ def reconciliations_page(session: Session, *, partner_code: str | None, with_dis
         query = query.where(Partner.code == partner_code)
     if with_discrepancies:
         query = query.where(ReconciliationReport.discrepancies > 0)
-    rows, total = paged(session, query, page, page_size, ReconciliationReport.id.desc())
+    order = (sort or Sort("report", descending=True)).order(
+        {"report": ReconciliationReport.id, "partner": Partner.code, "uploaded": ReconciliationReport.uploaded_at,
+         "discrepancies": ReconciliationReport.discrepancies}, ReconciliationReport.id.desc())
+    rows, total = paged(session, query, page, page_size, *order)
     return Page([ReconciliationRow(*row) for row in rows], total, page, page_size)
 
 
@@ -253,9 +269,29 @@ def payment_positions(session: Session, *, currency: str) -> dict[str, PaymentPo
     return {code: PaymentPosition(paid_minor, open_minor) for code, (paid_minor, open_minor) in sorted(totals.items())}
 
 
-def cycle_ends(session: Session, *, currency: str, limit: int = 200) -> list[datetime]:
-    """The distinct cycle ends with closed statements in a currency, newest first."""
-    return list(session.scalars(
-        select(SettlementRun.cycle_ends_at).join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
-        .where(SettlementStatement.currency == currency).group_by(SettlementRun.cycle_ends_at)
-        .order_by(SettlementRun.cycle_ends_at.desc()).limit(limit)))
+@dataclass(frozen=True, slots=True)
+class CycleEnd:
+    """A moment at which some partners' cycles ended and were closed, and whose cycles they were."""
+
+    ends_at: datetime
+    # (partner code, cycle frequency) of each statement closed for a cycle ending then, by code.
+    partners: tuple[tuple[str, str], ...]
+
+
+def cycle_ends(session: Session, *, currency: str, limit: int = 200) -> list[CycleEnd]:
+    """The distinct cycle ends with closed statements in a currency, newest first, with whose cycles ended then."""
+    newest = (select(SettlementRun.cycle_ends_at)
+              .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+              .where(SettlementStatement.currency == currency).group_by(SettlementRun.cycle_ends_at)
+              .order_by(SettlementRun.cycle_ends_at.desc()).limit(limit).subquery())
+    rows = session.execute(
+        select(SettlementRun.cycle_ends_at, Partner.code, SettlementRun.cycle_frequency)
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+        .join(Partner, Partner.id == SettlementStatement.partner_id)
+        .join(newest, newest.c.cycle_ends_at == SettlementRun.cycle_ends_at)
+        .where(SettlementStatement.currency == currency)
+        .order_by(SettlementRun.cycle_ends_at.desc(), Partner.code)).all()
+    ends: dict[datetime, list[tuple[str, str]]] = {}
+    for ends_at, code, frequency in rows:
+        ends.setdefault(ends_at, []).append((code, frequency))
+    return [CycleEnd(ends_at, tuple(partners)) for ends_at, partners in ends.items()]

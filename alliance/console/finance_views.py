@@ -16,7 +16,7 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
-from alliance.console import security
+from alliance.console import display, security
 from alliance.console.blueprint import console, money, navigation_item
 from alliance.console.helpers import (
     change,
@@ -27,7 +27,9 @@ from alliance.console.helpers import (
     now,
     pager_args,
     query_page,
+    query_sort,
     query_text,
+    sorted_rows,
 )
 from alliance.extensions import hub_state
 from alliance.services import console_reports, partners
@@ -70,20 +72,26 @@ def _statement_filters() -> tuple[str | None, str | None, str | None]:
             query_text("net", allowed=list(settlement.NET_DIRECTIONS)))
 
 
+def _today() -> date:
+    """Today where the viewer is: a statement is overdue once its due date has passed there."""
+    return display.local(now()).date()
+
+
 @console.route("/finance/cycles")
 @security.requires(*FINANCE)
 def finance_cycles() -> str:
     """Cycles running now and due to close, and closed cycles with their statements."""
     partner, state, net = _statement_filters()
     page, page_size = query_page()
+    sort = query_sort(settlement.CLOSED_CYCLE_SORTS, "cycle", descending=True)
     with hub_state().read_only_unit_of_work() as uow:
         running = settlement.open_cycles(uow.session, now=now(), partner_code=partner)
         closed = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                               page_size=page_size, net=net, as_of=now().date())
+                                               page_size=page_size, net=net, as_of=_today(), sort=sort)
         codes = console_reports.partner_codes(uow.session)
     return render_template("console/finance/cycles.html", running=running, closed=closed, codes=codes,
                            partner=partner, state=state, states=settlement.STATEMENT_STATES,
-                           net=net, nets=settlement.NET_DIRECTIONS,
+                           net=net, nets=settlement.NET_DIRECTIONS, sort=sort,
                            pager=pager_args(), due_total=sum(row.due_to_close for row in running))
 
 
@@ -97,7 +105,7 @@ def finance_cycles_csv() -> Response:
         page = 1
         while True:
             batch = settlement.closed_cycles_page(uow.session, partner_code=partner, state=state, page=page,
-                                                  page_size=CSV_BATCH, net=net, as_of=now().date())
+                                                  page_size=CSV_BATCH, net=net, as_of=_today())
             rows.extend(batch.items)
             if page >= batch.pages:
                 break
@@ -146,7 +154,7 @@ def finance_statement(statement_id: int) -> str:
         status = settlement.statement_status(uow.session, statement_id)
         item = settlement.statement_by_id(uow.session, statement_id=statement_id)
     return render_template("console/finance/statement.html", detail=detail, status=status,
-                           checks=_signature_checks(item), today=now().date())
+                           checks=_signature_checks(item), today=_today())
 
 
 @console.route("/finance/statements/<int:statement_id>/document")
@@ -216,43 +224,90 @@ def finance_open_dispute(statement_id: int) -> BaseResponse:
                   back=_back_to_statement(statement_id))
 
 
+POSITION_SORTS = ("partner", "net", "paid", "still")
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """One partner's line of the net position: its net over closed statements, paid, and still to pay."""
+
+    partner: str
+    net_minor: int
+    paid_minor: int
+    still_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CycleChoice:
+    """A cycle end offered by the picker: when (as the viewer reads it) and whose cycles ended then."""
+
+    value: str
+    label: str
+    month: str
+    chosen: bool
+
+
+def _cycle_choices(ends: list[settlement.CycleEnd], chosen: datetime | None) -> list[tuple[str, list[CycleChoice]]]:
+    """The picker's options by month, newest first: each end as a day and time in the viewer's zone, and whose."""
+    months: dict[str, list[CycleChoice]] = {}
+    for end in ends:
+        when = display.local(end.ends_at)
+        whose = ", ".join(f"{code} ({frequency})" for code, frequency in end.partners)
+        months.setdefault(f"{when:%B %Y}", []).append(CycleChoice(
+            end.ends_at.isoformat(), f"{display.day(when)} {when:%H:%M %Z} — {whose}", f"{when:%B %Y}",
+            end.ends_at == chosen))
+    return list(months.items())
+
+
 @console.route("/finance/position")
 @security.requires(*FINANCE)
 def finance_position() -> str:
     """Net positions over every closed statement, and one cycle's summary with the issuer → redeemer matrix."""
     currency = hub_state().settings.alliance_currency
+    sort = query_sort(POSITION_SORTS, "partner")
     with hub_state().read_only_unit_of_work() as uow:
         position = settlement.period_position(uow.session, currency=currency)
         payments = settlement.payment_positions(uow.session, currency=currency)
         ends = settlement.cycle_ends(uow.session, currency=currency)
-        chosen_text = query_text("cycle_ends_at", allowed=[end.isoformat() for end in ends])
-        chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0] if ends else None)
+        chosen_text = query_text("cycle_ends_at", allowed=[end.ends_at.isoformat() for end in ends])
+        chosen = datetime.fromisoformat(chosen_text) if chosen_text else (ends[0].ends_at if ends else None)
         summary = settlement.cycle_summary(uow.session, cycle_ends_at=chosen, currency=currency) \
             if chosen else None
+    rows = []
+    for code, net in position.partner_nets_minor.items():
+        paid = payments.get(code)
+        rows.append(PositionRow(code, net, paid.paid_minor if paid else 0, paid.open_minor if paid else net))
+    rows = sorted_rows(rows, sort, {"partner": lambda row: row.partner, "net": lambda row: row.net_minor,
+                                    "paid": lambda row: row.paid_minor, "still": lambda row: row.still_minor})
+    at = [end.ends_at for end in ends].index(chosen) if chosen else 0
+    newer = ends[at - 1].ends_at.isoformat() if chosen and at > 0 else None
+    older = ends[at + 1].ends_at.isoformat() if chosen and at + 1 < len(ends) else None
     matrix_partners = sorted({flow.redeemer_partner_code for flow in summary.issuer_redeemer_matrix}
                              | {flow.issuer_partner_code or "hub" for flow in summary.issuer_redeemer_matrix}) \
         if summary else []
     matrix = {(flow.issuer_partner_code or "hub", flow.redeemer_partner_code): flow.points
               for flow in summary.issuer_redeemer_matrix} if summary else {}
-    return render_template("console/finance/position.html", currency=currency, position=position, ends=ends,
-                           payments=payments,
-                           chosen=chosen, summary=summary, matrix_partners=matrix_partners, matrix=matrix)
+    return render_template("console/finance/position.html", currency=currency, position=position, rows=rows,
+                           sort=sort, choices=_cycle_choices(ends, chosen), chosen=chosen, newer=newer, older=older,
+                           chosen_end=ends[at] if chosen else None, summary=summary,
+                           matrix_partners=matrix_partners, matrix=matrix)
 
 
 @console.route("/finance/reconciliations")
 @security.requires(*FINANCE)
 def finance_reconciliations() -> str:
-    """Stored reconciliation reports, newest first."""
+    """Stored reconciliation reports, newest first unless sorted otherwise."""
     page, page_size = query_page()
+    sort = query_sort(settlement.RECONCILIATION_SORTS, "report", descending=True)
     with hub_state().read_only_unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
         partner = query_text("partner", allowed=codes)
         only_discrepancies = query_text("discrepancies", allowed=("only",)) is not None
         reports = settlement.reconciliations_page(uow.session, partner_code=partner,
-                                                       with_discrepancies=only_discrepancies, page=page,
-                                                       page_size=page_size)
+                                                  with_discrepancies=only_discrepancies, page=page,
+                                                  page_size=page_size, sort=sort)
     return render_template("console/finance/reconciliations.html", reports=reports, codes=codes, partner=partner,
-                           only_discrepancies=only_discrepancies, pager=pager_args())
+                           only_discrepancies=only_discrepancies, pager=pager_args(), sort=sort)
 
 
 @console.route("/finance/reconciliations/<int:report_id>")
@@ -279,20 +334,11 @@ ADJUSTMENT_STATUSES = ("pending", "approved", "rejected")
 DISPUTE_STATUSES = ("open", *settlement.RESOLUTIONS)
 
 
-def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlement.AdjustmentView],
-                               list[settlement.DisputeView], set[int], dict[str, list[settlement.AdjustmentView]]]:
-    """Partner codes, filters, adjustments, open disputes, the adjustments the viewer may decide, and the
-    approved adjustments of each disputing partner (what a dispute can be resolved with)."""
-    with hub_state().unit_of_work() as uow:
+def _approval_filters() -> tuple[list[str], str | None, str | None]:
+    """Partner codes, and the partner and status filters."""
+    with hub_state().read_only_unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
-        partner = query_text("partner", allowed=codes)
-        status = query_text("status", allowed=ADJUSTMENT_STATUSES)
-        adjustments = settlement.list_adjustments(uow.session, partner_code=partner, status=status)
-        disputes = settlement.list_disputes(uow.session, partner_code=partner, status="open")
-        decidable = settlement.decidable_by(uow.session, adjustments, security.actor())
-        approved = {code: settlement.list_adjustments(uow.session, partner_code=code, status="approved")
-                    for code in sorted({dispute.partner for dispute in disputes})}
-    return codes, partner, status, adjustments, disputes, decidable, approved
+    return codes, query_text("partner", allowed=codes), query_text("status", allowed=ADJUSTMENT_STATUSES)
 
 
 @console.route("/finance/approvals")
@@ -300,12 +346,19 @@ def _approval_lists() -> tuple[list[str], str | None, str | None, list[settlemen
 def finance_approvals() -> str:
     """Adjustments (pending ones to approve or reject, by another person than the requester) and open disputes."""
     page, page_size = query_page()
-    codes, partner, status, adjustments, disputes, decidable, approved = _approval_lists()
-    newest_first = adjustments[::-1]
-    shown = console_reports.Page(newest_first[(page - 1) * page_size:page * page_size], len(newest_first), page,
-                                 page_size)
+    sort = query_sort(settlement.ADJUSTMENT_SORTS, "adjustment", descending=True)
+    codes, partner, status = _approval_filters()
+    with hub_state().unit_of_work() as uow:
+        adjustments, total = settlement.adjustments_page(uow.session, partner_code=partner, status=status, page=page,
+                                                         page_size=page_size, sort=sort)
+        disputes = settlement.list_disputes(uow.session, partner_code=partner, status="open")
+        decidable = settlement.decidable_by(uow.session, adjustments, security.actor())
+        # What each disputing partner's disputes can be resolved with.
+        approved = {code: settlement.list_adjustments(uow.session, partner_code=code, status="approved")
+                    for code in sorted({dispute.partner for dispute in disputes})}
+    shown = console_reports.Page(adjustments, total, page, page_size)
     return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
-                           decidable=decidable, approved=approved,
+                           decidable=decidable, approved=approved, sort=sort,
                            partner=partner, status=status, statuses=ADJUSTMENT_STATUSES, pager=pager_args(),
                            me=security.actor(), person=security.current_staff().person)
 
@@ -314,7 +367,9 @@ def finance_approvals() -> str:
 @security.requires(*FINANCE)
 def finance_adjustments_csv() -> Response:
     """Adjustments matching the filters, as CSV."""
-    _, _, _, adjustments, _, _, _ = _approval_lists()
+    _, partner, status = _approval_filters()
+    with hub_state().read_only_unit_of_work() as uow:
+        adjustments = settlement.list_adjustments(uow.session, partner_code=partner, status=status)
     return csv_reply("adjustments.csv",
                      ["id", "partner", "amount_minor", "currency", "reason", "reference", "status", "requested_by",
                       "requested_at", "decided_by", "decided_at", "applied_run_id"],

@@ -155,7 +155,24 @@ def test_net_position_shows_nets_gross_vs_net_and_the_issuer_redeemer_matrix(app
     # Pick the cycle in which fuel redeemed aurora's points: the matrix shows them.
     ends = re.findall(r'<option value="([^"]+)"', page.get_data(as_text=True))
     matrices = [text_of(finance.get("/console/finance/position", cycle_ends_at=end)) for end in ends]
-    assert any("issued by ↓ / redeemed at → aurora fuel aurora 0 50" in matrix for matrix in matrices)
+    assert any("issued by ↓ / redeemed at → aurora fuel aurora 0 points 50 points" in matrix for matrix in matrices)
+    # The picker names each cycle end by its day in the viewer's zone and whose cycles ended then.
+    assert re.search(r"<optgroup label=\"\w+ \d{4}\">", page.get_data(as_text=True))
+    assert "aurora (monthly)" in shown and "T00:00:00" not in shown
+
+
+def test_the_net_position_sorts_by_what_is_still_to_pay(app, finance):
+    close_due(finance)
+    by_partner = finance.get("/console/finance/position").get_data(as_text=True)
+    assert re.findall(r'<tr><th scope="row">(\w+)</th>', by_partner)[:2] == ["aurora", "fuel"]
+    descending = finance.get("/console/finance/position", sort="still", order="desc")
+    body = descending.get_data(as_text=True)
+    assert 'aria-sort="descending"' in body
+    rows = re.findall(r'<tr><th scope="row">(\w+)</th>', body)
+    assert rows[:2] == ["aurora", "fuel"]
+    ascending = finance.get("/console/finance/position", sort="still", order="asc").get_data(as_text=True)
+    assert re.findall(r'<tr><th scope="row">(\w+)</th>', ascending)[:2] == ["fuel", "aurora"]
+    assert finance.get("/console/finance/position", sort="nonsense").status_code == 400
 
 
 def test_reconciliation_from_the_statement_page_is_stored_listed_and_downloadable(app, finance):
@@ -367,12 +384,12 @@ def test_overdue_statements_are_marked_and_can_be_listed_alone(app, finance, mon
     # Before any due date nothing is overdue...
     monkeypatch.setattr(finance_views, "now", lambda: datetime(2026, 9, 1, tzinfo=timezone.utc))
     assert "overdue since" not in text_of(finance.get(CYCLES, page_size=100))
-    assert ">#" not in finance.get(CYCLES, state="overdue").get_data(as_text=True)
+    assert ">Statement #" not in finance.get(CYCLES, state="overdue").get_data(as_text=True)
     # ...and long after every due date, each statement owed to the hub and unpaid is overdue; one
     # owed by the hub, or settling at zero, is not (the partner is not late).
     monkeypatch.setattr(finance_views, "now", lambda: datetime(2099, 1, 1, tzinfo=timezone.utc))
     listed = finance.get(CYCLES, state="overdue", page_size=100).get_data(as_text=True)
-    assert {int(found) for found in re.findall(r">#(\d+)</a>", listed)} == owed
+    assert {int(found) for found in re.findall(r">Statement #(\d+)</a>", listed)} == owed
     assert listed.count('data-testid="overdue"') == len(owed)
     rows = list(csv.DictReader(io.StringIO(finance.get(f"{CYCLES}.csv").get_data(as_text=True))))
     assert {int(row["statement_id"]) for row in rows if row["overdue"] == "true"} == owed
