@@ -16,6 +16,7 @@ from alliance.console import (  # noqa: F401
     complaint_views,
     finance_views,
     grade_views,
+    member_views,
     partner_views,
     security,
     views,

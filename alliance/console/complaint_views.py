@@ -1,5 +1,7 @@
 """The complaints queue: customer service and partner managers investigate, resolve and reject complaints.
 
+Each complaint shows who opened it as a person (``staff_directory``), the member (linked
+to the member page for customer service) and the purchase or redemption it concerns.
 Changes go through ``complaints``, the service the back-office API uses, with the
 signed-in user as the actor.
 """
@@ -12,9 +14,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console, navigation_item
-from alliance.console.helpers import change, form_text, pager_args, pager_url, query_page, query_text
+from alliance.console.helpers import change, form_text, pager_args, pager_url, query_page, query_sort, query_text
+from alliance.console.member_views import SERVICE_ROLES
 from alliance.extensions import hub_state
-from alliance.services import complaints, console_reports
+from alliance.services import complaints, console_reports, staff_directory
 
 COMPLAINT_STATUSES = ("open", "investigating", "resolved", "rejected")
 
@@ -25,18 +28,20 @@ navigation_item("Complaints", "Complaints", "console.complaints_queue", roles=se
 @console.route("/complaints")
 @security.requires(*security.COMPLAINT_ROLES)
 def complaints_queue() -> str:
-    """Complaints, newest first, by status and partner, with their lifecycle actions."""
+    """Complaints, newest first (or by status or partner), filtered by status, partner and member."""
     page, page_size = query_page()
     status = query_text("status", allowed=COMPLAINT_STATUSES)
+    member = query_text("member")
+    sort = query_sort(complaints.QUEUE_SORTS, "opened", descending=True)
     with hub_state().unit_of_work() as uow:
         codes = console_reports.partner_codes(uow.session)
         partner_code = query_text("partner", allowed=codes)
-        rows, total = complaints.list_complaints(uow.session, status=status, partner_code=partner_code, page=page,
-                                                 page_size=page_size)
-        partner_of = console_reports.complaint_partner_codes(uow.session, [row.id for row in rows])
-    queue = console_reports.Page(rows, total, page, page_size)
-    return render_template("console/complaints.html", queue=queue, partner_of=partner_of, codes=codes,
-                           partner=partner_code, status=status, statuses=COMPLAINT_STATUSES, pager=pager_args())
+        queue = complaints.queue_page(uow.session, status=status, partner_code=partner_code, member_number=member,
+                                      sort=sort, page=page, page_size=page_size)
+        openers = staff_directory.display_names(uow.session, {row.opened_by for row in queue.items})
+    return render_template("console/complaints.html", queue=queue, openers=openers, codes=codes,
+                           partner=partner_code, status=status, member=member, statuses=COMPLAINT_STATUSES,
+                           sort=sort, pager=pager_args(), service_roles=SERVICE_ROLES)
 
 
 @console.route("/complaints/<int:complaint_id>/transitions", methods=["POST"])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import SQLColumnExpression, func, insert, select, update
+from sqlalchemy import SQLColumnExpression, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
-from alliance.models import Complaint, Purchase, RedemptionHold
+from alliance.models import Complaint, Member, Partner, Purchase, RedemptionHold
 from alliance.services import audit_log
+from alliance.services.console_reports import Page, Sort, paged
 from alliance.services.member_admin import member_by_number
 from alliance.services.partner_admin import partner_by_code
 
@@ -95,3 +98,93 @@ def _linked(session: Session, model: type[Purchase] | type[RedemptionHold], colu
     if row_id is None:
         raise NotFound(f"this partner has no {what} {value!r}")
     return row_id
+
+
+def file_for_member(
+    session: Session, *, member_number: str, partner_code: str | None, category: str, description: str,
+    purchase_id: int | None, redemption_reference: str | None, now: datetime, actor: str,
+) -> Complaint:
+    """Open a complaint for a member, about one of their purchases (chosen from their own) or a redemption.
+
+    With a purchase the partner is the purchase's; a partner named as well must be that one.
+    """
+    if purchase_id is not None and redemption_reference:
+        raise ValidationFailed("a complaint concerns a purchase or a redemption, not both",
+                               fields={"purchase": ["or redemption"]})
+    receipt_id = None
+    if purchase_id is not None:
+        member = member_by_number(session, member_number)
+        bought = session.execute(select(Purchase.receipt_id, Partner.code)
+                                 .join(Partner, Partner.id == Purchase.partner_id)
+                                 .where(Purchase.id == purchase_id, Purchase.member_id == member.id)).first()
+        if bought is None:
+            raise NotFound(f"member {member_number} has no such purchase")
+        receipt_id, purchase_partner = bought
+        if partner_code and partner_code != purchase_partner:
+            raise ValidationFailed(f"purchase {receipt_id} was made at {purchase_partner}, not {partner_code}",
+                                   fields={"partner": ["not the purchase's partner"]})
+        partner_code = purchase_partner
+    if not partner_code:
+        raise ValidationFailed("name the partner the complaint is about (or choose a purchase)",
+                               fields={"partner": ["required"]})
+    return file_complaint(session, partner_code=partner_code, category=category, description=description,
+                          member_number=member_number, receipt_id=receipt_id,
+                          redemption_reference=redemption_reference or None, now=now, actor=actor)
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintRow:
+    """A complaint as the queue shows it: the member and the purchase or redemption it concerns, in words."""
+
+    id: int
+    partner: str
+    category: str
+    description: str
+    status: str
+    opened_by: str
+    opened_at: datetime
+    closed_at: datetime | None
+    resolution_note: str | None
+    member_number: str | None
+    receipt_id: str | None
+    purchased_at: datetime | None
+    amount_minor: int | None
+    currency: str | None
+    redemption_reference: str | None
+    redeemed_at: datetime | None
+    points_held: int | None
+
+    @property
+    def category_words(self) -> str:
+        """The category as a person writes it."""
+        return self.category.replace("_", " ")
+
+
+QUEUE_SORTS = ("opened", "status", "partner")
+
+
+def queue_page(session: Session, *, status: str | None, partner_code: str | None, member_number: str | None,
+               sort: Sort, page: int, page_size: int) -> Page[ComplaintRow]:
+    """One page of the complaints queue, filtered and in ``sort``'s order (opened, status or partner)."""
+    query = (
+        select(Complaint.id, Partner.code, Complaint.category, Complaint.description, Complaint.status,
+               Complaint.opened_by, Complaint.opened_at, Complaint.closed_at, Complaint.resolution_note,
+               Member.member_number, Purchase.receipt_id, Purchase.purchased_at, Purchase.amount_minor,
+               Purchase.currency, RedemptionHold.reference, RedemptionHold.created_at, RedemptionHold.points_held)
+        .join(Partner, Partner.id == Complaint.partner_id)
+        .outerjoin(Member, Member.id == Complaint.member_id)
+        .outerjoin(Purchase, Purchase.id == Complaint.purchase_id)
+        .outerjoin(RedemptionHold, RedemptionHold.id == Complaint.hold_id)
+    )
+    if status:
+        query = query.where(Complaint.status == status)
+    if partner_code:
+        query = query.where(Partner.code == partner_code)
+    if member_number:
+        query = query.where(Member.member_number == member_number)
+    # The lifecycle's order, not the alphabet's: open, investigating, then the closed ones.
+    lifecycle = case({"open": 0, "investigating": 1, "resolved": 2, "rejected": 3}, value=Complaint.status, else_=4)
+    columns: dict[str, Any] = {"opened": Complaint.opened_at, "status": lifecycle, "partner": Partner.code}
+    tie = Complaint.id.desc() if sort.descending else Complaint.id.asc()
+    rows, total = paged(session, query, page, page_size, *sort.order(columns, Complaint.opened_at.desc(), tie))
+    return Page([ComplaintRow(*tuple(row)) for row in rows], total, page, page_size)

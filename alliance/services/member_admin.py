@@ -105,9 +105,10 @@ def find_by_contact(session: Session, *, key_ring: KeyRing, phone: str | None, e
                                 .where(or_(*conditions)).order_by(Member.id)))
 
 
-def replace_card(session: Session, *, card_number: str, now: datetime, actor: str) -> tuple[int, str]:
+def replace_card(session: Session, *, card_number: str, now: datetime, actor: str,
+                 reason: str | None = None) -> tuple[int, str]:
     """Block a lost card and issue a new one. Balance, lots and holds belong to the member,
-    so they carry over untouched; the PIN carries over too."""
+    so they carry over untouched; the PIN carries over too. A reason given is kept in the audit entry."""
     card = session.scalar(select(Card).where(Card.card_number == card_number).with_for_update())
     if card is None:
         raise NotFound("no card with this number")
@@ -119,8 +120,49 @@ def replace_card(session: Session, *, card_number: str, now: datetime, actor: st
     member_number = session.scalar(select(Member.member_number).where(Member.id == card.member_id))
     audit_log.append(session, actor=actor, action="card.replace", subject=f"member:{member_number}", now=now,
                      before={"card": _masked(card_number), "status": "active"},
-                     after={"blocked_card": _masked(card_number), "new_card": _masked(new_number)})
+                     after={"blocked_card": _masked(card_number), "new_card": _masked(new_number),
+                            **({"reason": reason} if reason else {})})
     return new_card_id, new_number
+
+
+def member_card_number(session: Session, *, member_number: str, position: int) -> str:
+    """The number of the member's ``position``-th card (1 is the first issued), so forms need not carry it."""
+    member = member_by_number(session, member_number)
+    cards = cards_of(session, member.id)
+    if not 1 <= position <= len(cards):
+        raise NotFound(f"member {member_number} has no card number {position}")
+    return cards[position - 1][0]
+
+
+def replace_member_card(session: Session, *, member_number: str, position: int, reason: str, now: datetime,
+                        actor: str) -> str:
+    """Replace the member's ``position``-th card (it must be active), with the reason in the audit entry;
+    returns the new card's number."""
+    if not reason.strip():
+        raise ValidationFailed("say why the card is replaced", fields={"reason": ["required"]})
+    card_number = member_card_number(session, member_number=member_number, position=position)
+    _, new_number = replace_card(session, card_number=card_number, now=now, actor=actor, reason=reason.strip())
+    return new_number
+
+
+def refuse_guessable_pin(pin: str) -> None:
+    """Refuse a PIN anyone would try first: one digit repeated (0000) or a straight run (1234, 9876)."""
+    if not (pin.isascii() and pin.isdigit()):
+        return  # set_pin refuses it, with the format in its words
+    steps = {int(second) - int(first) for first, second in zip(pin[:-1], pin[1:], strict=True)}
+    if len(steps) == 1 and steps.pop() in (-1, 0, 1):
+        raise ValidationFailed("this PIN is too easy to guess (one digit repeated, or digits in a row); choose another",
+                               fields={"pin": ["guessable"]})
+
+
+def reset_member_pin(session: Session, *, member_number: str, position: int, pin: str, now: datetime,
+                     actor: str) -> str:
+    """Set a new PIN on the member's ``position``-th card and unlock it (a guessable PIN is refused);
+    returns the card, masked."""
+    card_number = member_card_number(session, member_number=member_number, position=position)
+    refuse_guessable_pin(pin)
+    reset_pin(session, card_number=card_number, pin=pin, now=now, actor=actor)
+    return _masked(card_number)
 
 
 def reset_pin(session: Session, *, card_number: str, pin: str, now: datetime, actor: str) -> None:

@@ -1,0 +1,307 @@
+"""What customer service reads about a member in the console: search results, the member page's tables.
+
+Every figure is counted or summed by SQL; nothing here changes anything (the changes are
+``member_admin``'s and ``complaints``'). Card numbers leave this module masked, except
+where a page must show the number itself once (a replacement card).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from alliance.domain.errors import ValidationFailed
+from alliance.domain.pii import KeyRing
+from alliance.models import (
+    Card,
+    Complaint,
+    JournalEntry,
+    JournalTransaction,
+    LedgerAccount,
+    Member,
+    MemberProfile,
+    Partner,
+    PointLot,
+    Purchase,
+    RedemptionHold,
+)
+from alliance.models.base import integer_sum
+from alliance.services import member_admin
+from alliance.services.accounts import member_balances
+from alliance.services.console_reports import Page, Sort, paged
+from alliance.services.member_verification import MAX_PIN_FAILURES
+
+SEARCH_KINDS = ("member_number", "card_number", "phone", "email")
+SEARCH_KIND_WORDS = {"member_number": "member number", "card_number": "card number", "phone": "phone number",
+                     "email": "e-mail address"}
+MAX_SEARCH_RESULTS = 50
+RECENT_PURCHASES = 50
+HISTORY_SORTS = ("date", "points")
+LOT_SORTS = ("expires", "points_left", "earned")
+TRANSACTION_KIND_WORDS = {
+    "earn": "points earned", "activation": "pending points became available", "clawback": "points taken back (refund)",
+    "hold": "points held for a redemption", "capture": "redemption completed", "release": "held points released",
+    "redemption_refund": "redemption refunded", "expiry": "points expired", "transfer": "points transferred",
+}
+
+
+def masked(card_number: str) -> str:
+    """A card number as staff see it: only its last four digits."""
+    return "•" * 12 + card_number[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberMatch:
+    """One member found by a search, as the results list shows them."""
+
+    member_number: str
+    status: str
+    tier: str
+    card: str
+    available_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    """One of a member's cards, masked, with its place among the member's cards (1 is the first issued)."""
+
+    position: int
+    masked_number: str
+    status: str
+    issued_at: datetime
+    blocked_at: datetime | None
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOverview:
+    """The top of the member page: who, which cards, how many points where."""
+
+    member_id: int
+    member_number: str
+    status: str
+    tier: str
+    enrolled_at: datetime
+    profile: dict[str, str | None]
+    profile_erased_at: datetime | None
+    cards: list[CardView]
+    balances: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LotView:
+    """A lot of points still held by the member: where earned, how many left, until when."""
+
+    partner: str
+    state: str
+    points_earned: int
+    points_left: int
+    earned_at: datetime
+    pending_until: datetime | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    """An open redemption hold."""
+
+    reference: str | None
+    partner: str
+    points_held: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One ledger transaction as it moved the member's points."""
+
+    transaction_id: int
+    kind: str
+    posted_at: datetime
+    partner: str | None
+    points: int
+    available: int
+    pending: int
+    held: int
+
+    @property
+    def kind_words(self) -> str:
+        """What happened, in words."""
+        return TRANSACTION_KIND_WORDS.get(self.kind, self.kind.replace("_", " "))
+
+    @property
+    def movements(self) -> list[tuple[str, int]]:
+        """Which of the member's balances moved and by how much (only those that did)."""
+        return [(name, value) for name, value in (("available", self.available), ("pending", self.pending),
+                                                  ("held", self.held)) if value]
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseChoice:
+    """A purchase of the member, for choosing which one a complaint is about."""
+
+    purchase_id: int
+    receipt_id: str
+    partner: str
+    purchased_at: datetime
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberComplaint:
+    """A complaint the member is named in."""
+
+    complaint_id: int
+    partner: str
+    category: str
+    status: str
+    opened_at: datetime
+    receipt_id: str | None
+    redemption_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TierStanding:
+    """The member's tier, the spend that sets it and what the next tier needs."""
+
+    tier: str
+    spend_minor: int
+    currency: str
+    thresholds_minor: list[tuple[str, int]]
+    next_tier: str | None
+    next_tier_minor: int | None
+
+
+def search(session: Session, *, key_ring: KeyRing, kind: str, value: str) -> list[MemberMatch]:
+    """Members matching one detail: a member number, a card number (any of their cards), a phone or an e-mail."""
+    value = value.strip()
+    if kind not in SEARCH_KINDS:
+        raise ValidationFailed(f"search by one of {', '.join(SEARCH_KIND_WORDS.values())}",
+                               fields={"kind": ["unknown"]})
+    if kind == "member_number":
+        members = list(session.scalars(select(Member).where(Member.member_number == value.lower())))
+    elif kind == "card_number":
+        digits = "".join(value.split()).replace("-", "")
+        if not digits.isdigit():
+            raise ValidationFailed("a card number is digits only (spaces and dashes are ignored)",
+                                   fields={"card_number": ["not digits"]})
+        members = list(session.scalars(select(Member).join(Card, Card.member_id == Member.id)
+                                       .where(Card.card_number == digits)))
+    else:
+        members = member_admin.find_by_contact(session, key_ring=key_ring, phone=value if kind == "phone" else None,
+                                               email=value if kind == "email" else None)
+    return [_match(session, member) for member in members[:MAX_SEARCH_RESULTS]]
+
+
+def _match(session: Session, member: Member) -> MemberMatch:
+    cards = member_admin.cards_of(session, member.id)
+    active = [number for number, status in cards if status == "active"]
+    shown = active[-1] if active else (cards[-1][0] if cards else "")
+    return MemberMatch(member.member_number, member.status, member.tier, masked(shown) if shown else "",
+                       member_balances(session, member.id).get("available", 0))
+
+
+def overview(session: Session, *, key_ring: KeyRing, member_number: str) -> MemberOverview:
+    """The member with profile, cards (masked) and balances."""
+    member = member_admin.member_by_number(session, member_number)
+    cards = session.execute(select(Card.card_number, Card.status, Card.issued_at, Card.blocked_at,
+                                   Card.failed_pin_attempts).where(Card.member_id == member.id).order_by(Card.id))
+    erased_at = session.scalar(select(MemberProfile.erased_at).where(MemberProfile.member_id == member.id))
+    return MemberOverview(
+        member_id=member.id, member_number=member.member_number, status=member.status, tier=member.tier,
+        enrolled_at=member.enrolled_at, profile=member_admin.read_profile(session, key_ring=key_ring,
+                                                                          member_id=member.id),
+        profile_erased_at=erased_at,
+        cards=[CardView(position, masked(number), status, issued_at, blocked_at, failures >= MAX_PIN_FAILURES)
+               for position, (number, status, issued_at, blocked_at, failures) in enumerate(cards, start=1)],
+        balances=member_balances(session, member.id),
+    )
+
+
+def lots(session: Session, *, member_id: int, sort: Sort) -> list[LotView]:
+    """The member's lots that still hold points, in ``sort``'s order (expires, points_left or earned)."""
+    columns: dict[str, Any] = {"expires": PointLot.expires_at, "points_left": PointLot.points_remaining,
+                               "earned": PointLot.earned_at}
+    rows = session.execute(
+        select(func.coalesce(Partner.code, "the hub"), PointLot.state, PointLot.points_earned,
+               PointLot.points_remaining, PointLot.earned_at, PointLot.activates_at, PointLot.expires_at)
+        .outerjoin(Partner, Partner.id == PointLot.partner_id)
+        .where(PointLot.member_id == member_id, PointLot.points_remaining > 0)
+        .order_by(*sort.order(columns, PointLot.id)))
+    return [LotView(partner, state, earned, left, earned_at, activates_at if state == "pending" else None, expires_at)
+            for partner, state, earned, left, earned_at, activates_at, expires_at in rows]
+
+
+def open_holds(session: Session, *, member_id: int) -> list[HoldView]:
+    """The member's redemption holds still open, oldest first."""
+    rows = session.execute(
+        select(RedemptionHold.reference, Partner.code, RedemptionHold.points_held, RedemptionHold.created_at,
+               RedemptionHold.expires_at).join(Partner, Partner.id == RedemptionHold.partner_id)
+        .where(RedemptionHold.member_id == member_id, RedemptionHold.status == "open")
+        .order_by(RedemptionHold.created_at, RedemptionHold.id))
+    return [HoldView(*row) for row in rows]
+
+
+def history(session: Session, *, member_id: int, sort: Sort, page: int, page_size: int) -> Page[HistoryItem]:
+    """The member's ledger transactions a page at a time, with the points each moved in each of their accounts."""
+    def moved(kind: str | None) -> Any:
+        amount = JournalEntry.amount_points if kind is None else case(
+            (LedgerAccount.kind == kind, JournalEntry.amount_points), else_=0)
+        return integer_sum(amount)
+
+    net = moved(None)
+    query = (
+        select(JournalTransaction.id, JournalTransaction.kind, JournalTransaction.posted_at, Partner.code, net,
+               moved("member_available"), moved("member_pending"), moved("member_held"))
+        .join(JournalEntry, JournalEntry.transaction_id == JournalTransaction.id)
+        .join(LedgerAccount, LedgerAccount.id == JournalEntry.account_id)
+        .outerjoin(Partner, Partner.id == JournalTransaction.partner_id)
+        .where(LedgerAccount.member_id == member_id)
+        .group_by(JournalTransaction.id, JournalTransaction.kind, JournalTransaction.posted_at, Partner.code)
+    )
+    columns: dict[str, Any] = {"date": JournalTransaction.posted_at, "points": net}
+    tie = JournalTransaction.id.desc() if sort.descending else JournalTransaction.id.asc()
+    rows, total = paged(session, query, page, page_size, *sort.order(columns, tie))
+    return Page([HistoryItem(*row) for row in rows], total, page, page_size)
+
+
+def recent_purchases(session: Session, *, member_id: int, limit: int = RECENT_PURCHASES) -> list[PurchaseChoice]:
+    """The member's latest purchases, newest first, for the complaint form."""
+    rows = session.execute(
+        select(Purchase.id, Purchase.receipt_id, Partner.code, Purchase.purchased_at, Purchase.amount_minor,
+               Purchase.currency).join(Partner, Partner.id == Purchase.partner_id)
+        .where(Purchase.member_id == member_id)
+        .order_by(Purchase.purchased_at.desc(), Purchase.id.desc()).limit(limit))
+    return [PurchaseChoice(*row) for row in rows]
+
+
+def complaints_of(session: Session, *, member_id: int) -> list[MemberComplaint]:
+    """The complaints naming the member, newest first, with the purchase or redemption each concerns."""
+    rows = session.execute(
+        select(Complaint.id, Partner.code, Complaint.category, Complaint.status, Complaint.opened_at,
+               Purchase.receipt_id, RedemptionHold.reference)
+        .join(Partner, Partner.id == Complaint.partner_id)
+        .outerjoin(Purchase, Purchase.id == Complaint.purchase_id)
+        .outerjoin(RedemptionHold, RedemptionHold.id == Complaint.hold_id)
+        .where(Complaint.member_id == member_id)
+        .order_by(Complaint.opened_at.desc(), Complaint.id.desc()))
+    return [MemberComplaint(*row) for row in rows]
+
+
+def tier_standing(session: Session, *, member_id: int, tier: str, now: datetime, currency: str,
+                  minor_units_per_unit: int) -> TierStanding:
+    """The member's qualifying spend over the last 12 months and the thresholds the tiers job applies to it."""
+    spend = session.scalar(
+        select(integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor))
+        .where(Purchase.member_id == member_id, Purchase.currency == currency,
+               Purchase.purchased_at > now - timedelta(days=365))) or 0
+    thresholds = [(name, units * minor_units_per_unit) for name, units in reversed(member_admin.TIER_THRESHOLDS_UNITS)]
+    above = [(name, minimum) for name, minimum in thresholds if minimum > spend]
+    next_tier, next_minimum = above[0] if above else (None, None)
+    return TierStanding(tier, int(spend), currency, thresholds, next_tier, next_minimum)
