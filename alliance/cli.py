@@ -161,36 +161,36 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @_with_app
 def seed_demo(app: Flask, host: str, port: int) -> None:
-    """Create a small demo alliance: partners with keys and terminals, members with cards, console logins."""
+    """Create the demo alliance and five months of its activity, and one console login per role."""
     from alliance.services.demo import DEMO_HISTORY, refuse_in_production, seed_demo_alliance, seed_demo_staff
 
     state = hub_state(app)
-    refuse_in_production(state.settings.environment)
+    settings = state.settings
+    refuse_in_production(settings.environment)
     now = datetime.now(timezone.utc)
-    # The demo's activity happened a few weeks ago, so its settlement cycles have ended
-    # and can be closed now, as they would have been on a live hub.
+    # The logins exist from the demo's first day: its history has them request, approve,
+    # invoice and acknowledge things. One unit of work, so a failure leaves nothing behind.
     with state.unit_of_work() as uow:
-        summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=now - DEMO_HISTORY,
-                                     expiry_months=state.settings.points_expiry_months)
+        logins = seed_demo_staff(uow.session, now=now - DEMO_HISTORY, environment=settings.environment)
+        summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=now,
+                                     expiry_months=settings.points_expiry_months, key_ring=state.key_ring,
+                                     signer=state.statement_signer, grading_config=settings.grading_config(),
+                                     time_zone=settings.alliance_time_zone)
         uow.commit()
     click.echo(summary)
     if summary.startswith("demo alliance created"):
-        _close_demo_cycles(state, now)
-    with state.unit_of_work() as uow:
-        logins = seed_demo_staff(uow.session, now=now, environment=state.settings.environment)
-        uow.commit()
+        _print_demo_netting(state)
     click.echo(f"web console: http://{host}:{port}/console/ (once 'alliance serve' runs), demo logins:")
     click.echo("\n".join(logins))
 
 
-def _close_demo_cycles(state: HubState, now: datetime) -> None:
-    """Close the demo's ended cycles and print each partner's net position and the netting."""
+def _print_demo_netting(state: HubState) -> None:
+    """Print each demo partner's net position and the netting of its closed statements."""
     from decimal import Decimal
 
     from alliance.domain.money import minor_units_per_unit
-    from settlement.api import close_due_cycles, period_position
+    from settlement.api import period_position
 
-    closed = close_due_cycles(state.session_factory, now=now, signer=state.statement_signer)
     currency = state.settings.alliance_currency
     with state.unit_of_work() as uow:
         position = period_position(uow.session, currency=currency)
@@ -199,7 +199,7 @@ def _close_demo_cycles(state: HubState, now: datetime) -> None:
     def money(amount_minor: int) -> str:
         return f"{Decimal(amount_minor) / unit:.{len(str(unit)) - 1}f} {currency}"
 
-    click.echo(f"settlement: {len(closed)} cycles closed into signed statements")
+    click.echo("net positions of the closed statements:")
     for code, net_minor in position.partner_nets_minor.items():
         side = "owes the hub" if net_minor > 0 else "is owed by the hub" if net_minor < 0 else "is square"
         click.echo(f"  {code} {side} {money(abs(net_minor))}")

@@ -1,9 +1,9 @@
-"""A small demo alliance, so a fresh hub has something real to show and audit."""
+"""The demo alliance: three partners and five months of their life, so every console page has something real."""
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,13 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alliance.domain.clock import add_months
 from alliance.domain.errors import ConfigurationError
+from alliance.domain.grading import GradingConfig
+from alliance.domain.pii import KeyRing
 from alliance.models import Partner
-from alliance.services import audit_log, ledger
-from alliance.services.member_verification import set_pin
-from alliance.services.members import enrol_member
+from alliance.services import audit_log
+from alliance.services.demo_history import DEMO_PIN, HISTORY_DAYS, DemoHistory, DemoParty
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
+from settlement.api import StatementSigner
 
 DEMO_KEYS_FOLDER = "demo-keys"
 DEMO_LADDER = [
@@ -31,22 +32,32 @@ DEMO_PARTNERS = (
     ("book-nook", "The Book Nook", "Europe/Berlin", "monthly", Decimal("0.0120"), Decimal("0.0090"), 14),
     ("fuel-stop", "FuelStop Stations", "Europe/Madrid", "daily", Decimal("0.0080"), Decimal("0.0070"), 0),
 )
-DEMO_MEMBER_COUNT = 5
-# How long ago the demo alliance's activity happened, so that its settlement cycles
-# (daily, weekly and monthly) have ended and can be closed.
-DEMO_HISTORY = timedelta(days=40)
-# Demo PINs are public by design: the demo alliance exists to be tried from a shell.
-DEMO_PIN = "1234"
+# How long ago the demo alliance opened: its members, purchases, redemptions, statements,
+# payments, complaints and grades are spread over these days, ending at the seeding moment.
+DEMO_HISTORY = timedelta(days=HISTORY_DAYS)
+# How many members the printed summary names with their card (the first is the guides' card).
+DEMO_MEMBERS_SHOWN = 5
+SEED_ACTOR = "cli:seed-demo"
 
 
-def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, expiry_months: int) -> str:
-    """Create the demo partners, keys, terminals, members and a little activity; returns a summary."""
+def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, expiry_months: int,
+                       key_ring: KeyRing | None = None, signer: StatementSigner | None = None,
+                       grading_config: GradingConfig | None = None, time_zone: str = "UTC") -> str:
+    """Create the demo partners, keys and terminals and play five months of their life up to ``now``.
+
+    Returns a summary to print. With ``key_ring`` the members have a name, phone and
+    e-mail; with ``signer`` the cycles close into statements that are invoiced, paid,
+    reconciled and disputed; with ``grading_config`` every ended month is graded. All of
+    it happens in ``session``, so a failure leaves nothing behind; a second call finds
+    the demo present and changes nothing.
+    """
     if session.scalar(select(Partner.id).where(Partner.code == DEMO_PARTNERS[0][0])) is not None:
         return "demo alliance already present; nothing changed"
+    started_at = datetime.combine((now - DEMO_HISTORY).date(), time(6), tzinfo=timezone.utc)
     keys_folder = Path(instance_path) / DEMO_KEYS_FOLDER
     keys_folder.mkdir(parents=True, exist_ok=True)
     lines = ["demo alliance created:"]
-    partner_ids = []
+    parties = []
     for code, name, zone, cycle, issue_price, redemption_price, return_days in DEMO_PARTNERS:
         terms = PartnerTerms(
             currency="EUR", time_zone=zone, settlement_cycle=cycle, issue_price_per_point=issue_price,
@@ -54,48 +65,42 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
             amount_ladder=DEMO_LADDER, per_purchase_cap_points=5_000, per_member_day_cap_points=20_000,
             return_window_days=return_days,
         )
-        partner_id = create_partner(session, code=code, name=name, terms=terms, now=now)
-        terminal_id = add_terminal(session, partner_id=partner_id, code="till-1", now=now)
+        partner_id = create_partner(session, code=code, name=name, terms=terms, now=started_at)
+        terminal_id = add_terminal(session, partner_id=partner_id, code="till-1", now=started_at)
         for key_id, bound_terminal in ((f"{code}-key-1", None), (f"{code}-till-1", terminal_id)):
             public_key = _new_key_pair(keys_folder / f"{key_id}.pem")
             register_key(session, partner_id=partner_id, key_id=key_id, public_key=public_key,
-                         terminal_id=bound_terminal, now=now)
-        partner_ids.append(partner_id)
-        lines.append(f"  partner {code} ({name}), keys {code}-key-1 and {code}-till-1 (bound to till-1)")
-    members = [enrol_member(session, now=now) for _ in range(DEMO_MEMBER_COUNT)]
-    for member in members:
-        set_pin(session, card_number=member.card_number, pin=DEMO_PIN)
-    _demo_activity(session, partner_ids, [member.member_id for member in members], now, expiry_months)
-    lines += [f"  member {member.member_number}, card {member.card_number}, PIN {DEMO_PIN}" for member in members]
+                         terminal_id=bound_terminal, now=started_at)
+        parties.append(DemoParty(partner_id=partner_id, code=code, terminal_id=terminal_id, time_zone=zone))
+        lines.append(f"  partner {code} ({name}, settles {cycle}), keys {code}-key-1 and {code}-till-1 "
+                     "(bound to till-1)")
+    history = DemoHistory(session, parties=parties, start=started_at, end=now, expiry_months=expiry_months,
+                          key_ring=key_ring, signer=signer, grading_config=grading_config, time_zone=time_zone)
+    seeded = history.play()
+    lines += [f"  member {member.member_number}, card {member.card_number}, PIN {DEMO_PIN}"
+              for member in seeded.members[:DEMO_MEMBERS_SHOWN]]
+    hidden = len(seeded.members) - DEMO_MEMBERS_SHOWN
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more members, each with PIN {DEMO_PIN}"
+                     + (" and a made-up name, phone and e-mail" if key_ring is not None else ""))
+    lines.append(f"  {DEMO_HISTORY.days} days of history, from {started_at.date().isoformat()} to "
+                 f"{now.date().isoformat()}:")
+    lines += [f"    {seeded.counts[kind]:>5} {kind}" for kind in SUMMARY_KINDS if kind in seeded.counts]
+    if signer is not None:
+        lines.append(f"  settlement: {seeded.counts['statements']} cycles closed into signed statements")
     lines.append(f"  private keys for trying the partner API: {keys_folder}")
-    audit_log.append(session, actor="cli:seed-demo", action="demo.seed", subject="alliance", now=now,
-                     after={"partners": [code for code, *_ in DEMO_PARTNERS], "members": len(members)})
+    audit_log.append(session, actor=SEED_ACTOR, action="demo.seed", subject="alliance", now=now,
+                     after={"partners": [code for code, *_ in DEMO_PARTNERS], "members": len(seeded.members),
+                            "history_days": DEMO_HISTORY.days, "counts": dict(sorted(seeded.counts.items()))})
     return "\n".join(lines)
 
 
-def _demo_activity(session: Session, partner_ids: list[int], member_ids: list[int], now: datetime,
-                   expiry_months: int) -> None:
-    """Earn at every partner, redeem across partners, refund one purchase, leave one hold open.
-
-    The Book Nook has a 14-day return window, so its points start out pending.
-    """
-    expires_at = add_months(now, expiry_months)
-    return_windows = [timedelta(days=days) for *_, days in DEMO_PARTNERS]
-    earns = []
-    for index, member_id in enumerate(member_ids):
-        for partner_offset, partner_id in enumerate(partner_ids):
-            points = 100 * (index + 1) + 25 * partner_offset
-            window = return_windows[partner_offset]
-            earns.append(ledger.earn(session, member_id=member_id, partner_id=partner_id, points=points, now=now,
-                                     expires_at=expires_at, pending_until=now + window if window else None))
-    ledger.earn(session, member_id=member_ids[0], partner_id=None, points=500, now=now, expires_at=expires_at,
-                memo="welcome bonus")
-    captured = ledger.authorize_hold(session, member_id=member_ids[1], partner_id=partner_ids[2], points=250, now=now,
-                                     ttl_s=900)
-    ledger.capture_hold(session, hold_id=captured.hold_id, points=200, now=now)
-    ledger.authorize_hold(session, member_id=member_ids[2], partner_id=partner_ids[0], points=120, now=now, ttl_s=900)
-    ledger.clawback_earn(session, earn_transaction_id=earns[0].transaction_id, points=40,
-                         now=now + timedelta(seconds=1))
+# The order the summary lists what the history made.
+SUMMARY_KINDS = (
+    "members", "purchases", "purchase refunds", "redemptions", "redemptions voided", "redemptions left to expire",
+    "redemption refunds", "redemptions still held", "complaints", "statements", "statements invoiced", "payments",
+    "adjustments", "disputes", "reconciliations", "graded periods", "grade alerts", "alerts acknowledged",
+)
 
 
 def _new_key_pair(private_key_path: Path) -> bytes:

@@ -1,0 +1,527 @@
+"""Five months of the demo alliance's life, played forward through the real services.
+
+Members enrol over time; they buy at the three partners and pay with points; tills
+refund a few purchases and redemptions; the settlement cycles close as the closing job
+would close them; finance invoices, collects (one partner pays late, then stops) and
+reconciles two statements against the partners' own files; an adjustment is requested
+and approved by two people and another waits for its second pair of eyes; a statement
+line is disputed; complaints are filed about purchases and worked through; each ended
+month is graded, and a partner manager acknowledges an alert.
+
+Every change goes through the service that makes it on a live hub, dated when it
+happened, in the order it happened (one timeline), so the audit log reads forward and
+``alliance audit`` finds books that add up. The same ``seed`` gives the same history.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from functools import partial
+from itertools import count
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alliance.domain.grading import GradingConfig, Period
+from alliance.domain.pii import KeyRing
+from alliance.models import GradeAlert, Purchase, SettlementStatement
+from alliance.services import complaints, grading, ledger, member_admin, purchases, redemptions
+from alliance.services.member_verification import active_card_holder, set_pin
+from alliance.services.members import Enrolment, enrol_member
+from settlement.api import (
+    DEFAULT_CLOSING_GRACE,
+    StatementSigner,
+    close_cycle,
+    decide_adjustment,
+    due_by_partner,
+    mark_invoiced,
+    open_dispute,
+    reconcile_statement,
+    record_payment,
+    request_adjustment,
+    statement_by_id,
+)
+
+# How far back the demo's history starts, and how many members join over it.
+HISTORY_DAYS = 150
+MEMBER_COUNT = 48
+# The first members join on the first day (the first one's card is the one the guides use).
+FOUNDING_MEMBERS = 5
+DEMO_PIN = "1234"
+# Purchases per day at each partner (a range), what they cost in minor units, and how
+# often one is later refunded.
+SHOPPING = {
+    "cafe-aurora": ((1, 3), (350, 2_400)),
+    "book-nook": ((0, 2), (1_200, 6_500)),
+    "fuel-stop": ((1, 3), (2_500, 9_000)),
+}
+REFUND_CHANCE = 0.012
+# Complaints per purchase, and the Book Nook's bad month (the third), when a new till
+# lost points and its complaint rate (and a grade alert) jumped.
+COMPLAINT_CHANCE = 0.015
+BAD_MONTH_COMPLAINT_CHANCE = 0.30
+# FuelStop pays its statements on time for the first months, then late, then a part, then nothing.
+FUEL_LATE_FROM_DAY = 70
+FUEL_UNPAID_FROM_DAY = 110
+# Book Nook purchases of the last two weeks are still inside their 14-day return window.
+RECENT_BOOK_NOOK_DAYS = (12, 9, 6, 4, 1)
+SERVICE_DESK = "console:demo-service"
+FINANCE = "console:demo-finance"
+ADMIN = "console:demo-admin"
+MANAGER = "console:demo-manager"
+TILL_TTL_S = 900
+
+
+@dataclass
+class DemoParty:
+    """A demo partner as the history needs it."""
+
+    partner_id: int
+    code: str
+    terminal_id: int
+    time_zone: str
+
+
+@dataclass
+class _Member:
+    enrolment: Enrolment
+    # Points the member could spend for sure (immediately available ones, less redemptions and refunds).
+    spendable: int = 0
+
+
+@dataclass
+class Seeded:
+    """How many of each kind the history made, for the printed summary and the tests."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    members: list[Enrolment] = field(default_factory=list)
+
+
+Action = Callable[[datetime], object]
+
+
+class _Timeline:
+    """Actions at moments, run in time order (ties in the order they were planned), none after ``end``."""
+
+    def __init__(self, end: datetime) -> None:
+        self.end = end
+        self._queue: list[tuple[datetime, int, Action]] = []
+        self._order = count()
+
+    def at(self, moment: datetime, action: Action) -> None:
+        if moment <= self.end:
+            heapq.heappush(self._queue, (moment, next(self._order), action))
+
+    def run(self) -> None:
+        while self._queue:
+            moment, _, action = heapq.heappop(self._queue)
+            action(moment)
+
+
+class DemoHistory:
+    """The timeline of the demo alliance from ``start`` to ``end``; ``play`` writes it."""
+
+    def __init__(self, session: Session, *, parties: list[DemoParty], start: datetime, end: datetime,
+                 expiry_months: int, key_ring: KeyRing | None, signer: StatementSigner | None,
+                 grading_config: GradingConfig | None, time_zone: str, seed: int = 23) -> None:
+        self.session = session
+        self.parties = {party.code: party for party in parties}
+        self.start, self.end = start, end
+        self.expiry_months = expiry_months
+        self.key_ring = key_ring
+        self.signer = signer
+        self.grading_config = grading_config
+        self.time_zone = time_zone
+        self.random = random.Random(seed)
+        self.timeline = _Timeline(end)
+        self.members: list[_Member] = []
+        self.seeded = Seeded()
+        self.receipts = count(1)
+        self.references = count(1)
+        self.first_owed_statement_left = False
+        self.statements_closed: list[tuple[str, int]] = []
+        self.recent_purchases: list[tuple[str, _Member, str]] = []
+
+    # -- the plan ------------------------------------------------------------------
+
+    def play(self) -> Seeded:
+        """Plan every day of the history, run it in time order, and say what it made."""
+        days = (self.end.date() - self.start.date()).days
+        joining = sorted(self.random.sample(range(1, 110), MEMBER_COUNT - FOUNDING_MEMBERS))
+        for _ in range(FOUNDING_MEMBERS):
+            self.timeline.at(self.start + timedelta(minutes=5), self._enrol)
+        for day in joining:
+            self.timeline.at(self._day(day) + timedelta(hours=self.random.randint(8, 19)), self._enrol)
+        for day in range(days):
+            self.timeline.at(self._day(day) + timedelta(hours=7), self._plan_day)
+            self.timeline.at(self._day(day + 1) - timedelta(minutes=5), self._nightly_jobs)
+            if self.signer is not None:
+                self.timeline.at(self._day(day + 1) + timedelta(hours=2), self._close_due)
+            if self.grading_config is not None and self._day(day + 1).day == 1 and day > 0:
+                self.timeline.at(self._day(day + 1) + timedelta(hours=4), self._grade_last_month)
+        if self.signer is not None:
+            self._plan_finance()
+        self.timeline.at(self.end - timedelta(minutes=3), self._nightly_jobs)
+        if self.signer is not None:
+            self.timeline.at(self.end - timedelta(minutes=2), self._close_due)
+        self.timeline.at(self._day(self._days() - 2) + timedelta(hours=21), self._latest_complaints)
+        self.timeline.at(self.end - timedelta(minutes=1), self._leave_a_hold_open)
+        self.timeline.run()
+        return self.seeded
+
+    def _day(self, day: int) -> datetime:
+        return datetime.combine(self.start.date() + timedelta(days=day), time(0), tzinfo=timezone.utc)
+
+    def _day_number(self, moment: datetime) -> int:
+        return (moment.date() - self.start.date()).days
+
+    def _last_day(self, moment: datetime) -> bool:
+        return moment.date() >= self.end.date()
+
+    # -- members -------------------------------------------------------------------
+
+    def _enrol(self, moment: datetime) -> None:
+        number = len(self.members) + 1
+        if self.key_ring is not None:
+            enrolment = member_admin.enrol_with_profile(self.session, key_ring=self.key_ring,
+                                                        profile=demo_profile(number), now=moment, actor=SERVICE_DESK)
+        else:
+            enrolment = enrol_member(self.session, now=moment)
+        set_pin(self.session, card_number=enrolment.card_number, pin=DEMO_PIN)
+        self.members.append(_Member(enrolment))
+        self.seeded.members.append(enrolment)
+        self.seeded.counts["members"] += 1
+
+    # -- a day's shopping ----------------------------------------------------------
+
+    def _plan_day(self, moment: datetime) -> None:
+        """Plan the day's purchases and redemptions at random times between 8:00 and 20:00 UTC."""
+        if self._last_day(moment) or not self.members:
+            return
+        day = self._day_number(moment)
+        for code, ((fewest, most), _) in SHOPPING.items():
+            purchases_today = self.random.randint(fewest, most)
+            if code == "book-nook" and day >= self._days() - 14:
+                # The last two weeks hold exactly the recent Book Nook purchases, still returnable.
+                purchases_today = int(self._days() - day in RECENT_BOOK_NOOK_DAYS)
+            for _ in range(purchases_today):
+                self.timeline.at(self._daytime(moment), partial(self._purchase, code))
+            if self.random.random() < 0.45:
+                self.timeline.at(self._daytime(moment), partial(self._redeem, code))
+
+    def _days(self) -> int:
+        return (self.end.date() - self.start.date()).days
+
+    def _daytime(self, moment: datetime) -> datetime:
+        return moment.replace(hour=8) + timedelta(seconds=self.random.randint(0, 12 * 3600 - 1))
+
+    def _purchase(self, code: str, moment: datetime) -> None:
+        party = self.parties[code]
+        member = self.random.choice(self.members)
+        low, high = SHOPPING[code][1]
+        amount = self.random.randint(low, high) // 10 * 10
+        receipt = f"{code[:4].upper()}-{next(self.receipts):05d}"
+        reported = purchases.report_purchase(self.session, partner_id=party.partner_id, now=moment,
+                                             expiry_months=self.expiry_months, report=purchases.PurchaseReport(
+                                                 receipt_id=receipt, card_number=member.enrolment.card_number,
+                                                 amount_minor=amount, currency="EUR", purchased_at=moment,
+                                                 terminal_id=party.terminal_id))
+        self.seeded.counts["purchases"] += 1
+        self.recent_purchases.append((code, member, receipt))
+        points = reported.points_partner + reported.points_hub
+        if reported.pending_until is None:
+            member.spendable += points
+        day = self._day_number(moment)
+        recent = day >= self._days() - 16
+        if not recent and self.random.random() < REFUND_CHANCE:
+            refund_amount = amount if self.random.random() < 0.5 else amount // 2 // 10 * 10
+            self.timeline.at(moment + timedelta(days=self.random.randint(1, 4), hours=1), lambda at: self._refund(
+                party, member, receipt, refund_amount, points, at))
+        chance = BAD_MONTH_COMPLAINT_CHANCE if code == "book-nook" and self._in_bad_month(moment) \
+            else COMPLAINT_CHANCE
+        if self.random.random() < chance:
+            self.timeline.at(moment + timedelta(days=self.random.randint(1, 3), hours=2),
+                             lambda at: self._complain(code, member, receipt, at))
+
+    def _in_bad_month(self, moment: datetime) -> bool:
+        first = self.start.date().replace(day=1)
+        bad_month = (first.month - 1 + 2) % 12 + 1
+        return moment.month == bad_month and self._day_number(moment) < 100
+
+    def _refund(self, party: DemoParty, member: _Member, receipt: str, amount: int, points: int,
+                moment: datetime) -> None:
+        purchases.refund_purchase(self.session, partner_id=party.partner_id, receipt_id=receipt,
+                                  refund_id=f"RF-{receipt}", amount_minor=amount, now=moment)
+        member.spendable = max(0, member.spendable - points)
+        self.seeded.counts["purchase refunds"] += 1
+
+    def _redeem(self, code: str, moment: datetime) -> None:
+        """A member pays with points: most redemptions are captured, some voided, a few left to expire."""
+        party = self.parties[code]
+        able = [member for member in self.members if member.spendable >= 300]
+        if not able:
+            return
+        member = self.random.choice(able)
+        points = self.random.randint(2, min(member.spendable, 2_000) // 50) * 50
+        reference = f"RD-{next(self.references):05d}"
+        holder = active_card_holder(self.session, member.enrolment.card_number)
+        redemptions.authorize(self.session, partner_id=party.partner_id, holder=holder, reference=reference,
+                              points=points, ttl_s=TILL_TTL_S, terminal_id=party.terminal_id, now=moment)
+        member.spendable -= points
+        self.seeded.counts["redemptions"] += 1
+        roll = self.random.random()
+        later = moment + timedelta(seconds=self.random.randint(20, 240))
+        if roll < 0.08:
+            self.timeline.at(later, lambda at: self._void(party, member, reference, points, at))
+        elif roll < 0.14:
+            self.seeded.counts["redemptions left to expire"] += 1
+            self.timeline.at(moment + timedelta(days=1), lambda at: self._expired(member, points))
+        else:
+            captured = points if roll < 0.9 else points // 2
+            member.spendable += points - captured
+            self.timeline.at(later, lambda at: self._capture(party, member, reference, captured, at))
+
+    def _capture(self, party: DemoParty, member: _Member, reference: str, points: int, moment: datetime) -> None:
+        redemptions.capture(self.session, partner_id=party.partner_id, reference=reference, points=points, now=moment)
+        if self.random.random() < 0.03 and not self._last_day(moment + timedelta(days=2)):
+            back = max(50, points // 2 // 50 * 50)
+            self.timeline.at(moment + timedelta(days=2), lambda at: self._refund_redemption(
+                party, member, reference, back, at))
+
+    def _expired(self, member: _Member, points: int) -> None:
+        """The nightly job has released the lapsed hold: its points are spendable again."""
+        member.spendable += points
+
+    def _void(self, party: DemoParty, member: _Member, reference: str, points: int, moment: datetime) -> None:
+        redemptions.void(self.session, partner_id=party.partner_id, reference=reference, now=moment)
+        member.spendable += points
+        self.seeded.counts["redemptions voided"] += 1
+
+    def _refund_redemption(self, party: DemoParty, member: _Member, reference: str, points: int,
+                           moment: datetime) -> None:
+        redemptions.refund(self.session, partner_id=party.partner_id, reference=reference,
+                           refund_id=f"RF-{reference}", points=points, now=moment)
+        member.spendable += points
+        self.seeded.counts["redemption refunds"] += 1
+
+    def _nightly_jobs(self, moment: datetime) -> None:
+        """What the scheduler does every night: expire lapsed holds, activate lots past their return window."""
+        ledger.expire_holds(self.session, now=moment)
+        ledger.activate_due_lots(self.session, now=moment)
+
+    def _leave_a_hold_open(self, moment: datetime) -> None:
+        """A till has just held points for a sale still at the counter."""
+        member = self.members[2]
+        if member.spendable < 100:
+            return
+        holder = active_card_holder(self.session, member.enrolment.card_number)
+        redemptions.authorize(self.session, partner_id=self.parties["cafe-aurora"].partner_id, holder=holder,
+                              reference=f"RD-{next(self.references):05d}", points=100, ttl_s=TILL_TTL_S,
+                              terminal_id=self.parties["cafe-aurora"].terminal_id, now=moment)
+        self.seeded.counts["redemptions"] += 1
+        self.seeded.counts["redemptions still held"] += 1
+
+    # -- complaints ----------------------------------------------------------------
+
+    def _latest_complaints(self, moment: datetime) -> None:
+        """Two members complain about their latest purchases: one complaint is being looked into, one is new."""
+        latest = {code: (member, receipt) for code, member, receipt in self.recent_purchases}
+        for offset, (code, stage) in enumerate((("fuel-stop", "investigating"), ("cafe-aurora", "open"))):
+            if code in latest:
+                member, receipt = latest[code]
+                self._complain(code, member, receipt, moment + timedelta(minutes=offset), stage=stage)
+
+    def _complain(self, code: str, member: _Member, receipt: str, moment: datetime, *, stage: str = "closed") -> None:
+        """File a complaint about a purchase; then investigate it and close it (``stage`` says how far it gets)."""
+        category = self.random.choice(("points_missing", "wrong_points", "staff_conduct", "product_or_service"))
+        if code == "book-nook" and self._in_bad_month(moment):
+            category = "points_missing"
+        complaint = complaints.file_complaint(
+            self.session, partner_code=code, category=category,
+            description=f"About receipt {receipt}: {COMPLAINT_WORDS[category]}",
+            member_number=member.enrolment.member_number, receipt_id=receipt, redemption_reference=None,
+            now=moment, actor=SERVICE_DESK)
+        self.seeded.counts["complaints"] += 1
+        if stage == "open":
+            return
+        investigating = moment + timedelta(hours=self.random.randint(4, 20))
+        self.timeline.at(investigating, lambda at: complaints.transition(
+            self.session, complaint_id=complaint.id, status="investigating", note=None, now=at, actor=SERVICE_DESK))
+        if stage == "investigating":
+            return
+        outcome = "resolved" if self.random.random() < 0.7 else "rejected"
+        note = ("Points credited after checking the till's journal." if outcome == "resolved"
+                else "The receipt shows the points were earned as the rules say.")
+        self.timeline.at(investigating + timedelta(days=self.random.randint(2, 9)), lambda at: complaints.transition(
+            self.session, complaint_id=complaint.id, status=outcome, note=note, now=at, actor=SERVICE_DESK))
+
+    # -- settlement ----------------------------------------------------------------
+
+    def _close_due(self, moment: datetime) -> None:
+        """Close every ended cycle, as the closing job does, then plan each statement's invoice and payments."""
+        assert self.signer is not None
+        for due in due_by_partner(self.session, now=moment - DEFAULT_CLOSING_GRACE):
+            for cycle in due.cycles:
+                closed = close_cycle(self.session, partner_id=due.partner.id, cycle=cycle, now=moment,
+                                     signing_key=self.signer.signing_key, key_id=self.signer.key_id,
+                                     payment_terms_days=self.signer.payment_terms_days)
+                self.seeded.counts["statements"] += 1
+                self.statements_closed.append((due.partner.code, closed.statement_id))
+                self._plan_collection(due.partner.code, closed.statement_id, closed.net_minor, moment)
+
+    def _plan_collection(self, code: str, statement_id: int, net_minor: int, closed_at: datetime) -> None:
+        """Invoice the next morning; each partner then pays in its own way (FuelStop, late and then not at all)."""
+        if net_minor == 0:
+            return
+        if net_minor > 0 and not self.first_owed_statement_left:
+            # Finance missed the first statement with money owed: it shows closed, awaiting an invoice, overdue.
+            self.first_owed_statement_left = True
+            return
+        invoiced_at = closed_at.replace(hour=9) + timedelta(days=1)
+        self.timeline.at(invoiced_at, lambda at: self._invoice(statement_id, at))
+        due_day = self.session.get_one(SettlementStatement, statement_id).due_date
+        owed = abs(net_minor)
+        day = self._day_number(closed_at)
+        if net_minor < 0:
+            self._plan_payment(statement_id, owed, due_day, "hub")
+        elif code == "cafe-aurora":
+            self._plan_payment(statement_id, owed, due_day - timedelta(days=1), "SEPA")
+        elif code == "book-nook":
+            first = owed // 2
+            self._plan_payment(statement_id, first, due_day - timedelta(days=3), "SEPA-1")
+            self._plan_payment(statement_id, owed - first, due_day + timedelta(days=2), "SEPA-2")
+        elif day < FUEL_LATE_FROM_DAY:
+            self._plan_payment(statement_id, owed, due_day, "WIRE")
+        elif day < FUEL_UNPAID_FROM_DAY:
+            self._plan_payment(statement_id, owed // 3, due_day + timedelta(days=4), "WIRE-1")
+            self._plan_payment(statement_id, owed - owed // 3, due_day + timedelta(days=19), "WIRE-2")
+        elif day < FUEL_UNPAID_FROM_DAY + 10:
+            self._plan_payment(statement_id, owed // 4, due_day + timedelta(days=6), "WIRE-1")
+
+    def _invoice(self, statement_id: int, moment: datetime) -> None:
+        mark_invoiced(self.session, statement_id=statement_id, reference=f"INV-{statement_id:05d}", actor=FINANCE,
+                      now=moment)
+        self.seeded.counts["statements invoiced"] += 1
+
+    def _plan_payment(self, statement_id: int, amount: int, paid_on: date, label: str) -> None:
+        moment = datetime.combine(paid_on, time(10), tzinfo=timezone.utc) + timedelta(days=1)
+        self.timeline.at(moment, lambda at: self._pay(statement_id, amount, paid_on, label, at))
+
+    def _pay(self, statement_id: int, amount: int, paid_on: date, label: str, moment: datetime) -> None:
+        if amount <= 0:
+            return
+        record_payment(self.session, statement_id=statement_id, amount_minor=amount, paid_on=paid_on,
+                       reference=f"{label}-{statement_id:05d}", actor=FINANCE, now=moment)
+        self.seeded.counts["payments"] += 1
+
+    def _plan_finance(self) -> None:
+        """The month's one-off finance work: adjustments, a dispute and two reconciliations."""
+        self.timeline.at(self._day(40) + timedelta(hours=11), self._adjust)
+        self.timeline.at(self._day(self._days() - 3) + timedelta(hours=15), self._request_pending_adjustment)
+        self.timeline.at(self._day(self._days() - 20) + timedelta(hours=14), self._dispute)
+        self.timeline.at(self._day(self._days() - 6) + timedelta(hours=10), self._reconcile)
+
+    def _adjust(self, moment: datetime) -> None:
+        """A goodwill credit, requested by one person and approved by another (four eyes)."""
+        requested = request_adjustment(
+            self.session, partner_code="cafe-aurora", amount_minor=-2_500, reference="ADJ-0001",
+            reason="Goodwill credit for the till outage of the first week", actor=ADMIN, now=moment)
+        decide_adjustment(self.session, adjustment_id=requested.id, decision="approve", actor=FINANCE,
+                          now=moment + timedelta(hours=3))
+        self.seeded.counts["adjustments"] += 1
+
+    def _request_pending_adjustment(self, moment: datetime) -> None:
+        request_adjustment(self.session, partner_code="book-nook", amount_minor=-4_000, reference="ADJ-0002",
+                           reason="Points missing after the till change, as the complaints show", actor=ADMIN,
+                           now=moment)
+        self.seeded.counts["adjustments"] += 1
+
+    def _dispute(self, moment: datetime) -> None:
+        """The Book Nook disputes the first line of its latest statement."""
+        statement_id = self._latest_statement("book-nook")
+        if statement_id is None:
+            return
+        open_dispute(self.session, statement_id=statement_id, line_number=1,
+                     reason="Our till counts fewer points issued than this line", actor=FINANCE, now=moment)
+        self.seeded.counts["disputes"] += 1
+
+    def _latest_statement(self, code: str) -> int | None:
+        found = [statement_id for partner, statement_id in self.statements_closed if partner == code]
+        return found[-1] if found else None
+
+    def _reconcile(self, moment: datetime) -> None:
+        """Two partners send their receipts: Café Aurora's match; the Book Nook's lack one and differ on another."""
+        for code, tamper in (("cafe-aurora", False), ("book-nook", True)):
+            statement_id = self._latest_statement(code)
+            if statement_id is None:
+                continue
+            rows = self._receipts_of(statement_id)
+            if tamper and len(rows) >= 2:
+                receipt, amount, currency, day = rows[1]
+                rows = [rows[0], (receipt, amount + 500, currency, day), *rows[3:]]
+            document = "receipt_id,amount_minor,currency,occurred_on\r\n" + "".join(
+                f"{receipt},{amount},{currency},{day.isoformat()}\r\n" for receipt, amount, currency, day in rows)
+            reconcile_statement(self.session, statement_id=statement_id, document=document.encode(),
+                                source="back_office", actor=FINANCE, now=moment)
+            self.seeded.counts["reconciliations"] += 1
+
+    def _receipts_of(self, statement_id: int) -> list[tuple[str, int, str, date]]:
+        """The partner's own file for a statement's cycle: its receipts, dated on its local calendar."""
+        statement = statement_by_id(self.session, statement_id=statement_id)
+        party = next(party for party in self.parties.values() if party.partner_id == statement.partner_id)
+        zone = ZoneInfo(party.time_zone)
+        rows = self.session.execute(
+            select(Purchase.receipt_id, Purchase.amount_minor, Purchase.currency, Purchase.purchased_at)
+            .where(Purchase.partner_id == statement.partner_id, Purchase.reported_at >= statement.cycle_starts_at,
+                   Purchase.reported_at < statement.cycle_ends_at).order_by(Purchase.receipt_id)).all()
+        return [(receipt, amount, currency, at.astimezone(zone).date()) for receipt, amount, currency, at in rows]
+
+    # -- grading -------------------------------------------------------------------
+
+    def _grade_last_month(self, moment: datetime) -> None:
+        """Grade the month just ended, as the monthly job does; a partner manager acknowledges the first alert."""
+        assert self.grading_config is not None
+        period = Period.month_before(moment, self.time_zone)
+        _, ends_at = period.bounds(self.time_zone)
+        if ends_at > moment:
+            return
+        computed = grading.compute(self.session, period=period, config=self.grading_config,
+                                   time_zone=self.time_zone, now=moment, actor="scheduler")
+        self.seeded.counts["graded periods"] += 1
+        self.seeded.counts["grade alerts"] += computed.alerts_raised
+        if not self.seeded.counts["alerts acknowledged"]:
+            self.timeline.at(moment + timedelta(days=1, hours=5), self._acknowledge_first_alert)
+
+    def _acknowledge_first_alert(self, moment: datetime) -> None:
+        alert_id = self.session.scalar(select(GradeAlert.id).where(GradeAlert.acknowledged_at.is_(None))
+                                       .order_by(GradeAlert.id).limit(1))
+        if alert_id is None or self.seeded.counts["alerts acknowledged"]:
+            return
+        grading.acknowledge_alert(self.session, alert_id=alert_id, now=moment, actor=MANAGER)
+        self.seeded.counts["alerts acknowledged"] += 1
+
+
+COMPLAINT_WORDS = {
+    "points_missing": "the points for this purchase never reached my account.",
+    "wrong_points": "I received fewer points than the receipt says.",
+    "staff_conduct": "the cashier refused to take my card.",
+    "product_or_service": "the order was wrong and the points were not corrected.",
+}
+
+FIRST_NAMES = ("Amélie", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Inès", "Jonas", "Karin",
+               "Luca", "Marta", "Nils", "Olga", "Pablo")
+LAST_NAMES = ("Moreau", "Schulz", "García", "Rossi", "Novak", "Lindqvist", "Dubois", "Weber", "Navarro")
+
+
+def demo_profile(number: int) -> dict[str, str]:
+    """The made-up name, phone and e-mail of demo member ``number`` (1 onwards), the same every time."""
+    first = FIRST_NAMES[(number - 1) % len(FIRST_NAMES)]
+    last = LAST_NAMES[(number * 7) % len(LAST_NAMES)]
+    handle = f"{first}.{last}".lower().translate(str.maketrans("éèí", "eei"))
+    return {"name": f"{first} {last}", "phone": f"+3361000{number:04d}", "email": f"{handle}.{number}@example.com"}
