@@ -63,15 +63,43 @@ def console_hub(pg_app) -> Iterator[tuple[str, Alliance]]:  # type: ignore[no-un
 @pytest.fixture
 def page(browser, request):  # type: ignore[no-untyped-def]
     """A fresh browser context (its own cookies) and page for one test."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context = browser.new_context(viewport=DESKTOP)
     opened = context.new_page()
     opened.set_default_timeout(15_000)
     yield opened
     context.close()
 
 
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
+# axe-core's impact levels that fail a page; "minor" and "moderate" findings are reported, not failed.
+FAILING_IMPACTS = ("serious", "critical")
+
+
+def accessibility_problems(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """axe-core's serious and critical violations on the page as it stands, one line each (none: an empty list).
+
+    axe-core (bundled by axe-playwright-python) runs inside the page through Playwright's
+    evaluate, which the console's Content-Security-Policy does not block: the page itself
+    still runs no script of ours.
+    """
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"resultTypes": ["violations"],
+                                       "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a",
+                                                                             "wcag21aa", "best-practice"]}})
+    return [f"{violation['id']} ({violation['impact']}): {violation['help']} at "
+            + ", ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+            for violation in results.response["violations"] if violation["impact"] in FAILING_IMPACTS]
+
+
+def sideways_overflow(page) -> int:  # type: ignore[no-untyped-def]
+    """How many CSS pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
+
+
 class Screenshots:
-    """Numbered screenshots of one test's steps."""
+    """Numbered screenshots of one test's steps; ``check`` also scans the page and tries it on a phone."""
 
     def __init__(self, page, test_name: str) -> None:  # type: ignore[no-untyped-def]
         self.page = page
@@ -85,6 +113,21 @@ class Screenshots:
         self.page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 0
         return path
+
+    def check(self, step: str) -> None:
+        """A screenshot, the accessibility scan, and the same page at 390 px: no sideways scroll, scanned again."""
+        self.take(step)
+        problems = accessibility_problems(self.page)
+        assert not problems, f"{step}: axe-core found\n" + "\n".join(problems)
+        self.page.set_viewport_size(PHONE)
+        try:
+            overflow = sideways_overflow(self.page)
+            self.take(f"{step}-phone")
+            assert overflow <= 0, f"{step}: at 390 px the page is {overflow} px too wide (it scrolls sideways)"
+            phone_problems = accessibility_problems(self.page)
+            assert not phone_problems, f"{step} at 390 px: axe-core found\n" + "\n".join(phone_problems)
+        finally:
+            self.page.set_viewport_size(DESKTOP)
 
 
 @pytest.fixture
