@@ -74,6 +74,9 @@ def test_search_page_shows_an_empty_form_and_who_may_open_it(app, service):
     for label in ("Member number", "Card number", "Phone number", "E-mail address"):
         assert label in shown
     assert '<form method="post" action="/console/members"' in page.get_data(as_text=True)
+    # Details in a query string are never searched for: the page stays an empty form.
+    from_url = service.get(SEARCH, phone=PHONE)
+    assert from_url.status_code == 200 and "Members found" not in text_of(from_url)
     anonymous = ConsoleClient(app).get(SEARCH)
     assert anonymous.status_code == 302 and "/console/login" in anonymous.headers["Location"]
     number, _ = busy_member(hub_state(app))
@@ -219,6 +222,9 @@ def test_card_replacement_shows_the_new_number_once_and_records_the_reason(app, 
     assert not any(new_card in link for link in links_of(done))
     member_page = service.get(f"{SEARCH}/{number}").get_data(as_text=True)
     assert new_card not in member_page and new_card[-4:] in member_page
+    # The lost card's number still finds its member, as does the new one.
+    for card in (old_card, new_card):
+        assert service.post(SEARCH, {"card_number": card}).headers["Location"].endswith(f"/console/members/{number}")
     with hub.unit_of_work() as uow:
         entry = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.action == "card.replace")).one()
     assert entry.actor == "console:cass" and entry.subject == f"member:{number}"
