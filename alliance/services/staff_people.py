@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Iterable
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -101,3 +102,57 @@ def same_person(session: Session, first_actor: str, second_actor: str) -> bool:
         return True
     first = person_behind(session, first_actor)
     return first is not None and first == person_behind(session, second_actor)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonCredentials:
+    """A person with the usernames of their console logins and the ids of their back-office clients."""
+
+    handle: str
+    name: str
+    logins: tuple[str, ...]
+    clients: tuple[str, ...]
+
+
+def people_with_credentials(session: Session) -> list[PersonCredentials]:
+    """Every staff person, by handle, with what they sign in with: so two logins of one person show as one."""
+    logins: dict[int, list[str]] = {}
+    for person_id, username in session.execute(select(StaffUser.person_id, StaffUser.username)
+                                               .order_by(StaffUser.username)):
+        logins.setdefault(person_id, []).append(username)
+    clients: dict[int, list[str]] = {}
+    for person_id, client_id in session.execute(select(OAuthClient.person_id, OAuthClient.client_id)
+                                                .order_by(OAuthClient.client_id)):
+        clients.setdefault(person_id, []).append(client_id)
+    people = session.execute(select(StaffPerson.id, StaffPerson.handle, StaffPerson.name)
+                             .order_by(StaffPerson.handle)).all()
+    return [PersonCredentials(handle, name, tuple(logins.get(person_id, ())), tuple(clients.get(person_id, ())))
+            for person_id, handle, name in people]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonName:
+    """Who a person is, for showing beside an actor."""
+
+    handle: str
+    name: str
+
+
+def people_behind(session: Session, actors: Iterable[str]) -> dict[str, PersonName]:
+    """The person behind each actor that names a console login or a back-office client (others are left out)."""
+    wanted = set(actors)
+    usernames = {actor[len(CONSOLE_ACTOR_PREFIX):] for actor in wanted if actor.startswith(CONSOLE_ACTOR_PREFIX)}
+    client_ids = {actor[len(CLIENT_ACTOR_PREFIX):] for actor in wanted if actor.startswith(CLIENT_ACTOR_PREFIX)}
+    found: dict[str, PersonName] = {}
+    if usernames:
+        for username, handle, name in session.execute(
+                select(StaffUser.username, StaffPerson.handle, StaffPerson.name)
+                .join(StaffPerson, StaffPerson.id == StaffUser.person_id).where(StaffUser.username.in_(usernames))):
+            found[f"{CONSOLE_ACTOR_PREFIX}{username}"] = PersonName(handle, name)
+    if client_ids:
+        for client_id, handle, name in session.execute(
+                select(OAuthClient.client_id, StaffPerson.handle, StaffPerson.name)
+                .join(StaffPerson, StaffPerson.id == OAuthClient.person_id)
+                .where(OAuthClient.client_id.in_(client_ids))):
+            found[f"{CLIENT_ACTOR_PREFIX}{client_id}"] = PersonName(handle, name)
+    return found

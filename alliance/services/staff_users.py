@@ -11,9 +11,11 @@ at will. A session is a row found by the SHA-256 of a random nonce carried in th
 cookie: logout, disabling the user, the idle timeout and the absolute lifetime all end
 it here, whatever the browser still holds.
 
-Every change to an account (created, disabled, password set), the moment a known
-account starts backing off from one address, and every login and logout go to the
-audit log in the same transaction, without the password or the address.
+Every change to an account (created, roles changed, disabled, enabled again, password
+set, with the reason when one is given), the moment a known account starts backing off
+from one address, and every login and logout go to the audit log in the same
+transaction, without the password or the address. The last active admin cannot be
+disabled or lose the admin role, and no admin removes their own admin role.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from alliance.models import StaffSession, StaffUser
 from alliance.models.staff import StaffPerson
 from alliance.services import audit_log, login_throttle
 from alliance.services.oauth import validate_roles
-from alliance.services.staff_people import person_id_of
+from alliance.services.staff_people import CONSOLE_ACTOR_PREFIX, person_id_of
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 MIN_PASSWORD_CHARACTERS = 12
 MAX_PASSWORD_CHARACTERS = 256
 MAX_USERNAME_CHARACTERS = 64
+ADMIN_ROLE = "admin"
 IDLE_TIMEOUT = timedelta(minutes=30)
 SESSION_LIFETIME = timedelta(hours=12)
 # Writing last_seen_at on every page would make each view a write; a minute's slack in
@@ -140,18 +143,113 @@ def list_users(session: Session) -> list[StaffUser]:
     return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
 
 
-def disable_user(session: Session, *, username: str, actor: str, now: datetime) -> None:
-    """Disable a user and end every session of theirs at once."""
+def disable_user(session: Session, *, username: str, actor: str, now: datetime, reason: str | None = None) -> None:
+    """Disable a user and end every session of theirs at once (never the last active admin, nor oneself)."""
     user = _user(session, username, lock=True)
     if user.status == "disabled":
         raise InvalidState(f"staff user {username!r} is already disabled")
+    if actor == f"{CONSOLE_ACTOR_PREFIX}{username}":
+        raise InvalidState("you cannot disable your own login; another admin can")
+    if ADMIN_ROLE in user.roles.split():
+        _keep_an_admin(session, user, "disabling")
     session.execute(update(StaffUser).where(StaffUser.id == user.id).values(status="disabled"))
     ended = _end_sessions(session, user_id=user.id, now=now)
     audit_log.append(session, actor=actor, action="staff.disable", subject=f"staff:{username}", now=now,
-                     before={"status": "active"}, after={"status": "disabled", "sessions_ended": ended})
+                     before={"status": "active"},
+                     after={"status": "disabled", "sessions_ended": ended, **_reason(reason)})
 
 
-def set_password(session: Session, *, username: str, password: str, actor: str, now: datetime) -> None:
+def enable_user(session: Session, *, username: str, actor: str, now: datetime, reason: str | None = None) -> None:
+    """Let a disabled user sign in again (with their password as it was)."""
+    user = _user(session, username, lock=True)
+    if user.status == "active":
+        raise InvalidState(f"staff user {username!r} is already active")
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(status="active"))
+    audit_log.append(session, actor=actor, action="staff.enable", subject=f"staff:{username}", now=now,
+                     before={"status": "disabled"}, after={"status": "active", **_reason(reason)})
+
+
+def set_roles(session: Session, *, username: str, roles: list[str] | tuple[str, ...], actor: str, now: datetime,
+              reason: str | None = None) -> tuple[str, ...]:
+    """Give a user exactly ``roles``; the last active admin keeps admin, and no admin removes their own.
+
+    The user's live sessions see the new roles on their next page (roles are read on
+    every request). Answers the roles as stored, in their fixed order.
+    """
+    checked = validate_roles(list(roles))
+    user = _user(session, username, lock=True)
+    current = tuple(user.roles.split())
+    if set(checked) == set(current):
+        raise InvalidState(f"staff user {username!r} already has exactly the roles {', '.join(current)}")
+    if ADMIN_ROLE in current and ADMIN_ROLE not in checked:
+        if actor == f"{CONSOLE_ACTOR_PREFIX}{username}":
+            raise InvalidState("you cannot remove your own admin role; another admin can")
+        _keep_an_admin(session, user, "removing the admin role of")
+    session.execute(update(StaffUser).where(StaffUser.id == user.id).values(roles=" ".join(checked)))
+    audit_log.append(session, actor=actor, action="staff.set_roles", subject=f"staff:{username}", now=now,
+                     before={"roles": list(current)}, after={"roles": list(checked), **_reason(reason)})
+    return checked
+
+
+def _keep_an_admin(session: Session, user: StaffUser, change: str) -> None:
+    """Refuse a change that would leave no active admin (the other admins' rows are locked while counting)."""
+    if user.status != "active":
+        return
+    others = session.scalars(select(StaffUser.id).where(
+        StaffUser.id != user.id, StaffUser.status == "active",
+        (StaffUser.roles == ADMIN_ROLE) | StaffUser.roles.startswith(f"{ADMIN_ROLE} "),
+    ).with_for_update()).all()
+    if not others:
+        raise InvalidState(f"{change} {user.username!r} would leave no active admin; give another login the "
+                           "admin role first")
+
+
+def _reason(reason: str | None) -> dict[str, str]:
+    """A change's reason for its audit entry (nothing when none was given)."""
+    reason = (reason or "").strip()
+    return {"reason": reason} if reason else {}
+
+
+@dataclass(frozen=True, slots=True)
+class StaffLogin:
+    """A console login as the admin's list shows it, with the person it belongs to."""
+
+    username: str
+    display_name: str
+    person: str
+    person_name: str
+    roles: tuple[str, ...]
+    status: str
+    last_login_at: datetime | None
+    password_changed_at: datetime
+    created_at: datetime
+
+
+def list_logins(session: Session) -> list[StaffLogin]:
+    """Every console login with its person, by username."""
+    rows = session.execute(select(StaffUser, StaffPerson.handle, StaffPerson.name)
+                           .join(StaffPerson, StaffPerson.id == StaffUser.person_id)
+                           .order_by(StaffUser.username)).all()
+    return [_login(user, handle, name) for user, handle, name in rows]
+
+
+def login_of(session: Session, *, username: str) -> StaffLogin:
+    """One console login with its person (NotFound otherwise)."""
+    row = session.execute(select(StaffUser, StaffPerson.handle, StaffPerson.name)
+                          .join(StaffPerson, StaffPerson.id == StaffUser.person_id)
+                          .where(StaffUser.username == username)).first()
+    if row is None:
+        raise NotFound(f"no staff user {username!r}")
+    return _login(*row)
+
+
+def _login(user: StaffUser, handle: str, name: str) -> StaffLogin:
+    return StaffLogin(user.username, user.display_name, handle, name, tuple(user.roles.split()), user.status,
+                      user.last_login_at, user.password_changed_at, user.created_at)
+
+
+def set_password(session: Session, *, username: str, password: str, actor: str, now: datetime,
+                 reason: str | None = None) -> None:
     """Set a new password, lift the user's login backoffs, and end their sessions (they sign in again)."""
     # The throttle rows before the user's row: a login locks them in that order too.
     lifted = login_throttle.forget_username(session, username)
@@ -161,7 +259,7 @@ def set_password(session: Session, *, username: str, password: str, actor: str, 
         password_changed_at=now))
     ended = _end_sessions(session, user_id=user.id, now=now)
     audit_log.append(session, actor=actor, action="staff.set_password", subject=f"staff:{username}", now=now,
-                     after={"sessions_ended": ended, "backoffs_lifted": lifted})
+                     after={"sessions_ended": ended, "backoffs_lifted": lifted, **_reason(reason)})
 
 
 def set_time_zone(session: Session, *, username: str, time_zone: str | None, actor: str, now: datetime) -> None:
