@@ -1,5 +1,5 @@
 """Operator commands for staff people and their console logins: ``alliance staff add-person | people | add |
-list | disable | set-password``.
+list | set-roles | disable | enable | set-password``.
 
 They join the ``staff`` group beside the back-office client commands. A person comes
 first; each console login and each back-office client then names its person, so that
@@ -107,17 +107,47 @@ def register(main: click.Group, with_app: WithApp) -> None:
                        f"\tperson {handles[user.person_id]}")
         click.echo(f"{len(users)} staff users")
 
-    @staff.command("disable")
+    @staff.command("set-roles")
     @click.argument("username")
+    @click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES),
+                  help="Every role the login is to have (the others are removed).")
+    @click.option("--reason", help="Why; recorded in the audit log.")
     @with_app
-    def staff_disable(app: Flask, username: str) -> None:
-        """Disable a console login; its open sessions end at once."""
+    def staff_set_roles(app: Flask, username: str, roles: tuple[str, ...], reason: str | None) -> None:
+        """Give a console login exactly these roles (the last active admin keeps the admin role)."""
         from alliance.services import staff_users
 
         with hub_state(app).unit_of_work() as uow:
-            staff_users.disable_user(uow.session, username=username, actor=cli_actor(), now=_now())
+            stored = staff_users.set_roles(uow.session, username=username, roles=roles, reason=reason,
+                                           actor=cli_actor(), now=_now())
+            uow.commit()
+        click.echo(f"staff user {username} now has roles {' '.join(stored)}")
+
+    @staff.command("disable")
+    @click.argument("username")
+    @click.option("--reason", help="Why; recorded in the audit log.")
+    @with_app
+    def staff_disable(app: Flask, username: str, reason: str | None) -> None:
+        """Disable a console login; its open sessions end at once (never the last active admin)."""
+        from alliance.services import staff_users
+
+        with hub_state(app).unit_of_work() as uow:
+            staff_users.disable_user(uow.session, username=username, reason=reason, actor=cli_actor(), now=_now())
             uow.commit()
         click.echo(f"staff user {username} disabled")
+
+    @staff.command("enable")
+    @click.argument("username")
+    @click.option("--reason", help="Why; recorded in the audit log.")
+    @with_app
+    def staff_enable(app: Flask, username: str, reason: str | None) -> None:
+        """Let a disabled console login sign in again."""
+        from alliance.services import staff_users
+
+        with hub_state(app).unit_of_work() as uow:
+            staff_users.enable_user(uow.session, username=username, reason=reason, actor=cli_actor(), now=_now())
+            uow.commit()
+        click.echo(f"staff user {username} enabled")
 
     @staff.command("set-password")
     @click.argument("username")

@@ -1,4 +1,5 @@
-"""``alliance staff add-person | people | add | list | disable | set-password`` and the demo's console logins."""
+"""``alliance staff add-person | people | add | list | set-roles | disable | enable | set-password`` and the demo's
+console logins."""
 
 from __future__ import annotations
 
@@ -87,6 +88,45 @@ def test_staff_list_disable_and_set_password(app):
     assert run_cli(app, "staff", "disable", "nobody").exit_code == 1
     actions = [action for actor, action, subject in audit_actions(hub, actor_prefix="cli:") if subject == "staff:fiona"]
     assert actions == ["staff.add", "staff.set_password", "staff.disable"]
+
+
+def audit_entry_of(app, action: str):  # type: ignore[no-untyped-def]
+    """The newest audit entry with ``action``."""
+    from sqlalchemy import select
+
+    from alliance.models import AuditLogEntry
+
+    with hub_state(app).unit_of_work() as uow:
+        entry = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.action == action)
+                                    .order_by(AuditLogEntry.sequence.desc())).first()
+        return entry.actor, entry.before, entry.after
+
+
+def test_staff_set_roles_disable_with_a_reason_and_enable(app):
+    run_with_input(app, PASSWORD + "\n", "staff", "add", "fiona", "--person", "fiona", "--name", "Fiona",
+                   "--role", "admin")
+    run_with_input(app, PASSWORD + "\n", *ADD_CASS, "--role", "customer_service")
+    # Fiona is the only admin: she keeps the role and stays enabled.
+    last = run_cli(app, "staff", "set-roles", "fiona", "--role", "finance")
+    assert last.exit_code == 1 and "would leave no active admin" in last.output
+    assert run_cli(app, "staff", "disable", "fiona").exit_code == 1
+    promoted = run_cli(app, "staff", "set-roles", "cass", "--role", "admin", "--role", "customer_service",
+                       "--reason", "second admin for the holidays")
+    assert promoted.exit_code == 0 and "staff user cass now has roles admin customer_service" in promoted.output
+    actor, before, after = audit_entry_of(app, "staff.set_roles")
+    assert actor.startswith("cli:") and before == {"roles": ["customer_service"]}
+    assert after == {"roles": ["admin", "customer_service"], "reason": "second admin for the holidays"}
+    disabled = run_cli(app, "staff", "disable", "fiona", "--reason", "on leave")
+    assert disabled.exit_code == 0 and "staff user fiona disabled" in disabled.output
+    assert audit_entry_of(app, "staff.disable")[2] == {"status": "disabled", "sessions_ended": 0,
+                                                       "reason": "on leave"}
+    assert ConsoleClient(app).login("fiona", PASSWORD).status_code == 401
+    enabled = run_cli(app, "staff", "enable", "fiona", "--reason", "back")
+    assert enabled.exit_code == 0 and "staff user fiona enabled" in enabled.output
+    assert audit_entry_of(app, "staff.enable")[2] == {"status": "active", "reason": "back"}
+    assert ConsoleClient(app).login("fiona", PASSWORD).status_code == 303
+    assert run_cli(app, "staff", "enable", "fiona").exit_code == 1
+    assert run_cli(app, "staff", "set-roles", "fiona", "--role", "root").exit_code == 2
 
 
 def test_seed_demo_prints_the_console_address_and_one_working_login_per_role(app):
