@@ -124,6 +124,8 @@ def test_adding_a_login_of_a_new_person_shows_its_password_once_and_never_in_a_u
     assert response.headers["Cache-Control"] == "no-store"
     password = PASSWORD_SHOWN.search(response.get_data(as_text=True)).group(1)
     assert len(password) >= 20
+    links = re.findall(r'(?:href|action)="([^"]*)"', response.get_data(as_text=True))
+    assert links and not any(password in link for link in links)
     shown = text_of(response)
     assert "Login added" in shown and "shown once" in shown and "Cass Sørensen (cass)" in shown
     assert "customer service" in shown
