@@ -12,12 +12,27 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from fractions import Fraction
-from typing import Any, Iterator, Sequence, cast
+from typing import Any, Callable, Iterator, Sequence, cast
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, CursorResult, Row, Select, and_, func, insert, select, union, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    Select,
+    SQLColumnExpression,
+    and_,
+    case,
+    func,
+    insert,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.sql import Subquery
 
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.domain.grading import (
@@ -63,29 +78,68 @@ CLOSED_COMPLAINT_STATUSES = ("resolved", "rejected")
 
 
 # -- measuring -----------------------------------------------------------------------
+#
+# What a period counts, in one place: the grades and the console's activity charts read
+# the same rows on the same dates through these three selections.
 
-def measure(session: Session, period: Period, *, time_zone: str) -> list[PartnerMetrics]:
-    """Every partner that existed before the period ended, with its metrics for the period."""
+Window = Callable[[SQLColumnExpression[datetime]], ColumnElement[bool]]
+
+
+def counted_purchases(within: Window) -> Select[*tuple[Any, ...]]:
+    """The purchases a period counts: every purchase *reported* in it (not by its purchase date).
+
+    Columns: ``partner_id``, ``member_id``, ``moment`` (the reporting time), ``amount_minor``
+    (in the partner's currency) and ``points`` (the points the partner pays for).
+    """
+    return select(Purchase.partner_id, Purchase.member_id, Purchase.reported_at.label("moment"),
+                  Purchase.amount_minor.label("amount_minor"), Purchase.points_partner.label("points")
+                  ).where(within(Purchase.reported_at))
+
+
+def counted_redemptions(within: Window) -> Select[*tuple[Any, ...]]:
+    """The redemptions a period counts: holds *captured* in it (by their closing time), with the points captured.
+
+    Columns: ``partner_id``, ``member_id``, ``moment`` and ``points``.
+    """
+    moment = cast(InstrumentedAttribute[datetime], RedemptionHold.closed_at)
+    return select(RedemptionHold.partner_id, RedemptionHold.member_id, moment.label("moment"),
+                  RedemptionHold.points_captured.label("points")
+                  ).where(RedemptionHold.status == "captured", within(moment))
+
+
+def counted_complaints(within: Window) -> Select[*tuple[Any, ...]]:
+    """The complaints a period counts: those *opened* in it. Columns: ``partner_id`` and ``moment``."""
+    return select(Complaint.partner_id, Complaint.opened_at.label("moment")).where(within(Complaint.opened_at))
+
+
+def _window(starts_at: datetime, ends_at: datetime) -> Window:
+    return lambda column: and_(column >= starts_at, column < ends_at)
+
+
+def measure(session: Session, period: Period, *, time_zone: str, as_of: datetime | None = None) -> list[PartnerMetrics]:
+    """Every partner that existed before the period ended, with its metrics for the period.
+
+    ``as_of`` is the grading moment: payments made by then count, and a statement still
+    unpaid then is late up to that day (the period's end when not given).
+    """
     starts_at, ends_at = period.bounds(time_zone)
-    in_period = lambda column: and_(column >= starts_at, column < ends_at)  # noqa: E731
+    in_period = _window(starts_at, ends_at)
     partners = session.execute(select(Partner.id, Partner.code, Partner.currency)
                                .where(Partner.created_at < ends_at).order_by(Partner.code)).all()
 
+    bought = counted_purchases(in_period).subquery()
     purchases = _by_partner(session, select(
-        Purchase.partner_id, func.count(), integer_sum(Purchase.amount_minor), integer_sum(Purchase.points_partner),
-    ).where(in_period(Purchase.reported_at)).group_by(Purchase.partner_id))
-    redemptions = _by_partner(session, select(
-        RedemptionHold.partner_id, func.count(), integer_sum(RedemptionHold.points_captured),
-    ).where(RedemptionHold.status == "captured", in_period(RedemptionHold.closed_at))
-        .group_by(RedemptionHold.partner_id))
+        bought.c.partner_id, func.count(), integer_sum(bought.c.amount_minor), integer_sum(bought.c.points),
+    ).group_by(bought.c.partner_id))
+    redeemed = counted_redemptions(in_period).subquery()
+    redemptions = _by_partner(session, select(redeemed.c.partner_id, func.count(), integer_sum(redeemed.c.points))
+                              .group_by(redeemed.c.partner_id))
     visits = union(
-        select(Purchase.partner_id, Purchase.member_id).where(in_period(Purchase.reported_at)),
-        select(RedemptionHold.partner_id, RedemptionHold.member_id)
-        .where(RedemptionHold.status == "captured", in_period(RedemptionHold.closed_at)),
+        select(bought.c.partner_id, bought.c.member_id), select(redeemed.c.partner_id, redeemed.c.member_id),
     ).subquery()
     members = _by_partner(session, select(visits.c.partner_id, func.count()).group_by(visits.c.partner_id))
-    complaints = _by_partner(session, select(Complaint.partner_id, func.count())
-                             .where(in_period(Complaint.opened_at)).group_by(Complaint.partner_id))
+    opened = counted_complaints(in_period).subquery()
+    complaints = _by_partner(session, select(opened.c.partner_id, func.count()).group_by(opened.c.partner_id))
     refunds = _by_partner(session, select(PurchaseRefund.partner_id, func.count())
                           .where(in_period(PurchaseRefund.created_at)).group_by(PurchaseRefund.partner_id))
     reversals = _by_partner(session, select(RedemptionRefund.partner_id, func.count())
@@ -98,7 +152,7 @@ def measure(session: Session, period: Period, *, time_zone: str) -> list[Partner
                            .where(in_period(StatementLineDispute.opened_at))
                            .group_by(SettlementStatement.partner_id))
     medians = _median_resolution_seconds(session, starts_at, ends_at)
-    lateness = _days_late(session, period)
+    lateness = _days_late(session, period, as_of=as_of or ends_at, time_zone=time_zone)
 
     measured = []
     for partner_id, code, currency in partners:
@@ -148,31 +202,97 @@ def _median_resolution_seconds(session: Session, starts_at: datetime, ends_at: d
     return {partner_id: Fraction(int(middle_sum), int(middle_count)) for partner_id, middle_sum, middle_count in rows}
 
 
-def _days_late(session: Session, period: Period) -> dict[int, int]:
-    """Per partner, the most days late of its statements due in the period that it had to pay.
+def _days_late(session: Session, period: Period, *, as_of: datetime, time_zone: str) -> dict[int, int]:
+    """Per partner, the most days late of the statements it had to pay that were due by the period's end.
 
-    A statement is paid on the day its payments (those dated before the period's end)
-    first cover its net; unpaid by the period's last day, it counts as late up to that day.
+    Counted: statements owed to the hub (net above zero) due in the period, and those due
+    before it that were not yet fully paid when it began. A statement is paid on the day
+    its payments first cover its net; one still unpaid at the grading moment (``as_of``)
+    is late up to that day, so an overdue statement never reads as 0 days late.
     """
-    last_day = period.end_day.toordinal() - 1
+    as_of_day = as_of.astimezone(ZoneInfo(time_zone)).date()
     # A paid event always carries an amount (the ``kind`` check); only invoiced ones have none.
     paid_amount = cast(InstrumentedAttribute[int], StatementEvent.amount_minor)
-    paid = (select(StatementEvent.statement_id, integer_sum(paid_amount).label("paid"),
-                   func.max(StatementEvent.paid_on).label("last_paid_on"))
-            .where(StatementEvent.kind == "paid", StatementEvent.paid_on < period.end_day)
-            .group_by(StatementEvent.statement_id).subquery())
+    payments = (select(StatementEvent.statement_id, StatementEvent.paid_on, paid_amount.label("amount"))
+                .where(StatementEvent.kind == "paid", StatementEvent.paid_on <= as_of_day).subquery())
+    due = (select(SettlementStatement.id, SettlementStatement.partner_id, SettlementStatement.net_minor,
+                  SettlementStatement.due_date)
+           .where(SettlementStatement.net_minor > 0, SettlementStatement.due_date < period.end_day,
+                  SettlementStatement.due_date <= as_of_day).subquery())
     rows = session.execute(
-        select(SettlementStatement.partner_id, SettlementStatement.net_minor, SettlementStatement.due_date,
-               paid.c.paid, paid.c.last_paid_on)
-        .outerjoin(paid, paid.c.statement_id == SettlementStatement.id)
-        .where(SettlementStatement.net_minor > 0, SettlementStatement.due_date >= period.first_day,
-               SettlementStatement.due_date < period.end_day)
+        select(due.c.id, due.c.partner_id, due.c.net_minor, due.c.due_date, payments.c.paid_on, payments.c.amount)
+        .outerjoin(payments, payments.c.statement_id == due.c.id)
+        .order_by(due.c.id, payments.c.paid_on)
     )
+    statements: dict[int, tuple[int, int, date, date | None]] = {}
+    paid_so_far: dict[int, int] = {}
+    for statement_id, partner_id, net, due_date, paid_on, amount in rows:
+        partner_id, net, due_date, settled_on = statements.get(statement_id, (partner_id, net, due_date, None))
+        if paid_on is not None and settled_on is None:
+            paid_so_far[statement_id] = paid_so_far.get(statement_id, 0) + int(amount)
+            if paid_so_far[statement_id] >= net:
+                settled_on = paid_on
+        statements[statement_id] = (partner_id, net, due_date, settled_on)
     worst: dict[int, int] = {}
-    for partner_id, net, due_date, paid_amount, last_paid_on in rows:
-        settled_on = last_paid_on.toordinal() if paid_amount is not None and paid_amount >= net else last_day
-        worst[partner_id] = max(worst.get(partner_id, 0), max(0, settled_on - due_date.toordinal()))
+    for partner_id, _, due_date, settled_on in statements.values():
+        if due_date < period.first_day and settled_on is not None and settled_on < period.first_day:
+            continue  # settled before the period began: it was late in an earlier period, not this one
+        late = max(0, ((settled_on or as_of_day) - due_date).days)
+        worst[partner_id] = max(worst.get(partner_id, 0), late)
     return worst
+
+
+@dataclass(frozen=True, slots=True)
+class MonthActivity:
+    """One month of a partner's activity, counted as grading counts it (``counted_*``); every number exact."""
+
+    month: str
+    purchases: int
+    purchase_volume_minor: int
+    points_issued: int
+    redemptions: int
+    points_redeemed: int
+    complaints: int
+
+
+def recent_months(now: datetime, time_zone: str, count: int) -> list[Period]:
+    """The ``count`` calendar months up to and including the one ``now`` falls in (in ``time_zone``), oldest first."""
+    local = now.astimezone(ZoneInfo(time_zone))
+    month = Period(local.year, local.month, 1)
+    months = [month]
+    for _ in range(count - 1):
+        month = month.previous()
+        months.append(month)
+    return months[::-1]
+
+
+def monthly_activity(session: Session, *, partner_id: int, months: Sequence[Period],
+                     time_zone: str) -> list[MonthActivity]:
+    """A partner's purchases, redemptions and complaints per month: the same rows on the same dates as its grades."""
+    bounds = [(month.label, *month.bounds(time_zone)) for month in months]
+    within = _window(bounds[0][1], bounds[-1][2])
+
+    def per_month(selection: Select[*tuple[Any, ...]], *sums: str) -> dict[str, tuple[int, ...]]:
+        rows = selection.subquery()
+        month = case(*((and_(rows.c.moment >= starts_at, rows.c.moment < ends_at), label)
+                       for label, starts_at, ends_at in bounds))
+        # Labelled in a subquery and grouped outside it: PostgreSQL would not match two copies of the CASE.
+        labelled = select(month.label("month"), *rows.c).where(rows.c.partner_id == partner_id).subquery()
+        totals = select(labelled.c.month, func.count(), *(integer_sum(labelled.c[name]) for name in sums)
+                        ).group_by(labelled.c.month)
+        return {row[0]: tuple(int(value) for value in row[1:]) for row in session.execute(totals)}
+
+    purchases = per_month(counted_purchases(within), "amount_minor", "points")
+    redemptions = per_month(counted_redemptions(within), "points")
+    complaints = per_month(counted_complaints(within))
+    result = []
+    for label, _, _ in bounds:
+        count, volume, points = purchases.get(label, (0, 0, 0))
+        redeemed, redeemed_points = redemptions.get(label, (0, 0))
+        result.append(MonthActivity(month=label, purchases=count, purchase_volume_minor=volume, points_issued=points,
+                                    redemptions=redeemed, points_redeemed=redeemed_points,
+                                    complaints=complaints.get(label, (0,))[0]))
+    return result
 
 
 # -- computing and storing -----------------------------------------------------------
@@ -192,7 +312,7 @@ def compute(session: Session, *, period: Period, config: GradingConfig, time_zon
     if ends_at > now:
         raise ValidationFailed(f"the period {period.label} has not ended yet; grade it after {ends_at.isoformat()}",
                                fields={"period": ["not ended"]})
-    results = grade_period(measure(session, period, time_zone=time_zone), config)
+    results = grade_period(measure(session, period, time_zone=time_zone, as_of=now), config)
     previous = _effective_by_partner(session, period.previous().label)
     period_row = session.scalar(select(GradePeriod).where(GradePeriod.period == period.label).with_for_update())
     counts = {"graded_count": sum(result.graded for result in results),
@@ -378,9 +498,15 @@ def _effective_rows() -> tuple[Select[PartnerGrade, str, str, str], ColumnElemen
     return statement, effective
 
 
+GRADE_SORTS = ("partner", "grade", "score", "status")
+
+
 def period_grades(session: Session, *, period: str, grade: str | None = None, status: str | None = None,
-                  limit: int = 50, offset: int = 0) -> tuple[dict[str, object], list[dict[str, object]], int]:
-    """A computed period, a page of its partners' grades (by partner code) and how many match in all."""
+                  limit: int = 50, offset: int = 0, sort: str = "partner",
+                  descending: bool = False) -> tuple[dict[str, object], list[dict[str, object]], int]:
+    """A computed period, a page of its partners' grades (by partner code, or ``sort``) and how many match in all."""
+    if sort not in GRADE_SORTS:
+        raise ValidationFailed(f"grades sort by one of {', '.join(GRADE_SORTS)}", fields={"sort": ["unknown"]})
     label = Period.parse(period).label
     period_row = session.scalar(select(GradePeriod).where(GradePeriod.period == label))
     if period_row is None:
@@ -392,7 +518,15 @@ def period_grades(session: Session, *, period: str, grade: str | None = None, st
     if grade is not None:
         statement = statement.where(effective == grade)
     total = session.scalar(select(func.count()).select_from(statement.subquery()))
-    page = session.execute(statement.order_by(Partner.code).limit(min(limit, MAX_PAGE_SIZE)).offset(offset))
+    # Not graded sorts after the graded, either way, on both databases (they place NULLs differently).
+    columns: dict[str, SQLColumnExpression[Any]] = {
+        "partner": Partner.code, "grade": func.coalesce(effective, "E"), "score": PartnerGrade.score,
+        "status": PartnerGrade.status}
+    column = columns[sort]
+    not_graded_last = case((PartnerGrade.score.is_(None), 1), else_=0)
+    page = session.execute(statement.order_by(not_graded_last, column.desc() if descending else column.asc(),
+                                              Partner.code)
+                           .limit(min(limit, MAX_PAGE_SIZE)).offset(offset))
     summary = {"period": period_row.period, "starts_at": period_row.starts_at, "ends_at": period_row.ends_at,
                "graded": period_row.graded_count, "not_graded": period_row.not_graded_count,
                "computed_at": period_row.computed_at, "computed_by": period_row.computed_by,
@@ -443,9 +577,21 @@ def override(session: Session, *, code: str, period: str, grade: str, reason: st
     return partner_grade(session, code=code, period=period)
 
 
+ALERT_SORTS = ("raised", "partner", "period", "kind", "acknowledged")
+ALERT_KINDS = ("downgrade", "complaint_rate")
+
+
 def list_alerts(session: Session, *, acknowledged: bool | None = False, period: str | None = None,
+                partner: str | None = None, kind: str | None = None, sort: str = "raised", descending: bool = True,
                 limit: int = 50, offset: int = 0) -> tuple[list[dict[str, object]], int]:
-    """Alerts for the partner managers, newest first; unacknowledged ones by default."""
+    """Alerts for the partner managers, newest first unless ``sort`` says otherwise; unacknowledged ones by default.
+
+    ``sort`` is one of ``ALERT_SORTS``: when raised, partner code, period, kind or when acknowledged.
+    """
+    if sort not in ALERT_SORTS:
+        raise ValidationFailed(f"alerts sort by one of {', '.join(ALERT_SORTS)}", fields={"sort": ["unknown"]})
+    if kind is not None and kind not in ALERT_KINDS:
+        raise ValidationFailed(f"an alert's kind is one of {', '.join(ALERT_KINDS)}", fields={"kind": ["unknown"]})
     statement = (select(GradeAlert, Partner.code, GradePeriod.period)
                  .join(PartnerGrade, PartnerGrade.id == GradeAlert.partner_grade_id)
                  .join(Partner, Partner.id == PartnerGrade.partner_id)
@@ -455,9 +601,17 @@ def list_alerts(session: Session, *, acknowledged: bool | None = False, period: 
                                     else GradeAlert.acknowledged_at.is_(None))
     if period is not None:
         statement = statement.where(GradePeriod.period == Period.parse(period).label)
+    if partner is not None:
+        statement = statement.where(Partner.code == partner)
+    if kind is not None:
+        statement = statement.where(GradeAlert.kind == kind)
+    columns: dict[str, SQLColumnExpression[Any]] = {
+        "raised": GradeAlert.raised_at, "partner": Partner.code, "period": GradePeriod.starts_at,
+        "kind": GradeAlert.kind, "acknowledged": GradeAlert.acknowledged_at}
+    column = columns[sort]
     total = session.scalar(select(func.count()).select_from(statement.subquery()))
-    rows = session.execute(statement.order_by(GradeAlert.id.desc()).limit(min(limit, MAX_PAGE_SIZE))
-                           .offset(offset)).all()
+    rows = session.execute(statement.order_by(column.desc() if descending else column.asc(), GradeAlert.id.desc())
+                           .limit(min(limit, MAX_PAGE_SIZE)).offset(offset)).all()
     return [_alert_view(alert, code, label) for alert, code, label in rows], int(total or 0)
 
 
@@ -564,3 +718,45 @@ def _effective_grades(session: Session, period_label: str,
     if codes is not None:
         statement = statement.where(Partner.code.in_(list(codes)))
     return {code: (grade, computed) for code, grade, computed in session.execute(statement)}
+
+
+def grade_trends(session: Session, *, codes: Sequence[str],
+                 periods: int = 3) -> dict[str, list[tuple[str, str | None]]]:
+    """Per partner code, its effective grade (None: not graded) in each of the newest ``periods`` computed periods.
+
+    Oldest first, only periods in which the partner has a grade row; partners without one are left out.
+    """
+    labels = list(session.scalars(select(GradePeriod.period).order_by(GradePeriod.starts_at.desc()).limit(periods)))
+    if not codes or not labels:
+        return {}
+    graded, effective = _effective_rows()
+    rows = session.execute(graded.with_only_columns(Partner.code, GradePeriod.period, effective)
+                           .where(GradePeriod.period.in_(labels), Partner.code.in_(list(codes)))
+                           .order_by(Partner.code, GradePeriod.starts_at))
+    trends: dict[str, list[tuple[str, str | None]]] = {}
+    for code, label, grade in rows:
+        trends.setdefault(code, []).append((label, grade))
+    return trends
+
+
+def newest_grades() -> Subquery:
+    """Per partner, the effective grade (``grade``) of the newest computed period, as a subquery lists can join."""
+    newest = select(GradePeriod.id).order_by(GradePeriod.starts_at.desc()).limit(1).scalar_subquery()
+    graded, effective = _effective_rows()
+    return (graded.with_only_columns(PartnerGrade.partner_id, effective.label("grade"))
+            .where(PartnerGrade.period_id == newest).subquery("newest_grades"))
+
+
+def open_alert_counts() -> Subquery:
+    """Per partner, how many of its alerts are not acknowledged yet (``open_alerts``), as a subquery lists can join."""
+    return (select(PartnerGrade.partner_id, func.count().label("open_alerts"))
+            .join(GradeAlert, GradeAlert.partner_grade_id == PartnerGrade.id)
+            .where(GradeAlert.acknowledged_at.is_(None)).group_by(PartnerGrade.partner_id).subquery("open_alerts"))
+
+
+def period_bands(session: Session, *, period: str) -> dict[str, int] | None:
+    """The bands (lowest score of A, B and C) in force when ``period`` was computed; None if it was not."""
+    config = session.scalar(select(GradePeriod.config).where(GradePeriod.period == Period.parse(period).label))
+    if config is None:
+        return None
+    return {grade: int(score) for grade, score in cast(dict[str, Any], config)["bands"].items()}

@@ -413,3 +413,34 @@ def test_latest_grades_give_each_partner_its_newest_grade_and_trend(graded: HubS
         "charlie": ("2026-10", "C", "A", "down"), "delta": ("2026-10", "B", "A", "down"),
         "echo": ("2026-10", None, None, None), "foxtrot": ("2026-10", None, None, None),
     }
+
+
+def _days_late(hub: HubState, period: str) -> dict[str, int]:
+    with hub.unit_of_work() as uow:
+        _, views, _ = grading.period_grades(uow.session, period=period, limit=200)
+    return {view["partner"]: view["metrics"]["days_late"] for view in views}
+
+
+def test_an_unpaid_overdue_statement_is_late_up_to_the_grading_day(hub: HubState) -> None:
+    """alpha's and charlie's September statements fall due on 15 October and stay unpaid.
+
+    Graded on 2 November, October counts them 18 days late (15 October to 2 November),
+    not 0; graded again on 1 December, November still counts them, 47 days late; once
+    paid (on 20 October, as recorded late), a later period no longer counts them.
+    """
+    planter = plant(hub)
+    compute(hub, SEPTEMBER, at(10, 1, 6))
+    close_due_cycles(hub.session_factory, now=at(10, 2), signer=hub.statement_signer)
+    plant_october(planter)
+    compute(hub, OCTOBER, at(11, 2))
+    october = _days_late(hub, "2026-10")
+    assert (october["alpha"], october["charlie"], october["bravo"]) == (18, 18, 0)
+    november = Period.parse("2026-11")
+    compute(hub, november, datetime(2026, 12, 1, 3, tzinfo=timezone.utc))
+    assert _days_late(hub, "2026-11")["alpha"] == 47
+    planter.pay_september_statement("alpha", days_late=5)
+    compute(hub, november, datetime(2026, 12, 1, 4, tzinfo=timezone.utc))
+    compute(hub, OCTOBER, at(11, 3))
+    # Paid on 20 October: 5 days late in October, nothing left over for November.
+    assert (_days_late(hub, "2026-11")["alpha"], _days_late(hub, "2026-10")["alpha"]) == (0, 5)
+    assert _days_late(hub, "2026-11")["charlie"] == 47
