@@ -29,6 +29,7 @@ STATUS_TRANSITIONS = {
     "suspended": {"active", "terminated"},
     "terminated": set(),
 }
+MAX_REASON_CHARACTERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +258,19 @@ def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, term
     return key_view(session, key_id)
 
 
-def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: str) -> KeyView:
-    """Revoke one of this partner's keys."""
+def revoke(session: Session, *, code: str, key_id: str, now: datetime, actor: str,
+           reason: str | None = None) -> KeyView:
+    """Revoke one of this partner's keys; the reason, when given, is kept in the audit log."""
+    if reason is not None and (not reason.strip() or len(reason) > MAX_REASON_CHARACTERS):
+        raise ValidationFailed(f"a reason has 1-{MAX_REASON_CHARACTERS} characters", fields={"reason": ["length"]})
     partner = partner_by_code(session, code)
     owner = session.scalar(select(PartnerKey.partner_id).where(PartnerKey.key_id == key_id))
     if owner != partner.id:
         raise NotFound(f"partner {code} has no key {key_id!r}")
     partner_keys.revoke_key(session, key_id=key_id, now=now)
+    after: dict[str, object] = {"key_id": key_id, "status": "revoked"}
+    if reason is not None:
+        after["reason"] = reason.strip()
     audit_log.append(session, actor=actor, action="partner.key.revoke", subject=f"partner:{code}", now=now,
-                     before={"key_id": key_id, "status": "active"}, after={"key_id": key_id, "status": "revoked"})
+                     before={"key_id": key_id, "status": "active"}, after=after)
     return key_view(session, key_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from flask import Flask
@@ -35,13 +36,35 @@ def test_partner_list_and_page_show_the_grade_trend_and_history(app: Flask, grad
     browser = signed_in(app, "paco", "partner_manager")
     listing = browser.get("/console/partners").get_data(as_text=True)
     alpha_row = listing[listing.index(">alpha<"):listing.index(">bravo<")]
-    assert "grade-A" in alpha_row and "▲ up" in alpha_row
+    assert "grade-A" in alpha_row and "D → A ↑ up" in alpha_row
     charlie_row = listing[listing.index(">charlie<"):listing.index(">delta<")]
-    assert "grade-C" in charlie_row and "▼ down" in charlie_row
+    assert "grade-C" in charlie_row and "A → C ↓ down" in charlie_row
+    # charlie's downgrade and complaint-rate alerts are open; its September statement was paid.
+    assert re.search(r'data-label="Open alerts"><a [^>]*>2<', charlie_row)
+    assert "0.00 EUR" in charlie_row
     echo_row = listing[listing.index(">echo<"):listing.index(">foxtrot<")]
-    assert "not graded" in echo_row
+    assert "not graded" in echo_row and "– → –" in echo_row
     page = text_of(browser.get("/console/partners/charlie"))
-    assert "2026-10 C C 25.8333" in page and "2026-09 A A 86.8421" in page
+    assert "2026-10 C C 25.8" in page and "2026-09 A A 86.8" in page and "Trend: A → C ↓ down" in page
+    assert "charlie fell from A to C (2 bands)" in page
+
+
+def test_the_portfolio_sorts_by_grade_alerts_and_money_owed(app: Flask, graded: HubState) -> None:
+    browser = signed_in(app, "paco", "partner_manager")
+
+    def order(**query: str) -> list[str]:
+        page = browser.get("/console/partners", **query).get_data(as_text=True)
+        return re.findall(r'<th scope="row"><a href="/console/partners/([a-z]+)"', page)
+
+    assert order() == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    # Best grade first; the not graded after D.
+    assert order(sort="grade")[:4] == ["alpha", "delta", "bravo", "charlie"]
+    assert order(sort="grade")[4:] == ["echo", "foxtrot"]
+    assert order(sort="alerts", order="desc")[0] == "charlie"
+    assert order(sort="code", order="desc")[0] == "foxtrot"
+    page = browser.get("/console/partners", sort="grade").get_data(as_text=True)
+    assert 'aria-sort="ascending"' in page and "<caption>" in page
+    assert browser.get("/console/partners", sort="colour").status_code == 400
 
 
 def test_grades_page_filters_pages_and_exports(app: Flask, graded: HubState) -> None:
@@ -52,7 +75,12 @@ def test_grades_page_filters_pages_and_exports(app: Flask, graded: HubState) -> 
     only_c = text_of(browser.get("/console/grades", period="2026-10", grade="C")).split("Previous Status")[1]
     assert "bravo" in only_c and "charlie" in only_c and "alpha" not in only_c
     september = text_of(browser.get("/console/grades", period="2026-09", status="graded", page_size=10))
-    assert "1–2 of 2" in september and "86.8421" in september
+    assert "1–2 of 2" in september and "86.8" in september and "86.8421" not in september
+    by_score = browser.get("/console/grades", period="2026-10", sort="score", order="desc").get_data(
+        as_text=True).split('<table class="grades">')[1]
+    assert re.findall(r'<th scope="row"><a href="/console/partners/([a-z]+)/grades', by_score) == [
+        "alpha", "delta", "bravo", "charlie", "echo", "foxtrot"]
+    assert browser.get("/console/grades", sort="colour").status_code == 400
     second = text_of(browser.get("/console/grades", period="2026-10", page_size=10, page=1))
     assert "1–6 of 6" in second
     rows = list(csv.DictReader(io.StringIO(browser.get("/console/grades/2026-10.csv").get_data(as_text=True))))
@@ -66,8 +94,22 @@ def test_grades_page_filters_pages_and_exports(app: Flask, graded: HubState) -> 
 def test_grade_page_explains_and_override_needs_a_reason(app: Flask, graded: HubState) -> None:
     browser = signed_in(app, "paco", "partner_manager")
     detail = text_of(browser.get("/console/partners/alpha/grades/2026-10"))
-    assert "Purchase volume 40000 minor units higher 25 26.32 1.0000 26.3158" in detail
-    assert "Score 78.9474" in detail and "Previous period D, score 65.7895" in detail
+    assert "Sales through the alliance The amount of the purchases the partner reported in the period, in its " \
+           "currency. (more is better) 400.00 EUR 100 25 (26.3% of the grade) 26.3" in detail
+    assert "Complaint rate Complaints for every 1,000 purchases and redemptions. (less is better) " \
+           "0 per 1,000 transactions 83.3 20 (21% of the grade) 17.5" in detail
+    assert "Refunds" in detail and "0%" in detail
+    assert "Score 78.9 of 100" in detail and "Previous period D, score 13.2 (65.8 points since)" in detail
+    assert "Computed A: a score of 78.9 out of 100, at least the 75 a A needs." in detail
+    # What moved: plain names, money in the currency, no internal metric names or four decimals.
+    assert "Sales through the alliance 90.00 EUR 400.00 EUR +26.3" in detail
+    for internal in ("purchase_volume_minor", "minor units", "0.0000", "26.3158", "complaint_rate_per_1000"):
+        assert internal not in detail, internal
+    charlie = text_of(browser.get("/console/partners/charlie/grades/2026-10"))
+    assert "Paying on time" in charlie and "5 days" in charlie
+    assert "Computed C: a score of 25.8 out of 100, at least the 25 a C needs and below the 50 of a B." in charlie
+    echo = text_of(browser.get("/console/partners/echo/grades/2026-10"))
+    assert "Not graded: 0 transactions in the period; grading needs at least 3." in echo
     assert browser.get("/console/partners/alpha/grades/2026-08").status_code == 404
 
     before = audit_actions(graded)
@@ -85,9 +127,10 @@ def test_grade_page_explains_and_override_needs_a_reason(app: Flask, graded: Hub
     done = browser.post("/console/partners/charlie/grades/2026-10/override",
                         {"grade": "B", "reason": "the late payment was our bank's delay"})
     assert done.status_code == 303
-    page = text_of(browser.get(done.headers["Location"]))
+    page = text_of(browser.client.get(done.headers["Location"]))
     assert "charlie's grade for 2026-10 is now B" in page
-    assert "Computed C (score 25.8333 of 100)" in page and "the late payment was our bank's delay" in page
+    assert "Computed C (score 25.8 of 100)" in page and "the late payment was our bank's delay" in page
+    assert "Overridden to B by console:paco: the late payment was our bank's delay" in page
     assert audit_actions(graded)[-1] == ("console:paco", "grade.override", "partner:charlie:grade:2026-10")
 
 
@@ -127,3 +170,65 @@ def test_a_query_argument_named_like_url_fors_options_does_not_reach_them(app: F
                                 "?grade=B&_external=1&_scheme=javascript&_anchor=x")
     assert acknowledged.status_code == 303
     assert acknowledged.headers["Location"] == "/console/grades?grade=B"
+
+
+def test_alerts_page_keeps_the_history_of_acknowledged_alerts(app: Flask, graded: HubState) -> None:
+    browser = signed_in(app, "paco", "partner_manager")
+    page = text_of(browser.get("/console/grade-alerts"))
+    assert "Open (5)" in page and "Acknowledged" not in page.split("Filter", 1)[1]
+    with graded.unit_of_work() as uow:
+        alert_id = uow.session.scalar(select(GradeAlert.id).where(GradeAlert.kind == "downgrade"))
+    done = browser.post(f"/console/grade-alerts/{alert_id}/acknowledgement?state=all&partner=charlie",
+                        {"back": "alerts"})
+    assert done.status_code == 303
+    assert done.headers["Location"] == "/console/grade-alerts?state=all&partner=charlie"
+    assert audit_actions(graded)[-1] == ("console:paco", "grade_alert.acknowledge", f"grade_alert:{alert_id}")
+    words = text_of(browser.client.get(done.headers["Location"]))
+    history = browser.client.get(done.headers["Location"]).get_data(as_text=True)
+    assert f"Alert {alert_id} acknowledged." in words
+    assert "Open (1)" in words and "Acknowledged (1)" in words
+    acknowledged = history.split('id="history-heading"')[1]
+    assert "charlie fell from A to C (2 bands)" in acknowledged and ">paco<" in acknowledged
+    assert "<caption>" in acknowledged and 'data-label="Acknowledged"' in acknowledged
+    # Filters: by period and kind, and a partner that does not exist is a 400.
+    september = text_of(browser.get("/console/grade-alerts", period="2026-09", state="all"))
+    assert "Open (1)" in september and "alpha had" in september and "charlie" not in september.split("Filter")[1]
+    only_downgrades = text_of(browser.get("/console/grade-alerts", kind="downgrade", state="acknowledged"))
+    assert "Acknowledged (1)" in only_downgrades and "Open (" not in only_downgrades
+    assert browser.get("/console/grade-alerts", partner="nobody").status_code == 400
+    assert browser.get("/console/grade-alerts", kind="other").status_code == 400
+    assert browser.get("/console/grade-alerts", sort="colour").status_code == 400
+    # Sorting: by partner, either way.
+    by_partner = browser.get("/console/grade-alerts", sort="partner", order="asc").get_data(as_text=True)
+    assert re.findall(r'<th scope="row"><a href="/console/partners/([a-z]+)"', by_partner) == [
+        "alpha", "bravo", "charlie", "foxtrot"]
+    assert 'aria-sort="ascending"' in by_partner
+    by_partner_desc = browser.get("/console/grade-alerts", sort="partner", order="desc").get_data(as_text=True)
+    assert re.findall(r'<th scope="row"><a href="/console/partners/([a-z]+)"', by_partner_desc)[0] == "foxtrot"
+
+
+def test_alerts_page_refusals_change_nothing(app: Flask, graded: HubState) -> None:
+    browser = signed_in(app, "paco", "partner_manager")
+    with graded.unit_of_work() as uow:
+        alert_id = uow.session.scalar(select(GradeAlert.id).where(GradeAlert.kind == "downgrade"))
+    before = audit_actions(graded)
+    assert browser.post(f"/console/grade-alerts/{alert_id}/acknowledgement", {"back": "alerts"},
+                        csrf=None).status_code == 400
+    service = signed_in(app, "cass", "customer_service")
+    assert service.post(f"/console/grade-alerts/{alert_id}/acknowledgement").status_code == 403
+    assert service.get("/console/grade-alerts").status_code == 403
+    anonymous = app.test_client().get("/console/grade-alerts")
+    assert anonymous.status_code in (302, 303) and "/console/login" in anonymous.headers["Location"]
+    missing = browser.post("/console/grade-alerts/999999/acknowledgement", {"back": "alerts"})
+    assert missing.status_code == 303 and "no grade alert 999999" in text_of(browser.get("/console/grade-alerts"))
+    with graded.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(GradeAlert)
+                                  .where(GradeAlert.acknowledged_at.is_not(None))) == 0
+    assert audit_actions(graded)[len(before):] == [("console:cass", "staff.login", "staff:cass")]
+
+
+def test_alerts_page_with_nothing_graded_says_so(app: Flask) -> None:
+    browser = signed_in(app, "paco", "partner_manager")
+    page = text_of(browser.get("/console/grade-alerts", state="all"))
+    assert "No open alerts." in page and "No acknowledged alerts yet." in page
+    assert "No partners yet" in text_of(browser.get("/console/partners"))

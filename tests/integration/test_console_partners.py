@@ -8,16 +8,18 @@ import csv
 import io
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from alliance.console.charts import Series, axis_maximum, bar_chart
 from alliance.extensions import hub_state
-from alliance.models import Complaint, PartnerKey, Purchase, Terminal
+from alliance.models import AuditLogEntry, Complaint, PartnerKey, Purchase, Terminal
+from alliance.services import grading
 from alliance.services.console_reports import month_labels
 from alliance.services.partners import register_key
 from tests.console_support import audit_actions, build_alliance, month_of, signed_in, text_of
@@ -101,7 +103,17 @@ def test_keys_and_terminals_can_be_revoked_and_added_with_an_audit_entry(app, ma
     hub = hub_state(app)
     page = text_of(manager.get("/console/partners/aurora"))
     assert "aurora-key-1" in page and "till-1" in page
-    assert manager.post("/console/partners/aurora/keys/aurora-key-1/revocation").status_code == 303
+    revoke = "/console/partners/aurora/keys/aurora-key-1/revocation"
+    before = audit_actions(hub)
+    assert "Revoke key…" in page and "this cannot be undone" in page
+    # Refusals: no confirmation, no reason, no CSRF token; nothing changes and nothing is audited.
+    assert manager.post(revoke, {"reason": "leaked"}).status_code == 400
+    assert manager.post(revoke, {"confirm": "yes", "reason": "  "}).status_code == 400
+    assert manager.post(revoke, {"confirm": "yes", "reason": "leaked"}, csrf=None).status_code == 400
+    with hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(PartnerKey.status).where(PartnerKey.key_id == "aurora-key-1")) == "active"
+    assert audit_actions(hub) == before
+    assert manager.post(revoke, {"confirm": "yes", "reason": "the till was stolen"}).status_code == 303
     manager.post("/console/partners/aurora/terminals", {"terminal_code": "till-2"})
     public = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
                                                                      serialization.PublicFormat.Raw)
@@ -114,7 +126,10 @@ def test_keys_and_terminals_can_be_revoked_and_added_with_an_audit_entry(app, ma
     assert "till-2" in terminals
     assert [action for actor, action, subject in audit_actions(hub) if subject == "partner:aurora"] == \
         ["partner.key.revoke", "partner.terminal.add", "partner.key.register"]
-    again = manager.post("/console/partners/aurora/keys/aurora-key-1/revocation")
+    with hub.unit_of_work() as uow:
+        entry = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.action == "partner.key.revoke")).one()
+    assert entry.actor == "console:paco" and entry.after["reason"] == "the till was stolen"
+    again = manager.post(revoke, {"confirm": "yes", "reason": "again"})
     assert again.status_code == 303
     assert "already revoked" in text_of(manager.get("/console/partners/aurora"))
     bad_key = manager.post("/console/partners/aurora/keys", {"key_id": "k", "public_key": "not base64!"})
@@ -136,7 +151,8 @@ def test_user_text_in_a_confirmation_is_shown_as_written_never_run_as_a_format_t
         register_key(uow.session, partner_id=1, key_id=template, public_key=bytes(range(1, 33)),
                      now=datetime.now(timezone.utc))
         uow.commit()
-    revoked = manager.post(f"/console/partners/aurora/keys/{template}/revocation")
+    revoked = manager.post(f"/console/partners/aurora/keys/{template}/revocation",
+                           {"confirm": "yes", "reason": "rotated"})
     assert revoked.status_code == 303
     page = text_of(manager.get("/console/partners/aurora"))
     assert f"Key {template} revoked." in page and "class 'object'" not in page
@@ -187,7 +203,7 @@ def test_customer_service_works_the_complaints_queue_too(app):
 
 FINANCE_PAGES = ["/console/finance/cycles", "/console/finance/position", "/console/finance/reconciliations",
                  "/console/finance/approvals", "/console/finance/cycles.csv", "/console/finance/adjustments.csv"]
-MANAGER_PAGES = ["/console/partners", "/console/partners/aurora", "/console/partners.csv"]
+MANAGER_PAGES = ["/console/partners", "/console/partners/aurora", "/console/partners.csv", "/console/grade-alerts"]
 COMPLAINT_PAGES = ["/console/complaints"]
 
 
@@ -215,7 +231,8 @@ def test_a_refused_role_cannot_post_either(app):
     service = signed_in(app, "cass", "customer_service")
     before = audit_actions(hub)
     assert service.post("/console/finance/closings").status_code == 403
-    assert service.post("/console/partners/aurora/keys/aurora-key-1/revocation").status_code == 403
+    assert service.post("/console/partners/aurora/keys/aurora-key-1/revocation",
+                        {"confirm": "yes", "reason": "x"}).status_code == 403
     assert audit_actions(hub) == before
 
 
@@ -245,3 +262,44 @@ def test_an_unexpected_error_is_an_html_500_without_internals(app, monkeypatch):
     response = browser.get("/console/partners")
     assert response.status_code == 500 and "text/html" in response.content_type
     assert "secret internals" not in response.get_data(as_text=True) and "Quote request" in text_of(response)
+
+
+def test_charts_count_what_grades_count_by_reporting_date(app, manager):
+    hub = hub_state(app)
+    zone = hub.settings.alliance_time_zone
+    with hub.unit_of_work() as uow:
+        # A purchase reported now but made two months earlier counts in the month it was reported.
+        newest = uow.session.scalars(select(Purchase).order_by(Purchase.reported_at.desc())).first()
+        uow.session.execute(update(Purchase).where(Purchase.id == newest.id)
+                            .values(purchased_at=newest.reported_at - timedelta(days=62)))
+        uow.commit()
+    page = manager.get("/console/partners/aurora", months=6).get_data(as_text=True)
+    assert "by the day the partner reported them, as grades count them" in page
+    assert f"months in {zone}" in page
+    months = grading.recent_months(datetime.now(timezone.utc), zone, 6)
+    charts = {chart: chart_values(page, chart) for chart in ("chart-volume", "chart-points", "chart-complaints")}
+    with hub.unit_of_work() as uow:
+        for month in months[:-1]:
+            measured = {metrics.partner_code: metrics.values
+                        for metrics in grading.measure(uow.session, month, time_zone=zone)}.get("aurora")
+            counts = (0, 0, 0) if measured is None else (
+                measured["purchase_count"], measured["points_issued"], measured["complaint_count"])
+            assert (charts["chart-volume"][month.label], charts["chart-points"][month.label],
+                    charts["chart-complaints"][month.label]) == counts, month.label
+        reported_month = f"{newest.reported_at.astimezone(ZoneInfo(zone)):%Y-%m}"
+    assert charts["chart-volume"][reported_month] >= 1
+    # Points issued are the points the partner pays for, as in its grade.
+    with hub.unit_of_work() as uow:
+        assert sum(charts["chart-points"].values()) == sum(uow.session.scalars(select(Purchase.points_partner)))
+    fuel = manager.get("/console/partners/fuel", months=6).get_data(as_text=True)
+    assert sum(chart_values(fuel, "chart-redemptions").values()) == 80
+    assert "Points redeemed per month, by the day each redemption was captured" in fuel
+
+
+def test_partner_page_tables_have_captions_scopes_and_labels(app, manager):
+    page = manager.get("/console/partners/aurora").get_data(as_text=True)
+    assert page.count("<caption>") >= 3
+    assert "<th>" not in page and "<td>" not in page
+    assert 'data-label="Purchase volume"' in page and 'scope="row"' in page
+    listing = manager.get("/console/partners").get_data(as_text=True)
+    assert "<caption>Your portfolio" in listing and "<td>" not in listing and "<th>" not in listing
