@@ -32,7 +32,7 @@ from alliance.console.helpers import (
     sorted_rows,
 )
 from alliance.extensions import hub_state
-from alliance.services import console_reports, partners
+from alliance.services import console_reports, partners, staff_directory
 from settlement import api as settlement
 
 FINANCE = security.FINANCE_ROLES
@@ -153,8 +153,9 @@ def finance_statement(statement_id: int) -> str:
         detail = settlement.statement_detail(uow.session, statement_id=statement_id)
         status = settlement.statement_status(uow.session, statement_id)
         item = settlement.statement_by_id(uow.session, statement_id=statement_id)
+        names = staff_directory.display_names(uow.session, [event.actor for event in detail.events])
     return render_template("console/finance/statement.html", detail=detail, status=status,
-                           checks=_signature_checks(item), today=_today())
+                           checks=_signature_checks(item), today=_today(), names=names)
 
 
 @console.route("/finance/statements/<int:statement_id>/document")
@@ -306,8 +307,9 @@ def finance_reconciliations() -> str:
         reports = settlement.reconciliations_page(uow.session, partner_code=partner,
                                                   with_discrepancies=only_discrepancies, page=page,
                                                   page_size=page_size, sort=sort)
-    return render_template("console/finance/reconciliations.html", reports=reports, codes=codes, partner=partner,
-                           only_discrepancies=only_discrepancies, pager=pager_args(), sort=sort)
+        names = staff_directory.display_names(uow.session, [row.uploaded_by for row in reports.items])
+    return render_template("console/finance/reconciliations.html", names=names, reports=reports, codes=codes,
+                           partner=partner, only_discrepancies=only_discrepancies, pager=pager_args(), sort=sort)
 
 
 @console.route("/finance/reconciliations/<int:report_id>")
@@ -316,8 +318,9 @@ def finance_reconciliation(report_id: int) -> str:
     """One reconciliation report: matched, missing on either side, mismatched."""
     with hub_state().unit_of_work() as uow:
         report, partner = settlement.reconciliation_report(uow.session, report_id=report_id)
+        names = staff_directory.display_names(uow.session, [report.uploaded_by])
     return render_template("console/finance/reconciliation.html", report=report, partner=partner,
-                           content=json.loads(report.report_json))
+                           content=json.loads(report.report_json), names=names)
 
 
 @console.route("/finance/reconciliations/<int:report_id>.csv")
@@ -356,8 +359,12 @@ def finance_approvals() -> str:
         # What each disputing partner's disputes can be resolved with.
         approved = {code: settlement.list_adjustments(uow.session, partner_code=code, status="approved")
                     for code in sorted({dispute.partner for dispute in disputes})}
+        names = staff_directory.display_names(uow.session, [
+            *(item.requested_by for item in adjustments), *(item.decided_by for item in adjustments if item.decided_by),
+            *(dispute.opened_by for dispute in disputes)])
     shown = console_reports.Page(adjustments, total, page, page_size)
     return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
+                           names=names,
                            decidable=decidable, approved=approved, sort=sort,
                            partner=partner, status=status, statuses=ADJUSTMENT_STATUSES, pager=pager_args(),
                            me=security.actor(), person=security.current_staff().person)

@@ -436,3 +436,10 @@ def test_the_net_position_counts_the_payments_received(app, finance):
     still = aurora_net - net_minor
     assert (f"aurora {money(aurora_net, 'EUR')} {money(net_minor, 'EUR')} {money(still, 'EUR')} "
             + (f"owes the hub {money(still, 'EUR')}" if still > 0 else "settled")) in after
+
+
+def test_who_requested_an_adjustment_is_shown_as_a_person_not_an_actor_string(app, finance):
+    finance.post("/console/finance/adjustments", {"partner": "aurora", "amount": "1.00", "reason": "fee",
+                                                  "reference": "ADJ-WHO"})
+    shown = text_of(finance.get("/console/finance/approvals"))
+    assert "Fiona (finance)," in shown and "console:fiona" not in shown
