@@ -149,6 +149,10 @@ def _signed(value: str | None) -> str:
     return text if text.startswith("-") or text == "0" else f"+{text}"
 
 
+def _article(grade: str) -> str:
+    return "an" if grade == "A" else "a"
+
+
 def band_sentence(view: Mapping[str, Any], bands: Mapping[str, int] | None) -> str:
     """One sentence saying why the grade is what it is: the score against the band's threshold, or why none."""
     if view["status"] != "graded":
@@ -162,10 +166,9 @@ def band_sentence(view: Mapping[str, Any], bands: Mapping[str, int] | None) -> s
         above = order[order.index(computed) - 1] if computed != "A" else None
         sentence = f"Computed {computed}: a score of {score} out of 100"
         if floor is not None:
-            sentence += f", at least the {floor} a {computed} needs"
+            sentence += f", at least the {floor} {_article(computed)} {computed} needs"
         if above is not None and above in bands:
-            sentence += f" and below the {bands[above]} of an {above}" if above == "A" else \
-                f" and below the {bands[above]} of a {above}"
+            sentence += f" and below the {bands[above]} of {_article(above)} {above}"
         sentence += "."
     else:
         sentence = f"Computed D: a score of {score} out of 100"

@@ -7,13 +7,16 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import datetime, timezone
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from alliance.domain.grading import Period
 from alliance.extensions import HubState, hub_state
 from alliance.models import GradeAlert, GradeOverride
+from alliance.services import grading
 from settlement.closing import close_due_cycles
 from tests.console_support import audit_actions, signed_in, text_of
 from tests.integration.test_grading import OCTOBER, SEPTEMBER, at, compute, plant, plant_october
@@ -100,7 +103,7 @@ def test_grade_page_explains_and_override_needs_a_reason(app: Flask, graded: Hub
            "0 per 1,000 transactions 83.3 20 (21% of the grade) 17.5" in detail
     assert "Refunds" in detail and "0%" in detail
     assert "Score 78.9 of 100" in detail and "Previous period D, score 13.2 (65.8 points since)" in detail
-    assert "Computed A: a score of 78.9 out of 100, at least the 75 a A needs." in detail
+    assert "Computed A: a score of 78.9 out of 100, at least the 75 an A needs." in detail
     # What moved: plain names, money in the currency, no internal metric names or four decimals.
     assert "Sales through the alliance 90.00 EUR 400.00 EUR +26.3" in detail
     for internal in ("purchase_volume_minor", "minor units", "0.0000", "26.3158", "complaint_rate_per_1000"):
@@ -232,3 +235,22 @@ def test_alerts_page_with_nothing_graded_says_so(app: Flask) -> None:
     page = text_of(browser.get("/console/grade-alerts", state="all"))
     assert "No open alerts." in page and "No acknowledged alerts yet." in page
     assert "No partners yet" in text_of(browser.get("/console/partners"))
+
+
+def test_three_graded_periods_show_the_trend_over_all_three(app: Flask, graded: HubState) -> None:
+    # November graded too (nobody active then): the trend covers September to November.
+    compute(graded, Period.parse("2026-11"), datetime(2026, 12, 1, 3, tzinfo=timezone.utc))
+    with graded.unit_of_work() as uow:
+        grading.override(uow.session, code="alpha", period="2026-11", grade="A", reason="closed for works",
+                         now=datetime(2026, 12, 1, 4, tzinfo=timezone.utc), actor="test:manager")
+        uow.commit()
+    browser = signed_in(app, "paco", "partner_manager")
+    listing = browser.get("/console/partners").get_data(as_text=True)
+    alpha_row = listing[listing.index(">alpha<"):listing.index(">bravo<")]
+    assert "D → A → A = same" in alpha_row and "2026-09, 2026-10, 2026-11" in alpha_row
+    charlie_row = listing[listing.index(">charlie<"):listing.index(">delta<")]
+    assert "A → C → –" in charlie_row and "not graded" in charlie_row
+    page = text_of(browser.get("/console/partners/alpha"))
+    assert "Trend: D → A → A = same" in page
+    assert "2026-11 A override not graded" in page and "2026-10 A A 78.9" in page and "2026-09 D D 13.2" in page
+    assert "Open (5)" in text_of(browser.get("/console/grade-alerts"))
