@@ -13,6 +13,7 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Sequence, cast
 from zoneinfo import ZoneInfo
@@ -415,6 +416,12 @@ def _changes(result: GradeResult, breakdown: list[dict[str, Any]], previous: _Pr
     }
 
 
+def _one_decimal(value: Fraction) -> str:
+    """A rate as a person reads it in an alert: ``333.3``, ``500`` (half-even, separators)."""
+    shown = to_decimal(value, Decimal("0.1"))
+    return f"{shown:,.0f}" if shown == shown.to_integral_value() else f"{shown:,.1f}"
+
+
 def _delta(current: int | str | None, previous: int | str | None) -> str | None:
     if current is None or previous is None:
         return None
@@ -431,7 +438,7 @@ def _raise_alerts(session: Session, grade_id: int, result: GradeResult, previous
                                     f" ({dropped} bands)"))
     rate = result.metrics.values["complaint_rate_per_1000"]
     if rate is not None and rate > Fraction(config.complaint_rate_alert_per_1000):
-        wanted.append(("complaint_rate", f"{result.metrics.partner_code} had {json_value(rate)} complaints per 1,000"
+        wanted.append(("complaint_rate", f"{result.metrics.partner_code} had {_one_decimal(rate)} complaints per 1,000"
                                          " transactions, above the threshold of "
                                          f"{config.complaint_rate_alert_per_1000}"))
     raised = 0
