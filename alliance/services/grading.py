@@ -416,7 +416,7 @@ def _changes(result: GradeResult, breakdown: list[dict[str, Any]], previous: _Pr
     }
 
 
-def _one_decimal(value: Fraction) -> str:
+def _one_decimal(value: Fraction | int) -> str:
     """A rate as a person reads it in an alert: ``333.3``, ``500`` (half-even, separators)."""
     shown = to_decimal(value, Decimal("0.1"))
     return f"{shown:,.0f}" if shown == shown.to_integral_value() else f"{shown:,.1f}"
