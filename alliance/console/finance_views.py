@@ -361,7 +361,7 @@ def finance_approvals() -> str:
                     for code in sorted({dispute.partner for dispute in disputes})}
         names = staff_directory.display_names(uow.session, [
             *(item.requested_by for item in adjustments), *(item.decided_by for item in adjustments if item.decided_by),
-            *(dispute.opened_by for dispute in disputes)])
+            *(dispute.opened_by for dispute in disputes), security.actor()])
     shown = console_reports.Page(adjustments, total, page, page_size)
     return render_template("console/finance/approvals.html", adjustments=shown, disputes=disputes, codes=codes,
                            names=names,

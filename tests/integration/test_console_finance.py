@@ -245,7 +245,7 @@ def test_four_eyes_compares_people_so_one_persons_client_and_login_cannot_approv
     add_staff(hub, "ines", "finance", person="ines")
     ines_console = ConsoleClient(app)
     assert ines_console.login("ines").status_code == 303
-    assert "person ines" in text_of(ines_console.get("/console/finance/approvals"))
+    assert "You are Ines Twohats (finance)." in text_of(ines_console.get("/console/finance/approvals"))
     bo = BackOffice(app)
     ines_client = bo.register_client("finance", name="ines's script", person="ines")
     ines_token = bo.request_token(ines_client.client_id, ines_client.client_secret).body["access_token"]
