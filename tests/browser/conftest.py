@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 STAFF = (("fiona", "Fiona Finance", "finance"), ("paco", "Paco Manager", "partner_manager"),
-         ("cass", "Cass Service", "customer_service"))
+         ("cass", "Cass Service", "customer_service"), ("ada", "Ada Admin", "admin"))
 
 
 @pytest.fixture(scope="session")
