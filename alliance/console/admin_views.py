@@ -24,6 +24,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from alliance.console import display, security
 from alliance.console.blueprint import console, navigation_item
 from alliance.console.helpers import (
+    Refused,
+    attempt,
     change,
     csv_reply,
     form_confirmed,
@@ -156,18 +158,6 @@ def action_words(action: str) -> str:
     return ACTION_WORDS.get(action, action)
 
 
-def _run(action: Callable[..., Result], **arguments: object) -> Result | None:
-    """Run a change as the signed-in admin in one committed unit of work; a refusal is flashed and None answered."""
-    try:
-        with hub_state().unit_of_work() as uow:
-            result = action(uow.session, now=now(), actor=security.actor(), **arguments)
-            uow.commit()
-    except AllianceError as error:
-        flash(f"{error.title}: {error.detail}", "error")
-        return None
-    return result
-
-
 # Staff and roles.
 
 
@@ -216,8 +206,8 @@ def admin_add_staff() -> str | BaseResponse:
                              password=password, actor=actor, now=now)
         return staff_users.login_of(session, username=username)
 
-    login = _run(add)
-    if login is None:
+    login = attempt(add)
+    if isinstance(login, Refused):
         return redirect(url_for("console.admin_staff"), code=303)
     return render_template("console/admin/password.html", login=login, password=password, added=True,
                            roles_in_words=roles_in_words)
@@ -279,8 +269,8 @@ def admin_new_password(username: str) -> str | BaseResponse:
         staff_users.set_password(session, username=username, password=password, reason=reason, actor=actor, now=now)
         return staff_users.login_of(session, username=username)
 
-    login = _run(reset)
-    if login is None:
+    login = attempt(reset)
+    if isinstance(login, Refused):
         return redirect(_back_to_login(username), code=303)
     return render_template("console/admin/password.html", login=login, password=password, added=False,
                            roles_in_words=roles_in_words)
@@ -376,8 +366,8 @@ def admin_audit_csv() -> BaseResponse:
 @security.requires(*ADMIN_ROLES)
 def admin_verify_audit() -> BaseResponse:
     """Walk the whole chain now; the outcome is kept as an audit entry and shown at the top of the trail."""
-    report = _run(audit_log.record_verification)
-    if report is not None:
+    report = attempt(audit_log.record_verification)
+    if not isinstance(report, Refused):
         broken = report.first_break
         if broken is None:
             flash(f"The audit trail verifies through sequence {report.last_sequence:,}.", "success")

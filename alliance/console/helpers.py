@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, cast
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, cast, final
 
 from flask import Response, flash, redirect, request, url_for
 from werkzeug.exceptions import BadRequest
@@ -113,17 +113,18 @@ def now() -> datetime:
     return security.utc_now()
 
 
-def change(action: Callable[..., Result], *, success: str | Callable[[Result], str], back: str,
-           **arguments: object) -> BaseResponse:
-    """Run a service change as the signed-in user in one committed unit of work, then go back.
+@final
+class Refused:
+    """What ``attempt`` answers when the service refused the change; the reason is already on the next page."""
 
-    ``success`` is the message to show: either finished text, or a function of the
-    service's result that returns it. It is never used as a format template, because it
-    often contains what someone typed (a key id, a code), and ``str.format`` on such text
-    would fail after the change was committed, or read attributes an attacker names.
+
+def attempt(action: Callable[..., Result], **arguments: object) -> Result | Refused:
+    """Run a service change as the signed-in user in one committed unit of work; its result, or ``Refused``.
 
     A refusal by the service (``AllianceError``: the four-eyes rule, a state that does not
-    allow it, bad input) commits nothing and is shown on the page it came from.
+    allow it, bad input) commits nothing and is flashed for the page the browser goes to
+    next. Pages that show a result once (a new card number, a generated password, a
+    one-time code) render it from the result; the others go through ``change``.
     """
     try:
         with hub_state().unit_of_work() as uow:
@@ -131,8 +132,22 @@ def change(action: Callable[..., Result], *, success: str | Callable[[Result], s
             uow.commit()
     except AllianceError as error:
         flash(f"{error.title}: {error.detail}", "error")
-        return redirect(back, code=303)
-    flash(success(result) if callable(success) else success, "success")
+        return Refused()
+    return result
+
+
+def change(action: Callable[..., Result], *, success: str | Callable[[Result], str], back: str,
+           **arguments: object) -> BaseResponse:
+    """Run a service change as the signed-in user (``attempt``), then go back, saying what happened.
+
+    ``success`` is the message to show: either finished text, or a function of the
+    service's result that returns it. It is never used as a format template, because it
+    often contains what someone typed (a key id, a code), and ``str.format`` on such text
+    would fail after the change was committed, or read attributes an attacker names.
+    """
+    result = attempt(action, **arguments)
+    if not isinstance(result, Refused):
+        flash(success(result) if callable(success) else success, "success")
     return redirect(back, code=303)
 
 

@@ -11,7 +11,7 @@ services the back-office API uses, with the signed-in user as the actor.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
@@ -20,6 +20,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from alliance.console import security
 from alliance.console.blueprint import console, navigation_item
 from alliance.console.helpers import (
+    Refused,
+    attempt,
     change,
     form_confirmed,
     form_text,
@@ -118,18 +120,6 @@ def member_page(member_number: str) -> str:
                            history_args={**pager_args(), "member_number": member.member_number})
 
 
-def _shown_once(action: Callable[..., Result], back: str, **arguments: object) -> Result | BaseResponse:
-    """Run a change whose result is shown once on the answering page; a refusal is shown at ``back``."""
-    try:
-        with hub_state().unit_of_work() as uow:
-            result = action(uow.session, now=now(), actor=security.actor(), **arguments)
-            uow.commit()
-    except AllianceError as error:
-        flash(f"{error.title}: {error.detail}", "error")
-        return redirect(back, code=303)
-    return result
-
-
 def _member_url(member_number: str, section: str) -> str:
     return url_for("console.member_page", member_number=member_number, _anchor=section)
 
@@ -139,10 +129,10 @@ def _member_url(member_number: str, section: str) -> str:
 def member_card_replacement(member_number: str, position: int) -> str | BaseResponse:
     """Block the member's card and issue a new one (confirmed, with a reason); the new number is shown once."""
     reason = form_confirmed()
-    replaced = _shown_once(member_admin.replace_member_card, _member_url(member_number, "cards"),
-                           member_number=member_number, position=position, reason=reason)
-    if isinstance(replaced, BaseResponse):
-        return replaced
+    replaced = attempt(member_admin.replace_member_card, member_number=member_number, position=position,
+                       reason=reason)
+    if isinstance(replaced, Refused):
+        return redirect(_member_url(member_number, "cards"), code=303)
     return render_template("console/members/new_card.html", member_number=member_number, card_number=replaced)
 
 
@@ -163,10 +153,9 @@ def member_pin_reset(member_number: str, position: int) -> BaseResponse:
 @security.requires(*SERVICE_ROLES)
 def member_redemption_code(member_number: str) -> str | BaseResponse:
     """Issue a one-time redemption code; the code and its expiry are shown once."""
-    issued = _shown_once(member_admin.new_redemption_code, _member_url(member_number, "cards"),
-                         member_number=member_number)
-    if isinstance(issued, BaseResponse):
-        return issued
+    issued = attempt(member_admin.new_redemption_code, member_number=member_number)
+    if isinstance(issued, Refused):
+        return redirect(_member_url(member_number, "cards"), code=303)
     code, expires_at = issued
     return render_template("console/members/code.html", member_number=member_number, code=code,
                            expires_at=expires_at)
