@@ -66,7 +66,7 @@ def test_finance_closes_a_cycle_opens_the_statement_and_marks_it_paid(page, shot
             .join(Partner, Partner.id == SettlementStatement.partner_id)
             .where(Partner.code == "aurora", SettlementStatement.net_minor > 0)
             .order_by(SettlementStatement.id)).first()
-    page.get_by_role("link", name=f"#{statement_id}", exact=True).click()
+    page.get_by_role("link", name=f"Statement #{statement_id}", exact=True).click()
     expect(page.get_by_role("heading", name=re.compile(f"Statement #{statement_id}"))).to_be_visible()
     expect(page.get_by_test_id("signature-json")).to_contain_text("valid")
     expect(page.get_by_test_id("signature-csv")).to_contain_text("verified with the hub's statement key")
@@ -85,7 +85,7 @@ def test_finance_closes_a_cycle_opens_the_statement_and_marks_it_paid(page, shot
     menu(page, "Cycles").click()
     page.get_by_label("State").select_option("paid")
     page.get_by_role("button", name="Filter").click()
-    expect(page.get_by_role("link", name=f"#{statement_id}", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name=f"Statement #{statement_id}", exact=True)).to_be_visible()
     shots.take("paid-filter")
 
 
