@@ -172,6 +172,17 @@ def partner_add_terminal(code: str) -> BaseResponse:
                   success=f"Terminal {terminal_code} added.", back=_back_to_partner(code))
 
 
+@console.route("/partners/<code>/terminals/<terminal_code>/retirement", methods=["POST"])
+@security.requires(*MANAGERS)
+def partner_retire_terminal(code: str, terminal_code: str) -> BaseResponse:
+    """Retire a terminal (confirmed, with a reason): requests naming it are refused and its bound keys revoked."""
+    reason = form_confirmed()
+    return change(partner_admin.retire_terminal, code=code, terminal_code=terminal_code, reason=reason,
+                  success=lambda revoked: f"Terminal {terminal_code} retired"
+                  + (f"; keys {', '.join(revoked)} revoked." if revoked else "."),
+                  back=_back_to_partner(code))
+
+
 def _public_key_bytes(text: str) -> bytes:
     """Raw Ed25519 public key bytes from PEM or base64 of the 32 bytes (a 400 otherwise)."""
     if "-----BEGIN" in text:

@@ -156,6 +156,7 @@ REFUSAL_CODES = frozenset({
     "signature_nonce", "signature_label", "signature_components", "signature_parameters", "signature_algorithm",
     "signature_multiple", "content_digest_missing", "content_digest_malformed", "content_digest_mismatch",
     "key_unknown", "key_revoked", "key_expired", "key_unusable", "partner_inactive", "terminal_mismatch",
+    "terminal_retired",
 })
 
 

@@ -237,6 +237,32 @@ def new_terminal(session: Session, *, code: str, terminal_code: str, now: dateti
     return terminal_id
 
 
+def retire_terminal(session: Session, *, code: str, terminal_code: str, reason: str, now: datetime,
+                    actor: str) -> list[str]:
+    """Retire a terminal for good: requests naming it are refused from now on and every key bound to it is
+    revoked at once; the reason is kept in the audit log. Answers the key ids revoked."""
+    if not reason or not reason.strip() or len(reason) > MAX_REASON_CHARACTERS:
+        raise ValidationFailed(f"a reason has 1-{MAX_REASON_CHARACTERS} characters", fields={"reason": ["length"]})
+    partner = partner_by_code(session, code)
+    terminal = session.scalar(select(Terminal).where(Terminal.partner_id == partner.id, Terminal.code == terminal_code)
+                              .with_for_update())
+    if terminal is None:
+        raise NotFound(f"partner {code} has no terminal {terminal_code!r}")
+    if terminal.status == "retired":
+        raise InvalidState(f"terminal {terminal_code!r} of partner {code} is already retired")
+    session.execute(update(Terminal).where(Terminal.id == terminal.id).values(status="retired"))
+    bound = list(session.scalars(select(PartnerKey.key_id).where(PartnerKey.terminal_id == terminal.id,
+                                                                 PartnerKey.status == "active")
+                                 .order_by(PartnerKey.key_id)))
+    for key_id in bound:
+        partner_keys.revoke_key(session, key_id=key_id, now=now)
+    audit_log.append(session, actor=actor, action="partner.terminal.retire", subject=f"partner:{code}", now=now,
+                     before={"terminal": terminal_code, "status": "active"},
+                     after={"terminal": terminal_code, "status": "retired", "keys_revoked": bound,
+                            "reason": reason.strip()})
+    return bound
+
+
 def new_key(session: Session, *, code: str, key_id: str, public_key: bytes, terminal_code: str | None,
             expires_at: datetime | None, now: datetime, actor: str) -> KeyView:
     """Register a signing key (rotation: several may be active at once)."""

@@ -402,6 +402,18 @@ class PartnerTerminals(MethodView):
         return _partner_write(partner_admin.new_terminal, code=code, terminal_code=data["code"])
 
 
+@partners_blueprint.route("/partners/<code>/terminals/<terminal_code>/retirement")
+class PartnerTerminalRetirement(MethodView):
+    @require_role("partner_manager")
+    @partners_blueprint.arguments(s.ReasonInput)
+    @partners_blueprint.response(201, s.RetiredTerminalOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    def post(self, data: dict[str, Any], code: str, terminal_code: str) -> dict[str, list[str]]:
+        """Retire a terminal for good: requests naming it are refused and the keys bound to it revoked."""
+        return {"keys_revoked": committed_change(partner_admin.retire_terminal, code=code,
+                                                 terminal_code=terminal_code, reason=data["reason"])}
+
+
 @partners_blueprint.route("/partners/<code>/keys")
 class PartnerKeys(MethodView):
     @require_role("partner_manager")

@@ -220,6 +220,15 @@ class TerminalInput(StrictSchema):
     code = fields.String(required=True, validate=TERMINAL)
 
 
+class ReasonInput(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000),
+                           metadata={"description": "Why; kept in the audit log."})
+
+
+class RetiredTerminalOutput(Schema):
+    keys_revoked = fields.List(fields.String(), metadata={"description": "The keys bound to the terminal, revoked."})
+
+
 class KeyInput(StrictSchema):
     key_id = fields.String(required=True, validate=identifier(KEY_ID))
     public_key = fields.String(required=True, metadata={"description": "Base64 of the 32-byte Ed25519 public key."})

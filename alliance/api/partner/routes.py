@@ -72,7 +72,7 @@ ERRORS = {
          "signature_components, signature_algorithm, signature_parameters, key_unknown, key_revoked, key_expired, "
          "signature_expired, signature_from_future, signature_lifetime, signature_nonce, signature_replayed, "
          "content_digest_missing, content_digest_malformed, content_digest_mismatch, signature_invalid.",
-    403: "member_not_verified, pin_locked, pin_reset_required, terminal_mismatch.",
+    403: "member_not_verified, pin_locked, pin_reset_required, terminal_mismatch, terminal_retired.",
     404: "not_found: unknown, or another partner's (a purchase, redemption, statement or named terminal).",
     409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported (GET "
          "/partner/v1/purchases/{receipt_id} returns the purchase already reported under it), "
