@@ -29,7 +29,7 @@ from alliance.models import (
 from alliance.models.base import integer_sum
 from alliance.services import audit_log, ledger
 from alliance.services.accounts import member_balances
-from alliance.services.member_verification import issue_redemption_code, set_pin
+from alliance.services.member_verification import active_card_holder, issue_redemption_code, set_pin
 from alliance.services.members import Enrolment, enrol_member, issue_card
 
 PROFILE_FIELDS = ("name", "phone", "email")
@@ -160,13 +160,14 @@ def reset_member_pin(session: Session, *, member_number: str, position: int, pin
     """Set a new PIN on the member's ``position``-th card and unlock it (a guessable PIN is refused);
     returns the card, masked."""
     card_number = member_card_number(session, member_number=member_number, position=position)
-    refuse_guessable_pin(pin)
     reset_pin(session, card_number=card_number, pin=pin, now=now, actor=actor)
     return _masked(card_number)
 
 
 def reset_pin(session: Session, *, card_number: str, pin: str, now: datetime, actor: str) -> None:
-    """Set a new PIN and unlock the card."""
+    """Set a new PIN chosen at the desk and unlock the card; a PIN anyone would try first is refused."""
+    active_card_holder(session, card_number)  # an unknown or blocked card is refused before the PIN is judged
+    refuse_guessable_pin(pin)
     set_pin(session, card_number=card_number, pin=pin)
     audit_log.append(session, actor=actor, action="card.pin.reset", subject=f"card:{_masked(card_number)}", now=now)
 

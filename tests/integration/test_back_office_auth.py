@@ -99,6 +99,8 @@ def _world(bo: BackOffice) -> World:
     spare_key = bo.post("/partners/shop/keys", {"key_id": "spare-key", "public_key": public_key},
                         role="partner_manager")
     assert spare_key.status == 201, spare_key.body
+    spare_terminal = bo.post("/partners/shop/terminals", {"code": "till-spare"}, role="partner_manager")
+    assert spare_terminal.status == 201, spare_terminal.body
     spare_client = bo.register_client("finance", name="spare")
     adjustment_id = _finance_adjustments(bo)
     closed = _close_a_past_cycle(bo, partner)
@@ -186,7 +188,7 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/members/<member_number>/erasure"): Sample(json={}),
         ("POST", f"{b}/members/<member_number>/redemption-codes"): Sample(json={}),
         ("POST", f"{b}/cards/replacement"): Sample(json={"card_number": world.card_number}),
-        ("POST", f"{b}/cards/pin"): Sample(json={"card_number": world.card_number, "pin": "4321"}),
+        ("POST", f"{b}/cards/pin"): Sample(json={"card_number": world.card_number, "pin": "4682"}),
         ("POST", f"{b}/transfers"): Sample(json={"from_member": world.sender, "to_member": world.receiver,
                                                  "points": 1}),
         ("GET", f"{b}/partners"): Sample(),
@@ -203,6 +205,7 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/partners/<code>/terminals"): Sample(json={"code": "till-9"}),
         ("POST", f"{b}/partners/<code>/keys"): Sample(json={"key_id": "role-key", "public_key": public_key}),
         ("POST", f"{b}/partners/<code>/keys/<key_id>/revocation"): Sample(json={}),
+        ("POST", f"{b}/partners/<code>/terminals/<terminal_code>/retirement"): Sample(json={"reason": "sold"}),
         ("POST", f"{b}/campaigns"): Sample(json={"name": "Spring", "funded_by": "hub", "bonus_points": 5,
                                                  "starts_at": soon, "ends_at": later}),
         ("GET", f"{b}/complaints"): Sample(query={"status": "open"}),
@@ -246,6 +249,7 @@ def _concrete(rule: str, world: World) -> str:
               "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
               "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
               "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
+              "terminal_code": "till-spare",
               "period": world.period, "alert_id": str(world.grade_alert_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 

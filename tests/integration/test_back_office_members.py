@@ -104,6 +104,11 @@ def test_pin_reset_unlocks_a_card_locked_by_wrong_pins_at_a_till(desk):
 
     bad_pin = bo.post("/cards/pin", {"card_number": card_number, "pin": "12"}, role="customer_service")
     assert (bad_pin.status, bad_pin.code) == (422, "validation_failed")
+    # A PIN anyone would try first is refused here as at the console's desk, and the card stays locked.
+    for guessable in ("1234", "0000", "9876"):
+        refused = bo.post("/cards/pin", {"card_number": card_number, "pin": guessable}, role="customer_service")
+        assert (refused.status, refused.code) == (422, "validation_failed"), guessable
+    assert till.post(BALANCE, {"card_number": card_number, "pin": PIN}).body["code"] == "pin_locked"
     bo.set_pin(card_number, "97531")
     assert till.post(BALANCE, {"card_number": card_number, "pin": PIN}).body["code"] == "member_not_verified"
     unlocked = till.post(BALANCE, {"card_number": card_number, "pin": "97531"})
