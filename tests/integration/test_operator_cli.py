@@ -89,8 +89,10 @@ def test_members_get_cards_pins_and_one_time_codes(run):
     enrolled = run("members", "enrol")
     assert enrolled.exit_code == 0
     card_number = enrolled.output.split("card ")[1].strip()
-    assert run("members", "set-pin", "--card", card_number, "--pin", "4321").exit_code == 0
+    assert run("members", "set-pin", "--card", card_number, "--pin", "4682").exit_code == 0
     assert run("members", "set-pin", "--card", card_number, "--pin", "12").exit_code == 1
+    guessable = run("members", "set-pin", "--card", card_number, "--pin", "4321")
+    assert guessable.exit_code == 1 and "too easy to guess" in guessable.output
     code = run("members", "issue-code", "--card", card_number)
     assert code.exit_code == 0 and "redemption code" in code.output
     assert run("members", "issue-code", "--card", "6390000000000099").exit_code == 1
