@@ -134,3 +134,25 @@ def test_a_partner_manager_reviews_the_portfolio_alerts_and_revokes_a_key_with_a
     revoke.get_by_role("button", name="Revoke key").click()
     expect(page.get_by_role("status")).to_contain_text("revoked")
     shots.check("key-revoked")
+
+
+def test_the_console_can_be_worked_from_the_keyboard(page, shots, console_hub):
+    base_url, _ = console_hub
+    sign_in(page, base_url, "fiona")
+    page.goto(f"{base_url}/console/finance/cycles")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the page's content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_visible()
+    page.keyboard.press("Enter")
+    # From the main content, Tab reaches the page's first control: the closing button.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Close due cycles")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("closed into signed statements")
+    # A sortable header is a link reached with Tab and followed with Enter.
+    sort_link = page.locator("th a.sort", has_text="Due")
+    sort_link.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("th[aria-sort=ascending]")).to_contain_text("Due")
+    shots.take("sorted-from-the-keyboard")
