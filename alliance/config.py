@@ -56,6 +56,8 @@ class Settings:
     transfer_max_points: int = 5_000
     transfer_daily_max_points: int = 10_000
     transfer_min_membership_days: int = 30
+    # A goodwill credit or correction of more points than this waits for a second person's approval.
+    goodwill_approval_threshold_points: int = 1_000
     statement_key: str | None = None
     statement_payment_terms_days: int = 14
     grading_weights: str = ("purchase_volume_minor=25,active_members=15,redemption_count=10,"
@@ -128,6 +130,8 @@ class Settings:
         if not 0 <= self.statement_payment_terms_days <= 366:
             raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
         self.grading_config()
+        if self.goodwill_approval_threshold_points < 0:
+            raise ConfigurationError("ALLIANCE_GOODWILL_APPROVAL_THRESHOLD_POINTS must not be negative")
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         if not 0 <= self.proxy_hops <= 5:

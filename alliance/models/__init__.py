@@ -13,6 +13,7 @@ from alliance.models.back_office import (
 )
 from alliance.models.base import Base
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
+from alliance.models.goodwill import GoodwillRequest
 from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
 from alliance.models.ledger import (
     JournalEntry,
@@ -38,6 +39,7 @@ from alliance.models.settlement import SettlementRun, SettlementStatement, Settl
 from alliance.models.staff import StaffSession, StaffUser
 
 __all__ = [
+    "GoodwillRequest",
     "GradeAlert",
     "GradeOverride",
     "GradePeriod",

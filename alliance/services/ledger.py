@@ -717,3 +717,65 @@ def transfer(
         ))
         transaction_ids.append(transaction_id)
     return transaction_ids
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionPosting:
+    """One claw-back a correction posted: the points taken from one lot, back to whoever issued them."""
+
+    transaction_id: int
+    lot_id: int
+    partner_id: int | None
+    points: int
+
+
+def debit_correction(session: Session, *, member_id: int, points: int, now: datetime,
+                     memo: str | None = None) -> list[CorrectionPosting]:
+    """Take spendable points away from a member (points credited by mistake), soonest expiry first.
+
+    Refused with ``InsufficientPoints`` if the member's available points do not cover it.
+    Each lot used is one claw-back of the earn that first issued its points (for points a
+    member received in a transfer, the sender's original earn): the points go back to
+    that earn's funding account (the issuing partner, or the hub's marketing account) at
+    the price it recorded, so the issuer is credited back what it paid, as a purchase
+    refund's claw-back would.
+    """
+    require_positive_points(points)
+    member = lock_member(session, member_id, require_active=False)
+    available_points = member.available_points - _expire_member_lots(session, member, now)
+    if available_points < points:
+        raise InsufficientPoints(f"the member has {available_points} available points; a correction of {points} "
+                                 "cannot take more than that")
+    lots = session.execute(
+        select(PointLot.id, PointLot.expires_at, PointLot.points_remaining).where(
+            PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value,
+            PointLot.points_remaining > 0, PointLot.expires_at > now,
+        )
+    ).all()
+    allocation = allocate_soonest_expiry_first([LotSlice(*lot) for lot in lots], points)
+    postings = []
+    for lot_id, taken in allocation:
+        origin = _issuing_lot(session, lot_id)
+        issued = session.execute(
+            select(JournalTransaction.price_per_point, JournalTransaction.currency)
+            .where(JournalTransaction.id == origin.earn_transaction_id)
+        ).one()
+        transaction_id = post_transaction(
+            session, kind=TransactionKind.CLAWBACK,
+            lines=[(member.available_id, -taken), (origin.funding_account_id, taken)],
+            posted_at=now, member_id=member_id, partner_id=origin.partner_id,
+            price_per_point=issued.price_per_point, currency=issued.currency,
+            reverses_transaction_id=origin.earn_transaction_id, memo=memo,
+        )
+        _consume(session, [(lot_id, taken)], transaction_id=transaction_id, member_id=member_id, hold_id=None)
+        postings.append(CorrectionPosting(transaction_id=transaction_id, lot_id=lot_id, partner_id=origin.partner_id,
+                                          points=taken))
+    return postings
+
+
+def _issuing_lot(session: Session, lot_id: int) -> PointLot:
+    """The lot whose earn first issued a lot's points: itself, or for transferred points the first sender's."""
+    lot = session.get_one(PointLot, lot_id)
+    while lot.origin_lot_id is not None:
+        lot = session.get_one(PointLot, lot.origin_lot_id)
+    return lot
