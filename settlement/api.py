@@ -13,7 +13,8 @@ The modules behind it:
 - the settlement services, on a SQLAlchemy session: ``closing`` (aggregate, lock,
   sign and store a cycle, exactly once), ``finance`` (adjustments, invoices, payments,
   disputes, overdue), ``reconciliation`` (store a matching report for a statement),
-  ``reports`` (what the console's finance pages read) and ``locking`` (the partner's
+  ``reports`` (what the console's finance pages read), ``liability`` (the points
+  liability report) and ``locking`` (the partner's
   settlement lock they share).
 
 The names below are re-exported unchanged; their documentation is in those modules.
@@ -84,6 +85,17 @@ from settlement.keys import (
     public_key_pem,
     statement_key_id,
 )
+from settlement.liability import (
+    HUB_ISSUER,
+    LOOK_BACK_MONTHS,
+    LiabilityLine,
+    LiabilityReport,
+    RedemptionPrice,
+    member_liability_points,
+    member_liability_points_by_kind,
+    points_liability,
+)
+from settlement.liability import render_csv as render_liability_csv
 from settlement.reconciliation import reconcile_statement
 from settlement.reports import (
     CLOSED_CYCLE_SORTS,
@@ -133,4 +145,7 @@ __all__ = [
     "PaymentPosition", "payment_positions", "ReconciliationRow", "StatementDetail",
     "closed_cycles_page", "cycle_ends", "open_cycles", "reconciliation_report", "reconciliations_page",
     "statement_detail",
+    # The points liability for finance.
+    "HUB_ISSUER", "LOOK_BACK_MONTHS", "LiabilityLine", "LiabilityReport", "RedemptionPrice",
+    "member_liability_points", "member_liability_points_by_kind", "points_liability", "render_liability_csv",
 ]
