@@ -20,6 +20,7 @@ from alliance.extensions import hub_state
 
 if TYPE_CHECKING:
     from alliance.cli import WithApp
+    from alliance.services.goodwill import GoodwillPolicy, GoodwillView
 
 
 class DecimalType(click.ParamType[Decimal, object]):
@@ -285,6 +286,81 @@ def _register_member_commands(main: click.Group, with_app: WithApp) -> None:
                                                                actor=cli_actor())
             uow.commit()
         click.echo(f"redemption code {code} (valid until {expires_at.isoformat(timespec='seconds')})")
+
+    _add_goodwill_commands(members, with_app)
+
+
+def _goodwill_policy(app: Flask) -> GoodwillPolicy:
+    from alliance.services.goodwill import GoodwillPolicy
+
+    settings = hub_state(app).settings
+    return GoodwillPolicy(approval_threshold_points=settings.goodwill_approval_threshold_points,
+                          expiry_months=settings.points_expiry_months)
+
+
+def _goodwill_line(view: GoodwillView) -> str:
+    funder = "" if view.funded_by is None else f", funded by {view.funded_by}"
+    why = f"complaint #{view.complaint_id}" if view.complaint_id is not None else f"reference {view.reference}"
+    return (f"goodwill request {view.request_id}: {view.direction} of {view.points} points for member "
+            f"{view.member_number} ({why}{funder}), {view.status}")
+
+
+def _add_goodwill_commands(members: click.Group, with_app: WithApp) -> None:
+    @members.command("goodwill")
+    @click.option("--member", "member_number", required=True, help="The member's number.")
+    @click.option("--points", required=True, type=click.IntRange(1, 10**9))
+    @click.option("--reason", required=True, help="Why, in a sentence the member's file will show.")
+    @click.option("--complaint", "complaint_id", type=click.IntRange(1), default=None,
+                  help="The member's complaint this answers (required for a credit).")
+    @click.option("--reference", default=None, help="A written reference (a correction without a complaint).")
+    @click.option("--funded-by", default="hub", show_default=True, help="hub, or the code of the partner charged.")
+    @click.option("--debit", is_flag=True, help="A correction: take the points away instead of crediting them.")
+    @with_app
+    def members_goodwill(app: Flask, member_number: str, points: int, reason: str, complaint_id: int | None,
+                         reference: str | None, funded_by: str, debit: bool) -> None:
+        """Credit a member goodwill points (or, with --debit, correct a mistake); above the threshold it waits."""
+        from alliance.services import goodwill
+
+        with hub_state(app).unit_of_work() as uow:
+            made = goodwill.request_goodwill(
+                uow.session, member_number=member_number, direction="debit" if debit else "credit", points=points,
+                reason=reason, complaint_id=complaint_id, reference=reference,
+                funded_by=None if debit and funded_by == "hub" else funded_by, policy=_goodwill_policy(app),
+                now=_now(), actor=cli_actor())
+            uow.commit()
+        click.echo(_goodwill_line(made))
+        if made.status == "pending":
+            click.echo("another person must approve it: alliance members goodwill-decide "
+                       f"{made.request_id} --approve")
+
+    @members.command("goodwill-decide")
+    @click.argument("request_id", type=click.IntRange(1))
+    @click.option("--approve/--reject", "approve", required=True, default=None,
+                  help="Approve (and so post) or reject the pending request.")
+    @with_app
+    def members_goodwill_decide(app: Flask, request_id: int, approve: bool | None) -> None:
+        """Approve or reject a pending goodwill request; its requester may not decide it."""
+        from alliance.services import goodwill
+
+        if approve is None:
+            raise click.UsageError("say --approve or --reject")
+        with hub_state(app).unit_of_work() as uow:
+            decided = goodwill.decide_goodwill(uow.session, request_id=request_id,
+                                               decision="approve" if approve else "reject",
+                                               policy=_goodwill_policy(app), now=_now(), actor=cli_actor())
+            uow.commit()
+        click.echo(_goodwill_line(decided))
+
+    @members.command("goodwill-list")
+    @click.option("--status", type=click.Choice(["pending", "posted", "rejected"]), default=None)
+    @with_app
+    def members_goodwill_list(app: Flask, status: str | None) -> None:
+        """Goodwill requests, newest first (``--status pending``: those waiting for a second person)."""
+        from alliance.services import goodwill
+
+        with hub_state(app).unit_of_work() as uow:
+            for view in goodwill.goodwill_requests(uow.session, status=status):
+                click.echo(_goodwill_line(view))
 
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Row, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
@@ -28,6 +28,9 @@ from alliance.domain.clock import add_months
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
 from alliance.models import Complaint, GoodwillRequest, JournalTransaction, Member, Partner
 from alliance.services import audit_log, ledger, staff_people
+
+if TYPE_CHECKING:
+    from alliance.config import Settings
 
 DIRECTIONS = ("credit", "debit")
 STATUSES = ("pending", "posted", "rejected")
@@ -57,6 +60,12 @@ class GoodwillPolicy:
 
     approval_threshold_points: int
     expiry_months: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GoodwillPolicy:
+        """The policy the hub's settings give: ``goodwill_approval_threshold_points`` and the points' expiry."""
+        return cls(approval_threshold_points=settings.goodwill_approval_threshold_points,
+                   expiry_months=settings.points_expiry_months)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,12 @@ def goodwill_requests(session: Session, *, status: str | None = None, member_num
     if member_number is not None:
         conditions.append(Member.member_number == member_number)
     return _views(session, select_where=conditions, limit=min(max(limit, 1), MAX_LIST))
+
+
+def decidable_by(session: Session, views: list[GoodwillView], actor: str) -> set[int]:
+    """The ids of the pending requests ``actor`` may approve or reject: those another person requested."""
+    return {view.request_id for view in views if view.status == "pending"
+            and not staff_people.same_person(session, view.requested_by, actor)}
 
 
 def _views(session: Session, *, select_where: Any, limit: int) -> list[GoodwillView]:

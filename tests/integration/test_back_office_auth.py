@@ -60,6 +60,7 @@ class World:
     dispute_id: int = 0
     period: str = ""
     grade_alert_id: int = 0
+    goodwill_request_id: int = 0
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -92,8 +93,8 @@ def _world(bo: BackOffice) -> World:
     old = datetime.now(timezone.utc) - timedelta(days=90)
     sender, receiver = make_member(hub, now=old), make_member(hub, now=old)
     fund_member(hub, member_id=sender.member_id, partner_id=partner.partner_id, points=50)
-    complaint = bo.post("/complaints", {"partner": "shop", "category": "other", "description": "slow till"},
-                        role="customer_service")
+    complaint = bo.post("/complaints", {"partner": "shop", "category": "other", "description": "slow till",
+                                        "member": member_number}, role="customer_service")
     assert complaint.status == 201, complaint.body
     _, public_key = new_public_key()
     spare_key = bo.post("/partners/shop/keys", {"key_id": "spare-key", "public_key": public_key},
@@ -111,10 +112,26 @@ def _world(bo: BackOffice) -> World:
                                        reason="sample", actor="client:someone", now=datetime.now(timezone.utc))
         uow.commit()
     period, grade_alert_id = _graded_period(bo)
-    return World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
-                 _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
-                 spare_client.person, closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
-                 dispute.id, period, grade_alert_id)
+    world = World(partner, member_number, phone, card_number, _number(hub, sender.member_id),
+                  _number(hub, receiver.member_id), complaint.body["id"], "spare-key", spare_client.client_id,
+                  spare_client.person, closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
+                  dispute.id, period, grade_alert_id)
+    world.goodwill_request_id = _pending_goodwill(bo, member_number, complaint.body["id"])
+    return world
+
+
+def _pending_goodwill(bo: BackOffice, member_number: str, complaint_id: int) -> int:
+    """A goodwill credit above the threshold that another client requested, so the tokens here may decide it."""
+    from alliance.services import goodwill
+
+    with bo.hub.unit_of_work() as uow:
+        pending = goodwill.request_goodwill(
+            uow.session, member_number=member_number, direction="credit", points=5_000, reason="sample",
+            complaint_id=complaint_id, policy=goodwill.GoodwillPolicy(approval_threshold_points=1_000,
+                                                                      expiry_months=24),
+            now=datetime.now(timezone.utc), actor="client:someone")
+        uow.commit()
+    return pending.request_id
 
 
 def _graded_period(bo: BackOffice) -> tuple[str, int]:
@@ -189,6 +206,10 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/members/<member_number>/redemption-codes"): Sample(json={}),
         ("POST", f"{b}/cards/replacement"): Sample(json={"card_number": world.card_number}),
         ("POST", f"{b}/cards/pin"): Sample(json={"card_number": world.card_number, "pin": "4682"}),
+        ("POST", f"{b}/members/<member_number>/goodwill"): Sample(json={
+            "direction": "credit", "points": 1, "reason": "sample", "complaint_id": world.complaint_id}),
+        ("GET", f"{b}/goodwill"): Sample(query={"status": "pending"}),
+        ("POST", f"{b}/goodwill/<int:request_id>/decision"): Sample(json={"decision": "reject"}),
         ("POST", f"{b}/transfers"): Sample(json={"from_member": world.sender, "to_member": world.receiver,
                                                  "points": 1}),
         ("GET", f"{b}/partners"): Sample(),
@@ -249,7 +270,7 @@ def _concrete(rule: str, world: World) -> str:
               "key_id": world.spare_key_id, "complaint_id": str(world.complaint_id),
               "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
               "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
-              "terminal_code": "till-spare",
+              "terminal_code": "till-spare", "request_id": str(world.goodwill_request_id),
               "period": world.period, "alert_id": str(world.grade_alert_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 

@@ -22,7 +22,16 @@ from alliance.api.back_office.auth import actor, require_role
 from alliance.api.partner.schemas import ProblemOutput
 from alliance.domain.errors import AllianceError, ValidationFailed
 from alliance.extensions import HubState, hub_state
-from alliance.services import audit_log, complaints, member_admin, oauth, partner_admin, partners, staff_people
+from alliance.services import (
+    audit_log,
+    complaints,
+    goodwill,
+    member_admin,
+    oauth,
+    partner_admin,
+    partners,
+    staff_people,
+)
 from alliance.services.accounts import member_balances
 from alliance.services.partners import PartnerTerms
 from alliance.storage.unit_of_work import Session
@@ -282,6 +291,71 @@ class Transfers(MethodView):
             uow.commit()
             return {"transfer_id": moved.id, "from_member": data["from_member"], "to_member": data["to_member"],
                     "points": moved.points, "created_at": moved.created_at}
+
+
+def goodwill_policy() -> goodwill.GoodwillPolicy:
+    """Goodwill's settings: the approval threshold and how long credited points live."""
+    settings = _state().settings
+    return goodwill.GoodwillPolicy(approval_threshold_points=settings.goodwill_approval_threshold_points,
+                                   expiry_months=settings.points_expiry_months)
+
+
+def _goodwill_view(view: goodwill.GoodwillView) -> dict[str, object]:
+    return {"id": view.request_id, "member": view.member_number, "direction": view.direction, "points": view.points,
+            "reason": view.reason, "complaint_id": view.complaint_id, "reference": view.reference,
+            "funded_by": view.funded_by, "status": view.status, "requested_by": view.requested_by,
+            "requested_at": view.requested_at, "decided_by": view.decided_by, "decided_at": view.decided_at,
+            "posted_at": view.posted_at, "transaction_ids": list(view.transaction_ids)}
+
+
+@members_blueprint.route("/members/<member_number>/goodwill")
+class MemberGoodwill(MethodView):
+    @require_role("customer_service")
+    @members_blueprint.arguments(s.GoodwillInput)
+    @members_blueprint.response(201, s.GoodwillOutput)
+    @documented(members_blueprint, 404, 409, 422)
+    def post(self, data: dict[str, Any], member_number: str) -> dict[str, object]:
+        """Credit (goodwill, tied to the member's complaint) or debit (a correction) the member's points.
+
+        Up to the approval threshold it is posted at once (``status`` posted); above it, it
+        is requested (``status`` pending) and posted only when another person approves it.
+        """
+        with _state().unit_of_work() as uow:
+            made = goodwill.request_goodwill(
+                uow.session, member_number=member_number, direction=data["direction"], points=data["points"],
+                reason=data["reason"], complaint_id=data.get("complaint_id"), reference=data.get("reference"),
+                funded_by=data.get("funded_by"), policy=goodwill_policy(), now=_now(), actor=actor())
+            uow.commit()
+        return _goodwill_view(made)
+
+
+@members_blueprint.route("/goodwill")
+class GoodwillRequests(MethodView):
+    @require_role("customer_service", "admin")
+    @members_blueprint.arguments(s.GoodwillQuery, location="query")
+    @members_blueprint.response(200, s.GoodwillListOutput)
+    @documented(members_blueprint, 422)
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
+        """Goodwill credits and corrections, newest first; ``status=pending`` lists those awaiting approval."""
+        with _state().unit_of_work() as uow:
+            found = goodwill.goodwill_requests(uow.session, status=query.get("status"),
+                                               member_number=query.get("member"), limit=query["limit"])
+        return {"requests": [_goodwill_view(view) for view in found]}
+
+
+@members_blueprint.route("/goodwill/<int:request_id>/decision")
+class GoodwillDecision(MethodView):
+    @require_role("customer_service", "admin")
+    @members_blueprint.arguments(s.GoodwillDecisionInput)
+    @members_blueprint.response(200, s.GoodwillOutput)
+    @documented(members_blueprint, 404, 409, 422)
+    def post(self, data: dict[str, Any], request_id: int) -> dict[str, object]:
+        """Approve (and so post) or reject a pending request; its requester (the same person) gets 409."""
+        with _state().unit_of_work() as uow:
+            decided = goodwill.decide_goodwill(uow.session, request_id=request_id, decision=data["decision"],
+                                               policy=goodwill_policy(), now=_now(), actor=actor())
+            uow.commit()
+        return _goodwill_view(decided)
 
 
 def _partner_view(partner: object) -> dict[str, object]:

@@ -357,3 +357,48 @@ class PersonOutput(Schema):
     name = fields.String()
     created_at = fields.AwareDateTime()
 
+
+
+class GoodwillInput(StrictSchema):
+    """A goodwill credit or correction of one member's points."""
+
+    direction = fields.String(required=True, validate=validate.OneOf(["credit", "debit"]))
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(1, 10**9))
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    complaint_id = fields.Integer(strict=True, validate=validate.Range(1, MAX_DATABASE_ID))
+    reference = fields.String(validate=validate.Length(1, 64))
+    funded_by = fields.String(validate=validate.Length(1, 40),
+                              metadata={"description": "hub (the default for a credit) or a partner code; "
+                                                       "not for a debit"})
+
+
+class GoodwillQuery(StrictSchema):
+    status = fields.String(validate=validate.OneOf(["pending", "posted", "rejected"]))
+    member = fields.String(validate=MEMBER_NUMBER)
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+
+
+class GoodwillDecisionInput(StrictSchema):
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
+
+
+class GoodwillOutput(Schema):
+    id = fields.Integer()
+    member = fields.String()
+    direction = fields.String()
+    points = fields.Integer()
+    reason = fields.String()
+    complaint_id = fields.Integer(allow_none=True)
+    reference = fields.String(allow_none=True)
+    funded_by = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "pending (waits for another person), posted or rejected"})
+    requested_by = fields.String()
+    requested_at = fields.AwareDateTime()
+    decided_by = fields.String(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    posted_at = fields.AwareDateTime(allow_none=True)
+    transaction_ids = fields.List(fields.Integer())
+
+
+class GoodwillListOutput(Schema):
+    requests = fields.List(fields.Nested(GoodwillOutput))
