@@ -91,6 +91,7 @@ from settlement.liability import (
     LiabilityLine,
     LiabilityReport,
     RedemptionPrice,
+    as_of_moment,
     member_liability_points,
     member_liability_points_by_kind,
     points_liability,
@@ -147,5 +148,6 @@ __all__ = [
     "statement_detail",
     # The points liability for finance.
     "HUB_ISSUER", "LOOK_BACK_MONTHS", "LiabilityLine", "LiabilityReport", "RedemptionPrice",
-    "member_liability_points", "member_liability_points_by_kind", "points_liability", "render_liability_csv",
+    "as_of_moment", "member_liability_points", "member_liability_points_by_kind", "points_liability",
+    "render_liability_csv",
 ]

@@ -24,7 +24,7 @@ import io
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import TypeVar
@@ -389,3 +389,28 @@ def _issuers(session: Session) -> dict[int, tuple[str, str]]:
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def as_of_moment(value: date | datetime | None, *, time_zone: str, now: datetime) -> datetime:
+    """The moment a report's ``as_of`` names: a date is the end of that day in ``time_zone``, today's is now.
+
+    A date-time must carry its offset; none means now. A moment after ``now`` is refused
+    (a liability can only be reported up to now).
+    """
+    if value is None:
+        return now
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValidationFailed("as_of needs a time zone offset", fields={"as_of": ["needs a time zone offset"]})
+        moment = value.astimezone(UTC)
+    else:
+        zone = ZoneInfo(time_zone)
+        if value > now.astimezone(zone).date():
+            raise ValidationFailed(f"as_of {value.isoformat()} is in the future",
+                                   fields={"as_of": ["is in the future"]})
+        next_midnight = datetime.combine(value + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+        moment = min(next_midnight - timedelta(microseconds=1), now)
+    if moment > now:
+        raise ValidationFailed("as_of is in the future: a liability can only be reported up to now",
+                               fields={"as_of": ["is in the future"]})
+    return moment

@@ -250,6 +250,7 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/settlement/statements/<int:statement_id>/payments"): Sample(json={
             "amount_minor": 10, "paid_on": "2026-01-10", "reference": "PAY-ROLE"}),
         ("GET", f"{b}/settlement/overdue"): Sample(query={"as_of": "2026-03-01"}),
+        ("GET", f"{b}/liability"): Sample(query={"as_of": "2026-03-01"}),
         ("POST", f"{b}/settlement/statements/<int:statement_id>/lines/<int:line_number>/disputes"): Sample(
             json={"reason": "sample"}),
         ("GET", f"{b}/settlement/disputes"): Sample(query={"status": "open"}),

@@ -8,6 +8,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -246,3 +247,56 @@ def issuer_points_from_lots(session):
         if points:
             totals[code or "hub"] = totals.get(code or "hub", 0) + points
     return totals
+
+
+# The back-office API.
+
+
+@pytest.fixture
+def back_office(app):
+    from tests.back_office_support import BackOffice
+    return BackOffice(app)
+
+
+def test_finance_reads_the_liability_as_json_and_as_csv(hub, now, scenario, back_office):
+    reply = back_office.get("/liability", role="finance")
+    assert reply.status == 200, reply.body
+    assert reply.body["total"]["outstanding_points"] == reply.body["ledger_points"] == 330
+    assert reply.body["ties_out"] is True
+    assert reply.body["breakage_rate"] == "2/5"
+    assert {line["issuer"]: line["outstanding_points"] for line in reply.body["by_issuer"]} == {
+        "hub": 50, "alpha": 200, "beta": 80}
+    assert reply.body["total"]["value_minor"] == {"EUR": 330}
+
+    # A past date is the end of that day in the alliance's time zone, recomputed from the journal.
+    zone = hub.settings.alliance_time_zone
+    day = (now - timedelta(days=7)).date()
+    past = back_office.get("/liability", role="finance", query={"as_of": day.isoformat()})
+    assert past.status == 200
+    end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=ZoneInfo(zone)) - timedelta(
+        microseconds=1)
+    expected = report_at(hub, end_of_day, now=datetime.now(UTC), time_zone=zone)
+    assert past.body["total"]["outstanding_points"] == expected.total.outstanding_points == 250
+    assert past.body["as_of"] == end_of_day.astimezone(UTC).isoformat()
+
+    response = back_office.client.get("/back-office/v1/liability?format=csv&as_of=2026-10-27T00:00:00Z",
+                                      headers={"Authorization": f"Bearer {back_office.token('finance')}"})
+    assert response.status_code == 200 and response.content_type.startswith("text/csv")
+    assert 'filename="points-liability-' in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert [row["outstanding_points"] for row in rows if row["section"] == "total"] == ["250"]
+
+
+@pytest.mark.parametrize("as_of", ["yesterday", "2026-13-01", "2999-01-01", "2999-01-01T00:00:00Z",
+                                   "2026-10-01T00:00:00"])
+def test_a_malformed_or_future_as_of_is_a_problem(back_office, as_of):
+    reply = back_office.get("/liability", role="finance", query={"as_of": as_of})
+    assert reply.status == 422
+    assert reply.headers["Content-Type"].startswith("application/problem+json")
+    assert reply.code == "validation_failed"
+
+
+def test_only_finance_reads_the_liability(back_office):
+    assert back_office.get("/liability", role="customer_service").status == 403
+    assert back_office.call("GET", "/liability").status == 401
+    assert back_office.get("/liability", role="finance", query={"format": "xml"}).status == 422

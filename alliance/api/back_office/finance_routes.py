@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, Response
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
@@ -22,7 +23,7 @@ from alliance.api.back_office.routes import PREFIX, committed_change, documented
 from alliance.api.back_office.schemas import PARTNER_CODE
 from alliance.api.converters import MAX_DATABASE_ID
 from alliance.api.partner.schemas import StrictSchema
-from alliance.api.patterns import WholeValue
+from alliance.api.patterns import UtcDateTime, WholeValue
 from alliance.domain.errors import NotFound
 from alliance.extensions import hub_state
 from settlement import api as finance
@@ -266,6 +267,105 @@ class DisputeResolution(MethodView):
                                 adjustment_id=data.get("adjustment_id"))
 
 
+liability_blueprint = Blueprint("back_office_liability", __name__, url_prefix=PREFIX,
+                                description="Finance: the points liability, outstanding points valued, as of any "
+                                            "moment.")
+LIABILITY_FORMATS = ("json", "csv")
+
+
+class AsOf(fields.Field):
+    """A calendar date (``YYYY-MM-DD``: the end of that day in the alliance's time zone) or a date-time with offset."""
+
+    default_error_messages = {"invalid": "Not a date (YYYY-MM-DD) or a date and time with its offset."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date | datetime:
+        if isinstance(value, str) and len(value) == len("YYYY-MM-DD"):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise self.make_error("invalid") from None
+        moment = UtcDateTime()._deserialize(value, attr, data, **kwargs)
+        return moment
+
+
+class LiabilityQuery(StrictSchema):
+    as_of = AsOf(metadata={"description": "A date (its end in the alliance's time zone) or a date-time with "
+                                          "offset; default now. Never in the future."})
+    format = fields.String(load_default="json", validate=validate.OneOf(LIABILITY_FORMATS))
+
+
+class LiabilityLineOutput(Schema):
+    issuer = fields.String(allow_none=True, metadata={"description": "A partner code, or ``hub`` for hub-funded."})
+    issuer_name = fields.String(allow_none=True)
+    expiry_month = fields.String(allow_none=True, metadata={"description": "YYYY-MM in the alliance's time zone."})
+    pending_points = fields.Integer()
+    available_points = fields.Integer()
+    held_points = fields.Integer()
+    outstanding_points = fields.Integer()
+    expected_to_expire_points = fields.Integer()
+    expected_to_redeem_points = fields.Integer()
+    value_minor = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                              metadata={"description": "Currency → whole minor units."})
+
+
+class RedemptionPriceOutput(Schema):
+    currency = fields.String()
+    points = fields.Integer()
+    amount = fields.Decimal(as_string=True)
+
+
+class LiabilityOutput(Schema):
+    as_of = fields.AwareDateTime()
+    time_zone = fields.String()
+    look_back_from = fields.AwareDateTime()
+    expired_points = fields.Integer(metadata={"description": "Of lots that reached expiry in the look-back."})
+    redeemed_points = fields.Integer(metadata={"description": "Of lots that reached expiry in the look-back."})
+    breakage_rate = fields.String(metadata={"description": "The exact share expected to expire, as a fraction."})
+    redemptions = fields.List(fields.Nested(RedemptionPriceOutput))
+    by_issuer = fields.List(fields.Nested(LiabilityLineOutput))
+    by_expiry_month = fields.List(fields.Nested(LiabilityLineOutput))
+    cells = fields.List(fields.Nested(LiabilityLineOutput))
+    total = fields.Nested(LiabilityLineOutput)
+    ledger_points = fields.Integer(metadata={"description": "The members' accounts in the journal at as_of."})
+    ties_out = fields.Boolean()
+
+
+@liability_blueprint.route("/liability")
+class Liability(MethodView):
+    @require_role("finance")
+    @liability_blueprint.arguments(LiabilityQuery, location="query")
+    @liability_blueprint.response(200, LiabilityOutput)
+    @liability_blueprint.alt_response(200, description="The report as CSV (``format=csv``).",
+                                      content_type="text/csv", success=True)
+    @documented(liability_blueprint)
+    def get(self, query: dict[str, Any]) -> object:
+        """The points the alliance owes members at ``as_of``, by issuer and expiry month, valued, with breakage."""
+        state = hub_state()
+        now = datetime.now(timezone.utc)
+        zone = state.settings.alliance_time_zone
+        as_of = finance.as_of_moment(query.get("as_of"), time_zone=zone, now=now)
+        with state.read_only_unit_of_work() as uow:
+            report = finance.points_liability(uow.session, as_of=as_of, time_zone=zone, now=now)
+        if query["format"] == "csv":
+            filename = f"points-liability-{report.as_of.astimezone(ZoneInfo(zone)).date().isoformat()}.csv"
+            return Response(finance.render_liability_csv(report), status=200, content_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return liability_json(report)
+
+
+def liability_json(report: finance.LiabilityReport) -> dict[str, object]:
+    """The report as the API's JSON body."""
+    rate = report.breakage_rate
+    return {
+        "as_of": report.as_of, "time_zone": report.time_zone, "look_back_from": report.look_back_from,
+        "expired_points": report.expired_points, "redeemed_points": report.redeemed_points,
+        "breakage_rate": f"{rate.numerator}/{rate.denominator}", "redemptions": report.redemptions,
+        "by_issuer": report.by_issuer, "by_expiry_month": report.by_expiry_month, "cells": report.cells,
+        "total": report.total, "ledger_points": report.ledger_points, "ties_out": report.ties_out,
+    }
+
+
 def init_app(app: Flask, api: Api) -> None:
-    """Register the finance workflow routes."""
+    """Register the finance workflow routes and the points liability."""
     api.register_blueprint(finance_blueprint)
+    api.register_blueprint(liability_blueprint)
