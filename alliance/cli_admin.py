@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from alliance.extensions import hub_state
 if TYPE_CHECKING:
     from alliance.cli import WithApp
     from alliance.services.goodwill import GoodwillPolicy, GoodwillView
+    from settlement.api import LiabilityLine, LiabilityReport
 
 
 class DecimalType(click.ParamType[Decimal, object]):
@@ -684,3 +685,63 @@ def register_finance(main: click.Group, with_app: WithApp) -> None:
             click.echo(f"statement {status.statement_id}\t{status.partner}\tdue {status.due_date}\t"
                        f"outstanding {status.outstanding_minor} {status.currency}")
         click.echo(f"{len(late)} overdue")
+
+    @finance.command("liability")
+    @click.option("--as-of", "as_of", default=None, metavar="DATE",
+                  help="YYYY-MM-DD (the end of that day in the alliance's time zone) or a date and time with its "
+                       "offset; default now.")
+    @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Also write the report as CSV to this file.")
+    @with_app
+    def finance_liability(app: Flask, as_of: str | None, csv_path: Path | None) -> None:
+        """The points liability: outstanding points by issuer and expiry month, valued, with expected breakage."""
+        from settlement.api import as_of_moment, points_liability, render_liability_csv
+
+        state = hub_state(app)
+        zone = state.settings.alliance_time_zone
+        now = _now()
+        moment = as_of_moment(_as_of_value(as_of), time_zone=zone, now=now)
+        with state.unit_of_work() as uow:
+            report = points_liability(uow.session, as_of=moment, time_zone=zone, now=now)
+        for line in _liability_lines(report):
+            click.echo(line)
+        if csv_path is not None:
+            csv_path.write_text(render_liability_csv(report), encoding="utf-8")
+            click.echo(f"CSV written to {csv_path}", err=True)
+
+
+def _as_of_value(text: str | None) -> date | datetime | None:
+    """``--as-of`` as a date or an aware date-time (None: now); anything else is a usage error."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text) if len(text) == len("YYYY-MM-DD") else datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter("not a date (YYYY-MM-DD) or a date and time with its offset",
+                                 param_hint="--as-of") from None
+
+
+def _liability_lines(report: LiabilityReport) -> list[str]:
+    """The report as tab-separated lines a person reads: by issuer, by expiry month, the total and the rules."""
+    from settlement.api import liability_major_units as major_units
+
+    def money(line: LiabilityLine) -> str:
+        return ", ".join(f"{major_units(amount, currency)} {currency}"
+                         for currency, amount in line.value_minor.items()) or "not valued"
+
+    def row(label: str, line: LiabilityLine) -> str:
+        return (f"{label}\tpending {line.pending_points}\tavailable {line.available_points}\theld {line.held_points}"
+                f"\toutstanding {line.outstanding_points}\texpected to expire {line.expected_to_expire_points}"
+                f"\tvalue {money(line)}")
+
+    rate = report.breakage_rate
+    lines = [f"points liability as of {report.as_of.isoformat()} (expiry months in {report.time_zone})"]
+    lines += [row(f"issuer {line.issuer}", line) for line in report.by_issuer]
+    lines += [row(f"expires {line.expiry_month}", line) for line in report.by_expiry_month]
+    lines.append(row("total", report.total))
+    lines.append(f"breakage: {report.expired_points} of {report.expired_points + report.redeemed_points} points "
+                 f"of lots that reached expiry since {report.look_back_from.isoformat()} expired "
+                 f"(rate {rate.numerator}/{rate.denominator})")
+    lines.append(f"ledger: members' accounts hold {report.ledger_points} points"
+                 + ("; ties out" if report.ties_out else "; DOES NOT TIE OUT"))
+    return lines

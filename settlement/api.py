@@ -96,6 +96,7 @@ from settlement.liability import (
     member_liability_points_by_kind,
     points_liability,
 )
+from settlement.liability import major_units as liability_major_units
 from settlement.liability import render_csv as render_liability_csv
 from settlement.reconciliation import reconcile_statement
 from settlement.reports import (
@@ -149,5 +150,5 @@ __all__ = [
     # The points liability for finance.
     "HUB_ISSUER", "LOOK_BACK_MONTHS", "LiabilityLine", "LiabilityReport", "RedemptionPrice",
     "as_of_moment", "member_liability_points", "member_liability_points_by_kind", "points_liability",
-    "render_liability_csv",
+    "liability_major_units", "render_liability_csv",
 ]

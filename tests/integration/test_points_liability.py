@@ -300,3 +300,33 @@ def test_only_finance_reads_the_liability(back_office):
     assert back_office.get("/liability", role="customer_service").status == 403
     assert back_office.call("GET", "/liability").status == 401
     assert back_office.get("/liability", role="finance", query={"format": "xml"}).status == 422
+
+
+# The command line.
+
+
+def test_the_cli_prints_the_report_and_writes_the_csv(app, scenario, tmp_path):
+    from tests.back_office_support import run_cli
+
+    out = tmp_path / "liability.csv"
+    result = run_cli(app, "finance", "liability", "--as-of", "2026-10-27T00:00:00+00:00", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    assert "issuer hub\tpending 0\tavailable 50\theld 0\toutstanding 50\texpected to expire 20\tvalue 0.50 EUR" \
+        in result.output
+    assert "total\tpending 0\tavailable 250\theld 0\toutstanding 250" in result.output
+    assert "members' accounts hold 250 points; ties out" in result.output
+    assert "(rate 2/5)" in result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [row["outstanding_points"] for row in rows if row["section"] == "total"] == ["250"]
+
+
+@pytest.mark.parametrize("as_of", ["yesterday", "2999-01-01"])
+def test_the_cli_refuses_a_malformed_or_future_date(app, as_of):
+    from click.testing import CliRunner
+
+    from alliance.cli import main
+
+    with app.app_context():
+        result = CliRunner().invoke(main, ["finance", "liability", "--as-of", as_of])
+    assert result.exit_code == 2 if as_of == "yesterday" else result.exit_code == 1
+    assert ("--as-of" if as_of == "yesterday" else "is in the future") in result.output
