@@ -17,6 +17,7 @@ from alliance.console import (  # noqa: F401
     complaint_views,
     finance_views,
     grade_views,
+    liability_views,
     member_views,
     partner_views,
     security,

@@ -330,3 +330,69 @@ def test_the_cli_refuses_a_malformed_or_future_date(app, as_of):
         result = CliRunner().invoke(main, ["finance", "liability", "--as-of", as_of])
     assert result.exit_code == 2 if as_of == "yesterday" else result.exit_code == 1
     assert ("--as-of" if as_of == "yesterday" else "is in the future") in result.output
+
+
+# The console page.
+
+LIABILITY_PAGE = "/console/finance/liability"
+
+
+def test_the_console_page_shows_the_report_by_issuer_and_month(app, scenario):
+    from tests.console_support import signed_in, text_of
+
+    finance = signed_in(app, "fiona", "finance")
+    response = finance.get(LIABILITY_PAGE, as_of="2026-10-27")
+    assert response.status_code == 200
+    shown = text_of(response)
+    html = response.get_data(as_text=True)
+    assert "330 points" not in shown and "250 points" in shown  # beta's points were earned on 28 October
+    assert "the report ties out to the ledger" in shown
+    assert "Alpha (alpha)" in shown and "The hub (hub-funded points)" in shown
+    assert "2.50 EUR" in shown and "0.50 EUR" in shown
+    assert "December 2026" in shown and "March 2027" in shown  # the test hub keeps its months in UTC
+    assert "40.00% of the outstanding points are expected to expire" in shown
+    assert html.count("<caption>") == 2 and 'scope="row"' in html and 'data-label="Value when redeemed"' in html
+    # Today's report is as of now: beta's pending points are in it.
+    assert "330 points" in text_of(finance.get(LIABILITY_PAGE))
+
+
+def test_the_console_page_sorts_issuers_and_downloads_csv(app, scenario):
+    from tests.console_support import signed_in
+
+    finance = signed_in(app, "fiona", "finance")
+    html = finance.get(LIABILITY_PAGE, as_of="2026-10-27", sort="outstanding", order="desc").get_data(as_text=True)
+    assert html.index("Alpha (alpha)") < html.index("The hub (hub-funded points)")
+    assert 'aria-sort="descending"' in html
+    html = finance.get(LIABILITY_PAGE, as_of="2026-10-27", sort="outstanding", order="asc").get_data(as_text=True)
+    assert html.index("The hub (hub-funded points)") < html.index("Alpha (alpha)")
+    assert finance.get(LIABILITY_PAGE, sort="nonsense").status_code == 400
+
+    download = finance.get("/console/finance/liability.csv", as_of="2026-10-27")
+    assert download.status_code == 200 and download.content_type.startswith("text/csv")
+    assert 'filename="points-liability-2026-10-27.csv"' in download.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True))))
+    assert [(row["outstanding_points"], row["value_EUR"]) for row in rows if row["section"] == "total"] == [
+        ("250", "2.50")]
+
+
+def test_the_console_page_when_nothing_is_owed_and_for_bad_dates(app):
+    from tests.console_support import signed_in, text_of
+
+    finance = signed_in(app, "fiona", "finance")
+    shown = text_of(finance.get(LIABILITY_PAGE))
+    assert "No points were outstanding at that moment" in shown and "not valued" in shown
+    assert finance.get(LIABILITY_PAGE, as_of="not-a-date").status_code == 400
+    future = finance.get(LIABILITY_PAGE, as_of="2999-01-01")
+    assert future.status_code == 400 and "in the future" in text_of(future)
+    assert finance.get("/console/finance/liability.csv", as_of="2999-01-01").status_code == 400
+
+
+def test_the_console_page_is_for_finance_only(app):
+    from tests.console_support import ConsoleClient, signed_in
+
+    assert signed_in(app, "cora", "customer_service").get(LIABILITY_PAGE).status_code == 403
+    assert signed_in(app, "pam", "partner_manager").get("/console/finance/liability.csv").status_code == 403
+    anonymous = ConsoleClient(app).get(LIABILITY_PAGE)
+    assert anonymous.status_code in (302, 303) and "/console/login" in anonymous.headers["Location"]
+    start = signed_in(app, "fiona", "finance").get("/console/").get_data(as_text=True)
+    assert "Points liability" in start
