@@ -16,6 +16,7 @@ from alliance.console import (  # noqa: F401
     admin_views,
     complaint_views,
     finance_views,
+    goodwill_views,
     grade_views,
     liability_views,
     member_views,

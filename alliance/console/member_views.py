@@ -25,6 +25,7 @@ from alliance.console.helpers import (
     change,
     form_confirmed,
     form_text,
+    form_whole_number,
     now,
     pager_args,
     query_page,
@@ -33,7 +34,7 @@ from alliance.console.helpers import (
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import minor_units_per_unit
 from alliance.extensions import hub_state
-from alliance.services import complaints, console_reports, member_admin, member_console
+from alliance.services import complaints, console_reports, goodwill, member_admin, member_console
 from alliance.services.console_reports import Sort
 
 SERVICE_ROLES = ("customer_service", "admin")
@@ -117,6 +118,7 @@ def member_page(member_number: str) -> str:
                            history_sort=history_sort, lot_sort=lot_sort, standing=standing,
                            member_complaints=member_complaints, purchases=purchases, codes=codes,
                            categories=complaints.CATEGORIES,
+                           goodwill_threshold=settings.goodwill_approval_threshold_points,
                            history_args={**pager_args(), "member_number": member.member_number})
 
 
@@ -184,3 +186,31 @@ def member_complaint(member_number: str) -> BaseResponse:
                   redemption_reference=form_text("redemption_reference", required=False, max_length=64),
                   success=lambda filed: f"Complaint #{filed.id} is filed and open in the complaints queue.",
                   back=_member_url(member_number, "complaints"))
+
+
+def _goodwill_said(made: goodwill.GoodwillView) -> str:
+    what = "goodwill credit" if made.direction == "credit" else "correction"
+    if made.status == "pending":
+        return (f"The {what} of {made.points:,} points is requested (#{made.request_id}); another person must approve "
+                "it in Goodwill approvals before it is posted.")
+    return f"The {what} of {made.points:,} points is posted (#{made.request_id})."
+
+
+@console.route("/members/<member_number>/goodwill", methods=["POST"])
+@security.requires(*SERVICE_ROLES)
+def member_goodwill(member_number: str) -> BaseResponse:
+    """Credit goodwill points or correct (debit) the member's points: posted, or requested above the threshold."""
+    direction = form_text("direction", max_length=6)
+    if direction not in goodwill.DIRECTIONS:
+        raise BadRequest("Choose a goodwill credit or a correction (debit).")
+    complaint_text = form_text("complaint", required=False, max_length=20)
+    if complaint_text is not None and not complaint_text.isdigit():
+        raise BadRequest("Choose the complaint from the list offered.")
+    funded_by = form_text("funded_by", required=False, max_length=40) if direction == "credit" else None
+    return change(goodwill.request_goodwill, member_number=member_number, direction=direction,
+                  points=form_whole_number("points"),
+                  reason=form_text("reason", max_length=goodwill.MAX_REASON_CHARACTERS) or "",
+                  complaint_id=int(complaint_text) if complaint_text is not None else None,
+                  reference=form_text("reference", required=False, max_length=64), funded_by=funded_by,
+                  policy=goodwill.GoodwillPolicy.from_settings(hub_state().settings), success=_goodwill_said,
+                  back=_member_url(member_number, "goodwill"))

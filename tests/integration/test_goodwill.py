@@ -14,13 +14,15 @@ from sqlalchemy import func, select
 
 from alliance.config import Settings
 from alliance.domain.errors import ConfigurationError, InsufficientPoints, NotFound, ValidationFailed
-from alliance.extensions import HubState
+from alliance.extensions import HubState, hub_state
 from alliance.models import AuditLogEntry, GoodwillRequest, JournalTransaction, LedgerAccount, PointLot
 from alliance.services import complaints, goodwill, ledger
 from alliance.services.goodwill import AlreadyDecided, GoodwillPolicy, SameRequester
 from settlement.closing import close_cycle
 from settlement.cycles import cycle_containing
 from settlement.keys import load_statement_private_key, private_key_pem, statement_key_id
+from tests.back_office_support import BackOffice, run_cli
+from tests.console_support import ConsoleClient, add_staff, audit_actions, signed_in, text_of
 from tests.factories import make_member, make_partner
 from tests.http_server import assert_audit_green, assert_books_unchanged, books
 
@@ -255,3 +257,213 @@ def test_a_zero_threshold_puts_every_request_behind_four_eyes(hub):
     made = request(hub, number, complaint_id=complaint_id, points=1,
                    policy=GoodwillPolicy(approval_threshold_points=0, expiry_months=24))
     assert made.status == "pending"
+
+
+# --- The back-office API -------------------------------------------------------------------------------------------
+
+def test_the_back_office_posts_requests_lists_and_decides_with_problem_json_refusals(app):
+    bo = BackOffice(app)
+    hub = bo.hub
+    partners, number, member_id, complaint_id = setup_member(hub)
+    posted = bo.post(f"/members/{number}/goodwill", {"direction": "credit", "points": 300, "reason": "late delivery",
+                                                      "complaint_id": complaint_id, "funded_by": "alpha"},
+                     role="customer_service")
+    assert posted.status == 201, posted.body
+    assert (posted.body["status"], posted.body["funded_by"], posted.body["member"]) == ("posted", "alpha", number)
+    assert len(posted.body["transaction_ids"]) == 1
+    big = bo.post(f"/members/{number}/goodwill", {"direction": "credit", "points": 2_000, "reason": "big sorry",
+                                                   "complaint_id": complaint_id}, role="customer_service")
+    assert (big.status, big.body["status"], big.body["transaction_ids"]) == (201, "pending", [])
+    listed = bo.get("/goodwill", role="customer_service", query={"status": "pending"})
+    assert [item["id"] for item in listed.body["requests"]] == [big.body["id"]]
+
+    before = books(hub)
+    refusals = [
+        (bo.post(f"/members/{number}/goodwill", {"direction": "debit", "points": 500, "reason": "mistake",
+                                                  "reference": "T-1"}, role="customer_service"),
+         422, "insufficient_points"),
+        (bo.post(f"/members/{number}/goodwill", {"direction": "credit", "points": 5, "reason": "x"},
+                 role="customer_service"), 422, "validation_failed"),
+        (bo.post("/members/0000000000000000/goodwill", {"direction": "credit", "points": 5, "reason": "x",
+                                                         "complaint_id": complaint_id}, role="customer_service"),
+         404, "not_found"),
+        (bo.post(f"/members/{number}/goodwill", {"direction": "credit", "points": 5, "reason": "x",
+                                                  "complaint_id": complaint_id, "extra": 1}, role="customer_service"),
+         422, "validation_failed"),
+        # The requester's own client, and the same person's other client, are one pair of eyes.
+        (bo.post(f"/goodwill/{big.body['id']}/decision", {"decision": "approve"}, role="customer_service"),
+         409, "same_approver"),
+        (bo.post("/goodwill/999999/decision", {"decision": "approve"}, role="admin"), 404, "not_found"),
+    ]
+    for reply, status, code in refusals:
+        assert (reply.status, reply.code) == (status, code), reply.body
+        assert reply.headers["Content-Type"].startswith("application/problem+json")
+    assert_books_unchanged(hub, before)
+
+    approved = bo.post(f"/goodwill/{big.body['id']}/decision", {"decision": "approve"}, role="admin")
+    assert (approved.status, approved.body["status"], approved.body["decided_by"]) == (
+        200, "posted", bo.actor("admin"))
+    assert available(hub, member_id) == 2_300
+    again = bo.post(f"/goodwill/{big.body['id']}/decision", {"decision": "reject"}, role="admin")
+    assert (again.status, again.code) == (409, "already_decided")
+    assert_audit_green(hub)
+
+
+def test_the_same_person_through_a_console_login_and_a_client_is_refused(app):
+    bo = BackOffice(app)
+    hub = bo.hub
+    _, number, _, complaint_id = setup_member(hub)
+    service = signed_in(app, "cass", "customer_service")
+    own_client = bo.register_client("customer_service", person="cass")
+    token = bo.request_token(own_client.client_id, own_client.client_secret).body["access_token"]
+    pending = bo.call("POST", f"/members/{number}/goodwill", token=token, json={
+        "direction": "credit", "points": 1_500, "reason": "sorry", "complaint_id": complaint_id})
+    assert pending.body["status"] == "pending"
+    page = service.get("/console/goodwill")
+    assert "awaiting another person: you requested it" in text_of(page)
+    assert f"/console/goodwill/{pending.body['id']}/decision" not in page.get_data(as_text=True)
+    before = books(hub)
+    refused = service.post(f"/console/goodwill/{pending.body['id']}/decision", {"decision": "approve"})
+    assert refused.status_code == 303
+    assert "another person than the one who requested it" in text_of(service.get("/console/goodwill"))
+    assert_books_unchanged(hub, before)
+    add_staff(hub, "petra", "admin")
+    other = ConsoleClient(app)
+    assert other.login("petra").status_code == 303
+    other.post(f"/console/goodwill/{pending.body['id']}/decision", {"decision": "approve"})
+    shown = text_of(other.get("/console/goodwill", status="posted"))
+    assert "approved by Petra" in shown and "1,500 points" in shown
+
+
+# --- The command line ----------------------------------------------------------------------------------------------
+
+def test_the_cli_credits_requests_and_decides(app):
+    hub = hub_state(app)
+    _, number, member_id, complaint_id = setup_member(hub)
+    done = run_cli(app, "members", "goodwill", "--member", number, "--points", "250", "--reason", "sorry",
+                   "--complaint", str(complaint_id), "--funded-by", "alpha")
+    assert done.exit_code == 0, done.output
+    assert "credit of 250 points" in done.output and "funded by alpha" in done.output and "posted" in done.output
+    big = run_cli(app, "members", "goodwill", "--member", number, "--points", "1200", "--reason", "sorry",
+                  "--complaint", str(complaint_id))
+    assert "pending" in big.output and "another person must approve it" in big.output
+    request_id = goodwill_ids(hub, "pending")[0]
+    # The same operator cannot approve their own request.
+    own = run_cli(app, "members", "goodwill-decide", str(request_id), "--approve")
+    assert own.exit_code == 1 and "another person" in own.output
+    listed = run_cli(app, "members", "goodwill-list", "--status", "pending")
+    assert f"goodwill request {request_id}:" in listed.output
+    correction = run_cli(app, "members", "goodwill", "--member", number, "--points", "50", "--reason", "typo",
+                         "--reference", "T-9", "--debit")
+    assert correction.exit_code == 0 and "debit of 50 points" in correction.output
+    assert available(hub, member_id) == 200
+    short = run_cli(app, "members", "goodwill", "--member", number, "--points", "999", "--reason", "typo",
+                    "--reference", "T-9", "--debit")
+    assert short.exit_code == 1 and "available points" in short.output
+    with hub.unit_of_work() as uow:
+        goodwill.decide_goodwill(uow.session, request_id=request_id, decision="reject", policy=POLICY,
+                                 now=datetime.now(UTC), actor="console:petra")
+        uow.commit()
+    assert "rejected" in run_cli(app, "members", "goodwill-list").output
+
+
+def goodwill_ids(hub: HubState, status: str) -> list[int]:
+    with hub.unit_of_work() as uow:
+        return [view.request_id for view in goodwill.goodwill_requests(uow.session, status=status)]
+
+
+# --- The console ---------------------------------------------------------------------------------------------------
+
+def test_the_member_page_form_posts_or_requests_and_says_which(app):
+    hub = hub_state(app)
+    _, number, member_id, complaint_id = setup_member(hub)
+    service = signed_in(app, "cass", "customer_service")
+    page = service.get(f"/console/members/{number}")
+    html = page.get_data(as_text=True)
+    assert "Goodwill credit or correction" in text_of(page)
+    assert f'<option value="{complaint_id}">Complaint #{complaint_id}' in html
+    assert '<option value="alpha">alpha (charged at its issue price)</option>' in html
+    form = {"direction": "credit", "points": "120", "reason": "sorry for the wait", "complaint": str(complaint_id),
+            "funded_by": "alpha"}
+    posted = service.post(f"/console/members/{number}/goodwill", form)
+    assert posted.status_code == 303 and posted.headers["Location"].endswith("#goodwill")
+    assert "goodwill credit of 120 points is posted" in text_of(service.get(f"/console/members/{number}"))
+    assert available(hub, member_id) == 120
+    requested = service.post(f"/console/members/{number}/goodwill", {**form, "points": "1,500"})
+    assert requested.status_code == 303
+    shown = text_of(service.get(f"/console/members/{number}"))
+    assert "is requested" in shown and "another person must approve it" in shown
+    assert available(hub, member_id) == 120
+    assert [action for _, action, _ in audit_actions(hub)][-3:] == [
+        "goodwill.request", "goodwill.post", "goodwill.request"]
+    corrected = service.post(f"/console/members/{number}/goodwill", {
+        "direction": "debit", "points": "20", "reason": "double credit", "complaint": "", "reference": "T-12",
+        "funded_by": "hub"})
+    assert corrected.status_code == 303 and available(hub, member_id) == 100
+    assert "correction of 20 points is posted" in text_of(service.get(f"/console/members/{number}"))
+
+
+def test_the_member_page_form_refusals_change_nothing(app):
+    hub = hub_state(app)
+    _, number, _, complaint_id = setup_member(hub)
+    other = make_member(hub, now=ONBOARDED_AT)
+    service = signed_in(app, "cass", "customer_service")
+    url = f"/console/members/{number}/goodwill"
+    form = {"direction": "credit", "points": "10", "reason": "sorry", "complaint": str(complaint_id)}
+    before = books(hub)
+    assert service.post(url, {**form, "points": "ten"}).status_code == 400
+    assert service.post(url, {**form, "direction": "gift"}).status_code == 400
+    assert service.post(url, {**form, "complaint": "first"}).status_code == 400
+    assert service.post(url, form, csrf=None).status_code == 400
+    assert service.post(url, {**form, "direction": "debit"}).status_code == 303
+    assert "available points" in text_of(service.get(f"/console/members/{number}"))
+    service.post(f"/console/members/{other.member_number}/goodwill", form)
+    assert "not a complaint of member" in text_of(service.get(f"/console/members/{other.member_number}"))
+    assert service.post(url, {**form, "complaint": ""}).status_code == 303
+    assert "names the member's complaint" in text_of(service.get(f"/console/members/{number}"))
+    finance = signed_in(app, "fin", "finance")
+    assert finance.post(url, form).status_code == 403
+    anonymous = ConsoleClient(app).client.post(url, data=form)
+    assert anonymous.status_code in (302, 303, 400)
+    assert_books_unchanged(hub, before)
+    with hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(GoodwillRequest)) == 0
+
+
+def test_the_approvals_page_lists_sorts_and_checks_roles(app):
+    hub = hub_state(app)
+    _, number, _, complaint_id = setup_member(hub)
+    admin = signed_in(app, "petra", "admin")
+    empty = admin.get("/console/goodwill")
+    assert empty.status_code == 200 and "No goodwill credit or correction waits for approval." in text_of(empty)
+    assert "Goodwill approvals" in text_of(admin.get("/console/"))
+    for points, hour in ((3_000, 9), (1_200, 10), (2_000, 11)):
+        request(hub, number, complaint_id=complaint_id, points=points, now=datetime.now(UTC) - timedelta(hours=hour))
+    page = admin.get("/console/goodwill")
+    html = page.get_data(as_text=True)
+    assert '<th scope="row" data-label="Request">' in html and 'data-label="Points"' in html
+    assert "<caption>Goodwill requests pending (3)" in html
+    shown = text_of(page)
+    # Pending requests are listed oldest first: the one asked 11 hours ago leads.
+    assert shown.index("2,000 points") < shown.index("1,200 points") < shown.index("3,000 points")
+    by_points = text_of(admin.get("/console/goodwill", sort="points", order="desc"))
+    assert by_points.index("3,000 points") < by_points.index("2,000 points") < by_points.index("1,200 points")
+    by_points = text_of(admin.get("/console/goodwill", sort="points", order="asc"))
+    assert by_points.index("1,200 points") < by_points.index("2,000 points")
+    assert html.count("Approve and post") == 3
+    rejected_id = goodwill_ids(hub, "pending")[0]
+    before = books(hub)
+    assert admin.post(f"/console/goodwill/{rejected_id}/decision", {"decision": "reject"}).status_code == 303
+    assert f"Goodwill request #{rejected_id} is rejected" in text_of(admin.get("/console/goodwill"))
+    assert_books_unchanged(hub, before)
+    assert "rejected by Petra" in text_of(admin.get("/console/goodwill", status="rejected"))
+    assert admin.post(f"/console/goodwill/{rejected_id}/decision", {"decision": "maybe"}).status_code == 400
+    assert admin.get("/console/goodwill", status="lost").status_code == 400
+    assert signed_in(app, "fin", "finance").get("/console/goodwill").status_code == 403
+    assert signed_in(app, "pm", "partner_manager").post(
+        f"/console/goodwill/{rejected_id}/decision", {"decision": "approve"}).status_code == 403
+    anonymous = ConsoleClient(app).get("/console/goodwill")
+    assert anonymous.status_code in (302, 303) and "/console/login" in anonymous.headers["Location"]
+    with hub.unit_of_work() as uow:
+        entry = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.action == "goodwill.reject")).one()
+    assert (entry.actor, entry.subject) == ("console:petra", f"goodwill:{rejected_id}")
