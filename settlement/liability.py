@@ -19,6 +19,7 @@ half-even, and every subtotal and total is the exact sum of the rounded cells.
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 from collections import defaultdict
@@ -189,18 +190,17 @@ def member_liability_points_by_kind(session: Session, *, as_of: datetime) -> dic
 
 
 def months_before(moment: datetime, months: int, zone: ZoneInfo) -> datetime:
-    """The same local wall time ``months`` calendar months earlier (the month's last day if it is shorter), in UTC."""
+    """The same local wall time ``months`` calendar months earlier (the month's last day if it is shorter), in UTC.
+
+    Before year 1 there is no calendar: the earliest moment there is stands in.
+    """
     local = moment.astimezone(zone)
-    month_index = local.year * 12 + local.month - 1 - months
-    year, month = divmod(month_index, 12)
-    day = local.day
-    while True:
-        try:
-            earlier = local.replace(year=year, month=month + 1, day=day)
-            break
-        except ValueError:
-            day -= 1
-    return earlier.replace(tzinfo=None).replace(tzinfo=zone).astimezone(UTC)
+    year, month_index = divmod(local.year * 12 + local.month - 1 - months, 12)
+    if year < 2:  # the first year's local times may not exist in UTC
+        return datetime.min.replace(tzinfo=UTC)
+    day = min(local.day, calendar.monthrange(year, month_index + 1)[1])
+    earlier = local.replace(tzinfo=None).replace(year=year, month=month_index + 1, day=day)
+    return earlier.replace(tzinfo=zone).astimezone(UTC)
 
 
 def render_csv(report: LiabilityReport) -> str:

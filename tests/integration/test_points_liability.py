@@ -396,3 +396,11 @@ def test_the_console_page_is_for_finance_only(app):
     assert anonymous.status_code in (302, 303) and "/console/login" in anonymous.headers["Location"]
     start = signed_in(app, "fiona", "finance").get("/console/").get_data(as_text=True)
     assert "Points liability" in start
+
+
+def test_the_earliest_as_of_owes_nothing(back_office):
+    # The look-back then starts before the calendar does: the earliest moment there is stands in.
+    for as_of in ("0001-01-02", "0001-01-01T00:00:00+00:00"):
+        reply = back_office.get("/liability", role="finance", query={"as_of": as_of})
+        assert reply.status == 200, reply.body
+        assert reply.body["total"]["outstanding_points"] == 0 and reply.body["ties_out"] is True
