@@ -131,6 +131,8 @@ COORDINATOR: dict[str, str] = {
     "grade_overrides": "managers' overrides",
     "grade_alerts": "alerts for partner managers",
     "complaints": "customer service's cases, a few per thousand members; many name no member",
+    "goodwill_requests": "customer service's goodwill credits and corrections, a few per thousand members, "
+                         "decided under four eyes",
 }
 
 _WIDEN_PRIMARY_KEY = (
@@ -249,4 +251,10 @@ DEPARTURES: tuple[Departure, ...] = (
               "keep purchase_id as a plain id checked by the complaints service"),
     Departure("complaints", "foreign_key_across_shards", "fk_complaints_hold_id_redemption_holds",
               "keep hold_id as a plain id checked by the complaints service"),
+    # Goodwill requests stay on the coordinator beside the complaints they answer.
+    Departure("goodwill_requests", "member_keyed_table_not_distributed", "goodwill_requests",
+              "goodwill requests stay on the coordinator (few, decided by people): accepted, with the foreign "
+              "key below dropped"),
+    Departure("goodwill_requests", "foreign_key_across_shards", "fk_goodwill_requests_member_id_members",
+              "keep member_id as a plain id checked by the goodwill service"),
 )
