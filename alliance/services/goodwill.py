@@ -94,9 +94,12 @@ class GoodwillView:
         return memo_of(self.request_id)
 
 
+MEMO_PREFIX = "goodwill:"
+
+
 def memo_of(request_id: int) -> str:
     """The memo every ledger posting of a goodwill request carries."""
-    return f"goodwill:{request_id}"
+    return f"{MEMO_PREFIX}{request_id}"
 
 
 def request_goodwill(

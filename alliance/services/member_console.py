@@ -30,7 +30,7 @@ from alliance.models import (
     RedemptionHold,
 )
 from alliance.models.base import integer_sum
-from alliance.services import member_admin
+from alliance.services import goodwill, member_admin
 from alliance.services.accounts import member_balances
 from alliance.services.console_reports import Page, Sort, paged
 from alliance.services.member_verification import MAX_PIN_FAILURES
@@ -128,11 +128,18 @@ class HistoryItem:
     available: int
     pending: int
     held: int
+    # What the posting says about itself: ``goodwill:<request id>``, a campaign's or a bonus's name.
+    memo: str | None = None
 
     @property
     def kind_words(self) -> str:
-        """What happened, in words."""
-        return TRANSACTION_KIND_WORDS.get(self.kind, self.kind.replace("_", " "))
+        """What happened, in words (a goodwill credit or correction named as such, with its request)."""
+        if self.memo and self.memo.startswith(goodwill.MEMO_PREFIX):
+            request = self.memo[len(goodwill.MEMO_PREFIX):]
+            return (f"goodwill credit (request #{request})" if self.kind == "earn"
+                    else f"correction (goodwill request #{request})")
+        words = TRANSACTION_KIND_WORDS.get(self.kind, self.kind.replace("_", " "))
+        return f"{words} ({self.memo})" if self.memo else words
 
     @property
     def movements(self) -> list[tuple[str, int]]:
@@ -258,12 +265,13 @@ def history(session: Session, *, member_id: int, sort: Sort, page: int, page_siz
     net = moved(None)
     query = (
         select(JournalTransaction.id, JournalTransaction.kind, JournalTransaction.posted_at, Partner.code, net,
-               moved("member_available"), moved("member_pending"), moved("member_held"))
+               moved("member_available"), moved("member_pending"), moved("member_held"), JournalTransaction.memo)
         .join(JournalEntry, JournalEntry.transaction_id == JournalTransaction.id)
         .join(LedgerAccount, LedgerAccount.id == JournalEntry.account_id)
         .outerjoin(Partner, Partner.id == JournalTransaction.partner_id)
         .where(LedgerAccount.member_id == member_id)
-        .group_by(JournalTransaction.id, JournalTransaction.kind, JournalTransaction.posted_at, Partner.code)
+        .group_by(JournalTransaction.id, JournalTransaction.kind, JournalTransaction.posted_at, Partner.code,
+                  JournalTransaction.memo)
     )
     columns: dict[str, Any] = {"date": JournalTransaction.posted_at, "points": net}
     tie = JournalTransaction.id.desc() if sort.descending else JournalTransaction.id.asc()

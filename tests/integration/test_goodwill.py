@@ -4,6 +4,8 @@ configured threshold, and the back-office API, the CLI and the console pages ove
 
 from __future__ import annotations
 
+import re
+
 import json
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -400,7 +402,11 @@ def test_the_member_page_form_posts_or_requests_and_says_which(app):
         "direction": "debit", "points": "20", "reason": "double credit", "complaint": "", "reference": "T-12",
         "funded_by": "hub"})
     assert corrected.status_code == 303 and available(hub, member_id) == 100
-    assert "correction of 20 points is posted" in text_of(service.get(f"/console/members/{number}"))
+    page = text_of(service.get(f"/console/members/{number}"))
+    assert "correction of 20 points is posted" in page
+    # The member's history names each posting as goodwill, with its request, not as a purchase or a refund.
+    assert re.search(r"goodwill credit \(request #\d+\) \S+ 120 points", page)
+    assert re.search(r"correction \(goodwill request #\d+\) \S+ -20 points", page)
 
 
 def test_the_member_page_form_refusals_change_nothing(app):
