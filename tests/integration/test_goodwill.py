@@ -4,9 +4,8 @@ configured threshold, and the back-office API, the CLI and the console pages ove
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 
