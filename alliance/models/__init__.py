@@ -37,9 +37,12 @@ from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, Partn
 from alliance.models.reconciliation import ReconciliationReport
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 from alliance.models.staff import StaffSession, StaffUser
+from alliance.models.tiers import MemberTierChange, TierPolicyVersion
 
 __all__ = [
     "GoodwillRequest",
+    "MemberTierChange",
+    "TierPolicyVersion",
     "GradeAlert",
     "GradeOverride",
     "GradePeriod",

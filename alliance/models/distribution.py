@@ -91,6 +91,7 @@ DISTRIBUTED: dict[str, Distributed] = {
     # three shards and commits with Citus's two-phase commit.
     "signature_nonces": Distributed("nonce", group="nonce"),
     "idempotency_keys": Distributed("idempotency_key", group="idempotency_key"),
+    "member_tier_history": Distributed("member_id"),
 }
 
 # Small, read by nearly every posting, changed by onboarding and staff only: copied to
@@ -103,6 +104,7 @@ REFERENCE: dict[str, str] = {
     "terminals": "purchases and redemptions name the till",
     "partner_keys": "every signed request is verified against its key",
     "campaigns": "an earn reads the campaigns running at its moment",
+    "tier_policy_versions": "every earn's tier multiplier comes from the policy schedule; a few versions a year",
 }
 
 # Staff, back office, settlement and grading: low volume, and several need one total
@@ -168,7 +170,7 @@ DEPARTURES: tuple[Departure, ...] = (
     *_widened_primary_keys(
         "cards", "ledger_accounts", "journal_transactions", "journal_entries", "point_lots", "lot_consumptions",
         "redemption_holds", "redemption_codes", "purchases", "purchase_refunds", "redemption_refunds",
-        "member_notifications", "member_transfers",
+        "member_notifications", "member_transfers", "member_tier_history",
     ),
     # Tables keyed by member only through their parent row.
     Departure("journal_entries", "distribution_column_missing", "member_id", _ADD_MEMBER_COLUMN),
