@@ -160,6 +160,13 @@ def test_audit_names_the_statement_after_one_removed_from_a_partners_chain(runne
     _, removed_run, removed_statement, _ = chain[1]
     # A whole signed statement removed (or never delivered): every remaining one still
     # matches its own document, so only the chain between them can tell.
+    # With everything recorded against it (the demo invoices, pays, reconciles and disputes statements).
+    tamper(hub, "statement_line_disputes", "DELETE FROM statement_line_disputes WHERE statement_line_id IN "
+           f"(SELECT id FROM statement_lines WHERE statement_id = {removed_statement})")
+    tamper(hub, "statement_events", f"DELETE FROM statement_events WHERE statement_id = {removed_statement}")
+    tamper(hub, "reconciliation_reports",
+           f"DELETE FROM reconciliation_reports WHERE statement_id = {removed_statement}")
+    tamper(hub, "adjustment_applications", f"DELETE FROM adjustment_applications WHERE run_id = {removed_run}")
     tamper(hub, "statement_lines", f"DELETE FROM statement_lines WHERE statement_id = {removed_statement}")
     tamper(hub, "statements", f"DELETE FROM statements WHERE id = {removed_statement}")
     tamper(hub, "settlement_runs", f"DELETE FROM settlement_runs WHERE id = {removed_run}")
