@@ -12,6 +12,7 @@ from alliance.models.back_office import (
     OAuthToken,
 )
 from alliance.models.base import Base
+from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
 from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
@@ -40,6 +41,9 @@ from alliance.models.staff import StaffSession, StaffUser
 from alliance.models.tiers import MemberTierChange, TierPolicyVersion
 
 __all__ = [
+    "BehaviourAward",
+    "BehaviourEvent",
+    "BehaviourRule",
     "GoodwillRequest",
     "MemberTierChange",
     "TierPolicyVersion",

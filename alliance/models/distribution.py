@@ -92,6 +92,9 @@ DISTRIBUTED: dict[str, Distributed] = {
     "signature_nonces": Distributed("nonce", group="nonce"),
     "idempotency_keys": Distributed("idempotency_key", group="idempotency_key"),
     "member_tier_history": Distributed("member_id"),
+    # Behaviour points: an event and its awards are member-keyed, like purchases.
+    "behaviour_events": Distributed("member_id"),
+    "behaviour_awards": Distributed("member_id"),
 }
 
 # Small, read by nearly every posting, changed by onboarding and staff only: copied to
@@ -104,6 +107,7 @@ REFERENCE: dict[str, str] = {
     "terminals": "purchases and redemptions name the till",
     "partner_keys": "every signed request is verified against its key",
     "campaigns": "an earn reads the campaigns running at its moment",
+    "behaviour_rules": "every reported event reads its event type's rule; a handful of rows",
     "tier_policy_versions": "every earn's tier multiplier comes from the policy schedule; a few versions a year",
 }
 
@@ -259,4 +263,16 @@ DEPARTURES: tuple[Departure, ...] = (
               "key below dropped"),
     Departure("goodwill_requests", "foreign_key_across_shards", "fk_goodwill_requests_member_id_members",
               "keep member_id as a plain id checked by the goodwill service"),
+    # Behaviour points: events by member, their natural keys across members, referrals across two members.
+    *_widened_primary_keys("behaviour_events", "behaviour_awards"),
+    Departure("behaviour_events", "unique_without_distribution_column", "uq_behaviour_events_partner_id_event_id",
+              _ROUTE_BY_LOOKUP.format(key="(partner_id, event_id)") + "; a replayed event may name another card"),
+    Departure("behaviour_events", "unique_without_distribution_column", "uq_behaviour_events_referred_member_id",
+              _ROUTE_BY_LOOKUP.format(key="referred_member_id") + "; a member is referred once, by whoever"),
+    Departure("behaviour_events", "foreign_key_across_shards", "fk_behaviour_events_referred_member_id_members",
+              "keep referred_member_id as a plain id checked by the behaviour points service"),
+    Departure("behaviour_awards", "foreign_key_across_shards", "fk_behaviour_awards_event_id_behaviour_events",
+              "keep event_id as a plain id: a referred member's award belongs to the referrer's event, on another "
+              "shard"),
+    *_composite_references("behaviour_awards", ("transaction_id", "journal_transactions")),
 )
