@@ -12,6 +12,7 @@ from alliance.models.back_office import (
     OAuthToken,
 )
 from alliance.models.base import Base
+from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
 from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
@@ -66,6 +67,9 @@ __all__ = [
     "OAuthToken",
     "Base",
     "Campaign",
+    "CampaignAward",
+    "CampaignFunder",
+    "CampaignSegmentMember",
     "IdempotencyRecord",
     "Purchase",
     "PurchaseRefund",

@@ -92,6 +92,9 @@ DISTRIBUTED: dict[str, Distributed] = {
     "signature_nonces": Distributed("nonce", group="nonce"),
     "idempotency_keys": Distributed("idempotency_key", group="idempotency_key"),
     "member_tier_history": Distributed("member_id"),
+    # A campaign's segment (its listed members) and what campaigns awarded, by member.
+    "campaign_segment_members": Distributed("member_id"),
+    "campaign_awards": Distributed("member_id"),
     # Behaviour points: an event and its awards are member-keyed, like purchases.
     "behaviour_events": Distributed("member_id"),
     "behaviour_awards": Distributed("member_id"),
@@ -107,6 +110,7 @@ REFERENCE: dict[str, str] = {
     "terminals": "purchases and redemptions name the till",
     "partner_keys": "every signed request is verified against its key",
     "campaigns": "an earn reads the campaigns running at its moment",
+    "campaign_funders": "an earn of a joint campaign reads its funders and their shares",
     "behaviour_rules": "every reported event reads its event type's rule; a handful of rows",
     "tier_policy_versions": "every earn's tier multiplier comes from the policy schedule; a few versions a year",
 }

@@ -135,8 +135,11 @@ class Campaign(Base):
 
     __tablename__ = "campaigns"
     __table_args__ = (
-        CheckConstraint("funded_by IN ('partner', 'hub')", name="funded_by"),
-        CheckConstraint("funded_by = 'hub' OR partner_id IS NOT NULL", name="partner_funds_own"),
+        CheckConstraint("funded_by IN ('partner', 'hub', 'joint')", name="funded_by"),
+        CheckConstraint("funded_by <> 'partner' OR partner_id IS NOT NULL", name="partner_funds_own"),
+        CheckConstraint("budget_points IS NULL OR (budget_points > 0 AND budget_used_points <= budget_points)",
+                        name="budget"),
+        CheckConstraint("min_tenure_months IS NULL OR min_tenure_months >= 0", name="tenure"),
         CheckConstraint("multiplier >= 1 AND bonus_points >= 0 AND min_amount_minor >= 0", name="terms"),
         CheckConstraint("ends_at > starts_at", name="period"),
         Index("ix_campaigns_period", "starts_at", "ends_at"),
@@ -152,3 +155,14 @@ class Campaign(Base):
     min_amount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Stopped early by an operator: from then on it awards nothing.
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    # A budget in points; each award adds to ``budget_used_points`` under the campaign's row lock.
+    budget_points: Mapped[int | None] = mapped_column(BigInteger)
+    budget_used_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Targeting: tiers (None = every tier), tenure in whole months since enrolment, and a
+    # segment (the members listed in ``campaign_segment_members``) when ``segment_name`` is set.
+    target_tiers: Mapped[list[str] | None] = mapped_column(JSON)
+    min_tenure_months: Mapped[int | None] = mapped_column(Integer)
+    segment_name: Mapped[str | None] = mapped_column(String(100))
