@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from alliance.domain.errors import ValidationFailed
 
@@ -49,9 +50,9 @@ class Tier(StrEnum):
     DIAMOND = "diamond"
 
 
-# The default multiplier of each tier. compute_earn takes the multiplier from its
-# caller rather than reading this table, so the hub can change or configure them later
-# without touching the earning rules. Keyed by text: a Tier is a StrEnum, and a card's
+# The built-in multiplier of each tier (version 1 of the tier policy, which migration
+# 0022 seeds; the policy in force is data, see ``TierSchedule``). compute_earn takes the
+# multiplier from its caller rather than reading this table. Keyed by text: a Tier is a StrEnum, and a card's
 # tier as the storage reads it (a plain string) finds its multiplier too.
 TIER_MULTIPLIERS: Mapping[str, Decimal] = MappingProxyType(
     {
@@ -389,3 +390,190 @@ def clawback_target(*, points_earned: int, amount_minor: int, refunded_amount_mi
             fields={"refunded_amount_minor_total": [f"must be <= {amount_minor}"]},
         )
     return points_earned * refunded_amount_minor_total // amount_minor
+
+
+# --- Tier policy ---------------------------------------------------------------------
+#
+# A tier policy version says how a member qualifies (``TierBasis``), over which rolling
+# window, how they fall (``Downgrade``) and what each tier gives. The earn reads only
+# the multiplier, through ``TierSchedule.multiplier``; the tiers job reads the rest.
+
+
+class TierBasis(StrEnum):
+    """What a member's tier is earned by."""
+
+    SPEND = "spend"  # purchases less refunds in the alliance currency over the window (whole currency units)
+    POINTS = "points"  # points earned on purchases, less those refunds took back, over the window
+    TENURE = "tenure"  # whole months since enrolment
+
+
+class Downgrade(StrEnum):
+    """How a member whose qualifying figure fell below their tier comes down."""
+
+    ONE_STEP = "one_step"  # one tier down per period held, never below the level earned
+    TO_EARNED = "to_earned"  # straight to the level earned, at the next recompute
+
+
+TIER_ORDER: tuple[str, ...] = tuple(tier.value for tier in Tier)
+
+
+@dataclass(frozen=True, slots=True)
+class TierLevel:
+    """One tier of a policy: the figure that reaches it, its earn multiplier and its birthday bonus."""
+
+    tier: str
+    threshold: int
+    multiplier: Decimal
+    birthday_bonus_points: int = 0
+
+    def as_stored(self) -> dict[str, Any]:
+        """The level as the policy's JSON keeps it (the multiplier as exact text)."""
+        return {"tier": self.tier, "threshold": self.threshold, "multiplier": _decimal_text(self.multiplier),
+                "birthday_bonus_points": self.birthday_bonus_points}
+
+
+@dataclass(frozen=True, slots=True)
+class TierPolicy:
+    """One version of the tier policy, in force from ``effective_from`` until the next version's."""
+
+    version: int
+    effective_from: datetime
+    basis: TierBasis
+    window_months: int | None
+    downgrade: Downgrade
+    period_months: int | None
+    levels: tuple[TierLevel, ...]
+
+    def level(self, tier: str) -> TierLevel:
+        """The policy's level for ``tier``; a tier the policy leaves out gets the highest listed below it."""
+        rank = TIER_ORDER.index(tier) if tier in TIER_ORDER else 0
+        below = [level for level in self.levels if TIER_ORDER.index(level.tier) <= rank]
+        return below[-1] if below else self.levels[0]
+
+    def multiplier(self, tier: str) -> Decimal:
+        """The earn multiplier of a member of ``tier`` under this version."""
+        return self.level(tier).multiplier
+
+    def earned(self, figure: int) -> str:
+        """The highest tier whose threshold ``figure`` (in the basis's unit) reaches."""
+        return [level.tier for level in self.levels if figure >= level.threshold][-1]
+
+    def next_tier(self, *, current: str, figure: int, held_months: int) -> str:
+        """The tier a member of ``current`` with ``figure`` moves to; upgrades are immediate.
+
+        Under ``one_step`` a member falls one listed tier, and only once they have held
+        their tier for a whole period; under ``to_earned`` straight to the level earned.
+        """
+        earned = self.earned(figure)
+        current_level = self.level(current).tier
+        if TIER_ORDER.index(earned) >= TIER_ORDER.index(current_level) or self.downgrade is Downgrade.TO_EARNED:
+            return earned
+        if self.period_months is not None and held_months < self.period_months:
+            return current
+        listed = [level.tier for level in self.levels]
+        return listed[listed.index(current_level) - 1]
+
+    @classmethod
+    def from_stored(cls, *, version: int, effective_from: datetime, basis: str, window_months: int | None,
+                    downgrade: str, period_months: int | None, tiers: Sequence[Mapping[str, Any]]) -> TierPolicy:
+        """A version as the database keeps it (tiers as JSON, multipliers as text)."""
+        levels = tuple(TierLevel(str(item["tier"]), int(item["threshold"]), Decimal(str(item["multiplier"])),
+                                 int(item.get("birthday_bonus_points", 0))) for item in tiers)
+        return cls(version, effective_from, TierBasis(basis), window_months, Downgrade(downgrade), period_months,
+                   levels)
+
+
+@dataclass(frozen=True, slots=True)
+class TierSchedule:
+    """Every policy version with its ``effective_from``, oldest first: which one is in force when."""
+
+    versions: tuple[TierPolicy, ...]
+
+    def in_force(self, at: datetime) -> TierPolicy:
+        """The version in force at ``at`` (the built-in policy before the first version)."""
+        current = BUILT_IN_TIER_POLICY
+        for policy in self.versions:
+            if policy.effective_from > at:
+                break
+            current = policy
+        return current
+
+    def multiplier(self, tier: str, at: datetime) -> Decimal:
+        """The earn multiplier of a member of ``tier`` for an earn at ``at``."""
+        return self.in_force(at).multiplier(tier)
+
+
+def tier_policy_problems(*, basis: object, window_months: object, downgrade: object, period_months: object,
+                         levels: object) -> dict[str, list[str]]:
+    """What is wrong with a proposed policy, by field; empty when it may be scheduled.
+
+    Tiers are named from ``Tier`` in its order (standard first, at threshold 0) with
+    strictly increasing thresholds; multipliers are exact decimals of at least 1 that fit
+    NUMERIC(8, 4); birthday bonuses whole points of at least 0.
+    """
+    from alliance.domain.money import MULTIPLIER_PRECISION, MULTIPLIER_SCALE, exact_decimal_problem
+
+    problems: dict[str, list[str]] = {}
+    if basis not in {item.value for item in TierBasis}:
+        problems["basis"] = ["must be one of spend, points, tenure"]
+    if basis == TierBasis.TENURE:
+        if window_months is not None:
+            problems["window_months"] = ["must be empty for the tenure basis"]
+    elif not _whole_at_least(window_months, 1) or cast(int, window_months) > 120:
+        problems["window_months"] = ["must be a whole number of months from 1 to 120"]
+    if downgrade not in {item.value for item in Downgrade}:
+        problems["downgrade"] = ["must be one_step or to_earned"]
+    if downgrade == Downgrade.ONE_STEP:
+        if not _whole_at_least(period_months, 1) or cast(int, period_months) > 120:
+            problems["period_months"] = ["must be a whole number of months from 1 to 120 for one_step"]
+    elif period_months is not None:
+        problems["period_months"] = ["must be empty for to_earned"]
+    if not isinstance(levels, (list, tuple)) or not levels:
+        problems["tiers"] = ["must list at least one tier"]
+        return problems
+    tier_problems: list[str] = []
+    previous_rank, previous_threshold = -1, -1
+    for index, level in enumerate(levels):
+        if not isinstance(level, TierLevel):
+            tier_problems.append(f"tier {index + 1} is not a tier")
+            continue
+        if level.tier not in TIER_ORDER:
+            tier_problems.append(f"tier {index + 1}: {level.tier!r} is not one of {', '.join(TIER_ORDER)}")
+            continue
+        rank = TIER_ORDER.index(level.tier)
+        if rank <= previous_rank:
+            tier_problems.append(f"{level.tier}: tiers must be listed once each, in the order {', '.join(TIER_ORDER)}")
+        if index == 0 and (level.tier != Tier.STANDARD or level.threshold != 0):
+            tier_problems.append("the first tier must be standard with threshold 0")
+        if not _whole_at_least(level.threshold, 0):
+            tier_problems.append(f"{level.tier}: the threshold must be a whole number of at least 0")
+        elif index > 0 and level.threshold <= previous_threshold:
+            tier_problems.append(f"{level.tier}: thresholds must increase strictly ({level.threshold} after "
+                                 f"{previous_threshold})")
+        problem = exact_decimal_problem(level.multiplier, scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
+        if problem is None and level.multiplier < 1:
+            problem = "must be at least 1"
+        if problem is not None:
+            tier_problems.append(f"{level.tier}: the multiplier {problem}")
+        if not _whole_at_least(level.birthday_bonus_points, 0):
+            tier_problems.append(f"{level.tier}: the birthday bonus must be a whole number of points, at least 0")
+        previous_rank = rank
+        previous_threshold = level.threshold if isinstance(level.threshold, int) else previous_threshold
+    if tier_problems:
+        problems["tiers"] = tier_problems
+    return problems
+
+
+def _whole_at_least(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# The policy that was fixed in code before tiers became data; migration 0022 seeds it as
+# version 1, effective from the epoch.
+BUILT_IN_TIER_POLICY = TierPolicy(
+    version=1, effective_from=datetime(1970, 1, 1, tzinfo=timezone.utc), basis=TierBasis.SPEND, window_months=12,
+    downgrade=Downgrade.TO_EARNED, period_months=None,
+    levels=(TierLevel(Tier.STANDARD.value, 0, Decimal("1")), TierLevel(Tier.SILVER.value, 500, Decimal("1.25")),
+            TierLevel(Tier.GOLD.value, 1_500, Decimal("1.5")), TierLevel(Tier.DIAMOND.value, 3_000, Decimal("2"))),
+)
+BUILT_IN_TIER_SCHEDULE = TierSchedule((BUILT_IN_TIER_POLICY,))

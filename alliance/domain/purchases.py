@@ -20,7 +20,14 @@ from typing import Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from alliance.domain.cards import require_usable_card, require_valid_card_number
-from alliance.domain.earning import TIER_MULTIPLIERS, Campaign, EarnBreakdown, EarnRule, compute_earn
+from alliance.domain.earning import (
+    BUILT_IN_TIER_SCHEDULE,
+    Campaign,
+    EarnBreakdown,
+    EarnRule,
+    TierSchedule,
+    compute_earn,
+)
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.money import minor_units_per_unit
 
@@ -84,7 +91,9 @@ class PurchaseFacts:
     ``partner`` is None when no partner has the id; ``card`` when no card has the number;
     ``rule`` when no earn rule was in force at the purchase time. ``campaigns`` are those
     running at the purchase time; ``partner_points_today`` the points this partner gave
-    the member on the purchase's local day (only read under a per-member-day cap).
+    the member on the purchase's local day (only read under a per-member-day cap);
+    ``tier_schedule`` the tier policy versions, which give the member's tier its
+    multiplier at the purchase time (never later than now: a till's clock may run ahead).
     """
 
     partner_id: int
@@ -94,6 +103,7 @@ class PurchaseFacts:
     rule: EarnRule | None
     campaigns: Sequence[Campaign] = ()
     partner_points_today: int = 0
+    tier_schedule: TierSchedule = BUILT_IN_TIER_SCHEDULE
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +131,9 @@ def decide_purchase(report: PurchaseReportLike, facts: PurchaseFacts, now: datet
         raise InvalidState(f"partner {partner.code} has no earn rule in force at {report.purchased_at.isoformat()}")
     breakdown = compute_earn(
         amount_minor=report.amount_minor, minor_units_per_unit=minor_units_per_unit(partner.currency),
-        rule=facts.rule, tier=card.tier, tier_multiplier=TIER_MULTIPLIERS[card.tier], campaigns=facts.campaigns,
-        partner_points_earned_today=facts.partner_points_today,
+        rule=facts.rule, tier=card.tier,
+        tier_multiplier=facts.tier_schedule.multiplier(card.tier, min(report.purchased_at, now)),
+        campaigns=facts.campaigns, partner_points_earned_today=facts.partner_points_today,
     )
     pending_until = None
     if partner.return_window_days:

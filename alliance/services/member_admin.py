@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from sqlalchemy import Row, case, func, insert, or_, select, update
+from sqlalchemy import Row, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
@@ -316,25 +316,16 @@ def erase(session: Session, *, member_number: str, now: datetime, actor: str) ->
                      before={"status": status_before}, after={"status": "closed", "profile": "erased"})
 
 
+# The built-in policy's spend thresholds in whole currency units (version 1 of the tier
+# policy, as migration 0022 seeds it); the policy in force is data, see alliance.services.tier_policy.
 TIER_THRESHOLDS_UNITS = (("diamond", 3_000), ("gold", 1_500), ("silver", 500))
 
 
 def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_units_per_unit: int) -> int:
-    """Set every member's tier from qualifying spend (purchases less refunds) over 12 months."""
-    spend = (select(Purchase.member_id,
-                    integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor).label("spend"))
-             .where(Purchase.currency == currency, Purchase.purchased_at > now - timedelta(days=365))
-             .group_by(Purchase.member_id).subquery())
-    rows = session.execute(select(Member.id, Member.tier, func.coalesce(spend.c.spend, 0))
-                           .outerjoin(spend, spend.c.member_id == Member.id).where(Member.status == "active")).all()
-    changed = 0
-    for member_id, tier, spend_minor in rows:
-        new_tier = next((name for name, units in TIER_THRESHOLDS_UNITS if spend_minor >= units * minor_units_per_unit),
-                        "standard")
-        if new_tier != tier:
-            session.execute(update(Member).where(Member.id == member_id).values(tier=new_tier))
-            changed += 1
-    return changed
+    """Set every member's tier under the tier policy in force at ``now`` (``tier_policy.recompute_tiers``)."""
+    from alliance.services import tier_policy
+
+    return tier_policy.recompute_tiers(session, now=now, currency=currency, minor_units_per_unit=minor_units_per_unit)
 
 
 def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: Mapping[str, str | None],

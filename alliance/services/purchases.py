@@ -34,7 +34,14 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
-from alliance.domain.earning import Campaign, EarnBreakdown, EarnRule, clawback_target
+from alliance.domain.earning import (
+    BUILT_IN_TIER_SCHEDULE,
+    Campaign,
+    EarnBreakdown,
+    EarnRule,
+    TierSchedule,
+    clawback_target,
+)
 from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, account_code
 from alliance.domain.purchases import (
@@ -60,7 +67,7 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services import ledger
+from alliance.services import ledger, tier_policy
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
 from alliance.storage.adapters import storage_for
 
@@ -348,6 +355,7 @@ class _Facts:
     points_on_days: dict[tuple[int, date], int] = field(default_factory=dict)
     earn_rules: dict[int, EarnRule] = field(default_factory=dict)
     campaign_terms: dict[int, Campaign] = field(default_factory=dict)
+    tier_schedule: TierSchedule = BUILT_IN_TIER_SCHEDULE
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +409,8 @@ def _single_facts(session: Session, partner_id: int, partner: _Partner | None, c
     if rule.per_member_day_cap_points is not None:
         earned_today = _partner_points_on_day(session, partner.reporting, holder.member_id, report.purchased_at)
     return PurchaseFacts(partner_id=partner_id, partner=partner.reporting, receipt_reported=False, card=holder.card,
-                         rule=rule, campaigns=campaigns, partner_points_today=earned_today)
+                         rule=rule, campaigns=campaigns, partner_points_today=earned_today,
+                         tier_schedule=tier_policy.cached_schedule(session))
 
 
 def _read_facts(session: Session, partner_id: int, items: Sequence[BatchItem], now: datetime) -> _Facts:
@@ -410,6 +419,7 @@ def _read_facts(session: Session, partner_id: int, items: Sequence[BatchItem], n
     facts = _Facts(partner_id=partner_id, partner=partner)
     if partner is None or partner.status != "active":
         return facts
+    facts.tier_schedule = tier_policy.cached_schedule(session)
     card_numbers = sorted({item.card_number for item in items if is_valid_card_number(item.card_number)})
     in_window = [item for item in items if in_report_window(item.purchased_at, now)]
     facts.rules = session.execute(
@@ -596,7 +606,8 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
     return plan(partner, PurchaseFacts(
         partner_id=facts.partner_id, partner=partner.reporting if partner is not None else None,
         receipt_reported=item.receipt_id in receipts_taken, card=holder.card if holder is not None else None,
-        rule=rule, campaigns=_campaigns_at(facts, item.purchased_at), partner_points_today=earned_today),
+        rule=rule, campaigns=_campaigns_at(facts, item.purchased_at), partner_points_today=earned_today,
+        tier_schedule=facts.tier_schedule),
         index, item, terminal_id, holder, now, expires_at)
 
 
