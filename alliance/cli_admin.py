@@ -21,6 +21,7 @@ from alliance.extensions import hub_state
 if TYPE_CHECKING:
     from alliance.cli import WithApp
     from alliance.services.goodwill import GoodwillPolicy, GoodwillView
+    from alliance.services.tier_policy import PolicyVersion
     from settlement.api import LiabilityLine, LiabilityReport
 
 
@@ -109,6 +110,8 @@ def register(main: click.Group, with_app: WithApp) -> None:
     _register_partner_commands(main, with_app)
     _register_member_commands(main, with_app)
     _register_campaign_commands(main, with_app)
+    _register_tier_commands(main, with_app)
+    _register_behaviour_commands(main, with_app)
 
 
 def _register_partner_commands(main: click.Group, with_app: WithApp) -> None:
@@ -745,3 +748,147 @@ def _liability_lines(report: LiabilityReport) -> list[str]:
     lines.append(f"ledger: members' accounts hold {report.ledger_points} points"
                  + ("; ties out" if report.ties_out else "; DOES NOT TIE OUT"))
     return lines
+
+
+TIER_POLICY_FILE_KEYS = frozenset({"basis", "window_months", "downgrade", "period_months", "tiers"})
+
+
+def _tier_version_lines(version: PolicyVersion, currency: str) -> list[str]:
+    """A tier policy version in words, one line for the rule and one per tier."""
+    from alliance.domain.money import major_units_text, minor_units_per_unit
+
+    policy = version.policy
+    basis = {"spend": f"spend in {currency}", "points": "points earned", "tenure": "months since enrolment"}
+    window = f" over {policy.window_months} months" if policy.window_months else ""
+    downgrade = (f"one step down per {policy.period_months} months held" if policy.downgrade.value == "one_step"
+                 else "straight down to the level earned")
+    lines = [f"version {policy.version} ({version.status.replace('_', ' ')}) from {policy.effective_from.isoformat()}:"
+             f" {basis[policy.basis.value]}{window}; {downgrade}; by {version.created_by}"]
+    for level in policy.levels:
+        if policy.basis.value == "spend":
+            reach = f"{major_units_text(level.threshold * minor_units_per_unit(currency), currency)} {currency}"
+        else:
+            reach = f"{level.threshold} {'points' if policy.basis.value == 'points' else 'months'}"
+        lines.append(f"  {level.tier}: from {reach}, multiplier {level.multiplier}, "
+                     f"birthday bonus {level.birthday_bonus_points} points")
+    return lines
+
+
+def _register_tier_commands(main: click.Group, with_app: WithApp) -> None:
+    @main.group()
+    def tiers() -> None:
+        """The tier policy: thresholds, qualifying basis, window, downgrade rule and benefits, by version."""
+
+    @tiers.command("show")
+    @click.option("--all", "show_all", is_flag=True, help="Also the superseded versions.")
+    @with_app
+    def tiers_show(app: Flask, show_all: bool) -> None:
+        """The version in force now and those scheduled to follow (newest first)."""
+        from alliance.services import tier_policy
+
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            found = tier_policy.versions(uow.session, now=_now())
+        for version in found:
+            if show_all or version.status != "superseded":
+                click.echo("\n".join(_tier_version_lines(version, state.settings.alliance_currency)))
+
+    @tiers.command("set")
+    @click.option("--from", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  required=True, help="A JSON file: basis, window_months, downgrade, period_months, tiers.")
+    @click.option("--effective", "effective_from", type=MomentType(), required=True,
+                  help="When the version takes effect (at least 60 seconds from now).")
+    @with_app
+    def tiers_set(app: Flask, policy_file: Path, effective_from: datetime) -> None:
+        """Schedule a new version of the tier policy from a JSON file."""
+        from alliance.services import tier_policy
+
+        try:
+            data = json.loads(policy_file.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise click.BadParameter(f"{policy_file} is not JSON: {error}") from None
+        if not isinstance(data, dict) or not set(data) <= TIER_POLICY_FILE_KEYS or "tiers" not in data:
+            raise click.BadParameter(f"{policy_file} must hold an object with tiers and some of "
+                                     f"{', '.join(sorted(TIER_POLICY_FILE_KEYS - {'tiers'}))}")
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            made = tier_policy.propose_version(
+                uow.session, basis=data.get("basis", "spend"), window_months=data.get("window_months"),
+                downgrade=data.get("downgrade", "to_earned"), period_months=data.get("period_months"),
+                levels=tier_policy.levels_from_data(data["tiers"]), effective_from=effective_from, now=_now(),
+                actor=cli_actor())
+            uow.commit()
+        click.echo(f"tier policy version {made.policy.version} scheduled from {effective_from.isoformat()}")
+        click.echo("\n".join(_tier_version_lines(made, state.settings.alliance_currency)))
+
+
+def _behaviour_rule_line(view: object) -> str:
+    """One behaviour rule as an operator reads it."""
+    from alliance.services.behaviour_points import RuleView
+
+    assert isinstance(view, RuleView)
+    worth = f"{view.points} points"
+    if view.per_amount_minor is not None:
+        worth += f" per {view.per_amount_minor} minor units of {view.currency}"
+    if view.referred_points:
+        worth += f", {view.referred_points} to the referred member"
+    if view.streak_days is not None:
+        worth += f", +{view.streak_bonus_points} every {view.streak_days}th day in a row"
+    caps = ", ".join(f"{cap} per {period}" for cap, period in ((view.cap_per_day, "day"),
+                                                               (view.cap_per_month, "month")) if cap is not None)
+    tiers = ", ".join(view.eligible_tiers) if view.eligible_tiers else "every tier"
+    period = f"from {view.starts_at.isoformat()}" + (f" until {view.ends_at.isoformat()}" if view.ends_at else "")
+    return (f"{view.event_type}: {worth}; funded by {view.funded_by}; caps: {caps or 'none'}; {tiers}, "
+            f"tenure {view.min_tenure_months} months or more; {period}")
+
+
+def _register_behaviour_commands(main: click.Group, with_app: WithApp) -> None:
+    @main.group()
+    def behaviour() -> None:
+        """Behaviour points: the rule of each event type (sign-in, referral, survey, self-service, recharge...)."""
+
+    @behaviour.group("rules")
+    def behaviour_rules() -> None:
+        """List and set behaviour points rules."""
+
+    @behaviour_rules.command("list")
+    @with_app
+    def behaviour_rules_list(app: Flask) -> None:
+        """Every event type's rule."""
+        from alliance.services import behaviour_points
+
+        with hub_state(app).unit_of_work() as uow:
+            for view in behaviour_points.rules(uow.session):
+                click.echo(_behaviour_rule_line(view))
+
+    @behaviour_rules.command("set")
+    @click.argument("event_type", type=click.Choice(
+        ["sign_in", "referral", "survey", "self_service", "recharge", "bill_payment"]))
+    @click.option("--points", type=click.IntRange(0, 10**9), default=None,
+                  help="Points (per --per-amount-minor for recharge and bill_payment); required for a new rule.")
+    @click.option("--per-amount-minor", type=click.IntRange(1), default=None)
+    @click.option("--currency", default=None)
+    @click.option("--referred-points", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--streak-days", type=click.IntRange(2, 366), default=None)
+    @click.option("--streak-bonus-points", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--funded-by", default=None, help="hub, reporter, or a partner's code.")
+    @click.option("--cap-per-day", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--cap-per-month", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--tier", "tiers", multiple=True, type=click.Choice(["standard", "silver", "gold", "diamond"]),
+                  help="An eligible tier (repeat); none given: unchanged (every tier for a new rule).")
+    @click.option("--min-tenure-months", type=click.IntRange(0, 1200), default=None)
+    @click.option("--starts-at", type=MomentType(), default=None)
+    @click.option("--ends-at", type=MomentType(), default=None)
+    @with_app
+    def behaviour_rules_set(app: Flask, event_type: str, tiers: tuple[str, ...], **options: object) -> None:
+        """Create an event type's rule, or change the options given of it; audited."""
+        from alliance.services import behaviour_points
+
+        values = {name: value for name, value in options.items() if value is not None}
+        if tiers:
+            values["eligible_tiers"] = list(tiers)
+        with hub_state(app).unit_of_work() as uow:
+            view = behaviour_points.set_rule(uow.session, event_type=event_type, now=_now(), actor=cli_actor(),
+                                             **values)
+            uow.commit()
+        click.echo(_behaviour_rule_line(view))

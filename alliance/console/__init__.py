@@ -22,6 +22,7 @@ from alliance.console import (  # noqa: F401
     member_views,
     partner_views,
     security,
+    tier_views,
     views,
 )
 from alliance.console.blueprint import console

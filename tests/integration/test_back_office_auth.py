@@ -262,6 +262,12 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("GET", f"{b}/partners/<code>/grades/<period>"): Sample(),
         ("POST", f"{b}/partners/<code>/grades/<period>/override"): Sample(json={"grade": "B", "reason": "sample"}),
         ("GET", f"{b}/grade-alerts"): Sample(query={"acknowledged": "all"}),
+        ("GET", f"{b}/tier-policy"): Sample(),
+        ("POST", f"{b}/tier-policy"): Sample(json={
+            "effective_from": soon, "basis": "spend", "window_months": 12, "downgrade": "to_earned",
+            "tiers": [{"tier": "standard", "threshold": 0, "multiplier": "1"},
+                      {"tier": "gold", "threshold": 1000, "multiplier": "1.5", "birthday_bonus_points": 100}]}),
+        ("GET", f"{b}/members/<member_number>/tier-history"): Sample(),
         ("POST", f"{b}/grade-alerts/<int:alert_id>/acknowledgement"): Sample(json={}),
     }
 

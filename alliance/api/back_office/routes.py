@@ -31,6 +31,7 @@ from alliance.services import (
     partner_admin,
     partners,
     staff_people,
+    tier_policy,
 )
 from alliance.services.accounts import member_balances
 from alliance.services.partners import PartnerTerms
@@ -661,3 +662,61 @@ def init_app(app: Flask, api: Api) -> None:
     })
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+
+
+TIER_POLICY_READERS = ("admin", "partner_manager", "customer_service")
+# Who may schedule a tier policy version: the same people who run campaigns (partner
+# managers) and administrators; the console's Tier policy page admits the same two.
+TIER_POLICY_WRITERS = ("admin", "partner_manager")
+
+
+def _tier_version_view(version: tier_policy.PolicyVersion) -> dict[str, object]:
+    return {**tier_policy.describe(version.policy), "effective_from": version.policy.effective_from,
+            "status": version.status, "created_by": version.created_by, "created_at": version.created_at}
+
+
+@partners_blueprint.route("/tier-policy")
+class TierPolicySchedule(MethodView):
+    @require_role(*TIER_POLICY_READERS)
+    @partners_blueprint.response(200, s.TierPolicyOutput)
+    @documented(partners_blueprint)
+    def get(self) -> dict[str, object]:
+        """The tier policy in force now, the versions scheduled to follow, and every version (newest first)."""
+        with _state().unit_of_work() as uow:
+            found = tier_policy.versions(uow.session, now=_now())
+        views = [(version.status, _tier_version_view(version)) for version in found]
+        return {"in_force": next(view for status, view in views if status == "in_force"),
+                "scheduled": [view for status, view in views if status == "scheduled"],
+                "versions": [view for _, view in views]}
+
+    @require_role(*TIER_POLICY_WRITERS)
+    @partners_blueprint.arguments(s.TierPolicyInput)
+    @partners_blueprint.response(201, s.TierPolicyVersionOutput)
+    @documented(partners_blueprint)
+    def post(self, data: dict[str, Any]) -> dict[str, object]:
+        """Schedule a new version of the tier policy; it takes effect at ``effective_from``, never earlier.
+
+        ``effective_from`` must lie at least twice the schedule's reload interval ahead (60
+        seconds), so every process knows the version before its first earn under it.
+        """
+        with _state().unit_of_work() as uow:
+            made = tier_policy.propose_version(
+                uow.session, basis=data["basis"], window_months=data["window_months"], downgrade=data["downgrade"],
+                period_months=data["period_months"], levels=tier_policy.levels_from_data(data["tiers"]),
+                effective_from=data["effective_from"], now=_now(), actor=actor())
+            uow.commit()
+        return _tier_version_view(made)
+
+
+@members_blueprint.route("/members/<member_number>/tier-history")
+class MemberTierHistory(MethodView):
+    @require_role(*TIER_POLICY_READERS)
+    @members_blueprint.response(200, s.TierHistoryOutput)
+    @documented(members_blueprint, 404)
+    def get(self, member_number: str) -> dict[str, object]:
+        """The member's tier changes, newest first, each with the policy version and the reason."""
+        with _state().unit_of_work() as uow:
+            changes = tier_policy.tier_history(uow.session, member_number=member_number)
+        return {"member": member_number, "changes": [
+            {"from_tier": change.from_tier, "to_tier": change.to_tier, "changed_at": change.changed_at,
+             "policy_version": change.policy_version, "reason": change.reason} for change in changes]}

@@ -402,3 +402,60 @@ class GoodwillOutput(Schema):
 
 class GoodwillListOutput(Schema):
     requests = fields.List(fields.Nested(GoodwillOutput))
+
+
+class TierLevelSchema(StrictSchema):
+    """One tier of a tier policy version: what reaches it and what it gives."""
+
+    tier = fields.String(required=True, validate=validate.OneOf(["standard", "silver", "gold", "diamond"]))
+    threshold = fields.Integer(required=True, strict=True, validate=validate.Range(0, 10**12), metadata={
+        "description": "whole currency units (spend), points (points) or months (tenure); standard is 0"})
+    multiplier = fields.String(required=True, validate=validate.Length(1, 20), metadata={
+        "description": "the earn multiplier as exact decimal text, at least 1, at most 4 decimal places"})
+    birthday_bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
+
+
+class TierPolicyInput(StrictSchema):
+    """A new version of the tier policy, taking effect at ``effective_from``."""
+
+    effective_from = UtcDateTime(required=True, metadata={
+        "description": "at least 60 seconds from now (twice the schedule's reload interval)"})
+    basis = fields.String(required=True, validate=validate.OneOf(["spend", "points", "tenure"]))
+    window_months = fields.Integer(strict=True, allow_none=True, load_default=None, metadata={
+        "description": "the rolling window of spend and points; empty for tenure"})
+    downgrade = fields.String(required=True, validate=validate.OneOf(["one_step", "to_earned"]))
+    period_months = fields.Integer(strict=True, allow_none=True, load_default=None, metadata={
+        "description": "one_step only: a member falls one tier per this many months held"})
+    tiers = fields.List(fields.Nested(TierLevelSchema), required=True, validate=validate.Length(1, 4))
+
+
+class TierPolicyVersionOutput(Schema):
+    version = fields.Integer()
+    status = fields.String(metadata={"description": "in_force, scheduled or superseded"})
+    effective_from = fields.AwareDateTime()
+    basis = fields.String()
+    window_months = fields.Integer(allow_none=True)
+    downgrade = fields.String()
+    period_months = fields.Integer(allow_none=True)
+    tiers = fields.List(fields.Nested(TierLevelSchema))
+    created_by = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+class TierPolicyOutput(Schema):
+    in_force = fields.Nested(TierPolicyVersionOutput)
+    scheduled = fields.List(fields.Nested(TierPolicyVersionOutput))
+    versions = fields.List(fields.Nested(TierPolicyVersionOutput), metadata={"description": "all, newest first"})
+
+
+class TierChangeOutput(Schema):
+    from_tier = fields.String()
+    to_tier = fields.String()
+    changed_at = fields.AwareDateTime()
+    policy_version = fields.Integer()
+    reason = fields.String()
+
+
+class TierHistoryOutput(Schema):
+    member = fields.String()
+    changes = fields.List(fields.Nested(TierChangeOutput))
