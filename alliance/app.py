@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
-    from alliance.api.back_office import finance_routes, grading_routes, settlement_routes
+    from alliance.api.back_office import behaviour_routes, finance_routes, grading_routes, settlement_routes
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settlement_routes.init_app(app, api)
     finance_routes.init_app(app, api)
     grading_routes.init_app(app, api)
+    behaviour_routes.init_app(app, api)
     health.init_app(app)
     telemetry.init_app(app)
     docs.init_app(app)

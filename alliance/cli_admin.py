@@ -111,6 +111,7 @@ def register(main: click.Group, with_app: WithApp) -> None:
     _register_member_commands(main, with_app)
     _register_campaign_commands(main, with_app)
     _register_tier_commands(main, with_app)
+    _register_behaviour_commands(main, with_app)
 
 
 def _register_partner_commands(main: click.Group, with_app: WithApp) -> None:
@@ -819,3 +820,75 @@ def _register_tier_commands(main: click.Group, with_app: WithApp) -> None:
             uow.commit()
         click.echo(f"tier policy version {made.policy.version} scheduled from {effective_from.isoformat()}")
         click.echo("\n".join(_tier_version_lines(made, state.settings.alliance_currency)))
+
+
+def _behaviour_rule_line(view: object) -> str:
+    """One behaviour rule as an operator reads it."""
+    from alliance.services.behaviour_points import RuleView
+
+    assert isinstance(view, RuleView)
+    worth = f"{view.points} points"
+    if view.per_amount_minor is not None:
+        worth += f" per {view.per_amount_minor} minor units of {view.currency}"
+    if view.referred_points:
+        worth += f", {view.referred_points} to the referred member"
+    if view.streak_days is not None:
+        worth += f", +{view.streak_bonus_points} every {view.streak_days}th day in a row"
+    caps = ", ".join(f"{cap} per {period}" for cap, period in ((view.cap_per_day, "day"),
+                                                               (view.cap_per_month, "month")) if cap is not None)
+    tiers = ", ".join(view.eligible_tiers) if view.eligible_tiers else "every tier"
+    period = f"from {view.starts_at.isoformat()}" + (f" until {view.ends_at.isoformat()}" if view.ends_at else "")
+    return (f"{view.event_type}: {worth}; funded by {view.funded_by}; caps: {caps or 'none'}; {tiers}, "
+            f"tenure {view.min_tenure_months} months or more; {period}")
+
+
+def _register_behaviour_commands(main: click.Group, with_app: WithApp) -> None:
+    @main.group()
+    def behaviour() -> None:
+        """Behaviour points: the rule of each event type (sign-in, referral, survey, self-service, recharge...)."""
+
+    @behaviour.group("rules")
+    def behaviour_rules() -> None:
+        """List and set behaviour points rules."""
+
+    @behaviour_rules.command("list")
+    @with_app
+    def behaviour_rules_list(app: Flask) -> None:
+        """Every event type's rule."""
+        from alliance.services import behaviour_points
+
+        with hub_state(app).unit_of_work() as uow:
+            for view in behaviour_points.rules(uow.session):
+                click.echo(_behaviour_rule_line(view))
+
+    @behaviour_rules.command("set")
+    @click.argument("event_type", type=click.Choice(
+        ["sign_in", "referral", "survey", "self_service", "recharge", "bill_payment"]))
+    @click.option("--points", type=click.IntRange(0, 10**9), default=None,
+                  help="Points (per --per-amount-minor for recharge and bill_payment); required for a new rule.")
+    @click.option("--per-amount-minor", type=click.IntRange(1), default=None)
+    @click.option("--currency", default=None)
+    @click.option("--referred-points", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--streak-days", type=click.IntRange(2, 366), default=None)
+    @click.option("--streak-bonus-points", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--funded-by", default=None, help="hub, reporter, or a partner's code.")
+    @click.option("--cap-per-day", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--cap-per-month", type=click.IntRange(0, 10**9), default=None)
+    @click.option("--tier", "tiers", multiple=True, type=click.Choice(["standard", "silver", "gold", "diamond"]),
+                  help="An eligible tier (repeat); none given: unchanged (every tier for a new rule).")
+    @click.option("--min-tenure-months", type=click.IntRange(0, 1200), default=None)
+    @click.option("--starts-at", type=MomentType(), default=None)
+    @click.option("--ends-at", type=MomentType(), default=None)
+    @with_app
+    def behaviour_rules_set(app: Flask, event_type: str, tiers: tuple[str, ...], **options: object) -> None:
+        """Create an event type's rule, or change the options given of it; audited."""
+        from alliance.services import behaviour_points
+
+        values = {name: value for name, value in options.items() if value is not None}
+        if tiers:
+            values["eligible_tiers"] = list(tiers)
+        with hub_state(app).unit_of_work() as uow:
+            view = behaviour_points.set_rule(uow.session, event_type=event_type, now=_now(), actor=cli_actor(),
+                                             **values)
+            uow.commit()
+        click.echo(_behaviour_rule_line(view))

@@ -22,7 +22,7 @@ from alliance.observability import metrics
 from alliance.observability.logs import JOB_LOGGER
 from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
-from alliance.services.jobs import Job, run_exclusively, standard_jobs
+from alliance.services.jobs import Job, referral_job, run_exclusively, standard_jobs
 from settlement.api import closing_job
 
 # Coalesce missed runs into one and never overlap a job with itself; a run missed by up
@@ -37,6 +37,7 @@ def hub_jobs(state: HubState) -> list[Job]:
         closing_job(state.session_factory, state.statement_signer),
         grading_job(settings.grading_config(), settings.alliance_time_zone),
         checkpoint_job(state.statement_signer),
+        referral_job(settings.alliance_time_zone, settings.points_expiry_months),
     ]
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import JobLease
-from alliance.services import idempotency, ledger, member_admin, partner_keys, reminders
+from alliance.services import behaviour_points, idempotency, ledger, member_admin, partner_keys, reminders
 
 # A lease outlives any healthy run by far; a crashed holder's lease lapses after it.
 LEASE_DURATION = timedelta(minutes=15)
@@ -54,6 +54,20 @@ def standard_jobs(alliance_currency: str) -> list[Job]:
         Job("prune-nonces", 600, partner_keys.prune_nonces, "nonces pruned"),
         Job("recompute-tiers", 86_400, tiers, "members changed tier"),
     ]
+
+
+def referral_job(time_zone: str, expiry_months: int) -> Job:
+    """Award pending referrals, both sides, once the referred member's first purchase has landed (every minute).
+
+    Kept off the purchase path: a purchase does no referral work; this job finds referred
+    members with a purchase and no award yet (``behaviour_points.award_referrals``).
+    """
+    policy = behaviour_points.Policy(time_zone=time_zone, expiry_months=expiry_months)
+
+    def award(session: Session, *, now: datetime, limit: int) -> int:
+        return behaviour_points.award_referrals(session, now=now, limit=limit, policy=policy)
+
+    return Job("award-referrals", 60, award, "referrals awarded")
 
 
 def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime) -> bool:

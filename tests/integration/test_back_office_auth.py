@@ -262,6 +262,11 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("GET", f"{b}/partners/<code>/grades/<period>"): Sample(),
         ("POST", f"{b}/partners/<code>/grades/<period>/override"): Sample(json={"grade": "B", "reason": "sample"}),
         ("GET", f"{b}/grade-alerts"): Sample(query={"acknowledged": "all"}),
+        ("GET", f"{b}/behaviour-rules"): Sample(),
+        ("POST", f"{b}/behaviour-rules"): Sample(json={"event_type": "survey", "points": 20, "cap_per_day": 40}),
+        ("GET", f"{b}/behaviour-rules/<event_type>"): Sample(),
+        ("PATCH", f"{b}/behaviour-rules/<event_type>"): Sample(json={"points": 25}),
+        ("GET", f"{b}/members/<member_number>/behaviour-events"): Sample(query={"limit": "10"}),
         ("GET", f"{b}/tier-policy"): Sample(),
         ("POST", f"{b}/tier-policy"): Sample(json={
             "effective_from": soon, "basis": "spend", "window_months": 12, "downgrade": "to_earned",
@@ -278,7 +283,7 @@ def _concrete(rule: str, world: World) -> str:
               "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
               "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
               "terminal_code": "till-spare", "request_id": str(world.goodwill_request_id),
-              "period": world.period, "alert_id": str(world.grade_alert_id)}
+              "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey"}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 
@@ -499,6 +504,8 @@ def test_partner_routes_refuse_a_bearer_token_without_a_signature(app):
         ("POST", "/partner/v1/purchases", purchase_payload("r-1", card_number)),
         ("GET", "/partner/v1/purchases/r-1", None),
         ("POST", "/partner/v1/balance-inquiries", {"card_number": card_number, "pin": "1234"}),
+        ("POST", "/partner/v1/events", {"event_id": "ev-1", "event_type": "survey", "card_number": card_number,
+                                        "occurred_at": datetime.now(timezone.utc).isoformat()}),
     ):
         response = bo.client.open(path, method=method, json=payload, headers={
             "Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())})

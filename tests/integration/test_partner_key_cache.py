@@ -197,6 +197,8 @@ def test_other_writes_with_a_key_revoked_after_it_was_cached_are_refused_without
         ("/partner/v1/purchases/r-warm/refunds", {"refund_id": "rf-1", "amount_minor": 100}),
         ("/partner/v1/balance-inquiries", {"card_number": member.card_number, "pin": "2468"}),
         ("/partner/v1/redemptions/no-such-hold/void", {}),
+        ("/partner/v1/events", {"event_id": "ev-1", "event_type": "survey", "card_number": member.card_number,
+                                "occurred_at": datetime.now(timezone.utc).isoformat()}),
     ]
     for path, payload in writes:
         before, traces_before = books(hub), api_traces(hub)

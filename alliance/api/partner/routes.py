@@ -42,6 +42,8 @@ from alliance.api.partner.schemas import (
     BatchInput,
     BatchOutput,
     CaptureInput,
+    EventInput,
+    EventOutput,
     ProblemOutput,
     PurchaseInput,
     PurchaseOutput,
@@ -54,7 +56,7 @@ from alliance.api.partner.schemas import (
 from alliance.config import Settings
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
-from alliance.services import member_verification, partners, purchases, redemptions
+from alliance.services import behaviour_points, member_verification, partners, purchases, redemptions
 from alliance.services.accounts import member_balances
 from alliance.services.member_verification import CardHolder
 from alliance.storage.unit_of_work import Session, UnitOfWork
@@ -76,7 +78,8 @@ ERRORS = {
     404: "not_found: unknown, or another partner's (a purchase, redemption, statement or named terminal).",
     409: "idempotency_key_in_flight (with Retry-After), receipt_already_reported (GET "
          "/partner/v1/purchases/{receipt_id} returns the purchase already reported under it), "
-         "reference_already_used, conflict, invalid_state, card_not_usable.",
+         "reference_already_used, conflict, invalid_state, card_not_usable, event_already_reported (the event id "
+         "was reported with other content), already_referred.",
     413: "request_entity_too_large: the body is over the limit.",
     422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points.",
     429: "rate_limited (with Retry-After): this partner is over its request rate or has too many requests in "
@@ -87,6 +90,7 @@ ERRORS = {
 PURCHASE_OUTPUT = PurchaseOutput()
 BALANCE_OUTPUT = BalanceOutput()
 BATCH_OUTPUT = BatchOutput()
+EVENT_OUTPUT = EventOutput()
 
 RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
                                "schema": {"type": "integer", "minimum": 1}}}
@@ -99,7 +103,10 @@ balances_blueprint = Blueprint("balances", __name__, url_prefix=f"{PREFIX}/balan
                                description="A verified member's balance.")
 statements_blueprint = Blueprint("partner_statements", __name__, url_prefix=f"{PREFIX}/statements",
                                  description="This partner's signed settlement statements.")
-BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint)
+events_blueprint = Blueprint("partner_events", __name__, url_prefix=f"{PREFIX}/events",
+                             description="Report behaviour events (sign-ins, referrals, surveys, self-service, "
+                                         "recharges, bill payments); members earn points by the event type's rule.")
+BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint, events_blueprint)
 for _blueprint in BLUEPRINTS:
     _blueprint.before_request(authenticate_partner)
     _blueprint.after_request(commit_unclaimed_nonce)
@@ -387,6 +394,43 @@ class PartnerStatementReconciliations(MethodView):
                                       source="partner", actor=f"partner-key:{current_caller().key_id}",
                                       now=utc_now(), partner_id=current_caller().partner_id)
             return 201, ReconciliationOutput().dump(reconciliation_view(row))
+        return run_idempotent(operation)
+
+
+def _event_body(view: behaviour_points.EventView) -> dict[str, Any]:
+    """A reported event as the partner reads it."""
+    return {"event_id": view.event_id, "event_type": view.event_type, "member_number": view.member_number,
+            "occurred_at": view.occurred_at, "amount_minor": view.amount_minor, "currency": view.currency,
+            "referred_member": view.referred_member_number, "status": view.status, "reason": view.reason,
+            "points_awarded": view.points_awarded, "streak_day": view.streak_day, "reported_at": view.reported_at,
+            "awards": [{"member_number": award.member_number, "side": award.side, "points": award.points,
+                        "streak_bonus_points": award.streak_bonus_points, "funded_by": award.funded_by,
+                        "awarded_at": award.awarded_at} for award in view.awards]}
+
+
+@events_blueprint.route("")
+class Events(MethodView):
+    @events_blueprint.arguments(EventInput())
+    @events_blueprint.response(201, EventOutput)
+    @events_blueprint.alt_response(200, schema=EventOutput, description="The event id was reported before with the "
+                                   "same content: the event as stored, nothing counted twice.")
+    @events_blueprint.doc(**SIGNED_WRITE_DOC)
+    @_document_errors(events_blueprint, 401, 404, 409, 413, 422)
+    def post(self, data: dict[str, Any]) -> Response:
+        """Report a behaviour event once per event id; the member earns its rule's points (0 with a reason if
+        capped or not eligible), issued by the rule's funder."""
+        def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
+            settings = _settings()
+            view = behaviour_points.report_event(
+                uow.session, partner_id=current_caller().partner_id, now=utc_now(),
+                policy=behaviour_points.Policy(time_zone=settings.alliance_time_zone,
+                                               expiry_months=settings.points_expiry_months),
+                report=behaviour_points.EventReport(
+                    event_id=data["event_id"], event_type=data["event_type"], occurred_at=data["occurred_at"],
+                    card_number=data.get("card_number"), member_number=data.get("member_number"),
+                    amount_minor=data.get("amount_minor"), currency=data.get("currency"),
+                    referred_member_number=data.get("referred_member")))
+            return (200 if view.replayed else 201), EVENT_OUTPUT.dump(_event_body(view))
         return run_idempotent(operation)
 
 

@@ -182,3 +182,61 @@ class ProblemOutput(Schema):
     request_id = fields.String()
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                          metadata={"description": "Per-field messages, for invalid input."})
+
+
+EVENT_MEMBER_NUMBER = WholeValue(r"^[0-9a-f]{16}$", error="a member number")
+EVENT_TYPES = ("sign_in", "referral", "survey", "self_service", "recharge", "bill_payment")
+
+
+class EventInput(StrictSchema):
+    """One behaviour event (a sign-in, referral, survey, self-service, recharge or bill payment)."""
+
+    event_id = fields.String(required=True, validate=REFERENCE,
+                             metadata={"description": "The partner's event id, unique per partner: the event's "
+                                                      "natural key, so it is counted once."})
+    event_type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    card_number = fields.String(validate=CARD_NUMBER, metadata={"description": "The member's card, or ..."})
+    member_number = fields.String(validate=EVENT_MEMBER_NUMBER, metadata={"description": "... the member number."})
+    occurred_at = UtcDateTime(required=True, metadata={"description": "When it happened, with offset; caps and "
+                                                                      "streaks count by the alliance's day of it."})
+    amount_minor = fields.Integer(strict=True, validate=validate.Range(1, MAX_AMOUNT_MINOR),
+                                  metadata={"description": "Recharges and bill payments only: the amount paid."})
+    currency = fields.String(validate=CURRENCY, metadata={"description": "The currency of amount_minor (ISO 4217)."})
+    referred_member = fields.String(validate=EVENT_MEMBER_NUMBER,
+                                    metadata={"description": "Referrals only: the new member's member number."})
+
+    @validates_schema
+    def _one_member(self, data: dict[str, Any], **_: object) -> None:
+        if ("card_number" in data) == ("member_number" in data):
+            raise ValidationError("give card_number or member_number (one of them)", field_name="card_number")
+
+
+class EventAwardOutput(Schema):
+    member_number = fields.String()
+    side = fields.String(metadata={"description": "member, or for a referral referrer / referred"})
+    points = fields.Integer()
+    streak_bonus_points = fields.Integer()
+    funded_by = fields.String(metadata={"description": "hub, or the code of the partner that issued the points"})
+    awarded_at = fields.AwareDateTime()
+
+
+class EventOutput(Schema):
+    """A reported event and what it gave."""
+
+    event_id = fields.String()
+    event_type = fields.String()
+    member_number = fields.String()
+    occurred_at = fields.AwareDateTime()
+    amount_minor = fields.Integer(allow_none=True)
+    currency = fields.String(allow_none=True)
+    referred_member = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "awarded, not_awarded, or pending (a referral waiting for the "
+                                                    "referred member's first purchase)"})
+    reason = fields.String(allow_none=True, metadata={
+        "description": "Why no points (or fewer): no_rule_in_force, tier_not_eligible, tenure_too_short, "
+                       "day_cap_reached, month_cap_reached, already_signed_in_today, amount_below_one_unit, "
+                       "referred_member_not_new, awaiting_first_purchase."})
+    points_awarded = fields.Integer(metadata={"description": "The reported member's points for this event."})
+    streak_day = fields.Integer(allow_none=True, metadata={"description": "Sign-ins: the consecutive day it is."})
+    reported_at = fields.AwareDateTime()
+    awards = fields.List(fields.Nested(EventAwardOutput))
