@@ -8,7 +8,7 @@ import json
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -884,7 +884,7 @@ def _register_behaviour_commands(main: click.Group, with_app: WithApp) -> None:
         """Create an event type's rule, or change the options given of it; audited."""
         from alliance.services import behaviour_points
 
-        values = {name: value for name, value in options.items() if value is not None}
+        values: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
         if tiers:
             values["eligible_tiers"] = list(tiers)
         with hub_state(app).unit_of_work() as uow:
