@@ -32,6 +32,8 @@ from partners_sdk.results import (
     BatchResult,
     Breakdown,
     CampaignPoints,
+    Event,
+    EventAward,
     FlushReport,
     Points,
     Problem,
@@ -49,7 +51,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllianceClient", "AllianceError", "AuthenticationError", "Balance", "BatchItemResult", "BatchResult",
-    "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "Drainer", "FlushReport",
+    "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "Drainer", "Event",
+    "EventAward", "FlushReport",
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
     "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "ReceiptAlreadyReportedError",

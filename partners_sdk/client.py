@@ -15,6 +15,7 @@ that first sends older queued operations shares that one deadline with them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -41,6 +42,7 @@ from partners_sdk.payloads import PurchaseReport
 from partners_sdk.results import (
     Balance,
     BatchResult,
+    Event,
     FlushReport,
     Purchase,
     PurchaseRefund,
@@ -196,6 +198,29 @@ class AllianceClient:
         })
         return self._queueable("purchase_refund", path, body, refund_id, idempotency_key, PurchaseRefund.from_json,
                                deadline_at_s=self._deadline_at_s())
+
+    # Behaviour events: reported live, signed and retried under one idempotency key.
+
+    def report_event(self, *, event_id: str, event_type: str, card_number: str | None = None,
+                     member_number: str | None = None, occurred_at: datetime | None = None,
+                     amount_minor: int | None = None, currency: str | None = None,
+                     referred_member: str | None = None, idempotency_key: str | None = None) -> Event:
+        """Report a behaviour event (sign_in, referral, survey, self_service, recharge, bill_payment) once.
+
+        The member is named by ``card_number`` or ``member_number``; a recharge or bill
+        payment carries ``amount_minor`` and ``currency``; a referral names the
+        ``referred_member`` (awarded later, once that member's first purchase lands). The
+        event id is the event's natural key: reporting it again answers the event as the
+        hub holds it (``already_reported``), never counting it twice; the same id with
+        other content raises ``ConflictError`` (``event_already_reported``).
+        """
+        body = payloads.encode(payloads.event(
+            event_id=event_id, event_type=event_type, occurred_at=occurred_at or self._clock(),
+            card_number=card_number, member_number=member_number, amount_minor=amount_minor, currency=currency,
+            referred_member=referred_member))
+        reply = self._send(_Operation("POST", f"{PREFIX}/events", body, _new_key(idempotency_key)))
+        reported = _parse_reply(reply, Event.from_json)
+        return dataclasses.replace(reported, already_reported=True) if reply[0] == 200 else reported
 
     def get_purchase(self, receipt_id: str) -> Purchase:
         """One of this partner's purchases, by receipt id."""

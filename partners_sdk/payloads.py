@@ -116,3 +116,31 @@ def member_proof(card_number: str | None, pin: str | None, redemption_code: str 
 def encode(payload: dict[str, Any]) -> bytes:
     """The exact bytes sent (and stored in the queue): compact, keys sorted, UTF-8."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+MEMBER_NUMBER_PATTERN = re.compile(r"^[0-9a-f]{16}\Z")
+EVENT_TYPES = ("sign_in", "referral", "survey", "self_service", "recharge", "bill_payment")
+
+
+def event(*, event_id: str, event_type: str, occurred_at: datetime, card_number: str | None,
+          member_number: str | None, amount_minor: int | None, currency: str | None,
+          referred_member: str | None) -> dict[str, Any]:
+    """The body of one behaviour event report: the member by card or by member number."""
+    if event_type not in EVENT_TYPES:
+        raise refuse("event_type", f"one of {', '.join(EVENT_TYPES)}")
+    if (card_number is None) == (member_number is None):
+        raise refuse("card_number", "give card_number or member_number (one of them)")
+    payload: dict[str, Any] = {"event_id": reference(event_id, "event_id"), "event_type": event_type,
+                               "occurred_at": aware_time(occurred_at, "occurred_at")}
+    if card_number is not None:
+        payload["card_number"] = text(card_number, "card_number", CARD_NUMBER_PATTERN, "16 digits")
+    if member_number is not None:
+        payload["member_number"] = text(member_number, "member_number", MEMBER_NUMBER_PATTERN, "a member number")
+    if amount_minor is not None:
+        payload["amount_minor"] = whole(amount_minor, "amount_minor", minimum=1, maximum=MAX_AMOUNT_MINOR)
+    if currency is not None:
+        payload["currency"] = text(currency, "currency", CURRENCY_PATTERN, "a three-letter ISO 4217 code")
+    if referred_member is not None:
+        payload["referred_member"] = text(referred_member, "referred_member", MEMBER_NUMBER_PATTERN,
+                                          "a member number")
+    return payload

@@ -326,3 +326,57 @@ def to_json_ready(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_json_ready(item) for item in value]
     return value
+
+
+def _optional_int(data: Mapping[str, Any], name: str) -> int | None:
+    return None if data.get(name) is None else _int(data, name)
+
+
+@dataclass(frozen=True)
+class EventAward:
+    """One member's points for a behaviour event, and who issued (and pays for) them."""
+
+    member_number: str
+    side: str
+    points: int
+    streak_bonus_points: int
+    funded_by: str
+    awarded_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EventAward":
+        """Parse one award of an event reply."""
+        return cls(member_number=_str(data, "member_number"), side=_str(data, "side"), points=_int(data, "points"),
+                   streak_bonus_points=_int(data, "streak_bonus_points"), funded_by=_str(data, "funded_by"),
+                   awarded_at=_datetime(data, "awarded_at"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """A reported behaviour event: awarded, not_awarded (with a reason) or pending (a referral)."""
+
+    event_id: str
+    event_type: str
+    member_number: str
+    status: str
+    reason: str | None
+    points_awarded: int
+    streak_day: int | None
+    occurred_at: datetime
+    reported_at: datetime
+    awards: tuple[EventAward, ...]
+    # True when the hub answered an event id it already held (HTTP 200): nothing was counted twice.
+    already_reported: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Event":
+        """Parse an event reply."""
+        awards = _field(data, "awards")
+        if not isinstance(awards, list):
+            raise UnexpectedReplyError("'awards' in the hub's reply is not a list")
+        return cls(event_id=_str(data, "event_id"), event_type=_str(data, "event_type"),
+                   member_number=_str(data, "member_number"), status=_str(data, "status"),
+                   reason=_optional_str(data, "reason"), points_awarded=_int(data, "points_awarded"),
+                   streak_day=_optional_int(data, "streak_day"), occurred_at=_datetime(data, "occurred_at"),
+                   reported_at=_datetime(data, "reported_at"),
+                   awards=tuple(EventAward.from_json(award) for award in awards))
