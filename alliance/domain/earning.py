@@ -15,6 +15,8 @@ Earning follows these rules, in this order:
    ``floor(rule points × (multiplier − 1)) + bonus_points``, always computed on the rule
    points so that two campaigns never compound, and is charged to whoever funds it.
    Campaign lines worth 0 points are left out; the lines are ordered by campaign id.
+   A joint campaign's points are paid by its named partners in their stated shares
+   (``split_by_shares``); they are neither capped nor the reporting partner's.
 5. Caps limit the points the partner funds (rule points plus partner-funded campaign
    points): first the per-purchase cap, then the per-member-day cap, which leaves room
    for ``max(0, per_member_day_cap_points − partner_points_earned_today)``. Points from
@@ -69,6 +71,38 @@ class Funder(StrEnum):
 
     PARTNER = "partner"
     HUB = "hub"
+
+
+class JointFunding(StrEnum):
+    """A joint campaign's points are paid by its named partners in stated shares (kept apart from ``Funder``,
+    whose two payers the partner's caps and the hub's marketing budget distinguish)."""
+
+    JOINT = "joint"
+
+
+SHARES_WHOLE_BP = 10_000
+
+
+def split_by_shares(points: int, shares_bp: Sequence[int]) -> tuple[int, ...]:
+    """Split ``points`` between funders by their shares in basis points (summing to 10,000), exactly.
+
+    Each funder first gets ``floor(points × share / 10,000)``; the points left over (fewer
+    than the number of funders) go one each to the funders with the largest fractional
+    remainders, ties to the funder named first (largest remainder, Hamilton's method).
+    The parts always add up to ``points``.
+    """
+    _require_whole(points, "points", minimum=0)
+    if not shares_bp or any(not isinstance(share, int) or isinstance(share, bool) or share <= 0
+                            for share in shares_bp) or sum(shares_bp) != SHARES_WHOLE_BP:
+        raise ValidationFailed("shares must be positive basis points summing to 10000",
+                               fields={"funders": ["shares must sum to 10000 basis points"]})
+    parts = [points * share // SHARES_WHOLE_BP for share in shares_bp]
+    remainders = [points * share % SHARES_WHOLE_BP for share in shares_bp]
+    left = points - sum(parts)
+    # Largest remainder first; among equal remainders the funder named first.
+    for position in sorted(range(len(parts)), key=lambda position: (-remainders[position], position))[:left]:
+        parts[position] += 1
+    return tuple(parts)
 
 
 class Cap(StrEnum):
@@ -186,10 +220,12 @@ class Campaign:
 
     campaign_id: int
     name: str
-    funded_by: Funder
+    funded_by: Funder | JointFunding
     multiplier: Decimal
     bonus_points: int
     min_amount_minor: int
+    # A joint campaign's payers, in the order named: (partner id, share in basis points).
+    funders: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         _require_whole(self.campaign_id, "campaign_id", minimum=1)
@@ -197,7 +233,9 @@ class Campaign:
             raise ValidationFailed("a campaign needs a name", fields={"name": ["must not be empty"]})
         try:
             # Normalise a plain "partner" or "hub" to the enum so comparisons are exact.
-            object.__setattr__(self, "funded_by", Funder(self.funded_by))
+            funder = (JointFunding(self.funded_by) if self.funded_by == JointFunding.JOINT
+                      else Funder(self.funded_by))
+            object.__setattr__(self, "funded_by", funder)
         except ValueError as error:
             raise ValidationFailed(
                 "a campaign is funded by the partner or the hub", fields={"funded_by": ["partner or hub"]}
@@ -205,6 +243,15 @@ class Campaign:
         _require_decimal(self.multiplier, "multiplier", minimum=Decimal(1))
         _require_whole(self.bonus_points, "bonus_points", minimum=0)
         _require_whole(self.min_amount_minor, "min_amount_minor", minimum=0)
+        object.__setattr__(self, "funders", tuple(self.funders))
+        if (self.funded_by is JointFunding.JOINT) != bool(self.funders):
+            raise ValidationFailed("a joint campaign, and only a joint campaign, names its funders",
+                                   fields={"funders": ["required for a joint campaign, only for one"]})
+        if self.funders:
+            partner_ids = [partner_id for partner_id, _ in self.funders]
+            if len(set(partner_ids)) != len(partner_ids):
+                raise ValidationFailed("a funder is named once", fields={"funders": ["duplicate partner"]})
+            split_by_shares(0, [share for _, share in self.funders])
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +260,18 @@ class CampaignPoints:
 
     campaign_id: int
     name: str
-    funded_by: Funder
+    funded_by: Funder | JointFunding
     points: int
+    # A joint campaign's line: each funder's part, (partner id, points), in the order named.
+    paid_by: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict of this campaign line."""
-        return {"campaign_id": self.campaign_id, "name": self.name, "funded_by": str(self.funded_by),
-                "points": self.points}
+        line: dict[str, object] = {"campaign_id": self.campaign_id, "name": self.name,
+                                   "funded_by": str(self.funded_by), "points": self.points}
+        if self.paid_by:
+            line["paid_by"] = [{"partner_id": partner_id, "points": points} for partner_id, points in self.paid_by]
+        return line
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +296,8 @@ class EarnBreakdown:
     partner_points: int
     hub_points: int
     points_total: int
+    # Points of joint campaigns, paid by their named partners (see ``CampaignPoints.paid_by``).
+    joint_points: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict, Decimals as plain decimal strings so no precision is lost."""
@@ -261,7 +315,7 @@ class EarnBreakdown:
             "partner_points": self.partner_points,
             "hub_points": self.hub_points,
             "points_total": self.points_total,
-        }
+        } | ({"joint_points": self.joint_points} if self.joint_points else {})
 
 
 def _decimal_text(value: Decimal) -> str:
@@ -312,6 +366,7 @@ def compute_earn(
         line.points for line in campaign_lines if line.funded_by is Funder.PARTNER
     )
     hub_points = sum(line.points for line in campaign_lines if line.funded_by is Funder.HUB)
+    joint_points = sum(line.points for line in campaign_lines if line.funded_by is JointFunding.JOINT)
     partner_points, capped_by = _apply_caps(
         partner_points_before_caps, rule=rule, partner_points_earned_today=partner_points_earned_today
     )
@@ -324,11 +379,12 @@ def compute_earn(
         tier_multiplier=tier_multiplier,
         rule_points=rule_points,
         campaigns=campaign_lines,
-        points_before_caps=partner_points_before_caps + hub_points,
+        points_before_caps=partner_points_before_caps + hub_points + joint_points,
         capped_by=capped_by,
         partner_points=partner_points,
         hub_points=hub_points,
-        points_total=partner_points + hub_points,
+        points_total=partner_points + hub_points + joint_points,
+        joint_points=joint_points,
     )
 
 
@@ -349,7 +405,12 @@ def _campaign_lines(
         extra_points = math.floor(rule_points * (Fraction(campaign.multiplier) - 1))
         points = extra_points + campaign.bonus_points
         if points:
-            lines.append(CampaignPoints(campaign.campaign_id, campaign.name, campaign.funded_by, points))
+            paid_by: tuple[tuple[int, int], ...] = ()
+            if campaign.funders:
+                parts = split_by_shares(points, [share for _, share in campaign.funders])
+                paid_by = tuple((partner_id, part) for (partner_id, _), part in zip(campaign.funders, parts,
+                                                                                    strict=True) if part)
+            lines.append(CampaignPoints(campaign.campaign_id, campaign.name, campaign.funded_by, points, paid_by))
     return tuple(lines)
 
 

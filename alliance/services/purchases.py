@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
@@ -68,6 +68,7 @@ from alliance.models import (
 )
 from alliance.models.base import integer_sum
 from alliance.services import ledger, tier_policy
+from alliance.services.campaigns import CampaignBook, awards_of, joint_shares_of_purchase, record_awards
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
 from alliance.storage.adapters import storage_for
 
@@ -81,7 +82,11 @@ _Item = TypeVar("_Item", bound=PurchaseReportLike)
 
 _RULE = aliased(PartnerEarnRule)
 _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
-            CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"))
+            CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"),
+            CampaignRow.stopped_at.is_(None))
+# What a campaign's targeting, joint funding and budget need (``CampaignBook``).
+_CAMPAIGN_REACH = (CampaignRow.target_tiers, CampaignRow.min_tenure_months, CampaignRow.segment_name,
+                   CampaignRow.budget_points)
 # A single report's partner: its earning terms at the posting time (``ledger.EARNING_PARTNER``),
 # the hub's marketing account (which funds campaign bonuses), its earn rule in force at the
 # purchase time, whether the receipt was already reported, and whether any campaign runs
@@ -104,7 +109,7 @@ PURCHASE_CONTEXT = (
 # The card, its member and the member's accounts, locked in id order (as ``ledger.lock_member``).
 LOCK_CARD_HOLDER = (
     select(Card.id.label("card_id"), Card.status.label("card_status"), Member.id.label("member_id"), Member.status,
-           Member.tier, LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points)
+           Member.tier, Member.enrolled_at, LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_points)
     .select_from(Card).join(Member, Member.id == Card.member_id)
     .join(LedgerAccount, LedgerAccount.member_id == Member.id)
     .where(Card.card_number == bindparam("card_number"))
@@ -118,7 +123,7 @@ _CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
 CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
-    CampaignRow.min_amount_minor,
+    CampaignRow.min_amount_minor, *_CAMPAIGN_REACH,
 ).where(*_RUNNING)
 
 
@@ -217,12 +222,13 @@ def report_purchase(
     context = rows[0] if rows else session.connection().execute(PURCHASE_CONTEXT, read.parameters).first()
     partner = _terms_from_context(partner_id, context)
     holder = _holder_from_rows(rows)
-    facts = _single_facts(session, partner_id, partner, context, holder, report)
+    book = CampaignBook()
+    facts = _single_facts(session, partner_id, partner, context, holder, report, book, now)
     expires_at = add_months(now, expiry_months)
-    planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at)
+    planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at, book=book)
     assert partner is not None
     try:
-        written = _write(session, partner, [planned], now, expires_at)
+        written = _write(session, partner, [planned], now, expires_at, book)
     except _ReceiptsTaken:
         # Another request reported the same receipt between our check and this insert;
         # the caller takes back the points posted with the refusal.
@@ -253,7 +259,8 @@ def report_purchases(
         try:
             # A savepoint, so a receipt another request stored meanwhile undoes only this write.
             with session.begin_nested():
-                written = _write(session, facts.partner, planned, now, expires_at) if planned else WrittenEarns()
+                written = (_write(session, facts.partner, planned, now, expires_at, facts.book) if planned
+                           else WrittenEarns())
         except _ReceiptsTaken as taken:
             assert not taken.receipt_ids & facts.reported_receipts, "a known receipt was planned again"
             # Those items are now "already reported"; deciding again also gives their day
@@ -317,6 +324,7 @@ class _Holder:
     tier: str
     available_id: int | None
     pending_id: int | None
+    enrolled_at: datetime | None = None
 
     @property
     def target(self) -> _EarnTarget:
@@ -349,6 +357,7 @@ class _Facts:
     partner: _Partner | None
     rules: Sequence[Row[*tuple[Any, ...]]] = field(default_factory=list)
     campaigns: list[Row[*tuple[Any, ...]]] = field(default_factory=list)
+    book: CampaignBook = field(default_factory=CampaignBook)
     holders: dict[str, _Holder] = field(default_factory=dict)
     reported_receipts: set[str] = field(default_factory=set)
     days: dict[int, list[_Day]] = field(default_factory=dict)
@@ -383,11 +392,13 @@ def _holder_from_rows(rows: Sequence[Any]) -> _Holder | None:
     first = rows[0]
     by_kind = {row.kind: row.id for row in rows}
     return _Holder(first.card_id, first.card_status, first.member_id, first.status, first.tier,
-                   by_kind.get(AccountKind.MEMBER_AVAILABLE.value), by_kind.get(AccountKind.MEMBER_PENDING.value))
+                   by_kind.get(AccountKind.MEMBER_AVAILABLE.value), by_kind.get(AccountKind.MEMBER_PENDING.value),
+                   first.enrolled_at)
 
 
 def _single_facts(session: Session, partner_id: int, partner: _Partner | None, context: Any, holder: _Holder | None,
-                  report: PurchaseReport) -> PurchaseFacts:
+                  report: PurchaseReport, book: CampaignBook | None = None,
+                  now: datetime | None = None) -> PurchaseFacts:
     """What deciding a single report needs; the campaigns' rows are read only when one runs, the day's
     points only under a per-member-day cap, and neither for a purchase refused before it could earn."""
     rule = None
@@ -399,12 +410,12 @@ def _single_facts(session: Session, partner_id: int, partner: _Partner | None, c
                           card=holder.card if holder is not None else None, rule=rule)
     if partner is None or holder is None or rule is None or partner.status != "active" or facts.receipt_reported:
         return facts
-    campaigns = [
-        Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by, multiplier=row.multiplier,
-                 bonus_points=row.bonus_points, min_amount_minor=row.min_amount_minor)
-        for row in session.connection().execute(CAMPAIGNS_RUNNING, {"partner_id": partner_id,
-                                                                    "purchased_at": report.purchased_at})
-    ] if context.campaigns_running else []
+    running = list(session.connection().execute(CAMPAIGNS_RUNNING, {
+        "partner_id": partner_id, "purchased_at": report.purchased_at})) if context.campaigns_running else []
+    book = book if book is not None else CampaignBook()
+    # The member is locked already (``CARD_HOLDER_IN_CONTEXT``); budgeted campaigns are locked after it.
+    book.load(session, running, member_ids=[holder.member_id], now=now or report.purchased_at)
+    campaigns = [book.rule(row) for row in running]
     earned_today = 0
     if rule.per_member_day_cap_points is not None:
         earned_today = _partner_points_on_day(session, partner.reporting, holder.member_id, report.purchased_at)
@@ -431,6 +442,8 @@ def _read_facts(session: Session, partner_id: int, items: Sequence[BatchItem], n
         facts.campaigns = _read_campaigns(session, partner_id, in_window)
     account_ids = _lock_members(session, card_numbers)
     facts.holders = _read_holders(session, card_numbers, account_ids)
+    facts.book.load(session, facts.campaigns, member_ids=[holder.member_id for holder in facts.holders.values()],
+                    now=now)
     facts.reported_receipts = set(session.scalars(select(Purchase.receipt_id).where(
         Purchase.partner_id == partner_id, _one_of(session, Purchase.receipt_id, {item.receipt_id for item in items}))))
     if any(rule.per_member_day_cap_points is not None for rule in facts.rules):
@@ -460,8 +473,10 @@ def _read_campaigns(session: Session, partner_id: int, items: list[BatchItem]) -
     last = max(item.purchased_at for item in items)
     return list(session.execute(
         select(CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier,
-               CampaignRow.bonus_points, CampaignRow.min_amount_minor, CampaignRow.starts_at, CampaignRow.ends_at)
+               CampaignRow.bonus_points, CampaignRow.min_amount_minor, CampaignRow.starts_at, CampaignRow.ends_at,
+               *_CAMPAIGN_REACH)
         .where((CampaignRow.partner_id == partner_id) | CampaignRow.partner_id.is_(None),
+               CampaignRow.stopped_at.is_(None),
                CampaignRow.starts_at <= last, CampaignRow.ends_at > first)
         .order_by(CampaignRow.id)
     ).all())
@@ -496,15 +511,15 @@ def _read_holders(session: Session, card_numbers: list[str],
     if not card_numbers:
         return {}
     rows = session.execute(
-        select(Card.card_number, Card.id, Card.status, Member.id, Member.status, Member.tier)
+        select(Card.card_number, Card.id, Card.status, Member.id, Member.status, Member.tier, Member.enrolled_at)
         .join(Member, Member.id == Card.member_id).where(_one_of(session, Card.card_number, card_numbers))
     ).all()
     holders = {}
-    for card_number, card_id, card_status, member_id, member_status, tier in rows:
+    for card_number, card_id, card_status, member_id, member_status, tier, enrolled_at in rows:
         accounts = account_ids.get(member_id, {})
         holders[card_number] = _Holder(card_id, card_status, member_id, member_status, tier,
                                        accounts.get(AccountKind.MEMBER_AVAILABLE.value),
-                                       accounts.get(AccountKind.MEMBER_PENDING.value))
+                                       accounts.get(AccountKind.MEMBER_PENDING.value), enrolled_at)
     return holders
 
 
@@ -574,6 +589,7 @@ def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int |
     """Every item's decision in batch order; an applied item's receipt and day points count for later ones."""
     receipts_taken = set(facts.reported_receipts)
     points_on_days = dict(facts.points_on_days)
+    facts.book.reset()
     decisions: list[_Planned[BatchItem] | AllianceError] = []
     # One terminal per item (``_resolve_terminals``).
     for index, (item, terminal) in enumerate(zip(items, terminals, strict=True)):
@@ -608,18 +624,27 @@ def _decide(facts: _Facts, index: int, item: BatchItem, terminal_id: int | None,
         receipt_reported=item.receipt_id in receipts_taken, card=holder.card if holder is not None else None,
         rule=rule, campaigns=_campaigns_at(facts, item.purchased_at), partner_points_today=earned_today,
         tier_schedule=facts.tier_schedule),
-        index, item, terminal_id, holder, now, expires_at)
+        index, item, terminal_id, holder, now, expires_at, book=facts.book)
 
 
 def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: _Item,
-         terminal_id: int | None, holder: _Holder | None, now: datetime, expires_at: datetime) -> _Planned[_Item]:
+         terminal_id: int | None, holder: _Holder | None, now: datetime, expires_at: datetime, *,
+         book: CampaignBook | None = None) -> _Planned[_Item]:
     """One purchase decided by ``decide_purchase``; raises its first refusal.
 
     Then what the ledger refuses before it writes, in its order: the partner's posting
     first, then the hub's.
     """
+    if book is not None and holder is not None and facts.campaigns:
+        facts = replace(facts, campaigns=book.for_member(facts.campaigns, member_id=holder.member_id, tier=holder.tier,
+                                                         enrolled_at=holder.enrolled_at, moment=item.purchased_at))
     decision = decide_purchase(item, facts, now)
     assert partner is not None and holder is not None, "decide_purchase refuses an unknown partner or card"
+    while book is not None and (over := book.over_budget(decision.breakdown, partner.id)):
+        # An award that would pass what is left of a campaign's budget is skipped (see campaigns).
+        facts = replace(facts, campaigns=[campaign for campaign in facts.campaigns
+                                          if campaign.campaign_id not in over])
+        decision = decide_purchase(item, facts, now)
     if holder.available_id is None or holder.pending_id is None:
         raise NotFound("the card's member has no ledger accounts")
     breakdown = decision.breakdown
@@ -633,6 +658,11 @@ def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: _Item
         ledger.check_earn(breakdown.hub_points, now, expires_at)
         if partner.marketing_account_id is None:
             raise NotFound(f"no ledger account {MARKETING_ACCOUNT_CODE}")
+    if book is not None:
+        if breakdown.joint_points:
+            ledger.check_earn(breakdown.joint_points, now, expires_at)
+            book.check_funders(breakdown)
+        book.spend(breakdown, partner.id)
     return _Planned(index, item, terminal_id, holder, breakdown, breakdown.to_dict(), decision.pending_until)
 
 
@@ -657,10 +687,7 @@ def _campaigns_at(facts: _Facts, moment: datetime) -> list[Campaign]:
         if row.starts_at <= moment < row.ends_at:
             campaign = facts.campaign_terms.get(row.id)
             if campaign is None:
-                campaign = Campaign(campaign_id=row.id, name=row.name, funded_by=row.funded_by,
-                                    multiplier=row.multiplier, bonus_points=row.bonus_points,
-                                    min_amount_minor=row.min_amount_minor)
-                facts.campaign_terms[row.id] = campaign
+                campaign = facts.campaign_terms[row.id] = facts.book.rule(row)
             running.append(campaign)
     return running
 
@@ -669,7 +696,7 @@ def _campaigns_at(facts: _Facts, moment: datetime) -> list[Campaign]:
 
 
 def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_Item]], now: datetime,
-           expires_at: datetime) -> WrittenEarns:
+           expires_at: datetime, book: CampaignBook | None = None) -> WrittenEarns:
     """Write the applied items through the ledger's one earn writer, the partner's posting before the hub's.
 
     Raises ``_ReceiptsTaken`` when a receipt turned out to be reported meanwhile.
@@ -678,6 +705,7 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
     # Deciding lets a receipt through once; a second row would be skipped by ON CONFLICT unseen.
     assert len({decision.item.receipt_id for decision in planned}) == len(planned), "a receipt planned twice"
     postings = []
+    joint_keys: dict[tuple[int, int, int], int] = {}
     for decision in planned:
         target, receipt_id = decision.holder.target, decision.item.receipt_id
         if decision.breakdown.partner_points:
@@ -693,18 +721,63 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
                 target, item=decision.index, bonus=True, partner_id=None, price_per_point=None, currency=None,
                 memo=f"campaign bonus, receipt {receipt_id}", funding_account_id=partner.marketing_account_id,
                 points=decision.breakdown.hub_points, now=now, pending_until=decision.pending_until))
+        postings += _joint_postings(book, decision, joint_keys, now)
     written = ledger.write_earns(session, postings, [
         PurchaseRow(item=decision.index, partner_id=partner.id, receipt_id=decision.item.receipt_id,
                     member_id=decision.holder.member_id, card_id=decision.holder.card_id,
                     terminal_id=decision.terminal_id, amount_minor=decision.item.amount_minor,
                     currency=partner.currency, purchased_at=decision.item.purchased_at,
-                    points_partner=decision.breakdown.partner_points, points_hub=decision.breakdown.hub_points,
+                    points_partner=decision.breakdown.partner_points,
+                    # Points not funded by the reporting partner: the hub's campaigns and joint campaigns' shares.
+                    points_hub=decision.breakdown.hub_points + decision.breakdown.joint_points,
                     pending_until=decision.pending_until, breakdown=decision.breakdown_stored)
         for decision in planned], now=now, expires_at=expires_at)
     taken = {decision.item.receipt_id for decision in planned} - written.purchase_ids.keys()
     if taken:
         raise _ReceiptsTaken(taken)
+    if book is not None:
+        _record_campaign_awards(session, book, partner.id, planned, written, joint_keys, now)
     return written
+
+
+def _joint_postings(book: CampaignBook | None, decision: _Planned[_Item], joint_keys: dict[tuple[int, int, int], int],
+                    now: datetime) -> list[ledger.EarnPosting]:
+    """A joint campaign's shares, each its own earn posting from its funder's points-issued account at the funder's
+    issue price; keyed by negative items, which no purchase uses, in ``joint_keys`` by (item, campaign, position)."""
+    postings = []
+    for line in decision.breakdown.campaigns:
+        for position, (partner_id, points) in enumerate(line.paid_by):
+            assert book is not None, "a joint line comes from a campaign the book read"
+            terms = book.funder_terms[partner_id]
+            assert terms.issued_account_id is not None, "checked while planning"
+            key = joint_keys[(decision.index, line.campaign_id, position)] = -1 - len(joint_keys)
+            postings.append(ledger.earn_posting(
+                decision.holder.target, item=key, bonus=True, partner_id=partner_id,
+                price_per_point=terms.price_per_point, currency=terms.currency,
+                memo=f"campaign {line.campaign_id} share, receipt {decision.item.receipt_id}",
+                funding_account_id=terms.issued_account_id, points=points, now=now,
+                pending_until=decision.pending_until))
+    return postings
+
+
+def _record_campaign_awards(session: Session, book: CampaignBook, partner_id: int, planned: list[_Planned[_Item]],
+                            written: WrittenEarns, joint_keys: dict[tuple[int, int, int], int], now: datetime) -> None:
+    """Which campaign gave which points on each purchase and who paid them, and the budgets they spent."""
+    rows = []
+    for decision in planned:
+        if not decision.breakdown.campaigns:
+            continue
+        for award in awards_of(decision.breakdown, partner_id):
+            joint_key = joint_keys.get((decision.index, award.campaign_id, award.position))
+            key = ((joint_key, True) if joint_key is not None
+                   else (decision.index, award.funder_partner_id is None))
+            rows.append({"member_id": decision.holder.member_id,
+                         "purchase_id": written.purchase_ids[decision.item.receipt_id],
+                         "campaign_id": award.campaign_id, "position": award.position,
+                         "funder_partner_id": award.funder_partner_id, "points": award.points,
+                         "transaction_id": written.transaction_ids.get(key), "awarded_at": now})
+    if rows or book.spent:
+        record_awards(session, rows, book.spent)
 
 
 def _terminal_codes(session: Session, decisions: list[_Planned[BatchItem] | AllianceError]) -> dict[int, str]:
@@ -746,7 +819,7 @@ def _reported(decision: _Planned[_Item], written: WrittenEarns, *, card_number: 
         receipt_id=item.receipt_id, card_id=holder.card_id, card_number=card_number, member_id=holder.member_id,
         terminal_id=decision.terminal_id, terminal_code=terminal_code, amount_minor=item.amount_minor,
         currency=item.currency, purchased_at=item.purchased_at.astimezone(timezone.utc), reported_at=now,
-        points_partner=breakdown.partner_points, points_hub=breakdown.hub_points,
+        points_partner=breakdown.partner_points, points_hub=breakdown.hub_points + breakdown.joint_points,
         earn_transaction_id=written.transaction_ids.get((decision.index, False)),
         bonus_transaction_id=written.transaction_ids.get((decision.index, True)),
         pending_until=pending_until, breakdown=decision.breakdown_stored,
@@ -804,8 +877,11 @@ def refund_purchase(
             fields={"amount_minor": ["exceeds what is left to refund"]},
         )
     recovered = unrecovered = 0
+    # Joint campaigns' shares are their own earns (``_joint_postings``); the rest of points_hub is the hub's.
+    joint = joint_shares_of_purchase(session, member_id=purchase.member_id, purchase_id=purchase.id)
     for points_earned, transaction_id in ((purchase.points_partner, purchase.earn_transaction_id),
-                                          (purchase.points_hub, purchase.bonus_transaction_id)):
+                                          (purchase.points_hub - sum(points for points, _ in joint),
+                                           purchase.bonus_transaction_id), *joint):
         share = (clawback_target(points_earned=points_earned, amount_minor=purchase.amount_minor,
                                  refunded_amount_minor_total=refunded_after)
                  - clawback_target(points_earned=points_earned, amount_minor=purchase.amount_minor,

@@ -27,7 +27,7 @@ from tests.signing import sign_request
 
 PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # Routes whose effect would spoil later samples run last (they still run once per allowed role).
-RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2}
+RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1}
 
 
 @dataclass
@@ -61,6 +61,7 @@ class World:
     period: str = ""
     grade_alert_id: int = 0
     goodwill_request_id: int = 0
+    campaign_id: int = 0
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -117,6 +118,12 @@ def _world(bo: BackOffice) -> World:
                   spare_client.person, closed.statement_id, closed.cycle_ends_at.isoformat(), adjustment_id,
                   dispute.id, period, grade_alert_id)
     world.goodwill_request_id = _pending_goodwill(bo, member_number, complaint.body["id"])
+    starts = datetime.now(timezone.utc) + timedelta(days=30)
+    campaign = bo.post("/campaigns", {"name": "Role matrix", "funded_by": "hub", "bonus_points": 1,
+                                      "starts_at": starts.isoformat(),
+                                      "ends_at": (starts + timedelta(days=1)).isoformat()}, role="partner_manager")
+    assert campaign.status == 201, campaign.body
+    world.campaign_id = campaign.body["id"]
     return world
 
 
@@ -229,6 +236,10 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/partners/<code>/terminals/<terminal_code>/retirement"): Sample(json={"reason": "sold"}),
         ("POST", f"{b}/campaigns"): Sample(json={"name": "Spring", "funded_by": "hub", "bonus_points": 5,
                                                  "starts_at": soon, "ends_at": later}),
+        ("GET", f"{b}/campaigns"): Sample(query={"status": "scheduled"}),
+        ("GET", f"{b}/campaigns/<int:campaign_id>"): Sample(),
+        ("PATCH", f"{b}/campaigns/<int:campaign_id>"): Sample(json={"bonus_points": 2}),
+        ("POST", f"{b}/campaigns/<int:campaign_id>/stop"): Sample(json={"reason": "sample"}),
         ("GET", f"{b}/complaints"): Sample(query={"status": "open"}),
         ("POST", f"{b}/complaints"): Sample(json={"partner": "shop", "category": "other", "description": "rude"}),
         ("POST", f"{b}/complaints/<int:complaint_id>/transitions"): Sample(json={"status": "investigating"}),
@@ -283,7 +294,8 @@ def _concrete(rule: str, world: World) -> str:
               "client_id": world.spare_client_id, "statement_id": str(world.statement_id),
               "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
               "terminal_code": "till-spare", "request_id": str(world.goodwill_request_id),
-              "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey"}
+              "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey",
+              "campaign_id": str(world.campaign_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 

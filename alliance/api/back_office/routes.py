@@ -24,6 +24,7 @@ from alliance.domain.errors import AllianceError, ValidationFailed
 from alliance.extensions import HubState, hub_state
 from alliance.services import (
     audit_log,
+    campaigns,
     complaints,
     goodwill,
     member_admin,
@@ -516,18 +517,78 @@ class PartnerKeyRevocation(MethodView):
         return committed_change(partner_admin.revoke, code=code, key_id=key_id)
 
 
+def _campaign_extras(data: dict[str, Any]) -> dict[str, Any]:
+    """A campaign's joint funders, budget, targeting and segment as the service takes them (only those given)."""
+    extras: dict[str, Any] = {}
+    if data.get("funders") is not None:
+        extras["funders"] = [(funder["partner"], funder["share_bp"]) for funder in data["funders"]]
+    if "segment" in data:
+        segment = data["segment"]
+        extras["segment_name"] = segment["name"] if segment else None
+        extras["segment_members"] = segment["members"] if segment else []
+    return extras
+
+
 @partners_blueprint.route("/campaigns")
 class Campaigns(MethodView):
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.CampaignInput)
     @partners_blueprint.response(201, s.CreatedOutput)
-    @documented(partners_blueprint, 404, 422)
+    @documented(partners_blueprint, 404, 409, 422)
     def post(self, data: dict[str, Any]) -> dict[str, int]:
-        """Create a campaign, funded by its partner or by the hub."""
-        return _partner_write(partner_admin.add_campaign, code=data.get("partner"), name=data["name"],
+        """Create a campaign, funded by its partner, by the hub, or jointly by named partners in stated shares."""
+        return _partner_write(campaigns.add_campaign, code=data.get("partner"), name=data["name"],
                               funded_by=data["funded_by"], multiplier=data["multiplier"],
                               bonus_points=data["bonus_points"], min_amount_minor=data["min_amount_minor"],
-                              starts_at=data["starts_at"], ends_at=data["ends_at"])
+                              starts_at=data["starts_at"], ends_at=data["ends_at"],
+                              budget_points=data.get("budget_points"), target_tiers=data.get("target_tiers"),
+                              min_tenure_months=data.get("min_tenure_months"), **_campaign_extras(data))
+
+    @require_role("partner_manager")
+    @partners_blueprint.arguments(s.CampaignListQuery, location="query")
+    @partners_blueprint.response(200, s.CampaignListOutput)
+    @documented(partners_blueprint, 404, 422)
+    def get(self, query: dict[str, Any]) -> dict[str, object]:
+        """Campaigns newest first, with what each awarded; filter by status and by partner (at it or funded by it)."""
+        with _state().unit_of_work() as uow:
+            return {"campaigns": campaigns.list_campaigns(uow.session, now=_now(), status=query.get("status"),
+                                                          partner_code=query.get("partner"))}
+
+
+@partners_blueprint.route("/campaigns/<int:campaign_id>")
+class CampaignById(MethodView):
+    @require_role("partner_manager")
+    @partners_blueprint.response(200, s.CampaignOutput)
+    @documented(partners_blueprint, 404)
+    def get(self, campaign_id: int) -> dict[str, object]:
+        """One campaign: its terms, funders and shares, targeting, budget, status and what it has awarded."""
+        with _state().unit_of_work() as uow:
+            return campaigns.campaign_view(uow.session, campaign_id=campaign_id, now=_now())
+
+    @require_role("partner_manager")
+    @partners_blueprint.arguments(s.CampaignTermsInput)
+    @partners_blueprint.response(200, s.CampaignOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    def patch(self, data: dict[str, Any], campaign_id: int) -> dict[str, object]:
+        """Change any term of a campaign before it starts; refused (409) once it runs, ended or was stopped."""
+        extras = _campaign_extras(data)
+        changes = {key: value for key, value in data.items() if key not in ("funders", "segment")}
+        committed_change(campaigns.change_campaign, campaign_id=campaign_id, changes=changes, **extras)
+        with _state().unit_of_work() as uow:
+            return campaigns.campaign_view(uow.session, campaign_id=campaign_id, now=_now())
+
+
+@partners_blueprint.route("/campaigns/<int:campaign_id>/stop")
+class CampaignStop(MethodView):
+    @require_role("partner_manager")
+    @partners_blueprint.arguments(s.CampaignStopInput)
+    @partners_blueprint.response(200, s.CampaignOutput)
+    @documented(partners_blueprint, 404, 409, 422)
+    def post(self, data: dict[str, Any], campaign_id: int) -> dict[str, object]:
+        """Stop a campaign early with a reason: from now on it awards nothing."""
+        committed_change(campaigns.stop_campaign, campaign_id=campaign_id, reason=data["reason"])
+        with _state().unit_of_work() as uow:
+            return campaigns.campaign_view(uow.session, campaign_id=campaign_id, now=_now())
 
 
 class _StoredComplaint(Protocol):

@@ -262,15 +262,107 @@ class KeyOutput(Schema):
     revoked_at = fields.AwareDateTime(allow_none=True)
 
 
-class CampaignInput(StrictSchema):
+class CampaignFunderInput(StrictSchema):
+    partner = fields.String(required=True, validate=PARTNER_CODE)
+    share_bp = fields.Integer(required=True, strict=True, validate=validate.Range(1, 10_000), metadata={
+        "description": "The funder's share in basis points; a joint campaign's shares sum to 10000."})
+
+
+class CampaignSegmentInput(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(1, 100))
+    members = fields.List(fields.String(validate=MEMBER_NUMBER), required=True,
+                          validate=validate.Length(1, 100_000), metadata={"description": "Member numbers."})
+
+
+class CampaignTermsInput(StrictSchema):
+    """The terms a campaign may change before it starts; every one optional."""
+
+    name = fields.String(validate=validate.Length(1, 200))
+    multiplier = DecimalString(scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
+    bonus_points = fields.Integer(strict=True, validate=validate.Range(0, 10**9))
+    min_amount_minor = fields.Integer(strict=True, validate=validate.Range(0, MAX_AMOUNT_MINOR))
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+    funders = fields.List(fields.Nested(CampaignFunderInput), validate=validate.Length(2, 20), metadata={
+        "description": "A joint campaign's payers in order; the remainder of a split goes by largest remainder, "
+                       "ties to the first named."})
+    budget_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 10**15), metadata={
+        "description": "Points the campaign may award in all; an award that would pass it is skipped."})
+    target_tiers = fields.List(fields.String(validate=validate.OneOf(["standard", "silver", "gold", "diamond"])),
+                               allow_none=True)
+    min_tenure_months = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, 1200))
+    segment = fields.Nested(CampaignSegmentInput, allow_none=True, metadata={
+        "description": "A named list of members; only they earn the campaign (null removes it)."})
+
+
+class CampaignInput(CampaignTermsInput):
     partner = fields.String(validate=PARTNER_CODE)
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    funded_by = fields.String(required=True, validate=validate.OneOf(["partner", "hub"]))
+    funded_by = fields.String(required=True, validate=validate.OneOf(["partner", "hub", "joint"]))
     multiplier = DecimalString(load_default=Decimal("1"), scale=MULTIPLIER_SCALE, precision=MULTIPLIER_PRECISION)
     bonus_points = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**9))
     min_amount_minor = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, MAX_AMOUNT_MINOR))
     starts_at = UtcDateTime(required=True)
     ends_at = UtcDateTime(required=True)
+
+
+class CampaignListQuery(StrictSchema):
+    status = fields.String(validate=validate.OneOf(["scheduled", "running", "ended", "stopped"]))
+    partner = fields.String(validate=PARTNER_CODE)
+
+
+class CampaignStopInput(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+
+
+class CampaignFunderOutput(Schema):
+    partner = fields.String()
+    share_bp = fields.Integer()
+
+
+class CampaignPayerOutput(Schema):
+    payer = fields.String(metadata={"description": "A partner code, or hub."})
+    points = fields.Integer()
+    currency = fields.String(allow_none=True)
+    value_minor = fields.Integer(allow_none=True, metadata={"description": "The points at the payer's issue price."})
+
+
+class CampaignAwardedOutput(Schema):
+    points = fields.Integer()
+    awards = fields.Integer(metadata={"description": "Purchases the campaign gave points on."})
+    by_payer = fields.List(fields.Nested(CampaignPayerOutput))
+
+
+class CampaignSegmentOutput(Schema):
+    name = fields.String()
+    members = fields.Integer()
+
+
+class CampaignOutput(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    partner = fields.String(allow_none=True)
+    funded_by = fields.String()
+    funders = fields.List(fields.Nested(CampaignFunderOutput))
+    remainder_rule = fields.String(allow_none=True)
+    multiplier = fields.Decimal(as_string=True)
+    bonus_points = fields.Integer()
+    min_amount_minor = fields.Integer()
+    starts_at = fields.AwareDateTime()
+    ends_at = fields.AwareDateTime()
+    status = fields.String()
+    stopped_at = fields.AwareDateTime(allow_none=True)
+    stop_reason = fields.String(allow_none=True)
+    budget_points = fields.Integer(allow_none=True)
+    budget_used_points = fields.Integer()
+    target_tiers = fields.List(fields.String())
+    min_tenure_months = fields.Integer(allow_none=True)
+    segment = fields.Nested(CampaignSegmentOutput, allow_none=True)
+    awarded = fields.Nested(CampaignAwardedOutput)
+
+
+class CampaignListOutput(Schema):
+    campaigns = fields.List(fields.Nested(CampaignOutput))
 
 
 class CreatedOutput(Schema):
