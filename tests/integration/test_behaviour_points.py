@@ -365,3 +365,16 @@ def test_the_cli_sets_and_lists_rules_audited(app):
         actions = [row[0] for row in uow.session.execute(select(AuditLogEntry.action).where(
             AuditLogEntry.subject == "behaviour_rule:survey").order_by(AuditLogEntry.sequence))]
     assert actions == ["behaviour_rule.create", "behaviour_rule.change"]
+
+
+def test_the_award_referrals_job_runs_from_the_cli_like_the_scheduler_does(telco):
+    set_rule(telco.hub, "referral", points=100, referred_points=40, funded_by="reporter")
+    telco.client.post(EVENTS, event("ref-1", "referral", telco.old, referred_member=telco.new.member_number))
+    assert telco.client.post("/partner/v1/purchases", purchase_payload("r-1", telco.new.card_number)).status == 201
+    result = run_cli(telco.app, "jobs", "award-referrals")
+    assert result.exit_code == 0 and "award-referrals: 1 referrals awarded" in result.output
+    assert run_cli(telco.app, "jobs", "award-referrals").output.strip() == "award-referrals: 0 referrals awarded"
+    with telco.hub.unit_of_work() as uow:
+        funders = set(uow.session.scalars(select(BehaviourAward.funder_partner_id)))
+    assert funders == {telco.partner.partner_id}
+    assert_audit_green(telco.hub)
