@@ -251,3 +251,31 @@ def test_fuzzed_redemptions_never_fail_loudly_and_refusals_change_nothing(app, f
 
     redemption_contract()
     assert_audit_green(hub)
+
+
+def test_fuzzed_behaviour_events_are_accepted_exactly_when_valid_and_refusals_change_nothing(app, fuzz_tally):
+    from alliance.services import behaviour_points
+
+    hub, _, member, client = _world(app)
+    with hub.unit_of_work() as uow:
+        behaviour_points.set_rule(uow.session, event_type="survey", points=10, now=wall_clock_partner_time(),
+                                  actor="test")
+        uow.commit()
+    fields = {
+        "event_id": references("ev"),
+        "event_type": Choice(st.just("survey"), st.one_of(st.sampled_from(["SURVEY", "birthday", "", "survey "]),
+                                                          st.integers(), st.none())),
+        "card_number": Choice(st.just(member.card_number),
+                              st.one_of(st.just(member.card_number[:15]), st.just(int(member.card_number)),
+                                        UNICODE_TEXT, st.none())),
+        "occurred_at": purchase_times(),
+    }
+
+    @FUZZ_SETTINGS
+    @given(st.data())
+    def event_contract(data) -> None:  # type: ignore[no-untyped-def]
+        body, expected_valid = data.draw(bodies(drawn_payload(data.draw, fields)))
+        check_reply(hub, fuzz_tally, "behaviour event", body, "/partner/v1/events", expected_valid, client, 201)
+
+    event_contract()
+    assert_audit_green(hub)
