@@ -163,6 +163,7 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
 def seed_demo(app: Flask, host: str, port: int) -> None:
     """Create the demo alliance and five months of its activity, and one console login per role."""
     from alliance.services.demo import DEMO_HISTORY, refuse_in_production, seed_demo_alliance, seed_demo_staff
+    from alliance.services.goodwill import GoodwillPolicy
 
     state = hub_state(app)
     settings = state.settings
@@ -175,7 +176,8 @@ def seed_demo(app: Flask, host: str, port: int) -> None:
         summary = seed_demo_alliance(uow.session, instance_path=app.instance_path, now=now,
                                      expiry_months=settings.points_expiry_months, key_ring=state.key_ring,
                                      signer=state.statement_signer, grading_config=settings.grading_config(),
-                                     time_zone=settings.alliance_time_zone)
+                                     time_zone=settings.alliance_time_zone,
+                                     goodwill_policy=GoodwillPolicy.from_settings(settings))
         uow.commit()
     click.echo(summary)
     if summary.startswith("demo alliance created"):

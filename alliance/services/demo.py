@@ -18,6 +18,7 @@ from alliance.domain.pii import KeyRing
 from alliance.models import Partner
 from alliance.services import audit_log
 from alliance.services.demo_history import DEMO_PIN, HISTORY_DAYS, DemoHistory, DemoParty
+from alliance.services.goodwill import GoodwillPolicy
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
 from settlement.api import StatementSigner
 
@@ -42,7 +43,8 @@ SEED_ACTOR = "cli:seed-demo"
 
 def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, expiry_months: int,
                        key_ring: KeyRing | None = None, signer: StatementSigner | None = None,
-                       grading_config: GradingConfig | None = None, time_zone: str = "UTC") -> str:
+                       grading_config: GradingConfig | None = None, time_zone: str = "UTC",
+                       goodwill_policy: GoodwillPolicy | None = None) -> str:
     """Create the demo partners, keys and terminals and play five months of their life up to ``now``.
 
     Returns a summary to print. With ``key_ring`` the members have a name, phone and
@@ -75,7 +77,8 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
         lines.append(f"  partner {code} ({name}, settles {cycle}), keys {code}-key-1 and {code}-till-1 "
                      "(bound to till-1)")
     history = DemoHistory(session, parties=parties, start=started_at, end=now, expiry_months=expiry_months,
-                          key_ring=key_ring, signer=signer, grading_config=grading_config, time_zone=time_zone)
+                          key_ring=key_ring, signer=signer, grading_config=grading_config, time_zone=time_zone,
+                          goodwill_policy=goodwill_policy)
     seeded = history.play()
     lines += [f"  member {member.member_number}, card {member.card_number}, PIN {DEMO_PIN}"
               for member in seeded.members[:DEMO_MEMBERS_SHOWN]]

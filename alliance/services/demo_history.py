@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.grading import GradingConfig, Period
 from alliance.domain.pii import KeyRing
 from alliance.models import GradeAlert, Purchase, SettlementStatement
-from alliance.services import complaints, grading, ledger, member_admin, purchases, redemptions
+from alliance.services import complaints, goodwill, grading, ledger, member_admin, purchases, redemptions
 from alliance.services.member_verification import active_card_holder, set_pin
 from alliance.services.members import Enrolment, enrol_member
 from settlement.api import (
@@ -72,6 +72,8 @@ FUEL_UNPAID_FROM_DAY = 110
 # Book Nook purchases of the last two weeks are still inside their 14-day return window.
 RECENT_BOOK_NOOK_DAYS = (12, 9, 6, 4, 1)
 SERVICE_DESK = "console:demo-service"
+# The points a resolved complaint about missing points is made good with.
+GOODWILL_CREDIT_POINTS = 150
 FINANCE = "console:demo-finance"
 ADMIN = "console:demo-admin"
 MANAGER = "console:demo-manager"
@@ -129,7 +131,8 @@ class DemoHistory:
 
     def __init__(self, session: Session, *, parties: list[DemoParty], start: datetime, end: datetime,
                  expiry_months: int, key_ring: KeyRing | None, signer: StatementSigner | None,
-                 grading_config: GradingConfig | None, time_zone: str, seed: int = 23) -> None:
+                 grading_config: GradingConfig | None, time_zone: str, seed: int = 23,
+                 goodwill_policy: goodwill.GoodwillPolicy | None = None) -> None:
         self.session = session
         self.parties = {party.code: party for party in parties}
         self.start, self.end = start, end
@@ -137,6 +140,7 @@ class DemoHistory:
         self.key_ring = key_ring
         self.signer = signer
         self.grading_config = grading_config
+        self.goodwill_policy = goodwill_policy
         self.time_zone = time_zone
         self.random = random.Random(seed)
         self.timeline = _Timeline(end)
@@ -330,15 +334,22 @@ class DemoHistory:
     # -- complaints ----------------------------------------------------------------
 
     def _latest_complaints(self, moment: datetime) -> None:
-        """Two members complain about their latest purchases: one complaint is being looked into, one is new."""
+        """Two members complain about their latest purchases: one complaint is being looked into, one is new and
+        has a goodwill credit above the four-eyes threshold waiting for a second person."""
         latest = {code: (member, receipt) for code, member, receipt in self.recent_purchases}
         for offset, (code, stage) in enumerate((("fuel-stop", "investigating"), ("cafe-aurora", "open"))):
             if code in latest:
                 member, receipt = latest[code]
-                self._complain(code, member, receipt, moment + timedelta(minutes=offset), stage=stage)
+                complaint_id = self._complain(code, member, receipt, moment + timedelta(minutes=offset), stage=stage)
+                if stage == "open" and self.goodwill_policy is not None:
+                    self._goodwill(code, member, complaint_id, self.goodwill_policy.approval_threshold_points + 500,
+                                   moment + timedelta(minutes=offset + 30))
 
-    def _complain(self, code: str, member: _Member, receipt: str, moment: datetime, *, stage: str = "closed") -> None:
-        """File a complaint about a purchase; then investigate it and close it (``stage`` says how far it gets)."""
+    def _complain(self, code: str, member: _Member, receipt: str, moment: datetime, *, stage: str = "closed") -> int:
+        """File a complaint about a purchase; then investigate it and close it (``stage`` says how far it gets).
+
+        A resolved complaint about missing or wrong points ends with a goodwill credit. Answers the complaint's id.
+        """
         category = self.random.choice(("points_missing", "wrong_points", "staff_conduct", "product_or_service"))
         if code == "book-nook" and self._in_bad_month(moment):
             category = "points_missing"
@@ -349,17 +360,36 @@ class DemoHistory:
             now=moment, actor=SERVICE_DESK)
         self.seeded.counts["complaints"] += 1
         if stage == "open":
-            return
+            return complaint.id
         investigating = moment + timedelta(hours=self.random.randint(4, 20))
         self.timeline.at(investigating, lambda at: complaints.transition(
             self.session, complaint_id=complaint.id, status="investigating", note=None, now=at, actor=SERVICE_DESK))
         if stage == "investigating":
-            return
+            return complaint.id
         outcome = "resolved" if self.random.random() < 0.7 else "rejected"
         note = ("Points credited after checking the till's journal." if outcome == "resolved"
                 else "The receipt shows the points were earned as the rules say.")
-        self.timeline.at(investigating + timedelta(days=self.random.randint(2, 9)), lambda at: complaints.transition(
-            self.session, complaint_id=complaint.id, status=outcome, note=note, now=at, actor=SERVICE_DESK))
+
+        def close(at: datetime) -> None:
+            complaints.transition(self.session, complaint_id=complaint.id, status=outcome, note=note, now=at,
+                                  actor=SERVICE_DESK)
+            if outcome == "resolved" and category in ("points_missing", "wrong_points"):
+                self._goodwill(code, member, complaint.id, GOODWILL_CREDIT_POINTS, at)
+
+        self.timeline.at(investigating + timedelta(days=self.random.randint(2, 9)), close)
+        return complaint.id
+
+    def _goodwill(self, code: str, member: _Member, complaint_id: int, points: int, moment: datetime) -> None:
+        """Credit goodwill for a resolved complaint: the partner at fault pays (the hub for the Book Nook, whose
+        lots would start pending); above the threshold it waits for a second person."""
+        if self.goodwill_policy is None:
+            return
+        made = goodwill.request_goodwill(
+            self.session, member_number=member.enrolment.member_number, direction="credit", points=points,
+            reason="Points the till failed to credit, as the complaint showed", policy=self.goodwill_policy,
+            now=moment, actor=SERVICE_DESK, complaint_id=complaint_id,
+            funded_by="hub" if code == "book-nook" else code)
+        self.seeded.counts["goodwill credits" if made.status == "posted" else "goodwill credits awaiting approval"] += 1
 
     # -- settlement ----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from alliance.models import (
     Adjustment,
     AuditLogEntry,
     Complaint,
+    GoodwillRequest,
     GradeAlert,
     GradePeriod,
     JournalTransaction,
@@ -77,6 +78,9 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
         adjustments = Counter(session.scalars(select(Adjustment.status)))
         assert adjustments["approved"] >= 1 and adjustments["pending"] >= 1
         assert session.scalar(select(func.count()).select_from(StatementLineDispute)) >= 1
+        # Resolved complaints about missing points end in goodwill; one above the threshold awaits a second person.
+        goodwill_states = Counter(session.scalars(select(GoodwillRequest.status)))
+        assert goodwill_states["posted"] >= 1 and goodwill_states["pending"] == 1, goodwill_states
         # One hold is open at a till; the rest were captured, voided or expired.
         assert session.scalar(select(func.count()).where(RedemptionHold.status == "open")) == 1
     audited = run_cli(app, "audit")
@@ -90,7 +94,12 @@ PAGES = (
     ("demo-finance", "/console/finance/approvals", "No adjustments yet"),
     ("demo-manager", "/console/partners", "No partners yet"),
     ("demo-manager", "/console/grades", "has not been graded yet"),
+    ("demo-finance", "/console/finance/liability", "No points were outstanding"),
+    ("demo-manager", "/console/grade-alerts", "No acknowledged alerts"),
     ("demo-service", "/console/complaints", "No complaints yet"),
+    ("demo-service", "/console/goodwill", "No goodwill credit or correction waits for approval"),
+    ("demo-admin", "/console/admin/staff", "No console logins yet"),
+    ("demo-admin", "/console/admin/audit", "The audit trail is empty"),
 )
 
 
