@@ -371,11 +371,13 @@ def _add_goodwill_commands(members: click.Group, with_app: WithApp) -> None:
 def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
     @main.group()
     def campaigns() -> None:
-        """Campaigns that give extra points, funded by a partner or by the hub."""
+        """Campaigns that give extra points, funded by a partner, by the hub or jointly by named partners."""
+
+    _add_campaign_operations(campaigns, with_app)
 
     @campaigns.command("create")
     @click.option("--name", required=True)
-    @click.option("--funded-by", type=click.Choice(["partner", "hub"]), required=True)
+    @click.option("--funded-by", type=click.Choice(["partner", "hub", "joint"]), required=True)
     @click.option("--partner", "partner_code", default=None,
                   help="Only at this partner (required when a partner funds it).")
     @click.option("--multiplier", type=DecimalType(), default=Decimal("1"), show_default=True)
@@ -383,19 +385,100 @@ def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
     @click.option("--min-amount-minor", type=click.IntRange(0), default=0, show_default=True)
     @click.option("--starts-at", type=MomentType(), required=True)
     @click.option("--ends-at", type=MomentType(), required=True)
+    @click.option("--funder", "funders", multiple=True, metavar="PARTNER:BASIS_POINTS",
+                  help="A joint campaign's payer and share, e.g. --funder bakery:6000 --funder cafe:4000 "
+                       "(shares sum to 10000; the remainder of a split goes to the largest remainder, "
+                       "ties to the first named).")
+    @click.option("--budget-points", type=click.IntRange(1), default=None,
+                  help="Points it may award in all; an award that would pass it is skipped.")
+    @click.option("--tier", "tiers", multiple=True, type=click.Choice(["standard", "silver", "gold", "diamond"]),
+                  help="Only members of this tier (repeat for several).")
+    @click.option("--min-tenure-months", type=click.IntRange(0), default=None,
+                  help="Only members enrolled at least this many whole months before the purchase.")
+    @click.option("--segment-name", default=None, help="Name of the segment listed in --segment-file.")
+    @click.option("--segment-file", type=click.File("r"), default=None,
+                  help="Member numbers, one a line: only they earn the campaign.")
     @with_app
     def campaigns_create(app: Flask, name: str, funded_by: str, partner_code: str | None, multiplier: Decimal,
-                         bonus_points: int, min_amount_minor: int, starts_at: datetime, ends_at: datetime) -> None:
+                         bonus_points: int, min_amount_minor: int, starts_at: datetime, ends_at: datetime,
+                         funders: tuple[str, ...], budget_points: int | None, tiers: tuple[str, ...],
+                         min_tenure_months: int | None, segment_name: str | None, segment_file: Any) -> None:
         """Create a campaign; it applies to purchases made between its start and end."""
-        from alliance.services import partner_admin
+        from alliance.services import campaigns as campaign_service
 
+        members = [line.strip() for line in segment_file if line.strip()] if segment_file is not None else []
         with hub_state(app).unit_of_work() as uow:
-            campaign_id = partner_admin.add_campaign(
+            campaign_id = campaign_service.add_campaign(
                 uow.session, code=partner_code, name=name, funded_by=funded_by, multiplier=multiplier,
                 bonus_points=bonus_points, min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,
-                now=_now(), actor=cli_actor())
+                now=_now(), actor=cli_actor(), funders=[_funder_share(text) for text in funders],
+                budget_points=budget_points, target_tiers=list(tiers) or None, min_tenure_months=min_tenure_months,
+                segment_name=segment_name, segment_members=members)
             uow.commit()
-        click.echo(f"campaign {campaign_id} {name!r} created, funded by the {funded_by}")
+        payer = "jointly by " + ", ".join(funders) if funded_by == "joint" else f"by the {funded_by}"
+        click.echo(f"campaign {campaign_id} {name!r} created, funded {payer}")
+
+
+def _funder_share(text: str) -> tuple[str, int]:
+    """``bakery:6000`` as (partner code, basis points)."""
+    code, _, share = text.partition(":")
+    if not code or not share.isdigit():
+        raise click.BadParameter(f"{text!r}: give PARTNER:BASIS_POINTS, e.g. bakery:6000", param_hint="--funder")
+    return code, int(share)
+
+
+def _campaign_line(view: dict[str, Any]) -> str:
+    """One campaign as a line of ``campaigns list``."""
+    funders = ", ".join(f"{funder['partner']} {funder['share_bp'] / 100:g}%" for funder in view["funders"])
+    payer = f"joint ({funders})" if funders else view["funded_by"]
+    budget = (f", budget {view['budget_used_points']:,}/{view['budget_points']:,} points"
+              if view["budget_points"] is not None else "")
+    return (f"{view['id']:>6}  {view['status']:<9}  {view['name']}  [{payer}] "
+            f"{view['starts_at']:%Y-%m-%d %H:%M} to {view['ends_at']:%Y-%m-%d %H:%M} UTC, "
+            f"awarded {view['awarded']['points']:,} points on {view['awarded']['awards']:,} purchases{budget}")
+
+
+def _add_campaign_operations(campaigns: click.Group, with_app: WithApp) -> None:
+    @campaigns.command("list")
+    @click.option("--status", type=click.Choice(["scheduled", "running", "ended", "stopped"]), default=None)
+    @click.option("--partner", "partner_code", default=None, help="At this partner, or funded jointly by it.")
+    @with_app
+    def campaigns_list(app: Flask, status: str | None, partner_code: str | None) -> None:
+        """Campaigns newest first, with their status, payers, budget and what they awarded."""
+        from alliance.services import campaigns as campaign_service
+
+        with hub_state(app).unit_of_work() as uow:
+            views = campaign_service.list_campaigns(uow.session, now=_now(), status=status,
+                                                    partner_code=partner_code)
+        for view in views:
+            click.echo(_campaign_line(view))
+        if not views:
+            click.echo("no campaigns")
+
+    @campaigns.command("show")
+    @click.argument("campaign_id", type=click.IntRange(1))
+    @with_app
+    def campaigns_show(app: Flask, campaign_id: int) -> None:
+        """One campaign with its terms, targeting and what it awarded, by payer (JSON)."""
+        from alliance.services import campaigns as campaign_service
+
+        with hub_state(app).unit_of_work() as uow:
+            view = campaign_service.campaign_view(uow.session, campaign_id=campaign_id, now=_now())
+        click.echo(json.dumps(view, default=str, indent=2))
+
+    @campaigns.command("stop")
+    @click.argument("campaign_id", type=click.IntRange(1))
+    @click.option("--reason", required=True, help="Why it stops; kept in the audit log.")
+    @with_app
+    def campaigns_stop(app: Flask, campaign_id: int, reason: str) -> None:
+        """Stop a campaign early: from now on it awards nothing."""
+        from alliance.services import campaigns as campaign_service
+
+        with hub_state(app).unit_of_work() as uow:
+            campaign_service.stop_campaign(uow.session, campaign_id=campaign_id, reason=reason, now=_now(),
+                                           actor=cli_actor())
+            uow.commit()
+        click.echo(f"campaign {campaign_id} stopped")
 
 
 def register_back_office(main: click.Group, with_app: WithApp) -> None:

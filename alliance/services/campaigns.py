@@ -177,8 +177,8 @@ def _funders_by_code(session: Session, funders: Sequence[tuple[str, int]]) -> li
 def _member_ids(session: Session, member_numbers: Sequence[str]) -> list[int]:
     """The members with these numbers; refuses naming any that does not exist."""
     wanted = sorted(set(member_numbers))
-    found = dict(session.execute(select(Member.member_number, Member.id)
-                                 .where(Member.member_number.in_(wanted))).tuples().all()) if wanted else {}
+    found: dict[str, int] = {number: member_id for number, member_id in session.execute(
+        select(Member.member_number, Member.id).where(Member.member_number.in_(wanted)))} if wanted else {}
     missing = [number for number in wanted if number not in found]
     if missing:
         shown = ", ".join(missing[:5]) + (" and more" if len(missing) > 5 else "")
@@ -485,10 +485,11 @@ class CampaignBook:
                         if row.target_tiers or row.min_tenure_months or row.segment_name is not None}
         segmented = sorted(row.id for row in rows if row.segment_name is not None)
         if segmented and member_ids:
-            self.segments = set(session.execute(
+            listed = session.execute(
                 select(CampaignSegmentMember.campaign_id, CampaignSegmentMember.member_id)
                 .where(CampaignSegmentMember.campaign_id.in_(segmented),
-                       CampaignSegmentMember.member_id.in_(sorted(set(member_ids))))).tuples())
+                       CampaignSegmentMember.member_id.in_(sorted(set(member_ids)))))
+            self.segments = {(campaign_id, member_id) for campaign_id, member_id in listed}
         joint = sorted(row.id for row in rows if row.funded_by == "joint")
         if joint:
             funders: dict[int, list[tuple[int, int]]] = defaultdict(list)

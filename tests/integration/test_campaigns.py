@@ -372,3 +372,124 @@ def test_campaigns_are_listed_by_status_and_partner(hub):
         assert ids_of(partner_code="shop") == [ended, scheduled]
         with pytest.raises(ValidationFailed):
             ids_of(status="paused")
+
+
+# ---------------------------------------------------------------- the back-office API and the CLI
+
+
+def _window(days_from_now: float = -1, length_days: float = 10) -> dict[str, str]:
+    starts = datetime.now(UTC) + timedelta(days=days_from_now)
+    return {"starts_at": starts.isoformat(), "ends_at": (starts + timedelta(days=length_days)).isoformat()}
+
+
+def _books(hub: HubState) -> tuple[object, ...]:
+    """Everything a refused campaign change must leave as it was."""
+    with hub.unit_of_work() as uow:
+        session = uow.session
+        return (session.execute(select(Campaign.id, Campaign.name, Campaign.bonus_points, Campaign.stopped_at,
+                                       Campaign.budget_points).order_by(Campaign.id)).all(),
+                session.scalar(select(func.count()).select_from(AuditLogEntry)),
+                session.scalar(select(func.count()).select_from(CampaignAward)))
+
+
+def test_the_api_creates_lists_reads_changes_and_stops_campaigns_with_problem_json_refusals(app):
+    from tests.back_office_support import BackOffice
+    from tests.factories import make_signing_partner
+    from tests.http_server import purchase_payload, wall_clock_partner_time
+    from tests.partner_client import SignedTestClient
+
+    bo = BackOffice(app)
+    shop = make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="shop")
+    make_signing_partner(bo.hub, now=wall_clock_partner_time(), code="alpha", issue_price_per_point=Decimal("0.0125"))
+    member_number, card = bo.enrol(name="Joint Hunter")
+    joint = bo.post("/campaigns", {"name": "Joint week", "funded_by": "joint", "partner": "shop", "bonus_points": 9,
+                                   "funders": [{"partner": "shop", "share_bp": 5000},
+                                               {"partner": "alpha", "share_bp": 5000}],
+                                   "budget_points": 1000, "target_tiers": ["standard"], "min_tenure_months": 0,
+                                   "segment": {"name": "friends", "members": [member_number]}, **_window()},
+                    role="partner_manager")
+    assert joint.status == 201, joint.body
+    later = bo.post("/campaigns", {"name": "Later", "funded_by": "hub", "bonus_points": 3, **_window(2)},
+                    role="partner_manager")
+    assert later.status == 201, later.body
+
+    earned = SignedTestClient(bo.app, shop).post("/partner/v1/purchases", purchase_payload("j-1", card, 5_000))
+    assert earned.status == 201, earned.body
+    assert earned.body["points"]["total"] == 59  # 50 rule points and 9 joint: shop 5 (named first), alpha 4
+    line = earned.body["breakdown"]["campaigns"][0]
+    assert (line["campaign_id"], line["funded_by"], [share["points"] for share in line["paid_by"]]) == (
+        joint.body["id"], "joint", [5, 4])
+
+    one = bo.get(f"/campaigns/{joint.body['id']}", role="partner_manager")
+    assert one.status == 200, one.body
+    assert one.body["status"] == "running" and one.body["segment"] == {"name": "friends", "members": 1}
+    assert one.body["awarded"]["points"] == 9 and one.body["budget_used_points"] == 9
+    assert [payer["payer"] for payer in one.body["awarded"]["by_payer"]] == ["alpha", "shop"]
+    listed = bo.get("/campaigns", role="partner_manager", query={"status": "scheduled"})
+    assert [row["id"] for row in listed.body["campaigns"]] == [later.body["id"]]
+    assert bo.get("/campaigns", role="partner_manager", query={"partner": "alpha"}).body["campaigns"][0]["id"] == \
+        joint.body["id"]
+
+    changed = bo.patch(f"/campaigns/{later.body['id']}", {"bonus_points": 4, "budget_points": 40},
+                       role="partner_manager")
+    assert changed.status == 200, changed.body
+    assert (changed.body["bonus_points"], changed.body["budget_points"]) == (4, 40)
+
+    before = _books(bo.hub)
+    refusals = [
+        bo.patch(f"/campaigns/{joint.body['id']}", {"bonus_points": 90}, role="partner_manager"),  # running
+        bo.patch(f"/campaigns/{later.body['id']}", {"colour": "red"}, role="partner_manager"),
+        bo.patch("/campaigns/999999", {"bonus_points": 1}, role="partner_manager"),
+        bo.post(f"/campaigns/{joint.body['id']}/stop", {}, role="partner_manager"),  # no reason
+        bo.post(f"/campaigns/{joint.body['id']}/stop", {"reason": "x"}, role="customer_service"),
+        bo.post("/campaigns", {"name": "Split badly", "funded_by": "joint", "bonus_points": 1,
+                               "funders": [{"partner": "shop", "share_bp": 5000},
+                                           {"partner": "alpha", "share_bp": 4000}], **_window()},
+                role="partner_manager"),
+        bo.get("/campaigns", role="partner_manager", query={"status": "paused"}),
+    ]
+    assert [(reply.status, reply.body["code"]) for reply in refusals] == [
+        (409, "invalid_state"), (422, "validation_failed"), (404, "not_found"), (422, "validation_failed"),
+        (403, "role_refused"), (422, "validation_failed"), (422, "validation_failed")]
+    assert all(reply.headers["Content-Type"].startswith("application/problem+json") for reply in refusals)
+    assert _books(bo.hub) == before
+
+    stopped = bo.post(f"/campaigns/{joint.body['id']}/stop", {"reason": "budget moved"}, role="partner_manager")
+    assert stopped.status == 200 and stopped.body["status"] == "stopped", stopped.body
+    again = bo.post(f"/campaigns/{joint.body['id']}/stop", {"reason": "again"}, role="partner_manager")
+    assert (again.status, again.body["code"]) == (409, "invalid_state")
+    after_stop = SignedTestClient(bo.app, shop).post("/partner/v1/purchases", purchase_payload("j-2", card, 5_000))
+    assert after_stop.body["points"]["total"] == 50 and after_stop.body["breakdown"]["campaigns"] == []
+    _audit_green(bo.hub)
+
+
+def test_the_cli_creates_a_joint_campaign_lists_shows_and_stops_it(app, hub, tmp_path):
+    from tests.back_office_support import run_cli
+
+    _partners(hub)
+    member = make_member(hub, now=ONBOARDED)
+    segment = tmp_path / "segment.txt"
+    segment.write_text(f"{member.member_number}\n\n")
+    window = _window()
+    made = run_cli(app, "campaigns", "create", "--name", "Joint CLI", "--funded-by", "joint", "--bonus-points", "7",
+                   "--funder", "alpha:6000", "--funder", "bravo:4000", "--budget-points", "700", "--tier", "standard",
+                   "--min-tenure-months", "1", "--segment-name", "cli-list", "--segment-file", str(segment),
+                   "--starts-at", window["starts_at"], "--ends-at", window["ends_at"])
+    assert made.exit_code == 0, made.output
+    assert "funded jointly by alpha:6000, bravo:4000" in made.output
+    bad = run_cli(app, "campaigns", "create", "--name", "Bad", "--funded-by", "joint", "--funder", "alpha",
+                  "--starts-at", window["starts_at"], "--ends-at", window["ends_at"])
+    assert bad.exit_code != 0 and "PARTNER:BASIS_POINTS" in bad.output
+    with hub.unit_of_work() as uow:
+        campaign_id = uow.session.scalar(select(Campaign.id).where(Campaign.name == "Joint CLI"))
+
+    listed = run_cli(app, "campaigns", "list", "--status", "running")
+    assert listed.exit_code == 0, listed.output
+    assert "Joint CLI  [joint (alpha 60%, bravo 40%)]" in listed.output and "budget 0/700 points" in listed.output
+    shown = run_cli(app, "campaigns", "show", str(campaign_id))
+    assert shown.exit_code == 0 and '"segment": {' in shown.output and '"min_tenure_months": 1' in shown.output
+    stopped = run_cli(app, "campaigns", "stop", str(campaign_id), "--reason", "ran out of stock")
+    assert stopped.exit_code == 0, stopped.output
+    assert run_cli(app, "campaigns", "list", "--status", "running").output.strip() == "no campaigns"
+    again = run_cli(app, "campaigns", "stop", str(campaign_id), "--reason", "again")
+    assert again.exit_code == 1 and "already been stopped" in again.output
