@@ -14,6 +14,7 @@ from flask import Flask
 # The pages register their routes on the blueprint when imported.
 from alliance.console import (  # noqa: F401
     admin_views,
+    behaviour_views,
     complaint_views,
     finance_views,
     goodwill_views,

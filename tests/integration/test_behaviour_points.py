@@ -378,3 +378,43 @@ def test_the_award_referrals_job_runs_from_the_cli_like_the_scheduler_does(telco
         funders = set(uow.session.scalars(select(BehaviourAward.funder_partner_id)))
     assert funders == {telco.partner.partner_id}
     assert_audit_green(telco.hub)
+
+
+# --- console ------------------------------------------------------------------------------
+
+
+def test_the_console_shows_the_rules_read_only_sorted_to_partner_managers_only(app):
+    from tests.console_support import ConsoleClient, signed_in, text_of
+
+    hub = hub_state(app)
+    set_rule(hub, "sign_in", points=10, streak_days=7, streak_bonus_points=50, cap_per_day=60)
+    set_rule(hub, "recharge", points=2, per_amount_minor=100, currency="EUR", cap_per_month=500,
+             eligible_tiers=["gold"], min_tenure_months=3)
+    browser = signed_in(app, "paco", "partner_manager")
+    page = browser.get("/console/partners/behaviour-rules")
+    assert page.status_code == 200
+    text = text_of(page)
+    assert "Daily sign-in 10 points and 50 points more on every 7th day in a row the hub 60 points a day" in text
+    assert "Recharge 2 points for every 1.00 EUR" in text and "500 points a month" in text
+    assert "gold members, members for 3 months or more" in text
+    assert "No rule yet (such events earn nothing): Referral of a new member, Survey completed" in text
+    html = page.get_data(as_text=True)
+    assert '<th scope="row">Daily sign-in</th>' in html and 'data-label="Funded by"' in html
+    by_points = browser.get("/console/partners/behaviour-rules", sort="points").get_data(as_text=True)
+    assert by_points.index(">Recharge<") < by_points.index(">Daily sign-in<")
+    assert 'aria-sort="ascending"' in by_points
+    by_event = browser.get("/console/partners/behaviour-rules").get_data(as_text=True)
+    assert by_event.index(">Daily sign-in<") < by_event.index(">Recharge<")
+    assert browser.get("/console/partners/behaviour-rules", sort="colour").status_code == 400
+    assert "Behaviour rules" in text_of(browser.get("/console/"))
+    assert signed_in(app, "cass", "customer_service").get("/console/partners/behaviour-rules").status_code == 403
+    anonymous = ConsoleClient(app).get("/console/partners/behaviour-rules")
+    assert anonymous.status_code == 302 and "/console/login" in anonymous.headers["Location"]
+
+
+def test_the_console_rules_page_says_when_there_is_no_rule(app):
+    from tests.console_support import signed_in, text_of
+
+    page = signed_in(app, "ada", "admin").get("/console/partners/behaviour-rules")
+    assert page.status_code == 200
+    assert "No behaviour rule yet: events partners report earn nothing" in text_of(page)
