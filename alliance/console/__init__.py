@@ -15,6 +15,7 @@ from flask import Flask
 from alliance.console import (  # noqa: F401
     admin_views,
     behaviour_views,
+    campaign_views,
     complaint_views,
     finance_views,
     goodwill_views,

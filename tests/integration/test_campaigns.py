@@ -493,3 +493,75 @@ def test_the_cli_creates_a_joint_campaign_lists_shows_and_stops_it(app, hub, tmp
     assert run_cli(app, "campaigns", "list", "--status", "running").output.strip() == "no campaigns"
     again = run_cli(app, "campaigns", "stop", str(campaign_id), "--reason", "again")
     assert again.exit_code == 1 and "already been stopped" in again.output
+
+
+# ---------------------------------------------------------------- the console
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M+00:00")
+
+
+def test_the_console_lists_creates_changes_and_stops_campaigns_for_partner_managers(app):
+    from alliance.extensions import hub_state
+    from tests.console_support import ConsoleClient, audit_actions, signed_in, text_of
+
+    hub = hub_state(app)
+    manager = signed_in(app, "petra", "partner_manager")
+    assert "No campaign yet" in text_of(manager.get("/console/campaigns"))
+    assert signed_in(app, "carl", "customer_service").get("/console/campaigns").status_code == 403
+    anonymous = ConsoleClient(app).get("/console/campaigns")
+    assert anonymous.status_code in (302, 303) and "/console/login" in anonymous.headers["Location"]
+
+    ids = _partners(hub)
+    member = make_member(hub, now=ONBOARDED)
+    now = datetime.now(UTC)
+    made = manager.post("/console/campaigns", {
+        "partner": "shop", "funded_by": "joint", "funders": "alpha 60%\nbravo 40%", "name": "Joint console",
+        "bonus_points": "10", "starts_at": _local(now - timedelta(hours=1)), "ends_at": _local(now + timedelta(days=3)),
+        "budget_points": "500", "tier": ["standard", "gold"], "segment_name": "", "segment_members": ""})
+    assert made.status_code == 303, made.get_data(as_text=True)
+    later = manager.post("/console/campaigns", {
+        "partner": "", "funded_by": "hub", "name": "A later one", "bonus_points": "3",
+        "starts_at": _local(now + timedelta(days=2)), "ends_at": _local(now + timedelta(days=4))})
+    assert later.status_code == 303
+    with hub.unit_of_work() as uow:
+        joint_id, later_id = uow.session.scalars(select(Campaign.id).order_by(Campaign.id)).all()
+    _report(hub, ids["shop"], member.card_number, "c-1", now=now)
+
+    page = text_of(manager.get("/console/campaigns"))
+    assert "Joint console" in page and "alpha 60%, bravo 40%" in page and "10 of 500 points" in page
+    by_name = manager.get("/console/campaigns", sort="name", order="asc").get_data(as_text=True)
+    assert by_name.index("A later one") < by_name.index("Joint console")
+    assert 'aria-sort="ascending"' in by_name
+    detail = text_of(manager.get(f"/console/campaigns/{joint_id}"))
+    assert "6 points" in detail and "4 points" in detail and member.member_number in detail
+    assert "A running campaign cannot be changed" in detail
+
+    changed = manager.post(f"/console/campaigns/{later_id}/change", {
+        "name": "A later one", "multiplier": "1", "bonus_points": "8", "min_amount_minor": "0",
+        "starts_at": _local(now + timedelta(days=2)), "ends_at": _local(now + timedelta(days=5))})
+    assert changed.status_code == 303
+    refused = manager.post(f"/console/campaigns/{joint_id}/change", {
+        "name": "Joint console", "bonus_points": "99", "starts_at": _local(now + timedelta(days=1)),
+        "ends_at": _local(now + timedelta(days=5))})
+    assert refused.status_code == 303
+    assert "only a campaign that has not started can change" in text_of(manager.client.get(refused.headers["Location"]))
+
+    before = _books(hub)
+    assert manager.post(f"/console/campaigns/{joint_id}/stop", {"reason": "no box ticked"}).status_code == 400
+    assert manager.post(f"/console/campaigns/{joint_id}/stop", {"reason": "r", "confirm": "yes"},
+                        csrf=None).status_code in (400, 403)
+    assert manager.post("/console/campaigns", {"funded_by": "joint", "funders": "alpha sixty", "name": "x",
+                                               "starts_at": _local(now), "ends_at": _local(now)}).status_code == 400
+    assert _books(hub) == before
+    stopped = manager.post(f"/console/campaigns/{joint_id}/stop", {"reason": "stock ran out", "confirm": "yes"})
+    assert stopped.status_code == 303
+    assert "stopped" in text_of(manager.client.get(stopped.headers["Location"]))
+    with hub.unit_of_work() as uow:
+        assert uow.session.get_one(Campaign, later_id).bonus_points == 8
+        assert uow.session.get_one(Campaign, joint_id).stop_reason == "stock ran out"
+    assert [(actor, action) for actor, action, _ in audit_actions(hub) if action.startswith("campaign.")] == [
+        ("console:petra", "campaign.create"), ("console:petra", "campaign.create"),
+        ("console:petra", "campaign.change"), ("console:petra", "campaign.stop")]
+    assert "No campaign is running" in text_of(manager.get("/console/campaigns", status="running"))
