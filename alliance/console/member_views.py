@@ -34,7 +34,7 @@ from alliance.console.helpers import (
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import minor_units_per_unit
 from alliance.extensions import hub_state
-from alliance.services import complaints, console_reports, goodwill, member_admin, member_console
+from alliance.services import complaints, console_reports, goodwill, member_admin, member_console, tier_policy
 from alliance.services.console_reports import Sort
 
 SERVICE_ROLES = ("customer_service", "admin")
@@ -109,8 +109,8 @@ def member_page(member_number: str) -> str:
         holds = member_console.open_holds(session, member_id=member.member_id)
         history = member_console.history(session, member_id=member.member_id, sort=history_sort, page=page,
                                          page_size=page_size)
-        standing = member_console.tier_standing(session, member_id=member.member_id, tier=member.tier, now=now(),
-                                                currency=currency, minor_units_per_unit=minor_units_per_unit(currency))
+        standing = tier_policy.standing(session, member_id=member.member_id, tier=member.tier, now=now(),
+                                        currency=currency, minor_units_per_unit=minor_units_per_unit(currency))
         member_complaints = member_console.complaints_of(session, member_id=member.member_id)
         purchases = member_console.recent_purchases(session, member_id=member.member_id)
         codes = console_reports.partner_codes(session)

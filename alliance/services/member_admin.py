@@ -316,11 +316,6 @@ def erase(session: Session, *, member_number: str, now: datetime, actor: str) ->
                      before={"status": status_before}, after={"status": "closed", "profile": "erased"})
 
 
-# The built-in policy's spend thresholds in whole currency units (version 1 of the tier
-# policy, as migration 0022 seeds it); the policy in force is data, see alliance.services.tier_policy.
-TIER_THRESHOLDS_UNITS = (("diamond", 3_000), ("gold", 1_500), ("silver", 500))
-
-
 def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_units_per_unit: int) -> int:
     """Set every member's tier under the tier policy in force at ``now`` (``tier_policy.recompute_tiers``)."""
     from alliance.services import tier_policy

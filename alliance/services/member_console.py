@@ -8,7 +8,7 @@ where a page must show the number itself once (a replacement card).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -173,18 +173,6 @@ class MemberComplaint:
     redemption_reference: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class TierStanding:
-    """The member's tier, the spend that sets it and what the next tier needs."""
-
-    tier: str
-    spend_minor: int
-    currency: str
-    thresholds_minor: list[tuple[str, int]]
-    next_tier: str | None
-    next_tier_minor: int | None
-
-
 def search(session: Session, *, key_ring: KeyRing, kind: str, value: str) -> list[MemberMatch]:
     """Members matching one detail: a member number, a card number (any of their cards), a phone or an e-mail."""
     value = value.strip()
@@ -302,14 +290,3 @@ def complaints_of(session: Session, *, member_id: int) -> list[MemberComplaint]:
     return [MemberComplaint(*row) for row in rows]
 
 
-def tier_standing(session: Session, *, member_id: int, tier: str, now: datetime, currency: str,
-                  minor_units_per_unit: int) -> TierStanding:
-    """The member's qualifying spend over the last 12 months and the thresholds the tiers job applies to it."""
-    spend = session.scalar(
-        select(integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor))
-        .where(Purchase.member_id == member_id, Purchase.currency == currency,
-               Purchase.purchased_at > now - timedelta(days=365))) or 0
-    thresholds = [(name, units * minor_units_per_unit) for name, units in reversed(member_admin.TIER_THRESHOLDS_UNITS)]
-    above = [(name, minimum) for name, minimum in thresholds if minimum > spend]
-    next_tier, next_minimum = above[0] if above else (None, None)
-    return TierStanding(tier, int(spend), currency, thresholds, next_tier, next_minimum)

@@ -205,20 +205,20 @@ def whole_months_between(start: datetime, end: datetime) -> int:
     return max(months, 0)
 
 
-def _figures(session: Session, policy: TierPolicy, *, now: datetime, currency: str,
-             minor_units_per_unit: int) -> dict[int, int]:
-    """Each member's qualifying figure under ``policy`` at ``now``, in the thresholds' unit (members without one: 0)."""
+def _qualifying(session: Session, policy: TierPolicy, *, now: datetime, currency: str,
+                member_id: int | None = None) -> dict[int, int]:
+    """Each member's qualifying spend (minor units) or points under ``policy`` at ``now`` (none for tenure);
+    only ``member_id``'s when given."""
     if policy.basis is TierBasis.TENURE:
         return {}
     assert policy.window_months is not None
     since = add_months(now, -policy.window_months)
-    window = (Purchase.purchased_at > since,)
+    window = (Purchase.purchased_at > since, *((Purchase.member_id == member_id,) if member_id is not None else ()))
     if policy.basis is TierBasis.SPEND:
         rows = session.execute(
             select(Purchase.member_id, integer_sum(Purchase.amount_minor - Purchase.refunded_amount_minor))
             .where(Purchase.currency == currency, *window).group_by(Purchase.member_id)).all()
-        # Whole currency units, floored: spend >= threshold units exactly when this is.
-        return {member_id: int(spend) // minor_units_per_unit for member_id, spend in rows}
+        return {member_id: int(spend) for member_id, spend in rows}
     earned = session.execute(
         select(Purchase.member_id, integer_sum(Purchase.points_partner + Purchase.points_hub))
         .where(*window).group_by(Purchase.member_id)).all()
@@ -229,6 +229,51 @@ def _figures(session: Session, policy: TierPolicy, *, now: datetime, currency: s
     for member_id, points in recovered:
         figures[member_id] = figures.get(member_id, 0) - int(points)
     return figures
+
+
+def _figures(session: Session, policy: TierPolicy, *, now: datetime, currency: str,
+             minor_units_per_unit: int) -> dict[int, int]:
+    """Each member's qualifying figure under ``policy`` at ``now``, in the thresholds' unit (members without one: 0)."""
+    figures = _qualifying(session, policy, now=now, currency=currency)
+    if policy.basis is TierBasis.SPEND:
+        # Whole currency units, floored: spend >= threshold units exactly when this is.
+        return {member_id: spend // minor_units_per_unit for member_id, spend in figures.items()}
+    return figures
+
+
+@dataclass(frozen=True, slots=True)
+class TierStanding:
+    """Where a member stands under the policy in force: the figure that sets the tier and what the next needs.
+
+    ``figure`` and the thresholds are in the basis's unit as a person reads it: minor units of
+    ``currency`` for spend, points for points, whole months for tenure.
+    """
+
+    tier: str
+    basis: str
+    window_months: int | None
+    figure: int
+    currency: str
+    thresholds: list[tuple[str, int]]
+    next_tier: str | None
+    next_threshold: int | None
+
+
+def standing(session: Session, *, member_id: int, tier: str, now: datetime, currency: str,
+             minor_units_per_unit: int) -> TierStanding:
+    """The member's qualifying figure under the policy in force and the thresholds the tiers job applies to it."""
+    policy = policy_in_force(session, at=now)
+    scale = minor_units_per_unit if policy.basis is TierBasis.SPEND else 1
+    if policy.basis is TierBasis.TENURE:
+        enrolled_at = session.scalar(select(Member.enrolled_at).where(Member.id == member_id))
+        figure = whole_months_between(enrolled_at, now) if enrolled_at is not None else 0
+    else:
+        figure = _qualifying(session, policy, now=now, currency=currency, member_id=member_id).get(member_id, 0)
+    thresholds = [(level.tier, level.threshold * scale) for level in policy.levels if level.threshold > 0]
+    above = [(name, minimum) for name, minimum in thresholds if minimum > figure]
+    next_tier, next_threshold = above[0] if above else (None, None)
+    return TierStanding(tier, policy.basis.value, policy.window_months, figure, currency, thresholds, next_tier,
+                        next_threshold)
 
 
 def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_units_per_unit: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, update
@@ -350,3 +351,26 @@ def test_a_member_with_erased_data_says_so(app, service):
     shown = text_of(service.get(f"{SEARCH}/{number}"))
     assert "erased at the member's request" in shown and "Gone Member" not in shown
     assert "No member has this e-mail address" in text_of(service.post(SEARCH, {"email": "gone@example.org"}))
+
+
+def test_the_member_page_reads_the_tier_policy_in_force(app, service, monkeypatch):
+    from alliance.console import member_views
+    from alliance.domain.earning import TierLevel
+    from alliance.services import tier_policy
+
+    hub = hub_state(app)
+    number, _ = busy_member(hub)
+    now = datetime.now(timezone.utc)
+    starts = now + timedelta(minutes=5)
+    with hub.unit_of_work() as uow:
+        tier_policy.propose_version(
+            uow.session, basis="tenure", window_months=None, downgrade="to_earned", period_months=None,
+            levels=[TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 6, Decimal("1.1")),
+                    TierLevel("gold", 24, Decimal("1.5"))], effective_from=starts, now=now, actor="test:tiers")
+        uow.commit()
+    before = text_of(service.get(f"{SEARCH}/{number}"))
+    assert "Qualifying spend in the last 12 months" in before
+    monkeypatch.setattr(member_views, "now", lambda: starts + timedelta(seconds=1))
+    after = text_of(service.get(f"{SEARCH}/{number}"))
+    assert re.search(r"Membership: \d+ months?\. Silver from 6 months\.", after)
+    assert "silver from 6 months, gold from 24 months" in after
