@@ -103,6 +103,7 @@ SUMMARY_KINDS = (
     "members", "purchases", "purchase refunds", "redemptions", "redemptions voided", "redemptions left to expire",
     "redemption refunds", "redemptions still held", "complaints", "statements", "statements invoiced", "payments",
     "adjustments", "disputes", "reconciliations", "graded periods", "grade alerts", "alerts acknowledged",
+    "goodwill credits", "goodwill credits awaiting approval", "behaviour events", "behaviour points",
 )
 
 

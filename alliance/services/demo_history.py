@@ -31,7 +31,16 @@ from sqlalchemy.orm import Session
 from alliance.domain.grading import GradingConfig, Period
 from alliance.domain.pii import KeyRing
 from alliance.models import GradeAlert, Purchase, SettlementStatement
-from alliance.services import complaints, goodwill, grading, ledger, member_admin, purchases, redemptions
+from alliance.services import (
+    behaviour_points,
+    complaints,
+    goodwill,
+    grading,
+    ledger,
+    member_admin,
+    purchases,
+    redemptions,
+)
 from alliance.services.member_verification import active_card_holder, set_pin
 from alliance.services.members import Enrolment, enrol_member
 from settlement.api import (
@@ -171,6 +180,7 @@ class DemoHistory:
                 self.timeline.at(self._day(day + 1) + timedelta(hours=4), self._grade_last_month)
         if self.signer is not None:
             self._plan_finance()
+        self._plan_behaviour()
         self.timeline.at(self.end - timedelta(minutes=3), self._nightly_jobs)
         if self.signer is not None:
             self.timeline.at(self.end - timedelta(minutes=2), self._close_due)
@@ -330,6 +340,41 @@ class DemoHistory:
                               terminal_id=self.parties["cafe-aurora"].terminal_id, now=moment)
         self.seeded.counts["redemptions"] += 1
         self.seeded.counts["redemptions still held"] += 1
+
+    # -- behaviour points ----------------------------------------------------------
+
+    def _plan_behaviour(self) -> None:
+        """Rules for daily sign-in (the hub pays, a streak bonus every 7th day) and surveys (the Book Nook pays);
+        over the last fortnight a few members sign in most days through Café Aurora's app and some answer a
+        survey at the Book Nook."""
+        self.timeline.at(self._day(self._days() - 15), self._behaviour_rules)
+        for day in range(self._days() - 14, self._days()):
+            self.timeline.at(self._day(day) + timedelta(hours=8), self._behaviour_day)
+
+    def _behaviour_rules(self, moment: datetime) -> None:
+        behaviour_points.set_rule(self.session, event_type="sign_in", now=moment, actor=ADMIN, mode="create",
+                                  points=5, streak_days=7, streak_bonus_points=20, funded_by="hub", cap_per_day=5,
+                                  starts_at=moment)
+        behaviour_points.set_rule(self.session, event_type="survey", now=moment, actor=ADMIN, mode="create",
+                                  points=40, funded_by="book-nook", cap_per_month=40, starts_at=moment)
+
+    def _behaviour_day(self, moment: datetime) -> None:
+        policy = behaviour_points.Policy(time_zone=self.time_zone, expiry_months=self.expiry_months)
+        for index, member in enumerate(self.members[:8]):
+            if self.random.random() < 0.8:
+                self._event("cafe-aurora", member, "sign_in", moment + timedelta(minutes=index), policy)
+            if self.random.random() < 0.05:
+                self._event("book-nook", member, "survey", moment + timedelta(hours=3, minutes=index), policy)
+
+    def _event(self, code: str, member: _Member, event_type: str, moment: datetime,
+               policy: behaviour_points.Policy) -> None:
+        event_id = f"{event_type.upper()}-{next(self.references):05d}"
+        made = behaviour_points.report_event(
+            self.session, partner_id=self.parties[code].partner_id, policy=policy, now=moment,
+            report=behaviour_points.EventReport(event_id=event_id, event_type=event_type, occurred_at=moment,
+                                                member_number=member.enrolment.member_number))
+        self.seeded.counts["behaviour events"] += 1
+        self.seeded.counts["behaviour points"] += made.points_awarded
 
     # -- complaints ----------------------------------------------------------------
 

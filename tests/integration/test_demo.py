@@ -16,6 +16,7 @@ from alliance.extensions import hub_state
 from alliance.models import (
     Adjustment,
     AuditLogEntry,
+    BehaviourEvent,
     Complaint,
     GoodwillRequest,
     GradeAlert,
@@ -81,6 +82,8 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
         # Resolved complaints about missing points end in goodwill; one above the threshold awaits a second person.
         goodwill_states = Counter(session.scalars(select(GoodwillRequest.status)))
         assert goodwill_states["posted"] >= 1 and goodwill_states["pending"] == 1, goodwill_states
+        # Members signed in through Café Aurora's app over the last fortnight, some at a streak's bonus.
+        assert session.scalar(select(func.count()).select_from(BehaviourEvent)) >= 20
         # One hold is open at a till; the rest were captured, voided or expired.
         assert session.scalar(select(func.count()).where(RedemptionHold.status == "open")) == 1
     audited = run_cli(app, "audit")
