@@ -12,8 +12,8 @@ from alliance.models.back_office import (
     OAuthToken,
 )
 from alliance.models.base import Base
-from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
 from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
+from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
 from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
