@@ -104,6 +104,7 @@ SUMMARY_KINDS = (
     "redemption refunds", "redemptions still held", "complaints", "statements", "statements invoiced", "payments",
     "adjustments", "disputes", "reconciliations", "graded periods", "grade alerts", "alerts acknowledged",
     "goodwill credits", "goodwill credits awaiting approval", "behaviour events", "behaviour points",
+    "campaigns scheduled", "tier policy versions scheduled",
 )
 
 

@@ -20,6 +20,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from functools import partial
 from itertools import count
 from typing import Callable
@@ -28,11 +29,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alliance.domain.earning import TierLevel
 from alliance.domain.grading import GradingConfig, Period
 from alliance.domain.pii import KeyRing
 from alliance.models import GradeAlert, Purchase, SettlementStatement
 from alliance.services import (
     behaviour_points,
+    campaigns,
     complaints,
     goodwill,
     grading,
@@ -40,6 +43,7 @@ from alliance.services import (
     member_admin,
     purchases,
     redemptions,
+    tier_policy,
 )
 from alliance.services.member_verification import active_card_holder, set_pin
 from alliance.services.members import Enrolment, enrol_member
@@ -81,6 +85,7 @@ FUEL_UNPAID_FROM_DAY = 110
 # Book Nook purchases of the last two weeks are still inside their 14-day return window.
 RECENT_BOOK_NOOK_DAYS = (12, 9, 6, 4, 1)
 SERVICE_DESK = "console:demo-service"
+MANAGER = "console:demo-manager"
 # The points a resolved complaint about missing points is made good with.
 GOODWILL_CREDIT_POINTS = 150
 FINANCE = "console:demo-finance"
@@ -181,6 +186,7 @@ class DemoHistory:
         if self.signer is not None:
             self._plan_finance()
         self._plan_behaviour()
+        self.timeline.at(self.end - timedelta(minutes=4), self._plan_ahead)
         self.timeline.at(self.end - timedelta(minutes=3), self._nightly_jobs)
         if self.signer is not None:
             self.timeline.at(self.end - timedelta(minutes=2), self._close_due)
@@ -340,6 +346,26 @@ class DemoHistory:
                               terminal_id=self.parties["cafe-aurora"].terminal_id, now=moment)
         self.seeded.counts["redemptions"] += 1
         self.seeded.counts["redemptions still held"] += 1
+
+    # -- what the operator has scheduled -------------------------------------------
+
+    def _plan_ahead(self, moment: datetime) -> None:
+        """A joint campaign Café Aurora and FuelStop will run for tiered members from next week, with a budget, and
+        the next version of the tier policy (one step down a half-year, birthday bonuses) from next month: both
+        start after the history ends, so nothing played changes."""
+        campaigns.add_campaign(
+            self.session, code=None, name="Winter warmer: 50 bonus points on 20 EUR or more", funded_by="joint",
+            multiplier=Decimal("1"), bonus_points=50, min_amount_minor=2_000, starts_at=moment + timedelta(days=7),
+            ends_at=moment + timedelta(days=37), now=moment, actor=MANAGER,
+            funders=(("cafe-aurora", 6_000), ("fuel-stop", 4_000)), budget_points=5_000,
+            target_tiers=("silver", "gold", "diamond"))
+        self.seeded.counts["campaigns scheduled"] += 1
+        tier_policy.propose_version(
+            self.session, basis="spend", window_months=12, downgrade="one_step", period_months=6,
+            levels=[TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 500, Decimal("1.25"), 50),
+                    TierLevel("gold", 1_500, Decimal("1.5"), 100), TierLevel("diamond", 3_000, Decimal("2"), 200)],
+            effective_from=moment + timedelta(days=30), now=moment, actor=ADMIN)
+        self.seeded.counts["tier policy versions scheduled"] += 1
 
     # -- behaviour points ----------------------------------------------------------
 

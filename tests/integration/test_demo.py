@@ -17,6 +17,7 @@ from alliance.models import (
     Adjustment,
     AuditLogEntry,
     BehaviourEvent,
+    Campaign,
     Complaint,
     GoodwillRequest,
     GradeAlert,
@@ -29,6 +30,7 @@ from alliance.models import (
     SettlementStatement,
     StatementEvent,
     StatementLineDispute,
+    TierPolicyVersion,
 )
 from alliance.services.demo import DEMO_STAFF_PASSWORD
 from settlement.api import overdue_total
@@ -59,6 +61,7 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
     assert found["Member"] >= 40 and found["Purchase"] >= 500 and found["RedemptionHold"] >= 30
     assert "members" in output and "purchases" in output and "graded periods" in output
     today = datetime.now(timezone.utc).date()
+    today_start = datetime.now(timezone.utc)
     with hub_state(app).unit_of_work() as uow:
         session = uow.session
         assert session.scalar(select(func.count()).select_from(GradePeriod)) >= 3
@@ -84,6 +87,10 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
         assert goodwill_states["posted"] >= 1 and goodwill_states["pending"] == 1, goodwill_states
         # Members signed in through Café Aurora's app over the last fortnight, some at a streak's bonus.
         assert session.scalar(select(func.count()).select_from(BehaviourEvent)) >= 20
+        # The operator has a joint campaign and the next tier policy version scheduled, both after the history.
+        scheduled = session.scalars(select(Campaign)).all()
+        assert [(campaign.funded_by, campaign.starts_at > today_start) for campaign in scheduled] == [("joint", True)]
+        assert session.scalar(select(func.count()).select_from(TierPolicyVersion)) == 2
         # One hold is open at a till; the rest were captured, voided or expired.
         assert session.scalar(select(func.count()).where(RedemptionHold.status == "open")) == 1
     audited = run_cli(app, "audit")
