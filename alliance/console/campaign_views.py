@@ -17,7 +17,15 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import display, security
 from alliance.console.blueprint import console, navigation_item
-from alliance.console.helpers import change, form_confirmed, form_text, form_whole_number, query_sort, sorted_rows
+from alliance.console.helpers import (
+    change,
+    form_choice,
+    form_confirmed,
+    form_text,
+    form_whole_number,
+    query_sort,
+    sorted_rows,
+)
 from alliance.extensions import hub_state
 from alliance.services import campaigns, console_reports
 
@@ -72,9 +80,8 @@ def _local_input(value: datetime) -> str:
 @security.requires(*CAMPAIGN_ROLES)
 def campaigns_create() -> BaseResponse:
     """Create a campaign from the form."""
-    funded_by = form_text("funded_by", max_length=10)
-    if funded_by not in campaigns.FUNDINGS:
-        raise BadRequest("Choose who pays from the list offered: the partner, the hub, or jointly.")
+    funded_by = form_choice("funded_by", campaigns.FUNDINGS,
+                            "Choose who pays from the list offered: the partner, the hub, or jointly.")
     funders = _form_funders() if funded_by == "joint" else []
     segment_name, members = _form_segment()
     return change(campaigns.add_campaign, code=form_text("partner", required=False, max_length=40),

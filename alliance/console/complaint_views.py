@@ -9,12 +9,20 @@ signed-in user as the actor.
 from __future__ import annotations
 
 from flask import render_template
-from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console, navigation_item
-from alliance.console.helpers import change, form_text, pager_args, pager_url, query_page, query_sort, query_text
+from alliance.console.helpers import (
+    change,
+    form_choice,
+    form_text,
+    pager_args,
+    pager_url,
+    query_page,
+    query_sort,
+    query_text,
+)
 from alliance.console.member_views import SERVICE_ROLES
 from alliance.extensions import hub_state
 from alliance.services import complaints, console_reports, staff_directory
@@ -48,9 +56,8 @@ def complaints_queue() -> str:
 @security.requires(*security.COMPLAINT_ROLES)
 def complaint_transition(complaint_id: int) -> BaseResponse:
     """Investigate, resolve (with a note) or reject (with a note) a complaint."""
-    status = form_text("status", max_length=15)
-    if status not in ("investigating", "resolved", "rejected"):
-        raise BadRequest("a complaint moves to investigating, resolved or rejected")
+    status = form_choice("status", ("investigating", "resolved", "rejected"),
+                         "a complaint moves to investigating, resolved or rejected")
     return change(complaints.transition, complaint_id=complaint_id, status=status,
                   note=form_text("note", required=False, max_length=complaints.MAX_DESCRIPTION_CHARACTERS),
                   success=f"Complaint {complaint_id} is now {status}.",

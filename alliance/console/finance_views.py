@@ -21,6 +21,7 @@ from alliance.console.blueprint import console, money, navigation_item
 from alliance.console.helpers import (
     change,
     csv_reply,
+    form_choice,
     form_money,
     form_text,
     form_whole_number,
@@ -405,9 +406,7 @@ def finance_request_adjustment() -> BaseResponse:
 @security.requires(*FINANCE)
 def finance_decide_adjustment(adjustment_id: int) -> BaseResponse:
     """Approve or reject a pending adjustment (the service refuses the requester)."""
-    decision = form_text("decision", max_length=10)
-    if decision not in settlement.DECISIONS:
-        raise BadRequest("decision is approve or reject")
+    decision = form_choice("decision", settlement.DECISIONS, "decision is approve or reject")
     return change(settlement.decide_adjustment, adjustment_id=adjustment_id, decision=decision,
                   success=lambda result: f"Adjustment {result.id} is now {result.status}.",
                   back=url_for("console.finance_approvals"))

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import security
 from alliance.console.blueprint import console, navigation_item
-from alliance.console.helpers import change, form_text, query_sort, sorted_rows
+from alliance.console.helpers import change, form_choice, query_sort, sorted_rows
 from alliance.extensions import hub_state
 from alliance.services import goodwill, staff_directory
 
@@ -54,9 +54,7 @@ def goodwill_approvals() -> str:
 @security.requires(*GOODWILL_ROLES)
 def goodwill_decide(request_id: int) -> BaseResponse:
     """Approve (and so post) or reject a pending goodwill request."""
-    decision = form_text("decision", max_length=10)
-    if decision not in goodwill.DECISIONS:
-        raise BadRequest("Approve or reject, with the buttons offered.")
+    decision = form_choice("decision", goodwill.DECISIONS, "Approve or reject, with the buttons offered.")
     return change(goodwill.decide_goodwill, request_id=request_id, decision=decision,
                   policy=goodwill.GoodwillPolicy.from_settings(hub_state().settings),
                   success=lambda decided: (f"Goodwill request #{decided.request_id} is approved and its "

@@ -20,6 +20,7 @@ from alliance.console.blueprint import console, navigation_item
 from alliance.console.helpers import (
     change,
     csv_reply,
+    form_choice,
     form_text,
     now,
     pager_args,
@@ -267,9 +268,7 @@ def partner_grade(code: str, period: str) -> str:
 def partner_grade_override(code: str, period: str) -> BaseResponse:
     """Override a grade; the reason is required and the computed grade stays visible."""
     label = _period_label(period)
-    grade = form_text("grade", max_length=1)
-    if grade not in GRADES:
-        raise BadRequest("A grade is A, B, C or D.")
+    grade = form_choice("grade", GRADES, "A grade is A, B, C or D.")
     back = form_text("back", required=False, max_length=300)
     if back is None or not back.startswith("/console/"):
         back = url_for("console.partner_grade", code=code, period=label)

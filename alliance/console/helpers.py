@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, cast, final
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, TypeVar, cast, final
 
 from flask import Response, flash, redirect, request, url_for
 from werkzeug.exceptions import BadRequest
@@ -87,6 +87,15 @@ def form_text(name: str, *, required: bool = True, max_length: int = 4000) -> st
         return None
     if len(value) > max_length:
         raise BadRequest(f"{name.replace('_', ' ')} is longer than {max_length} characters.")
+    return value
+
+
+def form_choice(name: str, choices: Collection[str], refusal: str) -> str:
+    """A form field that must be one of ``choices`` (a select's or buttons' values); a 400 saying ``refusal``
+    otherwise, missing included."""
+    value = form_text(name, required=False, max_length=100)
+    if value is None or value not in choices:
+        raise BadRequest(refusal)
     return value
 
 

@@ -23,6 +23,7 @@ from alliance.console.helpers import (
     Refused,
     attempt,
     change,
+    form_choice,
     form_confirmed,
     form_text,
     form_whole_number,
@@ -176,9 +177,7 @@ def _purchase_choice() -> int | None:
 @security.requires(*SERVICE_ROLES)
 def member_complaint(member_number: str) -> BaseResponse:
     """File a complaint for the member, optionally about one of their purchases or a redemption."""
-    category = form_text("category", max_length=30)
-    if category not in complaints.CATEGORIES:
-        raise BadRequest("Choose the complaint's category from the list offered.")
+    category = form_choice("category", complaints.CATEGORIES, "Choose the complaint's category from the list offered.")
     return change(complaints.file_for_member, member_number=member_number,
                   partner_code=form_text("partner", required=False, max_length=40), category=category,
                   description=form_text("description", max_length=complaints.MAX_DESCRIPTION_CHARACTERS) or "",
@@ -200,9 +199,7 @@ def _goodwill_said(made: goodwill.GoodwillView) -> str:
 @security.requires(*SERVICE_ROLES)
 def member_goodwill(member_number: str) -> BaseResponse:
     """Credit goodwill points or correct (debit) the member's points: posted, or requested above the threshold."""
-    direction = form_text("direction", max_length=6)
-    if direction not in goodwill.DIRECTIONS:
-        raise BadRequest("Choose a goodwill credit or a correction (debit).")
+    direction = form_choice("direction", goodwill.DIRECTIONS, "Choose a goodwill credit or a correction (debit).")
     complaint_text = form_text("complaint", required=False, max_length=20)
     if complaint_text is not None and not complaint_text.isdigit():
         raise BadRequest("Choose the complaint from the list offered.")
