@@ -13,6 +13,7 @@ from alliance.models.back_office import (
 )
 from alliance.models.base import Base
 from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
+from alliance.models.birthday import BirthdayAward
 from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
@@ -45,6 +46,7 @@ __all__ = [
     "BehaviourAward",
     "BehaviourEvent",
     "BehaviourRule",
+    "BirthdayAward",
     "GoodwillRequest",
     "MemberTierChange",
     "TierPolicyVersion",

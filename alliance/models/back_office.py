@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.models.base import Base, IdType, UTCDateTime
@@ -66,6 +76,10 @@ class MemberProfile(Base):
     """A member's personal data, encrypted under the PII key ring, with keyed lookup hashes."""
 
     __tablename__ = "member_profiles"
+    __table_args__ = (
+        CheckConstraint("birthday IS NULL OR (birthday BETWEEN 101 AND 1231 AND birthday % 100 BETWEEN 1 AND 31)",
+                        name="birthday"),
+    )
 
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     name_encrypted: Mapped[str | None] = mapped_column(Text)
@@ -73,6 +87,11 @@ class MemberProfile(Base):
     email_encrypted: Mapped[str | None] = mapped_column(Text)
     phone_lookup: Mapped[str | None] = mapped_column(String(64), index=True)
     email_lookup: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The full birth date is encrypted like the rest; the month and day (MMDD, 1231 for
+    # 31 December) are kept in clear so the birthday job finds today's birthdays without
+    # decrypting every profile. A month and day alone do not identify a person.
+    birth_date_encrypted: Mapped[str | None] = mapped_column(Text)
+    birthday: Mapped[int | None] = mapped_column(SmallInteger, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
