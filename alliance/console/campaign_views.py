@@ -21,6 +21,7 @@ from alliance.console.helpers import (
     change,
     form_choice,
     form_confirmed,
+    form_money,
     form_text,
     form_whole_number,
     query_sort,
@@ -84,6 +85,7 @@ def campaigns_create() -> BaseResponse:
                             "Choose who pays from the list offered: the partner, the hub, or jointly.")
     funders = _form_funders() if funded_by == "joint" else []
     segment_name, members = _form_segment()
+    budget_minor, budget_currency = _form_money_budget()
     return change(campaigns.add_campaign, code=form_text("partner", required=False, max_length=40),
                   name=form_text("name", max_length=200), funded_by=funded_by,
                   multiplier=_form_multiplier(), bonus_points=_optional_whole("bonus_points") or 0,
@@ -91,7 +93,7 @@ def campaigns_create() -> BaseResponse:
                   starts_at=_form_moment("starts_at"), ends_at=_form_moment("ends_at"), funders=funders,
                   budget_points=_optional_whole("budget_points"), target_tiers=_form_tiers(),
                   min_tenure_months=_optional_whole("min_tenure_months"), segment_name=segment_name,
-                  segment_members=members,
+                  segment_members=members, budget_minor=budget_minor, budget_currency=budget_currency,
                   success=lambda made: f"Campaign #{made} is created.", back=url_for("console.campaigns_list"))
 
 
@@ -99,6 +101,7 @@ def campaigns_create() -> BaseResponse:
 @security.requires(*CAMPAIGN_ROLES)
 def campaign_change(campaign_id: int) -> BaseResponse:
     """Change the terms of a campaign that has not started yet."""
+    budget_minor, budget_currency = _form_money_budget()
     changes: dict[str, Any] = {
         "name": form_text("name", max_length=200), "multiplier": _form_multiplier(),
         "bonus_points": _optional_whole("bonus_points") or 0,
@@ -106,6 +109,7 @@ def campaign_change(campaign_id: int) -> BaseResponse:
         "starts_at": _form_moment("starts_at"), "ends_at": _form_moment("ends_at"),
         "budget_points": _optional_whole("budget_points"), "target_tiers": _form_tiers(),
         "min_tenure_months": _optional_whole("min_tenure_months"),
+        "budget_minor": budget_minor, "budget_currency": budget_currency,
     }
     return change(campaigns.change_campaign, campaign_id=campaign_id, changes=changes,
                   success=f"Campaign #{campaign_id} is changed.",
@@ -124,6 +128,19 @@ def campaign_stop(campaign_id: int) -> BaseResponse:
 
 def _optional_whole(name: str) -> int | None:
     return form_whole_number(name) if (request.form.get(name) or "").strip() else None
+
+
+def _form_money_budget() -> tuple[int | None, str | None]:
+    """A budget in money: the amount typed in the currency's major units (``500.00``) and the currency code,
+    both or neither."""
+    currency = (form_text("budget_currency", required=False, max_length=3) or "").strip().upper() or None
+    if not (request.form.get("budget_money") or "").strip():
+        if currency is not None:
+            raise BadRequest("Give the budget in money with its currency, or leave both empty.")
+        return None, None
+    if currency is None:
+        raise BadRequest("Give the budget's currency (such as EUR) with the budget in money.")
+    return form_money("budget_money", currency), currency
 
 
 def _form_multiplier() -> Decimal:

@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CHAR,
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.models.base import Base, ExactDecimal, IdType, UTCDateTime
@@ -139,6 +150,11 @@ class Campaign(Base):
         CheckConstraint("funded_by <> 'partner' OR partner_id IS NOT NULL", name="partner_funds_own"),
         CheckConstraint("budget_points IS NULL OR (budget_points > 0 AND budget_used_points <= budget_points)",
                         name="budget"),
+        CheckConstraint("(budget_minor IS NULL) = (budget_currency IS NULL)", name="budget_currency"),
+        CheckConstraint("budget_minor IS NULL OR (budget_minor > 0 AND budget_used_amount <= budget_minor)",
+                        name="budget_money"),
+        CheckConstraint("budget_used_amount >= 0", name="budget_used_amount"),
+        CheckConstraint("budget_points IS NULL OR budget_minor IS NULL", name="one_budget"),
         CheckConstraint("min_tenure_months IS NULL OR min_tenure_months >= 0", name="tenure"),
         CheckConstraint("multiplier >= 1 AND bonus_points >= 0 AND min_amount_minor >= 0", name="terms"),
         CheckConstraint("ends_at > starts_at", name="period"),
@@ -161,6 +177,11 @@ class Campaign(Base):
     # A budget in points; each award adds to ``budget_used_points`` under the campaign's row lock.
     budget_points: Mapped[int | None] = mapped_column(BigInteger)
     budget_used_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Or a budget in money (minor units of ``budget_currency``): what the funders are charged for the
+    # awards at their issue prices, the exact cost (fractions of a minor unit) in ``budget_used_amount``.
+    budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    budget_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    budget_used_amount: Mapped[Decimal] = mapped_column(ExactDecimal(20, 8), default=Decimal(0))
     # Targeting: tiers (None = every tier), tenure in whole months since enrolment, and a
     # segment (the members listed in ``campaign_segment_members``) when ``segment_name`` is set.
     target_tiers: Mapped[list[str] | None] = mapped_column(JSON)

@@ -5,9 +5,12 @@ by named partners in stated shares (basis points summing to 10,000; each funder 
 charged exactly its share of every award, the remainder of an indivisible split by the
 largest-remainder rule, ties to the funder named first: ``earning.split_by_shares``).
 It may target tiers, a tenure (whole months since enrolment) and a segment (a named list
-of members the operator uploads with the campaign), and have a budget in points: an
-award that would pass what is left of the budget is skipped, and the budget is counted
-under the campaign's row lock, so concurrent purchases never exceed it. The operator
+of members the operator uploads with the campaign), and have a budget in points or (for a
+partner-funded or joint campaign) in money: an award that would pass what is left of the
+budget is skipped, and the budget is counted under the campaign's row lock, so concurrent
+purchases never exceed it. A money budget counts what the funders are charged for the
+awards: points x each funder's issue price in force, the exact cost (in fractions of a
+minor unit, since statements round per line and not per award). The operator
 lists campaigns, reads one with what it has awarded, changes any term before it starts,
 and stops it early with a reason (from then on it awards nothing). Every change is audited.
 
@@ -18,6 +21,7 @@ award rows of what they gave.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,9 +55,11 @@ STATUSES = ("scheduled", "running", "ended", "stopped")
 FUNDINGS = ("partner", "hub", "joint")
 MAX_SEGMENT_MEMBERS = 100_000
 REMAINDER_RULE = "largest remainder, ties to the funder named first"
+# What ``budget_used_amount`` (NUMERIC(20, 8)) holds exactly: a money budget stays below 10^12 minor units.
+MAX_BUDGET_MINOR = 10**12 - 1
 # The terms a change before the start may set; the rest (funders, segment) have their own keys.
 _TERMS = ("name", "multiplier", "bonus_points", "min_amount_minor", "starts_at", "ends_at", "budget_points",
-          "target_tiers", "min_tenure_months")
+          "budget_minor", "budget_currency", "target_tiers", "min_tenure_months")
 
 
 def status_of(campaign: Any, now: datetime) -> str:
@@ -72,21 +78,25 @@ def create_campaign(
     min_amount_minor: int, starts_at: datetime, ends_at: datetime, funders: Sequence[tuple[int, int]] = (),
     budget_points: int | None = None, target_tiers: Sequence[str] | None = None,
     min_tenure_months: int | None = None, segment_name: str | None = None,
-    segment_member_ids: Sequence[int] = (),
+    segment_member_ids: Sequence[int] = (), budget_minor: int | None = None, budget_currency: str | None = None,
 ) -> int:
     """Create a campaign after checking its terms with the earning rules; returns its id.
 
     ``funders`` are a joint campaign's (partner id, share in basis points), in the order named.
+    A money budget is ``budget_minor`` minor units of ``budget_currency``, every funder's currency.
     """
     _check_terms(name=name, funded_by=funded_by, partner_id=partner_id, multiplier=multiplier,
                  bonus_points=bonus_points, min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,
                  funders=funders, budget_points=budget_points, target_tiers=target_tiers,
                  min_tenure_months=min_tenure_months, segment_name=segment_name,
-                 segment_member_ids=segment_member_ids)
+                 segment_member_ids=segment_member_ids, budget_minor=budget_minor, budget_currency=budget_currency)
+    _check_budget_currency(session, funded_by=funded_by, partner_id=partner_id, funders=funders,
+                           budget_currency=budget_currency)
     campaign_id: int = session.execute(insert(Campaign).values(
         partner_id=partner_id, name=name, funded_by=funded_by, multiplier=multiplier, bonus_points=bonus_points,
         min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at, budget_points=budget_points,
-        budget_used_points=0, target_tiers=list(target_tiers) if target_tiers else None,
+        budget_used_points=0, budget_minor=budget_minor, budget_currency=budget_currency,
+        budget_used_amount=Decimal(0), target_tiers=list(target_tiers) if target_tiers else None,
         min_tenure_months=min_tenure_months, segment_name=segment_name,
     ).returning(Campaign.id)).scalar_one()
     _store_funders(session, campaign_id, funders)
@@ -97,7 +107,8 @@ def create_campaign(
 def _check_terms(*, name: str, funded_by: str, partner_id: int | None, multiplier: Decimal, bonus_points: int,
                  min_amount_minor: int, starts_at: datetime, ends_at: datetime, funders: Sequence[tuple[int, int]],
                  budget_points: int | None, target_tiers: Sequence[str] | None, min_tenure_months: int | None,
-                 segment_name: str | None, segment_member_ids: Sequence[int]) -> None:
+                 segment_name: str | None, segment_member_ids: Sequence[int], budget_minor: int | None = None,
+                 budget_currency: str | None = None) -> None:
     """Refuse terms the earning rules, the budget or the targeting would not accept."""
     if funded_by not in FUNDINGS:
         raise ValidationFailed("a campaign is funded by the partner, the hub, or jointly by named partners",
@@ -116,6 +127,8 @@ def _check_terms(*, name: str, funded_by: str, partner_id: int | None, multiplie
         raise ValidationFailed(f"multiplier {problem}", fields={"multiplier": [problem]})
     if budget_points is not None and (isinstance(budget_points, bool) or budget_points < 1):
         raise ValidationFailed("a budget is at least one point", fields={"budget_points": ["must be >= 1"]})
+    _check_money_budget(funded_by=funded_by, budget_points=budget_points, budget_minor=budget_minor,
+                        budget_currency=budget_currency)
     unknown = sorted(set(target_tiers or ()) - {tier.value for tier in Tier})
     if unknown:
         raise ValidationFailed(f"unknown tiers {', '.join(unknown)}",
@@ -133,6 +146,51 @@ def _check_terms(*, name: str, funded_by: str, partner_id: int | None, multiplie
     CampaignRule(campaign_id=1, name=name, funded_by=funded_by,  # type: ignore[arg-type]
                  multiplier=multiplier, bonus_points=bonus_points, min_amount_minor=min_amount_minor,
                  funders=tuple(funders))
+
+
+def _check_money_budget(*, funded_by: str, budget_points: int | None, budget_minor: int | None,
+                        budget_currency: str | None) -> None:
+    """Refuse a money budget that is not a positive whole number of minor units of a currency, that sits beside a
+    points budget, or that is set on a hub-funded campaign (which costs the hub no settlement money)."""
+    if budget_minor is None and budget_currency is None:
+        return
+    if budget_minor is None or budget_currency is None:
+        raise ValidationFailed("a budget in money states both its amount and its currency",
+                               fields={"budget_minor": ["with budget_currency"],
+                                       "budget_currency": ["with budget_minor"]})
+    if budget_points is not None:
+        raise ValidationFailed("a campaign has a budget in points or a budget in money, not both",
+                               fields={"budget_points": ["or budget_minor"], "budget_minor": ["or budget_points"]})
+    if not isinstance(budget_currency, str) or re.fullmatch(r"[A-Z]{3}", budget_currency) is None:
+        raise ValidationFailed("a budget currency is a three-letter ISO 4217 code such as EUR",
+                               fields={"budget_currency": ["three capital letters"]})
+    if isinstance(budget_minor, bool) or not isinstance(budget_minor, int) or budget_minor < 1:
+        raise ValidationFailed("a budget in money is a whole number of minor units, at least one",
+                               fields={"budget_minor": ["must be >= 1"]})
+    if budget_minor > MAX_BUDGET_MINOR:
+        raise ValidationFailed(f"a budget in money is at most {MAX_BUDGET_MINOR} minor units",
+                               fields={"budget_minor": [f"must be <= {MAX_BUDGET_MINOR}"]})
+    if funded_by == "hub":
+        raise ValidationFailed("a hub-funded campaign costs the hub no settlement money, so it cannot have a budget "
+                               "in money: give it a budget in points instead",
+                               fields={"budget_minor": ["only for a partner-funded or joint campaign"]})
+
+
+def _check_budget_currency(session: Session, *, funded_by: str, partner_id: int | None,
+                           funders: Sequence[tuple[int, int]], budget_currency: str | None) -> None:
+    """Refuse a money budget in a currency other than every funder's: it counts what they are charged."""
+    if budget_currency is None:
+        return
+    payers = [partner_id for partner_id, _ in funders] if funded_by == "joint" else [partner_id]
+    for payer in payers:
+        row = session.execute(select(Partner.code, Partner.currency).where(Partner.id == payer)).one_or_none()
+        if row is None:
+            raise NotFound(f"no partner {payer}")
+        if row.currency != budget_currency:
+            raise ValidationFailed(
+                f"the budget is in {budget_currency} but funder {row.code} is charged in {row.currency}: "
+                "a budget in money is in the currency of every funder",
+                fields={"budget_currency": [f"funder {row.code} pays in {row.currency}"]})
 
 
 def _store_funders(session: Session, campaign_id: int, funders: Sequence[tuple[int, int]]) -> None:
@@ -191,16 +249,21 @@ def add_campaign(
     min_amount_minor: int, starts_at: datetime, ends_at: datetime, now: datetime, actor: str,
     funders: Sequence[tuple[str, int]] = (), budget_points: int | None = None,
     target_tiers: Sequence[str] | None = None, min_tenure_months: int | None = None,
-    segment_name: str | None = None, segment_members: Sequence[str] = (),
+    segment_name: str | None = None, segment_members: Sequence[str] = (), budget_minor: int | None = None,
+    budget_currency: str | None = None,
 ) -> int:
-    """Create a campaign at one partner (or at all of them), its joint funders named by partner code."""
+    """Create a campaign at one partner (or at all of them), its joint funders named by partner code.
+
+    Its budget is in points (``budget_points``), in money (``budget_minor`` of ``budget_currency``), or none.
+    """
     partner_id = _partner_id(session, code) if code else None
     campaign_id = create_campaign(
         session, name=name, funded_by=funded_by, partner_id=partner_id, multiplier=multiplier,
         bonus_points=bonus_points, min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,
         funders=_funders_by_code(session, funders), budget_points=budget_points, target_tiers=target_tiers,
         min_tenure_months=min_tenure_months, segment_name=segment_name,
-        segment_member_ids=_member_ids(session, segment_members))
+        segment_member_ids=_member_ids(session, segment_members), budget_minor=budget_minor,
+        budget_currency=budget_currency)
     audit_log.append(session, actor=actor, action="campaign.create", subject=f"campaign:{campaign_id}", now=now,
                      after=_audited(session, campaign_id))
     return campaign_id
@@ -237,6 +300,8 @@ def change_campaign(session: Session, *, campaign_id: int, changes: dict[str, An
         segment = campaign.segment_name
     _check_terms(funded_by=campaign.funded_by, partner_id=campaign.partner_id, funders=funder_ids,
                  segment_name=segment, segment_member_ids=member_ids, **terms)
+    _check_budget_currency(session, funded_by=campaign.funded_by, partner_id=campaign.partner_id, funders=funder_ids,
+                           budget_currency=terms["budget_currency"])
     values = dict(terms)
     values["target_tiers"] = list(terms["target_tiers"]) if terms["target_tiers"] else None
     session.execute(update(Campaign).where(Campaign.id == campaign_id).values(segment_name=segment, **values))
@@ -306,10 +371,24 @@ def campaign_view(session: Session, *, campaign_id: int, now: datetime | None) -
         "status": status_of(campaign, now) if now is not None else None,
         "stopped_at": campaign.stopped_at, "stop_reason": campaign.stop_reason,
         "budget_points": campaign.budget_points, "budget_used_points": campaign.budget_used_points,
+        **_money_budget(campaign),
         "target_tiers": list(campaign.target_tiers or []), "min_tenure_months": campaign.min_tenure_months,
         "segment": {"name": campaign.segment_name, "members": segment_size} if campaign.segment_name else None,
         "awarded": awarded(session, campaign_id=campaign_id),
     }
+
+
+def _money_budget(campaign: Campaign) -> dict[str, Any]:
+    """A money budget as read: the budget, the exact cost counted, and spent and left in whole minor units
+    (spent rounded half to even, as a statement line is)."""
+    used = campaign.budget_used_amount if campaign.budget_used_amount is not None else Decimal(0)
+    if campaign.budget_minor is None:
+        return {"budget_minor": None, "budget_currency": None, "budget_used_amount": used,
+                "budget_used_minor": None, "budget_left_minor": None}
+    spent = int(used.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return {"budget_minor": campaign.budget_minor, "budget_currency": campaign.budget_currency,
+            "budget_used_amount": used, "budget_used_minor": spent,
+            "budget_left_minor": campaign.budget_minor - spent}
 
 
 def awarded(session: Session, *, campaign_id: int) -> dict[str, Any]:
@@ -427,15 +506,19 @@ class CampaignBook:
     """The running campaigns' targeting, joint funders and budgets, read once per report or batch.
 
     Budgeted campaigns are locked (after the members, in id order) when the book is read,
-    so what is left of each budget is exact for the whole transaction.
+    so what is left of each budget is exact for the whole transaction. ``spent`` counts
+    each budgeted campaign's awards in its budget's unit: points (an int) for a budget in
+    points, the exact cost in minor units (a Decimal) for a budget in money.
     """
 
     targets: dict[int, Any] = field(default_factory=dict)
     funders: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     segments: set[tuple[int, int]] = field(default_factory=set)
     budget_left: dict[int, int] = field(default_factory=dict)
+    money_left: dict[int, Decimal] = field(default_factory=dict)
+    money_currency: dict[int, str] = field(default_factory=dict)
     funder_terms: dict[int, FunderTerms] = field(default_factory=dict)
-    spent: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    spent: dict[int, int | Decimal] = field(default_factory=lambda: defaultdict(int))
 
     def reset(self) -> None:
         """Forget what earlier decisions spent (a batch decides again after a retry)."""
@@ -467,14 +550,36 @@ class CampaignBook:
     def over_budget(self, breakdown: EarnBreakdown, partner_id: int) -> set[int]:
         """The budgeted campaigns whose award here would pass what is left of their budget (to be skipped)."""
         given = _given(breakdown, partner_id)
-        return {campaign_id for campaign_id, points in given.items() if campaign_id in self.budget_left
+        over = {campaign_id for campaign_id, points in given.items() if campaign_id in self.budget_left
                 and points > self.budget_left[campaign_id] - self.spent[campaign_id]}
+        costs = self._costs(breakdown, partner_id)
+        return over | {campaign_id for campaign_id, cost in costs.items()
+                       if cost > self.money_left[campaign_id] - self.spent[campaign_id]}
 
     def spend(self, breakdown: EarnBreakdown, partner_id: int) -> None:
-        """Count an applied purchase's awards against the budgets."""
+        """Count an applied purchase's awards against the budgets: points, or their exact cost in money."""
         for campaign_id, points in _given(breakdown, partner_id).items():
             if campaign_id in self.budget_left:
                 self.spent[campaign_id] += points
+        for campaign_id, cost in self._costs(breakdown, partner_id).items():
+            self.spent[campaign_id] += cost
+
+    def _costs(self, breakdown: EarnBreakdown, partner_id: int) -> dict[int, Decimal]:
+        """What the funders are charged for each money-budgeted campaign's awards here, exactly, in minor units:
+        each payer's points at its issue price in force (the reporting partner for a partner-funded campaign)."""
+        if not self.money_left:
+            return {}
+        costs: dict[int, Decimal] = defaultdict(Decimal)
+        for award in awards_of(breakdown, partner_id):
+            if award.campaign_id not in self.money_left:
+                continue
+            terms = self.funder_terms.get(award.funder_partner_id) if award.funder_partner_id is not None else None
+            if terms is None or terms.price_per_point is None:
+                raise InvalidState(f"a funder of campaign {award.campaign_id} has no price in force, "
+                                   "so its budget in money cannot be counted")
+            currency = self.money_currency[award.campaign_id]
+            costs[award.campaign_id] += award.points * terms.price_per_point * minor_units_per_unit(currency)
+        return costs
 
     def load(self, session: Session, rows: Sequence[Any], *, member_ids: Sequence[int], now: datetime) -> None:
         """Read what these running campaign rows need: segments of these members, joint funders and their
@@ -490,6 +595,7 @@ class CampaignBook:
                 .where(CampaignSegmentMember.campaign_id.in_(segmented),
                        CampaignSegmentMember.member_id.in_(sorted(set(member_ids)))))
             self.segments = {(campaign_id, member_id) for campaign_id, member_id in listed}
+        payers: set[int] = set()
         joint = sorted(row.id for row in rows if row.funded_by == "joint")
         if joint:
             funders: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -499,13 +605,23 @@ class CampaignBook:
                     .order_by(CampaignFunder.campaign_id, CampaignFunder.position)):
                 funders[campaign_id].append((partner_id, share))
             self.funders = {campaign_id: tuple(shares) for campaign_id, shares in funders.items()}
-            self.funder_terms = _funder_terms(session, {partner_id for shares in funders.values()
-                                                        for partner_id, _ in shares}, now)
-        budgeted = sorted(row.id for row in rows if row.budget_points is not None)
+            payers = {partner_id for shares in funders.values() for partner_id, _ in shares}
+        budgeted = sorted(row.id for row in rows if row.budget_points is not None or row.budget_minor is not None)
         if budgeted:
-            self.budget_left = {campaign_id: (budget or 0) - used for campaign_id, budget, used in session.execute(
-                select(Campaign.id, Campaign.budget_points, Campaign.budget_used_points)
-                .where(Campaign.id.in_(budgeted)).order_by(Campaign.id).with_for_update())}
+            for budget in session.execute(
+                    select(Campaign.id, Campaign.budget_points, Campaign.budget_used_points, Campaign.budget_minor,
+                           Campaign.budget_used_amount, Campaign.budget_currency, Campaign.funded_by,
+                           Campaign.partner_id)
+                    .where(Campaign.id.in_(budgeted)).order_by(Campaign.id).with_for_update()):
+                if budget.budget_points is not None:
+                    self.budget_left[budget.id] = budget.budget_points - budget.budget_used_points
+                elif budget.budget_minor is not None:
+                    self.money_left[budget.id] = budget.budget_minor - budget.budget_used_amount
+                    self.money_currency[budget.id] = budget.budget_currency
+                    if budget.funded_by == "partner" and budget.partner_id is not None:
+                        payers.add(budget.partner_id)
+        if payers:
+            self.funder_terms = _funder_terms(session, payers, now)
 
     def check_funders(self, breakdown: EarnBreakdown) -> None:
         """Refuse before writing when a joint funder has no price in force or no points-issued account."""
@@ -576,16 +692,40 @@ def joint_shares_of_purchase(session: Session, *, member_id: int, purchase_id: i
     return [(points, transaction_id) for points, transaction_id in rows if transaction_id is not None]
 
 
-def record_awards(session: Session, rows: Sequence[dict[str, Any]], spent: dict[int, int]) -> None:
-    """Store award rows and count the points against the budgets; the database refuses passing one."""
+def record_awards(session: Session, rows: Sequence[dict[str, Any]], spent: dict[int, int | Decimal]) -> None:
+    """Store award rows and count what they spent against the budgets; passing one is refused.
+
+    ``spent`` is in each budget's unit (``CampaignBook.spent``): points (an int) for a budget
+    in points, the exact cost in minor units (a Decimal) for a budget in money.
+    """
     if rows:
         session.execute(insert(CampaignAward), list(rows))
-    for campaign_id, points in sorted(spent.items()):
-        if not points:
+    for campaign_id, amount in sorted(spent.items()):
+        if not amount:
+            continue
+        if isinstance(amount, Decimal):
+            _count_money(session, campaign_id, amount)
             continue
         counted = session.execute(
             update(Campaign).where(Campaign.id == campaign_id,
-                                   Campaign.budget_used_points + points <= Campaign.budget_points)
-            .values(budget_used_points=Campaign.budget_used_points + points))
+                                   Campaign.budget_used_points + amount <= Campaign.budget_points)
+            .values(budget_used_points=Campaign.budget_used_points + amount))
         if counted.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"campaign {campaign_id}'s budget is spent")
+
+
+def _count_money(session: Session, campaign_id: int, cost: Decimal) -> None:
+    """Add an exact cost to a money budget under the campaign's row lock (the book took it already).
+
+    The sum is made here, in Decimal, and written only while the count is still the one read:
+    SQLite keeps the exact amount as text, where SQL arithmetic would go through binary floating point.
+    """
+    row = session.execute(select(Campaign.budget_minor, Campaign.budget_used_amount)
+                          .where(Campaign.id == campaign_id).with_for_update()).one_or_none()
+    if row is None or row.budget_minor is None or row.budget_used_amount + cost > row.budget_minor:
+        raise Conflict(f"campaign {campaign_id}'s budget is spent")
+    counted = session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.budget_used_amount == row.budget_used_amount)
+        .values(budget_used_amount=row.budget_used_amount + cost))
+    if counted.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"campaign {campaign_id}'s budget changed while it was counted")
