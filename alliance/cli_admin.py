@@ -391,6 +391,11 @@ def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
                        "ties to the first named).")
     @click.option("--budget-points", type=click.IntRange(1), default=None,
                   help="Points it may award in all; an award that would pass it is skipped.")
+    @click.option("--budget-money", default=None, metavar="AMOUNT",
+                  help="Or a budget in money, e.g. 500.00: what the funders may be charged for its awards at "
+                       "their issue prices (a partner-funded or joint campaign; give --budget-currency).")
+    @click.option("--budget-currency", default=None, metavar="CODE",
+                  help="The money budget's currency, every funder's currency (e.g. EUR).")
     @click.option("--tier", "tiers", multiple=True, type=click.Choice(["standard", "silver", "gold", "diamond"]),
                   help="Only members of this tier (repeat for several).")
     @click.option("--min-tenure-months", type=click.IntRange(0), default=None,
@@ -401,10 +406,13 @@ def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
     @with_app
     def campaigns_create(app: Flask, name: str, funded_by: str, partner_code: str | None, multiplier: Decimal,
                          bonus_points: int, min_amount_minor: int, starts_at: datetime, ends_at: datetime,
-                         funders: tuple[str, ...], budget_points: int | None, tiers: tuple[str, ...],
-                         min_tenure_months: int | None, segment_name: str | None, segment_file: Any) -> None:
+                         funders: tuple[str, ...], budget_points: int | None, budget_money: str | None,
+                         budget_currency: str | None, tiers: tuple[str, ...], min_tenure_months: int | None,
+                         segment_name: str | None, segment_file: Any) -> None:
         """Create a campaign; it applies to purchases made between its start and end."""
         from alliance.services import campaigns as campaign_service
+
+        budget_minor = _budget_minor(budget_money, budget_currency)
 
         members = [line.strip() for line in segment_file if line.strip()] if segment_file is not None else []
         with hub_state(app).unit_of_work() as uow:
@@ -413,10 +421,28 @@ def _register_campaign_commands(main: click.Group, with_app: WithApp) -> None:
                 bonus_points=bonus_points, min_amount_minor=min_amount_minor, starts_at=starts_at, ends_at=ends_at,
                 now=_now(), actor=cli_actor(), funders=[_funder_share(text) for text in funders],
                 budget_points=budget_points, target_tiers=list(tiers) or None, min_tenure_months=min_tenure_months,
-                segment_name=segment_name, segment_members=members)
+                segment_name=segment_name, segment_members=members, budget_minor=budget_minor,
+                budget_currency=budget_currency)
             uow.commit()
         payer = "jointly by " + ", ".join(funders) if funded_by == "joint" else f"by the {funded_by}"
         click.echo(f"campaign {campaign_id} {name!r} created, funded {payer}")
+
+
+def _budget_minor(amount: str | None, currency: str | None) -> int | None:
+    """``--budget-money 500.00 --budget-currency EUR`` as exact minor units; more decimals than the currency has
+    are refused, not rounded."""
+    from alliance.domain.money import parse_major_units
+
+    if amount is None:
+        if currency is not None:
+            raise click.BadParameter("give --budget-money with --budget-currency", param_hint="--budget-currency")
+        return None
+    if currency is None:
+        raise click.BadParameter("give --budget-currency with --budget-money", param_hint="--budget-money")
+    try:
+        return parse_major_units(amount, currency)
+    except ValueError as problem:
+        raise click.BadParameter(f"{amount!r} {problem}", param_hint="--budget-money") from None
 
 
 def _funder_share(text: str) -> tuple[str, int]:
@@ -429,10 +455,17 @@ def _funder_share(text: str) -> tuple[str, int]:
 
 def _campaign_line(view: dict[str, Any]) -> str:
     """One campaign as a line of ``campaigns list``."""
+    from alliance.domain.money import major_units_text
+
     funders = ", ".join(f"{funder['partner']} {funder['share_bp'] / 100:g}%" for funder in view["funders"])
     payer = f"joint ({funders})" if funders else view["funded_by"]
     budget = (f", budget {view['budget_used_points']:,}/{view['budget_points']:,} points"
               if view["budget_points"] is not None else "")
+    if view["budget_minor"] is not None:
+        currency = view["budget_currency"]
+        budget = (f", budget {major_units_text(view['budget_used_minor'], currency)}"
+                  f"/{major_units_text(view['budget_minor'], currency)} {currency} "
+                  f"({major_units_text(view['budget_left_minor'], currency)} left)")
     return (f"{view['id']:>6}  {view['status']:<9}  {view['name']}  [{payer}] "
             f"{view['starts_at']:%Y-%m-%d %H:%M} to {view['ends_at']:%Y-%m-%d %H:%M} UTC, "
             f"awarded {view['awarded']['points']:,} points on {view['awarded']['awards']:,} purchases{budget}")

@@ -86,7 +86,7 @@ _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.p
             CampaignRow.stopped_at.is_(None))
 # What a campaign's targeting, joint funding and budget need (``CampaignBook``).
 _CAMPAIGN_REACH = (CampaignRow.target_tiers, CampaignRow.min_tenure_months, CampaignRow.segment_name,
-                   CampaignRow.budget_points)
+                   CampaignRow.budget_points, CampaignRow.budget_minor)
 # A single report's partner: its earning terms at the posting time (``ledger.EARNING_PARTNER``),
 # the hub's marketing account (which funds campaign bonuses), its earn rule in force at the
 # purchase time, whether the receipt was already reported, and whether any campaign runs

@@ -542,7 +542,8 @@ class Campaigns(MethodView):
                               bonus_points=data["bonus_points"], min_amount_minor=data["min_amount_minor"],
                               starts_at=data["starts_at"], ends_at=data["ends_at"],
                               budget_points=data.get("budget_points"), target_tiers=data.get("target_tiers"),
-                              min_tenure_months=data.get("min_tenure_months"), **_campaign_extras(data))
+                              min_tenure_months=data.get("min_tenure_months"), budget_minor=data.get("budget_minor"),
+                              budget_currency=data.get("budget_currency"), **_campaign_extras(data))
 
     @require_role("partner_manager")
     @partners_blueprint.arguments(s.CampaignListQuery, location="query")

@@ -288,6 +288,13 @@ class CampaignTermsInput(StrictSchema):
                        "ties to the first named."})
     budget_points = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 10**15), metadata={
         "description": "Points the campaign may award in all; an award that would pass it is skipped."})
+    budget_minor = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 10**12 - 1), metadata={
+        "description": "Or a budget in money, in minor units of budget_currency: what the funders may be charged "
+                       "for its awards at their issue prices (exactly, per award); an award whose cost would pass "
+                       "what is left is skipped. Only for a partner-funded or joint campaign, in every funder's "
+                       "currency; a campaign has at most one budget."})
+    budget_currency = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}$"), metadata={
+        "description": "The money budget's currency (ISO 4217), given with budget_minor."})
     target_tiers = fields.List(fields.String(validate=validate.OneOf(["standard", "silver", "gold", "diamond"])),
                                allow_none=True)
     min_tenure_months = fields.Integer(strict=True, allow_none=True, validate=validate.Range(0, 1200))
@@ -355,6 +362,14 @@ class CampaignOutput(Schema):
     stop_reason = fields.String(allow_none=True)
     budget_points = fields.Integer(allow_none=True)
     budget_used_points = fields.Integer()
+    budget_minor = fields.Integer(allow_none=True, metadata={"description": "A budget in money, in minor units."})
+    budget_currency = fields.String(allow_none=True)
+    budget_used_amount = fields.Decimal(as_string=True, metadata={
+        "description": "What the funders were charged for the awards so far, exactly, in minor units (to 8 places)."})
+    budget_used_minor = fields.Integer(allow_none=True, metadata={
+        "description": "The same rounded half to even to a minor unit."})
+    budget_left_minor = fields.Integer(allow_none=True, metadata={
+        "description": "What is left of the money budget, in minor units."})
     target_tiers = fields.List(fields.String())
     min_tenure_months = fields.Integer(allow_none=True)
     segment = fields.Nested(CampaignSegmentOutput, allow_none=True)
