@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain.money import minor_units_per_unit
 from alliance.models import JobLease
-from alliance.services import behaviour_points, idempotency, ledger, member_admin, partner_keys, reminders
+from alliance.services import (
+    behaviour_points,
+    birthday_bonus,
+    idempotency,
+    ledger,
+    member_admin,
+    partner_keys,
+    reminders,
+)
 
 # A lease outlives any healthy run by far; a crashed holder's lease lapses after it.
 LEASE_DURATION = timedelta(minutes=15)
@@ -68,6 +76,21 @@ def referral_job(time_zone: str, expiry_months: int) -> Job:
         return behaviour_points.award_referrals(session, now=now, limit=limit, policy=policy)
 
     return Job("award-referrals", 60, award, "referrals awarded")
+
+
+def birthday_job(time_zone: str, expiry_months: int) -> Job:
+    """Credit each tier's birthday bonus to the members whose birthday is today in ``time_zone``.
+
+    A daily award, run every hour: a scheduler stopped or restarted for part of a day still
+    pays that day's birthdays, and the later runs of the day find them paid
+    (``birthday_bonus.award_birthday_bonuses``: once per member and year).
+    """
+    policy = birthday_bonus.Policy(time_zone=time_zone, expiry_months=expiry_months)
+
+    def award(session: Session, *, now: datetime, limit: int) -> int:
+        return birthday_bonus.award_birthday_bonuses(session, now=now, limit=limit, policy=policy)
+
+    return Job(birthday_bonus.JOB_NAME, 3600, award, "birthday bonuses awarded")
 
 
 def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime) -> bool:

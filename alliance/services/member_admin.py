@@ -5,7 +5,7 @@ never holds personal data itself (only which fields changed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
 from sqlalchemy import Row, case, insert, or_, select, update
@@ -32,8 +32,12 @@ from alliance.services.accounts import member_balances
 from alliance.services.member_verification import active_card_holder, issue_redemption_code, set_pin
 from alliance.services.members import Enrolment, enrol_member, issue_card
 
-PROFILE_FIELDS = ("name", "phone", "email")
+PROFILE_FIELDS = ("name", "phone", "email", "birth_date")
 MAX_NAME_CHARACTERS = 200
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+# The calendar day is already tomorrow somewhere while it is today in UTC (up to 14 hours
+# ahead), so a birth date is "in the future" only once it is past every time zone's today.
+LATEST_TIME_ZONE_OFFSET = timedelta(hours=14)
 HISTORY_PAGE_LIMIT = 200
 
 
@@ -55,7 +59,7 @@ def member_by_number(session: Session, member_number: str) -> Member:
 
 
 def enrol_with_profile(
-    session: Session, *, key_ring: KeyRing, profile: dict[str, str], now: datetime, actor: str
+    session: Session, *, key_ring: KeyRing, profile: Mapping[str, str | date], now: datetime, actor: str
 ) -> Enrolment:
     """Enrol a member with a card and encrypted personal data."""
     enrolment = enrol_member(session, now=now)
@@ -67,27 +71,56 @@ def enrol_with_profile(
 
 
 def update_profile(
-    session: Session, *, key_ring: KeyRing, member_number: str, changes: dict[str, str | None], now: datetime,
-    actor: str,
+    session: Session, *, key_ring: KeyRing, member_number: str, changes: Mapping[str, str | date | None],
+    now: datetime, actor: str,
 ) -> None:
-    """Change some personal data fields (None clears one)."""
+    """Change some personal data fields (None clears one); ``birth_date`` is a date or ISO 8601 text."""
     member = member_by_number(session, member_number)
     _require_not_erased(session, member.id)
+    if session.get(MemberProfile, member.id) is None:
+        # Members enrolled without personal data have no profile row until they are given some.
+        session.execute(insert(MemberProfile).values(member_id=member.id, updated_at=now))
     _write_profile(session, key_ring, member.id, changes, now)
     audit_log.append(session, actor=actor, action="member.profile.update", subject=f"member:{member_number}",
                      now=now, after={"changed_fields": sorted(changes)})
 
 
 def read_profile(session: Session, *, key_ring: KeyRing, member_id: int) -> dict[str, str | None]:
-    """The member's personal data, decrypted."""
+    """The member's personal data, decrypted (the birth date as ISO 8601 text, e.g. "1990-03-12")."""
     profile = session.get(MemberProfile, member_id)
     if profile is None or profile.erased_at is not None:
         return {name: None for name in PROFILE_FIELDS}
     return {
         name: (key_ring.decrypt(token, context=f"member:{member_id}:{name}") if token else None)
         for name, token in (("name", profile.name_encrypted), ("phone", profile.phone_encrypted),
-                            ("email", profile.email_encrypted))
+                            ("email", profile.email_encrypted), ("birth_date", profile.birth_date_encrypted))
     }
+
+
+def birth_date_of(text: str | date | None, *, now: datetime) -> date | None:
+    """A birth date given as a date or ISO 8601 text (YYYY-MM-DD), checked: not before 1900, not in the future."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, datetime):
+        text = text.date()
+    if isinstance(text, date):
+        value = text
+    else:
+        try:
+            value = date.fromisoformat(str(text).strip())
+        except ValueError:
+            raise ValidationFailed(f"{text!r} is not a date: write it as YYYY-MM-DD, e.g. 1990-03-12",
+                                   fields={"birth_date": ["not a date (YYYY-MM-DD)"]}) from None
+    if value < EARLIEST_BIRTH_DATE:
+        raise ValidationFailed("a birth date before 1900 is refused", fields={"birth_date": ["before 1900"]})
+    if value > (now + LATEST_TIME_ZONE_OFFSET).date():
+        raise ValidationFailed("a birth date in the future is refused", fields={"birth_date": ["in the future"]})
+    return value
+
+
+def month_day(value: date) -> int:
+    """The birthday as the profile keeps it in clear: month and day as MMDD (1231 for 31 December)."""
+    return value.month * 100 + value.day
 
 
 def find_by_contact(session: Session, *, key_ring: KeyRing, phone: str | None, email: str | None) -> list[Member]:
@@ -304,7 +337,7 @@ def erase(session: Session, *, member_number: str, now: datetime, actor: str) ->
         session.execute(insert(MemberProfile).values(member_id=member.id, updated_at=now))
     session.execute(update(MemberProfile).where(MemberProfile.member_id == member.id).values(
         name_encrypted=None, phone_encrypted=None, email_encrypted=None, phone_lookup=None, email_lookup=None,
-        erased_at=now, updated_at=now))
+        birth_date_encrypted=None, birthday=None, erased_at=now, updated_at=now))
     redacted = "[erased at the member's request]"
     session.execute(update(Complaint).where(Complaint.member_id == member.id)
                     .values(description=redacted,
@@ -323,14 +356,14 @@ def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_uni
     return tier_policy.recompute_tiers(session, now=now, currency=currency, minor_units_per_unit=minor_units_per_unit)
 
 
-def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: Mapping[str, str | None],
-                   now: datetime) -> None:
+def _write_profile(session: Session, key_ring: KeyRing, member_id: int,
+                   values: Mapping[str, str | date | None], now: datetime) -> None:
     unknown = set(values) - set(PROFILE_FIELDS)
     if unknown:
         raise ValidationFailed("unknown profile fields", fields={name: ["unknown"] for name in sorted(unknown)})
     columns: dict[str, object] = {"updated_at": now}
     if "name" in values:
-        name = (values["name"] or "").strip()
+        name = str(values["name"] or "").strip()
         if len(name) > MAX_NAME_CHARACTERS:
             raise ValidationFailed("the name is too long",
                                    fields={"name": [f"at most {MAX_NAME_CHARACTERS} characters"]})
@@ -339,10 +372,16 @@ def _write_profile(session: Session, key_ring: KeyRing, member_id: int, values: 
                                         ("email", normalise_email, LookupKind.EMAIL)):
         if field_name in values:
             given = values[field_name]
-            value = normalise(given) if given else None
+            value = normalise(str(given)) if given else None
             columns[f"{field_name}_encrypted"] = (
                 key_ring.encrypt(value, context=f"member:{member_id}:{field_name}") if value else None)
             columns[f"{field_name}_lookup"] = key_ring.lookup_hash(value, kind=kind) if value else None
+    if "birth_date" in values:
+        # The full date is encrypted; the month and day stay in clear for the birthday job.
+        born = birth_date_of(values["birth_date"], now=now)
+        columns["birth_date_encrypted"] = (
+            key_ring.encrypt(born.isoformat(), context=f"member:{member_id}:birth_date") if born else None)
+        columns["birthday"] = month_day(born) if born else None
     session.execute(update(MemberProfile).where(MemberProfile.member_id == member_id).values(**columns))
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.pii import KeyRing
 from alliance.models import MemberProfile
 
-ENCRYPTED_COLUMNS = ("name", "phone", "email")
+ENCRYPTED_COLUMNS = ("name", "phone", "email", "birth_date")
 
 
 def reencrypt_stale_profiles(session: Session, *, key_ring: KeyRing, limit: int) -> int:
