@@ -104,7 +104,8 @@ SUMMARY_KINDS = (
     "redemption refunds", "redemptions still held", "complaints", "statements", "statements invoiced", "payments",
     "adjustments", "disputes", "reconciliations", "graded periods", "grade alerts", "alerts acknowledged",
     "goodwill credits", "goodwill credits awaiting approval", "behaviour events", "behaviour points",
-    "campaigns scheduled", "tier policy versions scheduled",
+    "campaigns run", "campaign awards", "campaign points", "campaign budgets spent", "campaigns stopped",
+    "campaigns scheduled", "tier changes", "tier policy versions proposed", "tier policy versions scheduled",
 )
 
 

@@ -6,7 +6,11 @@ would close them; finance invoices, collects (one partner pays late, then stops)
 reconciles two statements against the partners' own files; an adjustment is requested
 and approved by two people and another waits for its second pair of eyes; a statement
 line is disputed; complaints are filed about purchases and worked through; each ended
-month is graded, and a partner manager acknowledges an alert.
+month is graded, and a partner manager acknowledges an alert. The operator runs three
+campaigns inside the history (Café Aurora's double points weekend; a joint, tier-targeted
+bonus Café Aurora and FuelStop fund by shares, whose budget runs out before its end; a
+Book Nook campaign stopped early with a reason), and proposes tier policy version 2 (lower
+thresholds), which the nightly tiers job applies a month later.
 
 Every change goes through the service that makes it on a live hub, dated when it
 happened, in the order it happened (one timeline), so the audit log reads forward and
@@ -39,6 +43,7 @@ from alliance.services import (
     complaints,
     goodwill,
     grading,
+    jobs,
     ledger,
     member_admin,
     purchases,
@@ -90,8 +95,23 @@ MANAGER = "console:demo-manager"
 GOODWILL_CREDIT_POINTS = 150
 FINANCE = "console:demo-finance"
 ADMIN = "console:demo-admin"
-MANAGER = "console:demo-manager"
 TILL_TTL_S = 900
+# The demo partners' currency, which the tiers job reads spend in.
+DEMO_CURRENCY = "EUR"
+# When the operator adds each campaign of the history (days from its start), and when
+# Book Nook's is stopped; when tier policy version 2 is proposed, and how long after it applies.
+DOUBLE_POINTS_FROM_DAY = 20
+JOINT_CAMPAIGN_DAY = 50
+JOINT_CAMPAIGN_DAYS = 30
+JOINT_BONUS_POINTS = 40
+JOINT_BUDGET_POINTS = 800
+READING_CAMPAIGN_DAY = 92
+READING_STOPPED_DAY = 108
+TIER_VERSION_DAY = 90
+TIER_VERSION_LEAD = timedelta(days=30)
+# Version 2 of the tier policy: lower spend thresholds than the built-in version 1.
+TIERS_V2 = (TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 300, Decimal("1.25")),
+            TierLevel("gold", 900, Decimal("1.5")), TierLevel("diamond", 2_000, Decimal("2")))
 
 
 @dataclass
@@ -165,6 +185,9 @@ class DemoHistory:
         self.first_owed_statement_left = False
         self.statements_closed: list[tuple[str, int]] = []
         self.recent_purchases: list[tuple[str, _Member, str]] = []
+        self.tiers_job = next(job for job in jobs.standard_jobs(DEMO_CURRENCY) if job.name == "recompute-tiers")
+        self.history_campaigns: list[int] = []
+        self.reading_campaign: int | None = None
 
     # -- the plan ------------------------------------------------------------------
 
@@ -186,6 +209,9 @@ class DemoHistory:
         if self.signer is not None:
             self._plan_finance()
         self._plan_behaviour()
+        self._plan_campaigns()
+        self.timeline.at(self._day(TIER_VERSION_DAY) + timedelta(hours=10), self._propose_tier_version)
+        self.timeline.at(self.end - timedelta(minutes=5), self._count_campaigns)
         self.timeline.at(self.end - timedelta(minutes=4), self._plan_ahead)
         self.timeline.at(self.end - timedelta(minutes=3), self._nightly_jobs)
         if self.signer is not None:
@@ -331,14 +357,17 @@ class DemoHistory:
         self.seeded.counts["redemption refunds"] += 1
 
     def _nightly_jobs(self, moment: datetime) -> None:
-        """What the scheduler does every night: expire lapsed holds, activate lots past their return window."""
+        """What the scheduler does every night: expire lapsed holds, activate lots past their return window,
+        and recompute every member's tier under the tier policy version in force (the ``recompute-tiers`` job)."""
         ledger.expire_holds(self.session, now=moment)
         ledger.activate_due_lots(self.session, now=moment)
+        self.seeded.counts["tier changes"] += self.tiers_job.run(self.session, now=moment, limit=jobs.BATCH_LIMIT)
 
     def _leave_a_hold_open(self, moment: datetime) -> None:
-        """A till has just held points for a sale still at the counter."""
-        member = self.members[2]
-        if member.spendable < 100:
+        """A till has just held points for a sale still at the counter (of the third member, or the next one on
+        who surely has the points)."""
+        member = next((member for member in self.members[2:] + self.members[:2] if member.spendable >= 100), None)
+        if member is None:
             return
         holder = active_card_holder(self.session, member.enrolment.card_number)
         redemptions.authorize(self.session, partner_id=self.parties["cafe-aurora"].partner_id, holder=holder,
@@ -347,12 +376,76 @@ class DemoHistory:
         self.seeded.counts["redemptions"] += 1
         self.seeded.counts["redemptions still held"] += 1
 
+    # -- campaigns and the tier policy inside the history -----------------------------
+
+    def _plan_campaigns(self) -> None:
+        """The campaigns the operator runs during the history, each added a few days before it starts."""
+        friday = next(day for day in range(DOUBLE_POINTS_FROM_DAY, DOUBLE_POINTS_FROM_DAY + 7)
+                      if self._day(day).weekday() == 4)
+        self.timeline.at(self._day(friday - 3) + timedelta(hours=11), partial(self._double_points_weekend, friday))
+        self.timeline.at(self._day(JOINT_CAMPAIGN_DAY - 4) + timedelta(hours=11), self._joint_campaign)
+        self.timeline.at(self._day(READING_CAMPAIGN_DAY - 2) + timedelta(hours=11), self._reading_campaign)
+        self.timeline.at(self._day(READING_STOPPED_DAY) + timedelta(hours=14), self._stop_reading_campaign)
+
+    def _double_points_weekend(self, friday: int, moment: datetime) -> None:
+        """Café Aurora pays for double points on every purchase there from Friday to Sunday."""
+        self.history_campaigns.append(campaigns.add_campaign(
+            self.session, code="cafe-aurora", name="Double points weekend", funded_by="partner",
+            multiplier=Decimal("2"), bonus_points=0, min_amount_minor=0, starts_at=self._day(friday),
+            ends_at=self._day(friday + 3), now=moment, actor=MANAGER))
+        self.seeded.counts["campaigns run"] += 1
+
+    def _joint_campaign(self, moment: datetime) -> None:
+        """Café Aurora (60 %) and FuelStop (40 %) give tiered members a bonus on 20 EUR or more at any partner,
+        for a month, within a points budget that runs out before the month does."""
+        self.history_campaigns.append(campaigns.add_campaign(
+            self.session, code=None, name=f"Autumn fill-up: {JOINT_BONUS_POINTS} bonus points on 20 EUR or more",
+            funded_by="joint", multiplier=Decimal("1"), bonus_points=JOINT_BONUS_POINTS, min_amount_minor=2_000,
+            starts_at=self._day(JOINT_CAMPAIGN_DAY), ends_at=self._day(JOINT_CAMPAIGN_DAY + JOINT_CAMPAIGN_DAYS),
+            now=moment, actor=MANAGER, funders=(("cafe-aurora", 6_000), ("fuel-stop", 4_000)),
+            budget_points=JOINT_BUDGET_POINTS, target_tiers=("silver", "gold", "diamond")))
+        self.seeded.counts["campaigns run"] += 1
+
+    def _reading_campaign(self, moment: datetime) -> None:
+        """The Book Nook pays for half as many points again on its purchases, for a month."""
+        self.reading_campaign = campaigns.add_campaign(
+            self.session, code="book-nook", name="Reading month: 1.5x points", funded_by="partner",
+            multiplier=Decimal("1.5"), bonus_points=0, min_amount_minor=0, starts_at=self._day(READING_CAMPAIGN_DAY),
+            ends_at=self._day(READING_CAMPAIGN_DAY + 30), now=moment, actor=MANAGER)
+        self.history_campaigns.append(self.reading_campaign)
+        self.seeded.counts["campaigns run"] += 1
+
+    def _stop_reading_campaign(self, moment: datetime) -> None:
+        """The operator stops the Book Nook's campaign two weeks early, saying why."""
+        if self.reading_campaign is None:
+            return
+        campaigns.stop_campaign(self.session, campaign_id=self.reading_campaign, now=moment, actor=MANAGER,
+                                reason="The Book Nook asked to end it early: the featured titles sold out")
+        self.seeded.counts["campaigns stopped"] += 1
+
+    def _propose_tier_version(self, moment: datetime) -> None:
+        """The operator lowers the spend thresholds (version 2) from a month later; the nightly tiers job then
+        moves members up under it."""
+        tier_policy.propose_version(
+            self.session, basis="spend", window_months=12, downgrade="to_earned", period_months=None,
+            levels=list(TIERS_V2), effective_from=moment + TIER_VERSION_LEAD, now=moment, actor=ADMIN)
+        self.seeded.counts["tier policy versions proposed"] += 1
+
+    def _count_campaigns(self, moment: datetime) -> None:
+        """What the history's campaigns awarded, and which of them spent their whole budget."""
+        for campaign_id in self.history_campaigns:
+            view = campaigns.campaign_view(self.session, campaign_id=campaign_id, now=moment)
+            self.seeded.counts["campaign awards"] += view["awarded"]["awards"]
+            self.seeded.counts["campaign points"] += view["awarded"]["points"]
+            if view["budget_points"] is not None and view["budget_used_points"] == view["budget_points"]:
+                self.seeded.counts["campaign budgets spent"] += 1
+
     # -- what the operator has scheduled -------------------------------------------
 
     def _plan_ahead(self, moment: datetime) -> None:
         """A joint campaign Café Aurora and FuelStop will run for tiered members from next week, with a budget, and
-        the next version of the tier policy (one step down a half-year, birthday bonuses) from next month: both
-        start after the history ends, so nothing played changes."""
+        the next version of the tier policy (version 3: one step down a half-year, birthday bonuses) from next
+        month: both start after the history ends, so nothing played changes."""
         campaigns.add_campaign(
             self.session, code=None, name="Winter warmer: 50 bonus points on 20 EUR or more", funded_by="joint",
             multiplier=Decimal("1"), bonus_points=50, min_amount_minor=2_000, starts_at=moment + timedelta(days=7),
@@ -362,8 +455,8 @@ class DemoHistory:
         self.seeded.counts["campaigns scheduled"] += 1
         tier_policy.propose_version(
             self.session, basis="spend", window_months=12, downgrade="one_step", period_months=6,
-            levels=[TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 500, Decimal("1.25"), 50),
-                    TierLevel("gold", 1_500, Decimal("1.5"), 100), TierLevel("diamond", 3_000, Decimal("2"), 200)],
+            levels=[TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 300, Decimal("1.25"), 50),
+                    TierLevel("gold", 900, Decimal("1.5"), 100), TierLevel("diamond", 2_000, Decimal("2"), 200)],
             effective_from=moment + timedelta(days=30), now=moment, actor=ADMIN)
         self.seeded.counts["tier policy versions scheduled"] += 1
 

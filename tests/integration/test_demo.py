@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from alliance.extensions import hub_state
 from alliance.models import (
@@ -18,20 +19,26 @@ from alliance.models import (
     AuditLogEntry,
     BehaviourEvent,
     Campaign,
+    CampaignAward,
     Complaint,
     GoodwillRequest,
     GradeAlert,
     GradePeriod,
     JournalTransaction,
     Member,
+    MemberTierChange,
+    Partner,
     Purchase,
     ReconciliationReport,
     RedemptionHold,
+    SettlementRun,
     SettlementStatement,
+    SettlementStatementLine,
     StatementEvent,
     StatementLineDispute,
     TierPolicyVersion,
 )
+from alliance.services import tier_policy
 from alliance.services.demo import DEMO_STAFF_PASSWORD
 from settlement.api import overdue_total
 from tests.back_office_support import run_cli
@@ -88,13 +95,90 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
         # Members signed in through Café Aurora's app over the last fortnight, some at a streak's bonus.
         assert session.scalar(select(func.count()).select_from(BehaviourEvent)) >= 20
         # The operator has a joint campaign and the next tier policy version scheduled, both after the history.
-        scheduled = session.scalars(select(Campaign)).all()
-        assert [(campaign.funded_by, campaign.starts_at > today_start) for campaign in scheduled] == [("joint", True)]
-        assert session.scalar(select(func.count()).select_from(TierPolicyVersion)) == 2
+        scheduled = session.scalars(select(Campaign).where(Campaign.starts_at > today_start)).all()
+        assert [campaign.funded_by for campaign in scheduled] == ["joint"]
+        assert session.scalar(select(func.count()).where(TierPolicyVersion.effective_from > today_start)) == 1
+        assert session.scalar(select(func.max(TierPolicyVersion.version))) == 3
         # One hold is open at a till; the rest were captured, voided or expired.
         assert session.scalar(select(func.count()).where(RedemptionHold.status == "open")) == 1
+    check_campaigns_and_tiers_played(app, output)
     audited = run_cli(app, "audit")
     assert audited.exit_code == 0 and "audit passed" in audited.output, audited.output
+
+
+def check_campaigns_and_tiers_played(app, output: str) -> None:  # type: ignore[no-untyped-def]
+    """Campaigns ran inside the history (one joint, one out of budget, one stopped by the operator), and tier
+    policy version 2, proposed during it, moved members at the nightly tiers job."""
+    for kind in ("campaign awards", "campaigns stopped", "campaign budgets spent", "tier changes"):
+        assert kind in output, kind
+    now = datetime.now(timezone.utc)
+    with hub_state(app).unit_of_work() as uow:
+        session = uow.session
+        played = session.scalars(select(Campaign).where(Campaign.starts_at < now).order_by(Campaign.id)).all()
+        awards = session.execute(select(CampaignAward.campaign_id, CampaignAward.funder_partner_id,
+                                        func.count(), func.sum(CampaignAward.points))
+                                 .group_by(CampaignAward.campaign_id, CampaignAward.funder_partner_id)).all()
+        awarded = {campaign_id for campaign_id, *_ in awards}
+        assert len(awarded) >= 2 and awarded <= {campaign.id for campaign in played}, awards
+        # The joint campaign awarded on purchases the history played, each award split into a row per funder.
+        joint = [campaign for campaign in played if campaign.funded_by == "joint"]
+        assert len(joint) == 1 and joint[0].target_tiers
+        funders = {funder: int(points) for campaign_id, funder, _, points in awards if campaign_id == joint[0].id}
+        assert len(funders) == 2 and all(points > 0 for points in funders.values()), funders
+        # Its budget ran out before its end: every point of it was given, and later purchases got none.
+        assert joint[0].budget_points is not None and joint[0].budget_used_points == joint[0].budget_points
+        assert sum(funders.values()) == joint[0].budget_points
+        last_award = session.scalar(select(func.max(CampaignAward.awarded_at))
+                                    .where(CampaignAward.campaign_id == joint[0].id))
+        assert last_award is not None and last_award < joint[0].ends_at and joint[0].stopped_at is None
+        # The operator stopped one campaign early, saying why, and it gave nothing after.
+        stopped = [campaign for campaign in played if campaign.stopped_at is not None]
+        assert len(stopped) == 1 and stopped[0].stop_reason and stopped[0].stopped_at < stopped[0].ends_at
+        after_stop = session.scalar(select(func.count()).where(CampaignAward.campaign_id == stopped[0].id,
+                                                               CampaignAward.awarded_at >= stopped[0].stopped_at))
+        assert after_stop == 0
+        # Tier policy version 2 took effect inside the history, and the nightly tiers job moved members under it.
+        version_2 = session.scalar(select(TierPolicyVersion).where(TierPolicyVersion.version == 2))
+        assert version_2 is not None and version_2.effective_from < now
+        moved = session.execute(select(MemberTierChange.member_id, MemberTierChange.reason)
+                                .where(MemberTierChange.policy_version_id == version_2.id)).all()
+        assert moved and all(reason for _, reason in moved)
+        member_number = session.scalar(select(Member.member_number).where(Member.id == moved[0][0]))
+        assert member_number is not None
+        check_joint_shares_settled(session, joint[0].id)
+        history = tier_policy.tier_history(session, member_number=member_number)
+        assert any(change.policy_version == 2 and change.reason for change in history), history
+
+
+# The statement lines a joint campaign's shares may settle in: campaign_points_issued with the ledger's new
+# transaction kinds, points_issued before them. Once the new kinds are in, this should require the first alone.
+JOINT_SHARE_LINE_KINDS = ("campaign_points_issued", "points_issued")
+
+
+def check_joint_shares_settled(session: Session, campaign_id: int) -> None:
+    """Each funder's closed statement for the cycle of an award charges the funder for its share's points."""
+    shares: Counter[tuple[int, int]] = Counter()
+    for funder, awarded_at, points in session.execute(
+            select(CampaignAward.funder_partner_id, CampaignAward.awarded_at, CampaignAward.points)
+            .where(CampaignAward.campaign_id == campaign_id)):
+        statement_id = session.scalar(
+            select(SettlementStatement.id).join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
+            .where(SettlementRun.partner_id == funder, SettlementRun.cycle_starts_at <= awarded_at,
+                   SettlementRun.cycle_ends_at > awarded_at))
+        assert statement_id is not None, (funder, awarded_at)
+        shares[(funder, statement_id)] += points
+    assert {funder for funder, _ in shares} == set(session.scalars(
+        select(Partner.id).where(Partner.code.in_(("cafe-aurora", "fuel-stop")))))
+    for (_, statement_id), points in shares.items():
+        lines = dict(session.execute(
+            select(SettlementStatementLine.line_kind, func.sum(SettlementStatementLine.points))
+            .where(SettlementStatementLine.statement_id == statement_id,
+                   SettlementStatementLine.line_kind.in_(JOINT_SHARE_LINE_KINDS))
+            .group_by(SettlementStatementLine.line_kind)).all())
+        if "campaign_points_issued" in lines:
+            assert int(lines["campaign_points_issued"]) == points, (statement_id, lines, points)
+        else:
+            assert int(lines.get("points_issued") or 0) >= points, (statement_id, lines, points)
 
 
 PAGES = (
