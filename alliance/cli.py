@@ -289,6 +289,7 @@ JOB_HELP = {
     "grade-partners": "Grade every partner for the last whole month, once (later runs find it done).",
     "checkpoint-audit-log": "Sign the audit log's head (entries, newest hash) with the statement key, once a UTC day.",
     "award-referrals": "Award pending referrals, both sides, whose referred member has made a first purchase.",
+    "award-birthday-bonuses": "Credit each tier's birthday bonus to members whose birthday is today (once a year).",
 }
 
 

@@ -248,18 +248,42 @@ def _register_member_commands(main: click.Group, with_app: WithApp) -> None:
     @click.option("--name", default=None)
     @click.option("--phone", default=None)
     @click.option("--email", default=None)
+    @click.option("--birth-date", "birth_date", default=None, metavar="YYYY-MM-DD",
+                  help="The member's birth date (from 1900, not in the future).")
     @with_app
-    def members_enrol(app: Flask, name: str | None, phone: str | None, email: str | None) -> None:
+    def members_enrol(app: Flask, name: str | None, phone: str | None, email: str | None,
+                      birth_date: str | None) -> None:
         """Enrol a member with a first card (personal data optional, encrypted at rest)."""
         from alliance.services import member_admin
 
-        profile = {key: value for key, value in (("name", name), ("phone", phone), ("email", email)) if value}
+        profile = {key: value for key, value in (("name", name), ("phone", phone), ("email", email),
+                                                 ("birth_date", birth_date)) if value}
         state = hub_state(app)
         with state.unit_of_work() as uow:
             enrolment = member_admin.enrol_with_profile(uow.session, key_ring=state.key_ring, profile=profile,
                                                         now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"member {enrolment.member_number}, card {enrolment.card_number}")
+
+    @members.command("set-birth-date")
+    @click.option("--member", "member_number", required=True)
+    @click.option("--birth-date", "birth_date", default=None, metavar="YYYY-MM-DD",
+                  help="From 1900, not in the future.")
+    @click.option("--clear", is_flag=True, help="Remove the birth date instead.")
+    @with_app
+    def members_set_birth_date(app: Flask, member_number: str, birth_date: str | None, clear: bool) -> None:
+        """Set (or, with --clear, remove) a member's birth date, which the birthday bonus job reads."""
+        from alliance.services import member_admin
+
+        if clear == (birth_date is not None):
+            raise click.UsageError("give either --birth-date YYYY-MM-DD or --clear")
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            member_admin.update_profile(uow.session, key_ring=state.key_ring, member_number=member_number,
+                                        changes={"birth_date": None if clear else birth_date}, now=_now(),
+                                        actor=cli_actor())
+            uow.commit()
+        click.echo(f"birth date of member {member_number} " + ("removed" if clear else f"set to {birth_date}"))
 
     @members.command("set-pin")
     @click.option("--card", "card_number", required=True)

@@ -176,7 +176,7 @@ class MemberProfileRoute(MethodView):
     @members_blueprint.response(200, s.MemberOutput)
     @documented(members_blueprint, 404, 409, 422)
     def patch(self, data: dict[str, Any], member_number: str) -> dict[str, object]:
-        """Change name, phone or e-mail (null clears a field)."""
+        """Change name, phone, e-mail or birth date (YYYY-MM-DD, from 1900, not in the future); null clears a field."""
         with _state().unit_of_work() as uow:
             member_admin.update_profile(uow.session, key_ring=_state().key_ring, member_number=member_number,
                                         changes=data, now=_now(), actor=actor())

@@ -72,6 +72,8 @@ class ProfileInput(StrictSchema):
     name = fields.String(allow_none=True, validate=validate.Length(max=200))
     phone = fields.String(allow_none=True, validate=validate.Length(max=40))
     email = fields.String(allow_none=True, validate=validate.Length(max=254))
+    # ISO 8601 (YYYY-MM-DD); the service refuses one before 1900 or in the future.
+    birth_date = fields.Date(allow_none=True, metadata={"description": "The member's birth date, YYYY-MM-DD"})
 
 
 class EnrolmentOutput(Schema):
