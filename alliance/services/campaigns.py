@@ -156,8 +156,8 @@ def _check_money_budget(*, funded_by: str, budget_points: int | None, budget_min
         return
     if budget_minor is None or budget_currency is None:
         raise ValidationFailed("a budget in money states both its amount and its currency",
-                               fields={"budget_minor": ["with budget_currency"],
-                                       "budget_currency": ["with budget_minor"]})
+                               fields={"budget_minor": ["give budget_currency too"],
+                                       "budget_currency": ["give budget_minor too"]})
     if budget_points is not None:
         raise ValidationFailed("a campaign has a budget in points or a budget in money, not both",
                                fields={"budget_points": ["or budget_minor"], "budget_minor": ["or budget_points"]})
