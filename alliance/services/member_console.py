@@ -7,8 +7,10 @@ where a page must show the number itself once (a replacement card).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -17,6 +19,9 @@ from sqlalchemy.orm import Session
 from alliance.domain.errors import ValidationFailed
 from alliance.domain.pii import KeyRing
 from alliance.models import (
+    Campaign,
+    CampaignAward,
+    CampaignFunder,
     Card,
     Complaint,
     JournalEntry,
@@ -30,7 +35,7 @@ from alliance.models import (
     RedemptionHold,
 )
 from alliance.models.base import integer_sum
-from alliance.services import goodwill, member_admin
+from alliance.services import birthday_bonus, goodwill, member_admin
 from alliance.services.accounts import member_balances
 from alliance.services.console_reports import Page, Sort, paged
 from alliance.services.member_verification import MAX_PIN_FAILURES
@@ -46,12 +51,24 @@ TRANSACTION_KIND_WORDS = {
     "earn": "points earned", "activation": "pending points became available", "clawback": "points taken back (refund)",
     "hold": "points held for a redemption", "capture": "redemption completed", "release": "held points released",
     "redemption_refund": "redemption refunded", "expiry": "points expired", "transfer": "points transferred",
+    "campaign_share": "campaign points (joint share)", "behaviour_award": "points for an activity",
+    "goodwill_credit": "goodwill credit", "correction": "correction",
 }
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December")
 
 
 def masked(card_number: str) -> str:
     """A card number as staff see it: only its last four digits."""
     return "•" * 12 + card_number[-4:]
+
+
+def birthday_words(birth_date: str | None) -> str | None:
+    """A birth date (ISO 8601 text) as customer service reads the birthday: day and month, no year ("12 March")."""
+    if not birth_date:
+        return None
+    day = date.fromisoformat(birth_date)
+    return f"{day.day} {MONTH_NAMES[day.month - 1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,11 @@ class MemberOverview:
     profile_erased_at: datetime | None
     cards: list[CardView]
     balances: dict[str, int]
+
+    @property
+    def birthday(self) -> str | None:
+        """The member's birthday without the year ("12 March"), or None when no birth date is held."""
+        return birthday_words(self.profile.get("birth_date"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +152,20 @@ class HistoryItem:
     held: int
     # What the posting says about itself: ``goodwill:<request id>``, a campaign's or a bonus's name.
     memo: str | None = None
+    # The campaign awards a purchase's earn included, in words (``campaign_lines``).
+    campaigns: tuple[str, ...] = ()
 
     @property
     def kind_words(self) -> str:
-        """What happened, in words (a goodwill credit or correction named as such, with its request)."""
+        """What happened, in words (a goodwill credit or correction named as such, with its request;
+        a birthday bonus with its year)."""
         if self.memo and self.memo.startswith(goodwill.MEMO_PREFIX):
             request = self.memo[len(goodwill.MEMO_PREFIX):]
-            return (f"goodwill credit (request #{request})" if self.kind == "earn"
+            # Goodwill credits were posted as earns before they had a kind of their own.
+            return (f"goodwill credit (request #{request})" if self.kind in ("earn", "goodwill_credit")
                     else f"correction (goodwill request #{request})")
+        if self.memo and self.memo.startswith(birthday_bonus.MEMO_PREFIX) and self.kind == "earn":
+            return f"birthday bonus {self.memo[len(birthday_bonus.MEMO_PREFIX):]}"
         words = TRANSACTION_KIND_WORDS.get(self.kind, self.kind.replace("_", " "))
         return f"{words} ({self.memo})" if self.memo else words
 
@@ -264,7 +292,63 @@ def history(session: Session, *, member_id: int, sort: Sort, page: int, page_siz
     columns: dict[str, Any] = {"date": JournalTransaction.posted_at, "points": net}
     tie = JournalTransaction.id.desc() if sort.descending else JournalTransaction.id.asc()
     rows, total = paged(session, query, page, page_size, *sort.order(columns, tie))
-    return Page([HistoryItem(*row) for row in rows], total, page, page_size)
+    items = [HistoryItem(*row) for row in rows]
+    lines = campaign_lines(session, member_id=member_id, transaction_ids=[item.transaction_id for item in items])
+    return Page([replace(item, campaigns=tuple(lines.get(item.transaction_id, ()))) for item in items], total, page,
+                page_size)
+
+
+def campaign_lines(session: Session, *, member_id: int, transaction_ids: list[int]) -> dict[int, list[str]]:
+    """The campaign awards each of these history rows included, in words, by transaction id (one query).
+
+    A campaign paid by the purchase's partner or by the hub is carried inside that earn
+    (``campaign_awards.transaction_id``): "includes 50 points from campaign 'Summer double'
+    (paid by aurora)" or "(paid by the hub)". A joint campaign's award is split into one
+    posting per funder (each its own row, a joint share); the whole award is named once, on
+    the purchase's earn, with each paying funder's share of the campaign: "(paid by aurora 60%, fuel 40%)".
+    """
+    if not transaction_ids:
+        return {}
+    rows = session.execute(
+        select(CampaignAward.purchase_id, CampaignAward.campaign_id, Campaign.name, Campaign.funded_by,
+               CampaignAward.points, Partner.code, CampaignFunder.share_bp, CampaignAward.transaction_id,
+               Purchase.earn_transaction_id, Purchase.bonus_transaction_id)
+        .join(Campaign, Campaign.id == CampaignAward.campaign_id)
+        .join(Purchase, Purchase.id == CampaignAward.purchase_id)
+        .outerjoin(Partner, Partner.id == CampaignAward.funder_partner_id)
+        .outerjoin(CampaignFunder, (CampaignFunder.campaign_id == CampaignAward.campaign_id)
+                   & (CampaignFunder.partner_id == CampaignAward.funder_partner_id))
+        .where(CampaignAward.member_id == member_id,
+               CampaignAward.transaction_id.in_(transaction_ids) | Purchase.earn_transaction_id.in_(transaction_ids))
+        .order_by(CampaignAward.purchase_id, CampaignAward.campaign_id, CampaignAward.position)).all()
+    shown = set(transaction_ids)
+    joint: dict[tuple[int, int], list[Any]] = defaultdict(list)
+    lines: dict[int, list[str]] = defaultdict(list)
+    for row in rows:
+        if row.funded_by == "joint":
+            joint[(row.purchase_id, row.campaign_id)].append(row)
+        elif row.transaction_id in shown:
+            payer = row.code if row.code else "the hub"
+            lines[row.transaction_id].append(_campaign_line(row.points, row.name, payer))
+    for shares in joint.values():
+        first = shares[0]
+        anchor = (first.earn_transaction_id or first.bonus_transaction_id
+                  or min((share.transaction_id for share in shares if share.transaction_id is not None), default=None))
+        if anchor not in shown:
+            continue
+        payers = ", ".join(f"{share.code} {_percent(share.share_bp)}" for share in shares)
+        lines[anchor].append(_campaign_line(sum(share.points for share in shares), first.name, payers))
+    return lines
+
+
+def _campaign_line(points: int, campaign: str, payer: str) -> str:
+    return f"includes {points:,} point{'' if points == 1 else 's'} from campaign '{campaign}' (paid by {payer})"
+
+
+def _percent(share_bp: int) -> str:
+    """A share in basis points as a percentage: 6000 is "60%", 3333 is "33.33%"."""
+    value = Decimal(share_bp) / 100
+    return f"{value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()}%"
 
 
 def recent_purchases(session: Session, *, member_id: int, limit: int = RECENT_PURCHASES) -> list[PurchaseChoice]:
