@@ -10,8 +10,8 @@ copy is exact, not merely eventually right.
 
 ``recompute_tiers`` (the daily ``recompute-tiers`` job) applies the version in force:
 its basis, window and downgrade rule, and writes one ``member_tier_history`` row per
-change. The birthday bonus of each tier is stored and shown but not awarded yet (the
-member profile has no birth date).
+change. Each tier's birthday bonus is credited by ``birthday_bonus`` (the
+``award-birthday-bonuses`` job).
 """
 
 from __future__ import annotations
