@@ -345,8 +345,8 @@ def _funder_rows(session: Session, campaign_id: int) -> list[Any]:
 def _audited(session: Session, campaign_id: int) -> dict[str, object]:
     """A campaign's terms as the audit log keeps them."""
     view = campaign_view(session, campaign_id=campaign_id, now=None)
-    return {key: (value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, Decimal)
-                  else value)
+    return {key: (value.isoformat() if isinstance(value, datetime) else format(value, "f")
+                  if isinstance(value, Decimal) else value)
             for key, value in view.items() if key not in ("awarded", "status")}
 
 

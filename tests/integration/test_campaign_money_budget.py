@@ -192,6 +192,7 @@ def test_a_money_budget_is_set_read_changed_before_the_start_and_audited(hub):
         entries = uow.session.scalars(select(AuditLogEntry).where(AuditLogEntry.subject == f"campaign:{later}")
                                       .order_by(AuditLogEntry.id)).all()
     assert [entry.action for entry in entries] == ["campaign.create", "campaign.change", "campaign.change"]
+    assert entries[0].after["budget_currency"] == "EUR" and entries[0].after["budget_used_amount"] == "0.00000000"
     assert entries[1].before["budget_minor"] == 50_000 and entries[1].after["budget_minor"] == 75_000
     assert entries[2].after["budget_currency"] is None and entries[2].after["budget_points"] == 900
 
