@@ -46,6 +46,7 @@ from settlement.locking import lock_partner_settlement
 from settlement.netting import (
     EXACT,
     LINE_KIND_BY_TRANSACTION_KIND,
+    POINT_LINE_SIGNS,
     AdjustmentAmount,
     CycleSummary,
     LineKind,
@@ -199,9 +200,10 @@ def aggregate_postings(session: Session, *, partner_id: int, partner_code: str, 
 def _aggregate(row: Row[*tuple[Any, ...]], partner_code: str) -> PostingAggregate:
     """One SQL row as a netting aggregate, with the points made positive."""
     line_kind = LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)]
-    # Earns debit the issued account and redemption refunds debit the redeemed account,
-    # so their entries are negative; claw backs and captures credit, so theirs are positive.
-    entry_sign = -1 if line_kind in (LineKind.POINTS_ISSUED, LineKind.REDEMPTIONS_REFUNDED) else 1
+    # Issues debit the issued account and redemption refunds debit the redeemed account, so
+    # their entries are negative; take-backs and captures credit, so theirs are positive. A
+    # line the partner is charged for is therefore one whose entries are negative.
+    entry_sign = -POINT_LINE_SIGNS[line_kind]
     points = entry_sign * row.signed_points
     assert points > 0, f"{row.kind} postings must move points in their own direction"
     return PostingAggregate(

@@ -77,7 +77,11 @@ class LineKind(StrEnum):
     """What a statement line is for; the order here is the order lines are listed in."""
 
     POINTS_ISSUED = "points_issued"
+    CAMPAIGN_POINTS_ISSUED = "campaign_points_issued"
+    BEHAVIOUR_POINTS_ISSUED = "behaviour_points_issued"
+    GOODWILL_POINTS_ISSUED = "goodwill_points_issued"
     ISSUANCE_REVERSED = "issuance_reversed"
+    POINTS_CORRECTED = "points_corrected"
     POINTS_REDEEMED = "points_redeemed"
     REDEMPTIONS_REFUNDED = "redemptions_refunded"
     FEE = "fee"
@@ -89,7 +93,11 @@ LINE_KIND_ORDER: Mapping[LineKind, int] = MappingProxyType({kind: index for inde
 POINT_LINE_SIGNS: Mapping[LineKind, int] = MappingProxyType(
     {
         LineKind.POINTS_ISSUED: 1,
+        LineKind.CAMPAIGN_POINTS_ISSUED: 1,
+        LineKind.BEHAVIOUR_POINTS_ISSUED: 1,
+        LineKind.GOODWILL_POINTS_ISSUED: 1,
         LineKind.ISSUANCE_REVERSED: -1,
+        LineKind.POINTS_CORRECTED: -1,
         LineKind.POINTS_REDEEMED: -1,
         LineKind.REDEMPTIONS_REFUNDED: 1,
     }
@@ -102,7 +110,11 @@ MONEY_LINE_KINDS = frozenset({LineKind.FEE, LineKind.ADJUSTMENT})
 LINE_KIND_BY_TRANSACTION_KIND: Mapping[TransactionKind, LineKind] = MappingProxyType(
     {
         TransactionKind.EARN: LineKind.POINTS_ISSUED,
+        TransactionKind.CAMPAIGN_SHARE: LineKind.CAMPAIGN_POINTS_ISSUED,
+        TransactionKind.BEHAVIOUR_AWARD: LineKind.BEHAVIOUR_POINTS_ISSUED,
+        TransactionKind.GOODWILL_CREDIT: LineKind.GOODWILL_POINTS_ISSUED,
         TransactionKind.CLAWBACK: LineKind.ISSUANCE_REVERSED,
+        TransactionKind.CORRECTION: LineKind.POINTS_CORRECTED,
         TransactionKind.CAPTURE: LineKind.POINTS_REDEEMED,
         TransactionKind.REDEMPTION_REFUND: LineKind.REDEMPTIONS_REFUNDED,
     }

@@ -15,7 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import FunctionElement, Over, Row, Select, case, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
-from alliance.domain.ledger import MEMBER_ACCOUNT_KINDS, AccountKind, HoldStatus, LotState, TransactionKind
+from alliance.domain.ledger import (
+    ISSUING_KINDS,
+    MEMBER_ACCOUNT_KINDS,
+    TAKE_BACK_KINDS,
+    AccountKind,
+    HoldStatus,
+    LotState,
+    TransactionKind,
+)
 from alliance.models import (
     JournalEntry,
     JournalTransaction,
@@ -37,7 +45,8 @@ from settlement.netting import LINE_KIND_BY_TRANSACTION_KIND
 from settlement.statements import decimal_text, instant_text
 
 # Settling postings that undo an earlier one, and so carry its price rather than today's.
-REVERSAL_KINDS = (TransactionKind.CLAWBACK.value, TransactionKind.REDEMPTION_REFUND.value)
+REVERSAL_KINDS = (*sorted(kind.value for kind in TAKE_BACK_KINDS), TransactionKind.REDEMPTION_REFUND.value)
+ISSUING = sorted(kind.value for kind in ISSUING_KINDS)
 
 # A check's query, whatever its columns, and the row it lists an offence in.
 Offences: TypeAlias = Select[*tuple[Any, ...]]
@@ -220,7 +229,7 @@ def _posting_prices() -> Offences:
     """
     posting, original = JournalTransaction, aliased(JournalTransaction)
     scheduled = price_in_force(posting.partner_id, posting.posted_at).with_only_columns(case(
-        (posting.kind == TransactionKind.EARN.value, PartnerPrice.issue_price_per_point),
+        (posting.kind.in_(ISSUING), PartnerPrice.issue_price_per_point),
         else_=PartnerPrice.redemption_price_per_point,
     )).scalar_subquery()
     reversed_price = (select(original.price_per_point).where(original.id == posting.reverses_transaction_id)
@@ -251,7 +260,7 @@ def _describe_price_mismatch(row: Offence) -> str:
             "no price" if row.expected is None else decimal_text(row.expected))
     if row.partner_code is None:
         return f"{posting}, but a hub-funded earn has no price"
-    schedule = "issue" if row.kind == TransactionKind.EARN.value else "redemption"
+    schedule = "issue" if row.kind in ISSUING else "redemption"
     if row.expected is None:
         return f"{posting}, but no {schedule} price was in force then"
     return f"{posting}, the {schedule} price in force then is {decimal_text(row.expected)}"

@@ -29,6 +29,7 @@ from alliance.domain.behaviour import AMOUNT_EVENTS, EventType, Reason, Rule
 from alliance.domain.cards import CardNotUsable
 from alliance.domain.clock import add_months
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
+from alliance.domain.ledger import TransactionKind
 from alliance.models import BehaviourAward, BehaviourEvent, BehaviourRule, Card, Member, Partner, Purchase
 from alliance.services import audit_log, ledger
 
@@ -436,7 +437,7 @@ def _award(session: Session, rule: BehaviourRule, *, event_row_id: int, member: 
     funder_id = {"hub": None, "reporter": reporter_id}.get(rule.funded_by, rule.funding_partner_id)
     earned = ledger.earn(session, member_id=member.member_id, partner_id=funder_id, points=points, now=now,
                          expires_at=add_months(now, policy.expiry_months), memo=f"{MEMO_PREFIX}{event_row_id}",
-                         locked=member)
+                         locked=member, kind=TransactionKind.BEHAVIOUR_AWARD)
     session.execute(insert(BehaviourAward).values(
         event_id=event_row_id, member_id=member.member_id, rule_id=rule.id, side=side, points=points,
         streak_bonus_points=bonus, funder_partner_id=funder_id, transaction_id=earned.transaction_id,

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.clock import add_months
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
+from alliance.domain.ledger import TransactionKind
 from alliance.models import Complaint, GoodwillRequest, JournalTransaction, Member, Partner
 from alliance.services import audit_log, ledger, staff_people
 
@@ -288,7 +289,7 @@ def _post(session: Session, request_id: int, *, policy: GoodwillPolicy, now: dat
     if request.direction == "credit":
         earned = ledger.earn(session, member_id=request.member_id, partner_id=request.partner_id,
                              points=request.points, now=now, expires_at=add_months(now, policy.expiry_months),
-                             memo=memo)
+                             memo=memo, kind=TransactionKind.GOODWILL_CREDIT)
         transaction_ids = [earned.transaction_id]
     else:
         transaction_ids = [posting.transaction_id for posting in ledger.debit_correction(

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InsufficientPoints, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import (
+    ISSUING_KINDS,
+    TAKE_BACK_KINDS,
     AccountKind,
     HoldStatus,
     LotSlice,
@@ -217,14 +219,17 @@ def earn(
     pending_until: datetime | None = None,
     memo: str | None = None,
     locked: MemberAccounts | None = None,
+    kind: TransactionKind = TransactionKind.EARN,
 ) -> EarnResult:
     """Credit a member with points funded by a partner (or, with no partner, the hub).
 
     ``locked`` is the member's ``lock_member`` result when the caller already holds the
-    lock in this transaction (it is not taken twice). Written by ``write_earns``, as a
-    purchase's earns are.
+    lock in this transaction (it is not taken twice). ``kind`` is why the points are
+    issued (one of ``ISSUING_KINDS``), which names the statement line a paying partner
+    sees them on. Written by ``write_earns``, as a purchase's earns are.
     """
     check_earn(points, now, expires_at)
+    require_issuing(kind)
     if locked is not None and locked.member_id != member_id:
         raise ValueError("the locked accounts belong to another member")
     if partner_id is None:
@@ -236,7 +241,8 @@ def earn(
         funding_account_id, price_per_point, currency = terms.account_id, terms.price_per_point, terms.currency
     posting = earn_posting(member, item=0, bonus=partner_id is None, partner_id=partner_id,
                            price_per_point=price_per_point, currency=currency, memo=memo,
-                           funding_account_id=funding_account_id, points=points, now=now, pending_until=pending_until)
+                           funding_account_id=funding_account_id, points=points, now=now, pending_until=pending_until,
+                           kind=kind)
     written = write_earns(session, [posting], [], now=now, expires_at=expires_at)
     key = (posting.item, posting.bonus)
     return EarnResult(transaction_id=written.transaction_ids[key], lot_id=written.lot_ids[key], points=points,
@@ -250,9 +256,16 @@ def check_earn(points: int, now: datetime, expires_at: datetime) -> None:
         raise ValidationFailed("points must expire after they are earned", fields={"expires_at": ["in the past"]})
 
 
+def require_issuing(kind: TransactionKind) -> None:
+    """Refuse a kind that does not issue points into a lot (a bug in the caller, not bad input)."""
+    if kind not in ISSUING_KINDS:
+        raise ValueError(f"{kind} does not issue points")
+
+
 def earn_posting(member: MemberAccounts | EarnTarget, *, item: int, bonus: bool, partner_id: int | None,
                  price_per_point: Decimal | None, currency: str | None, memo: str | None, funding_account_id: int,
-                 points: int, now: datetime, pending_until: datetime | None) -> EarnPosting:
+                 points: int, now: datetime, pending_until: datetime | None,
+                 kind: TransactionKind = TransactionKind.EARN) -> EarnPosting:
     """One earn's posting: pending (into the pending account) until ``pending_until`` if that is still ahead."""
     pending = pending_until is not None and pending_until > now
     return EarnPosting(
@@ -260,7 +273,7 @@ def earn_posting(member: MemberAccounts | EarnTarget, *, item: int, bonus: bool,
         currency=currency, memo=memo, funding_account_id=funding_account_id,
         target_account_id=member.pending_id if pending else member.available_id, points=points,
         state=(LotState.PENDING if pending else LotState.ACTIVE).value,
-        activates_at=pending_until if pending else None)
+        activates_at=pending_until if pending else None, kind=kind.value)
 
 
 def write_earns(session: Session, postings: Sequence[EarnPosting], purchases: Sequence[PurchaseRow], *,
@@ -278,9 +291,11 @@ def write_earns(session: Session, postings: Sequence[EarnPosting], purchases: Se
         written = storage_for(session).write_earns(session, postings, purchases, now=now, expires_at=expires_at)
     except IntegrityError as error:
         raise _translated(error) from error
-    if postings:
-        metrics.count_posting(session, TransactionKind.EARN.value, sum(posting.points for posting in postings),
-                              postings=len(postings))
+    by_kind: dict[str, list[int]] = {}
+    for posting in postings:
+        by_kind.setdefault(posting.kind, []).append(posting.points)
+    for kind, points in by_kind.items():
+        metrics.count_posting(session, kind, sum(points), postings=len(points))
     return written
 
 
@@ -459,7 +474,7 @@ def clawback_earn(session: Session, *, earn_transaction_id: int, points: int, no
         .join(JournalTransaction, JournalTransaction.id == JournalEntry.transaction_id)
         .where(
             JournalTransaction.reverses_transaction_id == earn_transaction_id,
-            JournalTransaction.kind == TransactionKind.CLAWBACK.value,
+            JournalTransaction.kind.in_([kind.value for kind in TAKE_BACK_KINDS]),
             JournalEntry.account_id == lot.funding_account_id,
         )
     ).scalar_one()
@@ -734,11 +749,11 @@ def debit_correction(session: Session, *, member_id: int, points: int, now: date
     """Take spendable points away from a member (points credited by mistake), soonest expiry first.
 
     Refused with ``InsufficientPoints`` if the member's available points do not cover it.
-    Each lot used is one claw-back of the earn that first issued its points (for points a
-    member received in a transfer, the sender's original earn): the points go back to
-    that earn's funding account (the issuing partner, or the hub's marketing account) at
-    the price it recorded, so the issuer is credited back what it paid, as a purchase
-    refund's claw-back would.
+    Each lot used is one ``correction`` posting that takes back points of the earn that
+    first issued them (for points a member received in a transfer, the sender's original
+    earn): the points go back to that earn's funding account (the issuing partner, or the
+    hub's marketing account) at the price it recorded, so the issuer is credited back what
+    it paid, on its statement's ``points_corrected`` line.
     """
     require_positive_points(points)
     member = lock_member(session, member_id, require_active=False)
@@ -761,7 +776,7 @@ def debit_correction(session: Session, *, member_id: int, points: int, now: date
             .where(JournalTransaction.id == origin.earn_transaction_id)
         ).one()
         transaction_id = post_transaction(
-            session, kind=TransactionKind.CLAWBACK,
+            session, kind=TransactionKind.CORRECTION,
             lines=[(member.available_id, -taken), (origin.funding_account_id, taken)],
             posted_at=now, member_id=member_id, partner_id=origin.partner_id,
             price_per_point=issued.price_per_point, currency=issued.currency,

@@ -43,7 +43,7 @@ from alliance.domain.earning import (
     clawback_target,
 )
 from alliance.domain.errors import AllianceError, Conflict, InvalidState, NotFound, ValidationFailed
-from alliance.domain.ledger import AccountKind, account_code
+from alliance.domain.ledger import AccountKind, TransactionKind, account_code
 from alliance.domain.purchases import (
     CardFacts,
     PurchaseFacts,
@@ -756,7 +756,7 @@ def _joint_postings(book: CampaignBook | None, decision: _Planned[_Item], joint_
                 price_per_point=terms.price_per_point, currency=terms.currency,
                 memo=f"campaign {line.campaign_id} share, receipt {decision.item.receipt_id}",
                 funding_account_id=terms.issued_account_id, points=points, now=now,
-                pending_until=decision.pending_until))
+                pending_until=decision.pending_until, kind=TransactionKind.CAMPAIGN_SHARE))
     return postings
 
 

@@ -100,6 +100,8 @@ class EarnPosting:
     points: int
     state: str
     activates_at: datetime | None
+    # The journal transaction's kind: one of the domain's ISSUING_KINDS.
+    kind: str = "earn"
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,6 @@ from sqlalchemy.sql.selectable import Subquery
 from sqlalchemy.sql.visitors import ExternallyTraversible, iterate, replacement_traverse
 
 from alliance.db import DriverStatement
-from alliance.domain.ledger import TransactionKind
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.models import IdempotencyRecord, SeenNonce
 from alliance.models.base import UTCDateTime
@@ -112,18 +111,18 @@ WRITE_EARNS = text("""
 WITH postings AS MATERIALIZED (
     SELECT posting.position, posting.member_id, posting.partner_id, posting.price_per_point, posting.currency,
            posting.memo, posting.funding_account_id, posting.target_account_id, posting.points, posting.state,
-           posting.activates_at,
+           posting.activates_at, posting.kind,
            nextval((SELECT CAST(pg_get_serial_sequence('journal_transactions', 'id') AS regclass)))
                AS transaction_id
       FROM json_to_recordset(CAST(:postings AS json))
            AS posting (position integer, member_id bigint, partner_id bigint, price_per_point numeric,
                        currency varchar, memo varchar, funding_account_id bigint, target_account_id bigint,
-                       points bigint, state varchar, activates_at timestamptz)
+                       points bigint, state varchar, activates_at timestamptz, kind varchar)
 ), transaction_ids AS (
     SELECT array_agg(transaction_id ORDER BY position) AS ids FROM postings
 ), new_transactions AS (
     INSERT INTO journal_transactions (id, kind, member_id, partner_id, posted_at, price_per_point, currency, memo)
-    SELECT transaction_id, :kind, member_id, partner_id, :now, price_per_point, currency, memo
+    SELECT transaction_id, kind, member_id, partner_id, :now, price_per_point, currency, memo
       FROM postings ORDER BY position
 ), new_entries AS (
     INSERT INTO journal_entries (transaction_id, account_id, amount_points)
@@ -280,7 +279,7 @@ class PostgresStorage:
                     *, now: datetime, expires_at: datetime) -> WrittenEarns:
         position_of = {(posting.item, posting.bonus): position for position, posting in enumerate(postings)}
         rows = self._driver(WRITE_EARNS).rows(session.connection(), {
-            "kind": TransactionKind.EARN.value, "now": now, "expires_at": expires_at,
+            "now": now, "expires_at": expires_at,
             "postings": json.dumps([_posting_json(position, posting) for position, posting in enumerate(postings)]),
             "purchases": json.dumps([_purchase_json(purchase, position_of) for purchase in purchases]),
         })
@@ -350,7 +349,7 @@ def _posting_json(position: int, posting: EarnPosting) -> dict[str, object]:
             "partner_id": posting.partner_id, "price_per_point": _exact_text(posting.price_per_point),
             "currency": posting.currency, "memo": posting.memo, "funding_account_id": posting.funding_account_id,
             "target_account_id": posting.target_account_id, "points": posting.points, "state": posting.state,
-            "activates_at": _exact_text(posting.activates_at)}
+            "activates_at": _exact_text(posting.activates_at), "kind": posting.kind}
 
 
 def _purchase_json(purchase: PurchaseRow, position_of: dict[tuple[int, bool], int]) -> dict[str, object]:

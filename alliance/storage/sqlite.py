@@ -16,7 +16,6 @@ from sqlalchemy import ColumnElement, Integer, Select, String, cast, func, inser
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from alliance.domain.ledger import TransactionKind
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.models import IdempotencyRecord, JournalEntry, JournalTransaction, PointLot, Purchase, SeenNonce
 from alliance.storage import (
@@ -132,7 +131,7 @@ class SqliteStorage:
         written = WrittenEarns()
         if postings:
             transaction_ids = list(connection.execute(_INSERT_TRANSACTIONS, [
-                {"kind": TransactionKind.EARN.value, "member_id": posting.member_id, "partner_id": posting.partner_id,
+                {"kind": posting.kind, "member_id": posting.member_id, "partner_id": posting.partner_id,
                  "posted_at": now, "price_per_point": posting.price_per_point, "currency": posting.currency,
                  "hold_id": None, "reverses_transaction_id": None, "transfer_id": None, "memo": posting.memo}
                 for posting in postings]).scalars())

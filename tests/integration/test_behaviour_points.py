@@ -296,7 +296,7 @@ def test_a_partner_funded_award_is_issued_by_the_partner_and_on_its_statement_at
         posting = uow.session.get_one(JournalTransaction, lot.earn_transaction_id)
     assert (lot.partner_id, posting.price_per_point) == (telco.partner.partner_id, ISSUE_PRICE)
     statement = _close_today(telco.hub, telco.partner.partner_id)
-    issued = [line for line in statement["lines"] if line["line_kind"] == "points_issued"]
+    issued = [line for line in statement["lines"] if line["line_kind"] == "behaviour_points_issued"]
     assert [(line["points"], Decimal(line["price_per_point"]), line["amount_minor"]) for line in issued] == [
         (400, ISSUE_PRICE, 500)]  # 400 points x 1.25 cents
     assert_audit_green(telco.hub)

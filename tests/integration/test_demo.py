@@ -150,11 +150,6 @@ def check_campaigns_and_tiers_played(app, output: str) -> None:  # type: ignore[
         assert any(change.policy_version == 2 and change.reason for change in history), history
 
 
-# The statement lines a joint campaign's shares may settle in: campaign_points_issued with the ledger's new
-# transaction kinds, points_issued before them. Once the new kinds are in, this should require the first alone.
-JOINT_SHARE_LINE_KINDS = ("campaign_points_issued", "points_issued")
-
-
 def check_joint_shares_settled(session: Session, campaign_id: int) -> None:
     """Each funder's closed statement for the cycle of an award charges the funder for its share's points."""
     shares: Counter[tuple[int, int]] = Counter()
@@ -170,15 +165,12 @@ def check_joint_shares_settled(session: Session, campaign_id: int) -> None:
     assert {funder for funder, _ in shares} == set(session.scalars(
         select(Partner.id).where(Partner.code.in_(("cafe-aurora", "fuel-stop")))))
     for (_, statement_id), points in shares.items():
-        lines = dict(session.execute(
-            select(SettlementStatementLine.line_kind, func.sum(SettlementStatementLine.points))
+        charged = session.scalar(
+            select(func.sum(SettlementStatementLine.points))
             .where(SettlementStatementLine.statement_id == statement_id,
-                   SettlementStatementLine.line_kind.in_(JOINT_SHARE_LINE_KINDS))
-            .group_by(SettlementStatementLine.line_kind)).all())
-        if "campaign_points_issued" in lines:
-            assert int(lines["campaign_points_issued"]) == points, (statement_id, lines, points)
-        else:
-            assert int(lines.get("points_issued") or 0) >= points, (statement_id, lines, points)
+                   SettlementStatementLine.line_kind == "campaign_points_issued"))
+        # Exactly the shares, on their own line: no other campaign of the demo is joint.
+        assert charged == points, (statement_id, charged, points)
 
 
 PAGES = (

@@ -109,7 +109,7 @@ def test_a_hub_funded_credit_is_posted_at_once_from_the_hubs_marketing_account(h
         posting = uow.session.get_one(JournalTransaction, made.transaction_ids[0])
     assert lot.partner_id is None and lot.points_earned == 200 and lot.expires_at == datetime(2028, 11, 2, tzinfo=UTC)
     assert (posting.kind, posting.partner_id, posting.price_per_point, posting.memo) == (
-        "earn", None, None, f"goodwill:{made.request_id}")
+        "goodwill_credit", None, None, f"goodwill:{made.request_id}")
     assert audit_of(hub, made.request_id) == [("console:cass", "goodwill.request"), ("console:cass", "goodwill.post")]
     assert_audit_green(hub)
 
@@ -123,7 +123,9 @@ def test_a_partner_funded_credit_is_issued_by_the_partner_and_on_its_next_statem
         posting = uow.session.get_one(JournalTransaction, made.transaction_ids[0])
     assert lot.partner_id == partners["alpha"] and posting.price_per_point == ISSUE_PRICE
     statement = close_day(hub, partners["alpha"], "alpha")
-    issued = [line for line in statement["lines"] if line["line_kind"] == "points_issued"]
+    # On its own line, apart from the points its tills issue.
+    assert [line["line_kind"] for line in statement["lines"] if line.get("points")] == ["goodwill_points_issued"]
+    issued = [line for line in statement["lines"] if line["line_kind"] == "goodwill_points_issued"]
     assert len(issued) == 1
     assert (issued[0]["points"], Decimal(issued[0]["price_per_point"]), issued[0]["amount_minor"]) == (
         400, ISSUE_PRICE, 500)  # 400 points × 1.25 cents
@@ -150,12 +152,13 @@ def test_a_correction_takes_soonest_expiring_lots_back_to_their_issuers_at_the_p
         remaining = dict(uow.session.execute(select(PointLot.partner_id, PointLot.points_remaining)
                                              .where(PointLot.member_id == member_id)).all())
     assert [(p.kind, p.partner_id, p.price_per_point) for p in postings] == [
-        ("clawback", partners["alpha"], ISSUE_PRICE), ("clawback", None, None)]
+        ("correction", partners["alpha"], ISSUE_PRICE), ("correction", None, None)]
     assert remaining == {partners["alpha"]: 0, None: 50}
     # Alpha issued 300 (3.75 EUR) and is credited 300 back at the same price: it owes nothing for the day.
     statement = close_day(hub, partners["alpha"], "alpha")
     kinds = {line["line_kind"]: line for line in statement["lines"] if line.get("points")}
-    assert kinds["issuance_reversed"]["points"] == 300 and kinds["issuance_reversed"]["amount_minor"] == -375
+    assert set(kinds) == {"points_issued", "points_corrected"}
+    assert kinds["points_corrected"]["points"] == 300 and kinds["points_corrected"]["amount_minor"] == -375
     assert statement["net_minor"] == 0
     assert_audit_green(hub)
 

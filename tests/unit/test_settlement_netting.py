@@ -304,7 +304,11 @@ def test_lot_traces_are_checked(arguments):
 def test_only_partner_postings_with_a_price_feed_lines():
     assert dict(LINE_KIND_BY_TRANSACTION_KIND) == {
         TransactionKind.EARN: ISSUED,
+        TransactionKind.CAMPAIGN_SHARE: LineKind.CAMPAIGN_POINTS_ISSUED,
+        TransactionKind.BEHAVIOUR_AWARD: LineKind.BEHAVIOUR_POINTS_ISSUED,
+        TransactionKind.GOODWILL_CREDIT: LineKind.GOODWILL_POINTS_ISSUED,
         TransactionKind.CLAWBACK: REVERSED,
+        TransactionKind.CORRECTION: LineKind.POINTS_CORRECTED,
         TransactionKind.CAPTURE: REDEEMED,
         TransactionKind.REDEMPTION_REFUND: REFUNDED,
     }
