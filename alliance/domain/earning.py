@@ -94,8 +94,10 @@ def split_by_shares(points: int, shares_bp: Sequence[int]) -> tuple[int, ...]:
     _require_whole(points, "points", minimum=0)
     if not shares_bp or any(not isinstance(share, int) or isinstance(share, bool) or share <= 0
                             for share in shares_bp) or sum(shares_bp) != SHARES_WHOLE_BP:
-        raise ValidationFailed("shares must be positive basis points summing to 10000",
-                               fields={"funders": ["shares must sum to 10000 basis points"]})
+        whole = all(isinstance(share, int) and not isinstance(share, bool) for share in shares_bp)
+        total = f"; these add up to {sum(shares_bp):,} ({Decimal(sum(shares_bp)) / 100}%)" if whole else ""
+        raise ValidationFailed("the funders' shares must each be above 0 and add up to 10,000 basis points (100%)"
+                               + total, fields={"funders": ["shares must sum to 10000 basis points"]})
     parts = [points * share // SHARES_WHOLE_BP for share in shares_bp]
     remainders = [points * share % SHARES_WHOLE_BP for share in shares_bp]
     left = points - sum(parts)

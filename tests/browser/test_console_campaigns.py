@@ -52,7 +52,7 @@ def test_a_partner_manager_adds_changes_and_stops_a_joint_campaign(page, shots, 
     # Shares of 60% and 30%: refused, said in words, and nothing created.
     _fill_joint_campaign(page, "aurora 60%\nfuel 30%")
     page.get_by_role("button", name="Create the campaign").click()
-    expect(page.get_by_role("alert")).to_contain_text("shares must be positive basis points summing to 10000")
+    expect(page.get_by_role("alert")).to_contain_text("10,000 basis points (100%); these add up to 9,000 (90%)")
     expect(page.get_by_role("cell", name=NAME, exact=False)).to_have_count(0)
     assert _campaign_count(pg_app) == before
     shots.check("shares-refused")
