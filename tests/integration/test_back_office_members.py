@@ -45,7 +45,8 @@ def test_enrolment_encrypts_personal_data_and_lookup_matches_any_phone_format(de
     by_email = bo.post("/members/search", {"email": "  zoe.quintard@EXAMPLE.org "}, role="customer_service")
     assert [member["member_number"] for member in by_email.body["members"]] == [member_number]
     shown = by_email.body["members"][0]
-    assert shown["profile"] == {"name": NAME, "phone": "+33612345678", "email": "zoe.quintard@example.org"}
+    assert shown["profile"] == {"name": NAME, "phone": "+33612345678", "email": "zoe.quintard@example.org",
+                               "birth_date": None}
     assert shown["cards"] == [{"card_number": card_number, "status": "active"}]
     assert shown["status"] == "active" and shown["tier"] == "standard"
     assert bo.post("/members/search", {"phone": "+33612345679"}, role="customer_service").body["members"] == []
@@ -70,12 +71,14 @@ def test_profile_update_changes_clears_and_relooks_up(desk):
     changed = bo.patch(f"/members/{member_number}/profile", {"name": "New Name", "phone": "0033 6 99 88 77 66",
                                                              "email": "new@example.org"}, role="customer_service")
     assert changed.status == 200, changed.body
-    assert changed.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": "new@example.org"}
+    assert changed.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": "new@example.org",
+                                      "birth_date": None}
     assert bo.post("/members/search", {"phone": "+33611112222"}, role="customer_service").body["members"] == []
     assert len(bo.post("/members/search", {"phone": "+33699887766"}, role="customer_service").body["members"]) == 1
 
     cleared = bo.patch(f"/members/{member_number}/profile", {"email": None}, role="customer_service")
-    assert cleared.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": None}
+    assert cleared.body["profile"] == {"name": "New Name", "phone": "+33699887766", "email": None,
+                                      "birth_date": None}
     assert bo.post("/members/search", {"email": "new@example.org"}, role="customer_service").body["members"] == []
 
     bad_phone = bo.patch(f"/members/{member_number}/profile", {"phone": "call me"}, role="customer_service")
@@ -192,7 +195,8 @@ def test_export_holds_profile_balances_lots_purchases_redemptions_and_complaints
     assert exported.status == 200, exported.body
     body = exported.body
     assert body["member"]["member_number"] == member_number and body["member"]["status"] == "active"
-    assert body["profile"] == {"name": NAME, "phone": "+33612345678", "email": "zoe.quintard@example.org"}
+    assert body["profile"] == {"name": NAME, "phone": "+33612345678", "email": "zoe.quintard@example.org",
+                              "birth_date": None}
     assert body["profile_erased_at"] is None
     assert body["balances"] == {"available": 115, "pending": 0, "held": 25}
     assert [card["card_number"] for card in body["cards"]] == [card_number]

@@ -52,7 +52,7 @@ def test_erasure_removes_personal_data_and_keeps_the_ledger(app):
     assert books(hub) == ledger_before
     shown = bo.get(f"/members/{member_number}", role="customer_service").body
     assert shown["status"] == "closed"
-    assert shown["profile"] == {"name": None, "phone": None, "email": None}
+    assert shown["profile"] == {"name": None, "phone": None, "email": None, "birth_date": None}
     assert {card["status"] for card in shown["cards"]} == {"blocked"}
     assert shown["balances"] == {"available": 210, "pending": 0, "held": 40}
     assert bo.post("/members/search", {"phone": "+33655443322"}, role="customer_service").body["members"] == []
@@ -68,7 +68,7 @@ def test_erasure_removes_personal_data_and_keeps_the_ledger(app):
     assert descriptions == {complaint.body["id"]: ERASED_DESCRIPTION, other_complaint.body["id"]: "kept as written"}
     assert not any("Érika" in value or "erika" in value for value in raw_table_text(hub, "complaints"))
     exported = bo.get(f"/members/{member_number}/export", role="customer_service").body
-    assert exported["profile"] == {"name": None, "phone": None, "email": None}
+    assert exported["profile"] == {"name": None, "phone": None, "email": None, "birth_date": None}
     assert exported["profile_erased_at"] is not None
     assert [purchase["receipt_id"] for purchase in exported["purchases"]] == ["r-1"]
 
@@ -178,7 +178,8 @@ def test_pii_key_rotation_reencrypts_every_profile_and_the_old_key_can_then_go(a
         found = hub_c.post("/members/search", {"email": "bruno@example.org"}, role="customer_service").body
         assert [member["member_number"] for member in found["members"]] == [members["Bruno Secundo"]]
         exported = hub_c.get(f"/members/{members['Ana Prima']}/export", role="customer_service").body
-        assert exported["profile"] == {"name": "Ana Prima", "phone": "+33610000001", "email": "ana@example.org"}
+        assert exported["profile"] == {"name": "Ana Prima", "phone": "+33610000001", "email": "ana@example.org",
+                                      "birth_date": None}
 
     # The hub still on ring A (k1 only) can no longer read: the data is under k2 now.
     stale = bo.get(f"/members/{members['Ana Prima']}", role="customer_service")
