@@ -15,6 +15,7 @@ from alliance.models.base import Base
 from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
 from alliance.models.birthday import BirthdayAward
 from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
+from alliance.models.credit import PartnerCredit, PartnerCreditAlert, PartnerCreditLimitChange
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
 from alliance.models.grading import GradeAlert, GradeOverride, GradePeriod, PartnerGrade
@@ -48,6 +49,9 @@ __all__ = [
     "BehaviourRule",
     "BirthdayAward",
     "GoodwillRequest",
+    "PartnerCredit",
+    "PartnerCreditAlert",
+    "PartnerCreditLimitChange",
     "MemberTierChange",
     "TierPolicyVersion",
     "GradeAlert",
