@@ -39,11 +39,16 @@ from alliance.models.partner_api import (
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.models.reconciliation import ReconciliationReport
+from alliance.models.risk import RiskDecision, RiskHeldLot, RiskPolicyVersion, VerificationFailure
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 from alliance.models.staff import StaffSession, StaffUser
 from alliance.models.tiers import MemberTierChange, TierPolicyVersion
 
 __all__ = [
+    "RiskDecision",
+    "RiskHeldLot",
+    "RiskPolicyVersion",
+    "VerificationFailure",
     "BehaviourAward",
     "BehaviourEvent",
     "BehaviourRule",

@@ -146,6 +146,9 @@ class RedemptionHold(Base):
             name="amounts_in_range",
         ),
         Index("ix_redemption_holds_status_expires", "status", "expires_at"),
+        # A till's and a partner's redemptions in a window, for the risk controls' velocity limits.
+        Index("ix_redemption_holds_terminal_created", "terminal_id", "created_at"),
+        Index("ix_redemption_holds_partner_created", "partner_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)

@@ -33,6 +33,9 @@ class Purchase(Base):
         CheckConstraint("refunded_amount_minor >= 0 AND refunded_amount_minor <= amount_minor", name="refund_in_range"),
         CheckConstraint("points_partner >= 0 AND points_hub >= 0", name="points_not_negative"),
         Index("ix_purchases_member_partner_reported", "member_id", "partner_id", "reported_at"),
+        # A till's and a partner's purchases in a window, for the risk controls' velocity limits.
+        Index("ix_purchases_terminal_reported", "terminal_id", "reported_at"),
+        Index("ix_purchases_partner_reported", "partner_id", "reported_at"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
