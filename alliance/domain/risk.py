@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from alliance.domain.errors import AllianceError, ValidationFailed
 
@@ -358,13 +358,13 @@ def _overrides(data: object, where: str, key_pattern: re.Pattern[str] | None, li
 
 def _choice(value: object, kind: type[StrEnum], where: str, problems: dict[str, list[str]]) -> Any:
     try:
-        return kind(value)
+        return kind(value) if isinstance(value, str) else kind("")
     except ValueError:
         problems.setdefault(where, []).append("one of " + ", ".join(member.value for member in kind))
         return None
 
 
-def _whole(value: object) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
