@@ -7,13 +7,22 @@ problem+json; the CLI prints their ``detail`` and exits non-zero.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class AllianceError(Exception):
-    """Base of every expected failure; carries a stable code and an HTTP status."""
+    """Base of every expected failure; carries a stable code and an HTTP status.
+
+    ``kept``: what the refusal itself must leave in the database although the work it
+    refused is taken back (a risk decision's record, say), written by whoever opened
+    the transaction after rolling it back (``alliance.storage.unit_of_work.keep_record``).
+    """
 
     code = "alliance_error"
     http_status = 400
     title = "Request failed"
+    kept: Callable[[Any], None] | None = None
 
     def __init__(self, detail: str, *, fields: dict[str, list[str]] | None = None) -> None:
         super().__init__(detail)

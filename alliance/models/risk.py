@@ -56,6 +56,8 @@ class RiskDecision(Base):
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    # The reference a refusal gives the till (no figures), which customer service looks up.
+    token: Mapped[str] = mapped_column(String(16), unique=True)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
     operation: Mapped[str] = mapped_column(String(20))
     action: Mapped[str] = mapped_column(String(10))

@@ -45,6 +45,8 @@ from alliance.models import (
     PartnerPrice,
     PointLot,
     RedemptionHold,
+    RiskDecision,
+    RiskHeldLot,
 )
 from alliance.models.base import integer_sum
 from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
@@ -300,14 +302,36 @@ def write_earns(session: Session, postings: Sequence[EarnPosting], purchases: Se
 
 
 def activate_due_lots(session: Session, *, now: datetime, limit: int = 1000) -> int:
-    """Make pending lots whose return window has passed spendable; returns how many."""
+    """Make pending lots whose return window has passed spendable; returns how many.
+
+    A lot held for a risk review (``risk_held_lots`` of an open decision) stays pending
+    whatever its time, until a reviewer releases it (``activate_lots``).
+    """
+    under_review = (select(RiskHeldLot.lot_id).join(RiskDecision, RiskDecision.id == RiskHeldLot.decision_id)
+                    .where(RiskHeldLot.lot_id == PointLot.id, RiskDecision.review_status == "open"))
     due = session.execute(
         select(PointLot.id, PointLot.member_id)
-        .where(PointLot.state == LotState.PENDING.value, PointLot.activates_at <= now)
+        .where(PointLot.state == LotState.PENDING.value, PointLot.activates_at <= now, ~under_review.exists())
         # Member order is the lock order of every multi-member transaction.
         .order_by(PointLot.member_id, PointLot.id)
         .limit(limit)
     ).all()
+    return _activate(session, [(lot_id, member_id) for lot_id, member_id in due], now)
+
+
+def activate_lots(session: Session, *, lot_ids: Sequence[int], now: datetime) -> int:
+    """Make these pending lots spendable if their return window has passed (a reviewer released them).
+
+    A lot still inside its partner's return window stays pending until ``activate_due_lots``
+    reaches it. Returns how many were activated.
+    """
+    lots = session.execute(select(PointLot.id, PointLot.member_id).where(
+        PointLot.id.in_(list(lot_ids)), PointLot.state == LotState.PENDING.value, PointLot.activates_at <= now)
+        .order_by(PointLot.member_id, PointLot.id)).all()
+    return _activate(session, [(lot_id, member_id) for lot_id, member_id in lots], now)
+
+
+def _activate(session: Session, due: Sequence[tuple[int, int]], now: datetime) -> int:
     activated = 0
     for lot_id, member_id in due:
         member = lock_member(session, member_id, require_active=False)

@@ -33,7 +33,7 @@ from alliance.domain.errors import AllianceError, NotFound
 from alliance.domain.signatures import MAX_CLOCK_AHEAD_S, PartnerKeyRecord, SignatureRejected, VerifiedSignature
 from alliance.services import idempotency, partner_keys
 from alliance.storage import FirstRead, NonceRow
-from alliance.storage.unit_of_work import Session, UnitOfWork
+from alliance.storage.unit_of_work import Session, UnitOfWork, keep_record
 
 # An operation gets the unit of work (and, as the route declares, the preparation's
 # result or the rows of its first read) and returns the reply's status and JSON body.
@@ -213,6 +213,8 @@ class PartnerRequest:
                     idempotency.forget(uow.session, record_id=claim.record_id)
                 uow.commit()
                 return Reply(error.http_status, _json(self._problem_body(error)), replayed=False)
+            # What the refusal keeps (a risk decision) commits with the refusal's stored reply.
+            keep_record(uow.session, error)
             status, body = error.http_status, self._problem_body(error)
         body_text = _json(body)
         uow.commit_with(idempotency.reply_write(uow.session, record_id=claim.record_id, status=status,

@@ -16,16 +16,13 @@ change. Each tier's birthday bonus is credited by ``birthday_bonus`` (the
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.clock import add_months
@@ -42,6 +39,7 @@ from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.models import Member, MemberTierChange, Purchase, PurchaseRefund, TierPolicyVersion
 from alliance.models.base import integer_sum
 from alliance.services import audit_log
+from alliance.services.process_cache import ProcessCache
 
 # How old the earn's copy of the schedule may grow before a process reloads it, and how
 # far ahead a new version must start so that every process has reloaded before it applies.
@@ -49,9 +47,6 @@ RELOAD_INTERVAL_S = 30
 MIN_LEAD = timedelta(seconds=2 * RELOAD_INTERVAL_S)
 
 TIERS_JOB_ACTOR = "job:recompute-tiers"
-
-_cache_lock = threading.Lock()
-_cached: WeakKeyDictionary[Engine, tuple[float, TierSchedule]] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +71,6 @@ class TierChange:
     reason: str
 
 
-def _engine(session: Session) -> Engine:
-    bind = session.get_bind()
-    return bind.engine if isinstance(bind, Connection) else bind
-
-
 def _policy(row: TierPolicyVersion) -> TierPolicy:
     return TierPolicy.from_stored(version=row.version, effective_from=row.effective_from, basis=row.basis,
                                   window_months=row.window_months, downgrade=row.downgrade,
@@ -93,25 +83,17 @@ def read_schedule(session: Session) -> TierSchedule:
     return TierSchedule(tuple(_policy(row) for row in rows))
 
 
+_schedules = ProcessCache(read_schedule, reload_interval_s=RELOAD_INTERVAL_S)
+
+
 def cached_schedule(session: Session) -> TierSchedule:
     """The schedule for the earn: this process's copy, reloaded when older than ``RELOAD_INTERVAL_S``."""
-    engine = _engine(session)
-    started = time.monotonic()
-    with _cache_lock:
-        entry = _cached.get(engine)
-    if entry is not None and started - entry[0] < RELOAD_INTERVAL_S:
-        return entry[1]
-    schedule = read_schedule(session)
-    with _cache_lock:
-        # Stamped with the time before the read: the copy is at least as new as that.
-        _cached[engine] = (started, schedule)
-    return schedule
+    return _schedules.get(session)
 
 
 def forget_cached_schedule(session: Session) -> None:
     """Drop this process's copy for the session's database, so the next earn reads the schedule."""
-    with _cache_lock:
-        _cached.pop(_engine(session), None)
+    _schedules.forget(session)
 
 
 def versions(session: Session, *, now: datetime) -> list[PolicyVersion]:

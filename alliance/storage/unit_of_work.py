@@ -15,7 +15,19 @@ from alliance.storage.adapters import storage_for
 
 # The session type, named for the layers above services, which pass sessions to
 # services but never query through them themselves.
-__all__ = ["Session", "UnitOfWork"]
+__all__ = ["Session", "UnitOfWork", "keep_record"]
+
+
+def keep_record(session: Session, error: BaseException | None) -> bool:
+    """Write what a refusal keeps (``AllianceError.kept``) in the session's transaction; whether there was any.
+
+    Called after the refused work was rolled back; the caller commits.
+    """
+    kept = getattr(error, "kept", None)
+    if kept is None:
+        return False
+    kept(session)
+    return True
 
 
 class UnitOfWork:
@@ -38,6 +50,11 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        # A refusal that keeps a record: the refused work is taken back, the record committed.
+        if exc is not None and getattr(exc, "kept", None) is not None:
+            self.session.rollback()
+            if keep_record(self.session, exc):
+                self.session.commit()
         # close() rolls back whatever was not committed and detaches loaded objects
         # without expiring them, so values read inside the unit stay readable after it.
         self.session.close()

@@ -47,6 +47,7 @@ def upgrade() -> None:
     op.create_table(
         "risk_decisions",
         sa.Column("id", ID, nullable=False),
+        sa.Column("token", sa.String(length=16), nullable=False),
         sa.Column("decided_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("operation", sa.String(length=20), nullable=False),
         sa.Column("action", sa.String(length=10), nullable=False),
@@ -74,6 +75,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["member_id"], ["members.id"], name=op.f("fk_risk_decisions_member_id_members")),
         sa.ForeignKeyConstraint(["card_id"], ["cards.id"], name=op.f("fk_risk_decisions_card_id_cards")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_decisions")),
+        sa.UniqueConstraint("token", name=op.f("uq_risk_decisions_token")),
     )
     op.create_index("ix_risk_decisions_review_decided", "risk_decisions", ["review_status", "decided_at"])
     op.create_index("ix_risk_decisions_member", "risk_decisions", ["member_id"])
