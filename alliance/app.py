@@ -70,7 +70,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
-    from alliance.api.back_office import behaviour_routes, finance_routes, grading_routes, settlement_routes
+    from alliance.api.back_office import (
+        behaviour_routes,
+        credit_routes,
+        finance_routes,
+        grading_routes,
+        settlement_routes,
+    )
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import routes as partner_routes
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     back_office_routes.init_app(app, api)
     settlement_routes.init_app(app, api)
     finance_routes.init_app(app, api)
+    credit_routes.init_app(app, api)
     grading_routes.init_app(app, api)
     behaviour_routes.init_app(app, api)
     health.init_app(app)

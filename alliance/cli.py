@@ -286,6 +286,7 @@ JOB_HELP = {
     "prune-nonces": "Forget signature nonces whose signatures can no longer be valid.",
     "recompute-tiers": "Set member tiers from qualifying spend over the last 12 months.",
     "close-due-cycles": "Close every overdue settlement cycle into a signed statement, oldest first.",
+    "refresh-credit-exposure": "Recompute every credit-limited partner's exposure and state (warning, over).",
     "grade-partners": "Grade every partner for the last whole month, once (later runs find it done).",
     "checkpoint-audit-log": "Sign the audit log's head (entries, newest hash) with the statement key, once a UTC day.",
     "award-referrals": "Award pending referrals, both sides, whose referred member has made a first purchase.",

@@ -852,6 +852,76 @@ def register_finance(main: click.Group, with_app: WithApp) -> None:
             csv_path.write_text(render_liability_csv(report), encoding="utf-8")
             click.echo(f"CSV written to {csv_path}", err=True)
 
+    _add_credit_commands(finance, with_app)
+
+
+def _credit_line(view: Any) -> str:
+    """One limit change as a line a person reads."""
+    limit = "no limit" if view.limit_minor is None else f"limit {view.limit_minor}"
+    decided = f", decided by {view.decided_by}" if view.decided_by else ""
+    return f"change {view.id}\t{view.partner}\t{limit}\t{view.status} (asked by {view.requested_by}{decided})"
+
+
+def _add_credit_commands(finance: click.Group, with_app: WithApp) -> None:
+    """Add ``finance credit show|set-limit|decide``: partners' credit limits, with a second person for a raise."""
+
+    @finance.group("credit")
+    def credit_group() -> None:
+        """Partners' credit limits on unsettled issuance: show, set, decide a raise or removal."""
+
+    @credit_group.command("show")
+    @click.argument("partner_code")
+    @with_app
+    def credit_show(app: Flask, partner_code: str) -> None:
+        """A partner's credit limit, exposure and state, and the changes waiting for a second person."""
+        from settlement.api import credit
+
+        with hub_state(app).unit_of_work() as uow:
+            view = credit.credit_of(uow.session, partner_code=partner_code)
+        limit = "none" if view.limit_minor is None else f"{view.limit_minor} {view.currency}"
+        computed = view.computed_at.isoformat() if view.computed_at else "now"
+        click.echo(f"{view.partner}\tlimit {limit}\texposure {view.exposure_minor} {view.currency}\t"
+                   f"state {view.state}\tcomputed {computed}")
+        for change in view.pending_changes:
+            click.echo(_credit_line(change))
+
+    @credit_group.command("set-limit")
+    @click.argument("partner_code")
+    @click.option("--limit-minor", type=click.IntRange(0, 10**18), default=None,
+                  help="The limit in minor units of the partner's currency.")
+    @click.option("--remove", is_flag=True, help="Remove the limit (waits for a second person).")
+    @click.option("--reason", required=True, help="Why (kept in the audit log).")
+    @with_app
+    def credit_set_limit(app: Flask, partner_code: str, limit_minor: int | None, remove: bool, reason: str) -> None:
+        """Set a partner's credit limit: a first or lower one applies at once, a raise or removal waits."""
+        from settlement.api import credit
+
+        if remove == (limit_minor is not None):
+            raise click.UsageError("give --limit-minor or --remove (one of them)")
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            view = credit.request_limit_change(uow.session, partner_code=partner_code, limit_minor=limit_minor,
+                                               reason=reason, actor=cli_actor(), now=_now(),
+                                               warning_percent=state.settings.credit_warning_percent)
+            uow.commit()
+        click.echo(_credit_line(view))
+
+    @credit_group.command("decide")
+    @click.argument("change_id", type=click.IntRange(1))
+    @click.argument("decision", type=click.Choice(["approve", "reject"]))
+    @with_app
+    def credit_decide(app: Flask, change_id: int, decision: str) -> None:
+        """Approve or reject a waiting raise or removal (not by the person who asked for it)."""
+        from settlement.api import credit
+
+        state = hub_state(app)
+        with state.unit_of_work() as uow:
+            view = credit.decide_limit_change(uow.session, change_id=change_id, decision=decision,
+                                              actor=cli_actor(), now=_now(),
+                                              warning_percent=state.settings.credit_warning_percent)
+            uow.commit()
+        click.echo(_credit_line(view))
+
 
 def _as_of_value(text: str | None) -> date | datetime | None:
     """``--as-of`` as a date or an aware date-time (None: now); anything else is a usage error."""

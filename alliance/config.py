@@ -58,6 +58,8 @@ class Settings:
     transfer_min_membership_days: int = 30
     # A goodwill credit or correction of more points than this waits for a second person's approval.
     goodwill_approval_threshold_points: int = 1_000
+    # A partner's credit state turns to warning (alerting its managers and finance) at this percent of its limit.
+    credit_warning_percent: int = 80
     statement_key: str | None = None
     statement_payment_terms_days: int = 14
     grading_weights: str = ("purchase_volume_minor=25,active_members=15,redemption_count=10,"
@@ -130,6 +132,8 @@ class Settings:
         if not 0 <= self.statement_payment_terms_days <= 366:
             raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
         self.grading_config()
+        if not 1 <= self.credit_warning_percent <= 100:
+            raise ConfigurationError("ALLIANCE_CREDIT_WARNING_PERCENT must be a whole number from 1 to 100")
         if self.goodwill_approval_threshold_points < 0:
             raise ConfigurationError("ALLIANCE_GOODWILL_APPROVAL_THRESHOLD_POINTS must not be negative")
         if self.transfer_min_membership_days < 0:

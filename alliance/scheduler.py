@@ -23,7 +23,7 @@ from alliance.observability.logs import JOB_LOGGER
 from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, birthday_job, referral_job, run_exclusively, standard_jobs
-from settlement.api import closing_job
+from settlement.api import closing_job, credit
 
 # Coalesce missed runs into one and never overlap a job with itself; a run missed by up
 # to an hour (a pause, a deploy) still happens rather than being dropped.
@@ -31,11 +31,12 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 
 
 def hub_jobs(state: HubState) -> list[Job]:
-    """Every job of the hub: housekeeping, settlement closing, monthly grading, the daily audit-log checkpoint,
-    referral and birthday awards."""
+    """Every job of the hub: housekeeping, settlement closing, partners' credit exposure, monthly grading,
+    the daily audit-log checkpoint, referral and birthday awards."""
     settings = state.settings
     return standard_jobs(settings.alliance_currency) + [
         closing_job(state.session_factory, state.statement_signer),
+        credit.credit_job(settings.credit_warning_percent),
         grading_job(settings.grading_config(), settings.alliance_time_zone),
         checkpoint_job(state.statement_signer),
         referral_job(settings.alliance_time_zone, settings.points_expiry_months),

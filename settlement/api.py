@@ -13,8 +13,8 @@ The modules behind it:
 - the settlement services, on a SQLAlchemy session: ``closing`` (aggregate, lock,
   sign and store a cycle, exactly once), ``finance`` (adjustments, invoices, payments,
   disputes, overdue), ``reconciliation`` (store a matching report for a statement),
-  ``reports`` (what the console's finance pages read), ``liability`` (the points
-  liability report) and ``locking`` (the partner's
+  ``reports`` (what the console's finance pages read), ``credit`` (partners'
+  credit exposure, limits and alerts), ``liability`` (the points liability report) and ``locking`` (the partner's
   settlement lock they share).
 
 The names below are re-exported unchanged; their documentation is in those modules.
@@ -22,6 +22,7 @@ The names below are re-exported unchanged; their documentation is in those modul
 
 from __future__ import annotations
 
+from settlement import credit
 from settlement.closing import (
     DEFAULT_CLOSING_GRACE,
     MAX_STATEMENT_PAGE_SIZE,
@@ -126,6 +127,8 @@ __all__ = [
     "StatementSummary", "close_cycle", "close_due_cycles", "close_due_cycles_by", "closing_job", "cycle_summary",
     "due_by_partner", "partner_statement_count", "partner_statement_page", "partner_statements", "period_position",
     "statement_by_id",
+    # Partners' credit exposure, limits and alerts (the module: ``credit.refresh``, ``credit.credit_of``, ...).
+    "credit",
     # Cycles.
     "Cycle", "Frequency", "cycle_containing",
     # The finance workflow.

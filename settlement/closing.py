@@ -39,7 +39,7 @@ from alliance.models.base import UTCDateTime, integer_sum
 from alliance.services import audit_log
 from alliance.services.jobs import Job
 from alliance.storage.adapters import storage_for
-from settlement import finance
+from settlement import credit, finance
 from settlement.cycles import Cycle, due_cycles
 from settlement.keys import StatementSigner
 from settlement.locking import lock_partner_settlement
@@ -160,6 +160,8 @@ def close_cycle(
     )
     stored = _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
     finance.record_applications(session, adjustment_ids=adjustment_ids, run_id=stored.run_id)
+    # The open period's issuance became a closed statement's net: the credit snapshot follows.
+    credit.refresh_if_tracked(session, partner_id=partner_id, now=now)
     return stored
 
 

@@ -46,6 +46,7 @@ from alliance.models import (
 )
 from alliance.services import audit_log, staff_people
 from alliance.services.console_reports import Sort
+from settlement import credit
 from settlement.locking import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
 
@@ -378,6 +379,8 @@ def record_payment(
                      before={"paid_minor": paid},
                      after={"paid_minor": paid + amount_minor, "amount_minor": amount_minor,
                             "paid_on": paid_on.isoformat(), "reference": reference})
+    # What the partner owes changed: its credit snapshot follows in this transaction.
+    credit.refresh_if_tracked(session, partner_id=statement.partner_id, now=now)
     return statement_status(session, statement_id)
 
 

@@ -32,11 +32,15 @@ class PartnerCredit(Base):
         CheckConstraint("limit_minor IS NULL OR limit_minor >= 0", name="limit_not_negative"),
         CheckConstraint("exposure_minor >= 0", name="exposure_not_negative"),
         CheckConstraint("limit_minor IS NOT NULL OR state = 'ok'", name="no_limit_is_ok"),
+        CheckConstraint("(limit_minor IS NULL) = (warning_minor IS NULL)", name="warning_with_limit"),
     )
 
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), primary_key=True)
     limit_minor: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    # Where the warning band starts (the limit x ALLIANCE_CREDIT_WARNING_PERCENT, rounded up), kept with the
+    # limit so a refresh that runs without the settings (a payment, a closing) draws the same line.
+    warning_minor: Mapped[int | None] = mapped_column(BigInteger)
     exposure_minor: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(8))
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -28,9 +28,19 @@ from alliance.domain import behaviour
 from alliance.domain.behaviour import AMOUNT_EVENTS, EventType, Reason, Rule
 from alliance.domain.cards import CardNotUsable
 from alliance.domain.clock import add_months
+from alliance.domain.credit import OVER_LIMIT, CreditLimitReached
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
 from alliance.domain.ledger import TransactionKind
-from alliance.models import BehaviourAward, BehaviourEvent, BehaviourRule, Card, Member, Partner, Purchase
+from alliance.models import (
+    BehaviourAward,
+    BehaviourEvent,
+    BehaviourRule,
+    Card,
+    Member,
+    Partner,
+    PartnerCredit,
+    Purchase,
+)
 from alliance.services import audit_log, ledger
 
 MEMO_PREFIX = "behaviour:"
@@ -333,6 +343,9 @@ def report_event(session: Session, *, partner_id: int, report: EventReport, poli
                 points, reason = capped.points, capped.cut_by
                 bonus = max(0, min(bonus, points - base)) if points < base + bonus else bonus
                 status = "awarded" if points else "not_awarded"
+    if points and rule_row is not None:
+        _refuse_past_credit_limit(session, {"hub": None, "reporter": partner_id}.get(
+            rule_row.funded_by, rule_row.funding_partner_id))
     try:
         event_row_id = session.execute(insert(BehaviourEvent).values(
             partner_id=partner_id, event_id=report.event_id, event_type=report.event_type, member_id=member_id,
@@ -429,6 +442,13 @@ def _capped(session: Session, rule: Rule, rule_id: int, member_id: int, day: Any
     month = int(session.scalar(earned.where(BehaviourAward.local_day >= first, BehaviourAward.local_day <= last))
                 or 0)
     return behaviour.apply_caps(rule, points, earned_today=today, earned_this_month=month)
+
+
+def _refuse_past_credit_limit(session: Session, funder_id: int | None) -> None:
+    """Refuse an event whose points a partner past its credit limit would fund (nothing is stored)."""
+    if funder_id is not None and session.scalar(
+            select(PartnerCredit.state).where(PartnerCredit.partner_id == funder_id)) == OVER_LIMIT:
+        raise CreditLimitReached()
 
 
 def _award(session: Session, rule: BehaviourRule, *, event_row_id: int, member: ledger.MemberAccounts, side: str,

@@ -33,6 +33,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.clock import add_months
+from alliance.domain.credit import OVER_LIMIT
 from alliance.domain.earning import Campaign as CampaignRule
 from alliance.domain.earning import CampaignPoints, EarnBreakdown, Funder, JointFunding, Tier
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -47,6 +48,7 @@ from alliance.models import (
     LedgerAccount,
     Member,
     Partner,
+    PartnerCredit,
     PartnerPrice,
 )
 from alliance.services import audit_log
@@ -489,6 +491,8 @@ class FunderTerms:
     price_per_point: Decimal | None
     currency: str
     issued_account_id: int | None
+    # Its credit snapshot is ``over``: a joint campaign it funds skips its award.
+    credit_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +627,11 @@ class CampaignBook:
         if payers:
             self.funder_terms = _funder_terms(session, payers, now)
 
+    def funders_over_credit_limit(self, breakdown: EarnBreakdown) -> set[int]:
+        """The joint campaigns of this purchase with a funder past its credit limit (their award is skipped)."""
+        return {line.campaign_id for line in breakdown.campaigns for partner_id, _ in line.paid_by
+                if (terms := self.funder_terms.get(partner_id)) is not None and terms.credit_over}
+
     def check_funders(self, breakdown: EarnBreakdown) -> None:
         """Refuse before writing when a joint funder has no price in force or no points-issued account."""
         for line in breakdown.campaigns:
@@ -670,14 +679,16 @@ def _joint_awards(line: CampaignPoints) -> list[Award]:
 
 def _funder_terms(session: Session, partner_ids: set[int], now: datetime) -> dict[int, FunderTerms]:
     terms = {}
-    for partner_id, currency in session.execute(select(Partner.id, Partner.currency)
-                                                .where(Partner.id.in_(sorted(partner_ids)))):
+    for partner_id, currency, credit_state in session.execute(
+            select(Partner.id, Partner.currency, PartnerCredit.state)
+            .outerjoin(PartnerCredit, PartnerCredit.partner_id == Partner.id)
+            .where(Partner.id.in_(sorted(partner_ids)))):
         price = session.scalar(select(PartnerPrice.issue_price_per_point)
                                .where(PartnerPrice.partner_id == partner_id, PartnerPrice.effective_from <= now)
                                .order_by(PartnerPrice.effective_from.desc()).limit(1))
         issued = session.scalar(select(LedgerAccount.id).where(
             LedgerAccount.code == account_code(AccountKind.PARTNER_ISSUED, partner_id=partner_id)))
-        terms[partner_id] = FunderTerms(partner_id, price, currency, issued)
+        terms[partner_id] = FunderTerms(partner_id, price, currency, issued, credit_state == OVER_LIMIT)
     return terms
 
 

@@ -25,9 +25,10 @@ from sqlalchemy import CursorResult, Row, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.clock import add_months
+from alliance.domain.credit import OVER_LIMIT, CreditLimitReached
 from alliance.domain.errors import Conflict, NotFound, ValidationFailed
 from alliance.domain.ledger import TransactionKind
-from alliance.models import Complaint, GoodwillRequest, JournalTransaction, Member, Partner
+from alliance.models import Complaint, GoodwillRequest, JournalTransaction, Member, Partner, PartnerCredit
 from alliance.services import audit_log, ledger, staff_people
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def request_goodwill(
         raise ValidationFailed("a correction names a complaint of the member or a written reference",
                                fields={"reference": ["required without a complaint"]})
     partner_id = _funder(session, direction, funded_by)
+    _refuse_past_credit_limit(session, partner_id)
     request_id = session.execute(insert(GoodwillRequest).values(
         member_id=member.id, direction=direction, points=points, reason=reason, complaint_id=complaint_id,
         reference=reference, partner_id=partner_id, status="pending", requested_by=actor, requested_at=now,
@@ -282,11 +284,19 @@ def _funder_code(session: Session, direction: str, partner_id: int | None) -> st
     return session.scalar(select(Partner.code).where(Partner.id == partner_id))
 
 
+def _refuse_past_credit_limit(session: Session, partner_id: int | None) -> None:
+    """Refuse a credit charged to a partner whose unsettled issuance reached its credit limit (nothing is stored)."""
+    if partner_id is not None and session.scalar(
+            select(PartnerCredit.state).where(PartnerCredit.partner_id == partner_id)) == OVER_LIMIT:
+        raise CreditLimitReached()
+
+
 def _post(session: Session, request_id: int, *, policy: GoodwillPolicy, now: datetime, actor: str) -> None:
     """Move the request's points in the ledger and mark it posted, audited."""
     request = session.execute(select(GoodwillRequest).where(GoodwillRequest.id == request_id)).scalar_one()
     memo = memo_of(request_id)
     if request.direction == "credit":
+        _refuse_past_credit_limit(session, request.partner_id)
         earned = ledger.earn(session, member_id=request.member_id, partner_id=request.partner_id,
                              points=request.points, now=now, expires_at=add_months(now, policy.expiry_months),
                              memo=memo, kind=TransactionKind.GOODWILL_CREDIT)

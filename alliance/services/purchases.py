@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
+from alliance.domain.credit import OVER_LIMIT, CreditLimitReached
 from alliance.domain.earning import (
     BUILT_IN_TIER_SCHEDULE,
     Campaign,
@@ -60,6 +61,7 @@ from alliance.models import (
     LedgerAccount,
     Member,
     Partner,
+    PartnerCredit,
     PartnerEarnRule,
     PartnerPrice,
     Purchase,
@@ -81,6 +83,10 @@ TerminalResolver = Callable[[str | None], int | None]
 _Item = TypeVar("_Item", bound=PurchaseReportLike)
 
 _RULE = aliased(PartnerEarnRule)
+# The partner's credit state from its snapshot (``settlement.credit``), read inside the partner's
+# own read: NULL (no snapshot) or anything but ``over`` lets it issue.
+_CREDIT_STATE = (select(PartnerCredit.state).where(PartnerCredit.partner_id == Partner.id).correlate(Partner)
+                 .scalar_subquery().label("credit_state"))
 _RUNNING = (or_(CampaignRow.partner_id == bindparam("partner_id"), CampaignRow.partner_id.is_(None)),
             CampaignRow.starts_at <= bindparam("purchased_at"), CampaignRow.ends_at > bindparam("purchased_at"),
             CampaignRow.stopped_at.is_(None))
@@ -101,6 +107,7 @@ PURCHASE_CONTEXT = (
         PartnerEarnRule.id.label("rule_id"), PartnerEarnRule.base_points_per_unit, PartnerEarnRule.amount_ladder,
         PartnerEarnRule.per_purchase_cap_points, PartnerEarnRule.per_member_day_cap_points,
         exists().where(*_RUNNING).label("campaigns_running"),
+        _CREDIT_STATE,
     )
     .outerjoin(PartnerEarnRule, PartnerEarnRule.id == (
         select(_RULE.id).where(_RULE.partner_id == Partner.id, _RULE.effective_from <= bindparam("purchased_at"))
@@ -305,6 +312,8 @@ class _Partner:
     issue_price_per_point: Decimal | None
     issued_account_id: int | None
     marketing_account_id: int | None
+    # Its credit snapshot says it has reached its limit: new issuance is refused.
+    credit_over: bool = False
 
     @property
     def reporting(self) -> ReportingPartner:
@@ -382,7 +391,8 @@ def _terms_from_context(partner_id: int, context: Any) -> _Partner | None:
                     currency=context.partner_currency, time_zone=context.time_zone,
                     return_window_days=context.return_window_days,
                     issue_price_per_point=context.issue_price_per_point, issued_account_id=context.account_id,
-                    marketing_account_id=context.marketing_account_id)
+                    marketing_account_id=context.marketing_account_id,
+                    credit_over=context.credit_state == OVER_LIMIT)
 
 
 def _holder_from_rows(rows: Sequence[Any]) -> _Holder | None:
@@ -462,9 +472,12 @@ def _read_partner(session: Session, partner_id: int, now: datetime) -> _Partner 
     marketing = select(LedgerAccount.id).where(LedgerAccount.code == MARKETING_ACCOUNT_CODE).scalar_subquery()
     row = session.execute(
         select(Partner.id, Partner.code, Partner.status, Partner.currency, Partner.time_zone,
-               Partner.return_window_days, price, issued, marketing).where(Partner.id == partner_id)
+               Partner.return_window_days, price, issued, marketing, _CREDIT_STATE).where(Partner.id == partner_id)
     ).first()
-    return None if row is None else _Partner(*row)
+    if row is None:
+        return None
+    return _Partner(row.id, row.code, row.status, row.currency, row.time_zone, row.return_window_days, row[6], row[7],
+                    row[8], credit_over=row.credit_state == OVER_LIMIT)
 
 
 def _read_campaigns(session: Session, partner_id: int, items: list[BatchItem]) -> list[Row[*tuple[Any, ...]]]:
@@ -640,14 +653,20 @@ def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: _Item
                                                          enrolled_at=holder.enrolled_at, moment=item.purchased_at))
     decision = decide_purchase(item, facts, now)
     assert partner is not None and holder is not None, "decide_purchase refuses an unknown partner or card"
-    while book is not None and (over := book.over_budget(decision.breakdown, partner.id)):
-        # An award that would pass what is left of a campaign's budget is skipped (see campaigns).
+    while book is not None and (over := book.over_budget(decision.breakdown, partner.id)
+                                | book.funders_over_credit_limit(decision.breakdown)):
+        # An award that would pass what is left of a campaign's budget, or a joint one with a funder past its
+        # credit limit, is skipped (see campaigns).
         facts = replace(facts, campaigns=[campaign for campaign in facts.campaigns
                                           if campaign.campaign_id not in over])
         decision = decide_purchase(item, facts, now)
     if holder.available_id is None or holder.pending_id is None:
         raise NotFound("the card's member has no ledger accounts")
     breakdown = decision.breakdown
+    if breakdown.partner_points and partner.credit_over:
+        # Its unsettled issuance reached its credit limit (``settlement.credit``); a purchase earning only
+        # hub or joint points still goes through.
+        raise CreditLimitReached()
     if breakdown.partner_points:
         ledger.check_earn(breakdown.partner_points, now, expires_at)
         if partner.issue_price_per_point is None:

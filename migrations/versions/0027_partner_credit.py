@@ -2,7 +2,7 @@
 
 Why: a partner is charged for the points it issues on its next statement and pays
 later, so the hub lends it money until then. ``partner_credit`` keeps each partner's
-limit (NULL: none) and the exposure and state (ok, warning, over) last computed by
+limit (NULL: none), where its warning band starts, and the exposure and state (ok, warning, over) last computed by
 ``settlement.credit``; the signed earn reads the state inside a read it already makes
 and refuses new issuance when it is ``over``. ``partner_credit_limit_changes`` records
 every limit asked for and who decided it (a raise or a removal needs a second person);
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("partner_id", ID, nullable=False),
         sa.Column("limit_minor", sa.BigInteger(), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("warning_minor", sa.BigInteger(), nullable=True),
         sa.Column("exposure_minor", sa.BigInteger(), nullable=False),
         sa.Column("state", sa.String(length=8), nullable=False),
         sa.Column("computed_at", UTCDateTime(timezone=True), nullable=False),
@@ -41,6 +42,8 @@ def upgrade() -> None:
                            name=op.f("ck_partner_credit_limit_not_negative")),
         sa.CheckConstraint("exposure_minor >= 0", name=op.f("ck_partner_credit_exposure_not_negative")),
         sa.CheckConstraint("limit_minor IS NOT NULL OR state = 'ok'", name=op.f("ck_partner_credit_no_limit_is_ok")),
+        sa.CheckConstraint("(limit_minor IS NULL) = (warning_minor IS NULL)",
+                           name=op.f("ck_partner_credit_warning_with_limit")),
         sa.ForeignKeyConstraint(["partner_id"], ["partners.id"], name=op.f("fk_partner_credit_partner_id_partners")),
         sa.PrimaryKeyConstraint("partner_id", name=op.f("pk_partner_credit")),
     )

@@ -29,8 +29,8 @@ from tests.import_support import ROOT, Import, imports_of, module_name, names
 
 SETTLEMENT_PURE = ("settlement.cycles", "settlement.netting", "settlement.statements", "settlement.matching",
                    "settlement.keys")
-SETTLEMENT_SERVICES = ("settlement.closing", "settlement.finance", "settlement.liability", "settlement.reconciliation",
-                       "settlement.reports", "settlement.locking", "settlement.api")
+SETTLEMENT_SERVICES = ("settlement.closing", "settlement.credit", "settlement.finance", "settlement.liability",
+                       "settlement.reconciliation", "settlement.reports", "settlement.locking", "settlement.api")
 # Only the exception classes: how a view or a command recognises a database that is down.
 SQLALCHEMY_EXCEPTIONS = ("sqlalchemy.exc",)
 
