@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
+from alliance.domain.credit import CreditLimitReached
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.extensions import hub_state
 from alliance.models import PartnerCredit, PartnerCreditAlert, PartnerCreditLimitChange
@@ -334,3 +335,82 @@ def test_the_cli_shows_sets_and_decides_a_limit(shop):
     assert same.exit_code != 0 and "another person" in same.output
     with shop.hub.unit_of_work() as uow:
         assert uow.session.get_one(PartnerCreditLimitChange, int(change_id)).status == "pending"
+
+
+# ---------------------------------------------------------------- other issuance: events, goodwill, joint campaigns
+
+
+def _over_limit(hub, code: str) -> None:  # type: ignore[no-untyped-def]
+    """A limit of 0 on ``code``: no credit at all, so it is over at once."""
+    with hub.unit_of_work() as uow:
+        credit.request_limit_change(uow.session, partner_code=code, limit_minor=0, reason="no credit", actor=A,
+                                    now=datetime.now(timezone.utc))
+        uow.commit()
+
+
+def test_behaviour_events_funded_by_a_partner_over_its_limit_are_refused_and_nothing_is_stored(shop):
+    from alliance.models import BehaviourEvent
+    from alliance.services import behaviour_points
+
+    with shop.hub.unit_of_work() as uow:
+        for event_type, funded_by in (("survey", "reporter"), ("sign_in", "hub")):
+            behaviour_points.set_rule(uow.session, event_type=event_type, points=5, funded_by=funded_by,
+                                      now=datetime.now(timezone.utc) - timedelta(days=10), actor="test")
+        uow.commit()
+    _over_limit(shop.hub, "shop")
+    occurred_at = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    survey = {"event_id": "ev-1", "event_type": "survey", "card_number": shop.member.card_number,
+              "occurred_at": occurred_at}
+    refused = shop.client.post("/partner/v1/events", survey)
+    assert (refused.status, refused.body["code"]) == (409, "credit_limit_reached")
+    with shop.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(BehaviourEvent)) == 0
+    # The hub funds sign-ins: the partner's credit does not matter.
+    sign_in = shop.client.post("/partner/v1/events", dict(survey, event_id="ev-2", event_type="sign_in"))
+    assert sign_in.status == 201 and sign_in.body["points_awarded"] == 5
+
+
+def test_a_goodwill_credit_charged_to_a_partner_over_its_limit_is_refused_and_a_hub_funded_one_is_not(shop):
+    from alliance.models import GoodwillRequest
+    from alliance.services import complaints, goodwill
+
+    policy = goodwill.GoodwillPolicy(approval_threshold_points=1_000, expiry_months=24)
+    now = datetime.now(timezone.utc)
+    with shop.hub.unit_of_work() as uow:
+        complaint = complaints.file_for_member(
+            uow.session, member_number=shop.member.member_number, partner_code="shop", category="points_missing",
+            description="points never came", purchase_id=None, redemption_reference=None, now=now, actor=A)
+        uow.commit()
+    _over_limit(shop.hub, "shop")
+    arguments = {"member_number": shop.member.member_number, "direction": "credit", "points": 200,
+                 "reason": "sorry", "complaint_id": complaint.id, "policy": policy, "actor": A}
+    with shop.hub.unit_of_work() as uow, pytest.raises(CreditLimitReached):
+        goodwill.request_goodwill(uow.session, now=now, funded_by="shop", **arguments)  # type: ignore[arg-type]
+    with shop.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(GoodwillRequest)) == 0
+        posted = goodwill.request_goodwill(uow.session, now=now, funded_by="hub", **arguments)  # type: ignore[arg-type]
+        uow.commit()
+    assert posted.status == "posted"
+
+
+def test_a_joint_campaign_skips_its_award_when_a_funder_is_over_its_limit_and_the_purchase_still_earns(shop):
+    from alliance.models import CampaignAward
+    from alliance.services import campaigns
+    from tests.factories import make_partner
+
+    now = datetime.now(timezone.utc)
+    for code in ("alpha", "bravo"):
+        make_partner(shop.hub, now=wall_clock_partner_time(), code=code)
+    with shop.hub.unit_of_work() as uow:
+        campaigns.add_campaign(uow.session, now=now - timedelta(hours=2), actor=A, code="shop", name="Joint",
+                               funded_by="joint", multiplier=Decimal("1"), bonus_points=10, min_amount_minor=0,
+                               starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1),
+                               funders=[("alpha", 5000), ("bravo", 5000)])
+        uow.commit()
+    assert _earn(shop, "r-1").body["points"]["total"] == PURCHASE_COST + 10
+    _over_limit(shop.hub, "bravo")
+    skipped = _earn(shop, "r-2")
+    assert skipped.status == 201, skipped.body
+    assert skipped.body["points"]["total"] == PURCHASE_COST and skipped.body["breakdown"]["campaigns"] == []
+    with shop.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(CampaignAward)) == 2  # only r-1's two shares
