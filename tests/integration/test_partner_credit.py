@@ -414,3 +414,29 @@ def test_a_joint_campaign_skips_its_award_when_a_funder_is_over_its_limit_and_th
     assert skipped.body["points"]["total"] == PURCHASE_COST and skipped.body["breakdown"]["campaigns"] == []
     with shop.hub.unit_of_work() as uow:
         assert uow.session.scalar(select(func.count()).select_from(CampaignAward)) == 2  # only r-1's two shares
+
+
+# ---------------------------------------------------------------- the console
+
+
+def test_the_console_shows_limits_exposure_and_alerts_to_finance_and_partner_managers_only(shop):
+    from tests.console_support import signed_in, text_of
+
+    assert _earn(shop, "r-1").status == 201
+    _set_limit(shop, 100)  # over at once: one alert
+    _set_limit(shop, 5_000)  # a raise, waiting
+    for username, role in (("fiona", "finance"), ("pam", "partner_manager")):
+        browser = signed_in(shop.app, username, role)
+        listing = browser.get("/console/credit")
+        assert listing.status_code == 200
+        page = text_of(listing)
+        assert "Partners with a limit" in page and "shop" in page and "at its limit: issuing refused" in page
+        assert "reached its limit" in page
+        html = listing.get_data(as_text=True)
+        assert "<caption>" in html and 'scope="row"' in html and 'data-label="Exposure"' in html
+        detail = browser.get("/console/partners/shop/credit")
+        assert detail.status_code == 200
+        text = text_of(detail)
+        assert "Waiting for a second person" in text and "credit review" in text and "reached its limit" in text
+    refused = signed_in(shop.app, "cass", "customer_service").get("/console/credit")
+    assert refused.status_code == 403
