@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from cryptography.hazmat.primitives import serialization
@@ -76,3 +76,18 @@ def make_member_with_pin(hub: HubState, *, now: datetime, pin: str = "2468") -> 
         set_pin(uow.session, card_number=enrolment.card_number, pin=pin)
         uow.commit()
     return enrolment
+
+
+# The start of a risk policy a test sets for all its history: before any test's clock.
+RISK_POLICY_SINCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def set_risk_policy(hub: HubState, document: dict[str, object] | None = None) -> None:
+    """Put a risk policy in force for every moment a test uses (no limits at all by default): for tests
+    that drive more activity through one member or till than the built-in default policy lets through."""
+    from alliance.services import risk
+
+    with hub.unit_of_work() as uow:
+        risk.set_policy(uow.session, document=document or {"limits": []}, effective_from=RISK_POLICY_SINCE,
+                        reason="a test's own policy", now=RISK_POLICY_SINCE - timedelta(hours=1), actor="test")
+        uow.commit()

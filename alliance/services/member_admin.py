@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.domain.pii import KeyRing, LookupKind, normalise_email, normalise_phone
+from alliance.domain.risk import Measure
 from alliance.models import (
     Card,
     Complaint,
@@ -27,7 +28,7 @@ from alliance.models import (
     RedemptionHold,
 )
 from alliance.models.base import integer_sum
-from alliance.services import audit_log, ledger
+from alliance.services import audit_log, ledger, risk
 from alliance.services.accounts import member_balances
 from alliance.services.member_verification import active_card_holder, issue_redemption_code, set_pin
 from alliance.services.members import Enrolment, enrol_member, issue_card
@@ -258,6 +259,8 @@ def transfer_points(
         raise InvalidState(f"members can transfer after {limits.min_membership_days} days of membership")
     if receiver.status != "active":
         raise InvalidState("the receiving membership is not active")
+    risk.assess(session, measure=Measure.TRANSFER_OUT, points=points, reference=None, now=now,
+                subject=risk.Subject(partner_id=None, member_id=sender.id, tier=sender.tier))
     transfer_id = session.execute(insert(MemberTransfer).values(
         from_member_id=sender.id, to_member_id=receiver.id, points=points, created_at=now, created_by=actor,
     ).returning(MemberTransfer.id)).scalar_one()

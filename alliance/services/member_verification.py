@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from alliance.domain.cards import CardNotUsable, require_usable_card, require_valid_card_number
 from alliance.domain.errors import AllianceError, ConfigurationError, NotFound, ValidationFailed
 from alliance.domain.pin_hashing import KEYED_SCHEME, LEGACY_SCHEME, PinKeyRing
+from alliance.domain.risk import Measure
 from alliance.models import Card, Member, RedemptionCode
+from alliance.services import risk
 from alliance.storage.adapters import storage_for
 
 MAX_PIN_FAILURES = 5
@@ -221,6 +223,56 @@ def consume_redemption_code(session: Session, *, code: str, partner_id: int, now
     if row is None or row.status != "active":
         raise CardNotUsable("the member has no active card")
     return CardHolder(card_id=row.id, member_id=used.member_id, tier=row.tier)
+
+
+def verify_pin_at_till(session: Session, *, card_number: str, pin: str, till: risk.Subject,
+                       now: datetime) -> CardHolder:
+    """Card + PIN at a partner's till, under the card-testing limits; a failure is counted for them.
+
+    Before the PIN is tried, a till that has failed on too many different cards is refused
+    (``RiskDeclined``); an unknown card or a wrong PIN is recorded as a failure of the card
+    number tried, in the request's transaction, so it is kept with the refusal.
+    """
+    tried = "card:" + hashlib.sha256(card_number.encode()).hexdigest()[:40]
+    risk.assess(session, measure=Measure.VERIFICATION_FAILURE, subject=_tried_at(till, tried), points=0,
+                reference=None, now=now)
+    try:
+        check = check_pin(session, card_number=card_number, pin=pin)
+    except NotFound:
+        _failed(session, till, tried, "pin", now)
+        raise
+    if check.holder is None:
+        _failed(session, till, tried, "pin", now)
+    return require_verified(check)
+
+
+def redeem_code_at_till(session: Session, *, code: str, till: risk.Subject, now: datetime) -> CardHolder:
+    """A one-time redemption code used at a partner's till, under the card-testing limits.
+
+    A code that is unknown, used or expired is refused, and the failure is kept although
+    the request's work is taken back.
+    """
+    normalised = code.strip().upper()
+    tried = "code:" + _code_hash(normalised)[:40]
+    risk.assess(session, measure=Measure.VERIFICATION_FAILURE, subject=_tried_at(till, tried), points=0,
+                reference=None, now=now)
+    assert till.partner_id is not None, "a till belongs to a partner"
+    try:
+        return consume_redemption_code(session, code=normalised, partner_id=till.partner_id, now=now)
+    except MemberNotVerified as refusal:
+        refusal.kept = lambda kept_in: _failed(kept_in, till, tried, "code", now)
+        raise
+
+
+def _tried_at(till: risk.Subject, tried: str) -> risk.Subject:
+    return risk.Subject(partner_id=till.partner_id, partner_code=till.partner_code, terminal_id=till.terminal_id,
+                        tried=tried)
+
+
+def _failed(session: Session, till: risk.Subject, tried: str, method: str, now: datetime) -> None:
+    assert till.partner_id is not None, "a till belongs to a partner"
+    risk.record_verification_failure(session, partner_id=till.partner_id, terminal_id=till.terminal_id,
+                                     tried=tried, method=method, now=now)
 
 
 def _code_hash(code: str) -> str:

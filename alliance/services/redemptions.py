@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, NotFound
+from alliance.domain.risk import Measure
 from alliance.models import RedemptionHold, RedemptionRefund
-from alliance.services import ledger
+from alliance.services import ledger, risk
 from alliance.services.member_verification import CardHolder
 from alliance.services.purchases import RefundAlreadyRecorded
 
@@ -25,9 +26,16 @@ def authorize(
     session: Session, *, partner_id: int, holder: CardHolder, reference: str, points: int, ttl_s: int,
     terminal_id: int | None, now: datetime,
 ) -> RedemptionHold:
-    """Hold points of a verified member for a redemption at this partner."""
+    """Hold points of a verified member for a redemption at this partner, under the risk controls' limits.
+
+    A redemption past a refusing limit raises ``RiskDeclined``; one past a flagging limit
+    goes ahead and is kept for review.
+    """
     if _find(session, partner_id, reference) is not None:
         raise ReferenceAlreadyUsed(f"redemption reference {reference!r} was already used")
+    risk.assess(session, measure=Measure.REDEEM, points=points, reference=reference, now=now,
+                subject=risk.Subject(partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
+                                     card_id=holder.card_id, tier=holder.tier))
     result = ledger.authorize_hold(session, member_id=holder.member_id, partner_id=partner_id, points=points,
                                    now=now, ttl_s=ttl_s)
     try:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from alliance.extensions import hub_state
 from alliance.models import JournalTransaction, LedgerAccount, Purchase, RedemptionHold
 from alliance.services import ledger, member_verification
-from tests.factories import make_member_with_pin, make_signing_partner
+from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
 from tests.http_server import (
     HttpReply,
     audit_totals,
@@ -158,6 +158,7 @@ def test_two_partners_tills_spending_one_balance_at_once_never_overdraw_it(pg_ap
              for code in ("cinema", "bakery")]
     member = make_member_with_pin(hub, now=created, pin=PIN)
     fund_member(hub, member_id=member.member_id, partner_id=tills[0].partner_id, points=300)
+    set_risk_policy(hub)  # more redemptions than the default policy lets one member make in an hour
     spend, affordable = 30, 300 // 30
     watching = threading.Event()
     seen: list[tuple[int, int]] = []

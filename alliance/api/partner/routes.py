@@ -56,7 +56,7 @@ from alliance.api.partner.schemas import (
 from alliance.config import Settings
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
-from alliance.services import behaviour_points, member_verification, partners, purchases, redemptions
+from alliance.services import behaviour_points, member_verification, partners, purchases, redemptions, risk
 from alliance.services.accounts import member_balances
 from alliance.services.member_verification import CardHolder
 from alliance.storage.unit_of_work import Session, UnitOfWork
@@ -237,11 +237,18 @@ class PurchaseRefunds(MethodView):
         return run_idempotent(operation)
 
 
-def _pin_verified(card_number: str, pin: str) -> Callable[[UnitOfWork], CardHolder]:
+def _till(session: Session, terminal_code: str | None) -> risk.Subject:
+    """The partner's till a request comes from, for the risk controls."""
+    caller = current_caller()
+    return risk.Subject(partner_id=caller.partner_id,
+                        terminal_id=resolve_terminal(session, caller, terminal_code))
+
+
+def _pin_verified(card_number: str, pin: str, terminal_code: str | None) -> Callable[[UnitOfWork], CardHolder]:
     """A preparation checking card + PIN in the request's transaction; failures are counted."""
     def prepare(uow: UnitOfWork) -> CardHolder:
-        check = member_verification.check_pin(uow.session, card_number=card_number, pin=pin)
-        return member_verification.require_verified(check)
+        return member_verification.verify_pin_at_till(uow.session, card_number=card_number, pin=pin,
+                                                      till=_till(uow.session, terminal_code), now=utc_now())
     return prepare
 
 
@@ -258,15 +265,16 @@ class Redemptions(MethodView):
         def operation(uow: UnitOfWork, holder: CardHolder | None = None) -> tuple[int, dict[str, Any]]:
             now = utc_now()
             caller = current_caller()
-            verified = holder or member_verification.consume_redemption_code(
-                uow.session, code=data["redemption_code"], partner_id=caller.partner_id, now=now)
+            verified = holder or member_verification.redeem_code_at_till(
+                uow.session, code=data["redemption_code"], till=_till(uow.session, data.get("terminal")), now=now)
             hold = redemptions.authorize(
                 uow.session, partner_id=caller.partner_id, holder=verified, reference=data["reference"],
                 points=data["points"], ttl_s=data.get("ttl_s", _settings().hold_ttl_s),
                 terminal_id=resolve_terminal(uow.session, caller, data.get("terminal")), now=now)
             return 201, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
         if by_pin:
-            return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]))
+            return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"],
+                                                                   data.get("terminal")))
         return run_idempotent(operation)
 
 
@@ -348,7 +356,8 @@ class BalanceInquiries(MethodView):
                 "points_available": balances["available"], "points_pending": balances["pending"],
                 "points_held": balances["held"],
             })
-        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"]),
+        return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"],
+                                                               data.get("terminal")),
                               operation_writes=False)
 
 

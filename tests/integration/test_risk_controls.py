@@ -1,0 +1,221 @@
+"""Risk controls through the signed partner API and the back office: velocity limits on redemptions, card
+testing from one till, transfers, the decisions kept with their evidence, and the policy as versioned data."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from alliance.domain.errors import ValidationFailed
+from alliance.domain.risk import DEFAULT_POLICY, Measure, RiskDeclined
+from alliance.extensions import hub_state
+from alliance.models import AuditLogEntry, RiskDecision, RiskPolicyVersion, VerificationFailure
+from alliance.services import member_admin, risk
+from alliance.services.member_admin import TransferLimits
+from alliance.services.member_verification import issue_redemption_code
+from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
+from tests.http_server import assert_audit_green, assert_books_unchanged, books, fund_member, wall_clock_partner_time
+from tests.partner_client import SignedTestClient
+
+UTC = timezone.utc
+REDEMPTIONS = "/partner/v1/redemptions"
+PIN = "2468"
+
+
+@pytest.fixture
+def tills(app):  # type: ignore[no-untyped-def]
+    """A shop whose key is bound to its till, a second shop, and a member with 3,000 points."""
+    hub = hub_state(app)
+    created = wall_clock_partner_time()
+    shop = make_signing_partner(hub, now=created, code="shop", bind_key_to_terminal=True)
+    other = make_signing_partner(hub, now=created, code="other", bind_key_to_terminal=True)
+    member = make_member_with_pin(hub, now=created, pin=PIN)
+    fund_member(hub, member_id=member.member_id, partner_id=other.partner_id, points=3_000)
+    return SimpleNamespace(app=app, hub=hub, shop=shop, other=other, member=member, created=created,
+                           client=SignedTestClient(app, shop), other_client=SignedTestClient(app, other))
+
+
+def decisions(hub) -> list[RiskDecision]:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        return list(uow.session.scalars(select(RiskDecision).order_by(RiskDecision.id)))
+
+
+def redeem(client, member, reference: str, points: int = 10, pin: str = PIN):  # type: ignore[no-untyped-def]
+    return client.post(REDEMPTIONS, {"reference": reference, "points": points, "card_number": member.card_number,
+                                     "pin": pin})
+
+
+def test_the_eleventh_redemption_in_an_hour_is_refused_without_figures_and_its_decision_is_kept(tills):
+    for index in range(10):
+        assert redeem(tills.client, tills.member, f"r-{index}").status == 201
+    before = books(tills.hub)
+    refused = redeem(tills.client, tills.member, "r-10")
+    assert refused.status == 403 and refused.body["code"] == "declined"
+    # The till learns the decision's reference, never the limit or the figures that stopped it.
+    assert "10" not in refused.body["detail"] and "hour" not in refused.body["detail"]
+    assert_books_unchanged(tills.hub, before)
+    (kept,) = decisions(tills.hub)
+    assert kept.token in refused.body["detail"]
+    assert (kept.operation, kept.action, kept.review_status, kept.points, kept.reference) == (
+        "redeem", "refuse", "open", 10, "r-10")
+    assert (kept.partner_id, kept.terminal_id, kept.member_id, kept.policy_version) == (
+        tills.shop.partner_id, tills.shop.terminal_id, tills.member.member_id, None)
+    assert kept.evidence == [{"limit": "member-redemptions-hour", "scope": "member", "measure": "redeem",
+                              "window_minutes": 60, "action": "refuse", "count": 11, "points": 110,
+                              "max_count": 10, "max_points": None}]
+    # A retry with the same idempotency key gets the same refusal; nothing is decided twice.
+    assert len(decisions(tills.hub)) == 1
+
+
+def test_a_flagging_limit_lets_the_redemption_through_and_keeps_the_decision_with_it(tills):
+    set_risk_policy(tills.hub, {"limits": [
+        {"name": "big-redemption", "scope": "card", "measure": "redeem", "window_minutes": 60, "max_points": 500,
+         "action": "flag"}]})
+    assert redeem(tills.client, tills.member, "small", points=400).status == 201
+    assert decisions(tills.hub) == []
+    flagged = redeem(tills.client, tills.member, "second", points=200)
+    assert flagged.status == 201 and flagged.body["points_held"] == 200
+    (kept,) = decisions(tills.hub)
+    assert (kept.action, kept.policy_version, kept.card_id is not None) == ("flag", 1, True)
+    assert kept.evidence[0]["points"] == 600 and kept.evidence[0]["count"] == 2
+
+
+def test_card_testing_from_one_till_is_refused_after_five_cards_fail_while_other_tills_work(tills):
+    created = tills.created
+    cards = [make_member_with_pin(tills.hub, now=created, pin=PIN) for _ in range(7)]
+    for index, card in enumerate(cards[:5]):
+        reply = redeem(tills.client, card, f"t-{index}", pin="1357")
+        assert reply.status == 403 and reply.body["code"] == "member_not_verified"
+    # A sixth card from the same till: refused before its PIN is tried, even the right one.
+    before = books(tills.hub)
+    refused = redeem(tills.client, cards[5], "t-5", pin=PIN)
+    assert refused.status == 403 and refused.body["code"] == "declined"
+    assert_books_unchanged(tills.hub, before)
+    # Trying one of the cards that already failed is still judged by its own PIN (these members have no
+    # points: verified, then refused for the balance).
+    assert redeem(tills.client, cards[0], "t-again", pin=PIN).body["code"] == "insufficient_points"
+    # Another partner's till is not affected.
+    assert redeem(tills.other_client, cards[6], "o-1", pin=PIN).body["code"] == "insufficient_points"
+    with tills.hub.unit_of_work() as uow:
+        failures = uow.session.execute(select(VerificationFailure.terminal_id, func.count(
+            VerificationFailure.tried.distinct())).group_by(VerificationFailure.terminal_id)).all()
+    assert failures == [(tills.shop.terminal_id, 5)]
+    (kept,) = decisions(tills.hub)
+    assert (kept.operation, kept.action, kept.terminal_id, kept.member_id) == (
+        "verification", "refuse", tills.shop.terminal_id, None)
+    assert kept.evidence[0]["limit"] == "terminal-failed-cards-15min" and kept.evidence[0]["count"] == 6
+
+
+def test_unknown_card_numbers_and_bad_codes_count_as_failures_of_the_till(tills):
+    for index in range(3):
+        reply = tills.client.post(REDEMPTIONS, {"reference": f"c-{index}", "points": 5,
+                                                "redemption_code": f"WRONG{index}XY"})
+        assert reply.status == 403 and reply.body["code"] == "member_not_verified"
+    for index, number in enumerate(("6390000000000021", "6390000000000039")):
+        reply = tills.client.post(REDEMPTIONS, {"reference": f"n-{index}", "points": 5, "card_number": number,
+                                                "pin": PIN})
+        assert reply.status in (403, 404)
+    with tills.hub.unit_of_work() as uow:
+        methods = sorted(uow.session.scalars(select(VerificationFailure.method)))
+        code, _ = issue_redemption_code(uow.session, member_id=tills.member.member_id, now=datetime.now(UTC))
+        uow.commit()
+    assert methods == ["code", "code", "code", "pin", "pin"]
+    # Five different things tried and failed: a sixth, even a good code, is refused at this till.
+    refused = tills.client.post(REDEMPTIONS, {"reference": "c-good", "points": 5, "redemption_code": code})
+    assert refused.status == 403 and refused.body["code"] == "declined"
+    # The code was not spent by the refusal: the member uses it at another partner's till.
+    assert tills.other_client.post(REDEMPTIONS, {"reference": "o-good", "points": 5,
+                                                 "redemption_code": code}).status == 201
+
+
+def test_a_partner_override_switches_a_limit_off_for_that_partner_alone(tills):
+    document = DEFAULT_POLICY.as_data()
+    document["partners"] = {"other": {"member-redemptions-hour": {"enabled": False}}}
+    set_risk_policy(tills.hub, document)
+    for index in range(12):
+        assert redeem(tills.other_client, tills.member, f"o-{index}").status == 201
+    assert redeem(tills.client, tills.member, "s-1").status == 403
+
+
+def test_transfers_past_the_daily_count_are_refused_and_the_refusal_is_kept(app):
+    hub = hub_state(app)
+    created = datetime.now(UTC) - timedelta(days=60)
+    partner = make_signing_partner(hub, now=created, code="shop")
+    sender, receiver = (make_member_with_pin(hub, now=created) for _ in range(2))
+    fund_member(hub, member_id=sender.member_id, partner_id=partner.partner_id, points=1_000)
+    limits = TransferLimits(max_points_per_transfer=500, max_points_per_day=5_000, min_membership_days=30)
+    now = datetime.now(UTC)
+
+    def transfer(points: int = 10):  # type: ignore[no-untyped-def]
+        with hub.unit_of_work() as uow:
+            member_admin.transfer_points(uow.session, from_member_number=sender.member_number,
+                                         to_member_number=receiver.member_number, points=points, limits=limits,
+                                         now=now, actor="console:cass")
+            uow.commit()
+
+    for _ in range(5):
+        transfer()
+    before = books(hub)
+    with pytest.raises(RiskDeclined):
+        transfer()
+    assert_books_unchanged(hub, before)
+    (kept,) = decisions(hub)
+    assert (kept.operation, kept.action, kept.member_id, kept.partner_id) == (
+        "transfer", "refuse", sender.member_id, None)
+
+
+def test_figures_count_each_scope_over_its_window_only(tills):
+    hub = tills.hub
+    for index in range(3):
+        assert redeem(tills.client, tills.member, f"w-{index}", points=20).status == 201
+    limits = DEFAULT_POLICY.limits_for(Measure.REDEEM, partner_code="shop", tier=None)
+    subject = risk.Subject(partner_id=tills.shop.partner_id, terminal_id=tills.shop.terminal_id,
+                           member_id=tills.member.member_id)
+    with hub.unit_of_work() as uow:
+        now = datetime.now(UTC)
+        seen = risk.figures(uow.session, limits, subject, now=now)
+        later = risk.figures(uow.session, limits, subject, now=now + timedelta(hours=2))
+        much_later = risk.figures(uow.session, limits, subject, now=now + timedelta(days=2))
+    assert {name: (figure.count, figure.points) for name, figure in seen.items()} == {
+        "member-redemptions-hour": (3, 60), "member-redeemed-points-day": (3, 60)}
+    assert later["member-redemptions-hour"].count == 0 and later["member-redeemed-points-day"].points == 60
+    assert much_later["member-redeemed-points-day"].points == 0
+
+
+def test_a_policy_version_is_checked_stored_audited_and_in_force_from_its_time(app):
+    hub = hub_state(app)
+    now = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    document = {"limits": [{"name": "card-hour", "scope": "card", "measure": "earn", "window_minutes": 60,
+                            "max_count": 5, "action": "hold"}]}
+    with hub.unit_of_work() as uow:
+        refusals = [
+            dict(document=document, effective_from=now + timedelta(seconds=30), reason="tighter"),
+            dict(document=document, effective_from=now + timedelta(hours=1), reason=" "),
+            dict(document={**document, "partners": {"nobody": {"card-hour": {"max_count": 9}}}},
+                 effective_from=now + timedelta(hours=1), reason="tighter"),
+            dict(document={"limits": [{"name": "x"}]}, effective_from=now + timedelta(hours=1), reason="tighter"),
+        ]
+        for arguments in refusals:
+            with pytest.raises(ValidationFailed):
+                risk.set_policy(uow.session, now=now, actor="console:rita", **arguments)
+        assert uow.session.scalar(select(func.count()).select_from(RiskPolicyVersion)) == 0
+        version = risk.set_policy(uow.session, document=document, effective_from=now + timedelta(hours=1),
+                                  reason="tighter for the holidays", now=now, actor="console:rita")
+        with pytest.raises(ValidationFailed, match="after version 1"):
+            risk.set_policy(uow.session, document=document, effective_from=now + timedelta(minutes=30),
+                            reason="again", now=now, actor="console:rita")
+        uow.commit()
+    assert version == 1
+    with hub.unit_of_work() as uow:
+        assert risk.policy_in_force(uow.session, at=now) == (None, DEFAULT_POLICY)
+        in_force = risk.policy_in_force(uow.session, at=now + timedelta(hours=1))
+        listed = risk.versions(uow.session, now=now)
+        audited = uow.session.scalars(select(AuditLogEntry.action).where(
+            AuditLogEntry.action == "risk.policy.set")).all()
+    assert in_force[0] == 1 and [limit.name for limit in in_force[1].limits] == ["card-hour"]
+    assert [(row["version"], row["status"], row["created_by"]) for row in listed] == [(1, "scheduled", "console:rita")]
+    assert audited == ["risk.policy.set"]
+    assert_audit_green(hub)
