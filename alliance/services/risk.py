@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, distinct, func, insert, literal, select, true
+from sqlalchemy import distinct, func, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import ValidationFailed
@@ -197,100 +197,176 @@ def versions(session: Session, *, now: datetime) -> list[dict[str, Any]]:
 
 # -- the figures -----------------------------------------------------------------------
 
-def _figure(limit: Limit, subject: Subject, since: datetime) -> Select[int, int] | None:
-    """The one-row count and points of ``limit``'s measure in its scope since ``since``; None if nothing to count."""
-    measure, scope = limit.measure, limit.scope
-    if measure is Measure.EARN:
-        conditions = _scoped(scope, subject, member=Purchase.member_id, card=Purchase.card_id,
-                             terminal=Purchase.terminal_id, partner=Purchase.partner_id)
-        if conditions is None:
-            return None
-        earned = integer_sum(Purchase.points_partner + Purchase.points_hub)
-        return select(func.count().label("n"), earned.label("p")).where(*conditions, Purchase.reported_at > since)
-    if measure is Measure.REDEEM:
-        conditions = _scoped(scope, subject, member=RedemptionHold.member_id, card=RedemptionHold.card_id,
-                             terminal=RedemptionHold.terminal_id, partner=RedemptionHold.partner_id)
-        if conditions is None:
-            return None
-        return select(func.count().label("n"), integer_sum(RedemptionHold.points_held).label("p")).where(
-            *conditions, RedemptionHold.created_at > since)
-    if measure is Measure.VERIFICATION_FAILURE:
-        column = {Scope.TERMINAL: VerificationFailure.terminal_id, Scope.PARTNER: VerificationFailure.partner_id}
-        value = {Scope.TERMINAL: subject.terminal_id, Scope.PARTNER: subject.partner_id}[scope]
-        if value is None:
-            return None
-        # Distinct cards tried other than this one: this attempt counts as one more card.
-        others = [VerificationFailure.tried != subject.tried] if subject.tried is not None else []
-        return select(func.count(distinct(VerificationFailure.tried)).label("n"), literal(0).label("p")).where(
-            column[scope] == value, VerificationFailure.failed_at > since, *others)
-    if subject.member_id is None:
+def scope_key(scope: Scope, subject: Subject) -> int | None:
+    """The id a subject is counted under in ``scope`` (None: nothing to count, such as no terminal)."""
+    return {Scope.CARD: subject.card_id, Scope.MEMBER: subject.member_id, Scope.TERMINAL: subject.terminal_id,
+            Scope.PARTNER: subject.partner_id}[scope]
+
+
+def _grouped(limit: Limit, subjects: Sequence[Subject], since: datetime) -> Any:
+    """Count and points of ``limit``'s measure since ``since``, per scope key of the subjects; None if none has one."""
+    keys = sorted({key for subject in subjects if (key := scope_key(limit.scope, subject)) is not None})
+    if not keys:
         return None
-    return select(func.count().label("n"), integer_sum(MemberTransfer.points).label("p")).where(
-        MemberTransfer.from_member_id == subject.member_id, MemberTransfer.created_at > since)
+    name = literal(limit.name).label("limit")
+    measure, scope = limit.measure, limit.scope
+    if measure is Measure.EARN or measure is Measure.REDEEM:
+        table: Any = Purchase if measure is Measure.EARN else RedemptionHold
+        moment = Purchase.reported_at if measure is Measure.EARN else RedemptionHold.created_at
+        moved = (integer_sum(Purchase.points_partner + Purchase.points_hub) if measure is Measure.EARN
+                 else integer_sum(RedemptionHold.points_held))
+        column = {Scope.CARD: table.card_id, Scope.MEMBER: table.member_id, Scope.TERMINAL: table.terminal_id,
+                  Scope.PARTNER: table.partner_id}[scope]
+        conditions = [column.in_(keys), moment > since]
+        if scope is Scope.CARD:
+            # A card's rows are its member's: the member's index finds them, the card narrows them.
+            conditions.append(table.member_id.in_(sorted({subject.member_id for subject in subjects
+                                                          if subject.member_id is not None})))
+        return select(name, column.label("key"), func.count().label("n"), moved.label("p")).where(
+            *conditions).group_by(column)
+    if measure is Measure.VERIFICATION_FAILURE:
+        column = (VerificationFailure.terminal_id if scope is Scope.TERMINAL else VerificationFailure.partner_id)
+        tried = {subject.tried for subject in subjects if subject.tried is not None}
+        # Distinct cards tried other than this one: this attempt counts as one more card.
+        others = [VerificationFailure.tried.not_in(sorted(tried))] if tried else []
+        return select(name, column.label("key"), func.count(distinct(VerificationFailure.tried)).label("n"),
+                      literal(0).label("p")).where(column.in_(keys), VerificationFailure.failed_at > since,
+                                                   *others).group_by(column)
+    return select(name, MemberTransfer.from_member_id.label("key"), func.count().label("n"),
+                  integer_sum(MemberTransfer.points).label("p")).where(
+        MemberTransfer.from_member_id.in_(keys), MemberTransfer.created_at > since).group_by(
+        MemberTransfer.from_member_id)
 
 
-def _scoped(scope: Scope, subject: Subject, *, member: Any, card: Any, terminal: Any,
-            partner: Any) -> list[ColumnElement[bool]] | None:
-    """The conditions that put a row in the subject's scope; None when the subject has nothing in that scope."""
-    if scope is Scope.CARD:
-        # A card's rows are its member's: the member's index finds them, the card narrows them.
-        if subject.card_id is None or subject.member_id is None:
-            return None
-        return [member == subject.member_id, card == subject.card_id]
-    found = {Scope.MEMBER: (member, subject.member_id), Scope.TERMINAL: (terminal, subject.terminal_id),
-             Scope.PARTNER: (partner, subject.partner_id)}[scope]
-    return None if found[1] is None else [found[0] == found[1]]
+def figures(session: Session, limits: Sequence[Limit], subjects: Sequence[Subject], *,
+            now: datetime) -> dict[tuple[str, int], Figures]:
+    """Each limit's figures before these operations, by (limit name, scope key), read in one statement.
 
-
-def figures(session: Session, limits: Sequence[Limit], subject: Subject, *, now: datetime) -> dict[str, Figures]:
-    """Each limit's figures before this operation, by name, read in one statement; a limit with none is left out."""
-    joined: Any = None
-    columns: list[Any] = []
-    named: list[str] = []
-    for limit in limits:
-        statement = _figure(limit, subject, now - timedelta(minutes=limit.window_minutes))
-        if statement is None:
-            continue
-        # Each aggregate is one row; joined side by side they are one row of every figure.
-        figure = statement.subquery(f"f{len(named)}")
-        joined = figure if joined is None else joined.join(figure, true())
-        columns += list(figure.c)
-        named.append(limit.name)
-    if not named:
+    A key with nothing in the window has no entry (its figures are zero).
+    """
+    parts = [part for limit in limits
+             if (part := _grouped(limit, subjects, now - timedelta(minutes=limit.window_minutes))) is not None]
+    if not parts:
         return {}
-    row = session.execute(select(*columns).select_from(joined)).one()
-    return {name: Figures(int(row[2 * index]), int(row[2 * index + 1])) for index, name in enumerate(named)}
+    statement: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+    found: dict[tuple[str, int], Figures] = {}
+    for row in session.execute(statement):
+        found[(str(row[0]), int(row[1]))] = Figures(int(row[2]), int(row[3]))
+    return found
 
 
 # -- deciding --------------------------------------------------------------------------
 
-def assess(session: Session, *, measure: Measure, subject: Subject, points: int, reference: str | None,
-           now: datetime, policy: tuple[int | None, Policy] | None = None) -> Assessment:
-    """Decide one operation under the policy in force; keep the decision unless it is to allow.
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation to decide: who it comes from, the points it moves, and the partner's reference for it."""
 
-    Raises ``RiskDeclined`` for a refusal (its record is kept by whoever rolls the work back).
+    subject: Subject
+    points: int
+    reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """An operation's decision and, unless allowed, the record to keep."""
+
+    decision: Decision
+    record: Mapping[str, Any] | None
+
+    @property
+    def held(self) -> bool:
+        """Whether the operation's points wait for a reviewer."""
+        return self.decision.action is Action.HOLD
+
+    def refusal(self) -> RiskDeclined | None:
+        """The refusal to answer with, if the decision is to refuse."""
+        if self.decision.action is not Action.REFUSE:
+            return None
+        assert self.record is not None
+        return RiskDeclined(self.record["token"])
+
+
+def decide_all(session: Session, *, measure: Measure, operations: Sequence[Operation],
+               now: datetime) -> list[Decided]:
+    """Decide operations in order under the policy in force (a batch of purchases, or one operation).
+
+    The figures are read once for all of them; each operation that goes ahead (allowed,
+    flagged or held) counts for the later ones of its scopes, as it would had it been
+    reported alone before them. Nothing is written: ``keep`` writes the records once the
+    operations are.
     """
     schedule = _schedules.get(session)
-    version, rules = policy if policy is not None else in_force(schedule.versions, now)
+    version, rules = in_force(schedule.versions, now)
+    decided: list[Decided] = []
+    read: dict[tuple[str, int], Figures] | None = None
+    running: dict[tuple[str, int], Figures] = {}
+    applying = [_limits(rules, schedule, measure, operation.subject) for operation in operations]
+    for operation, limits in zip(operations, applying, strict=True):
+        subject = operation.subject
+        if not limits:
+            decided.append(Decided(ALLOWED, None))
+            continue
+        if read is None:
+            every = {limit.name: limit for some in applying for limit in some}
+            read = figures(session, list(every.values()), [op.subject for op in operations], now=now)
+        seen: dict[str, Figures] = {}
+        for limit in limits:
+            key = scope_key(limit.scope, subject)
+            if key is None:
+                continue
+            before = read.get((limit.name, key), NO_FIGURES)
+            extra = running.get((limit.name, key), NO_FIGURES)
+            seen[limit.name] = Figures(before.count + extra.count, before.points + extra.points)
+        decision = decide(limits, seen, points=operation.points)
+        if decision.allowed:
+            for limit in limits:
+                key = scope_key(limit.scope, subject)
+                if key is not None:
+                    extra = running.get((limit.name, key), NO_FIGURES)
+                    running[(limit.name, key)] = Figures(extra.count + 1, extra.points + operation.points)
+        record = None if decision.action is Action.ALLOW else {
+            "token": "R" + secrets.token_hex(6).upper(), "decided_at": now, "operation": OPERATION_OF[measure],
+            "action": decision.action.word, "policy_version": version, "partner_id": subject.partner_id,
+            "terminal_id": subject.terminal_id, "member_id": subject.member_id, "card_id": subject.card_id,
+            "reference": operation.reference, "points": operation.points,
+            "evidence": [item.as_data() for item in decision.passed], "review_status": "open"}
+        decided.append(Decided(decision, record))
+    return decided
+
+
+NO_FIGURES = Figures(0, 0)
+
+
+def _limits(rules: Policy, schedule: Schedule, measure: Measure, subject: Subject) -> tuple[Limit, ...]:
+    """The limits on ``measure`` as they apply to the subject's partner and tier."""
     partner_code = subject.partner_code or (schedule.partner_codes.get(subject.partner_id)
                                             if subject.partner_id is not None else None)
-    limits = rules.limits_for(measure, partner_code=partner_code, tier=subject.tier)
-    if not limits:
-        return ALLOWED_ASSESSMENT
-    decision = decide(limits, figures(session, limits, subject, now=now), points=points)
-    if decision.action is Action.ALLOW:
-        return ALLOWED_ASSESSMENT
-    token = "R" + secrets.token_hex(6).upper()
-    values = {"token": token, "decided_at": now, "operation": OPERATION_OF[measure], "action": decision.action.word,
-              "policy_version": version, "partner_id": subject.partner_id, "terminal_id": subject.terminal_id,
-              "member_id": subject.member_id, "card_id": subject.card_id, "reference": reference, "points": points,
-              "evidence": [seen.as_data() for seen in decision.passed], "review_status": "open"}
-    if decision.action is Action.REFUSE:
-        refusal = RiskDeclined(token)
-        refusal.kept = lambda kept_in: kept_in.execute(insert(RiskDecision).values(**values))
+    return rules.limits_for(measure, partner_code=partner_code, tier=subject.tier)
+
+
+def keep(session: Session, decided: Decided) -> int | None:
+    """Write a decision's record (flags, holds, and a batch item's refusal); its id, or None if allowed."""
+    if decided.record is None:
+        return None
+    return session.execute(insert(RiskDecision).values(**decided.record).returning(RiskDecision.id)).scalar_one()
+
+
+def assess(session: Session, *, measure: Measure, subject: Subject, points: int, reference: str | None,
+           now: datetime) -> Assessment:
+    """Decide one operation and keep its decision unless it is to allow, in the caller's transaction.
+
+    Raises ``RiskDeclined`` for a refusal, whose record is kept by whoever rolls the work back.
+    """
+    (decided,) = decide_all(session, measure=measure, operations=[Operation(subject, points, reference)], now=now)
+    refusal = decided.refusal()
+    if refusal is not None:
+        def kept(kept_in: Session) -> None:
+            keep(kept_in, decided)
+
+        refusal.kept = kept
         raise refusal
-    decision_id = session.execute(insert(RiskDecision).values(**values).returning(RiskDecision.id)).scalar_one()
-    return Assessment(decision, decision_id, token)
+    return Assessment(decided.decision, keep(session, decided),
+                      decided.record["token"] if decided.record is not None else None)
 
 
 def hold_lots(session: Session, *, decision_id: int, lot_ids: Sequence[int]) -> None:
