@@ -267,9 +267,15 @@ def require_issuing(kind: TransactionKind) -> None:
 def earn_posting(member: MemberAccounts | EarnTarget, *, item: int, bonus: bool, partner_id: int | None,
                  price_per_point: Decimal | None, currency: str | None, memo: str | None, funding_account_id: int,
                  points: int, now: datetime, pending_until: datetime | None,
-                 kind: TransactionKind = TransactionKind.EARN) -> EarnPosting:
-    """One earn's posting: pending (into the pending account) until ``pending_until`` if that is still ahead."""
-    pending = pending_until is not None and pending_until > now
+                 kind: TransactionKind = TransactionKind.EARN, held: bool = False) -> EarnPosting:
+    """One earn's posting: pending (into the pending account) until ``pending_until`` if that is still ahead.
+
+    ``held``: pending whatever ``pending_until`` says, because a risk review holds it (the lot
+    is listed under its decision and activates once released, not before ``pending_until``).
+    """
+    pending = held or (pending_until is not None and pending_until > now)
+    if held and (pending_until is None or pending_until < now):
+        pending_until = now
     return EarnPosting(
         item=item, bonus=bonus, member_id=member.member_id, partner_id=partner_id, price_per_point=price_per_point,
         currency=currency, memo=memo, funding_account_id=funding_account_id,

@@ -55,6 +55,7 @@ from alliance.domain.purchases import (
     in_report_window,
     local_day,
 )
+from alliance.domain.risk import Measure
 from alliance.models import Campaign as CampaignRow
 from alliance.models import (
     Card,
@@ -69,8 +70,9 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services import ledger, tier_policy
+from alliance.services import ledger, risk, tier_policy
 from alliance.services.campaigns import CampaignBook, awards_of, joint_shares_of_purchase, record_awards
+from alliance.services.risk import Decided
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
 from alliance.storage.adapters import storage_for
 
@@ -186,6 +188,8 @@ class ReportedPurchase:
     breakdown: dict[str, Any]
     refunded_amount_minor: int = 0
     id: int | None = None
+    # Its points wait, pending, for a risk reviewer (``alliance.services.risk``).
+    held_for_review: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,10 @@ def report_purchase(
     expires_at = add_months(now, expiry_months)
     planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at, book=book)
     assert partner is not None
+    (assessed,) = _assess_risk(session, partner, [planned], now)
+    if isinstance(assessed, AllianceError):
+        raise assessed
+    planned = assessed
     try:
         written = _write(session, partner, [planned], now, expires_at, book)
     except _ReceiptsTaken:
@@ -262,6 +270,8 @@ def report_purchases(
     # Each retry rejects at least one more item, so a batch is written at most once per item, plus once.
     for _ in range(len(items) + 1):
         decisions = _decide_all(facts, items, terminals, now, expires_at)
+        if facts.partner is not None:
+            decisions = _with_risk(session, facts.partner, decisions, now)
         planned = [decision for decision in decisions if isinstance(decision, _Planned)]
         try:
             # A savepoint, so a receipt another request stored meanwhile undoes only this write.
@@ -274,6 +284,7 @@ def report_purchases(
             # points back to the member's later items, as the single path's savepoint would.
             facts.reported_receipts.update(taken.receipt_ids)
             continue
+        _keep_refusals(session, decisions)
         return _outcomes(decisions, written, _terminal_codes(session, decisions), now)
     raise AssertionError("a retry rejects at least one more item, so the batch cannot need more retries than items")
 
@@ -595,6 +606,13 @@ class _Planned(Generic[_Item]):
     breakdown: EarnBreakdown
     breakdown_stored: dict[str, Any]
     pending_until: datetime | None
+    # The risk decision holding its points for review (``risk``), once decided.
+    risk: Decided | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether its points wait, pending, for a risk reviewer."""
+        return self.risk is not None and self.risk.held
 
 
 def _decide_all(facts: _Facts, items: Sequence[BatchItem], terminals: list[int | None | AllianceError],
@@ -733,13 +751,14 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
                 target, item=decision.index, bonus=False, partner_id=partner.id,
                 price_per_point=partner.issue_price_per_point, currency=partner.currency, memo=f"receipt {receipt_id}",
                 funding_account_id=partner.issued_account_id, points=decision.breakdown.partner_points, now=now,
-                pending_until=decision.pending_until))
+                pending_until=decision.pending_until, held=decision.held))
         if decision.breakdown.hub_points:
             assert partner.marketing_account_id is not None
             postings.append(ledger.earn_posting(
                 target, item=decision.index, bonus=True, partner_id=None, price_per_point=None, currency=None,
                 memo=f"campaign bonus, receipt {receipt_id}", funding_account_id=partner.marketing_account_id,
-                points=decision.breakdown.hub_points, now=now, pending_until=decision.pending_until))
+                points=decision.breakdown.hub_points, now=now, pending_until=decision.pending_until,
+                held=decision.held))
         postings += _joint_postings(book, decision, joint_keys, now)
     written = ledger.write_earns(session, postings, [
         PurchaseRow(item=decision.index, partner_id=partner.id, receipt_id=decision.item.receipt_id,
@@ -756,7 +775,66 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
         raise _ReceiptsTaken(taken)
     if book is not None:
         _record_campaign_awards(session, book, partner.id, planned, written, joint_keys, now)
+    _keep_risk_decisions(session, planned, written, joint_keys)
     return written
+
+
+def _assess_risk(session: Session, partner: _Partner, planned: Sequence[_Planned[_Item]],
+                 now: datetime) -> list[_Planned[_Item] | AllianceError]:
+    """Each planned purchase under the risk policy, in order: as planned (held if so decided) or its refusal.
+
+    A single report's refusal keeps its record although the report is taken back; a batch
+    keeps its items' refusals once the batch is written (``_keep_refusals``).
+    """
+    decided = risk.decide_all(session, measure=Measure.EARN, now=now, operations=[risk.Operation(
+        risk.Subject(partner_id=partner.id, partner_code=partner.code, terminal_id=decision.terminal_id,
+                     member_id=decision.holder.member_id, card_id=decision.holder.card_id, tier=decision.holder.tier),
+        decision.breakdown.partner_points + decision.breakdown.hub_points + decision.breakdown.joint_points,
+        decision.item.receipt_id) for decision in planned])
+    assessed: list[_Planned[_Item] | AllianceError] = []
+    for decision, outcome in zip(planned, decided, strict=True):
+        refusal = outcome.refusal()
+        if refusal is not None:
+            refusal.kept = _keeper(outcome)
+            assessed.append(refusal)
+        else:
+            assessed.append(replace(decision, risk=outcome) if outcome.record is not None else decision)
+    return assessed
+
+
+def _keeper(outcome: risk.Decided) -> Callable[[Session], None]:
+    def kept(session: Session) -> None:
+        risk.keep(session, outcome)
+    return kept
+
+
+def _with_risk(session: Session, partner: _Partner, decisions: list[_Planned[BatchItem] | AllianceError],
+               now: datetime) -> list[_Planned[BatchItem] | AllianceError]:
+    """A batch's decisions with the planned items decided under the risk policy (refused ones become errors)."""
+    planned = [decision for decision in decisions if isinstance(decision, _Planned)]
+    assessed = iter(_assess_risk(session, partner, planned, now))
+    return [next(assessed) if isinstance(decision, _Planned) else decision for decision in decisions]
+
+
+def _keep_refusals(session: Session, decisions: Sequence[_Planned[BatchItem] | AllianceError]) -> None:
+    """Keep the records of a written batch's items the risk controls refused."""
+    for decision in decisions:
+        if isinstance(decision, AllianceError) and decision.kept is not None:
+            decision.kept(session)
+
+
+def _keep_risk_decisions(session: Session, planned: Sequence[_Planned[_Item]], written: WrittenEarns,
+                         joint_keys: dict[tuple[int, int, int], int]) -> None:
+    """Keep the flags and holds of written purchases; a held purchase's lots are listed under its decision."""
+    for decision in planned:
+        if decision.risk is None:
+            continue
+        decision_id = risk.keep(session, decision.risk)
+        if decision.held and decision_id is not None:
+            keys = [(decision.index, False), (decision.index, True)] + [
+                (key, True) for (index, _, _), key in joint_keys.items() if index == decision.index]
+            risk.hold_lots(session, decision_id=decision_id,
+                           lot_ids=[written.lot_ids[key] for key in keys if key in written.lot_ids])
 
 
 def _joint_postings(book: CampaignBook | None, decision: _Planned[_Item], joint_keys: dict[tuple[int, int, int], int],
@@ -775,7 +853,7 @@ def _joint_postings(book: CampaignBook | None, decision: _Planned[_Item], joint_
                 price_per_point=terms.price_per_point, currency=terms.currency,
                 memo=f"campaign {line.campaign_id} share, receipt {decision.item.receipt_id}",
                 funding_account_id=terms.issued_account_id, points=points, now=now,
-                pending_until=decision.pending_until, kind=TransactionKind.CAMPAIGN_SHARE))
+                pending_until=decision.pending_until, kind=TransactionKind.CAMPAIGN_SHARE, held=decision.held))
     return postings
 
 
@@ -842,7 +920,7 @@ def _reported(decision: _Planned[_Item], written: WrittenEarns, *, card_number: 
         earn_transaction_id=written.transaction_ids.get((decision.index, False)),
         bonus_transaction_id=written.transaction_ids.get((decision.index, True)),
         pending_until=pending_until, breakdown=decision.breakdown_stored,
-        id=written.purchase_ids.get(item.receipt_id))
+        id=written.purchase_ids.get(item.receipt_id), held_for_review=decision.held)
 
 
 # ---------------------------------------------------------------- refunds and look-ups

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, insert, literal, select, union_all
+from sqlalchemy import distinct, exists, func, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import ValidationFailed
@@ -45,6 +45,7 @@ from alliance.domain.risk import (
 from alliance.models import (
     MemberTransfer,
     Partner,
+    PointLot,
     Purchase,
     RedemptionHold,
     RiskDecision,
@@ -373,6 +374,16 @@ def hold_lots(session: Session, *, decision_id: int, lot_ids: Sequence[int]) -> 
     """List a held purchase's lots under its decision, so they stay pending while it is open."""
     if lot_ids:
         session.execute(insert(RiskHeldLot), [{"lot_id": lot_id, "decision_id": decision_id} for lot_id in lot_ids])
+
+
+def under_review(session: Session, *, earn_transaction_ids: Sequence[int | None]) -> bool:
+    """Whether a purchase's lots (named by its earn transactions) are held by an open risk decision."""
+    ids = [transaction_id for transaction_id in earn_transaction_ids if transaction_id is not None]
+    if not ids:
+        return False
+    return bool(session.scalar(select(exists().where(
+        RiskHeldLot.lot_id == PointLot.id, PointLot.earn_transaction_id.in_(ids),
+        RiskDecision.id == RiskHeldLot.decision_id, RiskDecision.review_status == "open"))))
 
 
 def record_verification_failure(session: Session, *, partner_id: int, terminal_id: int | None, tried: str,

@@ -13,11 +13,19 @@ from alliance.domain.errors import ValidationFailed
 from alliance.domain.risk import DEFAULT_POLICY, Measure, RiskDeclined
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, RiskDecision, RiskPolicyVersion, VerificationFailure
-from alliance.services import member_admin, risk
+from alliance.services import ledger, member_admin, risk
 from alliance.services.member_admin import TransferLimits
 from alliance.services.member_verification import issue_redemption_code
 from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
-from tests.http_server import assert_audit_green, assert_books_unchanged, books, fund_member, wall_clock_partner_time
+from tests.http_server import (
+    assert_audit_green,
+    assert_books_unchanged,
+    balances,
+    books,
+    fund_member,
+    purchase_payload,
+    wall_clock_partner_time,
+)
 from tests.partner_client import SignedTestClient
 
 UTC = timezone.utc
@@ -223,3 +231,89 @@ def test_a_policy_version_is_checked_stored_audited_and_in_force_from_its_time(a
     assert [(row["version"], row["status"], row["created_by"]) for row in listed] == [(1, "scheduled", "console:rita")]
     assert audited == ["risk.policy.set"]
     assert_audit_green(hub)
+
+
+# -- purchases ----------------------------------------------------------------------------
+
+PURCHASES = "/partner/v1/purchases"
+BATCH = "/partner/v1/purchases/batch"
+CARD_FOUR_AN_HOUR = {"limits": [
+    {"name": "card-hour", "scope": "card", "measure": "earn", "window_minutes": 60, "max_count": 3,
+     "action": "hold"},
+    {"name": "till-hour", "scope": "terminal", "measure": "earn", "window_minutes": 60, "max_count": 5,
+     "action": "refuse"},
+    {"name": "member-points", "scope": "member", "measure": "earn", "window_minutes": 1440, "max_points": 800,
+     "action": "flag"}]}
+
+
+def purchase(client, member, receipt: str, amount_minor: int = 10_000):  # type: ignore[no-untyped-def]
+    return client.post(PURCHASES, purchase_payload(receipt, member.card_number, amount_minor))
+
+
+def spendable(hub, member_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return balances(hub, member_id)
+
+
+def test_a_purchase_past_a_holding_limit_is_recorded_with_its_points_pending_until_a_reviewer_releases_them(tills):
+    set_risk_policy(tills.hub, CARD_FOUR_AN_HOUR)
+    for index in range(3):
+        assert purchase(tills.client, tills.member, f"p-{index}").body["points"]["state"] == "active"
+    held = purchase(tills.client, tills.member, "p-3")
+    # A normal answer: the purchase is recorded and says its points wait for a review.
+    assert held.status == 201 and held.body["points"]["state"] == "held_for_review"
+    assert held.body["points"]["pending_until"] is None and held.body["points"]["total"] == 100
+    assert tills.client.get(f"{PURCHASES}/p-3").body["points"]["state"] == "held_for_review"
+    assert spendable(tills.hub, tills.member.member_id) == {"available": 3_300, "pending": 100, "held": 0}
+    (kept,) = decisions(tills.hub)
+    assert (kept.operation, kept.action, kept.reference, kept.points) == ("earn", "hold", "p-3", 100)
+    assert kept.evidence[0]["limit"] == "card-hour" and kept.evidence[0]["count"] == 4
+    # The activation job leaves held lots pending, however late it runs.
+    with tills.hub.unit_of_work() as uow:
+        assert ledger.activate_due_lots(uow.session, now=datetime.now(UTC) + timedelta(days=400)) == 0
+        uow.commit()
+    assert spendable(tills.hub, tills.member.member_id)["pending"] == 100
+    assert_audit_green(tills.hub)
+
+
+def test_a_purchase_past_a_refusing_limit_is_declined_whole_and_its_decision_kept(tills):
+    set_risk_policy(tills.hub, CARD_FOUR_AN_HOUR)
+    others = [make_member_with_pin(tills.hub, now=tills.created) for _ in range(5)]
+    for index, member in enumerate(others):
+        assert purchase(tills.client, member, f"t-{index}").status == 201
+    before = books(tills.hub)
+    refused = purchase(tills.client, tills.member, "t-5")
+    assert refused.status == 403 and refused.body["code"] == "declined"
+    assert_books_unchanged(tills.hub, before)
+    assert tills.client.get(f"{PURCHASES}/t-5").status == 404
+    (kept,) = decisions(tills.hub)
+    assert (kept.action, kept.terminal_id, kept.reference) == ("refuse", tills.shop.terminal_id, "t-5")
+    # The receipt was not spent: once the till's hour has passed it can be reported (here: at another till).
+    assert purchase(tills.other_client, tills.member, "t-5").status == 201
+
+
+def test_a_flagged_purchase_earns_as_usual_and_is_kept_for_review(tills):
+    set_risk_policy(tills.hub, CARD_FOUR_AN_HOUR)
+    assert purchase(tills.client, tills.member, "f-1", amount_minor=70_000).body["points"]["state"] == "active"
+    flagged = purchase(tills.client, tills.member, "f-2", amount_minor=20_000)
+    assert flagged.status == 201 and flagged.body["points"]["state"] == "active"
+    (kept,) = decisions(tills.hub)
+    assert (kept.action, kept.evidence[0]["points"]) == ("flag", 900)
+
+
+def test_a_batch_counts_its_own_items_and_decides_each_as_if_reported_alone(tills):
+    set_risk_policy(tills.hub, CARD_FOUR_AN_HOUR)
+    second = make_member_with_pin(tills.hub, now=tills.created)
+    items = [purchase_payload(f"b-{index}", member.card_number, 1_000)
+             for index, member in enumerate([tills.member] * 4 + [second] * 3)]
+    reply = tills.client.post(BATCH, {"purchases": items})
+    assert reply.status == 200
+    results = reply.body["results"]
+    states = [(result["status"], (result["purchase"] or {}).get("points", {}).get("state"),
+               (result["problem"] or {}).get("code")) for result in results]
+    # The card's fourth purchase is held; the till's sixth and seventh purchases pass its limit of five.
+    assert states == [("applied", "active", None)] * 3 + [("applied", "held_for_review", None)] + [
+        ("applied", "active", None), ("rejected", None, "declined"), ("rejected", None, "declined")]
+    kept = decisions(tills.hub)
+    assert [(row.action, row.reference) for row in kept] == [("hold", "b-3"), ("refuse", "b-5"), ("refuse", "b-6")]
+    assert all(row.token in result["problem"]["detail"] for row, result in zip(kept[1:], results[5:], strict=True))
+    assert_audit_green(tills.hub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from alliance.services import terminals
+from alliance.services import risk, terminals
 from alliance.storage.unit_of_work import Session
 
 HOLD_STATUS_NAMES = {"open": "authorized", "captured": "captured", "voided": "voided", "expired": "expired"}
@@ -34,6 +34,10 @@ class StoredPurchase(Protocol):
     def points_hub(self) -> int: ...
     @property
     def pending_until(self) -> datetime | None: ...
+    @property
+    def earn_transaction_id(self) -> int | None: ...
+    @property
+    def bonus_transaction_id(self) -> int | None: ...
     @property
     def breakdown(self) -> Any: ...
     @property
@@ -83,6 +87,9 @@ def purchase(session: Session, row: StoredPurchase, now: datetime, *, card_numbe
     ``card_number`` (its card's number) and ``terminal`` (its terminal's code, or None)
     are given when the caller already knows them, so they are not read again.
     """
+    held = getattr(row, "held_for_review", None)
+    if held is None:
+        held = risk.under_review(session, earn_transaction_ids=[row.earn_transaction_id, row.bonus_transaction_id])
     pending = row.pending_until is not None and row.pending_until > now
     return {
         "receipt_id": row.receipt_id,
@@ -96,8 +103,9 @@ def purchase(session: Session, row: StoredPurchase, now: datetime, *, card_numbe
             "total": row.points_partner + row.points_hub,
             "partner_funded": row.points_partner,
             "hub_funded": row.points_hub,
-            "state": "pending" if pending else "active",
-            "pending_until": row.pending_until,
+            # Held: pending until the alliance's review releases them, whatever the return window says.
+            "state": "held_for_review" if held else "pending" if pending else "active",
+            "pending_until": None if held else row.pending_until,
         },
         "breakdown": row.breakdown,
         "refunded_amount_minor": row.refunded_amount_minor,

@@ -58,7 +58,9 @@ class PointsOutput(Schema):
     total = fields.Integer()
     partner_funded = fields.Integer()
     hub_funded = fields.Integer()
-    state = fields.String(metadata={"description": "pending (inside the return window) or active"})
+    state = fields.String(metadata={"description": "pending (inside the return window), active, or "
+                                                   "held_for_review (pending until the alliance's review releases "
+                                                   "them; the purchase itself is recorded)"})
     pending_until = fields.AwareDateTime(allow_none=True)
 
 
