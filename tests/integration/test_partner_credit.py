@@ -440,3 +440,14 @@ def test_the_console_shows_limits_exposure_and_alerts_to_finance_and_partner_man
         assert "Waiting for a second person" in text and "credit review" in text and "reached its limit" in text
     refused = signed_in(shop.app, "cass", "customer_service").get("/console/credit")
     assert refused.status_code == 403
+
+
+def test_the_warning_percent_setting_is_a_whole_number_from_1_to_100():
+    from alliance.config import Settings
+    from alliance.domain.errors import ConfigurationError
+
+    assert Settings().credit_warning_percent == 80
+    assert Settings.from_env({"ALLIANCE_CREDIT_WARNING_PERCENT": "90"}).credit_warning_percent == 90
+    for value in ("0", "101"):
+        with pytest.raises(ConfigurationError):
+            Settings.from_env({"ALLIANCE_CREDIT_WARNING_PERCENT": value})
