@@ -87,7 +87,14 @@ def set_risk_policy(hub: HubState, document: dict[str, object] | None = None) ->
     that drive more activity through one member or till than the built-in default policy lets through."""
     from alliance.services import risk
 
+    from sqlalchemy import func, select
+
+    from alliance.models import RiskPolicyVersion
+
     with hub.unit_of_work() as uow:
-        risk.set_policy(uow.session, document=document or {"limits": []}, effective_from=RISK_POLICY_SINCE,
-                        reason="a test's own policy", now=RISK_POLICY_SINCE - timedelta(hours=1), actor="test")
+        latest = uow.session.scalar(select(func.max(RiskPolicyVersion.effective_from)))
+        # Each later version a minute after the one before, all long before any test's clock.
+        start = RISK_POLICY_SINCE if latest is None else latest + timedelta(minutes=1)
+        risk.set_policy(uow.session, document=document or {"limits": []}, effective_from=start,
+                        reason="a test's own policy", now=start - timedelta(hours=1), actor="test")
         uow.commit()

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.models.base import Base, IdType, UTCDateTime
 
-OPERATIONS = ("earn", "redeem", "verification", "transfer")
+OPERATIONS = ("earn", "redeem", "verification", "transfer", "refund")
 ACTIONS = ("flag", "hold", "refuse")
 REVIEW_STATUSES = ("open", "released", "reversed", "dismissed", "confirmed")
 

@@ -21,7 +21,7 @@ from alliance.models.staff import StaffPerson
 from alliance.services import audit_log
 from alliance.services.staff_people import person_id_of
 
-ROLES = ("admin", "finance", "partner_manager", "customer_service")
+ROLES = ("admin", "finance", "partner_manager", "customer_service", "risk")
 TOKEN_LIFETIME = timedelta(hours=1)
 CLIENT_SECRET_BYTES = 32
 

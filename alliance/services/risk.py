@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, exists, func, insert, literal, select, union_all
+from sqlalchemy import distinct, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
-from alliance.domain.errors import ValidationFailed
+from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.risk import (
     ALLOWED,
     DEFAULT_POLICY,
@@ -43,6 +43,7 @@ from alliance.domain.risk import (
     policy_from_data,
 )
 from alliance.models import (
+    Member,
     MemberTransfer,
     Partner,
     PointLot,
@@ -51,10 +52,12 @@ from alliance.models import (
     RiskDecision,
     RiskHeldLot,
     RiskPolicyVersion,
+    Terminal,
     VerificationFailure,
 )
 from alliance.models.base import integer_sum
-from alliance.services import audit_log
+from alliance.models.risk import REVIEW_STATUSES
+from alliance.services import audit_log, ledger
 from alliance.services.process_cache import ProcessCache
 
 RELOAD_INTERVAL_S = 30
@@ -325,13 +328,10 @@ def decide_all(session: Session, *, measure: Measure, operations: Sequence[Opera
                 if key is not None:
                     extra = running.get((limit.name, key), NO_FIGURES)
                     running[(limit.name, key)] = Figures(extra.count + 1, extra.points + operation.points)
-        record = None if decision.action is Action.ALLOW else {
-            "token": "R" + secrets.token_hex(6).upper(), "decided_at": now, "operation": OPERATION_OF[measure],
-            "action": decision.action.word, "policy_version": version, "partner_id": subject.partner_id,
-            "terminal_id": subject.terminal_id, "member_id": subject.member_id, "card_id": subject.card_id,
-            "reference": operation.reference, "points": operation.points,
-            "evidence": [item.as_data() for item in decision.passed], "review_status": "open"}
-        decided.append(Decided(decision, record))
+        kept = record(session, operation=OPERATION_OF[measure], action=decision.action, subject=subject,
+                      points=operation.points, reference=operation.reference,
+                      evidence=[item.as_data() for item in decision.passed], now=now, policy_version=version)
+        decided.append(Decided(decision, kept.record))
     return decided
 
 
@@ -343,6 +343,20 @@ def _limits(rules: Policy, schedule: Schedule, measure: Measure, subject: Subjec
     partner_code = subject.partner_code or (schedule.partner_codes.get(subject.partner_id)
                                             if subject.partner_id is not None else None)
     return rules.limits_for(measure, partner_code=partner_code, tier=subject.tier)
+
+
+def record(session: Session, *, operation: str, action: Action, subject: Subject, points: int,
+           reference: str | None, evidence: Sequence[Mapping[str, Any]], now: datetime,
+           policy_version: int | None = None) -> Decided:
+    """A decision reached by other means than the velocity limits (a pattern rule), as ``keep`` writes it."""
+    if action is Action.ALLOW:
+        return Decided(ALLOWED, None)
+    return Decided(Decision(action), {
+        "token": "R" + secrets.token_hex(6).upper(), "decided_at": now, "operation": operation,
+        "action": action.word, "policy_version": policy_version, "partner_id": subject.partner_id,
+        "terminal_id": subject.terminal_id, "member_id": subject.member_id, "card_id": subject.card_id,
+        "reference": reference, "points": points, "evidence": [dict(item) for item in evidence],
+        "review_status": "open"})
 
 
 def keep(session: Session, decided: Decided) -> int | None:
@@ -391,3 +405,154 @@ def record_verification_failure(session: Session, *, partner_id: int, terminal_i
     """Count a failed PIN or redemption code at a till, for the card-testing limit."""
     session.execute(insert(VerificationFailure).values(failed_at=now, partner_id=partner_id,
                                                        terminal_id=terminal_id, tried=tried, method=method))
+
+
+# -- review ----------------------------------------------------------------------------
+
+REVIEW_ACTIONS = {
+    # A hold's points: released to the member, or the purchase's points taken back to their issuers.
+    "release": ("hold", "released"), "reverse": ("hold", "reversed"),
+    # A flag or a refusal: a false alarm, or fraud confirmed.
+    "dismiss": ("flag", "dismissed"), "confirm": ("flag", "confirmed"),
+}
+
+
+class AlreadyReviewed(Conflict):
+    """A decision whose review is settled already."""
+
+    code = "already_reviewed"
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """What a review did: the new status, and the points released or taken back."""
+
+    decision_id: int
+    status: str
+    points_released: int = 0
+    points_reversed: int = 0
+    points_unrecovered: int = 0
+
+
+def review(session: Session, *, decision_id: int, action: str, note: str, now: datetime, actor: str) -> Reviewed:
+    """Settle an open decision: release or reverse a hold, dismiss or confirm a flag or a refusal; audited.
+
+    Releasing makes the held lots spendable (or leaves them pending until their return
+    window passes); reversing claws each held lot's points back to its issuer at the price
+    it recorded, as a refund would (points already spent cannot be, as with a refund).
+    """
+    if action not in REVIEW_ACTIONS:
+        raise ValidationFailed("the action is release, reverse, dismiss or confirm",
+                               fields={"action": ["release, reverse, dismiss or confirm"]})
+    note = note.strip()
+    if not note or len(note) > MAX_REASON_CHARACTERS:
+        raise ValidationFailed(f"say what the review found, in 1 to {MAX_REASON_CHARACTERS} characters",
+                               fields={"note": [f"1 to {MAX_REASON_CHARACTERS} characters"]})
+    row = session.execute(select(RiskDecision).where(RiskDecision.id == decision_id)
+                          .with_for_update()).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no risk decision {decision_id}")
+    if row.review_status != "open":
+        raise AlreadyReviewed(f"decision {decision_id} was already {row.review_status} by {row.reviewed_by}")
+    kind, status = REVIEW_ACTIONS[action]
+    if (kind == "hold") != (row.action == "hold"):
+        fitting = "released or reversed" if row.action == "hold" else "dismissed or confirmed"
+        raise InvalidState(f"a {row.action} decision is {fitting}, not {action}d",
+                           fields={"action": ["not for this decision"]})
+    lots = list(session.execute(select(PointLot.id, PointLot.earn_transaction_id, PointLot.points_earned)
+                                .join(RiskHeldLot, RiskHeldLot.lot_id == PointLot.id)
+                                .where(RiskHeldLot.decision_id == decision_id).order_by(PointLot.id)))
+    outcome = Reviewed(decision_id, status)
+    # Settled before the lots move, so the activation below no longer sees them as under review.
+    session.execute(update(RiskDecision).where(RiskDecision.id == decision_id).values(
+        review_status=status, reviewed_by=actor, reviewed_at=now, review_note=note))
+    if action == "release":
+        ledger.activate_lots(session, lot_ids=[lot.id for lot in lots], now=now)
+        outcome = Reviewed(decision_id, status, points_released=sum(lot.points_earned for lot in lots))
+    elif action == "reverse":
+        recovered = unrecovered = 0
+        for lot in lots:
+            taken = ledger.clawback_earn(session, earn_transaction_id=lot.earn_transaction_id,
+                                         points=lot.points_earned, now=now)
+            recovered += taken.points_recovered
+            unrecovered += taken.points_unrecovered
+        outcome = Reviewed(decision_id, status, points_reversed=recovered, points_unrecovered=unrecovered)
+    audit_log.append(session, actor=actor, action=f"risk.review.{action}", subject=f"risk-decision:{decision_id}",
+                     now=now, before={"review_status": "open"},
+                     after={"review_status": status, "note": note, "points_released": outcome.points_released,
+                            "points_reversed": outcome.points_reversed,
+                            "points_unrecovered": outcome.points_unrecovered})
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionView:
+    """A decision as the review queue shows it."""
+
+    decision_id: int
+    token: str
+    decided_at: datetime
+    operation: str
+    action: str
+    policy_version: int | None
+    partner_code: str | None
+    terminal_code: str | None
+    member_number: str | None
+    reference: str | None
+    points: int
+    evidence: list[dict[str, Any]]
+    review_status: str
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+
+
+GROUPINGS = ("member", "terminal", "partner")
+
+
+def decisions(session: Session, *, status: str | None = "open", member_number: str | None = None,
+              partner_code: str | None = None, token: str | None = None, limit: int = 200) -> list[DecisionView]:
+    """Decisions newest first, filtered by review status, member, partner or reference token."""
+    if status is not None and status not in REVIEW_STATUSES:
+        raise ValidationFailed("status is one of " + ", ".join(REVIEW_STATUSES),
+                               fields={"status": list(REVIEW_STATUSES)})
+    statement = (
+        select(RiskDecision, Partner.code, Terminal.code, Member.member_number)
+        .outerjoin(Partner, Partner.id == RiskDecision.partner_id)
+        .outerjoin(Terminal, Terminal.id == RiskDecision.terminal_id)
+        .outerjoin(Member, Member.id == RiskDecision.member_id)
+        .order_by(RiskDecision.decided_at.desc(), RiskDecision.id.desc()).limit(limit)
+    )
+    if status is not None:
+        statement = statement.where(RiskDecision.review_status == status)
+    if member_number is not None:
+        statement = statement.where(Member.member_number == member_number)
+    if partner_code is not None:
+        statement = statement.where(Partner.code == partner_code)
+    if token is not None:
+        statement = statement.where(RiskDecision.token == token.strip().upper())
+    return [DecisionView(row.id, row.token, row.decided_at, row.operation, row.action, row.policy_version,
+                         partner, terminal, member, row.reference, row.points, list(row.evidence), row.review_status,
+                         row.reviewed_by, row.reviewed_at, row.review_note)
+            for row, partner, terminal, member in session.execute(statement)]
+
+
+def cases(session: Session, *, by: str, status: str = "open") -> list[dict[str, Any]]:
+    """Open decisions grouped by member, terminal or partner, most decisions first: the review queue's cases."""
+    if by not in GROUPINGS:
+        raise ValidationFailed("group by member, terminal or partner", fields={"by": list(GROUPINGS)})
+    grouped: dict[str, dict[str, Any]] = {}
+    for view in decisions(session, status=status, limit=5_000):
+        key = {"member": view.member_number, "terminal": (f"{view.partner_code}/{view.terminal_code}"
+                                                          if view.terminal_code else None),
+               "partner": view.partner_code}[by]
+        if key is None:
+            continue
+        case = grouped.setdefault(key, {"subject": key, "decisions": 0, "points": 0, "actions": {},
+                                        "latest": view.decided_at, "decision_ids": []})
+        case["decisions"] += 1
+        case["points"] += view.points
+        case["actions"][view.action] = case["actions"].get(view.action, 0) + 1
+        case["latest"] = max(case["latest"], view.decided_at)
+        case["decision_ids"].append(view.decision_id)
+    return sorted(grouped.values(), key=lambda case: (-case["decisions"], -case["points"], case["subject"]))

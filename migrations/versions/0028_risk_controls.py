@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("reviewed_by", sa.String(length=200), nullable=True),
         sa.Column("reviewed_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("review_note", sa.Text(), nullable=True),
-        sa.CheckConstraint("operation IN ('earn', 'redeem', 'verification', 'transfer')",
+        sa.CheckConstraint("operation IN ('earn', 'redeem', 'verification', 'transfer', 'refund')",
                            name=op.f("ck_risk_decisions_operation")),
         sa.CheckConstraint("action IN ('flag', 'hold', 'refuse')", name=op.f("ck_risk_decisions_action")),
         sa.CheckConstraint("review_status IN ('open', 'released', 'reversed', 'dismissed', 'confirmed')",

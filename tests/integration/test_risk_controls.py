@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from alliance.domain.errors import ValidationFailed
+from alliance.domain.errors import InvalidState, ValidationFailed
 from alliance.domain.risk import DEFAULT_POLICY, Measure, RiskDeclined
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, RiskDecision, RiskPolicyVersion, VerificationFailure
@@ -317,3 +317,82 @@ def test_a_batch_counts_its_own_items_and_decides_each_as_if_reported_alone(till
     assert [(row.action, row.reference) for row in kept] == [("hold", "b-3"), ("refuse", "b-5"), ("refuse", "b-6")]
     assert all(row.token in result["problem"]["detail"] for row, result in zip(kept[1:], results[5:], strict=True))
     assert_audit_green(tills.hub)
+
+
+# -- review -------------------------------------------------------------------------------
+
+def _held_purchase(tills) -> RiskDecision:  # type: ignore[no-untyped-def]
+    set_risk_policy(tills.hub, CARD_FOUR_AN_HOUR)
+    for index in range(4):
+        purchase(tills.client, tills.member, f"h-{index}")
+    (held,) = decisions(tills.hub)
+    assert held.action == "hold"
+    return held
+
+
+def _review(hub, decision_id: int, action: str, note: str = "checked the till's journal"):  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        outcome = risk.review(uow.session, decision_id=decision_id, action=action, note=note,
+                              now=datetime.now(UTC), actor="console:rita")
+        uow.commit()
+    return outcome
+
+
+def test_releasing_a_hold_makes_its_points_spendable_and_is_audited(tills):
+    held = _held_purchase(tills)
+    outcome = _review(tills.hub, held.id, "release")
+    assert (outcome.status, outcome.points_released) == ("released", 100)
+    assert spendable(tills.hub, tills.member.member_id) == {"available": 3_400, "pending": 0, "held": 0}
+    assert tills.client.get(f"{PURCHASES}/h-3").body["points"]["state"] == "active"
+    with tills.hub.unit_of_work() as uow:
+        audited = uow.session.scalars(select(AuditLogEntry.action).where(
+            AuditLogEntry.subject == f"risk-decision:{held.id}")).all()
+    assert audited == ["risk.review.release"]
+    assert_audit_green(tills.hub)
+
+
+def test_reversing_a_hold_takes_the_points_back_to_their_issuer_and_a_second_review_is_refused(tills):
+    held = _held_purchase(tills)
+    outcome = _review(tills.hub, held.id, "reverse")
+    assert (outcome.status, outcome.points_reversed, outcome.points_unrecovered) == ("reversed", 100, 0)
+    assert spendable(tills.hub, tills.member.member_id) == {"available": 3_300, "pending": 0, "held": 0}
+    before = books(tills.hub)
+    with pytest.raises(risk.AlreadyReviewed):
+        _review(tills.hub, held.id, "release")
+    assert_books_unchanged(tills.hub, before)
+
+
+@pytest.mark.parametrize(("action", "note", "refusal"), [
+    ("dismiss", "fine", InvalidState),  # a hold is released or reversed
+    ("pardon", "fine", ValidationFailed),
+    ("release", "   ", ValidationFailed),
+])
+def test_a_wrong_review_is_refused_and_changes_nothing(tills, action, note, refusal):
+    held = _held_purchase(tills)
+    before = books(tills.hub)
+    with pytest.raises(refusal):
+        _review(tills.hub, held.id, action, note)
+    assert_books_unchanged(tills.hub, before)
+    assert decisions(tills.hub)[0].review_status == "open"
+
+
+def test_the_queue_groups_open_decisions_by_member_terminal_and_partner(tills):
+    held = _held_purchase(tills)
+    set_risk_policy(tills.hub, DEFAULT_POLICY.as_data())
+    for index in range(11):
+        redeem(tills.client, tills.member, f"q-{index}")  # the eleventh is refused
+    with tills.hub.unit_of_work() as uow:
+        by_member = risk.cases(uow.session, by="member")
+        by_terminal = risk.cases(uow.session, by="terminal")
+        listed = risk.decisions(uow.session, member_number=tills.member.member_number)
+        found = risk.decisions(uow.session, token=held.token.lower(), status=None)
+    assert [(case["subject"], case["decisions"], case["actions"]) for case in by_member] == [
+        (tills.member.member_number, 2, {"hold": 1, "refuse": 1})]
+    assert [case["subject"] for case in by_terminal] == ["shop/till-1"]
+    assert [view.operation for view in listed] == ["redeem", "earn"]
+    assert [view.decision_id for view in found] == [held.id]
+    _review(tills.hub, held.id, "release")
+    with tills.hub.unit_of_work() as uow:
+        assert risk.cases(uow.session, by="member")[0]["decisions"] == 1
+        with pytest.raises(ValidationFailed):
+            risk.cases(uow.session, by="card")

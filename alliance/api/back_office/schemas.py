@@ -444,7 +444,8 @@ PERSON_HANDLE = WholeValue(r"^[a-z0-9][a-z0-9._-]{1,63}$",
 
 class ClientInput(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    roles = fields.List(fields.String(validate=validate.OneOf(ROLES)), required=True, validate=validate.Length(1, 4))
+    roles = fields.List(fields.String(validate=validate.OneOf(ROLES)), required=True,
+                        validate=validate.Length(1, len(ROLES)))
     person = fields.String(required=True, validate=PERSON_HANDLE,
                            metadata={"description": "Handle of the staff person who holds the client (POST /people)."})
 
