@@ -58,6 +58,8 @@ class Settings:
     transfer_min_membership_days: int = 30
     # A goodwill credit or correction of more points than this waits for a second person's approval.
     goodwill_approval_threshold_points: int = 1_000
+    # Releasing or reversing a risk hold of more points than this needs a second person (four eyes).
+    risk_approval_threshold_points: int = 5_000
     # A partner's credit state turns to warning (alerting its managers and finance) at this percent of its limit.
     credit_warning_percent: int = 80
     statement_key: str | None = None
@@ -136,6 +138,8 @@ class Settings:
             raise ConfigurationError("ALLIANCE_CREDIT_WARNING_PERCENT must be a whole number from 1 to 100")
         if self.goodwill_approval_threshold_points < 0:
             raise ConfigurationError("ALLIANCE_GOODWILL_APPROVAL_THRESHOLD_POINTS must not be negative")
+        if self.risk_approval_threshold_points < 0:
+            raise ConfigurationError("ALLIANCE_RISK_APPROVAL_THRESHOLD_POINTS must not be negative")
         if self.transfer_min_membership_days < 0:
             raise ConfigurationError("ALLIANCE_TRANSFER_MIN_MEMBERSHIP_DAYS must not be negative")
         if not 0 <= self.proxy_hops <= 5:

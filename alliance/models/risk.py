@@ -75,6 +75,11 @@ class RiskDecision(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(200))
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     review_note: Mapped[str | None] = mapped_column(Text)
+    # A release or reversal above the approval threshold, proposed by one reviewer and waiting for a second.
+    proposed_action: Mapped[str | None] = mapped_column(String(10))
+    proposed_by: Mapped[str | None] = mapped_column(String(200))
+    proposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    proposed_note: Mapped[str | None] = mapped_column(Text)
 
 
 class RiskHeldLot(Base):

@@ -57,7 +57,7 @@ from alliance.models import (
 )
 from alliance.models.base import integer_sum
 from alliance.models.risk import REVIEW_STATUSES
-from alliance.services import audit_log, ledger
+from alliance.services import audit_log, ledger, staff_people
 from alliance.services.process_cache import ProcessCache
 
 RELOAD_INTERVAL_S = 30
@@ -417,6 +417,12 @@ REVIEW_ACTIONS = {
 }
 
 
+class SameReviewer(Conflict):
+    """The person who proposed a release or reversal tried to approve it."""
+
+    code = "same_approver"
+
+
 class AlreadyReviewed(Conflict):
     """A decision whose review is settled already."""
 
@@ -434,12 +440,17 @@ class Reviewed:
     points_unrecovered: int = 0
 
 
-def review(session: Session, *, decision_id: int, action: str, note: str, now: datetime, actor: str) -> Reviewed:
+def review(session: Session, *, decision_id: int, action: str, note: str, now: datetime, actor: str,
+           approval_threshold_points: int) -> Reviewed:
     """Settle an open decision: release or reverse a hold, dismiss or confirm a flag or a refusal; audited.
 
     Releasing makes the held lots spendable (or leaves them pending until their return
     window passes); reversing claws each held lot's points back to its issuer at the price
     it recorded, as a refund would (points already spent cannot be, as with a refund).
+    A release or reversal of more than ``approval_threshold_points`` is first only proposed
+    (``status`` "proposed"), and done when a second person (not the proposer, whichever
+    credential either used) reviews it the same way; a different action replaces the
+    proposal.
     """
     if action not in REVIEW_ACTIONS:
         raise ValidationFailed("the action is release, reverse, dismiss or confirm",
@@ -462,6 +473,18 @@ def review(session: Session, *, decision_id: int, action: str, note: str, now: d
     lots = list(session.execute(select(PointLot.id, PointLot.earn_transaction_id, PointLot.points_earned)
                                 .join(RiskHeldLot, RiskHeldLot.lot_id == PointLot.id)
                                 .where(RiskHeldLot.decision_id == decision_id).order_by(PointLot.id)))
+    if kind == "hold" and row.points > approval_threshold_points:
+        proposer = row.proposed_by
+        if proposer is None or row.proposed_action != action:
+            session.execute(update(RiskDecision).where(RiskDecision.id == decision_id).values(
+                proposed_action=action, proposed_by=actor, proposed_at=now, proposed_note=note))
+            audit_log.append(session, actor=actor, action=f"risk.review.propose_{action}",
+                             subject=f"risk-decision:{decision_id}", now=now,
+                             before={"proposed_action": row.proposed_action, "proposed_by": proposer},
+                             after={"proposed_action": action, "note": note})
+            return Reviewed(decision_id, "proposed")
+        if staff_people.same_person(session, proposer, actor):
+            raise SameReviewer(f"{actor} proposed this {action}; another person must approve it")
     outcome = Reviewed(decision_id, status)
     # Settled before the lots move, so the activation below no longer sees them as under review.
     session.execute(update(RiskDecision).where(RiskDecision.id == decision_id).values(
@@ -505,6 +528,8 @@ class DecisionView:
     reviewed_by: str | None
     reviewed_at: datetime | None
     review_note: str | None
+    proposed_action: str | None = None
+    proposed_by: str | None = None
 
 
 GROUPINGS = ("member", "terminal", "partner")
@@ -533,7 +558,7 @@ def decisions(session: Session, *, status: str | None = "open", member_number: s
         statement = statement.where(RiskDecision.token == token.strip().upper())
     return [DecisionView(row.id, row.token, row.decided_at, row.operation, row.action, row.policy_version,
                          partner, terminal, member, row.reference, row.points, list(row.evidence), row.review_status,
-                         row.reviewed_by, row.reviewed_at, row.review_note)
+                         row.reviewed_by, row.reviewed_at, row.review_note, row.proposed_action, row.proposed_by)
             for row, partner, terminal, member in session.execute(statement)]
 
 

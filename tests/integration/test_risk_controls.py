@@ -330,10 +330,11 @@ def _held_purchase(tills) -> RiskDecision:  # type: ignore[no-untyped-def]
     return held
 
 
-def _review(hub, decision_id: int, action: str, note: str = "checked the till's journal"):  # type: ignore[no-untyped-def]
+def _review(hub, decision_id: int, action: str, note: str = "checked the till's journal",  # type: ignore[no-untyped-def]
+            actor: str = "console:rita", threshold: int = 5_000):
     with hub.unit_of_work() as uow:
         outcome = risk.review(uow.session, decision_id=decision_id, action=action, note=note,
-                              now=datetime.now(UTC), actor="console:rita")
+                              now=datetime.now(UTC), actor=actor, approval_threshold_points=threshold)
         uow.commit()
     return outcome
 
@@ -396,3 +397,21 @@ def test_the_queue_groups_open_decisions_by_member_terminal_and_partner(tills):
         assert risk.cases(uow.session, by="member")[0]["decisions"] == 1
         with pytest.raises(ValidationFailed):
             risk.cases(uow.session, by="card")
+
+
+def test_a_release_above_the_threshold_is_proposed_by_one_person_and_done_by_another(tills):
+    held = _held_purchase(tills)  # 100 points
+    first = _review(tills.hub, held.id, "release", threshold=50)
+    assert first.status == "proposed"
+    assert spendable(tills.hub, tills.member.member_id)["pending"] == 100
+    with pytest.raises(risk.SameReviewer):
+        _review(tills.hub, held.id, "release", threshold=50)
+    # A different action from the second person replaces the proposal rather than carrying it out.
+    assert _review(tills.hub, held.id, "reverse", actor="console:ravi", threshold=50).status == "proposed"
+    done = _review(tills.hub, held.id, "reverse", threshold=50)
+    assert (done.status, done.points_reversed) == ("reversed", 100)
+    with tills.hub.unit_of_work() as uow:
+        actions = uow.session.scalars(select(AuditLogEntry.action).where(
+            AuditLogEntry.subject == f"risk-decision:{held.id}").order_by(AuditLogEntry.id)).all()
+    assert actions == ["risk.review.propose_release", "risk.review.propose_reverse", "risk.review.reverse"]
+    assert_audit_green(tills.hub)
