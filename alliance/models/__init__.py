@@ -40,6 +40,7 @@ from alliance.models.partner_api import (
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.models.reconciliation import ReconciliationReport
 from alliance.models.risk import RiskDecision, RiskHeldLot, RiskPolicyVersion, VerificationFailure
+from alliance.models.risk_patterns import PartnerAmountProfile, RiskPatternRule, RiskPatternSighting
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 from alliance.models.staff import StaffSession, StaffUser
 from alliance.models.tiers import MemberTierChange, TierPolicyVersion
@@ -49,6 +50,9 @@ __all__ = [
     "RiskHeldLot",
     "RiskPolicyVersion",
     "VerificationFailure",
+    "PartnerAmountProfile",
+    "RiskPatternRule",
+    "RiskPatternSighting",
     "BehaviourAward",
     "BehaviourEvent",
     "BehaviourRule",
