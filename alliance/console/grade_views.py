@@ -88,6 +88,11 @@ METRIC_WORDS: Mapping[str, MetricWords] = {
     "days_late": MetricWords("Paying on time", "Days late paying the latest statement due by the period's end; a "
                              "statement still unpaid counts up to the day the grade was computed.", "days"),
     "disputes_opened": MetricWords("Statement disputes", "Disputes the partner opened on statement lines.", "count"),
+    "confirmed_fraud_count": MetricWords("Confirmed fraud", "Operations at the partner the risk controls stopped or "
+                                         "held that a reviewer confirmed as fraud (or whose points were reversed).",
+                                         "count"),
+    "confirmed_fraud_per_1000": MetricWords("Fraud rate", "Confirmed fraud for every 1,000 purchases and "
+                                            "redemptions at the partner.", "per_1000"),
 }
 
 

@@ -63,6 +63,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("refund_rate", "Refunds and reversals per transaction", LOWER, "ratio"),
     Metric("days_late", "Days late paying the worst statement", LOWER, "days"),
     Metric("disputes_opened", "Statement disputes opened", LOWER, "disputes"),
+    Metric("confirmed_fraud_count", "Confirmed fraud", LOWER, "cases"),
+    Metric("confirmed_fraud_per_1000", "Confirmed fraud per 1,000 transactions", LOWER, "per 1,000"),
 )
 METRICS_BY_NAME = {metric.name: metric for metric in METRICS}
 # Compared only among partners of the same currency: money is not comparable across currencies.
@@ -222,7 +224,7 @@ class PartnerMetrics:
 def derived_values(*, purchase_count: int, purchase_volume_minor: int, points_issued: int, active_members: int,
                    redemption_count: int, redemption_points: int, complaint_count: int,
                    median_resolution_seconds: Fraction | None, refund_count: int, days_late: int,
-                   disputes_opened: int) -> dict[str, Value]:
+                   disputes_opened: int, confirmed_fraud_count: int = 0) -> dict[str, Value]:
     """The metric values from the raw counts, with the rates worked out exactly."""
     transactions = purchase_count + redemption_count
     return {
@@ -234,6 +236,9 @@ def derived_values(*, purchase_count: int, purchase_volume_minor: int, points_is
                                     else None),
         "refund_rate": Fraction(refund_count, transactions) if transactions else None,
         "days_late": days_late, "disputes_opened": disputes_opened,
+        "confirmed_fraud_count": confirmed_fraud_count,
+        "confirmed_fraud_per_1000": (Fraction(confirmed_fraud_count * 1000, transactions) if transactions
+                                     else None),
     }
 
 

@@ -62,6 +62,7 @@ from alliance.models import (
     PurchaseRefund,
     RedemptionHold,
     RedemptionRefund,
+    RiskDecision,
     SettlementStatement,
     SettlementStatementLine,
     StatementEvent,
@@ -113,6 +114,14 @@ def counted_complaints(within: Window) -> Select[*tuple[Any, ...]]:
     return select(Complaint.partner_id, Complaint.opened_at.label("moment")).where(within(Complaint.opened_at))
 
 
+def counted_confirmed_fraud(within: Window) -> Select[*tuple[Any, ...]]:
+    """The fraud a period counts against a partner: risk decisions about its operations *decided* in the period
+    that a reviewer confirmed as fraud or whose held points were reversed. Columns: ``partner_id`` and ``moment``."""
+    return select(RiskDecision.partner_id, RiskDecision.decided_at.label("moment")).where(
+        RiskDecision.partner_id.is_not(None), RiskDecision.review_status.in_(("confirmed", "reversed")),
+        within(RiskDecision.decided_at))
+
+
 def _window(starts_at: datetime, ends_at: datetime) -> Window:
     return lambda column: and_(column >= starts_at, column < ends_at)
 
@@ -152,6 +161,8 @@ def measure(session: Session, period: Period, *, time_zone: str, as_of: datetime
                            .join(SettlementStatement, SettlementStatement.id == SettlementStatementLine.statement_id)
                            .where(in_period(StatementLineDispute.opened_at))
                            .group_by(SettlementStatement.partner_id))
+    confirmed = counted_confirmed_fraud(in_period).subquery()
+    fraud = _by_partner(session, select(confirmed.c.partner_id, func.count()).group_by(confirmed.c.partner_id))
     medians = _median_resolution_seconds(session, starts_at, ends_at)
     lateness = _days_late(session, period, as_of=as_of or ends_at, time_zone=time_zone)
 
@@ -166,6 +177,7 @@ def measure(session: Session, period: Period, *, time_zone: str, as_of: datetime
             median_resolution_seconds=medians.get(partner_id),
             refund_count=refunds.get(partner_id, (0,))[0] + reversals.get(partner_id, (0,))[0],
             days_late=lateness.get(partner_id, 0), disputes_opened=disputes.get(partner_id, (0,))[0],
+            confirmed_fraud_count=fraud.get(partner_id, (0,))[0],
         )
         measured.append(PartnerMetrics(partner_id=partner_id, partner_code=code, currency=currency, values=values))
     return measured

@@ -444,3 +444,32 @@ def test_an_unpaid_overdue_statement_is_late_up_to_the_grading_day(hub: HubState
     # Paid on 20 October: 5 days late in October, nothing left over for November.
     assert (_days_late(hub, "2026-11")["alpha"], _days_late(hub, "2026-10")["alpha"]) == (0, 5)
     assert _days_late(hub, "2026-11")["charlie"] == 47
+
+
+def test_confirmed_fraud_counts_against_the_partner_it_happened_at(hub: HubState) -> None:
+    from alliance.domain.risk import Action
+    from alliance.services import risk
+
+    planter = plant(hub)
+    plant_october(planter)
+    with hub.unit_of_work() as uow:
+        made = {}
+        for code, moment in (("delta", at(10, 21, 13)), ("bravo", at(10, 9)), ("delta", at(9, 30))):
+            decided = risk.record(uow.session, operation="redeem", action=Action.FLAG, now=moment, points=10,
+                                  subject=risk.Subject(partner_id=planter.partners[code]), reference=None,
+                                  evidence=[{"limit": "test", "count": 2}])
+            made[(code, moment.month)] = risk.keep(uow.session, decided)
+        uow.commit()
+    for (code, month), action in ((("delta", 10), "confirm"), (("bravo", 10), "dismiss"), (("delta", 9), "confirm")):
+        with hub.unit_of_work() as uow:
+            risk.review(uow.session, decision_id=made[(code, month)], action=action, note="looked at the till",
+                        now=at(11, 1), actor="test:risk", approval_threshold_points=0)
+            uow.commit()
+    compute(hub, OCTOBER, at(11, 2))
+    october = grades_of(hub, "2026-10")
+    # Delta: one confirmed case in October (September's is another period) over 4 purchases and 1 redemption.
+    assert (october["delta"]["metrics"]["confirmed_fraud_count"],
+            october["delta"]["metrics"]["confirmed_fraud_per_1000"]) == (1, "200.0000")
+    # Bravo's case was a false alarm; Echo had no transactions, so it has no rate.
+    assert october["bravo"]["metrics"]["confirmed_fraud_count"] == 0
+    assert october["echo"]["metrics"]["confirmed_fraud_per_1000"] is None
