@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         credit_routes,
         finance_routes,
         grading_routes,
+        risk_routes,
         settlement_routes,
     )
     from alliance.api.back_office import routes as back_office_routes
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     credit_routes.init_app(app, api)
     grading_routes.init_app(app, api)
     behaviour_routes.init_app(app, api)
+    risk_routes.init_app(app, api)
     health.init_app(app)
     telemetry.init_app(app)
     docs.init_app(app)
