@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from alliance.domain.errors import InvalidState, ValidationFailed
 from alliance.domain.risk import DEFAULT_POLICY, Measure, RiskDeclined
 from alliance.extensions import hub_state
-from alliance.models import AuditLogEntry, RiskDecision, RiskPolicyVersion, VerificationFailure
+from alliance.models import AuditLogEntry, Complaint, RiskDecision, RiskPolicyVersion, VerificationFailure
 from alliance.services import ledger, member_admin, risk
 from alliance.services.member_admin import TransferLimits
 from alliance.services.member_verification import issue_redemption_code
@@ -415,3 +415,35 @@ def test_a_release_above_the_threshold_is_proposed_by_one_person_and_done_by_ano
             AuditLogEntry.subject == f"risk-decision:{held.id}").order_by(AuditLogEntry.id)).all()
     assert actions == ["risk.review.propose_release", "risk.review.propose_reverse", "risk.review.reverse"]
     assert_audit_green(tills.hub)
+
+
+def _act(hub, decision_id: int, action: str, note: str = "the till's journal shows the same card"):  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        done = risk.act(uow.session, decision_id=decision_id, action=action, note=note, now=datetime.now(UTC),
+                        actor="console:rita")
+        uow.commit()
+    return done
+
+
+def test_a_reviewer_blocks_the_card_revokes_the_tills_keys_and_opens_a_complaint_with_the_partner(tills):
+    held = _held_purchase(tills)
+    assert _act(tills.hub, held.id, "block_card") == {"card_blocked": True}
+    # The blocked card earns no more; the member's points stay theirs.
+    assert purchase(tills.client, tills.member, "after-block").status in (403, 409, 422)
+    done = _act(tills.hub, held.id, "open_complaint")
+    with tills.hub.unit_of_work() as uow:
+        complaint = uow.session.get_one(Complaint, done["complaint_id"])
+        audited = uow.session.scalars(select(AuditLogEntry.action).where(
+            AuditLogEntry.subject == f"risk-decision:{held.id}").order_by(AuditLogEntry.id)).all()
+    assert (complaint.partner_id, complaint.member_id, complaint.category) == (
+        tills.shop.partner_id, tills.member.member_id, "other")
+    assert complaint.purchase_id is not None and held.token in complaint.description
+    assert _act(tills.hub, held.id, "revoke_terminal_keys") == {"keys_revoked": ["shop-key"]}
+    assert tills.client.get(f"{PURCHASES}/h-0").status == 401  # the till's key no longer signs
+    assert audited == ["risk.act.block_card", "risk.act.open_complaint"]
+    before = books(tills.hub)
+    for action, refusal in (("block_card", InvalidState), ("revoke_terminal_keys", InvalidState),
+                            ("shred", ValidationFailed)):
+        with pytest.raises(refusal):
+            _act(tills.hub, held.id, action)
+    assert_books_unchanged(tills.hub, before)
