@@ -1,0 +1,254 @@
+"""What the console's risk pages read: one decision in full, a refusal's reference, the policy in words.
+
+Read only: decisions are reviewed through ``alliance.services.risk.review`` and the policy
+is set through ``risk.set_policy`` (the back-office API and the CLI). The evidence a
+decision keeps (the limits it passed and the figures each saw) is put in words here, so
+that no page shows its stored JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from alliance.domain.errors import NotFound
+from alliance.domain.risk import Limit, Policy
+from alliance.models import Card, Member, Partner, PointLot, RiskDecision, RiskHeldLot, Terminal
+from alliance.models.base import integer_sum
+from alliance.services import risk
+
+TOKEN = re.compile(r"^R[0-9A-F]{12}\Z")
+
+# How each measure's operations are named (one, many), and how each scope is said after them.
+MEASURE_WORDS: Mapping[str, tuple[str, str]] = {
+    "earn": ("purchase", "purchases"),
+    "redeem": ("redemption", "redemptions"),
+    "verification_failure": ("card or code tried and failed", "different cards or codes tried and failed"),
+    "transfer_out": ("transfer sent", "transfers sent"),
+}
+SCOPE_WORDS: Mapping[str, str] = {"card": "with this card", "member": "by this member", "terminal": "at this till",
+                                  "partner": "at this partner"}
+SCOPE_NAMES: Mapping[str, str] = {"card": "each card", "member": "each member", "terminal": "each till",
+                                  "partner": "each partner"}
+ACTION_WORDS: Mapping[str, str] = {"flag": "flag it for review", "hold": "hold its points for review",
+                                   "refuse": "refuse it"}
+OPERATION_WORDS: Mapping[str, str] = {"earn": "purchase earning points", "redeem": "redemption",
+                                      "verification": "card or code verification at a till",
+                                      "transfer": "transfer between members", "refund": "refund"}
+
+
+def window_words(minutes: int) -> str:
+    """A limit's window as a person says it: ``60 minutes``, ``1 day``, ``31 days``."""
+    if minutes >= 1440 and minutes % 1440 == 0:
+        days = minutes // 1440
+        return f"{days} day" if days == 1 else f"{days} days"
+    return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
+
+
+def _count_words(count: int, measure: str) -> str:
+    one, many = MEASURE_WORDS.get(measure, (measure.replace("_", " "), measure.replace("_", " ")))
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def evidence_words(item: Mapping[str, Any]) -> str:
+    """One piece of a decision's evidence in words.
+
+    A limit passed reads ``card-earns-hour: 21 purchases with this card in 60 minutes,
+    limit 20``; evidence of another shape (a pattern rule's) is written out field by
+    field, never as JSON.
+    """
+    if "limit" in item and "measure" in item and "count" in item:
+        measure = str(item["measure"])
+        scope = SCOPE_WORDS.get(str(item.get("scope")), f"per {item.get('scope')}")
+        window = window_words(int(item.get("window_minutes") or 0))
+        count, points = int(item["count"]), int(item.get("points") or 0)
+        max_count, max_points = item.get("max_count"), item.get("max_points")
+        caps = []
+        if max_count is not None:
+            caps.append(f"{int(max_count):,}")
+        if max_points is not None:
+            caps.append(f"{int(max_points):,} points")
+        if max_points is not None and max_count is None:
+            seen = f"{points:,} points from {_count_words(count, measure)}"
+        elif max_points is not None:
+            seen = f"{_count_words(count, measure)} ({points:,} points)"
+        else:
+            seen = _count_words(count, measure)
+        said = f"{item['limit']}: {seen} {scope} in {window}"
+        return said + (f", limit {' or '.join(caps)}" if caps else "")
+    name = item.get("rule") or item.get("limit") or "evidence"
+    rest = [f"{str(key).replace('_', ' ')} {_value_words(value)}" for key, value in sorted(item.items())
+            if key not in ("rule", "limit")]
+    return f"{name}: {', '.join(rest)}" if rest else str(name)
+
+
+def _value_words(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_words(part) for part in value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{str(key).replace('_', ' ')} {_value_words(part)}" for key, part in sorted(value.items()))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionDetail:
+    """Everything about one kept decision, for its page."""
+
+    decision_id: int
+    token: str
+    decided_at: datetime
+    operation: str
+    action: str
+    policy_version: int | None
+    partner_code: str | None
+    terminal_code: str | None
+    member_number: str | None
+    card_last4: str | None
+    reference: str | None
+    points: int
+    evidence: list[str]
+    review_status: str
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+    proposed_action: str | None
+    proposed_by: str | None
+    proposed_at: datetime | None
+    proposed_note: str | None
+    held_lots: int
+    held_points: int
+
+    @property
+    def operation_words(self) -> str:
+        """The operation decided, in words."""
+        return OPERATION_WORDS.get(self.operation, self.operation)
+
+
+def decision_detail(session: Session, *, decision_id: int) -> DecisionDetail:
+    """One decision with its evidence in words, its review or proposal, and the points its hold keeps pending."""
+    found = session.execute(
+        select(RiskDecision, Partner.code, Terminal.code, Member.member_number, Card.card_number)
+        .outerjoin(Partner, Partner.id == RiskDecision.partner_id)
+        .outerjoin(Terminal, Terminal.id == RiskDecision.terminal_id)
+        .outerjoin(Member, Member.id == RiskDecision.member_id)
+        .outerjoin(Card, Card.id == RiskDecision.card_id)
+        .where(RiskDecision.id == decision_id)).first()
+    if found is None:
+        raise NotFound(f"There is no risk decision {decision_id}.")
+    row, partner, terminal, member, card_number = found
+    lots, points = session.execute(
+        select(func.count(), integer_sum(PointLot.points_earned)).select_from(RiskHeldLot)
+        .join(PointLot, PointLot.id == RiskHeldLot.lot_id).where(RiskHeldLot.decision_id == decision_id)).one()
+    return DecisionDetail(
+        row.id, row.token, row.decided_at, row.operation, row.action, row.policy_version, partner, terminal, member,
+        card_number[-4:] if card_number else None, row.reference, row.points,
+        [evidence_words(item) for item in row.evidence or []], row.review_status,
+        row.reviewed_by, row.reviewed_at, row.review_note, row.proposed_action, row.proposed_by, row.proposed_at,
+        row.proposed_note, int(lots or 0), int(points or 0))
+
+
+def decision_id_for(session: Session, *, token: str) -> int:
+    """The decision a refusal's reference (``R`` and twelve hex digits, any case) names; ``NotFound`` otherwise."""
+    wanted = token.strip().upper()
+    if not TOKEN.match(wanted):
+        raise NotFound(f"{token.strip()!r} is not a decision reference (R and twelve digits or letters A to F).")
+    found = session.scalar(select(RiskDecision.id).where(RiskDecision.token == wanted))
+    if found is None:
+        raise NotFound(f"No decision has the reference {wanted}.")
+    return int(found)
+
+
+def open_count(session: Session) -> int:
+    """How many decisions wait for a review."""
+    return int(session.scalar(select(func.count()).select_from(RiskDecision)
+                              .where(RiskDecision.review_status == "open")) or 0)
+
+
+# -- the policy in words ---------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LimitRow:
+    """One limit of a policy as the policy page shows it."""
+
+    name: str
+    scope: str
+    measure: str
+    window: str
+    caps: str
+    action: str
+    enabled: bool
+
+
+def caps_words(max_count: int | None, max_points: int | None, measure: str) -> str:
+    """A limit's caps: ``20 purchases``, ``50,000 points``, or both."""
+    caps = []
+    if max_count is not None:
+        caps.append(_count_words(max_count, measure))
+    if max_points is not None:
+        caps.append(f"{max_points:,} points")
+    return " or ".join(caps) if caps else "none"
+
+
+def limit_row(limit: Limit) -> LimitRow:
+    """A limit in words."""
+    measure = limit.measure.value
+    return LimitRow(limit.name, SCOPE_NAMES.get(limit.scope.value, limit.scope.value),
+                    MEASURE_WORDS.get(measure, (measure, measure))[1], window_words(limit.window_minutes),
+                    caps_words(limit.max_count, limit.max_points, measure), ACTION_WORDS[limit.action.word],
+                    limit.enabled)
+
+
+def override_words(changes: Mapping[str, Any]) -> str:
+    """An override's changed fields in words: ``window 30 minutes, at most 10, action refuse it``."""
+    said = []
+    for key, value in sorted(changes.items()):
+        if key == "window_minutes":
+            said.append(f"window {window_words(int(value))}")
+        elif key == "max_count":
+            said.append(f"at most {int(value):,} operations")
+        elif key == "max_points":
+            said.append(f"at most {int(value):,} points")
+        elif key == "action":
+            said.append(ACTION_WORDS.get(str(value), str(value)))
+        elif key == "enabled":
+            said.append("switched on" if value else "switched off")
+        else:
+            said.append(f"{key.replace('_', ' ')} {_value_words(value)}")
+    return ", ".join(said)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPage:
+    """The policy in force (its version, None for the built-in default), its overrides, and every stored version."""
+
+    version: int | None
+    limits: list[LimitRow]
+    partner_overrides: list[tuple[str, str, str]]
+    tier_overrides: list[tuple[str, str, str]]
+    versions: list[dict[str, Any]]
+
+
+def _overrides(by_owner: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, str]]:
+    return [(owner, name, override_words(changes)) for owner, by_name in sorted(by_owner.items())
+            for name, changes in sorted(by_name.items())]
+
+
+def policy_page(session: Session, *, now: datetime) -> PolicyPage:
+    """The policy in force at ``now`` in words, with the stored versions newest first."""
+    version, policy = risk.policy_in_force(session, at=now)
+    return _policy_page(version, policy, risk.versions(session, now=now))
+
+
+def _policy_page(version: int | None, policy: Policy, stored: list[dict[str, Any]]) -> PolicyPage:
+    return PolicyPage(version, [limit_row(limit) for limit in policy.limits], _overrides(policy.partners),
+                      _overrides(policy.tiers), stored)

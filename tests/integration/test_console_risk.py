@@ -1,0 +1,318 @@
+"""Risk pages of the console: the review queue, a decision and its review, a refusal's reference, the policy.
+
+The decisions are made the way a till makes them, through the signed partner API: a
+card's fourth purchase in an hour is held, a member's purchases past 800 points in a day
+are flagged, a member's third redemption in an hour is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from alliance.extensions import hub_state
+from alliance.models import RiskDecision
+from alliance.services import risk_console
+from tests.console_support import ConsoleClient, add_staff, audit_actions, signed_in, text_of
+from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
+from tests.http_server import balances, fund_member, purchase_payload, wall_clock_partner_time
+from tests.partner_client import SignedTestClient
+
+QUEUE = "/console/risk"
+LOOKUP = "/console/risk/lookup"
+POLICY = "/console/risk/policy"
+PIN = "2468"
+TEST_POLICY = {"limits": [
+    {"name": "card-hour", "scope": "card", "measure": "earn", "window_minutes": 60, "max_count": 3,
+     "action": "hold"},
+    {"name": "member-points", "scope": "member", "measure": "earn", "window_minutes": 1440, "max_points": 800,
+     "action": "flag"},
+    {"name": "member-redemptions", "scope": "member", "measure": "redeem", "window_minutes": 60, "max_count": 2,
+     "action": "refuse"}],
+    "partners": {"shop": {"card-hour": {"max_count": 3, "action": "hold"}}},
+    "tiers": {"gold": {"member-points": {"max_points": 2_000}}}}
+
+
+def decision_path(decision_id: int) -> str:
+    return f"/console/risk/decisions/{decision_id}"
+
+
+@pytest.fixture
+def risky(app):  # type: ignore[no-untyped-def]
+    """A shop whose till held one member's purchase, flagged another's, and refused the first one's redemption."""
+    hub = hub_state(app)
+    created = wall_clock_partner_time()
+    shop = make_signing_partner(hub, now=created, code="shop", bind_key_to_terminal=True)
+    holder = make_member_with_pin(hub, now=created, pin=PIN)
+    flagged = make_member_with_pin(hub, now=created, pin=PIN)
+    fund_member(hub, member_id=holder.member_id, partner_id=shop.partner_id, points=1_000)
+    set_risk_policy(hub, TEST_POLICY)
+    client = SignedTestClient(app, shop)
+    for index in range(4):
+        reply = client.post("/partner/v1/purchases", purchase_payload(f"p-{index}", holder.card_number, 10_000))
+        assert reply.status == 201
+    assert reply.body["points"]["state"] == "held_for_review"
+    for receipt, amount in (("f-1", 70_000), ("f-2", 20_000)):
+        assert client.post("/partner/v1/purchases", purchase_payload(receipt, flagged.card_number, amount)).status \
+            == 201
+    for index in range(3):
+        reply = client.post("/partner/v1/redemptions", {"reference": f"r-{index}", "points": 10,
+                                                        "card_number": holder.card_number, "pin": PIN})
+    assert reply.status == 403 and reply.body["code"] == "declined"
+    with hub.unit_of_work() as uow:
+        kept = {row.action: row for row in uow.session.scalars(select(RiskDecision).order_by(RiskDecision.id))}
+    assert set(kept) == {"hold", "flag", "refuse"}
+    return SimpleNamespace(app=app, hub=hub, shop=shop, holder=holder, flagged=flagged, hold=kept["hold"],
+                           flag=kept["flag"], refusal=kept["refuse"], refusal_detail=reply.body["detail"])
+
+
+@pytest.fixture
+def rita(app):  # type: ignore[no-untyped-def]
+    return signed_in(app, "rita", "risk")
+
+
+def status_of(hub, decision_id: int) -> tuple[str, str | None]:  # type: ignore[no-untyped-def]
+    with hub.unit_of_work() as uow:
+        row = uow.session.get(RiskDecision, decision_id)
+        return row.review_status, row.proposed_action
+
+
+def flashed(browser: ConsoleClient, response) -> str:  # type: ignore[no-untyped-def]
+    """The page the browser lands on after a form, as text."""
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return text_of(browser.get(response.headers["Location"]))
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def test_the_queue_shows_cases_by_member_and_the_open_decisions_with_their_evidence_in_words(risky, rita):
+    page = rita.get(QUEUE)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    shown = text_of(page)
+    assert "3 decisions wait for a review" in shown
+    # The holder's case comes first: two decisions, a hold and a refusal.
+    cases = re.findall(r'case=([0-9A-Za-z-]+)', html)
+    assert cases[:2] == [risky.holder.member_number, risky.flagged.member_number]
+    assert "1 held, 1 refused" in shown
+    assert "card-hour: 4 purchases with this card in 60 minutes, limit 3" in shown
+    assert "member-points: 900 points from 2 purchases by this member in 1 day, limit 800 points" in shown
+    assert "member-redemptions: 3 redemptions by this member in 60 minutes, limit 2" in shown
+    assert '"max_count"' not in html and "{&#39;limit" not in html and "&#34;limit" not in html
+    for decision in (risky.hold, risky.flag, risky.refusal):
+        assert decision_path(decision.id) in html and decision.token in shown
+    # A risk reviewer may not open the member page, so the member number is not a link for them.
+    assert f"/console/members/{risky.holder.member_number}" not in html
+
+
+def test_cases_group_by_till_and_partner_and_a_case_narrows_the_decisions(risky, rita):
+    by_till = text_of(rita.get(QUEUE, by="till"))
+    assert "shop/till-1" in by_till and "Cases by till" in by_till
+    by_partner = rita.get(QUEUE, by="partner").get_data(as_text=True)
+    assert "case=shop" in by_partner
+    narrowed = rita.get(QUEUE, by="member", case=risky.flagged.member_number).get_data(as_text=True)
+    assert risky.flag.token in narrowed and risky.hold.token not in narrowed and risky.refusal.token not in narrowed
+    assert rita.get(QUEUE, by="card").status_code == 400
+
+
+def test_the_queue_sorts_by_time_points_and_action(risky, rita):
+    def tokens(**query: str) -> list[str]:
+        html = rita.get(QUEUE, **query).get_data(as_text=True)
+        return [token for token in re.findall(r">(R[0-9A-F]{12})</a>", html)]
+
+    assert tokens() == [risky.refusal.token, risky.flag.token, risky.hold.token]
+    assert tokens(sort="time", order="asc") == [risky.hold.token, risky.flag.token, risky.refusal.token]
+    assert tokens(sort="points", order="desc") == [risky.flag.token, risky.hold.token, risky.refusal.token]
+    assert tokens(sort="action", order="asc") == [risky.flag.token, risky.hold.token, risky.refusal.token]
+    assert 'aria-sort="descending"' in rita.get(QUEUE, sort="points", order="desc").get_data(as_text=True)
+    assert rita.get(QUEUE, sort="member").status_code == 400
+
+
+def test_an_empty_queue_and_the_default_policy_say_so(app, rita):
+    shown = text_of(rita.get(QUEUE))
+    assert "0 decisions wait for a review" in shown and "No decision waits for a review." in shown
+    policy = text_of(rita.get(POLICY))
+    assert "In force now: built-in default" in policy
+    assert "card-earns-hour each card purchases 60 minutes 20 purchases hold its points for review" in policy
+    assert "No version stored" in policy
+    assert "back-office API or the command line" in policy
+
+
+def test_the_policy_page_shows_the_version_in_force_its_overrides_and_every_version(risky, rita):
+    policy = text_of(rita.get(POLICY))
+    assert "In force now: version 1" in policy
+    assert "member-redemptions each member redemptions 60 minutes 2 redemptions refuse it" in policy
+    assert "shop card-hour hold its points for review, at most 3 operations" in policy
+    assert "gold member-points at most 2,000 points" in policy
+    assert "in force" in policy and "a test's own policy" in policy
+
+
+def test_a_decision_page_shows_everything_and_the_hold_review_forms_to_a_reviewer(risky, rita):
+    page = rita.get(decision_path(risky.hold.id))
+    shown = text_of(page)
+    assert f"Risk decision {risky.hold.token}" in shown
+    assert "purchase earning points, points held for review" in shown
+    assert "version 1 of the risk policy" in shown
+    assert "Reference p-3" in shown and "Held pending 100 points in 1 lot" in shown
+    assert f"ending {risky.holder.card_number[-4:]}" in shown and risky.holder.card_number not in shown
+    assert "card-hour: 4 purchases with this card in 60 minutes, limit 3" in shown
+    assert "Release the points" in shown and "Reverse the points" in shown and "Confirm fraud" not in shown
+    refusal = text_of(rita.get(decision_path(risky.refusal.id)))
+    assert "Dismiss (false alarm)" in refusal and "Confirm fraud" in refusal and "Release the points" not in refusal
+    assert rita.get(decision_path(999_999)).status_code == 404
+
+
+# -- who may ---------------------------------------------------------------------------------
+
+def test_anonymous_visitors_go_to_the_login_and_other_roles_are_refused(app, risky):
+    anonymous = ConsoleClient(app)
+    for path in (QUEUE, LOOKUP, POLICY, decision_path(risky.hold.id)):
+        response = anonymous.get(path)
+        assert response.status_code == 302 and "/console/login" in response.headers["Location"]
+    finance = signed_in(app, "fiona", "finance")
+    for path in (QUEUE, LOOKUP, POLICY, decision_path(risky.hold.id)):
+        assert finance.get(path).status_code == 403
+    assert "Review queue" not in text_of(finance.get("/console/"))
+    service = signed_in(app, "cass", "customer_service")
+    assert service.get(QUEUE).status_code == 403 and service.get(POLICY).status_code == 403
+    # Customer service reads a decision (the member link is theirs to follow) but cannot review it.
+    page = service.get(decision_path(risky.hold.id))
+    assert page.status_code == 200 and "Release the points" not in text_of(page)
+    assert f"/console/members/{risky.holder.member_number}" in page.get_data(as_text=True)
+    assert service.post(f"{decision_path(risky.hold.id)}/release", {"confirm": "yes", "reason": "ok"}).status_code \
+        == 403
+    admin = signed_in(app, "ada", "admin")
+    assert admin.get(QUEUE).status_code == 200 and admin.get(POLICY).status_code == 200
+    assert admin.post(f"{decision_path(risky.flag.id)}/review", {"action": "dismiss", "note": "ok"}).status_code \
+        == 403
+    assert status_of(risky.hub, risky.hold.id) == ("open", None)
+    assert status_of(risky.hub, risky.flag.id) == ("open", None)
+    home = text_of(signed_in(app, "ravi", "risk").get("/console/"))
+    assert "Review queue" in home and "Risk policy" in home and "Decision reference" in home
+
+
+# -- reviewing --------------------------------------------------------------------------------
+
+def test_releasing_a_hold_with_the_confirmation_and_a_note_gives_the_points_and_is_audited(risky, rita):
+    before = balances(risky.hub, risky.holder.member_id)
+    response = rita.post(f"{decision_path(risky.hold.id)}/release",
+                         {"confirm": "yes", "reason": "The member bought gifts for the office."})
+    shown = flashed(rita, response)
+    assert f"Decision {risky.hold.token} is released: 100 points are released to the member." in shown
+    assert "Outcome released" in shown and "The member bought gifts for the office." in shown
+    assert "Rita (risk)" in shown
+    after = balances(risky.hub, risky.holder.member_id)
+    assert (after["available"] - before["available"], before["pending"] - after["pending"]) == (100, 100)
+    assert ("console:rita", "risk.review.release", f"risk-decision:{risky.hold.id}") in audit_actions(risky.hub)
+    assert risky.hold.token not in rita.get(QUEUE).get_data(as_text=True)
+
+
+def test_reversing_a_hold_takes_the_points_back(risky, rita):
+    before = balances(risky.hub, risky.holder.member_id)
+    response = rita.post(f"{decision_path(risky.hold.id)}/reverse", {"confirm": "yes", "reason": "Stolen card."})
+    assert "100 points were taken back to their issuers" in flashed(rita, response)
+    assert balances(risky.hub, risky.holder.member_id)["pending"] == before["pending"] - 100
+    assert status_of(risky.hub, risky.hold.id) == ("reversed", None)
+    assert ("console:rita", "risk.review.reverse", f"risk-decision:{risky.hold.id}") in audit_actions(risky.hub)
+
+
+@pytest.mark.parametrize(("which", "action", "status", "said"), [
+    ("flag", "dismiss", "dismissed", "dismissed as a false alarm"),
+    ("flag", "confirm", "confirmed", "confirmed as fraud"),
+    ("refusal", "confirm", "confirmed", "confirmed as fraud"),
+    ("refusal", "dismiss", "dismissed", "dismissed as a false alarm"),
+])
+def test_a_flag_or_a_refusal_is_dismissed_or_confirmed_with_a_note(risky, rita, which, action, status, said):
+    decision = getattr(risky, which)
+    response = rita.post(f"{decision_path(decision.id)}/review", {"action": action, "note": "Checked with the till."})
+    assert f"Decision {decision.token} is {said}." in flashed(rita, response)
+    assert status_of(risky.hub, decision.id) == (status, None)
+    assert ("console:rita", f"risk.review.{action}", f"risk-decision:{decision.id}") in audit_actions(risky.hub)
+
+
+def test_a_release_without_the_ticked_box_or_a_note_changes_nothing(risky, rita):
+    path = f"{decision_path(risky.hold.id)}/release"
+    assert rita.post(path, {"reason": "fine"}).status_code == 400
+    assert rita.post(path, {"confirm": "yes", "reason": "  "}).status_code == 400
+    assert rita.post(f"{decision_path(risky.flag.id)}/review", {"action": "dismiss", "note": ""}).status_code == 400
+    assert rita.post(f"{decision_path(risky.flag.id)}/review", {"action": "pardon", "note": "x"}).status_code == 400
+    assert rita.post(f"{decision_path(risky.hold.id)}/pardon", {"confirm": "yes", "reason": "x"}).status_code == 404
+    assert status_of(risky.hub, risky.hold.id) == ("open", None)
+    assert status_of(risky.hub, risky.flag.id) == ("open", None)
+    assert not [entry for entry in audit_actions(risky.hub) if entry[1].startswith("risk.review")]
+
+
+def test_a_decision_already_reviewed_or_the_wrong_kind_of_review_is_refused_on_the_page(risky, rita):
+    rita.post(f"{decision_path(risky.flag.id)}/review", {"action": "dismiss", "note": "Fine."})
+    again = rita.post(f"{decision_path(risky.flag.id)}/review", {"action": "confirm", "note": "Actually fraud."})
+    assert "was already dismissed by console:rita" in flashed(rita, again)
+    assert status_of(risky.hub, risky.flag.id) == ("dismissed", None)
+    wrong = rita.post(f"{decision_path(risky.hold.id)}/review", {"action": "dismiss", "note": "Fine."})
+    assert "a hold decision is released or reversed" in flashed(rita, wrong)
+    assert status_of(risky.hub, risky.hold.id) == ("open", None)
+
+
+def test_above_the_threshold_one_person_proposes_and_only_another_can_approve(risky, rita, app):
+    risky.hub.settings = dataclasses.replace(risky.hub.settings, risk_approval_threshold_points=0)
+    path = f"{decision_path(risky.hold.id)}/release"
+    proposed = flashed(rita, rita.post(path, {"confirm": "yes", "reason": "Looks honest."}))
+    assert f"The release of decision {risky.hold.token} is proposed; another person must approve it" in proposed
+    assert "Waiting for a second person: Rita (risk) proposed to release the points" in proposed
+    assert "Looks honest." in proposed and "You proposed it" in proposed
+    assert status_of(risky.hub, risky.hold.id) == ("open", "release")
+    refused = flashed(rita, rita.post(path, {"confirm": "yes", "reason": "Still honest."}))
+    assert "console:rita proposed this release; another person must approve it" in refused
+    assert status_of(risky.hub, risky.hold.id) == ("open", "release")
+    # The same person through a second login is still the same pair of eyes.
+    add_staff(risky.hub, "rita2", "risk", person="rita")
+    second_login = ConsoleClient(app)
+    second_login.login("rita2")
+    assert "another person must approve it" in flashed(second_login, second_login.post(
+        path, {"confirm": "yes", "reason": "Me again."}))
+    ravi = signed_in(app, "ravi", "risk")
+    done = flashed(ravi, ravi.post(path, {"confirm": "yes", "reason": "Agreed."}))
+    assert "is released: 100 points are released to the member" in done
+    assert [entry[1] for entry in audit_actions(risky.hub) if entry[2] == f"risk-decision:{risky.hold.id}"] == [
+        "risk.review.propose_release", "risk.review.release"]
+
+
+def test_a_review_without_the_forms_token_is_refused(risky, rita):
+    assert rita.post(f"{decision_path(risky.hold.id)}/release", {"confirm": "yes", "reason": "x"},
+                     csrf=None).status_code == 400
+    assert rita.post(f"{decision_path(risky.flag.id)}/review", {"action": "confirm", "note": "x"},
+                     csrf="forged").status_code == 400
+    assert rita.post(LOOKUP, {"reference": risky.refusal.token}, csrf=None).status_code == 400
+    assert status_of(risky.hub, risky.hold.id) == ("open", None)
+    assert status_of(risky.hub, risky.flag.id) == ("open", None)
+
+
+# -- a refusal's reference -------------------------------------------------------------------
+
+def test_customer_service_opens_the_decision_a_refusal_quotes(risky, app):
+    service = signed_in(app, "cass", "customer_service")
+    assert "Decision reference" in text_of(service.get(LOOKUP))
+    # The member reads the reference off the till's refusal, perhaps in lower case.
+    assert risky.refusal.token in risky.refusal_detail
+    found = service.post(LOOKUP, {"reference": f" {risky.refusal.token.lower()} "})
+    assert found.status_code == 303 and found.headers["Location"].endswith(decision_path(risky.refusal.id))
+    page = text_of(service.get(found.headers["Location"]))
+    assert "redemption, refused" in page and "member-redemptions: 3 redemptions" in page
+    missing = service.post(LOOKUP, {"reference": "R000000000000"})
+    assert missing.status_code == 404 and "No decision has the reference R000000000000." in text_of(missing)
+    nonsense = service.post(LOOKUP, {"reference": "hello"})
+    assert nonsense.status_code == 404 and "is not a decision reference" in text_of(nonsense)
+    assert service.post(LOOKUP, {"reference": ""}).status_code == 400
+
+
+def test_evidence_of_another_shape_is_written_out_in_words_not_json():
+    said = risk_console.evidence_words({"rule": "earn-then-burn", "cards": 7, "terminals": ["a", "b"],
+                                        "within_minutes": 10})
+    assert said == "earn-then-burn: cards 7, terminals a, b, within minutes 10"
+    assert risk_console.evidence_words({"limit": "till-cards", "scope": "terminal", "measure":
+                                        "verification_failure", "window_minutes": 15, "action": "refuse",
+                                        "count": 6, "points": 0, "max_count": 5, "max_points": None}) == (
+        "till-cards: 6 different cards or codes tried and failed at this till in 15 minutes, limit 5")
