@@ -353,6 +353,9 @@ def _register_admin_commands() -> None:
     from alliance import cli_staff
 
     cli_staff.register(main, _with_app)
+    from alliance import cli_risk
+
+    cli_risk.register(main, _with_app)
 
 
 _register_admin_commands()
