@@ -11,6 +11,7 @@ from partners_sdk.errors import (
     AuthenticationError,
     ConfigurationError,
     ConflictError,
+    DeclinedError,
     ForbiddenError,
     HubUnreachable,
     InsufficientPointsError,
@@ -51,7 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllianceClient", "AllianceError", "AuthenticationError", "Balance", "BatchItemResult", "BatchResult",
-    "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "Drainer", "Event",
+    "Breakdown", "CampaignPoints", "ConfigurationError", "ConflictError", "DeadLetter", "DeclinedError", "Drainer",
+    "Event",
     "EventAward", "FlushReport",
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",

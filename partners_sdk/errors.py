@@ -81,6 +81,17 @@ class MemberVerificationError(ForbiddenError):
     default_code = "member_not_verified"
 
 
+class DeclinedError(ForbiddenError):
+    """403 ``declined``: the alliance's risk controls refused the operation; nothing was recorded.
+
+    ``decision`` is the reference the member can quote to the alliance's customer service.
+    Retrying does not help; the reply says nothing about which limit was reached, by design.
+    """
+
+    default_code = "declined"
+    decision: str | None = None
+
+
 class NotFoundError(AllianceError):
     """404: no such purchase or redemption for this partner."""
 
@@ -166,14 +177,19 @@ def error_from_reply(status: int, headers: Mapping[str, str], problem: Mapping[s
     detail = detail or f"the hub answered {status}"
     if code in CLOCK_CODES and "clock" not in detail:
         detail += "; check the terminal's clock"
-    return error_class(detail, http_status=status, code=code or error_class.default_code, request_id=request_id,
-                       field_errors=field_errors, retry_safe=retry_safe,
-                       retry_after_s=parse_retry_after_s(headers.get("retry-after")))
+    error = error_class(detail, http_status=status, code=code or error_class.default_code, request_id=request_id,
+                        field_errors=field_errors, retry_safe=retry_safe,
+                        retry_after_s=parse_retry_after_s(headers.get("retry-after")))
+    if isinstance(error, DeclinedError) and isinstance(problem.get("decision"), str):
+        error.decision = problem["decision"]
+    return error
 
 
 def _error_class(status: int, code: str | None) -> type[AllianceError]:
     if status == 401:
         return AuthenticationError
+    if status == 403 and code == DeclinedError.default_code:
+        return DeclinedError
     if status == 403:
         return MemberVerificationError if code in MEMBER_CODES else ForbiddenError
     if status == 404:

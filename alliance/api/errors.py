@@ -58,9 +58,11 @@ def problem_document(
 
 
 def problem_body(error: AllianceError) -> dict[str, object]:
-    """The problem document of an expected failure."""
-    return problem_document(status=error.http_status, code=error.code, title=error.title, detail=error.detail,
+    """The problem document of an expected failure, with the error's extension members (RFC 9457 §3.2), if any."""
+    body = problem_document(status=error.http_status, code=error.code, title=error.title, detail=error.detail,
                             fields=error.fields)
+    body.update(error.extensions)
+    return body
 
 
 def problem_document_response(body: dict[str, object]) -> Response:

@@ -23,6 +23,8 @@ class AllianceError(Exception):
     http_status = 400
     title = "Request failed"
     kept: Callable[[Any], None] | None = None
+    # Members the problem document carries beside the standard ones (RFC 9457 extension members).
+    extensions: dict[str, object] = {}
 
     def __init__(self, detail: str, *, fields: dict[str, list[str]] | None = None) -> None:
         super().__init__(detail)

@@ -97,6 +97,7 @@ class RiskDeclined(AllianceError):
         super().__init__(f"The alliance declined this operation (decision {decision_reference}). The member may "
                          "contact the alliance's customer service, quoting the decision.")
         self.decision_reference = decision_reference
+        self.extensions = {"decision": decision_reference}
 
 
 @dataclass(frozen=True, slots=True)

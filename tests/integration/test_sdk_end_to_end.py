@@ -16,6 +16,7 @@ from alliance.services.member_verification import issue_redemption_code
 from partners_sdk import (
     AllianceClient,
     AuthenticationError,
+    DeclinedError,
     HttpClientTransport,
     HubUnreachable,
     MemberVerificationError,
@@ -24,6 +25,7 @@ from partners_sdk import (
     Queued,
     TransportError,
 )
+from tests.factories import set_risk_policy
 from tests.sdk_support import (
     PIN,
     ROOT,
@@ -84,6 +86,30 @@ def test_a_wrong_pin_is_a_member_verification_error(pg_app):
             sdk_client(shop, base_url).get_balance(card_number=shop.card_number, pin="0000")
     assert refused.value.code == "member_not_verified" and refused.value.http_status == 403
     assert refused.value.request_id
+
+
+def test_the_risk_controls_hold_a_purchase_and_decline_one_as_the_sdk_reads_them(pg_app):
+    hub = hub_state(pg_app)
+    shop = make_shop(hub)
+    set_risk_policy(hub, {"limits": [
+        {"name": "card-hour", "scope": "card", "measure": "earn", "window_minutes": 60, "max_count": 1,
+         "action": "hold"},
+        {"name": "card-hour-hard", "scope": "card", "measure": "earn", "window_minutes": 60, "max_count": 2,
+         "action": "refuse"}]})
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    with serve_in_thread(pg_app) as base_url:
+        client = sdk_client(shop, base_url, **FAST_RETRIES)
+        assert client.report_purchase(receipt_id="k-1", card_number=shop.card_number, amount_minor=1_000,
+                                      currency="EUR", purchased_at=now).points.state == "active"
+        held = client.report_purchase(receipt_id="k-2", card_number=shop.card_number, amount_minor=1_000,
+                                      currency="EUR", purchased_at=now)
+        assert held.points.state == "held_for_review" and held.points.pending_until is None
+        with pytest.raises(DeclinedError) as declined:
+            client.report_purchase(receipt_id="k-3", card_number=shop.card_number, amount_minor=1_000,
+                                   currency="EUR", purchased_at=now)
+    assert declined.value.http_status == 403 and not declined.value.retry_safe
+    assert declined.value.decision is not None and declined.value.decision in declined.value.detail
+    assert purchase_rows(hub, "k-3") == 0
 
 
 def test_purchases_made_while_the_hub_is_down_are_delivered_exactly_once_when_it_is_back(pg_app, tmp_path):
