@@ -28,7 +28,7 @@ from alliance.models import (
     RedemptionHold,
 )
 from alliance.models.base import integer_sum
-from alliance.services import audit_log, ledger, risk
+from alliance.services import audit_log, ledger, risk, risk_patterns
 from alliance.services.accounts import member_balances
 from alliance.services.member_verification import active_card_holder, issue_redemption_code, set_pin
 from alliance.services.members import Enrolment, enrol_member, issue_card
@@ -261,6 +261,7 @@ def transfer_points(
         raise InvalidState("the receiving membership is not active")
     risk.assess(session, measure=Measure.TRANSFER_OUT, points=points, reference=None, now=now,
                 subject=risk.Subject(partner_id=None, member_id=sender.id, tier=sender.tier))
+    risk_patterns.on_transfer(session, sender=sender, receiver=receiver, points=points, now=now)
     transfer_id = session.execute(insert(MemberTransfer).values(
         from_member_id=sender.id, to_member_id=receiver.id, points=points, created_at=now, created_by=actor,
     ).returning(MemberTransfer.id)).scalar_one()

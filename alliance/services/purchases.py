@@ -70,7 +70,7 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services import ledger, risk, tier_policy
+from alliance.services import ledger, risk, risk_patterns, tier_policy
 from alliance.services.campaigns import CampaignBook, awards_of, joint_shares_of_purchase, record_awards
 from alliance.services.risk import Decided
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
@@ -799,7 +799,8 @@ def _assess_risk(session: Session, partner: _Partner, planned: Sequence[_Planned
             assessed.append(refusal)
         else:
             assessed.append(replace(decision, risk=outcome) if outcome.record is not None else decision)
-    return assessed
+    return risk_patterns.on_earns(session, partner_id=partner.id, partner_code=partner.code, planned=planned,
+                                  assessed=assessed, now=now)
 
 
 def _keeper(outcome: risk.Decided) -> Callable[[Session], None]:
@@ -987,6 +988,8 @@ def refund_purchase(
             result = ledger.clawback_earn(session, earn_transaction_id=transaction_id, points=share, now=now)
             recovered += result.points_recovered
             unrecovered += result.points_unrecovered
+    risk_patterns.on_refund(session, purchase=purchase, refund_id=refund_id, points_recovered=recovered,
+                            points_unrecovered=unrecovered, now=now)
     session.execute(update(Purchase).where(Purchase.id == purchase.id).values(refunded_amount_minor=refunded_after))
     try:
         with session.begin_nested():

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from alliance.domain.errors import Conflict, NotFound
 from alliance.domain.risk import Measure
 from alliance.models import RedemptionHold, RedemptionRefund
-from alliance.services import ledger, risk
+from alliance.services import ledger, risk, risk_patterns
 from alliance.services.member_verification import CardHolder
 from alliance.services.purchases import RefundAlreadyRecorded
 
@@ -36,6 +36,8 @@ def authorize(
     risk.assess(session, measure=Measure.REDEEM, points=points, reference=reference, now=now,
                 subject=risk.Subject(partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
                                      card_id=holder.card_id, tier=holder.tier))
+    risk_patterns.on_redemption(session, partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
+                                card_id=holder.card_id, tier=holder.tier, points=points, reference=reference, now=now)
     result = ledger.authorize_hold(session, member_id=holder.member_id, partner_id=partner_id, points=points,
                                    now=now, ttl_s=ttl_s)
     try:
