@@ -291,6 +291,8 @@ JOB_HELP = {
     "checkpoint-audit-log": "Sign the audit log's head (entries, newest hash) with the statement key, once a UTC day.",
     "award-referrals": "Award pending referrals, both sides, whose referred member has made a first purchase.",
     "award-birthday-bonuses": "Credit each tier's birthday bonus to members whose birthday is today (once a year).",
+    "profile-partner-amounts": "Recompute each partner's purchase amounts (count, mean, deviation; 90 days unless "
+                               "changed) for the amount-outlier pattern.",
 }
 
 

@@ -20,6 +20,7 @@ from alliance.domain.errors import ConfigurationError
 from alliance.extensions import HubState
 from alliance.observability import metrics
 from alliance.observability.logs import JOB_LOGGER
+from alliance.services import risk_patterns
 from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, birthday_job, referral_job, run_exclusively, standard_jobs
@@ -32,7 +33,7 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 
 def hub_jobs(state: HubState) -> list[Job]:
     """Every job of the hub: housekeeping, settlement closing, partners' credit exposure, monthly grading,
-    the daily audit-log checkpoint, referral and birthday awards."""
+    the daily audit-log checkpoint, referral and birthday awards, and the partners' amount profiles."""
     settings = state.settings
     return standard_jobs(settings.alliance_currency) + [
         closing_job(state.session_factory, state.statement_signer),
@@ -41,6 +42,7 @@ def hub_jobs(state: HubState) -> list[Job]:
         checkpoint_job(state.statement_signer),
         referral_job(settings.alliance_time_zone, settings.points_expiry_months),
         birthday_job(settings.alliance_time_zone, settings.points_expiry_months),
+        Job(risk_patterns.JOB_NAME, 24 * 3600, risk_patterns.profile_partner_amounts, "partners profiled"),
     ]
 
 

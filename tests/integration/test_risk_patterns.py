@@ -333,3 +333,20 @@ def test_no_profile_or_one_below_the_minimum_purchases_flags_nothing(alliance):
     assert _profile(alliance.hub) == 1
     assert buy(alliance.at_aurora, member, "huge", 5_000_000).status == 201
     assert decisions(alliance.hub) == []
+
+
+def test_the_profile_job_runs_by_hand_from_the_cli_and_keeps_a_profile_per_partner(app, alliance):
+    from click.testing import CliRunner
+
+    from alliance.cli import main
+
+    (member,) = members(alliance, 1)
+    assert buy(alliance.at_aurora, member, "a", 1_000).status == 201
+    assert buy(alliance.at_borealis, member, "b", 3_000).status == 201
+    with app.app_context():
+        ran = CliRunner().invoke(main, ["jobs", "profile-partner-amounts"], catch_exceptions=False)
+    assert ran.exit_code == 0 and "2 partners profiled" in ran.output, ran.output
+    with alliance.hub.unit_of_work() as uow:
+        profiles = sorted((row.partner_id, row.purchases, row.mean_minor, row.stddev_minor)
+                          for row in uow.session.scalars(select(PartnerAmountProfile)))
+    assert profiles == sorted([(alliance.aurora.partner_id, 1, 1_000, 0), (alliance.borealis.partner_id, 1, 3_000, 0)])
