@@ -96,10 +96,12 @@ def risk_decision(decision_id: int) -> str:
     with hub_state().read_only_unit_of_work() as uow:
         detail = risk_console.decision_detail(uow.session, decision_id=decision_id)
         actors = [actor for actor in (detail.reviewed_by, detail.proposed_by) if actor]
-        names = staff_directory.display_names(uow.session, actors)
+        history = risk_console.decision_history(uow.session, decision_id=decision_id)
+        names = staff_directory.display_names(uow.session, [*actors, *(entry.actor for entry in history)])
         proposed_by_me = bool(detail.proposed_by) and staff_people.same_person(uow.session, detail.proposed_by or "",
                                                                                me)
     return render_template("console/risk/decision.html", decision=detail, names=names, proposed_by_me=proposed_by_me,
+                           history=history,
                            may_review=security.may(*REVIEWER_ROLES), member_roles=SERVICE_ROLES,
                            threshold=hub_state().settings.risk_approval_threshold_points)
 
@@ -151,6 +153,30 @@ def risk_review_alert(decision_id: int) -> BaseResponse:
     if note is None:
         raise BadRequest("Say what the review found (the note is kept in the audit trail): nothing was changed.")
     return _review(decision_id, action, note)
+
+
+def _acted(session: Session, *, act_action: str, **arguments: Any) -> dict[str, Any]:
+    """``risk.act``, its action renamed for ``change``."""
+    return risk.act(session, action=act_action, **arguments)
+
+
+@console.route("/risk/decisions/<int:decision_id>/act/<action>", methods=["POST"])
+@security.requires(*REVIEWER_ROLES)
+def risk_act(decision_id: int, action: str) -> BaseResponse:
+    """Act on what a decision found: block its card, revoke its till's keys or open a complaint with its partner."""
+    if action not in risk.CASE_ACTIONS:
+        raise NotFound("A decision's card is blocked, its till's keys revoked, or a complaint opened.")
+    note = form_confirmed(max_length=risk.MAX_REASON_CHARACTERS)
+
+    def said(done: dict[str, Any]) -> str:
+        if "complaint_id" in done:
+            return f"Complaint #{done['complaint_id']} is opened with the partner."
+        if "keys_revoked" in done:
+            return "The till's keys are revoked: " + ", ".join(str(key) for key in done["keys_revoked"]) + "."
+        return "The card is blocked; the member's points stay theirs."
+
+    return change(_acted, decision_id=decision_id, act_action=action, note=note, success=said,
+                  back=url_for("console.risk_decision", decision_id=decision_id))
 
 
 @console.route("/risk/lookup", methods=["GET", "POST"])

@@ -9,7 +9,7 @@ that no page shows its stored JSON.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from alliance.domain.errors import NotFound
 from alliance.domain.risk import Limit, Policy
-from alliance.models import Card, Member, Partner, PointLot, RiskDecision, RiskHeldLot, Terminal
+from alliance.models import AuditLogEntry, Card, Member, Partner, PointLot, RiskDecision, RiskHeldLot, Terminal
 from alliance.models.base import integer_sum
 from alliance.services import risk
 
@@ -82,10 +82,59 @@ def evidence_words(item: Mapping[str, Any]) -> str:
             seen = _count_words(count, measure)
         said = f"{item['limit']}: {seen} {scope} in {window}"
         return said + (f", limit {' or '.join(caps)}" if caps else "")
-    name = item.get("rule") or item.get("limit") or "evidence"
+    pattern = item.get("pattern")
+    if isinstance(pattern, str) and pattern in PATTERN_WORDS:
+        try:
+            return f"{pattern}: {PATTERN_WORDS[pattern](item)}"
+        except (KeyError, TypeError, ValueError):
+            pass  # an older or newer shape of the pattern's figures: written out field by field below
+    name = item.get("pattern") or item.get("rule") or item.get("limit") or "evidence"
     rest = [f"{str(key).replace('_', ' ')} {_value_words(value)}" for key, value in sorted(item.items())
-            if key not in ("rule", "limit")]
+            if key not in ("pattern", "rule", "limit")]
     return f"{name}: {', '.join(rest)}" if rest else str(name)
+
+
+def _n(item: Mapping[str, Any], key: str) -> str:
+    return f"{int(item[key]):,}"
+
+
+def _quick_burn(item: Mapping[str, Any]) -> str:
+    return (f"{_n(item, 'points')} points earned at {item['earned_at_partner'] or 'another partner'} "
+            f"{_n(item, 'minutes_between')} minutes before being redeemed here; {_n(item, 'cards')} cards did so "
+            f"between these tills in {window_words(int(item['window_minutes']))}, limit {_n(item, 'max_cards')}")
+
+
+def _refund_abuse(item: Mapping[str, Any]) -> str:
+    repeated = ", a repeat" if item.get("repeated") else ""
+    return (f"the refund of receipt {item['receipt_id']} could not take back {_n(item, 'points_unrecovered')} points "
+            f"already spent ({_n(item, 'points_recovered')} taken back); {_n(item, 'member_refunds_unrecovered')} "
+            f"such refunds of this member in {window_words(int(item['window_days']) * 1440)}{repeated}")
+
+
+def _split_purchase(item: Mapping[str, Any]) -> str:
+    return (f"{_n(item, 'purchases')} purchases with this card at this till in "
+            f"{window_words(int(item['window_minutes']))} earn {_n(item, 'points')} points together (amount "
+            f"{_n(item, 'amount_minor')} in minor units), more than the per-purchase cap of "
+            f"{_n(item, 'per_purchase_cap_points')} points")
+
+
+def _transfer_chain(item: Mapping[str, Any]) -> str:
+    return (f"{_n(item, 'new_senders')} members enrolled within {_n(item, 'enrolled_within_days')} days sent points "
+            f"to this member in {window_words(int(item['window_days']) * 1440)}, limit {_n(item, 'max_new_senders')}")
+
+
+def _amount_outlier(item: Mapping[str, Any]) -> str:
+    return (f"an amount of {_n(item, 'amount_minor')} in minor units, above this partner's threshold of "
+            f"{_n(item, 'threshold_minor')} (mean {_n(item, 'mean_minor')}, standard deviation "
+            f"{_n(item, 'stddev_minor')} over {_n(item, 'profile_purchases')} purchases; {_n(item, 'stddevs')} "
+            f"standard deviations, times {_n(item, 'factor')})")
+
+
+# The pattern rules' evidence (``alliance.domain.risk_patterns``), one sentence per pattern.
+PATTERN_WORDS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
+    "quick-burn": _quick_burn, "refund-abuse": _refund_abuse, "split-purchase": _split_purchase,
+    "transfer-chain": _transfer_chain, "amount-outlier": _amount_outlier,
+}
 
 
 def _value_words(value: object) -> str:
@@ -155,6 +204,46 @@ def decision_detail(session: Session, *, decision_id: int) -> DecisionDetail:
         [evidence_words(item) for item in row.evidence or []], row.review_status,
         row.reviewed_by, row.reviewed_at, row.review_note, row.proposed_action, row.proposed_by, row.proposed_at,
         row.proposed_note, int(lots or 0), int(points or 0))
+
+
+HISTORY_WORDS: Mapping[str, str] = {
+    "risk.review.release": "released the points", "risk.review.reverse": "reversed the points",
+    "risk.review.dismiss": "dismissed it as a false alarm", "risk.review.confirm": "confirmed it as fraud",
+    "risk.review.propose_release": "proposed to release the points",
+    "risk.review.propose_reverse": "proposed to reverse the points",
+    "risk.act.block_card": "blocked the card", "risk.act.revoke_terminal_keys": "revoked the till's keys",
+    "risk.act.open_complaint": "opened a complaint with the partner",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One thing a person did about a decision, from the audit trail."""
+
+    occurred_at: datetime
+    actor: str
+    what: str
+    note: str | None
+
+
+def decision_history(session: Session, *, decision_id: int) -> list[HistoryEntry]:
+    """Every review, proposal and action on a decision, oldest first, in words, as the audit trail holds them."""
+    rows = session.execute(select(AuditLogEntry.occurred_at, AuditLogEntry.actor, AuditLogEntry.action,
+                                  AuditLogEntry.after)
+                           .where(AuditLogEntry.subject == f"risk-decision:{decision_id}")
+                           .order_by(AuditLogEntry.sequence)).all()
+    entries = []
+    for occurred_at, actor, action, after in rows:
+        done = dict(after or {})
+        what = HISTORY_WORDS.get(action, action)
+        if done.get("complaint_id") is not None:
+            what += f" (complaint #{done['complaint_id']})"
+        if done.get("keys_revoked"):
+            what += f" ({', '.join(str(key) for key in done['keys_revoked'])})"
+        if done.get("points_unrecovered"):
+            what += f" ({int(done['points_unrecovered']):,} points already spent could not be taken back)"
+        entries.append(HistoryEntry(occurred_at, actor, what, done.get("note")))
+    return entries
 
 
 def decision_id_for(session: Session, *, token: str) -> int:

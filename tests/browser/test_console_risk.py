@@ -90,7 +90,8 @@ def test_a_reviewer_releases_a_held_purchase_and_confirms_a_refused_redemption_a
     release.get_by_role("button", name="Release the points").click()
     expect(page.get_by_role("status")).to_contain_text("100 points are released to the member")
     expect(page.get_by_test_id("review-status")).to_contain_text("released")
-    expect(page.get_by_text(RELEASE_NOTE)).to_be_visible()
+    expect(page.get_by_test_id("history")).to_contain_text(
+        f"Rita Risk (risk) released the points, noting “{RELEASE_NOTE}”")
     shots.check("released")
     assert _status(risky.hub, hold_id) == "released"
     assert balances(risky.hub, risky.member.member_id)["pending"] == pending_before - 100
@@ -101,11 +102,21 @@ def test_a_reviewer_releases_a_held_purchase_and_confirms_a_refused_redemption_a
     page.get_by_role("link", name=refusal_token).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(refusal_token)
     expect(page.get_by_test_id("evidence")).to_contain_text("member-redemptions: 3 redemptions by this member")
-    page.get_by_label("Note (kept in the audit trail)").fill(FRAUD_NOTE)
-    page.get_by_role("button", name="Confirm fraud").click()
+    review = page.locator("form", has=page.get_by_role("button", name="Confirm fraud"))
+    review.get_by_label("Note (kept in the audit trail)").fill(FRAUD_NOTE)
+    review.get_by_role("button", name="Confirm fraud").click()
     expect(page.get_by_role("status")).to_contain_text("confirmed as fraud")
     expect(page.get_by_test_id("review-status")).to_contain_text("confirmed as fraud")
     shots.check("confirmed")
+    # Then the card it came from is blocked, with a note.
+    block = page.locator("details.confirm", has=page.locator("summary", has_text="Block the card"))
+    block.locator("summary").click()
+    block.get_by_label("Note (kept in the audit trail)").fill("Reported stolen; the member has a new card.")
+    block.get_by_role("checkbox").check()
+    block.get_by_role("button", name="Block the card").click()
+    expect(page.get_by_role("status")).to_contain_text("The card is blocked")
+    expect(page.get_by_test_id("history")).to_contain_text("blocked the card")
+    shots.check("card-blocked")
     assert _status(risky.hub, refusal_id) == "confirmed"
     with risky.hub.unit_of_work() as uow:
         audited = uow.session.scalars(select(AuditLogEntry.action).where(

@@ -65,7 +65,8 @@ def risky(app):  # type: ignore[no-untyped-def]
     assert reply.status == 403 and reply.body["code"] == "declined"
     with hub.unit_of_work() as uow:
         kept = {row.action: row for row in uow.session.scalars(select(RiskDecision).order_by(RiskDecision.id))}
-    assert set(kept) == {"hold", "flag", "refuse"}
+    assert len(kept) == 3 and [kept[action].reference for action in ("hold", "flag", "refuse")] == [
+        "p-3", "f-2", "r-2"]
     return SimpleNamespace(app=app, hub=hub, shop=shop, holder=holder, flagged=flagged, hold=kept["hold"],
                            flag=kept["flag"], refusal=kept["refuse"], refusal_detail=reply.body["detail"])
 
@@ -308,10 +309,67 @@ def test_customer_service_opens_the_decision_a_refusal_quotes(risky, app):
     assert service.post(LOOKUP, {"reference": ""}).status_code == 400
 
 
-def test_evidence_of_another_shape_is_written_out_in_words_not_json():
-    said = risk_console.evidence_words({"rule": "earn-then-burn", "cards": 7, "terminals": ["a", "b"],
-                                        "within_minutes": 10})
-    assert said == "earn-then-burn: cards 7, terminals a, b, within minutes 10"
+# -- acting on what a decision found ----------------------------------------------------------
+
+def test_a_reviewer_blocks_the_card_revokes_the_tills_keys_and_opens_a_complaint(risky, rita):
+    base = decision_path(risky.refusal.id)
+    page = text_of(rita.get(base))
+    assert "Block the card" in page and "Revoke the till's keys" in page and "Open a complaint" in page
+    assert "Nobody has reviewed or acted on this decision yet." in page
+    assert rita.post(f"{base}/act/block_card", {"reason": "stolen"}).status_code == 400
+    assert rita.post(f"{base}/act/explode", {"confirm": "yes", "reason": "x"}).status_code == 404
+    blocked = flashed(rita, rita.post(f"{base}/act/block_card", {"confirm": "yes", "reason": "Reported stolen."}))
+    assert "The card is blocked" in blocked
+    again = flashed(rita, rita.post(f"{base}/act/block_card", {"confirm": "yes", "reason": "Again."}))
+    assert "the card is not active any more" in again
+    revoked = flashed(rita, rita.post(f"{base}/act/revoke_terminal_keys", {"confirm": "yes", "reason": "Scripted."}))
+    assert "The till's keys are revoked: shop-key." in revoked
+    assert "Rita (risk) blocked the card, noting “Reported stolen.”" in revoked
+    assert "revoked the till's keys (shop-key)" in revoked
+    # A complaint about the flagged purchase (a refused operation was never recorded, so the flag's is used).
+    flag = decision_path(risky.flag.id)
+    opened = flashed(rita, rita.post(f"{flag}/act/open_complaint", {"confirm": "yes", "reason": "Ask the shop."}))
+    complaint = re.search(r"Complaint #(\d+) is opened with the partner", opened)
+    assert complaint, opened
+    assert (f"Rita (risk) opened a complaint with the partner (complaint #{complaint.group(1)}), noting "
+            "“Ask the shop.”") in opened
+    assert [entry[1] for entry in audit_actions(risky.hub) if entry[2] == f"risk-decision:{risky.refusal.id}"] == [
+        "risk.act.block_card", "risk.act.revoke_terminal_keys"]
+    assert [entry[1] for entry in audit_actions(risky.hub) if entry[2] == f"risk-decision:{risky.flag.id}"] == [
+        "risk.act.open_complaint"]
+    # The review is still to do: acting does not settle the decision.
+    assert status_of(risky.hub, risky.refusal.id) == ("open", None)
+    assert status_of(risky.hub, risky.flag.id) == ("open", None)
+
+
+def test_only_a_reviewer_may_act_on_a_decision(risky, app):
+    for username, role in (("cass", "customer_service"), ("ada", "admin")):
+        browser = signed_in(app, username, role)
+        assert "Block the card" not in text_of(browser.get(decision_path(risky.refusal.id)))
+        assert browser.post(f"{decision_path(risky.refusal.id)}/act/block_card",
+                            {"confirm": "yes", "reason": "x"}).status_code == 403
+    assert not [entry for entry in audit_actions(risky.hub) if entry[1].startswith("risk.act")]
+
+
+def test_a_patterns_evidence_is_said_in_words_and_an_unknown_shape_field_by_field_never_as_json():
+    assert risk_console.evidence_words({
+        "pattern": "quick-burn", "earned_at_partner": "fuel", "earned_terminal_id": 4, "tills": "t4>t9",
+        "minutes_between": 12, "points": 300, "cards": 3, "max_cards": 2, "window_minutes": 60,
+        "earned_within_minutes": 30}) == (
+        "quick-burn: 300 points earned at fuel 12 minutes before being redeemed here; 3 cards did so between these "
+        "tills in 60 minutes, limit 2")
+    assert risk_console.evidence_words({
+        "pattern": "split-purchase", "purchases": 3, "amount_minor": 90_000, "points": 900,
+        "per_purchase_cap_points": 500, "window_minutes": 10}) == (
+        "split-purchase: 3 purchases with this card at this till in 10 minutes earn 900 points together (amount "
+        "90,000 in minor units), more than the per-purchase cap of 500 points")
+    assert risk_console.evidence_words({
+        "pattern": "transfer-chain", "new_senders": 5, "max_new_senders": 4, "enrolled_within_days": 30,
+        "window_days": 7}) == ("transfer-chain: 5 members enrolled within 30 days sent points to this member in "
+                               "7 days, limit 4")
+    said = risk_console.evidence_words({"pattern": "earn-then-burn", "cards": 7, "terminals": ["a", "b"],
+                                        "within_minutes": 10, "seen": True})
+    assert said == "earn-then-burn: cards 7, seen yes, terminals a, b, within minutes 10"
     assert risk_console.evidence_words({"limit": "till-cards", "scope": "terminal", "measure":
                                         "verification_failure", "window_minutes": 15, "action": "refuse",
                                         "count": 6, "points": 0, "max_count": 5, "max_points": None}) == (
