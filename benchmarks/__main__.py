@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from benchmarks import common
 
 MODULES = ("http_earn", "observability_overhead", "risk_overhead", "batch_ingest", "redemption_contention",
-           "campaign_contention", "balance_inquiry", "sdk_signing", "settlement_scale", "ledger_vs_hordak")
+           "campaign_contention", "risk_scenarios", "balance_inquiry", "sdk_signing", "settlement_scale",
+           "ledger_vs_hordak")
 
 
 def _arguments() -> argparse.Namespace:

@@ -230,20 +230,18 @@ def verify_pin_at_till(session: Session, *, card_number: str, pin: str, till: ri
     """Card + PIN at a partner's till, under the card-testing limits; a failure is counted for them.
 
     Before the PIN is tried, a till that has failed on too many different cards is refused
-    (``RiskDeclined``); an unknown card or a wrong PIN is recorded as a failure of the card
-    number tried, in the request's transaction, so it is kept with the refusal.
+    (``RiskDeclined``); an unknown card, a wrong PIN or a locked one is recorded as a failure
+    of the card number tried, kept with the refusal although the request is taken back.
     """
     tried = "card:" + hashlib.sha256(card_number.encode()).hexdigest()[:40]
     risk.assess(session, measure=Measure.VERIFICATION_FAILURE, subject=_tried_at(till, tried), points=0,
                 reference=None, now=now)
     try:
-        check = check_pin(session, card_number=card_number, pin=pin)
-    except NotFound:
-        _failed(session, till, tried, "pin", now)
+        return require_verified(check_pin(session, card_number=card_number, pin=pin))
+    except (NotFound, MemberNotVerified) as refusal:
+        # Kept by whoever takes the request back (``AllianceError.kept``), once.
+        refusal.kept = lambda kept_in: _failed(kept_in, till, tried, "pin", now)
         raise
-    if check.holder is None:
-        _failed(session, till, tried, "pin", now)
-    return require_verified(check)
 
 
 def redeem_code_at_till(session: Session, *, code: str, till: risk.Subject, now: datetime) -> CardHolder:

@@ -206,6 +206,8 @@ class PartnerRequest:
                         # Another request under the key completed while this one started over.
                         uow.commit()
                         return Reply(claim.response_status or 0, claim.response_body or "", replayed=True)
+            # What the refusal keeps (a risk decision, a failed verification) commits with its reply.
+            keep_record(uow.session, error)
             if isinstance(error, NotFound):
                 # The request named something that does not exist (yet): nothing was done, so
                 # the key is not spent; a retry once the object exists must be able to act.
@@ -213,8 +215,6 @@ class PartnerRequest:
                     idempotency.forget(uow.session, record_id=claim.record_id)
                 uow.commit()
                 return Reply(error.http_status, _json(self._problem_body(error)), replayed=False)
-            # What the refusal keeps (a risk decision) commits with the refusal's stored reply.
-            keep_record(uow.session, error)
             status, body = error.http_status, self._problem_body(error)
         body_text = _json(body)
         uow.commit_with(idempotency.reply_write(uow.session, record_id=claim.record_id, status=status,
