@@ -350,3 +350,19 @@ def test_the_profile_job_runs_by_hand_from_the_cli_and_keeps_a_profile_per_partn
         profiles = sorted((row.partner_id, row.purchases, row.mean_minor, row.stddev_minor)
                           for row in uow.session.scalars(select(PartnerAmountProfile)))
     assert profiles == sorted([(alliance.aurora.partner_id, 1, 1_000, 0), (alliance.borealis.partner_id, 1, 3_000, 0)])
+
+
+def test_a_pattern_finding_joins_the_purchases_velocity_decision_in_one_record(alliance, capped):
+    set_risk_policy(alliance.hub, {"limits": [
+        {"name": "member-points", "scope": "member", "measure": "earn", "window_minutes": 1440, "max_points": 500,
+         "action": "flag"}]})
+    (member,) = members(alliance, 1)
+    assert buy(capped.client, member, "j-1", 40_000).status == 201
+    held = buy(capped.client, member, "j-2", 30_000)
+    assert held.status == 201 and held.body["points"]["state"] == "held_for_review"
+    (kept,) = decisions(alliance.hub)
+    # The stricter action of the two, and both evidences: the velocity limit's and the pattern's.
+    assert (kept.action, kept.reference, kept.policy_version is not None) == ("hold", "j-2", True)
+    assert [item.get("limit") or item.get("pattern") for item in kept.evidence] == ["member-points",
+                                                                                    "split-purchase"]
+    assert_audit_green(alliance.hub)
