@@ -49,7 +49,7 @@ ON_DATABASE = "bench_risk_on"
 OFF_DATABASE = "bench_risk_off"
 # Members: enough that the requests of every load, calibration and warm-up of one side,
 # spread evenly, leave each card far below card-earns-hour's 20 purchases an hour.
-SIZES = {"full": {"partners": 4, "members": 5000, "min_requests": 4_000, "duration_s": 10, "pairs": 6},
+SIZES = {"full": {"partners": 4, "members": 5000, "min_requests": 4_000, "duration_s": 8, "pairs": 6},
          "quick": {"partners": 2, "members": 1000, "min_requests": 1_000, "duration_s": 3, "pairs": 2}}
 # As observability_overhead: at 4 connections both cores are busy and the hub is within a
 # few percent of its best rung, so a cost per request shows as throughput lost.
