@@ -8,8 +8,9 @@ decisions; a refusal raises ``RiskDeclined``, whose record is kept although the 
 is taken back (``AllianceError.kept``).
 
 - ``on_redemption`` (redemption authorize): the quick burn, one read of the member's
-  spendable lots, plus a count and a row in ``risk_pattern_sightings`` only when the
-  redemption draws points earned at another partner within the pattern's minutes.
+  spendable lots (no rows unless one was earned at another partner within the pattern's
+  minutes), plus a count and a row in ``risk_pattern_sightings`` only when the
+  redemption draws such points.
 - ``on_earns`` (purchase reports, single and batch, after the velocity decision): the
   split purchase and the amount outlier, from **one** statement for the whole report (the
   partner's amount profile by primary key, its rule's per-purchase cap, and the cards'
@@ -163,13 +164,22 @@ def on_redemption(session: Session, *, partner_id: int, terminal_id: int | None,
     rule = _rule(session, Pattern.QUICK_BURN)
     if rule is None:
         return
+    spendable = (PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value,
+                 PointLot.points_remaining > 0)
+    recent = aliased(PointLot)
+    # Every spendable lot (the order the redemption draws them in needs them all), but only when one of them was
+    # earned at another partner within the minutes: most redemptions read no rows.
     rows = session.execute(
         select(PointLot.id, PointLot.expires_at, PointLot.points_remaining, PointLot.earned_at, PointLot.partner_id,
                Partner.code, Purchase.terminal_id)
         .outerjoin(Purchase, Purchase.earn_transaction_id == PointLot.earn_transaction_id)
         .outerjoin(Partner, Partner.id == PointLot.partner_id)
-        .where(PointLot.member_id == member_id, PointLot.state == LotState.ACTIVE.value,
-               PointLot.points_remaining > 0)).all()
+        .where(*spendable, exists().where(
+            recent.member_id == member_id, recent.state == LotState.ACTIVE.value, recent.points_remaining > 0,
+            recent.partner_id != partner_id,
+            recent.earned_at >= now - timedelta(minutes=rule.term("earned_within_minutes"))))).all()
+    if not rows:
+        return
     try:
         allocation = allocate_soonest_expiry_first([LotSlice(row[0], row[1], row[2]) for row in rows], points)
     except InsufficientPoints:
