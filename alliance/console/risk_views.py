@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -106,11 +105,6 @@ def risk_decision(decision_id: int) -> str:
                            threshold=hub_state().settings.risk_approval_threshold_points)
 
 
-def _reviewed(session: Session, *, review_action: str, **arguments: Any) -> risk.Reviewed:
-    """``risk.review``, its action renamed: ``change`` takes the service as its own first argument, ``action``."""
-    return risk.review(session, action=review_action, **arguments)
-
-
 def _review(decision_id: int, action: str, note: str) -> BaseResponse:
     """Review a decision through the service in one unit of work; a refusal is flashed and nothing changes."""
     with hub_state().read_only_unit_of_work() as uow:
@@ -129,7 +123,7 @@ def _review(decision_id: int, action: str, note: str) -> BaseResponse:
             return f"{done}: {outcome.points_reversed:,} points were taken back to their issuers{unrecovered}."
         return f"{done}."
 
-    return change(_reviewed, decision_id=decision_id, review_action=action, note=note,
+    return change(risk_console.review_decision, decision_id=decision_id, review_action=action, note=note,
                   approval_threshold_points=hub_state().settings.risk_approval_threshold_points,
                   success=said, back=url_for("console.risk_decision", decision_id=decision_id))
 
@@ -155,11 +149,6 @@ def risk_review_alert(decision_id: int) -> BaseResponse:
     return _review(decision_id, action, note)
 
 
-def _acted(session: Session, *, act_action: str, **arguments: Any) -> dict[str, Any]:
-    """``risk.act``, its action renamed for ``change``."""
-    return risk.act(session, action=act_action, **arguments)
-
-
 @console.route("/risk/decisions/<int:decision_id>/act/<action>", methods=["POST"])
 @security.requires(*REVIEWER_ROLES)
 def risk_act(decision_id: int, action: str) -> BaseResponse:
@@ -175,7 +164,7 @@ def risk_act(decision_id: int, action: str) -> BaseResponse:
             return "The till's keys are revoked: " + ", ".join(str(key) for key in done["keys_revoked"]) + "."
         return "The card is blocked; the member's points stay theirs."
 
-    return change(_acted, decision_id=decision_id, act_action=action, note=note, success=said,
+    return change(risk_console.act_on_decision, decision_id=decision_id, act_action=action, note=note, success=said,
                   back=url_for("console.risk_decision", decision_id=decision_id))
 
 

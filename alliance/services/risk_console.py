@@ -32,8 +32,9 @@ MEASURE_WORDS: Mapping[str, tuple[str, str]] = {
     "verification_failure": ("card or code tried and failed", "different cards or codes tried and failed"),
     "transfer_out": ("transfer sent", "transfers sent"),
 }
-SCOPE_WORDS: Mapping[str, str] = {"card": "with this card", "member": "by this member", "terminal": "at this till",
-                                  "partner": "at this partner"}
+# Where a limit counted, as a preposition and what follows it ("with this card").
+SCOPE_WORDS: Mapping[str, tuple[str, str]] = {"card": ("with", "this card"), "member": ("by", "this member"),
+                                             "terminal": ("at", "this till"), "partner": ("at", "this partner")}
 SCOPE_NAMES: Mapping[str, str] = {"card": "each card", "member": "each member", "terminal": "each till",
                                   "partner": "each partner"}
 ACTION_WORDS: Mapping[str, str] = {"flag": "flag it for review", "hold": "hold its points for review",
@@ -65,7 +66,7 @@ def evidence_words(item: Mapping[str, Any]) -> str:
     """
     if "limit" in item and "measure" in item and "count" in item:
         measure = str(item["measure"])
-        scope = SCOPE_WORDS.get(str(item.get("scope")), f"per {item.get('scope')}")
+        scope = " ".join(SCOPE_WORDS.get(str(item.get("scope")), ("per", str(item.get("scope")))))
         window = window_words(int(item.get("window_minutes") or 0))
         count, points = int(item["count"]), int(item.get("points") or 0)
         max_count, max_points = item.get("max_count"), item.get("max_points")
@@ -244,6 +245,17 @@ def decision_history(session: Session, *, decision_id: int) -> list[HistoryEntry
             what += f" ({int(done['points_unrecovered']):,} points already spent could not be taken back)"
         entries.append(HistoryEntry(occurred_at, actor, what, done.get("note")))
     return entries
+
+
+def review_decision(session: Session, *, review_action: str, **arguments: Any) -> risk.Reviewed:
+    """``risk.review`` with its action named ``review_action``, for callers whose own first argument is ``action``
+    (the console's ``change``)."""
+    return risk.review(session, action=review_action, **arguments)
+
+
+def act_on_decision(session: Session, *, act_action: str, **arguments: Any) -> dict[str, Any]:
+    """``risk.act`` with its action named ``act_action``, as ``review_decision``."""
+    return risk.act(session, action=act_action, **arguments)
 
 
 def decision_id_for(session: Session, *, token: str) -> int:
