@@ -294,8 +294,8 @@ def _earn_facts(session: Session, *, partner_id: int, planned: Sequence[Any], sp
     if split is not None and pairs:
         since = min(decision.item.purchased_at for decision in planned) - timedelta(
             minutes=split.term("window_minutes"))
-        capped = exists().where(PartnerEarnRule.partner_id == partner_id,
-                                PartnerEarnRule.per_purchase_cap_points.is_not(None))
+        # The rule in force caps a purchase (else the database reads no purchases here).
+        capped = cap.is_not(None)
         parts.append(select(literal("recent"), Purchase.card_id, Purchase.terminal_id, Purchase.purchased_at,
                             Purchase.amount_minor, Purchase.points_partner, literal(0), literal(0)).where(
             Purchase.member_id.in_(sorted({decision.holder.member_id for decision in planned})),
