@@ -58,6 +58,8 @@ ROLE_WORDS = {
     "finance": ("finance", "settlement cycles, statements, invoices and payments, reconciliation, approvals"),
     "partner_manager": ("partner manager", "partners, their keys and terminals, grades and alerts, complaints"),
     "customer_service": ("customer service", "members, cards and PINs, one-time codes, complaints"),
+    "risk": ("risk", "the risk review queue: release or reverse held points, dismiss or confirm flags and "
+                     "refusals, block cards, revoke till keys; the risk policy"),
 }
 # Audit actions in words, where the mapping is plain; any other action is shown as it is stored.
 ACTION_WORDS = {

@@ -128,6 +128,7 @@ DEMO_STAFF = (
     ("demo-finance", "Fiona Finance", "finance"),
     ("demo-manager", "Paco Partner-Manager", "partner_manager"),
     ("demo-service", "Cass Customer-Service", "customer_service"),
+    ("demo-risk", "Rita Risk-Reviewer", "risk"),
 )
 DEMO_STAFF_PASSWORD = "alliance-demo-2026"
 

@@ -34,8 +34,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alliance.domain.earning import TierLevel
+from alliance.domain.errors import AllianceError
 from alliance.domain.grading import GradingConfig, Period
 from alliance.domain.pii import KeyRing
+from alliance.domain.risk import RiskDeclined
 from alliance.models import GradeAlert, Purchase, SettlementStatement
 from alliance.services import (
     behaviour_points,
@@ -46,12 +48,15 @@ from alliance.services import (
     jobs,
     ledger,
     member_admin,
+    member_verification,
     purchases,
     redemptions,
+    risk,
     tier_policy,
 )
 from alliance.services.member_verification import active_card_holder, set_pin
 from alliance.services.members import Enrolment, enrol_member
+from alliance.storage.unit_of_work import keep_record
 from settlement.api import (
     DEFAULT_CLOSING_GRACE,
     StatementSigner,
@@ -217,6 +222,8 @@ class DemoHistory:
         if self.signer is not None:
             self.timeline.at(self.end - timedelta(minutes=2), self._close_due)
         self.timeline.at(self._day(self._days() - 2) + timedelta(hours=21), self._latest_complaints)
+        self.timeline.at(self._day(self._days() - 3) + timedelta(hours=22), self._scripted_till)
+        self.timeline.at(self._day(self._days() - 2) + timedelta(hours=22, minutes=30), self._card_testing)
         self.timeline.at(self.end - timedelta(minutes=1), self._leave_a_hold_open)
         self.timeline.run()
         return self.seeded
@@ -281,7 +288,7 @@ class DemoHistory:
         self.seeded.counts["purchases"] += 1
         self.recent_purchases.append((code, member, receipt))
         points = reported.points_partner + reported.points_hub
-        if reported.pending_until is None:
+        if reported.pending_until is None and not reported.held_for_review:
             member.spendable += points
         day = self._day_number(moment)
         recent = day >= self._days() - 16
@@ -294,6 +301,44 @@ class DemoHistory:
         if self.random.random() < chance:
             self.timeline.at(moment + timedelta(days=self.random.randint(1, 3), hours=2),
                              lambda at: self._complain(code, member, receipt, at))
+
+    # -- what the risk controls stop ------------------------------------------------
+
+    def _scripted_till(self, moment: datetime) -> None:
+        """Late one evening a FuelStop till reports 24 purchases on one card within the hour: the default policy
+        holds the points of those past the twentieth for a risk reviewer."""
+        party, member = self.parties["fuel-stop"], self.members[5]
+        for index in range(24):
+            at = moment + timedelta(minutes=2 * index)
+            reported = purchases.report_purchase(
+                self.session, partner_id=party.partner_id, now=at, expiry_months=self.expiry_months,
+                report=purchases.PurchaseReport(receipt_id=f"FUEL-X{index:03d}",
+                                                card_number=member.enrolment.card_number, amount_minor=2_000,
+                                                currency="EUR", purchased_at=at, terminal_id=party.terminal_id))
+            self.seeded.counts["purchases"] += 1
+            if reported.held_for_review:
+                self.seeded.counts["purchases held for review"] += 1
+            elif reported.pending_until is None:
+                member.spendable += reported.points_partner + reported.points_hub
+
+    def _card_testing(self, moment: datetime) -> None:
+        """A Book Nook till tries a PIN on one card after another: after five cards have failed, the next
+        attempts are refused before their PIN is tried, and each refusal waits in the risk review queue."""
+        party = self.parties["book-nook"]
+        till = risk.Subject(partner_id=party.partner_id, terminal_id=party.terminal_id)
+        for index, member in enumerate(self.members[10:17]):
+            try:
+                member_verification.verify_pin_at_till(self.session, card_number=member.enrolment.card_number,
+                                                       pin=f"{1000 + 7 * index:04d}", till=till,
+                                                       now=moment + timedelta(seconds=40 * index))
+            except RiskDeclined as refusal:
+                keep_record(self.session, refusal)
+                self.seeded.counts["card-testing attempts refused"] += 1
+            except AllianceError as refusal:
+                keep_record(self.session, refusal)  # the failed PIN, counted against the till
+        # The members whose cards were tried get their PIN failures cleared, as customer service would.
+        for member in self.members[10:17]:
+            set_pin(self.session, card_number=member.enrolment.card_number, pin=DEMO_PIN)
 
     def _in_bad_month(self, moment: datetime) -> bool:
         first = self.start.date().replace(day=1)

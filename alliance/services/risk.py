@@ -470,7 +470,7 @@ def review(session: Session, *, decision_id: int, action: str, note: str, now: d
     kind, status = REVIEW_ACTIONS[action]
     if (kind == "hold") != (row.action == "hold"):
         fitting = "released or reversed" if row.action == "hold" else "dismissed or confirmed"
-        raise InvalidState(f"a {row.action} decision is {fitting}, not {action}d",
+        raise InvalidState(f"a {row.action} decision is {fitting}, not {status}",
                            fields={"action": ["not for this decision"]})
     lots = list(session.execute(select(PointLot.id, PointLot.earn_transaction_id, PointLot.points_earned)
                                 .join(RiskHeldLot, RiskHeldLot.lot_id == PointLot.id)
@@ -532,6 +532,8 @@ class DecisionView:
     review_note: str | None
     proposed_action: str | None = None
     proposed_by: str | None = None
+    proposed_at: datetime | None = None
+    proposed_note: str | None = None
 
 
 GROUPINGS = ("member", "terminal", "partner")
@@ -560,7 +562,8 @@ def decisions(session: Session, *, status: str | None = "open", member_number: s
         statement = statement.where(RiskDecision.token == token.strip().upper())
     return [DecisionView(row.id, row.token, row.decided_at, row.operation, row.action, row.policy_version,
                          partner, terminal, member, row.reference, row.points, list(row.evidence), row.review_status,
-                         row.reviewed_by, row.reviewed_at, row.review_note, row.proposed_action, row.proposed_by)
+                         row.reviewed_by, row.reviewed_at, row.review_note, row.proposed_action, row.proposed_by,
+                         row.proposed_at, row.proposed_note)
             for row, partner, terminal, member in session.execute(statement)]
 
 
@@ -630,7 +633,8 @@ def act(session: Session, *, decision_id: int, action: str, note: str, now: date
         partner_code = session.scalar(select(Partner.code).where(Partner.id == row.partner_id))
         member_number = (session.scalar(select(Member.member_number).where(Member.id == row.member_id))
                          if row.member_id is not None else None)
-        reference = row.reference if row.operation in ("earn", "redeem") else None
+        # A refused purchase or redemption was never recorded: there is nothing to tie the complaint to.
+        reference = row.reference if row.operation in ("earn", "redeem") and row.action != "refuse" else None
         complaint = complaints.file_complaint(
             session, partner_code=str(partner_code), category="other", member_number=member_number,
             description=f"Risk decision {row.token} ({row.operation}, {row.action}): {note}",

@@ -31,6 +31,7 @@ from alliance.models import (
     Purchase,
     ReconciliationReport,
     RedemptionHold,
+    RiskDecision,
     SettlementRun,
     SettlementStatement,
     SettlementStatementLine,
@@ -72,6 +73,10 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
     with hub_state(app).unit_of_work() as uow:
         session = uow.session
         assert session.scalar(select(func.count()).select_from(GradePeriod)) >= 3
+        # The risk controls held a scripted till's purchases and refused a card-testing till: a review queue.
+        decided = Counter((operation, action) for operation, action in session.execute(
+            select(RiskDecision.operation, RiskDecision.action)))
+        assert decided[("earn", "hold")] == 4 and decided[("verification", "refuse")] == 2
         acknowledged = Counter(session.scalars(select(GradeAlert.acknowledged_at.is_not(None))))
         assert acknowledged[True] >= 1 and acknowledged[False] >= 1
         assert overdue_total(session, as_of=today) >= 1
@@ -186,6 +191,7 @@ PAGES = (
     ("demo-service", "/console/goodwill", "No goodwill credit or correction waits for approval"),
     ("demo-admin", "/console/admin/staff", "No console logins yet"),
     ("demo-admin", "/console/admin/audit", "The audit trail is empty"),
+    ("demo-risk", "/console/risk", "No decision waits for a review"),
 )
 
 
