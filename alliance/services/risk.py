@@ -19,12 +19,13 @@ built-in ``DEFAULT_POLICY`` is in force.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, exists, func, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, distinct, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -57,10 +58,11 @@ from alliance.models import (
     Terminal,
     VerificationFailure,
 )
-from alliance.models.base import integer_sum
+from alliance.models.base import UTCDateTime, integer_sum
 from alliance.models.risk import REVIEW_STATUSES
 from alliance.services import audit_log, ledger, partner_keys, staff_people
 from alliance.services.process_cache import ProcessCache
+from alliance.storage.adapters import storage_for
 
 RELOAD_INTERVAL_S = 30
 MIN_LEAD = timedelta(seconds=2 * RELOAD_INTERVAL_S)
@@ -209,12 +211,13 @@ def scope_key(scope: Scope, subject: Subject) -> int | None:
             Scope.PARTNER: subject.partner_id}[scope]
 
 
-def _grouped(limit: Limit, subjects: Sequence[Subject], since: datetime) -> Any:
-    """Count and points of ``limit``'s measure since ``since``, per scope key of the subjects; None if none has one."""
-    keys = sorted({key for subject in subjects if (key := scope_key(limit.scope, subject)) is not None})
-    if not keys:
-        return None
-    name = literal(limit.name).label("limit")
+def _part(limit: Limit, index: int, *, single: bool, with_tried: bool) -> Any:
+    """Count and points of ``limit``'s measure since ``s<index>``, per scope key ``k<index>`` (one key, or a list
+    of them for a batch): the statement's parameters are named, so one statement serves every request of a shape."""
+    def keyed(column: Any, name: str) -> Any:
+        return column == bindparam(name) if single else column.in_(bindparam(name, expanding=True))
+
+    name, since = literal(limit.name).label("limit"), bindparam(f"s{index}", type_=UTCDateTime())
     measure, scope = limit.measure, limit.scope
     if measure is Measure.EARN or measure is Measure.REDEEM:
         table: Any = Purchase if measure is Measure.EARN else RedemptionHold
@@ -223,42 +226,76 @@ def _grouped(limit: Limit, subjects: Sequence[Subject], since: datetime) -> Any:
                  else integer_sum(RedemptionHold.points_held))
         column = {Scope.CARD: table.card_id, Scope.MEMBER: table.member_id, Scope.TERMINAL: table.terminal_id,
                   Scope.PARTNER: table.partner_id}[scope]
-        conditions = [column.in_(keys), moment > since]
+        conditions = [keyed(column, f"k{index}"), moment > since]
         if scope is Scope.CARD:
             # A card's rows are its member's: the member's index finds them, the card narrows them.
-            conditions.append(table.member_id.in_(sorted({subject.member_id for subject in subjects
-                                                          if subject.member_id is not None})))
+            conditions.append(keyed(table.member_id, f"m{index}"))
         return select(name, column.label("key"), func.count().label("n"), moved.label("p")).where(
             *conditions).group_by(column)
     if measure is Measure.VERIFICATION_FAILURE:
         column = (VerificationFailure.terminal_id if scope is Scope.TERMINAL else VerificationFailure.partner_id)
-        tried = {subject.tried for subject in subjects if subject.tried is not None}
         # Distinct cards tried other than this one: this attempt counts as one more card.
-        others = [VerificationFailure.tried.not_in(sorted(tried))] if tried else []
+        others = [VerificationFailure.tried != bindparam("t") if single
+                  else VerificationFailure.tried.not_in(bindparam("t", expanding=True))] if with_tried else []
         return select(name, column.label("key"), func.count(distinct(VerificationFailure.tried)).label("n"),
-                      literal(0).label("p")).where(column.in_(keys), VerificationFailure.failed_at > since,
+                      literal(0).label("p")).where(keyed(column, f"k{index}"), VerificationFailure.failed_at > since,
                                                    *others).group_by(column)
     return select(name, MemberTransfer.from_member_id.label("key"), func.count().label("n"),
                   integer_sum(MemberTransfer.points).label("p")).where(
-        MemberTransfer.from_member_id.in_(keys), MemberTransfer.created_at > since).group_by(
+        keyed(MemberTransfer.from_member_id, f"k{index}"), MemberTransfer.created_at > since).group_by(
         MemberTransfer.from_member_id)
+
+
+# One statement per shape (the limits applied, one subject or a batch), built once per process.
+_statements: dict[tuple[Any, ...], Any] = {}
+_statements_lock = threading.Lock()
+MAX_STATEMENT_SHAPES = 256
+
+
+def _statement(limits: Sequence[Limit], *, single: bool, with_tried: bool) -> Any:
+    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits), single, with_tried)
+    found: Any = _statements.get(shape)
+    if found is None:
+        parts: list[Any] = [_part(limit, index, single=single, with_tried=with_tried)
+                            for index, limit in enumerate(limits)]
+        found = parts[0] if len(parts) == 1 else union_all(*parts)
+        with _statements_lock:
+            if len(_statements) >= MAX_STATEMENT_SHAPES:
+                _statements.clear()
+            _statements[shape] = found
+    return found
 
 
 def figures(session: Session, limits: Sequence[Limit], subjects: Sequence[Subject], *,
             now: datetime) -> dict[tuple[str, int], Figures]:
     """Each limit's figures before these operations, by (limit name, scope key), read in one statement.
 
-    A key with nothing in the window has no entry (its figures are zero).
+    A key with nothing in the window has no entry (its figures are zero). For one subject
+    (a single request) the statement goes through the storage adapter's hot-statement path.
     """
-    parts = [part for limit in limits
-             if (part := _grouped(limit, subjects, now - timedelta(minutes=limit.window_minutes))) is not None]
-    if not parts:
+    single = len(subjects) == 1
+    counted: list[Limit] = []
+    parameters: dict[str, object] = {}
+    for limit in limits:
+        keys = sorted({key for subject in subjects if (key := scope_key(limit.scope, subject)) is not None})
+        if not keys:
+            continue
+        index = len(counted)
+        counted.append(limit)
+        parameters[f"s{index}"] = now - timedelta(minutes=limit.window_minutes)
+        parameters[f"k{index}"] = keys[0] if single else keys
+        if limit.scope is Scope.CARD:
+            members = sorted({subject.member_id for subject in subjects if subject.member_id is not None})
+            parameters[f"m{index}"] = members[0] if single else members
+    if not counted:
         return {}
-    statement: Any = parts[0] if len(parts) == 1 else union_all(*parts)
-    found: dict[tuple[str, int], Figures] = {}
-    for row in session.execute(statement):
-        found[(str(row[0]), int(row[1]))] = Figures(int(row[2]), int(row[3]))
-    return found
+    tried = sorted({subject.tried for subject in subjects if subject.tried is not None})
+    if tried:
+        parameters["t"] = tried[0] if single else tried
+    statement = _statement(counted, single=single, with_tried=bool(tried))
+    rows = (storage_for(session).read(session, statement, parameters) if single
+            else session.execute(statement, parameters).all())
+    return {(str(row[0]), int(row[1])): Figures(int(row[2]), int(row[3])) for row in rows}
 
 
 # -- deciding --------------------------------------------------------------------------
