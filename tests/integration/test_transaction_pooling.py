@@ -28,7 +28,7 @@ from alliance.extensions import hub_state
 from alliance.models import Purchase, RedemptionHold, SettlementStatement
 from settlement.closing import close_due_cycles
 from tests.back_office_support import run_cli
-from tests.factories import make_member_with_pin, make_signing_partner
+from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
 from tests.http_server import balances, purchase_payload, send_signed, serve, wall_clock_partner_time
 from tests.postgres_server import PgBouncer, PostgresServer, start_pgbouncer
 
@@ -99,6 +99,8 @@ def test_the_hub_earns_redeems_closes_and_audits_through_transaction_pooling(poo
     with hub.engine.connect() as connection:
         assert connection.connection.driver_connection.prepare_threshold is None
 
+    # More purchases on one card in an hour than the built-in risk policy lets through unheld.
+    set_risk_policy(hub)
     statuses, member, tills = _earn_from_every_till(pooled_app)
     assert statuses == [201] * TILLS * EARNS_PER_TILL
     # 100 EUR earns 100 points at one point per EUR.
