@@ -26,7 +26,7 @@ read through a process copy reloaded every ``RELOAD_INTERVAL_S``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,11 +38,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
-    null,
     select,
-    type_coerce,
-    union_all,
     update,
 )
 from sqlalchemy.orm import Session, aliased
@@ -269,48 +265,65 @@ def on_transfer(session: Session, *, sender: Member, receiver: Member, points: i
 
 # -- split purchases and amount outliers (purchase reports) ----------------------------
 
+@dataclass(frozen=True, slots=True)
+class PartnerFacts:
+    """What the earn patterns read of every partner: its amount profile and its earn rules' per-purchase caps."""
+
+    profiles: Mapping[int, patterns.Profile]
+    # Per partner, (effective from, cap or None) of each earn rule, newest first.
+    caps: Mapping[int, tuple[tuple[datetime, int | None], ...]]
+
+    def cap_at(self, partner_id: int, moment: datetime) -> int | None:
+        """The per-purchase cap of the partner's rule in force at ``moment`` (None: uncapped)."""
+        return next((cap for since, cap in self.caps.get(partner_id, ()) if since <= moment), None)
+
+
+def read_partner_facts(session: Session) -> PartnerFacts:
+    """Every partner's amount profile and earn-rule caps, read now."""
+    profiles = {partner_id: patterns.Profile(int(count), int(mean), int(stddev))
+                for partner_id, count, mean, stddev in session.execute(select(
+                    PartnerAmountProfile.partner_id, PartnerAmountProfile.purchases, PartnerAmountProfile.mean_minor,
+                    PartnerAmountProfile.stddev_minor))}
+    caps: dict[int, list[tuple[datetime, int | None]]] = {}
+    for partner_id, since, cap in session.execute(select(
+            PartnerEarnRule.partner_id, PartnerEarnRule.effective_from, PartnerEarnRule.per_purchase_cap_points)
+            .order_by(PartnerEarnRule.partner_id, PartnerEarnRule.effective_from.desc())):
+        caps.setdefault(partner_id, []).append((since, cap))
+    return PartnerFacts(profiles, {partner_id: tuple(rows) for partner_id, rows in caps.items()})
+
+
+# Profiles change once a day and earn rules rarely: each process keeps a copy, read again every 30 seconds, so an
+# earn reads nothing for the patterns unless its partner caps a purchase (then the recent purchases at its tills).
+_partner_facts = ProcessCache(read_partner_facts, reload_interval_s=RELOAD_INTERVAL_S)
+
+
 def _earn_facts(session: Session, *, partner_id: int, planned: Sequence[Any], split: PatternRule | None,
                 outlier: PatternRule | None, now: datetime) -> tuple[patterns.Profile | None, int | None,
                                                                     list[tuple[int, int, datetime, int, int]]]:
-    """The partner's amount profile and per-purchase cap, and the report's cards' recent purchases at their tills.
-
-    One statement: a row of the partner's facts, and (under a split rule, when the rule in
-    force caps a purchase) each earlier purchase of the cards at the tills within the
-    pattern's minutes before the report's earliest purchase.
-    """
-    cap = (select(PartnerEarnRule.per_purchase_cap_points).where(
-        PartnerEarnRule.partner_id == partner_id, PartnerEarnRule.effective_from <= now)
-        .order_by(PartnerEarnRule.effective_from.desc()).limit(1).scalar_subquery())
-    # The first part's column types decode the union's rows: ``at`` is a stored time.
-    at = type_coerce(null(), Purchase.purchased_at.type).label("at")
-    facts = (select(literal("facts").label("kind"), literal(0).label("card_id"), literal(0).label("terminal_id"), at,
-                    PartnerAmountProfile.purchases, PartnerAmountProfile.mean_minor,
-                    PartnerAmountProfile.stddev_minor, cap.label("cap"))
-             .select_from(Partner).outerjoin(PartnerAmountProfile, PartnerAmountProfile.partner_id == Partner.id)
-             .where(Partner.id == partner_id))
-    parts: list[Any] = [facts]
+    """The partner's amount profile and per-purchase cap (this process's copy), and, under a split rule when the
+    partner's rule in force caps a purchase, each earlier purchase of the report's cards at its tills within the
+    pattern's minutes before the report's earliest purchase (one statement)."""
+    facts = _partner_facts.get(session)
+    if partner_id not in facts.caps:
+        # A partner newer than this process's copy: read the copy again (once per new partner).
+        _partner_facts.forget(session)
+        facts = _partner_facts.get(session)
+    profile = facts.profiles.get(partner_id) if outlier is not None else None
+    cap_points = facts.cap_at(partner_id, now)
     pairs = [(decision.holder.card_id, decision.terminal_id) for decision in planned
              if decision.terminal_id is not None]
-    if split is not None and pairs:
+    recent: list[tuple[int, int, datetime, int, int]] = []
+    if split is not None and pairs and cap_points is not None:
         since = min(decision.item.purchased_at for decision in planned) - timedelta(
             minutes=split.term("window_minutes"))
-        # The rule in force caps a purchase (else the database reads no purchases here).
-        capped = cap.is_not(None)
-        parts.append(select(literal("recent"), Purchase.card_id, Purchase.terminal_id, Purchase.purchased_at,
-                            Purchase.amount_minor, Purchase.points_partner, literal(0), literal(0)).where(
-            Purchase.member_id.in_(sorted({decision.holder.member_id for decision in planned})),
-            Purchase.card_id.in_(sorted({card for card, _ in pairs})),
-            Purchase.terminal_id.in_(sorted({terminal for _, terminal in pairs})),
-            Purchase.partner_id == partner_id, Purchase.purchased_at > since, capped))
-    statement: Any = parts[0] if len(parts) == 1 else union_all(*parts)
-    profile, cap_points, recent = None, None, []
-    for row in session.execute(statement):
-        if row[0] == "facts":
-            if row[4] is not None and outlier is not None:
-                profile = patterns.Profile(int(row[4]), int(row[5]), int(row[6]))
-            cap_points = int(row[7]) if row[7] is not None else None
-        else:
-            recent.append((int(row[1]), int(row[2]), row[3], int(row[4]), int(row[5])))
+        for card_id, terminal_id, purchased_at, amount, points in session.execute(
+                select(Purchase.card_id, Purchase.terminal_id, Purchase.purchased_at, Purchase.amount_minor,
+                       Purchase.points_partner).where(
+                    Purchase.member_id.in_(sorted({decision.holder.member_id for decision in planned})),
+                    Purchase.card_id.in_(sorted({card for card, _ in pairs})),
+                    Purchase.terminal_id.in_(sorted({terminal for _, terminal in pairs})),
+                    Purchase.partner_id == partner_id, Purchase.purchased_at > since)):
+            recent.append((int(card_id), int(terminal_id or 0), purchased_at, int(amount), int(points)))
     return profile, cap_points, recent
 
 
@@ -408,4 +421,5 @@ def profile_partner_amounts(session: Session, *, now: datetime, limit: int) -> i
                          "stddev_minor": profile.stddev_minor, "since": since, "computed_at": now})
     if profiles:
         session.execute(insert(PartnerAmountProfile), profiles)
+    _partner_facts.forget(session)
     return len(profiles)
