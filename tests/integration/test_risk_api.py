@@ -295,3 +295,23 @@ def test_with_a_threshold_of_zero_a_release_is_proposed_and_done_by_a_second_per
         ("risk.review.propose_release", f"client:{first.client_id}"),
         ("risk.review.release", f"client:{second.client_id}")]
     assert_audit_green(risky.hub)
+
+
+def test_a_reviewer_acts_on_a_decision_through_the_api(risky):
+    bo = risky.bo
+    path = f"/risk/decisions/{risky.held.id}/actions"
+    blocked = bo.post(path, {"action": "block_card", "note": "the card is scripted"}, role="risk")
+    assert blocked.status == 200 and blocked.body == {"decision_id": risky.held.id, "action": "block_card",
+                                                      "card_blocked": True}
+    complaint = bo.post(path, {"action": "open_complaint", "note": "ask the till's owner"}, role="risk")
+    assert complaint.status == 200 and complaint.body["complaint_id"] > 0
+    assert [action for action, _ in audited(risky.hub, f"risk-decision:{risky.held.id}")] == [
+        "risk.act.block_card", "risk.act.open_complaint"]
+    before = state(risky.hub)
+    again = bo.post(path, {"action": "block_card", "note": "again"}, role="risk")
+    assert (again.status, again.code) == (409, "invalid_state")
+    for body in ({"action": "shred", "note": "x"}, {"action": "block_card", "note": ""}):
+        assert bo.post(path, body, role="risk").status == 422
+    assert bo.post(path, {"action": "block_card", "note": "x"}, role="admin").status == 403
+    assert bo.post("/risk/decisions/999999/actions", {"action": "block_card", "note": "x"}, role="risk").status == 404
+    assert state(risky.hub) == before

@@ -122,6 +122,23 @@ class RiskDecisionReview(MethodView):
         return outcome
 
 
+@risk_blueprint.route("/risk/decisions/<int:decision_id>/actions")
+class RiskDecisionActions(MethodView):
+    @require_role("risk")
+    @risk_blueprint.arguments(s.ActInput)
+    @risk_blueprint.response(200, s.ActOutput)
+    @documented(risk_blueprint, 404, 409)
+    def post(self, data: dict[str, Any], decision_id: int) -> dict[str, Any]:
+        """Act on what a decision found, whatever its review: block its card, revoke the keys bound to its till, or
+        open a complaint with its partner; audited with the note. 409 ``invalid_state`` when the decision names no
+        card, till or partner, the card is no longer active or no key is bound to the till."""
+        with hub_state().unit_of_work() as uow:
+            done = risk.act(uow.session, decision_id=decision_id, action=data["action"], note=data["note"],
+                            now=_now(), actor=actor())
+            uow.commit()
+        return {"decision_id": decision_id, "action": data["action"], **done}
+
+
 def init_app(app: Flask, api: Api) -> None:
     """Register the risk controls' routes."""
     api.register_blueprint(risk_blueprint)

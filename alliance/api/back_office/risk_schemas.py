@@ -102,6 +102,22 @@ class ReviewInput(StrictSchema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=risk.MAX_REASON_CHARACTERS))
 
 
+class ActInput(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(risk.CASE_ACTIONS), metadata={
+        "description": "block_card (the card the decision came from), revoke_terminal_keys (every active key "
+                       "bound to its till) or open_complaint (with its partner, tied to its purchase or "
+                       "redemption when that was recorded)."})
+    note = fields.String(required=True, validate=validate.Length(min=1, max=risk.MAX_REASON_CHARACTERS))
+
+
+class ActOutput(Schema):
+    decision_id = fields.Integer()
+    action = fields.String()
+    card_blocked = fields.Boolean()
+    keys_revoked = fields.List(fields.String())
+    complaint_id = fields.Integer()
+
+
 class ReviewOutput(Schema):
     decision_id = fields.Integer()
     status = fields.String(metadata={
