@@ -1,7 +1,7 @@
 """The risk controls against a synthetic alliance: honest traffic with the known fraud schemes mixed in.
 
 ``python -m benchmarks.risk_scenarios [--seed N] [--days D] [--members M]`` (and ``make bench``)
-plays, on its own database, a fortnight of an alliance of four partners through the hub's
+plays, on its own database, ten days of an alliance of four partners through the hub's
 own services with a moving clock (as the demo does): honest members shopping a few times
 a week at random tills, redeeming now and then, sometimes mistyping a PIN, refunding a
 purchase, giving points to family; and, mixed in at random moments, the schemes the risk
@@ -40,7 +40,7 @@ from typing import Any, Callable
 from benchmarks import common
 
 BENCHMARK = "risk scenarios"
-SIZES = {"full": {"members": 400, "days": 14}, "quick": {"members": 120, "days": 4}}
+SIZES = {"full": {"members": 300, "days": 10}, "quick": {"members": 120, "days": 4}}
 PIN = "2468"
 HONEST = "honest"
 START = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)

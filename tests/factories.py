@@ -85,11 +85,10 @@ RISK_POLICY_SINCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 def set_risk_policy(hub: HubState, document: dict[str, object] | None = None) -> None:
     """Put a risk policy in force for every moment a test uses (no limits at all by default): for tests
     that drive more activity through one member or till than the built-in default policy lets through."""
-    from alliance.services import risk
-
     from sqlalchemy import func, select
 
     from alliance.models import RiskPolicyVersion
+    from alliance.services import risk
 
     with hub.unit_of_work() as uow:
         latest = uow.session.scalar(select(func.max(RiskPolicyVersion.effective_from)))
