@@ -35,7 +35,7 @@ from alliance.services.accounts import member_balances
 from alliance.services.audit import run_audit
 from tests.chaos.load_client import CountingTransport, Customer, Tally, Till, TillThread
 from tests.chaos.support import ChaosReport, Scale, ScenarioFigures, child_pids, stop_process, wait_for
-from tests.factories import make_member_with_pin, make_signing_partner
+from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
 from tests.postgres_server import PostgresServer, start_postgres
 from tests.sdk_support import free_port, subprocess_environment, wait_for_health
 
@@ -89,7 +89,13 @@ def durable_hub(durable_cluster: PostgresServer, tmp_path: Path) -> Iterator[tup
 
 
 def plant_tills_and_customers(hub: HubState, shape: LoadShape) -> tuple[list[Till], list[list[Customer]]]:
-    """Two partners with keys, and each till thread's own members (so each member's tally is one thread's)."""
+    """Two partners with keys, and each till thread's own members (so each member's tally is one thread's).
+
+    The load spends and earns on a few cards far faster than the built-in risk policy lets
+    through unheld (it would hold and refuse as it should); these scenarios are about
+    crashes, so the hub runs them under a risk policy without limits.
+    """
+    set_risk_policy(hub)
     created = datetime.now(timezone.utc) - timedelta(days=1)
     tills = []
     for code in PARTNER_CODES:
