@@ -27,7 +27,8 @@ from tests.signing import sign_request
 
 PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # Routes whose effect would spoil later samples run last (they still run once per allowed role).
-RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1}
+# A new limit change after the pending one is decided (one waits per partner at a time).
+RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1, "/limit-changes": 1}
 
 
 @dataclass
@@ -62,6 +63,8 @@ class World:
     grade_alert_id: int = 0
     goodwill_request_id: int = 0
     campaign_id: int = 0
+    decision_id: int = 0
+    change_id: int = 0
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -124,7 +127,30 @@ def _world(bo: BackOffice) -> World:
                                       "ends_at": (starts + timedelta(days=1)).isoformat()}, role="partner_manager")
     assert campaign.status == 201, campaign.body
     world.campaign_id = campaign.body["id"]
+    world.decision_id, world.change_id = _risk_and_credit(bo, partner, member_number)
     return world
+
+
+def _risk_and_credit(bo: BackOffice, partner: SigningPartner, member_number: str) -> tuple[int, int]:
+    """A flagged risk decision at the shop to review and act on, and a raise of its credit limit that another
+    client asked for, so the tokens here may decide it."""
+    from alliance.domain.risk import Action
+    from alliance.services import risk
+    from settlement import credit
+
+    now = datetime.now(timezone.utc)
+    with bo.hub.unit_of_work() as uow:
+        member_id = uow.session.scalar(select(Member.id).where(Member.member_number == member_number))
+        decision_id = risk.keep(uow.session, risk.record(
+            uow.session, operation="redeem", action=Action.FLAG, points=10, reference=None, now=now,
+            subject=risk.Subject(partner_id=partner.partner_id, member_id=member_id), evidence=[{"limit": "sample"}]))
+        credit.request_limit_change(uow.session, partner_code="shop", limit_minor=100_000, reason="sample",
+                                    actor="client:someone", now=now)
+        raise_ = credit.request_limit_change(uow.session, partner_code="shop", limit_minor=200_000, reason="sample",
+                                             actor="client:someone", now=now)
+        uow.commit()
+    assert decision_id is not None
+    return decision_id, raise_.id
 
 
 def _pending_goodwill(bo: BackOffice, member_number: str, complaint_id: int) -> int:
@@ -285,6 +311,19 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
                       {"tier": "gold", "threshold": 1000, "multiplier": "1.5", "birthday_bonus_points": 100}]}),
         ("GET", f"{b}/members/<member_number>/tier-history"): Sample(),
         ("POST", f"{b}/grade-alerts/<int:alert_id>/acknowledgement"): Sample(json={}),
+        ("GET", f"{b}/risk/policy"): Sample(),
+        ("POST", f"{b}/risk/policy/versions"): Sample(json={"policy": {"limits": []}, "effective_from": soon,
+                                                            "reason": "sample"}),
+        ("GET", f"{b}/risk/decisions"): Sample(query={"member": world.member_number}),
+        ("GET", f"{b}/risk/cases"): Sample(query={"by": "partner"}),
+        ("POST", f"{b}/risk/decisions/<int:decision_id>/review"): Sample(json={"action": "dismiss", "note": "sample"}),
+        ("POST", f"{b}/risk/decisions/<int:decision_id>/actions"): Sample(json={"action": "open_complaint",
+                                                                                "note": "sample"}),
+        ("GET", f"{b}/partners/<code>/credit"): Sample(),
+        ("POST", f"{b}/partners/<code>/credit/limit-changes"): Sample(json={"limit_minor": 50_000,
+                                                                            "reason": "sample"}),
+        ("POST", f"{b}/partners/<code>/credit/limit-changes/<int:change_id>/decision"): Sample(
+            json={"decision": "approve"}),
     }
 
 
@@ -295,7 +334,8 @@ def _concrete(rule: str, world: World) -> str:
               "adjustment_id": str(world.adjustment_id), "dispute_id": str(world.dispute_id), "line_number": "1",
               "terminal_code": "till-spare", "request_id": str(world.goodwill_request_id),
               "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey",
-              "campaign_id": str(world.campaign_id)}
+              "campaign_id": str(world.campaign_id), "decision_id": str(world.decision_id),
+              "change_id": str(world.change_id)}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 
