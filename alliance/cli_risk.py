@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from alliance.cli import WithApp
     from alliance.services.risk import DecisionView
 
-OPERATOR_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+OPERATOR_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}\Z")
 REVIEW_STATUSES = ("open", "released", "reversed", "dismissed", "confirmed")
 REVIEW_ACTIONS = ("release", "reverse", "dismiss", "confirm")
 GROUPINGS = ("member", "terminal", "partner")

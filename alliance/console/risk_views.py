@@ -32,7 +32,7 @@ from alliance.console.helpers import (
 from alliance.console.member_views import SERVICE_ROLES
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
-from alliance.services import risk, risk_console, staff_directory, staff_people
+from alliance.services import risk, risk_actions, risk_console, staff_directory, staff_people
 
 REVIEWER_ROLES = ("risk",)
 QUEUE_ROLES = ("risk", "admin")
@@ -153,7 +153,7 @@ def risk_review_alert(decision_id: int) -> BaseResponse:
 @security.requires(*REVIEWER_ROLES)
 def risk_act(decision_id: int, action: str) -> BaseResponse:
     """Act on what a decision found: block its card, revoke its till's keys or open a complaint with its partner."""
-    if action not in risk.CASE_ACTIONS:
+    if action not in risk_actions.CASE_ACTIONS:
         raise NotFound("A decision's card is blocked, its till's keys revoked, or a complaint opened.")
     note = form_confirmed(max_length=risk.MAX_REASON_CHARACTERS)
 

@@ -98,6 +98,8 @@ DISTRIBUTED: dict[str, Distributed] = {
     # Behaviour points: an event and its awards are member-keyed, like purchases.
     "behaviour_events": Distributed("member_id"),
     "behaviour_awards": Distributed("member_id"),
+    # A tier benefit paid once per member and year.
+    "birthday_awards": Distributed("member_id"),
 }
 
 # Small, read by nearly every posting, changed by onboarding and staff only: copied to
@@ -113,6 +115,10 @@ REFERENCE: dict[str, str] = {
     "campaign_funders": "an earn of a joint campaign reads its funders and their shares",
     "behaviour_rules": "every reported event reads its event type's rule; a handful of rows",
     "tier_policy_versions": "every earn's tier multiplier comes from the policy schedule; a few versions a year",
+    "risk_policy_versions": "every earn, redemption and verification is decided under the policy; a few versions",
+    "risk_pattern_rules": "the pattern rules' terms, one row per pattern an operator changed",
+    "partner_amount_profiles": "one row per partner, recomputed daily, read by the amount-outlier pattern",
+    "partner_credit": "one row per partner; every earn reads its credit state",
 }
 
 # Staff, back office, settlement and grading: low volume, and several need one total
@@ -143,6 +149,12 @@ COORDINATOR: dict[str, str] = {
     "complaints": "customer service's cases, a few per thousand members; many name no member",
     "goodwill_requests": "customer service's goodwill credits and corrections, a few per thousand members, "
                          "decided under four eyes",
+    "partner_credit_limit_changes": "finance's limit changes under four eyes",
+    "partner_credit_alerts": "alerts when a partner nears or passes its credit limit",
+    "risk_decisions": "the review queue: decisions other than allow, a few per thousand operations",
+    "risk_held_lots": "the lots of held purchases while their review is open",
+    "verification_failures": "failed PINs and codes per till, for the card-testing limit",
+    "risk_pattern_sightings": "quick-burn sightings per pair of tills",
 }
 
 _WIDEN_PRIMARY_KEY = (
@@ -279,4 +291,21 @@ DEPARTURES: tuple[Departure, ...] = (
               "keep event_id as a plain id: a referred member's award belongs to the referrer's event, on another "
               "shard"),
     *_composite_references("behaviour_awards", ("transaction_id", "journal_transactions")),
+    # Birthday bonuses: keyed by member and year, like the member's other rows.
+    *_widened_primary_keys("birthday_awards"),
+    *_composite_references("birthday_awards", ("transaction_id", "journal_transactions")),
+    # The risk review queue stays on the coordinator: a few decisions per thousand operations, read across
+    # members, tills and partners at once.
+    Departure("risk_decisions", "member_keyed_table_not_distributed", "risk_decisions",
+              "risk decisions stay on the coordinator (few, grouped across members for review): accepted, with the "
+              "foreign keys below replaced by plain ids"),
+    Departure("risk_decisions", "foreign_key_across_shards", "fk_risk_decisions_member_id_members",
+              "keep member_id as a plain id checked by the risk service"),
+    Departure("risk_decisions", "foreign_key_across_shards", "fk_risk_decisions_card_id_cards",
+              "keep card_id as a plain id checked by the risk service"),
+    Departure("risk_held_lots", "foreign_key_across_shards", "fk_risk_held_lots_lot_id_point_lots",
+              "distribute held lots by member with the lot (add member_id), or keep lot_id as a plain id that the "
+              "activation job joins on its member's shard"),
+    Departure("risk_pattern_sightings", "foreign_key_across_shards", "fk_risk_pattern_sightings_card_id_cards",
+              "keep card_id as a plain id: a sighting counts distinct cards per pair of tills"),
 )

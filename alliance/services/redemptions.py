@@ -29,13 +29,11 @@ def authorize(
     """Hold points of a verified member for a redemption at this partner, under the risk controls' limits.
 
     A redemption past a refusing limit raises ``RiskDeclined``; one past a flagging limit
-    goes ahead and is kept for review.
+    goes ahead and is kept for review. The ledger judges first: a redemption the member's
+    points do not cover is refused as such (422), not kept as a risk decision.
     """
     if _find(session, partner_id, reference) is not None:
         raise ReferenceAlreadyUsed(f"redemption reference {reference!r} was already used")
-    risk.assess(session, measure=Measure.REDEEM, points=points, reference=reference, now=now,
-                subject=risk.Subject(partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
-                                     card_id=holder.card_id, tier=holder.tier))
     risk_patterns.on_redemption(session, partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
                                 card_id=holder.card_id, tier=holder.tier, points=points, reference=reference, now=now)
     result = ledger.authorize_hold(session, member_id=holder.member_id, partner_id=partner_id, points=points,
@@ -46,6 +44,10 @@ def authorize(
                 reference=reference, terminal_id=terminal_id, card_id=holder.card_id))
     except IntegrityError as error:
         raise ReferenceAlreadyUsed(f"redemption reference {reference!r} was already used") from error
+    # Decided with the hold written (the member locked, the points covered); a refusal takes it back.
+    risk.assess(session, measure=Measure.REDEEM, points=points, reference=reference, now=now,
+                subject=risk.Subject(partner_id=partner_id, terminal_id=terminal_id, member_id=holder.member_id,
+                                     card_id=holder.card_id, tier=holder.tier, exclude_hold_id=result.hold_id))
     return session.get_one(RedemptionHold, result.hold_id, populate_existing=True)
 
 

@@ -44,11 +44,9 @@ from alliance.domain.risk import (
     policy_from_data,
 )
 from alliance.models import (
-    Card,
     Member,
     MemberTransfer,
     Partner,
-    PartnerKey,
     PointLot,
     Purchase,
     RedemptionHold,
@@ -60,7 +58,7 @@ from alliance.models import (
 )
 from alliance.models.base import UTCDateTime, integer_sum
 from alliance.models.risk import REVIEW_STATUSES
-from alliance.services import audit_log, ledger, partner_keys, staff_people
+from alliance.services import audit_log, ledger, staff_people
 from alliance.services.process_cache import ProcessCache
 from alliance.storage.adapters import storage_for
 
@@ -88,6 +86,8 @@ class Subject:
     card_id: int | None = None
     tier: str | None = None
     tried: str | None = None
+    # A redemption decided after its hold is written: that hold is the operation, not one before it.
+    exclude_hold_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +211,7 @@ def scope_key(scope: Scope, subject: Subject) -> int | None:
             Scope.PARTNER: subject.partner_id}[scope]
 
 
-def _part(limit: Limit, index: int, *, single: bool, with_tried: bool) -> Any:
+def _part(limit: Limit, index: int, *, single: bool, with_tried: bool, excluding: bool) -> Any:
     """Count and points of ``limit``'s measure since ``s<index>``, per scope key ``k<index>`` (one key, or a list
     of them for a batch): the statement's parameters are named, so one statement serves every request of a shape."""
     def keyed(column: Any, name: str) -> Any:
@@ -227,6 +227,9 @@ def _part(limit: Limit, index: int, *, single: bool, with_tried: bool) -> Any:
         column = {Scope.CARD: table.card_id, Scope.MEMBER: table.member_id, Scope.TERMINAL: table.terminal_id,
                   Scope.PARTNER: table.partner_id}[scope]
         conditions = [keyed(column, f"k{index}"), moment > since]
+        if excluding and measure is Measure.REDEEM:
+            conditions.append(RedemptionHold.id != bindparam("x") if single
+                              else RedemptionHold.id.not_in(bindparam("x", expanding=True)))
         if scope is Scope.CARD:
             # A card's rows are its member's: the member's index finds them, the card narrows them.
             conditions.append(keyed(table.member_id, f"m{index}"))
@@ -252,11 +255,11 @@ _statements_lock = threading.Lock()
 MAX_STATEMENT_SHAPES = 256
 
 
-def _statement(limits: Sequence[Limit], *, single: bool, with_tried: bool) -> Any:
-    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits), single, with_tried)
+def _statement(limits: Sequence[Limit], *, single: bool, with_tried: bool, excluding: bool) -> Any:
+    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits), single, with_tried, excluding)
     found: Any = _statements.get(shape)
     if found is None:
-        parts: list[Any] = [_part(limit, index, single=single, with_tried=with_tried)
+        parts: list[Any] = [_part(limit, index, single=single, with_tried=with_tried, excluding=excluding)
                             for index, limit in enumerate(limits)]
         found = parts[0] if len(parts) == 1 else union_all(*parts)
         with _statements_lock:
@@ -292,7 +295,10 @@ def figures(session: Session, limits: Sequence[Limit], subjects: Sequence[Subjec
     tried = sorted({subject.tried for subject in subjects if subject.tried is not None})
     if tried:
         parameters["t"] = tried[0] if single else tried
-    statement = _statement(counted, single=single, with_tried=bool(tried))
+    excluded = sorted({subject.exclude_hold_id for subject in subjects if subject.exclude_hold_id is not None})
+    if excluded:
+        parameters["x"] = excluded[0] if single else excluded
+    statement = _statement(counted, single=single, with_tried=bool(tried), excluding=bool(excluded))
     rows = (storage_for(session).read(session, statement, parameters) if single
             else session.execute(statement, parameters).all())
     return {(str(row[0]), int(row[1])): Figures(int(row[2]), int(row[3])) for row in rows}
@@ -623,61 +629,3 @@ def cases(session: Session, *, by: str, status: str = "open") -> list[dict[str, 
         case["latest"] = max(case["latest"], view.decided_at)
         case["decision_ids"].append(view.decision_id)
     return sorted(grouped.values(), key=lambda case: (-case["decisions"], -case["points"], case["subject"]))
-
-
-# -- acting on what a decision found -----------------------------------------------------
-
-CASE_ACTIONS = ("block_card", "revoke_terminal_keys", "open_complaint")
-
-
-def act(session: Session, *, decision_id: int, action: str, note: str, now: datetime, actor: str) -> dict[str, Any]:
-    """Act on what a decision found, whatever its review: block the card it came from, revoke the keys bound to
-    its till, or open a complaint with its partner; audited with the note. Answers what was done."""
-    if action not in CASE_ACTIONS:
-        raise ValidationFailed("the action is " + ", ".join(CASE_ACTIONS), fields={"action": list(CASE_ACTIONS)})
-    note = note.strip()
-    if not note or len(note) > MAX_REASON_CHARACTERS:
-        raise ValidationFailed(f"say why, in 1 to {MAX_REASON_CHARACTERS} characters",
-                               fields={"note": [f"1 to {MAX_REASON_CHARACTERS} characters"]})
-    row = session.get(RiskDecision, decision_id)
-    if row is None:
-        raise NotFound(f"no risk decision {decision_id}")
-    done: dict[str, Any]
-    if action == "block_card":
-        if row.card_id is None:
-            raise InvalidState("the decision names no card", fields={"action": ["no card"]})
-        blocked = session.execute(update(Card).where(Card.id == row.card_id, Card.status == "active")
-                                  .values(status="blocked", blocked_at=now))
-        if not blocked.rowcount:  # type: ignore[attr-defined]
-            raise InvalidState("the card is not active any more", fields={"action": ["card not active"]})
-        done = {"card_blocked": True}
-    elif action == "revoke_terminal_keys":
-        if row.terminal_id is None:
-            raise InvalidState("the decision names no till", fields={"action": ["no terminal"]})
-        keys = list(session.scalars(select(PartnerKey.key_id).where(
-            PartnerKey.terminal_id == row.terminal_id, PartnerKey.status == "active").order_by(PartnerKey.key_id)))
-        if not keys:
-            raise InvalidState("no active key is bound to the till", fields={"action": ["no key to revoke"]})
-        for key_id in keys:
-            partner_keys.revoke_key(session, key_id=key_id, now=now)
-        done = {"keys_revoked": keys}
-    else:
-        # Imported here: complaints reach the grading reports, whose jobs reach back to card verification.
-        from alliance.services import complaints
-
-        if row.partner_id is None:
-            raise InvalidState("the decision names no partner", fields={"action": ["no partner"]})
-        partner_code = session.scalar(select(Partner.code).where(Partner.id == row.partner_id))
-        member_number = (session.scalar(select(Member.member_number).where(Member.id == row.member_id))
-                         if row.member_id is not None else None)
-        # A refused purchase or redemption was never recorded: there is nothing to tie the complaint to.
-        reference = row.reference if row.operation in ("earn", "redeem") and row.action != "refuse" else None
-        complaint = complaints.file_complaint(
-            session, partner_code=str(partner_code), category="other", member_number=member_number,
-            description=f"Risk decision {row.token} ({row.operation}, {row.action}): {note}",
-            receipt_id=reference if row.operation == "earn" else None,
-            redemption_reference=reference if row.operation == "redeem" else None, now=now, actor=actor)
-        done = {"complaint_id": complaint.id}
-    audit_log.append(session, actor=actor, action=f"risk.act.{action}", subject=f"risk-decision:{decision_id}",
-                     now=now, before=None, after={**done, "note": note})
-    return done

@@ -21,7 +21,7 @@ from alliance.domain.errors import NotFound
 from alliance.domain.risk import Limit, Policy
 from alliance.models import AuditLogEntry, Card, Member, Partner, PointLot, RiskDecision, RiskHeldLot, Terminal
 from alliance.models.base import integer_sum
-from alliance.services import risk
+from alliance.services import risk, risk_actions
 
 TOKEN = re.compile(r"^R[0-9A-F]{12}\Z")
 
@@ -254,8 +254,8 @@ def review_decision(session: Session, *, review_action: str, **arguments: Any) -
 
 
 def act_on_decision(session: Session, *, act_action: str, **arguments: Any) -> dict[str, Any]:
-    """``risk.act`` with its action named ``act_action``, as ``review_decision``."""
-    return risk.act(session, action=act_action, **arguments)
+    """``risk_actions.act`` with its action named ``act_action``, as ``review_decision``."""
+    return risk_actions.act(session, action=act_action, **arguments)
 
 
 def decision_id_for(session: Session, *, token: str) -> int:

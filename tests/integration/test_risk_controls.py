@@ -13,7 +13,7 @@ from alliance.domain.errors import InvalidState, ValidationFailed
 from alliance.domain.risk import DEFAULT_POLICY, Measure, RiskDeclined
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, Complaint, RiskDecision, RiskPolicyVersion, VerificationFailure
-from alliance.services import ledger, member_admin, risk
+from alliance.services import ledger, member_admin, risk, risk_actions
 from alliance.services.member_admin import TransferLimits
 from alliance.services.member_verification import issue_redemption_code
 from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
@@ -419,7 +419,7 @@ def test_a_release_above_the_threshold_is_proposed_by_one_person_and_done_by_ano
 
 def _act(hub, decision_id: int, action: str, note: str = "the till's journal shows the same card"):  # type: ignore[no-untyped-def]
     with hub.unit_of_work() as uow:
-        done = risk.act(uow.session, decision_id=decision_id, action=action, note=note, now=datetime.now(UTC),
+        done = risk_actions.act(uow.session, decision_id=decision_id, action=action, note=note, now=datetime.now(UTC),
                         actor="console:rita")
         uow.commit()
     return done

@@ -20,7 +20,7 @@ from alliance.api.back_office import risk_schemas as s
 from alliance.api.back_office.auth import RoleRefused, actor, current_grant, require_role
 from alliance.api.back_office.routes import PREFIX, documented
 from alliance.extensions import hub_state
-from alliance.services import risk
+from alliance.services import risk, risk_actions
 
 RISK_ROLES = ("risk", "admin")
 LOOKUP_ROLES = ("risk", "admin", "customer_service")
@@ -133,7 +133,7 @@ class RiskDecisionActions(MethodView):
         open a complaint with its partner; audited with the note. 409 ``invalid_state`` when the decision names no
         card, till or partner, the card is no longer active or no key is bound to the till."""
         with hub_state().unit_of_work() as uow:
-            done = risk.act(uow.session, decision_id=decision_id, action=data["action"], note=data["note"],
+            done = risk_actions.act(uow.session, decision_id=decision_id, action=data["action"], note=data["note"],
                             now=_now(), actor=actor())
             uow.commit()
         return {"decision_id": decision_id, "action": data["action"], **done}

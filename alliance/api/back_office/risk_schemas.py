@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 from alliance.api.back_office.schemas import MEMBER_NUMBER, PARTNER_CODE
 from alliance.api.partner.schemas import StrictSchema
 from alliance.api.patterns import UtcDateTime, WholeValue
-from alliance.services import risk
+from alliance.services import risk, risk_actions
 
 DECISION_TOKEN = WholeValue(r"^[Rr][0-9A-Fa-f]{12}$", error="a decision reference: R and twelve hex digits")
 POLICY_DESCRIPTION = ("The policy document: limits, and optionally partners and tiers overrides (docs/risk.md, "
@@ -103,7 +103,7 @@ class ReviewInput(StrictSchema):
 
 
 class ActInput(StrictSchema):
-    action = fields.String(required=True, validate=validate.OneOf(risk.CASE_ACTIONS), metadata={
+    action = fields.String(required=True, validate=validate.OneOf(risk_actions.CASE_ACTIONS), metadata={
         "description": "block_card (the card the decision came from), revoke_terminal_keys (every active key "
                        "bound to its till) or open_complaint (with its partner, tied to its purchase or "
                        "redemption when that was recorded)."})

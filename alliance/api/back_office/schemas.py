@@ -295,7 +295,7 @@ class CampaignTermsInput(StrictSchema):
                        "for its awards at their issue prices (exactly, per award); an award whose cost would pass "
                        "what is left is skipped. Only for a partner-funded or joint campaign, in every funder's "
                        "currency; a campaign has at most one budget."})
-    budget_currency = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}$"), metadata={
+    budget_currency = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}\Z"), metadata={
         "description": "The money budget's currency (ISO 4217), given with budget_minor."})
     target_tiers = fields.List(fields.String(validate=validate.OneOf(["standard", "silver", "gold", "diamond"])),
                                allow_none=True)
