@@ -8,6 +8,7 @@ that no page shows its stored JSON.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,11 +85,10 @@ def evidence_words(item: Mapping[str, Any]) -> str:
         said = f"{item['limit']}: {seen} {scope} in {window}"
         return said + (f", limit {' or '.join(caps)}" if caps else "")
     pattern = item.get("pattern")
+    # An older or newer shape of a pattern's figures is written out field by field below.
     if isinstance(pattern, str) and pattern in PATTERN_WORDS:
-        try:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             return f"{pattern}: {PATTERN_WORDS[pattern](item)}"
-        except (KeyError, TypeError, ValueError):
-            pass  # an older or newer shape of the pattern's figures: written out field by field below
     name = item.get("pattern") or item.get("rule") or item.get("limit") or "evidence"
     rest = [f"{str(key).replace('_', ' ')} {_value_words(value)}" for key, value in sorted(item.items())
             if key not in ("pattern", "rule", "limit")]
