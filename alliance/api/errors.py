@@ -134,7 +134,8 @@ def _unexpected_error(error: Exception) -> Response:
     ))
 
 
-def _database_error(error: DBAPIError) -> Response:
+def database_error_response(error: DBAPIError) -> Response:
+    """The reply to a database error: the retry-safe 503 when the database cannot serve, else a 500."""
     if not database_unavailable(error):
         return _unexpected_error(error)
     logger.warning("database unavailable in %s %s (request %s): %s: %s", request.method, _route(),
@@ -156,5 +157,5 @@ def init_app(app: Flask) -> None:
     app.after_request(_echo_request_id)
     app.register_error_handler(AllianceError, problem_response)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(DBAPIError, database_error_response)
     app.register_error_handler(Exception, _unexpected_error)

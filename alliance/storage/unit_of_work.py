@@ -6,16 +6,21 @@ the layer that opened it (a request, a command, a job) decides when its work is 
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from alliance.db import database_unavailable
 from alliance.storage import PendingWrite, Storage
 from alliance.storage.adapters import storage_for
 
 # The session type, named for the layers above services, which pass sessions to
 # services but never query through them themselves.
 __all__ = ["Session", "UnitOfWork", "keep_record"]
+
+logger = logging.getLogger(__name__)
 
 
 def keep_record(session: Session, error: BaseException | None) -> bool:
@@ -50,14 +55,33 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # A refusal that keeps a record: the refused work is taken back, the record committed.
-        if exc is not None and getattr(exc, "kept", None) is not None:
-            self.session.rollback()
-            if keep_record(self.session, exc):
-                self.session.commit()
-        # close() rolls back whatever was not committed and detaches loaded objects
-        # without expiring them, so values read inside the unit stay readable after it.
-        self.session.close()
+        try:
+            # A refusal that keeps a record: the refused work is taken back, the record committed.
+            if exc is not None and getattr(exc, "kept", None) is not None:
+                self.session.rollback()
+                if keep_record(self.session, exc):
+                    self.session.commit()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """End the session: roll back whatever was not committed, give the connection back.
+
+        ``close()`` detaches loaded objects without expiring them, so values read inside
+        the unit stay readable after it. When the server ended the session first (a
+        failover, a restart) the rollback cannot be sent; nothing uncommitted outlives
+        the server's session, so there is nothing left to take back, and the connection
+        is discarded instead of raising: the answer the unit's work already made (a
+        request's reply, or its own error) stands.
+        """
+        try:
+            self.session.close()
+        except DBAPIError as error:
+            if not database_unavailable(error):
+                raise
+            logger.warning("the database ended the session before its transaction closed; connection discarded: "
+                           "%s", " ".join(str(error.orig).split())[:200])
+            self.session.invalidate()
 
     def commit(self) -> None:
         """Make the work of this unit durable."""

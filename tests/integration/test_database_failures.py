@@ -299,3 +299,86 @@ def test_a_conversation_with_the_server_that_lost_its_order_is_an_unavailable_da
         driver = uow.session.connection().connection.driver_connection
         assert _connection_unusable(lost, driver)
         assert not _connection_unusable(psycopg.errors.UniqueViolation("duplicate"), driver)
+
+
+def test_a_transaction_whose_server_session_ended_after_its_last_statement_closes_quietly(pg_hub, postgres_url):
+    # A read answered, then the primary goes away before the request ends: closing the unit
+    # of work cannot roll back on that connection. Nothing was kept, so there is nothing to
+    # say; the connection is discarded and the reply already made stands (raising here, in
+    # a request's teardown, would turn that reply into the web server's bare 500).
+    with pg_hub.unit_of_work() as uow:
+        assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
+        driver = uow.session.connection().connection.driver_connection
+        assert terminate_backend(postgres_url, driver.info.backend_pid)
+    assert driver.closed or driver.broken
+    with pg_hub.unit_of_work() as uow:
+        assert uow.session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_refusal_whose_server_session_ends_as_its_nonce_commits_is_a_503_and_its_retry_is_refused_again(
+        pg_app, postgres_url):
+    # A write refused before its work began (a 422) keeps only its nonce, committed after its
+    # reply is made. When the primary goes away just then, the reply becomes the retry-safe
+    # 503 (nothing was kept), not a 500.
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    ended: list[int] = []
+
+    def end_the_session_at_commit(connection) -> None:  # type: ignore[no-untyped-def]
+        if not ended:
+            ended.append(connection.connection.driver_connection.info.backend_pid)
+            assert terminate_backend(postgres_url, ended[0])
+
+    def arm_at_the_nonces_commit(response):  # type: ignore[no-untyped-def]
+        event.listen(hub.engine, "commit", end_the_session_at_commit)
+        return response
+
+    malformed = {**purchase_payload("r-2", member.card_number), "amount_minor": "not a number"}
+    with serve(pg_app) as base_url:
+        assert _earn(base_url, partner, member.card_number, "r-1", str(uuid.uuid4()))[0].status == 201
+        before = books(hub)
+        # Runs ahead of the blueprint's own after_request hooks (they run last-registered first).
+        pg_app.after_request_funcs["purchases"].append(arm_at_the_nonces_commit)
+        started = time.monotonic()
+        try:
+            refused = send_signed(base_url, partner, "POST", "/partner/v1/purchases", malformed)
+        finally:
+            pg_app.after_request_funcs["purchases"].remove(arm_at_the_nonces_commit)
+            event.remove(hub.engine, "commit", end_the_session_at_commit)
+        elapsed_s = time.monotonic() - started
+        assert ended
+        _assert_unavailable(refused, elapsed_s)
+        assert books(hub) == before
+        again = send_signed(base_url, partner, "POST", "/partner/v1/purchases", malformed)
+    assert again.status == 422, again.raw
+
+
+def test_a_read_whose_server_session_ends_before_its_transaction_closes_keeps_its_answer(pg_app, postgres_url):
+    # The partner's read has its answer, then the primary goes away before the read's
+    # transaction is closed: the rollback cannot be sent, nothing needed keeping, and the
+    # answer stands (in a request's teardown, raising here made the web server's bare 500).
+    hub = hub_state(pg_app)
+    created = wall_clock_partner_time()
+    partner = make_signing_partner(hub, now=created)
+    member = make_member(hub, now=created)
+    ended: list[int] = []
+
+    def end_the_session_after_the_read(connection) -> None:  # type: ignore[no-untyped-def]
+        if not ended:
+            ended.append(connection.connection.driver_connection.info.backend_pid)
+            assert terminate_backend(postgres_url, ended[0])
+
+    with serve(pg_app) as base_url:
+        assert _earn(base_url, partner, member.card_number, "r-1", str(uuid.uuid4()))[0].status == 201
+        event.listen(hub.engine, "rollback", end_the_session_after_the_read)
+        try:
+            read = send_signed(base_url, partner, "GET", "/partner/v1/purchases/r-1")
+        finally:
+            event.remove(hub.engine, "rollback", end_the_session_after_the_read)
+        assert ended
+        assert read.status == 200, read.raw
+        assert read.body["receipt_id"] == "r-1"
+        again = send_signed(base_url, partner, "GET", "/partner/v1/purchases/r-1")
+    assert again.status == 200, again.raw

@@ -12,8 +12,9 @@ from typing import cast
 from urllib.parse import quote
 
 from flask import Response, g, request
+from sqlalchemy.exc import DBAPIError
 
-from alliance.api.errors import problem_body, problem_response
+from alliance.api.errors import database_error_response, problem_body, problem_response
 from alliance.domain.rate_limits import PartnerLimiter, RateLimited
 from alliance.domain.signatures import (
     IncomingRequest,
@@ -171,6 +172,10 @@ def commit_unclaimed_nonce(response: Response) -> Response:
         verified_against_cache = partner_request.unconfirmed_key is not None
         try:
             partner_request.commit_unclaimed()
+        except DBAPIError as error:
+            # The database went away before the nonce was kept: nothing of the request is,
+            # so its answer is the retry-safe 503 rather than the one it was about to get.
+            return database_error_response(error)
         except SignatureRejected as refusal:
             if verified_against_cache:
                 # Verified against a cached key that no longer stands, or a nonce already
