@@ -28,7 +28,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Row, bindparam, exists, insert, or_, select, true, update
+from sqlalchemy import Integer, Row, bindparam, exists, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -55,7 +55,7 @@ from alliance.domain.purchases import (
     in_report_window,
     local_day,
 )
-from alliance.domain.risk import Measure
+from alliance.domain.risk import Measure, Scope
 from alliance.models import Campaign as CampaignRow
 from alliance.models import (
     Card,
@@ -130,6 +130,17 @@ _CONTEXT_ROW = PURCHASE_CONTEXT.subquery("purchase_context")
 # (read, not locked). No row when the card is unknown; then the context alone is read,
 # so the refusals still come in the order a partner would fix them.
 CARD_HOLDER_IN_CONTEXT = LOCK_CARD_HOLDER.add_columns(*_CONTEXT_ROW.c).outerjoin(_CONTEXT_ROW, true())
+# What the earn limits count a single report's purchases by, in its first read
+# (``risk.carried_earn_figures``): the card whose number it gives and that card's member,
+# the partner, and the till (the key's own, else the one it names by code).
+_CARD_NAMED = select(Card.id).where(Card.card_number == bindparam("card_number")).scalar_subquery()
+_MEMBER_NAMED = select(Card.member_id).where(Card.card_number == bindparam("card_number")).scalar_subquery()
+_TERMINAL_NAMED = func.coalesce(
+    bindparam("risk_terminal_id", type_=Integer()),
+    select(Terminal.id).where(Terminal.partner_id == bindparam("partner_id"),
+                              Terminal.code == bindparam("risk_terminal_code")).scalar_subquery())
+RISK_KEYS = {Scope.CARD: _CARD_NAMED, Scope.MEMBER: _MEMBER_NAMED, Scope.PARTNER: bindparam("partner_id"),
+             Scope.TERMINAL: _TERMINAL_NAMED}
 CAMPAIGNS_RUNNING = select(
     CampaignRow.id, CampaignRow.name, CampaignRow.funded_by, CampaignRow.multiplier, CampaignRow.bonus_points,
     CampaignRow.min_amount_minor, *_CAMPAIGN_REACH,
@@ -209,25 +220,57 @@ def context_parameters(*, partner_id: int, receipt_id: str, card_number: str, pu
     }
 
 
-def first_read(*, partner_id: int, report: PurchaseReport, now: datetime) -> FirstRead:
-    """A single report's facts read (``CARD_HOLDER_IN_CONTEXT``), for a partner request's claim to carry."""
-    return FirstRead(CARD_HOLDER_IN_CONTEXT, context_parameters(
-        partner_id=partner_id, receipt_id=report.receipt_id, card_number=report.card_number,
-        purchased_at=report.purchased_at, now=now))
+@dataclass(frozen=True, slots=True)
+class ReportRead:
+    """A single report's first read (``CARD_HOLDER_IN_CONTEXT``, with the figures of the earn limits that apply
+    joined to it: ``risk``), for a partner request's claim to carry."""
+
+    read: FirstRead
+    risk: risk.CarriedEarnFigures | None
+
+
+# The first read with each shape of carried figures joined, built once per shape.
+_READS_WITH_FIGURES: dict[int, tuple[Any, Any]] = {}
+
+
+def first_read(session: Session, *, partner_id: int, report: PurchaseReport, now: datetime,
+               terminal_code: str | None = None) -> ReportRead:
+    """A single report's facts and its earn limits' figures, read in one statement.
+
+    The till is ``report.terminal_id`` (a key's own, or one already resolved), else the
+    one ``terminal_code`` names; the figures read for it count only if the report turns
+    out to act for that till.
+    """
+    parameters = {**context_parameters(partner_id=partner_id, receipt_id=report.receipt_id,
+                                       card_number=report.card_number, purchased_at=report.purchased_at, now=now),
+                  "risk_terminal_id": report.terminal_id, "risk_terminal_code": terminal_code}
+    carried = risk.carried_earn_figures(session, partner_id=partner_id, keys=RISK_KEYS, now=now)
+    if carried is None:
+        return ReportRead(FirstRead(CARD_HOLDER_IN_CONTEXT, parameters), None)
+    found = _READS_WITH_FIGURES.get(id(carried.subquery))
+    if found is None or found[0] is not carried.subquery:
+        if len(_READS_WITH_FIGURES) >= 256:
+            _READS_WITH_FIGURES.clear()
+        found = _READS_WITH_FIGURES[id(carried.subquery)] = (carried.subquery, CARD_HOLDER_IN_CONTEXT.add_columns(
+            *carried.subquery.c).outerjoin(carried.subquery, true()))
+    return ReportRead(FirstRead(found[1], {**parameters, **carried.parameters}), carried)
 
 
 def report_purchase(
     session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int,
-    context_rows: list[Any] | None = None,
+    first: ReportRead | None = None, context_rows: list[Any] | None = None,
 ) -> ReportedPurchase:
     """Record a purchase and post the points it earns: a batch of one whose facts come in one round trip.
 
-    ``context_rows``: ``first_read``'s rows, already read with the request's claim. The
-    member is locked before today's points are read, so two tills cannot both fit under
-    the per-member-day cap with what together exceeds it. The checks run in the order a
-    partner would fix them: partner, report, receipt, card, rule.
+    ``first``/``context_rows``: ``first_read`` and its rows, already read with the
+    request's claim (or ``first`` alone, to read here). The member is locked before
+    today's points are read, so two tills cannot both fit under the per-member-day cap
+    with what together exceeds it. The checks run in the order a partner would fix them:
+    partner, report, receipt, card, rule.
     """
-    read = first_read(partner_id=partner_id, report=report, now=now)
+    if first is None:
+        first = first_read(session, partner_id=partner_id, report=report, now=now)
+    read = first.read
     rows = context_rows if context_rows is not None else storage_for(session).read(session, read.statement,
                                                                                    read.parameters)
     context = rows[0] if rows else session.connection().execute(PURCHASE_CONTEXT, read.parameters).first()
@@ -238,7 +281,9 @@ def report_purchase(
     expires_at = add_months(now, expiry_months)
     planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at, book=book)
     assert partner is not None
-    (assessed,) = _assess_risk(session, partner, [planned], now)
+    carried = (risk.Carried(first.risk.limits, first.risk.figures(rows[0]))
+               if first.risk is not None and rows else None)
+    (assessed,) = _assess_risk(session, partner, [planned], now, carried=carried)
     if isinstance(assessed, AllianceError):
         raise assessed
     planned = assessed
@@ -780,13 +825,13 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
 
 
 def _assess_risk(session: Session, partner: _Partner, planned: Sequence[_Planned[_Item]],
-                 now: datetime) -> list[_Planned[_Item] | AllianceError]:
+                 now: datetime, carried: risk.Carried | None = None) -> list[_Planned[_Item] | AllianceError]:
     """Each planned purchase under the risk policy, in order: as planned (held if so decided) or its refusal.
 
     A single report's refusal keeps its record although the report is taken back; a batch
     keeps its items' refusals once the batch is written (``_keep_refusals``).
     """
-    decided = risk.decide_all(session, measure=Measure.EARN, now=now, operations=[risk.Operation(
+    decided = risk.decide_all(session, measure=Measure.EARN, now=now, carried=carried, operations=[risk.Operation(
         risk.Subject(partner_id=partner.id, partner_code=partner.code, terminal_id=decision.terminal_id,
                      member_id=decision.holder.member_id, card_id=decision.holder.card_id, tier=decision.holder.tier),
         decision.breakdown.partner_points + decision.breakdown.hub_points + decision.breakdown.joint_points,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, distinct, exists, func, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, distinct, exists, func, insert, literal, select, true, union_all, update
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -211,6 +211,17 @@ def scope_key(scope: Scope, subject: Subject) -> int | None:
             Scope.PARTNER: subject.partner_id}[scope]
 
 
+def _moved(measure: Measure) -> tuple[Any, Any, Any, Mapping[Scope, Any]]:
+    """What purchases or redemption holds are counted by: the table, the moment, the points moved, each scope's
+    column."""
+    table: Any = Purchase if measure is Measure.EARN else RedemptionHold
+    moment = Purchase.reported_at if measure is Measure.EARN else RedemptionHold.created_at
+    moved = (integer_sum(Purchase.points_partner + Purchase.points_hub) if measure is Measure.EARN
+             else integer_sum(RedemptionHold.points_held))
+    return table, moment, moved, {Scope.CARD: table.card_id, Scope.MEMBER: table.member_id,
+                                  Scope.TERMINAL: table.terminal_id, Scope.PARTNER: table.partner_id}
+
+
 def _part(limit: Limit, index: int, *, single: bool, with_tried: bool, excluding: bool) -> Any:
     """Count and points of ``limit``'s measure since ``s<index>``, per scope key ``k<index>`` (one key, or a list
     of them for a batch): the statement's parameters are named, so one statement serves every request of a shape."""
@@ -220,12 +231,8 @@ def _part(limit: Limit, index: int, *, single: bool, with_tried: bool, excluding
     name, since = literal(limit.name).label("limit"), bindparam(f"s{index}", type_=UTCDateTime())
     measure, scope = limit.measure, limit.scope
     if measure is Measure.EARN or measure is Measure.REDEEM:
-        table: Any = Purchase if measure is Measure.EARN else RedemptionHold
-        moment = Purchase.reported_at if measure is Measure.EARN else RedemptionHold.created_at
-        moved = (integer_sum(Purchase.points_partner + Purchase.points_hub) if measure is Measure.EARN
-                 else integer_sum(RedemptionHold.points_held))
-        column = {Scope.CARD: table.card_id, Scope.MEMBER: table.member_id, Scope.TERMINAL: table.terminal_id,
-                  Scope.PARTNER: table.partner_id}[scope]
+        table, moment, moved, columns = _moved(measure)
+        column = columns[scope]
         conditions = [keyed(column, f"k{index}"), moment > since]
         if excluding and measure is Measure.REDEEM:
             conditions.append(RedemptionHold.id != bindparam("x") if single
@@ -304,6 +311,99 @@ def figures(session: Session, limits: Sequence[Limit], subjects: Sequence[Subjec
     return {(str(row[0]), int(row[1])): Figures(int(row[2]), int(row[3])) for row in rows}
 
 
+# -- figures carried by a report's first read -----------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CarriedEarnFigures:
+    """A single purchase report's figures under the earn limits, read by its first read rather than on their own.
+
+    ``subquery``: one row, for the first read to join (its columns start ``risk_``): per
+    limit its count and points, and per scope the key it counted under. ``parameters``:
+    the windows' starts, to bind with the first read's own. ``limits``: the limits it
+    counts, in column order. Built once per shape (the limits, the keys' expressions).
+    """
+
+    subquery: Any
+    limits: tuple[Limit, ...]
+    parameters: Mapping[str, object]
+
+    def figures(self, row: Any) -> dict[tuple[str, int], Figures]:
+        """The figures in a first read's row, by (limit name, scope key), as ``figures`` returns them."""
+        found: dict[tuple[str, int], Figures] = {}
+        for index, limit in enumerate(self.limits):
+            key = getattr(row, f"risk_key_{limit.scope.value}")
+            if key is not None:
+                found[(limit.name, int(key))] = Figures(int(getattr(row, f"risk_n{index}") or 0),
+                                                        int(getattr(row, f"risk_p{index}") or 0))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What a first read carried (``CarriedEarnFigures``) and its figures, for ``decide_all``."""
+
+    limits: tuple[Limit, ...]
+    figures: Mapping[tuple[str, int], Figures]
+
+    def covers(self, limit: Limit, key: int | None) -> bool:
+        """Whether ``limit``'s figures (as it applies to the subject: its window) were counted under ``key``."""
+        return (key is not None and (limit.name, key) in self.figures
+                and any(_counts_alike(limit, carried) for carried in self.limits))
+
+
+def _counts_alike(one: Limit, other: Limit) -> bool:
+    """Whether two limits count the same figures (their caps and actions may differ)."""
+    return (one.name, one.scope, one.measure, one.window_minutes) == (
+        other.name, other.scope, other.measure, other.window_minutes)
+
+
+_carried: dict[tuple[Any, ...], Any] = {}
+
+
+def carried_earn_figures(session: Session, *, partner_id: int, keys: Mapping[Scope, Any],
+                         now: datetime) -> CarriedEarnFigures | None:
+    """The earn limits in force for this partner (before its member's tier is known) whose scope ``keys`` names,
+    counted in one subquery a first read joins; None when none applies.
+
+    ``keys``: each scope's key as the first read can compute it (a bind parameter, or a
+    scalar subquery on one, such as the card whose number the report gives); the row
+    names the key each scope was counted under, so ``decide_all`` uses a figure only for
+    the subject's own key. ``keys`` must be the same objects from call to call: the
+    subquery is built once per shape and kept by them.
+    """
+    schedule = _schedules.get(session)
+    _, rules = in_force(schedule.versions, now)
+    limits = tuple(limit for limit in _limits(rules, schedule, Measure.EARN, Subject(partner_id=partner_id))
+                   if limit.scope in keys)
+    if not limits:
+        return None
+    scopes = sorted({limit.scope for limit in limits})
+    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits),
+             tuple(id(keys[scope]) for scope in scopes))
+    subquery = _carried.get(shape)
+    if subquery is None:
+        columns: list[Any] = [keys[scope].label(f"risk_key_{scope.value}") for scope in scopes]
+        _, moment, moved, by_scope = _moved(Measure.EARN)
+        joined: Any = None
+        for index, limit in enumerate(limits):
+            conditions = [by_scope[limit.scope] == keys[limit.scope],
+                          moment > bindparam(f"risk_s{index}", type_=UTCDateTime())]
+            if limit.scope is Scope.CARD and Scope.MEMBER in keys:
+                # A card's rows are its member's: the member's index finds them, the card narrows them.
+                conditions.append(by_scope[Scope.MEMBER] == keys[Scope.MEMBER])
+            counted = select(func.count().label("n"), moved.label("p")).where(*conditions).subquery(f"risk_{index}")
+            columns += [counted.c.n.label(f"risk_n{index}"), counted.c.p.label(f"risk_p{index}")]
+            # Each an aggregate's one row: joined to the others on nothing.
+            joined = counted if joined is None else joined.join(counted, true())
+        subquery = select(*columns).select_from(joined).subquery("risk_figures")
+        with _statements_lock:
+            if len(_carried) >= MAX_STATEMENT_SHAPES:
+                _carried.clear()
+            _carried[shape] = subquery
+    return CarriedEarnFigures(subquery, limits, {
+        f"risk_s{index}": now - timedelta(minutes=limit.window_minutes) for index, limit in enumerate(limits)})
+
+
 # -- deciding --------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -336,14 +436,17 @@ class Decided:
 
 
 def decide_all(session: Session, *, measure: Measure, operations: Sequence[Operation],
-               now: datetime) -> list[Decided]:
+               now: datetime, carried: Carried | None = None) -> list[Decided]:
     """Decide operations in order under the policy in force (a batch of purchases, or one operation).
 
     The figures are read once for all of them; each operation that goes ahead (allowed,
     flagged or held) counts for the later ones of its scopes, as it would had it been
     reported alone before them. Nothing is written: ``keep`` writes the records once the
-    operations are.
+    operations are. ``carried``: a single operation's figures its first read already
+    read; only the limits it does not cover (such as one a tier override changed) are read.
     """
+    if carried is not None and len(operations) != 1:
+        raise ValueError("carried figures are a single operation's")
     schedule = _schedules.get(session)
     version, rules = in_force(schedule.versions, now)
     decided: list[Decided] = []
@@ -357,7 +460,14 @@ def decide_all(session: Session, *, measure: Measure, operations: Sequence[Opera
             continue
         if read is None:
             every = {limit.name: limit for some in applying for limit in some}
-            read = figures(session, list(every.values()), [op.subject for op in operations], now=now)
+            if carried is None:
+                read = figures(session, list(every.values()), [op.subject for op in operations], now=now)
+            else:
+                keyed = [(limit, scope_key(limit.scope, subject)) for limit in every.values()]
+                uncovered = [limit for limit, key in keyed if key is not None and not carried.covers(limit, key)]
+                read = figures(session, uncovered, [subject], now=now) if uncovered else {}
+                read.update({(limit.name, key): carried.figures[(limit.name, key)] for limit, key in keyed
+                             if key is not None and carried.covers(limit, key)})
         seen: dict[str, Figures] = {}
         for limit in limits:
             key = scope_key(limit.scope, subject)

@@ -168,11 +168,11 @@ def test_each_funders_statement_carries_its_share_at_its_issue_price_after_closi
     signer = StatementSigner(signing_key=key, key_id=statement_key_id(key.public_key()), payment_terms_days=14)
     close_due_cycles(hub.session_factory, now=NOW + timedelta(days=1), signer=signer)
     with hub.unit_of_work() as uow:
-        lines = set(uow.session.execute(
+        lines = {tuple(row) for row in uow.session.execute(
             select(SettlementStatement.partner_id, SettlementStatementLine.line_kind,
                    SettlementStatementLine.price_per_point, SettlementStatementLine.points)
             .join(SettlementStatement, SettlementStatement.id == SettlementStatementLine.statement_id)
-            .where(SettlementStatementLine.points.is_not(None))).tuples())
+            .where(SettlementStatementLine.points.is_not(None)))}
     # The funders' shares on a line of their own; the reporting partner's points on its issuance line.
     assert lines == {(ids["alpha"], "campaign_points_issued", Decimal("0.0125"), 3),
                      (ids["bravo"], "campaign_points_issued", Decimal("0.0133"), 7),

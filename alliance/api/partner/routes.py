@@ -30,6 +30,7 @@ from alliance.api.partner.auth import (
     authenticate_partner,
     commit_unclaimed_nonce,
     current_caller,
+    current_partner_request,
     finish_partner_request,
     resolve_terminal,
     utc_now,
@@ -149,18 +150,22 @@ class Purchases(MethodView):
         """Report a purchase; the member earns points by the partner's rule."""
         now = utc_now()
 
+        caller = current_caller()
+
         def operation(uow: UnitOfWork, first_rows: list[Any] | None) -> tuple[int, dict[str, Any]]:
-            stored = purchases.report_purchase(uow.session, partner_id=current_caller().partner_id,
+            stored = purchases.report_purchase(uow.session, partner_id=caller.partner_id,
                                                report=_purchase_report(uow.session, data), now=now,
                                                expiry_months=_settings().points_expiry_months,
-                                               context_rows=first_rows)
+                                               first=first, context_rows=first_rows)
             return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, stored, now,
                                                                  card_number=data["card_number"]))
-        # The card's holder in context is read in the claim's round trip.
-        first = purchases.first_read(partner_id=current_caller().partner_id, now=now, report=purchases.PurchaseReport(
-            receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
-            currency=data["currency"], purchased_at=data["purchased_at"]))
-        return run_idempotent(operation, first=first)
+        # The card's holder in context, and the figures of the earn limits, are read in the claim's round trip.
+        first = purchases.first_read(
+            current_partner_request().unit_of_work.session, partner_id=caller.partner_id, now=now,
+            terminal_code=data.get("terminal"), report=purchases.PurchaseReport(
+                receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
+                currency=data["currency"], purchased_at=data["purchased_at"], terminal_id=caller.bound_terminal_id))
+        return run_idempotent(operation, first=first.read)
 
 
 @purchases_blueprint.route("/batch")
