@@ -1,4 +1,5 @@
-"""The risk pages: the review queue, one decision and its review, a refusal's reference, the policy in force.
+"""The risk pages: the review queue, one decision and its review, a refusal's reference, the policy in force
+and the pattern rules in force.
 
 Reviewers (role ``risk``) release or reverse a held purchase's points and dismiss or
 confirm a flag or a refusal through ``alliance.services.risk.review``, the service the
@@ -6,7 +7,11 @@ back-office API and the CLI use, with the signed-in user as the actor; a release
 reversal above the hub's approval threshold is first only proposed, and done when
 another person reviews it the same way. Customer service opens a decision from the
 reference a till's refusal quotes, to help the member, and cannot review it. The
-policy page is read only: the policy is changed through the back-office API or the CLI.
+policy and pattern rules pages are read only: both are changed through the back-office
+API or the CLI.
+
+The queue pages through every open decision (``page``, ``page_size``), of one case and
+one action when chosen; its cases are counted over all open decisions.
 """
 
 from __future__ import annotations
@@ -25,26 +30,23 @@ from alliance.console.helpers import (
     form_confirmed,
     form_text,
     now,
+    pager_args,
+    query_page,
     query_sort,
     query_text,
-    sorted_rows,
 )
 from alliance.console.member_views import SERVICE_ROLES
 from alliance.domain.errors import AllianceError
 from alliance.extensions import hub_state
-from alliance.services import risk, risk_actions, risk_console, staff_directory, staff_people
+from alliance.services import risk, risk_actions, risk_console, risk_patterns, staff_directory, staff_people
 
 REVIEWER_ROLES = ("risk",)
 QUEUE_ROLES = ("risk", "admin")
 DECISION_ROLES = ("risk", "admin", "customer_service")
 LOOKUP_ROLES = ("risk", "admin", "customer_service")
 GROUPINGS = {"member": "member", "till": "terminal", "partner": "partner"}
-QUEUE_LIMIT = 200
-SORTS = {
-    "time": lambda view: (view.decided_at, view.decision_id),
-    "points": lambda view: (view.points, view.decision_id),
-    "action": lambda view: (view.action, view.decided_at, view.decision_id),
-}
+# The cases table shows those with the most open decisions; the rest are counted, and a case's link still works.
+CASES_SHOWN = 50
 HOLD_ACTIONS = ("release", "reverse")
 ALERT_ACTIONS = ("dismiss", "confirm")
 DONE_WORDS = {"released": "released", "reversed": "reversed", "dismissed": "dismissed as a false alarm",
@@ -56,35 +58,32 @@ navigation_item("Risk", "Decision reference", "console.risk_lookup", roles=LOOKU
                 summary="open the decision a till's refusal quotes (R and twelve characters)")
 navigation_item("Risk", "Risk policy", "console.risk_policy", roles=QUEUE_ROLES, order=47,
                 summary="the velocity limits in force, their overrides per partner and tier, and every version")
-
-
-def _case_key(view: risk.DecisionView, by: str) -> str | None:
-    """The case a decision belongs to when grouped ``by`` (as ``risk.cases`` names it)."""
-    if by == "member":
-        return view.member_number
-    if by == "terminal":
-        return f"{view.partner_code}/{view.terminal_code}" if view.terminal_code else None
-    return view.partner_code
+navigation_item("Risk", "Pattern rules", "console.risk_pattern_rules", roles=QUEUE_ROLES, order=48,
+                summary="the pattern rules in force: what each looks for, its terms, its action, who changed it")
 
 
 @console.route("/risk")
 @security.requires(*QUEUE_ROLES)
 def risk_queue() -> str:
-    """Open decisions as cases (by member, till or partner) and, below, the open decisions with their evidence."""
+    """Open decisions as cases (by member, till or partner) and, below, a page of the open decisions (of one case
+    and one action when chosen) with their evidence."""
+    page, page_size = query_page()
     grouping = query_text("by", allowed=list(GROUPINGS)) or "member"
     by = GROUPINGS[grouping]
     case = query_text("case")
-    sort = query_sort(list(SORTS), "time", descending=True)
+    action = query_text("action", allowed=risk_console.QUEUE_ACTIONS)
+    sort = query_sort(list(risk_console.QUEUE_SORTS), "time", descending=True)
     with hub_state().read_only_unit_of_work() as uow:
-        cases = risk.cases(uow.session, by=by)
-        listed = risk.decisions(uow.session, status="open", limit=QUEUE_LIMIT)
+        cases = risk_console.open_cases(uow.session, by=by)
+        listed = risk_console.queue_page(uow.session, by=by, case=case, action=action, sort=sort, page=page,
+                                         page_size=page_size)
         total = risk_console.open_count(uow.session)
-    if case is not None:
-        listed = [view for view in listed if _case_key(view, by) == case]
-    evidence = {view.decision_id: [risk_console.evidence_words(item) for item in view.evidence] for view in listed}
-    return render_template("console/risk/queue.html", cases=cases, decisions=sorted_rows(listed, sort, SORTS),
-                           evidence=evidence, sort=sort, grouping=grouping, groupings=list(GROUPINGS), case=case,
-                           total=total, queue_limit=QUEUE_LIMIT, member_roles=SERVICE_ROLES)
+    evidence = {view.decision_id: [risk_console.evidence_words(item) for item in view.evidence]
+                for view in listed.items}
+    return render_template("console/risk/queue.html", cases=cases[:CASES_SHOWN], case_count=len(cases),
+                           decisions=listed, evidence=evidence, sort=sort, grouping=grouping,
+                           groupings=list(GROUPINGS), case=case, action=action, actions=risk_console.QUEUE_ACTIONS,
+                           total=total, pager=pager_args(), member_roles=SERVICE_ROLES)
 
 
 @console.route("/risk/decisions/<int:decision_id>")
@@ -193,3 +192,14 @@ def risk_policy() -> str:
         shown = risk_console.policy_page(uow.session, now=moment)
         names = staff_directory.display_names(uow.session, [row["created_by"] for row in shown.versions])
     return render_template("console/risk/policy.html", policy=shown, names=names)
+
+
+@console.route("/risk/patterns")
+@security.requires(*QUEUE_ROLES)
+def risk_pattern_rules() -> str:
+    """The pattern rules in force in words, and who changed each last (read only)."""
+    with hub_state().read_only_unit_of_work() as uow:
+        rules = risk_console.pattern_rules(uow.session)
+        names = staff_directory.display_names(uow.session, [rule.changed_by for rule in rules if rule.changed_by])
+    return render_template("console/risk/patterns.html", rules=rules, names=names,
+                           reload_seconds=risk_patterns.RELOAD_INTERVAL_S)

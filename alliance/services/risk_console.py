@@ -1,9 +1,10 @@
-"""What the console's risk pages read: one decision in full, a refusal's reference, the policy in words.
+"""What the console's risk pages read: the review queue a page at a time, one decision in full, a refusal's
+reference, the policy and the pattern rules in words.
 
-Read only: decisions are reviewed through ``alliance.services.risk.review`` and the policy
-is set through ``risk.set_policy`` (the back-office API and the CLI). The evidence a
-decision keeps (the limits it passed and the figures each saw) is put in words here, so
-that no page shows its stored JSON.
+Read only: decisions are reviewed through ``alliance.services.risk.review``, the policy
+is set through ``risk.set_policy`` and a pattern rule through ``risk_patterns.set_rule``
+(the back-office API and the CLI). The evidence a decision keeps (the limits it passed
+and the figures each saw) is put in words here, so that no page shows its stored JSON.
 """
 
 from __future__ import annotations
@@ -15,14 +16,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Label, SQLColumnExpression, func, select
 from sqlalchemy.orm import Session
 
-from alliance.domain.errors import NotFound
+from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.domain.risk import Limit, Policy
-from alliance.models import AuditLogEntry, Card, Member, Partner, PointLot, RiskDecision, RiskHeldLot, Terminal
+from alliance.domain.risk_patterns import PATTERNS, Pattern
+from alliance.models import (
+    AuditLogEntry,
+    Card,
+    Member,
+    Partner,
+    PointLot,
+    RiskDecision,
+    RiskHeldLot,
+    RiskPatternRule,
+    Terminal,
+)
 from alliance.models.base import integer_sum
-from alliance.services import risk, risk_actions
+from alliance.services import risk, risk_actions, risk_patterns
+from alliance.services.console_reports import Page, Sort, paged
 
 TOKEN = re.compile(r"^R[0-9A-F]{12}\Z")
 
@@ -273,6 +286,155 @@ def open_count(session: Session) -> int:
     """How many decisions wait for a review."""
     return int(session.scalar(select(func.count()).select_from(RiskDecision)
                               .where(RiskDecision.review_status == "open")) or 0)
+
+
+# -- the review queue --------------------------------------------------------------------
+
+# What a case is keyed by when the open decisions are grouped by member, till or partner (as ``risk.cases``).
+CASE_GROUPINGS = risk.GROUPINGS
+QUEUE_ACTIONS = ("flag", "hold", "refuse")
+# The queue's sorts, each a column and its tie breakers, all in the sort's direction.
+QUEUE_SORTS: Mapping[str, tuple[SQLColumnExpression[Any], ...]] = {
+    "time": (RiskDecision.decided_at, RiskDecision.id),
+    "points": (RiskDecision.points, RiskDecision.id),
+    "action": (RiskDecision.action, RiskDecision.decided_at, RiskDecision.id),
+}
+
+
+def _case_key(by: str) -> SQLColumnExpression[Any]:
+    """The case a decision belongs to when grouped ``by``: a member number, ``partner/till`` or a partner code."""
+    if by == "member":
+        return Member.member_number
+    if by == "terminal":
+        return Partner.code + "/" + Terminal.code
+    if by == "partner":
+        return Partner.code
+    raise ValidationFailed("group by member, terminal or partner", fields={"by": list(CASE_GROUPINGS)})
+
+
+def _open_decisions() -> Any:
+    return (select(RiskDecision, Partner.code, Terminal.code, Member.member_number)
+            .outerjoin(Partner, Partner.id == RiskDecision.partner_id)
+            .outerjoin(Terminal, Terminal.id == RiskDecision.terminal_id)
+            .outerjoin(Member, Member.id == RiskDecision.member_id)
+            .where(RiskDecision.review_status == "open"))
+
+
+def queue_page(session: Session, *, by: str, case: str | None, action: str | None, sort: Sort, page: int,
+               page_size: int) -> Page[risk.DecisionView]:
+    """One page of the open decisions, of one case (grouped ``by``) and one action when given, in ``sort``'s order,
+    and how many match in all."""
+    if action is not None and action not in QUEUE_ACTIONS:
+        raise ValidationFailed("the action is flag, hold or refuse", fields={"action": list(QUEUE_ACTIONS)})
+    statement = _open_decisions()
+    if case is not None:
+        statement = statement.where(_case_key(by) == case)
+    if action is not None:
+        statement = statement.where(RiskDecision.action == action)
+    columns = QUEUE_SORTS[sort.key]
+    order = [column.desc() if sort.descending else column.asc() for column in columns]
+    rows, total = paged(session, statement, page, page_size, *order)
+    views = [risk.DecisionView(row.id, row.token, row.decided_at, row.operation, row.action, row.policy_version,
+                               partner, terminal, member, row.reference, row.points, list(row.evidence or []),
+                               row.review_status, row.reviewed_by, row.reviewed_at, row.review_note,
+                               row.proposed_action, row.proposed_by, row.proposed_at, row.proposed_note)
+             for row, partner, terminal, member in rows]
+    return Page(views, total, page, page_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """The open decisions of one member, till or partner: how many, their points, how many of each action, the
+    latest."""
+
+    subject: str
+    decisions: int
+    points: int
+    actions: dict[str, int]
+    latest: datetime
+
+
+def open_cases(session: Session, *, by: str) -> list[Case]:
+    """Every open decision grouped by member, till (``partner/till``) or partner, counted in the database over all
+    of them, most decisions first (then most points, then by name)."""
+    key: Label[Any] = _case_key(by).label("subject")
+    rows = session.execute(
+        select(key, RiskDecision.action, func.count(), integer_sum(RiskDecision.points),
+               func.max(RiskDecision.decided_at))
+        .select_from(RiskDecision)
+        .outerjoin(Partner, Partner.id == RiskDecision.partner_id)
+        .outerjoin(Terminal, Terminal.id == RiskDecision.terminal_id)
+        .outerjoin(Member, Member.id == RiskDecision.member_id)
+        .where(RiskDecision.review_status == "open", key.isnot(None))
+        .group_by(key, RiskDecision.action)).all()
+    grouped: dict[str, dict[str, Any]] = {}
+    for subject, action, count, points, latest in rows:
+        case = grouped.setdefault(subject, {"decisions": 0, "points": 0, "actions": {}, "latest": latest})
+        case["decisions"] += int(count)
+        case["points"] += int(points or 0)
+        case["actions"][action] = int(count)
+        case["latest"] = max(case["latest"], latest)
+    cases = [Case(subject, found["decisions"], found["points"], found["actions"], found["latest"])
+             for subject, found in grouped.items()]
+    return sorted(cases, key=lambda case: (-case.decisions, -case.points, case.subject))
+
+
+# -- the pattern rules in words ------------------------------------------------------------
+
+# What each pattern looks for, in a sentence (``alliance.domain.risk_patterns``).
+PATTERN_SUMMARIES: Mapping[Pattern, str] = {
+    Pattern.QUICK_BURN: "points earned at one partner and redeemed at another minutes later, by several cards "
+                        "between the same tills",
+    Pattern.REFUND_ABUSE: "a member's refunds whose points were already spent, repeated",
+    Pattern.SPLIT_PURCHASE: "one card splitting a purchase at one till to pass the per-purchase points cap",
+    Pattern.TRANSFER_CHAIN: "a member receiving points from several newly enrolled members",
+    Pattern.AMOUNT_OUTLIER: "a purchase amount far above what the partner usually sells",
+}
+
+
+def _term_parts(key: str, value: int) -> tuple[str, str]:
+    if key.endswith("_minutes"):
+        return key.removesuffix("_minutes").replace("_", " "), window_words(value)
+    if key.endswith("_days"):
+        return key.removesuffix("_days").replace("_", " "), window_words(value * 1440)
+    return key.replace("_", " "), f"{value:,}"
+
+
+def term_words(key: str, value: int, built_in: int | None = None) -> str:
+    """One term of a pattern rule: ``window 1 day``, ``earned within 30 minutes``, ``cards 3``; with the built-in
+    value beside it when that differs (``cards 5 (built in: 3)``)."""
+    name, said = _term_parts(key, value)
+    if built_in is not None and built_in != value:
+        said += f" (built in: {_term_parts(key, built_in)[1]})"
+    return f"{name} {said}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatternRuleRow:
+    """One pattern rule in force as its page shows it, and who changed it last (None: the built-in rule)."""
+
+    name: str
+    summary: str
+    terms: list[str]
+    action: str
+    enabled: bool
+    changed_by: str | None
+    changed_at: datetime | None
+
+
+def pattern_rules(session: Session) -> list[PatternRuleRow]:
+    """Every pattern rule in force, its terms in words (a changed term with its built-in value beside it), and the
+    last change stored for it."""
+    changes = {name: (updated_by, updated_at) for name, updated_by, updated_at in session.execute(
+        select(RiskPatternRule.name, RiskPatternRule.updated_by, RiskPatternRule.updated_at))}
+    shown = []
+    for rule in risk_patterns.rules_in_force(session):
+        built_in = PATTERNS[rule.name].terms
+        terms = [term_words(key, value, built_in.get(key)) for key, value in rule.terms.items()]
+        changed_by, changed_at = changes.get(rule.name.value, (None, None))
+        shown.append(PatternRuleRow(rule.name.value, PATTERN_SUMMARIES.get(rule.name, ""), terms,
+                                    ACTION_WORDS[rule.action.word], rule.enabled, changed_by, changed_at))
+    return shown
 
 
 # -- the policy in words ---------------------------------------------------------------

@@ -1,21 +1,25 @@
 """A risk reviewer works the review queue in a real browser: opens a held purchase's decision, releases its points
 with the confirmation and a note and sees them given; then confirms a refused redemption as fraud. Customer
-service opens a decision from the reference a till's refusal quotes. Every page is scanned by axe-core and tried
-at 390 px wide.
+service opens a decision from the reference a till's refusal quotes. A queue longer than a page is paged with its
+filter kept, and the pattern rules are read. Every page is scanned by axe-core and tried at 390 px wide.
 
 The decisions are made as a till makes them, through the signed partner API.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from alliance.domain.risk import Action
 from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, RiskDecision
+from alliance.services import risk
 from tests.browser.test_console_flows import menu, sign_in
 from tests.console_support import add_staff
 from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
@@ -53,7 +57,7 @@ def risky(pg_app, console_hub):  # type: ignore[no-untyped-def]
     with hub.unit_of_work() as uow:
         kept = {row.action: (row.id, row.token) for row in uow.session.scalars(select(RiskDecision))}
     return SimpleNamespace(hub=hub, member=member, hold=kept["hold"], refusal=kept["refuse"],
-                           base_url=console_hub[0])
+                           base_url=console_hub[0], shop=shop, created=created)
 
 
 def _status(hub, decision_id: int) -> str:  # type: ignore[no-untyped-def]
@@ -148,3 +152,37 @@ def test_customer_service_opens_the_decision_a_refusal_quotes(page, shots, risky
     expect(page.get_by_role("button", name="Confirm fraud")).to_have_count(0)
     shots.check("decision-read-only")
     assert _status(risky.hub, refusal_id) == "open"
+
+
+def test_a_reviewer_pages_through_a_long_queue_with_its_filter_kept_and_reads_the_pattern_rules(page, shots, risky):
+    # Forty flags more at the same till, as a pattern rule keeps them: 42 open decisions with the hold and the refusal.
+    with risky.hub.unit_of_work() as uow:
+        for index in range(40):
+            risk.keep(uow.session, risk.record(
+                uow.session, operation="earn", action=Action.FLAG, points=20, reference=f"more-{index}",
+                now=risky.created + timedelta(minutes=index), evidence=[{"pattern": "test", "index": index}],
+                subject=risk.Subject(partner_id=risky.shop.partner_id, terminal_id=risky.shop.terminal_id,
+                                     member_id=risky.member.member_id)))
+        uow.commit()
+    sign_in(page, risky.base_url, "rita")
+    menu(page, "Review queue").click()
+    pager = page.get_by_role("navigation", name="Pages")
+    expect(pager).to_contain_text("1–25 of 42")
+    expect(page.get_by_role("cell", name="42", exact=True)).to_be_visible()
+    page.get_by_label("Action").select_option("flag")
+    page.get_by_role("button", name="Show").click()
+    expect(pager).to_contain_text("1–25 of 40")
+    pager.get_by_role("link", name="Next →").click()
+    expect(pager).to_contain_text("26–40 of 40")
+    expect(page.get_by_label("Action")).to_have_value("flag")
+    expect(page.get_by_role("heading", name="Open decisions, flagged")).to_be_visible()
+    expect(page.locator("tbody").last.get_by_role("row")).to_have_count(15)
+    shots.check("queue-page-2")
+    pager.get_by_role("link", name="← Previous").click()
+    expect(pager).to_contain_text("1–25 of 40")
+
+    menu(page, "Pattern rules").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Risk pattern rules")
+    expect(page.get_by_role("row", name=re.compile("^quick-burn"))).to_contain_text("never: the built-in rule")
+    expect(page.get_by_text("alliance risk patterns set")).to_be_visible()
+    shots.check("pattern-rules")

@@ -1,22 +1,26 @@
-"""Risk pages of the console: the review queue, a decision and its review, a refusal's reference, the policy.
+"""Risk pages of the console: the review queue, a decision and its review, a refusal's reference, the policy,
+the pattern rules.
 
 The decisions are made the way a till makes them, through the signed partner API: a
 card's fourth purchase in an hour is held, a member's purchases past 800 points in a day
-are flagged, a member's third redemption in an hour is refused.
+are flagged, a member's third redemption in an hour is refused. The queue's paging is
+tried on more open decisions than a page holds, kept as a pattern rule keeps its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
+from alliance.domain.risk import Action
 from alliance.extensions import hub_state
 from alliance.models import RiskDecision
-from alliance.services import risk_console
+from alliance.services import risk, risk_console, risk_patterns
 from tests.console_support import ConsoleClient, add_staff, audit_actions, signed_in, text_of
 from tests.factories import make_member_with_pin, make_signing_partner, set_risk_policy
 from tests.http_server import balances, fund_member, purchase_payload, wall_clock_partner_time
@@ -25,6 +29,7 @@ from tests.partner_client import SignedTestClient
 QUEUE = "/console/risk"
 LOOKUP = "/console/risk/lookup"
 POLICY = "/console/risk/policy"
+PATTERNS = "/console/risk/patterns"
 PIN = "2468"
 TEST_POLICY = {"limits": [
     {"name": "card-hour", "scope": "card", "measure": "earn", "window_minutes": 60, "max_count": 3,
@@ -171,15 +176,17 @@ def test_a_decision_page_shows_everything_and_the_hold_review_forms_to_a_reviewe
 
 def test_anonymous_visitors_go_to_the_login_and_other_roles_are_refused(app, risky):
     anonymous = ConsoleClient(app)
-    for path in (QUEUE, LOOKUP, POLICY, decision_path(risky.hold.id)):
+    for path in (QUEUE, LOOKUP, POLICY, PATTERNS, decision_path(risky.hold.id)):
         response = anonymous.get(path)
         assert response.status_code == 302 and "/console/login" in response.headers["Location"]
     finance = signed_in(app, "fiona", "finance")
-    for path in (QUEUE, LOOKUP, POLICY, decision_path(risky.hold.id)):
+    for path in (QUEUE, LOOKUP, POLICY, PATTERNS, decision_path(risky.hold.id)):
         assert finance.get(path).status_code == 403
     assert "Review queue" not in text_of(finance.get("/console/"))
+    assert "Pattern rules" not in text_of(finance.get("/console/"))
     service = signed_in(app, "cass", "customer_service")
     assert service.get(QUEUE).status_code == 403 and service.get(POLICY).status_code == 403
+    assert service.get(PATTERNS).status_code == 403
     # Customer service reads a decision (the member link is theirs to follow) but cannot review it.
     page = service.get(decision_path(risky.hold.id))
     assert page.status_code == 200 and "Release the points" not in text_of(page)
@@ -188,12 +195,14 @@ def test_anonymous_visitors_go_to_the_login_and_other_roles_are_refused(app, ris
         == 403
     admin = signed_in(app, "ada", "admin")
     assert admin.get(QUEUE).status_code == 200 and admin.get(POLICY).status_code == 200
+    assert admin.get(PATTERNS).status_code == 200
     assert admin.post(f"{decision_path(risky.flag.id)}/review", {"action": "dismiss", "note": "ok"}).status_code \
         == 403
     assert status_of(risky.hub, risky.hold.id) == ("open", None)
     assert status_of(risky.hub, risky.flag.id) == ("open", None)
     home = text_of(signed_in(app, "ravi", "risk").get("/console/"))
     assert "Review queue" in home and "Risk policy" in home and "Decision reference" in home
+    assert "Pattern rules" in home
 
 
 # -- reviewing --------------------------------------------------------------------------------
@@ -374,3 +383,131 @@ def test_a_patterns_evidence_is_said_in_words_and_an_unknown_shape_field_by_fiel
                                         "verification_failure", "window_minutes": 15, "action": "refuse",
                                         "count": 6, "points": 0, "max_count": 5, "max_points": None}) == (
         "till-cards: 6 different cards or codes tried and failed at this till in 15 minutes, limit 5")
+
+
+# -- more open decisions than a page holds ----------------------------------------------------
+
+def tokens_of(response) -> list[str]:  # type: ignore[no-untyped-def]
+    """The decision tokens the queue's list shows, in order."""
+    return re.findall(r">(R[0-9A-F]{12})</a>", response.get_data(as_text=True))
+
+
+def next_link(response) -> str | None:  # type: ignore[no-untyped-def]
+    found = re.search(r'<a rel="next" href="([^"]+)"', response.get_data(as_text=True))
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def follow(browser: ConsoleClient, link: str | None):  # type: ignore[no-untyped-def]
+    """The page a link on the last one (its query string included) opens."""
+    assert link is not None
+    return browser.client.get(link)
+
+
+@pytest.fixture
+def crowded(app):  # type: ignore[no-untyped-def]
+    """230 open decisions, a minute apart: 210 of one member (every third a hold, the others flags), 20 refusals of
+    another, all at the shop's till, kept as a pattern rule keeps its own (``risk.record`` + ``risk.keep``)."""
+    hub = hub_state(app)
+    created = wall_clock_partner_time()
+    shop = make_signing_partner(hub, now=created, code="shop")
+    busy = make_member_with_pin(hub, now=created, pin=PIN)
+    other = make_member_with_pin(hub, now=created, pin=PIN)
+    with hub.unit_of_work() as uow:
+        for index in range(230):
+            member, action = ((busy, Action.HOLD if index % 3 == 0 else Action.FLAG) if index < 210
+                              else (other, Action.REFUSE))
+            risk.keep(uow.session, risk.record(
+                uow.session, operation="earn", action=action, points=10 + index, reference=f"c-{index}",
+                now=created + timedelta(minutes=index), evidence=[{"pattern": "test", "index": index}],
+                subject=risk.Subject(partner_id=shop.partner_id, terminal_id=shop.terminal_id,
+                                     member_id=busy.member_id if member is busy else other.member_id)))
+        uow.commit()
+        newest_first = list(uow.session.scalars(select(RiskDecision.token).order_by(
+            RiskDecision.decided_at.desc(), RiskDecision.id.desc())))
+        busy_flags = list(uow.session.scalars(select(RiskDecision.token).where(
+            RiskDecision.action == "flag", RiskDecision.reference.in_([f"c-{index}" for index in range(210)]))
+            .order_by(RiskDecision.decided_at.desc(), RiskDecision.id.desc())))
+    return SimpleNamespace(busy=busy, other=other, newest_first=newest_first, busy_flags=busy_flags)
+
+
+def test_the_queue_pages_through_every_open_decision_newest_first(crowded, rita):
+    first = rita.get(QUEUE, page_size=100)
+    shown = text_of(first)
+    assert "230 decisions wait for a review" in shown
+    assert "1–100 of 230" in shown and "page 1 of 3" in shown and "Previous" not in shown
+    assert tokens_of(first) == crowded.newest_first[:100]
+    second = follow(rita, next_link(first))
+    assert "101–200 of 230" in text_of(second) and tokens_of(second) == crowded.newest_first[100:200]
+    last = follow(rita, next_link(second))
+    assert "201–230 of 230" in text_of(last) and next_link(last) is None
+    assert tokens_of(last) == crowded.newest_first[200:]
+    assert 'rel="prev"' in last.get_data(as_text=True)
+    # Oldest first, the last page starts where the newest page ended.
+    oldest = rita.get(QUEUE, page_size=100, page=3, sort="time", order="asc")
+    assert tokens_of(oldest) == list(reversed(crowded.newest_first[:30]))
+    # The console's own page size, and a page past the last one says so.
+    assert len(tokens_of(rita.get(QUEUE))) == 25 and "1–25 of 230" in text_of(rita.get(QUEUE))
+    assert "past the last one" in text_of(rita.get(QUEUE, page=4, page_size=100))
+    assert rita.get(QUEUE, page=0).status_code == 400
+    assert rita.get(QUEUE, page_size=7).status_code == 400
+    assert rita.get(QUEUE, action="allow").status_code == 400
+
+
+def test_the_cases_count_every_open_decision_not_only_a_pages(crowded, rita):
+    page = rita.get(QUEUE, page_size=10)
+    rows = re.findall(r'case=([0-9A-Za-z-]+)[^>]*>[^<]+</a></th>\s*<td data-label="Decisions" class="num">([0-9,]+)<',
+                      page.get_data(as_text=True))
+    assert rows == [(crowded.busy.member_number, "210"), (crowded.other.member_number, "20")]
+    shown = text_of(page)
+    assert "140 flagged, 70 held" in shown and "20 refused" in shown
+    by_till = text_of(rita.get(QUEUE, by="till", page_size=10))
+    assert "shop/till-1 230" in by_till and "230 refused" not in by_till
+    assert "shop 230" in text_of(rita.get(QUEUE, by="partner"))
+
+
+def test_the_filters_and_the_sort_survive_paging(crowded, rita):
+    first = rita.get(QUEUE, by="member", case=crowded.busy.member_number, action="flag", page_size=100)
+    shown = text_of(first)
+    assert "1–100 of 140" in shown and f"Open decisions of member {crowded.busy.member_number}, flagged" in shown
+    assert tokens_of(first) == crowded.busy_flags[:100]
+    link = next_link(first)
+    assert link is not None
+    for kept in (f"case={crowded.busy.member_number}", "action=flag", "page_size=100", "by=member", "page=2"):
+        assert kept in link
+    second = follow(rita, link)
+    assert "101–140 of 140" in text_of(second) and tokens_of(second) == crowded.busy_flags[100:]
+    # The sort is kept too, and a till's case narrows by partner and till.
+    by_points = rita.get(QUEUE, by="till", case="shop/till-1", action="refuse", sort="points", order="desc",
+                         page_size=10)
+    assert "1–10 of 20" in text_of(by_points)
+    link = next_link(by_points)
+    assert link is not None and "sort=points" in link and "order=desc" in link and "case=shop/till-1" in link
+    refusals = tokens_of(by_points) + tokens_of(follow(rita, link))
+    assert refusals == crowded.newest_first[:20]
+    assert "No open decision belongs to this case" in text_of(rita.get(QUEUE, by="till", case="shop/till-9"))
+
+
+# -- the pattern rules -------------------------------------------------------------------------
+
+def test_the_pattern_rules_page_shows_each_rule_in_force_and_who_changed_it(app, rita):
+    page = rita.get(PATTERNS)
+    assert page.status_code == 200
+    shown = text_of(page)
+    for name in ("quick-burn", "refund-abuse", "split-purchase", "transfer-chain", "amount-outlier"):
+        assert name in shown
+    assert "quick-burn points earned at one partner and redeemed at another" in shown
+    assert "earned within 30 minutes" in shown and "window 1 day" in shown
+    assert "split-purchase" in shown and "hold its points for review" in shown
+    assert shown.count("never: the built-in rule") == 5
+    assert "PATCH /back-office/v1/risk/patterns/&lt;name&gt;" in shown and "alliance risk patterns set" in shown
+    assert 'href="/console/risk/patterns"' in rita.get(POLICY).get_data(as_text=True)
+    with hub_state(app).unit_of_work() as uow:
+        risk_patterns.set_rule(uow.session, name="quick-burn", terms={"cards": 5}, action="refuse", enabled=False,
+                               now=wall_clock_partner_time(), actor="console:rita")
+        uow.commit()
+    changed = rita.get(PATTERNS).get_data(as_text=True)
+    row = text_of(rita.get(PATTERNS)).split("quick-burn", 1)[1].split("refund-abuse", 1)[0]
+    assert "cards 5 (built in: 3)" in row and "refuse it" in row and "no, switched off" in row
+    assert "by Rita (risk)" in row
+    assert 'id="pattern-quick-burn" class="muted"' in changed
+    assert text_of(rita.get(PATTERNS)).count("never: the built-in rule") == 4
