@@ -7,17 +7,20 @@ snapshot is rewritten by the refresh job and by the events that change what a pa
 owes (a payment, a closed cycle, a limit). ``partner_credit_limit_changes`` records every
 limit asked for, with who decided it (a second person for a raise or a removal);
 ``partner_credit_alerts`` each time a partner's exposure entered the warning band or
-passed its limit.
+passed its limit. ``partner_prepaid_blocks`` records the point blocks a partner paid for
+ahead (money that covers its issuance); what of them paid its statements is the
+``statement_events`` rows of kind ``paid`` that name a block (``prepaid_block_id``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from alliance.models.base import Base, IdType, UTCDateTime
+from alliance.models.base import Base, ExactDecimal, IdType, UTCDateTime
 
 CREDIT_STATES = ("ok", "warning", "over")
 LIMIT_CHANGE_STATUSES = ("pending", "approved", "rejected")
@@ -86,3 +89,33 @@ class PartnerCreditAlert(Base):
     limit_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PartnerPrepaidBlock(Base):
+    """Points a partner paid for ahead, at its issue price in force then; never changed.
+
+    ``amount_minor`` is what the partner paid: ``points`` x ``price_per_point`` in minor
+    units of ``currency``, rounded up to a whole minor unit. The money covers the
+    partner's issuance until statements are paid from it (``statement_events`` of kind
+    ``paid`` naming the block).
+    """
+
+    __tablename__ = "partner_prepaid_blocks"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "reference"),
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("price_per_point > 0", name="price_positive"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    points: Mapped[int] = mapped_column(Integer)
+    price_per_point: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Finance's receipt reference for the money received.
+    reference: Mapped[str] = mapped_column(String(64))
+    paid_on: Mapped[date] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

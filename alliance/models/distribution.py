@@ -151,6 +151,7 @@ COORDINATOR: dict[str, str] = {
                          "decided under four eyes",
     "partner_credit_limit_changes": "finance's limit changes under four eyes",
     "partner_credit_alerts": "alerts when a partner nears or passes its credit limit",
+    "partner_prepaid_blocks": "point blocks partners paid for ahead, a few per partner and year",
     "risk_decisions": "the review queue: decisions other than allow, a few per thousand operations",
     "risk_held_lots": "the lots of held purchases while their review is open",
     "verification_failures": "failed PINs and codes per till, for the card-testing limit",

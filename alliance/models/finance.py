@@ -67,7 +67,9 @@ class StatementEvent(Base):
             "(kind = 'invoiced' AND amount_minor IS NULL AND paid_on IS NULL)",
             name="paid_has_amount_and_date",
         ),
+        CheckConstraint("prepaid_block_id IS NULL OR kind = 'paid'", name="prepaid_is_a_payment"),
         Index("ix_statement_events_statement_id", "statement_id"),
+        Index("ix_statement_events_prepaid_block_id", "prepaid_block_id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -78,6 +80,8 @@ class StatementEvent(Base):
     reference: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A payment drawn from money the partner paid ahead: the prepaid block it came from (NULL: paid otherwise).
+    prepaid_block_id: Mapped[int | None] = mapped_column(ForeignKey("partner_prepaid_blocks.id"))
 
 
 class StatementLineDispute(Base):
