@@ -11,7 +11,7 @@ controls are meant to stop:
 - **scripted till**: one card earning forty times in an hour at a colluding till;
 - **earn then burn**: points earned at a colluding partner on several cards and redeemed
   within minutes at another partner, the same pair of tills each time;
-- **refund abuse**: earn, redeem the points elsewhere, then refund the purchase;
+- **refund abuse**: earn, redeem the points elsewhere, then refund the purchase, twice by one member;
 - **split purchases**: one card, one till, five purchases in five minutes that together
   pass the partner's per-purchase cap;
 - **transfer chain**: new members each giving their points to one collector;
@@ -279,11 +279,15 @@ def _scheme_events(world: World, days: int) -> list[tuple[datetime, Callable[[da
             _redeem(world, "earn then burn", mule, "grocer", burn_till, 150, moment + timedelta(minutes=4))
 
     def refund_abuse(now: datetime) -> None:
+        # Twice by one member, a day apart: the first return after spending the points can be honest.
         member = rng.choice(honest)
-        bought = _purchase(world, "refund abuse", member, "electro", world.terminals["electro"][0], 29_000, now)
-        _redeem(world, "refund abuse", member, "fuel", world.terminals["fuel"][0], 250, now + timedelta(minutes=20))
-        _refund(world, "refund abuse", "electro", bought.reference, 29_000,  # type: ignore[attr-defined]
-                now + timedelta(hours=2))
+        for day in range(2):
+            moment = now + timedelta(days=day)
+            bought = _purchase(world, "refund abuse", member, "electro", world.terminals["electro"][0], 29_000, moment)
+            _redeem(world, "refund abuse", member, "fuel", world.terminals["fuel"][0], 250,
+                    moment + timedelta(minutes=20))
+            _refund(world, "refund abuse", "electro", bought.reference, 29_000,  # type: ignore[attr-defined]
+                    moment + timedelta(hours=2))
 
     def split_purchases(now: datetime) -> None:
         member = rng.choice(honest)

@@ -59,7 +59,7 @@ class PatternRule:
 
 
 # The terms each pattern has, with the smallest value each may take, and the actions that fit where it runs:
-# only a purchase's points can be held; a refund always goes through (the merchant gives the money back).
+# only a purchase's points can be held. A refund is refused only as a repeat (see ``refund_abuse``).
 TERMS: Mapping[Pattern, Mapping[str, int]] = {
     Pattern.QUICK_BURN: {"earned_within_minutes": 1, "cards": 1, "window_minutes": 1},
     Pattern.REFUND_ABUSE: {"repeats": 1, "window_days": 1},
@@ -69,7 +69,7 @@ TERMS: Mapping[Pattern, Mapping[str, int]] = {
 }
 ACTIONS: Mapping[Pattern, frozenset[Action]] = {
     Pattern.QUICK_BURN: frozenset({Action.FLAG, Action.REFUSE}),
-    Pattern.REFUND_ABUSE: frozenset({Action.FLAG}),
+    Pattern.REFUND_ABUSE: frozenset({Action.FLAG, Action.REFUSE}),
     Pattern.SPLIT_PURCHASE: frozenset({Action.FLAG, Action.HOLD, Action.REFUSE}),
     Pattern.TRANSFER_CHAIN: frozenset({Action.FLAG, Action.REFUSE}),
     Pattern.AMOUNT_OUTLIER: frozenset({Action.FLAG, Action.HOLD, Action.REFUSE}),
@@ -77,7 +77,7 @@ ACTIONS: Mapping[Pattern, frozenset[Action]] = {
 PATTERNS: Mapping[Pattern, PatternRule] = {
     Pattern.QUICK_BURN: PatternRule(Pattern.QUICK_BURN, {"earned_within_minutes": 30, "cards": 3,
                                                           "window_minutes": 24 * 60}, Action.FLAG),
-    Pattern.REFUND_ABUSE: PatternRule(Pattern.REFUND_ABUSE, {"repeats": 2, "window_days": 30}, Action.FLAG),
+    Pattern.REFUND_ABUSE: PatternRule(Pattern.REFUND_ABUSE, {"repeats": 2, "window_days": 30}, Action.REFUSE),
     Pattern.SPLIT_PURCHASE: PatternRule(Pattern.SPLIT_PURCHASE, {"window_minutes": 10}, Action.HOLD),
     Pattern.TRANSFER_CHAIN: PatternRule(Pattern.TRANSFER_CHAIN, {"senders": 3, "enrolled_within_days": 30,
                                                                   "window_days": 7}, Action.REFUSE),
@@ -198,15 +198,22 @@ def quick_burn_finding(burn: Burn, rule: PatternRule, *, cards: int, subject: st
 
 def refund_abuse(rule: PatternRule, *, points_unrecovered: int, points_recovered: int, receipt_id: str,
                  earlier_refunds: int) -> Finding | None:
-    """A flag on a refund whose points were partly spent already; ``earlier_refunds`` such refunds of the member's
-    within the rule's window came before it, and reaching ``repeats`` with this one says so."""
+    """A finding on a refund whose points were partly spent already; ``earlier_refunds`` such refunds of the
+    member's within the rule's window came before it.
+
+    The first ones are flagged: returning a purchase after spending its points elsewhere
+    can be honest. The one that reaches ``repeats`` gets the rule's action: refused by
+    default, the way a retailer's return-fraud check declines a return at the till, so the
+    merchant does not give the money back for a purchase whose points are already gone.
+    """
     if points_unrecovered <= 0:
         return None
     refunds = earlier_refunds + 1
-    return Finding(rule.action, {"pattern": rule.name.value, "receipt_id": receipt_id,
-                                 "points_unrecovered": points_unrecovered, "points_recovered": points_recovered,
-                                 "member_refunds_unrecovered": refunds, "window_days": rule.term("window_days"),
-                                 "repeated": refunds >= rule.term("repeats")})
+    action = rule.action if refunds >= rule.term("repeats") else Action.FLAG
+    return Finding(action, {"pattern": rule.name.value, "receipt_id": receipt_id,
+                            "points_unrecovered": points_unrecovered, "points_recovered": points_recovered,
+                            "member_refunds_unrecovered": refunds, "window_days": rule.term("window_days"),
+                            "repeated": refunds >= rule.term("repeats")})
 
 
 # -- split purchases -------------------------------------------------------------------

@@ -157,21 +157,31 @@ def test_a_disabled_pattern_does_not_run(alliance):
 
 # -- 2. refund abuse ---------------------------------------------------------------------------
 
-def test_a_refund_after_the_points_were_spent_goes_through_flagged_and_a_repeat_says_so(alliance):
+def test_a_refund_after_the_points_were_spent_is_flagged_and_the_members_repeat_is_declined(alliance):
     (member,) = members(alliance, 1)
     for index in range(2):
         assert buy(alliance.at_aurora, member, f"tv-{index}", 100_000).status == 201
         assert redeem(alliance.at_borealis, member, f"spent-{index}", 1_000).status == 201
         assert alliance.at_borealis.post(f"{REDEMPTIONS}/spent-{index}/capture", {"points": 1_000}).status == 200
-        refund = alliance.at_aurora.post(f"{PURCHASES}/tv-{index}/refunds",
-                                         {"refund_id": f"back-{index}", "amount_minor": 100_000})
-        assert refund.status == 201 and refund.body["points_unrecovered"] == 1_000
+    # The first return after spending the points elsewhere can be honest: it goes through, flagged.
+    refund = alliance.at_aurora.post(f"{PURCHASES}/tv-0/refunds", {"refund_id": "back-0", "amount_minor": 100_000})
+    assert refund.status == 201 and refund.body["points_unrecovered"] == 1_000
+    # The repeat within the window is declined at the till, as a return-fraud check declines a return;
+    # nothing of it is kept but the decision, and the purchase stands unrefunded.
+    before = books(alliance.hub)
+    declined = alliance.at_aurora.post(f"{PURCHASES}/tv-1/refunds", {"refund_id": "back-1", "amount_minor": 100_000})
+    assert (declined.status, declined.body["code"]) == (403, "declined")
+    assert set(declined.body) >= {"decision"} and "refund" not in declined.body["detail"].lower()
+    assert_books_unchanged(alliance.hub, before)
+    assert alliance.at_aurora.get(f"{PURCHASES}/tv-1").body["refunded_amount_minor"] == 0
     first, second = decisions(alliance.hub)
     assert (first.operation, first.action, first.reference, first.points, first.member_id, first.partner_id) == (
         "refund", "flag", "back-0", 1_000, member.member_id, alliance.aurora.partner_id)
     assert first.evidence == [{"pattern": "refund-abuse", "receipt_id": "tv-0", "points_unrecovered": 1_000,
                                "points_recovered": 0, "member_refunds_unrecovered": 1, "window_days": 30,
                                "repeated": False}]
+    assert (second.operation, second.action, second.reference, second.token) == (
+        "refund", "refuse", "back-1", declined.body["decision"])
     assert second.evidence[0]["member_refunds_unrecovered"] == 2 and second.evidence[0]["repeated"] is True
     assert_audit_green(alliance.hub)
 
