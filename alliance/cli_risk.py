@@ -1,5 +1,5 @@
-"""``alliance risk …``: the velocity policy and its versions, the decisions kept with their evidence, the review
-queue's cases and reviewing a decision (docs/risk.md)."""
+"""``alliance risk …``: the velocity policy and its versions, the pattern rules, the decisions kept with their
+evidence, the review queue's cases and reviewing a decision (docs/risk.md)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from alliance.extensions import hub_state
 if TYPE_CHECKING:
     from alliance.cli import WithApp
     from alliance.services.risk import DecisionView
+    from alliance.services.risk_patterns import RuleView
 
 OPERATOR_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}\Z")
+TERM = re.compile(r"^([a-z_]{1,40})=(-?[0-9]{1,19})\Z")
 REVIEW_STATUSES = ("open", "released", "reversed", "dismissed", "confirmed")
 REVIEW_ACTIONS = ("release", "reverse", "dismiss", "confirm")
 GROUPINGS = ("member", "terminal", "partner")
@@ -50,6 +52,31 @@ def _evidence_text(evidence: list[dict[str, Any]]) -> str:
     """The limits a decision passed, each with the figures it saw."""
     return "; ".join(f"{item.get('limit')} saw {item.get('count')} / {item.get('points')} points"
                      for item in evidence) or "no limit (a pattern rule)"
+
+
+def _terms(raw: tuple[str, ...]) -> dict[str, int]:
+    """``--term key=value`` options as terms by name; a malformed or repeated one is refused."""
+    terms: dict[str, int] = {}
+    for item in raw:
+        found = TERM.match(item)
+        if found is None:
+            raise click.BadParameter(f"{item!r}: write key=value, the value a whole number (such as cards=4)",
+                                     param_hint="--term")
+        if found.group(1) in terms:
+            raise click.BadParameter(f"{found.group(1)} is named twice", param_hint="--term")
+        terms[found.group(1)] = int(found.group(2))
+    return terms
+
+
+def _pattern_lines(view: RuleView) -> list[str]:
+    """A pattern's rule in force and what it accepts, as lines a person reads."""
+    rule = view.rule
+    terms = " ".join(f"{key}={value}" for key, value in rule.terms.items())
+    changed = (f"changed by {view.updated_by} at {view.updated_at.isoformat()}" if view.updated_at is not None
+               else "built-in")
+    accepts = ", ".join(f"{key} >= {minimum}" for key, minimum in view.term_minimums.items())
+    return [f"{rule.name.value}\t{'on' if rule.enabled else 'off'}\t{rule.action.word}\t{terms}\t{changed}",
+            f"  accepts {accepts}; actions {', '.join(view.actions)}"]
 
 
 def _decision_line(view: DecisionView) -> str:
@@ -124,6 +151,53 @@ def register(main: click.Group, with_app: WithApp) -> None:
                                       now=_now(), actor=cli_actor())
             uow.commit()
         click.echo(f"risk policy version {version} stored, in force from {effective_from.isoformat()}")
+
+    @risk_group.group("patterns")
+    def patterns_group() -> None:
+        """The pattern rules: show every pattern's terms, action and switch; change one."""
+
+    @patterns_group.command("show")
+    @click.option("--json", "as_json", is_flag=True, help="Print every pattern's rule and what it accepts as JSON.")
+    @with_app
+    def patterns_show(app: Flask, as_json: bool) -> None:
+        """Every pattern's rule in force, the terms and actions it accepts, and who changed it last."""
+        from alliance.services import risk_patterns
+
+        with hub_state(app).unit_of_work() as uow:
+            views = risk_patterns.rule_views(uow.session)
+        if as_json:
+            click.echo(json.dumps({"patterns": [view.as_data() for view in views]}, default=str, indent=2))
+            return
+        for view in views:
+            for line in _pattern_lines(view):
+                click.echo(line)
+
+    @patterns_group.command("set")
+    @click.argument("name")
+    @click.option("--term", "raw_terms", multiple=True, metavar="KEY=VALUE",
+                  help="A term to change (repeatable), such as cards=4; the others keep their value.")
+    @click.option("--action", default=None, type=click.Choice(("flag", "hold", "refuse")),
+                  help="The action, among those that fit where the pattern runs.")
+    @click.option("--enable/--disable", "enabled", default=None, help="Switch the pattern on or off.")
+    @click.option("--reason", required=True, help="Why (kept in the audit log).")
+    @click.option("--as", "as_user", default=None,
+                  help="The operator making the change, recorded as cli:<name> (default: the account running the "
+                       "command).")
+    @with_app
+    def patterns_set(app: Flask, name: str, raw_terms: tuple[str, ...], action: str | None, enabled: bool | None,
+                     reason: str, as_user: str | None) -> None:
+        """Change a pattern's terms, action or switch; every hub process applies it within 30 seconds."""
+        from alliance.services import risk_patterns
+
+        terms = _terms(raw_terms)
+        actor = _actor(as_user)
+        with hub_state(app).unit_of_work() as uow:
+            view = risk_patterns.change_rule(uow.session, name=name, terms=terms, action=action, enabled=enabled,
+                                             reason=reason, now=_now(), actor=actor)
+            uow.commit()
+        click.echo(f"pattern {name} changed by {actor}")
+        for line in _pattern_lines(view):
+            click.echo(line)
 
     @risk_group.command("decisions")
     @click.option("--status", type=click.Choice(REVIEW_STATUSES), default=None,

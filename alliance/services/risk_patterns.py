@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from alliance.domain import risk_patterns as patterns
-from alliance.domain.errors import AllianceError, InsufficientPoints
+from alliance.domain.errors import AllianceError, InsufficientPoints, NotFound, ValidationFailed
 from alliance.domain.ledger import LotSlice, LotState, allocate_soonest_expiry_first
 from alliance.domain.risk import Action, Decision
 from alliance.domain.risk_patterns import PATTERNS, Finding, Pattern, PatternRule
@@ -97,11 +97,17 @@ def _rule(session: Session, pattern: Pattern) -> PatternRule | None:
 
 
 def set_rule(session: Session, *, name: str, terms: Mapping[str, Any] | None = None, action: str | None = None,
-             enabled: bool | None = None, now: datetime, actor: str) -> PatternRule:
-    """Change a pattern's terms (those named; the others stay), action or switch; audited.
+             enabled: bool | None = None, now: datetime, actor: str, reason: str | None = None) -> PatternRule:
+    """Change a pattern's terms (those named; the others stay), action or switch; audited, with ``reason`` when
+    given (1 to ``risk.MAX_REASON_CHARACTERS`` characters).
 
     Every process applies the change within ``RELOAD_INTERVAL_S``.
     """
+    if reason is not None:
+        reason = reason.strip()
+        if not reason or len(reason) > risk.MAX_REASON_CHARACTERS:
+            raise ValidationFailed(f"say why, in 1 to {risk.MAX_REASON_CHARACTERS} characters",
+                                   fields={"reason": [f"1 to {risk.MAX_REASON_CHARACTERS} characters"]})
     current = read_rules(session).get(Pattern(name)) if name in {p.value for p in Pattern} else None
     changed = patterns.rule_from_data(
         name, terms={**(current.terms if current else {}), **(terms or {})},
@@ -115,9 +121,65 @@ def set_rule(session: Session, *, name: str, terms: Mapping[str, Any] | None = N
     else:
         session.execute(update(RiskPatternRule).where(RiskPatternRule.name == changed.name.value).values(**values))
     audit_log.append(session, actor=actor, action="risk.pattern.set", subject=f"risk-pattern:{changed.name.value}",
-                     now=now, before=current.as_data(), after=changed.as_data())
+                     now=now, before=current.as_data(),
+                     after={**changed.as_data(), **({"reason": reason} if reason is not None else {})})
     _rules.forget(session)
     return changed
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """A pattern's rule in force as an operator reads it: what it may be changed to, and who changed it last."""
+
+    rule: PatternRule
+    term_minimums: Mapping[str, int]
+    actions: tuple[str, ...]
+    default: PatternRule
+    updated_by: str | None
+    updated_at: datetime | None
+
+    def as_data(self) -> dict[str, Any]:
+        """The view as the back office and ``alliance risk patterns show --json`` give it."""
+        return {**self.rule.as_data(), "term_minimums": dict(self.term_minimums), "term_maximum": patterns.MAX_TERM,
+                "actions": list(self.actions), "default_terms": dict(self.default.terms),
+                "default_action": self.default.action.word, "updated_by": self.updated_by,
+                "updated_at": self.updated_at}
+
+
+def rule_views(session: Session) -> list[RuleView]:
+    """Every pattern's rule in force, in ``Pattern`` order, with its accepted terms and actions and, when an
+    operator changed it, who did and when (read from the database, not the process's copy)."""
+    rules = read_rules(session)
+    changed = {name: (updated_by, updated_at) for name, updated_by, updated_at in session.execute(
+        select(RiskPatternRule.name, RiskPatternRule.updated_by, RiskPatternRule.updated_at))}
+    return [RuleView(rules[pattern], patterns.TERMS[pattern],
+                     tuple(sorted(action.word for action in patterns.ACTIONS[pattern])), PATTERNS[pattern],
+                     *changed.get(pattern.value, (None, None))) for pattern in Pattern]
+
+
+def rule_view(session: Session, name: str) -> RuleView:
+    """One pattern's view (``rule_views``); ``NotFound`` for a name no pattern has."""
+    found = next((view for view in rule_views(session) if view.rule.name.value == name), None)
+    if found is None:
+        raise NotFound(f"no pattern {name!r}; the patterns are " + ", ".join(p.value for p in Pattern))
+    return found
+
+
+def change_rule(session: Session, *, name: str, terms: Mapping[str, Any] | None = None, action: str | None = None,
+                enabled: bool | None = None, reason: str, now: datetime, actor: str) -> RuleView:
+    """An operator's change to a pattern (``set_rule``, its reason in the audit entry), answered as the stored view.
+
+    ``NotFound`` for an unknown pattern; ``ValidationFailed`` naming each problem, nothing
+    stored, for a term it does not have, a value out of range, an action that does not fit
+    or an empty reason.
+    """
+    if name not in {pattern.value for pattern in Pattern}:
+        raise NotFound(f"no pattern {name!r}; the patterns are " + ", ".join(p.value for p in Pattern))
+    if not terms and action is None and enabled is None:
+        raise ValidationFailed("name what changes: terms, action or enabled",
+                               fields={"terms": ["at least one of terms, action or enabled"]})
+    set_rule(session, name=name, terms=terms, action=action, enabled=enabled, now=now, actor=actor, reason=reason)
+    return rule_view(session, name)
 
 
 # -- keeping a finding -----------------------------------------------------------------

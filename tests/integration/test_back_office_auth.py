@@ -314,6 +314,8 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("GET", f"{b}/risk/policy"): Sample(),
         ("POST", f"{b}/risk/policy/versions"): Sample(json={"policy": {"limits": []}, "effective_from": soon,
                                                             "reason": "sample"}),
+        ("GET", f"{b}/risk/patterns"): Sample(),
+        ("PATCH", f"{b}/risk/patterns/<name>"): Sample(json={"terms": {"window_minutes": 15}, "reason": "sample"}),
         ("GET", f"{b}/risk/decisions"): Sample(query={"member": world.member_number}),
         ("GET", f"{b}/risk/cases"): Sample(query={"by": "partner"}),
         ("POST", f"{b}/risk/decisions/<int:decision_id>/review"): Sample(json={"action": "dismiss", "note": "sample"}),
@@ -335,7 +337,7 @@ def _concrete(rule: str, world: World) -> str:
               "terminal_code": "till-spare", "request_id": str(world.goodwill_request_id),
               "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey",
               "campaign_id": str(world.campaign_id), "decision_id": str(world.decision_id),
-              "change_id": str(world.change_id)}
+              "change_id": str(world.change_id), "name": "split-purchase"}
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 

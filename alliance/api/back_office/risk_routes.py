@@ -1,5 +1,6 @@
-"""Risk controls for the risk role and administrators: the velocity policy and its versions, the decisions kept
-with their evidence, the review queue's cases, and reviewing a decision (docs/risk.md).
+"""Risk controls for the risk role and administrators: the velocity policy and its versions, the pattern rules'
+terms, action and switch, the decisions kept with their evidence, the review queue's cases, and reviewing a
+decision (docs/risk.md).
 
 Customer service may look a decision up by its reference or by member, so that a member
 quoting a refusal's reference can be helped; the rest is for ``risk`` and ``admin``.
@@ -20,14 +21,14 @@ from alliance.api.back_office import risk_schemas as s
 from alliance.api.back_office.auth import RoleRefused, actor, current_grant, require_role
 from alliance.api.back_office.routes import PREFIX, documented
 from alliance.extensions import hub_state
-from alliance.services import risk, risk_actions
+from alliance.services import risk, risk_actions, risk_patterns
 
 RISK_ROLES = ("risk", "admin")
 LOOKUP_ROLES = ("risk", "admin", "customer_service")
 
 risk_blueprint = Blueprint("back_office_risk", __name__, url_prefix=PREFIX,
-                           description="Risk controls: the velocity policy, the decisions kept with their evidence, "
-                                       "the review queue and reviews.")
+                           description="Risk controls: the velocity policy, the pattern rules, the decisions kept with "
+                                       "their evidence, the review queue and reviews.")
 
 
 def _now() -> datetime:
@@ -65,6 +66,40 @@ class RiskPolicyVersions(MethodView):
             (stored,) = [row for row in risk.versions(uow.session, now=now) if row["version"] == version]
             uow.commit()
         return stored
+
+
+@risk_blueprint.route("/risk/patterns")
+class RiskPatterns(MethodView):
+    @require_role(*RISK_ROLES)
+    @risk_blueprint.response(200, s.PatternRuleListOutput)
+    @documented(risk_blueprint)
+    def get(self) -> dict[str, Any]:
+        """Every pattern's rule in force (terms, action, switch), the terms and actions it accepts, its built-in
+        terms, and who changed it last and when (null while the built-in rule is in force)."""
+        with hub_state().read_only_unit_of_work() as uow:
+            views = risk_patterns.rule_views(uow.session)
+        return {"patterns": [view.as_data() for view in views]}
+
+
+@risk_blueprint.route("/risk/patterns/<name>")
+class RiskPattern(MethodView):
+    @require_role(*RISK_ROLES)
+    @risk_blueprint.arguments(s.PatternRuleInput)
+    @risk_blueprint.response(200, s.PatternRuleOutput)
+    @documented(risk_blueprint, 404)
+    def patch(self, data: dict[str, Any], name: str) -> dict[str, Any]:
+        """Change a pattern's terms (those named; the others keep theirs), action or switch, with a reason; audited
+        (``risk.pattern.set``, before and after). Every hub process applies it within 30 seconds.
+
+        404 for an unknown pattern; 422 naming each problem (a term the pattern does not
+        have, a value out of range, an action that does not fit where it runs, an empty
+        reason, a change naming nothing)."""
+        with hub_state().unit_of_work() as uow:
+            view = risk_patterns.change_rule(uow.session, name=name, terms=data.get("terms"),
+                                             action=data.get("action"), enabled=data.get("enabled"),
+                                             reason=data["reason"], now=_now(), actor=actor())
+            uow.commit()
+        return view.as_data()
 
 
 @risk_blueprint.route("/risk/decisions")

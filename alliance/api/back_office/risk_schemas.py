@@ -1,5 +1,5 @@
-"""Schemas of the back-office risk controls: the policy and its versions, decisions with their evidence, the
-review queue's cases and a review's outcome."""
+"""Schemas of the back-office risk controls: the policy and its versions, the pattern rules, decisions with their
+evidence, the review queue's cases and a review's outcome."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from alliance.api.back_office.schemas import MEMBER_NUMBER, PARTNER_CODE
 from alliance.api.partner.schemas import StrictSchema
 from alliance.api.patterns import UtcDateTime, WholeValue
+from alliance.domain.risk_patterns import Pattern
 from alliance.services import risk, risk_actions
 
 DECISION_TOKEN = WholeValue(r"^[Rr][0-9A-Fa-f]{12}$", error="a decision reference: R and twelve hex digits")
@@ -37,6 +38,41 @@ class PolicyOutput(Schema):
         "description": "The version in force; null while the built-in default policy is."})
     policy = fields.Dict(metadata={"description": "The policy in force: " + POLICY_DESCRIPTION})
     versions = fields.List(fields.Nested(PolicyVersionOutput), metadata={"description": "Newest first."})
+
+
+PATTERN_NAMES = ", ".join(pattern.value for pattern in Pattern)
+
+
+class PatternRuleOutput(Schema):
+    name = fields.String(metadata={"description": PATTERN_NAMES + "."})
+    terms = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "The terms in force by name (whole numbers; docs/risk.md, \"Pattern rules\")."})
+    action = fields.String(metadata={"description": "flag, hold or refuse."})
+    enabled = fields.Boolean()
+    term_minimums = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "The terms the pattern has, each with the smallest value it may take."})
+    term_maximum = fields.Integer(metadata={"description": "The largest value any term may take."})
+    actions = fields.List(fields.String(), metadata={"description": "The actions that fit where the pattern runs."})
+    default_terms = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "The built-in terms."})
+    default_action = fields.String(metadata={"description": "The built-in action."})
+    updated_by = fields.String(allow_none=True, metadata={
+        "description": "Who changed the rule last; null while the built-in rule is in force."})
+    updated_at = fields.AwareDateTime(allow_none=True)
+
+
+class PatternRuleListOutput(Schema):
+    patterns = fields.List(fields.Nested(PatternRuleOutput), metadata={
+        "description": "Every pattern's rule in force: " + PATTERN_NAMES + "."})
+
+
+class PatternRuleInput(StrictSchema):
+    terms = fields.Dict(keys=fields.String(), metadata={
+        "description": "The terms to change, by name, each a whole number; the others keep their value."})
+    action = fields.String(metadata={"description": "flag, hold or refuse, among the pattern's actions."})
+    enabled = fields.Boolean(metadata={"description": "false switches the pattern off, true on."})
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=risk.MAX_REASON_CHARACTERS), metadata={
+        "description": "Why (kept in the audit entry)."})
 
 
 class DecisionQuery(StrictSchema):
