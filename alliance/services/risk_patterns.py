@@ -274,8 +274,10 @@ def on_redemption(session: Session, *, partner_id: int, terminal_id: int | None,
 
 def on_refund(session: Session, *, purchase: Purchase, refund_id: str, points_recovered: int,
               points_unrecovered: int, now: datetime) -> None:
-    """Flag a purchase refund some of whose points could not be clawed back (spent already); the refund goes
-    through. The flag says how many such refunds the member had within ``window_days``, this one included."""
+    """Decide a purchase refund some of whose points could not be clawed back (spent already): flagged, or, as
+    the member's repeat within ``window_days`` (``patterns.refund_abuse``), the rule's action (refused by default:
+    ``RiskDeclined`` is raised and the refund taken back). The finding says how many such refunds the member had
+    within the window, this one included."""
     if points_unrecovered <= 0:
         return
     rule = _rule(session, Pattern.REFUND_ABUSE)
