@@ -862,8 +862,26 @@ def _credit_line(view: Any) -> str:
     return f"change {view.id}\t{view.partner}\t{limit}\t{view.status} (asked by {view.requested_by}{decided})"
 
 
+def _operator(as_user: str | None) -> str:
+    """``cli:<user>``: the operator named by ``--as``, else the account running the command."""
+    if as_user is None:
+        return cli_actor()
+    if not (1 <= len(as_user) <= 64 and all(character.isascii() and (character.isalnum() or character in "._@-")
+                                            for character in as_user)):
+        raise click.BadParameter("1 to 64 letters, digits, dots, dashes, underscores or @", param_hint="--as")
+    return f"cli:{as_user}"
+
+
+def _block_line(block: Any) -> str:
+    """One prepaid block as a line a person reads."""
+    return (f"block {block.id}\t{block.partner}\t{block.points} points at {block.price_per_point}\t"
+            f"paid {block.amount_minor} {block.currency} on {block.paid_on.isoformat()} ({block.reference})\t"
+            f"left {block.left_minor}")
+
+
 def _add_credit_commands(finance: click.Group, with_app: WithApp) -> None:
-    """Add ``finance credit show|set-limit|decide``: partners' credit limits, with a second person for a raise."""
+    """Add ``finance credit show|set-limit|decide|buy-block|blocks``: partners' credit limits, with a second person
+    for a raise, and the point blocks they paid for ahead."""
 
     @finance.group("credit")
     def credit_group() -> None:
@@ -881,7 +899,7 @@ def _add_credit_commands(finance: click.Group, with_app: WithApp) -> None:
         limit = "none" if view.limit_minor is None else f"{view.limit_minor} {view.currency}"
         computed = view.computed_at.isoformat() if view.computed_at else "now"
         click.echo(f"{view.partner}\tlimit {limit}\texposure {view.exposure_minor} {view.currency}\t"
-                   f"state {view.state}\tcomputed {computed}")
+                   f"state {view.state}\tcomputed {computed}\tprepaid {view.prepaid_minor} {view.currency}")
         for change in view.pending_changes:
             click.echo(_credit_line(change))
 
@@ -921,6 +939,43 @@ def _add_credit_commands(finance: click.Group, with_app: WithApp) -> None:
                                               warning_percent=state.settings.credit_warning_percent)
             uow.commit()
         click.echo(_credit_line(view))
+
+    @credit_group.command("buy-block")
+    @click.argument("partner_code")
+    @click.option("--points", type=click.IntRange(1), required=True, help="The points the partner paid for.")
+    @click.option("--reference", required=True, help="Finance's receipt reference (unique per partner).")
+    @click.option("--paid-on", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+                  help="The day the partner's money arrived (YYYY-MM-DD).")
+    @click.option("--as", "as_user", default=None,
+                  help="The operator recording it, kept as cli:<name> (default: the account running the command).")
+    @with_app
+    def credit_buy_block(app: Flask, partner_code: str, points: int, reference: str, paid_on: datetime,
+                         as_user: str | None) -> None:
+        """Record a block of points a partner paid for ahead, at its issue price in force; it covers its issuance."""
+        from settlement.api import credit
+
+        actor = _operator(as_user)
+        with hub_state(app).unit_of_work() as uow:
+            bought = credit.buy_block(uow.session, partner_code=partner_code, points=points, reference=reference,
+                                      paid_on=paid_on.date(), actor=actor, now=_now())
+            uow.commit()
+        click.echo(_block_line(bought.block))
+        click.echo(f"{bought.credit.partner}\tprepaid balance {bought.balance_minor} {bought.credit.currency}\t"
+                   f"exposure {bought.credit.exposure_minor}\tstate {bought.credit.state}")
+
+    @credit_group.command("blocks")
+    @click.argument("partner_code")
+    @with_app
+    def credit_blocks(app: Flask, partner_code: str) -> None:
+        """A partner's prepaid blocks, oldest first, what is left of each, and its prepaid balance."""
+        from settlement.api import credit
+
+        with hub_state(app).unit_of_work() as uow:
+            view = credit.prepaid_blocks(uow.session, partner_code=partner_code)
+        for block in view.blocks:
+            click.echo(_block_line(block))
+        click.echo(f"{view.partner}\tprepaid balance {view.balance_minor} {view.currency}\t"
+                   f"{len(view.blocks)} blocks")
 
 
 def _as_of_value(text: str | None) -> date | datetime | None:

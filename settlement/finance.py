@@ -342,7 +342,11 @@ def _statement_for_change(session: Session, statement_id: int) -> tuple[Settleme
 
 
 def mark_invoiced(session: Session, *, statement_id: int, reference: str, actor: str, now: datetime) -> StatementStatus:
-    """Record that a statement was invoiced; once only."""
+    """Record that a statement was invoiced; once only.
+
+    A statement the partner owes (net > 0) is then paid, in this transaction, from what is
+    left of the partner's prepaid blocks, up to what it owes (``credit.apply_on_invoicing``).
+    """
     _reference(reference)
     statement, _ = _statement_for_change(session, statement_id)
     if _has_event(session, statement_id, "invoiced"):
@@ -351,6 +355,7 @@ def mark_invoiced(session: Session, *, statement_id: int, reference: str, actor:
                                                   actor=actor, at=now))
     audit_log.append(session, actor=actor, action="statement.invoiced", subject=f"statement:{statement_id}",
                      now=now, after={"reference": reference, "net_minor": statement.net_minor})
+    credit.apply_on_invoicing(session, statement_id=statement_id, actor=actor, now=now)
     return statement_status(session, statement_id)
 
 

@@ -29,6 +29,8 @@ PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # Routes whose effect would spoil later samples run last (they still run once per allowed role).
 # A new limit change after the pending one is decided (one waits per partner at a time).
 RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1, "/limit-changes": 1}
+# Paying the statement from prepaid money needs the block the prepaid-blocks sample buys.
+RUN_LATE["/prepaid-payments"] = 1
 
 
 @dataclass
@@ -326,6 +328,10 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
                                                                             "reason": "sample"}),
         ("POST", f"{b}/partners/<code>/credit/limit-changes/<int:change_id>/decision"): Sample(
             json={"decision": "approve"}),
+        ("GET", f"{b}/partners/<code>/credit/prepaid-blocks"): Sample(),
+        ("POST", f"{b}/partners/<code>/credit/prepaid-blocks"): Sample(json={"points": 1_000, "reference": "PRE-ROLE",
+                                                                             "paid_on": "2026-01-10"}),
+        ("POST", f"{b}/settlement/statements/<int:statement_id>/prepaid-payments"): Sample(),
     }
 
 

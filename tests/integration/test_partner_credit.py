@@ -60,6 +60,31 @@ def test_open_issuance_minus_take_backs_at_their_recorded_prices_is_rounded_up()
     assert credit.exposure_of([], [(3, Decimal("0.5"))], 1).open_minor == 2
 
 
+def test_the_prepaid_balance_is_taken_off_and_the_exposure_never_counts_below_zero():
+    # 300 unpaid on a closed statement, 200.5 cents issued (201), 450 prepaid: 51 uncovered.
+    exposure = credit.exposure_of([(300, 0)], [(20_050, Decimal("0.0001"))], 100, 450)
+    assert (exposure.closed_minor, exposure.open_minor, exposure.prepaid_minor) == (300, 201, 450)
+    assert (exposure.uncovered_minor, exposure.total_minor) == (51, 51)
+    # More prepaid than owed: nothing exposed, and the money left over shows as a negative uncovered figure.
+    covered = credit.exposure_of([(300, 0)], [(100, Decimal("0.01"))], 100, 1_000)
+    assert (covered.uncovered_minor, covered.total_minor) == (-600, 0)
+    # Without a prepaid balance the exposure is what it always was.
+    assert credit.exposure_of([(300, 0)], [], 100) == credit.Exposure(closed_minor=300, open_minor=0)
+
+
+def test_a_limit_of_zero_is_ok_while_prepaid_money_is_left_and_over_once_it_is_used_up():
+    assert credit.credit_state(-1, 0, 0) == "ok"
+    assert credit.credit_state(0, 0, 0) == "over"
+    assert credit.credit_state(-600, 100, 80) == "ok"
+
+
+def test_a_block_costs_its_points_at_the_price_exactly_rounded_up_to_a_minor_unit():
+    assert credit.block_amount(1_000, Decimal("0.01"), 100) == 1_000
+    assert credit.block_amount(1_000, Decimal("0.00333333"), 100) == 334  # 333.333 cents
+    assert credit.block_amount(3, Decimal("0.5"), 1) == 2  # 1.5 JPY
+    assert credit.block_amount(7, Decimal("0.125"), 1000) == 875  # KWD: exact, no rounding
+
+
 @pytest.mark.parametrize(("exposure", "limit", "state"), [
     (0, None, "ok"), (10**9, None, "ok"), (79, 100, "ok"), (80, 100, "warning"), (99, 100, "warning"),
     (100, 100, "over"), (0, 0, "over"),

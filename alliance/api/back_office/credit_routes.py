@@ -3,7 +3,9 @@
 GET a partner's credit (its limit, last computed exposure and state, changes waiting);
 POST a limit change (a first or lower limit applies at once; a raise or a removal waits
 for another person); POST a decision on a waiting change (the person who asked for it
-cannot, 409 ``same_approver``).
+cannot, 409 ``same_approver``). Prepaid point blocks: POST a block the partner paid for
+ahead (priced at its issue price in force; it covers its issuance, and pays its statements
+as they are invoiced), GET its blocks and what is left of them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from marshmallow import Schema, fields, validate
 
 from alliance.api.back_office.auth import require_role
 from alliance.api.back_office.routes import PREFIX, committed_change, documented
+from alliance.api.back_office.schemas import DecimalString
 from alliance.api.partner.schemas import StrictSchema
+from alliance.api.patterns import WholeValue
 from alliance.extensions import hub_state
 from settlement.api import credit
 
 credit_blueprint = Blueprint("back_office_credit", __name__, url_prefix=PREFIX,
                              description="Finance: partners' credit limits and exposure (unsettled issuance).")
 MAX_MINOR = 10**18
+REFERENCE = WholeValue(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
+                       error="1-64 letters, digits or . _ : / -, starting with a letter or digit")
 
 
 class CreditLimitChangeInput(StrictSchema):
@@ -56,10 +62,48 @@ class CreditOutput(Schema):
     limit_minor = fields.Integer(allow_none=True, metadata={"description": "Null: no limit."})
     warning_minor = fields.Integer(allow_none=True, metadata={"description": "Where the warning band starts."})
     exposure_minor = fields.Integer(metadata={"description": "Owed on closed statements, unpaid, plus the open "
-                                                             "period's issuance, rounded up."})
+                                                             "period's issuance, rounded up, minus the prepaid "
+                                                             "balance; never below zero."})
     state = fields.String(metadata={"description": "ok, warning or over (new issuance refused)."})
     computed_at = fields.AwareDateTime(allow_none=True, metadata={"description": "Null: computed for this answer."})
     pending_changes = fields.List(fields.Nested(CreditLimitChangeOutput))
+    prepaid_minor = fields.Integer(metadata={"description": "Money of prepaid blocks no statement was paid from "
+                                                            "yet (already taken off the exposure)."})
+
+
+class PrepaidBlockInput(StrictSchema):
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=credit.MAX_BLOCK_POINTS))
+    reference = fields.String(required=True, validate=REFERENCE,
+                              metadata={"description": "Finance's receipt reference; unique per partner."})
+    paid_on = fields.Date(required=True, metadata={"description": "The day the partner's money arrived."})
+
+
+class PrepaidBlockOutput(Schema):
+    id = fields.Integer()
+    partner = fields.String()
+    points = fields.Integer()
+    price_per_point = DecimalString(metadata={"description": "The partner's issue price in force when recorded."})
+    amount_minor = fields.Integer(metadata={"description": "Points x price in minor units, rounded up."})
+    currency = fields.String()
+    reference = fields.String()
+    paid_on = fields.Date()
+    recorded_by = fields.String()
+    recorded_at = fields.AwareDateTime()
+    applied_minor = fields.Integer(metadata={"description": "What of the block paid statements."})
+    left_minor = fields.Integer()
+
+
+class BlockBoughtOutput(Schema):
+    block = fields.Nested(PrepaidBlockOutput)
+    balance_minor = fields.Integer(metadata={"description": "The partner's prepaid balance after the block."})
+    credit = fields.Nested(CreditOutput)
+
+
+class PrepaidBlocksOutput(Schema):
+    partner = fields.String()
+    currency = fields.String()
+    balance_minor = fields.Integer()
+    blocks = fields.List(fields.Nested(PrepaidBlockOutput))
 
 
 @credit_blueprint.route("/partners/<code>/credit")
@@ -97,6 +141,27 @@ class PartnerCreditLimitDecision(MethodView):
         return committed_change(credit.decide_limit_change, change_id=change_id, partner_code=code,
                                 decision=data["decision"],
                                 warning_percent=hub_state().settings.credit_warning_percent)
+
+
+@credit_blueprint.route("/partners/<code>/credit/prepaid-blocks")
+class PartnerPrepaidBlocks(MethodView):
+    @require_role("finance", "admin")
+    @credit_blueprint.response(200, PrepaidBlocksOutput)
+    @documented(credit_blueprint, 404)
+    def get(self, code: str) -> credit.PrepaidView:
+        """A partner's prepaid blocks, oldest first, with what each paid and has left, and its prepaid balance."""
+        with hub_state().unit_of_work() as uow:
+            return credit.prepaid_blocks(uow.session, partner_code=code)
+
+    @require_role("finance", "admin")
+    @credit_blueprint.arguments(PrepaidBlockInput)
+    @credit_blueprint.response(201, BlockBoughtOutput)
+    @documented(credit_blueprint, 404, 409)
+    def post(self, data: dict[str, Any], code: str) -> credit.BlockBought:
+        """Record a block of points the partner paid for ahead, at its issue price in force; answers the block, the
+        balance and the refreshed credit (409 ``duplicate_reference`` for a receipt already recorded)."""
+        return committed_change(credit.buy_block, partner_code=code, points=data["points"],
+                                reference=data["reference"], paid_on=data["paid_on"])
 
 
 def init_app(app: Flask, api: Api) -> None:

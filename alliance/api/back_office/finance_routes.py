@@ -209,6 +209,29 @@ class StatementPayments(MethodView):
                                 paid_on=data["paid_on"], reference=data["reference"])
 
 
+class PrepaidPaymentOutput(Schema):
+    statement_id = fields.Integer()
+    partner = fields.String()
+    currency = fields.String()
+    net_minor = fields.Integer()
+    applied_minor = fields.Integer(metadata={"description": "What was drawn from prepaid money now."})
+    paid_minor = fields.Integer()
+    outstanding_minor = fields.Integer()
+    paid = fields.Boolean()
+    balance_minor = fields.Integer(metadata={"description": "The partner's prepaid balance left."})
+
+
+@finance_blueprint.route("/statements/<int:statement_id>/prepaid-payments")
+class StatementPrepaidPayments(MethodView):
+    @require_role("finance", "admin")
+    @finance_blueprint.response(201, PrepaidPaymentOutput)
+    @documented(finance_blueprint, 404, 409)
+    def post(self, statement_id: int) -> finance.credit.PrepaidPayment:
+        """Pay an invoiced statement from its partner's prepaid blocks, up to what is outstanding and left (409
+        ``not_invoiced``, ``nothing_owed`` or ``no_prepaid_balance``)."""
+        return committed_change(finance.credit.apply_to_statement, statement_id=statement_id)
+
+
 @finance_blueprint.route("/overdue")
 class Overdue(MethodView):
     @require_role("finance")
