@@ -63,9 +63,11 @@ from alliance.models import (
 from alliance.models.base import integer_sum
 from alliance.services import audit_log, risk
 from alliance.services.process_cache import ProcessCache
+from alliance.storage.adapters import storage_for
 
 RELOAD_INTERVAL_S = 30
 JOB_NAME = "profile-partner-amounts"
+PATTERN_RULES_LOCK_KEY = 7_150_025
 
 
 # -- the rules -------------------------------------------------------------------------
@@ -108,6 +110,8 @@ def set_rule(session: Session, *, name: str, terms: Mapping[str, Any] | None = N
         if not reason or len(reason) > risk.MAX_REASON_CHARACTERS:
             raise ValidationFailed(f"say why, in 1 to {risk.MAX_REASON_CHARACTERS} characters",
                                    fields={"reason": [f"1 to {risk.MAX_REASON_CHARACTERS} characters"]})
+    # One change at a time: two operators changing different terms of a rule each keep the other's.
+    storage_for(session).lock(session, PATTERN_RULES_LOCK_KEY)
     current = read_rules(session).get(Pattern(name)) if name in {p.value for p in Pattern} else None
     changed = patterns.rule_from_data(
         name, terms={**(current.terms if current else {}), **(terms or {})},
