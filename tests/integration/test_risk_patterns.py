@@ -336,6 +336,23 @@ def test_an_amount_far_above_the_partners_own_is_flagged_once_it_has_a_profile(a
     assert_audit_green(alliance.hub)
 
 
+def test_a_holding_outlier_rule_keeps_the_huge_purchases_points_pending_for_a_reviewer(alliance):
+    set_rule(alliance.hub, "amount-outlier", terms={"min_purchases": 20}, action="hold")
+    (shopper,) = members(alliance, 1)
+    items = [purchase_payload(f"usual-{index}", shopper.card_number, 9_000 + 100 * (index % 5)) for index in range(20)]
+    assert alliance.at_aurora.post(BATCH, {"purchases": items}).status == 200
+    assert _profile(alliance.hub) == 1
+    held = buy(alliance.at_aurora, shopper, "huge", 5_000_000)
+    # A normal answer that says the points wait for a reviewer; they cannot be spent meanwhile.
+    assert held.status == 201 and held.body["points"]["state"] == "held_for_review"
+    (kept,) = decisions(alliance.hub)
+    assert (kept.operation, kept.action, kept.reference, kept.evidence[0]["pattern"]) == (
+        "earn", "hold", "huge", "amount-outlier")
+    spend = redeem(alliance.at_borealis, shopper, "spend-the-huge-one", held.body["points"]["total"])
+    assert spend.status == 422, spend.body
+    assert_audit_green(alliance.hub)
+
+
 def test_no_profile_or_one_below_the_minimum_purchases_flags_nothing(alliance):
     (member,) = members(alliance, 1)
     assert buy(alliance.at_aurora, member, "one", 1_000).status == 201
