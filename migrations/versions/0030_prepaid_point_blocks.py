@@ -48,13 +48,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_partner_prepaid_blocks")),
         sa.UniqueConstraint("partner_id", "reference", name=op.f("uq_partner_prepaid_blocks_partner_id_reference")),
     )
-    # SQLite rebuilds statement_events to add the foreign key and the check; no table points at it.
+    # SQLite rebuilds statement_events to add the foreign key and the check (no table points at it);
+    # PostgreSQL alters it in place.
     with op.batch_alter_table("statement_events") as batch:
         batch.add_column(sa.Column("prepaid_block_id", ID, nullable=True))
         batch.create_foreign_key(op.f("fk_statement_events_prepaid_block_id_partner_prepaid_blocks"),
                                  "partner_prepaid_blocks", ["prepaid_block_id"], ["id"])
         batch.create_check_constraint("prepaid_is_a_payment", "prepaid_block_id IS NULL OR kind = 'paid'")
         batch.create_index("ix_statement_events_prepaid_block_id", ["prepaid_block_id"])
+    _restore_append_only_guards()
 
 
 def downgrade() -> None:
@@ -64,4 +66,19 @@ def downgrade() -> None:
         batch.drop_constraint(op.f("fk_statement_events_prepaid_block_id_partner_prepaid_blocks"),
                               type_="foreignkey")
         batch.drop_column("prepaid_block_id")
+    _restore_append_only_guards()
     op.drop_table("partner_prepaid_blocks")
+
+
+def _restore_append_only_guards() -> None:
+    """Put back the triggers that keep statement_events append-only (0007), which SQLite's rebuild dropped.
+
+    PostgreSQL altered the table in place and kept them.
+    """
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for operation in ("UPDATE", "DELETE"):
+        op.execute(f"""CREATE TRIGGER trg_statement_events_no_{operation.lower()} BEFORE {operation} ON statement_events
+            BEGIN
+                SELECT RAISE(ABORT, 'finance events are never edited: {operation} on statement_events is refused');
+            END""")
