@@ -12,7 +12,7 @@ from alliance.domain.errors import Conflict
 OVER_LIMIT = "over"
 # What a till is told: no figures (the till is not the place), and what lets the partner issue again.
 REFUSAL_DETAIL = ("the partner's unsettled issuance has reached its credit limit; it can issue points again once it "
-                  "pays what it owes the hub or its credit limit is raised")
+                  "pays what it owes the hub, buys a prepaid block of points, or its credit limit is raised")
 
 
 class CreditLimitReached(Conflict):
