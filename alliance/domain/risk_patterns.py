@@ -77,7 +77,7 @@ ACTIONS: Mapping[Pattern, frozenset[Action]] = {
 PATTERNS: Mapping[Pattern, PatternRule] = {
     Pattern.QUICK_BURN: PatternRule(Pattern.QUICK_BURN, {"earned_within_minutes": 30, "cards": 3,
                                                           "window_minutes": 24 * 60}, Action.FLAG),
-    Pattern.REFUND_ABUSE: PatternRule(Pattern.REFUND_ABUSE, {"repeats": 2, "window_days": 30}, Action.REFUSE),
+    Pattern.REFUND_ABUSE: PatternRule(Pattern.REFUND_ABUSE, {"repeats": 2, "window_days": 30}, Action.FLAG),
     Pattern.SPLIT_PURCHASE: PatternRule(Pattern.SPLIT_PURCHASE, {"window_minutes": 10}, Action.HOLD),
     Pattern.TRANSFER_CHAIN: PatternRule(Pattern.TRANSFER_CHAIN, {"senders": 3, "enrolled_within_days": 30,
                                                                   "window_days": 7}, Action.REFUSE),
@@ -202,9 +202,10 @@ def refund_abuse(rule: PatternRule, *, points_unrecovered: int, points_recovered
     member's within the rule's window came before it.
 
     The first ones are flagged: returning a purchase after spending its points elsewhere
-    can be honest. The one that reaches ``repeats`` gets the rule's action: refused by
-    default, the way a retailer's return-fraud check declines a return at the till, so the
-    merchant does not give the money back for a purchase whose points are already gone.
+    can be honest. The one that reaches ``repeats`` gets the rule's action: flagged by
+    default; under ``refuse`` it is declined at the till, the way a retailer's return-fraud
+    check declines a return, so the merchant does not give the money back for a purchase
+    whose points are already gone.
     """
     if points_unrecovered <= 0:
         return None

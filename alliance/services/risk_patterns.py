@@ -279,8 +279,8 @@ def on_redemption(session: Session, *, partner_id: int, terminal_id: int | None,
 def on_refund(session: Session, *, purchase: Purchase, refund_id: str, points_recovered: int,
               points_unrecovered: int, now: datetime) -> None:
     """Decide a purchase refund some of whose points could not be clawed back (spent already): flagged, or, as
-    the member's repeat within ``window_days`` (``patterns.refund_abuse``), the rule's action (refused by default:
-    ``RiskDeclined`` is raised and the refund taken back). The finding says how many such refunds the member had
+    the member's repeat within ``window_days`` (``patterns.refund_abuse``), the rule's action (flag by default; under
+    refuse, ``RiskDeclined`` is raised and the refund taken back). The finding says how many such refunds the member had
     within the window, this one included."""
     if points_unrecovered <= 0:
         return

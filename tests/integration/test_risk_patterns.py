@@ -157,7 +157,8 @@ def test_a_disabled_pattern_does_not_run(alliance):
 
 # -- 2. refund abuse ---------------------------------------------------------------------------
 
-def test_a_refund_after_the_points_were_spent_is_flagged_and_the_members_repeat_is_declined(alliance):
+def test_a_refund_after_the_points_were_spent_is_flagged_and_under_a_refusing_rule_the_repeat_is_declined(alliance):
+    set_rule(alliance.hub, "refund-abuse", action="refuse")
     (member,) = members(alliance, 1)
     for index in range(2):
         assert buy(alliance.at_aurora, member, f"tv-{index}", 100_000).status == 201
@@ -166,7 +167,8 @@ def test_a_refund_after_the_points_were_spent_is_flagged_and_the_members_repeat_
     # The first return after spending the points elsewhere can be honest: it goes through, flagged.
     refund = alliance.at_aurora.post(f"{PURCHASES}/tv-0/refunds", {"refund_id": "back-0", "amount_minor": 100_000})
     assert refund.status == 201 and refund.body["points_unrecovered"] == 1_000
-    # The repeat within the window is declined at the till, as a return-fraud check declines a return;
+    # The repeat within the window is declined at the till (the rule's action; flag by default), as a
+    # return-fraud check declines a return;
     # nothing of it is kept but the decision, and the purchase stands unrefunded.
     before = books(alliance.hub)
     declined = alliance.at_aurora.post(f"{PURCHASES}/tv-1/refunds", {"refund_id": "back-1", "amount_minor": 100_000})
