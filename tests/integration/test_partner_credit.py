@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
 from alliance.domain.credit import CreditLimitReached
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
-from alliance.extensions import hub_state
 from alliance.models import PartnerCredit, PartnerCreditAlert, PartnerCreditLimitChange
 from alliance.scheduler import hub_jobs
 from alliance.services.jobs import run_exclusively
@@ -24,9 +22,8 @@ from settlement import closing as settlement_closing
 from settlement import credit, finance
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.factories import make_member_with_pin, make_signing_partner
+from tests.credit_support import credit_shop, earn
 from tests.http_server import purchase_payload, wall_clock_partner_time
-from tests.partner_client import SignedTestClient
 
 PURCHASES = "/partner/v1/purchases"
 BATCH = "/partner/v1/purchases/batch"
@@ -104,17 +101,11 @@ def test_the_warning_line_is_rounded_up():
 
 @pytest.fixture
 def shop(app):  # type: ignore[no-untyped-def]
-    """A signing shop and a member with a PIN who earns there."""
-    hub = hub_state(app)
-    created = wall_clock_partner_time()
-    partner = make_signing_partner(hub, now=created, code="shop")
-    member = make_member_with_pin(hub, now=created, pin=PIN)
-    return SimpleNamespace(app=app, hub=hub, partner=partner, member=member, client=SignedTestClient(app, partner))
+    return credit_shop(app)
 
 
 def _earn(shop, receipt_id: str):  # type: ignore[no-untyped-def]
-    return shop.client.post(PURCHASES, purchase_payload(receipt_id, shop.member.card_number,
-                                                        amount_minor=PURCHASE_MINOR))
+    return earn(shop, receipt_id)
 
 
 def _set_limit(shop, limit_minor: int | None, *, actor: str = A):  # type: ignore[no-untyped-def]

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
-from alliance.extensions import hub_state
 from alliance.models import AuditLogEntry, PartnerCredit, StatementEvent
 from alliance.models.credit import PartnerPrepaidBlock
 from settlement import closing as settlement_closing
 from settlement import credit, finance
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.factories import make_member_with_pin, make_partner, make_signing_partner
-from tests.http_server import books, purchase_payload, wall_clock_partner_time
-from tests.partner_client import SignedTestClient
+from tests.credit_support import credit_shop, earn
+from tests.factories import make_partner
+from tests.http_server import books, wall_clock_partner_time
 
 PURCHASES = "/partner/v1/purchases"
 REDEMPTIONS = "/partner/v1/redemptions"
@@ -40,12 +38,7 @@ PURCHASE_COST = 123
 
 @pytest.fixture
 def shop(app):  # type: ignore[no-untyped-def]
-    """A signing shop (issue price 0.01 EUR a point) and a member with a PIN who earns there."""
-    hub = hub_state(app)
-    created = wall_clock_partner_time()
-    partner = make_signing_partner(hub, now=created, code="shop")
-    member = make_member_with_pin(hub, now=created, pin=PIN)
-    return SimpleNamespace(app=app, hub=hub, partner=partner, member=member, client=SignedTestClient(app, partner))
+    return credit_shop(app)
 
 
 def _now() -> datetime:
@@ -53,8 +46,7 @@ def _now() -> datetime:
 
 
 def _earn(shop, receipt_id: str):  # type: ignore[no-untyped-def]
-    return shop.client.post(PURCHASES, purchase_payload(receipt_id, shop.member.card_number,
-                                                        amount_minor=PURCHASE_MINOR))
+    return earn(shop, receipt_id)
 
 
 def _limit(shop, limit_minor: int) -> None:  # type: ignore[no-untyped-def]
