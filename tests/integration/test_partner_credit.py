@@ -22,17 +22,13 @@ from settlement import closing as settlement_closing
 from settlement import credit, finance
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.credit_support import credit_shop, earn
+from tests.credit_support import PIN, PURCHASE_COST, PURCHASE_MINOR, PURCHASES, credit_shop, earn
 from tests.http_server import purchase_payload, wall_clock_partner_time
 
-PURCHASES = "/partner/v1/purchases"
 BATCH = "/partner/v1/purchases/batch"
 REDEMPTIONS = "/partner/v1/redemptions"
-PIN = "2468"
 A, B = "cli:requester", "cli:approver"
 # 123.45 EUR at 1 point per EUR, issued at 0.01 EUR a point: 123 points, 1.23 EUR, 123 cents.
-PURCHASE_MINOR = 12_345
-PURCHASE_COST = 123
 
 
 # ---------------------------------------------------------------- the arithmetic

@@ -23,17 +23,12 @@ from settlement import closing as settlement_closing
 from settlement import credit, finance
 from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.credit_support import credit_shop, earn
+from tests.credit_support import PIN, PURCHASE_COST, credit_shop, earn
 from tests.factories import make_partner
 from tests.http_server import books, wall_clock_partner_time
 
-PURCHASES = "/partner/v1/purchases"
 REDEMPTIONS = "/partner/v1/redemptions"
-PIN = "2468"
 A = "cli:finance-one"
-# 123.45 EUR at 1 point per EUR, issued at 0.01 EUR a point: 123 points, 123 cents.
-PURCHASE_MINOR = 12_345
-PURCHASE_COST = 123
 
 
 @pytest.fixture
