@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+from typing import Any
 
 from flask import Flask
 
 from alliance.extensions import hub_state
+from settlement import closing as settlement_closing
+from settlement.cycles import Cycle, Frequency
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.http_server import purchase_payload, wall_clock_partner_time
 from tests.partner_client import Reply, SignedTestClient
@@ -31,3 +35,16 @@ def earn(shop: SimpleNamespace, receipt_id: str) -> Reply:
     """The shop's member earns on a purchase of ``PURCHASE_MINOR``, through the signed API."""
     return shop.client.post(PURCHASES, purchase_payload(receipt_id, shop.member.card_number,
                                                         amount_minor=PURCHASE_MINOR))
+
+
+def close_today(shop: SimpleNamespace) -> Any:
+    """Close the shop's daily cycle around today, signed by the hub's statement key; the closed statement."""
+    signer = shop.hub.statement_signer
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    cycle = Cycle("shop", Frequency.DAILY, today - timedelta(days=1), today + timedelta(days=1))
+    with shop.hub.unit_of_work() as uow:
+        closed = settlement_closing.close_cycle(
+            uow.session, partner_id=shop.partner.partner_id, cycle=cycle, now=cycle.ends_at + timedelta(hours=1),
+            signing_key=signer.signing_key, key_id=signer.key_id, payment_terms_days=signer.payment_terms_days)
+        uow.commit()
+    return closed

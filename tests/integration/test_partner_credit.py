@@ -18,11 +18,9 @@ from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.models import PartnerCredit, PartnerCreditAlert, PartnerCreditLimitChange
 from alliance.scheduler import hub_jobs
 from alliance.services.jobs import run_exclusively
-from settlement import closing as settlement_closing
 from settlement import credit, finance
-from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.credit_support import PIN, PURCHASE_COST, PURCHASE_MINOR, PURCHASES, credit_shop, earn
+from tests.credit_support import PIN, PURCHASE_COST, PURCHASE_MINOR, PURCHASES, close_today, credit_shop, earn
 from tests.http_server import purchase_payload, wall_clock_partner_time
 
 BATCH = "/partner/v1/purchases/batch"
@@ -130,15 +128,7 @@ def _exposure(shop) -> credit.Exposure:  # type: ignore[no-untyped-def]
 
 
 def _close_today(shop):  # type: ignore[no-untyped-def]
-    signer = shop.hub.statement_signer
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    cycle = Cycle("shop", Frequency.DAILY, today - timedelta(days=1), today + timedelta(days=1))
-    with shop.hub.unit_of_work() as uow:
-        closed = settlement_closing.close_cycle(
-            uow.session, partner_id=shop.partner.partner_id, cycle=cycle, now=cycle.ends_at + timedelta(hours=1),
-            signing_key=signer.signing_key, key_id=signer.key_id, payment_terms_days=signer.payment_terms_days)
-        uow.commit()
-    return closed
+    return close_today(shop)
 
 
 def _pay(shop, statement_id: int, amount_minor: int, reference: str) -> None:  # type: ignore[no-untyped-def]

@@ -19,11 +19,9 @@ from sqlalchemy import func, select
 from alliance.domain.errors import InvalidState, NotFound, ValidationFailed
 from alliance.models import AuditLogEntry, PartnerCredit, StatementEvent
 from alliance.models.credit import PartnerPrepaidBlock
-from settlement import closing as settlement_closing
 from settlement import credit, finance
-from settlement.cycles import Cycle, Frequency
 from tests.back_office_support import BackOffice, audit_count, run_cli
-from tests.credit_support import PIN, PURCHASE_COST, credit_shop, earn
+from tests.credit_support import PIN, PURCHASE_COST, close_today, credit_shop, earn
 from tests.factories import make_partner
 from tests.http_server import books, wall_clock_partner_time
 
@@ -74,15 +72,7 @@ def _balance(shop) -> int:  # type: ignore[no-untyped-def]
 
 
 def _close_today(shop):  # type: ignore[no-untyped-def]
-    signer = shop.hub.statement_signer
-    today = _now().replace(hour=0, minute=0, second=0, microsecond=0)
-    cycle = Cycle("shop", Frequency.DAILY, today - timedelta(days=1), today + timedelta(days=1))
-    with shop.hub.unit_of_work() as uow:
-        closed = settlement_closing.close_cycle(
-            uow.session, partner_id=shop.partner.partner_id, cycle=cycle, now=cycle.ends_at + timedelta(hours=1),
-            signing_key=signer.signing_key, key_id=signer.key_id, payment_terms_days=signer.payment_terms_days)
-        uow.commit()
-    return closed
+    return close_today(shop)
 
 
 def _invoice(shop, statement_id: int, reference: str = "INV-1") -> finance.StatementStatus:  # type: ignore[no-untyped-def]
