@@ -80,6 +80,7 @@ class LineKind(StrEnum):
     CAMPAIGN_POINTS_ISSUED = "campaign_points_issued"
     BEHAVIOUR_POINTS_ISSUED = "behaviour_points_issued"
     GOODWILL_POINTS_ISSUED = "goodwill_points_issued"
+    COUPON_POINTS_ISSUED = "coupon_points_issued"
     ISSUANCE_REVERSED = "issuance_reversed"
     POINTS_CORRECTED = "points_corrected"
     POINTS_REDEEMED = "points_redeemed"
@@ -96,6 +97,7 @@ POINT_LINE_SIGNS: Mapping[LineKind, int] = MappingProxyType(
         LineKind.CAMPAIGN_POINTS_ISSUED: 1,
         LineKind.BEHAVIOUR_POINTS_ISSUED: 1,
         LineKind.GOODWILL_POINTS_ISSUED: 1,
+        LineKind.COUPON_POINTS_ISSUED: 1,
         LineKind.ISSUANCE_REVERSED: -1,
         LineKind.POINTS_CORRECTED: -1,
         LineKind.POINTS_REDEEMED: -1,
@@ -113,6 +115,7 @@ LINE_KIND_BY_TRANSACTION_KIND: Mapping[TransactionKind, LineKind] = MappingProxy
         TransactionKind.CAMPAIGN_SHARE: LineKind.CAMPAIGN_POINTS_ISSUED,
         TransactionKind.BEHAVIOUR_AWARD: LineKind.BEHAVIOUR_POINTS_ISSUED,
         TransactionKind.GOODWILL_CREDIT: LineKind.GOODWILL_POINTS_ISSUED,
+        TransactionKind.COUPON_BONUS: LineKind.COUPON_POINTS_ISSUED,
         TransactionKind.CLAWBACK: LineKind.ISSUANCE_REVERSED,
         TransactionKind.CORRECTION: LineKind.POINTS_CORRECTED,
         TransactionKind.CAPTURE: LineKind.POINTS_REDEEMED,

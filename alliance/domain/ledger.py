@@ -47,17 +47,20 @@ HUB_ACCOUNT_KINDS = frozenset(
 class TransactionKind(StrEnum):
     """Why points moved; settlement groups postings by these.
 
-    Four kinds issue points into a lot, each on its own statement line when a partner
+    Five kinds issue points into a lot, each on its own statement line when a partner
     pays for them: a purchase's earn (with the partner's own campaign points on it), a
-    joint campaign's share, an award for an activity (behaviour points) and a goodwill
-    credit. Two kinds take issued points back at the price they were issued at: a
-    refund's claw-back and a correction by customer service.
+    joint campaign's share, an award for an activity (behaviour points), a goodwill
+    credit and a coupon's bonus. Two kinds take issued points back at the price they were
+    issued at: a refund's claw-back and a correction by customer service. A reward ordered
+    from the catalog is spent by ``reward_capture`` (the supplier is reimbursed the
+    reward's price in money, not a price per point) and given back by ``reward_return``.
     """
 
     EARN = "earn"
     CAMPAIGN_SHARE = "campaign_share"
     BEHAVIOUR_AWARD = "behaviour_award"
     GOODWILL_CREDIT = "goodwill_credit"
+    COUPON_BONUS = "coupon_bonus"
     ACTIVATION = "activation"
     CLAWBACK = "clawback"
     CORRECTION = "correction"
@@ -65,13 +68,15 @@ class TransactionKind(StrEnum):
     CAPTURE = "capture"
     RELEASE = "release"
     REDEMPTION_REFUND = "redemption_refund"
+    REWARD_CAPTURE = "reward_capture"
+    REWARD_RETURN = "reward_return"
     EXPIRY = "expiry"
     TRANSFER = "transfer"
 
 
 # Every kind that issues points into a lot, priced at the issuer's issue price in force.
 ISSUING_KINDS = frozenset({TransactionKind.EARN, TransactionKind.CAMPAIGN_SHARE, TransactionKind.BEHAVIOUR_AWARD,
-                           TransactionKind.GOODWILL_CREDIT})
+                           TransactionKind.GOODWILL_CREDIT, TransactionKind.COUPON_BONUS})
 # Every kind that takes issued points back to their issuer, at the price they were issued at.
 TAKE_BACK_KINDS = frozenset({TransactionKind.CLAWBACK, TransactionKind.CORRECTION})
 

@@ -307,6 +307,7 @@ def test_only_partner_postings_with_a_price_feed_lines():
         TransactionKind.CAMPAIGN_SHARE: LineKind.CAMPAIGN_POINTS_ISSUED,
         TransactionKind.BEHAVIOUR_AWARD: LineKind.BEHAVIOUR_POINTS_ISSUED,
         TransactionKind.GOODWILL_CREDIT: LineKind.GOODWILL_POINTS_ISSUED,
+        TransactionKind.COUPON_BONUS: LineKind.COUPON_POINTS_ISSUED,
         TransactionKind.CLAWBACK: REVERSED,
         TransactionKind.CORRECTION: LineKind.POINTS_CORRECTED,
         TransactionKind.CAPTURE: REDEEMED,
