@@ -15,6 +15,7 @@ from alliance.models.base import Base
 from alliance.models.behaviour import BehaviourAward, BehaviourEvent, BehaviourRule
 from alliance.models.birthday import BirthdayAward
 from alliance.models.campaigns import CampaignAward, CampaignFunder, CampaignSegmentMember
+from alliance.models.coupons import Coupon, CouponSeries, CouponSeriesPartner, CouponUse
 from alliance.models.credit import PartnerCredit, PartnerCreditAlert, PartnerCreditLimitChange
 from alliance.models.finance import Adjustment, AdjustmentApplication, StatementEvent, StatementLineDispute
 from alliance.models.goodwill import GoodwillRequest
@@ -58,6 +59,10 @@ __all__ = [
     "BehaviourRule",
     "BirthdayAward",
     "GoodwillRequest",
+    "Coupon",
+    "CouponSeries",
+    "CouponSeriesPartner",
+    "CouponUse",
     "PartnerCredit",
     "PartnerCreditAlert",
     "PartnerCreditLimitChange",

@@ -100,6 +100,9 @@ DISTRIBUTED: dict[str, Distributed] = {
     "behaviour_awards": Distributed("member_id"),
     # A tier benefit paid once per member and year.
     "birthday_awards": Distributed("member_id"),
+    # A member's coupons and their uses, written with the purchase or redemption they go with.
+    "coupons": Distributed("member_id"),
+    "coupon_uses": Distributed("member_id"),
 }
 
 # Small, read by nearly every posting, changed by onboarding and staff only: copied to
@@ -119,6 +122,8 @@ REFERENCE: dict[str, str] = {
     "risk_pattern_rules": "the pattern rules' terms, one row per pattern an operator changed",
     "partner_amount_profiles": "one row per partner, recomputed daily, read by the amount-outlier pattern",
     "partner_credit": "one row per partner; every earn reads its credit state",
+    "coupon_series": "a purchase or redemption presenting a coupon reads its series' terms; a few offers a month",
+    "coupon_series_partners": "where each coupon series may be used; a few rows per series",
 }
 
 # Staff, back office, settlement and grading: low volume, and several need one total
@@ -309,4 +314,9 @@ DEPARTURES: tuple[Departure, ...] = (
               "activation job joins on its member's shard"),
     Departure("risk_pattern_sightings", "foreign_key_across_shards", "fk_risk_pattern_sightings_card_id_cards",
               "keep card_id as a plain id: a sighting counts distinct cards per pair of tills"),
+    # Coupons: by member, their code unique across members (a till presents the code with the card).
+    *_widened_primary_keys("coupons", "coupon_uses"),
+    Departure("coupons", "unique_without_distribution_column", "uq_coupons_code",
+              _ROUTE_BY_LOOKUP.format(key="code") + "; or look the coupon up by the card's member and the code"),
+    *_composite_references("coupon_uses", ("coupon_id", "coupons")),
 )
