@@ -31,6 +31,8 @@ from alliance.models import (
     Partner,
     PointLot,
     RedemptionHold,
+    Reward,
+    RewardOrder,
     SettlementRun,
     SettlementStatement,
     SettlementStatementLine,
@@ -45,10 +47,13 @@ from settlement.keys import StatementSigner
 from settlement.locking import lock_partner_settlement
 from settlement.netting import (
     EXACT,
+    ITEM_LINE_KIND_BY_TRANSACTION_KIND,
     LINE_KIND_BY_TRANSACTION_KIND,
     POINT_LINE_SIGNS,
+    SETTLING_TRANSACTION_KINDS,
     AdjustmentAmount,
     CycleSummary,
+    ItemAggregate,
     LineKind,
     LotTrace,
     PostingAggregate,
@@ -152,7 +157,8 @@ def close_cycle(
                                                       partner.currency, "cycle-fee")]
     if postings is None:
         postings = aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle)
-    lines = build_lines(postings, adjustments)
+    lines = build_lines(postings, adjustments,
+                        aggregate_reward_items(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle))
     statement = build_statement(
         cycle=cycle, currency=partner.currency,
         opening_balance_minor=previous.closing_balance_minor if previous is not None else 0,
@@ -197,6 +203,37 @@ def aggregate_postings(session: Session, *, partner_id: int, partner_code: str, 
         .group_by(JournalTransaction.kind, JournalTransaction.price_per_point, JournalTransaction.currency)
     ).all()
     return [_aggregate(row, partner_code) for row in rows if row.signed_points != 0]
+
+
+def aggregate_reward_items(session: Session, *, partner_id: int, partner_code: str,
+                           cycle: Cycle) -> list[ItemAggregate]:
+    """The reward items the partner supplied or took back in the cycle, per (reward, kind, price per item).
+
+    The journal says when: each ``reward_capture`` and ``reward_return`` posted in the
+    cycle. The order it names says what: the reward, the items and the price per item.
+    """
+    order = aliased(RewardOrder)
+    captured = JournalTransaction.id == order.capture_transaction_id
+    returned = JournalTransaction.id == order.return_transaction_id
+    rows = session.execute(
+        select(JournalTransaction.kind, Reward.code, order.unit_price_minor, order.currency,
+               integer_sum(order.items).label("items"), integer_sum(order.points).label("points"))
+        .join(order, captured | returned)
+        .join(Reward, Reward.id == order.reward_id)
+        .where(
+            JournalTransaction.partner_id == partner_id,
+            JournalTransaction.kind.in_([kind.value for kind in ITEM_LINE_KIND_BY_TRANSACTION_KIND]),
+            JournalTransaction.posted_at >= cycle.starts_at,
+            JournalTransaction.posted_at < cycle.ends_at,
+        )
+        .group_by(JournalTransaction.kind, Reward.code, order.unit_price_minor, order.currency)
+    ).all()
+    return [
+        ItemAggregate(partner_code=partner_code,
+                      line_kind=ITEM_LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)], currency=row.currency,
+                      reference=row.code, unit_price_minor=row.unit_price_minor, items=row.items, points=row.points)
+        for row in rows
+    ]
 
 
 def _aggregate(row: Row[*tuple[Any, ...]], partner_code: str) -> PostingAggregate:
@@ -510,7 +547,7 @@ def _last_to_settle(session: Session, partner_ids: list[int]) -> dict[int, datet
         select(JournalTransaction.partner_id, func.max(JournalTransaction.posted_at))
         .outerjoin(last_closed_end, last_closed_end.c.partner_id == JournalTransaction.partner_id)
         .where(JournalTransaction.partner_id.in_(partner_ids),
-               JournalTransaction.kind.in_([kind.value for kind in LINE_KIND_BY_TRANSACTION_KIND]),
+               JournalTransaction.kind.in_([kind.value for kind in SETTLING_TRANSACTION_KINDS]),
                (last_closed_end.c.ends_at.is_(None)) | (JournalTransaction.posted_at >= last_closed_end.c.ends_at))
         .group_by(JournalTransaction.partner_id)
     ).all()
@@ -577,6 +614,10 @@ def _statement_line(line: SettlementStatementLine, partner_code: str, currency: 
     )
 
 
+# A redemption's capture and a reward order's capture both spend a hold's points at its partner.
+_SPENDING_KINDS = (TransactionKind.CAPTURE.value, TransactionKind.REWARD_CAPTURE.value)
+
+
 def lot_traces(session: Session, *, cycle_ends_at: datetime, currency: str) -> list[LotTrace]:
     """Points captured in closed cycles ending then, traced by SQL to the partners that issued them."""
     capture = aliased(JournalTransaction)
@@ -592,12 +633,12 @@ def lot_traces(session: Session, *, cycle_ends_at: datetime, currency: str) -> l
         .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
         .join(redeemer, redeemer.id == SettlementRun.partner_id)
         .join(RedemptionHold, RedemptionHold.partner_id == SettlementRun.partner_id)
-        .join(capture, (capture.hold_id == RedemptionHold.id) & (capture.kind == TransactionKind.CAPTURE.value)
+        .join(capture, (capture.hold_id == RedemptionHold.id) & capture.kind.in_(_SPENDING_KINDS)
               & (capture.posted_at >= SettlementRun.cycle_starts_at)
               & (capture.posted_at < SettlementRun.cycle_ends_at))
         .join(LotConsumption, LotConsumption.hold_id == RedemptionHold.id)
         .join(consuming, (consuming.id == LotConsumption.transaction_id)
-              & consuming.kind.in_([TransactionKind.HOLD.value, TransactionKind.CAPTURE.value]))
+              & consuming.kind.in_([TransactionKind.HOLD.value, *_SPENDING_KINDS]))
         .join(PointLot, PointLot.id == LotConsumption.lot_id)
         .outerjoin(issuer, issuer.id == PointLot.partner_id)
         .where(SettlementRun.cycle_ends_at == cycle_ends_at, SettlementStatement.currency == currency)

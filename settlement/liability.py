@@ -47,7 +47,7 @@ HUB_ISSUER_NAME = "The hub (hub-funded points)"
 LOOK_BACK_MONTHS = 12
 MEMBER_ACCOUNT_KINDS = (AccountKind.MEMBER_AVAILABLE.value, AccountKind.MEMBER_PENDING.value,
                         AccountKind.MEMBER_HELD.value)
-_CLOSING_KINDS = (TransactionKind.CAPTURE.value, TransactionKind.RELEASE.value)
+_CLOSING_KINDS = (TransactionKind.CAPTURE.value, TransactionKind.REWARD_CAPTURE.value, TransactionKind.RELEASE.value)
 _REDEMPTION_KINDS = (TransactionKind.CAPTURE.value, TransactionKind.REDEMPTION_REFUND.value)
 K = TypeVar("K")
 

@@ -12,6 +12,9 @@ Conventions fixed here, which statements and reports inherit:
   half-even once, to whole minor units. The residue ``exact − rounded`` (at most half a
   minor unit) is kept on the line and summed per statement; it is what the hub's
   rounding account absorbs, so that rounded amounts plus residue equal the exact total.
+- **Item lines.** A reward from the catalog is reimbursed to its supplier per item, at
+  the reward's price in whole minor units: one line per (reward, price per item), items
+  × price, with no rounding. Items supplied are credits (−), items returned charges (+).
 - **Gross obligations** are the sum over every statement line of the absolute value
   of its rounded amount: each partner's charges plus its credits, before any
   offsetting. **Net payments** are the sum over partners of the absolute value of
@@ -85,6 +88,8 @@ class LineKind(StrEnum):
     POINTS_CORRECTED = "points_corrected"
     POINTS_REDEEMED = "points_redeemed"
     REDEMPTIONS_REFUNDED = "redemptions_refunded"
+    REWARDS_SUPPLIED = "rewards_supplied"
+    REWARDS_RETURNED = "rewards_returned"
     FEE = "fee"
     ADJUSTMENT = "adjustment"
 
@@ -105,6 +110,11 @@ POINT_LINE_SIGNS: Mapping[LineKind, int] = MappingProxyType(
     }
 )
 MONEY_LINE_KINDS = frozenset({LineKind.FEE, LineKind.ADJUSTMENT})
+# Rewards from the catalog are reimbursed per item at the reward's price in money, not per
+# point: −1, the hub owes the supplier for items it supplied; +1, items returned.
+ITEM_LINE_SIGNS: Mapping[LineKind, int] = MappingProxyType(
+    {LineKind.REWARDS_SUPPLIED: -1, LineKind.REWARDS_RETURNED: 1}
+)
 # Which journal transactions feed which line, for the SQL that aggregates postings.
 # Only postings with a partner and a recorded price settle: a hub-funded earn is the
 # hub's marketing cost, and activation, hold, release, expiry and transfer move points
@@ -122,6 +132,16 @@ LINE_KIND_BY_TRANSACTION_KIND: Mapping[TransactionKind, LineKind] = MappingProxy
         TransactionKind.REDEMPTION_REFUND: LineKind.REDEMPTIONS_REFUNDED,
     }
 )
+# Which journal transactions feed item lines; each names its reward order, which carries
+# the reward's code, the items and the price per item the supplier is reimbursed.
+ITEM_LINE_KIND_BY_TRANSACTION_KIND: Mapping[TransactionKind, LineKind] = MappingProxyType(
+    {
+        TransactionKind.REWARD_CAPTURE: LineKind.REWARDS_SUPPLIED,
+        TransactionKind.REWARD_RETURN: LineKind.REWARDS_RETURNED,
+    }
+)
+# Every journal transaction that lands on some statement line.
+SETTLING_TRANSACTION_KINDS = frozenset(LINE_KIND_BY_TRANSACTION_KIND) | frozenset(ITEM_LINE_KIND_BY_TRANSACTION_KIND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +168,38 @@ class PostingAggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemAggregate:
+    """Reward items a supplier supplied (or took back) in the cycle at one price per item.
+
+    ``reference`` is the reward's code; ``items`` the items reimbursed, ``points`` the
+    points members spent on them (shown, not priced) and ``unit_price_minor`` what the hub
+    pays the supplier per item, in whole minor units, so the line needs no rounding.
+    """
+
+    partner_code: str
+    line_kind: LineKind
+    currency: str
+    reference: str
+    unit_price_minor: int
+    items: int
+    points: int
+
+    def __post_init__(self) -> None:
+        require_partner_code(self.partner_code, "partner_code")
+        if self.line_kind not in ITEM_LINE_SIGNS:
+            raise ValidationFailed(
+                f"line_kind {self.line_kind!r} is not an item line", fields={"line_kind": ["not an item line"]}
+            )
+        require_currency(self.currency)
+        require_reference(self.reference)
+        require_whole(self.unit_price_minor, "unit_price_minor", minimum=0, maximum=MAX_AMOUNT_MINOR)
+        require_whole(self.items, "items", minimum=1, maximum=MAX_POINTS_PER_LINE)
+        require_whole(self.points, "points", minimum=1, maximum=MAX_POINTS_PER_LINE)
+        if self.unit_price_minor * self.items > MAX_AMOUNT_MINOR:
+            raise ValidationFailed("the items' amount is beyond a line's limit", fields={"items": ["too many"]})
+
+
+@dataclass(frozen=True, slots=True)
 class AdjustmentAmount:
     """A fee or adjustment in money, signed like every amount (+ the partner owes)."""
 
@@ -168,11 +220,7 @@ class AdjustmentAmount:
         if self.amount_minor == 0:
             raise ValidationFailed("an adjustment must not be zero", fields={"amount_minor": ["zero"]})
         require_currency(self.currency)
-        if not isinstance(self.reference, str) or not REFERENCE_PATTERN.match(self.reference):
-            raise ValidationFailed(
-                "reference must be 1-64 letters, digits or . _ : / -, starting with a letter or digit",
-                fields={"reference": ["malformed"]},
-            )
+        require_reference(self.reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +249,18 @@ class StatementLine:
             require_whole(self.points, "points", minimum=self.count, maximum=MAX_POINTS_PER_LINE)
             if self.reference is not None:
                 raise ValidationFailed("a points line has no reference", fields={"reference": ["not allowed"]})
+        elif self.line_kind in ITEM_LINE_SIGNS:
+            if self.price_per_point is not None:
+                raise ValidationFailed("an item line is priced per item, not per point",
+                                       fields={"price_per_point": ["not allowed"]})
+            require_whole(self.points, "points", minimum=1, maximum=MAX_POINTS_PER_LINE)
+            require_reference(self.reference)
+            if self.amount_minor * ITEM_LINE_SIGNS[self.line_kind] < 0:
+                raise ValidationFailed("an item line's amount has the wrong sign for its kind",
+                                       fields={"amount_minor": ["wrong sign"]})
+            if self.amount_minor % self.count:
+                raise ValidationFailed("an item line's amount is not a whole price per item",
+                                       fields={"amount_minor": ["not a multiple of count"]})
         elif self.line_kind in MONEY_LINE_KINDS:
             if self.price_per_point is not None or self.points is not None or self.count != 1:
                 raise ValidationFailed("a fee or adjustment line is money alone, one per reference")
@@ -271,9 +331,10 @@ class CycleSummary:
 
 
 def build_lines(
-    aggregates: Iterable[PostingAggregate], adjustments: Iterable[AdjustmentAmount] = ()
+    aggregates: Iterable[PostingAggregate], adjustments: Iterable[AdjustmentAmount] = (),
+    items: Iterable[ItemAggregate] = (),
 ) -> list[StatementLine]:
-    """Statement lines for every partner: one per (kind, price), one per fee or adjustment."""
+    """Statement lines for every partner: one per (kind, price), per (reward, price per item), per fee or adjustment."""
     groups: dict[tuple[str, LineKind, str, Decimal], list[int]] = defaultdict(lambda: [0, 0])
     for aggregate in aggregates:
         if not isinstance(aggregate, PostingAggregate):
@@ -295,18 +356,28 @@ def build_lines(
             )
         references.add(key)
         lines.append(_money_line(adjustment))
+    item_groups: dict[tuple[str, LineKind, str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for item in items:
+        if not isinstance(item, ItemAggregate):
+            raise ValidationFailed("items must be ItemAggregate rows")
+        item_group = item_groups[(item.partner_code, LineKind(item.line_kind), item.currency, item.reference,
+                                  item.unit_price_minor)]
+        item_group[0] += item.items
+        item_group[1] += item.points
+    lines.extend(_item_line(*key, items_count, points) for key, (items_count, points) in item_groups.items())
     lines.sort(key=line_sort_key)
     _check_lines_per_partner(lines)
     return lines
 
 
-def line_sort_key(line: StatementLine) -> tuple[str, int, Decimal, str]:
-    """The order lines are listed in: by partner, kind, price, then reference."""
+def line_sort_key(line: StatementLine) -> tuple[str, int, Decimal, str, int]:
+    """The order lines are listed in: by partner, kind, price, reference, then amount (items of one reward)."""
     return (
         line.partner_code,
         LINE_KIND_ORDER[LineKind(line.line_kind)],
         line.price_per_point if line.price_per_point is not None else Decimal(0),
         line.reference or "",
+        abs(line.amount_minor),
     )
 
 
@@ -388,6 +459,16 @@ def require_partner_code(value: object, field: str) -> str:
     return value
 
 
+def require_reference(value: object) -> str:
+    """``value`` if it is a line reference: 1-64 safe characters, starting with a letter or digit."""
+    if not isinstance(value, str) or not REFERENCE_PATTERN.match(value):
+        raise ValidationFailed(
+            "reference must be 1-64 letters, digits or . _ : / -, starting with a letter or digit",
+            fields={"reference": ["malformed"]},
+        )
+    return value
+
+
 def require_currency(value: object) -> str:
     """``value`` if it looks like an ISO 4217 code."""
     if not isinstance(value, str) or not CURRENCY_PATTERN.match(value):
@@ -444,6 +525,26 @@ def _points_line(
         exact_amount_minor=exact_amount_minor,
         amount_minor=amount_minor,
         rounding_residue_minor=EXACT.subtract(exact_amount_minor, Decimal(amount_minor)),
+    )
+
+
+def _item_line(
+    partner_code: str, line_kind: LineKind, currency: str, reference: str, unit_price_minor: int, items: int,
+    points: int,
+) -> StatementLine:
+    """Items of one reward at one price per item: whole minor units, so nothing to round."""
+    amount_minor = ITEM_LINE_SIGNS[line_kind] * items * unit_price_minor
+    return StatementLine(
+        partner_code=partner_code,
+        line_kind=line_kind,
+        currency=currency,
+        price_per_point=None,
+        points=points,
+        count=items,
+        reference=reference,
+        exact_amount_minor=Decimal(amount_minor),
+        amount_minor=amount_minor,
+        rounding_residue_minor=Decimal(0),
     )
 
 

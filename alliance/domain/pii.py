@@ -21,7 +21,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -74,6 +74,8 @@ class LookupKind(StrEnum):
 
     PHONE = "phone"
     EMAIL = "email"
+    # A supplier's voucher code, as ``<reward id>:<code>``: finds a code uploaded twice.
+    VOUCHER = "voucher"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +278,13 @@ def normalise_email(text: str) -> str:
     return address
 
 
-NORMALISERS = {LookupKind.PHONE: normalise_phone, LookupKind.EMAIL: normalise_email}
+def normalise_voucher(text: str) -> str:
+    """A voucher code as uploaded, without surrounding spaces."""
+    return text.strip()
+
+
+NORMALISERS: dict[LookupKind, Callable[[str], str]] = {
+    LookupKind.PHONE: normalise_phone, LookupKind.EMAIL: normalise_email, LookupKind.VOUCHER: normalise_voucher}
 
 
 def _check_key_id(key_id: str) -> None:

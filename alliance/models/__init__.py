@@ -40,6 +40,7 @@ from alliance.models.partner_api import (
 )
 from alliance.models.partners import Partner, PartnerEarnRule, PartnerKey, PartnerPrice, Terminal
 from alliance.models.reconciliation import ReconciliationReport
+from alliance.models.rewards import Reward, RewardOrder, RewardPrice, RewardVoucherCode
 from alliance.models.risk import RiskDecision, RiskHeldLot, RiskPolicyVersion, VerificationFailure
 from alliance.models.risk_patterns import PartnerAmountProfile, RiskPatternRule, RiskPatternSighting
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
@@ -47,6 +48,10 @@ from alliance.models.staff import StaffSession, StaffUser
 from alliance.models.tiers import MemberTierChange, TierPolicyVersion
 
 __all__ = [
+    "Reward",
+    "RewardOrder",
+    "RewardPrice",
+    "RewardVoucherCode",
     "RiskDecision",
     "RiskHeldLot",
     "RiskPolicyVersion",

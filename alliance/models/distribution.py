@@ -103,6 +103,8 @@ DISTRIBUTED: dict[str, Distributed] = {
     # A member's coupons and their uses, written with the purchase or redemption they go with.
     "coupons": Distributed("member_id"),
     "coupon_uses": Distributed("member_id"),
+    # A member's reward orders, written with the hold on the member's points.
+    "reward_orders": Distributed("member_id"),
 }
 
 # Small, read by nearly every posting, changed by onboarding and staff only: copied to
@@ -124,6 +126,9 @@ REFERENCE: dict[str, str] = {
     "partner_credit": "one row per partner; every earn reads its credit state",
     "coupon_series": "a purchase or redemption presenting a coupon reads its series' terms; a few offers a month",
     "coupon_series_partners": "where each coupon series may be used; a few rows per series",
+    "rewards": "every order reads its reward's terms; a stocked reward's count is written per order, as a "
+               "budgeted campaign's is",
+    "reward_prices": "every order reads its reward's price in force; a few prices per reward",
 }
 
 # Staff, back office, settlement and grading: low volume, and several need one total
@@ -161,6 +166,7 @@ COORDINATOR: dict[str, str] = {
     "risk_held_lots": "the lots of held purchases while their review is open",
     "verification_failures": "failed PINs and codes per till, for the card-testing limit",
     "risk_pattern_sightings": "quick-burn sightings per pair of tills",
+    "reward_voucher_codes": "suppliers' voucher codes, each taken once by an order of a voucher",
 }
 
 _WIDEN_PRIMARY_KEY = (
@@ -319,4 +325,16 @@ DEPARTURES: tuple[Departure, ...] = (
     Departure("coupons", "unique_without_distribution_column", "uq_coupons_code",
               _ROUTE_BY_LOOKUP.format(key="code") + "; or look the coupon up by the card's member and the code"),
     *_composite_references("coupon_uses", ("coupon_id", "coupons")),
+    # Reward orders: by member with their hold and postings; the channel's reference is unique across members.
+    *_widened_primary_keys("reward_orders"),
+    Departure("reward_orders", "unique_without_distribution_column", "uq_reward_orders_channel_reference",
+              _ROUTE_BY_LOOKUP.format(key="(channel, reference)") + "; a supplier confirms an order by its reference"),
+    *(Departure("reward_orders", "unique_without_distribution_column", f"uq_reward_orders_{column}",
+                f"make it unique on (member_id, {column}): the {column} is already unique from its sequence")
+      for column in ("hold_id", "capture_transaction_id", "return_transaction_id")),
+    *_composite_references("reward_orders", ("hold_id", "redemption_holds"),
+                           ("capture_transaction_id", "journal_transactions"),
+                           ("return_transaction_id", "journal_transactions")),
+    Departure("reward_voucher_codes", "foreign_key_across_shards", "fk_reward_voucher_codes_order_id_reward_orders",
+              "keep order_id as a plain id checked by the rewards service: a code is taken by the order's transaction"),
 )

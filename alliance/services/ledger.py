@@ -361,12 +361,16 @@ def _activate(session: Session, due: Sequence[tuple[int, int]], now: datetime) -
 
 
 def authorize_hold(
-    session: Session, *, member_id: int, partner_id: int, points: int, now: datetime, ttl_s: int
+    session: Session, *, member_id: int, partner_id: int, points: int, now: datetime, ttl_s: int,
+    max_ttl_s: int = MAX_HOLD_TTL_S,
 ) -> HoldResult:
-    """Set points aside for a redemption at a partner until capture, void or expiry."""
+    """Set points aside for a redemption at a partner until capture, void or expiry.
+
+    ``max_ttl_s`` is longer for a reward order, whose supplier has days to fulfil it.
+    """
     require_positive_points(points)
-    if not 0 < ttl_s <= MAX_HOLD_TTL_S:
-        raise ValidationFailed(f"a hold lives between 1 and {MAX_HOLD_TTL_S} seconds",
+    if not 0 < ttl_s <= max_ttl_s:
+        raise ValidationFailed(f"a hold lives between 1 and {max_ttl_s} seconds",
                                fields={"ttl_s": ["out of range"]})
     member = lock_member(session, member_id)
     _active_partner(session, partner_id)
@@ -425,11 +429,63 @@ def capture_hold(session: Session, *, hold_id: int, points: int, now: datetime) 
     return transaction_id
 
 
+def capture_reward_hold(session: Session, *, hold_id: int, now: datetime) -> int:
+    """Spend a reward order's whole hold at its supplier; the supplier is reimbursed per item, not per point.
+
+    The posting carries the supplier's currency and no price per point: settlement prices
+    it from the order (``reward_capture`` feeds an item line).
+    """
+    member, hold = _lock_hold(session, hold_id)
+    _require_open(hold, now)
+    supplier = _active_partner(session, hold.partner_id)
+    redeemed_account_id = _partner_account_id(session, AccountKind.PARTNER_REDEEMED, hold.partner_id)
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.REWARD_CAPTURE,
+        lines=[(member.held_id, -hold.points_held), (redeemed_account_id, hold.points_held)],
+        posted_at=now, member_id=member.member_id, partner_id=hold.partner_id, currency=supplier.currency,
+        hold_id=hold_id,
+    )
+    _close_hold(session, hold_id, HoldStatus.CAPTURED, now, points_captured=hold.points_held)
+    return transaction_id
+
+
+def return_reward(session: Session, *, hold_id: int, now: datetime) -> int:
+    """Give back every point of a captured reward order to the lots it came from."""
+    member, hold = _lock_hold(session, hold_id)
+    if hold.status != HoldStatus.CAPTURED.value or hold.points_refunded:
+        raise InvalidState("only a fulfilled reward order that was not returned can be returned")
+    capture = session.execute(
+        select(JournalTransaction.id, JournalTransaction.currency).where(
+            JournalTransaction.hold_id == hold_id, JournalTransaction.kind == TransactionKind.REWARD_CAPTURE.value
+        )
+    ).one()
+    redeemed_account_id = _partner_account_id(session, AccountKind.PARTNER_REDEEMED, hold.partner_id)
+    transaction_id = post_transaction(
+        session, kind=TransactionKind.REWARD_RETURN,
+        lines=[(redeemed_account_id, -hold.points_captured), (member.available_id, hold.points_captured)],
+        posted_at=now, member_id=member.member_id, partner_id=hold.partner_id, currency=capture.currency,
+        hold_id=hold_id, reverses_transaction_id=capture.id,
+    )
+    _restore_to_lots(session, hold, hold.points_captured, transaction_id)
+    session.execute(
+        update(RedemptionHold).where(RedemptionHold.id == hold_id).values(points_refunded=hold.points_captured)
+    )
+    return transaction_id
+
+
 def void_hold(session: Session, *, hold_id: int, now: datetime) -> int:
     """Release an open hold in full; returns the releasing transaction."""
     member, hold = _lock_hold(session, hold_id)
     _require_open(hold, now)
     return _release(session, member, hold, now, HoldStatus.VOIDED)
+
+
+def expire_hold(session: Session, *, hold_id: int, now: datetime) -> int:
+    """Release one open hold whose time to live has passed; returns the releasing transaction."""
+    member, hold = _lock_hold(session, hold_id)
+    if hold.status != HoldStatus.OPEN.value or hold.expires_at > now:
+        raise InvalidState("only an open hold past its time to live expires")
+    return _release(session, member, hold, now, HoldStatus.EXPIRED)
 
 
 def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
