@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, aliased
 
 from alliance.domain.cards import is_valid_card_number
 from alliance.domain.clock import add_months
+from alliance.domain.coupons import Call, CouponInvalid
 from alliance.domain.credit import OVER_LIMIT, CreditLimitReached
 from alliance.domain.earning import (
     BUILT_IN_TIER_SCHEDULE,
@@ -70,7 +71,7 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services import ledger, risk, risk_patterns, tier_policy
+from alliance.services import coupons, ledger, risk, risk_patterns, tier_policy
 from alliance.services.campaigns import CampaignBook, awards_of, joint_shares_of_purchase, record_awards
 from alliance.services.risk import Decided
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
@@ -163,6 +164,8 @@ class PurchaseReport:
     currency: str
     purchased_at: datetime
     terminal_id: int | None = None
+    # A coupon presented with the purchase (``alliance.services.coupons``): used in the same transaction.
+    coupon_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +284,8 @@ def report_purchase(
     expires_at = add_months(now, expiry_months)
     planned = plan(partner, facts, 0, report, report.terminal_id, holder, now, expires_at, book=book)
     assert partner is not None
+    if report.coupon_code is not None:
+        planned = _with_coupon(session, partner, planned, report.coupon_code, now, expires_at)
     carried = (risk.Carried(first.risk.limits, first.risk.figures(rows[0]))
                if first.risk is not None and rows else None)
     (assessed,) = _assess_risk(session, partner, [planned], now, carried=carried)
@@ -653,6 +658,13 @@ class _Planned(Generic[_Item]):
     pending_until: datetime | None
     # The risk decision holding its points for review (``risk``), once decided.
     risk: Decided | None = None
+    # A bonus or multiplier coupon presented with it, judged usable (``coupons.present``).
+    coupon: coupons.Grant | None = None
+
+    @property
+    def coupon_points(self) -> int:
+        """The points its coupon adds, posted apart from its earn (``_coupon_posting``)."""
+        return self.coupon.points if self.coupon is not None else 0
 
     @property
     def held(self) -> bool:
@@ -748,6 +760,21 @@ def plan(partner: _Partner | None, facts: PurchaseFacts, index: int, item: _Item
     return _Planned(index, item, terminal_id, holder, breakdown, breakdown.to_dict(), decision.pending_until)
 
 
+def _with_coupon(session: Session, partner: _Partner, planned: _Planned[_Item], code: str, now: datetime,
+                 expires_at: datetime) -> _Planned[_Item]:
+    """A planned purchase with the coupon presented with it, judged (``coupons.present``) on the purchase's
+    moment and rule points; its line joins the breakdown. Refused whole (``CouponInvalid``) if it may not apply."""
+    grant = coupons.present(session, code=code, member_id=planned.holder.member_id, partner_id=partner.id,
+                            partner_currency=partner.currency, moment=planned.item.purchased_at, call=Call.PURCHASE,
+                            now=now, base_points=planned.breakdown.rule_points,
+                            marketing_account_id=partner.marketing_account_id)
+    if grant.points <= 0:
+        raise CouponInvalid(f"coupon {grant.code!r} adds no points to a purchase earning "
+                            f"{planned.breakdown.rule_points} base points; it is kept for another purchase")
+    ledger.check_earn(grant.points, now, expires_at)
+    return replace(planned, coupon=grant, breakdown_stored={**planned.breakdown_stored, "coupon": grant.breakdown()})
+
+
 def _rule_at(facts: _Facts, moment: datetime) -> EarnRule | None:
     """The rule in force at ``moment`` (the latest that took effect at or before it), validated once per batch."""
     position = next((position for position, row in enumerate(facts.rules) if row.effective_from <= moment), None)
@@ -805,14 +832,18 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
                 points=decision.breakdown.hub_points, now=now, pending_until=decision.pending_until,
                 held=decision.held))
         postings += _joint_postings(book, decision, joint_keys, now)
+        if decision.coupon is not None:
+            postings.append(_coupon_posting(decision, joint_keys, now))
     written = ledger.write_earns(session, postings, [
         PurchaseRow(item=decision.index, partner_id=partner.id, receipt_id=decision.item.receipt_id,
                     member_id=decision.holder.member_id, card_id=decision.holder.card_id,
                     terminal_id=decision.terminal_id, amount_minor=decision.item.amount_minor,
                     currency=partner.currency, purchased_at=decision.item.purchased_at,
                     points_partner=decision.breakdown.partner_points,
-                    # Points not funded by the reporting partner: the hub's campaigns and joint campaigns' shares.
-                    points_hub=decision.breakdown.hub_points + decision.breakdown.joint_points,
+                    # Points not funded by the reporting partner's earn: the hub's campaigns, joint campaigns' shares
+                    # and a coupon's points.
+                    points_hub=decision.breakdown.hub_points + decision.breakdown.joint_points
+                    + decision.coupon_points,
                     pending_until=decision.pending_until, breakdown=decision.breakdown_stored)
         for decision in planned], now=now, expires_at=expires_at)
     taken = {decision.item.receipt_id for decision in planned} - written.purchase_ids.keys()
@@ -820,6 +851,7 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
         raise _ReceiptsTaken(taken)
     if book is not None:
         _record_campaign_awards(session, book, partner.id, planned, written, joint_keys, now)
+    _record_coupon_uses(session, partner.id, planned, written, joint_keys, now)
     _keep_risk_decisions(session, planned, written, joint_keys)
     return written
 
@@ -903,6 +935,37 @@ def _joint_postings(book: CampaignBook | None, decision: _Planned[_Item], joint_
     return postings
 
 
+# A coupon's posting is keyed among the joint shares' (``joint_keys``) under this line, which no campaign has,
+# so a held purchase's coupon lot is held with its other lots (``_keep_risk_decisions``).
+_COUPON_LINE = -1
+
+
+def _coupon_posting(decision: _Planned[_Item], joint_keys: dict[tuple[int, int, int], int],
+                    now: datetime) -> ledger.EarnPosting:
+    """A coupon's points: their own earn posting, from the funder's points-issued account at its issue price in
+    force, or from the hub's marketing account at no price."""
+    grant = decision.coupon
+    assert grant is not None and grant.funding_account_id is not None
+    key = joint_keys[(decision.index, _COUPON_LINE, 0)] = -1 - len(joint_keys)
+    return ledger.earn_posting(
+        decision.holder.target, item=key, bonus=True, partner_id=grant.funder_partner_id,
+        price_per_point=grant.price_per_point, currency=grant.currency,
+        memo=f"coupon {grant.series_code}, receipt {decision.item.receipt_id}",
+        funding_account_id=grant.funding_account_id, points=grant.points, now=now,
+        pending_until=decision.pending_until, kind=TransactionKind.COUPON_BONUS, held=decision.held)
+
+
+def _record_coupon_uses(session: Session, partner_id: int, planned: list[_Planned[_Item]], written: WrittenEarns,
+                        joint_keys: dict[tuple[int, int, int], int], now: datetime) -> None:
+    """Count each coupon's use and record it beside its purchase and its points' posting."""
+    for decision in planned:
+        if decision.coupon is None:
+            continue
+        coupons.use(session, decision.coupon, member_id=decision.holder.member_id, partner_id=partner_id, now=now,
+                    purchase_id=written.purchase_ids[decision.item.receipt_id],
+                    transaction_id=written.transaction_ids.get((joint_keys[(decision.index, _COUPON_LINE, 0)], True)))
+
+
 def _record_campaign_awards(session: Session, book: CampaignBook, partner_id: int, planned: list[_Planned[_Item]],
                             written: WrittenEarns, joint_keys: dict[tuple[int, int, int], int], now: datetime) -> None:
     """Which campaign gave which points on each purchase and who paid them, and the budgets they spent."""
@@ -962,7 +1025,8 @@ def _reported(decision: _Planned[_Item], written: WrittenEarns, *, card_number: 
         receipt_id=item.receipt_id, card_id=holder.card_id, card_number=card_number, member_id=holder.member_id,
         terminal_id=decision.terminal_id, terminal_code=terminal_code, amount_minor=item.amount_minor,
         currency=item.currency, purchased_at=item.purchased_at.astimezone(timezone.utc), reported_at=now,
-        points_partner=breakdown.partner_points, points_hub=breakdown.hub_points + breakdown.joint_points,
+        points_partner=breakdown.partner_points,
+        points_hub=breakdown.hub_points + breakdown.joint_points + decision.coupon_points,
         earn_transaction_id=written.transaction_ids.get((decision.index, False)),
         bonus_transaction_id=written.transaction_ids.get((decision.index, True)),
         pending_until=pending_until, breakdown=decision.breakdown_stored,
@@ -1020,8 +1084,10 @@ def refund_purchase(
             fields={"amount_minor": ["exceeds what is left to refund"]},
         )
     recovered = unrecovered = 0
-    # Joint campaigns' shares are their own earns (``_joint_postings``); the rest of points_hub is the hub's.
+    # Joint campaigns' shares and a coupon's points are their own earns (``_joint_postings``,
+    # ``_coupon_posting``); the rest of points_hub is the hub's campaigns'.
     joint = joint_shares_of_purchase(session, member_id=purchase.member_id, purchase_id=purchase.id)
+    joint += coupons.points_of_purchase(session, member_id=purchase.member_id, purchase_id=purchase.id)
     for points_earned, transaction_id in ((purchase.points_partner, purchase.earn_transaction_id),
                                           (purchase.points_hub - sum(points for points, _ in joint),
                                            purchase.bonus_transaction_id), *joint):

@@ -82,7 +82,8 @@ ERRORS = {
          "reference_already_used, conflict, invalid_state, card_not_usable, event_already_reported (the event id "
          "was reported with other content), already_referred.",
     413: "request_entity_too_large: the body is over the limit.",
-    422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points.",
+    422: "validation_failed (with per-field errors), idempotency_key_reused, insufficient_points, coupon_invalid "
+         "(a coupon_code that may not be used with this call: its detail says why; nothing of the call is stored).",
     429: "rate_limited (with Retry-After): this partner is over its request rate or has too many requests in "
          "progress; nothing of the request was stored.",
 }
@@ -137,6 +138,7 @@ def _purchase_report(session: Session, data: dict[str, Any]) -> purchases.Purcha
         receipt_id=data["receipt_id"], card_number=data["card_number"], amount_minor=data["amount_minor"],
         currency=data["currency"], purchased_at=data["purchased_at"],
         terminal_id=resolve_terminal(session, current_caller(), data.get("terminal")),
+        coupon_code=data.get("coupon_code"),
     )
 
 
@@ -275,8 +277,12 @@ class Redemptions(MethodView):
             hold = redemptions.authorize(
                 uow.session, partner_id=caller.partner_id, holder=verified, reference=data["reference"],
                 points=data["points"], ttl_s=data.get("ttl_s", _settings().hold_ttl_s),
-                terminal_id=resolve_terminal(uow.session, caller, data.get("terminal")), now=now)
-            return 201, RedemptionOutput().dump(presenters.redemption(uow.session, hold))
+                terminal_id=resolve_terminal(uow.session, caller, data.get("terminal")), now=now,
+                coupon_code=data.get("coupon_code"))
+            reply = presenters.redemption(uow.session, hold)
+            if "coupon_code" in data:
+                reply["coupon"] = redemptions.coupon_of(uow.session, hold)
+            return 201, RedemptionOutput().dump(reply)
         if by_pin:
             return run_idempotent(operation, prepare=_pin_verified(data["card_number"], data["pin"],
                                                                    data.get("terminal")))

@@ -33,8 +33,11 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
-class PurchaseInput(StrictSchema):
-    """One purchase as a till reports it."""
+COUPON_CODE = WholeValue(r"^[0-9A-Za-z -]{4,32}$", error="a coupon code")
+
+
+class BatchPurchaseInput(StrictSchema):
+    """One purchase of a batch as a till reports it (a coupon goes with a single report only)."""
 
     receipt_id = fields.String(required=True, validate=REFERENCE,
                                metadata={"description": "The partner's receipt id, unique per partner."})
@@ -47,10 +50,18 @@ class PurchaseInput(StrictSchema):
                              metadata={"description": "Terminal code; a terminal-bound key implies it."})
 
 
+class PurchaseInput(BatchPurchaseInput):
+    """One purchase as a till reports it, with the member's coupon if one is presented."""
+
+    coupon_code = fields.String(validate=COUPON_CODE, metadata={
+        "description": "A bonus or multiplier coupon of the card's member, used with this purchase; refused whole "
+                       "(422 coupon_invalid) if it may not be."})
+
+
 class BatchInput(StrictSchema):
     """Up to 1,000 purchases; each is applied or rejected on its own."""
 
-    purchases = fields.List(fields.Nested(PurchaseInput), required=True,
+    purchases = fields.List(fields.Nested(BatchPurchaseInput), required=True,
                             validate=validate.Length(1, MAX_BATCH_ITEMS))
 
 
@@ -133,6 +144,9 @@ class AuthorizeInput(MemberProofInput):
     ttl_s = fields.Integer(strict=True, validate=validate.Range(MIN_HOLD_TTL_S, MAX_HOLD_TTL_S),
                            metadata={"description": "How long the hold lives; the hub default if absent."})
     terminal = fields.String(validate=TERMINAL)
+    coupon_code = fields.String(validate=COUPON_CODE, metadata={
+        "description": "An amount_off coupon of the member, paid for with exactly the points held; refused whole "
+                       "(422 coupon_invalid) if it may not be used."})
 
 
 class CaptureInput(StrictSchema):
@@ -158,6 +172,9 @@ class RedemptionOutput(Schema):
     expires_at = fields.AwareDateTime()
     closed_at = fields.AwareDateTime(allow_none=True)
     terminal = fields.String(allow_none=True)
+    coupon = fields.Dict(metadata={
+        "description": "The amount_off coupon used with this redemption (in the authorization's reply): its series, "
+                       "code, amount off and the points it costs."})
 
 
 class BalanceInput(StrictSchema):
