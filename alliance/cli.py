@@ -293,6 +293,7 @@ JOB_HELP = {
     "award-birthday-bonuses": "Credit each tier's birthday bonus to members whose birthday is today (once a year).",
     "profile-partner-amounts": "Recompute each partner's purchase amounts (count, mean, deviation; 90 days unless "
                                "changed) for the amount-outlier pattern.",
+    "expire-reward-orders": "End reward orders their supplier did not fulfil in time; their points come back.",
 }
 
 
@@ -358,6 +359,12 @@ def _register_admin_commands() -> None:
     from alliance import cli_risk
 
     cli_risk.register(main, _with_app)
+    from alliance import cli_rewards
+
+    cli_rewards.register(main, _with_app)
+    from alliance import cli_coupons
+
+    cli_coupons.register(main, _with_app)
 
 
 _register_admin_commands()

@@ -22,6 +22,8 @@ nothing beyond that; its use is given back when the redemption is voided or expi
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -211,7 +213,7 @@ def issue(session: Session, *, code: str, tiers: Sequence[str] | None = None, mi
                 for member_id, coupon_code in zip(member_ids, codes, strict=True)]
         for start in range(0, len(rows), 1000):
             session.execute(insert(Coupon), rows[start:start + 1000])
-    outcome = Issued(issued=len(member_ids), already_held=targeted - len(member_ids))
+    outcome = Issued(issued=len(member_ids), already_held=targeted)
     audit_log.append(session, actor=actor, action="coupon_series.issue", subject=f"coupon_series:{code}", now=now,
                      after={"tiers": sorted(set(tiers or ())), "min_tenure_months": min_tenure_months,
                             "member_numbers": len(set(member_numbers or ())), "issued": outcome.issued,
@@ -221,7 +223,7 @@ def issue(session: Session, *, code: str, tiers: Sequence[str] | None = None, mi
 
 def _targeted(session: Session, series_id: int, tiers: Sequence[str] | None, min_tenure_months: int | None,
               member_numbers: Sequence[str] | None, now: datetime) -> int:
-    """How many active members of the target hold a coupon of the series already (before this issue)."""
+    """How many active members of the target hold a coupon of the series already (read before this issue)."""
     query = (select(Member.enrolled_at).join(Coupon, Coupon.member_id == Member.id)
              .where(Coupon.series_id == series_id, Member.status == "active"))
     if tiers:
@@ -268,7 +270,7 @@ def series_view(session: Session, *, code: str, now: datetime | None = None) -> 
         .group_by(JournalTransaction.currency, JournalTransaction.price_per_point)).all()
     return {
         "code": series.code, "title": series.title, "funder": funder.code if funder is not None else HUB,
-        "kind": series.kind, "bonus_points": series.bonus_points, "multiplier": series.multiplier,
+        "kind": series.kind, "bonus_points": series.bonus_points, "multiplier": _plain(series.multiplier),
         "amount_off_minor": series.amount_off_minor, "currency": series.currency, "points_cost": series.points_cost,
         "valid_from": series.valid_from, "valid_until": series.valid_until,
         "uses_per_coupon": series.uses_per_coupon,
@@ -309,6 +311,17 @@ def coupon_codes(session: Session, *, code: str, page: int = 1, per_page: int = 
     return {"series": code, "page": page, "per_page": per_page, "total": total,
             "coupons": [{"member_number": row.member_number, "code": row.code, "uses": row.uses,
                          "uses_allowed": row.uses_allowed, "issued_at": row.issued_at} for row in rows]}
+
+
+def codes_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Coupons of ``coupon_codes`` as CSV (member_number, code, uses, uses_allowed, issued_at), for messaging."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("member_number", "code", "uses", "uses_allowed", "issued_at"))
+    for row in rows:
+        writer.writerow((row["member_number"], row["code"], row["uses"], row["uses_allowed"],
+                         row["issued_at"].isoformat()))
+    return out.getvalue()
 
 
 # ---------------------------------------------------------------- at the till
@@ -506,6 +519,13 @@ def _issued_account(session: Session, partner_id: int, code: str) -> int:
     if issued is None:
         raise InvalidState(f"partner {code!r} has no points-issued account to charge")
     return issued
+
+
+def _plain(value: Decimal | None) -> Decimal | None:
+    """A stored decimal without the column's trailing zeros (2.00000000 reads 2, 1.50000000 reads 1.5)."""
+    if value is None:
+        return None
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
 def _audited(view: dict[str, Any]) -> dict[str, object]:
