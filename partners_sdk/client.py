@@ -162,17 +162,27 @@ class AllianceClient:
 
     def report_purchase(self, *, receipt_id: str, card_number: str, amount_minor: int, currency: str,
                         purchased_at: datetime | None = None, terminal: str | None = None,
-                        idempotency_key: str | None = None) -> Purchase | Queued:
+                        idempotency_key: str | None = None, coupon_code: str | None = None) -> Purchase | Queued:
         """Report a purchase so the member earns points; ``Queued`` if the hub is out of reach.
 
         A receipt id this partner already reported raises ``ReceiptAlreadyReportedError``
         carrying the purchase the hub holds under it (``existing_purchase``).
+        ``coupon_code``: a bonus or multiplier coupon the member presents, judged and used in
+        the same call; a purchase with a coupon is sent live, never queued (the member is at
+        the till), and a coupon that may not be used raises ``InvalidRequestError`` with the
+        code ``coupon_invalid`` (nothing of the purchase is stored).
         """
         report = PurchaseReport(receipt_id=receipt_id, card_number=card_number, amount_minor=amount_minor,
                                 currency=currency, purchased_at=purchased_at or self._clock(), terminal=terminal)
-        body = payloads.encode(payloads.purchase(report))
+        body = payloads.encode(payloads.purchase(report, coupon=coupon_code))
         deadline_at_s = self._deadline_at_s()
         try:
+            if coupon_code is not None:
+                operation = _Operation("POST", f"{PREFIX}/purchases", body, _new_key(idempotency_key))
+                try:
+                    return self._live(operation, Purchase.from_json, deadline_at_s=deadline_at_s)
+                except HubUnreachable as error:
+                    raise HubUnreachable(error.detail + MEMBER_PRESENT_HINT, retry_safe=True) from error
             return self._queueable("purchase", f"{PREFIX}/purchases", body, receipt_id, idempotency_key,
                                    Purchase.from_json, deadline_at_s=deadline_at_s)
         except ReceiptAlreadyReportedError as error:
@@ -232,8 +242,13 @@ class AllianceClient:
     def authorize_redemption(self, *, reference: str, points: int, card_number: str | None = None,
                              pin: str | None = None, redemption_code: str | None = None,
                              ttl_s: int | None = None, terminal: str | None = None,
-                             idempotency_key: str | None = None) -> Redemption:
-        """Verify the member (card + PIN, or a redemption code) and hold points for a redemption."""
+                             idempotency_key: str | None = None, coupon_code: str | None = None) -> Redemption:
+        """Verify the member (card + PIN, or a redemption code) and hold points for a redemption.
+
+        ``coupon_code``: an amount_off coupon the held points pay for (``points`` must be
+        exactly its points cost); one that may not be used raises ``InvalidRequestError``
+        with the code ``coupon_invalid`` and nothing is held.
+        """
         payload: dict[str, Any] = {
             "reference": payloads.reference(reference, "reference"),
             "points": payloads.whole(points, "points", minimum=1, maximum=payloads.MAX_POINTS),
@@ -244,6 +259,8 @@ class AllianceClient:
                                               maximum=payloads.MAX_HOLD_TTL_S)
         if terminal is not None:
             payload["terminal"] = payloads.text(terminal, "terminal", payloads.TERMINAL_PATTERN, "a terminal code")
+        if coupon_code is not None:
+            payload["coupon_code"] = payloads.coupon_code(coupon_code)
         return self._member_present(f"{PREFIX}/redemptions", payload, idempotency_key, Redemption.from_json)
 
     def capture_redemption(self, reference: str, *, points: int, idempotency_key: str | None = None) -> Redemption:

@@ -79,8 +79,8 @@ def idempotency_key(value: Any) -> str:
     return text(value, "idempotency_key", IDEMPOTENCY_KEY_PATTERN, "1-255 visible ASCII characters")
 
 
-def purchase(report: PurchaseReport) -> dict[str, Any]:
-    """The body of one purchase report."""
+def purchase(report: PurchaseReport, coupon: str | None = None) -> dict[str, Any]:
+    """The body of one purchase report; ``coupon``: a coupon code presented with it (single reports only)."""
     payload: dict[str, Any] = {
         "receipt_id": reference(report.receipt_id, "receipt_id"),
         "card_number": text(report.card_number, "card_number", CARD_NUMBER_PATTERN, "16 digits"),
@@ -90,7 +90,17 @@ def purchase(report: PurchaseReport) -> dict[str, Any]:
     }
     if report.terminal is not None:
         payload["terminal"] = text(report.terminal, "terminal", TERMINAL_PATTERN, "a terminal code")
+    if coupon is not None:
+        payload["coupon_code"] = coupon_code(coupon)
     return payload
+
+
+COUPON_CODE_PATTERN = re.compile(r"^[0-9A-Za-z -]{4,32}\Z")
+
+
+def coupon_code(value: Any) -> str:
+    """A coupon code as the member shows it (letters and digits; spaces and hyphens are ignored by the hub)."""
+    return text(value, "coupon_code", COUPON_CODE_PATTERN, "a coupon code")
 
 
 def batch(reports: list[PurchaseReport]) -> dict[str, Any]:
