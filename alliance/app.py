@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         credit_routes,
         finance_routes,
         grading_routes,
+        reward_routes,
         risk_routes,
         settlement_routes,
     )
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     grading_routes.init_app(app, api)
     behaviour_routes.init_app(app, api)
     risk_routes.init_app(app, api)
+    reward_routes.init_app(app, api)
     health.init_app(app)
     telemetry.init_app(app)
     docs.init_app(app)

@@ -26,6 +26,7 @@ from alliance.services import (
     member_admin,
     partner_keys,
     reminders,
+    rewards,
 )
 
 # A lease outlives any healthy run by far; a crashed holder's lease lapses after it.
@@ -61,6 +62,7 @@ def standard_jobs(alliance_currency: str) -> list[Job]:
         Job("prune-idempotency-keys", 3600, idempotency.prune, "keys pruned"),
         Job("prune-nonces", 600, partner_keys.prune_nonces, "nonces pruned"),
         Job("recompute-tiers", 86_400, tiers, "members changed tier"),
+        Job("expire-reward-orders", 900, rewards.expire_orders, "reward orders expired"),
     ]
 
 

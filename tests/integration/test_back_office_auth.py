@@ -31,6 +31,8 @@ PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1, "/limit-changes": 1}
 # Paying the statement from prepaid money needs the block the prepaid-blocks sample buys.
 RUN_LATE["/prepaid-payments"] = 1
+# A reward is withdrawn, and a fulfilled reward order returned, after the other reward samples.
+RUN_LATE.update({"/withdrawal": 1, "/return": 1})
 
 
 @dataclass
@@ -130,7 +132,33 @@ def _world(bo: BackOffice) -> World:
     assert campaign.status == 201, campaign.body
     world.campaign_id = campaign.body["id"]
     world.decision_id, world.change_id = _risk_and_credit(bo, partner, member_number)
+    _rewards(bo, partner, member_number)
     return world
+
+
+def _rewards(bo: BackOffice, partner: SigningPartner, member_number: str) -> None:
+    """Rewards of a supplier that stays active: ``role-gift`` listed, ``role-cinema`` a voucher, ``role-proposed``
+    waiting for approval by another person; the member orders three gifts (to fulfil and return, fail, cancel)."""
+    from alliance.services import rewards
+    from tests.factories import make_partner
+
+    now = datetime.now(timezone.utc)
+    make_partner(bo.hub, now=now, code="gifts")
+    with bo.hub.unit_of_work() as uow:
+        member_id = uow.session.scalar(select(Member.id).where(Member.member_number == member_number))
+    fund_member(bo.hub, member_id=member_id, partner_id=partner.partner_id, points=100)
+    with bo.hub.unit_of_work() as uow:
+        for code, kind, stock in (("role-gift", "goods", 10), ("role-cinema", "voucher", None),
+                                  ("role-proposed", "goods", 1)):
+            rewards.propose_reward(uow.session, supplier="gifts", code=code, kind=kind, title=code, points_price=10,
+                                   unit_price_minor=8, stock=stock, actor="client:someone", now=now)
+            if code != "role-proposed":
+                rewards.approve_reward(uow.session, code=code, actor="client:other", now=now)
+        for reference in ("ROLE-ORDER", "ROLE-FAIL", "ROLE-CANCEL"):
+            rewards.place_order(uow.session, reward_code="role-gift", member_id=member_id, items=1,
+                                channel=rewards.BACK_OFFICE_CHANNEL, reference=reference, actor="client:someone",
+                                key_ring=bo.hub.key_ring, now=now)
+        uow.commit()
 
 
 def _risk_and_credit(bo: BackOffice, partner: SigningPartner, member_number: str) -> tuple[int, int]:
@@ -332,6 +360,25 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/partners/<code>/credit/prepaid-blocks"): Sample(json={"points": 1_000, "reference": "PRE-ROLE",
                                                                              "paid_on": "2026-01-10"}),
         ("POST", f"{b}/settlement/statements/<int:statement_id>/prepaid-payments"): Sample(),
+        ("GET", f"{b}/rewards"): Sample(query={"status": "listed", "supplier": "gifts"}),
+        ("POST", f"{b}/rewards"): Sample(json={"supplier": "gifts", "code": "role-new", "kind": "goods",
+                                               "title": "New", "points_price": 10, "unit_price_minor": 8,
+                                               "stock": 1}),
+        ("GET", f"{b}/rewards/<reward_code>"): Sample(),
+        ("POST", f"{b}/rewards/<reward_code>/approval"): Sample(),
+        ("POST", f"{b}/rewards/<reward_code>/withdrawal"): Sample(json={"reason": "sample"}),
+        ("POST", f"{b}/rewards/<reward_code>/prices"): Sample(json={"points_price": 12, "unit_price_minor": 9,
+                                                                    "effective_from": soon}),
+        ("POST", f"{b}/rewards/<reward_code>/stock"): Sample(json={"items": 2}),
+        ("POST", f"{b}/rewards/<reward_code>/voucher-codes"): Sample(json={"codes": ["ROLE-0001"]}),
+        ("POST", f"{b}/members/<member_number>/reward-orders"): Sample(json={"reference": "ROLE-NEW",
+                                                                             "reward": "role-gift"}),
+        ("GET", f"{b}/reward-orders"): Sample(query={"status": "placed", "supplier": "gifts"}),
+        ("GET", f"{b}/reward-orders/<channel>/<path:reference>"): Sample(),
+        ("POST", f"{b}/reward-orders/<channel>/<path:reference>/fulfilment"): Sample(json={"note": "sample"}),
+        ("POST", f"{b}/reward-orders/<channel>/<path:reference>/failure"): Sample(json={"reason": "sample"}),
+        ("POST", f"{b}/reward-orders/<channel>/<path:reference>/cancellation"): Sample(json={"reason": "sample"}),
+        ("POST", f"{b}/reward-orders/<channel>/<path:reference>/return"): Sample(json={"reason": "sample"}),
     }
 
 
@@ -344,6 +391,12 @@ def _concrete(rule: str, world: World) -> str:
               "period": world.period, "alert_id": str(world.grade_alert_id), "event_type": "survey",
               "campaign_id": str(world.campaign_id), "decision_id": str(world.decision_id),
               "change_id": str(world.change_id), "name": "split-purchase"}
+    # One reward and one order per route: approval needs a proposed reward, voucher codes a voucher, and failure
+    # and cancellation orders of their own.
+    values.update({"reward_code": "role-gift", "channel": "back-office", "reference": "ROLE-ORDER"})
+    values.update({"/approval": {"reward_code": "role-proposed"}, "/voucher-codes": {"reward_code": "role-cinema"},
+                   "/failure": {"reference": "ROLE-FAIL"}, "/cancellation": {"reference": "ROLE-CANCEL"}}
+                  .get(rule[rule.rfind("/"):], {}))
     return PATH_ARGUMENT.sub(lambda match: values[match.group(1)], rule)
 
 
