@@ -81,11 +81,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
+    from alliance.api.partner import reward_routes as partner_reward_routes
     from alliance.api.partner import routes as partner_routes
 
     api = HubApi(app)
     app.extensions["alliance.api"] = api
     partner_routes.init_app(app, api)
+    partner_reward_routes.init_app(app, api)
     back_office_auth.init_app(app)
     back_office_routes.init_app(app, api)
     settlement_routes.init_app(app, api)

@@ -48,6 +48,10 @@ from partners_sdk.results import (
     PurchaseRefund,
     Queued,
     Redemption,
+    Reward,
+    RewardOrder,
+    reward_orders_from_json,
+    rewards_from_json,
 )
 from partners_sdk.retry import (
     DEFAULT_DEADLINE_S,
@@ -291,6 +295,64 @@ class AllianceClient:
         payload = payloads.member_proof(card_number, pin, None)
         return self._member_present(f"{PREFIX}/balance-inquiries", payload, idempotency_key, Balance.from_json)
 
+    # Rewards: a member orders at the desk (never queued); a supplier fulfils its orders.
+
+    def list_rewards(self) -> list[Reward]:
+        """The rewards a member can order now: listed, valid now and not sold out."""
+        return self._live(_Operation("GET", f"{PREFIX}/rewards", None, None), rewards_from_json)
+
+    def order_reward(self, reference: str, reward: str, items: int, card_number: str, pin: str | None = None,
+                     redemption_code: str | None = None, *, idempotency_key: str | None = None) -> RewardOrder:
+        """Order ``items`` of a reward for the member present: the card with its PIN, or with a one-time code.
+
+        The points are held at the supplier until it fulfils; a voucher is fulfilled at
+        once and its codes are in ``voucher_codes`` (shown this once). A reference ordered
+        before answers the order as stored (``already_ordered``), without codes.
+        """
+        payload = payloads.reward_order(order_reference=reference, reward=reward, items=items,
+                                        card_number=card_number, pin=pin, redemption_code=redemption_code)
+        operation = _Operation("POST", f"{PREFIX}/reward-orders", payloads.encode(payload), _new_key(idempotency_key))
+        try:
+            reply = self._send(operation)
+        except HubUnreachable as error:
+            raise HubUnreachable(error.detail + MEMBER_PRESENT_HINT, retry_safe=True) from error
+        placed = _parse_reply(reply, RewardOrder.from_json)
+        return dataclasses.replace(placed, already_ordered=True) if reply[0] == 200 else placed
+
+    def reward_orders(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[RewardOrder]:
+        """The orders this partner supplies, newest first; ``status="placed"`` is what it must fulfil."""
+        query: dict[str, object] = {
+            "limit": payloads.whole(limit, "limit", minimum=1, maximum=payloads.MAX_REWARD_ORDER_PAGE),
+            "offset": payloads.whole(offset, "offset", minimum=0, maximum=10**9)}
+        if status is not None:
+            if status not in payloads.REWARD_ORDER_STATUSES:
+                raise payloads.refuse("status", f"one of {', '.join(payloads.REWARD_ORDER_STATUSES)}")
+            query = {"status": status, **query}
+        path = f"{PREFIX}/reward-orders?" + "&".join(f"{name}={value}" for name, value in query.items())
+        return self._live(_Operation("GET", path, None, None), reward_orders_from_json)
+
+    def get_reward_order(self, channel: str, reference: str) -> RewardOrder:
+        """One order this partner supplies, by the channel that placed it and its reference."""
+        return self._live(_Operation("GET", self._reward_order_path(channel, reference), None, None),
+                          RewardOrder.from_json)
+
+    def fulfil_reward_order(self, channel: str, reference: str, note: str | None = None, *,
+                            idempotency_key: str | None = None) -> RewardOrder:
+        """This supplier fulfilled the order (``note``: a parcel number, the bill credited); its points are spent."""
+        return self._supplier_action(channel, reference, "fulfilment", payloads.fulfilment(note), idempotency_key)
+
+    def fail_reward_order(self, channel: str, reference: str, reason: str, *,
+                          idempotency_key: str | None = None) -> RewardOrder:
+        """This supplier cannot fulfil a placed order: its points go back to the member."""
+        return self._supplier_action(channel, reference, "failure", {"reason": payloads.reason(reason)},
+                                     idempotency_key)
+
+    def return_reward_order(self, channel: str, reference: str, reason: str, *,
+                            idempotency_key: str | None = None) -> RewardOrder:
+        """A fulfilled order came back within its return window: every point goes back to the member."""
+        return self._supplier_action(channel, reference, "return", {"reason": payloads.reason(reason)},
+                                     idempotency_key)
+
     # Statements and reconciliation (settlement).
 
     def list_statements(self) -> list[StatementSummary]:
@@ -354,6 +416,17 @@ class AllianceClient:
     def _redemption_path(self, reference: str, action: str | None = None) -> str:
         path = f"{PREFIX}/redemptions/{_segment(payloads.reference(reference, 'reference'))}"
         return f"{path}/{action}" if action else path
+
+    def _reward_order_path(self, channel: str, reference: str, action: str | None = None) -> str:
+        channel = payloads.text(channel, "channel", payloads.CHANNEL_PATTERN, "a partner code, or back-office")
+        path = f"{PREFIX}/reward-orders/{channel}/{_segment(payloads.order_reference(reference))}"
+        return f"{path}/{action}" if action else path
+
+    def _supplier_action(self, channel: str, reference: str, action: str, payload: dict[str, Any],
+                         idempotency_key: str | None) -> RewardOrder:
+        operation = _Operation("POST", self._reward_order_path(channel, reference, action), payloads.encode(payload),
+                               _new_key(idempotency_key))
+        return self._live(operation, RewardOrder.from_json)
 
     def _deadline_at_s(self) -> float:
         """When a call starting now must be over, on the retry loop's clock."""

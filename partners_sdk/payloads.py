@@ -154,3 +154,51 @@ def event(*, event_id: str, event_type: str, occurred_at: datetime, card_number:
         payload["referred_member"] = text(referred_member, "referred_member", MEMBER_NUMBER_PATTERN,
                                           "a member number")
     return payload
+
+
+REWARD_CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}\Z")
+CHANNEL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}\Z")
+ORDER_REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\Z")
+MAX_REWARD_ITEMS = 100
+REWARD_ORDER_STATUSES = ("placed", "fulfilled", "failed", "cancelled", "expired", "returned")
+MAX_REWARD_ORDER_PAGE = 200
+
+
+def reward_order(*, order_reference: str, reward: str, items: int, card_number: str, pin: str | None,
+                 redemption_code: str | None) -> dict[str, Any]:
+    """The body of a reward order: the card, with its PIN or a one-time redemption code of its member."""
+    payload: dict[str, Any] = {
+        "reference": reference(order_reference, "reference"),
+        "reward": text(reward, "reward", REWARD_CODE_PATTERN, "a reward code"),
+        "items": whole(items, "items", minimum=1, maximum=MAX_REWARD_ITEMS),
+        "card_number": text(card_number, "card_number", CARD_NUMBER_PATTERN, "16 digits"),
+    }
+    if (pin is None) == (redemption_code is None):
+        raise refuse("pin", "give the card's pin or a redemption_code (one of them)")
+    if pin is not None:
+        payload["pin"] = text(pin, "pin", PIN_PATTERN, "4-12 digits")
+    else:
+        payload["redemption_code"] = text(redemption_code, "redemption_code", REDEMPTION_CODE_PATTERN,
+                                          "a redemption code")
+    return payload
+
+
+def order_reference(value: Any) -> str:
+    """A reward order's reference as the hub keeps it (one placed in the back office may hold a slash)."""
+    return text(value, "reference", ORDER_REFERENCE_PATTERN, "1-64 letters, digits or . _ : / -")
+
+
+def reason(value: Any) -> str:
+    """Why an order fails or comes back: 1-500 characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 500:
+        raise refuse("reason", "must be 1-500 characters")
+    return value
+
+
+def fulfilment(note: str | None) -> dict[str, Any]:
+    """The body of a fulfilment: an optional note of 1-200 characters."""
+    if note is None:
+        return {}
+    if not isinstance(note, str) or not 1 <= len(note) <= 200:
+        raise refuse("note", "must be 1-200 characters")
+    return {"note": note}

@@ -380,3 +380,105 @@ class Event:
                    streak_day=_optional_int(data, "streak_day"), occurred_at=_datetime(data, "occurred_at"),
                    reported_at=_datetime(data, "reported_at"),
                    awards=tuple(EventAward.from_json(award) for award in awards))
+
+
+def _list(data: Mapping[str, Any], name: str) -> list[Any]:
+    value = _field(data, name)
+    if not isinstance(value, list):
+        raise UnexpectedReplyError(f"{name!r} in the hub's reply is not a list")
+    return value
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward a member can order now, at its price in force."""
+
+    code: str
+    title: str
+    description: str | None
+    kind: str
+    supplier: str
+    points_price: int
+    bill_credit_minor: int | None
+    currency: str | None
+    stock: int | None
+    vouchers_left: int | None
+    min_tier: str | None
+    per_member_limit: int | None
+    fulfilment_days: int
+    return_days: int
+    valid_until: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Reward":
+        """Parse one reward of the catalog."""
+        return cls(code=_str(data, "code"), title=_str(data, "title"), description=_optional_str(data, "description"),
+                   kind=_str(data, "kind"), supplier=_str(data, "supplier"), points_price=_int(data, "points_price"),
+                   bill_credit_minor=_optional_int(data, "bill_credit_minor"),
+                   currency=_optional_str(data, "currency"), stock=_optional_int(data, "stock"),
+                   vouchers_left=_optional_int(data, "vouchers_left"), min_tier=_optional_str(data, "min_tier"),
+                   per_member_limit=_optional_int(data, "per_member_limit"),
+                   fulfilment_days=_int(data, "fulfilment_days"), return_days=_int(data, "return_days"),
+                   valid_until=_optional_datetime(data, "valid_until"))
+
+
+@dataclass(frozen=True)
+class RewardOrder:
+    """A reward order: placed (points held at the supplier), fulfilled, failed, cancelled, expired or returned.
+
+    ``voucher_codes`` are the codes to hand the member, in the reply that placed a voucher
+    order only; ``already_ordered`` is True when the hub answered a reference ordered
+    before (HTTP 200): the order as stored, nothing ordered twice and no codes.
+    """
+
+    channel: str
+    reference: str
+    member_number: str
+    reward: str
+    reward_kind: str
+    supplier: str
+    items: int
+    points: int
+    unit_price_minor: int | None
+    amount_minor: int | None
+    currency: str | None
+    status: str
+    placed_at: datetime
+    fulfil_by: datetime
+    fulfilled_at: datetime | None
+    returnable_until: datetime | None
+    closed_at: datetime | None
+    fulfilment_note: str | None
+    end_reason: str | None
+    voucher_codes: tuple[str, ...] | None = None
+    already_ordered: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RewardOrder":
+        """Parse a reward order reply."""
+        codes = None
+        if data.get("voucher_codes") is not None:
+            codes = tuple(_list(data, "voucher_codes"))
+            if not all(isinstance(code, str) for code in codes):
+                raise UnexpectedReplyError("'voucher_codes' in the hub's reply are not all text")
+        return cls(channel=_str(data, "channel"), reference=_str(data, "reference"),
+                   member_number=_str(data, "member_number"), reward=_str(data, "reward"),
+                   reward_kind=_str(data, "reward_kind"), supplier=_str(data, "supplier"), items=_int(data, "items"),
+                   points=_int(data, "points"), unit_price_minor=_optional_int(data, "unit_price_minor"),
+                   amount_minor=_optional_int(data, "amount_minor"), currency=_optional_str(data, "currency"),
+                   status=_str(data, "status"), placed_at=_datetime(data, "placed_at"),
+                   fulfil_by=_datetime(data, "fulfil_by"), fulfilled_at=_optional_datetime(data, "fulfilled_at"),
+                   returnable_until=_optional_datetime(data, "returnable_until"),
+                   closed_at=_optional_datetime(data, "closed_at"),
+                   fulfilment_note=_optional_str(data, "fulfilment_note"),
+                   end_reason=_optional_str(data, "end_reason"), voucher_codes=codes)
+
+
+def rewards_from_json(data: Mapping[str, Any]) -> list[Reward]:
+    """Parse the catalog reply."""
+    return [Reward.from_json(item) for item in _list(data, "rewards")]
+
+
+def reward_orders_from_json(data: Mapping[str, Any]) -> list[RewardOrder]:
+    """Parse a page of reward orders."""
+    return [RewardOrder.from_json(item) for item in _list(data, "orders")]
