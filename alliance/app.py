@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from alliance.api.back_office import auth as back_office_auth
     from alliance.api.back_office import (
         behaviour_routes,
+        coupon_routes,
         credit_routes,
         finance_routes,
         grading_routes,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settlement_routes.init_app(app, api)
     finance_routes.init_app(app, api)
     credit_routes.init_app(app, api)
+    coupon_routes.init_app(app, api)
     grading_routes.init_app(app, api)
     behaviour_routes.init_app(app, api)
     risk_routes.init_app(app, api)

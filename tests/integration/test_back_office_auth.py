@@ -133,6 +133,11 @@ def _world(bo: BackOffice) -> World:
     world.campaign_id = campaign.body["id"]
     world.decision_id, world.change_id = _risk_and_credit(bo, partner, member_number)
     _rewards(bo, partner, member_number)
+    series = bo.post("/coupon-series", {
+        "code": "role-matrix", "title": "Role matrix", "funder": "hub", "kind": "bonus", "bonus_points": 5,
+        "valid_from": datetime.now(timezone.utc).isoformat(),
+        "valid_until": (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()}, role="partner_manager")
+    assert series.status == 201, series.body
     return world
 
 
@@ -379,6 +384,15 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/reward-orders/<channel>/<path:reference>/failure"): Sample(json={"reason": "sample"}),
         ("POST", f"{b}/reward-orders/<channel>/<path:reference>/cancellation"): Sample(json={"reason": "sample"}),
         ("POST", f"{b}/reward-orders/<channel>/<path:reference>/return"): Sample(json={"reason": "sample"}),
+        ("POST", f"{b}/coupon-series"): Sample(json={
+            "code": "role-new-series", "title": "Role", "funder": "hub", "kind": "bonus", "bonus_points": 5,
+            "valid_from": datetime.now(timezone.utc).isoformat(),
+            "valid_until": (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()}),
+        ("GET", f"{b}/coupon-series"): Sample(),
+        ("GET", f"{b}/coupon-series/<series_code>"): Sample(),
+        ("POST", f"{b}/coupon-series/<series_code>/issues"): Sample(json={"member_numbers": [world.member_number]}),
+        ("GET", f"{b}/coupon-series/<series_code>/codes"): Sample(query={"format": "csv"}),
+        ("POST", f"{b}/coupon-series/<series_code>/stop"): Sample(json={"reason": "sample"}),
     }
 
 
@@ -393,7 +407,8 @@ def _concrete(rule: str, world: World) -> str:
               "change_id": str(world.change_id), "name": "split-purchase"}
     # One reward and one order per route: approval needs a proposed reward, voucher codes a voucher, and failure
     # and cancellation orders of their own.
-    values.update({"reward_code": "role-gift", "channel": "back-office", "reference": "ROLE-ORDER"})
+    values.update({"reward_code": "role-gift", "channel": "back-office", "reference": "ROLE-ORDER",
+                   "series_code": "role-matrix"})
     values.update({"/approval": {"reward_code": "role-proposed"}, "/voucher-codes": {"reward_code": "role-cinema"},
                    "/failure": {"reference": "ROLE-FAIL"}, "/cancellation": {"reference": "ROLE-CANCEL"}}
                   .get(rule[rule.rfind("/"):], {}))
