@@ -42,6 +42,8 @@ from partners_sdk.results import (
     PurchaseRefund,
     Queued,
     Redemption,
+    Reward,
+    RewardOrder,
 )
 from partners_sdk.retry import RetryPolicy
 from partners_sdk.signing import RequestSigner
@@ -58,7 +60,7 @@ __all__ = [
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
     "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "ReceiptAlreadyReportedError",
-    "Redemption",
+    "Redemption", "Reward", "RewardOrder",
     "RequestSigner", "RetryPolicy", "ServerError", "StatementNotAuthentic", "StatementSummary", "Transport",
     "TransportError", "UnexpectedReplyError", "public_key_from_raw", "verify_statement",
     "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",

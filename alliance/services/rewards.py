@@ -73,6 +73,12 @@ class OrderLimitReached(Conflict):
     code = "order_limit_reached"
 
 
+class SameApprover(Conflict):
+    """The person who proposed a reward cannot approve it."""
+
+    code = "same_approver"
+
+
 class ReturnWindowClosed(Conflict):
     """A fulfilled order past its reward's return days."""
 
@@ -202,7 +208,7 @@ def approve_reward(session: Session, *, code: str, actor: str, now: datetime) ->
     if reward.status != "proposed":
         raise InvalidState(f"reward {code} is {reward.status}; only a proposed reward can be approved")
     if reward.proposed_by == actor or staff_people.same_person(session, reward.proposed_by, actor):
-        raise Conflict("a reward is approved by a second person, not by whoever proposed it")
+        raise SameApprover("a reward is approved by a second person, not by whoever proposed it")
     session.execute(update(Reward).where(Reward.id == reward.id).values(
         status="listed", approved_by=actor, approved_at=now))
     audit_log.append(session, actor=actor, action="reward.approve", subject=f"reward:{code}", now=now,

@@ -50,7 +50,7 @@ def test_a_reward_is_approved_by_another_person_ordered_fulfilled_and_returned(a
         "proposed", 120, "EUR")
     entries = audit_count(bo.hub)
     same_person = bo.post("/rewards/mug/approval", role="partner_manager")
-    assert (same_person.status, same_person.code) == (409, "conflict")
+    assert (same_person.status, same_person.code) == (409, "same_approver")
     assert same_person.headers["Content-Type"] == "application/problem+json"
     assert audit_count(bo.hub) == entries
     approved = bo.post("/rewards/mug/approval", role="admin")
