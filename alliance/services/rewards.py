@@ -446,6 +446,11 @@ def expire_orders(session: Session, *, now: datetime, limit: int = 1000) -> int:
     return len(due)
 
 
+def order_exists(session: Session, *, channel: str, reference: str) -> bool:
+    """Whether the channel already placed an order under this reference."""
+    return _order_row(session, channel, reference) is not None
+
+
 def order_view(session: Session, *, channel: str, reference: str, supplier_id: int | None = None,
                now: datetime) -> OrderView:
     """One order; a supplier sees only its own."""

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from alliance.extensions import HubState, hub_state
-from alliance.models import RewardOrder, RewardVoucherCode
+from alliance.models import RedemptionCode, RewardOrder, RewardVoucherCode
 from alliance.models.rewards import Reward
 from alliance.services import rewards
 from alliance.services.member_verification import issue_redemption_code
@@ -140,6 +140,16 @@ def test_a_voucher_order_hands_out_its_codes_once_and_a_code_proves_the_member(d
     assert (placed.status, placed.body["status"], placed.body["voucher_codes"]) == (201, "fulfilled", ["CINE-0001"])
     found = _order(desk, "V-1", reward="cinema")
     assert found.status == 200 and "voucher_codes" not in found.body
+    # Asked again with another one-time code under a new key: the order is found and that code stays unused.
+    with desk.hub.unit_of_work() as uow:
+        second, _ = issue_redemption_code(uow.session, member_id=desk.member.member_id,
+                                          now=datetime.now(timezone.utc))
+        uow.commit()
+    again = _order(desk, "V-1", reward="cinema", card_number=desk.member.card_number, redemption_code=second)
+    assert again.status == 200 and "voucher_codes" not in again.body
+    with desk.hub.unit_of_work() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(RedemptionCode)
+                                  .where(RedemptionCode.used_at.is_not(None))) == 1
     assert balances(desk.hub, desk.member.member_id)["available"] == 2_200
 
 

@@ -258,9 +258,14 @@ class RewardOrders(MethodView):
         caller = current_caller()
 
         def operation(uow: UnitOfWork, holder: CardHolder | None = None) -> tuple[int, dict[str, Any]]:
-            verified = holder or _code_verified(uow.session, data["card_number"], data["redemption_code"])
             desk = partners.partner_code(uow.session, caller.partner_id)
             assert desk is not None, "a verified caller is a partner"
+            verified = holder
+            if verified is None and rewards.order_exists(uow.session, channel=desk, reference=data["reference"]):
+                # Asked again under a new key: the order is found, and the member's one-time code is not used up.
+                verified = member_verification.active_card_holder(uow.session, data["card_number"])
+            if verified is None:
+                verified = _code_verified(uow.session, data["card_number"], data["redemption_code"])
             placed = rewards.place_order(
                 uow.session, reward_code=data["reward"], member_id=verified.member_id, items=data["items"],
                 channel=desk, reference=data["reference"], actor=_actor(), key_ring=hub_state().key_ring,
