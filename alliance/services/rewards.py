@@ -354,8 +354,8 @@ def place_order(
     hold = ledger.authorize_hold(session, member_id=member.member_id, partner_id=reward.supplier_partner_id,
                                  points=points, now=now, ttl_s=reward.fulfilment_days * 86400,
                                  max_ttl_s=MAX_FULFILMENT_DAYS * 86400)
-    session.execute(update(RedemptionHold).where(RedemptionHold.id == hold.hold_id).values(
-        reference=f"reward:{channel}:{reference}"[:64]))
+    # The hold carries no redemption reference: the supplier's redemption calls find holds by reference, and a
+    # reward's hold is spent or released only through its order.
     try:
         with session.begin_nested():
             order_id = session.execute(insert(RewardOrder).values(
