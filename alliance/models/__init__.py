@@ -46,8 +46,13 @@ from alliance.models.risk_patterns import PartnerAmountProfile, RiskPatternRule,
 from alliance.models.settlement import SettlementRun, SettlementStatement, SettlementStatementLine
 from alliance.models.staff import StaffSession, StaffUser
 from alliance.models.tiers import MemberTierChange, TierPolicyVersion
+from alliance.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "Reward",
     "RewardOrder",
     "RewardPrice",

@@ -167,6 +167,11 @@ COORDINATOR: dict[str, str] = {
     "verification_failures": "failed PINs and codes per till, for the card-testing limit",
     "risk_pattern_sightings": "quick-burn sightings per pair of tills",
     "reward_voucher_codes": "suppliers' voucher codes, each taken once by an order of a voucher",
+    "webhook_endpoints": "partners' webhook URLs, a few per partner",
+    "webhook_events": "the outbox of events for partners and member messages; written beside the change, read by "
+                      "the delivery process across members",
+    "webhook_deliveries": "one row per event and endpoint, leased by the delivery processes",
+    "webhook_attempts": "the delivery log, one row per try",
 }
 
 _WIDEN_PRIMARY_KEY = (
