@@ -24,6 +24,7 @@ from alliance.console import (  # noqa: F401
     liability_views,
     member_views,
     partner_views,
+    reward_views,
     risk_views,
     security,
     tier_views,

@@ -17,7 +17,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
-from alliance.console import security
+from alliance.console import reward_views, security
 from alliance.console.blueprint import console, navigation_item
 from alliance.console.helpers import (
     Refused,
@@ -115,12 +115,15 @@ def member_page(member_number: str) -> str:
         member_complaints = member_console.complaints_of(session, member_id=member.member_id)
         purchases = member_console.recent_purchases(session, member_id=member.member_id)
         codes = console_reports.partner_codes(session)
+        reward_orders, orderable_rewards = reward_views.member_rewards(session, member.member_id)
     return render_template("console/members/member.html", member=member, lots=lots, holds=holds, history=history,
                            history_sort=history_sort, lot_sort=lot_sort, standing=standing,
                            member_complaints=member_complaints, purchases=purchases, codes=codes,
                            categories=complaints.CATEGORIES,
                            goodwill_threshold=settings.goodwill_approval_threshold_points,
-                           history_args={**pager_args(), "member_number": member.member_number})
+                           history_args={**pager_args(), "member_number": member.member_number},
+                           reward_orders=reward_orders, orderable_rewards=orderable_rewards,
+                           reward_reference=reward_views.fresh_reference())
 
 
 def _member_url(member_number: str, section: str) -> str:
