@@ -62,6 +62,10 @@ class Settings:
     risk_approval_threshold_points: int = 5_000
     # A partner's credit state turns to warning (alerting its managers and finance) at this percent of its limit.
     credit_warning_percent: int = 80
+    # An earn of at least this many points is sent to the member (the member.points_earned webhook event).
+    member_points_notice_threshold: int = 1_000
+    # A partner key expiring within this many days is announced to its partner (key.expiring).
+    webhook_key_expiry_notice_days: int = 14
     statement_key: str | None = None
     statement_payment_terms_days: int = 14
     grading_weights: str = ("purchase_volume_minor=25,active_members=15,redemption_count=10,"
@@ -136,6 +140,10 @@ class Settings:
         self.grading_config()
         if not 1 <= self.credit_warning_percent <= 100:
             raise ConfigurationError("ALLIANCE_CREDIT_WARNING_PERCENT must be a whole number from 1 to 100")
+        if self.member_points_notice_threshold <= 0:
+            raise ConfigurationError("ALLIANCE_MEMBER_POINTS_NOTICE_THRESHOLD must be a positive whole number")
+        if not 1 <= self.webhook_key_expiry_notice_days <= 365:
+            raise ConfigurationError("ALLIANCE_WEBHOOK_KEY_EXPIRY_NOTICE_DAYS must be a whole number from 1 to 365")
         if self.goodwill_approval_threshold_points < 0:
             raise ConfigurationError("ALLIANCE_GOODWILL_APPROVAL_THRESHOLD_POINTS must not be negative")
         if self.risk_approval_threshold_points < 0:
