@@ -17,6 +17,7 @@ from alliance.console import (  # noqa: F401
     behaviour_views,
     campaign_views,
     complaint_views,
+    coupon_views,
     credit_views,
     finance_views,
     goodwill_views,
