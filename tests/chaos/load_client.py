@@ -203,3 +203,108 @@ class TillThread(threading.Thread):
         self.tally.acknowledged += 1
         self.tally.redemptions[(code, reference)] = (customer.member_id, redemption.points_captured)
         self.tally.balance[customer.member_id] -= redemption.points_captured
+
+
+# --- rewards: orders at a desk, fulfilled or failed by their supplier -----------------
+
+
+@dataclass(frozen=True)
+class RewardOffer:
+    """A reward the desk may order: its code, its points per item, and the most items one order takes."""
+
+    code: str
+    points_price: int
+    max_items: int
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    """An order the hub acknowledged, and how its supplier ended it (``placed`` until then)."""
+
+    member_id: int
+    reward: str
+    items: int
+    points: int
+    status: str
+
+
+@dataclass
+class RewardTally(Tally):
+    """A till's tally plus the reward orders the hub acknowledged: (channel, reference) -> outcome."""
+
+    orders: dict[tuple[str, str], OrderOutcome] = field(default_factory=dict)
+
+
+class RewardDeskThread(TillThread):
+    """A member earns at ``earn_at`` until they can afford a reward, then orders it at ``desk``, then
+    ``supplier`` fulfils the order or fails it (a seeded choice), until ``stop`` is set.
+
+    Every call is resolved with its own idempotency key, reused on each resend, like
+    ``TillThread``'s; what the hub acknowledged is written to a ``RewardTally``.
+    """
+
+    def __init__(self, number: int, base_url: str, tills: list[Till], customers: list[Customer],
+                 transport: CountingTransport, stop: threading.Event, *, earn_at: str, desk: str, supplier: str,
+                 offers: list[RewardOffer], fulfil_share: float) -> None:
+        super().__init__(number, base_url, tills, customers, transport, stop)
+        self.name = f"desk-{number}"
+        self.tally: RewardTally = RewardTally()
+        self.earn_at, self.desk, self.supplier = earn_at, desk, supplier
+        self.offers = offers
+        self.fulfil_share = fulfil_share
+        self.cheapest = min(offer.points_price for offer in offers)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            customer = self.random.choice(self.customers)
+            try:
+                if self.tally.balance[customer.member_id] < 4 * self.cheapest or self.random.random() < 0.2:
+                    self.earn(self.earn_at, customer)
+                else:
+                    self.order_and_settle(customer)
+            except Unresolved as error:
+                self.tally.unresolved.append(str(error))
+
+    def order_and_settle(self, customer: Customer) -> None:
+        balance = self.tally.balance[customer.member_id]
+        offer = self.random.choice([offer for offer in self.offers if offer.points_price <= balance])
+        items = self.random.randint(1, min(offer.max_items, balance // offer.points_price))
+        fulfil = self.random.random() < self.fulfil_share
+        reference = f"o{self.number}-{uuid.uuid4().hex[:12]}"
+        order_key, settle_key = str(uuid.uuid4()), str(uuid.uuid4())
+        desk = self.clients[self.desk]
+        self.tally.sent += 1
+        try:
+            placed = self.resolve(f"order {reference}", lambda: desk.order_reward(
+                reference, offer.code, items, customer.card_number, pin=customer.pin, idempotency_key=order_key))
+        except AllianceError as error:
+            # The tally knows the member's exact balance and the stock is ample: any refusal is a discrepancy.
+            self.tally.unexpected.append(f"order {reference} refused: {error}")
+            return
+        self.tally.acknowledged += 1
+        key = (self.desk, reference)
+        if (placed.status, placed.items, placed.points) != ("placed", items, items * offer.points_price):
+            self.tally.unexpected.append(f"order {reference}: the hub answered {placed.status} {placed.items} items "
+                                         f"{placed.points} points, ordered {items} at {offer.points_price}")
+        self.tally.orders[key] = OrderOutcome(customer.member_id, offer.code, items, placed.points, "placed")
+        self.tally.balance[customer.member_id] -= placed.points
+        supplier = self.clients[self.supplier]
+        wanted = "fulfilled" if fulfil else "failed"
+        self.tally.sent += 1
+        try:
+            if fulfil:
+                ended = self.resolve(f"fulfil {reference}", lambda: supplier.fulfil_reward_order(
+                    self.desk, reference, note=f"parcel {reference}", idempotency_key=settle_key))
+            else:
+                ended = self.resolve(f"fail {reference}", lambda: supplier.fail_reward_order(
+                    self.desk, reference, "out of this colour", idempotency_key=settle_key))
+        except AllianceError as error:
+            self.tally.unexpected.append(f"{wanted} of order {reference} refused: {error}")
+            return
+        self.tally.acknowledged += 1
+        if ended.status != wanted:
+            self.tally.unexpected.append(f"order {reference}: the hub answered {ended.status}, asked {wanted}")
+            return
+        self.tally.orders[key] = OrderOutcome(customer.member_id, offer.code, items, placed.points, wanted)
+        if not fulfil:
+            self.tally.balance[customer.member_id] += placed.points
