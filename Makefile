@@ -43,7 +43,7 @@ test: install postgres-server chromium prometheus
 	@bash scripts/ensure-cluster-tools.sh || echo "the cluster tests will be skipped (see above)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The full chaos scenarios (crash safety, settlement crash, scheduler duplication), at
+# The full chaos scenarios (crash safety, reward orders, settlement crash, scheduler duplication), at
 # most 10 minutes; the summary is printed and written to test-artifacts/chaos-report.txt.
 chaos: install postgres-server
 	CHAOS_SCALE=full timeout 600 $(BIN)/python -m pytest tests/chaos -q $(PYTEST_ARGS)
