@@ -79,21 +79,25 @@ def create_app(settings: Settings | None = None) -> Flask:
         reward_routes,
         risk_routes,
         settlement_routes,
+        webhook_routes,
     )
     from alliance.api.back_office import routes as back_office_routes
     from alliance.api.openapi import HubApi
     from alliance.api.partner import reward_routes as partner_reward_routes
     from alliance.api.partner import routes as partner_routes
+    from alliance.api.partner import webhook_routes as partner_webhook_routes
 
     api = HubApi(app)
     app.extensions["alliance.api"] = api
     partner_routes.init_app(app, api)
     partner_reward_routes.init_app(app, api)
+    partner_webhook_routes.init_app(app, api)
     back_office_auth.init_app(app)
     back_office_routes.init_app(app, api)
     settlement_routes.init_app(app, api)
     finance_routes.init_app(app, api)
     credit_routes.init_app(app, api)
+    webhook_routes.init_app(app, api)
     coupon_routes.init_app(app, api)
     grading_routes.init_app(app, api)
     behaviour_routes.init_app(app, api)

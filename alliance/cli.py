@@ -365,6 +365,10 @@ def _register_admin_commands() -> None:
     from alliance import cli_coupons
 
     cli_coupons.register(main, _with_app)
+    # After cli_webhooks: these commands join its ``webhooks`` group.
+    from alliance import cli_webhook_endpoints
+
+    cli_webhook_endpoints.register(main, _with_app)
 
 
 _register_admin_commands()

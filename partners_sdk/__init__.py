@@ -44,6 +44,9 @@ from partners_sdk.results import (
     Redemption,
     Reward,
     RewardOrder,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from partners_sdk.retry import RetryPolicy
 from partners_sdk.signing import RequestSigner
@@ -60,7 +63,7 @@ __all__ = [
     "ForbiddenError", "HttpClientTransport", "HubUnreachable", "InsufficientPointsError", "InvalidRequestError",
     "MemberVerificationError", "NotFoundError", "OfflineQueue", "PendingOperation", "Points", "Problem", "Purchase",
     "PurchaseRefund", "PurchaseReport", "QueueFullError", "Queued", "RateLimitedError", "ReceiptAlreadyReportedError",
-    "Redemption", "Reward", "RewardOrder",
+    "Redemption", "Reward", "RewardOrder", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint",
     "RequestSigner", "RetryPolicy", "ServerError", "StatementNotAuthentic", "StatementSummary", "Transport",
     "TransportError", "UnexpectedReplyError", "public_key_from_raw", "verify_statement",
     "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",

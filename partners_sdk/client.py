@@ -50,8 +50,13 @@ from partners_sdk.results import (
     Redemption,
     Reward,
     RewardOrder,
+    WebhookDelivery,
+    WebhookEndpoint,
+    redeliveries_from_json,
     reward_orders_from_json,
     rewards_from_json,
+    webhook_deliveries_from_json,
+    webhook_endpoints_from_json,
 )
 from partners_sdk.retry import (
     DEFAULT_DEADLINE_S,
@@ -353,6 +358,59 @@ class AllianceClient:
         return self._supplier_action(channel, reference, "return", {"reason": payloads.reason(reason)},
                                      idempotency_key)
 
+    # Webhooks: this partner's endpoints, their delivery logs and redelivery (never queued).
+
+    def register_webhook_endpoint(self, url: str, event_types: Sequence[str], description: str | None = None, *,
+                                  idempotency_key: str | None = None) -> WebhookEndpoint:
+        """Register an https endpoint receiving events of ``event_types`` from now on (at most 10 per partner)."""
+        payload = payloads.webhook_endpoint(url=url, event_types=event_types, description=description)
+        operation = _Operation("POST", f"{PREFIX}/webhook-endpoints", payloads.encode(payload),
+                               _new_key(idempotency_key))
+        return self._live(operation, WebhookEndpoint.from_json)
+
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """This partner's endpoints, by id, with their status and since when they fail."""
+        return self._live(_Operation("GET", f"{PREFIX}/webhook-endpoints", None, None), webhook_endpoints_from_json)
+
+    def change_webhook_endpoint(self, endpoint_id: int, *, url: str | None = None,
+                                event_types: Sequence[str] | None = None, description: str | None = None,
+                                idempotency_key: str | None = None) -> WebhookEndpoint:
+        """Change an endpoint's URL, event types or description (at least one)."""
+        payload = payloads.webhook_endpoint_change(url=url, event_types=event_types, description=description)
+        operation = _Operation("PATCH", self._webhook_endpoint_path(endpoint_id), payloads.encode(payload),
+                               _new_key(idempotency_key))
+        return self._live(operation, WebhookEndpoint.from_json)
+
+    def disable_webhook_endpoint(self, endpoint_id: int, reason: str, *,
+                                 idempotency_key: str | None = None) -> WebhookEndpoint:
+        """Stop deliveries to an endpoint (its pending ones are cancelled; they can be redelivered later)."""
+        operation = _Operation("POST", self._webhook_endpoint_path(endpoint_id, "disabling"),
+                               payloads.encode({"reason": payloads.reason(reason)}), _new_key(idempotency_key))
+        return self._live(operation, WebhookEndpoint.from_json)
+
+    def enable_webhook_endpoint(self, endpoint_id: int, *, idempotency_key: str | None = None) -> WebhookEndpoint:
+        """Deliver to a disabled endpoint again, from new events on (earlier ones by ``redeliver_webhook_event``)."""
+        operation = _Operation("POST", self._webhook_endpoint_path(endpoint_id, "enabling"), payloads.encode({}),
+                               _new_key(idempotency_key))
+        return self._live(operation, WebhookEndpoint.from_json)
+
+    def webhook_deliveries(self, endpoint_id: int, limit: int = 50, offset: int = 0) -> list[WebhookDelivery]:
+        """An endpoint's delivery log, newest first, each delivery with its attempts."""
+        query = (f"limit={payloads.whole(limit, 'limit', minimum=1, maximum=payloads.MAX_WEBHOOK_PAGE)}"
+                 f"&offset={payloads.whole(offset, 'offset', minimum=0, maximum=10**9)}")
+        path = f"{self._webhook_endpoint_path(endpoint_id, 'deliveries')}?{query}"
+        return self._live(_Operation("GET", path, None, None), webhook_deliveries_from_json)
+
+    def redeliver_webhook_event(self, event_id: str, endpoint_id: int | None = None, *,
+                                idempotency_key: str | None = None) -> int:
+        """Send one of this partner's events again to its active endpoints (or ``endpoint_id`` only); how many."""
+        payload: dict[str, Any] = {}
+        if endpoint_id is not None:
+            payload["endpoint_id"] = payloads.whole(endpoint_id, "endpoint_id", minimum=1, maximum=2**63 - 1)
+        path = f"{PREFIX}/webhook-events/{payloads.webhook_event_id(event_id)}/redelivery"
+        operation = _Operation("POST", path, payloads.encode(payload), _new_key(idempotency_key))
+        return self._live(operation, redeliveries_from_json)
+
     # Statements and reconciliation (settlement).
 
     def list_statements(self) -> list[StatementSummary]:
@@ -420,6 +478,10 @@ class AllianceClient:
     def _reward_order_path(self, channel: str, reference: str, action: str | None = None) -> str:
         channel = payloads.text(channel, "channel", payloads.CHANNEL_PATTERN, "a partner code, or back-office")
         path = f"{PREFIX}/reward-orders/{channel}/{_segment(payloads.order_reference(reference))}"
+        return f"{path}/{action}" if action else path
+
+    def _webhook_endpoint_path(self, endpoint_id: int, action: str | None = None) -> str:
+        path = f"{PREFIX}/webhook-endpoints/{payloads.whole(endpoint_id, 'endpoint_id', minimum=1, maximum=2**63 - 1)}"
         return f"{path}/{action}" if action else path
 
     def _supplier_action(self, channel: str, reference: str, action: str, payload: dict[str, Any],

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from partners_sdk.errors import InvalidRequestError
 
@@ -202,3 +202,66 @@ def fulfilment(note: str | None) -> dict[str, Any]:
     if not isinstance(note, str) or not 1 <= len(note) <= 200:
         raise refuse("note", "must be 1-200 characters")
     return {"note": note}
+
+
+# Webhooks: the events a partner's endpoints may receive (the hub's partner-audience types).
+WEBHOOK_EVENT_TYPES = ("statement.closed", "statement.paid", "statement.overdue", "redemption.hold_expired",
+                       "purchase.refunded", "key.expiring", "grade.published", "review_case.opened",
+                       "reward_order.placed", "reward_order.cancelled")
+WEBHOOK_EVENT_ID_PATTERN = re.compile(r"^evt_[a-z0-9]{26}\Z")
+MAX_WEBHOOK_URL = 2_000
+MAX_WEBHOOK_PAGE = 200
+
+
+def webhook_url(value: Any) -> str:
+    """An endpoint URL: https (the hub also refuses plain http other than to its own loopback)."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_WEBHOOK_URL or \
+            not value.startswith(("https://", "http://")):
+        raise refuse("url", f"must be an absolute https URL of at most {MAX_WEBHOOK_URL} characters")
+    return value
+
+
+def webhook_event_types(value: Any) -> list[str]:
+    """The event types an endpoint receives: a non-empty list of known partner event types."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise refuse("event_types", "must be a non-empty list of event types")
+    unknown = [name for name in value if name not in WEBHOOK_EVENT_TYPES]
+    if unknown:
+        raise refuse("event_types", f"unknown event type(s) {', '.join(map(str, unknown))}; known: "
+                                    f"{', '.join(WEBHOOK_EVENT_TYPES)}")
+    return list(value)
+
+
+def webhook_description(value: Any) -> str:
+    """What an endpoint is for: 1-200 characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise refuse("description", "must be 1-200 characters")
+    return value
+
+
+def webhook_endpoint(*, url: str, event_types: Sequence[str], description: str | None) -> dict[str, Any]:
+    """The body registering an endpoint."""
+    payload: dict[str, Any] = {"url": webhook_url(url), "event_types": webhook_event_types(event_types)}
+    if description is not None:
+        payload["description"] = webhook_description(description)
+    return payload
+
+
+def webhook_endpoint_change(*, url: str | None, event_types: Sequence[str] | None,
+                            description: str | None) -> dict[str, Any]:
+    """The body changing an endpoint: at least one of its URL, event types and description."""
+    payload: dict[str, Any] = {}
+    if url is not None:
+        payload["url"] = webhook_url(url)
+    if event_types is not None:
+        payload["event_types"] = webhook_event_types(event_types)
+    if description is not None:
+        payload["description"] = webhook_description(description)
+    if not payload:
+        raise refuse("url", "give url, event_types or description to change")
+    return payload
+
+
+def webhook_event_id(value: Any) -> str:
+    """An event id as the hub writes it: evt_ and 26 lower-case letters and digits."""
+    return text(value, "event_id", WEBHOOK_EVENT_ID_PATTERN, "evt_ and 26 lower-case letters and digits")

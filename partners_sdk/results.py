@@ -482,3 +482,99 @@ def rewards_from_json(data: Mapping[str, Any]) -> list[Reward]:
 def reward_orders_from_json(data: Mapping[str, Any]) -> list[RewardOrder]:
     """Parse a page of reward orders."""
     return [RewardOrder.from_json(item) for item in _list(data, "orders")]
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """One of this partner's webhook endpoints: where events of its types are sent, and whether they arrive.
+
+    ``failing_since`` is the first failed delivery since the last one delivered (None while
+    they arrive); an endpoint failing for days, or answering ``410 Gone``, is disabled by
+    the hub, with ``disabled_reason`` saying why.
+    """
+
+    id: int
+    partner: str
+    audience: str
+    url: str
+    event_types: tuple[str, ...]
+    description: str | None
+    status: str
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    failing_since: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WebhookEndpoint":
+        """Parse an endpoint reply."""
+        types = tuple(_list(data, "event_types"))
+        if not all(isinstance(name, str) for name in types):
+            raise UnexpectedReplyError("'event_types' in the hub's reply are not all text")
+        return cls(id=_int(data, "id"), partner=_str(data, "partner"), audience=_str(data, "audience"),
+                   url=_str(data, "url"), event_types=types, description=_optional_str(data, "description"),
+                   status=_str(data, "status"), created_at=_datetime(data, "created_at"),
+                   disabled_at=_optional_datetime(data, "disabled_at"),
+                   disabled_reason=_optional_str(data, "disabled_reason"),
+                   failing_since=_optional_datetime(data, "failing_since"))
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One try of a delivery: when, how long, the receiver's status code (None: no answer) and the outcome."""
+
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    outcome: str
+    error: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WebhookAttempt":
+        """Parse one attempt of the delivery log."""
+        return cls(attempted_at=_datetime(data, "attempted_at"), duration_ms=_int(data, "duration_ms"),
+                   status_code=_optional_int(data, "status_code"), outcome=_str(data, "outcome"),
+                   error=_optional_str(data, "error"))
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event sent to one endpoint: pending, delivered, failed (given up) or cancelled, with its tries."""
+
+    id: int
+    event_id: str
+    event_type: str
+    event_created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    tries: tuple[WebhookAttempt, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WebhookDelivery":
+        """Parse one delivery of the delivery log."""
+        return cls(id=_int(data, "id"), event_id=_str(data, "event_id"), event_type=_str(data, "event_type"),
+                   event_created_at=_datetime(data, "event_created_at"), status=_str(data, "status"),
+                   attempts=_int(data, "attempts"), next_attempt_at=_optional_datetime(data, "next_attempt_at"),
+                   delivered_at=_optional_datetime(data, "delivered_at"),
+                   last_status_code=_optional_int(data, "last_status_code"),
+                   last_error=_optional_str(data, "last_error"),
+                   tries=tuple(WebhookAttempt.from_json(item) for item in _list(data, "tries")))
+
+
+def webhook_endpoints_from_json(data: Mapping[str, Any]) -> list[WebhookEndpoint]:
+    """Parse the list of this partner's endpoints."""
+    return [WebhookEndpoint.from_json(item) for item in _list(data, "endpoints")]
+
+
+def webhook_deliveries_from_json(data: Mapping[str, Any]) -> list[WebhookDelivery]:
+    """Parse a page of an endpoint's delivery log."""
+    return [WebhookDelivery.from_json(item) for item in _list(data, "deliveries")]
+
+
+def redeliveries_from_json(data: Mapping[str, Any]) -> int:
+    """How many deliveries a redelivery made due again."""
+    return _int(data, "deliveries")

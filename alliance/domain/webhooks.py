@@ -159,3 +159,66 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class DataField:
+    """One field of an event's ``data``: its JSON type, its format (for text) and what it holds."""
+
+    name: str
+    type: str
+    description: str
+    format: str | None = None
+
+
+def _text(name: str, description: str, form: str | None = None) -> DataField:
+    return DataField(name, "string", description, form)
+
+
+def _whole(name: str, description: str) -> DataField:
+    return DataField(name, "integer", description)
+
+
+_STATEMENT_ID = _whole("statement_id", "the statement's id (as in the partner API's statements)")
+_CURRENCY = _text("currency", "ISO 4217 code of the amounts")
+_MEMBER = _text("member_number", "the member's number")
+
+# The ``data`` of each event type, as the emitters write it: amounts in integer minor units,
+# points integers, moments ISO 8601 in UTC. The OpenAPI document's webhooks are built from it.
+DATA_FIELDS: Mapping[str, tuple[DataField, ...]] = MappingProxyType({
+    "statement.closed": (_STATEMENT_ID, _text("cycle_starts_at", "start of the cycle", "date-time"),
+                         _text("cycle_ends_at", "end of the cycle (exclusive)", "date-time"),
+                         _whole("net_minor", "the statement's net amount, minor units (negative: the hub owes)"),
+                         _CURRENCY),
+    "statement.paid": (_STATEMENT_ID, _text("paid_on", "the day the payment arrived", "date"),
+                       _whole("amount_minor", "the payment, minor units"), _CURRENCY),
+    "statement.overdue": (_STATEMENT_ID, _text("due_date", "the day payment was due", "date"),
+                          _whole("outstanding_minor", "what is still unpaid, minor units"), _CURRENCY),
+    "redemption.hold_expired": (_text("reference", "the redemption's reference"),
+                                _whole("points", "the points released back to the member"),
+                                _text("expired_at", "when the hold expired", "date-time")),
+    "purchase.refunded": (_text("receipt_id", "the purchase's receipt id"), _text("refund_id", "the refund's id"),
+                          _whole("points_clawed_back", "the points taken back from the member")),
+    "key.expiring": (_text("key_id", "the signing key's id"),
+                     _text("expires_at", "when the key stops being accepted", "date-time")),
+    "grade.published": (_text("period", "the graded period, such as 2026-03"),
+                        _text("grade", "the published grade, A to E")),
+    "review_case.opened": (_whole("decision_id", "the risk decision that opened the case"),
+                           _text("case", "what the case is about"),
+                           _text("action", "what the risk controls did (flag, hold, block)")),
+    "reward_order.placed": (_text("channel", "the partner code whose desk placed it, or back-office"),
+                            _text("reference", "the order's reference within its channel"),
+                            _text("reward", "the reward's code"), _whole("items", "how many items"),
+                            _text("fulfil_by", "when the order must be fulfilled", "date-time")),
+    "reward_order.cancelled": (_text("channel", "the partner code whose desk placed it, or back-office"),
+                               _text("reference", "the order's reference within its channel"),
+                               _text("reward", "the reward's code"),
+                               _text("status", "cancelled or returned")),
+    "member.points_expiring": (_MEMBER, _whole("points", "the points that expire"),
+                               _text("expires_on", "the day they expire", "date")),
+    "member.tier_changed": (_MEMBER, _text("from_tier", "the tier before"), _text("to_tier", "the tier now")),
+    "member.points_earned": (_MEMBER, _whole("points", "the points earned"),
+                             _text("partner", "the code of the partner where they were earned")),
+    "member.reward_shipped": (_MEMBER, _text("reward", "the reward's code"),
+                              _text("reference", "the order's reference")),
+})

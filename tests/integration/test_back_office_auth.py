@@ -33,6 +33,8 @@ RUN_LATE = {"/replacement": 1, "/revocation": 1, "/erasure": 2, "/stop": 1, "/li
 RUN_LATE["/prepaid-payments"] = 1
 # A reward is withdrawn, and a fulfilled reward order returned, after the other reward samples.
 RUN_LATE.update({"/withdrawal": 1, "/return": 1})
+# A webhook endpoint is enabled after it is disabled, and its event redelivered once it is active again.
+RUN_LATE.update({"/enabling": 1, "/redelivery": 2})
 
 
 @dataclass
@@ -69,6 +71,8 @@ class World:
     campaign_id: int = 0
     decision_id: int = 0
     change_id: int = 0
+    webhook_endpoint_id: int = 0
+    webhook_event_id: str = ""
 
 
 def back_office_routes(app: Flask) -> list[tuple[str, str, Any]]:
@@ -138,7 +142,23 @@ def _world(bo: BackOffice) -> World:
         "valid_from": datetime.now(timezone.utc).isoformat(),
         "valid_until": (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()}, role="partner_manager")
     assert series.status == 201, series.body
+    world.webhook_endpoint_id, world.webhook_event_id = _webhook(bo, partner)
     return world
+
+
+def _webhook(bo: BackOffice, partner: SigningPartner) -> tuple[int, str]:
+    """An endpoint of the shop and one event delivered to it, to read, disable, enable and redeliver."""
+    from alliance.services import webhooks
+
+    now = datetime.now(timezone.utc)
+    with bo.hub.unit_of_work() as uow:
+        endpoint = webhooks.register_endpoint(uow.session, partner="shop", url="https://shop.example/hooks",
+                                              event_types=["statement.closed"], actor="client:someone", now=now)
+        event_id = webhooks.emit(uow.session, event_type="statement.closed", partner_id=partner.partner_id, now=now,
+                                 data={"statement_id": 1})
+        uow.commit()
+    assert event_id is not None
+    return endpoint.id, event_id
 
 
 def _rewards(bo: BackOffice, partner: SigningPartner, member_number: str) -> None:
@@ -393,6 +413,15 @@ def _samples(world: World) -> dict[tuple[str, str], Sample]:
         ("POST", f"{b}/coupon-series/<series_code>/issues"): Sample(json={"member_numbers": [world.member_number]}),
         ("GET", f"{b}/coupon-series/<series_code>/codes"): Sample(query={"format": "csv"}),
         ("POST", f"{b}/coupon-series/<series_code>/stop"): Sample(json={"reason": "sample"}),
+        ("GET", f"{b}/partners/<code>/webhook-endpoints"): Sample(),
+        ("POST", f"{b}/partners/<code>/webhook-endpoints"): Sample(json={
+            "url": "https://shop.example/hooks/new", "event_types": ["statement.closed"], "description": "sample"}),
+        ("GET", f"{b}/webhook-endpoints/<int:endpoint_id>"): Sample(),
+        ("PATCH", f"{b}/webhook-endpoints/<int:endpoint_id>"): Sample(json={"description": "sample"}),
+        ("POST", f"{b}/webhook-endpoints/<int:endpoint_id>/disabling"): Sample(json={"reason": "sample"}),
+        ("POST", f"{b}/webhook-endpoints/<int:endpoint_id>/enabling"): Sample(),
+        ("GET", f"{b}/webhook-endpoints/<int:endpoint_id>/deliveries"): Sample(query={"limit": "10"}),
+        ("POST", f"{b}/webhook-events/<event_id>/redelivery"): Sample(json={}),
     }
 
 
@@ -409,6 +438,7 @@ def _concrete(rule: str, world: World) -> str:
     # and cancellation orders of their own.
     values.update({"reward_code": "role-gift", "channel": "back-office", "reference": "ROLE-ORDER",
                    "series_code": "role-matrix"})
+    values.update({"endpoint_id": str(world.webhook_endpoint_id), "event_id": world.webhook_event_id})
     values.update({"/approval": {"reward_code": "role-proposed"}, "/voucher-codes": {"reward_code": "role-cinema"},
                    "/failure": {"reference": "ROLE-FAIL"}, "/cancellation": {"reference": "ROLE-CANCEL"}}
                   .get(rule[rule.rfind("/"):], {}))
