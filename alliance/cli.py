@@ -294,6 +294,10 @@ JOB_HELP = {
     "profile-partner-amounts": "Recompute each partner's purchase amounts (count, mean, deviation; 90 days unless "
                                "changed) for the amount-outlier pattern.",
     "expire-reward-orders": "End reward orders their supplier did not fulfil in time; their points come back.",
+    "announce-expiring-keys": "Tell each partner once of its signing keys expiring within the notice period "
+                              "(the key.expiring webhook event).",
+    "announce-overdue-statements": "Tell each partner once of its statements newly past their due date and not paid "
+                                   "(the statement.overdue webhook event).",
 }
 
 

@@ -24,7 +24,7 @@ from alliance.services import risk_patterns
 from alliance.services.audit_checkpoints import checkpoint_job
 from alliance.services.grading import grading_job
 from alliance.services.jobs import Job, birthday_job, referral_job, run_exclusively, standard_jobs
-from settlement.api import closing_job, credit
+from settlement.api import closing_job, credit, overdue_job
 
 # Coalesce missed runs into one and never overlap a job with itself; a run missed by up
 # to an hour (a pause, a deploy) still happens rather than being dropped.
@@ -35,8 +35,10 @@ def hub_jobs(state: HubState) -> list[Job]:
     """Every job of the hub: housekeeping, settlement closing, partners' credit exposure, monthly grading,
     the daily audit-log checkpoint, referral and birthday awards, and the partners' amount profiles."""
     settings = state.settings
-    return standard_jobs(settings.alliance_currency) + [
+    return standard_jobs(settings.alliance_currency,
+                         key_expiry_notice_days=settings.webhook_key_expiry_notice_days) + [
         closing_job(state.session_factory, state.statement_signer),
+        overdue_job(),
         credit.credit_job(settings.credit_warning_percent),
         grading_job(settings.grading_config(), settings.alliance_time_zone),
         checkpoint_job(state.statement_signer),

@@ -72,6 +72,7 @@ from settlement.finance import (
     mark_invoiced,
     open_dispute,
     overdue,
+    overdue_job,
     overdue_total,
     record_payment,
     request_adjustment,
@@ -137,7 +138,7 @@ __all__ = [
     "NotInvoiced", "Overpayment", "SameApprover", "StatementStatus", "adjustment_by_id", "adjustments_page",
     "ADJUSTMENT_SORTS", "RECONCILIATION_SORTS",
     "decidable_by", "decide_adjustment", "dispute_by_id", "disputes_page", "list_adjustments", "list_disputes",
-    "mark_invoiced",
+    "mark_invoiced", "overdue_job",
     "open_dispute", "overdue", "overdue_total", "record_payment", "request_adjustment", "resolve_dispute",
     "statement_status",
     # The statement key and verifying what it signed.

@@ -38,7 +38,7 @@ from alliance.models import (
     SettlementStatementLine,
 )
 from alliance.models.base import UTCDateTime, integer_sum
-from alliance.services import audit_log
+from alliance.services import audit_log, webhooks
 from alliance.services.jobs import Job
 from alliance.storage.adapters import storage_for
 from settlement import credit, finance
@@ -166,6 +166,11 @@ def close_cycle(
     )
     stored = _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
     finance.record_applications(session, adjustment_ids=adjustment_ids, run_id=stored.run_id)
+    # The partner hears of its new statement in the transaction that stores it; a re-run returned above.
+    webhooks.emit(session, event_type="statement.closed", partner_id=partner_id, now=now, data={
+        "statement_id": stored.statement_id, "cycle_starts_at": stored.cycle_starts_at.isoformat(),
+        "cycle_ends_at": stored.cycle_ends_at.isoformat(), "net_minor": stored.net_minor,
+        "currency": statement.currency})
     # The open period's issuance became a closed statement's net: the credit snapshot follows.
     credit.refresh_if_tracked(session, partner_id=partner_id, now=now)
     return stored

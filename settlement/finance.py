@@ -26,7 +26,7 @@ and references only (no personal data).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Sequence, TypeVarTuple, cast
 
@@ -44,8 +44,9 @@ from alliance.models import (
     StatementEvent,
     StatementLineDispute,
 )
-from alliance.services import audit_log, staff_people
+from alliance.services import audit_log, staff_people, webhooks
 from alliance.services.console_reports import Sort
+from alliance.services.jobs import Job, last_success
 from settlement import credit
 from settlement.locking import lock_partner_settlement
 from settlement.netting import MAX_AMOUNT_MINOR, REFERENCE_PATTERN, AdjustmentAmount, LineKind
@@ -355,7 +356,8 @@ def mark_invoiced(session: Session, *, statement_id: int, reference: str, actor:
                                                   actor=actor, at=now))
     audit_log.append(session, actor=actor, action="statement.invoiced", subject=f"statement:{statement_id}",
                      now=now, after={"reference": reference, "net_minor": statement.net_minor})
-    credit.apply_on_invoicing(session, statement_id=statement_id, actor=actor, now=now)
+    if credit.apply_on_invoicing(session, statement_id=statement_id, actor=actor, now=now):
+        announce_if_settled(session, statement_id=statement_id, paid_on=now.date(), now=now)
     return statement_status(session, statement_id)
 
 
@@ -386,7 +388,20 @@ def record_payment(
                             "paid_on": paid_on.isoformat(), "reference": reference})
     # What the partner owes changed: its credit snapshot follows in this transaction.
     credit.refresh_if_tracked(session, partner_id=statement.partner_id, now=now)
+    if paid + amount_minor == owed:
+        announce_if_settled(session, statement_id=statement_id, paid_on=paid_on, now=now)
     return statement_status(session, statement_id)
+
+
+def announce_if_settled(session: Session, *, statement_id: int, paid_on: date, now: datetime) -> None:
+    """Tell the partner its statement is paid in full (``statement.paid``), once: by the payment that settled it."""
+    status = statement_status(session, statement_id)
+    if not status.paid:
+        return
+    partner_id = session.scalar(select(SettlementStatement.partner_id).where(SettlementStatement.id == statement_id))
+    webhooks.emit(session, event_type="statement.paid", partner_id=partner_id, now=now, data={
+        "statement_id": statement_id, "paid_on": paid_on.isoformat(), "amount_minor": status.paid_minor,
+        "currency": status.currency})
 
 
 def _has_event(session: Session, statement_id: int, kind: str) -> bool:
@@ -457,6 +472,43 @@ def _overdue_statement(as_of: date) -> Select[SettlementStatement, str, Decimal 
                paid_minor < SettlementStatement.net_minor)
         .order_by(SettlementStatement.due_date, SettlementStatement.id)
     )
+
+
+OVERDUE_JOB = "announce-overdue-statements"
+
+
+def announce_overdue(session: Session, *, now: datetime, since: date | None = None, limit: int = 1000) -> int:
+    """Tell each partner of its statements that became overdue since ``since`` (``statement.overdue``).
+
+    A statement becomes overdue on the day after its due date. Those whose due date falls
+    in ``[since, today)`` and that are still not paid in full today are announced; without
+    ``since``, those due yesterday. A run on the day after the last one announces the
+    next day's, so each statement is announced once without a marker to look up;
+    returns how many.
+    """
+    today = now.date()
+    first_due = since if since is not None else today - timedelta(days=1)
+    rows = session.execute(_overdue_statement(today).where(SettlementStatement.due_date >= first_due)
+                           .limit(limit)).all()
+    for statement, _code, paid_minor, _invoiced in rows:
+        webhooks.emit(session, event_type="statement.overdue", partner_id=statement.partner_id, now=now, data={
+            "statement_id": statement.id, "due_date": statement.due_date.isoformat(),
+            "outstanding_minor": statement.net_minor - int(paid_minor), "currency": statement.currency})
+    return len(rows)
+
+
+def overdue_job() -> Job:
+    """Announce statements newly overdue (hourly; a day's statements once, on the first run of the next day).
+
+    The window starts at the day of the job's last successful run (its lease row), so a
+    scheduler stopped for days announces what became overdue meanwhile when it resumes.
+    """
+    def run(session: Session, *, now: datetime, limit: int) -> int:
+        last = last_success(session, OVERDUE_JOB, now=now)
+        since = last.date() if last is not None else None
+        return announce_overdue(session, now=now, since=since, limit=limit)
+
+    return Job(OVERDUE_JOB, 3600, run, "statements announced overdue")
 
 
 # Disputes.

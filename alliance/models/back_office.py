@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -164,6 +165,8 @@ class MemberNotification(Base):
     __table_args__ = (
         UniqueConstraint("kind", "lot_id"),
         CheckConstraint("kind IN ('expiry_reminder')", name="kind"),
+        Index("ix_member_notifications_unsent", "id", postgresql_where=text("sent_at IS NULL"),
+              sqlite_where=text("sent_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -173,3 +176,5 @@ class MemberNotification(Base):
     points: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When it went to the member-messaging webhook outbox (``member.points_expiring``); None until then.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

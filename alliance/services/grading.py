@@ -69,7 +69,7 @@ from alliance.models import (
     StatementLineDispute,
 )
 from alliance.models.base import integer_sum
-from alliance.services import audit_log
+from alliance.services import audit_log, webhooks
 from alliance.services.jobs import Job
 from alliance.services.partner_admin import partner_by_code
 from alliance.storage.adapters import storage_for
@@ -351,6 +351,10 @@ def compute(session: Session, *, period: Period, config: GradingConfig, time_zon
         else:
             grade_id = row.id
             session.execute(update(PartnerGrade).where(PartnerGrade.id == grade_id).values(**values))
+        if result.grade is not None and (row is None or row.grade != result.grade):
+            # A partner hears of its grade when it is first published and when a recomputation changes it.
+            webhooks.emit(session, event_type="grade.published", partner_id=result.metrics.partner_id, now=now,
+                          data={"period": period.label, "grade": result.grade})
         alerts += _raise_alerts(session, grade_id, result, previous.get(result.metrics.partner_id), config, now)
     audit_log.append(session, actor=actor, action="grades.compute", subject=f"grade_period:{period.label}", now=now,
                      after={**counts, "alerts_raised": alerts, "config": config.as_json(),
@@ -590,6 +594,8 @@ def override(session: Session, *, code: str, period: str, grade: str, reason: st
     before = _latest_overrides(session, [row.id]).get(row.id)
     session.execute(insert(GradeOverride).values(partner_grade_id=row.id, grade=grade, reason=reason.strip(),
                                                  actor=actor, at=now))
+    webhooks.emit(session, event_type="grade.published", partner_id=row.partner_id, now=now,
+                  data={"period": period, "grade": grade})
     audit_log.append(session, actor=actor, action="grade.override", subject=f"partner:{code}:grade:{period}",
                      now=now, before={"grade": before.grade if before else row.grade, "computed_grade": row.grade},
                      after={"grade": grade, "computed_grade": row.grade, "reason": reason.strip()})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, cast
 
-from sqlalchemy import CursorResult, insert, or_, update
+from sqlalchemy import CursorResult, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,7 @@ from alliance.services import (
     behaviour_points,
     birthday_bonus,
     idempotency,
+    key_notices,
     ledger,
     member_admin,
     partner_keys,
@@ -49,10 +50,16 @@ def _recompute_tiers(session: Session, *, now: datetime, limit: int, currency: s
                                         minor_units_per_unit=minor_units_per_unit(currency))
 
 
-def standard_jobs(alliance_currency: str) -> list[Job]:
+def standard_jobs(alliance_currency: str, *, key_expiry_notice_days: int = key_notices.DEFAULT_NOTICE_DAYS
+                  ) -> list[Job]:
     """The hub's housekeeping jobs with their intervals."""
     def tiers(session: Session, *, now: datetime, limit: int) -> int:
         return _recompute_tiers(session, now=now, limit=limit, currency=alliance_currency)
+
+    def expiring_keys(session: Session, *, now: datetime, limit: int) -> int:
+        return key_notices.announce_expiring_keys(session, now=now, notice_days=key_expiry_notice_days,
+                                                  since=last_success(session, key_notices.JOB_NAME, now=now),
+                                                  limit=limit)
 
     return [
         Job("expire-holds", 60, ledger.expire_holds, "holds released"),
@@ -63,6 +70,7 @@ def standard_jobs(alliance_currency: str) -> list[Job]:
         Job("prune-nonces", 600, partner_keys.prune_nonces, "nonces pruned"),
         Job("recompute-tiers", 86_400, tiers, "members changed tier"),
         Job("expire-reward-orders", 900, rewards.expire_orders, "reward orders expired"),
+        Job(key_notices.JOB_NAME, 86_400, expiring_keys, "keys announced expiring"),
     ]
 
 
@@ -93,6 +101,16 @@ def birthday_job(time_zone: str, expiry_months: int) -> Job:
         return birthday_bonus.award_birthday_bonuses(session, now=now, limit=limit, policy=policy)
 
     return Job(birthday_bonus.JOB_NAME, 3600, award, "birthday bonuses awarded")
+
+
+def last_success(session: Session, job_name: str, *, now: datetime) -> datetime | None:
+    """When the job last ran to success (None if never, or if that lies after ``now``, a pretended moment).
+
+    Jobs that announce what happened since their last run (newly overdue statements,
+    keys entering their notice period) start their window there.
+    """
+    last = session.scalar(select(JobLease.last_succeeded_at).where(JobLease.job_name == job_name))
+    return last if last is not None and last <= now else None
 
 
 def acquire_lease(session: Session, *, job_name: str, holder: str, now: datetime) -> bool:

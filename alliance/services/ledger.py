@@ -51,6 +51,7 @@ from alliance.models import (
 from alliance.models.base import integer_sum
 from alliance.models.ledger import BALANCE_NOT_NEGATIVE, LOT_REMAINING_IN_RANGE
 from alliance.observability import metrics
+from alliance.services import webhooks
 from alliance.services.accounts import account_ids
 from alliance.services.price_schedule import price_in_force
 from alliance.storage import EarnPosting, PurchaseRow, WrittenEarns
@@ -489,7 +490,11 @@ def expire_hold(session: Session, *, hold_id: int, now: datetime) -> int:
 
 
 def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
-    """Release open holds whose time to live has passed; returns how many."""
+    """Release open holds whose time to live has passed; returns how many.
+
+    The partner that authorized each redemption hears of it (``redemption.hold_expired``);
+    a reward order's hold carries no reference and its order tells its own story.
+    """
     due = session.scalars(
         select(RedemptionHold.id)
         .where(RedemptionHold.status == HoldStatus.OPEN.value, RedemptionHold.expires_at <= now)
@@ -502,6 +507,10 @@ def expire_holds(session: Session, *, now: datetime, limit: int = 1000) -> int:
         member, hold = _lock_hold(session, hold_id)
         if hold.status == HoldStatus.OPEN.value:
             _release(session, member, hold, now, HoldStatus.EXPIRED)
+            if hold.reference is not None:
+                webhooks.emit(session, event_type="redemption.hold_expired", partner_id=hold.partner_id, now=now,
+                              data={"reference": hold.reference, "points": int(hold.points_held),
+                                    "expired_at": now.isoformat()})
             expired += 1
     return expired
 

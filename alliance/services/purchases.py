@@ -71,7 +71,7 @@ from alliance.models import (
     Terminal,
 )
 from alliance.models.base import integer_sum
-from alliance.services import coupons, ledger, risk, risk_patterns, tier_policy
+from alliance.services import coupons, ledger, risk, risk_patterns, tier_policy, webhooks
 from alliance.services.campaigns import CampaignBook, awards_of, joint_shares_of_purchase, record_awards
 from alliance.services.risk import Decided
 from alliance.storage import FirstRead, PurchaseRow, WrittenEarns
@@ -79,6 +79,9 @@ from alliance.storage.adapters import storage_for
 
 # The partner API's limit; the service keeps its own so no caller can hand it more.
 MAX_BATCH_PURCHASES = 1000
+# An earn of at least this many points is announced to the member (``member.points_earned``);
+# ``ALLIANCE_MEMBER_POINTS_NOTICE_THRESHOLD`` sets it.
+POINTS_NOTICE_THRESHOLD = 1_000
 MARKETING_ACCOUNT_CODE = account_code(AccountKind.HUB_MARKETING)
 
 TerminalResolver = Callable[[str | None], int | None]
@@ -262,6 +265,7 @@ def first_read(session: Session, *, partner_id: int, report: PurchaseReport, now
 def report_purchase(
     session: Session, *, partner_id: int, report: PurchaseReport, now: datetime, expiry_months: int,
     first: ReportRead | None = None, context_rows: list[Any] | None = None,
+    points_notice_threshold: int = POINTS_NOTICE_THRESHOLD,
 ) -> ReportedPurchase:
     """Record a purchase and post the points it earns: a batch of one whose facts come in one round trip.
 
@@ -269,7 +273,8 @@ def report_purchase(
     request's claim (or ``first`` alone, to read here). The member is locked before
     today's points are read, so two tills cannot both fit under the per-member-day cap
     with what together exceeds it. The checks run in the order a partner would fix them:
-    partner, report, receipt, card, rule.
+    partner, report, receipt, card, rule. An earn of at least ``points_notice_threshold``
+    points is sent to the member (``member.points_earned``); a smaller one adds no statement.
     """
     if first is None:
         first = first_read(session, partner_id=partner_id, report=report, now=now)
@@ -298,12 +303,13 @@ def report_purchase(
         # Another request reported the same receipt between our check and this insert;
         # the caller takes back the points posted with the refusal.
         raise ReceiptAlreadyReported(f"receipt {report.receipt_id!r} was already reported") from None
+    _notify_large_earns(session, partner, [planned], now, points_notice_threshold)
     return _reported(planned, written, card_number=report.card_number, terminal_code=None, now=now)
 
 
 def report_purchases(
     session: Session, *, partner_id: int, items: Sequence[BatchItem], resolve_terminal: TerminalResolver,
-    now: datetime, expiry_months: int,
+    now: datetime, expiry_months: int, points_notice_threshold: int = POINTS_NOTICE_THRESHOLD,
 ) -> list[BatchOutcome]:
     """Report a batch of purchases in order; each item is applied or rejected as a single report would be.
 
@@ -334,6 +340,7 @@ def report_purchases(
             # points back to the member's later items, as the single path's savepoint would.
             facts.reported_receipts.update(taken.receipt_ids)
             continue
+        _notify_large_earns(session, facts.partner, planned, now, points_notice_threshold)
         _keep_refusals(session, decisions)
         return _outcomes(decisions, written, _terminal_codes(session, decisions), now)
     raise AssertionError("a retry rejects at least one more item, so the batch cannot need more retries than items")
@@ -856,6 +863,31 @@ def _write(session: Session, partner: _Partner | None, planned: list[_Planned[_I
     return written
 
 
+def _notify_large_earns(session: Session, partner: _Partner | None, planned: Sequence[_Planned[_Item]],
+                        now: datetime, threshold: int) -> None:
+    """Tell each member who earned at least ``threshold`` points at once (``member.points_earned``).
+
+    Points held for a risk review wait for the reviewer and are not announced. An ordinary
+    earn stays below the threshold and costs nothing here.
+    """
+    large = [decision for decision in planned if not decision.held and _points_of(decision) >= threshold]
+    if not large or partner is None:
+        return
+    numbers = {row.id: row.member_number for row in session.execute(select(Member.id, Member.member_number).where(
+        Member.id.in_({decision.holder.member_id for decision in large})))}
+    for decision in large:
+        webhooks.emit(session, event_type="member.points_earned", now=now, data={
+            "member_number": numbers[decision.holder.member_id], "points": _points_of(decision),
+            "partner": partner.code})
+
+
+def _points_of(decision: _Planned[_Item]) -> int:
+    """Every point an applied purchase earns: the partner's, the campaigns', joint shares and a coupon's."""
+    breakdown = decision.breakdown
+    return (breakdown.partner_points + breakdown.hub_points + breakdown.joint_points
+            + decision.coupon_points)
+
+
 def _assess_risk(session: Session, partner: _Partner, planned: Sequence[_Planned[_Item]],
                  now: datetime, carried: risk.Carried | None = None) -> list[_Planned[_Item] | AllianceError]:
     """Each planned purchase under the risk policy, in order: as planned (held if so decided) or its refusal.
@@ -1111,6 +1143,8 @@ def refund_purchase(
     except IntegrityError as error:
         # The same refund id, used at the same moment for another purchase.
         raise RefundAlreadyRecorded(f"refund {refund_id!r} was already recorded") from error
+    webhooks.emit(session, event_type="purchase.refunded", partner_id=partner_id, now=now,
+                  data={"receipt_id": receipt_id, "refund_id": refund_id, "points_clawed_back": recovered})
     session.refresh(purchase)
     return RefundOutcome(refund=session.get_one(PurchaseRefund, refund_row_id), purchase=purchase)
 

@@ -37,7 +37,7 @@ from alliance.domain.ledger import HoldStatus
 from alliance.domain.pii import KeyRing, LookupKind
 from alliance.models import Member, Partner, RedemptionHold
 from alliance.models.rewards import Reward, RewardOrder, RewardPrice, RewardVoucherCode
-from alliance.services import audit_log, ledger, staff_people
+from alliance.services import audit_log, ledger, staff_people, webhooks
 
 KINDS = ("goods", "voucher", "experience", "bill_credit")
 # Kinds whose stock the hub counts; a voucher's stock is its pool, bill credit has none.
@@ -374,7 +374,15 @@ def place_order(
         audit_log.append(session, actor=actor, action="reward.order", subject=f"reward-order:{reference}", now=now,
                          after={"reward": reward.code, "member": _member_number(session, member_id),
                                 "items": items, "points": points})
-    return PlacedOrder(order=_order_view(session, order_id, now=now), voucher_codes=codes, replayed=False)
+    view = _order_view(session, order_id, now=now)
+    if view.status == "placed":
+        webhooks.emit(session, event_type="reward_order.placed", partner_id=reward.supplier_partner_id, now=now,
+                      data={"channel": view.channel, "reference": view.reference, "reward": view.reward,
+                            "items": view.items, "fulfil_by": view.fulfil_by.isoformat()})
+    else:
+        # A voucher is fulfilled at once: its codes are handed over with the order.
+        _announce_shipped(session, view, now)
+    return PlacedOrder(order=view, voucher_codes=codes, replayed=False)
 
 
 def fulfil_order(session: Session, *, channel: str, reference: str, supplier_id: int | None, note: str | None,
@@ -387,7 +395,9 @@ def fulfil_order(session: Session, *, channel: str, reference: str, supplier_id:
     _require_placed(session, order, now, "fulfilled")
     _capture(session, order.id, note=note, now=now)
     _audit_order(session, actor, "reward.fulfil", order, now, {"status": "fulfilled", "note": note})
-    return _order_view(session, order.id, now=now)
+    view = _order_view(session, order.id, now=now)
+    _announce_shipped(session, view, now)
+    return view
 
 
 def fail_order(session: Session, *, channel: str, reference: str, supplier_id: int | None, reason: str,
@@ -401,11 +411,19 @@ def cancel_order(session: Session, *, channel: str, reference: str, reason: str,
                  now: datetime) -> OrderView:
     """The member cancels: before fulfilment the hold is released, after it the order is returned."""
     order = _lock_order(session, channel, reference, None)
-    if order.status == "fulfilled":
-        return return_order(session, channel=channel, reference=reference, supplier_id=None, reason=reason,
+    before, supplier_id = order.status, order.supplier_partner_id
+    if before == "fulfilled":
+        view = return_order(session, channel=channel, reference=reference, supplier_id=None, reason=reason,
                             actor=actor, now=now)
-    return _end_placed(session, channel=channel, reference=reference, supplier_id=None, reason=reason,
-                       actor=actor, now=now, status="cancelled")
+    else:
+        view = _end_placed(session, channel=channel, reference=reference, supplier_id=None, reason=reason,
+                           actor=actor, now=now, status="cancelled")
+    if view.status != before:
+        # The supplier hears of it: stop preparing a placed order, or expect a fulfilled one back.
+        webhooks.emit(session, event_type="reward_order.cancelled", partner_id=supplier_id, now=now,
+                      data={"channel": view.channel, "reference": view.reference, "reward": view.reward,
+                            "status": view.status})
+    return view
 
 
 def return_order(session: Session, *, channel: str, reference: str, supplier_id: int | None, reason: str,
@@ -669,6 +687,12 @@ def _audit_order(session: Session, actor: str, action: str, order: RewardOrder, 
                  after: dict[str, object]) -> None:
     audit_log.append(session, actor=actor, action=action, subject=f"reward-order:{order.channel}:{order.reference}",
                      now=now, before={"status": order.status}, after=after)
+
+
+def _announce_shipped(session: Session, view: OrderView, now: datetime) -> None:
+    """Tell the member a reward was fulfilled (``member.reward_shipped``), by member number only."""
+    webhooks.emit(session, event_type="member.reward_shipped", now=now, data={
+        "member_number": view.member_number, "reward": view.reward, "reference": view.reference})
 
 
 def _member_number(session: Session, member_id: int) -> str:

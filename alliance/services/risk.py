@@ -58,7 +58,7 @@ from alliance.models import (
 )
 from alliance.models.base import UTCDateTime, integer_sum
 from alliance.models.risk import REVIEW_STATUSES
-from alliance.services import audit_log, ledger, staff_people
+from alliance.services import audit_log, ledger, staff_people, webhooks
 from alliance.services.process_cache import ProcessCache
 from alliance.storage.adapters import storage_for
 
@@ -518,7 +518,15 @@ def keep(session: Session, decided: Decided) -> int | None:
     """Write a decision's record (flags, holds, and a batch item's refusal); its id, or None if allowed."""
     if decided.record is None:
         return None
-    return session.execute(insert(RiskDecision).values(**decided.record).returning(RiskDecision.id)).scalar_one()
+    decision_id: int = session.execute(insert(RiskDecision).values(**decided.record)
+                                       .returning(RiskDecision.id)).scalar_one()
+    partner_id = decided.record["partner_id"]
+    if partner_id is not None:
+        # The partner hears that its activity waits for a reviewer: the case's token and what was done, no member.
+        webhooks.emit(session, event_type="review_case.opened", partner_id=partner_id, now=decided.record["decided_at"],
+                      data={"decision_id": decision_id, "case": decided.record["token"],
+                            "action": decided.record["action"]})
+    return decision_id
 
 
 def assess(session: Session, *, measure: Measure, subject: Subject, points: int, reference: str | None,

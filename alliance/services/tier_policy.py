@@ -38,7 +38,7 @@ from alliance.domain.earning import (
 from alliance.domain.errors import NotFound, ValidationFailed
 from alliance.models import Member, MemberTierChange, Purchase, PurchaseRefund, TierPolicyVersion
 from alliance.models.base import integer_sum
-from alliance.services import audit_log
+from alliance.services import audit_log, webhooks
 from alliance.services.process_cache import ProcessCache
 
 # How old the earn's copy of the schedule may grow before a process reloads it, and how
@@ -262,7 +262,8 @@ def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_uni
     """Set every active member's tier under the policy in force at ``now``; returns how many changed.
 
     Upgrades are immediate; downgrades follow the version's rule. Each change is written
-    to ``member_tier_history`` with the version and the reason.
+    to ``member_tier_history`` with the version and the reason, and sent to the member
+    (``member.tier_changed``, naming the member by number only).
     """
     row = session.scalars(select(TierPolicyVersion).where(TierPolicyVersion.effective_from <= now)
                           .order_by(TierPolicyVersion.effective_from.desc()).limit(1)).first()
@@ -273,11 +274,11 @@ def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_uni
     last_change = (select(MemberTierChange.member_id, func.max(MemberTierChange.changed_at).label("changed_at"))
                    .group_by(MemberTierChange.member_id).subquery())
     members = session.execute(
-        select(Member.id, Member.tier, Member.enrolled_at, last_change.c.changed_at)
+        select(Member.id, Member.tier, Member.enrolled_at, last_change.c.changed_at, Member.member_number)
         .outerjoin(last_change, last_change.c.member_id == Member.id)
         .where(Member.status == "active").order_by(Member.id)).all()
     changed = 0
-    for member_id, tier, enrolled_at, changed_at in members:
+    for member_id, tier, enrolled_at, changed_at, member_number in members:
         figure = (whole_months_between(enrolled_at, now) if policy.basis is TierBasis.TENURE
                   else figures.get(member_id, 0))
         held = whole_months_between(changed_at or enrolled_at, now)
@@ -288,6 +289,8 @@ def recompute_tiers(session: Session, *, now: datetime, currency: str, minor_uni
         session.execute(insert(MemberTierChange).values(
             member_id=member_id, from_tier=tier, to_tier=new_tier, changed_at=now, policy_version_id=row.id,
             reason=_reason(policy, tier, new_tier, figure)))
+        webhooks.emit(session, event_type="member.tier_changed", now=now,
+                      data={"member_number": member_number, "from_tier": tier, "to_tier": new_tier})
         changed += 1
     return changed
 

@@ -158,7 +158,8 @@ class Purchases(MethodView):
             stored = purchases.report_purchase(uow.session, partner_id=caller.partner_id,
                                                report=_purchase_report(uow.session, data), now=now,
                                                expiry_months=_settings().points_expiry_months,
-                                               first=first, context_rows=first_rows)
+                                               first=first, context_rows=first_rows,
+                                               points_notice_threshold=_settings().member_points_notice_threshold)
             return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, stored, now,
                                                                  card_number=data["card_number"]))
         # The card's holder in context, and the figures of the earn limits, are read in the claim's round trip.
@@ -187,7 +188,8 @@ class PurchaseBatch(MethodView):
                     currency=item["currency"], purchased_at=item["purchased_at"], terminal=item.get("terminal"),
                 ) for item in data["purchases"]],
                 resolve_terminal=lambda code: resolve_terminal(uow.session, caller, code),
-                now=utc_now(), expiry_months=_settings().points_expiry_months)
+                now=utc_now(), expiry_months=_settings().points_expiry_months,
+                points_notice_threshold=_settings().member_points_notice_threshold)
             results = [_batch_item(uow, index, item["receipt_id"], outcome)
                        for index, (item, outcome) in enumerate(zip(data["purchases"], outcomes, strict=True))]
             applied = sum(result["status"] == "applied" for result in results)
