@@ -17,6 +17,7 @@ from alliance.config import Settings
 from alliance.db import database_url, make_engine, make_session_factory
 from alliance.domain.pii import KeyRing, generate_key_ring_config
 from alliance.domain.pin_hashing import PinKeyRing, generate_pin_key_ring_config
+from alliance.domain.webhook_signing import WebhookSigner
 from alliance.extensions import EXTENSION_KEY, HubState
 from alliance.observability import metrics
 from alliance.observability.logs import configure_logging
@@ -27,6 +28,7 @@ SECRET_KEY_FILE = "secret_key"
 PII_KEYS_FILE = "pii_keys"
 PIN_KEYS_FILE = "pin_keys"
 STATEMENT_KEY_FILE = "statement_key.pem"
+WEBHOOK_KEY_FILE = "webhook_key.pem"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         signing_key=statement_key, key_id=statement_key_id(statement_key.public_key()),
         payment_terms_days=settings.statement_payment_terms_days,
     )
+    app.extensions[EXTENSION_KEY].extras["webhook_signer"] = WebhookSigner.from_pem(
+        settings.webhook_key or _development_webhook_key(Path(app.instance_path)), settings.webhook_published_keys)
 
     from alliance.api import docs, errors, hardening, health, telemetry
     from alliance.api.back_office import auth as back_office_auth
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from alliance.api.openapi import HubApi
     from alliance.api.partner import reward_routes as partner_reward_routes
     from alliance.api.partner import routes as partner_routes
+    from alliance.api.partner import webhook_key_routes as partner_webhook_key_routes
     from alliance.api.partner import webhook_routes as partner_webhook_routes
 
     api = HubApi(app)
@@ -92,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     partner_routes.init_app(app, api)
     partner_reward_routes.init_app(app, api)
     partner_webhook_routes.init_app(app, api)
+    partner_webhook_key_routes.init_app(app, api)
     back_office_auth.init_app(app)
     back_office_routes.init_app(app, api)
     settlement_routes.init_app(app, api)
@@ -137,6 +143,13 @@ def _development_statement_key(instance_path: Path) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     return _instance_secret(instance_path / STATEMENT_KEY_FILE, lambda: private_key_pem(Ed25519PrivateKey.generate()))
+
+
+def _development_webhook_key(instance_path: Path) -> str:
+    """An Ed25519 webhook key kept in the instance folder for development; production sets ALLIANCE_WEBHOOK_KEY."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return _instance_secret(instance_path / WEBHOOK_KEY_FILE, lambda: private_key_pem(Ed25519PrivateKey.generate()))
 
 
 def _development_secret_key(instance_path: Path) -> str:

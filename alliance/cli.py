@@ -369,6 +369,9 @@ def _register_admin_commands() -> None:
     from alliance import cli_coupons
 
     cli_coupons.register(main, _with_app)
+    from alliance import cli_webhooks
+
+    cli_webhooks.register(main, _with_app)
     # After cli_webhooks: these commands join its ``webhooks`` group.
     from alliance import cli_webhook_endpoints
 

@@ -68,6 +68,9 @@ class Settings:
     webhook_key_expiry_notice_days: int = 14
     statement_key: str | None = None
     statement_payment_terms_days: int = 14
+    # The hub's Ed25519 key signing webhook deliveries (PEM), and extra public keys published during a rotation.
+    webhook_key: str | None = None
+    webhook_published_keys: str | None = None
     grading_weights: str = ("purchase_volume_minor=25,active_members=15,redemption_count=10,"
                             "complaint_rate_per_1000=20,median_resolution_hours=5,refund_rate=10,days_late=15")
     grading_bands: str = "A=75,B=50,C=25"
@@ -135,6 +138,7 @@ class Settings:
         if self.environment == "production" and not self.statement_key:
             raise ConfigurationError(
                 "ALLIANCE_STATEMENT_KEY is required in production (see 'alliance statements new-key')")
+        self._check_webhook_keys()
         if not 0 <= self.statement_payment_terms_days <= 366:
             raise ConfigurationError("ALLIANCE_STATEMENT_PAYMENT_TERMS_DAYS must be between 0 and 366")
         self.grading_config()
@@ -175,6 +179,15 @@ class Settings:
         if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
             raise ConfigurationError(f"ALLIANCE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters "
                                      "(a random secret; Prometheus sends it as a bearer token)")
+
+    def _check_webhook_keys(self) -> None:
+        from alliance.domain.webhook_signing import load_published_keys, load_webhook_private_key
+
+        if self.environment == "production" and not self.webhook_key:
+            raise ConfigurationError("ALLIANCE_WEBHOOK_KEY is required in production (see 'alliance webhooks new-key')")
+        if self.webhook_key:
+            load_webhook_private_key(self.webhook_key)
+        load_published_keys(self.webhook_published_keys or "")
 
     def _check_pin_keys(self) -> None:
         if not self.pin_keys:

@@ -52,6 +52,12 @@ from partners_sdk.retry import RetryPolicy
 from partners_sdk.signing import RequestSigner
 from partners_sdk.statements import StatementNotAuthentic, public_key_from_raw, verify_statement
 from partners_sdk.transport import HttpClientTransport, Transport, TransportError
+from partners_sdk.webhooks import (
+    WebhookDeduplicator,
+    WebhookEvent,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 __version__ = "0.1.0"
 
@@ -66,5 +72,6 @@ __all__ = [
     "Redemption", "Reward", "RewardOrder", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint",
     "RequestSigner", "RetryPolicy", "ServerError", "StatementNotAuthentic", "StatementSummary", "Transport",
     "TransportError", "UnexpectedReplyError", "public_key_from_raw", "verify_statement",
+    "WebhookDeduplicator", "WebhookEvent", "WebhookVerificationError", "verify_webhook",
     "generate_key_pair", "load_private_key", "public_key_pem", "write_private_key",
 ]

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import quote, urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from partners_sdk import payloads
 from partners_sdk.drainer import Drainer
@@ -68,6 +68,7 @@ from partners_sdk.retry import (
 )
 from partners_sdk.signing import Clock, RequestSigner, utc_now
 from partners_sdk.transport import HttpClientTransport, Reply, Transport
+from partners_sdk.webhooks import load_webhook_keys
 
 PREFIX = "/partner/v1"
 # One attempt's bound: the hub answers a checkout in milliseconds, so an attempt still
@@ -445,6 +446,13 @@ class AllianceClient:
         path = f"{PREFIX}/statements/{statement}/reconciliations"
         operation = _Operation("POST", path, bytes(document), _new_key(idempotency_key), content_type="text/csv")
         return self._live(operation, lambda report: report)
+
+    # Webhooks.
+
+    def webhook_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The hub's published webhook keys by key id (the active one, and any kept for a rotation's overlap),
+        to pass to ``verify_webhook``."""
+        return self._live(_Operation("GET", f"{PREFIX}/webhook-keys", None, None), load_webhook_keys)
 
     # The offline queue.
 

@@ -59,6 +59,7 @@ def production_variables(**overrides: str) -> dict[str, str]:
         "ALLIANCE_SECRET_KEY": "k", "ALLIANCE_PII_KEYS": generate_key_ring_config(),
         "ALLIANCE_PIN_KEYS": generate_pin_key_ring_config(),
         "ALLIANCE_STATEMENT_KEY": private_key_pem(Ed25519PrivateKey.generate()),
+        "ALLIANCE_WEBHOOK_KEY": private_key_pem(Ed25519PrivateKey.generate()),
     }
     variables.update(overrides)
     return {name: value for name, value in variables.items() if value}
