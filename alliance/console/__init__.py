@@ -30,6 +30,7 @@ from alliance.console import (  # noqa: F401
     security,
     tier_views,
     views,
+    webhook_views,
 )
 from alliance.console.blueprint import console
 
