@@ -202,6 +202,7 @@ def render_host(topology: Topology, host: Host, layout: Layout, secrets: Secrets
             file("hub.env.j2", "/etc/alliance/hub.env", mode=0o640, group=layout.hub_group),
             file("systemd/alliance-hub.service.j2", "/etc/systemd/system/alliance-hub.service"),
             file("systemd/alliance-scheduler.service.j2", "/etc/systemd/system/alliance-scheduler.service"),
+            file("systemd/alliance-webhooks.service.j2", "/etc/systemd/system/alliance-webhooks.service"),
             file("systemd/alliance-db-upgrade.service.j2", "/etc/systemd/system/alliance-db-upgrade.service"),
         ]
     if host.role == LB:

@@ -4,7 +4,7 @@ Every hub host must hold the same hub keys (a PIN hashed on one host is checked 
 another; a statement signed by one is verified against the same key id), and every
 database host the same PostgreSQL passwords, so they are generated once and rendered
 into each host's files. The hub's keys come from the hub's own commands
-(``alliance statements new-key``, ``alliance pii new-key-ring``,
+(``alliance statements new-key``, ``alliance webhooks new-key``, ``alliance pii new-key-ring``,
 ``alliance pins new-key-ring``).
 """
 
@@ -39,14 +39,16 @@ class Secrets:
     pii_keys: str
     pin_keys: str
     statement_key: str
+    # The hub's Ed25519 key that signs webhook deliveries (ALLIANCE_WEBHOOK_KEY).
+    webhook_key: str
     # The bearer token Prometheus sends to each hub host's GET /metrics (ALLIANCE_METRICS_TOKEN).
     metrics_token: str
 
     @classmethod
     def generate(cls, alliance_command: str | Path) -> "Secrets":
         """Fresh passwords, and hub keys from ``alliance_command`` (the hub's ``alliance`` program)."""
-        commands = {"statement_key": ["statements", "new-key"], "pii_keys": ["pii", "new-key-ring"],
-                    "pin_keys": ["pins", "new-key-ring"]}
+        commands = {"statement_key": ["statements", "new-key"], "webhook_key": ["webhooks", "new-key"],
+                    "pii_keys": ["pii", "new-key-ring"], "pin_keys": ["pins", "new-key-ring"]}
         # The hub refuses unknown ALLIANCE_* settings, so none of the caller's are passed on.
         environment = {name: value for name, value in os.environ.items() if not name.startswith("ALLIANCE_")}
 
@@ -59,11 +61,14 @@ class Secrets:
         pem = PEM_BLOCK.search(outputs["statement_key"])
         if pem is None:
             raise RuntimeError("'alliance statements new-key' printed no PEM private key")
+        webhook_pem = PEM_BLOCK.search(outputs["webhook_key"])
+        if webhook_pem is None:
+            raise RuntimeError("'alliance webhooks new-key' printed no PEM private key")
         return cls(
             superuser_password=_password(), replication_password=_password(), rewind_password=_password(),
             restapi_password=_password(), app_password=_password(), secret_key=random_source.token_urlsafe(48),
             pii_keys=outputs["pii_keys"].strip(), pin_keys=outputs["pin_keys"].strip(),
-            statement_key=pem.group(0) + "\n",
+            statement_key=pem.group(0) + "\n", webhook_key=webhook_pem.group(0) + "\n",
             metrics_token=random_source.token_urlsafe(32),
         )
 

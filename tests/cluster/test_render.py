@@ -48,6 +48,8 @@ SECRETS = Secrets(
     pii_keys="active=k1;k1=AAAA;lookup=BBBB", pin_keys="active=p1;p1=CCCC",
     statement_key="-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDiJ3ROGhf4OSuqyDpI7wtQEQAmbkJ1a8dWfCf4AbB6Y\n"
                   "-----END PRIVATE KEY-----\n",
+    webhook_key="-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEnEvYy5ONe6/RJvQDJvSyLxnQ0K5+5ezNnvbEe2ROa4\n"
+                "-----END PRIVATE KEY-----\n",
     metrics_token="metrics-token-0123456789",
 )
 
@@ -96,6 +98,7 @@ def test_every_hub_host_gets_the_same_settings_and_a_pgbouncer_in_front(tmp_path
     settings = environments[0]
     assert settings["ALLIANCE_ENVIRONMENT"] == "production"
     assert settings["ALLIANCE_STATEMENT_KEY"] == SECRETS.statement_key
+    assert settings["ALLIANCE_WEBHOOK_KEY"] == SECRETS.webhook_key
     assert settings["ALLIANCE_DATABASE_URL"] == "postgresql://alliance:app-pass@127.0.0.1:6432/alliance"
     assert settings["ALLIANCE_PROXY_HOPS"] == "1"
     ini = hosts["hub2"]["pgbouncer.ini"].content

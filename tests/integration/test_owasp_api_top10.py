@@ -18,6 +18,7 @@ from alliance.api.hardening import MAX_JSON_DEPTH
 from alliance.api.partner.schemas import MAX_BATCH_ITEMS
 from alliance.extensions import hub_state
 from alliance.models import Member, Partner, ReconciliationReport
+from alliance.services import webhook_delivery
 from tests.back_office_support import ROLES, BackOffice
 from tests.factories import make_member_with_pin, make_signing_partner
 from tests.http_server import api_traces, assert_books_unchanged, books, purchase_payload, wall_clock_partner_time
@@ -278,19 +279,25 @@ NETWORK_CLIENT_MODULES = {"urllib.request", "http.client", "requests", "httpx", 
                           "smtplib", "ftplib"}
 
 
-def test_api7_the_hub_never_fetches_a_url_so_there_is_nothing_to_forge():
-    """API7 server side request forgery: does not apply, and this keeps it so.
+def test_api7_only_the_webhook_sender_makes_outbound_requests_and_never_into_private_networks():
+    """API7 server side request forgery.
 
-    The hub takes no URL from any caller and makes no outbound request: partners push
-    purchases and reconciliation files to it, keys are registered as bytes, and
-    webhooks do not exist. This reads every module of the hub (alliance/ and
-    settlement/) and fails if one imports a network client, which is when SSRF would
-    start to apply.
+    The hub makes one kind of outbound request: a webhook delivery to a URL a partner
+    registered. Everything else is pushed to it (purchases, reconciliation files, keys as
+    bytes). This reads every module of the hub (alliance/ and settlement/) and fails if
+    any module but the webhook sender imports a network client. The sender resolves the
+    host once, refuses any address that is not globally routable in production
+    (loopback, private ranges, link-local cloud metadata) and connects to the address it
+    checked, so a name that re-resolves elsewhere cannot redirect it
+    (test_webhook_delivery.py checks the refusal end to end).
     """
     roots = [Path(alliance.__file__).parent, Path(alliance.__file__).parent.parent / "settlement"]
+    sender = Path(alliance.__file__).parent / "services" / "webhook_delivery.py"
     offenders = []
     for root in roots:
         for source in root.rglob("*.py"):
+            if source == sender:
+                continue
             for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
                 names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
@@ -298,6 +305,10 @@ def test_api7_the_hub_never_fetches_a_url_so_there_is_nothing_to_forge():
                               if any(name == module or name.startswith(module + ".")
                                      for module in NETWORK_CLIENT_MODULES)]
     assert offenders == []
+    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.7/hook", "http://169.254.169.254/latest/meta-data",
+                "http://[::1]:9/hook"):
+        reply = webhook_delivery.post(url, b"{}", {}, 1.0, allow_private=False)
+        assert reply.status_code is None and "not a public address" in (reply.error or ""), reply
 
 
 # API8:2023 Security Misconfiguration
