@@ -393,6 +393,14 @@ def record_payment(
     return statement_status(session, statement_id)
 
 
+def apply_prepaid(session: Session, *, statement_id: int, actor: str, now: datetime) -> credit.PrepaidPayment:
+    """Pay an invoiced statement from its partner's prepaid blocks by hand (``credit.apply_to_statement``),
+    announcing it paid (``statement.paid``) when that settles it in full."""
+    payment = credit.apply_to_statement(session, statement_id=statement_id, actor=actor, now=now)
+    announce_if_settled(session, statement_id=statement_id, paid_on=now.date(), now=now)
+    return payment
+
+
 def announce_if_settled(session: Session, *, statement_id: int, paid_on: date, now: datetime) -> None:
     """Tell the partner its statement is paid in full (``statement.paid``), once: by the payment that settled it."""
     status = statement_status(session, statement_id)

@@ -10,6 +10,7 @@ hand. Every refusal leaves the books, the blocks and the audit log as they were.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -330,3 +331,24 @@ def test_the_console_shows_the_blocks_and_finance_records_one_with_its_csrf_toke
     assert pam.post("/console/partners/shop/credit/prepaid-blocks",
                     {"points": "1", "reference": "RCPT-3", "paid_on": date.today().isoformat()}).status_code == 403
     assert _balance(shop) == 350
+
+
+def test_a_statement_paid_in_full_by_hand_from_a_block_is_announced_to_the_partner(shop):
+    from alliance.models import WebhookEvent
+    from alliance.services import webhooks
+
+    with shop.hub.unit_of_work() as uow:
+        webhooks.register_endpoint(uow.session, partner="shop", url="https://shop.example/hooks",
+                                   event_types=["statement.paid"], actor=A, now=_now())
+        uow.commit()
+    assert _earn(shop, "r-1").status == 201
+    closed = _close_today(shop)
+    _invoice(shop, closed.statement_id)
+    _buy(shop, 1_000, "RCPT-1")
+    applied = BackOffice(shop.app).post(f"/settlement/statements/{closed.statement_id}/prepaid-payments",
+                                        role="finance")
+    assert applied.status == 201 and applied.body["paid"] is True, applied.body
+    with shop.hub.unit_of_work() as uow:
+        events = [(event.type, json.loads(event.payload)) for event in uow.session.scalars(select(WebhookEvent))]
+    assert events == [("statement.paid", {"statement_id": closed.statement_id, "paid_on": date.today().isoformat(),
+                                          "amount_minor": closed.net_minor, "currency": "EUR"})]

@@ -229,7 +229,7 @@ class StatementPrepaidPayments(MethodView):
     def post(self, statement_id: int) -> finance.credit.PrepaidPayment:
         """Pay an invoiced statement from its partner's prepaid blocks, up to what is outstanding and left (409
         ``not_invoiced``, ``nothing_owed`` or ``no_prepaid_balance``)."""
-        return committed_change(finance.credit.apply_to_statement, statement_id=statement_id)
+        return committed_change(finance.apply_prepaid, statement_id=statement_id)
 
 
 @finance_blueprint.route("/overdue")
