@@ -9,7 +9,7 @@ or ``back-office``) and the desk's reference; a supplier acts only on its own or
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response
 from flask.views import MethodView
@@ -17,15 +17,12 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from alliance.api.partner.auth import (
-    authenticate_partner,
-    commit_unclaimed_nonce,
     current_caller,
-    finish_partner_request,
     utc_now,
 )
 from alliance.api.partner.idempotent import run_idempotent
-from alliance.api.partner.routes import PREFIX, RETRY_AFTER, SIGNED, SIGNED_WRITE_DOC
-from alliance.api.partner.schemas import CARD_NUMBER, REFERENCE, ProblemOutput, StrictSchema
+from alliance.api.partner.routes import PREFIX, SIGNED, SIGNED_WRITE_DOC, document_errors, signed
+from alliance.api.partner.schemas import CARD_NUMBER, REFERENCE, StrictSchema
 from alliance.api.patterns import WholeValue
 from alliance.extensions import hub_state
 from alliance.services import member_verification, partners, rewards, risk
@@ -158,23 +155,7 @@ orders_blueprint = Blueprint("partner_reward_orders", __name__, url_prefix=f"{PR
                                          "orders this partner supplies.")
 BLUEPRINTS = (rewards_blueprint, orders_blueprint)
 for _blueprint in BLUEPRINTS:
-    _blueprint.before_request(authenticate_partner)
-    _blueprint.after_request(commit_unclaimed_nonce)
-    _blueprint.teardown_request(finish_partner_request)
-
-
-View = TypeVar("View", bound=Callable[..., Any])
-
-
-def _document_errors(blueprint: Blueprint, *statuses: int) -> Callable[[View], View]:
-    """Document the problem+json errors of a view; every partner operation may be rate limited (429)."""
-    def decorate(function: View) -> View:
-        for status in sorted({*statuses, 429}):
-            function = blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
-                                              content_type="application/problem+json",
-                                              headers=RETRY_AFTER if status == 429 else None)(function)
-        return function
-    return decorate
+    signed(_blueprint)
 
 
 def _actor() -> str:
@@ -235,7 +216,7 @@ def _code_verified(session: Session, card_number: str, code: str) -> CardHolder:
 class Rewards(MethodView):
     @rewards_blueprint.response(200, PartnerCatalogOutput)
     @rewards_blueprint.doc(security=SIGNED)
-    @_document_errors(rewards_blueprint, 401)
+    @document_errors(rewards_blueprint, 401)
     def get(self) -> dict[str, Any]:
         """The rewards a member can order now: listed, valid now and not sold out, by code."""
         with hub_state().unit_of_work() as uow:
@@ -251,7 +232,7 @@ class RewardOrders(MethodView):
         "The reference was ordered before (a new request, not a retry under the same key): the order as "
         "stored, without voucher codes; nothing is ordered twice."))
     @orders_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(orders_blueprint, 401, 403, 404, 409, 413, 422)
+    @document_errors(orders_blueprint, 401, 403, 404, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Order a reward for a member at this partner's desk; the points are held at the supplier until it
         fulfils (a voucher is fulfilled at once and its codes are in the reply)."""
@@ -280,7 +261,7 @@ class RewardOrders(MethodView):
     @orders_blueprint.arguments(PartnerRewardOrderPageQuery(), location="query")
     @orders_blueprint.response(200, PartnerRewardOrderPageOutput)
     @orders_blueprint.doc(security=SIGNED)
-    @_document_errors(orders_blueprint, 401, 422)
+    @document_errors(orders_blueprint, 401, 422)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """The orders this partner supplies, newest first: what it must fulfil (``status=placed``)."""
         with hub_state().unit_of_work() as uow:
@@ -294,7 +275,7 @@ class RewardOrders(MethodView):
 class RewardOrderByReference(MethodView):
     @orders_blueprint.response(200, PartnerRewardOrderOutput)
     @orders_blueprint.doc(security=SIGNED)
-    @_document_errors(orders_blueprint, 401, 404)
+    @document_errors(orders_blueprint, 401, 404)
     def get(self, channel: str, reference: str) -> dict[str, Any]:
         """One order this partner supplies; another supplier's is not found."""
         with hub_state().unit_of_work() as uow:
@@ -320,7 +301,7 @@ class RewardOrderFulfilment(MethodView):
     @orders_blueprint.arguments(PartnerFulfilmentInput())
     @orders_blueprint.response(200, PartnerRewardOrderOutput)
     @orders_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(orders_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(orders_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any], channel: str, reference: str) -> Response:
         """This supplier fulfilled the order: its held points are spent. Fulfilling it again changes nothing."""
         return _supplier_action(rewards.fulfil_order, channel, reference, note=data.get("note"))
@@ -331,7 +312,7 @@ class RewardOrderFailure(MethodView):
     @orders_blueprint.arguments(PartnerReasonInput())
     @orders_blueprint.response(200, PartnerRewardOrderOutput)
     @orders_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(orders_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(orders_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any], channel: str, reference: str) -> Response:
         """This supplier cannot fulfil a placed order: its points go back to the member, its stock is freed."""
         return _supplier_action(rewards.fail_order, channel, reference, reason=data["reason"])
@@ -342,7 +323,7 @@ class RewardOrderReturn(MethodView):
     @orders_blueprint.arguments(PartnerReasonInput())
     @orders_blueprint.response(200, PartnerRewardOrderOutput)
     @orders_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(orders_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(orders_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any], channel: str, reference: str) -> Response:
         """A fulfilled order came back to this supplier within the return window: every point goes back."""
         return _supplier_action(rewards.return_order, channel, reference, reason=data["reason"])

@@ -109,16 +109,25 @@ events_blueprint = Blueprint("partner_events", __name__, url_prefix=f"{PREFIX}/e
                              description="Report behaviour events (sign-ins, referrals, surveys, self-service, "
                                          "recharges, bill payments); members earn points by the event type's rule.")
 BLUEPRINTS = (purchases_blueprint, redemptions_blueprint, balances_blueprint, statements_blueprint, events_blueprint)
+
+
+def signed(blueprint: Blueprint) -> Blueprint:
+    """Make ``blueprint`` part of the signed partner API: every request verified and admitted first, the nonce
+    of a write refused before its work began kept, the transaction ended; every partner blueprint does this."""
+    blueprint.before_request(authenticate_partner)
+    blueprint.after_request(commit_unclaimed_nonce)
+    blueprint.teardown_request(finish_partner_request)
+    return blueprint
+
+
 for _blueprint in BLUEPRINTS:
-    _blueprint.before_request(authenticate_partner)
-    _blueprint.after_request(commit_unclaimed_nonce)
-    _blueprint.teardown_request(finish_partner_request)
+    signed(_blueprint)
 
 
 View = TypeVar("View", bound=Callable[..., Any])
 
 
-def _document_errors(blueprint: Blueprint, *statuses: int) -> Callable[[View], View]:
+def document_errors(blueprint: Blueprint, *statuses: int) -> Callable[[View], View]:
     """Document the problem+json errors of a view; every partner operation may be rate limited (429)."""
     def decorate(function: View) -> View:
         for status in sorted({*statuses, 429}):
@@ -147,7 +156,7 @@ class Purchases(MethodView):
     @purchases_blueprint.arguments(PurchaseInput())
     @purchases_blueprint.response(201, PurchaseOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(purchases_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Report a purchase; the member earns points by the partner's rule."""
         now = utc_now()
@@ -176,7 +185,7 @@ class PurchaseBatch(MethodView):
     @purchases_blueprint.arguments(BatchInput())
     @purchases_blueprint.response(200, BatchOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(purchases_blueprint, 401, 409, 413, 422)
+    @document_errors(purchases_blueprint, 401, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Report up to 1,000 purchases; each item is applied or rejected on its own."""
         def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
@@ -216,7 +225,7 @@ def _batch_item(uow: UnitOfWork, index: int, receipt_id: str,
 class PurchaseByReceipt(MethodView):
     @purchases_blueprint.response(200, PurchaseOutput)
     @purchases_blueprint.doc(security=SIGNED)
-    @_document_errors(purchases_blueprint, 401, 404)
+    @document_errors(purchases_blueprint, 401, 404)
     def get(self, receipt_id: str) -> dict[str, object]:
         """One of this partner's purchases, by receipt id."""
         with hub_state().unit_of_work() as uow:
@@ -229,7 +238,7 @@ class PurchaseRefunds(MethodView):
     @purchases_blueprint.arguments(PurchaseRefundInput())
     @purchases_blueprint.response(201, PurchaseRefundOutput)
     @purchases_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(purchases_blueprint, 401, 404, 409, 422)
+    @document_errors(purchases_blueprint, 401, 404, 409, 422)
     def post(self, data: dict[str, Any], receipt_id: str) -> Response:
         """Refund part or all of a purchase; points come back off in proportion, pending first."""
         def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
@@ -266,7 +275,7 @@ class Redemptions(MethodView):
     @redemptions_blueprint.arguments(AuthorizeInput())
     @redemptions_blueprint.response(201, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 403, 404, 409, 413, 422)
+    @document_errors(redemptions_blueprint, 401, 403, 404, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Authorize: verify the member and hold points for a redemption here."""
         by_pin = "pin" in data
@@ -295,7 +304,7 @@ class Redemptions(MethodView):
 class RedemptionByReference(MethodView):
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(security=SIGNED)
-    @_document_errors(redemptions_blueprint, 401, 404)
+    @document_errors(redemptions_blueprint, 401, 404)
     def get(self, reference: str) -> dict[str, object]:
         """One of this partner's redemptions, by reference."""
         with hub_state().unit_of_work() as uow:
@@ -324,7 +333,7 @@ class RedemptionCapture(MethodView):
     @redemptions_blueprint.arguments(CaptureInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    @document_errors(redemptions_blueprint, 401, 404, 409, 422)
     def post(self, data: dict[str, Any], reference: str) -> Response:
         """Capture: spend some or all of the held points, once; the rest go back."""
         return _redemption_action(redemptions.capture)(reference, data)
@@ -335,7 +344,7 @@ class RedemptionVoid(MethodView):
     @redemptions_blueprint.arguments(VoidInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    @document_errors(redemptions_blueprint, 401, 404, 409, 422)
     def post(self, data: dict[str, Any], reference: str) -> Response:
         """Void: release every held point of an authorized redemption."""
         return _redemption_action(redemptions.void)(reference, data)
@@ -346,7 +355,7 @@ class RedemptionRefunds(MethodView):
     @redemptions_blueprint.arguments(RedemptionRefundInput())
     @redemptions_blueprint.response(200, RedemptionOutput)
     @redemptions_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(redemptions_blueprint, 401, 404, 409, 422)
+    @document_errors(redemptions_blueprint, 401, 404, 409, 422)
     def post(self, data: dict[str, Any], reference: str) -> Response:
         """Refund a captured redemption: points go back to the member."""
         return _redemption_action(redemptions.refund)(reference, data)
@@ -357,7 +366,7 @@ class BalanceInquiries(MethodView):
     @balances_blueprint.arguments(BalanceInput())
     @balances_blueprint.response(200, BalanceOutput)
     @balances_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(balances_blueprint, 401, 403, 404, 413, 422)
+    @document_errors(balances_blueprint, 401, 403, 404, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Balance of a member verified by card and PIN."""
         def operation(uow: UnitOfWork, holder: CardHolder) -> tuple[int, dict[str, Any]]:
@@ -379,7 +388,7 @@ class PartnerStatements(MethodView):
     @statements_blueprint.arguments(StatementPageQuery(), location="query")
     @statements_blueprint.response(200, StatementPageOutput)
     @statements_blueprint.doc(security=SIGNED)
-    @_document_errors(statements_blueprint, 401, 422)
+    @document_errors(statements_blueprint, 401, 422)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """This partner's statements, oldest cycle first, a page at a time (``page``, ``page_size`` up to 200)."""
         with hub_state().unit_of_work() as uow:
@@ -393,7 +402,7 @@ class PartnerStatementDocument(MethodView):
     @statements_blueprint.arguments(DocumentQuery(), location="query")
     @statements_blueprint.response(200, description="The exact signed bytes (JSON or CSV) or a detached signature.")
     @statements_blueprint.doc(security=SIGNED)
-    @_document_errors(statements_blueprint, 401, 404, 422)
+    @document_errors(statements_blueprint, 401, 404, 422)
     def get(self, query: dict[str, Any], statement_id: int) -> Response:
         """One of this partner's statements as signed; another partner's is not found."""
         with hub_state().unit_of_work() as uow:
@@ -408,7 +417,7 @@ class PartnerStatementReconciliations(MethodView):
     @statements_blueprint.doc(**SIGNED_WRITE_DOC, requestBody={"required": True, "content": {"text/csv": {
         "schema": {"type": "string"},
         "example": "receipt_id,amount_minor,currency,occurred_on\r\nr-1,12345,EUR,2026-11-23\r\n"}}})
-    @_document_errors(statements_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(statements_blueprint, 401, 404, 409, 413, 422)
     def post(self, statement_id: int) -> Response:
         """Upload this partner's own CSV of a statement's cycle; the hub reports every difference."""
         def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
@@ -437,7 +446,7 @@ class Events(MethodView):
     @events_blueprint.alt_response(200, schema=EventOutput, description="The event id was reported before with the "
                                    "same content: the event as stored, nothing counted twice.")
     @events_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(events_blueprint, 401, 404, 409, 413, 422)
+    @document_errors(events_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Report a behaviour event once per event id; the member earns its rule's points (0 with a reason if
         capped or not eligible), issued by the rule's funder."""

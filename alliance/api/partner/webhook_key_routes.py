@@ -15,17 +15,9 @@ from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 
-from alliance.api.partner.auth import authenticate_partner, commit_unclaimed_nonce, finish_partner_request
-from alliance.api.partner.routes import PREFIX, RETRY_AFTER, SIGNED
-from alliance.api.partner.schemas import ProblemOutput
+from alliance.api.partner.routes import PREFIX, SIGNED, document_errors, signed
 from alliance.domain.webhook_signing import WebhookSigner
 from alliance.extensions import hub_state
-
-ERRORS = {
-    401: "Signature rejected (see the partner API's other operations for every signature code).",
-    429: "rate_limited (with Retry-After): this partner is over its request rate or has too many requests in "
-         "progress.",
-}
 
 
 class WebhookKeyOutput(Schema):
@@ -45,18 +37,13 @@ class WebhookKeysOutput(Schema):
 
 webhook_keys_blueprint = Blueprint("partner_webhook_keys", __name__, url_prefix=f"{PREFIX}/webhook-keys",
                                    description="The public keys that verify the hub's webhook deliveries.")
-webhook_keys_blueprint.before_request(authenticate_partner)
-webhook_keys_blueprint.after_request(commit_unclaimed_nonce)
-webhook_keys_blueprint.teardown_request(finish_partner_request)
+signed(webhook_keys_blueprint)
 
 
 @webhook_keys_blueprint.route("")
 class WebhookKeys(MethodView):
     @webhook_keys_blueprint.response(200, WebhookKeysOutput)
-    @webhook_keys_blueprint.alt_response(401, schema=ProblemOutput, description=ERRORS[401],
-                                         content_type="application/problem+json")
-    @webhook_keys_blueprint.alt_response(429, schema=ProblemOutput, description=ERRORS[429],
-                                         content_type="application/problem+json", headers=RETRY_AFTER)
+    @document_errors(webhook_keys_blueprint, 401)
     @webhook_keys_blueprint.doc(security=SIGNED)
     def get(self) -> dict[str, Any]:
         """The active webhook key and any other key published for a rotation, active first."""

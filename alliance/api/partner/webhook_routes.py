@@ -10,7 +10,7 @@ another partner's endpoint or event, and the operator's member-messaging endpoin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response
 from flask.views import MethodView
@@ -28,15 +28,12 @@ from alliance.api.back_office.webhook_routes import (
     RedeliveryOutput,
 )
 from alliance.api.partner.auth import (
-    authenticate_partner,
-    commit_unclaimed_nonce,
     current_caller,
-    finish_partner_request,
     utc_now,
 )
 from alliance.api.partner.idempotent import run_idempotent
-from alliance.api.partner.routes import PREFIX, RETRY_AFTER, SIGNED, SIGNED_WRITE_DOC
-from alliance.api.partner.schemas import ProblemOutput, StrictSchema
+from alliance.api.partner.routes import PREFIX, SIGNED, SIGNED_WRITE_DOC, document_errors, signed
+from alliance.api.partner.schemas import StrictSchema
 from alliance.domain import webhooks as rules
 from alliance.domain.errors import NotFound
 from alliance.extensions import hub_state
@@ -68,22 +65,7 @@ REDELIVERY_OUTPUT = RedeliveryOutput()
 
 webhooks_blueprint = Blueprint("partner_webhooks", __name__, url_prefix=PREFIX,
                                description="This partner's webhook endpoints, their delivery logs and redelivery.")
-webhooks_blueprint.before_request(authenticate_partner)
-webhooks_blueprint.after_request(commit_unclaimed_nonce)
-webhooks_blueprint.teardown_request(finish_partner_request)
-
-View = TypeVar("View", bound=Callable[..., Any])
-
-
-def _document_errors(*statuses: int) -> Callable[[View], View]:
-    """Document the problem+json errors of a view; every partner operation may be rate limited (429)."""
-    def decorate(function: View) -> View:
-        for status in sorted({*statuses, 429}):
-            function = webhooks_blueprint.alt_response(status, schema=ProblemOutput, description=ERRORS[status],
-                                                       content_type="application/problem+json",
-                                                       headers=RETRY_AFTER if status == 429 else None)(function)
-        return function
-    return decorate
+signed(webhooks_blueprint)
 
 
 def _actor() -> str:
@@ -119,7 +101,7 @@ class WebhookEndpoints(MethodView):
     @webhooks_blueprint.arguments(PartnerEndpointInput())
     @webhooks_blueprint.response(201, EndpointOutput)
     @webhooks_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(401, 409, 413, 422)
+    @document_errors(webhooks_blueprint, 401, 409, 413, 422)
     def post(self, data: dict[str, Any]) -> Response:
         """Register an endpoint of this partner; it receives events of the chosen types from now on."""
         def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
@@ -131,7 +113,7 @@ class WebhookEndpoints(MethodView):
 
     @webhooks_blueprint.response(200, EndpointsOutput)
     @webhooks_blueprint.doc(security=SIGNED)
-    @_document_errors(401)
+    @document_errors(webhooks_blueprint, 401)
     def get(self) -> dict[str, Any]:
         """This partner's endpoints, by id, with their status and since when they fail."""
         with hub_state().unit_of_work() as uow:
@@ -143,7 +125,7 @@ class WebhookEndpoints(MethodView):
 class WebhookEndpoint(MethodView):
     @webhooks_blueprint.response(200, EndpointOutput)
     @webhooks_blueprint.doc(security=SIGNED)
-    @_document_errors(401, 404)
+    @document_errors(webhooks_blueprint, 401, 404)
     def get(self, endpoint_id: int) -> webhooks.EndpointView:
         """One of this partner's endpoints."""
         with hub_state().unit_of_work() as uow:
@@ -152,7 +134,7 @@ class WebhookEndpoint(MethodView):
     @webhooks_blueprint.arguments(EndpointChangeInput())
     @webhooks_blueprint.response(200, EndpointOutput)
     @webhooks_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(401, 404, 409, 413, 422)
+    @document_errors(webhooks_blueprint, 401, 404, 409, 413, 422)
     def patch(self, data: dict[str, Any], endpoint_id: int) -> Response:
         """Change the URL, event types or description of one of this partner's endpoints."""
         return _endpoint_change(webhooks.change_endpoint, endpoint_id, **data)
@@ -163,7 +145,7 @@ class WebhookEndpointDisabling(MethodView):
     @webhooks_blueprint.arguments(DisablingInput())
     @webhooks_blueprint.response(200, EndpointOutput)
     @webhooks_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(401, 404, 409, 413, 422)
+    @document_errors(webhooks_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any], endpoint_id: int) -> Response:
         """Stop delivering to one of this partner's endpoints; its pending deliveries are cancelled."""
         return _endpoint_change(webhooks.disable_endpoint, endpoint_id, reason=data["reason"])
@@ -173,7 +155,7 @@ class WebhookEndpointDisabling(MethodView):
 class WebhookEndpointEnabling(MethodView):
     @webhooks_blueprint.response(200, EndpointOutput)
     @webhooks_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(401, 404, 409, 413, 422)
+    @document_errors(webhooks_blueprint, 401, 404, 409, 413, 422)
     def post(self, endpoint_id: int) -> Response:
         """Deliver to a disabled endpoint of this partner again, from new events on."""
         return _endpoint_change(webhooks.enable_endpoint, endpoint_id)
@@ -184,7 +166,7 @@ class WebhookEndpointDeliveries(MethodView):
     @webhooks_blueprint.arguments(PageQuery(), location="query")
     @webhooks_blueprint.response(200, DeliveryLogOutput)
     @webhooks_blueprint.doc(security=SIGNED)
-    @_document_errors(401, 404, 422)
+    @document_errors(webhooks_blueprint, 401, 404, 422)
     def get(self, query: dict[str, Any], endpoint_id: int) -> dict[str, Any]:
         """The delivery log of one of this partner's endpoints, newest first, each delivery with its attempts."""
         with hub_state().unit_of_work() as uow:
@@ -199,7 +181,7 @@ class WebhookEventRedelivery(MethodView):
     @webhooks_blueprint.arguments(RedeliveryInput())
     @webhooks_blueprint.response(200, RedeliveryOutput)
     @webhooks_blueprint.doc(**SIGNED_WRITE_DOC)
-    @_document_errors(401, 404, 409, 413, 422)
+    @document_errors(webhooks_blueprint, 401, 404, 409, 413, 422)
     def post(self, data: dict[str, Any], event_id: str) -> Response:
         """Send one of this partner's events again to its active endpoints (or the one named)."""
         def operation(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
