@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
@@ -93,6 +93,17 @@ class Tally:
     client_retries: int = 0
     unresolved: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+
+    def absorb(self, other: Tally) -> None:
+        """Add another thread's tally to this one: maps joined (members are disjoint), counts summed, lists joined."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if isinstance(mine, dict):
+                mine.update(theirs)
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, item.name, mine + theirs)
 
 
 class TillThread(threading.Thread):

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -179,43 +179,44 @@ class Faults(threading.Thread):
         self.cluster.start()
 
 
+ThreadT = TypeVar("ThreadT", bound=TillThread)
+
+
 def run_load(base_url: str, tills: list[Till], customers: list[list[Customer]], master_pid: int,
              cluster: PostgresServer, shape: LoadShape) -> tuple[list[TillThread], Faults, CountingTransport]:
     """Run the tills and the faults together for ``shape.load_s`` seconds, then let every till finish."""
+    return drive(lambda number, transport, stop: TillThread(number, base_url, tills, customers[number], transport,
+                                                            stop), master_pid, cluster, shape)
+
+
+def drive(thread: Callable[[int, CountingTransport, threading.Event], ThreadT], master_pid: int,
+          cluster: PostgresServer, shape: LoadShape) -> tuple[list[ThreadT], Faults, CountingTransport]:
+    """``shape.tills`` load threads (``thread(number, transport, stop)``) and the faults together for
+    ``shape.load_s`` seconds; then each thread finishes the operation in hand, resending until its outcome is
+    known."""
     stop_load, stop_faults = threading.Event(), threading.Event()
     transport = CountingTransport()
-    threads = [TillThread(number, base_url, tills, customers[number], transport, stop_load)
-               for number in range(shape.tills)]
+    threads = [thread(number, transport, stop_load) for number in range(shape.tills)]
     faults = Faults(master_pid, cluster, shape, stop_faults)
-    for thread in threads:
-        thread.start()
+    for started in threads:
+        started.start()
     faults.start()
     time.sleep(shape.load_s)
     stop_faults.set()
     faults.join(timeout=60)
     stop_load.set()
-    for thread in threads:
-        # A till finishes the operation in hand, retrying it until its outcome is known.
-        thread.join(timeout=240)
-    assert not any(thread.is_alive() for thread in threads), "a till thread never finished"
+    for finished in threads:
+        finished.join(timeout=240)
+    assert not any(finished.is_alive() for finished in threads), "a load thread never finished"
     assert not faults.errors, faults.errors
     return threads, faults, transport
 
 
-def merged(threads: list[TillThread]) -> Tally:
+def merged(threads: Sequence[TillThread]) -> Tally:
     """One tally of every till thread (their members are disjoint)."""
     total = Tally()
     for thread in threads:
-        tally = thread.tally
-        total.purchases.update(tally.purchases)
-        total.refunds.update(tally.refunds)
-        total.redemptions.update(tally.redemptions)
-        total.balance.update(tally.balance)
-        total.sent += tally.sent
-        total.acknowledged += tally.acknowledged
-        total.client_retries += tally.client_retries
-        total.unresolved += tally.unresolved
-        total.unexpected += tally.unexpected
+        total.absorb(thread.tally)
     return total
 
 

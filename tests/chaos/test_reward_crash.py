@@ -14,7 +14,6 @@ supplier's statements reimburse exactly the items it fulfilled.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tests.chaos.support import ChaosReport, Scale, ScenarioFigures, stop_proces
 from tests.chaos.test_crash_safety import (  # noqa: F401 - durable_cluster and durable_hub are fixtures
     Faults,
     LoadShape,
+    drive,
     durable_cluster,
     durable_hub,
     purchase_discrepancies,
@@ -102,42 +102,9 @@ def run_reward_load(base_url: str, tills: list[Till], customers: list[list[Custo
                     cluster: PostgresServer, shape: LoadShape) -> tuple[list[RewardDeskThread], Faults,
                                                                         CountingTransport]:
     """The desk threads and the faults together for ``shape.load_s`` seconds, then every order in hand ended."""
-    stop_load, stop_faults = threading.Event(), threading.Event()
-    transport = CountingTransport()
-    threads = [RewardDeskThread(number, base_url, tills, customers[number], transport, stop_load, earn_at=EARN_AT,
-                                desk=DESK, supplier=SUPPLIER, offers=[supplied.offer for supplied in SUPPLIED],
-                                fulfil_share=FULFIL_SHARE)
-               for number in range(shape.tills)]
-    faults = Faults(master_pid, cluster, shape, stop_faults)
-    for thread in threads:
-        thread.start()
-    faults.start()
-    time.sleep(shape.load_s)
-    stop_faults.set()
-    faults.join(timeout=60)
-    stop_load.set()
-    for thread in threads:
-        # A desk finishes the order in hand (placed, then fulfilled or failed), resending until each is known.
-        thread.join(timeout=240)
-    assert not any(thread.is_alive() for thread in threads), "a desk thread never finished"
-    assert not faults.errors, faults.errors
-    return threads, faults, transport
-
-
-def merged(threads: list[RewardDeskThread]) -> RewardTally:
-    """One tally of every desk thread (their members are disjoint)."""
-    total = RewardTally()
-    for thread in threads:
-        tally = thread.tally
-        total.purchases.update(tally.purchases)
-        total.orders.update(tally.orders)
-        total.balance.update(tally.balance)
-        total.sent += tally.sent
-        total.acknowledged += tally.acknowledged
-        total.client_retries += tally.client_retries
-        total.unresolved += tally.unresolved
-        total.unexpected += tally.unexpected
-    return total
+    return drive(lambda number, transport, stop: RewardDeskThread(
+        number, base_url, tills, customers[number], transport, stop, earn_at=EARN_AT, desk=DESK, supplier=SUPPLIER,
+        offers=[supplied.offer for supplied in SUPPLIED], fulfil_share=FULFIL_SHARE), master_pid, cluster, shape)
 
 
 def order_discrepancies(session, tally: RewardTally) -> list[str]:  # type: ignore[no-untyped-def]
@@ -259,7 +226,9 @@ def test_reward_orders_are_fulfilled_or_refunded_exactly_once_under_killed_worke
                                                      durable_cluster, shape)
     finally:
         stop_process(server)
-    tally = merged(threads)
+    tally = RewardTally()
+    for thread in threads:
+        tally.absorb(thread.tally)
     problems = tally.unresolved + tally.unexpected + ledger_discrepancies(hub, tally, customers)
     statement_problems, statements = statement_discrepancies(hub, tally)
     problems += statement_problems
