@@ -32,15 +32,20 @@ def register(main: click.Group, with_app: WithApp) -> None:
                   help="Deliveries leased at a time.")
     @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                   help="Seconds to connect, and for each read of the receiver's reply.")
+    @click.option("--metrics-address", "metrics_address", default=None, metavar="HOST:PORT",
+                  help="Serve this process's delivery metrics for Prometheus there (e.g. 10.0.0.5:9109).")
     @with_app
-    def webhooks_deliver(app: Flask, once: bool, batch: int, timeout_s: float) -> None:
+    def webhooks_deliver(app: Flask, once: bool, batch: int, timeout_s: float, metrics_address: str | None) -> None:
         """Send due webhook deliveries, signed; run as many as you like, on any hosts (they share by leases).
 
-        SIGTERM (or Ctrl-C) stops after the delivery in progress.
+        SIGTERM (or Ctrl-C) stops after the delivery in progress. With --metrics-address the
+        attempts by outcome (alliance_webhook_deliveries_total) are served there for Prometheus.
         """
         from alliance.services.webhook_delivery import Deliverer, pending
 
         state = hub_state(app)
+        if metrics_address is not None:
+            _serve_metrics(_host_and_port(metrics_address))
         stop = threading.Event()
 
         def request_stop(_signal: int, _frame: FrameType | None) -> None:
@@ -74,11 +79,37 @@ def register(main: click.Group, with_app: WithApp) -> None:
         """Print a fresh Ed25519 webhook key (PEM) for ALLIANCE_WEBHOOK_KEY; its id goes to stderr."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from alliance.domain.webhook_signing import private_key_pem, webhook_key_id
+        from alliance.domain.ed25519_keys import private_key_pem
+        from alliance.domain.webhook_signing import webhook_key_id
 
         key = Ed25519PrivateKey.generate()
         click.echo(f"key id: {webhook_key_id(key.public_key())}", err=True)
         click.echo(private_key_pem(key), nl=False)
+
+
+def _serve_metrics(address: tuple[str, int]) -> None:
+    """Serve this process's metrics on ``address`` (a thread of prometheus_client's own HTTP server)."""
+    from prometheus_client import start_http_server
+
+    from alliance.observability import metrics
+
+    if metrics.multiprocess_directory():
+        # That folder belongs to the web workers: their scrape would report these deliveries a second time.
+        raise click.UsageError(f"{metrics.MULTIPROCESS_DIRECTORY_VARIABLE} is for the hub's web workers; start the "
+                               "delivery process without it (its metrics are its own, on --metrics-address)")
+    try:
+        start_http_server(address[1], addr=address[0])
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on {address[0]}:{address[1]}: {error.strerror or error}") \
+            from None
+    click.echo(f"delivery metrics on http://{address[0]}:{address[1]}/metrics", err=True)
+
+
+def _host_and_port(value: str) -> tuple[str, int]:
+    host, separator, port = value.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9109)", param_hint="--metrics-address")
+    return host.strip("[]"), int(port)
 
 
 def _signer(app: Flask) -> WebhookSigner:

@@ -34,6 +34,8 @@ class Ports:
     etcd_peer: int = 2380
     # `alliance scheduler --metrics-address` on each hub host (the hub's own are on `hub`'s /metrics).
     scheduler_metrics: int = 9108
+    # `alliance webhooks deliver --metrics-address` on each hub host: delivery attempts by outcome.
+    webhook_metrics: int = 9109
     # Prometheus (web interface and API) on the load balancer, on its private address.
     prometheus: int = 9090
 

@@ -11,7 +11,7 @@ Labels are bounded and carry no personal data: routes are Flask's URL rules (nev
 the path a client sent), partners are partner codes (only of registered partners),
 reasons are problem codes, kinds are ledger transaction kinds, jobs are job names.
 Figures about the whole alliance (holds open, cycles due, statements overdue, when
-each job last succeeded) are read from the database at scrape time by
+each job last succeeded, the webhook outbox) are read from the database at scrape time by
 ``DatabaseCollector``, so every host reports the same value: aggregate them with
 ``max``, never ``sum``.
 """
@@ -86,6 +86,9 @@ JOB_RUNS = Counter(
 JOB_DURATION = Histogram(
     "alliance_job_duration_seconds", "How long a scheduled job's run took in this scheduler process.", ["job"],
     buckets=JOB_BUCKETS_S)
+WEBHOOK_DELIVERIES = Counter(
+    "alliance_webhook_deliveries", "Webhook deliveries attempted by this delivery process, by outcome: delivered "
+    "(2xx), failed (to be tried again, or given up) or gone (410: the endpoint disabled).", ["outcome"])
 
 # Read from the database at scrape time (DatabaseCollector).
 DATABASE_GAUGES = {
@@ -97,6 +100,10 @@ DATABASE_GAUGES = {
     "alliance_job_last_duration_seconds": "How long each scheduled job's last run took, on any host.",
     "alliance_job_interval_seconds": "How often each scheduled job is meant to run.",
     "alliance_replica_lag_seconds": "How far the report replica's replay is behind (only with a replica).",
+    "alliance_webhook_deliveries_pending": "Webhook deliveries waiting to be sent: due now or at their next retry.",
+    "alliance_webhook_backlog_age_seconds": "How long the longest-waiting due webhook delivery has waited past its "
+                                            "attempt time (0 when none is due).",
+    "alliance_webhook_endpoints_disabled": "Disabled webhook endpoints, by partner code (only partners with one).",
 }
 
 # Every metric name the hub exposes, as Prometheus sees it (the deploy rules and dashboard use only these).
@@ -104,7 +111,7 @@ METRIC_NAMES = frozenset({
     "alliance_http_request_duration_seconds", "alliance_partner_requests_total", "alliance_partner_refusals_total",
     "alliance_idempotent_replays_total", "alliance_rate_limited_total", "alliance_ledger_postings_total",
     "alliance_ledger_points_total", "alliance_db_pool_connections_in_use", "alliance_db_pool_checkout_wait_seconds",
-    "alliance_job_runs_total", "alliance_job_duration_seconds", *DATABASE_GAUGES,
+    "alliance_job_runs_total", "alliance_job_duration_seconds", "alliance_webhook_deliveries_total", *DATABASE_GAUGES,
 })
 
 
@@ -261,6 +268,14 @@ def observe_job(job: str, outcome: str, duration_s: float | None) -> None:
         JOB_DURATION.labels(job).observe(duration_s)
 
 
+# --- webhook deliveries (the delivery process) ------------------------------------------
+
+
+def observe_webhook_delivery(outcome: str) -> None:
+    """Count one delivery attempt of this delivery process: delivered, failed or gone."""
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
 # --- what the whole alliance looks like, read at scrape time ----------------------------
 
 
@@ -275,6 +290,16 @@ class JobLeaseFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookFigures:
+    """The webhook outbox as the database holds it: deliveries waiting, the longest wait past due, disabled
+    endpoints by partner code."""
+
+    pending: int
+    backlog_age_s: float
+    disabled_by_partner: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseFigures:
     """The alliance-wide figures of one scrape, as read from the database (``DATABASE_GAUGES``)."""
 
@@ -284,6 +309,7 @@ class DatabaseFigures:
     leases: list[JobLeaseFigures]
     job_intervals_s: dict[str, float]
     replica_lag_s: float | None = None
+    webhooks: WebhookFigures | None = None
 
 
 class DatabaseCollector:
@@ -326,6 +352,13 @@ class DatabaseCollector:
         yield interval
         if figures.replica_lag_s is not None:
             yield _gauge("alliance_replica_lag_seconds", figures.replica_lag_s)
+        if figures.webhooks is not None:
+            yield _gauge("alliance_webhook_deliveries_pending", figures.webhooks.pending)
+            yield _gauge("alliance_webhook_backlog_age_seconds", figures.webhooks.backlog_age_s)
+            disabled = _family("alliance_webhook_endpoints_disabled", ["partner"])
+            for partner, count in sorted(figures.webhooks.disabled_by_partner.items()):
+                disabled.add_metric([partner], count)
+            yield disabled
 
 
 def _family(name: str, labels: list[str]) -> GaugeMetricFamily:

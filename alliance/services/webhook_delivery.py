@@ -8,7 +8,8 @@ of the reply; its status, latency, error and ``Retry-After`` are recorded
 (``webhooks.record_attempt``) in a transaction of its own, so a crash loses at most the
 attempts in flight: their leases run out and another process sends them again (at least
 once). When nothing is due the loop sleeps about a second. ``stop`` (set on SIGTERM) ends
-the loop after the delivery in progress.
+the loop after the delivery in progress. Each attempt is counted by outcome
+(``alliance_webhook_deliveries_total``), which the command serves with ``--metrics-address``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alliance.domain import webhooks as rules
 from alliance.domain.webhook_signing import WebhookSigner
+from alliance.observability import metrics
 from alliance.services import webhooks
 
 logger = logging.getLogger(__name__)
@@ -233,6 +235,7 @@ class Deliverer:
                                               error=reply.error, retry_after=retry_after, rng=self.rng)
             session.commit()
         self.totals.outcomes[outcome] += 1
+        metrics.observe_webhook_delivery(outcome)
         logger.info("webhook %s", outcome, extra={
             "event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id, "status": reply.status_code,
             "duration_ms": reply.duration_ms, "attempt": delivery.attempts + 1})
