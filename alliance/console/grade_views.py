@@ -32,7 +32,7 @@ from alliance.console.helpers import (
 from alliance.domain.errors import ValidationFailed
 from alliance.domain.grading import GRADES, Period
 from alliance.extensions import hub_state
-from alliance.services import console_reports, grading, partner_admin
+from alliance.services import console_reports, grading, partner_admin, webhooks
 
 if TYPE_CHECKING:
     from alliance.storage.unit_of_work import Session
@@ -45,7 +45,8 @@ ALERT_STATES = ("open", "acknowledged", "all")
 navigation_item("Partners", "Grades", "console.grades", roles=MANAGERS, order=21,
                 summary="each partner's grade, its trend and what it is made of")
 navigation_item("Partners", "Alerts", "console.grade_alerts", roles=MANAGERS, order=22,
-                summary="downgrades and complaint rates to look at; who acknowledged which, and when")
+                summary="downgrades and complaint rates to look at; who acknowledged which, and when; webhook "
+                        "endpoints the hub stopped sending to")
 
 
 def grade_score(value: object) -> str:
@@ -286,7 +287,8 @@ def partner_grade_override(code: str, period: str) -> BaseResponse:
 @console.route("/grade-alerts")
 @security.requires(*MANAGERS)
 def grade_alerts() -> str:
-    """Open alerts to acknowledge and the history of acknowledged ones, by partner, period and kind, sorted, paged."""
+    """Open alerts to acknowledge and the history of acknowledged ones, by partner, period and kind, sorted, paged;
+    with the open ones, the partners' disabled webhook endpoints (newest first), each linked to its Webhooks page."""
     partner = query_text("partner")
     period = _period_argument(query_text("period"))
     kind = query_text("kind", allowed=grading.ALERT_KINDS)
@@ -304,9 +306,12 @@ def grade_alerts() -> str:
             uow.session, acknowledged=False, limit=grading.MAX_PAGE_SIZE, **filters)
         history, history_total = ([], 0) if state == "open" else grading.list_alerts(
             uow.session, acknowledged=True, limit=page_size, offset=(page - 1) * page_size, **filters)
+        disabled = [] if state == "acknowledged" else webhooks.endpoints(uow.session, partner=partner,
+                                                                         status="disabled")
+    disabled.sort(key=lambda view: (view.disabled_at or view.created_at, view.id), reverse=True)
     return render_template("console/grades/alerts.html", partner=partner, period=period, kind=kind, state=state,
                            codes=codes, periods=periods, kinds=grading.ALERT_KINDS, states=ALERT_STATES, sort=sort,
-                           open_alerts=open_alerts, open_total=open_total,
+                           open_alerts=open_alerts, open_total=open_total, disabled_endpoints=disabled,
                            history=console_reports.Page(history, history_total, page, page_size),
                            pager=pager_args())
 
