@@ -6,17 +6,17 @@ and a partner can recompute it from the published public key.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from alliance.domain.errors import ConfigurationError
+from alliance.domain import ed25519_keys
+from alliance.domain.ed25519_keys import private_key_pem, public_key_pem
 
 KEY_ID_PREFIX = "stmt-"
-# 64 bits of the digest: ample to tell a handful of rotated keys apart.
-KEY_ID_HEX_DIGITS = 16
+# The PEM writers are the hub's one pair (``alliance.domain.ed25519_keys``), named here for settlement's callers.
+__all__ = ["KEY_ID_PREFIX", "DEFAULT_PAYMENT_TERMS_DAYS", "StatementSigner", "load_public_key",
+           "load_statement_private_key", "private_key_pem", "public_key_pem", "statement_key_id"]
 DEFAULT_PAYMENT_TERMS_DAYS = 14
 
 
@@ -31,41 +31,14 @@ class StatementSigner:
 
 def load_statement_private_key(pem_text: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in unencrypted PKCS#8 PEM text, or ``ConfigurationError``."""
-    try:
-        key = serialization.load_pem_private_key(pem_text.encode("ascii"), password=None)
-    except (ValueError, TypeError, UnicodeEncodeError):
-        raise ConfigurationError("the statement key is not an unencrypted PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError("the statement key must be an Ed25519 key")
-    return key
+    return ed25519_keys.load_private_key(pem_text, what="the statement key")
 
 
 def statement_key_id(public_key: Ed25519PublicKey) -> str:
     """``stmt-`` and the first 16 hex digits of SHA-256 over the raw public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return KEY_ID_PREFIX + hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
-
-
-def private_key_pem(private_key: Ed25519PrivateKey) -> str:
-    """A private key as unencrypted PKCS#8 PEM text, for ``alliance statements new-key``."""
-    return private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def public_key_pem(public_key: Ed25519PublicKey) -> str:
-    """A public key as SubjectPublicKeyInfo PEM text, the form the hub publishes."""
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return ed25519_keys.key_id(KEY_ID_PREFIX, public_key)
 
 
 def load_public_key(pem_text: str) -> Ed25519PublicKey:
     """A published statement public key from its PEM text, or ``ConfigurationError``."""
-    try:
-        key = serialization.load_pem_public_key(pem_text.encode("ascii"))
-    except (ValueError, TypeError, UnicodeEncodeError):
-        raise ConfigurationError("the statement public key is not PEM") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigurationError("a statement public key must be an Ed25519 key")
-    return key
+    return ed25519_keys.load_public_key(pem_text, what="a statement public key")

@@ -17,7 +17,6 @@ with it can no longer be retried.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -28,11 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_message_signatures import HTTPMessageSigner, algorithms
 
+from alliance.domain import ed25519_keys
+from alliance.domain.ed25519_keys import public_key_pem
 from alliance.domain.errors import ConfigurationError
 
 KEY_ID_PREFIX = "whk-"
-# 64 bits of the digest: ample to tell a handful of rotated keys apart.
-KEY_ID_HEX_DIGITS = 16
 SIGNATURE_LABEL = "hub"
 SIGNATURE_TAG = "alliance-webhook"
 COVERED_COMPONENTS = ("@method", "@target-uri", "content-type", "content-digest", "alliance-event-id")
@@ -106,14 +105,7 @@ class _Message:
 
 def load_webhook_private_key(pem_text: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in unencrypted PKCS#8 PEM text, or ``ConfigurationError``."""
-    try:
-        key = serialization.load_pem_private_key(pem_text.encode("ascii"), password=None)
-    except (ValueError, TypeError, UnicodeEncodeError):
-        raise ConfigurationError("ALLIANCE_WEBHOOK_KEY is not an unencrypted PEM private key "
-                                 "(see 'alliance webhooks new-key')") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError("ALLIANCE_WEBHOOK_KEY must be an Ed25519 key")
-    return key
+    return ed25519_keys.load_private_key(pem_text, what="ALLIANCE_WEBHOOK_KEY")
 
 
 def load_published_keys(pem_text: str) -> tuple[Ed25519PublicKey, ...]:
@@ -137,19 +129,4 @@ def load_published_keys(pem_text: str) -> tuple[Ed25519PublicKey, ...]:
 
 def webhook_key_id(public_key: Ed25519PublicKey) -> str:
     """``whk-`` and the first 16 hex digits of SHA-256 over the raw public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return KEY_ID_PREFIX + hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
-
-
-def private_key_pem(private_key: Ed25519PrivateKey) -> str:
-    """A private key as unencrypted PKCS#8 PEM text, for ``alliance webhooks new-key``."""
-    return private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def public_key_pem(public_key: Ed25519PublicKey) -> str:
-    """A public key as SubjectPublicKeyInfo PEM text, the form the hub publishes."""
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return ed25519_keys.key_id(KEY_ID_PREFIX, public_key)

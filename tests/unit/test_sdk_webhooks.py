@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from alliance.config import Settings
+from alliance.domain.ed25519_keys import private_key_pem, public_key_pem
 from alliance.domain.errors import ConfigurationError
-from alliance.domain.webhook_signing import WebhookSigner, private_key_pem, public_key_pem, webhook_key_id
+from alliance.domain.webhook_signing import WebhookSigner, webhook_key_id
 from partners_sdk import WebhookDeduplicator, WebhookVerificationError, verify_webhook
 from partners_sdk.webhooks import load_webhook_keys
 
