@@ -1,4 +1,5 @@
-"""The demo alliance: three partners and five months of their life, so every console page has something real."""
+"""The demo alliance: four partners (one the operator) and five months of their life, so every console page has
+something real."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from alliance.domain.grading import GradingConfig
 from alliance.domain.pii import KeyRing
 from alliance.models import Partner
 from alliance.services import audit_log
-from alliance.services.demo_history import DEMO_PIN, HISTORY_DAYS, DemoHistory, DemoParty
+from alliance.services.demo_history import DEMO_PIN, HISTORY_DAYS, OPERATOR, DemoHistory, DemoParty
 from alliance.services.goodwill import GoodwillPolicy
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
 from settlement.api import StatementSigner
@@ -32,6 +33,8 @@ DEMO_PARTNERS = (
     ("cafe-aurora", "Café Aurora", "Europe/Paris", "weekly", Decimal("0.0100"), Decimal("0.0080"), 0),
     ("book-nook", "The Book Nook", "Europe/Berlin", "monthly", Decimal("0.0120"), Decimal("0.0090"), 14),
     ("fuel-stop", "FuelStop Stations", "Europe/Madrid", "daily", Decimal("0.0080"), Decimal("0.0070"), 0),
+    # The operator partner: it supplies bill credit and issues no points of its own.
+    (OPERATOR, "Nova Mobile", "Europe/Rome", "monthly", Decimal("0.0100"), Decimal("0.0080"), 0),
 )
 # How long ago the demo alliance opened: its members, purchases, redemptions, statements,
 # payments, complaints and grades are spread over these days, ending at the seeding moment.
@@ -74,8 +77,9 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
             register_key(session, partner_id=partner_id, key_id=key_id, public_key=public_key,
                          terminal_id=bound_terminal, now=started_at)
         parties.append(DemoParty(partner_id=partner_id, code=code, terminal_id=terminal_id, time_zone=zone))
-        lines.append(f"  partner {code} ({name}, settles {cycle}), keys {code}-key-1 and {code}-till-1 "
-                     "(bound to till-1)")
+        lines.append(f"  partner {code} ({name}, settles {cycle}"
+                     + (", the operator: supplies bill credit" if code == OPERATOR else "")
+                     + f"), keys {code}-key-1 and {code}-till-1 (bound to till-1)")
     history = DemoHistory(session, parties=parties, start=started_at, end=now, expiry_months=expiry_months,
                           key_ring=key_ring, signer=signer, grading_config=grading_config, time_zone=time_zone,
                           goodwill_policy=goodwill_policy)
@@ -106,6 +110,10 @@ SUMMARY_KINDS = (
     "goodwill credits", "goodwill credits awaiting approval", "behaviour events", "behaviour points",
     "campaigns run", "campaign awards", "campaign points", "campaign budgets spent", "campaigns stopped",
     "campaigns scheduled", "tier changes", "tier policy versions proposed", "tier policy versions scheduled",
+    "rewards listed", "voucher codes uploaded", "reward orders", "voucher orders", "voucher codes given",
+    "bill credit orders", "reward orders fulfilled", "reward orders failed", "reward orders returned",
+    "reward orders expired", "reward orders awaiting fulfilment", "coupon series", "coupons issued",
+    "coupons used at tills", "coupon points",
 )
 
 

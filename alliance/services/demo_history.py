@@ -10,7 +10,11 @@ month is graded, and a partner manager acknowledges an alert. The operator runs 
 campaigns inside the history (Café Aurora's double points weekend; a joint, tier-targeted
 bonus Café Aurora and FuelStop fund by shares, whose budget runs out before its end; a
 Book Nook campaign stopped early with a reason), and proposes tier policy version 2 (lower
-thresholds), which the nightly tiers job applies a month later.
+thresholds), which the nightly tiers job applies a month later. A partner manager proposes a rewards
+catalog (a Café Aurora mug, a Book Nook voucher with its pool of codes, bill credit at the operator,
+Nova Mobile) and a second person lists it; members order with points earned at the other partners, and
+the suppliers fulfil, fail or take back their orders (the operator through its weekly file of bill credit
+applied); FuelStop and the hub issue coupons that members present with purchases at tills.
 
 Every change goes through the service that makes it on a live hub, dated when it
 happened, in the order it happened (one timeline), so the audit log reads forward and
@@ -40,9 +44,11 @@ from alliance.domain.pii import KeyRing
 from alliance.domain.risk import RiskDeclined
 from alliance.models import GradeAlert, Purchase, SettlementStatement
 from alliance.services import (
+    accounts,
     behaviour_points,
     campaigns,
     complaints,
+    coupons,
     goodwill,
     grading,
     jobs,
@@ -51,6 +57,7 @@ from alliance.services import (
     member_verification,
     purchases,
     redemptions,
+    rewards,
     risk,
     tier_policy,
 )
@@ -117,6 +124,41 @@ TIER_VERSION_LEAD = timedelta(days=30)
 # Version 2 of the tier policy: lower spend thresholds than the built-in version 1.
 TIERS_V2 = (TierLevel("standard", 0, Decimal("1")), TierLevel("silver", 300, Decimal("1.25")),
             TierLevel("gold", 900, Decimal("1.5")), TierLevel("diamond", 2_000, Decimal("2")))
+# The operator partner (a mobile network), which supplies bill credit and issues no points itself.
+OPERATOR = "nova-mobile"
+# The rewards catalog: proposed by a partner manager on this day, approved by a second person the next; what
+# each reward costs in points and what the hub reimburses its supplier per item (minor units).
+CATALOG_DAY = 28
+MUG, VOUCHER, BILL_CREDIT = "aurora-mug", "book-nook-voucher-3", "nova-bill-credit"
+CATALOG = (
+    (MUG, "cafe-aurora", "goods", "Café Aurora travel mug", 250, 200),
+    (VOUCHER, "book-nook", "voucher", "The Book Nook 3 EUR voucher", 300, 240),
+    (BILL_CREDIT, OPERATOR, "bill_credit", "0.80 EUR off your Nova Mobile bill", 100, 80),
+)
+MUG_STOCK, MUG_RESTOCK, MUG_RESTOCK_DAY = 12, 6, 95
+VOUCHER_POOL = 20
+# How many orders of each reward members place over the history, and from which day.
+ORDERS_FROM_DAY = 32
+MUG_ORDERS, VOUCHER_ORDERS, BILL_CREDIT_ORDERS = 9, 6, 8
+# An order is placed by one of this many members with the most points to spare.
+ORDERING_MEMBERS = 6
+# Which mug orders (counted from 1, in the order they were placed) end otherwise than fulfilled, and which bill
+# credit order the operator's file fails.
+MUG_FAILED, MUG_RETURNED, MUG_EXPIRED = 2, 4, 6
+BILL_CREDIT_FAILED = 3
+# Every week the operator answers with a file of the bill credit it applied (it has longer than a week to).
+OPERATOR_FILE_EVERY = 7
+BILL_CREDIT_FULFILMENT_DAYS = 10
+OPERATOR_FILE = "cli:demo-manager"
+# Coupon series: FuelStop's double points on a fill-up for members of a month or more, and the hub's
+# thank-you bonus for gold members and up at any partner, issued once tier policy version 2 has made some gold
+# (it runs on past the history's end).
+FUEL_COUPON_DAY = 58
+FUEL_COUPON_DAYS = 40
+HUB_COUPON_DAY = 124
+HUB_COUPON_DAYS = 28
+HUB_COUPON_BONUS = 100
+COUPON_USE_CHANCE = 0.5
 
 
 @dataclass
@@ -134,6 +176,18 @@ class _Member:
     enrolment: Enrolment
     # Points the member could spend for sure (immediately available ones, less redemptions and refunds).
     spendable: int = 0
+
+
+@dataclass
+class _HeldCoupon:
+    """A coupon a member holds, as the history needs it to present it at a till."""
+
+    code: str
+    # The partners where it may be used (None: every partner), and when.
+    valid_at: frozenset[str] | None
+    valid_from: datetime
+    valid_until: datetime
+    used: bool = False
 
 
 @dataclass
@@ -193,6 +247,15 @@ class DemoHistory:
         self.tiers_job = next(job for job in jobs.standard_jobs(DEMO_CURRENCY) if job.name == "recompute-tiers")
         self.history_campaigns: list[int] = []
         self.reading_campaign: int | None = None
+        # Rewards and coupons draw from their own stream, so the rest of the history plays as it would without them.
+        self.extra = random.Random(seed + 1)
+        self.order_numbers = count(1)
+        self.mug_orders = 0
+        self.mugs_held: Counter[int] = Counter()
+        self.bill_credit_orders = 0
+        self.failing_bill_credit: str | None = None
+        self.order_points: dict[str, tuple[_Member, int]] = {}
+        self.wallets: dict[str, list[_HeldCoupon]] = {}
 
     # -- the plan ------------------------------------------------------------------
 
@@ -215,8 +278,12 @@ class DemoHistory:
             self._plan_finance()
         self._plan_behaviour()
         self._plan_campaigns()
+        if self.key_ring is not None and OPERATOR in self.parties:
+            self._plan_rewards()
+        self._plan_coupons()
         self.timeline.at(self._day(TIER_VERSION_DAY) + timedelta(hours=10), self._propose_tier_version)
         self.timeline.at(self.end - timedelta(minutes=5), self._count_campaigns)
+        self.timeline.at(self.end - timedelta(minutes=5), self._count_reward_orders)
         self.timeline.at(self.end - timedelta(minutes=4), self._plan_ahead)
         self.timeline.at(self.end - timedelta(minutes=3), self._nightly_jobs)
         if self.signer is not None:
@@ -280,12 +347,18 @@ class DemoHistory:
         low, high = SHOPPING[code][1]
         amount = self.random.randint(low, high) // 10 * 10
         receipt = f"{code[:4].upper()}-{next(self.receipts):05d}"
+        coupon = self._coupon_to_present(member, code, moment)
         reported = purchases.report_purchase(self.session, partner_id=party.partner_id, now=moment,
                                              expiry_months=self.expiry_months, report=purchases.PurchaseReport(
                                                  receipt_id=receipt, card_number=member.enrolment.card_number,
                                                  amount_minor=amount, currency="EUR", purchased_at=moment,
-                                                 terminal_id=party.terminal_id))
+                                                 terminal_id=party.terminal_id,
+                                                 coupon_code=coupon.code if coupon is not None else None))
         self.seeded.counts["purchases"] += 1
+        if coupon is not None:
+            coupon.used = True
+            self.seeded.counts["coupons used at tills"] += 1
+            self.seeded.counts["coupon points"] += reported.breakdown["coupon"]["points"]
         self.recent_purchases.append((code, member, receipt))
         points = reported.points_partner + reported.points_hub
         if reported.pending_until is None and not reported.held_for_review:
@@ -404,6 +477,9 @@ class DemoHistory:
     def _nightly_jobs(self, moment: datetime) -> None:
         """What the scheduler does every night: expire lapsed holds, activate lots past their return window,
         and recompute every member's tier under the tier policy version in force (the ``recompute-tiers`` job)."""
+        # The expire-reward-orders job runs every 15 minutes on a live hub: it records an order past its time
+        # before the holds' sweep would release the order's hold by itself.
+        rewards.expire_orders(self.session, now=moment)
         ledger.expire_holds(self.session, now=moment)
         ledger.activate_due_lots(self.session, now=moment)
         self.seeded.counts["tier changes"] += self.tiers_job.run(self.session, now=moment, limit=jobs.BATCH_LIMIT)
@@ -540,6 +616,195 @@ class DemoHistory:
         self.seeded.counts["behaviour events"] += 1
         self.seeded.counts["behaviour points"] += made.points_awarded
 
+    # -- the rewards catalog and members' orders -----------------------------------
+
+    def _plan_rewards(self) -> None:
+        """The catalog (proposed by a partner manager, listed by a second person the next morning, the voucher
+        pool uploaded, the mugs restocked), members' orders of each reward on days of their own, and the
+        operator's answer to its bill credit every week, as its file would give it."""
+        self.timeline.at(self._day(CATALOG_DAY) + timedelta(hours=10), self._propose_catalog)
+        self.timeline.at(self._day(CATALOG_DAY + 1) + timedelta(hours=9, minutes=30), self._approve_catalog)
+        self.timeline.at(self._day(MUG_RESTOCK_DAY) + timedelta(hours=9), self._restock_mugs)
+        last = self._days() - 1
+        file_days = range(ORDERS_FROM_DAY + OPERATOR_FILE_EVERY, last, OPERATOR_FILE_EVERY)
+        # Mugs stop a fortnight before the end, so the returned one and the one left to expire have played out;
+        # bill credit is ordered before the operator's last file, but for one order placed the day before the
+        # seeding, which waits for the next file.
+        for reward, orders, until in ((MUG, MUG_ORDERS, last - 14), (VOUCHER, VOUCHER_ORDERS, last),
+                                      (BILL_CREDIT, BILL_CREDIT_ORDERS - 1, file_days[-1])):
+            for day in sorted(self.extra.sample(range(ORDERS_FROM_DAY, until), orders)):
+                self.timeline.at(self._day(day) + timedelta(seconds=self.extra.randint(9 * 3600, 19 * 3600)),
+                                 partial(self._order, reward))
+        self.timeline.at(self._day(last) + timedelta(hours=11), partial(self._order, BILL_CREDIT))
+        for day in file_days:
+            self.timeline.at(self._day(day) + timedelta(hours=6), self._operator_file)
+
+    def _propose_catalog(self, moment: datetime) -> None:
+        """A partner manager proposes the mug, the voucher and the bill credit, and uploads the Book Nook's codes."""
+        for code, supplier, kind, title, points_price, unit_price_minor in CATALOG:
+            rewards.propose_reward(
+                self.session, supplier=supplier, code=code, kind=kind, title=title, points_price=points_price,
+                unit_price_minor=unit_price_minor, actor=MANAGER, now=moment,
+                stock=MUG_STOCK if kind == "goods" else None, per_member_limit=2 if kind == "goods" else None,
+                fulfilment_days=BILL_CREDIT_FULFILMENT_DAYS if kind == "bill_credit" else 7,
+                return_days=14 if kind == "goods" else 0)
+        assert self.key_ring is not None
+        codes = [f"BN3-{self.extra.getrandbits(40):010X}" for _ in range(VOUCHER_POOL)]
+        self.seeded.counts["voucher codes uploaded"] += rewards.upload_voucher_codes(
+            self.session, code=VOUCHER, codes=codes, key_ring=self.key_ring, actor=MANAGER,
+            now=moment + timedelta(minutes=20))
+
+    def _approve_catalog(self, moment: datetime) -> None:
+        """A second person (the administrator; the proposer may not) lists what was proposed."""
+        for index, (code, *_) in enumerate(CATALOG):
+            rewards.approve_reward(self.session, code=code, actor=ADMIN, now=moment + timedelta(minutes=index))
+            self.seeded.counts["rewards listed"] += 1
+
+    def _restock_mugs(self, moment: datetime) -> None:
+        rewards.add_stock(self.session, code=MUG, items=MUG_RESTOCK, actor=MANAGER, now=moment)
+
+    def _order(self, reward: str, moment: datetime) -> None:
+        """A member spends points earned at the other partners: a mug at Café Aurora's desk, a voucher or bill
+        credit through customer service. The mug is handed over, fails, comes back or is never fulfilled."""
+        price = next(points_price for code, _, _, _, points_price, _ in CATALOG if code == reward)
+        items = self.extra.randint(1, 3) if reward == BILL_CREDIT else 1
+        points = items * price
+        # One of the members with the most points available (the tills' redemptions spend most members' points).
+        available = {member.enrolment.member_id: accounts.member_balances(
+            self.session, member.enrolment.member_id)["available"] for member in self.members}
+        able = sorted((member for member in self.members if available[member.enrolment.member_id] >= points
+                       and (reward != MUG or self.mugs_held[member.enrolment.member_id] < 2)),
+                      key=lambda member: -available[member.enrolment.member_id])[:ORDERING_MEMBERS]
+        if not able:
+            return
+        member = self.extra.choice(able)
+        reference = f"ORD-{next(self.order_numbers):05d}"
+        cafe = self.parties["cafe-aurora"].partner_id
+        desk = "partner-key:cafe-aurora-key-1"
+        assert self.key_ring is not None
+        placed = rewards.place_order(
+            self.session, reward_code=reward, member_id=member.enrolment.member_id, items=items,
+            channel="cafe-aurora" if reward == MUG else rewards.BACK_OFFICE_CHANNEL, reference=reference,
+            actor=desk if reward == MUG else SERVICE_DESK, key_ring=self.key_ring, now=moment)
+        # What the tills may still spend stays within what the member holds.
+        member.spendable = min(member.spendable, available[member.enrolment.member_id]) - points
+        self.order_points[reference] = (member, points)
+        self.seeded.counts["reward orders"] += 1
+        if reward == VOUCHER:
+            self.seeded.counts["voucher orders"] += 1
+            self.seeded.counts["voucher codes given"] += len(placed.voucher_codes or ())
+            return
+        if reward == BILL_CREDIT:
+            self.seeded.counts["bill credit orders"] += 1
+            self.bill_credit_orders += 1
+            if self.bill_credit_orders == BILL_CREDIT_FAILED:
+                self.failing_bill_credit = reference
+            return
+        self.mug_orders += 1
+        self.mugs_held[member.enrolment.member_id] += 1
+        if self.mug_orders == MUG_EXPIRED:
+            # Café Aurora never hands it over: the expiry job ends the order and its points come back.
+            self.timeline.at(moment + timedelta(days=8), lambda at: self._order_ended(reference))
+        elif self.mug_orders == MUG_FAILED:
+            self.timeline.at(moment + timedelta(days=1), lambda at: self._order_failed(
+                "cafe-aurora", reference, "The mugs of this delivery arrived broken", desk, at))
+        else:
+            handed_over = moment + timedelta(days=self.extra.randint(1, 3))
+            self.timeline.at(handed_over, lambda at: rewards.fulfil_order(
+                self.session, channel="cafe-aurora", reference=reference, supplier_id=cafe,
+                note="Handed over at the counter", actor=desk, now=at))
+            if self.mug_orders == MUG_RETURNED:
+                self.timeline.at(handed_over + timedelta(days=5), lambda at: self._order_returned(reference, at))
+
+    def _order_failed(self, supplier: str, reference: str, reason: str, actor: str, moment: datetime) -> None:
+        """The supplier cannot fulfil: the hold is released, the points are the member's again."""
+        channel = "cafe-aurora" if supplier == "cafe-aurora" else rewards.BACK_OFFICE_CHANNEL
+        rewards.fail_order(self.session, channel=channel, reference=reference,
+                           supplier_id=self.parties[supplier].partner_id, reason=reason, actor=actor, now=moment)
+        self._order_ended(reference)
+
+    def _order_returned(self, reference: str, moment: datetime) -> None:
+        """The member brings the mug back inside the return window: every point comes back."""
+        rewards.return_order(self.session, channel="cafe-aurora", reference=reference,
+                             supplier_id=self.parties["cafe-aurora"].partner_id,
+                             reason="The lid does not close; the member brought it back",
+                             actor="partner-key:cafe-aurora-key-1", now=moment)
+        self._order_ended(reference)
+
+    def _order_ended(self, reference: str) -> None:
+        """An order failed, returned or expired: its points (and its place under the mug limit) are back."""
+        member, points = self.order_points[reference]
+        member.spendable += points
+        self.mugs_held[member.enrolment.member_id] = max(0, self.mugs_held[member.enrolment.member_id] - 1)
+
+    def _operator_file(self, moment: datetime) -> None:
+        """The operator's weekly file: the bill credit it applied (a note naming the bill), and an order it could
+        not apply, as ``alliance rewards confirm`` would apply the file line by line."""
+        operator = self.parties[OPERATOR].partner_id
+        waiting = [view for view in rewards.orders(self.session, now=moment, supplier_id=operator, status="placed")
+                   if view.status == "placed"]
+        for view in sorted(waiting, key=lambda view: (view.placed_at, view.reference)):
+            if view.reference == self.failing_bill_credit:
+                self._order_failed(OPERATOR, view.reference, "The account was closed before the bill was issued",
+                                   OPERATOR_FILE, moment)
+                continue
+            rewards.fulfil_order(self.session, channel=view.channel, reference=view.reference, supplier_id=operator,
+                                 note=f"bill {moment:%Y-%m}, account {view.member_number[-6:]}",
+                                 actor=OPERATOR_FILE, now=moment)
+
+    def _count_reward_orders(self, moment: datetime) -> None:
+        """How the history's orders ended (or wait for their supplier)."""
+        ended = Counter(view.status for view in rewards.orders(self.session, now=moment, limit=1000))
+        for status in ("fulfilled", "failed", "returned", "expired", "placed"):
+            label = "awaiting fulfilment" if status == "placed" else status
+            self.seeded.counts[f"reward orders {label}"] += ended[status]
+
+    # -- coupons -------------------------------------------------------------------
+
+    def _plan_coupons(self) -> None:
+        """FuelStop's double points for members of a month or more, and later the hub's thank-you bonus for gold
+        members and up; members present them at tills with their purchases."""
+        self.timeline.at(self._day(FUEL_COUPON_DAY) + timedelta(hours=10), self._fuel_coupons)
+        self.timeline.at(self._day(HUB_COUPON_DAY) + timedelta(hours=10), self._hub_coupons)
+
+    def _fuel_coupons(self, moment: datetime) -> None:
+        starts = self._day(FUEL_COUPON_DAY + 2)
+        until = starts + timedelta(days=FUEL_COUPON_DAYS)
+        coupons.create_series(self.session, code="fuelstop-double-fill", title="Double points on your next fill-up",
+                              funder="fuel-stop", kind="multiplier", multiplier=Decimal("2"), valid_from=starts,
+                              valid_until=until, now=moment, actor=MANAGER)
+        self._issue("fuelstop-double-fill", frozenset({"fuel-stop"}), starts, until, moment,
+                    tiers=None, min_tenure_months=1)
+
+    def _hub_coupons(self, moment: datetime) -> None:
+        starts = self._day(HUB_COUPON_DAY)
+        until = starts + timedelta(days=HUB_COUPON_DAYS)
+        coupons.create_series(self.session, code="gold-thank-you",
+                              title=f"Thank you: {HUB_COUPON_BONUS} bonus points on your next purchase", funder="hub",
+                              kind="bonus", bonus_points=HUB_COUPON_BONUS, valid_from=starts, valid_until=until,
+                              now=moment, actor=MANAGER)
+        self._issue("gold-thank-you", None, starts, until, moment, tiers=("gold", "diamond"), min_tenure_months=None)
+
+    def _issue(self, series: str, valid_at: frozenset[str] | None, valid_from: datetime, valid_until: datetime,
+               moment: datetime, *, tiers: tuple[str, ...] | None, min_tenure_months: int | None) -> None:
+        """Issue a series to its target and keep each member's code for the tills."""
+        issued = coupons.issue(self.session, code=series, tiers=tiers, min_tenure_months=min_tenure_months,
+                               now=moment + timedelta(minutes=10), actor=MANAGER)
+        self.seeded.counts["coupon series"] += 1
+        self.seeded.counts["coupons issued"] += issued.issued
+        page = coupons.coupon_codes(self.session, code=series, per_page=coupons.MAX_PAGE)
+        for row in page["coupons"]:
+            self.wallets.setdefault(row["member_number"], []).append(
+                _HeldCoupon(row["code"], valid_at, valid_from, valid_until))
+
+    def _coupon_to_present(self, member: _Member, partner: str, moment: datetime) -> _HeldCoupon | None:
+        """An unused coupon of the member's valid at this till now, which the member remembers half the time."""
+        for coupon in self.wallets.get(member.enrolment.member_number, ()):
+            if (not coupon.used and (coupon.valid_at is None or partner in coupon.valid_at)
+                    and coupon.valid_from <= moment < coupon.valid_until):
+                return coupon if self.extra.random() < COUPON_USE_CHANCE else None
+        return None
+
     # -- complaints ----------------------------------------------------------------
 
     def _latest_complaints(self, moment: datetime) -> None:
@@ -629,7 +894,7 @@ class DemoHistory:
         day = self._day_number(closed_at)
         if net_minor < 0:
             self._plan_payment(statement_id, owed, due_day, "hub")
-        elif code == "cafe-aurora":
+        elif code in ("cafe-aurora", OPERATOR):
             self._plan_payment(statement_id, owed, due_day - timedelta(days=1), "SEPA")
         elif code == "book-nook":
             first = owed // 2

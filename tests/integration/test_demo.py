@@ -21,6 +21,8 @@ from alliance.models import (
     Campaign,
     CampaignAward,
     Complaint,
+    CouponSeries,
+    CouponUse,
     GoodwillRequest,
     GradeAlert,
     GradePeriod,
@@ -28,9 +30,13 @@ from alliance.models import (
     Member,
     MemberTierChange,
     Partner,
+    PointLot,
     Purchase,
     ReconciliationReport,
     RedemptionHold,
+    Reward,
+    RewardOrder,
+    RewardVoucherCode,
     RiskDecision,
     SettlementRun,
     SettlementStatement,
@@ -104,9 +110,12 @@ def test_the_demo_plays_months_of_activity_through_every_workflow(seeded):
         assert [campaign.funded_by for campaign in scheduled] == ["joint"]
         assert session.scalar(select(func.count()).where(TierPolicyVersion.effective_from > today_start)) == 1
         assert session.scalar(select(func.max(TierPolicyVersion.version))) == 3
-        # One hold is open at a till; the rest were captured, voided or expired.
-        assert session.scalar(select(func.count()).where(RedemptionHold.status == "open")) == 1
+        # One hold is open at a till; the rest were captured, voided or expired (a reward order's hold is the
+        # order's, checked with the rewards).
+        assert session.scalar(select(func.count()).where(RedemptionHold.status == "open",
+                                                         RedemptionHold.reference.not_like("reward:%"))) == 1
     check_campaigns_and_tiers_played(app, output)
+    check_rewards_and_coupons_played(app, output)
     audited = run_cli(app, "audit")
     assert audited.exit_code == 0 and "audit passed" in audited.output, audited.output
 
@@ -178,6 +187,83 @@ def check_joint_shares_settled(session: Session, campaign_id: int) -> None:
         assert charged == points, (statement_id, charged, points)
 
 
+def check_rewards_and_coupons_played(app, output: str) -> None:  # type: ignore[no-untyped-def]
+    """A catalog listed by two people; orders fulfilled, failed, returned, expired and waiting, paid with points
+    earned at other partners; vouchers from the pool; bill credit the operator confirmed; coupons used at tills;
+    and the suppliers' and the coupon funder's closed statements carrying their lines."""
+    for kind in ("rewards listed", "voucher orders", "bill credit orders", "reward orders returned",
+                 "reward orders expired", "coupons used at tills", "coupon points"):
+        assert kind in output, kind
+    with hub_state(app).unit_of_work() as uow:
+        session = uow.session
+        partner_of = dict(session.execute(select(Partner.id, Partner.code)).all())
+        catalog = session.scalars(select(Reward).order_by(Reward.code)).all()
+        assert {(partner_of[reward.supplier_partner_id], reward.kind) for reward in catalog} == {
+            ("cafe-aurora", "goods"), ("book-nook", "voucher"), ("nova-mobile", "bill_credit")}
+        assert all(reward.status == "listed" and reward.approved_by and reward.approved_by != reward.proposed_by
+                   for reward in catalog)
+        kind_of = {reward.id: reward.kind for reward in catalog}
+        orders = session.scalars(select(RewardOrder).order_by(RewardOrder.id)).all()
+        ended = Counter((kind_of[order.reward_id], order.status) for order in orders)
+        assert ended[("goods", "fulfilled")] >= 3 and ended[("goods", "failed")] == 1, ended
+        assert ended[("goods", "returned")] == 1 and ended[("goods", "expired")] == 1, ended
+        assert ended[("voucher", "fulfilled")] >= 3 and ended[("bill_credit", "fulfilled")] >= 3, ended
+        assert ended[("bill_credit", "failed")] == 1 and ended[("bill_credit", "placed")] == 1, ended
+        # Each voucher item took one code from the uploaded pool, which still holds the rest.
+        vouchers = [order for order in orders if kind_of[order.reward_id] == "voucher"]
+        taken = Counter(session.scalars(select(RewardVoucherCode.order_id)))
+        assert all(taken[order.id] == order.items for order in vouchers) and taken[None] > 0, taken
+        # The operator's file named the bill each credit went on; the operator issues no points of its own, so
+        # every bill credit was paid with points earned at the other partners.
+        operator = next(partner_id for partner_id, code in partner_of.items() if code == "nova-mobile")
+        assert all((order.fulfilment_note or "").startswith("bill ") for order in orders
+                   if kind_of[order.reward_id] == "bill_credit" and order.status == "fulfilled")
+        assert session.scalar(select(func.count()).where(PointLot.partner_id == operator)) == 0
+        # Suppliers are reimbursed per item on the statements of the cycles their orders were fulfilled in.
+        for kind, orders_of in (("rewards_supplied", orders),
+                                ("rewards_returned", [order for order in orders if order.status == "returned"])):
+            expected: Counter[int] = Counter()
+            for order in orders_of:
+                moment = order.fulfilled_at if kind == "rewards_supplied" else order.closed_at
+                if moment is None:
+                    continue
+                statement_id = statement_covering(session, order.supplier_partner_id, moment)
+                if statement_id is not None:
+                    expected[statement_id] += order.amount_minor
+            lines = Counter({statement_id: int(amount) for statement_id, amount in session.execute(
+                select(SettlementStatementLine.statement_id, func.sum(SettlementStatementLine.amount_minor))
+                .where(SettlementStatementLine.line_kind == kind)
+                .group_by(SettlementStatementLine.statement_id))})
+            assert lines and {statement: abs(amount) for statement, amount in lines.items()} == dict(expected), kind
+        # Coupons of both series were used with purchases at tills; FuelStop's closed daily statements charge it
+        # for exactly the points its coupons added, on their own line (the hub's series is its marketing cost).
+        series = dict(session.execute(select(CouponSeries.id, CouponSeries.funder_partner_id)).all())
+        uses = session.execute(select(CouponUse.series_id, CouponUse.purchase_id, CouponUse.points,
+                                      CouponUse.used_at)).all()
+        assert {series_id for series_id, *_ in uses} == set(series) and all(use.purchase_id for use in uses)
+        charged: Counter[int] = Counter()
+        for series_id, _, points, used_at in uses:
+            funder = series[series_id]
+            if funder is not None:
+                assert partner_of[funder] == "fuel-stop"
+                statement_id = statement_covering(session, funder, used_at)
+                assert statement_id is not None, used_at
+                charged[statement_id] += points
+        coupon_lines = dict(session.execute(
+            select(SettlementStatementLine.statement_id, func.sum(SettlementStatementLine.points))
+            .where(SettlementStatementLine.line_kind == "coupon_points_issued")
+            .group_by(SettlementStatementLine.statement_id)).all())
+        assert charged and {statement: int(points) for statement, points in coupon_lines.items()} == dict(charged)
+
+
+def statement_covering(session: Session, partner_id: int, moment: datetime) -> int | None:
+    """The partner's closed statement whose cycle holds ``moment``, if that cycle has closed."""
+    return session.scalar(
+        select(SettlementStatement.id).join(SettlementRun, SettlementRun.id == SettlementStatement.run_id)
+        .where(SettlementRun.partner_id == partner_id, SettlementRun.cycle_starts_at <= moment,
+               SettlementRun.cycle_ends_at > moment))
+
+
 PAGES = (
     ("demo-finance", "/console/finance/cycles", "No closed cycles yet"),
     ("demo-finance", "/console/finance/position", "No closed statements in"),
@@ -187,6 +273,9 @@ PAGES = (
     ("demo-manager", "/console/grades", "has not been graded yet"),
     ("demo-finance", "/console/finance/liability", "No points were outstanding"),
     ("demo-manager", "/console/grade-alerts", "No acknowledged alerts"),
+    ("demo-manager", "/console/rewards", "The catalog is empty"),
+    ("demo-manager", "/console/rewards/aurora-mug", "No member has ordered aurora-mug yet"),
+    ("demo-manager", "/console/coupons", "No coupon series yet"),
     ("demo-service", "/console/complaints", "No complaints yet"),
     ("demo-service", "/console/goodwill", "No goodwill credit or correction waits for approval"),
     ("demo-admin", "/console/admin/staff", "No console logins yet"),
