@@ -231,6 +231,7 @@ class Cluster:
                         user="postgres", stop_signal=signal.SIGINT, stop_timeout_s=15),
                 self._unit_service(host, "hub", f"{root}/etc/systemd/system/alliance-hub.service"),
                 self._unit_service(host, "scheduler", f"{root}/etc/systemd/system/alliance-scheduler.service"),
+                self._unit_service(host, "webhooks", f"{root}/etc/systemd/system/alliance-webhooks.service"),
             ]
         if host.role == LB:
             # Debian's prometheus.service: /usr/bin/prometheus $ARGS, ARGS from /etc/default/prometheus.
@@ -708,10 +709,11 @@ class Cluster:
             echo(f"[{_elapsed(started)}] alliance seed-demo")
             seed_output = self.seed_demo()
         hubs = ", ".join(h.name for h in self.topology.hubs)
-        echo(f"[{_elapsed(started)}] gunicorn and alliance scheduler on {hubs}")
+        echo(f"[{_elapsed(started)}] gunicorn, alliance scheduler and webhook deliveries on {hubs}")
         for hub in self.topology.hubs:
             self.start(hub.name, "hub")
             self.start(hub.name, "scheduler")
+            self.start(hub.name, "webhooks")
         self.start_forwarder()
         for hub in self.topology.hubs:
             self.wait_hub_ready(hub.name, timeout_s=120)
@@ -857,7 +859,7 @@ class Cluster:
         forwarder = self.pid("local", "forwarder")
         if forwarder is not None:
             _kill_quietly(-forwarder, signal.SIGTERM)  # its process group: the per-connection children too
-        tiers = [[(h.name, "hub") for h in self.topology.hubs] + [(h.name, "scheduler") for h in self.topology.hubs],
+        tiers = [[(h.name, service) for service in ("hub", "scheduler", "webhooks") for h in self.topology.hubs],
                  [(h.name, "pgbouncer") for h in self.topology.hubs] + [("lb", "haproxy"), ("lb", "prometheus")],
                  [(d.name, "patroni") for d in self.topology.dbs],
                  [(d.name, "etcd") for d in self.topology.dbs]]

@@ -67,7 +67,7 @@ def test_prometheus_scrapes_every_hub_scheduler_and_patroni(cluster: Cluster) ->
     scraped: dict[str, set[str]] = {}
     for target in targets:
         scraped.setdefault(target["job"], set()).add(target["host"])
-    assert scraped == {"alliance-hub": hubs, "alliance-scheduler": hubs,
+    assert scraped == {"alliance-hub": hubs, "alliance-scheduler": hubs, "alliance-webhooks": hubs,
                        "patroni": {db.name for db in cluster.topology.dbs}}
 
     def query(expression: str) -> list[dict]:  # type: ignore[type-arg]
