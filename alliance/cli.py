@@ -159,8 +159,11 @@ def serve(app: Flask, host: str, port: int, debug: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Where 'alliance serve' will listen, for the console address.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--webhook-url", "webhook_url", default=None, metavar="URL",
+              help="Register every demo partner's webhook endpoint at URL (every partner event) and the operator's "
+                   "member-messaging endpoint at URL/members, before the history is played.")
 @_with_app
-def seed_demo(app: Flask, host: str, port: int) -> None:
+def seed_demo(app: Flask, host: str, port: int, webhook_url: str | None) -> None:
     """Create the demo alliance and five months of its activity, and one console login per role."""
     from alliance.services.demo import DEMO_HISTORY, refuse_in_production, seed_demo_alliance, seed_demo_staff
     from alliance.services.goodwill import GoodwillPolicy
@@ -177,7 +180,8 @@ def seed_demo(app: Flask, host: str, port: int) -> None:
                                      expiry_months=settings.points_expiry_months, key_ring=state.key_ring,
                                      signer=state.statement_signer, grading_config=settings.grading_config(),
                                      time_zone=settings.alliance_time_zone,
-                                     goodwill_policy=GoodwillPolicy.from_settings(settings))
+                                     goodwill_policy=GoodwillPolicy.from_settings(settings),
+                                     webhook_url=webhook_url)
         uow.commit()
     click.echo(summary)
     if summary.startswith("demo alliance created"):

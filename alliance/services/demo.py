@@ -7,18 +7,20 @@ import os
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alliance.domain import webhooks as webhook_rules
 from alliance.domain.errors import ConfigurationError
 from alliance.domain.grading import GradingConfig
 from alliance.domain.pii import KeyRing
 from alliance.models import Partner
-from alliance.services import audit_log
-from alliance.services.demo_history import DEMO_PIN, HISTORY_DAYS, OPERATOR, DemoHistory, DemoParty
+from alliance.services import audit_log, webhooks
+from alliance.services.demo_history import ADMIN, DEMO_PIN, HISTORY_DAYS, OPERATOR, DemoHistory, DemoParty
 from alliance.services.goodwill import GoodwillPolicy
 from alliance.services.partners import PartnerTerms, add_terminal, create_partner, register_key
 from settlement.api import StatementSigner
@@ -47,15 +49,20 @@ SEED_ACTOR = "cli:seed-demo"
 def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, expiry_months: int,
                        key_ring: KeyRing | None = None, signer: StatementSigner | None = None,
                        grading_config: GradingConfig | None = None, time_zone: str = "UTC",
-                       goodwill_policy: GoodwillPolicy | None = None) -> str:
+                       goodwill_policy: GoodwillPolicy | None = None, webhook_url: str | None = None) -> str:
     """Create the demo partners, keys and terminals and play five months of their life up to ``now``.
 
     Returns a summary to print. With ``key_ring`` the members have a name, phone and
     e-mail; with ``signer`` the cycles close into statements that are invoiced, paid,
-    reconciled and disputed; with ``grading_config`` every ended month is graded. All of
-    it happens in ``session``, so a failure leaves nothing behind; a second call finds
-    the demo present and changes nothing.
+    reconciled and disputed; with ``grading_config`` every ended month is graded; with
+    ``webhook_url`` every partner has a webhook endpoint there from the first day, and the
+    operator a member-messaging endpoint beside it (``demo_webhook_endpoints``), so the
+    history's events wait in the outbox for ``alliance webhooks deliver``. All of it
+    happens in ``session``, so a failure leaves nothing behind; a second call finds the
+    demo present and changes nothing.
     """
+    if webhook_url is not None:
+        webhook_rules.check_endpoint_url(webhook_url)
     if session.scalar(select(Partner.id).where(Partner.code == DEMO_PARTNERS[0][0])) is not None:
         return "demo alliance already present; nothing changed"
     started_at = datetime.combine((now - DEMO_HISTORY).date(), time(6), tzinfo=timezone.utc)
@@ -80,6 +87,8 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
         lines.append(f"  partner {code} ({name}, settles {cycle}"
                      + (", the operator: supplies bill credit" if code == OPERATOR else "")
                      + f"), keys {code}-key-1 and {code}-till-1 (bound to till-1)")
+    if webhook_url is not None:
+        lines += demo_webhook_endpoints(session, webhook_url, now=started_at)
     history = DemoHistory(session, parties=parties, start=started_at, end=now, expiry_months=expiry_months,
                           key_ring=key_ring, signer=signer, grading_config=grading_config, time_zone=time_zone,
                           goodwill_policy=goodwill_policy)
@@ -100,6 +109,27 @@ def seed_demo_alliance(session: Session, *, instance_path: str, now: datetime, e
                      after={"partners": [code for code, *_ in DEMO_PARTNERS], "members": len(seeded.members),
                             "history_days": DEMO_HISTORY.days, "counts": dict(sorted(seeded.counts.items()))})
     return "\n".join(lines)
+
+
+def demo_webhook_endpoints(session: Session, url: str, *, now: datetime) -> list[str]:
+    """Register, as the demo's admin, an endpoint at ``url`` for every demo partner, subscribed to every partner
+    event type, and the operator's member-messaging endpoint (every member event type) at ``url`` with ``/members``
+    added to its path (a partner's endpoints have distinct URLs); returns the summary's lines."""
+    for code, *_ in DEMO_PARTNERS:
+        webhooks.register_endpoint(session, partner=code, url=url, event_types=webhook_rules.PARTNER_EVENT_TYPES,
+                                   actor=ADMIN, now=now, description="Demo: every partner event")
+    member_url = member_messages_url(url)
+    webhooks.register_endpoint(session, partner=OPERATOR, url=member_url, audience=webhook_rules.Audience.MEMBER.value,
+                               event_types=webhook_rules.MEMBER_EVENT_TYPES, actor=ADMIN, now=now,
+                               description="Demo: every member message")
+    return [f"  webhooks: every partner's events to {url}, member messages ({OPERATOR}) to {member_url}; "
+            "'alliance webhooks deliver' sends them"]
+
+
+def member_messages_url(url: str) -> str:
+    """Where the demo's member messages go: ``url`` with ``/members`` added to its path."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/members"))
 
 
 # The order the summary lists what the history made.
