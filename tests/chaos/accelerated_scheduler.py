@@ -27,6 +27,7 @@ from alliance import scheduler as scheduler_module
 from alliance.extensions import hub_state
 from alliance.services.jobs import Job, standard_jobs
 from settlement.closing import closing_job
+from settlement.finance import overdue_job
 
 # Two processes hammering the database at millisecond intervals would measure the
 # machine, not the scheduler; a tenth of a second is fine-grained enough for a week.
@@ -66,8 +67,10 @@ def main() -> None:
     arguments = parser.parse_args()
     clock = SimulatedClock(arguments.start, arguments.epoch, arguments.speed,
                            arguments.start + timedelta(days=arguments.days))
-    scheduler_module.standard_jobs = lambda currency: [accelerated(job, clock) for job in standard_jobs(currency)]
+    scheduler_module.standard_jobs = lambda currency, **options: [
+        accelerated(job, clock) for job in standard_jobs(currency, **options)]
     scheduler_module.closing_job = lambda factory, signer: accelerated(closing_job(factory, signer), clock)
+    scheduler_module.overdue_job = lambda: accelerated(overdue_job(), clock)
     state = hub_state(create_app())
     scheduler_module.run_scheduler(state, holder=f"{socket.gethostname()}:{os.getpid()}", once=False,
                                    run_for_s=arguments.run_for_s, echo=LineWriter())
