@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from alliance.domain.errors import Conflict, InsufficientPoints, InvalidState, NotFound, ValidationFailed
 from alliance.extensions import HubState
-from alliance.models import AuditLogEntry, LedgerAccount, RewardVoucherCode
+from alliance.models import AuditLogEntry, LedgerAccount, RewardVoucherCode, SettlementStatement
 from alliance.services import ledger, rewards
 from settlement.closing import close_cycle, lot_traces
 from settlement.cycles import cycle_containing
@@ -254,3 +254,28 @@ def test_a_price_change_applies_to_orders_placed_after_it_and_each_price_is_its_
                 if line["line_kind"] == "rewards_supplied"]
     assert supplied == [(1_000, 1, -900), (1_200, 1, -950)]
     assert statement["net_minor"] == -1_850
+
+
+def test_the_operators_file_of_bill_credits_reconciles_against_the_orders_it_fulfilled(hub, world):
+    from settlement.reconciliation import reconcile_statement
+
+    order(hub, world, "phone-bill", "BILL-7", items=10)
+    order(hub, world, "phone-bill", "BILL-8", items=5)
+    step(hub, rewards.fulfil_order, "BILL-7", supplier_id=world["telco"], note="bill 2026-11", now=at(9))
+    step(hub, rewards.fulfil_order, "BILL-8", supplier_id=world["telco"], note="bill 2026-11", now=at(9))
+    statement = close_day(hub, world["telco"], "telco")
+    with hub.unit_of_work() as uow:
+        statement_id = uow.session.scalar(select(SettlementStatement.id).where(
+            SettlementStatement.partner_id == world["telco"]))
+        document = ("receipt_id,amount_minor,currency,occurred_on\r\n"
+                    "back-office:BILL-7,1000,EUR,2026-11-02\r\n"
+                    "back-office:BILL-8,400,EUR,2026-11-02\r\n").encode()
+        report = reconcile_statement(uow.session, statement_id=statement_id, document=document, source="back_office",
+                                     actor="console:fiona", now=DAY + timedelta(days=2))
+        uow.commit()
+    assert statement["net_minor"] == -1_500
+    found = json.loads(report.report_json)
+    assert found["counts"] == {"matched": 1, "mismatched": 1, "missing_at_hub": 0, "missing_at_partner": 0}
+    assert [line["receipt_id"] for line in found["matched"]] == ["back-office:BILL-7"]
+    assert [(line["receipt_id"], line["differing_fields"]) for line in found["mismatched"]] == [
+        ("back-office:BILL-8", ["amount_minor"])]
