@@ -41,7 +41,8 @@ def test_fresh_instance_upgrades_seeds_and_audits_green(tmp_path):
     assert (instance / "alliance.sqlite3").exists()
     seeded = run_alliance(instance, "seed-demo")
     assert seeded.returncode == 0, seeded.stderr
-    assert len(list((instance / "demo-keys").glob("*.pem"))) == 6
+    # Two keys for each of the four demo partners: a partner key and a till-bound key.
+    assert len(list((instance / "demo-keys").glob("*.pem"))) == 8
     audited = run_alliance(instance, "audit")
     assert audited.returncode == 0, audited.stdout + audited.stderr
     assert "audit passed" in audited.stdout
