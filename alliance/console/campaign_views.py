@@ -21,6 +21,7 @@ from alliance.console.helpers import (
     change,
     form_choice,
     form_confirmed,
+    form_moment,
     form_money,
     form_text,
     form_whole_number,
@@ -90,7 +91,7 @@ def campaigns_create() -> BaseResponse:
                   name=form_text("name", max_length=200), funded_by=funded_by,
                   multiplier=_form_multiplier(), bonus_points=_optional_whole("bonus_points") or 0,
                   min_amount_minor=_optional_whole("min_amount_minor") or 0,
-                  starts_at=_form_moment("starts_at"), ends_at=_form_moment("ends_at"), funders=funders,
+                  starts_at=form_moment("starts_at"), ends_at=form_moment("ends_at"), funders=funders,
                   budget_points=_optional_whole("budget_points"), target_tiers=_form_tiers(),
                   min_tenure_months=_optional_whole("min_tenure_months"), segment_name=segment_name,
                   segment_members=members, budget_minor=budget_minor, budget_currency=budget_currency,
@@ -106,7 +107,7 @@ def campaign_change(campaign_id: int) -> BaseResponse:
         "name": form_text("name", max_length=200), "multiplier": _form_multiplier(),
         "bonus_points": _optional_whole("bonus_points") or 0,
         "min_amount_minor": _optional_whole("min_amount_minor") or 0,
-        "starts_at": _form_moment("starts_at"), "ends_at": _form_moment("ends_at"),
+        "starts_at": form_moment("starts_at"), "ends_at": form_moment("ends_at"),
         "budget_points": _optional_whole("budget_points"), "target_tiers": _form_tiers(),
         "min_tenure_months": _optional_whole("min_tenure_months"),
         "budget_minor": budget_minor, "budget_currency": budget_currency,
@@ -152,16 +153,6 @@ def _form_multiplier() -> Decimal:
     if not multiplier.is_finite():
         raise BadRequest("The multiplier must be a number such as 1.5.")
     return multiplier
-
-
-def _form_moment(name: str) -> datetime:
-    """A moment typed as ``2027-01-01T00:00`` in the viewer's time zone (or with its own offset)."""
-    text = form_text(name) or ""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"The {name.replace('_', ' ')} must be a date and time such as 2027-01-01T00:00.") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=display.viewer_zone())
 
 
 def _form_tiers() -> list[str] | None:

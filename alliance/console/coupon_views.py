@@ -9,7 +9,6 @@ is written (docs/coupons.md).
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +23,7 @@ from alliance.console.helpers import (
     csv_reply,
     form_choice,
     form_confirmed,
+    form_moment,
     form_money,
     form_text,
     form_whole_number,
@@ -143,7 +143,7 @@ def coupons_create() -> BaseResponse:
                   bonus_points=_optional_whole("bonus_points"), multiplier=_form_multiplier(),
                   amount_off_minor=amount_off_minor, currency=currency,
                   points_cost=_optional_whole("points_cost"),
-                  valid_from=_form_moment("valid_from"), valid_until=_form_moment("valid_until"),
+                  valid_from=form_moment("valid_from"), valid_until=form_moment("valid_until"),
                   uses_per_coupon=form_whole_number("uses_per_coupon"), valid_at=valid_at or None,
                   success=f"Coupon series {code} is created; issue it to members on its page.",
                   back=url_for("console.coupons_list"))
@@ -193,11 +193,3 @@ def _form_multiplier() -> Decimal | None:
     return multiplier
 
 
-def _form_moment(name: str) -> datetime:
-    """A moment typed as ``2027-01-01T00:00`` in the viewer's time zone (or with its own offset)."""
-    text = form_text(name) or ""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"The {name.replace('_', ' ')} must be a date and time such as 2027-01-01T00:00.") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=display.viewer_zone())

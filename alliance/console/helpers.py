@@ -11,7 +11,7 @@ from flask import Response, flash, redirect, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
-from alliance.console import security
+from alliance.console import display, security
 from alliance.domain.errors import AllianceError
 from alliance.domain.money import parse_major_units
 from alliance.extensions import hub_state
@@ -76,6 +76,16 @@ def form_confirmed(*, reason_field: str = "reason", max_length: int = 1000) -> s
     if len(reason) > max_length:
         raise BadRequest(f"The reason is longer than {max_length} characters: nothing was changed.")
     return reason
+
+
+def form_moment(name: str) -> datetime:
+    """A moment typed as ``2027-01-01T00:00`` in the viewer's time zone (or with its own offset)."""
+    text = form_text(name) or ""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"The {name.replace('_', ' ')} must be a date and time such as 2027-01-01T00:00.") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=display.viewer_zone())
 
 
 def form_text(name: str, *, required: bool = True, max_length: int = 4000) -> str | None:

@@ -10,7 +10,6 @@ is written. A member's tier history is in the back-office API.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from flask import render_template, request, url_for
@@ -19,7 +18,16 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from alliance.console import display, security
 from alliance.console.blueprint import console, navigation_item
-from alliance.console.helpers import change, form_money, form_text, form_whole_number, now, query_sort, sorted_rows
+from alliance.console.helpers import (
+    change,
+    form_moment,
+    form_money,
+    form_text,
+    form_whole_number,
+    now,
+    query_sort,
+    sorted_rows,
+)
 from alliance.domain.earning import TIER_ORDER, TierLevel
 from alliance.domain.money import minor_units_per_unit
 from alliance.extensions import hub_state
@@ -53,16 +61,6 @@ def tier_policy_page() -> str:
         versions=sorted_rows(found, sort, SORTS), sort=sort, names=names, currency=currency,
         unit=minor_units_per_unit(currency), tiers=TIER_ORDER, bases=BASES, downgrades=DOWNGRADES,
         lead_seconds=int(tier_policy.MIN_LEAD.total_seconds()), zone=display.viewer_zone_name())
-
-
-def _form_moment(name: str) -> datetime:
-    """A moment typed as ``2027-01-01T00:00`` in the viewer's time zone (or with its own offset)."""
-    text = form_text(name) or ""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"The {name.replace('_', ' ')} must be a date and time such as 2027-01-01T00:00.") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=display.viewer_zone())
 
 
 def _form_optional_months(name: str) -> int | None:
@@ -107,7 +105,7 @@ def tier_policy_schedule() -> BaseResponse:
     downgrade = form_text("downgrade", max_length=10) or ""
     if basis not in BASES or downgrade not in DOWNGRADES:
         raise BadRequest("Choose the qualifying basis and the downgrade rule from the lists offered.")
-    effective_from = _form_moment("effective_from")
+    effective_from = form_moment("effective_from")
     window_months = _form_optional_months("window_months") if basis != "tenure" else None
     period_months = _form_optional_months("period_months") if downgrade == "one_step" else None
     levels = _form_levels(basis, currency)
