@@ -220,6 +220,34 @@ def seed_members(hub, count: int, now: datetime) -> list[tuple[int, str]]:  # ty
     return members
 
 
+@dataclass(frozen=True)
+class Observability:
+    """How a benchmark hub runs as production runs it: Prometheus metrics in gunicorn's
+    multiprocess mode behind a token, the JSON request log, ``alliance.gunicorn_conf``."""
+
+    environment: dict[str, str]
+    options: tuple[str, ...]
+    log: Path
+    token: str
+
+
+def production_observability(artifacts: Path, name: str) -> Observability:
+    """A fresh multiprocess folder and log file for the hub called ``name``, and the settings that use them."""
+    import secrets
+    import shutil
+
+    token = secrets.token_urlsafe(24)
+    folder = artifacts / f"{name}-metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    log = artifacts / f"{name}.log"
+    log.unlink(missing_ok=True)
+    return Observability(environment={"ALLIANCE_METRICS": "on", "ALLIANCE_METRICS_TOKEN": token,
+                                      "ALLIANCE_LOG_FORMAT": "json", "ALLIANCE_REQUEST_LOG": "on",
+                                      "PROMETHEUS_MULTIPROC_DIR": str(folder)},
+                         options=("-c", "python:alliance.gunicorn_conf"), log=log, token=token)
+
+
 def run_audit_ok(hub) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
     """Run ``alliance audit``'s checks; (green, first problem or a summary)."""
     from alliance.services.audit import run_audit

@@ -30,8 +30,6 @@ answered 200. The "off" side's ``/metrics`` is a 404.
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
 import threading
 import time
 import urllib.error
@@ -146,20 +144,13 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     def make_requests(count: int, tag: str) -> list[common.PreparedRequest]:
         return _purchases(partners, members, count, tag)
 
-    token = secrets.token_urlsafe(24)
-    multiprocess_folder = artifacts / "observability-on-metrics"
-    shutil.rmtree(multiprocess_folder, ignore_errors=True)
-    multiprocess_folder.mkdir(parents=True)
-    on_log = artifacts / "observability-on.log"
-    on_log.unlink(missing_ok=True)
-    shared = {**environment, "ALLIANCE_METRICS_TOKEN": token, "ALLIANCE_LOG_FORMAT": "json"}
-    on_environment = {**shared, "ALLIANCE_METRICS": "on", "ALLIANCE_REQUEST_LOG": "on",
-                      "PROMETHEUS_MULTIPROC_DIR": str(multiprocess_folder)}
-    off_environment = {**shared, "ALLIANCE_METRICS": "off", "ALLIANCE_REQUEST_LOG": "off",
-                       "PROMETHEUS_MULTIPROC_DIR": None}
+    observability = common.production_observability(artifacts, "observability-on")
+    token, on_log = observability.token, observability.log
+    on_environment = {**environment, **observability.environment}
+    off_environment = {**environment, "ALLIANCE_METRICS_TOKEN": token, "ALLIANCE_LOG_FORMAT": "json",
+                       "ALLIANCE_METRICS": "off", "ALLIANCE_REQUEST_LOG": "off", "PROMETHEUS_MULTIPROC_DIR": None}
     with common.Gunicorn(context, "alliance.wsgi:app", on_environment, ready_path="/healthz",
-                         name="observability-on", options=["-c", "python:alliance.gunicorn_conf"],
-                         log=on_log) as on_server, \
+                         name="observability-on", options=observability.options, log=on_log) as on_server, \
             common.Gunicorn(context, "alliance.wsgi:app", off_environment, ready_path="/healthz",
                             name="observability-off") as off_server:
         on, off = Side("on", on_server), Side("off", off_server)
