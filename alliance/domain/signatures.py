@@ -9,19 +9,27 @@ never seen before; the RFC 9530 ``Content-Digest`` recomputed over the raw body;
 only then the signature itself, whose base the ``http-message-signatures`` library
 builds. The body is parsed only after all of this. Recording the nonce is left to the
 caller, after success, so unauthenticated requests never write to the database.
+
+The shape the SDK sends (``_canonical``: its one label, component list and parameter
+order, plain values, one field line each) is read and its base built without the
+structured-field parser or the library, with the same checks in the same order; any
+other request goes the general way. Both ways give the same answer for every request
+(``tests/unit/test_signature_fast_path.py`` compares them on signed and altered ones).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import http_sf
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSignaturesException,
@@ -120,8 +128,12 @@ class VerifiedSignature:
 
 def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyStore) -> VerifiedSignature:
     """Run every check in order; return the signer or raise ``SignatureRejected``."""
-    label, components, parameters = _the_one_signature(request)
-    _require_components(request, components)
+    canonical = _canonical(request)
+    if canonical is None:
+        label, components, parameters = _the_one_signature(request)
+        _require_components(request, components)
+    else:
+        label, parameters = SIGNATURE_LABEL, canonical.parameters
     key_id, created, expires, nonce = _parameters(parameters)
     lookup = keys.look_up(key_id, nonce)
     try:
@@ -129,8 +141,12 @@ def verify_signed_request(request: IncomingRequest, *, now: datetime, keys: KeyS
         _require_fresh(created, expires, now)
         if lookup.nonce_seen:
             raise SignatureRejected("signature_replayed", "this nonce was already used; sign every request afresh")
-        _require_matching_digest(request)
-        _require_valid_signature(request, key, label)
+        if canonical is None:
+            _require_matching_digest(request)
+            _require_valid_signature(request, key, label)
+        else:
+            _require_matching_digest_of(request, canonical)
+            _require_valid_canonical_signature(canonical, key)
     except SignatureRejected as refusal:
         if lookup.key is not None:
             refusal.partner_id = lookup.key.partner_id
@@ -282,6 +298,97 @@ def _require_matching_digest(request: IncomingRequest) -> None:
         expected = DIGEST_ALGORITHMS[name](request.body).digest()
         if not isinstance(value, bytes) or not hmac.compare_digest(value, expected):
             raise SignatureRejected("content_digest_mismatch", f"the {name} digest does not match the body received")
+
+
+# The SDK's request shape (partners_sdk/signing.py): one signature labelled ``pos`` over
+# its fixed components, its five parameters in its order, integers without leading
+# zeros and strings without escapes; a Signature of 64 bytes in padded base64; one
+# sha-256 Content-Digest. Whatever does not match exactly goes the general way.
+_SF_TEXT = r'[\x20\x21\x23-\x5b\x5d-\x7e]*'
+_SF_INTEGER = r'(?:0|[1-9][0-9]{0,14})'
+_CANONICAL_INPUT = re.compile(
+    r'pos=(?P<params>\("@method" "@path" "@query"(?P<body> "content-type" "content-digest" "idempotency-key")?\)'
+    rf';created=(?P<created>{_SF_INTEGER});keyid="(?P<keyid>{_SF_TEXT})";alg="ed25519"'
+    rf';expires=(?P<expires>{_SF_INTEGER});nonce="(?P<nonce>{_SF_TEXT})")')
+_CANONICAL_SIGNATURE = re.compile(r'pos=:(?P<value>[A-Za-z0-9+/]{86}==):')
+_CANONICAL_DIGEST = re.compile(r'sha-256=:(?P<value>[A-Za-z0-9+/]{43}=):')
+# A field value that RFC 9421's trimming and RFC 9110's line joining leave as it is.
+_PLAIN_FIELD_VALUE = re.compile(r'[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?')
+_CANONICAL_FIELDS = ("signature-input", "signature", "content-type", "content-digest", "idempotency-key")
+
+parse_url: Callable[[str], Any] | None
+try:  # The library's strict URL reading, so both ways agree on what a URL's path and query are.
+    from http_message_signatures._url import parse_url
+except ImportError:  # pragma: no cover - another library version: every request goes the general way
+    parse_url = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Canonical:
+    """A request of the SDK's shape: its parameters, signature, digest and signature base."""
+
+    parameters: dict[str, str | int]
+    signature: bytes
+    digest: bytes | None
+    base: bytes
+
+
+def _canonical(request: IncomingRequest) -> _Canonical | None:
+    """The request read the short way, or None when anything about it is not the SDK's shape."""
+    if parse_url is None:
+        return None
+    fields: dict[str, str] = {}
+    for name, value in request.headers:
+        lowered = name.lower()
+        if lowered in _CANONICAL_FIELDS:
+            if lowered in fields:
+                return None  # several field lines: the general way joins them
+            fields[lowered] = value
+    signature_input = _CANONICAL_INPUT.fullmatch(fields.get("signature-input", ""))
+    signature = _CANONICAL_SIGNATURE.fullmatch(fields.get("signature", ""))
+    method = request.method.upper()
+    if signature_input is None or signature is None or not method.isalpha() or not method.isascii():
+        return None
+    try:
+        url = parse_url(request.url)
+    except Exception:
+        return None
+    lines = [f'"@method": {method}', f'"@path": {url.path or "/"}', f'"@query": ?{url.query or ""}']
+    digest = None
+    if signature_input["body"]:
+        for name in BODY_COMPONENTS:
+            covered = fields.get(name)
+            if covered is None or not _PLAIN_FIELD_VALUE.fullmatch(covered):
+                return None
+            lines.append(f'"{name}": {covered}')
+        digest_value = _CANONICAL_DIGEST.fullmatch(fields["content-digest"])
+        if digest_value is None:
+            return None
+        digest = base64.b64decode(digest_value["value"])
+    elif "content-digest" in fields or request.body or method in BODY_METHODS:
+        return None  # the general way says what is missing
+    lines.append(f'"@signature-params": {signature_input["params"]}')
+    return _Canonical(
+        parameters={"created": int(signature_input["created"]), "keyid": signature_input["keyid"], "alg": "ed25519",
+                    "expires": int(signature_input["expires"]), "nonce": signature_input["nonce"]},
+        signature=base64.b64decode(signature["value"]), digest=digest, base="\n".join(lines).encode("ascii"))
+
+
+def _require_matching_digest_of(request: IncomingRequest, canonical: _Canonical) -> None:
+    if canonical.digest is not None and not hmac.compare_digest(canonical.digest,
+                                                                hashlib.sha256(request.body).digest()):
+        raise SignatureRejected("content_digest_mismatch", "the sha-256 digest does not match the body received")
+
+
+def _require_valid_canonical_signature(canonical: _Canonical, key: PartnerKeyRecord) -> None:
+    try:
+        public_key = _public_key(key.public_key)
+    except ValueError:
+        raise SignatureRejected("key_unusable", f"key {key.key_id!r} is not an Ed25519 public key") from None
+    try:
+        public_key.verify(canonical.signature, canonical.base)
+    except InvalidSignature:
+        raise SignatureRejected("signature_invalid", "the signature does not verify with the registered key") from None
 
 
 class _Message:
