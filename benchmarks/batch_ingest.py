@@ -1,10 +1,12 @@
 """Batch ingest: signed batches of purchases through POST /partner/v1/purchases/batch.
 
-The floors write the same rows into the same tables of the same database with psycopg 3
-and no hub code at all: for every purchase the hub stored, a journal transaction, its
-two entries, the lot and the purchase (fresh receipt ids, same members, amounts, points
-and breakdowns), one transaction per batch, once with ``executemany`` and once with
-``COPY``. The ledger's own triggers run on those rows as on the hub's.
+The hub's first batch warms up the worker that serves the connection (its statements are
+built and prepared on first use) and is not timed. The floors write the same rows into the
+same tables of the same database with psycopg 3 and no hub code at all: for every purchase
+the hub stored, a journal transaction, its two entries, the lot and the purchase (fresh
+receipt ids, same members, amounts, points and breakdowns), one transaction per batch,
+once with ``executemany`` and once with ``COPY``. The ledger's own triggers run on those
+rows as on the hub's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ BENCHMARK = "batch ingest"
 SIZES = {"full": {"members": 5000, "batches": 6, "batch_size": 1000},
          "quick": {"members": 300, "batches": 2, "batch_size": 200}}
 PATH = "/partner/v1/purchases/batch"
+WARM_UP_BATCHES = 1
+TARGET_SHARE = 0.75
 TRANSACTION_COLUMNS = ("id", "kind", "member_id", "partner_id", "posted_at", "price_per_point", "currency", "memo")
 ENTRY_COLUMNS = ("transaction_id", "account_id", "amount_points")
 LOT_COLUMNS = ("member_id", "partner_id", "funding_account_id", "earn_transaction_id", "state", "points_earned",
@@ -39,7 +43,7 @@ def _batches(partner, members, sizes: dict) -> list[common.PreparedRequest]:  # 
     signer = RequestSigner(partner.key_id, partner.private_key)
     purchased_at = common.recent()
     batches = []
-    for batch_number in range(sizes["batches"]):
+    for batch_number in range(sizes["batches"] + WARM_UP_BATCHES):
         items = []
         for index in range(sizes["batch_size"]):
             number = batch_number * sizes["batch_size"] + index
@@ -51,12 +55,14 @@ def _batches(partner, members, sizes: dict) -> list[common.PreparedRequest]:  # 
 
 
 def _send_batches(base_url: str, batches: list[common.PreparedRequest]) -> tuple[int, float]:
-    """Send each batch in turn on one connection; (purchases applied, seconds)."""
+    """Send each batch in turn on one connection, the first untimed; (purchases applied after it, seconds)."""
     host, port = base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=300)
     applied = 0
     started = time.perf_counter()
-    for batch in batches:
+    for number, batch in enumerate(batches):
+        if number == WARM_UP_BATCHES:
+            applied, started = 0, time.perf_counter()
         connection.request(batch.method, batch.path, body=batch.body, headers=batch.headers)
         reply = connection.getresponse()
         body = reply.read()
@@ -151,13 +157,13 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     hub.engine.dispose()
     hub_rate, executemany_rate, copy_rate = (applied / hub_seconds, len(stored) / executemany_seconds,
                                              len(stored) / copy_seconds)
-    note = (f"{sizes['batches']} signed batches of {sizes['batch_size']} over HTTP, one at a time; {applied} applied; "
-            f"{audit_note}")
+    note = (f"{sizes['batches']} signed batches of {sizes['batch_size']} over HTTP, one at a time, after "
+            f"{WARM_UP_BATCHES} untimed; {applied} applied; {audit_note}")
     ratio = hub_rate / executemany_rate
     return [
         common.figure(BENCHMARK, "hub batch endpoint", hub_rate, "purchases/s", floor="raw executemany",
-                      floor_value=executemany_rate, ratio=ratio, target=">= 50% of raw executemany",
-                      met=ratio >= 0.5 and audit_green, note=note),
+                      floor_value=executemany_rate, ratio=ratio, target=f">= {TARGET_SHARE:.0%} of raw executemany",
+                      met=ratio >= TARGET_SHARE and audit_green, note=note),
         common.figure(BENCHMARK, "raw COPY of the same rows", copy_rate, "purchases/s", floor="raw executemany",
                       floor_value=executemany_rate, ratio=copy_rate / executemany_rate, target="", note=
                       "transactions, entries, lots, purchases; ledger triggers on"),

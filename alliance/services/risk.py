@@ -60,6 +60,7 @@ from alliance.models.base import UTCDateTime, integer_sum
 from alliance.models.risk import REVIEW_STATUSES
 from alliance.services import audit_log, ledger, staff_people, webhooks
 from alliance.services.process_cache import ProcessCache
+from alliance.storage import Storage
 from alliance.storage.adapters import storage_for
 
 RELOAD_INTERVAL_S = 30
@@ -222,11 +223,14 @@ def _moved(measure: Measure) -> tuple[Any, Any, Any, Mapping[Scope, Any]]:
                                   Scope.TERMINAL: table.terminal_id, Scope.PARTNER: table.partner_id}
 
 
-def _part(limit: Limit, index: int, *, single: bool, with_tried: bool, excluding: bool) -> Any:
+def _part(limit: Limit, index: int, *, batch: Storage | None, with_tried: bool, excluding: bool) -> Any:
     """Count and points of ``limit``'s measure since ``s<index>``, per scope key ``k<index>`` (one key, or a list
-    of them for a batch): the statement's parameters are named, so one statement serves every request of a shape."""
+    of them for a batch, bound as its database plans a long list best): the statement's parameters are named, so
+    one statement serves every request of a shape."""
+    single = batch is None
+
     def keyed(column: Any, name: str) -> Any:
-        return column == bindparam(name) if single else column.in_(bindparam(name, expanding=True))
+        return column == bindparam(name) if batch is None else batch.one_of_bound(column, name)
 
     name, since = literal(limit.name).label("limit"), bindparam(f"s{index}", type_=UTCDateTime())
     measure, scope = limit.measure, limit.scope
@@ -262,11 +266,12 @@ _statements_lock = threading.Lock()
 MAX_STATEMENT_SHAPES = 256
 
 
-def _statement(limits: Sequence[Limit], *, single: bool, with_tried: bool, excluding: bool) -> Any:
-    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits), single, with_tried, excluding)
+def _statement(limits: Sequence[Limit], *, batch: Storage | None, with_tried: bool, excluding: bool) -> Any:
+    shape = (tuple((limit.name, limit.scope, limit.measure) for limit in limits),
+             batch.name if batch is not None else None, with_tried, excluding)
     found: Any = _statements.get(shape)
     if found is None:
-        parts: list[Any] = [_part(limit, index, single=single, with_tried=with_tried, excluding=excluding)
+        parts: list[Any] = [_part(limit, index, batch=batch, with_tried=with_tried, excluding=excluding)
                             for index, limit in enumerate(limits)]
         found = parts[0] if len(parts) == 1 else union_all(*parts)
         with _statements_lock:
@@ -305,7 +310,8 @@ def figures(session: Session, limits: Sequence[Limit], subjects: Sequence[Subjec
     excluded = sorted({subject.exclude_hold_id for subject in subjects if subject.exclude_hold_id is not None})
     if excluded:
         parameters["x"] = excluded[0] if single else excluded
-    statement = _statement(counted, single=single, with_tried=bool(tried), excluding=bool(excluded))
+    statement = _statement(counted, batch=None if single else storage_for(session), with_tried=bool(tried),
+                           excluding=bool(excluded))
     rows = (storage_for(session).read(session, statement, parameters) if single
             else session.execute(statement, parameters).all())
     return {(str(row[0]), int(row[1])): Figures(int(row[2]), int(row[3])) for row in rows}

@@ -192,6 +192,12 @@ class Storage(Protocol):
     def one_of(self, column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
         """``column IN (values)``, in the form this database plans best for long lists."""
 
+    def one_of_bound(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+        """``column IN (...)`` with the list bound at execution as parameter ``name``, for a statement built once.
+
+        In the form this database plans best for long lists (a batch's thousand keys).
+        """
+
     # --- locks ------------------------------------------------------------------------
     def lock(self, session: Session, key: int) -> None:
         """Hold the named lock until the transaction ends (others taking it wait)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, String, cast, func, insert, text
+from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, cast, func, insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -57,7 +57,7 @@ EXPECTED_GUARDS = frozenset({
 })
 
 _INSERT_NONCE = (sqlite.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
-                 .returning(SeenNonce.__table__.c.id))
+                 .returning(SeenNonce.__table__.c.nonce))
 _INSERT_CLAIM = (sqlite.insert(IdempotencyRecord.__table__)
                  .on_conflict_do_nothing(index_elements=["partner_id", "idempotency_key"])
                  .returning(IdempotencyRecord.__table__.c.id))
@@ -170,6 +170,9 @@ class SqliteStorage:
 
     def one_of(self, column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
         return column.in_(list(values))
+
+    def one_of_bound(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+        return column.in_(bindparam(name, expanding=True))
 
     # --- locks and reports ------------------------------------------------------------
 
