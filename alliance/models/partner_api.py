@@ -116,13 +116,14 @@ class IdempotencyRecord(Base):
 
 
 class SeenNonce(Base):
-    """A signature nonce already used; the unique constraint is the replay guard."""
+    """A signature nonce already used; the primary key is the replay guard."""
 
     __tablename__ = "signature_nonces"
     __table_args__ = (Index("ix_signature_nonces_prune_after", "prune_after"),)
 
-    id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    nonce: Mapped[str] = mapped_column(String(128), unique=True)
+    # The nonce is the key: a surrogate id would cost every signed request a sequence
+    # call and one more index entry, for nothing but the pruning job (which needs none).
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
     key_id: Mapped[str] = mapped_column(String(100))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

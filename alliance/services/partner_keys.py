@@ -99,10 +99,10 @@ def record_nonce(session: Session, nonce: NonceRow) -> bool:
 
 def prune_nonces(session: Session, *, now: datetime, limit: int = 10_000) -> int:
     """Forget nonces whose signatures can no longer be valid; returns how many."""
-    expired = select(SeenNonce.id).where(SeenNonce.prune_after < now).limit(limit).scalar_subquery()
+    expired = select(SeenNonce.nonce).where(SeenNonce.prune_after < now).limit(limit).scalar_subquery()
     # A DELETE's result is a CursorResult; Session.execute types every result as Result.
     return cast(CursorResult[*tuple[Any, ...]],
-                session.execute(delete(SeenNonce).where(SeenNonce.id.in_(expired)))).rowcount
+                session.execute(delete(SeenNonce).where(SeenNonce.nonce.in_(expired)))).rowcount
 
 
 def revoke_key(session: Session, *, key_id: str, now: datetime) -> None:

@@ -350,7 +350,7 @@ def _built_once(cache: dict[int, tuple[_Source, _Built]], source: _Source, build
 
 
 _INSERT_NONCE = (postgresql.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
-                 .returning(SeenNonce.__table__.c.id))
+                 .returning(SeenNonce.__table__.c.nonce))
 
 
 def _posting_json(position: int, posting: EarnPosting) -> dict[str, object]:
@@ -404,7 +404,7 @@ def _claim_row(confirm_key: bool) -> Subquery:
         nonce_row = nonce_row.where(exists(key_held.select()))
     spent = (postgresql.insert(SeenNonce)
              .from_select(["nonce", "partner_id", "key_id", "seen_at", "prune_after"], nonce_row)
-             .on_conflict_do_nothing(index_elements=["nonce"]).returning(SeenNonce.id).cte("spent"))
+             .on_conflict_do_nothing(index_elements=["nonce"]).returning(SeenNonce.nonce).cte("spent"))
     claim_row = select(bindparam("claim_partner_id", type_=BigInteger), bindparam("claim_key", type_=String),
                        bindparam("claim_fingerprint", type_=String), literal("in_flight"),
                        bindparam("claim_now", type_=UTCDateTime)).where(

@@ -57,7 +57,7 @@ EXPECTED_GUARDS = frozenset({
 })
 
 _INSERT_NONCE = (sqlite.insert(SeenNonce.__table__).on_conflict_do_nothing(index_elements=["nonce"])
-                 .returning(SeenNonce.__table__.c.id))
+                 .returning(SeenNonce.__table__.c.nonce))
 _INSERT_CLAIM = (sqlite.insert(IdempotencyRecord.__table__)
                  .on_conflict_do_nothing(index_elements=["partner_id", "idempotency_key"])
                  .returning(IdempotencyRecord.__table__.c.id))

@@ -15,7 +15,7 @@ from alliance.models import IdempotencyRecord, Partner, PartnerKey, SeenNonce
 KEY_AND_NONCE = (
     select(PartnerKey.key_id, PartnerKey.partner_id, PartnerKey.public_key, PartnerKey.status, PartnerKey.expires_at,
            PartnerKey.terminal_id, Partner.status.label("partner_status"),
-           select(SeenNonce.id).where(SeenNonce.nonce == bindparam("nonce")).exists().label("nonce_seen"))
+           select(SeenNonce.nonce).where(SeenNonce.nonce == bindparam("nonce")).exists().label("nonce_seen"))
     .select_from(PartnerKey).join(Partner, Partner.id == PartnerKey.partner_id)
     .where(PartnerKey.key_id == bindparam("key_id"))
 )
