@@ -23,7 +23,7 @@ from benchmarks import common
 
 MODULES = ("http_earn", "observability_overhead", "risk_overhead", "batch_ingest", "redemption_contention",
            "campaign_contention", "risk_scenarios", "balance_inquiry", "sdk_signing", "settlement_scale",
-           "ledger_vs_hordak")
+           "ledger_vs_hordak", "cluster_hops")
 
 
 def _arguments() -> argparse.Namespace:
