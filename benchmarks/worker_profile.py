@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 
 from benchmarks import common
-from benchmarks.cpu_split import WARM_UP_REQUESTS
 from benchmarks.http_earn import _purchases
 from benchmarks.probe_app import probe_server
 
 SAMPLES_PER_S = 200
+WARM_UP_REQUESTS = 1_500
 SAMPLED_S = 12
 LOAD_S = 15
 _FRAME_PREFIXES = re.compile(r" \((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/|"
@@ -83,11 +83,14 @@ def main(which: str, top: int) -> None:
         else:
             served = common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub")
         with served as gunicorn:
-            requests = _purchases(partners, members, 15_000, which)
+            requests = _purchases(partners, members, 16_500, which)
             warm_up, measured = artifacts / f"{which}-warm-up.requests", artifacts / f"{which}.requests"
+            # Long enough for every thread of every worker to have sent each hot statement:
+            # a worker compiles the hub's statements on first use (about 0.7 s of CPU in
+            # all), which a shorter warm-up left inside the sampled window.
             common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
             common.write_request_file(measured, requests[WARM_UP_REQUESTS:])
-            common.run_wrk(gunicorn.base_url, warm_up, artifacts, duration_s=5, connections=4)
+            common.run_wrk(gunicorn.base_url, warm_up, artifacts, duration_s=10, connections=common.WRK_CONNECTIONS)
             stack_files = [artifacts / f"{which}-{pid}.stacks" for pid in gunicorn.worker_pids()]
             log = (artifacts / f"{which}-py-spy.log").open("w")
             # --nonblocking: read the workers' stacks without pausing them, so the load is
