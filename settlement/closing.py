@@ -8,6 +8,8 @@ under an exclusive lock (``pg_advisory_xact_lock`` on PostgreSQL; on SQLite the 
 lock that ``BEGIN IMMEDIATE`` takes is already exclusive), and the unique constraint
 on ``settlement_runs`` is the backstop. A cycle already closed is answered with the
 stored bytes, never rendered again, so a re-run is byte-identical by construction.
+Many due cycles close a few per transaction, with what they need read, and what they
+store written, once per transaction (``close_due_cycles``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import BigInteger, Integer, Row, column, func, insert, select, values
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from alliance.domain.audit_chain import ChainHead
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from alliance.domain.ledger import AccountKind, TransactionKind, account_code
 from alliance.models import (
@@ -29,6 +32,7 @@ from alliance.models import (
     LedgerAccount,
     LotConsumption,
     Partner,
+    PartnerCredit,
     PointLot,
     RedemptionHold,
     Reward,
@@ -86,6 +90,8 @@ MAX_STATEMENT_PAGE_SIZE = 200
 # default closing limit), when they span at least BATCH_MIN_PARTNERS partners.
 AGGREGATE_BATCH_CYCLES = 1000
 BATCH_MIN_PARTNERS = 20
+# Most cycles one closing transaction holds (see ``close_due_cycles``).
+CLOSING_BATCH_CYCLES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +134,46 @@ def close_cycle(
     partner = session.get(Partner, partner_id)
     if partner is None:
         raise NotFound(f"no partner {partner_id}")
+    previous = _previous_statement(session, partner_id)
+    prepared = _prepare(session, partner, cycle, previous=None if previous is None else _Previous(*previous),
+                        now=now, payment_terms_days=payment_terms_days, postings=postings, reward_items=None)
+    if isinstance(prepared, ClosedStatement):
+        return prepared
+    [stored] = _store(session, [prepared], audit_chain=audit_log.head(session), now=now, signing_key=signing_key,
+                      key_id=key_id)
+    _announce(session, prepared, stored, now=now, credit_tracked=None)
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """Where a partner's latest closed cycle ended, and its closing balance."""
+
+    cycle_ends_at: datetime
+    closing_balance_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A cycle's statement built and not yet stored, with the adjustments it applies."""
+
+    partner_id: int
+    statement: Statement
+    adjustment_ids: list[int]
+
+
+def _prepare(
+    session: Session, partner: Partner, cycle: Cycle, *, previous: _Previous | None, now: datetime,
+    payment_terms_days: int, postings: list[PostingAggregate] | None, reward_items: list[ItemAggregate] | None,
+) -> ClosedStatement | _Pending:
+    """The statement of a cycle of a partner whose settlement lock this transaction holds, or the stored one.
+
+    ``previous`` is the partner's latest closed cycle; ``postings`` and ``reward_items``
+    may come aggregated beforehand for many cycles at once (None aggregates them here).
+    """
+    partner_id = partner.id
     if cycle.partner_code != partner.code:
         raise ValidationFailed("the cycle belongs to another partner", fields={"cycle": ["other partner"]})
-    previous = _previous_statement(session, partner_id)
     # Cycles close in order, so this one can only be stored if the latest closed cycle
     # ends after it starts; in the usual case one query answers both questions.
     existing = None
@@ -157,23 +200,35 @@ def close_cycle(
                                                       partner.currency, "cycle-fee")]
     if postings is None:
         postings = aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle)
-    lines = build_lines(postings, adjustments,
-                        aggregate_reward_items(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle))
+    if reward_items is None:
+        reward_items = aggregate_reward_items(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle)
     statement = build_statement(
         cycle=cycle, currency=partner.currency,
         opening_balance_minor=previous.closing_balance_minor if previous is not None else 0,
-        lines=lines, due_date=due_date_for(cycle, time_zone=partner.time_zone, payment_terms_days=payment_terms_days),
+        lines=build_lines(postings, adjustments, reward_items),
+        due_date=due_date_for(cycle, time_zone=partner.time_zone, payment_terms_days=payment_terms_days),
     )
-    stored = _store(session, partner_id, statement, now=now, signing_key=signing_key, key_id=key_id)
-    finance.record_applications(session, adjustment_ids=adjustment_ids, run_id=stored.run_id)
+    return _Pending(partner_id, statement, adjustment_ids)
+
+
+def _announce(session: Session, pending: _Pending, stored: ClosedStatement, *, now: datetime,
+              credit_tracked: bool | None) -> None:
+    """What follows a stored statement in its transaction: applications, the partner's event, its credit.
+
+    ``credit_tracked`` may say beforehand whether the partner has a credit snapshot; None
+    asks here.
+    """
+    finance.record_applications(session, adjustment_ids=pending.adjustment_ids, run_id=stored.run_id)
     # The partner hears of its new statement in the transaction that stores it; a re-run returned above.
-    webhooks.emit(session, event_type="statement.closed", partner_id=partner_id, now=now, data={
+    webhooks.emit(session, event_type="statement.closed", partner_id=pending.partner_id, now=now, data={
         "statement_id": stored.statement_id, "cycle_starts_at": stored.cycle_starts_at.isoformat(),
         "cycle_ends_at": stored.cycle_ends_at.isoformat(), "net_minor": stored.net_minor,
-        "currency": statement.currency})
+        "currency": pending.statement.currency})
     # The open period's issuance became a closed statement's net: the credit snapshot follows.
-    credit.refresh_if_tracked(session, partner_id=partner_id, now=now)
-    return stored
+    if credit_tracked is None:
+        credit.refresh_if_tracked(session, partner_id=pending.partner_id, now=now)
+    elif credit_tracked:
+        credit.refresh(session, partner_id=pending.partner_id, now=now)
 
 
 def charges_cycle_fee(terminated_at: datetime | None, cycle: Cycle) -> bool:
@@ -241,6 +296,41 @@ def aggregate_reward_items(session: Session, *, partner_id: int, partner_code: s
     ]
 
 
+def aggregate_due_reward_items(session: Session, due: list[tuple[int, Cycle]]) -> list[list[ItemAggregate]] | None:
+    """``aggregate_reward_items`` for many cycles in one query, by position in ``due``; None on SQLite.
+
+    The cycles join as a VALUES list (which SQLite cannot put in FROM); each finds its
+    partner's reward postings through the same index as the one-cycle query.
+    """
+    if not storage_for(session).values_join_supported():
+        return None
+    cycles = values(
+        column("position", Integer), column("partner_id", BigInteger), column("starts_at", UTCDateTime()),
+        column("ends_at", UTCDateTime()), name="due_cycles",
+    ).data([(offset, partner_id, cycle.starts_at, cycle.ends_at) for offset, (partner_id, cycle) in enumerate(due)])
+    order = aliased(RewardOrder)
+    rows = session.execute(
+        select(cycles.c.position, JournalTransaction.kind, Reward.code, order.unit_price_minor, order.currency,
+               integer_sum(order.items).label("items"), integer_sum(order.points).label("points"))
+        .select_from(cycles)
+        .join(JournalTransaction, (JournalTransaction.partner_id == cycles.c.partner_id)
+              & (JournalTransaction.posted_at >= cycles.c.starts_at)
+              & (JournalTransaction.posted_at < cycles.c.ends_at))
+        .join(order, (JournalTransaction.id == order.capture_transaction_id)
+              | (JournalTransaction.id == order.return_transaction_id))
+        .join(Reward, Reward.id == order.reward_id)
+        .where(JournalTransaction.kind.in_([kind.value for kind in ITEM_LINE_KIND_BY_TRANSACTION_KIND]))
+        .group_by(cycles.c.position, JournalTransaction.kind, Reward.code, order.unit_price_minor, order.currency)
+    ).all()
+    found: list[list[ItemAggregate]] = [[] for _ in due]
+    for row in rows:
+        found[row.position].append(ItemAggregate(
+            partner_code=due[row.position][1].partner_code,
+            line_kind=ITEM_LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)], currency=row.currency,
+            reference=row.code, unit_price_minor=row.unit_price_minor, items=row.items, points=row.points))
+    return found
+
+
 def _aggregate(row: Row[*tuple[Any, ...]], partner_code: str) -> PostingAggregate:
     """One SQL row as a netting aggregate, with the points made positive."""
     line_kind = LINE_KIND_BY_TRANSACTION_KIND[TransactionKind(row.kind)]
@@ -268,50 +358,62 @@ def _previous_statement(session: Session, partner_id: int) -> Row[datetime, int]
 
 
 def _store(
-    session: Session, partner_id: int, statement: Statement, *, now: datetime, signing_key: Ed25519PrivateKey,
-    key_id: str,
-) -> ClosedStatement:
-    """Insert the run, the statement with its signed documents, and its lines; returns what was stored.
+    session: Session, pending: list[_Pending], *, audit_chain: ChainHead, now: datetime,
+    signing_key: Ed25519PrivateKey, key_id: str,
+) -> list[ClosedStatement]:
+    """Sign and insert the runs, the statements with their documents, and their lines; returns what was stored.
 
-    The signed documents carry the audit log's head as this transaction sees it: the
-    partner keeps them, which anchors the log outside the hub's database.
+    Three INSERTs for any number of statements, each returning its ids in the order
+    given. The signed documents carry ``audit_chain``, the audit log's head as this
+    transaction saw it: the partner keeps them, which anchors the log outside the hub's
+    database.
     """
-    statement = replace(statement, audit_chain=audit_log.head(session))
-    document_json, document_csv = render_json(statement), render_csv(statement)
-    signature_json = render_signature(sign_statement(document_json, signing_key, key_id))
-    signature_csv = render_signature(sign_statement(document_csv, signing_key, key_id))
-    run_id = session.execute(
-        insert(SettlementRun).values(
-            partner_id=partner_id, cycle_frequency=str(statement.cycle.frequency),
-            cycle_starts_at=statement.cycle.starts_at, cycle_ends_at=statement.cycle.ends_at, closed_at=now,
-        ).returning(SettlementRun.id)
-    ).scalar_one()
-    statement_id = session.execute(
-        insert(SettlementStatement).values(
-            run_id=run_id, partner_id=partner_id, currency=statement.currency,
-            opening_balance_minor=statement.opening_balance_minor, net_minor=statement.net_minor,
-            closing_balance_minor=statement.closing_balance_minor, due_date=statement.due_date,
-            rounding_residue_minor=statement.rounding_residue_minor,
-            document_json=document_json.decode("utf-8"), document_csv=document_csv.decode("utf-8"),
-            signature_json=signature_json.decode("utf-8"), signature_csv=signature_csv.decode("utf-8"), key_id=key_id,
-        ).returning(SettlementStatement.id)
-    ).scalar_one()
-    if statement.lines:
-        session.execute(insert(SettlementStatementLine), [
-            {
-                "statement_id": statement_id, "line_number": number, "line_kind": str(line.line_kind),
-                "price_per_point": line.price_per_point, "points": line.points, "count": line.count,
-                "reference": line.reference, "amount_minor": line.amount_minor,
-                "rounding_residue_minor": line.rounding_residue_minor,
-            }
-            for number, line in enumerate(statement.lines, start=1)
-        ])
-    return ClosedStatement(
-        run_id=run_id, statement_id=statement_id, partner_id=partner_id, cycle_starts_at=statement.cycle.starts_at,
-        cycle_ends_at=statement.cycle.ends_at, net_minor=statement.net_minor,
-        closing_balance_minor=statement.closing_balance_minor, key_id=key_id, document_json=document_json,
-        document_csv=document_csv, signature_json=signature_json, signature_csv=signature_csv, newly_closed=True,
-    )
+    documents = []
+    for item in pending:
+        statement = replace(item.statement, audit_chain=audit_chain)
+        document_json, document_csv = render_json(statement), render_csv(statement)
+        documents.append((statement, document_json, document_csv,
+                          render_signature(sign_statement(document_json, signing_key, key_id)),
+                          render_signature(sign_statement(document_csv, signing_key, key_id))))
+    run_ids = session.scalars(
+        insert(SettlementRun).returning(SettlementRun.id, sort_by_parameter_order=True),
+        [{"partner_id": item.partner_id, "cycle_frequency": str(item.statement.cycle.frequency),
+          "cycle_starts_at": item.statement.cycle.starts_at, "cycle_ends_at": item.statement.cycle.ends_at,
+          "closed_at": now} for item in pending],
+    ).all()
+    statement_ids = session.scalars(
+        insert(SettlementStatement).returning(SettlementStatement.id, sort_by_parameter_order=True),
+        [{"run_id": run_id, "partner_id": item.partner_id, "currency": statement.currency,
+          "opening_balance_minor": statement.opening_balance_minor, "net_minor": statement.net_minor,
+          "closing_balance_minor": statement.closing_balance_minor, "due_date": statement.due_date,
+          "rounding_residue_minor": statement.rounding_residue_minor,
+          "document_json": document_json.decode("utf-8"), "document_csv": document_csv.decode("utf-8"),
+          "signature_json": signature_json.decode("utf-8"), "signature_csv": signature_csv.decode("utf-8"),
+          "key_id": key_id}
+         for item, run_id, (statement, document_json, document_csv, signature_json, signature_csv)
+         in zip(pending, run_ids, documents, strict=True)],
+    ).all()
+    lines = [
+        {"statement_id": statement_id, "line_number": number, "line_kind": str(line.line_kind),
+         "price_per_point": line.price_per_point, "points": line.points, "count": line.count,
+         "reference": line.reference, "amount_minor": line.amount_minor,
+         "rounding_residue_minor": line.rounding_residue_minor}
+        for statement_id, (statement, *_) in zip(statement_ids, documents, strict=True)
+        for number, line in enumerate(statement.lines, start=1)
+    ]
+    if lines:
+        session.execute(insert(SettlementStatementLine), lines)
+    return [
+        ClosedStatement(
+            run_id=run_id, statement_id=statement_id, partner_id=item.partner_id,
+            cycle_starts_at=statement.cycle.starts_at, cycle_ends_at=statement.cycle.ends_at,
+            net_minor=statement.net_minor, closing_balance_minor=statement.closing_balance_minor, key_id=key_id,
+            document_json=document_json, document_csv=document_csv, signature_json=signature_json,
+            signature_csv=signature_csv, newly_closed=True,
+        )
+        for item, run_id, statement_id, (statement, document_json, document_csv, signature_json, signature_csv)
+        in zip(pending, run_ids, statement_ids, documents, strict=True)
+    ]
 
 
 def _stored(session: Session, partner_id: int, cycle_starts_at: datetime) -> ClosedStatement | None:
@@ -396,29 +498,105 @@ def close_due_cycles(
     grace: timedelta = DEFAULT_CLOSING_GRACE,
     limit: int = 1000,
 ) -> list[ClosedStatement]:
-    """Close every overdue cycle of every settling partner, oldest first, each in its own transaction.
+    """Close every overdue cycle of every settling partner, oldest first, in transactions of a few cycles.
 
-    Returns the statements this call closed; cycles another process closed meanwhile
-    are skipped, because ``close_cycle`` answers them from storage.
+    A run's first transaction closes one cycle and each next one twice as many as the
+    last, up to ``CLOSING_BATCH_CYCLES``: a crash loses only the transaction in flight,
+    which the next run closes again identically, and a long run pays one commit per
+    batch instead of one per cycle. A transaction that fails is rolled back and its
+    cycles closed again one per transaction, so the cycles before the failing one stay
+    closed, as if every cycle had committed on its own. Returns the statements this call
+    closed; cycles another process closed meanwhile are skipped, because they are
+    answered from storage.
     """
     closed: list[ClosedStatement] = []
     due = _due(session_factory, now=now - grace, partner_code=partner_code, limit=limit)
     postings: dict[int, list[PostingAggregate]] = {}
-    for position, (partner_id, cycle) in enumerate(due):
-        if len(closed) == limit:
-            break
+    position, size = 0, 1
+    while position < len(due) and len(closed) < limit:
         if position not in postings:
             postings = aggregate_due_cycles(session_factory, due[position:position + AGGREGATE_BATCH_CYCLES],
                                             first_position=position)
-        with session_factory() as session:
-            result = close_cycle(
-                session, partner_id=partner_id, cycle=cycle, now=now, signing_key=signer.signing_key,
-                key_id=signer.key_id, payment_terms_days=signer.payment_terms_days, postings=postings.get(position),
-            )
-            session.commit()
-        if result.newly_closed:
-            closed.append(result)
+        end = min(len(due), position + size, position + limit - len(closed))
+        if postings:
+            end = min(end, max(postings) + 1)
+        try:
+            results = _close_batch(session_factory, due[position:end], first_position=position,
+                                   postings=postings, now=now, signer=signer)
+        except Exception:
+            if end - position == 1:
+                raise
+            results = [_close_batch(session_factory, [item], first_position=at, postings=postings, now=now,
+                                    signer=signer)[0]
+                       for at, item in enumerate(due[position:end], start=position)]
+        closed.extend(result for result in results if result.newly_closed)
+        position, size = end, min(2 * size, CLOSING_BATCH_CYCLES)
     return closed
+
+
+def _close_batch(
+    session_factory: sessionmaker[Session], batch: list[tuple[int, Cycle]], *, first_position: int,
+    postings: dict[int, list[PostingAggregate]], now: datetime, signer: StatementSigner,
+) -> list[ClosedStatement]:
+    """Close a few due cycles in one transaction, reading what each needs once for all of them.
+
+    The partners' settlement locks are taken first, in the order of ``batch`` (by partner
+    code, as every closer takes them), then each partner's latest closed cycle, the audit
+    log's head, the reward items and whose credit is tracked are read once; the cycles
+    close in order, each one's closing balance the next one's opening.
+    """
+    partner_ids = list(dict.fromkeys(partner_id for partner_id, _ in batch))
+    with session_factory() as session:
+        for partner_id in partner_ids:
+            lock_partner_settlement(session, partner_id)
+        partners = {partner.id: partner
+                    for partner in session.scalars(select(Partner).where(Partner.id.in_(partner_ids)))}
+        previous = _previous_statements(session, partner_ids)
+        reward_items = aggregate_due_reward_items(session, batch)
+        # The partners ``credit.refresh_if_tracked`` would refresh: those with a credit snapshot.
+        tracked = set(session.scalars(
+            select(PartnerCredit.partner_id).where(PartnerCredit.partner_id.in_(partner_ids))))
+        prepared: list[ClosedStatement | _Pending] = []
+        for offset, (partner_id, cycle) in enumerate(batch):
+            partner = partners.get(partner_id)
+            if partner is None:
+                raise NotFound(f"no partner {partner_id}")
+            item = _prepare(
+                session, partner, cycle, previous=previous.get(partner_id), now=now,
+                payment_terms_days=signer.payment_terms_days, postings=postings.get(first_position + offset),
+                reward_items=None if reward_items is None else reward_items[offset],
+            )
+            previous[partner_id] = (
+                _Previous(item.cycle_ends_at, item.closing_balance_minor) if isinstance(item, ClosedStatement)
+                else _Previous(item.statement.cycle.ends_at, item.statement.closing_balance_minor))
+            prepared.append(item)
+        pending = [item for item in prepared if isinstance(item, _Pending)]
+        stored = iter(_store(session, pending, audit_chain=audit_log.head(session), now=now,
+                             signing_key=signer.signing_key, key_id=signer.key_id) if pending else [])
+        results: list[ClosedStatement] = []
+        for item in prepared:
+            if isinstance(item, _Pending):
+                closed = next(stored)
+                _announce(session, item, closed, now=now, credit_tracked=item.partner_id in tracked)
+                item = closed
+            results.append(item)
+        session.commit()
+    return results
+
+
+def _previous_statements(session: Session, partner_ids: list[int]) -> dict[int, _Previous]:
+    """Each partner's latest closed cycle's end and closing balance (partners with none are absent)."""
+    latest = (
+        select(SettlementRun.partner_id, func.max(SettlementRun.cycle_ends_at).label("ends_at"))
+        .where(SettlementRun.partner_id.in_(partner_ids)).group_by(SettlementRun.partner_id).subquery()
+    )
+    rows = session.execute(
+        select(SettlementRun.partner_id, SettlementRun.cycle_ends_at, SettlementStatement.closing_balance_minor)
+        .join(latest, (latest.c.partner_id == SettlementRun.partner_id)
+              & (latest.c.ends_at == SettlementRun.cycle_ends_at))
+        .join(SettlementStatement, SettlementStatement.run_id == SettlementRun.id)
+    ).all()
+    return {row.partner_id: _Previous(row.cycle_ends_at, row.closing_balance_minor) for row in rows}
 
 
 def close_due_cycles_by(
@@ -427,8 +605,8 @@ def close_due_cycles_by(
 ) -> list[ClosedStatement]:
     """``close_due_cycles`` asked for by a person (the console, the back office), then its audit log entry.
 
-    Each cycle commits on its own as it closes; the ``settlement.close`` entry, naming the
-    partner asked for and how many cycles closed, commits after them.
+    The cycles commit as they close, a few per transaction; the ``settlement.close`` entry,
+    naming the partner asked for and how many cycles closed, commits after them.
     """
     closed = close_due_cycles(session_factory, now=now, signer=signer, partner_code=partner_code)
     with session_factory() as session:
@@ -584,11 +762,11 @@ def _due(
 
 
 def closing_job(session_factory: sessionmaker[Session], signer: StatementSigner) -> Job:
-    """The scheduler job that closes due cycles; each cycle commits on its own."""
+    """The scheduler job that closes due cycles, a few per transaction (see ``close_due_cycles``)."""
 
     def run(session: Session, *, now: datetime, limit: int) -> int:
-        # The lease session stays unused: each cycle needs its own transaction, so that
-        # one partner's failure does not undo the others' closings.
+        # The lease session stays unused: the closings commit in transactions of their own, so
+        # that one partner's failure does not undo the others' closings.
         return len(close_due_cycles(session_factory, now=now, signer=signer, limit=limit))
 
     return Job("close-due-cycles", 300, run, "cycles closed")

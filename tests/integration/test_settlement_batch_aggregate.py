@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import time, timedelta
 
-from alliance.services import ledger
+import pytest
+from sqlalchemy import func, select
+
+from alliance.models import SettlementStatement
+from alliance.services import ledger, rewards
+from settlement import closing
 from settlement.closing import (
     BATCH_MIN_PARTNERS,
     aggregate_due_cycles,
+    aggregate_due_reward_items,
     aggregate_postings,
+    aggregate_reward_items,
     close_due_cycles,
 )
 from settlement.cycles import cycle_containing
 from tests.factories import make_member, make_partner
+from tests.integration.test_rewards import (
+    DAY,
+    at,
+    order,
+    step,
+    world,  # noqa: F401  (the rewards catalog fixture)
+)
 from tests.integration.test_settlement_closing import (
     DAY_ONE,
     DAY_TWO,
@@ -77,3 +91,49 @@ def test_closing_many_partners_at_once_prices_each_statement_from_its_own_postin
         issued[statement.partner_id] = [line["points"] for line in lines if line["line_kind"] == "points_issued"]
     assert issued == {partner_id: [100 + number] for number, partner_id in enumerate(partner_ids)}
     assert close_due_cycles(pg_hub.session_factory, now=DAY_TWO + timedelta(hours=1), signer=signer) == []
+
+
+def test_the_batched_reward_items_equal_the_per_cycle_ones(hub, world):  # noqa: F811
+    order(hub, world, "mug", "ORD-1", items=2)
+    step(hub, rewards.fulfil_order, "ORD-1", supplier_id=None, note=None, now=at(9))
+    order(hub, world, "mug", "ORD-2")
+    step(hub, rewards.fulfil_order, "ORD-2", supplier_id=None, note=None, now=at(10))
+    step(hub, rewards.cancel_order, "ORD-2", reason="changed my mind", now=at(12))
+    due = [(world[code], cycle_containing(day, partner_code=code, frequency="daily", time_zone="UTC",
+                                          cutoff_local=time(0, 0)))
+           for code in ("alpha", "gifts", "telco") for day in (DAY - timedelta(days=1), DAY, DAY + timedelta(days=1))]
+    with hub.session_factory() as session:
+        batched = aggregate_due_reward_items(session, due)
+        if hub.engine.dialect.name == "sqlite":
+            assert batched is None
+            return
+        assert batched is not None
+        one_by_one = [aggregate_reward_items(session, partner_id=partner_id, partner_code=cycle.partner_code,
+                                             cycle=cycle) for partner_id, cycle in due]
+    key = lambda item: (item.line_kind, item.reference, item.unit_price_minor)  # noqa: E731
+    assert [sorted(items, key=key) for items in batched] == [sorted(items, key=key) for items in one_by_one]
+    assert [len(items) for items in batched] == [0, 0, 0, 0, 2, 0, 0, 0, 0]
+
+
+def test_a_cycle_that_fails_in_a_batch_leaves_the_cycles_before_it_closed(hub, signer, monkeypatch):  # noqa: F811
+    partner_ids = [make_partner(hub, now=ONBOARDED_AT, code=f"shop-{number}", settlement_cycle="daily",
+                                time_zone="UTC") for number in range(6)]
+    emit = closing.webhooks.emit
+
+    def refusing(session, **arguments):  # type: ignore[no-untyped-def]
+        if arguments.get("partner_id") == partner_ids[4]:
+            raise RuntimeError("the event could not be written")
+        return emit(session, **arguments)
+
+    monkeypatch.setattr(closing.webhooks, "emit", refusing)
+    # Each partner has two due days (onboarding's and DAY_ONE's): 12 cycles, in batches of 1, 2, 4 and 5.
+    with pytest.raises(RuntimeError):
+        close_due_cycles(hub.session_factory, now=DAY_TWO + timedelta(hours=1), signer=signer)
+    with hub.session_factory() as session:
+        closed = dict(session.execute(select(SettlementStatement.partner_id, func.count())
+                                      .group_by(SettlementStatement.partner_id)).all())
+    # Shop 4's first cycle sits in the fourth batch; it is closed again cycle by cycle up to it.
+    assert closed == {partner_id: 2 for partner_id in partner_ids[:4]}
+    monkeypatch.setattr(closing.webhooks, "emit", emit)
+    again = close_due_cycles(hub.session_factory, now=DAY_TWO + timedelta(hours=1), signer=signer)
+    assert sorted(statement.partner_id for statement in again) == sorted(partner_ids[4:] * 2)
