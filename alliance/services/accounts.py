@@ -17,6 +17,7 @@ from alliance.domain.ledger import (
     account_code,
 )
 from alliance.models import LedgerAccount
+from alliance.storage.adapters import storage_for
 
 # Opening order matters: a member's available account gets the lowest id of the three,
 # so it is the first row any posting for that member locks.
@@ -74,3 +75,18 @@ def member_balances(session: Session, member_id: int) -> dict[str, int]:
     # A member's accounts always store a balance (the ``account_kind`` check); only partner
     # and hub accounts keep none, which the column's type allows for.
     return {kind.removeprefix("member_"): cast(int, balance) for kind, balance in rows}
+
+
+def inquired_balances(session: Session, member_id: int) -> dict[str, int]:
+    """``member_balances`` for a balance inquiry whose PIN matched, which lets its commit skip the disk flush.
+
+    What such a transaction writes (the request's nonce, its idempotency claim and stored
+    reply, perhaps a reset PIN-failure count) is harmless to lose in a crash: a retry runs
+    the read again, a replayed nonce reads again, a lost reset keeps the count higher.
+    A PIN that did not match is counted in a transaction that does flush. Read in the
+    storage adapter's hot path, with the setting in the same round trip.
+    """
+    rows = storage_for(session).read_deferring_flush(session, MEMBER_BALANCES, {"member_id": member_id})
+    if not rows:
+        raise NotFound("the member has no ledger accounts")
+    return {row.kind.removeprefix("member_"): cast(int, row.balance_points) for row in rows}

@@ -181,6 +181,14 @@ class Storage(Protocol):
         driver (``alliance.db.DriverStatement``). No ``in_()`` lists or Python-side defaults.
         """
 
+    def read_deferring_flush(self, session: Session, statement: Select[*tuple[Any, ...]],
+                             parameters: Mapping[str, object]) -> list[Any]:
+        """``read``, then this transaction's commit returns before the database flushes it (``defer_commit_flush``).
+
+        In the read's own round trip where the database allows it. The same caution as
+        ``UnitOfWork.defer_commit_flush``: only for a transaction whose loss in a crash is harmless.
+        """
+
     def write_earns(self, session: Session, postings: Sequence[EarnPosting], purchases: Sequence[PurchaseRow],
                     *, now: datetime, expires_at: datetime) -> WrittenEarns:
         """Write the postings (transactions, entries in account order, lots) and then the purchases.

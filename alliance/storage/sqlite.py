@@ -168,6 +168,11 @@ class SqliteStorage:
             written.purchase_ids.update((receipt_id, purchase_id) for receipt_id, purchase_id in stored)
         return written
 
+    def read_deferring_flush(self, session: Session, statement: Select[*tuple[Any, ...]],
+                             parameters: Mapping[str, object]) -> list[Any]:
+        """The read alone: commits here never wait for more than ``synchronous=NORMAL`` (``defer_commit_flush``)."""
+        return self.read(session, statement, parameters)
+
     def one_of(self, column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
         return column.in_(list(values))
 

@@ -58,7 +58,7 @@ from alliance.config import Settings
 from alliance.domain.rate_limits import PartnerLimiter, PartnerLimits, monotonic_seconds
 from alliance.extensions import hub_state
 from alliance.services import behaviour_points, member_verification, partners, purchases, redemptions, risk
-from alliance.services.accounts import member_balances
+from alliance.services.accounts import inquired_balances
 from alliance.services.member_verification import CardHolder
 from alliance.storage.unit_of_work import Session, UnitOfWork
 from settlement import api as settlement_closing
@@ -372,7 +372,7 @@ class BalanceInquiries(MethodView):
         def operation(uow: UnitOfWork, holder: CardHolder) -> tuple[int, dict[str, Any]]:
             # Read after the PIN check's card lock, in a statement of its own: a redemption
             # on this card that held the lock has committed by now, and its hold shows.
-            balances = member_balances(uow.session, holder.member_id)
+            balances = inquired_balances(uow.session, holder.member_id)
             return 200, BALANCE_OUTPUT.dump({
                 "card_number": presenters.mask_card_number(data["card_number"]), "tier": holder.tier,
                 "points_available": balances["available"], "points_pending": balances["pending"],
