@@ -89,7 +89,8 @@ def _stored_receipts(app: Flask, partner: SigningPartner) -> set[str]:
 def _traces_of(app: Flask, partner: SigningPartner) -> tuple[int, int]:
     """Nonces and idempotency records the API layer stored for ``partner``."""
     with hub_state(app).unit_of_work() as uow:
-        nonces = len(uow.session.scalars(select(SeenNonce.nonce).where(SeenNonce.partner_id == partner.partner_id)).all())
+        nonces = len(uow.session.scalars(select(SeenNonce.nonce)
+                                         .where(SeenNonce.partner_id == partner.partner_id)).all())
         keys = len(uow.session.scalars(select(IdempotencyRecord.id)
                                        .where(IdempotencyRecord.partner_id == partner.partner_id)).all())
     return nonces, keys
