@@ -248,6 +248,22 @@ def production_observability(artifacts: Path, name: str) -> Observability:
                          options=("-c", "python:alliance.gunicorn_conf"), log=log, token=token)
 
 
+def store_policy_without_limits(hub, reason: str = "benchmark: no risk limits") -> None:  # type: ignore[no-untyped-def]
+    """Store a risk policy with no limits on ``hub``'s database, in force since before the seed.
+
+    For benchmarks whose load a velocity limit would refuse by design (a few hot
+    members redeeming again and again), so that they measure what they are about.
+    """
+    from alliance.services import risk
+
+    # The seed is an hour old; the version is in force from an hour before that, stored an hour earlier still.
+    effective_from = utc_now() - timedelta(hours=2)
+    with hub.unit_of_work() as uow:
+        risk.set_policy(uow.session, document={"limits": []}, effective_from=effective_from, reason=reason,
+                        now=effective_from - timedelta(hours=1), actor="bench")
+        uow.commit()
+
+
 def run_audit_ok(hub) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
     """Run ``alliance audit``'s checks; (green, first problem or a summary)."""
     from alliance.services.audit import run_audit

@@ -38,7 +38,6 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,19 +110,6 @@ def _copy_database(postgres, source: str, target: str) -> str:  # type: ignore[n
     return postgres.url(target)
 
 
-def _store_empty_policy(hub) -> None:  # type: ignore[no-untyped-def]
-    """Store a policy with no limits on ``hub``'s database, in force since before the seed."""
-    from alliance.services import risk
-
-    # The seed is an hour old; the version is in force from an hour before that, stored an hour earlier still.
-    effective_from = common.utc_now() - timedelta(hours=2)
-    with hub.unit_of_work() as uow:
-        risk.set_policy(uow.session, document={"limits": []}, effective_from=effective_from,
-                        reason="benchmark: the earn with no risk limits", now=effective_from - timedelta(hours=1),
-                        actor="bench")
-        uow.commit()
-
-
 def _in_process(hub_app, requests: list[common.PreparedRequest]) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     """Send ``requests`` through the app in process: (SQL statements psycopg sent, CPU seconds this process spent).
 
@@ -180,7 +166,7 @@ def run(context: dict) -> list[dict]:  # type: ignore[type-arg]
     off_environment = {**on_environment, "ALLIANCE_DATABASE_URL": _copy_database(postgres, ON_DATABASE, OFF_DATABASE)}
     off_app = create_app(Settings.from_env(off_environment))
     off_hub = off_app.extensions["alliance"]
-    _store_empty_policy(off_hub)
+    common.store_policy_without_limits(off_hub, "benchmark: the earn with no risk limits")
     make_on, make_off = _purchase_maker(partners, members), _purchase_maker(partners, members)
     in_process = _in_process_rounds({"on": on_app, "off": off_app}, {"on": make_on, "off": make_off}, sizes)
     on_hub.engine.dispose()
