@@ -51,12 +51,12 @@ import resource
 import shutil
 import statistics
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from benchmarks import common
+from benchmarks.http_earn import _purchases
 from deploy import netns
 from deploy.cluster import Cluster, ClusterError
 
@@ -425,23 +425,12 @@ def _load_average() -> str:
 
 def _measure(cluster: Cluster, variants: list[Variant], partners, members, sizes: dict,  # type: ignore[no-untyped-def, type-arg]
              artifacts: Path) -> tuple[dict[str, dict[int, list[Load]]], dict[str, float], tuple[str, str]]:
-    from partners_sdk.signing import RequestSigner
-
-    signers = [RequestSigner(partner.key_id, partner.private_key) for partner in partners]
     position = [0]
 
     def make_requests(count: int, tag: str) -> list[common.PreparedRequest]:
         # The members in turn across loads, so no member sees many earns in a row.
-        purchased_at = common.recent()
-        requests = []
-        for _ in range(count):
-            number = position[0]
-            position[0] += 1
-            _, card_number = members[number % len(members)]
-            receipt_id = f"{tag}-{number}-{uuid.uuid4().hex[:8]}"
-            payload = common.purchase_payload(receipt_id, card_number, 1_000 + (number % 50) * 100, purchased_at)
-            requests.append(common.signed_post(signers[number % len(signers)], "/partner/v1/purchases", payload,
-                                               f"earn-{receipt_id}"))
+        requests = _purchases(partners, members, count, tag, start=position[0])
+        position[0] += count
         return requests
 
     before = _load_average()

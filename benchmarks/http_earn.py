@@ -48,14 +48,16 @@ TAIL_RATIO = 1.25
 WARM_UP_REQUESTS = 60
 
 
-def _purchases(partners, members, count: int, tag: str) -> list[common.PreparedRequest]:  # type: ignore[no-untyped-def]
-    """``count`` purchase reports, member i at partner i mod len(partners), each signed afresh."""
+def _purchases(partners, members, count: int, tag: str,  # type: ignore[no-untyped-def]
+               start: int = 0) -> list[common.PreparedRequest]:
+    """``count`` purchase reports, report i for member i and partner i (each mod their count), each signed afresh;
+    the numbering starts at ``start``, so successive calls can go on through the members."""
     from partners_sdk.signing import RequestSigner
 
     signers = [RequestSigner(partner.key_id, partner.private_key) for partner in partners]
     purchased_at = common.recent()
     requests = []
-    for number in range(count):
+    for number in range(start, start + count):
         _, card_number = members[number % len(members)]
         receipt_id = f"{tag}-{number}-{uuid.uuid4().hex[:8]}"
         payload = common.purchase_payload(receipt_id, card_number, 1_000 + (number % 50) * 100, purchased_at)
