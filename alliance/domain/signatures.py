@@ -381,10 +381,7 @@ def _require_matching_digest_of(request: IncomingRequest, canonical: _Canonical)
 
 
 def _require_valid_canonical_signature(canonical: _Canonical, key: PartnerKeyRecord) -> None:
-    try:
-        public_key = _public_key(key.public_key)
-    except ValueError:
-        raise SignatureRejected("key_unusable", f"key {key.key_id!r} is not an Ed25519 public key") from None
+    public_key = _usable_public_key(key)
     try:
         public_key.verify(canonical.signature, canonical.base)
     except InvalidSignature:
@@ -443,12 +440,15 @@ def _public_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def _require_valid_signature(request: IncomingRequest, key: PartnerKeyRecord, label: str) -> None:
+def _usable_public_key(key: PartnerKeyRecord) -> Ed25519PublicKey:
     try:
-        public_key = _public_key(key.public_key)
+        return _public_key(key.public_key)
     except ValueError:
         raise SignatureRejected("key_unusable", f"key {key.key_id!r} is not an Ed25519 public key") from None
-    check_signature(request, key_id=key.key_id, public_key=public_key)
+
+
+def _require_valid_signature(request: IncomingRequest, key: PartnerKeyRecord, label: str) -> None:
+    check_signature(request, key_id=key.key_id, public_key=_usable_public_key(key))
 
 
 def check_signature(request: IncomingRequest, *, key_id: str, public_key: Ed25519PublicKey) -> None:
