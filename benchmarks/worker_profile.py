@@ -1,8 +1,9 @@
 """Where a saturated gunicorn worker's Python CPU goes: py-spy over every worker, under load.
 
-``python -m benchmarks.worker_profile [hub|probe] [TOP]`` starts its own durable
-PostgreSQL, seeds the earn benchmark's partners and members, serves the hub (or the
-probe (b)) with the benchmarks' gunicorn settings, and while wrk saturates it samples each
+``python -m benchmarks.worker_profile [hub|production|probe] [TOP]`` starts its own
+durable PostgreSQL, seeds the earn benchmark's partners and members, serves the hub (or,
+``production``, the hub as ``http_earn`` judges it: multiprocess metrics and the JSON
+request log on; or the probe (b)) with the benchmarks' gunicorn settings, and while wrk saturates it samples each
 worker with ``py-spy record --gil``: only the thread holding the GIL is sampled, so the
 samples are the workers' Python CPU, not their threads waiting on sockets. It prints the
 TOP functions by inclusive and by own share of the samples, and leaves the raw stacks in
@@ -80,6 +81,11 @@ def main(which: str, top: int) -> None:
                                                                     members=2000)
         if which == "probe":
             served = probe_server(context, partners, members)
+        elif which == "production":
+            observability = common.production_observability(artifacts, "hub")
+            served = common.Gunicorn(context, "alliance.wsgi:app", {**environment, **observability.environment},
+                                     ready_path="/healthz", name="hub", options=observability.options,
+                                     log=observability.log)
         else:
             served = common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub")
         with served as gunicorn:
