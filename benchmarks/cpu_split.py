@@ -1,10 +1,12 @@
 """Where a saturated signed earn's CPU goes: hub workers, PostgreSQL backends, wrk.
 
-``python -m benchmarks.cpu_split [probe] [hub] [CONNECTIONS ...]`` starts its own durable
-PostgreSQL, seeds the earn benchmark's partners and members, and for the probe (b) and the
-hub runs wrk at each of CONNECTIONS (default 12) for 15 s (after a warm-up), reading the CPU time every process used
-from ``/proc``: per request, the gunicorn workers', the PostgreSQL processes' (split by
-kind: backends, walwriter, checkpointer...) and wrk's. On 2 cores a saturated run is
+``python -m benchmarks.cpu_split [probe] [minimal] [hub] [production] [CONNECTIONS ...]``
+starts its own durable PostgreSQL, seeds the earn benchmark's partners and members, and
+for the probe (b), the floor (c) (``minimal``), the hub, and the hub as ``http_earn``
+judges it (``production``: multiprocess metrics and the JSON request log on) runs wrk
+at each of CONNECTIONS (default 12) for 15 s (after a warm-up), reading the CPU time
+every process used from ``/proc``: per request, the gunicorn workers', the PostgreSQL
+server's processes' (split by kind: backends, walwriter, checkpointer...) and wrk's. On 2 cores a saturated run is
 CPU-bound, so throughput is about 2 cores ÷ the sum; the probe's sum is the floor's.
 Not part of ``make bench``; a tool for the work of reaching the earn target.
 """
@@ -33,14 +35,17 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
-def _postgres_processes() -> dict[int, str]:
-    """Every PostgreSQL process on the machine (run this on an otherwise idle one), by pid, with its kind."""
+def _postgres_processes(postmaster: int) -> dict[int, str]:
+    """The PostgreSQL server's processes (the postmaster and its children), by pid, with their kind."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if postmaster not in (int(entry.name), parent):
                 continue
             command = (entry / "cmdline").read_text().replace("\0", " ").strip()
         except OSError:
@@ -54,14 +59,14 @@ def _postgres_processes() -> dict[int, str]:
 
 
 def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedRequest], artifacts: Path,
-             connections: int = common.WRK_CONNECTIONS) -> str:
+             postmaster: int, connections: int = common.WRK_CONNECTIONS) -> str:
     warm_up = artifacts / f"{name}-warm-up.requests"
     measured = artifacts / f"{name}.requests"
     common.write_request_file(warm_up, requests[:WARM_UP_REQUESTS])
     common.write_request_file(measured, requests[WARM_UP_REQUESTS:])
     common.run_wrk(server.base_url, warm_up, artifacts, duration_s=5, connections=4)
     workers = server.worker_pids()
-    postgres_before = {pid: _cpu_s(pid) for pid in _postgres_processes()}
+    postgres_before = {pid: _cpu_s(pid) for pid in _postgres_processes(postmaster)}
     workers_before = sum(_cpu_s(pid) for pid in workers)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = common.run_wrk(server.base_url, measured, artifacts, duration_s=15, connections=connections,
@@ -72,7 +77,7 @@ def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedR
     wrk_ms = ((children_after.ru_utime + children_after.ru_stime)
               - (children_before.ru_utime + children_before.ru_stime)) * per_request_ms
     by_kind: dict[str, float] = {}
-    for pid, kind in _postgres_processes().items():
+    for pid, kind in _postgres_processes(postmaster).items():
         by_kind[kind] = by_kind.get(kind, 0.0) + (_cpu_s(pid) - postgres_before.get(pid, 0.0)) * per_request_ms
     postgres_ms = sum(by_kind.values())
     kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(by_kind.items()) if value >= 0.0005)
@@ -83,7 +88,7 @@ def _measure(server: common.Gunicorn, name: str, requests: list[common.PreparedR
 
 
 def main(which: list[str], connection_counts: list[int]) -> None:
-    """Measure the probe and/or the hub at each connection count, print the CPU split of each run."""
+    """Measure each of ``which`` at each connection count, print the CPU split of each run."""
     from tests.postgres_server import start_postgres
 
     artifacts = common.ARTIFACTS / "cpu-split"
@@ -91,19 +96,28 @@ def main(which: list[str], connection_counts: list[int]) -> None:
     server = start_postgres(durable=True)
     context = {"postgres": server, "venv_python": sys.executable, "scale": "full", "artifacts": artifacts}
     try:
+        postmaster = int((server.directory / "data" / "postmaster.pid").read_text().split()[0])
         _, environment, hub, partners, members = common.earning_hub(server, "bench_earn", artifacts, partners=4,
                                                                     members=2000)
-        if "probe" in which:
-            with probe_server(context, partners, members) as probe:
+        for name in which:
+            if name in ("probe", "minimal"):
+                served = probe_server(context, partners, members, verify="minimal" if name == "minimal" else "library")
+                label, count = ("probe (b)" if name == "probe" else "floor (c)"), 15_000
+            elif name == "production":
+                observability = common.production_observability(artifacts, "hub")
+                served = common.Gunicorn(context, "alliance.wsgi:app", {**environment, **observability.environment},
+                                         ready_path="/healthz", name="hub", options=observability.options,
+                                         log=observability.log)
+                label, count = "hub earn (metrics, JSON log)", 10_000
+            elif name == "hub":
+                served = common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz", name="hub")
+                label, count = "hub earn", 10_000
+            else:
+                raise SystemExit(f"unknown server {name!r}: probe, minimal, hub or production")
+            with served as gunicorn:
                 for connections in connection_counts:
-                    print(_measure(probe, "probe (b)", _purchases(partners, members, 15_000, f"probe-{connections}"),
-                                   artifacts, connections))
-        if "hub" in which:
-            with common.Gunicorn(context, "alliance.wsgi:app", environment, ready_path="/healthz",
-                                 name="hub") as hub_server:
-                for connections in connection_counts:
-                    print(_measure(hub_server, "hub earn", _purchases(partners, members, 10_000, f"hub-{connections}"),
-                                   artifacts, connections))
+                    print(_measure(gunicorn, label, _purchases(partners, members, count, f"{name}-{connections}"),
+                                   artifacts, postmaster, connections), flush=True)
         hub.engine.dispose()
     finally:
         server.stop()
@@ -111,5 +125,5 @@ def main(which: list[str], connection_counts: list[int]) -> None:
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
-    main([name for name in arguments if not name.isdigit()] or ["probe", "hub"],
+    main([name for name in arguments if not name.isdigit()] or ["probe", "minimal", "hub", "production"],
          [int(count) for count in arguments if count.isdigit()] or [common.WRK_CONNECTIONS])
