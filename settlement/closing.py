@@ -14,6 +14,7 @@ store written, once per transaction (``close_due_cycles``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -48,7 +49,7 @@ from alliance.storage.adapters import storage_for
 from settlement import credit, finance
 from settlement.cycles import Cycle, due_cycles
 from settlement.keys import StatementSigner
-from settlement.locking import lock_partner_settlement
+from settlement.locking import lock_partner_settlement, lock_partners_settlement
 from settlement.netting import (
     EXACT,
     ITEM_LINE_KIND_BY_TRANSACTION_KIND,
@@ -92,6 +93,8 @@ AGGREGATE_BATCH_CYCLES = 1000
 BATCH_MIN_PARTNERS = 20
 # Most cycles one closing transaction holds (see ``close_due_cycles``).
 CLOSING_BATCH_CYCLES = 64
+# The webhook event a partner receives for each statement closed.
+STATEMENT_CLOSED = "statement.closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +139,13 @@ def close_cycle(
         raise NotFound(f"no partner {partner_id}")
     previous = _previous_statement(session, partner_id)
     prepared = _prepare(session, partner, cycle, previous=None if previous is None else _Previous(*previous),
-                        now=now, payment_terms_days=payment_terms_days, postings=postings, reward_items=None)
+                        now=now, payment_terms_days=payment_terms_days, postings=postings, reward_items=None,
+                        adjustments=None)
     if isinstance(prepared, ClosedStatement):
         return prepared
     [stored] = _store(session, [prepared], audit_chain=audit_log.head(session), now=now, signing_key=signing_key,
                       key_id=key_id)
-    _announce(session, prepared, stored, now=now, credit_tracked=None)
+    _announce(session, prepared, stored, now=now, credit_tracked=None, receivers=None)
     return stored
 
 
@@ -165,11 +169,13 @@ class _Pending:
 def _prepare(
     session: Session, partner: Partner, cycle: Cycle, *, previous: _Previous | None, now: datetime,
     payment_terms_days: int, postings: list[PostingAggregate] | None, reward_items: list[ItemAggregate] | None,
+    adjustments: finance.UnappliedAdjustments | None,
 ) -> ClosedStatement | _Pending:
     """The statement of a cycle of a partner whose settlement lock this transaction holds, or the stored one.
 
     ``previous`` is the partner's latest closed cycle; ``postings`` and ``reward_items``
-    may come aggregated beforehand for many cycles at once (None aggregates them here).
+    may come aggregated beforehand for many cycles at once (None aggregates them here),
+    and ``adjustments`` read beforehand for the transaction's partners (None reads them here).
     """
     partner_id = partner.id
     if cycle.partner_code != partner.code:
@@ -193,11 +199,13 @@ def _prepare(
             f"not where this one starts ({cycle.starts_at.isoformat()}); close cycles in order"
         )
     # Approved adjustments not yet applied land in this, the first cycle closed after their approval.
-    adjustment_ids, adjustments = finance.approved_for_cycle(
-        session, partner_id=partner_id, partner_code=partner.code, cycle_ends_at=cycle.ends_at)
+    if adjustments is None:
+        adjustments = finance.unapplied_adjustments(session, partner_ids=[partner_id])
+    adjustment_ids, applied = adjustments.take(partner_id=partner_id, partner_code=partner.code,
+                                               cycle_ends_at=cycle.ends_at)
     if partner.cycle_fee_minor and charges_cycle_fee(partner.terminated_at, cycle):
-        adjustments = [*adjustments, AdjustmentAmount(partner.code, LineKind.FEE, partner.cycle_fee_minor,
-                                                      partner.currency, "cycle-fee")]
+        applied = [*applied, AdjustmentAmount(partner.code, LineKind.FEE, partner.cycle_fee_minor,
+                                              partner.currency, "cycle-fee")]
     if postings is None:
         postings = aggregate_postings(session, partner_id=partner_id, partner_code=partner.code, cycle=cycle)
     if reward_items is None:
@@ -205,25 +213,26 @@ def _prepare(
     statement = build_statement(
         cycle=cycle, currency=partner.currency,
         opening_balance_minor=previous.closing_balance_minor if previous is not None else 0,
-        lines=build_lines(postings, adjustments, reward_items),
+        lines=build_lines(postings, applied, reward_items),
         due_date=due_date_for(cycle, time_zone=partner.time_zone, payment_terms_days=payment_terms_days),
     )
     return _Pending(partner_id, statement, adjustment_ids)
 
 
 def _announce(session: Session, pending: _Pending, stored: ClosedStatement, *, now: datetime,
-              credit_tracked: bool | None) -> None:
+              credit_tracked: bool | None, receivers: Sequence[int] | None) -> None:
     """What follows a stored statement in its transaction: applications, the partner's event, its credit.
 
-    ``credit_tracked`` may say beforehand whether the partner has a credit snapshot; None
-    asks here.
+    ``credit_tracked`` may say beforehand whether the partner has a credit snapshot, and
+    ``receivers`` which endpoints hear of the statement (``webhooks.partner_receivers``);
+    None asks here.
     """
     finance.record_applications(session, adjustment_ids=pending.adjustment_ids, run_id=stored.run_id)
     # The partner hears of its new statement in the transaction that stores it; a re-run returned above.
-    webhooks.emit(session, event_type="statement.closed", partner_id=pending.partner_id, now=now, data={
+    webhooks.emit(session, event_type=STATEMENT_CLOSED, partner_id=pending.partner_id, now=now, data={
         "statement_id": stored.statement_id, "cycle_starts_at": stored.cycle_starts_at.isoformat(),
         "cycle_ends_at": stored.cycle_ends_at.isoformat(), "net_minor": stored.net_minor,
-        "currency": pending.statement.currency})
+        "currency": pending.statement.currency}, receivers=receivers)
     # The open period's issuance became a closed statement's net: the credit snapshot follows.
     if credit_tracked is None:
         credit.refresh_if_tracked(session, partner_id=pending.partner_id, now=now)
@@ -540,18 +549,19 @@ def _close_batch(
 ) -> list[ClosedStatement]:
     """Close a few due cycles in one transaction, reading what each needs once for all of them.
 
-    The partners' settlement locks are taken first, in the order of ``batch`` (by partner
-    code, as every closer takes them), then each partner's latest closed cycle, the audit
-    log's head, the reward items and whose credit is tracked are read once; the cycles
-    close in order, each one's closing balance the next one's opening.
+    The partners' settlement locks are taken first, in one statement in the order of
+    ``batch`` (by partner code, as every closer takes them), then each partner's latest
+    closed cycle, its unapplied adjustments, the audit log's head, the reward items,
+    whose credit is tracked and which endpoints hear of a statement are read once; the
+    cycles close in order, each one's closing balance the next one's opening.
     """
     partner_ids = list(dict.fromkeys(partner_id for partner_id, _ in batch))
     with session_factory() as session:
-        for partner_id in partner_ids:
-            lock_partner_settlement(session, partner_id)
+        lock_partners_settlement(session, partner_ids)
         partners = {partner.id: partner
                     for partner in session.scalars(select(Partner).where(Partner.id.in_(partner_ids)))}
         previous = _previous_statements(session, partner_ids)
+        adjustments = finance.unapplied_adjustments(session, partner_ids=partner_ids)
         reward_items = aggregate_due_reward_items(session, batch)
         # The partners ``credit.refresh_if_tracked`` would refresh: those with a credit snapshot.
         tracked = set(session.scalars(
@@ -564,7 +574,7 @@ def _close_batch(
             item = _prepare(
                 session, partner, cycle, previous=previous.get(partner_id), now=now,
                 payment_terms_days=signer.payment_terms_days, postings=postings.get(first_position + offset),
-                reward_items=None if reward_items is None else reward_items[offset],
+                reward_items=None if reward_items is None else reward_items[offset], adjustments=adjustments,
             )
             previous[partner_id] = (
                 _Previous(item.cycle_ends_at, item.closing_balance_minor) if isinstance(item, ClosedStatement)
@@ -573,11 +583,14 @@ def _close_batch(
         pending = [item for item in prepared if isinstance(item, _Pending)]
         stored = iter(_store(session, pending, audit_chain=audit_log.head(session), now=now,
                              signing_key=signer.signing_key, key_id=signer.key_id) if pending else [])
+        receivers = webhooks.partner_receivers(
+            session, event_type=STATEMENT_CLOSED, partner_ids=list(dict.fromkeys(item.partner_id for item in pending)))
         results: list[ClosedStatement] = []
         for item in prepared:
             if isinstance(item, _Pending):
                 closed = next(stored)
-                _announce(session, item, closed, now=now, credit_tracked=item.partner_id in tracked)
+                _announce(session, item, closed, now=now, credit_tracked=item.partner_id in tracked,
+                          receivers=receivers.get(item.partner_id, []))
                 item = closed
             results.append(item)
         session.commit()

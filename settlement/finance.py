@@ -3,7 +3,7 @@
 Adjustments: finance requests a signed amount for a partner (> 0 the partner owes the
 hub, < 0 a credit); a different staff client approves or rejects it, once. Only approved
 adjustments land, each in the first cycle of its partner closed after its approval
-(``approved_for_cycle`` feeds ``close_cycle``; ``record_applications`` writes the
+(``unapplied_adjustments`` feeds the closer; ``record_applications`` writes the
 append-only link to the run). A closed statement is never edited.
 
 Invoices and payments are append-only events on a statement. A statement is invoiced
@@ -289,20 +289,55 @@ def _adjustment_views(session: Session, *, select_where: list[ColumnElement[bool
     ]
 
 
-def approved_for_cycle(
-    session: Session, *, partner_id: int, partner_code: str, cycle_ends_at: datetime,
-) -> tuple[list[int], list[AdjustmentAmount]]:
-    """The approved, not yet applied adjustments approved before the cycle's end, for ``build_lines``."""
+@dataclass(frozen=True, slots=True)
+class _Unapplied:
+    id: int
+    amount_minor: int
+    currency: str
+    reference: str
+    decided_at: datetime
+
+
+@dataclass(slots=True)
+class UnappliedAdjustments:
+    """The approved adjustments no closed statement has applied yet, of a few partners, read once.
+
+    Read under the partners' settlement locks (approvals take them too), it serves every
+    cycle the transaction closes for them: ``take`` hands a cycle its adjustments and
+    keeps them from the partner's later cycles, as reading again after each cycle
+    closed would.
+    """
+
+    by_partner: dict[int, list[_Unapplied]]
+
+    def take(self, *, partner_id: int, partner_code: str,
+             cycle_ends_at: datetime) -> tuple[list[int], list[AdjustmentAmount]]:
+        """The partner's adjustments approved before the cycle's end, by id, for ``build_lines``; now applied."""
+        waiting = self.by_partner.get(partner_id, [])
+        taken = [row for row in waiting if row.decided_at < cycle_ends_at]
+        if taken:
+            self.by_partner[partner_id] = [row for row in waiting if not row.decided_at < cycle_ends_at]
+        amounts = [AdjustmentAmount(partner_code=partner_code, kind=LineKind.ADJUSTMENT, amount_minor=row.amount_minor,
+                                    currency=row.currency, reference=row.reference) for row in taken]
+        return [row.id for row in taken], amounts
+
+
+def unapplied_adjustments(session: Session, *, partner_ids: Sequence[int]) -> UnappliedAdjustments:
+    """The partners' approved, not yet applied adjustments, in one query (see ``UnappliedAdjustments``)."""
     rows = session.execute(
-        select(Adjustment)
+        select(Adjustment.id, Adjustment.partner_id, Adjustment.amount_minor, Adjustment.currency,
+               Adjustment.reference, Adjustment.decided_at)
         .outerjoin(AdjustmentApplication, AdjustmentApplication.adjustment_id == Adjustment.id)
-        .where(Adjustment.partner_id == partner_id, Adjustment.status == "approved",
-               Adjustment.decided_at < cycle_ends_at, AdjustmentApplication.id.is_(None))
+        .where(Adjustment.partner_id.in_(list(partner_ids)), Adjustment.status == "approved",
+               AdjustmentApplication.id.is_(None))
         .order_by(Adjustment.id)
-    ).scalars().all()
-    amounts = [AdjustmentAmount(partner_code=partner_code, kind=LineKind.ADJUSTMENT, amount_minor=row.amount_minor,
-                                currency=row.currency, reference=row.reference) for row in rows]
-    return [row.id for row in rows], amounts
+    ).all()
+    found: dict[int, list[_Unapplied]] = {}
+    for row in rows:
+        # An approved adjustment was decided, so it has its time.
+        found.setdefault(row.partner_id, []).append(
+            _Unapplied(row.id, row.amount_minor, row.currency, row.reference, cast(datetime, row.decided_at)))
+    return UnappliedAdjustments(found)
 
 
 def unapplied_approval_times(session: Session, *, partner_ids: list[int]) -> dict[int, datetime]:

@@ -8,6 +8,8 @@ it without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import ValidationFailed
@@ -21,6 +23,19 @@ PARTNER_ID_LIMIT = 2**32
 
 def lock_partner_settlement(session: Session, partner_id: int) -> None:
     """Take the exclusive settlement lock of one partner until the transaction ends."""
+    storage_for(session).lock(session, _key(partner_id))
+
+
+def lock_partners_settlement(session: Session, partner_ids: Sequence[int]) -> None:
+    """Take several partners' settlement locks in the order given, in one statement.
+
+    Whoever takes more than one must give them in one order every such caller keeps (the
+    closer: partner code), or two of them could each wait for the other.
+    """
+    storage_for(session).lock_many(session, [_key(partner_id) for partner_id in partner_ids])
+
+
+def _key(partner_id: int) -> int:
     if not 0 < partner_id < PARTNER_ID_LIMIT:
         raise ValidationFailed("partner id out of range for the settlement lock", fields={"partner_id": ["range"]})
-    storage_for(session).lock(session, SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id)
+    return SETTLEMENT_LOCK_NAMESPACE * PARTNER_ID_LIMIT + partner_id

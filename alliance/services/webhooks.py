@@ -209,24 +209,21 @@ def endpoints(session: Session, *, partner: str | None = None, status: str | Non
 
 
 def emit(session: Session, *, event_type: str, data: Mapping[str, Any], now: datetime,
-         partner_id: int | None = None) -> str | None:
+         partner_id: int | None = None, receivers: Sequence[int] | None = None) -> str | None:
     """Write an event and its deliveries in the caller's transaction; its id, or None when nobody subscribed.
 
     A partner event goes to the partner's active endpoints subscribed to its type; a
     member message to every active member-messaging endpoint subscribed to it. An event
-    nobody receives is not kept.
+    nobody receives is not kept. ``receivers`` may name those endpoints, read beforehand
+    in the same transaction by ``partner_receivers`` for many events at once.
     """
-    kind = rules.EVENT_TYPES.get(event_type)
-    if kind is None:
-        raise ValueError(f"unknown event type {event_type!r}")
+    kind = _kind(event_type)
     if kind.audience is rules.Audience.PARTNER and partner_id is None:
         raise ValueError("a partner event names its partner")
-    query = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-        WebhookEndpoint.status == "active", WebhookEndpoint.audience == kind.audience.value)
-    if kind.audience is rules.Audience.PARTNER:
-        query = query.where(WebhookEndpoint.partner_id == partner_id)
-    receivers = [endpoint_id for endpoint_id, types in session.execute(query)
-                 if event_type in types.split(",")]
+    if receivers is None:
+        found = _receivers(session, kind, event_type,
+                           [partner_id] if kind.audience is rules.Audience.PARTNER and partner_id is not None else None)
+        receivers = [endpoint_id for endpoints in found.values() for endpoint_id in endpoints]
     if not receivers:
         return None
     event_id = new_event_id()
@@ -238,6 +235,42 @@ def emit(session: Session, *, event_type: str, data: Mapping[str, Any], now: dat
         {"event_id": event_row, "endpoint_id": endpoint_id, "status": "pending", "attempts": 0,
          "next_attempt_at": now} for endpoint_id in sorted(receivers)])
     return event_id
+
+
+def partner_receivers(session: Session, *, event_type: str, partner_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Per partner, the endpoints a partner event of this type goes to (``emit``'s ``receivers``), in one read.
+
+    A partner nobody subscribed for is absent.
+    """
+    kind = _kind(event_type)
+    if kind.audience is not rules.Audience.PARTNER:
+        raise ValueError(f"{event_type!r} is not a partner event")
+    if not partner_ids:
+        return {}
+    # Only the partners asked for are found, so every key names one.
+    found = _receivers(session, kind, event_type, partner_ids)
+    return {partner_id: endpoints for partner_id, endpoints in found.items() if partner_id is not None}
+
+
+def _kind(event_type: str) -> rules.EventType:
+    kind = rules.EVENT_TYPES.get(event_type)
+    if kind is None:
+        raise ValueError(f"unknown event type {event_type!r}")
+    return kind
+
+
+def _receivers(session: Session, kind: rules.EventType, event_type: str,
+               partner_ids: Sequence[int] | None) -> dict[int | None, list[int]]:
+    """The active endpoints of the event's audience subscribed to its type, by partner (of ``partner_ids`` if given)."""
+    query = select(WebhookEndpoint.partner_id, WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+        WebhookEndpoint.status == "active", WebhookEndpoint.audience == kind.audience.value)
+    if partner_ids is not None:
+        query = query.where(WebhookEndpoint.partner_id.in_(list(partner_ids)))
+    found: dict[int | None, list[int]] = {}
+    for partner_id, endpoint_id, types in session.execute(query):
+        if event_type in types.split(","):
+            found.setdefault(partner_id, []).append(endpoint_id)
+    return found
 
 
 def new_event_id() -> str:

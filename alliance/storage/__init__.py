@@ -210,6 +210,9 @@ class Storage(Protocol):
     def lock(self, session: Session, key: int) -> None:
         """Hold the named lock until the transaction ends (others taking it wait)."""
 
+    def lock_many(self, session: Session, keys: Sequence[int]) -> None:
+        """``lock`` for each of ``keys`` one after another, in the order given, in one round trip."""
+
     # --- reports ----------------------------------------------------------------------
     def month_of(self, column: ColumnElement[Any]) -> ColumnElement[str]:
         """``YYYY-MM`` of a UTC timestamp column."""

@@ -185,6 +185,10 @@ class SqliteStorage:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock; any statement makes sure it has begun."""
         session.execute(text("SELECT 1"))
 
+    def lock_many(self, session: Session, keys: Sequence[int]) -> None:
+        """The one write lock covers every key."""
+        session.execute(text("SELECT 1"))
+
     def month_of(self, column: ColumnElement[Any]) -> ColumnElement[str]:
         return cast(func.strftime("%Y-%m", column), String)
 
