@@ -242,8 +242,6 @@ DEPARTURES: tuple[Departure, ...] = (
     Departure("redemption_holds", "unique_without_distribution_column", "uq_redemption_holds_partner_id_reference",
               _ROUTE_BY_LOOKUP.format(key="(partner_id, reference)")
               + "; capture, void and refund arrive with the partner's reference, not the card"),
-    Departure("idempotency_keys", "unique_without_distribution_column", "pk_idempotency_keys",
-              "make (idempotency_key, partner_id) the primary key"),
     # References by id alone between co-located tables.
     *_composite_references("journal_transactions", ("hold_id", "redemption_holds"),
                            ("reverses_transaction_id", "journal_transactions")),

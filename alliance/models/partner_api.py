@@ -99,14 +99,15 @@ class IdempotencyRecord(Base):
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (
-        UniqueConstraint("partner_id", "idempotency_key"),
         CheckConstraint("status IN ('in_flight', 'completed')", name="status"),
         Index("ix_idempotency_keys_created_at", "created_at"),
     )
 
-    id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
-    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # The natural key is the key (the distribution column first): a surrogate id would
+    # cost every signed write a sequence call and one more index entry, and the claim,
+    # the reply and the pruning job all name the record by this key anyway.
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), primary_key=True)
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(10))
     response_status: Mapped[int | None] = mapped_column(Integer)

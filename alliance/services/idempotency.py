@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from alliance.domain.errors import AllianceError, Conflict
@@ -74,9 +74,13 @@ def _fingerprint(digest: Any, method: str, target: str, body: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The key's record as this request holds it: new (``in_flight``) or ``completed`` earlier."""
+    """The key's record as this request holds it: new (``in_flight``) or ``completed`` earlier.
 
-    record_id: int
+    ``partner_id`` and ``key`` name the record (its primary key).
+    """
+
+    partner_id: int
+    key: str
     status: str
     response_status: int | None = None
     response_body: str | None = None
@@ -112,11 +116,11 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
         raise KeyNotAsVerified()
     if not outcome.nonce_spent:
         raise NonceAlreadySpent()
-    if outcome.record_id is not None:
-        return Claim(record_id=outcome.record_id, status="in_flight", first_rows=outcome.first_rows)
+    if outcome.claimed:
+        return Claim(partner_id=partner_id, key=key, status="in_flight", first_rows=outcome.first_rows)
     # Nothing inserted: the key is taken, or another request holds its lock right now.
     row = session.execute(
-        select(IdempotencyRecord.id, IdempotencyRecord.status, IdempotencyRecord.request_fingerprint,
+        select(IdempotencyRecord.status, IdempotencyRecord.request_fingerprint,
                IdempotencyRecord.response_status, IdempotencyRecord.response_body)
         .where(IdempotencyRecord.partner_id == partner_id, IdempotencyRecord.idempotency_key == key)
         .with_for_update(skip_locked=True)
@@ -125,7 +129,7 @@ def claim(session: Session, *, partner_id: int, key: str, fingerprint: str, now:
         raise KeyInFlight("a request with this idempotency key is still being processed; retry shortly")
     if row.request_fingerprint != fingerprint:
         raise KeyReused("this idempotency key was used for a different request; use a new key for a new request")
-    return Claim(record_id=row.id, status=row.status, response_status=row.response_status,
+    return Claim(partner_id=partner_id, key=key, status=row.status, response_status=row.response_status,
                  response_body=row.response_body)
 
 
@@ -135,25 +139,28 @@ def _advisory_lock_key(partner_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def reply_write(session: Session, *, record_id: int, status: int, body: str, now: datetime) -> PendingWrite:
-    """The write storing the reply every retry with this key will get.
+def reply_write(session: Session, *, partner_id: int, key: str, status: int, body: str,
+                now: datetime) -> PendingWrite:
+    """The write storing the reply every retry with the partner's ``key`` will get.
 
     For the unit of work to run with its commit, in one round trip where the database
     allows it (``UnitOfWork.commit_with``): services never commit.
     """
-    return storage_for(session).reply_write(record_id=record_id, status=status, body=body, now=now)
+    return storage_for(session).reply_write(partner_id=partner_id, key=key, status=status, body=body, now=now)
 
 
-def forget(session: Session, *, record_id: int) -> None:
+def forget(session: Session, *, partner_id: int, key: str) -> None:
     """Drop a key whose request never reached anything to act on, so a retry can act."""
-    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.partner_id == partner_id,
+                                                    IdempotencyRecord.idempotency_key == key))
 
 
 def prune(session: Session, *, now: datetime, retention: timedelta = MINIMUM_RETENTION, limit: int = 10_000) -> int:
     """Forget keys older than the retention (never less than 72 hours); returns how many."""
     retention = max(retention, MINIMUM_RETENTION)
-    old = (select(IdempotencyRecord.id).where(IdempotencyRecord.created_at < now - retention)
-           .limit(limit).scalar_subquery())
+    old = (select(IdempotencyRecord.idempotency_key, IdempotencyRecord.partner_id)
+           .where(IdempotencyRecord.created_at < now - retention).limit(limit).subquery())
     # A DELETE's result is a CursorResult; Session.execute types every result as Result.
-    return cast(CursorResult[*tuple[Any, ...]],
-                session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(old)))).rowcount
+    return cast(CursorResult[*tuple[Any, ...]], session.execute(
+        delete(IdempotencyRecord).where(tuple_(IdempotencyRecord.idempotency_key, IdempotencyRecord.partner_id)
+                                        .in_(select(old.c.idempotency_key, old.c.partner_id))))).rowcount

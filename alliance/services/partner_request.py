@@ -212,12 +212,12 @@ class PartnerRequest:
                 # The request named something that does not exist (yet): nothing was done, so
                 # the key is not spent; a retry once the object exists must be able to act.
                 if prepare is not None:
-                    idempotency.forget(uow.session, record_id=claim.record_id)
+                    idempotency.forget(uow.session, partner_id=claim.partner_id, key=claim.key)
                 uow.commit()
                 return Reply(error.http_status, _json(self._problem_body(error)), replayed=False)
             status, body = error.http_status, self._problem_body(error)
         body_text = _json(body)
-        uow.commit_with(idempotency.reply_write(uow.session, record_id=claim.record_id, status=status,
+        uow.commit_with(idempotency.reply_write(uow.session, partner_id=claim.partner_id, key=claim.key, status=status,
                                                 body=body_text, now=self.now))
         return Reply(status, body_text, replayed=False)
 

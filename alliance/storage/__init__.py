@@ -68,7 +68,7 @@ class ClaimAttempt:
 
 @dataclass(frozen=True, slots=True)
 class ClaimOutcome:
-    """What a claim found: whether the key stood and the nonce was new, and the record it inserted (if any).
+    """What a claim found: whether the key stood, the nonce was new and the claim inserted the key's record.
 
     ``first_rows`` are the rows of the attempt's first read when it ran with the claim;
     None when it did not (the database reads it separately, or nothing was claimed).
@@ -76,7 +76,7 @@ class ClaimOutcome:
 
     key_held: bool
     nonce_spent: bool
-    record_id: int | None
+    claimed: bool
     first_rows: list[Any] | None = None
 
 
@@ -163,8 +163,8 @@ class Storage(Protocol):
     def claim(self, session: Session, attempt: ClaimAttempt) -> ClaimOutcome:
         """Confirm the key, spend the nonce and insert the idempotency record, as far as each succeeds."""
 
-    def reply_write(self, *, record_id: int, status: int, body: str, now: datetime) -> PendingWrite:
-        """The write storing a request's reply under its idempotency record."""
+    def reply_write(self, *, partner_id: int, key: str, status: int, body: str, now: datetime) -> PendingWrite:
+        """The write storing a request's reply under its idempotency record, the partner's ``key``."""
 
     def execute_and_commit(self, session: Session, write: PendingWrite) -> None:
         """Run ``write`` and commit the session's transaction (the unit of work's; nothing else commits)."""

@@ -94,7 +94,7 @@ CLAIM_UNDER_ADVISORY_LOCK = text("""
     SELECT :claim_partner_id, :claim_key, :claim_fingerprint, 'in_flight', :claim_now
      WHERE pg_try_advisory_xact_lock(:claim_lock_key)
     ON CONFLICT (partner_id, idempotency_key) DO NOTHING
-    RETURNING id AS claim_record_id
+    RETURNING true AS claim_taken
 """)
 
 # Every earn of a write in one statement: the journal transactions (their ids drawn from
@@ -208,7 +208,7 @@ class PostgresStorage:
             "claim_fingerprint": attempt.fingerprint, "claim_now": attempt.now, "claim_lock_key": attempt.lock_key}
         if attempt.nonce is None:
             rows = self._claim_alone.rows(connection, parameters)
-            return ClaimOutcome(key_held=True, nonce_spent=True, record_id=rows[0].claim_record_id if rows else None)
+            return ClaimOutcome(key_held=True, nonce_spent=True, claimed=bool(rows))
         confirm_key = attempt.key_to_confirm is not None
         nonce = attempt.nonce
         parameters.update({"claim_nonce": nonce.nonce, "claim_nonce_partner_id": nonce.partner_id,
@@ -223,18 +223,19 @@ class PostgresStorage:
             rows = carriers[confirm_key].rows(connection, {
                 **{FIRST_PREFIX + name: value for name, value in attempt.first.parameters.items()}, **parameters})
         outcome = rows[0]
-        record_id = outcome.claim_record_id
+        claimed = bool(outcome.claim_taken)
         first_rows = None
-        if attempt.first is not None and record_id is not None:
+        if attempt.first is not None and claimed:
             first_rows = [row for row in rows if row.claim_first_row]
         return ClaimOutcome(key_held=bool(outcome.claim_key_held), nonce_spent=bool(outcome.claim_nonce_spent),
-                            record_id=record_id, first_rows=first_rows)
+                            claimed=claimed, first_rows=first_rows)
 
     def _claim_in_front_of(self, first: Select[*tuple[Any, ...]]) -> dict[bool, DriverStatement]:
         return _built_once(self._claims_in_front, first, claim_in_front_of, self._building)
 
-    def reply_write(self, *, record_id: int, status: int, body: str, now: datetime) -> PendingWrite:
-        return PendingWrite(STORE_REPLY, reply_parameters(record_id=record_id, status=status, body=body, now=now))
+    def reply_write(self, *, partner_id: int, key: str, status: int, body: str, now: datetime) -> PendingWrite:
+        return PendingWrite(STORE_REPLY, reply_parameters(partner_id=partner_id, key=key, status=status, body=body,
+                                                          now=now))
 
     def execute_and_commit(self, session: Session, write: PendingWrite) -> None:
         """The write and a ``COMMIT`` as one simple-protocol query: one round trip.
@@ -436,11 +437,11 @@ def _claim_row(confirm_key: bool) -> Subquery:
     claimed = (postgresql.insert(IdempotencyRecord)
                .from_select(["partner_id", "idempotency_key", "request_fingerprint", "status", "created_at"], claim_row)
                .on_conflict_do_nothing(index_elements=["partner_id", "idempotency_key"])
-               .returning(IdempotencyRecord.id).cte("claimed"))
+               .returning(IdempotencyRecord.idempotency_key).cte("claimed"))
     return select(
         (exists(key_held.select()) if key_held is not None else literal(True)).label("claim_key_held"),
         exists(spent.select()).label("claim_nonce_spent"),
-        select(claimed.c.id).scalar_subquery().label("claim_record_id"),
+        exists(claimed.select()).label("claim_taken"),
     ).subquery("claim")
 
 
@@ -471,7 +472,7 @@ def claim_in_front_of(first: Select[*tuple[Any, ...]]) -> dict[bool, DriverState
         if collisions := _named_binds(claim_row) & _named_binds(renamed):
             raise ValueError(f"the first read's binds {sorted(collisions)} collide with the claim's")
         carried = (renamed.add_columns(literal(True).label("claim_first_row"))
-                   .where(claim_row.c.claim_record_id.is_not(None)).lateral("first_statement"))
+                   .where(claim_row.c.claim_taken).lateral("first_statement"))
         statements[confirm_key] = DriverStatement(select(claim_row, carried)
                                                   .select_from(claim_row.outerjoin(carried, true())))
     return statements

@@ -60,7 +60,7 @@ _INSERT_NONCE = (sqlite.insert(SeenNonce.__table__).on_conflict_do_nothing(index
                  .returning(SeenNonce.__table__.c.nonce))
 _INSERT_CLAIM = (sqlite.insert(IdempotencyRecord.__table__)
                  .on_conflict_do_nothing(index_elements=["partner_id", "idempotency_key"])
-                 .returning(IdempotencyRecord.__table__.c.id))
+                 .returning(IdempotencyRecord.__table__.c.idempotency_key))
 _INSERT_TRANSACTIONS = insert(JournalTransaction.__table__).returning(JournalTransaction.__table__.c.id,
                                                                       sort_by_parameter_order=True)
 _INSERT_ENTRIES = insert(JournalEntry.__table__)
@@ -97,17 +97,18 @@ class SqliteStorage:
             if nonce is None:
                 raise ValueError("a key is confirmed together with the request's nonce")
             if not self.key_still_as_verified(session, attempt.key_to_confirm, nonce.seen_at):
-                return ClaimOutcome(key_held=False, nonce_spent=False, record_id=None)
+                return ClaimOutcome(key_held=False, nonce_spent=False, claimed=False)
         if nonce is not None and not self.record_nonce(session, nonce):
-            return ClaimOutcome(key_held=True, nonce_spent=False, record_id=None)
-        record_id = session.connection().execute(_INSERT_CLAIM, {
+            return ClaimOutcome(key_held=True, nonce_spent=False, claimed=False)
+        inserted = session.connection().execute(_INSERT_CLAIM, {
             "partner_id": attempt.partner_id, "idempotency_key": attempt.key,
             "request_fingerprint": attempt.fingerprint, "status": "in_flight", "created_at": attempt.now,
-        }).scalar()
-        return ClaimOutcome(key_held=True, nonce_spent=True, record_id=record_id)
+        }).first()
+        return ClaimOutcome(key_held=True, nonce_spent=True, claimed=inserted is not None)
 
-    def reply_write(self, *, record_id: int, status: int, body: str, now: datetime) -> PendingWrite:
-        return PendingWrite(STORE_REPLY, reply_parameters(record_id=record_id, status=status, body=body, now=now))
+    def reply_write(self, *, partner_id: int, key: str, status: int, body: str, now: datetime) -> PendingWrite:
+        return PendingWrite(STORE_REPLY, reply_parameters(partner_id=partner_id, key=key, status=status, body=body,
+                                                          now=now))
 
     def execute_and_commit(self, session: Session, write: PendingWrite) -> None:
         if session.in_nested_transaction():

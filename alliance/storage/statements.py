@@ -36,7 +36,8 @@ KEY_STILL_AS_VERIFIED = (
 
 # A request's reply, stored under its idempotency record with the request's commit.
 STORE_REPLY = (
-    update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
+    update(IdempotencyRecord).where(IdempotencyRecord.idempotency_key == bindparam("reply_key"),
+                                    IdempotencyRecord.partner_id == bindparam("reply_partner_id"))
     .values(status="completed", response_status=bindparam("reply_status"), response_body=bindparam("reply_body"),
             completed_at=bindparam("completed_at_"))
 )
@@ -48,9 +49,10 @@ def key_confirmation(key: PartnerKeyRecord, checked_at: datetime) -> dict[str, o
             "key_terminal_id": key.terminal_id, "key_checked_at": checked_at, "key_partner_status": key.partner_status}
 
 
-def reply_parameters(*, record_id: int, status: int, body: str, now: datetime) -> dict[str, object]:
+def reply_parameters(*, partner_id: int, key: str, status: int, body: str, now: datetime) -> dict[str, object]:
     """The bind values of ``STORE_REPLY``."""
-    return {"record_id": record_id, "reply_status": status, "reply_body": body, "completed_at_": now}
+    return {"reply_key": key, "reply_partner_id": partner_id, "reply_status": status, "reply_body": body,
+            "completed_at_": now}
 
 
 def key_lookup(rows: Sequence[Any]) -> KeyLookup:

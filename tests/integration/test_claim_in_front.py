@@ -115,9 +115,9 @@ def test_the_first_statements_bind_names_cannot_collide_with_the_claims(pg_hub):
                                     first=FirstRead(first, {"claim_key": "mine", "key_id": "also-mine"}))
         # The claim took its own key; the first statement saw its own values and ran.
         assert claimed.status == "in_flight" and [row.one for row in claimed.first_rows] == [1]
-        stored = uow.session.execute(text("SELECT idempotency_key FROM idempotency_keys WHERE id = :id"),
-                                     {"id": claimed.record_id}).scalar_one()
-        assert stored == "the-claims-key"
+        stored = uow.session.execute(text("SELECT idempotency_key, status FROM idempotency_keys"
+                                          " WHERE partner_id = :partner_id"), {"partner_id": partner_id}).one()
+        assert (claimed.key, tuple(stored)) == ("the-claims-key", ("the-claims-key", "in_flight"))
 
 
 def test_a_first_read_whose_renamed_binds_would_meet_the_claims_is_refused_when_built(monkeypatch):

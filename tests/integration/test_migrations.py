@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, time, timezone
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import Time, bindparam, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from alliance import migrate
 from alliance.config import Settings
 from alliance.db import make_engine
 from alliance.models import Base
+from alliance.models.base import UTCDateTime
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -75,3 +78,58 @@ def test_each_revision_downgrades_one_step_and_upgrades_again(empty_engine):
     migrate.upgrade(empty_engine)
     assert migrate.current_revision(empty_engine) == head
     assert migrate.pending_model_changes(empty_engine) == []
+
+
+IDEMPOTENCY_COLUMNS = ("partner_id, idempotency_key, request_fingerprint, status, response_status, response_body, "
+                       "created_at, completed_at")
+
+
+def idempotency_records(engine) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(
+            f"SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys ORDER BY partner_id, idempotency_key"))]
+
+
+def test_idempotency_records_are_kept_when_their_key_becomes_the_natural_key_and_back(empty_engine):
+    migrate.upgrade(empty_engine, "0035")
+    at = datetime(2026, 12, 7, 4, 0, tzinfo=timezone.utc)
+    with empty_engine.begin() as connection:
+        partner_id = connection.execute(text(
+            "INSERT INTO partners (code, name, status, currency, time_zone, settlement_cycle, settlement_cutoff_local,"
+            " return_window_days, created_at) VALUES ('shop', 'Shop', 'active', 'EUR', 'Europe/Berlin', 'monthly',"
+            " :cutoff, 0, :at) RETURNING id").bindparams(bindparam("cutoff", type_=Time()),
+                                                         bindparam("at", type_=UTCDateTime())),
+            {"cutoff": time(0, 0), "at": at}).scalar_one()
+        connection.execute(text(f"INSERT INTO idempotency_keys ({IDEMPOTENCY_COLUMNS}) VALUES (:partner_id, :key,"
+                                " :fingerprint, :status, :reply_status, :body, :at, :completed_at)").bindparams(
+            bindparam("at", type_=UTCDateTime()), bindparam("completed_at", type_=UTCDateTime())), [
+            {"partner_id": partner_id, "key": "k-done", "fingerprint": "a" * 64, "status": "completed",
+             "reply_status": 201, "body": '{"points": 12}', "at": at, "completed_at": at},
+            {"partner_id": partner_id, "key": "k-running", "fingerprint": "b" * 64, "status": "in_flight",
+             "reply_status": None, "body": None, "at": at, "completed_at": None},
+        ])
+    kept = idempotency_records(empty_engine)
+    assert len(kept) == 2
+
+    migrate.upgrade(empty_engine, "0036")
+    assert idempotency_records(empty_engine) == kept
+    key = inspect(empty_engine).get_pk_constraint("idempotency_keys")
+    assert (key["name"], key["constrained_columns"]) == ("pk_idempotency_keys", ["idempotency_key", "partner_id"])
+    assert "id" not in {column["name"] for column in inspect(empty_engine).get_columns("idempotency_keys")}
+    assert {index["name"] for index in inspect(empty_engine).get_indexes("idempotency_keys")} >= {
+        "ix_idempotency_keys_created_at"}
+    assert [check["name"] for check in inspect(empty_engine).get_check_constraints("idempotency_keys")] == [
+        "ck_idempotency_keys_status"]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO idempotency_keys ({IDEMPOTENCY_COLUMNS}) SELECT {IDEMPOTENCY_COLUMNS}"
+                                " FROM idempotency_keys WHERE idempotency_key = 'k-done'"))
+
+    migrate.downgrade(empty_engine, "0035")
+    assert idempotency_records(empty_engine) == kept
+    with empty_engine.connect() as connection:
+        ids = connection.execute(text("SELECT id FROM idempotency_keys")).scalars().all()
+    assert len(set(ids)) == 2 and None not in ids
+    assert inspect(empty_engine).get_pk_constraint("idempotency_keys")["constrained_columns"] == ["id"]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO idempotency_keys ({IDEMPOTENCY_COLUMNS}) SELECT {IDEMPOTENCY_COLUMNS}"
+                                " FROM idempotency_keys WHERE idempotency_key = 'k-done'"))

@@ -91,7 +91,7 @@ def _traces_of(app: Flask, partner: SigningPartner) -> tuple[int, int]:
     with hub_state(app).unit_of_work() as uow:
         nonces = len(uow.session.scalars(select(SeenNonce.nonce)
                                          .where(SeenNonce.partner_id == partner.partner_id)).all())
-        keys = len(uow.session.scalars(select(IdempotencyRecord.id)
+        keys = len(uow.session.scalars(select(IdempotencyRecord.idempotency_key)
                                        .where(IdempotencyRecord.partner_id == partner.partner_id)).all())
     return nonces, keys
 

@@ -23,9 +23,11 @@ def count(hub, model) -> int:  # type: ignore[no-untyped-def]
 
 def test_idempotency_keys_survive_72_hours_then_are_pruned(hub, now):
     partner_id = make_partner(hub, now=now)
+    other_id = make_partner(hub, now=now, code="other")
     with hub.unit_of_work() as uow:
-        for hours_ago, key in ((73, "old"), (71, "recent")):
-            idempotency.claim(uow.session, partner_id=partner_id, key=key, fingerprint="f" * 64,
+        # The other partner's "old" is recent: a key is pruned by the partner's and key's record.
+        for owner, hours_ago, key in ((partner_id, 73, "old"), (partner_id, 71, "recent"), (other_id, 71, "old")):
+            idempotency.claim(uow.session, partner_id=owner, key=key, fingerprint="f" * 64,
                               now=now - timedelta(hours=hours_ago))
         uow.commit()
     with hub.unit_of_work() as uow:
@@ -33,19 +35,21 @@ def test_idempotency_keys_survive_72_hours_then_are_pruned(hub, now):
         assert idempotency.prune(uow.session, now=now, retention=timedelta(hours=1)) == 1
         uow.commit()
     with hub.unit_of_work() as uow:
-        keys = uow.session.scalars(select(IdempotencyRecord.idempotency_key)).all()
-    assert keys == ["recent"]
+        keys = uow.session.execute(select(IdempotencyRecord.partner_id, IdempotencyRecord.idempotency_key)
+                                   .order_by(IdempotencyRecord.partner_id, IdempotencyRecord.idempotency_key)).all()
+    assert [tuple(row) for row in keys] == [(partner_id, "recent"), (other_id, "old")]
 
 
-def test_a_claim_is_decided_by_the_unique_constraint(hub, now):
+def test_a_claim_is_decided_by_the_primary_key(hub, now):
     partner_id = make_partner(hub, now=now)
     with hub.unit_of_work() as uow:
         first = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        assert first.status == "in_flight"
+        assert (first.partner_id, first.key, first.status) == (partner_id, "k", "in_flight")
         with pytest.raises(idempotency.KeyReused):
             idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="b" * 64, now=now)
+        # The same request again finds the record its first claim inserted, not a new one.
         again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        assert again.record_id == first.record_id
+        assert (again.partner_id, again.key, again.status) == (partner_id, "k", "in_flight")
         uow.commit()
     assert count(hub, IdempotencyRecord) == 1
     with hub.unit_of_work() as uow:
@@ -108,11 +112,27 @@ def test_a_reply_stored_with_the_commit_reads_back_exactly(hub, now):
     in_kolkata = now.astimezone(ZoneInfo("Asia/Kolkata"))
     with hub.unit_of_work() as uow:
         claimed = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
-        uow.commit_with(idempotency.reply_write(uow.session, record_id=claimed.record_id, status=201, body=body,
-                                                now=in_kolkata))
+        uow.commit_with(idempotency.reply_write(uow.session, partner_id=claimed.partner_id, key=claimed.key,
+                                                status=201, body=body, now=in_kolkata))
     with hub.unit_of_work() as uow:
-        record = uow.session.get(IdempotencyRecord, claimed.record_id)
+        record = uow.session.get(IdempotencyRecord, {"idempotency_key": "k", "partner_id": partner_id})
         again = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
     assert (record.status, record.response_status, record.response_body) == ("completed", 201, body)
     assert record.completed_at == now and record.completed_at.utcoffset().total_seconds() == 0
     assert (again.status, again.response_status, again.response_body) == ("completed", 201, body)
+
+
+def test_a_reply_and_a_forgetting_touch_only_their_own_partners_key(hub, now):
+    # Two partners under one key: the record is named by both, never by the key alone.
+    partner_id, other_id = make_partner(hub, now=now), make_partner(hub, now=now, code="other")
+    with hub.unit_of_work() as uow:
+        mine = idempotency.claim(uow.session, partner_id=partner_id, key="k", fingerprint="a" * 64, now=now)
+        theirs = idempotency.claim(uow.session, partner_id=other_id, key="k", fingerprint="b" * 64, now=now)
+        uow.commit_with(idempotency.reply_write(uow.session, partner_id=mine.partner_id, key=mine.key, status=201,
+                                                body="{}", now=now))
+    with hub.unit_of_work() as uow:
+        idempotency.forget(uow.session, partner_id=theirs.partner_id, key=theirs.key)
+        uow.commit()
+    with hub.unit_of_work() as uow:
+        left = uow.session.execute(select(IdempotencyRecord.partner_id, IdempotencyRecord.status)).all()
+    assert [tuple(row) for row in left] == [(partner_id, "completed")]
