@@ -133,3 +133,22 @@ def test_idempotency_records_are_kept_when_their_key_becomes_the_natural_key_and
     with pytest.raises(IntegrityError), empty_engine.begin() as connection:
         connection.execute(text(f"INSERT INTO idempotency_keys ({IDEMPOTENCY_COLUMNS}) SELECT {IDEMPOTENCY_COLUMNS}"
                                 " FROM idempotency_keys WHERE idempotency_key = 'k-done'"))
+
+
+def test_idempotency_keys_keep_room_on_each_page_for_the_reply_as_the_models_say(empty_engine):
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateTable
+
+    from alliance.models import IdempotencyRecord
+
+    migrate.upgrade(empty_engine)
+    modelled = str(CreateTable(IdempotencyRecord.__table__).compile(dialect=postgresql.dialect()))
+    assert "WITH (fillfactor = 90)" in modelled
+    if empty_engine.dialect.name != "postgresql":
+        return  # SQLite has no fill factor
+    with empty_engine.connect() as connection:
+        options = connection.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'idempotency_keys'"))
+    assert options == ["fillfactor=90"]
+    migrate.downgrade(empty_engine, "0036")
+    with empty_engine.connect() as connection:
+        assert connection.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'idempotency_keys'")) is None
