@@ -16,7 +16,8 @@ import secrets
 from datetime import datetime, timezone
 from typing import Callable, ParamSpec, Protocol, TypeVar, cast
 
-from flask import Flask, abort, g, redirect, request, session, url_for
+from flask import Flask, Request, abort, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -54,6 +55,25 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+SESSION_PATH = "/console"
+
+
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed cookie sessions, opened only where the browser sends the cookie.
+
+    The cookie's path is the console's, so no other request can carry it; opening a
+    session anyway built its signer on every API request (16 µs, about 0.5% of a signed
+    earn's worker time). Elsewhere the session is Flask's null session, which refuses
+    writes.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        path = request.path
+        if path == SESSION_PATH or path.startswith(SESSION_PATH + "/"):
+            return super().open_session(app, request)
+        return self.make_null_session(app)
+
+
 def configure_session_cookie(app: Flask) -> None:
     """Harden the session cookie the console signs in with."""
     settings = hub_state(app).settings
@@ -62,9 +82,10 @@ def configure_session_cookie(app: Flask) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.environment == "production",
-        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_PATH=SESSION_PATH,
         PERMANENT_SESSION_LIFETIME=staff_users.SESSION_LIFETIME,
     )
+    app.session_interface = ConsoleSessions()
 
 
 def csrf_token() -> str:

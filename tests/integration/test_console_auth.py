@@ -55,6 +55,26 @@ def test_login_opens_the_console_with_a_hardened_cookie_and_is_audited(app):
     assert audit_actions(hub) == [("console:fiona", "staff.login", "staff:fiona")]
 
 
+def test_the_session_is_opened_only_on_the_console_s_own_paths(app, monkeypatch):
+    opened: list[str] = []
+    opening = security.SecureCookieSessionInterface.open_session
+
+    def counting(self, app_, request):  # type: ignore[no-untyped-def]
+        opened.append(request.path)
+        return opening(self, app_, request)
+
+    monkeypatch.setattr(security.SecureCookieSessionInterface, "open_session", counting)
+    add_staff(hub_state(app), "fiona", "finance")
+    browser = ConsoleClient(app)
+    browser.login("fiona")
+    assert browser.get("/console/").status_code == 200
+    # The cookie's path is /console: a browser sends it to /console and below, nowhere else.
+    for path in ("/healthz", "/partner/v1/purchases", "/consoles", "/back-office/v1/partners"):
+        browser.get(path)
+    assert opened and all(path == "/console" or path.startswith("/console/") for path in opened)
+    assert "/healthz" not in opened and "/consoles" not in opened
+
+
 def test_login_returns_to_the_page_asked_for_but_never_to_another_site(app):
     add_staff(hub_state(app), "fiona", "finance")
     browser = ConsoleClient(app)
