@@ -25,6 +25,7 @@ Target: the closer within 1.5x the floor at every size.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -54,6 +55,8 @@ SIZES = {
     "full": {"partners": 1000, "members": 100_000, "entries": (1_000_000, 3_000_000, 10_000_000)},
     "quick": {"partners": 40, "members": 2_000, "entries": (10_000, 30_000, 100_000)},
 }
+# ``BENCH_SETTLEMENT_ENTRIES=1000000`` (comma-separated) runs only those sizes of the scale, to iterate on one.
+SIZES_VARIABLE = "BENCH_SETTLEMENT_ENTRIES"
 RATIO_TARGET = Decimal("1.5")
 # Linear growth: seconds per million entries may not rise by more than this between sizes.
 GROWTH_TOLERANCE = Decimal("1.25")
@@ -341,8 +344,10 @@ def run(context: dict[str, object]) -> list[dict[str, object]]:
     sizes = SIZES[str(context["scale"])]
     server = context["postgres"]
     assert isinstance(server, PostgresServer)
+    chosen = os.environ.get(SIZES_VARIABLE)
+    entries_list = [int(value) for value in chosen.split(",")] if chosen else list(sizes["entries"])
     results = [measure_size(server, partners=sizes["partners"], members=sizes["members"], entries=entries)
-               for entries in sizes["entries"]]
+               for entries in entries_list]
     figures = [_size_figure(result, sizes["partners"]) for result in results]
     figures.append(_growth_figure(results))
     return figures

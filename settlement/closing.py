@@ -21,8 +21,9 @@ from decimal import Decimal
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import BigInteger, Integer, Row, column, func, insert, select, values
+from sqlalchemy import BigInteger, Integer, Row, func, insert, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from alliance.domain.audit_chain import ChainHead
 from alliance.domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
@@ -305,18 +306,26 @@ def aggregate_reward_items(session: Session, *, partner_id: int, partner_code: s
     ]
 
 
+_DUE_CYCLE_COLUMNS = (("position", Integer()), ("partner_id", BigInteger()), ("starts_at", UTCDateTime()),
+                      ("ends_at", UTCDateTime()))
+
+
+def _due_cycles_table(session: Session, due: list[tuple[int, Cycle]], *, first_position: int) -> NamedFromClause | None:
+    """The cycles as a table to join (position, partner id, start, end); None where the database cannot."""
+    return storage_for(session).rows_table("due_cycles", _DUE_CYCLE_COLUMNS, [
+        (first_position + offset, partner_id, cycle.starts_at, cycle.ends_at)
+        for offset, (partner_id, cycle) in enumerate(due)])
+
+
 def aggregate_due_reward_items(session: Session, due: list[tuple[int, Cycle]]) -> list[list[ItemAggregate]] | None:
     """``aggregate_reward_items`` for many cycles in one query, by position in ``due``; None on SQLite.
 
-    The cycles join as a VALUES list (which SQLite cannot put in FROM); each finds its
-    partner's reward postings through the same index as the one-cycle query.
+    The cycles join as a table (``Storage.rows_table``, which SQLite cannot give); each
+    finds its partner's reward postings through the same index as the one-cycle query.
     """
-    if not storage_for(session).values_join_supported():
+    cycles = _due_cycles_table(session, due, first_position=0)
+    if cycles is None:
         return None
-    cycles = values(
-        column("position", Integer), column("partner_id", BigInteger), column("starts_at", UTCDateTime()),
-        column("ends_at", UTCDateTime()), name="due_cycles",
-    ).data([(offset, partner_id, cycle.starts_at, cycle.ends_at) for offset, (partner_id, cycle) in enumerate(due)])
     order = aliased(RewardOrder)
     rows = session.execute(
         select(cycles.c.position, JournalTransaction.kind, Reward.code, order.unit_price_minor, order.currency,
@@ -639,19 +648,15 @@ def aggregate_due_cycles(
     account, each probing its transaction), then a hash join to the cycles, instead of
     one index-driven query per cycle, which at a thousand partners cost several times
     the pass. The pass reads every entry of the period, so it only pays when many
-    partners close together; with few, and on SQLite (no VALUES list in FROM), the
+    partners close together; with few, and on SQLite (no table of rows to join), the
     answer is empty and ``close_cycle`` aggregates each cycle itself.
     """
     if not due or len({partner_id for partner_id, _ in due}) < min_partners:
         return {}
     with session_factory() as session:
-        if not storage_for(session).values_join_supported():
+        cycles = _due_cycles_table(session, due, first_position=first_position)
+        if cycles is None:
             return {}
-        cycles = values(
-            column("position", Integer), column("partner_id", BigInteger), column("starts_at", UTCDateTime()),
-            column("ends_at", UTCDateTime()), name="due_cycles",
-        ).data([(first_position + offset, partner_id, cycle.starts_at, cycle.ends_at)
-                for offset, (partner_id, cycle) in enumerate(due)])
         settling = (
             select(JournalTransaction.partner_id, LedgerAccount.partner_id.label("account_partner_id"),
                    JournalTransaction.posted_at, JournalTransaction.kind, JournalTransaction.price_per_point,

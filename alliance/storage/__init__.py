@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Executable, Select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
+from sqlalchemy.types import TypeEngine
 
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 
@@ -220,8 +222,12 @@ class Storage(Protocol):
     def epoch_seconds(self, column: ColumnElement[Any]) -> ColumnElement[int]:
         """The whole seconds since 1970 of a UTC timestamp column."""
 
-    def values_join_supported(self) -> bool:
-        """Whether a VALUES list may stand as a table in FROM (the set-based closing pass needs it)."""
+    def rows_table(self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]],
+                   rows: Sequence[Sequence[Any]]) -> NamedFromClause | None:
+        """``rows`` as a table ``name`` with these columns, to join in FROM; None where this database cannot.
+
+        The set-based closing passes join their cycles this way.
+        """
 
     # --- the ledger's guards ----------------------------------------------------------
     def installed_guards(self, session: Session) -> set[str]:

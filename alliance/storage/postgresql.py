@@ -39,9 +39,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.elements import BindParameter, ColumnClause
+from sqlalchemy.sql.selectable import NamedFromClause, Subquery
 from sqlalchemy.sql.visitors import ExternallyTraversible, iterate, replacement_traverse
+from sqlalchemy.types import TypeEngine
 
 from alliance.db import DriverStatement
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
@@ -334,8 +335,17 @@ class PostgresStorage:
     def epoch_seconds(self, column: ColumnElement[Any]) -> ColumnElement[int]:
         return cast(func.floor(extract("epoch", column)), BigInteger)
 
-    def values_join_supported(self) -> bool:
-        return True
+    def rows_table(self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]],
+                   rows: Sequence[Sequence[Any]]) -> NamedFromClause | None:
+        """``unnest`` of one array per column: the statement's text does not depend on the number of rows.
+
+        A VALUES list of a thousand rows was a new text of 4,000 placeholders every time, compiled
+        by SQLAlchemy and split by psycopg anew (0.1-0.15 s of CPU per closing of 1,000 cycles).
+        """
+        arrays = [bindparam(f"{name}_{column_name}", [row[index] for row in rows], type_=postgresql.ARRAY(type_))
+                  for index, (column_name, type_) in enumerate(columns)]
+        return func.unnest(*arrays).table_valued(
+            *[ColumnClause(column_name, type_) for column_name, type_ in columns]).render_derived(name=name)
 
     def installed_guards(self, session: Session) -> set[str]:
         rows = session.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'"))

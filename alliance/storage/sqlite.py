@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, cast, func, insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
+from sqlalchemy.types import TypeEngine
 
 from alliance.domain.signatures import KeyLookup, PartnerKeyRecord
 from alliance.models import IdempotencyRecord, JournalEntry, JournalTransaction, PointLot, Purchase, SeenNonce
@@ -196,8 +198,10 @@ class SqliteStorage:
     def epoch_seconds(self, column: ColumnElement[Any]) -> ColumnElement[int]:
         return cast(func.strftime("%s", column), Integer)
 
-    def values_join_supported(self) -> bool:
-        return False
+    def rows_table(self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]],
+                   rows: Sequence[Sequence[Any]]) -> NamedFromClause | None:
+        """SQLite has neither arrays nor a VALUES list in FROM."""
+        return None
 
     def installed_guards(self, session: Session) -> set[str]:
         return {name for (name,) in session.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
