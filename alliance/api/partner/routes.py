@@ -23,6 +23,7 @@ from alliance.api.back_office.settlement_routes import (
     statement_document,
     statement_page,
 )
+from alliance.api.dumping import compiled_dump
 from alliance.api.errors import problem_body
 from alliance.api.partner import presenters
 from alliance.api.partner.auth import (
@@ -89,9 +90,10 @@ ERRORS = {
 }
 
 # Schemas hold no per-call state; building one per request costs a deep copy of its fields.
-PURCHASE_OUTPUT = PurchaseOutput()
+# The hot replies are dumped by their schema compiled once (``alliance.api.dumping``).
+DUMP_PURCHASE = compiled_dump(PurchaseOutput())
 BALANCE_OUTPUT = BalanceOutput()
-BATCH_OUTPUT = BatchOutput()
+DUMP_BATCH = compiled_dump(BatchOutput())
 EVENT_OUTPUT = EventOutput()
 
 RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying.",
@@ -169,7 +171,7 @@ class Purchases(MethodView):
                                                expiry_months=_settings().points_expiry_months,
                                                first=first, context_rows=first_rows,
                                                points_notice_threshold=_settings().member_points_notice_threshold)
-            return 201, PURCHASE_OUTPUT.dump(presenters.purchase(uow.session, stored, now,
+            return 201, DUMP_PURCHASE(presenters.purchase(uow.session, stored, now,
                                                                  card_number=data["card_number"]))
         # The card's holder in context, and the figures of the earn limits, are read in the claim's round trip.
         first = purchases.first_read(
@@ -202,7 +204,7 @@ class PurchaseBatch(MethodView):
             results = [_batch_item(uow, index, item["receipt_id"], outcome)
                        for index, (item, outcome) in enumerate(zip(data["purchases"], outcomes, strict=True))]
             applied = sum(result["status"] == "applied" for result in results)
-            return 200, BATCH_OUTPUT.dump({"applied": applied, "rejected": len(results) - applied, "results": results})
+            return 200, DUMP_BATCH({"applied": applied, "rejected": len(results) - applied, "results": results})
         return run_idempotent(operation)
 
 
