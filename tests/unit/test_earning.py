@@ -569,3 +569,27 @@ def test_the_earning_module_imports_only_the_standard_library_and_the_domain():
         and not module.startswith("alliance.domain.")
     }
     assert outside == set()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    amount=st.integers(-(10**15), 10**15),
+    decimals=st.lists(st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-(10**9),
+                                  max_value=10**9), min_size=0, max_size=4),
+    divisor=st.integers(1, 10**6),
+)
+def test_floor_of_product_is_the_exact_fraction_floor(amount, decimals, divisor):
+    import math
+    from fractions import Fraction
+
+    exact = Fraction(amount)
+    for value in decimals:
+        exact *= Fraction(value)
+    assert earning_module.floor_of_product(amount, *decimals, divisor=divisor) == math.floor(exact / divisor)
+
+
+def test_floor_of_product_keeps_hundredths_exact():
+    # As binary floats 100 × 0.29 is 28.999999999999996, whose floor is a point short.
+    assert earning_module.floor_of_product(100, Decimal("0.29")) == 29
+    assert earning_module.floor_of_product(7, Decimal("1.0"), divisor=10) == 0
+    assert earning_module.floor_of_product(29_999, Decimal("1"), Decimal("1.5"), divisor=100) == 449
