@@ -412,15 +412,13 @@ def _store(
          in zip(pending, run_ids, documents, strict=True)],
     ).all()
     lines = [
-        {"statement_id": statement_id, "line_number": number, "line_kind": str(line.line_kind),
-         "price_per_point": line.price_per_point, "points": line.points, "count": line.count,
-         "reference": line.reference, "amount_minor": line.amount_minor,
-         "rounding_residue_minor": line.rounding_residue_minor}
+        (statement_id, number, str(line.line_kind), line.price_per_point, line.points, line.count, line.reference,
+         line.amount_minor, line.rounding_residue_minor)
         for statement_id, (statement, *_) in zip(statement_ids, documents, strict=True)
         for number, line in enumerate(statement.lines, start=1)
     ]
     if lines:
-        session.execute(insert(SettlementStatementLine), lines)
+        _insert_lines(session, lines)
     return [
         ClosedStatement(
             run_id=run_id, statement_id=statement_id, partner_id=item.partner_id,
@@ -432,6 +430,26 @@ def _store(
         for item, run_id, statement_id, (statement, document_json, document_csv, signature_json, signature_csv)
         in zip(pending, run_ids, statement_ids, documents, strict=True)
     ]
+
+
+_LINE_COLUMNS = tuple((column.name, column.type) for column in SettlementStatementLine.__table__.columns
+                      if column.name != "id")
+
+
+def _insert_lines(session: Session, lines: list[tuple[Any, ...]]) -> None:
+    """Insert statement lines (rows in ``_LINE_COLUMNS`` order) in one statement where the database can.
+
+    On PostgreSQL the rows travel as one array per column (``Storage.rows_table``): one
+    execution for all the transaction's lines instead of one per line, and one statement
+    text for any number of them. The ids follow (statement, line number) as before.
+    """
+    names = [name for name, _ in _LINE_COLUMNS]
+    rows = storage_for(session).rows_table("new_lines", _LINE_COLUMNS, lines)
+    if rows is None:
+        session.execute(insert(SettlementStatementLine), [dict(zip(names, line, strict=True)) for line in lines])
+        return
+    session.execute(insert(SettlementStatementLine).from_select(
+        names, select(*[rows.c[name] for name in names]).order_by(rows.c.statement_id, rows.c.line_number)))
 
 
 def _stored(session: Session, partner_id: int, cycle_starts_at: datetime) -> ClosedStatement | None:
